@@ -1,0 +1,49 @@
+# emo — every target installs what it needs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+EMO := $(VENV)/bin/emo
+STAMP := $(VENV)/.installed
+
+DATASET ?= mer2024
+DATA_ROOT ?= data/$(DATASET)
+MODELS ?= hubert_large:16-21 egemaps
+OUT ?= features
+DEVICE ?= cpu
+SHARED ?= ../shared/data
+
+.PHONY: install test features demo proofs bench bench-gpu models-mtcnn clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+features: install
+	$(EMO) extract --dataset $(DATASET) --root $(DATA_ROOT) $(foreach m,$(MODELS),--encoder $(m)) --out $(OUT) --device $(DEVICE)
+
+demo: install
+	$(PY) -m emo.demo --out demo
+
+proofs: install
+	$(PY) proofs/run_all.py --shared $(SHARED)
+
+bench: install
+	$(PY) bench/run_all.py
+
+bench-gpu: install
+	$(PY) bench/run_all.py --gpu
+
+models-mtcnn: install
+	$(EMO) models fetch mtcnn
+
+clean:
+	rm -rf $(VENV) features runs demo .pytest_cache

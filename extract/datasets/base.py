@@ -1,0 +1,216 @@
+"""Dataset adapter interface, the sample record and the per-dataset manifest."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+#: Containers emo decodes (PyAV); used to discover media files.
+MEDIA_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".mpg", ".mpeg", ".m4v", ".wav", ".flac", ".mp3", ".m4a", ".ogg", ".aac")
+
+#: Class order of the MER 2023/2024 challenges (discrete track).
+MER_CLASSES = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
+
+
+class DatasetError(ValueError):
+    """A dataset root or label file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class Sample:
+    """One utterance (clip) of a dataset.
+
+    Attributes:
+        name: unique within the dataset; the key in every feature store.
+        media: path to the video or audio file (``None`` for text-only datasets).
+        transcript: may be empty.
+        discrete: discrete emotion label (a member of the adapter's ``classes``) or ``None``.
+        valence, arousal, dominance: continuous labels or ``None`` (scale as in the source:
+            MER valence is in [-5, 5]).
+        speaker: speaker id or ``None``.
+        split: the source's partition (``train``, ``test1``, ``labeled``, ...) or ``None``.
+    """
+
+    name: str
+    media: Path | None
+    transcript: str = ""
+    discrete: str | None = None
+    valence: float | None = None
+    arousal: float | None = None
+    dominance: float | None = None
+    speaker: str | None = None
+    split: str | None = None
+
+
+class DatasetAdapter:
+    """Base class: subclasses set ``name`` and ``classes`` and implement :meth:`load`.
+
+    :meth:`samples` validates what :meth:`load` returns (unique names, labels in
+    ``classes``) so every adapter gets the same checks.
+    """
+
+    name: ClassVar[str] = ""
+    classes: list[str] | None = None
+
+    def __init__(self, root: str | os.PathLike, **options: Any) -> None:
+        self.root = Path(root)
+        self.options = options
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.name}: dataset root {self.root} is not a directory")
+
+    def load(self) -> list[Sample]:
+        raise NotImplementedError
+
+    def samples(self) -> list[Sample]:
+        """All samples, validated.
+
+        Raises:
+            DatasetError: duplicate names (both files named), labels outside ``classes``.
+        """
+        out = self.load()
+        seen: dict[str, Sample] = {}
+        for s in out:
+            if s.name in seen:
+                raise DatasetError(
+                    f"{self.name}: duplicate sample name {s.name!r}: {seen[s.name].media} and {s.media}"
+                )
+            seen[s.name] = s
+            if s.discrete is not None and self.classes is not None and s.discrete not in self.classes:
+                raise DatasetError(
+                    f"{self.name}: sample {s.name!r} has label {s.discrete!r}, not one of {self.classes}"
+                )
+        return out
+
+
+def inside_root(root: Path, rel: str, what: str) -> Path:
+    """Resolve ``rel`` under ``root`` and refuse paths that escape it (``../``, absolute paths).
+
+    Raises:
+        DatasetError: naming ``what`` (the file the path came from) and the offending path.
+    """
+    p = (root / rel).resolve()
+    r = root.resolve()
+    if p != r and r not in p.parents:
+        raise DatasetError(f"{what}: path {rel!r} escapes the dataset root {root}")
+    return p
+
+
+def read_csv(path: Path, required: list[str], any_of: list[list[str]] | None = None) -> list[dict[str, str]]:
+    """Read a UTF-8 CSV into dicts with stripped, lower-cased column names.
+
+    Raises:
+        DatasetError: missing file, missing required columns (named), empty header.
+    """
+    if not path.is_file():
+        raise DatasetError(f"label file {path} does not exist")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None:
+                raise DatasetError(f"{path}: empty file (no header row)")
+            cols = [c.strip().lower() for c in reader.fieldnames]
+            missing = [c for c in required if c not in cols]
+            if missing:
+                raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(cols)}")
+            for group in any_of or []:
+                if not any(c in cols for c in group):
+                    raise DatasetError(f"{path}: needs one of the columns {', '.join(group)}; found {', '.join(cols)}")
+            rows = []
+            for row in reader:
+                rows.append({(k or "").strip().lower(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()})
+            return rows
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text ({e})") from e
+    except csv.Error as e:
+        raise DatasetError(f"{path}: malformed CSV ({e})") from e
+
+
+def parse_float(value: str | None, path: Path, name: str, column: str) -> float | None:
+    """Parse a label cell; empty -> ``None``. Raises :class:`DatasetError` naming file, sample and column."""
+    if value is None or value == "" or value.lower() in ("nan", "none"):
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        raise DatasetError(f"{path}: sample {name!r} has non-numeric {column} {value!r}") from None
+    if not math.isfinite(x):
+        raise DatasetError(f"{path}: sample {name!r} has non-finite {column} {value!r}")
+    return x
+
+
+def index_media(folder: Path) -> dict[str, Path]:
+    """Map file stem -> path for media files directly or recursively under ``folder``.
+
+    Raises:
+        DatasetError: two media files share a stem (both named).
+    """
+    out: dict[str, Path] = {}
+    if not folder.is_dir():
+        return out
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES:
+            if p.stem in out:
+                raise DatasetError(f"duplicate sample name {p.stem!r}: {out[p.stem]} and {p}")
+            out[p.stem] = p
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Manifest: what `emo extract` saw, so `emo fuse` needs only features/<dataset>/
+# ---------------------------------------------------------------------------
+
+MANIFEST = "samples.csv"
+DATASET_JSON = "dataset.json"
+
+
+def write_manifest(out_dir: Path, adapter: DatasetAdapter, samples: list[Sample]) -> None:
+    """Write ``samples.csv`` and ``dataset.json`` into ``out_dir`` atomically (tmp + rename)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = [f.name for f in fields(Sample)]
+    tmp = out_dir / (MANIFEST + f".{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=names)
+        w.writeheader()
+        for s in samples:
+            row = asdict(s)
+            row["media"] = "" if s.media is None else str(s.media)
+            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    os.replace(tmp, out_dir / MANIFEST)
+    meta = {"dataset": adapter.name, "root": str(adapter.root.resolve()), "classes": adapter.classes, "n": len(samples)}
+    tmp = out_dir / (DATASET_JSON + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, out_dir / DATASET_JSON)
+
+
+def read_manifest(dataset_dir: Path) -> tuple[dict[str, Any], list[Sample]]:
+    """Read what :func:`write_manifest` wrote.
+
+    Raises:
+        DatasetError: no manifest (run ``emo extract`` first).
+    """
+    path = dataset_dir / MANIFEST
+    if not path.is_file():
+        raise DatasetError(f"{path} not found: run `emo extract --dataset ... --out {dataset_dir.parent}` first")
+    meta = json.loads((dataset_dir / DATASET_JSON).read_text(encoding="utf-8")) if (dataset_dir / DATASET_JSON).is_file() else {}
+    out = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out.append(
+                Sample(
+                    name=row["name"],
+                    media=Path(row["media"]) if row["media"] else None,
+                    transcript=row.get("transcript", ""),
+                    discrete=row.get("discrete") or None,
+                    valence=float(row["valence"]) if row.get("valence") else None,
+                    arousal=float(row["arousal"]) if row.get("arousal") else None,
+                    dominance=float(row["dominance"]) if row.get("dominance") else None,
+                    speaker=row.get("speaker") or None,
+                    split=row.get("split") or None,
+                )
+            )
+    return meta, out

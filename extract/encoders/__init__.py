@@ -1,0 +1,1 @@
+"""Encoders: one module per model family; see :mod:`emo.extract.registry` for the names."""

@@ -1,0 +1,629 @@
+"""The feature store: one HDF5 file per (dataset, encoder), crash-safe and resumable.
+
+Layout on disk::
+
+    features/<dataset>/<encoder>.h5          consolidated store (what readers open)
+    features/<dataset>/<encoder>.parts/      shard files of a run in progress
+    features/<dataset>/<encoder>.lock        advisory lock held by the writing process
+
+Schema (the same in the store and in every shard)::
+
+    attrs    schema, emo_version, created, dataset, encoder, source, weights_hash,
+             pooling, sample_rate, fps, modality, layers (JSON list of layer keys),
+             dims (JSON {layer: D}), dtype, frames (bool), extra provenance keys
+    names            (N,)   UTF-8 strings, the sample names (done samples only)
+    flags            (N,)   uint8 bit mask, bit i = FLAGS[i] (no_face, no_text, silent, truncated)
+    layers/<key>     (N, D) float16 (default) or float32, chunked by rows so reading one
+                            layer for every sample is one sequential read
+    frames/offsets   (N+1,) int64, only with --frames: sample i is rows offsets[i]:offsets[i+1]
+    frames/<key>     (sum T, D) frame-level features, same dtype
+    failed/names     (M,)   samples that failed, with
+    failed/errors    (M,)   the error message (file and reason)
+
+Crash safety: a writer never modifies a finished file in place. Finished samples
+are written to a new shard (``*.tmp`` then ``os.replace``, after fsync), and
+:meth:`StoreWriter.finalize` merges the store and its shards into a new file that
+atomically replaces the old one. A kill at any moment leaves the old store and
+every renamed shard intact; a rerun skips every sample found in them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import fcntl
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import h5py
+import numpy as np
+
+from emo import __version__
+from emo.extract.encoders.base import FLAGS, Encoded
+
+SCHEMA = 1
+STR = h5py.string_dtype("utf-8")
+#: Provenance keys that must match for a rerun to append to an existing store.
+IDENTITY_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "layers", "frames", "dtype")
+
+
+class StoreError(RuntimeError):
+    """Unusable store: mismatched provenance, missing layers, locked, unreadable."""
+
+
+class StoreLockedError(StoreError):
+    """Another live process holds the store's lock."""
+
+
+def store_path(out: str | os.PathLike, dataset: str, encoder: str) -> Path:
+    """``<out>/<dataset>/<encoder>.h5``. Raises :class:`StoreError` for names that would leave ``out``."""
+    for part, what in ((dataset, "dataset"), (encoder, "encoder")):
+        if not part or part in (".", "..") or "/" in part or "\\" in part or "\x00" in part:
+            raise StoreError(f"invalid {what} name {part!r} for a store path")
+    return Path(out) / dataset / f"{encoder}.h5"
+
+
+def flags_to_mask(flags: Iterable[str]) -> int:
+    m = 0
+    for f in flags:
+        m |= 1 << FLAGS.index(f)
+    return m
+
+
+def mask_to_flags(mask: int) -> set[str]:
+    return {f for i, f in enumerate(FLAGS) if mask & (1 << i)}
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _chunk_rows(n: int, d: int, itemsize: int) -> int:
+    """Rows per chunk: about 1 MiB, at least 1, at most n."""
+    return max(1, min(n, (1 << 20) // max(1, d * itemsize)))
+
+
+def _write_file(
+    path: Path,
+    attrs: dict[str, Any],
+    names: list[str],
+    flags: np.ndarray,
+    layers: dict[str, np.ndarray] | Iterable[tuple[str, Any]],
+    failed: dict[str, str],
+    frames: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
+) -> None:
+    """Write one complete store/shard file to ``path`` via ``path.tmp`` + fsync + rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
+        f.create_dataset("flags", data=flags.astype(np.uint8))
+        g = f.create_group("layers")
+        for key, arr in layers.items() if isinstance(layers, dict) else layers:
+            arr = np.asarray(arr)
+            n, d = arr.shape
+            g.create_dataset(key, data=arr, chunks=(_chunk_rows(n, d, arr.itemsize), d) if n else None)
+        if frames is not None:
+            offsets, seqs = frames
+            fg = f.create_group("frames")
+            fg.create_dataset("offsets", data=offsets.astype(np.int64))
+            for key, arr in seqs.items():
+                n, d = arr.shape
+                fg.create_dataset(key, data=arr, chunks=(_chunk_rows(n, d, arr.itemsize), d) if n else None)
+        fl = f.create_group("failed")
+        fl.create_dataset("names", data=np.array(list(failed), dtype=object), dtype=STR)
+        fl.create_dataset("errors", data=np.array(list(failed.values()), dtype=object), dtype=STR)
+        f.flush()
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _read_strings(ds) -> list[str]:
+    return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in ds[()]]
+
+
+def _attrs(f: h5py.File) -> dict[str, Any]:
+    out = {}
+    for k, v in f.attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def describe_mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences in the identity keys of two provenance dicts."""
+    diffs = []
+    for k in IDENTITY_KEYS:
+        a, b = old.get(k), new.get(k)
+        if k == "frames":
+            a, b = bool(a), bool(b)
+        if a != b and not (a in (None, "", 0) and b in (None, "", 0)):
+            diffs.append(f"{k}: store has {a!r}, this run has {b!r}")
+    return diffs
+
+
+class _Lock:
+    """Advisory ``flock`` on ``<store>.lock`` holding the owner's PID.
+
+    ``flock`` dies with its process, so a lock left by a killed run is stale by
+    construction and is taken over silently.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            try:
+                pid = os.read(fd, 64).decode().strip() or "?"
+            except OSError:
+                pid = "?"
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise StoreLockedError(f"store {self.path.with_suffix('.h5')} is in use by PID {pid} (lock {self.path})") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+    def held_by_other(self) -> bool:
+        """True when another live process holds the lock (used by readers)."""
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+
+def _parts_dir(path: Path) -> Path:
+    return path.with_name(path.stem + ".parts")
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_suffix(".lock")
+
+
+def _finished_parts(path: Path) -> list[Path]:
+    d = _parts_dir(path)
+    return sorted(d.glob("part-*.h5")) if d.is_dir() else []
+
+
+class StoreWriter:
+    """Append per-sample features to a store, in atomic shards, then merge.
+
+    Args:
+        path: ``features/<dataset>/<encoder>.h5``.
+        provenance: encoder provenance (:meth:`Encoder.provenance`) plus ``dataset``, ``fps`` etc.
+        layers: layer keys, in storage order.
+        frames: also store frame-level sequences.
+        dtype: ``float16`` (default) or ``float32``.
+        overwrite: discard an existing store instead of resuming it.
+        shard_size: samples per shard file (a kill loses at most this many unflushed samples).
+
+    Raises:
+        StoreLockedError: another live process writes this store.
+        StoreError: the existing store was written with different provenance (the message names
+            each difference; pass ``overwrite=True`` to replace it deliberately).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        provenance: dict[str, Any],
+        layers: list[str],
+        frames: bool = False,
+        dtype: str = "float16",
+        overwrite: bool = False,
+        shard_size: int = 64,
+    ) -> None:
+        self.path = Path(path)
+        self.layers = list(layers)
+        self.frames = frames
+        self.dtype = np.dtype(dtype)
+        self.shard_size = shard_size
+        self.attrs: dict[str, Any] = {
+            "schema": SCHEMA,
+            "emo_version": __version__,
+            **{k: v for k, v in provenance.items() if v is not None},
+            "layers": json.dumps(self.layers),
+            "frames": bool(frames),
+            "dtype": self.dtype.name,
+        }
+        self._lock = _Lock(_lock_path(self.path))
+        self._lock.acquire()
+        try:
+            self._open(overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    # -- set-up ---------------------------------------------------------------
+    def _open(self, overwrite: bool) -> None:
+        parts = _parts_dir(self.path)
+        if overwrite:
+            if self.path.exists():
+                self.path.unlink()
+            if parts.exists():
+                shutil.rmtree(parts)
+        parts.mkdir(parents=True, exist_ok=True)
+        for t in list(parts.glob("*.tmp")) + list(self.path.parent.glob(self.path.name + ".tmp")):
+            t.unlink(missing_ok=True)  # half-written by a killed run: never renamed, never counted
+        self.done: set[str] = set()
+        self.failed: dict[str, str] = {}
+        self.dims: dict[str, int] = {}
+        for src in ([self.path] if self.path.exists() else []) + _finished_parts(self.path):
+            try:
+                with h5py.File(src, "r") as f:
+                    old = _attrs(f)
+                    diffs = describe_mismatch(old, self.attrs)
+                    if diffs:
+                        raise StoreError(
+                            f"{self.path} was written with different settings ({'; '.join(diffs)}); "
+                            "use another --out, or --overwrite to replace it"
+                        )
+                    self.done.update(_read_strings(f["names"]))
+                    for n, e in zip(_read_strings(f["failed/names"]), _read_strings(f["failed/errors"])):
+                        self.failed[n] = e
+                    self.dims.update(json.loads(old.get("dims", "{}")))
+            except StoreError:
+                raise
+            except OSError as e:
+                raise StoreError(f"{src} cannot be read ({e}); move it away or use --overwrite") from e
+        for n in self.done:
+            self.failed.pop(n, None)
+        self._seq = len(_finished_parts(self.path))
+        self._buf_names: list[str] = []
+        self._buf_flags: list[int] = []
+        self._buf_layers: dict[str, list[np.ndarray]] = {k: [] for k in self.layers}
+        self._buf_frames: dict[str, list[np.ndarray]] = {k: [] for k in self.layers}
+        self._buf_failed: dict[str, str] = {}
+
+    # -- appending ------------------------------------------------------------
+    def add(self, name: str, enc: Encoded) -> None:
+        """Buffer one finished sample; flushes a shard every ``shard_size`` samples.
+
+        Raises:
+            StoreError: a layer is missing, has the wrong dimension, or is not finite after the
+                cast to the store dtype (the caller records this as the sample's failure).
+        """
+        rows = {}
+        for k in self.layers:
+            if k not in enc.layers:
+                raise StoreError(f"{name}: encoder returned no layer {k}")
+            v = np.asarray(enc.layers[k], dtype=np.float32).reshape(-1)
+            d = self.dims.setdefault(k, v.shape[0])
+            if v.shape[0] != d:
+                raise StoreError(f"{name}: layer {k} has dimension {v.shape[0]}, store has {d}")
+            c = v.astype(self.dtype)
+            if not np.all(np.isfinite(c)):
+                raise StoreError(f"{name}: layer {k} has non-finite values (in {self.dtype.name})")
+            rows[k] = c
+        fr = {}
+        if self.frames:
+            if not enc.frames:
+                raise StoreError(f"{name}: --frames requested but the encoder returned no frame features")
+            lens = {np.asarray(enc.frames[k]).shape[0] for k in self.layers}
+            if len(lens) != 1:
+                raise StoreError(f"{name}: frame sequences of different lengths across layers")
+            fr = {k: np.asarray(enc.frames[k], dtype=np.float32).astype(self.dtype) for k in self.layers}
+        self._buf_names.append(name)
+        self._buf_flags.append(flags_to_mask(enc.flags))
+        for k in self.layers:
+            self._buf_layers[k].append(rows[k])
+            if self.frames:
+                self._buf_frames[k].append(fr[k])
+        self.done.add(name)
+        self.failed.pop(name, None)
+        if len(self._buf_names) + len(self._buf_failed) >= self.shard_size:
+            self.flush()
+
+    def fail(self, name: str, error: str) -> None:
+        """Record a per-sample failure (kept in the store so the summary and reruns see it)."""
+        self._buf_failed[name] = error
+        self.failed[name] = error
+        if len(self._buf_names) + len(self._buf_failed) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered samples as one new shard (atomic). No-op when the buffer is empty."""
+        if not self._buf_names and not self._buf_failed:
+            return
+        n = len(self._buf_names)
+        layers = {}
+        for k in self.layers:
+            d = self.dims.get(k, 0)
+            layers[k] = np.stack(self._buf_layers[k]) if n else np.zeros((0, d), self.dtype)
+        frames = None
+        if self.frames:
+            lens = [a.shape[0] for a in self._buf_frames[self.layers[0]]] if n else []
+            offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+            frames = (offsets, {k: (np.concatenate(self._buf_frames[k]) if n else np.zeros((0, self.dims.get(k, 0)), self.dtype)) for k in self.layers})
+        attrs = {**self.attrs, "dims": json.dumps(self.dims), "created": _now()}
+        part = _parts_dir(self.path) / f"part-{os.getpid()}-{self._seq:06d}.h5"
+        self._seq += 1
+        _write_file(part, attrs, self._buf_names, np.array(self._buf_flags, dtype=np.uint8), layers, self._buf_failed, frames)
+        self._buf_names, self._buf_flags, self._buf_failed = [], [], {}
+        self._buf_layers = {k: [] for k in self.layers}
+        self._buf_frames = {k: [] for k in self.layers}
+
+    def finalize(self) -> Path:
+        """Flush, merge the store and its shards into a new store file (atomic), drop the shards."""
+        self.flush()
+        merge_store(self.path, self.attrs)
+        return self.path
+
+    def close(self) -> None:
+        """Flush what is buffered (so nothing finished is lost) and release the lock."""
+        try:
+            self.flush()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) -> Path:
+    """Merge ``<store>.h5`` and ``<store>.parts/*.h5`` into a new ``<store>.h5`` (atomic rename).
+
+    Samples are deduplicated by name (first occurrence wins: the store, then shards in
+    order); failures are kept only for samples that never succeeded. Memory stays
+    bounded: one layer of one source is in memory at a time. The caller holds the lock.
+    """
+    path = Path(path)
+    sources = ([path] if path.exists() else []) + _finished_parts(path)
+    if not sources:
+        raise StoreError(f"nothing to merge for {path}")
+    if len(sources) == 1 and sources[0] == path:
+        return path
+    keep: list[tuple[Path, np.ndarray]] = []  # (file, row indices kept)
+    names: list[str] = []
+    flags: list[np.ndarray] = []
+    seen: set[str] = set()
+    failed: dict[str, str] = {}
+    dims: dict[str, int] = {}
+    base_attrs: dict[str, Any] = {}
+    for src in sources:
+        with h5py.File(src, "r") as f:
+            a = _attrs(f)
+            base_attrs = base_attrs or a
+            dims.update(json.loads(a.get("dims", "{}")))
+            n_src = _read_strings(f["names"])
+            fl = f["flags"][()]
+            rows = [i for i, n in enumerate(n_src) if n not in seen]
+            for i in rows:
+                seen.add(n_src[i])
+                names.append(n_src[i])
+            flags.append(fl[rows])
+            keep.append((src, np.array(rows, dtype=np.int64)))
+            for n, e in zip(_read_strings(f["failed/names"]), _read_strings(f["failed/errors"])):
+                failed[n] = e
+    failed = {n: e for n, e in failed.items() if n not in seen}
+    out_attrs = {**base_attrs, **(attrs or {}), "dims": json.dumps(dims), "created": _now(), "n_samples": len(names)}
+    layer_keys = json.loads(out_attrs["layers"])
+    dtype = np.dtype(out_attrs.get("dtype", "float16"))
+    has_frames = bool(out_attrs.get("frames"))
+    n = len(names)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for k, v in out_attrs.items():
+            f.attrs[k] = v
+        f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
+        f.create_dataset("flags", data=np.concatenate(flags) if flags else np.zeros(0, np.uint8))
+        g = f.create_group("layers")
+        for key in layer_keys:
+            d = dims.get(key, 0)
+            ds = g.create_dataset(key, shape=(n, d), dtype=dtype, chunks=(_chunk_rows(n, d, dtype.itemsize), d) if n and d else None)
+            pos = 0
+            for src, rows in keep:
+                if len(rows) == 0:
+                    continue
+                with h5py.File(src, "r") as s:
+                    block = s["layers"][key][()][rows]
+                ds[pos : pos + len(rows)] = block
+                pos += len(rows)
+        if has_frames:
+            fg = f.create_group("frames")
+            lens: list[np.ndarray] = []
+            for src, rows in keep:
+                with h5py.File(src, "r") as s:
+                    off = s["frames/offsets"][()]
+                lens.append((off[1:] - off[:-1])[rows] if len(rows) else np.zeros(0, np.int64))
+            all_lens = np.concatenate(lens) if lens else np.zeros(0, np.int64)
+            offsets = np.concatenate([[0], np.cumsum(all_lens)]).astype(np.int64)
+            fg.create_dataset("offsets", data=offsets)
+            total = int(offsets[-1])
+            for key in layer_keys:
+                d = dims.get(key, 0)
+                ds = fg.create_dataset(key, shape=(total, d), dtype=dtype, chunks=(_chunk_rows(total, d, dtype.itemsize), d) if total and d else None)
+                pos = 0
+                for src, rows in keep:
+                    if len(rows) == 0:
+                        continue
+                    with h5py.File(src, "r") as s:
+                        off = s["frames/offsets"][()]
+                        data = s["frames"][key]
+                        for i in rows:
+                            seg = data[off[i] : off[i + 1]]
+                            ds[pos : pos + len(seg)] = seg
+                            pos += len(seg)
+        fl = f.create_group("failed")
+        fl.create_dataset("names", data=np.array(list(failed), dtype=object), dtype=STR)
+        fl.create_dataset("errors", data=np.array(list(failed.values()), dtype=object), dtype=STR)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    for src in sources:
+        if src != path:
+            src.unlink(missing_ok=True)
+    try:
+        _parts_dir(path).rmdir()
+    except OSError:
+        pass
+    return path
+
+
+class FeatureStore:
+    """Read-only view of a consolidated store.
+
+    If shards of an interrupted run are pending and no live process holds the lock,
+    they are merged first (atomically); if a run is in progress, only the consolidated
+    part is read, with a warning.
+
+    Raises:
+        StoreError: the file is missing or is not an emo store.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if _finished_parts(self.path):
+            lock = _Lock(_lock_path(self.path))
+            try:
+                lock.acquire()
+            except StoreLockedError:
+                warnings.warn(f"{self.path}: a run is in progress; reading only its merged part", stacklevel=2)
+            else:
+                try:
+                    merge_store(self.path)
+                finally:
+                    lock.release()
+        if not self.path.exists():
+            raise StoreError(f"feature store {self.path} not found: run `emo extract` for this encoder first")
+        try:
+            with h5py.File(self.path, "r") as f:
+                self.attrs = _attrs(f)
+                if "layers" not in f or "names" not in f:
+                    raise StoreError(f"{self.path} is not an emo feature store (no names/layers)")
+                self.names: list[str] = _read_strings(f["names"])
+                self._flags = f["flags"][()]
+                self.failed: dict[str, str] = dict(zip(_read_strings(f["failed/names"]), _read_strings(f["failed/errors"])))
+                self.layers: list[str] = json.loads(self.attrs["layers"])
+                self.dims: dict[str, int] = {k: int(f["layers"][k].shape[1]) for k in self.layers}
+                self.has_frames = "frames" in f
+        except OSError as e:
+            raise StoreError(f"{self.path} cannot be opened as HDF5 ({e})") from e
+        self.index = {n: i for i, n in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def flags(self, name: str) -> set[str]:
+        """Recorded conditions of one sample, e.g. ``{"no_face"}``."""
+        return mask_to_flags(int(self._flags[self.index[name]]))
+
+    def flag_mask(self, flag: str, names: list[str] | None = None) -> np.ndarray:
+        """Boolean (N,) array: which samples carry ``flag``."""
+        idx = self._rows(names)
+        return (self._flags[idx] & (1 << FLAGS.index(flag))) != 0
+
+    def _rows(self, names: list[str] | None) -> np.ndarray:
+        if names is None:
+            return np.arange(len(self.names))
+        missing = [n for n in names if n not in self.index]
+        if missing:
+            more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+            raise StoreError(f"{self.path}: no features for sample(s) {', '.join(missing[:3])}{more}")
+        return np.fromiter((self.index[n] for n in names), dtype=np.int64, count=len(names))
+
+    def read(self, layers: list[str] | None = None, names: list[str] | None = None, dtype=np.float32) -> np.ndarray:
+        """Utterance features.
+
+        Args:
+            layers: layer keys (default: all stored); only these datasets are read.
+            names: sample names in the wanted order (default: store order).
+            dtype: output dtype.
+
+        Returns:
+            Array (N, L, D) of ``dtype``. Layers must share one dimension; otherwise use
+            :meth:`read_layer` per layer.
+
+        Raises:
+            StoreError: unknown layer or sample, or layers of different dimensions.
+        """
+        layers = self.layers if layers is None else [str(k) for k in layers]
+        missing = [k for k in layers if k not in self.dims]
+        if missing:
+            from emo.extract.layers import format_layers
+
+            raise StoreError(f"{self.path}: no layer(s) {', '.join(missing)}; stored: {format_layers(self.layers)}")
+        if len({self.dims[k] for k in layers}) > 1:
+            raise StoreError(f"{self.path}: layers {layers} differ in dimension; read them one by one")
+        rows = self._rows(names)
+        d = self.dims[layers[0]] if layers else 0
+        out = np.empty((len(rows), len(layers), d), dtype=dtype)
+        with h5py.File(self.path, "r") as f:
+            for j, k in enumerate(layers):
+                full = f["layers"][k][()]  # one sequential read of the whole layer
+                out[:, j, :] = full[rows]
+        return out
+
+    def read_layer(self, layer: str, names: list[str] | None = None, dtype=np.float32) -> np.ndarray:
+        """One layer as (N, D)."""
+        return self.read([layer], names, dtype)[:, 0, :]
+
+    def read_frames(self, layer: str, names: list[str] | None = None, dtype=np.float32) -> list[np.ndarray]:
+        """Frame-level sequences of one layer: a list of (T_i, D) arrays.
+
+        Raises:
+            StoreError: the store was written without ``--frames``.
+        """
+        if not self.has_frames:
+            raise StoreError(f"{self.path} has no frame-level features (extract with --frames)")
+        rows = self._rows(names)
+        with h5py.File(self.path, "r") as f:
+            off = f["frames/offsets"][()]
+            data = f["frames"][str(layer)]
+            return [data[off[i] : off[i + 1]].astype(dtype) for i in rows]
+
+    def summary(self) -> dict[str, Any]:
+        """Provenance and counts, for ``emo store info``."""
+        return {
+            "path": str(self.path), "samples": len(self.names), "failed": len(self.failed),
+            "layers": self.layers, "dims": self.dims, "frames": self.has_frames,
+            **{k: self.attrs.get(k) for k in ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "dtype", "emo_version", "created")},
+        }
