@@ -104,7 +104,7 @@ REGISTRY: dict[str, EncoderEntry] = {
         summary="Baichuan2-13B decoder LLM, 41 hidden states x 5120",
     ),
     "nrc_vad": EncoderEntry(
-        "emo.extract.encoders.text:NRCVADEncoder", None, "text",
+        "emo.extract.encoders.nrc_vad:NRCVADEncoder", None, "text",
         summary="mean NRC-VAD of the transcript's words (V, A, D, coverage), no weights",
     ),
 }
