@@ -374,7 +374,7 @@ class StoreWriter:
         if self.frames:
             lens = [a.shape[0] for a in self._buf_frames[self.layers[0]]] if n else []
             offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-            frames = (offsets, {k: (np.concatenate(self._buf_frames[k]) if n else np.zeros((0, self.dims.get(k, 0)), self.dtype)) for k in self.layers})
+            frames = (offsets, {k: (np.concatenate(self._buf_frames[k]) if n else np.zeros((0, 0), self.dtype)) for k in self.layers})
         attrs = {**self.attrs, "dims": json.dumps(self.dims), "created": _now()}
         part = _parts_dir(self.path) / f"part-{os.getpid()}-{self._seq:06d}.h5"
         self._seq += 1
@@ -478,7 +478,10 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
             fg.create_dataset("offsets", data=offsets)
             total = int(offsets[-1])
             for key in layer_keys:
-                d = dims.get(key, 0)
+                d = 0
+                for src, _rows in keep:  # frame dimension may differ from the utterance dimension
+                    with h5py.File(src, "r") as s:
+                        d = d or int(s["frames"][key].shape[1])
                 ds = fg.create_dataset(key, shape=(total, d), dtype=dtype, chunks=(_chunk_rows(total, d, dtype.itemsize), d) if total and d else None)
                 pos = 0
                 for src, rows in keep:

@@ -1,0 +1,83 @@
+"""`emo extract` and `emo store ...`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+store_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain feature stores.")
+
+
+def extract(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Adapter: mer2023, mer2024, emodb, meld, folder."),
+    root: Path = typer.Option(..., "--root", "-r", help="Dataset root directory."),
+    encoder: list[str] = typer.Option(..., "--encoder", "-e", help="NAME[=SOURCE][:LAYERS], repeatable, e.g. hubert_large:16-21."),
+    out: Path = typer.Option(Path("features"), "--out", "-o", help="Feature root: stores go to OUT/DATASET/ENCODER.h5."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (bf16 autocast on GPU)."),
+    batch_seconds: Optional[float] = typer.Option(None, help="Padded audio seconds per forward pass (default 200 GPU / 60 CPU)."),
+    frames: bool = typer.Option(False, "--frames", help="Also store frame-level features (ragged, per layer)."),
+    fps: float = typer.Option(2.0, help="Face-frame sampling rate, frames per second."),
+    face_detector: str = typer.Option("mtcnn", help="mtcnn or haar (no download)."),
+    mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
+    text_column: Optional[str] = typer.Option(None, help="Transcript column (e.g. chinese, english, sentence)."),
+    subset: Optional[str] = typer.Option(None, help="mer2024: all, labeled or unlabeled."),
+    labels: Optional[Path] = typer.Option(None, help="folder: label CSV (default ROOT/labels.csv)."),
+    workers: int = typer.Option(2, help="Decode worker threads."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N samples (quick tries)."),
+    max_seconds: Optional[float] = typer.Option(None, help="Decode at most this many seconds per clip."),
+    overwrite: bool = typer.Option(False, help="Replace existing stores instead of resuming."),
+    strict: bool = typer.Option(False, help="Stop at the first per-sample error (exit 1)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Extract layer-wise features of one dataset with one or more encoders.
+
+    Resumable: a rerun skips finished samples. Exit status: 0 all done, 2 some samples
+    failed (listed in the summary and in each store's failed/ group), 1 a fatal error.
+    """
+    from emo.extract.datasets import DatasetError, get_dataset
+    from emo.extract.engine import Extractor, StrictError
+    from emo.extract.registry import UnknownEncoderError, parse_encoder_spec
+    from emo.extract.layers import LayerSpecError
+    from emo.extract.store import StoreError
+    from emo.extract.encoders.base import EncoderError
+
+    try:
+        specs = [parse_encoder_spec(e) for e in encoder]
+        adapter = get_dataset(dataset, str(root), text_column=text_column, subset=subset,
+                              labels=str(labels) if labels else None)
+        samples = adapter.samples()
+        if limit is not None:
+            samples = samples[:limit]
+        opts = {"batch_seconds": batch_seconds} if batch_seconds else {}
+        ex = Extractor(specs, out=out, device=device, frames=frames, fps=fps, face_detector=face_detector,
+                       mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, workers=workers,
+                       max_seconds=max_seconds, overwrite=overwrite, strict=strict, progress=progress,
+                       encoder_options=opts)
+        summary = ex.run(adapter, samples)
+    except StrictError as e:
+        typer.echo(f"error (--strict): {e}", err=True)
+        raise typer.Exit(1)
+    except (DatasetError, UnknownEncoderError, LayerSpecError, StoreError, EncoderError, ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    typer.echo(summary.table())
+    if summary.n_failed:
+        raise typer.Exit(2)
+
+
+@store_app.command("info")
+def info(path: Path = typer.Argument(..., help="A store file features/<dataset>/<encoder>.h5.")) -> None:
+    """Print a store's provenance, layers, counts and failures as JSON."""
+    from emo.extract.store import FeatureStore, StoreError
+
+    try:
+        s = FeatureStore(path)
+    except StoreError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    d = s.summary()
+    d["failed_samples"] = s.failed
+    typer.echo(json.dumps(d, indent=2, ensure_ascii=False, default=str))

@@ -1,0 +1,228 @@
+"""HuBERT and wav2vec 2.0 layer-wise utterance features through ``transformers``.
+
+Layer numbering follows the papers and ``output_hidden_states``: hidden state
+``k`` is the output of transformer layer ``k``; ``0`` is the input to layer 1.
+The model is truncated after the deepest requested layer, and the requested
+hidden states are pooled on the fly by forward hooks, so the full stack of
+hidden states is never materialised.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from emo.extract.encoders.base import AudioInput, Encoded, Encoder, EncoderError, autocast_dtype, torch_device
+
+
+class SpeechEncoder(Encoder):
+    """HuBERT / wav2vec 2.0 (any ``Wav2Vec2Model``-shaped checkpoint) from a hub id or local directory.
+
+    Utterance vector of layer k = mean of hidden state k over the utterance's *valid*
+    frames: padded frames never enter the mean (the frame count of each clip comes
+    from the CNN front-end's output-length formula).
+
+    Batching: items are split into chunks of at most ``chunk_seconds`` (long clips are
+    pooled exactly across chunks: sums and frame counts are accumulated), sorted by
+    length and packed into forward passes of at most ``batch_seconds`` of padded audio.
+    For layer-norm front-ends (HuBERT-large, wav2vec2-large: ``feat_extract_norm="layer"``)
+    a batched clip gives the same features as the clip alone; group-norm front-ends
+    (base models) normalise over time, so padding changes them slightly: bucketing keeps
+    padding small, and the attention mask is not passed, as ``transformers`` advises.
+
+    Options:
+        batch_seconds (float): padded audio seconds per forward pass (default 200 on GPU, 60 on CPU).
+        chunk_seconds (float): longest piece fed at once (default 30 s).
+        normalize (bool | None): zero-mean unit-variance input per utterance; ``None`` reads
+            the checkpoint's feature-extractor config (``do_normalize``), else follows the front-end norm.
+        compile (bool): ``torch.compile`` the model (GPU).
+
+    Raises:
+        EncoderError: the source cannot be loaded, or is not a speech model.
+    """
+
+    modality = "audio"
+    sample_rate = 16000
+    pooling = "mean"
+
+    def __init__(self, name: str, source: str | None = None, layers: list[str] | None = None, device: str = "cpu",
+                 frames: bool = False, **options: Any) -> None:
+        super().__init__(name, source, layers, device, frames, **options)
+        import torch
+        from transformers import AutoConfig, AutoModel
+
+        if not source:
+            raise EncoderError(f"{name}: no model source given (hub id or local directory)")
+        self._device = torch_device(device)
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except Exception as e:
+            raise EncoderError(f"{name}: cannot load config from {source!r} ({type(e).__name__}: {e})") from None
+        if not hasattr(config, "conv_kernel"):
+            raise EncoderError(f"{name}: {source!r} is a {config.model_type} model, not a HuBERT/wav2vec2 speech model")
+        self.config = config
+        self.n_layers = int(config.num_hidden_layers)
+        self._select()
+        self.deepest = max(int(k) for k in self.layers)
+        try:
+            model = AutoModel.from_pretrained(source, config=config)
+        except Exception as e:
+            raise EncoderError(f"{name}: cannot load weights from {source!r} ({type(e).__name__}: {e})") from None
+        model.eval()
+        self.stable = bool(getattr(config, "do_stable_layer_norm", False))
+        keep = max(1, self.deepest)
+        enc = model.encoder
+        if keep < len(enc.layers):
+            enc.layers = enc.layers[:keep]
+            if self.stable:
+                # the final layer norm belongs to the last hidden state only; a truncated
+                # stack must not apply it to an intermediate layer
+                enc.layer_norm = torch.nn.Identity()
+        self.model = model.to(self._device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.layer_norm_frontend = getattr(config, "feat_extract_norm", "group") == "layer"
+        norm = options.get("normalize")
+        if norm is None:
+            norm = self._read_do_normalize(source)
+        self.normalize = bool(norm)
+        on_gpu = self._device.type == "cuda"
+        self.batch_seconds = float(options.get("batch_seconds") or (200.0 if on_gpu else 60.0))
+        self.chunk_seconds = float(options.get("chunk_seconds") or 30.0)
+        if options.get("compile"):
+            self.model = torch.compile(self.model)
+        self._captured: dict[str, Any] = {}
+        self._install_hooks()
+
+    def _read_do_normalize(self, source: str) -> bool:
+        try:
+            from transformers import Wav2Vec2FeatureExtractor
+
+            return bool(Wav2Vec2FeatureExtractor.from_pretrained(source).do_normalize)
+        except Exception:
+            return self.layer_norm_frontend
+
+    def available_layers(self) -> list[str]:
+        return [str(i) for i in range(self.n_layers + 1)]
+
+    def dims(self) -> dict[str, int]:
+        return {k: int(self.config.hidden_size) for k in self.layers}
+
+    def cost(self, item: AudioInput) -> float:
+        return len(item.audio) / self.sample_rate
+
+    def provenance(self) -> dict[str, Any]:
+        p = super().provenance()
+        p.update(normalize=int(self.normalize), model_type=self.config.model_type)
+        return p
+
+    # -- hooks -------------------------------------------------------------------
+    def _install_hooks(self) -> None:
+        enc = self.model.encoder
+        wanted = {int(k) for k in self.layers}
+
+        def grab(key):
+            def hook(_module, _inp, out):
+                self._captured[key] = out[0] if isinstance(out, (tuple, list)) else out
+            return hook
+
+        if 0 in wanted:
+            def pre(_module, args, kwargs):
+                self._captured["0"] = args[0] if args else kwargs["hidden_states"]
+            enc.layers[0].register_forward_pre_hook(pre, with_kwargs=True)
+        for k in wanted - {0}:
+            if self.stable and k == self.n_layers:
+                enc.layer_norm.register_forward_hook(grab(str(k)))
+            else:
+                enc.layers[k - 1].register_forward_hook(grab(str(k)))
+
+    # -- encoding ------------------------------------------------------------------
+    def _frame_lengths(self, n_samples: np.ndarray) -> np.ndarray:
+        """Frames the CNN front-end yields for ``n_samples`` input samples (conv output-length formula)."""
+        lengths = n_samples.astype(np.int64)
+        for k, s in zip(self.config.conv_kernel, self.config.conv_stride):
+            lengths = np.maximum((lengths - k) // s + 1, 0)
+        return lengths
+
+    def encode(self, batch: list[AudioInput]) -> list[Encoded]:
+        import torch
+
+        sr = self.sample_rate
+        chunk = int(self.chunk_seconds * sr)
+        min_len = int(self.config.conv_kernel[0]) * 4  # shorter than ~one frame: pad up (recorded below)
+        pieces: list[tuple[int, np.ndarray]] = []  # (item index, audio piece)
+        flags: list[set[str]] = [set() for _ in batch]
+        for i, item in enumerate(batch):
+            a = np.asarray(item.audio, dtype=np.float32).reshape(-1)
+            if a.size == 0:
+                raise EncoderError(f"{item.name}: empty audio")
+            if not np.any(a):
+                flags[i].add("silent")
+            if a.size < 400:
+                a = np.pad(a, (0, 400 - a.size))
+            n = max(1, math.ceil(a.size / chunk))
+            for j in range(n):
+                piece = a[j * chunk:(j + 1) * chunk]
+                if piece.size < min_len and n > 1:
+                    continue
+                pieces.append((i, piece))
+        order = sorted(range(len(pieces)), key=lambda p: len(pieces[p][1]))
+        dims = int(self.config.hidden_size)
+        sums = {k: np.zeros((len(batch), dims), np.float64) for k in self.layers}
+        counts = np.zeros(len(batch), np.int64)
+        seqs: dict[int, dict[str, list[np.ndarray]]] = {i: {k: [] for k in self.layers} for i in range(len(batch))}
+        # pack into forward passes by padded-seconds budget
+        groups: list[list[int]] = []
+        cur: list[int] = []
+        for p in order:
+            longest = len(pieces[p][1])
+            if cur and longest * (len(cur) + 1) > self.batch_seconds * sr:
+                groups.append(cur)
+                cur = []
+            cur.append(p)
+        if cur:
+            groups.append(cur)
+        dtype = autocast_dtype(self.device)
+        for g in groups:
+            lens = np.array([len(pieces[p][1]) for p in g])
+            T = int(lens.max())
+            x = np.zeros((len(g), T), np.float32)
+            mask = np.zeros((len(g), T), np.int64)
+            for r, p in enumerate(g):
+                a = pieces[p][1]
+                if self.normalize:
+                    a = (a - a.mean()) / np.sqrt(a.var() + 1e-7)
+                x[r, : len(a)] = a
+                mask[r, : len(a)] = 1
+            xt = torch.from_numpy(x).to(self._device, non_blocking=True)
+            kwargs = {}
+            if self.layer_norm_frontend:
+                kwargs["attention_mask"] = torch.from_numpy(mask).to(self._device, non_blocking=True)
+            self._captured.clear()
+            with torch.inference_mode(), torch.autocast(self._device.type, dtype=dtype, enabled=dtype is not None):
+                self.model(xt, **kwargs)
+            flen = self._frame_lengths(lens)
+            for k in self.layers:
+                h = self._captured[k].float()  # (B, F, D)
+                F = h.shape[1]
+                fm = (torch.arange(F, device=h.device)[None, :] < torch.from_numpy(flen).to(h.device)[:, None]).float()
+                s = torch.einsum("bfd,bf->bd", h, fm).cpu().numpy()
+                for r, p in enumerate(g):
+                    sums[k][pieces[p][0]] += s[r]
+                if self.frames:
+                    hc = h.cpu().numpy()
+                    for r, p in enumerate(g):
+                        seqs[pieces[p][0]][k].append(hc[r, : flen[r]])
+            for r, p in enumerate(g):
+                counts[pieces[p][0]] += int(flen[r])
+        out = []
+        for i in range(len(batch)):
+            c = max(1, counts[i])
+            layers = {k: (sums[k][i] / c).astype(np.float32) for k in self.layers}
+            frames = None
+            if self.frames:
+                frames = {k: np.concatenate(seqs[i][k]).astype(np.float32) if seqs[i][k] else np.zeros((0, dims), np.float32) for k in self.layers}
+            out.append(Encoded(layers=layers, frames=frames, flags=flags[i]))
+        return out

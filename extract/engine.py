@@ -1,0 +1,362 @@
+"""The extraction engine: dataset x encoders -> feature stores, batched, resumable.
+
+Per window of samples, media are decoded once (audio and face frames) by a pool of
+CPU workers that run ahead of the models (bounded prefetch), faces are detected and
+aligned once for every face encoder, and each encoder gets size-sorted batches packed
+by its budget so padding stays small. Finished samples stream into shard files, so
+memory stays flat and a kill loses at most one unflushed shard per encoder.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import sys
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from emo.extract.datasets import DatasetAdapter, Sample, write_manifest
+from emo.extract.encoders.base import AudioInput, Encoder, FaceInput, Input, TextInput
+from emo.extract.media import MediaError, load_audio, load_frames
+from emo.extract.registry import EncoderSpec
+from emo.extract.store import StoreWriter, store_path
+
+#: Default frame sampling rate for face encoders, frames per second (MER clips are 2-10 s:
+#: 2 fps gives 4-20 face frames per clip, enough for a stable mean and 12x cheaper than 25 fps).
+DEFAULT_FPS = 2.0
+
+
+@dataclass
+class EncoderReport:
+    """Per-encoder outcome of a run."""
+
+    encoder: str
+    store: str
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    flagged: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    """What `emo extract` prints at the end and returns."""
+
+    dataset: str
+    samples: int
+    encoders: list[EncoderReport]
+    seconds: float = 0.0
+
+    @property
+    def n_failed(self) -> int:
+        return sum(len(r.failed) for r in self.encoders)
+
+    def table(self) -> str:
+        lines = [f"dataset {self.dataset}: {self.samples} samples, {self.seconds:.1f} s",
+                 f"{'encoder':18s} {'done':>7s} {'skipped':>8s} {'failed':>7s}  flags / store"]
+        for r in self.encoders:
+            flags = ", ".join(f"{k}={v}" for k, v in sorted(r.flagged.items()))
+            lines.append(f"{r.encoder:18s} {r.done:7d} {r.skipped:8d} {len(r.failed):7d}  {flags + '  ' if flags else ''}{r.store}")
+        failed = [(r.encoder, n, e) for r in self.encoders for n, e in r.failed.items()]
+        if failed:
+            lines.append("failed samples:")
+            for enc, n, e in failed[:50]:
+                lines.append(f"  [{enc}] {n}: {e}")
+            if len(failed) > 50:
+                lines.append(f"  ... and {len(failed) - 50} more (see the stores' failed/ groups)")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Decoded:
+    sample: Sample
+    audio: np.ndarray | None = None
+    audio_error: str | None = None
+    frames: np.ndarray | None = None
+    frames_error: str | None = None
+
+
+class StrictError(RuntimeError):
+    """Raised with ``strict=True`` at the first per-sample failure."""
+
+
+def _decode(sample: Sample, need_audio: bool, need_frames: bool, sample_rate: int, fps: float,
+            max_side: int | None, max_seconds: float | None) -> _Decoded:
+    d = _Decoded(sample)
+    if sample.media is None:
+        msg = f"{sample.name}: sample has no media file"
+        d.audio_error = d.frames_error = msg
+        return d
+    if need_audio:
+        try:
+            d.audio = load_audio(sample.media, sample_rate, max_seconds=max_seconds)
+        except MediaError as e:
+            d.audio_error = str(e)
+        except Exception as e:  # decoding must never kill a run
+            d.audio_error = f"{sample.media}: {type(e).__name__}: {e}"
+    if need_frames:
+        try:
+            max_frames = None if max_seconds is None else int(max_seconds * fps) + 1
+            d.frames, _ = load_frames(sample.media, fps, max_frames=max_frames, max_side=max_side)
+        except MediaError as e:
+            d.frames_error = str(e)
+        except Exception as e:
+            d.frames_error = f"{sample.media}: {type(e).__name__}: {e}"
+    return d
+
+
+def _windows(samples: list[Sample], size: int) -> Iterator[list[Sample]]:
+    for i in range(0, len(samples), size):
+        yield samples[i:i + size]
+
+
+def pack(items: list[Input], cost: Callable[[Input], float], budget: float) -> list[list[int]]:
+    """Sort items by cost and pack consecutive ones while ``max_cost * count <= budget``.
+
+    Returns lists of indices into ``items`` (each batch holds similar sizes, so padding is small).
+    An item larger than the budget forms a batch of its own.
+    """
+    order = sorted(range(len(items)), key=lambda i: cost(items[i]))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        c = cost(items[i])
+        if cur and c * (len(cur) + 1) > budget:
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+class Extractor:
+    """Run several encoders over one dataset.
+
+    Args:
+        specs: parsed encoder specs (:func:`emo.extract.registry.parse_encoder_spec`).
+        out: feature root; stores go to ``<out>/<dataset>/<encoder>.h5``.
+        device: ``cpu`` / ``cuda`` / ``cuda:N``.
+        frames: also store frame-level features.
+        fps: face-frame sampling rate (frames per second) for face encoders.
+        face_detector: ``mtcnn`` or ``haar``; mtcnn_weights: directory of pnet/rnet/onet.pt.
+        batch_budget: per-encoder batch budget override (seconds of audio / frames / tokens).
+        workers: CPU decode workers (threads).
+        window: samples decoded ahead per step (bounded prefetch: at most 2 windows in flight).
+        max_seconds: decode at most this many seconds of each clip (``None``: all; long clips
+            are chunked by the audio encoders, so memory stays bounded anyway).
+        overwrite: replace existing stores instead of resuming.
+        strict: stop at the first per-sample error.
+        encoder_options: extra keyword options for every encoder (e.g. ``batch_seconds``).
+    """
+
+    def __init__(self, specs: list[EncoderSpec], out: str | os.PathLike = "features", device: str = "cpu",
+                 frames: bool = False, fps: float = DEFAULT_FPS, face_detector: str = "mtcnn",
+                 mtcnn_weights: str | None = None, workers: int = 2, window: int = 64,
+                 max_seconds: float | None = None, max_side: int | None = 640, overwrite: bool = False,
+                 strict: bool = False, progress: bool = True, encoder_options: dict[str, Any] | None = None,
+                 encoders: list[Encoder] | None = None) -> None:
+        if not specs and not encoders:
+            raise ValueError("no encoder given: pass at least one --encoder")
+        self.specs = specs
+        self.out = Path(out)
+        self.device = device
+        self.frames = frames
+        self.fps = fps
+        self.face_detector = face_detector
+        self.mtcnn_weights = mtcnn_weights
+        self.workers = max(1, workers)
+        self.window = max(1, window)
+        self.max_seconds = max_seconds
+        self.max_side = max_side
+        self.overwrite = overwrite
+        self.strict = strict
+        self.progress = progress
+        opts = encoder_options or {}
+        self.encoders: list[Encoder] = encoders if encoders is not None else [s.build(device=device, frames=frames, **opts) for s in specs]
+        self._cropper = None
+
+    # -- helpers -----------------------------------------------------------------
+    def _face_cropper(self):
+        if self._cropper is None:
+            from emo.extract.faces import FaceCropper
+
+            self._cropper = FaceCropper(detector=self.face_detector, weights=self.mtcnn_weights, device=self.device)
+        return self._cropper
+
+    def _provenance(self, enc: Encoder, dataset: str) -> dict[str, Any]:
+        p = {**enc.provenance(), "dataset": dataset}
+        if enc.modality == "face":
+            p["fps"] = float(self.fps)
+            try:
+                p.update({f"face_{k}": v for k, v in self._face_cropper().provenance().items()})
+            except Exception:
+                pass
+        return p
+
+    def _budget(self, enc: Encoder) -> float:
+        on_gpu = self.device.startswith("cuda")
+        if enc.modality == "audio":
+            return float(getattr(enc, "batch_seconds", 200.0 if on_gpu else 60.0))
+        if enc.modality == "face":
+            return float(enc.options.get("batch_frames") or (1024 if on_gpu else 64))
+        return float(enc.options.get("batch_tokens") or (16384 if on_gpu else 4096))
+
+    # -- the run -------------------------------------------------------------------
+    def run(self, adapter: DatasetAdapter, samples: list[Sample] | None = None) -> RunSummary:
+        """Extract every encoder's features for ``samples`` (default: all of the adapter's).
+
+        Returns a :class:`RunSummary`. Per-sample errors are recorded in the stores and the
+        summary and never stop the run (unless ``strict``). Stores are merged at the end; on
+        an interrupt, finished samples are flushed before the exception propagates.
+        """
+        t0 = time.time()
+        if samples is None:
+            samples = adapter.samples()
+        ds_dir = self.out / adapter.name
+        write_manifest(ds_dir, adapter, samples)
+        writers: list[StoreWriter] = []
+        reports: list[EncoderReport] = []
+        try:
+            for enc in self.encoders:
+                path = store_path(self.out, adapter.name, enc.name)
+                w = StoreWriter(path, self._provenance(enc, adapter.name), enc.layers, frames=self.frames,
+                                dtype=getattr(enc, "store_dtype", "float16"), overwrite=self.overwrite)
+                writers.append(w)
+                reports.append(EncoderReport(enc.name, str(path)))
+            self._extract(samples, writers, reports)
+            for w in writers:
+                w.finalize()
+        finally:
+            for w in writers:
+                w.close()
+        for r, w in zip(reports, writers):
+            r.failed = {n: e for n, e in w.failed.items() if n in {s.name for s in samples}}
+        return RunSummary(adapter.name, len(samples), reports, time.time() - t0)
+
+    def _extract(self, samples: list[Sample], writers: list[StoreWriter], reports: list[EncoderReport]) -> None:
+        todo: list[set[str]] = []
+        for w, r in zip(writers, reports):
+            t = {s.name for s in samples if s.name not in w.done}
+            r.skipped = len(samples) - len(t)
+            todo.append(t)
+        pending = [s for s in samples if any(s.name in t for t in todo)]
+        if not pending:
+            return
+        audio_encs = [i for i, e in enumerate(self.encoders) if e.modality == "audio"]
+        face_encs = [i for i, e in enumerate(self.encoders) if e.modality == "face"]
+        rates = {self.encoders[i].sample_rate or 16000 for i in audio_encs}
+        if len(rates) > 1:
+            raise ValueError(f"audio encoders need different sample rates {sorted(rates)}: run them separately")
+        sr = rates.pop() if rates else 16000
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(pending), unit="clip", desc="extract", file=sys.stderr)
+
+        def submit(pool, window):
+            futs = []
+            for s in window:
+                need_a = any(s.name in todo[i] for i in audio_encs)
+                need_f = any(s.name in todo[i] for i in face_encs)
+                futs.append(pool.submit(_decode, s, need_a, need_f, sr, self.fps, self.max_side, self.max_seconds))
+            return futs
+
+        with cf.ThreadPoolExecutor(self.workers) as pool:
+            queue: deque = deque()
+            windows = _windows(pending, self.window)
+            for _ in range(2):  # bounded prefetch: two windows in flight
+                w = next(windows, None)
+                if w is not None:
+                    queue.append(submit(pool, w))
+            while queue:
+                futs = queue.popleft()
+                nxt = next(windows, None)
+                if nxt is not None:
+                    queue.append(submit(pool, nxt))
+                decoded = [f.result() for f in futs]
+                self._process_window(decoded, todo, writers, reports)
+                if bar is not None:
+                    bar.update(len(decoded))
+        if bar is not None:
+            bar.close()
+
+    def _fail(self, w: StoreWriter, r: EncoderReport, name: str, error: str) -> None:
+        w.fail(name, error)
+        r.failed[name] = error
+        if self.strict:
+            raise StrictError(f"[{r.encoder}] {error}")
+
+    def _process_window(self, decoded: list[_Decoded], todo, writers, reports) -> None:
+        faces: dict[str, np.ndarray] = {}
+        face_errors: dict[str, str] = {}
+        if any(e.modality == "face" for e in self.encoders):
+            with_frames = [d for d in decoded if d.frames is not None]
+            if with_frames:
+                try:
+                    tracks = self._face_cropper().process([d.frames for d in with_frames])
+                    for d, t in zip(with_frames, tracks):
+                        faces[d.sample.name] = t.crops
+                except Exception as e:  # detector failure on the batch: retry clip by clip
+                    for d in with_frames:
+                        try:
+                            faces[d.sample.name] = self._face_cropper().process([d.frames])[0].crops
+                        except Exception as e2:
+                            face_errors[d.sample.name] = f"{d.sample.media}: face detection failed ({type(e2).__name__}: {e2})"
+                    del e
+            for d in decoded:
+                d.frames = None  # free frame memory early
+        for enc, w, r, t in zip(self.encoders, writers, reports, todo):
+            items: list[Input] = []
+            for d in decoded:
+                name = d.sample.name
+                if name not in t:
+                    continue
+                if enc.modality == "audio":
+                    if d.audio is None:
+                        self._fail(w, r, name, d.audio_error or f"{name}: no audio")
+                        continue
+                    items.append(AudioInput(name, d.audio))
+                elif enc.modality == "face":
+                    if name in faces:
+                        items.append(FaceInput(name, faces[name]))
+                    else:
+                        self._fail(w, r, name, face_errors.get(name) or d.frames_error or f"{name}: no video frames")
+                else:
+                    items.append(TextInput(name, d.sample.transcript or ""))
+            if not items:
+                continue
+            t0 = time.time()
+            for batch_idx in pack(items, enc.cost, self._budget(enc)):
+                batch = [items[i] for i in batch_idx]
+                self._encode_batch(enc, batch, w, r)
+            r.seconds += time.time() - t0
+
+    def _encode_batch(self, enc: Encoder, batch: list[Input], w: StoreWriter, r: EncoderReport) -> None:
+        try:
+            outs = enc.encode(batch)
+        except Exception as e:
+            if len(batch) > 1:  # isolate the bad item: retry one by one
+                for item in batch:
+                    self._encode_batch(enc, [item], w, r)
+                return
+            msg = str(e) if str(e).startswith(batch[0].name) else f"{batch[0].name}: {type(e).__name__}: {e}"
+            self._fail(w, r, batch[0].name, f"{enc.name} failed: {msg}")
+            return
+        for item, o in zip(batch, outs):
+            try:
+                w.add(item.name, o)
+            except Exception as e:
+                self._fail(w, r, item.name, str(e))
+                continue
+            r.done += 1
+            for f in o.flags:
+                r.flagged[f] = r.flagged.get(f, 0) + 1

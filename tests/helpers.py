@@ -1,0 +1,25 @@
+"""Small randomly initialised models of the real architectures, saved locally (hubs are unreachable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def tiny_hubert(path: Path, layers: int = 4, hidden: int = 32, stable: bool = True, kind: str = "hubert", seed: int = 0) -> Path:
+    """Save a tiny HuBERT (or wav2vec2) with HuBERT-large's layout (layer-norm front-end,
+    stable layer norm) to ``path`` and return it. Same code path as a real checkpoint."""
+    import torch
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    cfg_cls, model_cls = (HubertConfig, HubertModel) if kind == "hubert" else (Wav2Vec2Config, Wav2Vec2Model)
+    cfg = cfg_cls(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * hidden,
+        conv_dim=(16, 16, 16, 16, 16, 16, 16), conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer" if stable else "group", do_stable_layer_norm=stable,
+    )
+    model = model_cls(cfg).eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    return path
