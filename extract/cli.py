@@ -31,12 +31,26 @@ def extract(
     overwrite: bool = typer.Option(False, help="Replace existing stores instead of resuming."),
     strict: bool = typer.Option(False, help="Stop at the first per-sample error (exit 1)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    shard_size: int = typer.Option(64, min=1, help="Samples per shard file: a kill loses at most this many per encoder."),
+    flush_seconds: float = typer.Option(60.0, help="Also write a shard at least this often (seconds); 0: only by --shard-size."),
 ) -> None:
     """Extract layer-wise features of one dataset with one or more encoders.
 
-    Resumable: a rerun skips finished samples. Exit status: 0 all done, 2 some samples
-    failed (listed in the summary and in each store's failed/ group), 1 a fatal error.
+    Resumable: a rerun skips finished samples (safe after SIGKILL: finished shards are
+    atomic). SIGTERM/SIGINT flush finished samples before exiting. Exit status: 0 all
+    done, 2 some samples failed (listed in the summary and in each store's failed/ group),
+    1 a fatal error (bad arguments, store in use or from another checkpoint, disk full,
+    or any per-sample error with --strict).
     """
+    import signal
+
+    def _terminate(signum, _frame):  # SIGTERM -> same clean path as Ctrl-C: flush shards, release locks
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not in the main thread (embedded use): keep the default
+        pass
     from emo.extract.datasets import DatasetError, get_dataset
     from emo.extract.engine import Extractor, StrictError
     from emo.extract.registry import UnknownEncoderError, parse_encoder_spec
@@ -55,11 +69,14 @@ def extract(
         ex = Extractor(specs, out=out, device=device, frames=frames, fps=fps, face_detector=face_detector,
                        mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, workers=workers,
                        max_seconds=max_seconds, overwrite=overwrite, strict=strict, progress=progress,
-                       encoder_options=opts)
+                       encoder_options=opts, shard_size=shard_size, flush_seconds=flush_seconds or None)
         summary = ex.run(adapter, samples)
     except StrictError as e:
         typer.echo(f"error (--strict): {e}", err=True)
         raise typer.Exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished samples are saved; rerun the same command to resume", err=True)
+        raise typer.Exit(130)
     except (DatasetError, UnknownEncoderError, LayerSpecError, StoreError, EncoderError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)

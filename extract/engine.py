@@ -25,7 +25,7 @@ from emo.extract.datasets import DatasetAdapter, Sample, write_manifest
 from emo.extract.encoders.base import AudioInput, Encoder, FaceInput, Input, TextInput
 from emo.extract.media import MediaError, load_audio, load_frames
 from emo.extract.registry import EncoderSpec
-from emo.extract.store import StoreWriter, store_path
+from emo.extract.store import StoreWriteError, StoreWriter, check_writable, store_path
 
 #: Default frame sampling rate for face encoders, frames per second (MER clips are 2-10 s:
 #: 2 fps gives 4-20 face frames per clip, enough for a stable mean and 12x cheaper than 25 fps).
@@ -155,6 +155,8 @@ class Extractor:
         overwrite: replace existing stores instead of resuming.
         strict: stop at the first per-sample error.
         encoder_options: extra keyword options for every encoder (e.g. ``batch_seconds``).
+        shard_size, flush_seconds: a shard is written every ``shard_size`` samples or
+            ``flush_seconds`` seconds (a kill loses at most that much work per encoder).
     """
 
     def __init__(self, specs: list[EncoderSpec], out: str | os.PathLike = "features", device: str = "cpu",
@@ -162,7 +164,8 @@ class Extractor:
                  mtcnn_weights: str | None = None, workers: int = 2, window: int = 64,
                  max_seconds: float | None = None, max_side: int | None = 640, overwrite: bool = False,
                  strict: bool = False, progress: bool = True, encoder_options: dict[str, Any] | None = None,
-                 encoders: list[Encoder] | None = None) -> None:
+                 encoders: list[Encoder] | None = None, shard_size: int = 64,
+                 flush_seconds: float | None = 60.0) -> None:
         if not specs and not encoders:
             raise ValueError("no encoder given: pass at least one --encoder")
         self.specs = specs
@@ -179,6 +182,8 @@ class Extractor:
         self.overwrite = overwrite
         self.strict = strict
         self.progress = progress
+        self.shard_size = shard_size
+        self.flush_seconds = flush_seconds
         opts = encoder_options or {}
         self.encoders: list[Encoder] = encoders if encoders is not None else [s.build(device=device, frames=frames, **opts) for s in specs]
         self._cropper = None
@@ -220,7 +225,7 @@ class Extractor:
         t0 = time.time()
         if samples is None:
             samples = adapter.samples()
-        ds_dir = self.out / adapter.name
+        ds_dir = check_writable(self.out / adapter.name)  # read-only --out: clear error before any work
         write_manifest(ds_dir, adapter, samples)
         writers: list[StoreWriter] = []
         reports: list[EncoderReport] = []
@@ -228,8 +233,14 @@ class Extractor:
             for enc in self.encoders:
                 path = store_path(self.out, adapter.name, enc.name)
                 w = StoreWriter(path, self._provenance(enc, adapter.name), enc.layers, frames=self.frames,
-                                dtype=getattr(enc, "store_dtype", "float16"), overwrite=self.overwrite)
+                                dtype=getattr(enc, "store_dtype", "float16"), overwrite=self.overwrite,
+                                shard_size=self.shard_size, flush_seconds=self.flush_seconds)
                 writers.append(w)
+                try:
+                    dims = enc.dims()
+                except Exception:  # not known before running: check_space assumes a small default
+                    dims = None
+                w.check_space(sum(s.name not in w.done for s in samples), dims)  # a clearly full disk fails now
                 reports.append(EncoderReport(enc.name, str(path)))
             self._extract(samples, writers, reports)
             for w in writers:
@@ -354,6 +365,8 @@ class Extractor:
         for item, o in zip(batch, outs):
             try:
                 w.add(item.name, o)
+            except StoreWriteError:  # disk full / read-only: fatal, the store stays intact
+                raise
             except Exception as e:
                 self._fail(w, r, item.name, str(e))
                 continue

@@ -24,7 +24,15 @@ Crash safety: a writer never modifies a finished file in place. Finished samples
 are written to a new shard (``*.tmp`` then ``os.replace``, after fsync), and
 :meth:`StoreWriter.finalize` merges the store and its shards into a new file that
 atomically replaces the old one. A kill at any moment leaves the old store and
-every renamed shard intact; a rerun skips every sample found in them.
+every renamed shard intact; a rerun skips every sample found in them. A shard is
+written every ``shard_size`` samples or ``flush_seconds`` seconds, whichever comes
+first, so a kill loses at most that much work. Half-written ``*.tmp`` files of a
+killed process are never read and are deleted by the next writer or reader.
+
+Guards: the output directory is checked for writability (and, via
+:meth:`StoreWriter.check_space`, for clearly insufficient free space) before any
+work; a write error mid-run (``ENOSPC``, ``EROFS``, ...) raises
+:class:`StoreWriteError` and leaves the store and every earlier shard intact.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -57,6 +67,77 @@ class StoreError(RuntimeError):
 
 class StoreLockedError(StoreError):
     """Another live process holds the store's lock."""
+
+
+class StoreWriteError(StoreError):
+    """Writing a shard or merging failed (disk full, read-only file system, I/O error).
+
+    Fatal for the run (the engine stops instead of recording it as a sample failure); the
+    store and every shard written before are intact, so a rerun resumes after the cause is fixed.
+    """
+
+
+#: Free space always kept in reserve by :meth:`StoreWriter.check_space`, bytes.
+MIN_FREE_BYTES = 64 << 20
+
+
+def _io_reason(e: OSError) -> str:
+    """Short human reason for an OSError, with a hint for the common storage failures."""
+    hint = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+            errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}.get(e.errno or 0)
+    text = e.strerror or str(e)
+    return f"{hint} ({text})" if hint and hint.lower() not in text.lower() else text
+
+
+def check_writable(directory: str | os.PathLike) -> Path:
+    """Create ``directory`` if needed and prove it is writable by creating and deleting a temp file.
+
+    Call before hours of work are spent.
+
+    Returns:
+        The directory as a :class:`~pathlib.Path`.
+
+    Raises:
+        StoreError: the directory cannot be created or written (read-only file system, no
+            permission, a path component that is a file); the message names the directory.
+    """
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".emo-write-test-", dir=d)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+    except OSError as e:
+        raise StoreError(f"output directory {d} is not writable: {_io_reason(e)}") from None
+    return d
+
+
+def check_free_space(directory: str | os.PathLike, need_bytes: int, what: str = "this run") -> int:
+    """Refuse to start when the file system of ``directory`` clearly lacks ``need_bytes``.
+
+    Args:
+        directory: an existing directory on the target file system.
+        need_bytes: estimated bytes the run will write (a lower bound is best: only a clearly
+            insufficient disk is refused); :data:`MIN_FREE_BYTES` is added as a reserve.
+        what: named in the message.
+
+    Returns:
+        Free bytes on that file system.
+
+    Raises:
+        StoreError: free space < ``need_bytes + MIN_FREE_BYTES``; the message gives both in MB.
+    """
+    free = shutil.disk_usage(directory).free
+    if free < need_bytes + MIN_FREE_BYTES:
+        raise StoreError(
+            f"not enough free space under {directory}: {free / 2**20:.0f} MB free, {what} needs about "
+            f"{need_bytes / 2**20:.0f} MB (+{MIN_FREE_BYTES >> 20} MB reserve); free space or use another --out"
+        )
+    return free
 
 
 def store_path(out: str | os.PathLike, dataset: str, encoder: str) -> Path:
@@ -107,6 +188,18 @@ def _write_file(
 ) -> None:
     """Write one complete store/shard file to ``path`` via ``path.tmp`` + fsync + rename."""
     tmp = path.with_name(path.name + ".tmp")
+    try:
+        _write_file_tmp(tmp, attrs, names, flags, layers, failed, frames)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a half-written file behind when we can help it
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_file_tmp(tmp: Path, attrs, names, flags, layers, failed, frames) -> None:
     with h5py.File(tmp, "w") as f:
         for k, v in attrs.items():
             f.attrs[k] = v
@@ -128,10 +221,6 @@ def _write_file(
         fl.create_dataset("names", data=np.array(list(failed), dtype=object), dtype=STR)
         fl.create_dataset("errors", data=np.array(list(failed.values()), dtype=object), dtype=STR)
         f.flush()
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _read_strings(ds) -> list[str]:
@@ -173,8 +262,17 @@ class _Lock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock or raise :class:`StoreLockedError` naming the holder's PID.
+
+        Raises:
+            StoreLockedError: another live process holds it.
+            StoreError: the lock file cannot be created (read-only directory, ...).
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"cannot create lock file {self.path}: {_io_reason(e)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -225,6 +323,14 @@ def _finished_parts(path: Path) -> list[Path]:
     return sorted(d.glob("part-*.h5")) if d.is_dir() else []
 
 
+def _remove_tmp(path: Path) -> None:
+    """Delete ``*.tmp`` files a killed writer left (never renamed, so never counted). Caller holds the lock."""
+    d = _parts_dir(path)
+    tmps = list(d.glob("*.tmp")) if d.is_dir() else []
+    for t in tmps + list(path.parent.glob(path.name + ".tmp")):
+        t.unlink(missing_ok=True)
+
+
 class StoreWriter:
     """Append per-sample features to a store, in atomic shards, then merge.
 
@@ -236,11 +342,14 @@ class StoreWriter:
         dtype: ``float16`` (default) or ``float32``.
         overwrite: discard an existing store instead of resuming it.
         shard_size: samples per shard file (a kill loses at most this many unflushed samples).
+        flush_seconds: also write a shard when the oldest buffered sample is this old, so a
+            kill loses at most this many seconds of work (``None``: only by ``shard_size``).
 
     Raises:
-        StoreLockedError: another live process writes this store.
-        StoreError: the existing store was written with different provenance (the message names
-            each difference; pass ``overwrite=True`` to replace it deliberately).
+        StoreLockedError: another live process writes this store ("in use by PID ...").
+        StoreError: the output directory is not writable, or the existing store was written
+            with different provenance (the message names each difference; pass
+            ``overwrite=True`` to replace it deliberately).
     """
 
     def __init__(
@@ -252,12 +361,16 @@ class StoreWriter:
         dtype: str = "float16",
         overwrite: bool = False,
         shard_size: int = 64,
+        flush_seconds: float | None = 60.0,
     ) -> None:
         self.path = Path(path)
         self.layers = list(layers)
         self.frames = frames
         self.dtype = np.dtype(dtype)
-        self.shard_size = shard_size
+        self.shard_size = max(1, int(shard_size))
+        self.flush_seconds = flush_seconds
+        self._buf_since: float | None = None
+        self._write_error: StoreWriteError | None = None
         self.attrs: dict[str, Any] = {
             "schema": SCHEMA,
             "emo_version": __version__,
@@ -266,6 +379,7 @@ class StoreWriter:
             "frames": bool(frames),
             "dtype": self.dtype.name,
         }
+        check_writable(self.path.parent)  # a read-only --out fails here, before any work
         self._lock = _Lock(_lock_path(self.path))
         self._lock.acquire()
         try:
@@ -277,14 +391,16 @@ class StoreWriter:
     # -- set-up ---------------------------------------------------------------
     def _open(self, overwrite: bool) -> None:
         parts = _parts_dir(self.path)
-        if overwrite:
-            if self.path.exists():
-                self.path.unlink()
+        if overwrite:  # shards first: a kill in between leaves the old store, refused or replaced again
             if parts.exists():
                 shutil.rmtree(parts)
-        parts.mkdir(parents=True, exist_ok=True)
-        for t in list(parts.glob("*.tmp")) + list(self.path.parent.glob(self.path.name + ".tmp")):
-            t.unlink(missing_ok=True)  # half-written by a killed run: never renamed, never counted
+            if self.path.exists():
+                self.path.unlink()
+        try:
+            parts.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create shard directory {parts}: {_io_reason(e)}") from None
+        _remove_tmp(self.path)
         self.done: set[str] = set()
         self.failed: dict[str, str] = {}
         self.dims: dict[str, int] = {}
@@ -351,18 +467,51 @@ class StoreWriter:
                 self._buf_frames[k].append(fr[k])
         self.done.add(name)
         self.failed.pop(name, None)
-        if len(self._buf_names) + len(self._buf_failed) >= self.shard_size:
-            self.flush()
+        self._maybe_flush()
 
     def fail(self, name: str, error: str) -> None:
-        """Record a per-sample failure (kept in the store so the summary and reruns see it)."""
+        """Record a per-sample failure (kept in the store so the summary and reruns see it).
+
+        Raises:
+            StoreWriteError: only if this triggers a shard write that fails.
+        """
         self._buf_failed[name] = error
         self.failed[name] = error
-        if len(self._buf_names) + len(self._buf_failed) >= self.shard_size:
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        now = time.monotonic()
+        if self._buf_since is None:
+            self._buf_since = now
+        if len(self._buf_names) + len(self._buf_failed) >= self.shard_size or (
+            self.flush_seconds is not None and now - self._buf_since >= self.flush_seconds
+        ):
             self.flush()
 
+    def check_space(self, n_samples: int, dims: dict[str, int] | None = None, default_dim: int = 64) -> int:
+        """Refuse to start when the disk clearly cannot hold ``n_samples`` more samples.
+
+        The estimate is a lower bound: ``n_samples x sum(dims) x itemsize x 2`` (the shards plus
+        the merged copy written by :meth:`finalize`), with ``default_dim`` for layers whose
+        dimension is not yet known; frame-level features are not counted (their length is unknown).
+
+        Returns:
+            Free bytes. Raises :class:`StoreError` naming the directory, free and needed MB.
+        """
+        dims = {**{k: default_dim for k in self.layers}, **self.dims, **(dims or {})}
+        need = int(n_samples) * sum(int(dims[k]) for k in self.layers) * self.dtype.itemsize * 2
+        return check_free_space(self.path.parent, need, f"{n_samples} samples of {self.attrs.get('encoder', self.path.stem)}")
+
     def flush(self) -> None:
-        """Write buffered samples as one new shard (atomic). No-op when the buffer is empty."""
+        """Write buffered samples as one new shard (atomic). No-op when the buffer is empty.
+
+        Raises:
+            StoreWriteError: the shard cannot be written (disk full, read-only, I/O error). No
+                partial shard is left; the store and earlier shards are intact; the buffered
+                samples are not stored (a rerun redoes them).
+        """
+        if self._write_error is not None:
+            raise self._write_error
         if not self._buf_names and not self._buf_failed:
             return
         n = len(self._buf_names)
@@ -378,21 +527,37 @@ class StoreWriter:
         attrs = {**self.attrs, "dims": json.dumps(self.dims), "created": _now()}
         part = _parts_dir(self.path) / f"part-{os.getpid()}-{self._seq:06d}.h5"
         self._seq += 1
-        _write_file(part, attrs, self._buf_names, np.array(self._buf_flags, dtype=np.uint8), layers, self._buf_failed, frames)
+        try:
+            _write_file(part, attrs, self._buf_names, np.array(self._buf_flags, dtype=np.uint8), layers, self._buf_failed, frames)
+        except OSError as e:
+            self._write_error = StoreWriteError(
+                f"cannot write shard {part}: {_io_reason(e)}; the store and the samples finished before "
+                f"are intact, the last {n} are not stored: fix the cause and rerun to resume"
+            )
+            raise self._write_error from None
         self._buf_names, self._buf_flags, self._buf_failed = [], [], {}
         self._buf_layers = {k: [] for k in self.layers}
         self._buf_frames = {k: [] for k in self.layers}
+        self._buf_since = None
 
     def finalize(self) -> Path:
-        """Flush, merge the store and its shards into a new store file (atomic), drop the shards."""
+        """Flush, merge the store and its shards into a new store file (atomic), drop the shards.
+
+        Raises:
+            StoreWriteError: a write failed; the old store and all shards stay intact.
+        """
         self.flush()
         merge_store(self.path, self.attrs)
         return self.path
 
     def close(self) -> None:
-        """Flush what is buffered (so nothing finished is lost) and release the lock."""
+        """Flush what is buffered (so nothing finished is lost) and release the lock.
+
+        After a failed write it only releases the lock (the error was already raised).
+        """
         try:
-            self.flush()
+            if self._write_error is None:
+                self.flush()
         finally:
             self._lock.release()
 
@@ -447,8 +612,34 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
     layer_keys = json.loads(out_attrs["layers"])
     dtype = np.dtype(out_attrs.get("dtype", "float16"))
     has_frames = bool(out_attrs.get("frames"))
-    n = len(names)
     tmp = path.with_name(path.name + ".tmp")
+    try:
+        _merge_into(tmp, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype, has_frames)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StoreWriteError(
+            f"cannot merge {path}: {_io_reason(e)}; the store and its shards in {_parts_dir(path)} are "
+            "intact (the next run or reader merges them): fix the cause and rerun"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    for src in sources:
+        if src != path:
+            src.unlink(missing_ok=True)
+    try:
+        _parts_dir(path).rmdir()
+    except OSError:
+        pass
+    return path
+
+
+def _merge_into(tmp: Path, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype, has_frames) -> None:
+    n = len(names)
     with h5py.File(tmp, "w") as f:
         for k, v in out_attrs.items():
             f.attrs[k] = v
@@ -497,18 +688,6 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
         fl = f.create_group("failed")
         fl.create_dataset("names", data=np.array(list(failed), dtype=object), dtype=STR)
         fl.create_dataset("errors", data=np.array(list(failed.values()), dtype=object), dtype=STR)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    for src in sources:
-        if src != path:
-            src.unlink(missing_ok=True)
-    try:
-        _parts_dir(path).rmdir()
-    except OSError:
-        pass
-    return path
 
 
 class FeatureStore:
@@ -532,6 +711,7 @@ class FeatureStore:
                 warnings.warn(f"{self.path}: a run is in progress; reading only its merged part", stacklevel=2)
             else:
                 try:
+                    _remove_tmp(self.path)
                     merge_store(self.path)
                 finally:
                     lock.release()

@@ -30,6 +30,16 @@ def mer_label(value: str, path: Path, name: str) -> str | None:
     return _MER_ALIASES[v]
 
 
+def _check_unique(rows: list[dict[str, str]], path: Path) -> None:
+    """Raise :class:`DatasetError` naming the label file and both rows when a name repeats."""
+    seen: dict[str, int] = {}
+    for i, row in enumerate(rows, start=2):
+        n = row.get("name", "")
+        if n in seen:
+            raise DatasetError(f"{path}: duplicate sample name {n!r} in rows {seen[n]} and {i}")
+        seen[n] = i
+
+
 def _transcripts(path: Path, column: str) -> dict[str, str]:
     if not path.is_file():
         return {}
@@ -61,7 +71,9 @@ class MER2023(DatasetAdapter):
                 continue
             found_any = True
             media = index_media(self.root / split)
-            for row in read_csv(label_path, ["name"], any_of=[["discrete", "valence"]]):
+            rows = read_csv(label_path, ["name"], any_of=[["discrete", "valence"]])
+            _check_unique(rows, label_path)
+            for row in rows:
                 name = row["name"]
                 if name not in media:
                     raise DatasetError(f"{label_path}: no clip for sample {name!r} under {self.root / split}")
@@ -98,7 +110,9 @@ class MER2024(DatasetAdapter):
             if not label_path.is_file():
                 raise DatasetError(f"mer2024: {label_path} not found")
             media = index_media(self.root / "video-labeled")
-            for row in read_csv(label_path, ["name", "discrete"]):
+            rows = read_csv(label_path, ["name", "discrete"])
+            _check_unique(rows, label_path)
+            for row in rows:
                 name = row["name"]
                 if name not in media:
                     raise DatasetError(f"{label_path}: no clip for sample {name!r} under {self.root / 'video-labeled'}")
