@@ -1,0 +1,432 @@
+"""Layer-ablation sweeps (``emo fuse sweep``): one probe per layer, or per window of consecutive
+layers, of one encoder, across folds, with a resumable on-disk cell cache.
+
+A *cell* is one (layer window, fold) pair: a head trained on the window's layers with
+:func:`emo.fuse.train.train_cv` on that fold only. Each finished cell is written to
+``<out>/cells/<window>-fold<k>.json`` (``<window>-seed<r>.json`` for ``--folds split``) together
+with a key hashing everything that determines it (store provenance, layers, fold indices,
+training settings); a rerun reuses every cell whose key matches and trains only the rest, and
+reads from the store only the layers those remaining cells need (one sequential HDF5 read per
+layer, :meth:`emo.extract.store.FeatureStore.read`).
+
+Outputs in ``<out>``: ``sweep.csv`` (one row per window: mean and std over folds of every
+scalar metric), ``sweep.json`` (settings, rows, cells, the selected window) and ``sweep.png``
+(mean score against layer with fold standard-deviation error bars, as Fig. 2 of Cheng et al.,
+"Leveraging Acoustic Adaptation and Visual Alignment for MER 2024").
+
+Protocols: ``--folds K`` (stratified k-fold) and ``--folds speaker`` (leave-one-speaker-out)
+score each window on every fold's evaluation part. ``--folds split`` follows "select on dev,
+report test": each model trains on ``train``, stops early on ``dev`` and is scored on ``dev``
+(the selection score) and on ``test`` (the reported score); since there is a single fold, the
+repeats are seeds (cells (window, seed), one model each) and the error bars are the standard
+deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import typer
+
+#: Default selection metric per task (higher is better unless :func:`lower_is_better`).
+DEFAULT_METRIC = {"discrete": "waf", "valence": "valence_ccc", "vad": "vad_ccc", "discrete+valence": "mer2023_score"}
+
+#: Training settings a sweep uses unless told otherwise: one seed per cell and larger batches,
+#: so a 25-layer x 5-fold linear sweep of MER 2024 size stays around a minute on 2 CPU cores.
+SWEEP_DEFAULTS = {"head": "linear", "seeds": 1, "batch_size": 128, "patience": 10, "epochs": 100}
+
+
+class SweepError(ValueError):
+    """Unusable sweep settings (window larger than the layer list, unknown metric, ...)."""
+
+
+def default_metric(task: str) -> str:
+    """The selection metric of ``task``: WAF (discrete), valence CCC, VAD CCC, or the MER 2023
+    combined score ``WAF - 0.25 * MSE_valence`` (discrete+valence).
+
+    Raises:
+        SweepError: unknown task.
+    """
+    if task not in DEFAULT_METRIC:
+        raise SweepError(f"unknown task {task!r}; use one of {', '.join(DEFAULT_METRIC)}")
+    return DEFAULT_METRIC[task]
+
+
+def lower_is_better(metric: str) -> bool:
+    """True for error metrics (``*mse``, ``*mae``, ``*l2``), False for scores (WAF, UAR, CCC, ...)."""
+    return metric.endswith(("mse", "mae", "l2"))
+
+
+def layer_windows(layers: list[str], window: int = 1, stride: int = 1) -> list[tuple[str, ...]]:
+    """Consecutive windows of ``window`` layers over ``layers`` (in the given order), moved by ``stride``.
+
+    ``layer_windows(["0", ..., "24"], 3)`` → ``("0","1","2"), ("1","2","3"), ..., ("22","23","24")``.
+    A final partial window is never produced.
+
+    Raises:
+        SweepError: ``window`` or ``stride`` < 1, or ``window`` larger than the number of layers.
+    """
+    if window < 1 or stride < 1:
+        raise SweepError(f"--window and --stride must be >= 1 (got window {window}, stride {stride})")
+    if window > len(layers):
+        raise SweepError(f"--window {window} is larger than the {len(layers)} layer(s) selected")
+    return [tuple(layers[i:i + window]) for i in range(0, len(layers) - window + 1, stride)]
+
+
+def window_label(win: tuple[str, ...]) -> str:
+    """Short label of a window: ``"18"`` for one layer, ``"16-21"`` for a numeric run, else keys joined by ``+``."""
+    if len(win) == 1:
+        return win[0]
+    if all(k.isdigit() for k in win) and [int(k) for k in win] == list(range(int(win[0]), int(win[-1]) + 1)):
+        return f"{win[0]}-{win[-1]}"
+    return "+".join(win)
+
+
+def _window_center(win: tuple[str, ...], pos: int) -> float:
+    return float(np.mean([int(k) for k in win])) if all(k.isdigit() for k in win) else float(pos)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _idx_hash(a: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(a, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass
+class _Cell:
+    window: tuple[str, ...]
+    wpos: int
+    rep: int  # fold index, or seed repeat for split
+    rep_name: str
+    path: Path
+    key: str
+
+
+def _scalars(m: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str | list[str] | None = None,
+              window: int = 1, stride: int = 1, cfg=None, protocol: str = "5", metric: str | None = None,
+              out: str | Path = "runs/sweep", align: str = "strict", test_splits: list[str] | None = None,
+              progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train one probe per layer window and fold, reusing cached cells; write sweep.csv/json/png.
+
+    Args:
+        features_dir: the ``--out`` of ``emo extract``; dataset: its sub-folder.
+        feature: one encoder spec ``NAME[=SOURCE][:LAYERS]`` (see :func:`emo.fuse.data.parse_feature_spec`).
+        layers: layer spec (``"0-24"``) or list of keys; overrides the spec's layers; default all stored.
+        window, stride: see :func:`layer_windows`. A window's layers enter the head as separate
+            tokens (the linear probe concatenates them, AFG attends over them).
+        cfg: :class:`emo.fuse.train.TrainConfig` (default: :data:`SWEEP_DEFAULTS`).
+        protocol: ``"K"``, ``"speaker"`` or ``"split"`` (see module docstring).
+        metric: the score plotted and used to select a window (default :func:`default_metric` of the task).
+        out: output directory (``cells/``, ``sweep.csv``, ``sweep.json``, ``sweep.png``).
+        align: passed to :func:`emo.fuse.data.load_features`.
+        test_splits: for ``split``, the reported partition(s) (default ``["test"]``).
+        progress: show a tqdm bar over the cells (stderr).
+        log: optional callable receiving one line per trained cell.
+
+    Returns:
+        The ``sweep.json`` dict: ``settings``, ``rows`` (per window: ``window``, ``layers``,
+        ``center``, ``n``, ``<metric>_mean``/``_std`` for every scalar metric, ``test_<metric>_*``
+        for split), ``cells``, ``best`` (the selected window), ``metric``, ``trained`` and
+        ``reused`` cell counts.
+
+    Raises:
+        SweepError: bad window/metric; emo.fuse.data.FeatureError, emo.extract.store.StoreError,
+        emo.fuse.protocols.ProtocolError, emo.extract.datasets.DatasetError: unusable data
+        (the messages name the file).
+    """
+    from tqdm.auto import tqdm
+
+    from emo.extract.datasets.base import read_manifest
+    from emo.extract.layers import LayerSpecError, parse_layers
+    from emo.extract.store import FeatureStore, store_path
+    from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, _modality, parse_feature_spec, targets
+    from emo.fuse.protocols import Fold, ProtocolError, predefined_split
+    from emo.fuse.train import TrainConfig, make_folds, train_cv
+
+    cfg = cfg or TrainConfig(**SWEEP_DEFAULTS)
+    cfg.validate()
+    if cfg.layer_weights:
+        raise SweepError("a layer sweep probes layers separately; --layer-weights does not apply")
+    spec = parse_feature_spec(feature) if isinstance(feature, str) else feature
+    if isinstance(layers, str):
+        try:
+            layers = parse_layers(layers)
+        except LayerSpecError as e:
+            raise SweepError(f"--layers: {e}") from None
+    out = Path(out)
+    store = FeatureStore(store_path(features_dir, dataset, spec.name))
+    if spec.source and store.attrs.get("source") and spec.source != store.attrs.get("source"):
+        raise FeatureError(f"{store.path}: extracted from source {store.attrs.get('source')!r}, but --features asks for {spec.source!r}")
+    keys = list(layers) if layers else (list(spec.layers) if spec.layers else list(store.layers))
+    missing = [k for k in keys if k not in store.layers]
+    if missing:
+        from emo.extract.layers import format_layers
+
+        raise FeatureError(f"{store.path}: no layer(s) {', '.join(missing)}; stored: {format_layers(store.layers)}")
+    windows = layer_windows(keys, window, stride)
+    metric = metric or default_metric(cfg.task)
+
+    # samples and labels from the manifest, aligned like load_features (no feature read yet)
+    meta, samples = read_manifest(Path(features_dir) / dataset)
+    in_store = set(store.names)
+    unknown = in_store - {s.name for s in samples}
+    if unknown:
+        raise FeatureError(f"{store.path}: {len(unknown)} sample(s) not in the manifest {Path(features_dir) / dataset / 'samples.csv'} "
+                           f"(e.g. {sorted(unknown)[0]!r}); re-run emo extract")
+    samples = [s for s in samples if s.name in in_store]
+    if align == "strict" and len(samples) != len(in_store):
+        raise FeatureError(f"{store.path}: store and manifest differ")
+    if not samples:
+        raise FeatureError(f"{store.path}: no samples")
+    names = [s.name for s in samples]
+    fs = FeatureSet(names, {}, [], samples, meta.get("classes"), meta.get("dataset", dataset))
+    y, mask = targets(samples, cfg.task, fs.classes)
+    rows = np.flatnonzero(mask)
+    disc = cfg.task in ("discrete", "discrete+valence")
+    n_classes = len(fs.classes) if disc else 0
+    test_idx = None
+    if protocol == "split":
+        test_splits = test_splits or ["test"]
+        f0 = predefined_split([fs.splits[i] for i in rows], None if "discrete" not in y else y["discrete"][rows], test_splits, cfg.seed)[0]
+        sp = np.asarray([s or "" for s in fs.splits], dtype=object)
+        if not np.isin(sp[rows[f0.val]], ("dev", "val", "valid", "validation")).all():
+            raise ProtocolError(f"--folds split in a sweep selects on the dev partition; {dataset} has none "
+                                f"(partitions: {sorted(set(sp) - {''})})")
+        # train on train, stop early and select on dev, report the test partition(s)
+        fold = Fold("split", rows[f0.train], rows[f0.val], rows[f0.val])
+        test_idx = rows[f0.test]
+        reps = [(r, f"seed{cfg.seed + r}", fold) for r in range(cfg.seeds)]
+    else:
+        folds, _ = make_folds(protocol, fs, y, rows, cfg.seed, [])
+        reps = [(k, f.name, f) for k, f in enumerate(folds)]
+    rep_tag = "seed" if protocol == "split" else "fold"
+
+    prov = {k: store.attrs.get(k) for k in ("encoder", "source", "weights_hash", "pooling", "dtype", "created")}
+    cell_cfg = replace(cfg, seeds=1) if protocol == "split" else cfg
+    base_key = {"store": prov, "n": len(names), "task": cfg.task, "protocol": protocol, "align": align,
+                "test": None if test_idx is None else _idx_hash(test_idx)}
+    cells: list[_Cell] = []
+    for wpos, win in enumerate(windows):
+        for r, rname, fold in reps:
+            c = asdict(replace(cell_cfg, seed=cfg.seed + r)) if protocol == "split" else asdict(cell_cfg)
+            key = _hash({**base_key, "layers": list(win), "fold": [rname, _idx_hash(fold.train), _idx_hash(fold.val), _idx_hash(fold.test)],
+                         "cfg": {k: v for k, v in c.items() if k != "device"}})
+            cells.append(_Cell(win, wpos, r, rname, out / "cells" / f"{_slug(window_label(win))}-{rep_tag}{r}.json", key))
+
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    results: dict[tuple[int, int], dict[str, Any]] = {}
+    todo = []
+    for c in cells:
+        try:
+            d = json.loads(c.path.read_text(encoding="utf-8"))
+            if d.get("key") == c.key:
+                results[(c.wpos, c.rep)] = d
+                continue
+        except (OSError, json.JSONDecodeError):
+            pass
+        todo.append(c)
+
+    if todo:
+        need = [k for k in keys if any(k in c.window for c in todo)]
+        x = store.read(need, names)  # (N, L_needed, D), only the layers the remaining cells use
+        col = {k: j for j, k in enumerate(need)}
+        modality = _modality(spec.name, store.attrs)
+        dim = int(store.dims[need[0]])
+        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}", unit="cell",
+                   disable=not progress, dynamic_ncols=True)
+        for c in todo:
+            fold = dict((r, f) for r, _, f in reps)[c.rep]
+            blocks = {spec.name: x[:, [col[k] for k in c.window]]}
+            inputs = [{"name": spec.name, "modality": modality, "layers": list(c.window), "dim": dim}]
+            ccfg = replace(cell_cfg, seed=cfg.seed + c.rep) if protocol == "split" else cell_cfg
+            res = train_cv(blocks, inputs, y, [fold], ccfg, n_classes, fs.speakers, test_idx)
+            fr = res.folds[0]
+            d = {"key": c.key, "window": window_label(c.window), "layers": list(c.window), rep_tag: c.rep,
+                 "fold_name": c.rep_name, "n_train": fr["n_train"], "n_val": fr["n_val"], "n_test": fr["n_test"],
+                 "epochs": fr["epochs"], "seconds": fr["seconds"], "metrics": _scalars(fr["metrics"])}
+            if res.test is not None and "metrics" in res.test:
+                d["test_metrics"] = _scalars(res.test["metrics"])
+            _write_json(c.path, d)
+            results[(c.wpos, c.rep)] = d
+            if metric not in d["metrics"]:
+                bar.close()
+                raise SweepError(f"--metric {metric!r} is not computed for task {cfg.task!r}; available: {', '.join(d['metrics'])}")
+            bar.set_postfix_str(f"{window_label(c.window)} {c.rep_name} {metric} {d['metrics'][metric]:.4f}")
+            bar.update(1)
+            if log:
+                log(f"{window_label(c.window)} {c.rep_name}: {metric} {d['metrics'][metric]:.4f}")
+        bar.close()
+
+    # aggregate per window
+    table = []
+    for wpos, win in enumerate(windows):
+        cs = [results[(wpos, r)] for r, _, _ in reps]
+        row: dict[str, Any] = {"window": window_label(win), "layers": " ".join(win), "center": _window_center(win, wpos), "n": len(cs)}
+        for prefix, field in (("", "metrics"), ("test_", "test_metrics")):
+            if all(field in c for c in cs):
+                for k in cs[0][field]:
+                    v = np.array([c[field][k] for c in cs], dtype=np.float64)
+                    row[f"{prefix}{k}_mean"] = float(v.mean())
+                    row[f"{prefix}{k}_std"] = float(v.std())
+        table.append(row)
+    if f"{metric}_mean" not in table[0]:
+        raise SweepError(f"--metric {metric!r} is not computed for task {cfg.task!r}; "
+                         f"available: {', '.join(k[:-5] for k in table[0] if k.endswith('_mean') and not k.startswith('test_'))}")
+    sign = -1.0 if lower_is_better(metric) else 1.0
+    best = max(table, key=lambda r: sign * r[f"{metric}_mean"])
+    selected_on = "dev" if protocol == "split" else ("leave-one-speaker-out folds" if protocol == "speaker" else f"{protocol}-fold CV")
+    summary = {
+        "command": None, "dataset": fs.dataset, "feature": str(FeatureSpec(spec.name, store.attrs.get("source") or None, tuple(keys))),
+        "store": prov, "metric": metric, "higher_is_better": not lower_is_better(metric), "protocol": protocol,
+        "selected_on": selected_on, "window": window, "stride": stride, "training": asdict(cfg),
+        "n_samples": len(names), "n_labelled": int(mask.sum()), "rows": table,
+        "best": {"window": best["window"], "layers": best["layers"], metric: best[f"{metric}_mean"], f"{metric}_std": best[f"{metric}_std"],
+                 **({f"test_{metric}": best[f"test_{metric}_mean"], f"test_{metric}_std": best[f"test_{metric}_std"]}
+                    if f"test_{metric}_mean" in best else {})},
+        "cells": [{k: v for k, v in results[(c.wpos, c.rep)].items() if k != "key"} for c in cells],
+        "trained": len(todo), "reused": len(cells) - len(todo),
+    }
+    _write_table(out / "sweep.csv", table)
+    plot_sweep(summary, out / "sweep.png")
+    _write_json(out / "sweep.json", summary)
+    return summary
+
+
+def _write_table(path: Path, table: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(table[0].keys()))
+        w.writeheader()
+        for r in table:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    os.replace(tmp, path)
+
+
+_METRIC_NAMES = {"waf": "WAF", "uar": "UAR", "accuracy": "accuracy", "valence_ccc": "valence CCC", "valence_mse": "valence MSE",
+                 "mer2023_score": "MER 2023 score (WAF − 0.25·MSE)", "vad_ccc": "VAD CCC (mean)", "vad_mse": "VAD MSE (mean)"}
+
+
+def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path:
+    """Plot mean score against layer (window centre) with ±1 std error bars over folds (or seeds
+    for ``split``, with the test score as a second line); the selected window is starred.
+    Written with matplotlib's Agg backend (no display needed); returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    metric = summary["metric"]
+    rows = summary["rows"]
+    xs = np.array([r["center"] for r in rows])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.32 * len(rows) + 3), 3.6), dpi=120)
+    split = summary["protocol"] == "split"
+    label = "dev (selection)" if split else f"mean ± std over {rows[0]['n']} folds"
+    ax.errorbar(xs, [r[f"{metric}_mean"] for r in rows], yerr=[r[f"{metric}_std"] for r in rows], marker="o", ms=4,
+                capsize=3, lw=1.4, label=label)
+    if split and f"test_{metric}_mean" in rows[0]:
+        ax.errorbar(xs, [r[f"test_{metric}_mean"] for r in rows], yerr=[r[f"test_{metric}_std"] for r in rows], marker="s",
+                    ms=4, capsize=3, lw=1.2, ls="--", label="test (reported)")
+    best = next(r for r in rows if r["window"] == summary["best"]["window"])
+    ax.plot([best["center"]], [best[f"{metric}_mean"]], marker="*", ms=14, color="tab:red", ls="none",
+            label=f"selected: {best['window']}")
+    numeric = all(r["layers"].replace(" ", "").isdigit() for r in rows)
+    ax.set_xlabel("layer" if summary["window"] == 1 else f"layer (centre of {summary['window']}-layer window)")
+    if not numeric:
+        ax.set_xticks(xs, [r["window"] for r in rows], rotation=45, ha="right")
+    elif len(rows) <= 30:
+        ax.set_xticks(xs if summary["window"] == 1 else np.round(xs, 1))
+    ax.set_ylabel(_METRIC_NAMES.get(metric, metric))
+    head = summary["training"]["head"]
+    ax.set_title(f"{summary['dataset']} · {summary['feature'].split('=')[0].split(':')[0]} · {head} · {summary['selected_on']}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def sweep_cmd(
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name (the folder under --features-dir)."),
+    features: str = typer.Option(..., "--features", help="One encoder spec NAME[=SOURCE][:LAYERS]."),
+    layers: str = typer.Option("", "--layers", help="Layers to sweep (0-24); default: the spec's or all stored."),
+    features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
+    window: int = typer.Option(1, "--window", help="Consecutive layers per probe (1, 3, 6, ...)."),
+    stride: int = typer.Option(1, "--stride", help="Step between windows."),
+    head: str = typer.Option(SWEEP_DEFAULTS["head"], "--head", help="linear | mlp | afg (any emo fuse head)."),
+    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence"),
+    folds: str = typer.Option("5", "--folds", help="K | speaker | split (select on dev, report test)."),
+    metric: str = typer.Option("", "--metric", help="Score to plot/select (default: waf, valence_ccc, vad_ccc or mer2023_score by task)."),
+    normalize: str = typer.Option("global", "--normalize", help="none | global | speaker"),
+    seed: int = typer.Option(0, "--seed"),
+    seeds: int = typer.Option(SWEEP_DEFAULTS["seeds"], "--seeds", help="Models per cell (split: seed repeats)."),
+    epochs: int = typer.Option(SWEEP_DEFAULTS["epochs"], "--epochs"),
+    patience: int = typer.Option(SWEEP_DEFAULTS["patience"], "--patience"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    weight_decay: float = typer.Option(1e-3, "--weight-decay"),
+    batch_size: int = typer.Option(SWEEP_DEFAULTS["batch_size"], "--batch-size"),
+    hidden: int = typer.Option(256, "--hidden"),
+    dropout: float = typer.Option(0.3, "--dropout"),
+    class_weights: bool = typer.Option(False, "--class-weights"),
+    device: str = typer.Option("cpu", "--device"),
+    out: Path = typer.Option(None, "--out", help="Output directory (default runs/sweep-DATASET-ENCODER-wWINDOW-HEAD)."),
+) -> None:
+    """Layer ablation: one probe per layer (or window of layers) per fold; writes sweep.csv, sweep.json
+    and sweep.png into --out and reuses finished cells when rerun."""
+    import shlex
+    import sys
+
+    from emo.extract.datasets.base import DatasetError
+    from emo.extract.store import StoreError
+    from emo.fuse.data import FeatureError
+    from emo.fuse.protocols import ProtocolError
+    from emo.fuse.train import TrainConfig
+
+    name = features.split("=")[0].split(":")[0]
+    out = out or Path("runs") / f"sweep-{dataset}-{name}-w{window}-{head}"
+    try:
+        cfg = TrainConfig(head=head, task=task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                          batch_size=batch_size, patience=patience, seeds=seeds, seed=seed, normalize=normalize,
+                          class_weights=class_weights, device=device)
+        summary = run_sweep(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out)
+    except (SweepError, FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    summary["command"] = shlex.join(["emo", *sys.argv[1:]])
+    _write_json(Path(out) / "sweep.json", summary)
+    m = summary["metric"]
+    test = any(f"test_{m}_mean" in r for r in summary["rows"])
+    typer.echo(f"{'window':>10}  {m + ' mean':>14}  {'std':>7}" + (f"  {'test ' + m:>14}" if test else ""))
+    for r in summary["rows"]:
+        star = " *" if r["window"] == summary["best"]["window"] else ""
+        typer.echo(f"{r['window']:>10}  {r[m + '_mean']:>14.4f}  {r[m + '_std']:>7.4f}" +
+                   (f"  {r['test_' + m + '_mean']:>14.4f}" if test else "") + star)
+    typer.echo(f"selected window {summary['best']['window']} on {summary['selected_on']}; "
+               f"{summary['trained']} cell(s) trained, {summary['reused']} reused; wrote {out}/sweep.csv, sweep.json, sweep.png")
