@@ -528,6 +528,7 @@ class StoreWriter:
         part = _parts_dir(self.path) / f"part-{os.getpid()}-{self._seq:06d}.h5"
         self._seq += 1
         try:
+            part.parent.mkdir(parents=True, exist_ok=True)  # finalize() removes it; a writer may go on after
             _write_file(part, attrs, self._buf_names, np.array(self._buf_flags, dtype=np.uint8), layers, self._buf_failed, frames)
         except OSError as e:
             self._write_error = StoreWriteError(
@@ -709,6 +710,8 @@ class FeatureStore:
                 lock.acquire()
             except StoreLockedError:
                 warnings.warn(f"{self.path}: a run is in progress; reading only its merged part", stacklevel=2)
+            except StoreError as e:  # e.g. a read-only copy: the lock file cannot be created
+                warnings.warn(f"{self.path}: pending shards not merged ({e}); reading only the merged part", stacklevel=2)
             else:
                 try:
                     _remove_tmp(self.path)

@@ -446,3 +446,21 @@ def test_no_unsafe_loading_or_shell_in_source():
             if re.search(pat, src):
                 offenders.append(f"{p}: {pat}")
     assert not offenders, offenders
+
+
+def test_reader_of_read_only_copy_reads_merged_part(tmp_path, monkeypatch):
+    """A reader that cannot take the lock (read-only copy) reads the merged store, with a warning."""
+    path = tmp_path / "r.h5"
+    w = StoreWriter(path, _prov(), ["1"], shard_size=1)
+    w.add("a", _vec(1))
+    w.finalize()
+    w.add("b", _vec(2))  # a shard pending after the merge
+    w.close()
+
+    def no_lock(self):
+        raise StoreError(f"cannot create lock file {self.path}: read-only file system")
+
+    monkeypatch.setattr(store_mod._Lock, "acquire", no_lock)
+    with pytest.warns(UserWarning, match="pending shards not merged .*read-only"):
+        s = FeatureStore(path)
+    assert s.names == ["a"]
