@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from emo.extract.cli import extract, store_app
+from emo.extract.cli import extract, score_cmd, store_app
 from emo.extract.models import app as models_app
 from emo.fuse.cli import app as fuse_app
 from emo.lexicon.cli import app as lexicon_app
@@ -19,6 +19,7 @@ app.add_typer(lexicon_app, name="lexicon")
 app.add_typer(models_app, name="models")
 app.add_typer(store_app, name="store")
 app.command("extract")(extract)
+app.command("score")(score_cmd)
 
 
 def main() -> None:

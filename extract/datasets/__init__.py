@@ -18,9 +18,10 @@ from emo.extract.datasets.base import (
 )
 from emo.extract.datasets.emodb import EmoDB
 from emo.extract.datasets.folder import Folder
+from emo.extract.datasets.meld import MELD
 from emo.extract.datasets.mer import MER2023, MER2024
 
-ADAPTERS: dict[str, type[DatasetAdapter]] = {a.name: a for a in (MER2023, MER2024, EmoDB, Folder)}
+ADAPTERS: dict[str, type[DatasetAdapter]] = {a.name: a for a in (MER2023, MER2024, EmoDB, MELD, Folder)}
 
 
 def get_dataset(name: str, root: str, **options: Any) -> DatasetAdapter:

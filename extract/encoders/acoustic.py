@@ -45,7 +45,7 @@ class EGeMAPSEncoder(Encoder):
         import opensmile
 
         p = super().provenance()
-        p.update(source="opensmile:eGeMAPSv02", weights_hash=f"opensmile-{opensmile.__version__}")
+        p.update(feature_set="eGeMAPSv02", weights_hash=f"opensmile-{opensmile.__version__}")
         return p
 
     def encode(self, batch: list[AudioInput]) -> list[Encoded]:
@@ -92,7 +92,7 @@ class MFCCEncoder(Encoder):
         import librosa
 
         p = super().provenance()
-        p.update(source=f"librosa:mfcc{self.n_mfcc}", weights_hash=f"librosa-{librosa.__version__}")
+        p.update(feature_set=f"mfcc{self.n_mfcc}+delta", weights_hash=f"librosa-{librosa.__version__}")
         return p
 
     def encode(self, batch: list[AudioInput]) -> list[Encoded]:
