@@ -401,7 +401,6 @@ def sweep_cmd(
     """Layer ablation: one probe per layer (or window of layers) per fold; writes sweep.csv, sweep.json
     and sweep.png into --out and reuses finished cells when rerun."""
     import shlex
-    import sys
 
     from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
@@ -419,7 +418,13 @@ def sweep_cmd(
     except (SweepError, FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    summary["command"] = shlex.join(["emo", *sys.argv[1:]])
+    summary["command"] = shlex.join([
+        "emo", "fuse", "sweep", "--dataset", dataset, "--features-dir", str(features_dir), "--features", features,
+        *(["--layers", layers] if layers else []), "--window", str(window), "--stride", str(stride), "--head", head,
+        "--task", task, "--folds", folds, *(["--metric", metric] if metric else []), "--normalize", normalize,
+        "--seed", str(seed), "--seeds", str(seeds), "--epochs", str(epochs), "--patience", str(patience), "--lr", str(lr),
+        "--weight-decay", str(weight_decay), "--batch-size", str(batch_size), "--hidden", str(hidden), "--dropout", str(dropout),
+        *(["--class-weights"] if class_weights else []), "--device", device, "--out", str(out)])
     _write_json(Path(out) / "sweep.json", summary)
     m = summary["metric"]
     test = any(f"test_{m}_mean" in r for r in summary["rows"])

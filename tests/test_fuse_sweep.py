@@ -196,7 +196,7 @@ def test_sweep_cli(tmp_path):
     assert r.exit_code == 0, r.output
     assert "selected window 0" in r.output and "9 cell(s) trained" in r.output
     data = json.loads((out / "sweep.json").read_text())
-    assert data["command"].startswith("emo ") and data["best"]["window"] == "0"
+    assert data["command"].startswith("emo fuse sweep --dataset toy") and data["best"]["window"] == "0"
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0 and "0 cell(s) trained, 9 reused" in r.output
     r = CliRunner().invoke(app, [*args[:-2], "--window", "5", "--out", str(out)])

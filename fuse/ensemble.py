@@ -1,0 +1,473 @@
+"""Decision-level fusion of several runs (``emo fuse ensemble RUN... --out DIR``).
+
+Wang et al., "Hierarchical Audio-Visual Information Fusion with Multi-label Joint Decoding for
+MER 2023" (ACM MM 2023, arXiv:2309.07925), eq. 10–11: the fused emotion posterior and valence of
+K runs are weighted sums with weights on the simplex,
+
+    eq. 10:  p = Σ_i w_i p_i          (p_i: run i's class posterior, (N, C))
+    eq. 11:  v = Σ_i w_i v_i          (v_i: run i's valence, (N,))
+             w_i >= 0, Σ_i w_i = 1,
+
+with one weight vector shared by both equations, tuned on validation predictions. The
+validation predictions of a run are its out-of-fold predictions (``predictions.csv`` rows whose
+fold is not ``test``: every sample is predicted by a model that never saw it); for runs trained
+with ``--folds split`` (whose out-of-fold rows *are* the test partition) they are the run's
+models applied to the ``dev`` partition of the stores named in its ``config.json``. Rows with
+fold ``test`` (a held-out partition) are fused with the tuned weights and reported, never
+used for tuning.
+
+Search: every point of the simplex grid with spacing ``step`` (``C(1/step + K - 1, K - 1)``
+points; 231 for K = 3 and step 0.05), or, when that exceeds ``max_points``, the vertices, the
+centre and ``max_points`` seeded Dirichlet(1) samples. The criterion is the validation metric
+(WAF by default; the MER 2023 score ``WAF - 0.25 · MSE_valence`` for ``discrete+valence``;
+valence MSE, minimised, for ``valence``); ties are broken by the validation negative
+log-likelihood of the fused posterior (discrete tasks) or the valence MSE, so a run that adds
+nothing but noise gets no weight. Arousal and dominance (``vad`` runs) are fused like valence.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+#: Default selection metric per task.
+DEFAULT_METRIC = {"discrete": "waf", "discrete+valence": "mer2023_score", "valence": "valence_mse", "vad": "vad_mse"}
+#: Metrics :func:`search_weights` can optimise.
+METRICS = ("waf", "uar", "accuracy", "mer2023_score", "valence_mse", "valence_ccc", "vad_mse")
+_DIMS = ("valence", "arousal", "dominance")
+
+
+class EnsembleError(ValueError):
+    """Runs that cannot be fused (different tasks, classes or validation samples; missing files);
+    the message names the run directory."""
+
+
+@dataclass
+class RunPredictions:
+    """One run's predictions, split into validation (tuning) and test parts.
+
+    Attributes:
+        path: run directory. task: its task. classes: class order or None.
+        val / test: dicts with ``names`` (list of str), ``probs`` (n, C) float64, ``y`` (n,) int
+            (-1 unknown) for discrete tasks, ``valence`` (n,) / ``vad`` (n, 3) predictions and
+            ``valence_true`` / ``vad_true`` (NaN unknown) for regression tasks; ``test`` is None
+            when the run has no held-out test rows.
+        val_source: ``"out-of-fold"`` or ``"dev partition"``.
+    """
+
+    path: Path
+    task: str
+    classes: list[str] | None
+    val: dict[str, Any]
+    test: dict[str, Any] | None
+    val_source: str
+
+
+def _f(v: str) -> float:
+    return float(v) if v not in ("", None) else math.nan
+
+
+def _part(rows: list[dict[str, str]], task: str, classes: list[str] | None, path: Path) -> dict[str, Any]:
+    d: dict[str, Any] = {"names": [r["name"] for r in rows]}
+    if task in ("discrete", "discrete+valence"):
+        cols = [f"prob_{c}" for c in classes]
+        try:
+            d["probs"] = np.array([[_f(r[c]) for c in cols] for r in rows], dtype=np.float64).reshape(len(rows), len(cols))
+        except KeyError as e:
+            raise EnsembleError(f"{path / 'predictions.csv'}: column {e.args[0]!r} missing (classes {classes})") from None
+        index = {c: i for i, c in enumerate(classes)}
+        d["y"] = np.array([index.get(r.get("true", ""), -1) for r in rows], dtype=np.int64)
+    if task in ("valence", "discrete+valence"):
+        d["valence"] = np.array([_f(r["valence"]) for r in rows], dtype=np.float64)
+        d["valence_true"] = np.array([_f(r.get("valence_true", "")) for r in rows], dtype=np.float64)
+    if task == "vad":
+        d["vad"] = np.array([[_f(r[k]) for k in _DIMS] for r in rows], dtype=np.float64).reshape(len(rows), 3)
+        d["vad_true"] = np.array([[_f(r.get(f"{k}_true", "")) for k in _DIMS] for r in rows], dtype=np.float64).reshape(len(rows), 3)
+    return d
+
+
+def _dev_part(run, task: str, classes: list[str] | None) -> dict[str, Any]:
+    """The run's models on the dev partition of its stores (runs trained with ``--folds split``)."""
+    from emo.fuse.data import load_features, targets
+    from emo.fuse.protocols import DEV_SPLITS
+
+    cfg = run.config
+    try:
+        fs = load_features(cfg["features_dir"], cfg["dataset"], cfg["feature_specs"], cfg.get("protocol", {}).get("align", "strict"))
+    except Exception as e:  # noqa: BLE001 - re-raised with the run named
+        raise EnsembleError(f"{run.path}: trained with --folds split, so its validation predictions are computed on the dev "
+                            f"partition, but its features cannot be loaded ({e})") from None
+    y, mask = targets(fs.samples, task, fs.classes)
+    rows = np.flatnonzero(mask & np.isin(np.asarray([s or "" for s in fs.splits], dtype=object), DEV_SPLITS))
+    if not len(rows):
+        raise EnsembleError(f"{run.path}: --folds split run, but dataset {cfg['dataset']} has no labelled dev partition to tune on")
+    sub = fs.subset(rows)
+    out = run.predict(sub.blocks, sub.speakers)
+    d: dict[str, Any] = {"names": sub.names}
+    if "probs" in out:
+        d["probs"] = out["probs"].astype(np.float64)
+        d["y"] = y["discrete"][rows]
+    if "valence" in out:
+        d["valence"] = out["valence"].astype(np.float64)
+        d["valence_true"] = y["valence"][rows].astype(np.float64)
+    if "vad" in out:
+        d["vad"] = out["vad"].astype(np.float64)
+        d["vad_true"] = y["vad"][rows].astype(np.float64)
+    return d
+
+
+def read_run_predictions(run_dir: str | Path) -> RunPredictions:
+    """Read a run directory's ``config.json`` and ``predictions.csv`` (see :mod:`emo.fuse.run`).
+
+    Raises:
+        EnsembleError: missing/invalid files or columns (named); emo.fuse.run.RunError: bad config.
+    """
+    from emo.fuse.run import load_run
+
+    run = load_run(run_dir)
+    path = run.path
+    pred = path / "predictions.csv"
+    if not pred.is_file():
+        raise EnsembleError(f"{pred} not found: not a finished emo run")
+    with open(pred, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "name" not in rows[0] or "fold" not in rows[0]:
+        raise EnsembleError(f"{pred}: no prediction rows or no name/fold columns")
+    task, classes = run.task, run.classes
+    split = run.config.get("protocol", {}).get("folds") == "split"
+    if split:
+        val = _dev_part(run, task, classes)
+        test_rows = [r for r in rows if r["fold"] != "test"] + [r for r in rows if r["fold"] == "test"]
+        source = "dev partition"
+    else:
+        val = _part([r for r in rows if r["fold"] != "test"], task, classes, path)
+        test_rows = [r for r in rows if r["fold"] == "test"]
+        source = "out-of-fold"
+    test = _part(test_rows, task, classes, path) if test_rows else None
+    if not val["names"]:
+        raise EnsembleError(f"{pred}: no validation (out-of-fold) rows")
+    return RunPredictions(path, task, classes, val, test, source)
+
+
+# ---------------------------------------------------------------------------
+# Eq. 10-11 and fast vectorised scores for the weight search
+# ---------------------------------------------------------------------------
+
+def fuse_outputs(parts: list[dict[str, Any]], weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Eq. 10 ``p = Σ w_i p_i`` on ``probs`` and eq. 11 ``v = Σ w_i v_i`` on ``valence`` (and ``vad``).
+
+    Args:
+        parts: per run a dict with ``probs`` (N, C) and/or ``valence`` (N,) / ``vad`` (N, 3), rows aligned.
+        weights: (K,) non-negative, summing to 1.
+
+    Returns:
+        The fused arrays, float64, same keys and shapes.
+
+    Raises:
+        EnsembleError: weights of the wrong length, negative, or not summing to 1 (±1e-6).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(parts),) or (w < -1e-12).any() or abs(w.sum() - 1.0) > 1e-6:
+        raise EnsembleError(f"weights must be {len(parts)} non-negative numbers summing to 1, got {w.tolist()}")
+    return {k: np.tensordot(w, np.stack([p[k] for p in parts]), axes=1) for k in ("probs", "valence", "vad") if k in parts[0]}
+
+
+def simplex_grid(k: int, step: float = 0.05, max_points: int = 20000, seed: int = 0) -> np.ndarray:
+    """Candidate weight vectors (M, k) on the probability simplex (rows sum to 1).
+
+    All points with coordinates in multiples of ``step`` when there are at most ``max_points`` of
+    them; otherwise the k vertices, the centre and ``max_points`` Dirichlet(1) samples (seeded).
+
+    Raises:
+        EnsembleError: ``k < 1`` or ``step`` not in (0, 1].
+    """
+    if k < 1 or not 0 < step <= 1:
+        raise EnsembleError(f"need k >= 1 runs and 0 < step <= 1 (got k={k}, step={step})")
+    n = int(round(1 / step))
+    if math.comb(n + k - 1, k - 1) <= max_points:
+        pts: list[list[int]] = []
+
+        def rec(prefix: list[int], left: int, slots: int) -> None:
+            if slots == 1:
+                pts.append(prefix + [left])
+                return
+            for a in range(left, -1, -1):
+                rec(prefix + [a], left - a, slots - 1)
+
+        rec([], n, k)
+        return np.asarray(pts, dtype=np.float64) / n
+    rng = np.random.default_rng(seed)
+    return np.vstack([np.eye(k), np.full((1, k), 1.0 / k), rng.dirichlet(np.ones(k), size=max_points)])
+
+
+def _class_scores(pred: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
+    """WAF, UAR and accuracy of many predictions at once: ``pred`` (M, N) int, ``y`` (N,) int.
+    Same definitions as :func:`emo.fuse.metrics.classification_metrics` (classes present in ``y``)."""
+    m = pred.shape[0]
+    conf = np.zeros((m, n_classes * n_classes), dtype=np.int64)
+    flat = y[None, :] * n_classes + pred
+    for i in range(m):
+        conf[i] = np.bincount(flat[i], minlength=n_classes * n_classes)
+    conf = conf.reshape(m, n_classes, n_classes)
+    tp = np.diagonal(conf, axis1=1, axis2=2).astype(np.float64)
+    support = conf.sum(2).astype(np.float64)  # true counts per class
+    predicted = conf.sum(1).astype(np.float64)
+    present = support[0] > 0
+    denom = support + predicted
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    w = support[0, present] / support[0, present].sum()
+    return {"waf": f1[:, present] @ w, "uar": recall[:, present].mean(1), "accuracy": tp.sum(1) / len(y)}
+
+
+def _ccc_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Lin's CCC (Lin 1989, eq. 2a) of each row of ``p`` (M, N) against ``y`` (N,)."""
+    mx, my = y.mean(), p.mean(1)
+    sxy = ((p - my[:, None]) * (y - mx)).mean(1)
+    den = y.var() + p.var(1) + (mx - my) ** 2
+    return np.divide(2 * sxy, den, out=np.zeros_like(sxy), where=den > 0)
+
+
+def _score_grid(parts: list[dict[str, Any]], y: dict[str, np.ndarray], grid: np.ndarray, metric: str, n_classes: int,
+                chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(score, tie-break loss) for every weight vector in ``grid`` (M, K); higher score is better."""
+    score = np.empty(len(grid))
+    loss = np.empty(len(grid))
+    P = np.stack([p["probs"] for p in parts]) if "probs" in parts[0] else None  # (K, N, C)
+    V = np.stack([p["valence"] for p in parts]) if "valence" in parts[0] else None  # (K, N)
+    A = np.stack([p["vad"] for p in parts]) if "vad" in parts[0] else None  # (K, N, 3)
+    for s in range(0, len(grid), chunk):
+        w = grid[s:s + chunk]
+        sc: dict[str, np.ndarray] = {}
+        if P is not None:
+            fp = np.einsum("mk,knc->mnc", w, P)
+            sc.update(_class_scores(fp.argmax(2), y["discrete"], n_classes))
+            nll = -np.log(np.clip(np.take_along_axis(fp, y["discrete"][None, :, None], 2)[..., 0], 1e-12, None)).mean(1)
+        if V is not None:
+            fv = w @ V
+            sc["valence_mse"] = ((fv - y["valence"]) ** 2).mean(1)
+            sc["valence_ccc"] = _ccc_rows(y["valence"], fv)
+        if A is not None:
+            fa = np.einsum("mk,knd->mnd", w, A)
+            sc["vad_mse"] = ((fa - y["vad"]) ** 2).mean((1, 2))
+        if "waf" in sc and "valence_mse" in sc:
+            sc["mer2023_score"] = sc["waf"] - 0.25 * sc["valence_mse"]
+        if metric not in sc:
+            raise EnsembleError(f"--metric {metric!r} does not apply to these runs; available: {', '.join(sorted(sc))}")
+        score[s:s + chunk] = -sc[metric] if metric.endswith("mse") else sc[metric]
+        loss[s:s + chunk] = nll if P is not None else sc.get("valence_mse", sc.get("vad_mse"))
+    return score, loss
+
+
+def search_weights(parts: list[dict[str, Any]], y: dict[str, np.ndarray], metric: str, n_classes: int = 0,
+                   step: float = 0.05, max_points: int = 20000, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """Weights on the simplex maximising the validation ``metric`` of eq. 10–11 (see module docstring).
+
+    Args:
+        parts: per run, validation outputs (``probs`` (N, C), ``valence`` (N,), ``vad`` (N, 3)), rows aligned.
+        y: labels of those rows: ``discrete`` int (N,), ``valence`` (N,), ``vad`` (N, 3).
+        metric: one of :data:`METRICS` (``*mse`` metrics are minimised).
+        n_classes: C. step, max_points, seed: see :func:`simplex_grid`.
+
+    Returns:
+        (weights (K,) float64 summing to 1, info: ``method``, ``n_points``, ``step``, best ``score``).
+
+    Raises:
+        EnsembleError: metric not applicable to the outputs.
+    """
+    grid = simplex_grid(len(parts), step, max_points, seed)
+    score, loss = _score_grid(parts, y, grid, metric, n_classes)
+    best = np.flatnonzero(score >= score.max() - 1e-12)
+    pick = best[np.argmin(loss[best])]
+    exhaustive = len(grid) <= max_points and math.comb(int(round(1 / step)) + len(parts) - 1, len(parts) - 1) == len(grid)
+    info = {"method": "simplex grid" if exhaustive else "vertices + centre + Dirichlet samples", "n_points": int(len(grid)),
+            "step": step if exhaustive else None, "tie_break": "NLL" if "probs" in parts[0] else "MSE",
+            "n_tied": int(len(best))}
+    return grid[pick], info
+
+
+# ---------------------------------------------------------------------------
+# Runs in, ensemble directory out
+# ---------------------------------------------------------------------------
+
+def _align(runs: list[RunPredictions], part: str) -> tuple[list[str], list[dict[str, Any]]]:
+    base = runs[0]
+    names = getattr(base, part)["names"]
+    out = []
+    for r in runs:
+        p = getattr(r, part)
+        if set(p["names"]) != set(names) or len(p["names"]) != len(names):
+            raise EnsembleError(f"{r.path}: its {part} predictions cover {len(p['names'])} samples, {base.path} covers "
+                                f"{len(names)} ({len(set(p['names']) & set(names))} shared); fuse runs of the same dataset and protocol")
+        pos = {n: i for i, n in enumerate(p["names"])}
+        idx = np.array([pos[n] for n in names], dtype=np.int64)
+        out.append({k: (v[idx] if isinstance(v, np.ndarray) else v) for k, v in p.items() if k != "names"})
+    for k in ("y", "valence_true", "vad_true"):
+        if k in out[0]:
+            for r, o in zip(runs[1:], out[1:]):
+                a, b = out[0][k], o[k]
+                if not np.array_equal(np.nan_to_num(a, nan=-999), np.nan_to_num(b, nan=-999)):
+                    raise EnsembleError(f"{r.path}: its {part} labels ({k}) differ from those of {base.path}")
+    return names, out
+
+
+def _labels(p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    y, mask = {}, None
+    if "y" in p:
+        y["discrete"] = p["y"]
+        mask = p["y"] >= 0
+    if "valence_true" in p:
+        y["valence"] = p["valence_true"]
+        m = np.isfinite(p["valence_true"])
+        mask = m if mask is None else mask & m
+    if "vad_true" in p:
+        y["vad"] = p["vad_true"]
+        m = np.isfinite(p["vad_true"]).all(1)
+        mask = m if mask is None else mask & m
+    return y, mask
+
+
+def _metrics(outs: dict[str, np.ndarray], y: dict[str, np.ndarray], mask: np.ndarray, n_classes: int) -> dict[str, Any]:
+    from emo.fuse.train import evaluate
+
+    m = evaluate({k: v[mask] for k, v in outs.items()}, {k: v[mask] for k, v in y.items()}, n_classes)
+    return {k: v for k, v in m.items() if k != "confusion"}
+
+
+def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = None, step: float = 0.05,
+             max_points: int = 20000, seed: int = 0) -> dict[str, Any]:
+    """Tune eq. 10–11 weights on the runs' validation predictions and write the fused run.
+
+    Args:
+        run_dirs: two or more run directories of the same dataset, task, classes and samples.
+        out: output directory: ``ensemble.json`` (weights, search, validation and test metrics per
+            run and fused) and ``predictions.csv`` (fused ``validation`` and ``test`` rows).
+        metric: see :data:`DEFAULT_METRIC` (by task) and :data:`METRICS`.
+        step, max_points, seed: see :func:`simplex_grid`.
+
+    Returns:
+        The ``ensemble.json`` dict.
+
+    Raises:
+        EnsembleError: fewer than two runs, mismatched runs (named), no labelled validation rows.
+    """
+    if len(run_dirs) < 2:
+        raise EnsembleError("give at least two run directories to fuse")
+    runs = [read_run_predictions(d) for d in run_dirs]
+    base = runs[0]
+    for r in runs[1:]:
+        if r.task != base.task:
+            raise EnsembleError(f"{r.path}: task {r.task!r}, but {base.path} has {base.task!r}; fuse runs of one task")
+        if r.classes != base.classes:
+            raise EnsembleError(f"{r.path}: classes {r.classes}, but {base.path} has {base.classes}")
+    metric = metric or DEFAULT_METRIC[base.task]
+    if metric not in METRICS:
+        raise EnsembleError(f"unknown --metric {metric!r}; use one of {', '.join(METRICS)}")
+    n_classes = len(base.classes) if base.classes else 0
+    names, val = _align(runs, "val")
+    y, mask = _labels(val[0])
+    if not mask.any():
+        raise EnsembleError(f"{base.path}: no labelled validation rows to tune the weights on")
+    keys = [k for k in ("probs", "valence", "vad") if k in val[0]]
+    parts = [{k: p[k][mask] for k in keys} for p in val]
+    w, info = search_weights(parts, {k: v[mask] for k, v in y.items()}, metric, n_classes, step, max_points, seed)
+    fused_val = fuse_outputs([{k: p[k] for k in keys} for p in val], w)
+    result: dict[str, Any] = {
+        "command": None, "method": "Wang et al. 2023 (arXiv:2309.07925) eq. 10-11: weighted sum of posteriors and valences, weights on the simplex",
+        "runs": [str(r.path) for r in runs], "task": base.task, "classes": base.classes, "metric": metric,
+        "weights": {str(r.path): round(float(x), 6) for r, x in zip(runs, w)}, "search": info,
+        "validation": {"source": sorted({r.val_source for r in runs}), "n": int(mask.sum()),
+                       "runs": {str(r.path): _metrics({k: p[k] for k in keys}, y, mask, n_classes) for r, p in zip(runs, val)},
+                       "fused": _metrics(fused_val, y, mask, n_classes)},
+    }
+    rows = _pred_rows(names, "validation", fused_val, y, base.classes)
+    if all(r.test is not None for r in runs):
+        tnames, tst = _align(runs, "test")
+        fused_test = fuse_outputs([{k: p[k] for k in keys} for p in tst], w)
+        ty, tmask = _labels(tst[0])
+        result["test"] = {"n": len(tnames)}
+        if tmask.any():
+            result["test"].update({"n_labelled": int(tmask.sum()),
+                                   "runs": {str(r.path): _metrics({k: p[k] for k in keys}, ty, tmask, n_classes) for r, p in zip(runs, tst)},
+                                   "fused": _metrics(fused_test, ty, tmask, n_classes)})
+        rows += _pred_rows(tnames, "test", fused_test, ty, base.classes)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"predictions.csv.{os.getpid()}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        wr = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
+        wr.writeheader()
+        wr.writerows(rows)
+    os.replace(tmp, out / "predictions.csv")
+    _write_json(out / "ensemble.json", result)
+    return result
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _pred_rows(names, part, outs, y, classes) -> list[dict[str, Any]]:
+    rows = []
+    for i, n in enumerate(names):
+        row: dict[str, Any] = {"name": n, "part": part}
+        if "probs" in outs:
+            row["true"] = classes[y["discrete"][i]] if y["discrete"][i] >= 0 else ""
+            row["pred"] = classes[int(outs["probs"][i].argmax())]
+            row.update({f"prob_{c}": f"{outs['probs'][i, j]:.6f}" for j, c in enumerate(classes)})
+        if "valence" in outs:
+            row["valence_true"] = "" if not np.isfinite(y["valence"][i]) else f"{y['valence'][i]:.6g}"
+            row["valence"] = f"{outs['valence'][i]:.6f}"
+        if "vad" in outs:
+            for j, d in enumerate(_DIMS):
+                row[f"{d}_true"] = "" if not np.isfinite(y["vad"][i, j]) else f"{y['vad'][i, j]:.6g}"
+                row[d] = f"{outs['vad'][i, j]:.6f}"
+        rows.append(row)
+    return rows
+
+
+def ensemble_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run directories written by emo fuse train (two or more)."),
+    out: Path = typer.Option(..., "--out", help="Directory for ensemble.json and the fused predictions.csv."),
+    metric: str = typer.Option("", "--metric", help=f"Validation metric to maximise: {', '.join(METRICS)} "
+                               "(default waf; mer2023_score for discrete+valence; valence_mse for valence)."),
+    step: float = typer.Option(0.05, "--step", help="Simplex grid spacing of the weights."),
+    max_points: int = typer.Option(20000, "--max-points", help="Above this many grid points, sample the simplex instead."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Decision-level fusion (MER 2023 eq. 10-11): weighted sum of the runs' posteriors and valences,
+    weights summing to 1, tuned on validation (out-of-fold) predictions."""
+    import shlex
+
+    from emo.fuse.run import RunError
+
+    try:
+        res = ensemble(runs, out, metric or None, step, max_points, seed)
+    except (EnsembleError, RunError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    res["command"] = shlex.join(["emo", "fuse", "ensemble", *map(str, runs), "--out", str(out), *(["--metric", metric] if metric else []),
+                                 "--step", str(step), "--max-points", str(max_points), "--seed", str(seed)])
+    _write_json(Path(out) / "ensemble.json", res)
+    m = res["metric"]
+    typer.echo(f"{'run':<40} {'weight':>7} {'val ' + m:>18}" + (f" {'test ' + m:>18}" if "runs" in res.get("test", {}) else ""))
+    for r in res["runs"]:
+        line = f"{r[-40:]:<40} {res['weights'][r]:>7.3f} {res['validation']['runs'][r][m]:>18.4f}"
+        if "runs" in res.get("test", {}):
+            line += f" {res['test']['runs'][r][m]:>18.4f}"
+        typer.echo(line)
+    line = f"{'fused (eq. 10-11)':<40} {1.0:>7.3f} {res['validation']['fused'][m]:>18.4f}"
+    if "runs" in res.get("test", {}):
+        line += f" {res['test']['fused'][m]:>18.4f}"
+    typer.echo(line)
+    typer.echo(f"wrote {out}/ensemble.json and {out}/predictions.csv")
