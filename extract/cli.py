@@ -25,7 +25,12 @@ def extract(
     text_column: Optional[str] = typer.Option(None, help="Transcript column (e.g. chinese, english, sentence)."),
     subset: Optional[str] = typer.Option(None, help="mer2024: all, labeled or unlabeled."),
     labels: Optional[Path] = typer.Option(None, help="folder: label CSV (default ROOT/labels.csv)."),
-    workers: int = typer.Option(2, help="Decode worker threads."),
+    decode_workers: int = typer.Option(2, "--decode-workers", min=1, help="CPU decode workers per process (threads; see --decode-pool)."),
+    decode_pool: str = typer.Option("thread", help="thread or process: pool that decodes media ahead of the models."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Run on a local dask cluster of N worker processes (one GPU each with --device cuda)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on an existing dask cluster, e.g. tcp://host:8786 (OUT must be shared storage)."),
+    naive: bool = typer.Option(False, "--naive", help="MER-baseline reference path (one clip per forward, fp32, all hidden states): benchmarks only."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the speech models (pays on GPU for long runs)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N samples (quick tries)."),
     max_seconds: Optional[float] = typer.Option(None, help="Decode at most this many seconds per clip."),
     overwrite: bool = typer.Option(False, help="Replace existing stores instead of resuming."),
@@ -66,10 +71,28 @@ def extract(
         if limit is not None:
             samples = samples[:limit]
         opts = {"batch_seconds": batch_seconds} if batch_seconds else {}
+        if compile_model:
+            opts["compile"] = True
+        if workers is not None or scheduler is not None:
+            from emo.extract.distributed import ExtractConfig, run_distributed
+
+            if workers is not None and scheduler is not None:
+                raise ValueError("give either --workers N (local cluster) or --scheduler ADDRESS, not both")
+            config = ExtractConfig(encoders=tuple(encoder), device=device, frames=frames, fps=fps,
+                                   face_detector=face_detector, mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None,
+                                   decode_workers=decode_workers, max_seconds=max_seconds, naive=naive,
+                                   encoder_options=opts)
+            summary = run_distributed(config, adapter, samples, out, scheduler=scheduler, workers=workers,
+                                      shard_size=shard_size, overwrite=overwrite, progress=progress)
+            typer.echo(summary.table())
+            if summary.n_failed:
+                raise typer.Exit(2)
+            return
         ex = Extractor(specs, out=out, device=device, frames=frames, fps=fps, face_detector=face_detector,
-                       mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, workers=workers,
+                       mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, decode_workers=decode_workers,
                        max_seconds=max_seconds, overwrite=overwrite, strict=strict, progress=progress,
-                       encoder_options=opts, shard_size=shard_size, flush_seconds=flush_seconds or None)
+                       encoder_options=opts, shard_size=shard_size, flush_seconds=flush_seconds or None,
+                       decode_pool=decode_pool, naive=naive)
         summary = ex.run(adapter, samples)
     except StrictError as e:
         typer.echo(f"error (--strict): {e}", err=True)

@@ -37,7 +37,11 @@ class SpeechEncoder(Encoder):
         chunk_seconds (float): longest piece fed at once (default 30 s).
         normalize (bool | None): zero-mean unit-variance input per utterance; ``None`` reads
             the checkpoint's feature-extractor config (``do_normalize``), else follows the front-end norm.
-        compile (bool): ``torch.compile`` the model (GPU).
+        compile (bool): ``torch.compile`` the model (pays on GPU for long runs: shapes vary per
+            batch, so ``dynamic=True`` is used to avoid one recompilation per padded length).
+        attention (str): ``sdpa`` (default: ``torch.nn.functional.scaled_dot_product_attention``,
+            flash / memory-efficient kernels on GPU) or ``eager``; falls back to eager when the
+            checkpoint's class does not support SDPA.
 
     Raises:
         EncoderError: the source cannot be loaded, or is not a speech model.
@@ -67,7 +71,7 @@ class SpeechEncoder(Encoder):
         self._select()
         self.deepest = max(int(k) for k in self.layers)
         try:
-            model = AutoModel.from_pretrained(source, config=config)
+            model = _load_model(AutoModel, source, config, options.get("attention", "sdpa"))
         except Exception as e:
             raise EncoderError(f"{name}: cannot load weights from {source!r} ({type(e).__name__}: {e})") from None
         model.eval()
@@ -92,7 +96,7 @@ class SpeechEncoder(Encoder):
         self.batch_seconds = float(options.get("batch_seconds") or (200.0 if on_gpu else 60.0))
         self.chunk_seconds = float(options.get("chunk_seconds") or 30.0)
         if options.get("compile"):
-            self.model = torch.compile(self.model)
+            self.model = torch.compile(self.model, dynamic=True)
         self._captured: dict[str, Any] = {}
         self._install_hooks()
 
@@ -196,10 +200,10 @@ class SpeechEncoder(Encoder):
                     a = (a - a.mean()) / np.sqrt(a.var() + 1e-7)
                 x[r, : len(a)] = a
                 mask[r, : len(a)] = 1
-            xt = torch.from_numpy(x).to(self._device, non_blocking=True)
+            xt = _to_device(torch.from_numpy(x), self._device)
             kwargs = {}
             if self.layer_norm_frontend:
-                kwargs["attention_mask"] = torch.from_numpy(mask).to(self._device, non_blocking=True)
+                kwargs["attention_mask"] = _to_device(torch.from_numpy(mask), self._device)
             self._captured.clear()
             with torch.inference_mode(), torch.autocast(self._device.type, dtype=dtype, enabled=dtype is not None):
                 self.model(xt, **kwargs)
@@ -226,3 +230,21 @@ class SpeechEncoder(Encoder):
                 frames = {k: np.concatenate(seqs[i][k]).astype(np.float32) if seqs[i][k] else np.zeros((0, dims), np.float32) for k in self.layers}
             out.append(Encoded(layers=layers, frames=frames, flags=flags[i]))
         return out
+
+
+def _load_model(auto_cls, source: str, config, attention: str):
+    """``from_pretrained`` with the requested attention implementation, eager when unsupported."""
+    if attention and attention != "eager":
+        try:
+            return auto_cls.from_pretrained(source, config=config, attn_implementation=attention)
+        except (ValueError, ImportError):  # this model class has no SDPA/flash kernel
+            pass
+    return auto_cls.from_pretrained(source, config=config, attn_implementation="eager")
+
+
+def _to_device(t, device):
+    """Host tensor -> ``device``: pinned memory + non-blocking copy on CUDA (the copy overlaps
+    the previous batch's compute), a no-op on CPU."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
