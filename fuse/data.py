@@ -1,0 +1,335 @@
+"""Loading cached features and labels for the fusion stage, and per-fold normalisation.
+
+Reads only the selected layers from ``features/<dataset>/<encoder>.h5`` (one sequential read
+per layer, see :class:`emo.extract.store.FeatureStore`) into float32 arrays (N, L, D), aligned
+with the labels of the dataset manifest (``samples.csv``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emo.extract.datasets.base import Sample
+
+#: Provenance attributes copied from each store into a run's config.
+PROVENANCE_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "modality", "dtype", "emo_version", "created")
+
+
+class FeatureError(ValueError):
+    """Features that cannot be used together: bad spec, missing layers, mismatched sample sets."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A parsed ``NAME[=SOURCE][:LAYERS]`` feature spec (the syntax of ``emo extract --encoder``).
+
+    ``layers`` None means every layer stored; ``source`` None means whatever the store holds.
+    """
+
+    name: str
+    source: str | None = None
+    layers: tuple[str, ...] | None = None
+
+    def __str__(self) -> str:
+        from emo.extract.layers import format_layers
+
+        s = self.name
+        if self.source:
+            s += f"={self.source}"
+        if self.layers:
+            s += f":{format_layers(list(self.layers))}"
+        return s
+
+
+def parse_feature_spec(text: str) -> FeatureSpec:
+    """Parse ``egemaps``, ``hubert_large:16-21`` or ``hubert_large=/ckpt/dir:16-21``.
+
+    The part after the last ``:`` is a layer spec only when it parses as one (sources may contain ``:``).
+
+    Raises:
+        FeatureError: empty name or malformed layer spec.
+    """
+    from emo.extract.layers import LayerSpecError, is_layer_spec, parse_layers
+
+    text = text.strip()
+    source = None
+    layers_txt = None
+    if "=" in text:
+        name, rest = text.split("=", 1)
+        source = rest
+        if ":" in rest:
+            head, tail = rest.rsplit(":", 1)
+            if is_layer_spec(tail) and not tail.startswith(("/", "\\")):
+                source, layers_txt = head, tail
+    else:
+        name, _, layers_txt = text.partition(":")
+    name = name.strip()
+    if not name:
+        raise FeatureError(f"feature spec {text!r} has no encoder name")
+    try:
+        layers = parse_layers(layers_txt) if layers_txt else None
+    except LayerSpecError as e:
+        raise FeatureError(f"feature spec {text!r}: {e}") from None
+    return FeatureSpec(name, source or None, tuple(layers) if layers else None)
+
+
+@dataclass
+class FeatureSet:
+    """Features and labels of one dataset, aligned by sample.
+
+    Attributes:
+        names: sample names, length N.
+        blocks: encoder name → float32 array (N, L, D) of the selected layers, in ``inputs`` order.
+        inputs: one dict per encoder: ``name``, ``modality``, ``layers``, ``dim``, ``spec`` (the
+            ``emo extract --encoder`` spec with layers) and ``provenance`` (store attributes incl.
+            ``weights_hash``).
+        samples: the manifest :class:`Sample` of each row.
+        classes: discrete class order from the manifest (``None`` when the dataset has none).
+        dataset: dataset name.
+    """
+
+    names: list[str]
+    blocks: dict[str, np.ndarray]
+    inputs: list[dict[str, Any]]
+    samples: list[Sample]
+    classes: list[str] | None
+    dataset: str = ""
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def speakers(self) -> list[str | None]:
+        return [s.speaker for s in self.samples]
+
+    @property
+    def splits(self) -> list[str | None]:
+        return [s.split for s in self.samples]
+
+    def subset(self, idx: np.ndarray) -> "FeatureSet":
+        """Rows ``idx`` (int array) of every block and list."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return FeatureSet([self.names[i] for i in idx], {k: v[idx] for k, v in self.blocks.items()}, self.inputs,
+                          [self.samples[i] for i in idx], self.classes, self.dataset, dict(self.dropped))
+
+
+def _modality(name: str, attrs: dict[str, Any]) -> str:
+    if attrs.get("modality"):
+        return str(attrs["modality"])
+    from emo.extract.registry import REGISTRY
+
+    return REGISTRY[name].modality if name in REGISTRY else "audio"
+
+
+def load_features(features_dir: str | Path, dataset: str, specs: list[str | FeatureSpec], align: str = "strict") -> FeatureSet:
+    """Load the selected layers of each feature store of ``dataset`` and the manifest labels.
+
+    Args:
+        features_dir: the ``--out`` of ``emo extract`` (holds ``<dataset>/<encoder>.h5`` and the manifest).
+        dataset: dataset name (sub-folder).
+        specs: feature specs (strings or :class:`FeatureSpec`); an encoder may appear once.
+        align: ``strict`` refuses stores whose sample sets differ; ``intersect`` keeps the samples
+            every store has (the count dropped per store is in ``FeatureSet.dropped``).
+
+    Returns:
+        A :class:`FeatureSet` in manifest order.
+
+    Raises:
+        FeatureError: duplicate encoders, a spec's source differing from the store's, missing
+            layers, layers of different dimensions in one spec, differing sample sets
+            (strict), store samples absent from the manifest, no samples left.
+        emo.extract.store.StoreError: missing or unreadable store.
+        emo.extract.datasets.DatasetError: missing manifest.
+    """
+    from emo.extract.datasets.base import read_manifest
+    from emo.extract.layers import format_layers
+    from emo.extract.store import FeatureStore, store_path
+
+    if align not in ("strict", "intersect"):
+        raise FeatureError(f"unknown --align {align!r}; use strict or intersect")
+    specs = [s if isinstance(s, FeatureSpec) else parse_feature_spec(s) for s in specs]
+    if not specs:
+        raise FeatureError("no --features given")
+    seen = [s.name for s in specs]
+    dup = sorted({n for n in seen if seen.count(n) > 1})
+    if dup:
+        raise FeatureError(f"encoder(s) {', '.join(dup)} given more than once in --features; give one spec with all its layers")
+    ddir = Path(features_dir) / dataset
+    meta, samples = read_manifest(ddir)
+    by_name = {s.name: s for s in samples}
+    stores = []
+    for spec in specs:
+        st = FeatureStore(store_path(features_dir, dataset, spec.name))
+        if spec.source and st.attrs.get("source") and spec.source != st.attrs.get("source"):
+            raise FeatureError(f"{st.path}: extracted from source {st.attrs.get('source')!r}, but --features asks for {spec.source!r}")
+        layers = list(spec.layers) if spec.layers else list(st.layers)
+        missing = [k for k in layers if k not in st.layers]
+        if missing:
+            raise FeatureError(f"{st.path}: no layer(s) {', '.join(missing)}; stored: {format_layers(st.layers)}")
+        dims = {st.dims[k] for k in layers}
+        if len(dims) > 1:
+            raise FeatureError(f"{st.path}: selected layers {format_layers(layers)} differ in dimension ({sorted(dims)}); select layers of one size")
+        unknown = [n for n in st.names if n not in by_name]
+        if unknown:
+            raise FeatureError(f"{st.path}: {len(unknown)} sample(s) not in the manifest {ddir / 'samples.csv'} (e.g. {unknown[0]!r}); re-run emo extract")
+        stores.append((spec, st, layers))
+    name_sets = [set(st.names) for _, st, _ in stores]
+    common = set.intersection(*name_sets)
+    dropped = {spec.name: len(st.names) - len(common) for spec, st, _ in stores}
+    if any(dropped.values()):
+        if align == "strict":
+            detail = "; ".join(f"{st.path.name}: {len(st.names)} samples" for _, st, _ in stores)
+            raise FeatureError(f"feature stores cover different samples ({detail}); "
+                               f"{len(common)} are in all of them. Pass --align intersect to use only those")
+        warnings.warn(f"--align intersect: using the {len(common)} samples every store has (dropped per store: {dropped})", stacklevel=2)
+    names = [s.name for s in samples if s.name in common]
+    if not names:
+        raise FeatureError(f"no samples shared by the feature stores of {dataset}")
+    blocks, inputs = {}, []
+    for spec, st, layers in stores:
+        blocks[spec.name] = st.read(layers, names)
+        prov = {k: st.attrs[k] for k in PROVENANCE_KEYS if k in st.attrs}
+        src = st.attrs.get("source") or None
+        full = str(FeatureSpec(spec.name, src, tuple(layers) if (spec.layers or len(st.layers) > 1) else None))
+        inputs.append({"name": spec.name, "modality": _modality(spec.name, st.attrs), "layers": layers,
+                       "dim": int(st.dims[layers[0]]), "spec": full, "provenance": prov})
+    return FeatureSet(names, blocks, inputs, [by_name[n] for n in names], meta.get("classes"), meta.get("dataset", dataset), dropped)
+
+
+# ---------------------------------------------------------------------------
+# Targets
+# ---------------------------------------------------------------------------
+
+def targets(samples: list[Sample], task: str, classes: list[str] | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Label arrays for ``task`` and the mask of samples that have every label it needs.
+
+    Returns:
+        (y, mask): ``y["discrete"]`` int64 (N,) class indices into ``classes`` (-1 where missing),
+        ``y["valence"]`` float32 (N,), ``y["vad"]`` float32 (N, 3) (NaN where missing), as the task
+        needs them; ``mask`` bool (N,).
+
+    Raises:
+        FeatureError: a discrete task without a class list, or no sample with the needed labels.
+    """
+    from emo.fuse.decoders import task_parts
+
+    disc, val, vad = task_parts(task)
+    y: dict[str, np.ndarray] = {}
+    mask = np.ones(len(samples), dtype=bool)
+    if disc:
+        if not classes:
+            raise FeatureError(f"task {task!r} needs discrete labels, but the dataset manifest has no class list")
+        index = {c: i for i, c in enumerate(classes)}
+        y["discrete"] = np.array([index.get(s.discrete, -1) if s.discrete is not None else -1 for s in samples], dtype=np.int64)
+        mask &= y["discrete"] >= 0
+    if val:
+        y["valence"] = np.array([np.nan if s.valence is None else s.valence for s in samples], dtype=np.float32)
+        mask &= np.isfinite(y["valence"])
+    if vad:
+        y["vad"] = np.array([[np.nan if v is None else v for v in (s.valence, s.arousal, s.dominance)] for s in samples], dtype=np.float32)
+        mask &= np.isfinite(y["vad"]).all(axis=1)
+    if not mask.any():
+        raise FeatureError(f"no sample has the labels task {task!r} needs")
+    return y, mask
+
+
+# ---------------------------------------------------------------------------
+# Normalisation
+# ---------------------------------------------------------------------------
+
+NORMALIZE = ("none", "global", "speaker")
+_EPS = 1e-6
+
+
+def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    std = x.std(axis=0, dtype=np.float64).astype(np.float32)
+    std[std < _EPS] = 1.0
+    return mean, std
+
+
+class Normalizer:
+    """Per-feature standardisation ``(x - mean) / std``, per encoder, layer and dimension.
+
+    Modes:
+        ``none``: identity.
+        ``global``: mean/std (L, D) of the fold's training part (train + inner validation rows).
+        ``speaker``: mean/std of each speaker's own utterances (unsupervised speaker
+            normalisation, standard in speech emotion work: it uses the features of every
+            utterance of a speaker, labels never), so a test speaker is normalised by its own
+            statistics. Samples without a speaker, and at prediction time speakers the run
+            has never seen, fall back to the global training statistics.
+
+    Constant dimensions get std 1. Statistics are float32; :meth:`to_dict` / :meth:`from_dict`
+    serialise them as JSON lists.
+    """
+
+    def __init__(self, mode: str = "none") -> None:
+        if mode not in NORMALIZE:
+            raise ValueError(f"unknown --normalize {mode!r}; use one of {', '.join(NORMALIZE)}")
+        self.mode = mode
+        self.global_: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.speaker: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+
+    def fit(self, blocks: dict[str, np.ndarray], train_idx: np.ndarray, speakers: list[str | None] | None = None) -> "Normalizer":
+        """Global statistics from rows ``train_idx``; for ``speaker`` mode, per-speaker statistics from all rows."""
+        if self.mode == "none":
+            return self
+        for k, x in blocks.items():
+            self.global_[k] = _stats(x[train_idx])
+        if self.mode == "speaker":
+            if speakers is None:
+                raise ValueError("--normalize speaker needs speaker ids")
+            spk = np.asarray([s if s else "" for s in speakers], dtype=object)
+            for s in sorted(set(spk) - {""}):
+                rows = np.flatnonzero(spk == s)
+                for k, x in blocks.items():
+                    self.speaker.setdefault(k, {})[s] = _stats(x[rows])
+        return self
+
+    def transform(self, blocks: dict[str, np.ndarray], speakers: list[str | None] | None = None) -> dict[str, np.ndarray]:
+        """Normalised copies of ``blocks`` (encoder → (N, L, D) float32)."""
+        if self.mode == "none":
+            return {k: np.asarray(v, dtype=np.float32) for k, v in blocks.items()}
+        out = {}
+        for k, x in blocks.items():
+            if k not in self.global_:
+                raise FeatureError(f"normaliser has no statistics for features {k!r}")
+            mean, std = self.global_[k]
+            if x.shape[1:] != mean.shape:
+                raise FeatureError(f"features {k!r}: shape {x.shape[1:]} per sample, the run was trained on {mean.shape}")
+            y = np.empty(x.shape, dtype=np.float32)
+            if self.mode == "speaker" and speakers is not None:
+                spk = np.asarray([s if s else "" for s in speakers], dtype=object)
+                known = self.speaker.get(k, {})
+                done = np.zeros(len(x), dtype=bool)
+                for s in set(spk):
+                    if s in known:
+                        rows = spk == s
+                        m, sd = known[s]
+                        y[rows] = (x[rows] - m) / sd
+                        done |= rows
+                y[~done] = (x[~done] - mean) / std
+            else:
+                y[:] = (x - mean) / std
+            out[k] = y
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mode": self.mode}
+        if self.global_:
+            d["global"] = {k: {"mean": m.tolist(), "std": s.tolist()} for k, (m, s) in self.global_.items()}
+        if self.speaker:
+            d["speaker"] = {k: {spk: {"mean": m.tolist(), "std": s.tolist()} for spk, (m, s) in v.items()} for k, v in self.speaker.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
+        n = cls(d["mode"])
+        f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+        n.global_ = {k: (f32(v["mean"]), f32(v["std"])) for k, v in d.get("global", {}).items()}
+        n.speaker = {k: {s: (f32(x["mean"]), f32(x["std"])) for s, x in v.items()} for k, v in d.get("speaker", {}).items()}
+        return n

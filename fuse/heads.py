@@ -1,0 +1,265 @@
+"""Fusion heads: turn a list of feature vectors ("tokens") into one fused utterance state ``z``.
+
+Every head takes ``tokens``: a list of float32 tensors of shape (B, D_t), one per feature
+(each selected layer of a multi-layer encoder is its own token unless layer weights pool
+them), with a parallel list of :class:`Token` descriptions, and returns ``(z, info)``:
+``z`` (B, out_dim) float32 and ``info`` a dict of attention weights for inspection.
+
+Heads and sources:
+
+* :class:`AFG` / :class:`AFGHead`: attention-guided feature gathering, eq. 1–3 and the three
+  structures of Fig. 1 of Wang et al., "Hierarchical Audio-Visual Information Fusion with
+  Multi-label Joint Decoding for MER 2023" (ACM MM 2023, arXiv:2309.07925).
+* :class:`AttentionFusion`: the attention fusion of Cheng et al., "Leveraging Acoustic
+  Adaptation and Visual Alignment for MER 2024" (eq. 8–9).
+* :class:`LayerWeights`: learnable layer weighting, same MER 2024 paper, §2.1.
+* :class:`TransformerFusion`: a 2-layer transformer encoder over modality tokens (the MER 2024
+  MEIJU technical report's fusion), with :class:`FrameLSTM` encoders for frame-level inputs.
+* :class:`MLPHead` and :class:`LinearProbe`: baselines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Token:
+    """Description of one head input: the encoder it comes from, its modality
+    (``audio``, ``face``, ``text``), its layer key (``"18"``, ``"functionals"``, or ``"weighted"``
+    after :class:`LayerWeights`) and its dimension D."""
+
+    encoder: str
+    modality: str
+    layer: str
+    dim: int
+
+
+class LayerWeights(nn.Module):
+    """Learnable weighted sum over the layers of one encoder: ``f = Σ_i w_i f_i``
+    (Cheng et al., MER 2024, §2.1). The weights are free (no softmax), initialised to
+    1.0 on ``init_layer`` (layer 18 in the paper) and 0 elsewhere; when ``init_layer`` is not
+    among ``layers``, to ``1/L`` everywhere.
+
+    Input (B, L, D) float32 → output (B, D).
+    """
+
+    def __init__(self, layers: list[str], init_layer: str = "18") -> None:
+        super().__init__()
+        w = torch.zeros(len(layers))
+        if init_layer in layers:
+            w[layers.index(init_layer)] = 1.0
+        else:
+            w[:] = 1.0 / len(layers)
+        self.weight = nn.Parameter(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bld,l->bd", x, self.weight)
+
+
+class AFG(nn.Module):
+    """Attention-guided feature gathering (Wang et al., MER 2023, eq. 1–3).
+
+    eq. 1: project each input to a common dimension, ``h_i = ReLU(W_i x_i + b_i)`` (H);
+    eq. 2: attention over the N projected vectors, ``α = softmax_i(v^T tanh(W_a h_i + b_a))``;
+    eq. 3: weighted sum, ``z = Σ_i α_i h_i``.
+
+    Args:
+        dims: input dimensions D_i, one per input vector.
+        hidden: H, the common dimension.
+        dropout: applied to each ``h_i``.
+
+    forward(xs: list of (B, D_i)) → (z (B, H), α (B, N)).
+    """
+
+    def __init__(self, dims: list[int], hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if not dims:
+            raise ValueError("AFG needs at least one input")
+        self.proj = nn.ModuleList(nn.Linear(d, hidden) for d in dims)
+        self.att = nn.Linear(hidden, hidden)
+        self.v = nn.Linear(hidden, 1, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.stack([self.drop(torch.relu(p(x))) for p, x in zip(self.proj, xs)], dim=1)  # (B, N, H) eq. 1
+        alpha = torch.softmax(self.v(torch.tanh(self.att(h))).squeeze(-1), dim=1)  # (B, N) eq. 2
+        return torch.einsum("bn,bnh->bh", alpha, h), alpha  # eq. 3
+
+
+class AFGHead(nn.Module):
+    """The three AFG fusion structures of Wang et al., MER 2023, Fig. 1.
+
+    * ``structure=1``: one parallel AFG over every acoustic and visual token.
+    * ``structure=2``: each acoustic token is fused with all visual (non-audio) tokens by its own
+      AFG; the audio-visual results are fused by a second AFG. Needs audio and non-audio tokens.
+    * ``structure=3``: intra-modal AFG over the tokens of each encoder (e.g. the HuBERT layers),
+      then an inter-modal AFG over the per-encoder results (an encoder with one token is passed
+      through the inter-modal AFG's projection).
+
+    Output dimension: ``hidden``. ``info["attention"]``: the last (outer) AFG's weights (B, N).
+
+    Raises:
+        ValueError: structure 2 without both audio and non-audio tokens; unknown structure.
+    """
+
+    def __init__(self, tokens: list[Token], hidden: int = 256, dropout: float = 0.3, structure: int = 1) -> None:
+        super().__init__()
+        self.structure = int(structure)
+        self.out_dim = hidden
+        dims = [t.dim for t in tokens]
+        if self.structure == 1:
+            self.outer = AFG(dims, hidden, dropout)
+        elif self.structure == 2:
+            self.audio = [i for i, t in enumerate(tokens) if t.modality == "audio"]
+            self.visual = [i for i, t in enumerate(tokens) if t.modality != "audio"]
+            if not self.audio or not self.visual:
+                raise ValueError("AFG structure 2 fuses each acoustic feature with the visual features: "
+                                 f"needs both audio and face/text features, got modalities {sorted({t.modality for t in tokens})}")
+            self.inner = nn.ModuleList(AFG([dims[a]] + [dims[v] for v in self.visual], hidden, dropout) for a in self.audio)
+            self.outer = AFG([hidden] * len(self.audio), hidden, dropout)
+        elif self.structure == 3:
+            groups: dict[str, list[int]] = {}
+            for i, t in enumerate(tokens):
+                groups.setdefault(t.encoder, []).append(i)
+            self.groups = list(groups.values())
+            self.inner = nn.ModuleList(AFG([dims[i] for i in g], hidden, dropout) if len(g) > 1 else nn.Identity() for g in self.groups)
+            self.outer = AFG([hidden if len(g) > 1 else dims[g[0]] for g in self.groups], hidden, dropout)
+        else:
+            raise ValueError(f"unknown AFG structure {structure!r}; use 1, 2 or 3")
+
+    def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        if self.structure == 1:
+            z, a = self.outer(xs)
+        elif self.structure == 2:
+            vis = [xs[v] for v in self.visual]
+            av = [m([xs[a]] + vis)[0] for m, a in zip(self.inner, self.audio)]
+            z, a = self.outer(av)
+        else:
+            parts = [m([xs[i] for i in g])[0] if len(g) > 1 else xs[g[0]] for m, g in zip(self.inner, self.groups)]
+            z, a = self.outer(parts)
+        return z, {"attention": a}
+
+
+class AttentionFusion(nn.Module):
+    """Attention fusion of Cheng et al., "Leveraging Acoustic Adaptation and Visual Alignment"
+    (MER 2024), eq. 8–9: a per-input MLP maps each token to a common dimension (256),
+    the results are stacked into ``h`` (B, M, H), attention weights over inputs are
+    ``α = softmax(h W_α + b_α)`` (eq. 8, (B, M, 1)) and the fused state is ``z = h^T α`` (eq. 9, (B, H)).
+    """
+
+    def __init__(self, tokens: list[Token], hidden: int = 256, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.out_dim = hidden
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(t.dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU())
+            for t in tokens
+        )
+        self.score = nn.Linear(hidden, 1)
+
+    def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        h = torch.stack([m(x) for m, x in zip(self.mlps, xs)], dim=1)
+        alpha = torch.softmax(self.score(h), dim=1)  # eq. 8
+        z = (h * alpha).sum(dim=1)  # eq. 9: z = h α
+        return z, {"attention": alpha.squeeze(-1)}
+
+
+class FrameLSTM(nn.Module):
+    """Bidirectional LSTM over a frame sequence, mean-pooled over valid frames.
+
+    forward(x (B, T, D) float32, lengths (B,) int64) → (B, hidden).
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(dim, hidden // 2, batch_first=True, bidirectional=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1).float()
+        return (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class TransformerFusion(nn.Module):
+    """Transformer fusion over modality tokens (MER 2024 MEIJU technical report): each token is
+    projected to H and tagged with a learned token embedding, a learned [CLS] token is prepended,
+    a 2-layer ``nn.TransformerEncoder`` (4 heads, pre-norm) mixes them, and ``z`` is the [CLS] output.
+
+    Tokens whose input is a frame sequence go through a :class:`FrameLSTM` first
+    (``frame_inputs``: indices of such tokens; their forward input is ``(x (B,T,D), lengths (B,))``).
+    """
+
+    def __init__(self, tokens: list[Token], hidden: int = 256, dropout: float = 0.3, n_layers: int = 2,
+                 n_heads: int = 4, frame_inputs: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.out_dim = hidden
+        self.frame_inputs = set(frame_inputs)
+        self.lstms = nn.ModuleDict({str(i): FrameLSTM(tokens[i].dim, hidden) for i in self.frame_inputs})
+        self.proj = nn.ModuleList(nn.Linear(hidden if i in self.frame_inputs else t.dim, hidden) for i, t in enumerate(tokens))
+        self.type_emb = nn.Parameter(torch.zeros(len(tokens) + 1, hidden))
+        self.cls = nn.Parameter(torch.zeros(1, 1, hidden))
+        nn.init.normal_(self.type_emb, std=0.02)
+        nn.init.normal_(self.cls, std=0.02)
+        layer = nn.TransformerEncoderLayer(hidden, n_heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, xs: list) -> tuple[torch.Tensor, dict]:
+        seq = []
+        for i, (p, x) in enumerate(zip(self.proj, xs)):
+            if i in self.frame_inputs:
+                x = self.lstms[str(i)](*x)
+            seq.append(p(x))
+        h = torch.stack(seq, dim=1)
+        h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1) + self.type_emb
+        return self.norm(self.encoder(h)[:, 0]), {}
+
+
+class MLPHead(nn.Module):
+    """Baseline: concatenate all tokens, two ``Linear → ReLU → Dropout`` layers of width H."""
+
+    def __init__(self, tokens: list[Token], hidden: int = 256, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.out_dim = hidden
+        d = sum(t.dim for t in tokens)
+        self.net = nn.Sequential(nn.Dropout(min(dropout, 0.2)), nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        return self.net(torch.cat(xs, dim=1)), {}
+
+
+class LinearProbe(nn.Module):
+    """Baseline for layer sweeps: ``z`` is the concatenated tokens, so the decoder on top is a
+    linear (multinomial logistic / least-squares) model of the features."""
+
+    def __init__(self, tokens: list[Token], hidden: int = 0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.out_dim = sum(t.dim for t in tokens)
+
+    def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        return torch.cat(xs, dim=1), {}
+
+
+HEADS = ("afg", "attention", "transformer", "mlp", "linear")
+
+
+def build_head(name: str, tokens: list[Token], hidden: int, dropout: float, structure: int = 1,
+               frame_inputs: tuple[int, ...] = ()) -> nn.Module:
+    """Construct the head called ``name`` (one of :data:`HEADS`). Raises ValueError for unknown names."""
+    if name == "afg":
+        return AFGHead(tokens, hidden, dropout, structure)
+    if name == "attention":
+        return AttentionFusion(tokens, hidden, dropout)
+    if name == "transformer":
+        return TransformerFusion(tokens, hidden, dropout, frame_inputs=frame_inputs)
+    if name == "mlp":
+        return MLPHead(tokens, hidden, dropout)
+    if name == "linear":
+        return LinearProbe(tokens)
+    raise ValueError(f"unknown head {name!r}; use one of {', '.join(HEADS)}")

@@ -1,0 +1,232 @@
+"""Run directories: what ``emo fuse train --out runs/NAME`` writes, and :func:`load_run` to use it.
+
+Layout::
+
+    config.json          everything needed to rebuild the models: feature specs with layers and each
+                         store's provenance (weights_hash), task, classes, head arguments, protocol,
+                         folds (sizes, checkpoint file, global normalisation statistics from the
+                         fold's training part) and per-speaker statistics for --normalize speaker
+    fold-K.safetensors   the fold's models (one per seed, keys prefixed ``s<j>.``); no pickles
+    metrics.json         per-fold metrics, mean/std over folds, pooled out-of-fold metrics, test metrics
+    predictions.csv      name, fold, true, pred, prob_<class>..., valence_true, valence, ...
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emo import __version__
+
+
+class RunError(ValueError):
+    """A run directory that cannot be loaded (missing or inconsistent files, named in the message)."""
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], folds: list, y: dict[str, np.ndarray]) -> Path:
+    """Write a run directory (see module docstring) from a :class:`emo.fuse.train.CVResult`.
+
+    Args:
+        out: directory (created; existing files of the same names are replaced).
+        config: the run config (:func:`emo.fuse.train.train`); fold entries and normalisation are added here.
+        result: :class:`emo.fuse.train.CVResult`; names: sample name per row; folds: the
+            :class:`emo.fuse.protocols.Fold` list; y: label arrays per row.
+    """
+    from safetensors.numpy import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = dict(config)
+    config["emo_version"] = __version__
+    config["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    norm_mode = result.normalizers[0].mode if result.normalizers else "none"
+    config["normalization"] = {"mode": norm_mode}
+    if norm_mode == "speaker":
+        config["normalization"]["speaker"] = result.normalizers[0].to_dict().get("speaker", {})
+    fold_entries = []
+    for k, (fold, states, norm) in enumerate(zip(folds, result.states, result.normalizers)):
+        ckpt = f"fold-{k}.safetensors"
+        tensors = {f"s{j}.{name}": t.numpy() for j, st in enumerate(states) for name, t in st.items()}
+        save_file(tensors, str(out / ckpt), metadata={"fold": fold.name, "seeds": str(len(states))})
+        entry = {**fold.as_dict(), "checkpoint": ckpt, "seeds": len(states)}
+        nd = norm.to_dict()
+        if "global" in nd:
+            entry["normalization"] = {"global": nd["global"]}
+        if fold.name.startswith("speaker="):
+            entry["test_speaker"] = fold.name.split("=", 1)[1]
+        fold_entries.append(entry)
+    config["folds"] = fold_entries
+    _atomic_write(out / "config.json", json.dumps(config, indent=1))
+    metrics = {"folds": [{"name": r["name"], "n_test": r["n_test"], "epochs": r["epochs"], **r["metrics"]} for r in result.folds],
+               **result.summary, "pooled": result.pooled, "n": int(len(result.oof["index"])), "n_folds": len(result.folds)}
+    if result.test is not None and "metrics" in result.test:
+        metrics["test"] = result.test["metrics"]
+    _atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
+    classes = config.get("classes")
+    rows = []
+
+    def add_rows(idx, fold_names, outs):
+        for r, i in enumerate(idx):
+            row: dict[str, Any] = {"name": names[i], "fold": fold_names[r]}
+            if "probs" in outs:
+                row["true"] = classes[y["discrete"][i]] if y["discrete"][i] >= 0 else ""
+                row["pred"] = classes[int(outs["probs"][r].argmax())]
+                row.update({f"prob_{c}": f"{outs['probs'][r, j]:.6f}" for j, c in enumerate(classes)})
+            if "valence" in outs:
+                row["valence_true"] = "" if not np.isfinite(y["valence"][i]) else f"{y['valence'][i]:.6g}"
+                row["valence"] = f"{outs['valence'][r]:.6f}"
+            if "vad" in outs:
+                for j, d in enumerate(("valence", "arousal", "dominance")):
+                    row[f"{d}_true"] = "" if not np.isfinite(y["vad"][i, j]) else f"{y['vad'][i, j]:.6g}"
+                    row[d] = f"{outs['vad'][r, j]:.6f}"
+            rows.append(row)
+
+    fold_names = [folds[f].name for f in result.oof["fold"]]
+    add_rows(result.oof["index"], fold_names, result.oof)
+    if result.test is not None:
+        add_rows(result.test["index"], ["test"] * len(result.test["index"]), result.test)
+    tmp = out / f"predictions.csv.{os.getpid()}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, out / "predictions.csv")
+    return out
+
+
+class Run:
+    """A trained run loaded from its directory (see :func:`load_run`).
+
+    Attributes:
+        path: the run directory. config: parsed ``config.json``. classes: class order (discrete
+        tasks) or None. task: the task name. feature_specs: encoder specs with layers, as
+        ``emo extract --encoder`` takes them (e.g. ``"hubert_large=TencentGameMate/chinese-hubert-large:16-21"``).
+        inputs: per encoder ``name``, ``modality``, ``layers``, ``dim``, ``provenance``.
+    """
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        self.path = path
+        self.config = config
+        self.classes: list[str] | None = config.get("classes")
+        self.task: str = config["task"]
+        self.feature_specs: list[str] = list(config["feature_specs"])
+        self.inputs: list[dict[str, Any]] = config["inputs"]
+        self._models: list[list] | None = None
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.config["folds"])
+
+    def models(self) -> list[list]:
+        """Per fold, its seed models (eval mode), loaded lazily from ``fold-K.safetensors``.
+
+        Raises:
+            RunError: a missing checkpoint or one whose tensors do not fit the config's model.
+        """
+        if self._models is None:
+            from safetensors.torch import load_file
+
+            from emo.fuse.decoders import FusionModel
+
+            self._models = []
+            for entry in self.config["folds"]:
+                p = self.path / entry["checkpoint"]
+                if not p.is_file():
+                    raise RunError(f"{p} is missing from the run directory")
+                tensors = load_file(str(p))
+                fold = []
+                for j in range(int(entry["seeds"])):
+                    pre = f"s{j}."
+                    sd = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
+                    m = FusionModel(**self.config["model"])
+                    try:
+                        m.load_state_dict(sd)
+                    except RuntimeError as e:
+                        raise RunError(f"{p}: model {j} does not match the config ({e})") from None
+                    m.eval()
+                    fold.append(m)
+                self._models.append(fold)
+        return self._models
+
+    def normalizer(self, k: int):
+        """The :class:`emo.fuse.data.Normalizer` of fold ``k`` (global stats of that fold, shared speaker stats)."""
+        from emo.fuse.data import Normalizer
+
+        n = self.config["normalization"]
+        d = {"mode": n["mode"], "speaker": n.get("speaker", {})}
+        d.update(self.config["folds"][k].get("normalization", {}))
+        return Normalizer.from_dict(d)
+
+    def predict(self, features: dict[str, np.ndarray], speakers: list[str | None] | None = None,
+                folds: list[int] | None = None) -> dict[str, np.ndarray]:
+        """Predict with the mean over fold models (and their seeds).
+
+        Args:
+            features: encoder name → float32 (N, L, D) in the run's layer order (``inputs[i]["layers"]``).
+            speakers: speaker per sample, for runs trained with ``--normalize speaker``: a speaker
+                seen at training time uses its stored statistics; unknown speakers (and ``None``)
+                fall back to each fold's global training statistics.
+            folds: average only these fold models (default: all).
+
+        Returns:
+            ``{"probs": (N, C)}`` for discrete tasks, ``{"valence": (N,)}``, ``{"vad": (N, 3)}`` as the task has them (float32).
+
+        Raises:
+            RunError: missing encoder or wrong shape (named).
+        """
+        import torch
+
+        from emo.fuse.train import average_outputs, predict_model
+
+        n = None
+        for inp in self.inputs:
+            x = features.get(inp["name"])
+            want = (len(inp["layers"]), inp["dim"])
+            if x is None:
+                raise RunError(f"{self.path}: features for {inp['name']!r} missing (the run needs {', '.join(self.feature_specs)})")
+            if x.ndim != 3 or tuple(x.shape[1:]) != want:
+                raise RunError(f"{self.path}: features {inp['name']!r} have shape {x.shape}, the run needs (N, {want[0]}, {want[1]}) "
+                               f"(layers {inp['layers']})")
+            if n is not None and x.shape[0] != n:
+                raise RunError(f"{self.path}: feature arrays have different numbers of samples")
+            n = x.shape[0]
+        blocks = {inp["name"]: features[inp["name"]] for inp in self.inputs}
+        outs = []
+        models = self.models()
+        for k in (range(self.n_folds) if folds is None else folds):
+            xb = self.normalizer(k).transform(blocks, speakers)
+            xs = [torch.as_tensor(np.ascontiguousarray(xb[inp["name"]], dtype=np.float32)) for inp in self.inputs]
+            outs.append(average_outputs([predict_model(m, xs) for m in models[k]]))
+        return average_outputs(outs)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Open a run directory written by ``emo fuse train``.
+
+    Raises:
+        RunError: no ``config.json``, or one that is not valid JSON or lacks required keys.
+    """
+    path = Path(run_dir)
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise RunError(f"{cfg_path} not found: not an emo run directory")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RunError(f"{cfg_path}: invalid JSON ({e})") from None
+    missing = [k for k in ("task", "feature_specs", "inputs", "model", "folds", "normalization") if k not in config]
+    if missing:
+        raise RunError(f"{cfg_path}: missing key(s) {', '.join(missing)}")
+    return Run(path, config)
