@@ -131,8 +131,8 @@ def test_process_tracks_across_clips_and_no_face(cropper, astronaut):
     assert b.no_face and b.n_frames == 3
     assert b.crops.shape == (0, 224, 224, 3) and b.frame_index.shape == (0,) and b.landmarks.shape == (0, 5, 2)
     prov = cropper.provenance()
-    assert prov["face_detector"] == "mtcnn" and len(prov["face_weights_hash"]) == 16
-    assert prov["face_size"] == 224 and "arcface112" in prov["face_template"]
+    assert prov["detector"] == "mtcnn" and len(prov["weights_hash"]) == 16
+    assert prov["size"] == 224 and "arcface112" in prov["template"]
     assert DEFAULT_FPS == 2.0
 
 
@@ -149,7 +149,7 @@ def test_haar_finds_the_astronaut(astronaut):
     # landmarks estimated from the box land near MTCNN's (within a tenth of the face size)
     assert np.abs(d.landmarks[0] - ASTRONAUT_LANDMARKS).max() < 0.1 * (ASTRONAUT_BOX[3] - ASTRONAUT_BOX[1])
     tr = haar.process([astronaut[None]])[0]
-    assert tr.crops.shape == (1, 112, 112, 3) and haar.provenance()["face_weights_hash"] == ""
+    assert tr.crops.shape == (1, 112, 112, 3) and haar.provenance()["weights_hash"] == ""
 
 
 def test_similarity_fit_recovers_a_known_transform():
@@ -231,3 +231,29 @@ def test_mtcnn_finds_the_face_in_every_frame_of_a_real_clip(shared, cropper):
     # one actor, head still: boxes overlap strongly frame to frame
     iou = box_iou(track.boxes[:-1], track.boxes[1:]).diagonal()
     assert iou.min() > 0.6
+
+
+def test_face_cache_roundtrip_and_refuses_other_settings(tmp_path):
+    from emo.extract.faces.cache import FaceCache
+
+    rng = np.random.default_rng(0)
+    track = FaceTrack(rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8), np.array([0, 2, 5], np.int64),
+                      rng.random((3, 4), dtype=np.float32), rng.random(3, dtype=np.float32),
+                      rng.random((3, 5, 2), dtype=np.float32), n_frames=6)
+    empty = FaceTrack(np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
+                      np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32), n_frames=4)
+    prov = {"detector": "mtcnn", "weights_hash": "abc", "size": 32, "template": "arcface112+margin0.20", "fps": 2.0}
+    path = tmp_path / "features" / "ds" / "faces.h5"
+    with FaceCache(path, prov) as c:
+        c.put("spk1/clip a", track)
+        c.put("silent", empty)
+        assert c.get("nope") is None
+    with FaceCache(path, prov) as c:
+        got = c.get("spk1/clip a")
+        for f in ("crops", "frame_index", "boxes", "scores", "landmarks"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(track, f))
+        assert got.n_frames == 6
+        e = c.get("silent")
+        assert e.no_face and e.n_frames == 4 and e.crops.shape == (0, 32, 32, 3)
+    with pytest.raises(FaceError, match="other settings"):
+        FaceCache(path, {**prov, "size": 224})

@@ -163,10 +163,11 @@ class FaceCropper:
         return FaceTrack(crops, np.asarray(idx, np.int64), boxes, scores, lms, int(clip.shape[0]))
 
     def provenance(self) -> dict[str, Any]:
-        """Store attributes: detector, weights hash, crop size, alignment template."""
+        """Store attributes (the engine prefixes them with ``face_``): detector, weights hash
+        (16 hex digits, ``""`` for Haar), crop size in pixels, alignment template name."""
         return {
-            "face_detector": self.detector_name,
-            "face_weights_hash": self._hash,
-            "face_size": self.size,
-            "face_template": template_name(self.margin),
+            "detector": self.detector_name,
+            "weights_hash": self._hash,
+            "size": self.size,
+            "template": template_name(self.margin),
         }

@@ -308,6 +308,7 @@ class MTCNN(nn.Module):
             return boxes * boxes.new_tensor([sx, sy, sx, sy]), prob, points * points.new_tensor([sx, sy]), inds
         return self.detect_tensor_at(imgs)
 
+    @torch.inference_mode()
     def detect_tensor_at(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The cascade at the given resolution (no ``detect_side`` downscaling); same I/O as :meth:`detect_tensor`."""
         boxes, inds = self._stage1(imgs)
