@@ -23,8 +23,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from emo.extract.faces.core import FaceError, FaceTrack
 
 _FIELDS = ("crops", "frame_index", "boxes", "scores", "landmarks")

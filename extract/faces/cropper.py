@@ -132,14 +132,12 @@ class FaceCropper:
             FaceError: a clip is not a uint8 (T, H, W, 3) array.
         """
         frames: list[np.ndarray] = []
-        owner: list[tuple[int, int]] = []
         for c, clip in enumerate(clips):
             if not isinstance(clip, np.ndarray) or clip.ndim != 4 or clip.shape[3] != 3 or clip.dtype != np.uint8:
                 raise FaceError(f"clip {c}: expected uint8 RGB array (T, H, W, 3), got "
                                 f"{getattr(clip, 'dtype', type(clip).__name__)} {getattr(clip, 'shape', '')}")
             for t in range(clip.shape[0]):
                 frames.append(clip[t])
-                owner.append((c, t))
         dets = self.detect(frames) if frames else []
         tracks = []
         start = 0
