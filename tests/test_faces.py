@@ -79,7 +79,7 @@ def test_corrupt_weight_file_is_named(tmp_path, mtcnn_weights):
     for n in MTCNN_FILES:
         shutil.copy(mtcnn_weights / n, tmp_path / n)
     (tmp_path / "rnet.pt").write_bytes(b"garbage")
-    with pytest.raises(FaceError, match="rnet.pt"):
+    with pytest.warns(UserWarning, match="differ from the official"), pytest.raises(FaceError, match="rnet.pt"):
         FaceCropper("mtcnn", weights=tmp_path)
 
 

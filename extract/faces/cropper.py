@@ -96,7 +96,13 @@ class FaceCropper:
             d = Path(weights) if weights is not None else default_mtcnn_dir()
             if not d.is_dir():
                 raise FaceError(f"MTCNN weights not found at {d}: {FETCH_HINT}")
-            verify_mtcnn(d)  # raises FaceError naming missing files
+            official = verify_mtcnn(d)  # raises FaceError naming missing files
+            if not all(official.values()):
+                import warnings
+
+                odd = [n for n, ok in official.items() if not ok]
+                warnings.warn(f"MTCNN weights in {d} differ from the official ones ({', '.join(odd)}); "
+                              "using them (their hash is recorded as provenance)", stacklevel=2)
             self.weights_dir = d
             from emo.extract.encoders.base import hash_weights
 
