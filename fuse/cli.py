@@ -61,7 +61,7 @@ def _features_with_layers(features: list[str], layers: list[str], features_dir: 
 def train(
     dataset: str = typer.Option(..., "--dataset", help="Dataset name (the folder under --features-dir)."),
     features: List[str] = typer.Option(..., "--features", help="Encoder spec NAME[=SOURCE][:LAYERS]; repeatable."),
-    layers: List[str] = typer.Option([], "--layers", help="Layer spec (16-21) for the preceding --features."),
+    layers: List[str] = typer.Option([], "--layers", help="Layer spec (16-21) for the only multi-layer --features (or, repeated, the --features before it)."),
     features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
     head: str = typer.Option("afg", "--head", help="afg | attention | transformer | mlp | linear"),
     structure: int = typer.Option(1, "--structure", help="AFG structure 1, 2 or 3 (MER 2023 paper, Fig. 1)."),
@@ -78,7 +78,8 @@ def train(
     epochs: int = typer.Option(100, "--epochs", help="Maximum epochs (early stopping on the inner validation split)."),
     patience: int = typer.Option(15, "--patience"),
     lr: float = typer.Option(1e-3, "--lr"),
-    weight_decay: float = typer.Option(1e-3, "--weight-decay"),
+    weight_decay: float = typer.Option(1e-2, "--weight-decay"),
+    label_smoothing: float = typer.Option(0.1, "--label-smoothing", help="Cross-entropy label smoothing."),
     batch_size: int = typer.Option(32, "--batch-size"),
     hidden: int = typer.Option(256, "--hidden"),
     dropout: float = typer.Option(0.5, "--dropout"),
@@ -87,7 +88,10 @@ def train(
     align: str = typer.Option("strict", "--align", help="strict | intersect (for stores with different samples)"),
     out: Path = typer.Option(..., "--out", help="Run directory to write (runs/NAME)."),
 ) -> None:
-    """Train a fusion head with cross-validation and write a run directory."""
+    """Train a fusion head with cross-validation and write a run directory.
+
+    Early stopping uses an inner validation split held out from the training folds (one training speaker for --folds speaker, a stratified 10% for k-fold, the dev partition for split), so the evaluation fold stays unseen. Prints fold metrics, mean ± std and pooled out-of-fold metrics.
+    """
     from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
     from emo.fuse.data import FeatureError
@@ -103,7 +107,8 @@ def train(
     cfg = TrainConfig(head=head, structure=structure, layer_weights=layer_weights, task=task, decoder=decoder,
                       loss_weighting=loss_weighting, class_weights=class_weights, hidden=hidden, dropout=dropout,
                       epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, patience=patience,
-                      seeds=seeds, seed=seed, normalize=normalize, device=device, threads=threads)
+                      seeds=seeds, seed=seed, normalize=normalize, device=device, threads=threads,
+                      label_smoothing=label_smoothing)
     command = ["emo", "fuse", "train", "--dataset", dataset, "--features-dir", str(features_dir)]
     for f in specs:
         command += ["--features", f]
@@ -111,7 +116,7 @@ def train(
                 "--decoder", decoder, "--loss-weighting", loss_weighting, *(["--class-weights"] if class_weights else []),
                 "--folds", folds, *[a for t in test_split for a in ("--test-split", t)], "--normalize", normalize,
                 "--seed", str(seed), "--seeds", str(seeds), "--epochs", str(epochs), "--patience", str(patience), "--lr", str(lr),
-                "--weight-decay", str(weight_decay), "--batch-size", str(batch_size), "--hidden", str(hidden),
+                "--weight-decay", str(weight_decay), "--label-smoothing", str(label_smoothing), "--batch-size", str(batch_size), "--hidden", str(hidden),
                 "--dropout", str(dropout), "--device", device, "--threads", str(threads), "--align", align, "--out", str(out)]
     try:
         result, _ = train_run(features_dir, dataset, specs, cfg, protocol=folds, out=out, align=align,

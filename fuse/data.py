@@ -103,10 +103,12 @@ class FeatureSet:
 
     @property
     def speakers(self) -> list[str | None]:
+        """Speaker id per row (``None`` where the manifest has none)."""
         return [s.speaker for s in self.samples]
 
     @property
     def splits(self) -> list[str | None]:
+        """Source partition per row (``train``, ``dev``, ``test1``, ... or ``None``)."""
         return [s.split for s in self.samples]
 
     def subset(self, idx: np.ndarray) -> "FeatureSet":
@@ -319,6 +321,7 @@ class Normalizer:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``{mode, global: {enc: {mean, std}}, speaker: {enc: {spk: {mean, std}}}}`` (lists of (L, D))."""
         d: dict[str, Any] = {"mode": self.mode}
         if self.global_:
             d["global"] = {k: {"mean": m.tolist(), "std": s.tolist()} for k, (m, s) in self.global_.items()}
@@ -328,6 +331,7 @@ class Normalizer:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
+        """Inverse of :meth:`to_dict` (statistics back to float32 arrays)."""
         n = cls(d["mode"])
         f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
         n.global_ = {k: (f32(v["mean"]), f32(v["std"])) for k, v in d.get("global", {}).items()}

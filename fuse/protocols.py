@@ -34,6 +34,7 @@ class Fold:
     test: np.ndarray
 
     def as_dict(self) -> dict:
+        """Name and sizes (n_train, n_val, n_test), for configs and tables."""
         return {"name": self.name, "n_train": int(len(self.train)), "n_val": int(len(self.val)), "n_test": int(len(self.test))}
 
 

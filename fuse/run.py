@@ -127,6 +127,7 @@ class Run:
 
     @property
     def n_folds(self) -> int:
+        """Number of fold models in the run."""
         return len(self.config["folds"])
 
     def models(self) -> list[list]:

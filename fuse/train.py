@@ -45,13 +45,13 @@ class TrainConfig:
     dropout: float = 0.5
     epochs: int = 100
     lr: float = 1e-3
-    weight_decay: float = 1e-3
+    weight_decay: float = 1e-2
     batch_size: int = 32
     patience: int = 15
     seeds: int = 5
     seed: int = 0
     normalize: str = "none"
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     device: str = "cpu"
     threads: int = 1
 
@@ -70,7 +70,8 @@ class TrainConfig:
             (self.loss_weighting in ("fixed", "uncertainty"), f"--loss-weighting must be fixed or uncertainty, not {self.loss_weighting!r}"),
             (self.normalize in NORMALIZE, f"--normalize must be one of {', '.join(NORMALIZE)}, not {self.normalize!r}"),
             (self.epochs >= 1 and self.batch_size >= 1 and self.seeds >= 1 and self.patience >= 1, "--epochs, --batch-size, --seeds and --patience must be >= 1"),
-            (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.dropout < 1, "--lr must be > 0, --weight-decay >= 0, --dropout in [0, 1)"),
+            (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1,
+             "--lr must be > 0, --weight-decay >= 0, --dropout and --label-smoothing in [0, 1)"),
             (self.hidden >= 1, "--hidden must be >= 1"),
         ]
         for ok, msg in checks:

@@ -143,7 +143,8 @@ def test_cli_refuses_mismatched_stores_unless_intersect(tmp_path):
             "--features", "hubert_large:2", "--folds", "3", "--out", str(tmp_path / "r"), *FAST]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "--align intersect" in r.output and "egemaps.h5: 88 samples" in r.output
-    r = CliRunner().invoke(app, args + ["--align", "intersect", "--head", "linear"])
+    with pytest.warns(UserWarning, match="88 samples every store has"):
+        r = CliRunner().invoke(app, args + ["--align", "intersect", "--head", "linear"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["n"] == 88
 
