@@ -121,3 +121,33 @@ def info(path: Path = typer.Argument(..., help="A store file features/<dataset>/
     d = s.summary()
     d["failed_samples"] = s.failed
     typer.echo(json.dumps(d, indent=2, ensure_ascii=False, default=str))
+
+
+def score_cmd(
+    paths: list[Path] = typer.Argument(..., help="Media files and/or folders (searched recursively)."),
+    run: Path = typer.Option(..., "--run", help="Run directory written by `emo fuse train`."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output CSV."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    cache: Optional[Path] = typer.Option(None, help="Keep extracted features here (default: temporary)."),
+    face_detector: str = typer.Option("mtcnn", help="mtcnn or haar, for runs with face features."),
+    mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Score new files with a trained run: name, predicted label, one probability column per class.
+
+    Broken files get an error row and are listed in the summary; exit status 2 when any failed.
+    """
+    from emo.fuse.run import RunError
+    from emo.fuse.score import score
+
+    try:
+        res = score(paths, run, out, device=device, cache=cache, face_detector=face_detector,
+                    mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress)
+    except (RunError, ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"scored {res['ok']}/{res['n']} files -> {res['out']}")
+    for n, e in res["failed"].items():
+        typer.echo(f"  failed {n}: {e}")
+    if res["failed"]:
+        raise typer.Exit(2)

@@ -22,14 +22,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from emo.extract.datasets import DatasetAdapter, Sample, write_manifest
+from emo.extract.faces.core import DEFAULT_FPS
 from emo.extract.encoders.base import AudioInput, Encoder, FaceInput, Input, TextInput
 from emo.extract.media import MediaError, load_audio, load_frames
 from emo.extract.registry import EncoderSpec
 from emo.extract.store import StoreWriteError, StoreWriter, check_writable, store_path
 
-#: Default frame sampling rate for face encoders, frames per second (MER clips are 2-10 s:
-#: 2 fps gives 4-20 face frames per clip, enough for a stable mean and 12x cheaper than 25 fps).
-DEFAULT_FPS = 2.0
+# DEFAULT_FPS (from emo.extract.faces): face frames sampled per second of video. MER clips are
+# 2-10 s, so 2 fps gives 4-20 face frames per clip: enough for a stable mean, 12x cheaper than 25 fps.
 
 
 @dataclass
@@ -236,11 +236,24 @@ class Extractor:
         self._cropper = None
 
     # -- helpers -----------------------------------------------------------------
+    def _crop_size(self) -> int:
+        """Aligned-crop side in pixels: the largest input side among the face encoders (224 by default),
+        so no encoder has to upsample its crops."""
+        sizes = [224]
+        for e in self.encoders:
+            pre = getattr(e, "preprocess", None)
+            try:
+                sizes.append(int(max(pre.input_size)))
+            except Exception:
+                pass
+        return max(sizes)
+
     def _face_cropper(self):
         if self._cropper is None:
             from emo.extract.faces import FaceCropper
 
-            self._cropper = FaceCropper(detector=self.face_detector, weights=self.mtcnn_weights, device=self.device)
+            self._cropper = FaceCropper(detector=self.face_detector, weights=self.mtcnn_weights, device=self.device,
+                                        size=self._crop_size())
         return self._cropper
 
     def _provenance(self, enc: Encoder, dataset: str) -> dict[str, Any]:
