@@ -304,6 +304,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         "store": prov, "metric": metric, "higher_is_better": not lower_is_better(metric), "protocol": protocol,
         "selected_on": selected_on, "window": window, "stride": stride, "training": asdict(cfg),
         "n_samples": len(names), "n_labelled": int(mask.sum()), "rows": table,
+        **({"n_test_partition": int(len(test_idx)), "test_splits": test_splits} if test_idx is not None else {}),
         "best": {"window": best["window"], "layers": best["layers"], metric: best[f"{metric}_mean"], f"{metric}_std": best[f"{metric}_std"],
                  **({f"test_{metric}": best[f"test_{metric}_mean"], f"test_{metric}_std": best[f"test_{metric}_std"]}
                     if f"test_{metric}_mean" in best else {})},
@@ -344,7 +345,7 @@ def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path:
     xs = np.array([r["center"] for r in rows])
     fig, ax = plt.subplots(figsize=(max(5.0, 0.32 * len(rows) + 3), 3.6), dpi=120)
     split = summary["protocol"] == "split"
-    label = "dev (selection)" if split else f"mean ± std over {rows[0]['n']} folds"
+    label = f"dev (selection), ± std over {rows[0]['n']} seeds" if split else f"mean ± std over {rows[0]['n']} folds"
     ax.errorbar(xs, [r[f"{metric}_mean"] for r in rows], yerr=[r[f"{metric}_std"] for r in rows], marker="o", ms=4,
                 capsize=3, lw=1.4, label=label)
     if split and f"test_{metric}_mean" in rows[0]:
@@ -361,7 +362,7 @@ def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path:
         ax.set_xticks(xs if summary["window"] == 1 else np.round(xs, 1))
     ax.set_ylabel(_METRIC_NAMES.get(metric, metric))
     head = summary["training"]["head"]
-    ax.set_title(f"{summary['dataset']} · {summary['feature'].split('=')[0].split(':')[0]} · {head} · {summary['selected_on']}", fontsize=9)
+    ax.set_title(f"{summary['dataset']} · {summary['feature'].split('=')[0].split(':')[0]} · {head} probe · selected on {summary['selected_on']}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -165,7 +165,7 @@ def test_sweep_split_selects_on_dev_reports_test(tmp_path):
     assert s["best"]["test_waf"] > 0.8
     assert all("test_waf_mean" in r for r in s["rows"])
     cell = s["cells"][0]
-    assert cell["n_test"] == 30 and cell["n_val"] == 30 and cell["n_train"] == 120
+    assert cell["n_test"] == 30 and cell["n_val"] == 30 and cell["n_train"] == 120 and s["n_test_partition"] == 30
 
 
 def test_sweep_bad_input(tmp_path):
