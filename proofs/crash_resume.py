@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,6 +187,12 @@ def main() -> int:
         out = work / f"trial{t:02d}"
         cmd = _cmd(root, out, model)
         info = _run_killed(cmd, out / "folder", kind, delay, rng)
+        for _ in range(3):  # the run beat the kill: start afresh with a shorter delay, so every trial kills
+            if info["killed"]:
+                break
+            shutil.rmtree(out, ignore_errors=True)
+            delay *= 0.6
+            info = _run_killed(cmd, out / "folder", kind, delay, rng)
         ds = out / "folder"
         unreadable, finished, tmps = _read_store_dir(ds) if ds.is_dir() else (0, {e: set() for e in ENCODERS}, 0)
         info.update({"unreadable_after_kill": unreadable, "tmp_files_after_kill": tmps,
