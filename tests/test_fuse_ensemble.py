@@ -218,3 +218,24 @@ def test_ensemble_of_real_training_runs_and_cli(tmp_path):
     assert res["validation"]["n"] == 120 and "fused (eq. 10-11)" in r.output
     r = CliRunner().invoke(app, ["fuse", "ensemble", str(tmp_path / "run0"), "--out", str(tmp_path / "e2")])
     assert r.exit_code == 2 and "at least two" in r.output
+
+
+def test_split_runs_tune_on_dev_and_report_test(tmp_path):
+    """Runs trained with --folds split: weights are tuned on the dev partition (the run's models applied
+    to it), and the out-of-fold rows (the test partition) are only fused and reported."""
+    from test_fuse_sweep import make_dataset
+
+    from emo.fuse.train import TrainConfig, train
+
+    splits = ["train"] * 90 + ["dev"] * 30 + ["test"] * 30
+    root, _ = make_dataset(tmp_path / "feat", n=150, n_layers=2, informative=(1,), splits=splits)
+    cfg = TrainConfig(head="linear", seeds=1, epochs=15, patience=4, lr=1e-2, batch_size=64, normalize="global")
+    for k in ("0", "1"):
+        train(root, "toy", [f"enc:{k}"], cfg, protocol="split", out=tmp_path / f"run{k}")
+    rp = read_run_predictions(tmp_path / "run1")
+    assert rp.val_source == "dev partition" and len(rp.val["names"]) == 30 and len(rp.test["names"]) == 30
+    assert all(n >= "utt0090" and n < "utt0120" for n in rp.val["names"])  # the dev rows
+    res = ensemble([tmp_path / "run0", tmp_path / "run1"], tmp_path / "ens")
+    assert res["validation"]["source"] == ["dev partition"] and res["validation"]["n"] == 30
+    assert res["weights"][str(tmp_path / "run1")] >= 0.8
+    assert res["test"]["n"] == 30 and res["test"]["fused"]["waf"] > 0.8
