@@ -85,6 +85,9 @@ def train(
     dropout: float = typer.Option(0.5, "--dropout"),
     device: str = typer.Option("cpu", "--device"),
     threads: int = typer.Option(1, "--threads", help="torch threads for training (1 is fastest for small heads)."),
+    frames: bool = typer.Option(False, "--frames", "--sequence", help="Encoders whose store has frame-level features (emo extract --frames) feed an LSTM whose output is their token."),
+    frame_bidirectional: bool = typer.Option(True, "--bidirectional/--unidirectional", help="With --frames: bidirectional LSTM."),
+    frame_pooling: str = typer.Option("last", "--frame-pooling", help="With --frames: last (final hidden state) | mean (of LSTM outputs over valid frames)."),
     align: str = typer.Option("strict", "--align", help="strict | intersect (for stores with different samples)"),
     out: Path = typer.Option(..., "--out", help="Run directory to write (runs/NAME)."),
 ) -> None:
@@ -108,7 +111,8 @@ def train(
                       loss_weighting=loss_weighting, class_weights=class_weights, hidden=hidden, dropout=dropout,
                       epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, patience=patience,
                       seeds=seeds, seed=seed, normalize=normalize, device=device, threads=threads,
-                      label_smoothing=label_smoothing)
+                      label_smoothing=label_smoothing, frames=frames, frame_bidirectional=frame_bidirectional,
+                      frame_pooling=frame_pooling)
     command = ["emo", "fuse", "train", "--dataset", dataset, "--features-dir", str(features_dir)]
     for f in specs:
         command += ["--features", f]
@@ -118,6 +122,8 @@ def train(
                 "--seed", str(seed), "--seeds", str(seeds), "--epochs", str(epochs), "--patience", str(patience), "--lr", str(lr),
                 "--weight-decay", str(weight_decay), "--label-smoothing", str(label_smoothing), "--batch-size", str(batch_size), "--hidden", str(hidden),
                 "--dropout", str(dropout), "--device", device, "--threads", str(threads), "--align", align, "--out", str(out)]
+    if frames:
+        command += ["--frames", "--bidirectional" if frame_bidirectional else "--unidirectional", "--frame-pooling", frame_pooling]
     try:
         result, _ = train_run(features_dir, dataset, specs, cfg, protocol=folds, out=out, align=align,
                               test_splits=list(test_split) or None, command=command,

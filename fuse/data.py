@@ -2,7 +2,10 @@
 
 Reads only the selected layers from ``features/<dataset>/<encoder>.h5`` (one sequential read
 per layer, see :class:`emo.extract.store.FeatureStore`) into float32 arrays (N, L, D), aligned
-with the labels of the dataset manifest (``samples.csv``).
+with the labels of the dataset manifest (``samples.csv``). With ``frames=True``, encoders whose
+store holds frame-level features (``emo extract --frames``) are loaded as :class:`Frames`
+(variable-length sequences (T_i, L, D), stored packed) instead, for the LSTM frame encoders of
+:class:`emo.fuse.decoders.FusionModel`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,122 @@ PROVENANCE_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate"
 
 class FeatureError(ValueError):
     """Features that cannot be used together: bad spec, missing layers, mismatched sample sets."""
+
+
+@dataclass
+class Frames:
+    """Frame-level features of N utterances: variable-length sequences stored packed.
+
+    Utterance ``i`` is ``data[starts[i] : starts[i] + lengths[i]]``, an array (T_i, L, D) over the
+    selected layers. Row selection (:meth:`__getitem__`) shares ``data`` (no frame copy); a
+    sequence may be empty (T_i = 0, e.g. a clip without a detected face).
+
+    Attributes:
+        data: float32 (F, L, D), F >= sum of ``lengths``.
+        starts: int64 (N,) first frame of each utterance in ``data``.
+        lengths: int64 (N,) frame count T_i of each utterance.
+    """
+
+    data: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.starts = np.asarray(self.starts, dtype=np.int64)
+        self.lengths = np.asarray(self.lengths, dtype=np.int64)
+        if self.data.ndim != 3 or self.starts.shape != self.lengths.shape or self.starts.ndim != 1:
+            raise FeatureError(f"frames: data must be (F, L, D) and starts/lengths (N,); got {self.data.shape}, "
+                               f"{self.starts.shape}, {self.lengths.shape}")
+        if len(self.lengths) and (self.lengths.min() < 0 or (self.starts + self.lengths).max() > len(self.data)):
+            raise FeatureError(f"frames: sequences reach past the {len(self.data)} stored frames")
+
+    @classmethod
+    def from_list(cls, seqs: list[np.ndarray]) -> "Frames":
+        """Pack a list of N arrays (T_i, D) (one layer) or (T_i, L, D) into :class:`Frames` (float32).
+
+        Raises:
+            FeatureError: arrays of different ranks or per-frame shapes (the first offending index is named).
+        """
+        arrs = [np.asarray(a, dtype=np.float32) for a in seqs]
+        arrs = [a[:, None, :] if a.ndim == 2 else a for a in arrs]
+        if not arrs:
+            return cls(np.zeros((0, 1, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        shape = arrs[0].shape[1:]
+        for i, a in enumerate(arrs):
+            if a.ndim != 3 or a.shape[1:] != shape:
+                raise FeatureError(f"frame sequence {i} has shape {a.shape}; expected (T, {', '.join(map(str, shape))}) "
+                                   "like the first one (pass (T_i, D) or (T_i, L, D) arrays)")
+        lengths = np.array([a.shape[0] for a in arrs], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        return cls(np.concatenate(arrs, axis=0), starts, lengths)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """(L, D): layers and dimension of each frame."""
+        return int(self.data.shape[1]), int(self.data.shape[2])
+
+    def __getitem__(self, idx) -> "Frames":
+        """Rows ``idx`` (int array or slice) as :class:`Frames` sharing ``data``."""
+        return Frames(self.data, self.starts[idx], self.lengths[idx])
+
+    def frame_index(self) -> np.ndarray:
+        """int64 (ΣT_i,): positions in ``data`` of this set's frames, utterance by utterance."""
+        total = int(self.lengths.sum())
+        if total == 0:
+            return np.zeros(0, np.int64)
+        row_start = np.repeat(self.starts - np.concatenate([[0], np.cumsum(self.lengths)[:-1]]), self.lengths)
+        return np.arange(total, dtype=np.int64) + row_start
+
+    def row_of_frame(self) -> np.ndarray:
+        """int64 (ΣT_i,): the utterance (row) each frame of :meth:`frame_index` belongs to."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), self.lengths)
+
+    def compact(self) -> "Frames":
+        """Only this set's frames, contiguous (``data`` of exactly ΣT_i frames, in row order); ``self``
+        when it already is, else a copy."""
+        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64) if len(self) else self.starts
+        if len(self.data) == int(self.lengths.sum()) and np.array_equal(starts, self.starts):
+            return self
+        return Frames(np.ascontiguousarray(self.data[self.frame_index()]), starts, self.lengths.copy())
+
+    def to_list(self) -> list[np.ndarray]:
+        """The sequences as a list of (T_i, L, D) arrays (views into ``data``)."""
+        return [self.data[s:s + n] for s, n in zip(self.starts, self.lengths)]
+
+    def mean_pooled(self) -> np.ndarray:
+        """Utterance vectors (N, L, D) float32: the mean over each sequence's frames (zeros when T_i = 0)."""
+        out = np.zeros((len(self), *self.data.shape[1:]), dtype=np.float32)
+        if len(self) and self.lengths.sum():
+            np.add.at(out, self.row_of_frame(), self.data[self.frame_index()])
+            out /= np.maximum(self.lengths, 1)[:, None, None]
+        return out
+
+
+def read_frames(store, layers: list[str], names: list[str]) -> Frames:
+    """Frame-level features of ``layers`` for ``names`` from a :class:`emo.extract.store.FeatureStore`.
+
+    Returns:
+        :class:`Frames` with data (ΣT_i, L, D) float32, in ``names`` order.
+
+    Raises:
+        emo.extract.store.StoreError: the store has no frames (written without ``--frames``) or lacks a sample.
+        FeatureError: layers whose sequences differ in length or dimension.
+    """
+    per_layer = [store.read_frames(k, names) for k in layers]
+    lengths = np.array([a.shape[0] for a in per_layer[0]], dtype=np.int64)
+    for k, seqs in zip(layers, per_layer):
+        if any(a.shape[0] != n for a, n in zip(seqs, lengths)):
+            raise FeatureError(f"{store.path}: frame sequences of layer {k} differ in length from layer {layers[0]}")
+    dims = {seqs[0].shape[1] if seqs else 0 for seqs in per_layer}
+    if len(dims) > 1:
+        raise FeatureError(f"{store.path}: frame features of layers {layers} differ in dimension ({sorted(dims)})")
+    d = dims.pop()
+    data = np.stack([np.concatenate(seqs, axis=0) if seqs else np.zeros((0, d), np.float32) for seqs in per_layer], axis=1)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+    return Frames(np.ascontiguousarray(data, dtype=np.float32), starts, lengths)
 
 
 @dataclass(frozen=True)
@@ -84,10 +203,11 @@ class FeatureSet:
 
     Attributes:
         names: sample names, length N.
-        blocks: encoder name → float32 array (N, L, D) of the selected layers, in ``inputs`` order.
-        inputs: one dict per encoder: ``name``, ``modality``, ``layers``, ``dim``, ``spec`` (the
-            ``emo extract --encoder`` spec with layers) and ``provenance`` (store attributes incl.
-            ``weights_hash``).
+        blocks: encoder name → float32 array (N, L, D) of the selected layers, in ``inputs`` order,
+            or, for frame-level inputs, :class:`Frames` (sequences (T_i, L, D)).
+        inputs: one dict per encoder: ``name``, ``modality``, ``layers``, ``dim`` (per frame for
+            frame-level inputs), ``frames`` (bool: frame-level), ``spec`` (the ``emo extract
+            --encoder`` spec with layers) and ``provenance`` (store attributes incl. ``weights_hash``).
         samples: the manifest :class:`Sample` of each row.
         classes: discrete class order from the manifest (``None`` when the dataset has none).
         dataset: dataset name.
@@ -126,7 +246,8 @@ def _modality(name: str, attrs: dict[str, Any]) -> str:
     return REGISTRY[name].modality if name in REGISTRY else "audio"
 
 
-def load_features(features_dir: str | Path, dataset: str, specs: list[str | FeatureSpec], align: str = "strict") -> FeatureSet:
+def load_features(features_dir: str | Path, dataset: str, specs: list[str | FeatureSpec], align: str = "strict",
+                  frames: bool | list[str] = False) -> FeatureSet:
     """Load the selected layers of each feature store of ``dataset`` and the manifest labels.
 
     Args:
@@ -135,6 +256,9 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
         specs: feature specs (strings or :class:`FeatureSpec`); an encoder may appear once.
         align: ``strict`` refuses stores whose sample sets differ; ``intersect`` keeps the samples
             every store has (the count dropped per store is in ``FeatureSet.dropped``).
+        frames: ``True``: every encoder whose store holds frame-level features (``emo extract
+            --frames``) is loaded as :class:`Frames` (the others stay utterance-level); a list of
+            encoder names: exactly those (each must have frames); ``False``: utterance vectors only.
 
     Returns:
         A :class:`FeatureSet` in manifest order.
@@ -142,7 +266,8 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
     Raises:
         FeatureError: duplicate encoders, a spec's source differing from the store's, missing
             layers, layers of different dimensions in one spec, differing sample sets
-            (strict), store samples absent from the manifest, no samples left.
+            (strict), store samples absent from the manifest, no samples left; ``frames``
+            requested but no store (or a named store) has frame-level features.
         emo.extract.store.StoreError: missing or unreadable store.
         emo.extract.datasets.DatasetError: missing manifest.
     """
@@ -190,14 +315,33 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
     names = [s.name for s in samples if s.name in common]
     if not names:
         raise FeatureError(f"no samples shared by the feature stores of {dataset}")
+    if frames is True:
+        use_frames = {spec.name for spec, st, _ in stores if st.has_frames}
+        if not use_frames:
+            raise FeatureError(f"frame-level fusion requested, but none of the stores {', '.join(str(st.path) for _, st, _ in stores)} "
+                               "has frame-level features; re-extract with emo extract --frames")
+    else:
+        use_frames = set(frames or [])
+        unknown = sorted(use_frames - {spec.name for spec in specs})
+        if unknown:
+            raise FeatureError(f"frames requested for {', '.join(unknown)}, which are not among the --features")
+        for spec, st, _ in stores:
+            if spec.name in use_frames and not st.has_frames:
+                raise FeatureError(f"{st.path} has no frame-level features; re-extract {spec.name} with emo extract --frames")
     blocks, inputs = {}, []
     for spec, st, layers in stores:
-        blocks[spec.name] = st.read(layers, names)
+        seq = spec.name in use_frames
+        if seq:
+            blocks[spec.name] = read_frames(st, layers, names)
+            dim = blocks[spec.name].frame_shape[1]
+        else:
+            blocks[spec.name] = st.read(layers, names)
+            dim = int(st.dims[layers[0]])
         prov = {k: st.attrs[k] for k in PROVENANCE_KEYS if k in st.attrs}
         src = st.attrs.get("source") or None
         full = str(FeatureSpec(spec.name, src, tuple(layers) if (spec.layers or len(st.layers) > 1) else None))
         inputs.append({"name": spec.name, "modality": _modality(spec.name, st.attrs), "layers": layers,
-                       "dim": int(st.dims[layers[0]]), "spec": full, "provenance": prov})
+                       "dim": dim, "frames": seq, "spec": full, "provenance": prov})
     return FeatureSet(names, blocks, inputs, [by_name[n] for n in names], meta.get("classes"), meta.get("dataset", dataset), dropped)
 
 
@@ -265,6 +409,10 @@ class Normalizer:
             statistics. Samples without a speaker, and at prediction time speakers the run
             has never seen, fall back to the global training statistics.
 
+    Frame-level inputs (:class:`Frames`) are standardised frame by frame with statistics over
+    all frames of the rows concerned (``global``: every training frame; ``speaker``: every frame
+    of the speaker), per layer and dimension, so they too are (L, D).
+
     Constant dimensions get std 1. Statistics are float32; :meth:`to_dict` / :meth:`from_dict`
     serialise them as JSON lists.
     """
@@ -276,12 +424,21 @@ class Normalizer:
         self.global_: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.speaker: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
 
-    def fit(self, blocks: dict[str, np.ndarray], train_idx: np.ndarray, speakers: list[str | None] | None = None) -> "Normalizer":
-        """Global statistics from rows ``train_idx``; for ``speaker`` mode, per-speaker statistics from all rows."""
+    def fit(self, blocks: dict[str, np.ndarray | Frames], train_idx: np.ndarray,
+            speakers: list[str | None] | None = None) -> "Normalizer":
+        """Global statistics from rows ``train_idx`` (for :class:`Frames`, from all their frames);
+        for ``speaker`` mode, per-speaker statistics from all rows."""
         if self.mode == "none":
             return self
+
+        def rows_values(x, rows):
+            if isinstance(x, Frames):
+                sub = x[rows]
+                return sub.data[sub.frame_index()]
+            return x[rows]
+
         for k, x in blocks.items():
-            self.global_[k] = _stats(x[train_idx])
+            self.global_[k] = _stats(rows_values(x, train_idx))
         if self.mode == "speaker":
             if speakers is None:
                 raise ValueError("--normalize speaker needs speaker ids")
@@ -289,23 +446,36 @@ class Normalizer:
             for s in sorted(set(spk) - {""}):
                 rows = np.flatnonzero(spk == s)
                 for k, x in blocks.items():
-                    self.speaker.setdefault(k, {})[s] = _stats(x[rows])
+                    self.speaker.setdefault(k, {})[s] = _stats(rows_values(x, rows))
         return self
 
-    def transform(self, blocks: dict[str, np.ndarray], speakers: list[str | None] | None = None) -> dict[str, np.ndarray]:
-        """Normalised copies of ``blocks`` (encoder → (N, L, D) float32)."""
+    def transform(self, blocks: dict[str, np.ndarray | Frames], speakers: list[str | None] | None = None) -> dict[str, np.ndarray | Frames]:
+        """Normalised copies of ``blocks`` (encoder → (N, L, D) float32, or compacted :class:`Frames`
+        normalised frame by frame).
+
+        Raises:
+            FeatureError: an encoder without statistics, or a per-sample (per-frame) shape other than the fitted one.
+        """
         if self.mode == "none":
-            return {k: np.asarray(v, dtype=np.float32) for k, v in blocks.items()}
+            return {k: (v.compact() if isinstance(v, Frames) else np.asarray(v, dtype=np.float32)) for k, v in blocks.items()}
         out = {}
         for k, x in blocks.items():
             if k not in self.global_:
                 raise FeatureError(f"normaliser has no statistics for features {k!r}")
             mean, std = self.global_[k]
+            frames = x if isinstance(x, Frames) else None
+            if frames is not None:
+                frames = frames.compact()
+                row = frames.row_of_frame()
+                x = frames.data
             if x.shape[1:] != mean.shape:
-                raise FeatureError(f"features {k!r}: shape {x.shape[1:]} per sample, the run was trained on {mean.shape}")
+                raise FeatureError(f"features {k!r}: shape {x.shape[1:]} per {'frame' if frames is not None else 'sample'}, "
+                                   f"the run was trained on {mean.shape}")
             y = np.empty(x.shape, dtype=np.float32)
             if self.mode == "speaker" and speakers is not None:
                 spk = np.asarray([s if s else "" for s in speakers], dtype=object)
+                if frames is not None:
+                    spk = spk[row]
                 known = self.speaker.get(k, {})
                 done = np.zeros(len(x), dtype=bool)
                 for s in set(spk):
@@ -317,7 +487,7 @@ class Normalizer:
                 y[~done] = (x[~done] - mean) / std
             else:
                 y[:] = (x - mean) / std
-            out[k] = y
+            out[k] = Frames(y, frames.starts, frames.lengths) if frames is not None else y
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from emo.fuse.heads import LayerWeights, Token, build_head
+from emo.fuse.heads import FrameLSTM, LayerWeights, PackedFrames, Token, build_head
 
 TASKS = ("discrete", "valence", "vad", "discrete+valence")
 DECODERS = ("separate", "jdev")
@@ -77,39 +77,51 @@ class JDEV(nn.Module):
 class FusionModel(nn.Module):
     """Layer pooling (optional) → fusion head → decoder.
 
+    Frame-level inputs (``inputs[i]["frames"]`` true) are encoded per token by a
+    :class:`FrameLSTM` (``frame_lstm``: one per layer, or one on the :class:`LayerWeights`-pooled
+    frames with ``layer_weights``), whose (B, H) output is that token for the head.
+
     Args:
         inputs: one dict per encoder, in input order: ``name``, ``modality``, ``layers`` (list of
-            layer keys), ``dim`` (D).
+            layer keys), ``dim`` (D, per frame for frame-level inputs), optional ``frames`` (bool).
         head: one of :data:`emo.fuse.heads.HEADS`; ``structure``: AFG structure 1/2/3.
         layer_weights: pool each multi-layer encoder with :class:`LayerWeights` (initial weight
             on ``layer_weights_init``) instead of feeding each layer as its own token.
         task, n_classes, decoder (``separate``/``jdev``), hidden, dropout.
+        frame_bidirectional, frame_pooling: :class:`FrameLSTM` settings (output dimension ``hidden``).
 
-    forward(xs: list of (B, L_i, D_i) float32 tensors, one per input) → dict of outputs
+    forward(xs: one entry per input: a (B, L_i, D_i) float32 tensor, or for frame-level inputs a
+    :class:`PackedFrames` or a tuple ``(x (B, T, L_i, D_i), lengths (B,))``) → dict of outputs
     (see module docstring) plus ``info`` (attention weights where the head has them).
 
     Raises:
-        ValueError: unknown head/task/decoder, JDEV with a task other than ``discrete+valence``.
+        ValueError: unknown head/task/decoder/frame pooling, JDEV with a task other than ``discrete+valence``.
     """
 
     def __init__(self, inputs: list[dict[str, Any]], head: str = "afg", structure: int = 1, layer_weights: bool = False,
                  layer_weights_init: str = "18", task: str = "discrete", n_classes: int = 0, decoder: str = "separate",
-                 hidden: int = 256, dropout: float = 0.3) -> None:
+                 hidden: int = 256, dropout: float = 0.3, frame_bidirectional: bool = True, frame_pooling: str = "last") -> None:
         super().__init__()
         self.inputs = inputs
         self.pool = nn.ModuleDict()
+        self.frame_lstm = nn.ModuleDict()
         tokens: list[Token] = []
         self.token_index: list[tuple[int, int | None]] = []  # (input, layer or None = pooled)
         for i, inp in enumerate(inputs):
-            if layer_weights and len(inp["layers"]) > 1:
+            seq = bool(inp.get("frames", False))
+            pooled = layer_weights and len(inp["layers"]) > 1
+            if pooled:
                 self.pool[str(i)] = LayerWeights(list(inp["layers"]), layer_weights_init)
-                tokens.append(Token(inp["name"], inp["modality"], "weighted", int(inp["dim"])))
-                self.token_index.append((i, None))
-            else:
-                for j, k in enumerate(inp["layers"]):
-                    tokens.append(Token(inp["name"], inp["modality"], str(k), int(inp["dim"])))
-                    self.token_index.append((i, j))
+            for j, k in ([(None, "weighted")] if pooled else list(enumerate(inp["layers"]))):
+                dim = int(inp["dim"])
+                if seq:
+                    lstm = FrameLSTM(dim, hidden, frame_bidirectional, frame_pooling)
+                    self.frame_lstm[str(len(tokens))] = lstm
+                    dim = lstm.out_dim
+                tokens.append(Token(inp["name"], inp["modality"], str(k), dim))
+                self.token_index.append((i, j))
         self.tokens = tokens
+        self.sequence_inputs = [i for i, inp in enumerate(inputs) if inp.get("frames")]
         self.head = build_head(head, tokens, hidden, dropout, structure)
         if decoder == "jdev":
             if task != "discrete+valence":
@@ -120,8 +132,15 @@ class FusionModel(nn.Module):
         else:
             raise ValueError(f"unknown decoder {decoder!r}; use one of {', '.join(DECODERS)}")
 
-    def forward(self, xs: list[torch.Tensor]) -> dict[str, Any]:
-        toks = [self.pool[str(i)](xs[i]) if j is None else xs[i][:, j] for i, j in self.token_index]
+    def forward(self, xs: list) -> dict[str, Any]:
+        xs = list(xs)
+        lengths: dict[int, torch.Tensor] = {}
+        for i in self.sequence_inputs:
+            xs[i], lengths[i] = xs[i].padded() if isinstance(xs[i], PackedFrames) else xs[i]
+        toks = []
+        for t, (i, j) in enumerate(self.token_index):
+            x = self.pool[str(i)](xs[i]) if j is None else xs[i][..., j, :]
+            toks.append(self.frame_lstm[str(t)](x, lengths[i]) if i in lengths else x)
         z, info = self.head(toks)
         out = self.decoder(z)
         out["info"] = info

@@ -14,8 +14,13 @@ Heads and sources:
   Adaptation and Visual Alignment for MER 2024" (eq. 8–9).
 * :class:`LayerWeights`: learnable layer weighting, same MER 2024 paper, §2.1.
 * :class:`TransformerFusion`: a 2-layer transformer encoder over modality tokens (the MER 2024
-  MEIJU technical report's fusion), with :class:`FrameLSTM` encoders for frame-level inputs.
+  MEIJU technical report's fusion).
 * :class:`MLPHead` and :class:`LinearProbe`: baselines.
+
+Frame-level inputs (``emo fuse train --frames``) reach the heads as tokens too: a
+:class:`FrameLSTM` (built by :class:`emo.fuse.decoders.FusionModel`) turns each padded
+:class:`PackedFrames` batch into one (B, H) vector per encoder (or per layer), so every head
+works on them unchanged.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ class LayerWeights(nn.Module):
     1.0 on ``init_layer`` (layer 18 in the paper) and 0 elsewhere; when ``init_layer`` is not
     among ``layers``, to ``1/L`` everywhere.
 
-    Input (B, L, D) float32 → output (B, D).
+    Input (..., L, D) float32 (e.g. (B, L, D), or (B, T, L, D) for frame sequences) → output (..., D).
     """
 
     def __init__(self, layers: list[str], init_layer: str = "18") -> None:
@@ -57,7 +62,7 @@ class LayerWeights(nn.Module):
         self.weight = nn.Parameter(w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bld,l->bd", x, self.weight)
+        return torch.einsum("...ld,l->...d", x, self.weight)
 
 
 class AFG(nn.Module):
@@ -167,22 +172,90 @@ class AttentionFusion(nn.Module):
         return z, {"attention": alpha.squeeze(-1)}
 
 
-class FrameLSTM(nn.Module):
-    """Bidirectional LSTM over a frame sequence, mean-pooled over valid frames.
+class PackedFrames:
+    """Frame sequences of N utterances as torch tensors, packed (no padding until a batch is formed).
 
-    forward(x (B, T, D) float32, lengths (B,) int64) → (B, hidden).
+    Utterance ``i`` is ``data[starts[i] : starts[i] + lengths[i]]`` (T_i, L, D). Indexing with
+    rows (int tensor/array or slice) gives a :class:`PackedFrames` sharing ``data``, so selecting
+    a minibatch copies nothing; :meth:`padded` then gathers only that batch, padded to its
+    longest sequence.
+
+    Attributes:
+        data: float32 (F, L, D). starts, lengths: int64 (N,).
     """
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, data: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor) -> None:
+        self.data, self.starts, self.lengths = data, starts, lengths
+
+    @classmethod
+    def from_frames(cls, frames, device: str | torch.device = "cpu") -> "PackedFrames":
+        """From :class:`emo.fuse.data.Frames` (numpy) onto ``device``."""
+        import numpy as np
+
+        return cls(torch.as_tensor(np.ascontiguousarray(frames.data, dtype=np.float32), device=device),
+                   torch.as_tensor(frames.starts, device=device), torch.as_tensor(frames.lengths, device=device))
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+    def __getitem__(self, idx) -> "PackedFrames":
+        if not isinstance(idx, slice):
+            idx = torch.as_tensor(idx, device=self.starts.device)
+        return PackedFrames(self.data, self.starts[idx], self.lengths[idx])
+
+    def padded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x (N, T_max, L, D) float32 with zeros after each sequence's end, lengths (N,) int64);
+        T_max is the longest sequence of these rows (at least 1)."""
+        t = max(int(self.lengths.max()) if len(self) else 0, 1)
+        ar = torch.arange(t, device=self.starts.device)
+        valid = ar[None, :] < self.lengths[:, None]
+        if self.data.shape[0] == 0:
+            return self.data.new_zeros((len(self), t, *self.data.shape[1:])), self.lengths
+        pos = torch.where(valid, self.starts[:, None] + ar[None, :], torch.zeros((), dtype=torch.long, device=ar.device))
+        x = self.data[pos] * valid[..., None, None].to(self.data.dtype)
+        return x, self.lengths
+
+
+FRAME_POOLING = ("last", "mean")
+
+
+class FrameLSTM(nn.Module):
+    """LSTM encoder of a frame sequence → one utterance vector (the token of a frame-level input),
+    length-aware: sequences are packed (``pack_padded_sequence``), so padding never enters the
+    recurrence.
+
+    Args:
+        dim: D, frame dimension. hidden: H, output dimension (bidirectional: H//2 per direction).
+        bidirectional: run a backward LSTM too. pooling: ``mean`` (mean of the outputs over the
+            valid frames) or ``last`` (final hidden state: the forward state after frame T_i and,
+            bidirectional, the backward state after frame 1).
+
+    forward(x (B, T, D) float32, lengths (B,) int64) → (B, out_dim). A sequence of length 0 is
+    read as one zero frame.
+
+    Raises:
+        ValueError: unknown pooling, or ``hidden`` < 2 with ``bidirectional``.
+    """
+
+    def __init__(self, dim: int, hidden: int, bidirectional: bool = True, pooling: str = "last") -> None:
         super().__init__()
-        self.lstm = nn.LSTM(dim, hidden // 2, batch_first=True, bidirectional=True)
+        if pooling not in FRAME_POOLING:
+            raise ValueError(f"unknown frame pooling {pooling!r}; use one of {', '.join(FRAME_POOLING)}")
+        if bidirectional and hidden < 2:
+            raise ValueError("a bidirectional FrameLSTM needs hidden >= 2")
+        per = hidden // 2 if bidirectional else hidden
+        self.lstm = nn.LSTM(dim, per, batch_first=True, bidirectional=bidirectional)
+        self.pooling = pooling
+        self.out_dim = per * (2 if bidirectional else 1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
+        lens = lengths.clamp(min=1)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lens.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h, _) = self.lstm(packed)
+        if self.pooling == "last":  # h: (directions, B, per), already in input order
+            return h.transpose(0, 1).reshape(x.shape[0], -1)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1).float()
-        return (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return out.sum(1) / lens.to(out.dtype).unsqueeze(1)  # padded outputs are zeros
 
 
 class TransformerFusion(nn.Module):
@@ -190,17 +263,18 @@ class TransformerFusion(nn.Module):
     projected to H and tagged with a learned token embedding, a learned [CLS] token is prepended,
     a 2-layer ``nn.TransformerEncoder`` (4 heads, pre-norm) mixes them, and ``z`` is the [CLS] output.
 
-    Tokens whose input is a frame sequence go through a :class:`FrameLSTM` first
-    (``frame_inputs``: indices of such tokens; their forward input is ``(x (B,T,D), lengths (B,))``).
+    Frame-level inputs arrive already encoded by their :class:`FrameLSTM` (one (B, H) token each).
+    ``n_heads`` is reduced to the largest divisor of ``hidden`` not above it.
+
+    forward(xs: list of (B, D_t)) → (z (B, hidden), {}).
     """
 
     def __init__(self, tokens: list[Token], hidden: int = 256, dropout: float = 0.3, n_layers: int = 2,
-                 n_heads: int = 4, frame_inputs: tuple[int, ...] = ()) -> None:
+                 n_heads: int = 4) -> None:
         super().__init__()
         self.out_dim = hidden
-        self.frame_inputs = set(frame_inputs)
-        self.lstms = nn.ModuleDict({str(i): FrameLSTM(tokens[i].dim, hidden) for i in self.frame_inputs})
-        self.proj = nn.ModuleList(nn.Linear(hidden if i in self.frame_inputs else t.dim, hidden) for i, t in enumerate(tokens))
+        n_heads = max(h for h in range(1, n_heads + 1) if hidden % h == 0)
+        self.proj = nn.ModuleList(nn.Linear(t.dim, hidden) for t in tokens)
         self.type_emb = nn.Parameter(torch.zeros(len(tokens) + 1, hidden))
         self.cls = nn.Parameter(torch.zeros(1, 1, hidden))
         nn.init.normal_(self.type_emb, std=0.02)
@@ -210,12 +284,7 @@ class TransformerFusion(nn.Module):
         self.norm = nn.LayerNorm(hidden)
 
     def forward(self, xs: list) -> tuple[torch.Tensor, dict]:
-        seq = []
-        for i, (p, x) in enumerate(zip(self.proj, xs)):
-            if i in self.frame_inputs:
-                x = self.lstms[str(i)](*x)
-            seq.append(p(x))
-        h = torch.stack(seq, dim=1)
+        h = torch.stack([p(x) for p, x in zip(self.proj, xs)], dim=1)
         h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1) + self.type_emb
         return self.norm(self.encoder(h)[:, 0]), {}
 
@@ -249,15 +318,14 @@ class LinearProbe(nn.Module):
 HEADS = ("afg", "attention", "transformer", "mlp", "linear")
 
 
-def build_head(name: str, tokens: list[Token], hidden: int, dropout: float, structure: int = 1,
-               frame_inputs: tuple[int, ...] = ()) -> nn.Module:
+def build_head(name: str, tokens: list[Token], hidden: int, dropout: float, structure: int = 1) -> nn.Module:
     """Construct the head called ``name`` (one of :data:`HEADS`). Raises ValueError for unknown names."""
     if name == "afg":
         return AFGHead(tokens, hidden, dropout, structure)
     if name == "attention":
         return AttentionFusion(tokens, hidden, dropout)
     if name == "transformer":
-        return TransformerFusion(tokens, hidden, dropout, frame_inputs=frame_inputs)
+        return TransformerFusion(tokens, hidden, dropout)
     if name == "mlp":
         return MLPHead(tokens, hidden, dropout)
     if name == "linear":

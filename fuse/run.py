@@ -3,7 +3,8 @@
 Layout::
 
     config.json          everything needed to rebuild the models: feature specs with layers and each
-                         store's provenance (weights_hash), task, classes, head arguments, protocol,
+                         store's provenance (weights_hash), which inputs are frame-level
+                         (``inputs[i]["frames"]``), task, classes, head arguments, protocol,
                          folds (sizes, checkpoint file, global normalisation statistics from the
                          fold's training part) and per-speaker statistics for --normalize speaker
     fold-K.safetensors   the fold's models (one per seed, keys prefixed ``s<j>.``); no pickles
@@ -113,7 +114,8 @@ class Run:
         path: the run directory. config: parsed ``config.json``. classes: class order (discrete
         tasks) or None. task: the task name. feature_specs: encoder specs with layers, as
         ``emo extract --encoder`` takes them (e.g. ``"hubert_large=TencentGameMate/chinese-hubert-large:16-21"``).
-        inputs: per encoder ``name``, ``modality``, ``layers``, ``dim``, ``provenance``.
+        inputs: per encoder ``name``, ``modality``, ``layers``, ``dim``, ``frames`` (frame-level
+        input: :meth:`predict` wants its frame sequences), ``provenance``.
     """
 
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
@@ -124,6 +126,11 @@ class Run:
         self.feature_specs: list[str] = list(config["feature_specs"])
         self.inputs: list[dict[str, Any]] = config["inputs"]
         self._models: list[list] | None = None
+
+    @property
+    def frame_inputs(self) -> list[str]:
+        """Encoders the run reads as frame sequences (trained with ``--frames``); extract them with ``frames=True``."""
+        return [inp["name"] for inp in self.inputs if inp.get("frames")]
 
     @property
     def n_folds(self) -> int:
@@ -170,12 +177,16 @@ class Run:
         d.update(self.config["folds"][k].get("normalization", {}))
         return Normalizer.from_dict(d)
 
-    def predict(self, features: dict[str, np.ndarray], speakers: list[str | None] | None = None,
+    def predict(self, features: dict[str, Any], speakers: list[str | None] | None = None,
                 folds: list[int] | None = None) -> dict[str, np.ndarray]:
         """Predict with the mean over fold models (and their seeds).
 
         Args:
             features: encoder name → float32 (N, L, D) in the run's layer order (``inputs[i]["layers"]``).
+                For frame-level inputs (:attr:`frame_inputs`), under the key ``name`` or
+                ``f"{name}/frames"``: a list of N arrays (T_i, D) (single-layer input) or (T_i, L, D)
+                (frames of the run's layers, T_i may differ per sample and may be 0), or an
+                :class:`emo.fuse.data.Frames`, as :func:`emo.fuse.data.read_frames` returns from a store.
             speakers: speaker per sample, for runs trained with ``--normalize speaker``: a speaker
                 seen at training time uses its stored statistics; unknown speakers (and ``None``)
                 fall back to each fold's global training statistics.
@@ -185,30 +196,49 @@ class Run:
             ``{"probs": (N, C)}`` for discrete tasks, ``{"valence": (N,)}``, ``{"vad": (N, 3)}`` as the task has them (float32).
 
         Raises:
-            RunError: missing encoder or wrong shape (named).
+            RunError: missing encoder, wrong shape, or utterance vectors where the run needs frames (named).
         """
-        import torch
-
-        from emo.fuse.train import average_outputs, predict_model
+        from emo.fuse.data import FeatureError, Frames
+        from emo.fuse.train import _torch_inputs, average_outputs, predict_model
 
         n = None
+        blocks: dict[str, Any] = {}
         for inp in self.inputs:
-            x = features.get(inp["name"])
+            name, seq = inp["name"], bool(inp.get("frames"))
+            x = features.get(f"{name}/frames") if seq and f"{name}/frames" in features else features.get(name)
             want = (len(inp["layers"]), inp["dim"])
             if x is None:
-                raise RunError(f"{self.path}: features for {inp['name']!r} missing (the run needs {', '.join(self.feature_specs)})")
-            if x.ndim != 3 or tuple(x.shape[1:]) != want:
-                raise RunError(f"{self.path}: features {inp['name']!r} have shape {x.shape}, the run needs (N, {want[0]}, {want[1]}) "
-                               f"(layers {inp['layers']})")
-            if n is not None and x.shape[0] != n:
+                what = "frame sequences" if seq else "features"
+                raise RunError(f"{self.path}: {what} for {name!r} missing (the run needs {', '.join(self.feature_specs)}"
+                               f"{'; frame-level: ' + ', '.join(self.frame_inputs) if self.frame_inputs else ''})")
+            if seq:
+                if isinstance(x, np.ndarray) and x.dtype != object:
+                    raise RunError(f"{self.path}: {name!r} is a frame-level input of this run (trained with --frames): pass a list "
+                                   f"of (T_i, {want[1]}) or (T_i, {want[0]}, {want[1]}) arrays, not an array of shape {x.shape}")
+                if not isinstance(x, Frames):
+                    try:
+                        x = Frames.from_list(list(x))
+                    except FeatureError as e:
+                        raise RunError(f"{self.path}: frames of {name!r}: {e}") from None
+                shape = (len(x), *x.frame_shape)
+                if len(x) and tuple(shape[1:]) != want:
+                    raise RunError(f"{self.path}: frames of {name!r} are (T, {', '.join(map(str, shape[1:]))}) per sample, "
+                                   f"the run needs (T, {want[0]}, {want[1]}) (layers {inp['layers']})")
+            else:
+                x = np.asarray(x)
+                shape = x.shape
+                if x.ndim != 3 or tuple(x.shape[1:]) != want:
+                    raise RunError(f"{self.path}: features {name!r} have shape {x.shape}, the run needs (N, {want[0]}, {want[1]}) "
+                                   f"(layers {inp['layers']})")
+            if n is not None and shape[0] != n:
                 raise RunError(f"{self.path}: feature arrays have different numbers of samples")
-            n = x.shape[0]
-        blocks = {inp["name"]: features[inp["name"]] for inp in self.inputs}
+            n = shape[0]
+            blocks[name] = x
         outs = []
         models = self.models()
         for k in (range(self.n_folds) if folds is None else folds):
             xb = self.normalizer(k).transform(blocks, speakers)
-            xs = [torch.as_tensor(np.ascontiguousarray(xb[inp["name"]], dtype=np.float32)) for inp in self.inputs]
+            xs = _torch_inputs(xb, self.inputs, "cpu")
             outs.append(average_outputs([predict_model(m, xs) for m in models[k]]))
         return average_outputs(outs)
 

@@ -1,8 +1,8 @@
 """`emo score`: apply a trained run to new files or folders.
 
 Extracts exactly the features the run was trained on (same encoders, sources and
-layers), applies the fold ensemble (mean of probabilities) and writes one row per
-file. A broken file gets an error row and a line in the summary; it never stops
+layers; frame-level features for the encoders a ``--frames`` run reads as sequences),
+applies the fold ensemble (mean of probabilities) and writes one row per file. A broken file gets an error row and a line in the summary; it never stops
 the batch.
 """
 
@@ -78,6 +78,7 @@ def score(paths: list[str | os.PathLike], run_dir: str | os.PathLike, out_csv: s
     from emo.extract.engine import Extractor
     from emo.extract.registry import parse_encoder_spec
     from emo.extract.store import FeatureStore, store_path
+    from emo.fuse.data import read_frames
     from emo.fuse.run import RunError, load_run
 
     run = load_run(run_dir)
@@ -92,9 +93,13 @@ def score(paths: list[str | os.PathLike], run_dir: str | os.PathLike, out_csv: s
         tmp = tempfile.TemporaryDirectory(prefix="emo-score-")
         cache = tmp.name
     try:
-        ex = Extractor(specs, out=cache, device=device, fps=fps, face_detector=face_detector,
-                       mtcnn_weights=mtcnn_weights, progress=progress)
-        summary = ex.run(adapter, samples)
+        seq = set(run.frame_inputs)  # frame-level inputs: extracted with frames=True, the rest without
+        summaries = []
+        for group, with_frames in (([s for s in specs if s.name not in seq], False), ([s for s in specs if s.name in seq], True)):
+            if group:
+                ex = Extractor(group, out=cache, device=device, frames=with_frames, fps=fps, face_detector=face_detector,
+                               mtcnn_weights=mtcnn_weights, progress=progress)
+                summaries.append(ex.run(adapter, samples))
         stores = {s.name: FeatureStore(store_path(cache, adapter.name, s.name)) for s in specs}
         for inp in run.inputs:
             trained = (inp.get("provenance") or {}).get("weights_hash")
@@ -103,13 +108,16 @@ def score(paths: list[str | os.PathLike], run_dir: str | os.PathLike, out_csv: s
                 raise RunError(f"{inp['name']}: the run was trained on features of weights {trained}, "
                                f"but scoring extracted {now}; score with the same checkpoint")
         failed: dict[str, str] = {}
-        for r in summary.encoders:
-            for n, e in r.failed.items():
-                failed.setdefault(n, e)
+        for summary in summaries:
+            for r in summary.encoders:
+                for n, e in r.failed.items():
+                    failed.setdefault(n, e)
         ok = [s for s in samples if s.name not in failed]
         preds: dict[str, np.ndarray] = {}
         if ok:
-            feats = {inp["name"]: stores[inp["name"]].read(inp["layers"], [s.name for s in ok]) for inp in run.inputs}
+            names = [s.name for s in ok]
+            feats = {inp["name"]: (read_frames(stores[inp["name"]], inp["layers"], names) if inp["name"] in seq
+                                   else stores[inp["name"]].read(inp["layers"], names)) for inp in run.inputs}
             preds = run.predict(feats)
     finally:
         if tmp is not None:

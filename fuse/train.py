@@ -6,6 +6,11 @@ Speed: features are preloaded float32 tensors; each model trains with shuffled m
 indexed straight from those tensors (no DataLoader), AdamW, and early stopping on the inner
 validation loss (patience ``patience`` epochs, best weights restored). The evaluation fold is
 never used for training, early stopping or normalisation statistics of the global kind.
+
+Frame-level inputs (``frames=True``) stay packed (:class:`emo.fuse.heads.PackedFrames`) and
+are padded per minibatch; minibatches are drawn from length buckets (shuffled rows, sorted by
+length within windows of 50 batches, batch order shuffled) so each batch pads little, and
+evaluation runs over length-sorted batches of at most :data:`EVAL_FRAMES` padded frames.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ class TrainConfig:
     averaged (probabilities / regression values). ``epochs`` is the maximum; training stops
     after ``patience`` epochs without a lower inner-validation loss. ``threads``: torch intra-op
     threads while training (1 is fastest for these small heads: their matrix products are too
-    small to split, and on a shared CPU extra threads mostly spin).
+    small to split, and on a shared CPU extra threads mostly spin). ``frames``: encoders whose
+    store holds frame-level features feed a :class:`emo.fuse.heads.FrameLSTM` (bidirectional
+    per ``frame_bidirectional``, pooled by ``frame_pooling``: ``last`` (default) or ``mean``) whose output
+    is their token.
     """
 
     head: str = "afg"
@@ -54,12 +62,15 @@ class TrainConfig:
     label_smoothing: float = 0.1
     device: str = "cpu"
     threads: int = 1
+    frames: bool = False
+    frame_bidirectional: bool = True
+    frame_pooling: str = "last"
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad setting."""
         from emo.fuse.data import NORMALIZE
         from emo.fuse.decoders import DECODERS, TASKS
-        from emo.fuse.heads import HEADS
+        from emo.fuse.heads import FRAME_POOLING, HEADS
 
         checks = [
             (self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, not {self.head!r}"),
@@ -73,6 +84,8 @@ class TrainConfig:
             (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1,
              "--lr must be > 0, --weight-decay >= 0, --dropout and --label-smoothing in [0, 1)"),
             (self.hidden >= 1, "--hidden must be >= 1"),
+            (self.frame_pooling in FRAME_POOLING, f"--frame-pooling must be one of {', '.join(FRAME_POOLING)}, not {self.frame_pooling!r}"),
+            (not (self.frames and self.frame_bidirectional and self.hidden < 2), "--frames with a bidirectional LSTM needs --hidden >= 2"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -80,10 +93,14 @@ class TrainConfig:
 
     def model_args(self, inputs: list[dict], n_classes: int) -> dict[str, Any]:
         """Keyword arguments of :class:`emo.fuse.decoders.FusionModel` (saved in a run's config)."""
-        return {"inputs": [{k: inp[k] for k in ("name", "modality", "layers", "dim")} for inp in inputs],
+        args = {"inputs": [{**{k: inp[k] for k in ("name", "modality", "layers", "dim")}, "frames": bool(inp.get("frames", False))}
+                           for inp in inputs],
                 "head": self.head, "structure": self.structure, "layer_weights": self.layer_weights,
                 "layer_weights_init": self.layer_weights_init, "task": self.task, "n_classes": n_classes,
                 "decoder": self.decoder, "hidden": self.hidden, "dropout": self.dropout}
+        if any(a["frames"] for a in args["inputs"]):
+            args.update(frame_bidirectional=self.frame_bidirectional, frame_pooling=self.frame_pooling)
+        return args
 
 
 @dataclass
@@ -130,29 +147,111 @@ def evaluate(outputs: dict[str, np.ndarray], y: dict[str, np.ndarray], n_classes
     return m
 
 
-def _torch_inputs(blocks: dict[str, np.ndarray], inputs: list[dict], device: str):
+#: Most padded frames (rows × longest sequence) per evaluation batch of frame-level inputs.
+EVAL_FRAMES = 65536
+
+
+def _torch_inputs(blocks: dict[str, Any], inputs: list[dict], device: str):
+    """One entry per input: a float32 tensor (N, L, D), or :class:`PackedFrames` for :class:`emo.fuse.data.Frames`."""
     import torch
 
-    return [torch.as_tensor(np.ascontiguousarray(blocks[inp["name"]], dtype=np.float32), device=device) for inp in inputs]
+    from emo.fuse.data import Frames
+    from emo.fuse.heads import PackedFrames
+
+    out = []
+    for inp in inputs:
+        b = blocks[inp["name"]]
+        if isinstance(b, Frames):
+            out.append(PackedFrames.from_frames(b.compact(), device))
+        else:
+            out.append(torch.as_tensor(np.ascontiguousarray(b, dtype=np.float32), device=device))
+    return out
+
+
+def _seq_lengths(xs: list):
+    """Per row, the summed frame count of the frame-level inputs (int64 tensor), or None without any."""
+    from emo.fuse.heads import PackedFrames
+
+    seqs = [x for x in xs if isinstance(x, PackedFrames)]
+    if not seqs:
+        return None
+    return sum(x.lengths.cpu() for x in seqs)
+
+
+def _eval_batches(xs: list, batch: int = 4096, max_frames: int = EVAL_FRAMES) -> list:
+    """Row batches for evaluation: consecutive slices of ``batch`` rows for utterance-level inputs;
+    with frame-level inputs, rows sorted by length and cut so each batch pads to at most
+    ``max_frames`` frames (per frame-level input), as int64 index tensors."""
+    import torch
+
+    n = len(xs[0])
+    lens = _seq_lengths(xs)
+    if lens is None:
+        return [slice(s, s + batch) for s in range(0, n, batch)]
+    order = torch.argsort(lens, stable=True)
+    out, start = [], 0
+    longest = lens[order].clamp(min=1)
+    while start < n:
+        stop = start + 1
+        while stop < n and stop - start < batch and (stop - start + 1) * int(longest[stop]) <= max_frames:
+            stop += 1
+        out.append(order[start:stop])
+        start = stop
+    return out
+
+
+def _train_batches(n: int, bs: int, lens, gen) -> list:
+    """Shuffled training minibatches (index tensors) for one epoch. Without sequences: a random
+    permutation cut into batches of ``bs`` (a last batch of one sample is dropped). With sequence
+    lengths ``lens``: rows are shuffled, sorted by length inside windows of 50 batches, cut into
+    batches and the batch order is shuffled (length bucketing: little padding per batch)."""
+    import torch
+
+    perm = torch.randperm(n, generator=gen)
+    stop = n - (1 if n % bs == 1 and n > 1 else 0)
+    if lens is None:
+        return [perm[s:s + bs] for s in range(0, stop, bs)]
+    window = 50 * bs
+    parts = []
+    for w in range(0, n, window):
+        chunk = perm[w:w + window]
+        parts.append(chunk[torch.argsort(lens[chunk], stable=True)])
+    perm = torch.cat(parts)
+    batches = [perm[s:s + bs] for s in range(0, stop, bs)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
+def _scatter(parts: list, batches: list, n: int):
+    """Concatenate per-batch outputs and put them back in row order."""
+    import torch
+
+    out = torch.cat(parts)
+    if all(isinstance(b, slice) for b in batches):
+        return out
+    idx = torch.cat([b.to(out.device) for b in batches])
+    res = torch.empty_like(out)
+    res[idx] = out
+    return res
 
 
 def predict_model(model, xs: list, batch: int = 4096) -> dict[str, np.ndarray]:
-    """Run one model in eval mode over (N, L_i, D_i) tensors; returns ``probs`` (softmax of the
-    logits), ``valence``, ``vad`` as float32 numpy arrays."""
+    """Run one model in eval mode over its inputs ((N, L_i, D_i) tensors or :class:`PackedFrames`);
+    returns ``probs`` (softmax of the logits), ``valence``, ``vad`` as float32 numpy arrays, rows in input order."""
     import torch
 
     model.eval()
-    n = xs[0].shape[0]
+    n = len(xs[0])
+    batches = _eval_batches(xs, batch)
     parts: dict[str, list] = {}
     with torch.no_grad():
-        for s in range(0, n, batch):
-            out = model([x[s:s + batch] for x in xs])
+        for b in batches:
+            out = model([x[b] for x in xs])
             if "logits" in out:
                 parts.setdefault("probs", []).append(torch.softmax(out["logits"], -1))
             for k in ("valence", "vad"):
                 if k in out:
                     parts.setdefault(k, []).append(out[k])
-    return {k: torch.cat(v).cpu().numpy().astype(np.float32) for k, v in parts.items()}
+    return {k: _scatter(v, batches, n).cpu().numpy().astype(np.float32) for k, v in parts.items()}
 
 
 def average_outputs(outs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -165,7 +264,8 @@ def fit_model(xs_tr: list, y_tr: dict, xs_va: list, y_va: dict, cfg: TrainConfig
     """Train one :class:`FusionModel` with early stopping on the validation loss.
 
     Args:
-        xs_tr, xs_va: lists of float32 tensors (n, L_i, D_i), one per input.
+        xs_tr, xs_va: lists, one entry per input: float32 tensors (n, L_i, D_i) or, for frame-level
+            inputs, :class:`emo.fuse.heads.PackedFrames` (padded per minibatch, length-bucketed batches).
         y_tr, y_va: numpy labels (``discrete`` int64 (n,), ``valence`` (n,), ``vad`` (n, 3)).
         cfg: optimisation settings; model_args: :meth:`TrainConfig.model_args`.
         seed: torch seed (initialisation, dropout, batch order).
@@ -203,8 +303,10 @@ def fit_model(xs_tr: list, y_tr: dict, xs_va: list, y_va: dict, cfg: TrainConfig
         groups.append({"params": list(unc.parameters()), "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=cfg.lr)
     cw = torch.as_tensor(class_weight, dtype=torch.float32, device=dev) if class_weight is not None else None
-    n = xs_tr[0].shape[0]
+    n = len(xs_tr[0])
     bs = min(cfg.batch_size, n)
+    lens = _seq_lengths(xs_tr)
+    va_batches = _eval_batches(xs_va) if _seq_lengths(xs_va) is not None else None
     gen = torch.Generator().manual_seed(seed)
 
     def combine(losses: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -215,17 +317,21 @@ def fit_model(xs_tr: list, y_tr: dict, xs_va: list, y_va: dict, cfg: TrainConfig
     def val_loss() -> float:
         model.eval()
         with torch.no_grad():
-            out = model(xs_va)
-            return float(sum(task_losses(out, vy).values()))
+            if va_batches is None:
+                return float(sum(task_losses(model(xs_va), vy).values()))
+            total, m = 0.0, len(xs_va[0])  # mean losses, weighted by batch size
+            for b in va_batches:
+                bd = b.to(dev)
+                total += float(sum(task_losses(model([x[b] for x in xs_va]), {k: v[bd] for k, v in vy.items()}).values())) * len(b)
+            return total / m
 
     best, best_state, best_epoch, wait = math.inf, None, 0, 0
     epoch = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        perm = torch.randperm(n, generator=gen).to(dev)
-        # drop a last batch of one sample (BatchNorm-free heads do not need it, but it is noisy)
-        for s in range(0, n - (1 if n % bs == 1 and n > 1 else 0), bs):
-            idx = perm[s:s + bs]
+        # a last batch of one sample is dropped (BatchNorm-free heads do not need it, but it is noisy)
+        for idx in _train_batches(n, bs, lens, gen):
+            idx = idx.to(dev)
             out = model([x[idx] for x in xs_tr])
             loss = combine(task_losses(out, {k: v[idx] for k, v in ty.items()}, cw, cfg.label_smoothing))
             opt.zero_grad(set_to_none=True)
@@ -253,8 +359,9 @@ def _diagnostics(model, xs: list) -> dict[str, Any]:
     import torch
 
     d: dict[str, Any] = {}
+    rows = 256 if _seq_lengths(xs) is not None else 4096
     with torch.no_grad():
-        out = model([x[:4096] for x in xs])
+        out = model([x[:rows] for x in xs])
         att = out["info"].get("attention")
         if att is not None:
             d["attention"] = att.mean(0).cpu().numpy().tolist()
@@ -280,8 +387,10 @@ def train_cv(blocks: dict[str, np.ndarray], inputs: list[dict[str, Any]], y: dic
     enough to call in a loop for sweeps).
 
     Args:
-        blocks: encoder name → float32 (N, L, D) features (un-normalised; normalisation is fitted per fold).
-        inputs: one dict per encoder (``name``, ``modality``, ``layers``, ``dim``), fixing the input order.
+        blocks: encoder name → float32 (N, L, D) features, or :class:`emo.fuse.data.Frames` (sequences
+            (T_i, L, D)) for inputs with ``frames`` true (un-normalised; normalisation is fitted per fold).
+        inputs: one dict per encoder (``name``, ``modality``, ``layers``, ``dim``, optional ``frames``),
+            fixing the input order.
         y: labels over the same N rows (see :func:`emo.fuse.data.targets`); rows used by folds must have them.
         folds: from :mod:`emo.fuse.protocols`; indices into the N rows.
         cfg: :class:`TrainConfig`.
@@ -310,14 +419,18 @@ def train_cv(blocks: dict[str, np.ndarray], inputs: list[dict[str, Any]], y: dic
 def _train_cv(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress) -> CVResult:
     import torch
 
-    from emo.fuse.data import Normalizer
+    from emo.fuse.data import Frames, Normalizer
     from emo.fuse.metrics import summarize
 
     for inp in inputs:
         x = blocks.get(inp["name"])
-        if x is None or x.ndim != 3 or x.shape[1] != len(inp["layers"]) or x.shape[2] != inp["dim"]:
-            raise ValueError(f"features {inp['name']!r}: expected (N, {len(inp['layers'])}, {inp['dim']}), "
-                             f"got {None if x is None else x.shape}")
+        if x is not None and bool(inp.get("frames")) != isinstance(x, Frames):
+            raise ValueError(f"features {inp['name']!r}: inputs say frames={bool(inp.get('frames'))}, "
+                             f"but the block is {'Frames' if isinstance(x, Frames) else 'an utterance array'}")
+        shape = None if x is None else ((len(x), *x.frame_shape) if isinstance(x, Frames) else x.shape)
+        if shape is None or len(shape) != 3 or shape[1] != len(inp["layers"]) or shape[2] != inp["dim"]:
+            raise ValueError(f"features {inp['name']!r}: expected (N, {len(inp['layers'])}, {inp['dim']}) "
+                             f"{'per frame ' if inp.get('frames') else ''}, got {shape}")
     disc = "discrete" in y and cfg.task in ("discrete", "discrete+valence")
     if disc and n_classes < 2:
         raise ValueError("discrete tasks need n_classes >= 2")
@@ -434,7 +547,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     from emo.fuse.data import load_features, targets
 
     cfg.validate()
-    fs = load_features(features_dir, dataset, features, align)
+    fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
     y, mask = targets(fs.samples, cfg.task, fs.classes)
     rows = np.flatnonzero(mask)
     if test_splits is None:
