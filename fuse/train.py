@@ -10,7 +10,7 @@ never used for training, early stopping or normalisation statistics of the globa
 Frame-level inputs (``frames=True``) stay packed (:class:`emo.fuse.heads.PackedFrames`) and
 are padded per minibatch; minibatches are drawn from length buckets (shuffled rows, sorted by
 length within windows of 50 batches, batch order shuffled) so each batch pads little, and
-evaluation runs over length-sorted batches of at most :data:`EVAL_FRAMES` padded frames.
+evaluation runs over length-sorted batches of at most :data:`EVAL_ELEMENTS` padded values.
 """
 
 from __future__ import annotations
@@ -147,8 +147,9 @@ def evaluate(outputs: dict[str, np.ndarray], y: dict[str, np.ndarray], n_classes
     return m
 
 
-#: Most padded frames (rows × longest sequence) per evaluation batch of frame-level inputs.
-EVAL_FRAMES = 65536
+#: Most padded values (rows × longest sequence × L × D, float32) per evaluation batch with
+#: frame-level inputs: 2**26 values = 256 MiB.
+EVAL_ELEMENTS = 1 << 26
 
 
 def _torch_inputs(blocks: dict[str, Any], inputs: list[dict], device: str):
@@ -178,16 +179,20 @@ def _seq_lengths(xs: list):
     return sum(x.lengths.cpu() for x in seqs)
 
 
-def _eval_batches(xs: list, batch: int = 4096, max_frames: int = EVAL_FRAMES) -> list:
+def _eval_batches(xs: list, batch: int = 4096, max_elements: int | None = None) -> list:
     """Row batches for evaluation: consecutive slices of ``batch`` rows for utterance-level inputs;
-    with frame-level inputs, rows sorted by length and cut so each batch pads to at most
-    ``max_frames`` frames (per frame-level input), as int64 index tensors."""
+    with frame-level inputs, rows sorted by (summed) length and cut so each batch's padded frames
+    hold at most ``max_elements`` (default :data:`EVAL_ELEMENTS`) values, as int64 index tensors."""
     import torch
+
+    from emo.fuse.heads import PackedFrames
 
     n = len(xs[0])
     lens = _seq_lengths(xs)
     if lens is None:
         return [slice(s, s + batch) for s in range(0, n, batch)]
+    per_frame = max(int(x.data.shape[1] * x.data.shape[2]) for x in xs if isinstance(x, PackedFrames))
+    max_frames = max(1, (EVAL_ELEMENTS if max_elements is None else max_elements) // max(per_frame, 1))
     order = torch.argsort(lens, stable=True)
     out, start = [], 0
     longest = lens[order].clamp(min=1)

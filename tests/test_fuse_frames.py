@@ -132,6 +132,27 @@ def test_frame_lstm_ignores_padding(pooling, bidirectional):
     assert torch.allclose(both[0], alone[0], atol=1e-5)
 
 
+def test_length_sorted_evaluation_batches_keep_row_order(monkeypatch):
+    from emo.fuse import train as train_mod
+    from emo.fuse.decoders import FusionModel
+    from emo.fuse.heads import PackedFrames
+
+    rng = np.random.default_rng(4)
+    fr = Frames.from_list([rng.normal(size=(int(t), 2, 3)).astype(np.float32) for t in rng.integers(0, 20, size=17)])
+    xs = [PackedFrames.from_frames(fr), torch.as_tensor(rng.normal(size=(17, 1, 4)).astype(np.float32))]
+    inputs = [{"name": "s", "modality": "audio", "layers": ["1", "2"], "dim": 3, "frames": True},
+              {"name": "u", "modality": "face", "layers": ["0"], "dim": 4}]
+    torch.manual_seed(0)
+    model = FusionModel(inputs, head="attention", task="discrete", n_classes=3, hidden=8).eval()
+    with torch.no_grad():
+        whole = torch.softmax(model(xs)["logits"], -1).numpy()
+    monkeypatch.setattr(train_mod, "EVAL_ELEMENTS", 6 * 25)  # at most 25 padded frames of L*D = 6 per batch
+    batches = train_mod._eval_batches(xs)
+    assert len(batches) > 3 and sorted(torch.cat(batches).tolist()) == list(range(17))
+    assert all(len(b) * max(int(fr.lengths[b].max()), 1) <= 25 or len(b) == 1 for b in batches)
+    assert np.allclose(train_mod.predict_model(model, xs)["probs"], whole, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------
 # Learning: order in time is only visible to the sequence model
 # ---------------------------------------------------------------------------
