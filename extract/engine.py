@@ -24,7 +24,7 @@ import numpy as np
 from emo.extract.datasets import DatasetAdapter, Sample, write_manifest
 from emo.extract.faces.core import DEFAULT_FPS
 from emo.extract.encoders.base import AudioInput, Encoder, FaceInput, Input, TextInput
-from emo.extract.media import MediaError, load_audio, load_frames
+from emo.extract.media import MediaError, load_audio, load_frames, probe
 from emo.extract.registry import EncoderSpec
 from emo.extract.store import StoreWriteError, StoreWriter, check_writable, store_path
 
@@ -87,6 +87,12 @@ class StrictError(RuntimeError):
     """Raised with ``strict=True`` at the first per-sample failure."""
 
 
+#: Most face frames decoded per clip: a clip longer than MAX_FACE_FRAMES / fps seconds (2 min at
+#: 2 fps) is sampled at a lower rate so its frames still span the whole clip and a decode window
+#: of long videos stays within a few GB.
+MAX_FACE_FRAMES = 240
+
+
 def _decode(sample: Sample, need_audio: bool, need_frames: bool, sample_rate: int, fps: float,
             max_side: int | None, max_seconds: float | None) -> _Decoded:
     d = _Decoded(sample)
@@ -103,8 +109,17 @@ def _decode(sample: Sample, need_audio: bool, need_frames: bool, sample_rate: in
             d.audio_error = f"{sample.media}: {type(e).__name__}: {e}"
     if need_frames:
         try:
-            max_frames = None if max_seconds is None else int(max_seconds * fps) + 1
-            d.frames, _ = load_frames(sample.media, fps, max_frames=max_frames, max_side=max_side)
+            rate = fps
+            try:  # long clips: spread at most MAX_FACE_FRAMES over the whole clip (bounded memory)
+                dur = probe(sample.media).duration
+                if max_seconds is not None:
+                    dur = min(dur, max_seconds)
+                if dur > 0 and dur * fps > MAX_FACE_FRAMES:
+                    rate = MAX_FACE_FRAMES / dur
+            except MediaError:
+                pass  # load_frames names the problem below
+            max_frames = MAX_FACE_FRAMES if max_seconds is None else min(MAX_FACE_FRAMES, int(max_seconds * rate) + 1)
+            d.frames, _ = load_frames(sample.media, rate, max_frames=max_frames, max_side=max_side)
         except MediaError as e:
             d.frames_error = str(e)
         except Exception as e:

@@ -298,3 +298,17 @@ def test_extract_cli_real_clips_with_broken_file(shared, tmp_path, hubert_dir):
     row = next(line.split() for line in r2.output.splitlines() if line.startswith("hubert_large"))
     assert row[1:4] == ["0", "3", "1"]  # done 0, skipped 3, failed 1 (the broken file is retried)
     assert FeatureStore(out / "folder" / "hubert_large.h5").read().tolist() == x.tolist()
+
+
+def test_long_video_face_frames_are_spread_and_capped(shared, monkeypatch):
+    """A clip longer than MAX_FACE_FRAMES / fps gets a lower sampling rate, so its face frames
+    span the whole clip and memory stays bounded."""
+    from emo.extract import engine
+    from emo.extract.datasets import Sample
+
+    clip = shared / "av" / "voxceleb2_pcavs" / "Pose_Source_741400163.mp4"  # ~13.9 s
+    monkeypatch.setattr(engine, "MAX_FACE_FRAMES", 8)
+    d = engine._decode(Sample("x", clip), False, True, 16000, 2.0, 320, None)
+    assert d.frames is not None and len(d.frames) == 8  # 28 frames at 2 fps, capped and spread
+    full = engine._decode(Sample("x", clip), False, True, 16000, 2.0, 320, 3.0)
+    assert len(full.frames) <= 8
