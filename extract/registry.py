@@ -142,6 +142,24 @@ class EncoderSpec:
         return s
 
 
+def split_spec(text: str) -> tuple[str, str | None, str | None]:
+    """Split ``NAME[=SOURCE][:LAYERS]`` into its three parts (``None`` where absent).
+
+    The part after the last ``:`` of the source is the layer spec only when it parses as one
+    (sources such as ``hf-hub:org/model`` or ``C:/ckpt`` keep their colon).
+    """
+    text = text.strip()
+    if "=" in text:
+        name, source = text.split("=", 1)
+        if ":" in source:
+            head, tail = source.rsplit(":", 1)
+            if is_layer_spec(tail) and not tail.startswith(("/", "\\")):
+                return name.strip(), head, tail
+        return name.strip(), source, None
+    name, _, layers_txt = text.partition(":")
+    return name.strip(), None, layers_txt or None
+
+
 def parse_encoder_spec(text: str) -> EncoderSpec:
     """Parse ``NAME[=SOURCE][:LAYERS]`` (see module docstring).
 
@@ -149,20 +167,7 @@ def parse_encoder_spec(text: str) -> EncoderSpec:
         UnknownEncoderError: the name is not registered (the message lists the known names).
         emo.extract.layers.LayerSpecError: malformed layer spec.
     """
-    text = text.strip()
-    layers_txt: str | None = None
-    if "=" in text:
-        name, rest = text.split("=", 1)
-        source: str | None = rest
-        if ":" in rest:
-            head, tail = rest.rsplit(":", 1)
-            if is_layer_spec(tail) and not tail.startswith(("/", "\\")):
-                source, layers_txt = head, tail
-    else:
-        name, _, layers_txt = text.partition(":")
-        layers_txt = layers_txt or None
-        source = None
-    name = name.strip()
+    name, source, layers_txt = split_spec(text)
     if name not in REGISTRY:
         known = ", ".join(sorted(REGISTRY))
         raise UnknownEncoderError(f"unknown encoder {name!r}; known encoders: {known}")
