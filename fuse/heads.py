@@ -221,17 +221,24 @@ FRAME_POOLING = ("last", "mean")
 
 class FrameLSTM(nn.Module):
     """LSTM encoder of a frame sequence → one utterance vector (the token of a frame-level input),
-    length-aware: sequences are packed (``pack_padded_sequence``), so padding never enters the
-    recurrence.
+    length-aware by masking: frames after a sequence's end never reach its output.
+
+    The forward LSTM runs over the padded batch; its output at frame t depends on frames ≤ t only,
+    so the state at frame T_i - 1 is exact whatever the padding holds. The backward direction is a
+    second LSTM over each sequence reversed within its own length (``x[T_i-1], ..., x[0]``, then
+    the padding), read the same way. This is exactly a bidirectional LSTM over each sequence, but
+    runs as two dense LSTM calls: on CPU a training step (forward + backward) took 0.085 s against
+    0.6-0.9 s for ``pack_padded_sequence`` through a bidirectional ``nn.LSTM`` with the same
+    weights and the same outputs (batch 32 × 400 frames × 80-d, H = 64, one thread).
 
     Args:
         dim: D, frame dimension. hidden: H, output dimension (bidirectional: H//2 per direction).
-        bidirectional: run a backward LSTM too. pooling: ``mean`` (mean of the outputs over the
-            valid frames) or ``last`` (final hidden state: the forward state after frame T_i and,
-            bidirectional, the backward state after frame 1).
+        bidirectional: add the backward LSTM. pooling: ``last`` (default; the final state: forward
+            after frame T_i - 1 and, bidirectional, backward after frame 0) or ``mean`` (mean of the
+            outputs over the T_i valid frames).
 
     forward(x (B, T, D) float32, lengths (B,) int64) → (B, out_dim). A sequence of length 0 is
-    read as one zero frame.
+    read as its first (padding) frame; :meth:`PackedFrames.padded` makes that a zero frame.
 
     Raises:
         ValueError: unknown pooling, or ``hidden`` < 2 with ``bidirectional``.
@@ -244,18 +251,26 @@ class FrameLSTM(nn.Module):
         if bidirectional and hidden < 2:
             raise ValueError("a bidirectional FrameLSTM needs hidden >= 2")
         per = hidden // 2 if bidirectional else hidden
-        self.lstm = nn.LSTM(dim, per, batch_first=True, bidirectional=bidirectional)
+        self.fwd = nn.LSTM(dim, per, batch_first=True)
+        self.bwd = nn.LSTM(dim, per, batch_first=True) if bidirectional else None
         self.pooling = pooling
         self.out_dim = per * (2 if bidirectional else 1)
 
+    def _read(self, lstm: nn.LSTM, x: torch.Tensor, lens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        out, _ = lstm(x)  # (B, T, per); out[:, t] depends on frames <= t only
+        if self.pooling == "last":
+            return out[torch.arange(out.shape[0], device=out.device), lens - 1]
+        return (out * valid.unsqueeze(-1)).sum(1) / lens.to(out.dtype).unsqueeze(1)
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        lens = lengths.clamp(min=1)
-        packed = nn.utils.rnn.pack_padded_sequence(x, lens.cpu(), batch_first=True, enforce_sorted=False)
-        out, (h, _) = self.lstm(packed)
-        if self.pooling == "last":  # h: (directions, B, per), already in input order
-            return h.transpose(0, 1).reshape(x.shape[0], -1)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        return out.sum(1) / lens.to(out.dtype).unsqueeze(1)  # padded outputs are zeros
+        lens = lengths.to(x.device).clamp(min=1, max=x.shape[1])
+        t = torch.arange(x.shape[1], device=x.device)
+        valid = t[None, :] < lens[:, None]  # (B, T)
+        parts = [self._read(self.fwd, x, lens, valid)]
+        if self.bwd is not None:
+            rev = torch.where(valid, lens[:, None] - 1 - t[None, :], t[None, :])  # reverse within each length
+            parts.append(self._read(self.bwd, torch.gather(x, 1, rev.unsqueeze(-1).expand(-1, -1, x.shape[2])), lens, valid))
+        return torch.cat(parts, dim=-1)
 
 
 class TransformerFusion(nn.Module):

@@ -153,6 +153,29 @@ def test_length_sorted_evaluation_batches_keep_row_order(monkeypatch):
     assert np.allclose(train_mod.predict_model(model, xs)["probs"], whole, atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_frame_lstm_equals_packed_bidirectional_lstm(pooling):
+    """The masked two-LSTM implementation computes what a packed bidirectional nn.LSTM computes."""
+    from torch import nn
+
+    from emo.fuse.heads import FrameLSTM
+
+    torch.manual_seed(1)
+    m = FrameLSTM(5, 12, True, pooling)
+    ref = nn.LSTM(5, 6, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(ref, n).copy_(getattr(m.fwd, n))
+            getattr(ref, n + "_reverse").copy_(getattr(m.bwd, n))
+        x, lengths = torch.randn(4, 11, 5), torch.tensor([11, 3, 7, 1])
+        out, (h, _) = ref(nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        if pooling == "last":
+            want = h.transpose(0, 1).reshape(4, -1)
+        else:
+            want = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0].sum(1) / lengths[:, None]
+        assert torch.allclose(m(x, lengths), want, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------
 # Learning: order in time is only visible to the sequence model
 # ---------------------------------------------------------------------------
