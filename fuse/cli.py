@@ -87,7 +87,7 @@ def train(
     threads: int = typer.Option(1, "--threads", help="torch threads for training (1 is fastest for small heads)."),
     frames: bool = typer.Option(False, "--frames", "--sequence", help="Encoders whose store has frame-level features (emo extract --frames) feed an LSTM whose output is their token."),
     frame_bidirectional: bool = typer.Option(True, "--bidirectional/--unidirectional", help="With --frames: bidirectional LSTM."),
-    frame_pooling: str = typer.Option("last", "--frame-pooling", help="With --frames: last (final hidden state) | mean (of LSTM outputs over valid frames)."),
+    frame_pooling: str = typer.Option("mean", "--frame-pooling", help="With --frames: mean (of the LSTM outputs over the valid frames) | last (final hidden states)."),
     align: str = typer.Option("strict", "--align", help="strict | intersect (for stores with different samples)"),
     out: Path = typer.Option(..., "--out", help="Run directory to write (runs/NAME)."),
 ) -> None:

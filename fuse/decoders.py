@@ -100,7 +100,7 @@ class FusionModel(nn.Module):
 
     def __init__(self, inputs: list[dict[str, Any]], head: str = "afg", structure: int = 1, layer_weights: bool = False,
                  layer_weights_init: str = "18", task: str = "discrete", n_classes: int = 0, decoder: str = "separate",
-                 hidden: int = 256, dropout: float = 0.3, frame_bidirectional: bool = True, frame_pooling: str = "last") -> None:
+                 hidden: int = 256, dropout: float = 0.3, frame_bidirectional: bool = True, frame_pooling: str = "mean") -> None:
         super().__init__()
         self.inputs = inputs
         self.pool = nn.ModuleDict()

@@ -216,7 +216,7 @@ class PackedFrames:
         return x, self.lengths
 
 
-FRAME_POOLING = ("last", "mean")
+FRAME_POOLING = ("mean", "last")
 
 
 class FrameLSTM(nn.Module):
@@ -233,9 +233,11 @@ class FrameLSTM(nn.Module):
 
     Args:
         dim: D, frame dimension. hidden: H, output dimension (bidirectional: H//2 per direction).
-        bidirectional: add the backward LSTM. pooling: ``last`` (default; the final state: forward
-            after frame T_i - 1 and, bidirectional, backward after frame 0) or ``mean`` (mean of the
-            outputs over the T_i valid frames).
+        bidirectional: add the backward LSTM. pooling: ``mean`` (default; mean of the outputs over
+            the T_i valid frames) or ``last`` (the final states: forward after frame T_i - 1 and,
+            bidirectional, backward after frame 0). On EmoDB MFCC frames (~280 per utterance,
+            leave-one-speaker-out, transformer head, H = 64, 30 epochs) ``mean`` reached UAR 0.60
+            and ``last`` 0.31; ``last`` learns short synthetic order tasks faster.
 
     forward(x (B, T, D) float32, lengths (B,) int64) → (B, out_dim). A sequence of length 0 is
     read as its first (padding) frame; :meth:`PackedFrames.padded` makes that a zero frame.
@@ -244,7 +246,7 @@ class FrameLSTM(nn.Module):
         ValueError: unknown pooling, or ``hidden`` < 2 with ``bidirectional``.
     """
 
-    def __init__(self, dim: int, hidden: int, bidirectional: bool = True, pooling: str = "last") -> None:
+    def __init__(self, dim: int, hidden: int, bidirectional: bool = True, pooling: str = "mean") -> None:
         super().__init__()
         if pooling not in FRAME_POOLING:
             raise ValueError(f"unknown frame pooling {pooling!r}; use one of {', '.join(FRAME_POOLING)}")

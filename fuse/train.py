@@ -37,7 +37,7 @@ class TrainConfig:
     threads while training (1 is fastest for these small heads: their matrix products are too
     small to split, and on a shared CPU extra threads mostly spin). ``frames``: encoders whose
     store holds frame-level features feed a :class:`emo.fuse.heads.FrameLSTM` (bidirectional
-    per ``frame_bidirectional``, pooled by ``frame_pooling``: ``last`` (default) or ``mean``) whose output
+    per ``frame_bidirectional``, pooled by ``frame_pooling``: ``mean`` (default) or ``last``) whose output
     is their token.
     """
 
@@ -64,7 +64,7 @@ class TrainConfig:
     threads: int = 1
     frames: bool = False
     frame_bidirectional: bool = True
-    frame_pooling: str = "last"
+    frame_pooling: str = "mean"
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad setting."""

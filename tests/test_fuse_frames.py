@@ -189,7 +189,8 @@ def test_sequence_model_beats_utterance_pooling_on_temporal_order():
     folds = stratified_kfold(y, 3, 0)
     kw = dict(head="transformer", hidden=16, epochs=30, patience=8, seeds=1, lr=1e-2, dropout=0.1, normalize="global", batch_size=16)
     inp = {"name": "speech", "modality": "audio", "layers": ["0"], "dim": 3}
-    seq = train_cv({"speech": fr}, [{**inp, "frames": True}], {"discrete": y}, folds, TrainConfig(frames=True, **kw), n_classes=2)
+    seq = train_cv({"speech": fr}, [{**inp, "frames": True}], {"discrete": y}, folds,
+                   TrainConfig(frames=True, frame_pooling="last", **kw), n_classes=2)
     pooled = train_cv({"speech": fr.mean_pooled()}, [{**inp, "frames": False}], {"discrete": y}, folds, TrainConfig(**kw), n_classes=2)
     assert seq.pooled["uar"] > 0.85, seq.pooled
     assert pooled.pooled["uar"] < 0.7, pooled.pooled
@@ -222,7 +223,7 @@ def test_run_round_trip_with_frames(tmp_path):
     from emo.fuse.train import TrainConfig, train
 
     feats = make_frame_dataset(tmp_path)
-    cfg = TrainConfig(head="afg", structure=3, layer_weights=True, frames=True, frame_pooling="mean", epochs=6, patience=6,
+    cfg = TrainConfig(head="afg", structure=3, layer_weights=True, frames=True, epochs=6, patience=6,
                       hidden=8, seeds=2, lr=1e-2, dropout=0.1, normalize="global")
     out = tmp_path / "run"
     train(feats, "seq", ["speech:1-2", "egemaps"], cfg, protocol="3", out=out)
@@ -257,7 +258,7 @@ def test_cli_fuse_train_transformer_frames(tmp_path):
     args = ["fuse", "train", "--dataset", "seq", "--features-dir", str(feats), "--features", "speech:2", "--features", "egemaps",
             "--head", "transformer", "--folds", "3", "--normalize", "global", "--epochs", "30", "--patience", "8", "--hidden", "16",
             "--seeds", "1", "--lr", "0.01", "--dropout", "0.1", "--batch-size", "16", "--out", str(out)]
-    r = CliRunner().invoke(app, args + ["--frames"])
+    r = CliRunner().invoke(app, args + ["--frames", "--frame-pooling", "last"])
     assert r.exit_code == 0, r.output
     conf = json.loads((out / "config.json").read_text())
     assert "--frames" in conf["command"] and conf["model"]["inputs"][0]["frames"] is True
