@@ -101,7 +101,8 @@ def _dev_part(run, task: str, classes: list[str] | None) -> dict[str, Any]:
 
     cfg = run.config
     try:
-        fs = load_features(cfg["features_dir"], cfg["dataset"], cfg["feature_specs"], cfg.get("protocol", {}).get("align", "strict"))
+        fs = load_features(cfg["features_dir"], cfg["dataset"], cfg["feature_specs"], cfg.get("protocol", {}).get("align", "strict"),
+                           frames=list(run.frame_inputs))
     except Exception as e:  # noqa: BLE001 - re-raised with the run named
         raise EnsembleError(f"{run.path}: trained with --folds split, so its validation predictions are computed on the dev "
                             f"partition, but its features cannot be loaded ({e})") from None

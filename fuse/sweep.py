@@ -41,7 +41,7 @@ DEFAULT_METRIC = {"discrete": "waf", "valence": "valence_ccc", "vad": "vad_ccc",
 
 #: Training settings a sweep uses unless told otherwise: one seed per cell and larger batches,
 #: so a 25-layer x 5-fold linear sweep of MER 2024 size stays around a minute on 2 CPU cores.
-SWEEP_DEFAULTS = {"head": "linear", "seeds": 1, "batch_size": 128, "patience": 10, "epochs": 100}
+SWEEP_DEFAULTS = {"head": "linear", "seeds": 1, "batch_size": 0, "patience": 0, "epochs": 100}  # 0 = auto by training-set size (TrainConfig.resolve)
 
 
 class SweepError(ValueError):
