@@ -53,17 +53,12 @@ class NaiveSpeechEncoder(Encoder):
     def __init__(self, name: str, source: str | None = None, layers: list[str] | None = None, device: str = "cpu",
                  frames: bool = False, **options: Any) -> None:
         super().__init__(name, source, layers, device, frames, **options)
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoModel
 
-        if not source:
-            raise EncoderError(f"{name}: no model source given (hub id or local directory)")
+        from emo.extract.encoders.speech import load_speech_config
+
         self._device = torch_device(device)
-        try:
-            self.config = AutoConfig.from_pretrained(source)
-        except Exception as e:
-            raise EncoderError(f"{name}: cannot load config from {source!r} ({type(e).__name__}: {e})") from None
-        if not hasattr(self.config, "conv_kernel"):
-            raise EncoderError(f"{name}: {source!r} is a {self.config.model_type} model, not a HuBERT/wav2vec2 speech model")
+        self.config = load_speech_config(name, source)
         self.n_layers = int(self.config.num_hidden_layers)
         self._select()
         try:

@@ -17,6 +17,26 @@ import numpy as np
 from emo.extract.encoders.base import AudioInput, Encoded, Encoder, EncoderError, autocast_dtype, torch_device
 
 
+def load_speech_config(name: str, source: str | None):
+    """``AutoConfig`` of a HuBERT / wav2vec2-shaped checkpoint (hub id or local directory).
+
+    Raises:
+        EncoderError: no source, an unloadable config, or a config that is not a speech model
+            (naming the encoder, the source and what it is instead).
+    """
+    from transformers import AutoConfig
+
+    if not source:
+        raise EncoderError(f"{name}: no model source given (hub id or local directory)")
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except Exception as e:
+        raise EncoderError(f"{name}: cannot load config from {source!r} ({type(e).__name__}: {e})") from None
+    if not hasattr(config, "conv_kernel"):
+        raise EncoderError(f"{name}: {source!r} is a {config.model_type} model, not a HuBERT/wav2vec2 speech model")
+    return config
+
+
 class SpeechEncoder(Encoder):
     """HuBERT / wav2vec 2.0 (any ``Wav2Vec2Model``-shaped checkpoint) from a hub id or local directory.
 
@@ -55,17 +75,10 @@ class SpeechEncoder(Encoder):
                  frames: bool = False, **options: Any) -> None:
         super().__init__(name, source, layers, device, frames, **options)
         import torch
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoModel
 
-        if not source:
-            raise EncoderError(f"{name}: no model source given (hub id or local directory)")
         self._device = torch_device(device)
-        try:
-            config = AutoConfig.from_pretrained(source)
-        except Exception as e:
-            raise EncoderError(f"{name}: cannot load config from {source!r} ({type(e).__name__}: {e})") from None
-        if not hasattr(config, "conv_kernel"):
-            raise EncoderError(f"{name}: {source!r} is a {config.model_type} model, not a HuBERT/wav2vec2 speech model")
+        config = load_speech_config(name, source)
         self.config = config
         self.n_layers = int(config.num_hidden_layers)
         self._select()
