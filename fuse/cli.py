@@ -84,7 +84,7 @@ def train(
     hidden: int = typer.Option(256, "--hidden"),
     dropout: float = typer.Option(0.5, "--dropout"),
     device: str = typer.Option("cpu", "--device"),
-    threads: int = typer.Option(1, "--threads", help="torch threads for training (1 is fastest for small heads)."),
+    threads: int = typer.Option(0, "--threads", help="torch threads for training (0 = auto: 1 below 2000 training samples, else all cores; 1 is best on a busy CPU)."),
     frames: bool = typer.Option(False, "--frames", "--sequence", help="Encoders whose store has frame-level features (emo extract --frames) feed an LSTM whose output is their token."),
     frame_bidirectional: bool = typer.Option(True, "--bidirectional/--unidirectional", help="With --frames: bidirectional LSTM."),
     frame_pooling: str = typer.Option("mean", "--frame-pooling", help="With --frames: mean (of the LSTM outputs over the valid frames) | last (final hidden states)."),
