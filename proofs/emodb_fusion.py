@@ -62,8 +62,8 @@ def main() -> None:
         subprocess.run(cmd, check=True)
     extract_s = time.perf_counter() - t0
 
-    cfg = TrainConfig(head=args.head, hidden=128, dropout=0.3, epochs=100, patience=15, lr=1e-3, weight_decay=1e-3,
-                      batch_size=32, seeds=args.seeds, normalize="speaker")
+    # the trainer's defaults (the same settings as results/emodb_egemaps.json), resolved for this size
+    cfg = TrainConfig(head=args.head, seeds=args.seeds, normalize="speaker").resolve(535)  # EmoDB: the small-data recipe
     settings = {"head": cfg.head, "hidden": cfg.hidden, "dropout": cfg.dropout, "epochs_max": cfg.epochs, "patience": cfg.patience,
                 "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds_per_fold": cfg.seeds, "normalize": cfg.normalize,
                 "folds": "speaker (leave-one-speaker-out, inner validation = one other training speaker)"}
