@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "results" / "emodb_fusion.json"))
     ap.add_argument("--head", default="afg", choices=["afg", "attention", "mlp"])
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--also-heads", default="attention", help="comma list of further heads run side by side (same folds)")
     args = ap.parse_args()
 
     from emo.extract.store import store_path
@@ -112,6 +113,18 @@ def main() -> None:
                                      "egemaps_weight_per_held_out_speaker": nested_w,
                                      "note": "eq. 10 weights tuned on the other 9 speakers' out-of-fold predictions (unbiased)"}
 
+    from dataclasses import replace
+
+    other_heads: dict[str, dict] = {}
+    for h in [x.strip() for x in args.also_heads.split(",") if x.strip() and x.strip() != args.head]:
+        oh: dict[str, dict] = {}
+        for name, specs in (("egemaps", ["egemaps"]), ("mfcc", ["mfcc"]), ("fused", ["egemaps", "mfcc"])):
+            r, _ = train(feats, "emodb", specs, replace(cfg, head=h), protocol="speaker", out=runs / f"{h}-{name}")
+            oh[name] = {k: round(r.pooled[k], 4) for k in ("uar", "accuracy", "waf")}
+        oh["fused_beats_each"] = bool(oh["fused"]["uar"] > max(oh["egemaps"]["uar"], oh["mfcc"]["uar"]))
+        other_heads[h] = oh
+        print(f"--head {h}: " + ", ".join(f"{k} UAR {v['uar']:.4f}" for k, v in oh.items() if isinstance(v, dict)), file=sys.stderr)
+
     best_single = max(res["egemaps"]["uar"], res["mfcc"]["uar"])
     result = {
         "command": shlex.join([".venv/bin/python", "proofs/emodb_fusion.py", *sys.argv[1:]]),
@@ -123,6 +136,7 @@ def main() -> None:
         "nested_decision_fusion_minus_best_single_uar": round(res["decision_fusion_nested"]["uar"] - best_single, 4),
         "fused_minus_best_single_uar": round(res["fused"]["uar"] - best_single, 4),
         "fused_beats_each": bool(res["fused"]["uar"] > best_single),
+        "other_heads": other_heads,
         "extract_seconds": round(extract_s, 1), "total_seconds": round(time.perf_counter() - t0, 1),
     }
     out = Path(args.out)
