@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from emo.extract.encoders.base import AudioInput, Encoded, Encoder, EncoderError, torch_device
+from emo.extract.encoders.speech import SpeechLayers
 
 #: Shortest input the CNN front-end accepts (one 25 ms frame at 16 kHz); shorter clips are
 #: zero-padded to it, as in the fast path.
 MIN_SAMPLES = 400
 
 
-class NaiveSpeechEncoder(Encoder):
+class NaiveSpeechEncoder(SpeechLayers, Encoder):
     """HuBERT / wav2vec 2.0, one clip per forward, fp32, all hidden states, then select.
 
     Args:
@@ -76,20 +77,6 @@ class NaiveSpeechEncoder(Encoder):
             except Exception:
                 norm = getattr(self.config, "feat_extract_norm", "group") == "layer"
         self.normalize = bool(norm)
-
-    def available_layers(self) -> list[str]:
-        return [str(i) for i in range(self.n_layers + 1)]
-
-    def dims(self) -> dict[str, int]:
-        return {k: int(self.config.hidden_size) for k in self.layers}
-
-    def cost(self, item: AudioInput) -> float:
-        return len(item.audio) / self.sample_rate
-
-    def provenance(self) -> dict[str, Any]:
-        p = super().provenance()
-        p.update(normalize=int(self.normalize), model_type=self.config.model_type)
-        return p
 
     def encode(self, batch: list[AudioInput]) -> list[Encoded]:
         """One forward pass per item (whatever the batch size), fp32, ``output_hidden_states=True``."""

@@ -419,22 +419,9 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _pred_rows(names, part, outs, y, classes) -> list[dict[str, Any]]:
-    rows = []
-    for i, n in enumerate(names):
-        row: dict[str, Any] = {"name": n, "part": part}
-        if "probs" in outs:
-            row["true"] = classes[y["discrete"][i]] if y["discrete"][i] >= 0 else ""
-            row["pred"] = classes[int(outs["probs"][i].argmax())]
-            row.update({f"prob_{c}": f"{outs['probs'][i, j]:.6f}" for j, c in enumerate(classes)})
-        if "valence" in outs:
-            row["valence_true"] = "" if not np.isfinite(y["valence"][i]) else f"{y['valence'][i]:.6g}"
-            row["valence"] = f"{outs['valence'][i]:.6f}"
-        if "vad" in outs:
-            for j, d in enumerate(_DIMS):
-                row[f"{d}_true"] = "" if not np.isfinite(y["vad"][i, j]) else f"{y['vad'][i, j]:.6g}"
-                row[d] = f"{outs['vad'][i, j]:.6f}"
-        rows.append(row)
-    return rows
+    from emo.fuse.run import prediction_columns
+
+    return [{"name": n, "part": part, **prediction_columns(outs, i, y, i, classes)} for i, n in enumerate(names)]
 
 
 def ensemble_cmd(

@@ -80,19 +80,7 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
 
     def add_rows(idx, fold_names, outs):
         for r, i in enumerate(idx):
-            row: dict[str, Any] = {"name": names[i], "fold": fold_names[r]}
-            if "probs" in outs:
-                row["true"] = classes[y["discrete"][i]] if y["discrete"][i] >= 0 else ""
-                row["pred"] = classes[int(outs["probs"][r].argmax())]
-                row.update({f"prob_{c}": f"{outs['probs'][r, j]:.6f}" for j, c in enumerate(classes)})
-            if "valence" in outs:
-                row["valence_true"] = "" if not np.isfinite(y["valence"][i]) else f"{y['valence'][i]:.6g}"
-                row["valence"] = f"{outs['valence'][r]:.6f}"
-            if "vad" in outs:
-                for j, d in enumerate(("valence", "arousal", "dominance")):
-                    row[f"{d}_true"] = "" if not np.isfinite(y["vad"][i, j]) else f"{y['vad'][i, j]:.6g}"
-                    row[d] = f"{outs['vad'][r, j]:.6f}"
-            rows.append(row)
+            rows.append({"name": names[i], "fold": fold_names[r], **prediction_columns(outs, r, y, i, classes)})
 
     fold_names = [folds[f].name for f in result.oof["fold"]]
     add_rows(result.oof["index"], fold_names, result.oof)
@@ -105,6 +93,30 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
         w.writerows(rows)
     os.replace(tmp, out / "predictions.csv")
     return out
+
+
+def prediction_columns(outs: dict[str, np.ndarray], r: int, y: dict[str, np.ndarray], i: int,
+                       classes: list[str] | None) -> dict[str, str]:
+    """The ``predictions.csv`` columns of one sample: ``true``, ``pred``, ``prob_<class>``...,
+    ``valence_true``/``valence``, ``<dim>_true``/``<dim>`` for VAD (empty ``*_true`` when unlabelled).
+
+    Args:
+        outs: model outputs (``probs`` (n, C), ``valence`` (n,), ``vad`` (n, 3)); ``r`` indexes them.
+        y: labels over the dataset rows; ``i`` indexes them. classes: class order (discrete tasks).
+    """
+    row: dict[str, str] = {}
+    if "probs" in outs:
+        row["true"] = classes[y["discrete"][i]] if y["discrete"][i] >= 0 else ""
+        row["pred"] = classes[int(outs["probs"][r].argmax())]
+        row.update({f"prob_{c}": f"{outs['probs'][r, j]:.6f}" for j, c in enumerate(classes)})
+    if "valence" in outs:
+        row["valence_true"] = "" if not np.isfinite(y["valence"][i]) else f"{y['valence'][i]:.6g}"
+        row["valence"] = f"{outs['valence'][r]:.6f}"
+    if "vad" in outs:
+        for j, d in enumerate(("valence", "arousal", "dominance")):
+            row[f"{d}_true"] = "" if not np.isfinite(y["vad"][i, j]) else f"{y['vad'][i, j]:.6g}"
+            row[d] = f"{outs['vad'][r, j]:.6f}"
+    return row
 
 
 class Run:

@@ -37,7 +37,27 @@ def load_speech_config(name: str, source: str | None):
     return config
 
 
-class SpeechEncoder(Encoder):
+class SpeechLayers:
+    """Layer list, dimensions, batch cost (audio seconds) and provenance shared by
+    :class:`SpeechEncoder` and the naive reference (:class:`emo.extract.naive.NaiveSpeechEncoder`).
+    Needs ``self.config``, ``self.n_layers``, ``self.layers`` and ``self.normalize``."""
+
+    def available_layers(self) -> list[str]:
+        return [str(i) for i in range(self.n_layers + 1)]
+
+    def dims(self) -> dict[str, int]:
+        return {k: int(self.config.hidden_size) for k in self.layers}
+
+    def cost(self, item: AudioInput) -> float:
+        return len(item.audio) / self.sample_rate
+
+    def provenance(self) -> dict[str, Any]:
+        p = super().provenance()
+        p.update(normalize=int(self.normalize), model_type=self.config.model_type)
+        return p
+
+
+class SpeechEncoder(SpeechLayers, Encoder):
     """HuBERT / wav2vec 2.0 (any ``Wav2Vec2Model``-shaped checkpoint) from a hub id or local directory.
 
     Utterance vector of layer k = mean of hidden state k over the utterance's *valid*
@@ -120,20 +140,6 @@ class SpeechEncoder(Encoder):
             return bool(Wav2Vec2FeatureExtractor.from_pretrained(source).do_normalize)
         except Exception:
             return self.layer_norm_frontend
-
-    def available_layers(self) -> list[str]:
-        return [str(i) for i in range(self.n_layers + 1)]
-
-    def dims(self) -> dict[str, int]:
-        return {k: int(self.config.hidden_size) for k in self.layers}
-
-    def cost(self, item: AudioInput) -> float:
-        return len(item.audio) / self.sample_rate
-
-    def provenance(self) -> dict[str, Any]:
-        p = super().provenance()
-        p.update(normalize=int(self.normalize), model_type=self.config.model_type)
-        return p
 
     # -- hooks -------------------------------------------------------------------
     def _install_hooks(self) -> None:
