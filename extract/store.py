@@ -592,6 +592,8 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
     seen: set[str] = set()
     failed: dict[str, str] = {}
     dims: dict[str, int] = {}
+    frame_dims: dict[str, int] = {}  # may differ from the utterance dimension (e.g. MFCC frames)
+    frame_lens: list[np.ndarray] = []
     base_attrs: dict[str, Any] = {}
     for src in sources:
         with h5py.File(src, "r") as f:
@@ -608,6 +610,12 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
             keep.append((src, np.array(rows, dtype=np.int64)))
             for n, e in zip(_read_strings(f["failed/names"]), _read_strings(f["failed/errors"])):
                 failed[n] = e
+            if "frames" in f:
+                off = f["frames/offsets"][()]
+                frame_lens.append((off[1:] - off[:-1])[rows] if rows else np.zeros(0, np.int64))
+                for k, ds in f["frames"].items():
+                    if k != "offsets" and ds.shape[0]:
+                        frame_dims.setdefault(k, int(ds.shape[1]))
     failed = {n: e for n, e in failed.items() if n not in seen}
     out_attrs = {**base_attrs, **(attrs or {}), "dims": json.dumps(dims), "created": _now(), "n_samples": len(names)}
     layer_keys = json.loads(out_attrs["layers"])
@@ -615,7 +623,8 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
     has_frames = bool(out_attrs.get("frames"))
     tmp = path.with_name(path.name + ".tmp")
     try:
-        _merge_into(tmp, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype, has_frames)
+        _merge_into(tmp, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype,
+                    frame_lens if has_frames else None, frame_dims)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -639,53 +648,47 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
     return path
 
 
-def _merge_into(tmp: Path, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype, has_frames) -> None:
+def _merge_into(tmp: Path, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype,
+                frame_lens: list[np.ndarray] | None, frame_dims: dict[str, int]) -> None:
+    """Write the merged file: datasets are created first, then each source is opened once and
+    its kept rows are copied into every layer (and frame) dataset."""
     n = len(names)
     with h5py.File(tmp, "w") as f:
         for k, v in out_attrs.items():
             f.attrs[k] = v
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
         f.create_dataset("flags", data=np.concatenate(flags) if flags else np.zeros(0, np.uint8))
-        g = f.create_group("layers")
+        out_layers = {}
         for key in layer_keys:
             d = dims.get(key, 0)
-            ds = g.create_dataset(key, shape=(n, d), dtype=dtype, chunks=(_chunk_rows(n, d, dtype.itemsize), d) if n and d else None)
-            pos = 0
-            for src, rows in keep:
-                if len(rows) == 0:
-                    continue
-                with h5py.File(src, "r") as s:
-                    block = s["layers"][key][()][rows]
-                ds[pos : pos + len(rows)] = block
-                pos += len(rows)
-        if has_frames:
-            fg = f.create_group("frames")
-            lens: list[np.ndarray] = []
-            for src, rows in keep:
-                with h5py.File(src, "r") as s:
-                    off = s["frames/offsets"][()]
-                lens.append((off[1:] - off[:-1])[rows] if len(rows) else np.zeros(0, np.int64))
-            all_lens = np.concatenate(lens) if lens else np.zeros(0, np.int64)
-            offsets = np.concatenate([[0], np.cumsum(all_lens)]).astype(np.int64)
-            fg.create_dataset("offsets", data=offsets)
+            out_layers[key] = f.create_dataset(f"layers/{key}", shape=(n, d), dtype=dtype,
+                                               chunks=(_chunk_rows(n, d, dtype.itemsize), d) if n and d else None)
+        out_frames = {}
+        if frame_lens is not None:
+            offsets = np.concatenate([[0], np.cumsum(np.concatenate(frame_lens) if frame_lens else [])]).astype(np.int64)
+            f.create_dataset("frames/offsets", data=offsets)
             total = int(offsets[-1])
             for key in layer_keys:
-                d = 0
-                for src, _rows in keep:  # frame dimension may differ from the utterance dimension
-                    with h5py.File(src, "r") as s:
-                        d = d or int(s["frames"][key].shape[1])
-                ds = fg.create_dataset(key, shape=(total, d), dtype=dtype, chunks=(_chunk_rows(total, d, dtype.itemsize), d) if total and d else None)
-                pos = 0
-                for src, rows in keep:
-                    if len(rows) == 0:
-                        continue
-                    with h5py.File(src, "r") as s:
-                        off = s["frames/offsets"][()]
-                        data = s["frames"][key]
+                d = frame_dims.get(key, 0)
+                out_frames[key] = f.create_dataset(f"frames/{key}", shape=(total, d), dtype=dtype,
+                                                   chunks=(_chunk_rows(total, d, dtype.itemsize), d) if total and d else None)
+        pos, fpos = 0, 0
+        for src, rows in keep:
+            if len(rows) == 0:
+                continue
+            with h5py.File(src, "r") as s:
+                for key, ds in out_layers.items():
+                    ds[pos : pos + len(rows)] = s["layers"][key][()][rows]
+                if out_frames:
+                    off = s["frames/offsets"][()]
+                    start = fpos
+                    for key, ds in out_frames.items():
+                        data, fpos = s["frames"][key], start
                         for i in rows:
                             seg = data[off[i] : off[i + 1]]
-                            ds[pos : pos + len(seg)] = seg
-                            pos += len(seg)
+                            ds[fpos : fpos + len(seg)] = seg
+                            fpos += len(seg)
+            pos += len(rows)
         fl = f.create_group("failed")
         fl.create_dataset("names", data=np.array(list(failed), dtype=object), dtype=STR)
         fl.create_dataset("errors", data=np.array(list(failed.values()), dtype=object), dtype=STR)
