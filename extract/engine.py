@@ -17,7 +17,7 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import numpy as np
 
@@ -180,7 +180,8 @@ class Extractor:
         specs: parsed encoder specs (:func:`emo.extract.registry.parse_encoder_spec`).
         out: feature root; stores go to ``<out>/<dataset>/<encoder>.h5``.
         device: ``cpu`` / ``cuda`` / ``cuda:N``.
-        frames: also store frame-level features.
+        frames: also store frame-level features: ``True`` for every encoder, or a collection of
+            encoder names (e.g. only those a frame-level fusion run needs); one decode serves all.
         fps: face-frame sampling rate (frames per second) for face encoders.
         face_detector: ``mtcnn`` or ``haar``; mtcnn_weights: directory of pnet/rnet/onet.pt.
         batch_budget: per-encoder batch budget override (seconds of audio / frames / tokens).
@@ -209,7 +210,7 @@ class Extractor:
     """
 
     def __init__(self, specs: list[EncoderSpec], out: str | os.PathLike = "features", device: str = "cpu",
-                 frames: bool = False, fps: float = DEFAULT_FPS, face_detector: str = "mtcnn",
+                 frames: bool | Collection[str] = False, fps: float = DEFAULT_FPS, face_detector: str = "mtcnn",
                  mtcnn_weights: str | None = None, workers: int | None = None, window: int = 64,
                  max_seconds: float | None = None, max_side: int | None = 640, overwrite: bool = False,
                  strict: bool = False, progress: bool = True, encoder_options: dict[str, Any] | None = None,
@@ -244,13 +245,17 @@ class Extractor:
             if naive:
                 from emo.extract.naive import build_naive
 
-                encoders = [build_naive(s, device=device, frames=frames, **opts) for s in specs]
+                encoders = [build_naive(s, device=device, frames=self._wants_frames(s.name), **opts) for s in specs]
             else:
-                encoders = [s.build(device=device, frames=frames, **opts) for s in specs]
+                encoders = [s.build(device=device, frames=self._wants_frames(s.name), **opts) for s in specs]
         self.encoders: list[Encoder] = encoders
         self._cropper = None
 
     # -- helpers -----------------------------------------------------------------
+    def _wants_frames(self, encoder: str) -> bool:
+        """``frames`` is ``True`` (every encoder), ``False`` or a collection of encoder names."""
+        return self.frames is True or (not isinstance(self.frames, bool) and encoder in self.frames)
+
     def _crop_size(self) -> int:
         """Aligned-crop side in pixels: the largest input side among the face encoders (224 by default),
         so no encoder has to upsample its crops."""
@@ -309,7 +314,7 @@ class Extractor:
         try:
             for enc in self.encoders:
                 path = store_path(self.out, adapter.name, enc.name)
-                w = StoreWriter(path, self._provenance(enc, adapter.name), enc.layers, frames=self.frames,
+                w = StoreWriter(path, self._provenance(enc, adapter.name), enc.layers, frames=bool(enc.frames),
                                 dtype=getattr(enc, "store_dtype", "float16"), overwrite=self.overwrite,
                                 shard_size=self.shard_size, flush_seconds=self.flush_seconds)
                 writers.append(w)

@@ -93,13 +93,10 @@ def score(paths: list[str | os.PathLike], run_dir: str | os.PathLike, out_csv: s
         tmp = tempfile.TemporaryDirectory(prefix="emo-score-")
         cache = tmp.name
     try:
-        seq = set(run.frame_inputs)  # frame-level inputs: extracted with frames=True, the rest without
-        summaries = []
-        for group, with_frames in (([s for s in specs if s.name not in seq], False), ([s for s in specs if s.name in seq], True)):
-            if group:
-                ex = Extractor(group, out=cache, device=device, frames=with_frames, fps=fps, face_detector=face_detector,
-                               mtcnn_weights=mtcnn_weights, progress=progress)
-                summaries.append(ex.run(adapter, samples))
+        seq = set(run.frame_inputs)  # frame-level inputs get frame features; one extraction, one decode per clip
+        ex = Extractor(specs, out=cache, device=device, frames=seq, fps=fps, face_detector=face_detector,
+                       mtcnn_weights=mtcnn_weights, progress=progress)
+        summary = ex.run(adapter, samples)
         stores = {s.name: FeatureStore(store_path(cache, adapter.name, s.name)) for s in specs}
         for inp in run.inputs:
             trained = (inp.get("provenance") or {}).get("weights_hash")
@@ -108,10 +105,9 @@ def score(paths: list[str | os.PathLike], run_dir: str | os.PathLike, out_csv: s
                 raise RunError(f"{inp['name']}: the run was trained on features of weights {trained}, "
                                f"but scoring extracted {now}; score with the same checkpoint")
         failed: dict[str, str] = {}
-        for summary in summaries:
-            for r in summary.encoders:
-                for n, e in r.failed.items():
-                    failed.setdefault(n, e)
+        for r in summary.encoders:
+            for n, e in r.failed.items():
+                failed.setdefault(n, e)
         ok = [s for s in samples if s.name not in failed]
         preds: dict[str, np.ndarray] = {}
         if ok:
