@@ -330,8 +330,9 @@ class Extractor:
         finally:
             for w in writers:
                 w.close()
+        wanted = {s.name for s in samples}  # built once: the comprehension used to rebuild it per failure
         for r, w in zip(reports, writers):
-            r.failed = {n: e for n, e in w.failed.items() if n in {s.name for s in samples}}
+            r.failed = {n: e for n, e in w.failed.items() if n in wanted}
         return RunSummary(adapter.name, len(samples), reports, time.time() - t0)
 
     def extract_into(self, samples: list[Sample], writers: list, reports: list[EncoderReport]) -> None:
