@@ -1,4 +1,5 @@
-"""Small randomly initialised models of the real architectures, saved locally (hubs are unreachable)."""
+"""Test helpers: small randomly initialised models of the real architectures, saved locally (hubs are
+unreachable), and synthetic lexicon files."""
 
 from __future__ import annotations
 
@@ -22,4 +23,11 @@ def tiny_hubert(path: Path, layers: int = 4, hidden: int = 32, stable: bool = Tr
     model = model_cls(cfg).eval()
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
+    return path
+
+
+def write_lexicon(path: Path, entries: dict) -> Path:
+    """Write an NRC-VAD style lexicon (``word<TAB>v<TAB>a<TAB>d``, scores in [0, 1]) to ``path``."""
+    lines = ["Word\tValence\tArousal\tDominance"] + [f"{w}\t{v:.3f}\t{a:.3f}\t{d:.3f}" for w, (v, a, d) in entries.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

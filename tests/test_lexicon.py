@@ -12,6 +12,7 @@ from emo.lexicon import labels as lab
 from emo.lexicon import nrc
 from emo.lexicon import vocabulary as voc
 from emo.lexicon.correlation import correlation_matrix, correlation_prior_loss, label_embedding_prior_loss
+from helpers import write_lexicon
 
 # Synthetic lexicon: scores in [0, 1] as published; the canonical words of every label set.
 SYNTH = {
@@ -31,10 +32,6 @@ SYNTH = {
 }
 
 
-def write_lexicon(path, entries=SYNTH, header="Word\tValence\tArousal\tDominance"):
-    lines = [header] + [f"{w}\t{v:.3f}\t{a:.3f}\t{d:.3f}" for w, (v, a, d) in entries.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture()
@@ -42,7 +39,7 @@ def lex_file(tmp_path, monkeypatch):
     monkeypatch.delenv("EMO_LEXICON", raising=False)
     monkeypatch.delenv("EMO_EMOLEX", raising=False)
     monkeypatch.setenv("EMO_HOME", str(tmp_path / "emo_home"))
-    return write_lexicon(tmp_path / nrc.VAD_FILENAME)
+    return write_lexicon(tmp_path / nrc.VAD_FILENAME, SYNTH)
 
 
 @pytest.fixture()

@@ -9,21 +9,16 @@ from emo.extract.encoders.base import FLAGS, EncoderError, TextInput
 from emo.extract.encoders.nrc_vad import NRCVADEncoder
 from emo.extract.layers import LayerSpecError
 from emo.extract.registry import parse_encoder_spec
+from helpers import write_lexicon
 
 ENTRIES = {"happy": (0.9, 0.7, 0.6), "sad": (0.1, 0.3, 0.2), "mother": (0.8, 0.4, 0.5), "don't": (0.4, 0.5, 0.5)}
-
-
-def write_lexicon(path, entries=ENTRIES):
-    rows = ["Word\tValence\tArousal\tDominance"] + [f"{w}\t{v}\t{a}\t{d}" for w, (v, a, d) in entries.items()]
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 @pytest.fixture()
 def lex_path(tmp_path, monkeypatch):
     monkeypatch.delenv("EMO_LEXICON", raising=False)
     monkeypatch.setenv("EMO_HOME", str(tmp_path / "home"))
-    return write_lexicon(tmp_path / "NRC-VAD-Lexicon.txt")
+    return write_lexicon(tmp_path / "NRC-VAD-Lexicon.txt", ENTRIES)
 
 
 def vad(word):
