@@ -35,6 +35,8 @@ from emo.extract.store import (
     store_path,
 )
 
+from helpers import tiny_hubert
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -289,9 +291,6 @@ def test_provenance_difference_named(tmp_path, key, new):
 
 
 def test_cli_other_checkpoint_refused_then_overwrite(shared, tmp_path):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import tiny_hubert
-
     m1 = tiny_hubert(tmp_path / "m1", layers=2, hidden=16, seed=0)
     m2 = tiny_hubert(tmp_path / "m2", layers=2, hidden=16, seed=1)
     (tmp_path / "ckpt").symlink_to(m1)
