@@ -27,6 +27,11 @@ class FeatureError(ValueError):
     """Features that cannot be used together: bad spec, missing layers, mismatched sample sets."""
 
 
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """int64 (N,): start of each of N consecutive sequences of ``lengths`` (0, T_0, T_0 + T_1, ...)."""
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else np.zeros(0, np.int64)
+
+
 @dataclass
 class Frames:
     """Frame-level features of N utterances: variable-length sequences stored packed.
@@ -71,8 +76,7 @@ class Frames:
                 raise FeatureError(f"frame sequence {i} has shape {a.shape}; expected (T, {', '.join(map(str, shape))}) "
                                    "like the first one (pass (T_i, D) or (T_i, L, D) arrays)")
         lengths = np.array([a.shape[0] for a in arrs], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        return cls(np.concatenate(arrs, axis=0), starts, lengths)
+        return cls(np.concatenate(arrs, axis=0), _offsets(lengths), lengths)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -91,7 +95,7 @@ class Frames:
         total = int(self.lengths.sum())
         if total == 0:
             return np.zeros(0, np.int64)
-        row_start = np.repeat(self.starts - np.concatenate([[0], np.cumsum(self.lengths)[:-1]]), self.lengths)
+        row_start = np.repeat(self.starts - _offsets(self.lengths), self.lengths)
         return np.arange(total, dtype=np.int64) + row_start
 
     def row_of_frame(self) -> np.ndarray:
@@ -101,7 +105,7 @@ class Frames:
     def compact(self) -> "Frames":
         """Only this set's frames, contiguous (``data`` of exactly ΣT_i frames, in row order); ``self``
         when it already is, else a copy."""
-        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64) if len(self) else self.starts
+        starts = _offsets(self.lengths)
         if len(self.data) == int(self.lengths.sum()) and np.array_equal(starts, self.starts):
             return self
         return Frames(np.ascontiguousarray(self.data[self.frame_index()]), starts, self.lengths.copy())
@@ -139,8 +143,7 @@ def read_frames(store, layers: list[str], names: list[str]) -> Frames:
         raise FeatureError(f"{store.path}: frame features of layers {layers} differ in dimension ({sorted(dims)})")
     d = dims.pop()
     data = np.stack([np.concatenate(seqs, axis=0) if seqs else np.zeros((0, d), np.float32) for seqs in per_layer], axis=1)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
-    return Frames(np.ascontiguousarray(data, dtype=np.float32), starts, lengths)
+    return Frames(np.ascontiguousarray(data, dtype=np.float32), _offsets(lengths), lengths)
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,23 @@ def _modality(name: str, attrs: dict[str, Any]) -> str:
     return REGISTRY[name].modality if name in REGISTRY else "audio"
 
 
+def store_layers(spec: FeatureSpec, store, layers: list[str] | None = None) -> list[str]:
+    """The layer keys of ``store`` to use for ``spec``: ``layers`` if given, else the spec's, else all stored.
+
+    Raises:
+        FeatureError: the spec names a source other than the store's, or a layer the store lacks.
+    """
+    from emo.extract.layers import format_layers
+
+    if spec.source and store.attrs.get("source") and spec.source != store.attrs.get("source"):
+        raise FeatureError(f"{store.path}: extracted from source {store.attrs.get('source')!r}, but --features asks for {spec.source!r}")
+    keys = list(layers) if layers else (list(spec.layers) if spec.layers else list(store.layers))
+    missing = [k for k in keys if k not in store.layers]
+    if missing:
+        raise FeatureError(f"{store.path}: no layer(s) {', '.join(missing)}; stored: {format_layers(store.layers)}")
+    return keys
+
+
 def load_features(features_dir: str | Path, dataset: str, specs: list[str | FeatureSpec], align: str = "strict",
                   frames: bool | list[str] = False) -> FeatureSet:
     """Load the selected layers of each feature store of ``dataset`` and the manifest labels.
@@ -290,12 +310,7 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
     stores = []
     for spec in specs:
         st = FeatureStore(store_path(features_dir, dataset, spec.name))
-        if spec.source and st.attrs.get("source") and spec.source != st.attrs.get("source"):
-            raise FeatureError(f"{st.path}: extracted from source {st.attrs.get('source')!r}, but --features asks for {spec.source!r}")
-        layers = list(spec.layers) if spec.layers else list(st.layers)
-        missing = [k for k in layers if k not in st.layers]
-        if missing:
-            raise FeatureError(f"{st.path}: no layer(s) {', '.join(missing)}; stored: {format_layers(st.layers)}")
+        layers = store_layers(spec, st)
         dims = {st.dims[k] for k in layers}
         if len(dims) > 1:
             raise FeatureError(f"{st.path}: selected layers {format_layers(layers)} differ in dimension ({sorted(dims)}); select layers of one size")

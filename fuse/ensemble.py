@@ -28,15 +28,15 @@ nothing but noise gets no weight. Arousal and dominance (``vad`` runs) are fused
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import typer
+
+from emo.fuse.run import write_csv, write_json
 
 #: Default selection metric per task.
 DEFAULT_METRIC = {"discrete": "waf", "discrete+valence": "mer2023_score", "valence": "valence_mse", "vad": "vad_mse"}
@@ -212,12 +212,9 @@ def simplex_grid(k: int, step: float = 0.05, max_points: int = 20000, seed: int 
 def _class_scores(pred: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
     """WAF, UAR and accuracy of many predictions at once: ``pred`` (M, N) int, ``y`` (N,) int.
     Same definitions as :func:`emo.fuse.metrics.classification_metrics` (classes present in ``y``)."""
-    m = pred.shape[0]
-    conf = np.zeros((m, n_classes * n_classes), dtype=np.int64)
-    flat = y[None, :] * n_classes + pred
-    for i in range(m):
-        conf[i] = np.bincount(flat[i], minlength=n_classes * n_classes)
-    conf = conf.reshape(m, n_classes, n_classes)
+    m, cc = pred.shape[0], n_classes * n_classes
+    flat = (np.arange(m)[:, None] * cc + y[None, :] * n_classes + pred).ravel()  # one bincount for all M confusions
+    conf = np.bincount(flat, minlength=m * cc).reshape(m, n_classes, n_classes)
     tp = np.diagonal(conf, axis1=1, axis2=2).astype(np.float64)
     support = conf.sum(2).astype(np.float64)  # true counts per class
     predicted = conf.sum(1).astype(np.float64)
@@ -402,20 +399,9 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
         rows += _pred_rows(tnames, "test", fused_test, ty, base.classes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f"predictions.csv.{os.getpid()}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        wr = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
-        wr.writeheader()
-        wr.writerows(rows)
-    os.replace(tmp, out / "predictions.csv")
-    _write_json(out / "ensemble.json", result)
+    write_csv(out / "predictions.csv", rows)
+    write_json(out / "ensemble.json", result)
     return result
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _pred_rows(names, part, outs, y, classes) -> list[dict[str, Any]]:
@@ -446,7 +432,7 @@ def ensemble_cmd(
         raise typer.Exit(2) from None
     res["command"] = shlex.join(["emo", "fuse", "ensemble", *map(str, runs), "--out", str(out), *(["--metric", metric] if metric else []),
                                  "--step", str(step), "--max-points", str(max_points), "--seed", str(seed)])
-    _write_json(Path(out) / "ensemble.json", res)
+    write_json(Path(out) / "ensemble.json", res)
     m = res["metric"]
     typer.echo(f"{'run':<40} {'weight':>7} {'val ' + m:>18}" + (f" {'test ' + m:>18}" if "runs" in res.get("test", {}) else ""))
     for r in res["runs"]:

@@ -36,6 +36,21 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as indented JSON, written atomically (tmp + rename)."""
+    _atomic_write(path, json.dumps(obj, indent=1))
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``rows`` (dicts with the same keys, the first row's order) as CSV with a header, written atomically."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
 def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], folds: list, y: dict[str, np.ndarray]) -> Path:
     """Write a run directory (see module docstring) from a :class:`emo.fuse.train.CVResult`.
 
@@ -69,12 +84,12 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
             entry["test_speaker"] = fold.name.split("=", 1)[1]
         fold_entries.append(entry)
     config["folds"] = fold_entries
-    _atomic_write(out / "config.json", json.dumps(config, indent=1))
+    write_json(out / "config.json", config)
     metrics = {"folds": [{"name": r["name"], "n_test": r["n_test"], "epochs": r["epochs"], **r["metrics"]} for r in result.folds],
                **result.summary, "pooled": result.pooled, "n": int(len(result.oof["index"])), "n_folds": len(result.folds)}
     if result.test is not None and "metrics" in result.test:
         metrics["test"] = result.test["metrics"]
-    _atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
+    write_json(out / "metrics.json", metrics)
     classes = config.get("classes")
     rows = []
 
@@ -86,12 +101,7 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
     add_rows(result.oof["index"], fold_names, result.oof)
     if result.test is not None:
         add_rows(result.test["index"], ["test"] * len(result.test["index"]), result.test)
-    tmp = out / f"predictions.csv.{os.getpid()}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, out / "predictions.csv")
+    write_csv(out / "predictions.csv", rows)
     return out
 
 
@@ -138,6 +148,7 @@ class Run:
         self.feature_specs: list[str] = list(config["feature_specs"])
         self.inputs: list[dict[str, Any]] = config["inputs"]
         self._models: list[list] | None = None
+        self._normalizers: list | None = None
 
     @property
     def frame_inputs(self) -> list[str]:
@@ -181,13 +192,19 @@ class Run:
         return self._models
 
     def normalizer(self, k: int):
-        """The :class:`emo.fuse.data.Normalizer` of fold ``k`` (global stats of that fold, shared speaker stats)."""
-        from emo.fuse.data import Normalizer
+        """The :class:`emo.fuse.data.Normalizer` of fold ``k`` (global stats of that fold, shared speaker
+        stats), built from the config once per run (not per :meth:`predict` call)."""
+        if self._normalizers is None:
+            from emo.fuse.data import Normalizer
 
-        n = self.config["normalization"]
-        d = {"mode": n["mode"], "speaker": n.get("speaker", {})}
-        d.update(self.config["folds"][k].get("normalization", {}))
-        return Normalizer.from_dict(d)
+            n = self.config["normalization"]
+            speaker = Normalizer.from_dict({"mode": n["mode"], "speaker": n.get("speaker", {})}).speaker
+            self._normalizers = []
+            for entry in self.config["folds"]:
+                norm = Normalizer.from_dict({"mode": n["mode"], **entry.get("normalization", {})})
+                norm.speaker = speaker
+                self._normalizers.append(norm)
+        return self._normalizers[k]
 
     def predict(self, features: dict[str, Any], speakers: list[str | None] | None = None,
                 folds: list[int] | None = None) -> dict[str, np.ndarray]:

@@ -24,7 +24,6 @@ deviation over seeds.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -35,6 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 import typer
+
+from emo.fuse.run import write_csv, write_json
 
 #: Default selection metric per task (higher is better unless :func:`lower_is_better`).
 DEFAULT_METRIC = {"discrete": "waf", "valence": "valence_ccc", "vad": "vad_ccc", "discrete+valence": "mer2023_score"}
@@ -106,12 +107,6 @@ def _idx_hash(a: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(a, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 @dataclass
 class _Cell:
     window: tuple[str, ...]
@@ -163,8 +158,8 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     from emo.extract.datasets.base import read_manifest
     from emo.extract.layers import LayerSpecError, parse_layers
     from emo.extract.store import FeatureStore, store_path
-    from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, _modality, parse_feature_spec, targets
-    from emo.fuse.protocols import Fold, ProtocolError, predefined_split
+    from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, _modality, parse_feature_spec, store_layers, targets
+    from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, predefined_split
     from emo.fuse.train import TrainConfig, make_folds, train_cv
 
     cfg = cfg or TrainConfig(**SWEEP_DEFAULTS)
@@ -179,14 +174,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
             raise SweepError(f"--layers: {e}") from None
     out = Path(out)
     store = FeatureStore(store_path(features_dir, dataset, spec.name))
-    if spec.source and store.attrs.get("source") and spec.source != store.attrs.get("source"):
-        raise FeatureError(f"{store.path}: extracted from source {store.attrs.get('source')!r}, but --features asks for {spec.source!r}")
-    keys = list(layers) if layers else (list(spec.layers) if spec.layers else list(store.layers))
-    missing = [k for k in keys if k not in store.layers]
-    if missing:
-        from emo.extract.layers import format_layers
-
-        raise FeatureError(f"{store.path}: no layer(s) {', '.join(missing)}; stored: {format_layers(store.layers)}")
+    keys = store_layers(spec, store, layers)
     windows = layer_windows(keys, window, stride)
     metric = metric or default_metric(cfg.task)
 
@@ -213,7 +201,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         test_splits = test_splits or ["test"]
         f0 = predefined_split([fs.splits[i] for i in rows], None if "discrete" not in y else y["discrete"][rows], test_splits, cfg.seed)[0]
         sp = np.asarray([s or "" for s in fs.splits], dtype=object)
-        if not np.isin(sp[rows[f0.val]], ("dev", "val", "valid", "validation")).all():
+        if not np.isin(sp[rows[f0.val]], DEV_SPLITS).all():
             raise ProtocolError(f"--folds split in a sweep selects on the dev partition; {dataset} has none "
                                 f"(partitions: {sorted(set(sp) - {''})})")
         # train on train, stop early and select on dev, report the test partition(s)
@@ -258,8 +246,9 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         dim = int(store.dims[need[0]])
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}", unit="cell",
                    disable=not progress, dynamic_ncols=True)
+        fold_of = {r: f for r, _, f in reps}
         for c in todo:
-            fold = dict((r, f) for r, _, f in reps)[c.rep]
+            fold = fold_of[c.rep]
             blocks = {spec.name: x[:, [col[k] for k in c.window]]}
             inputs = [{"name": spec.name, "modality": modality, "layers": list(c.window), "dim": dim}]
             ccfg = replace(cell_cfg, seed=cfg.seed + c.rep) if protocol == "split" else cell_cfg
@@ -270,7 +259,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                  "epochs": fr["epochs"], "seconds": fr["seconds"], "metrics": _scalars(fr["metrics"])}
             if res.test is not None and "metrics" in res.test:
                 d["test_metrics"] = _scalars(res.test["metrics"])
-            _write_json(c.path, d)
+            write_json(c.path, d)
             results[(c.wpos, c.rep)] = d
             if metric not in d["metrics"]:
                 bar.close()
@@ -313,18 +302,12 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     }
     _write_table(out / "sweep.csv", table)
     plot_sweep(summary, out / "sweep.png")
-    _write_json(out / "sweep.json", summary)
+    write_json(out / "sweep.json", summary)
     return summary
 
 
 def _write_table(path: Path, table: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(table[0].keys()))
-        w.writeheader()
-        for r in table:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    os.replace(tmp, path)
+    write_csv(path, [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in table])
 
 
 _METRIC_NAMES = {"waf": "WAF", "uar": "UAR", "accuracy": "accuracy", "valence_ccc": "valence CCC", "valence_mse": "valence MSE",
@@ -426,7 +409,7 @@ def sweep_cmd(
         "--seed", str(seed), "--seeds", str(seeds), "--epochs", str(epochs), "--patience", str(patience), "--lr", str(lr),
         "--weight-decay", str(weight_decay), "--batch-size", str(batch_size), "--hidden", str(hidden), "--dropout", str(dropout),
         *(["--class-weights"] if class_weights else []), "--device", device, "--out", str(out)])
-    _write_json(Path(out) / "sweep.json", summary)
+    write_json(Path(out) / "sweep.json", summary)
     m = summary["metric"]
     test = any(f"test_{m}_mean" in r for r in summary["rows"])
     typer.echo(f"{'window':>10}  {m + ' mean':>14}  {'std':>7}" + (f"  {'test ' + m:>14}" if test else ""))

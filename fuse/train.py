@@ -249,7 +249,7 @@ def _train_batches(n: int, bs: int, lens, gen) -> list:
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
-def _scatter(parts: list, batches: list, n: int):
+def _scatter(parts: list, batches: list):
     """Concatenate per-batch outputs and put them back in row order."""
     import torch
 
@@ -268,7 +268,6 @@ def predict_model(model, xs: list, batch: int = 4096) -> dict[str, np.ndarray]:
     import torch
 
     model.eval()
-    n = len(xs[0])
     batches = _eval_batches(xs, batch)
     parts: dict[str, list] = {}
     with torch.no_grad():
@@ -279,7 +278,7 @@ def predict_model(model, xs: list, batch: int = 4096) -> dict[str, np.ndarray]:
             for k in ("valence", "vad"):
                 if k in out:
                     parts.setdefault(k, []).append(out[k])
-    return {k: _scatter(v, batches, n).cpu().numpy().astype(np.float32) for k, v in parts.items()}
+    return {k: _scatter(v, batches).cpu().numpy().astype(np.float32) for k, v in parts.items()}
 
 
 def average_outputs(outs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -481,7 +480,7 @@ def _train_cv(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, prog
         norm = Normalizer(cfg.normalize)
         if cfg.normalize != "none":
             fit_rows = np.concatenate([fold.train, fold.val])
-            norm.global_ = {k: v for k, v in Normalizer("global").fit(blocks, fit_rows).global_.items()}
+            norm.global_ = Normalizer("global").fit(blocks, fit_rows).global_
             norm.speaker = base_norm.speaker
         xb = norm.transform(blocks, speakers)
         xs = _torch_inputs(xb, inputs, cfg.device)
