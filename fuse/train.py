@@ -470,6 +470,8 @@ def _train_cv(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, prog
             raise ValueError("--normalize speaker needs speaker ids")
         base_norm.fit(blocks, np.arange(len(speakers)), speakers)  # per-speaker stats: fold independent
     needed = {k for k in ("discrete", "valence", "vad") if k in y and (k != "discrete" or disc)}
+    # without normalisation the model inputs are the same for every fold: convert (and move) them once
+    xs_shared = _torch_inputs(base_norm.transform(blocks), inputs, cfg.device) if cfg.normalize == "none" else None
     fold_rows, states, norms, diags = [], [], [], []
     oof_parts: list[tuple[np.ndarray, int, dict]] = []
     test_outs = []
@@ -478,12 +480,13 @@ def _train_cv(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, prog
         if len(fold.train) == 0 or len(fold.val) == 0 or len(fold.test) == 0:
             raise ValueError(f"fold {fold.name}: empty train/val/test split")
         norm = Normalizer(cfg.normalize)
-        if cfg.normalize != "none":
+        if xs_shared is not None:
+            xs = xs_shared
+        else:
             fit_rows = np.concatenate([fold.train, fold.val])
             norm.global_ = Normalizer("global").fit(blocks, fit_rows).global_
             norm.speaker = base_norm.speaker
-        xb = norm.transform(blocks, speakers)
-        xs = _torch_inputs(xb, inputs, cfg.device)
+            xs = _torch_inputs(norm.transform(blocks, speakers), inputs, cfg.device)
         sel = lambda rows: [x[torch.as_tensor(rows)] for x in xs]  # noqa: E731
         ysel = lambda rows: {k: y[k][rows] for k in needed}  # noqa: E731
         cw = _class_weight(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None
