@@ -28,17 +28,18 @@ _VOCAB = typer.Option(
     help="'affect' (emo's 185 curated affect terms), 'emolex' (NRC-VAD words EmoLex marks with an emotion) or a word-list file.",
 )
 _MIN_EMO = typer.Option(1, "--min-emotions", min=1, max=8, help="With --vocabulary emolex: emotions a word needs in EmoLex.")
+_V = typer.Argument(..., help="Valence in [-1, 1].")
+_A = typer.Argument(..., help="Arousal in [-1, 1].")
+_D = typer.Argument(..., help="Dominance in [-1, 1].")
+
+# What the commands report as "error: ..." (exit 2). LexiconNotFoundError is a FileNotFoundError;
+# LexiconFormatError, UnknownLabelError and bad VAD/radius/vocabulary input are ValueErrors.
+_USER_ERRORS = (FileNotFoundError, ValueError)
 
 
 def _fail(err: Exception) -> None:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(code=2)
-
-
-def _vocabulary(lexicon, emolex, vocabulary, min_emotions):
-    from emo.lexicon.vocabulary import get_vocabulary
-
-    return get_vocabulary(vocabulary, lexicon, emolex, min_emotions)
 
 
 @app.command("vad")
@@ -47,11 +48,11 @@ def vad_cmd(
     lexicon: Optional[Path] = _LEXICON,
 ) -> None:
     """Print each word's valence, arousal, dominance in [-1, 1], or 'not in lexicon'."""
-    from emo.lexicon.nrc import LexiconFormatError, LexiconNotFoundError, load_nrc_vad
+    from emo.lexicon.nrc import load_nrc_vad
 
     try:
         lex = load_nrc_vad(lexicon)
-    except (LexiconNotFoundError, LexiconFormatError) as e:
+    except _USER_ERRORS as e:
         _fail(e)
     for w in words:
         v = lex.lookup(w)
@@ -63,9 +64,9 @@ def vad_cmd(
 
 @app.command("nearest", context_settings=_NUMBERS)
 def nearest_cmd(
-    valence: float = typer.Argument(..., help="Valence in [-1, 1]."),
-    arousal: float = typer.Argument(..., help="Arousal in [-1, 1]."),
-    dominance: float = typer.Argument(..., help="Dominance in [-1, 1]."),
+    valence: float = _V,
+    arousal: float = _A,
+    dominance: float = _D,
     radius: float = typer.Option(0.25, "--radius", min=0.0, help="L2 radius in VAD space (0.25 as in Jia et al. 2024)."),
     lexicon: Optional[Path] = _LEXICON,
     emolex: Optional[Path] = _EMOLEX,
@@ -73,12 +74,12 @@ def nearest_cmd(
     min_emotions: int = _MIN_EMO,
 ) -> None:
     """Open vocabulary: every emotion word within --radius of (V, A, D), nearest first ('word<TAB>distance')."""
-    from emo.lexicon.nrc import LexiconFormatError, LexiconNotFoundError
+    from emo.lexicon.vocabulary import get_vocabulary
 
     try:
-        vocab = _vocabulary(lexicon, emolex, vocabulary, min_emotions)
+        vocab = get_vocabulary(vocabulary, lexicon, emolex, min_emotions)
         hits = vocab.nearest((valence, arousal, dominance), radius)
-    except (LexiconNotFoundError, LexiconFormatError, FileNotFoundError, ValueError) as e:
+    except _USER_ERRORS as e:
         _fail(e)
     if not hits:
         typer.echo(f"no vocabulary word within {radius} of ({valence}, {arousal}, {dominance})")
@@ -88,9 +89,9 @@ def nearest_cmd(
 
 @app.command("classify", context_settings=_NUMBERS)
 def classify_cmd(
-    valence: float = typer.Argument(..., help="Valence in [-1, 1]."),
-    arousal: float = typer.Argument(..., help="Arousal in [-1, 1]."),
-    dominance: float = typer.Argument(..., help="Dominance in [-1, 1]."),
+    valence: float = _V,
+    arousal: float = _A,
+    dominance: float = _D,
     labels: str = typer.Option("mer", "--labels", help="Label set: mer, meld, emodb, mead, ravdess, cremad."),
     lexicon: Optional[Path] = _LEXICON,
     emolex: Optional[Path] = _EMOLEX,
@@ -99,12 +100,12 @@ def classify_cmd(
 ) -> None:
     """Discrete label of (V, A, D): k-means over the emotion vocabulary, centres started at the basic emotions."""
     from emo.lexicon.classifier import VADClassifier
-    from emo.lexicon.nrc import LexiconFormatError, LexiconNotFoundError
+    from emo.lexicon.vocabulary import get_vocabulary
 
     try:
-        vocab = _vocabulary(lexicon, emolex, vocabulary, min_emotions)
+        vocab = get_vocabulary(vocabulary, lexicon, emolex, min_emotions)
         clf = VADClassifier(labels, vocabulary=vocab, lexicon=lexicon)
         label = clf.predict([valence, arousal, dominance])
-    except (LexiconNotFoundError, LexiconFormatError, FileNotFoundError, ValueError) as e:
+    except _USER_ERRORS as e:
         _fail(e)
     typer.echo(label)

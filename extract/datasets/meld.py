@@ -39,16 +39,17 @@ def _unmojibake(m: re.Match) -> str:
         return m.group()
 
 
+# Bytes cp1252 leaves undefined come out of ``surrogateescape`` as U+DC80+b; map them to chr(b) (Latin-1).
+_CP1252_UNDEFINED = {0xDC00 + b: b for b in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+
+
 def decode_bytes(data: bytes) -> str:
     """Decode a MELD CSV: UTF-8 (with or without BOM), else cp1252 (bytes cp1252 leaves
     undefined, 0x81 0x8D 0x8F 0x90 0x9D, are read as Latin-1)."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return "".join(
-            data[i:i + 1].decode("cp1252", errors="strict") if data[i] not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)
-            else chr(data[i]) for i in range(len(data))
-        )
+        return data.decode("cp1252", errors="surrogateescape").translate(_CP1252_UNDEFINED)
 
 
 def clean_text(text: str) -> str:

@@ -215,10 +215,7 @@ class FaceFrameEncoder(Encoder):
                         if not chunk:
                             continue
                         pixels = torch.cat([self.preprocess(batch[i].crops[a:b]) for i, a, b in chunk])
-                        if dtype is not None:
-                            with torch.autocast(device_type=self.torch_device.type, dtype=dtype):
-                                out = self.forward_frames(pixels)
-                        else:
+                        with torch.autocast(self.torch_device.type, dtype=dtype, enabled=dtype is not None):
                             out = self.forward_frames(pixels)
                         for k in self.layers:
                             per_layer[k].append(out[k].float().cpu())

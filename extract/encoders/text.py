@@ -91,7 +91,7 @@ def find_layer_list(model: Any, n_layers: int):
             lst = getattr(parent, last, None)
             if isinstance(lst, nn.ModuleList) and len(lst) == n_layers:
                 return parent, last, lst
-    for mod_name, mod in model.named_modules():
+    for _, mod in model.named_modules():
         for attr, child in mod.named_children():
             if isinstance(child, nn.ModuleList) and len(child) == n_layers:
                 return mod, attr, child
@@ -344,9 +344,8 @@ class TextEncoder(Encoder):
         import torch
 
         self._cut_out.clear()
-        ctx = (torch.autocast(device_type=self._device.type, dtype=self._autocast)
-               if self._autocast is not None else _nullcontext())
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), torch.autocast(self._device.type, dtype=self._autocast,
+                                                     enabled=self._autocast is not None):
             out = self.model(**inputs, output_hidden_states=True, use_cache=False) if self.is_decoder \
                 else self.model(**inputs, output_hidden_states=True)
         hidden = out.hidden_states
@@ -360,10 +359,3 @@ class TextEncoder(Encoder):
             raise EncoderError(f"{self.name}: model returned {len(hidden)} hidden states, need {self.depth + 1}")
         return got
 
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

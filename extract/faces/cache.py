@@ -48,7 +48,7 @@ class FaceCache:
         import h5py
 
         self.path = Path(path)
-        self.provenance = {k: v for k, v in provenance.items()}
+        self.provenance = dict(provenance)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._h5 = h5py.File(self.path, "a")

@@ -16,6 +16,13 @@ class FaceError(RuntimeError):
     """The face stage cannot run (missing or corrupt weights, bad input array, unknown detector)."""
 
 
+def check_frame(i: int, f: object) -> None:
+    """Raise :class:`FaceError` unless ``f`` (frame number ``i``, for the message) is a uint8 RGB (H, W, 3) array."""
+    if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+        raise FaceError(f"frame {i}: expected uint8 RGB array (H, W, 3), got "
+                        f"{getattr(f, 'dtype', type(f).__name__)} {getattr(f, 'shape', '')}")
+
+
 @dataclass
 class Detections:
     """All faces found in one frame, best-first by detector score.

@@ -86,7 +86,7 @@ class FaceCropper:
         self._hash = ""
         if detector == "mtcnn":
             from emo.extract.faces.mtcnn import MTCNN
-            from emo.extract.faces.weights import FETCH_HINT, default_mtcnn_dir, verify_mtcnn
+            from emo.extract.faces.weights import default_mtcnn_dir, verify_mtcnn
 
             if device.startswith("cuda"):
                 import torch
@@ -94,9 +94,7 @@ class FaceCropper:
                 if not torch.cuda.is_available():
                     raise FaceError(f"--device {device} requested but CUDA is not available on this machine")
             d = Path(weights) if weights is not None else default_mtcnn_dir()
-            if not d.is_dir():
-                raise FaceError(f"MTCNN weights not found at {d}: {FETCH_HINT}")
-            official = verify_mtcnn(d)  # raises FaceError naming missing files
+            official = verify_mtcnn(d)  # raises FaceError (with the fetch hint) on a missing directory or file
             if not all(official.values()):
                 import warnings
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emo.extract.faces.core import Detections, FaceError
+from emo.extract.faces.core import Detections, FaceError, check_frame
 
 #: (x, y) of left eye, right eye, nose, mouth left, mouth right as fractions of the Haar box.
 LANDMARK_FRACTIONS = np.array(
@@ -57,9 +57,7 @@ class HaarDetector:
 
         out = []
         for i, f in enumerate(frames):
-            if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
-                raise FaceError(f"frame {i}: expected uint8 RGB array (H, W, 3), got "
-                                f"{getattr(f, 'dtype', type(f).__name__)} {getattr(f, 'shape', '')}")
+            check_frame(i, f)
             h, w = f.shape[:2]
             s = 1.0
             gray = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from emo.extract.faces.core import Detections, FaceError
+from emo.extract.faces.core import Detections, FaceError, check_frame
 
 NORM_MEAN = 127.5
 NORM_SCALE = 0.0078125
@@ -351,9 +351,7 @@ class MTCNN(nn.Module):
         """
         frames = list(frames)
         for i, f in enumerate(frames):
-            if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
-                raise FaceError(f"frame {i}: expected uint8 RGB array (H, W, 3), got "
-                                f"{getattr(f, 'dtype', type(f).__name__)} {getattr(f, 'shape', '')}")
+            check_frame(i, f)
         out: list[Detections] = [Detections.empty() for _ in frames]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, f in enumerate(frames):
