@@ -37,6 +37,7 @@ from typing import Any
 
 from emo.extract.datasets import DatasetAdapter, Sample, write_manifest
 from emo.extract.engine import EncoderReport, Extractor, RunSummary
+from emo.extract.faces.core import DEFAULT_FPS
 from emo.extract.store import StoreWriter, check_writable, store_path
 
 #: Per worker process: configuration -> Extractor (models loaded once per worker).
@@ -51,7 +52,7 @@ class ExtractConfig:
     encoders: tuple[str, ...]
     device: str = "cpu"
     frames: bool = False
-    fps: float = 2.0
+    fps: float = DEFAULT_FPS
     face_detector: str = "mtcnn"
     mtcnn_weights: str | None = None
     decode_workers: int = 2
@@ -150,17 +151,17 @@ def run_shard(config: ExtractConfig, samples: list[Sample], jobs: list[ShardJob]
         if f.exists() and not f.with_name(f.stem + ".parts").exists():
             out["encoders"][j.encoder] = {"done": 0, "failed": {}, "flagged": {}, "seconds": 0.0, "reused": True}
         else:
-            todo_jobs.append(j)
+            todo_jobs.append((j, f))
     if not todo_jobs:
         return out
     encoders, writers, reports = [], [], []
     try:
-        for j in todo_jobs:
-            f = shard_file(Path(j.store), j.key)
+        for j, f in todo_jobs:
             w = StoreWriter(f, j.provenance, j.layers, frames=config.frames, dtype=j.dtype,
                             shard_size=max(1, len(j.names)))
             # samples this encoder does not need in this shard count as done for it
-            w.done.update(s.name for s in samples if s.name not in set(j.names))
+            needed = set(j.names)
+            w.done.update(s.name for s in samples if s.name not in needed)
             encoders.append(ex.encoders[by_name[j.encoder]])
             writers.append(w)
             reports.append(EncoderReport(j.encoder, str(f)))

@@ -13,7 +13,6 @@ import concurrent.futures as cf
 import os
 import sys
 import time
-import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,12 +143,11 @@ def pack(items: list[Input], cost: Callable[[Input], float], budget: float) -> l
         Lists of indices into ``items``, in increasing cost. An item larger than the budget
         forms a batch of its own.
     """
-    order = sorted(range(len(items)), key=lambda i: cost(items[i]))
+    costs = [cost(it) for it in items]  # once per item (a cost function may be non-trivial)
     batches: list[list[int]] = []
     cur: list[int] = []
-    for i in order:
-        c = cost(items[i])
-        if cur and c * (len(cur) + 1) > budget:
+    for i in sorted(range(len(items)), key=costs.__getitem__):
+        if cur and costs[i] * (len(cur) + 1) > budget:
             batches.append(cur)
             cur = []
         cur.append(i)
@@ -409,13 +407,12 @@ class Extractor:
                     tracks = self._face_cropper().process([d.frames for d in with_frames])
                     for d, t in zip(with_frames, tracks):
                         faces[d.sample.name] = t.crops
-                except Exception as e:  # detector failure on the batch: retry clip by clip
+                except Exception:  # detector failure on the batch: retry clip by clip
                     for d in with_frames:
                         try:
                             faces[d.sample.name] = self._face_cropper().process([d.frames])[0].crops
                         except Exception as e2:
                             face_errors[d.sample.name] = f"{d.sample.media}: face detection failed ({type(e2).__name__}: {e2})"
-                    del e
             for d in decoded:
                 d.frames = None  # free frame memory early
         for enc, w, r, t in zip(self.encoders, writers, reports, todo):

@@ -22,11 +22,7 @@ from typing import Any
 import numpy as np
 
 from emo.extract.encoders.base import AudioInput, Encoded, Encoder, EncoderError, torch_device
-from emo.extract.encoders.speech import SpeechLayers
-
-#: Shortest input the CNN front-end accepts (one 25 ms frame at 16 kHz); shorter clips are
-#: zero-padded to it, as in the fast path.
-MIN_SAMPLES = 400
+from emo.extract.encoders.speech import MIN_SAMPLES, SpeechLayers, load_speech_config, read_do_normalize
 
 
 class NaiveSpeechEncoder(SpeechLayers, Encoder):
@@ -56,8 +52,6 @@ class NaiveSpeechEncoder(SpeechLayers, Encoder):
         super().__init__(name, source, layers, device, frames, **options)
         from transformers import AutoModel
 
-        from emo.extract.encoders.speech import load_speech_config
-
         self._device = torch_device(device)
         self.config = load_speech_config(name, source)
         self.n_layers = int(self.config.num_hidden_layers)
@@ -69,13 +63,8 @@ class NaiveSpeechEncoder(SpeechLayers, Encoder):
         self.model = model.eval().to(self._device)
         self.stable = bool(getattr(self.config, "do_stable_layer_norm", False))
         norm = options.get("normalize")
-        if norm is None:
-            try:  # the checkpoint's feature-extractor config, as the baseline's processor reads it
-                from transformers import Wav2Vec2FeatureExtractor
-
-                norm = Wav2Vec2FeatureExtractor.from_pretrained(source).do_normalize
-            except Exception:
-                norm = getattr(self.config, "feat_extract_norm", "group") == "layer"
+        if norm is None:  # the checkpoint's feature-extractor config, as the baseline's processor reads it
+            norm = read_do_normalize(source, self.config)
         self.normalize = bool(norm)
 
     def encode(self, batch: list[AudioInput]) -> list[Encoded]:
@@ -99,9 +88,10 @@ class NaiveSpeechEncoder(SpeechLayers, Encoder):
             for k in self.layers:
                 i = int(k)
                 h = o.last_hidden_state if (self.stable and i == self.n_layers) else o.hidden_states[i]
-                h = h[0].float().cpu().numpy()
-                layers[k] = h.mean(0).astype(np.float32)
-                seqs[k] = h.astype(np.float32)
+                h = h[0].float().cpu().numpy()  # (F, D) float32
+                layers[k] = h.mean(0)
+                if self.frames:
+                    seqs[k] = h
             out.append(Encoded(layers=layers, frames=seqs if self.frames else None, flags=flags))
         return out
 

@@ -16,6 +16,10 @@ import numpy as np
 
 from emo.extract.encoders.base import AudioInput, Encoded, Encoder, EncoderError, autocast_dtype, torch_device
 
+#: Shortest input the CNN front-end accepts (one 25 ms frame at 16 kHz); shorter clips are zero-padded
+#: to it (here and in the naive reference, :mod:`emo.extract.naive`).
+MIN_SAMPLES = 400
+
 
 def load_speech_config(name: str, source: str | None):
     """``AutoConfig`` of a HuBERT / wav2vec2-shaped checkpoint (hub id or local directory).
@@ -35,6 +39,17 @@ def load_speech_config(name: str, source: str | None):
     if not hasattr(config, "conv_kernel"):
         raise EncoderError(f"{name}: {source!r} is a {config.model_type} model, not a HuBERT/wav2vec2 speech model")
     return config
+
+
+def read_do_normalize(source: str, config) -> bool:
+    """Whether to normalise input per utterance: the checkpoint's feature-extractor config
+    (``do_normalize``) when it has one, else ``True`` for layer-norm front-ends."""
+    try:
+        from transformers import Wav2Vec2FeatureExtractor
+
+        return bool(Wav2Vec2FeatureExtractor.from_pretrained(source).do_normalize)
+    except Exception:
+        return getattr(config, "feat_extract_norm", "group") == "layer"
 
 
 class SpeechLayers:
@@ -123,7 +138,7 @@ class SpeechEncoder(SpeechLayers, Encoder):
         self.layer_norm_frontend = getattr(config, "feat_extract_norm", "group") == "layer"
         norm = options.get("normalize")
         if norm is None:
-            norm = self._read_do_normalize(source)
+            norm = read_do_normalize(source, config)
         self.normalize = bool(norm)
         on_gpu = self._device.type == "cuda"
         self.batch_seconds = float(options.get("batch_seconds") or (200.0 if on_gpu else 60.0))
@@ -132,14 +147,6 @@ class SpeechEncoder(SpeechLayers, Encoder):
             self.model = torch.compile(self.model, dynamic=True)
         self._captured: dict[str, Any] = {}
         self._install_hooks()
-
-    def _read_do_normalize(self, source: str) -> bool:
-        try:
-            from transformers import Wav2Vec2FeatureExtractor
-
-            return bool(Wav2Vec2FeatureExtractor.from_pretrained(source).do_normalize)
-        except Exception:
-            return self.layer_norm_frontend
 
     # -- hooks -------------------------------------------------------------------
     def _install_hooks(self) -> None:
@@ -172,6 +179,8 @@ class SpeechEncoder(SpeechLayers, Encoder):
     def encode(self, batch: list[AudioInput]) -> list[Encoded]:
         import torch
 
+        from emo.extract.engine import pack
+
         sr = self.sample_rate
         chunk = int(self.chunk_seconds * sr)
         min_len = int(self.config.conv_kernel[0]) * 4  # shorter than ~one frame: pad up (recorded below)
@@ -183,30 +192,20 @@ class SpeechEncoder(SpeechLayers, Encoder):
                 raise EncoderError(f"{item.name}: empty audio")
             if not np.any(a):
                 flags[i].add("silent")
-            if a.size < 400:
-                a = np.pad(a, (0, 400 - a.size))
+            if a.size < MIN_SAMPLES:
+                a = np.pad(a, (0, MIN_SAMPLES - a.size))
             n = max(1, math.ceil(a.size / chunk))
             for j in range(n):
                 piece = a[j * chunk:(j + 1) * chunk]
                 if piece.size < min_len and n > 1:
                     continue
                 pieces.append((i, piece))
-        order = sorted(range(len(pieces)), key=lambda p: len(pieces[p][1]))
         dims = int(self.config.hidden_size)
         sums = {k: np.zeros((len(batch), dims), np.float64) for k in self.layers}
         counts = np.zeros(len(batch), np.int64)
         seqs: dict[int, dict[str, list[np.ndarray]]] = {i: {k: [] for k in self.layers} for i in range(len(batch))}
-        # pack into forward passes by padded-seconds budget
-        groups: list[list[int]] = []
-        cur: list[int] = []
-        for p in order:
-            longest = len(pieces[p][1])
-            if cur and longest * (len(cur) + 1) > self.batch_seconds * sr:
-                groups.append(cur)
-                cur = []
-            cur.append(p)
-        if cur:
-            groups.append(cur)
+        # sorted by length, packed into forward passes by padded-samples budget
+        groups = pack([a for _, a in pieces], len, self.batch_seconds * sr)
         dtype = autocast_dtype(self.device)
         for g in groups:
             lens = np.array([len(pieces[p][1]) for p in g])
@@ -227,10 +226,12 @@ class SpeechEncoder(SpeechLayers, Encoder):
             with torch.inference_mode(), torch.autocast(self._device.type, dtype=dtype, enabled=dtype is not None):
                 self.model(xt, **kwargs)
             flen = self._frame_lengths(lens)
+            fm = None  # (B, F) valid-frame mask: every captured layer has the same F
             for k in self.layers:
                 h = self._captured[k].float()  # (B, F, D)
-                F = h.shape[1]
-                fm = (torch.arange(F, device=h.device)[None, :] < torch.from_numpy(flen).to(h.device)[:, None]).float()
+                if fm is None:
+                    fm = (torch.arange(h.shape[1], device=h.device)[None, :]
+                          < torch.from_numpy(flen).to(h.device)[:, None]).float()
                 s = torch.einsum("bfd,bf->bd", h, fm).cpu().numpy()
                 for r, p in enumerate(g):
                     sums[k][pieces[p][0]] += s[r]
