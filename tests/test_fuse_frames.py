@@ -3,7 +3,6 @@ the sequence model against utterance pooling, run directories with frames and `e
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from emo.extract.datasets.base import Sample, write_manifest
+from emo.extract.datasets.base import Sample, read_csv, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import FeatureStore, StoreWriter
 from emo.fuse.data import FeatureError, Frames, Normalizer, load_features, read_frames
@@ -61,11 +60,6 @@ def make_frame_dataset(root: Path, n: int = 72, seed: int = 0) -> Path:
     w.finalize()
     w.close()
     return feats
-
-
-def _read_csv(p: Path) -> list[dict]:
-    with open(p, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 # ---------------------------------------------------------------------------
@@ -232,7 +226,7 @@ def test_run_round_trip_with_frames(tmp_path):
     assert conf["model"]["frame_pooling"] == "mean" and len(conf["folds"][0]["normalization"]["global"]["speech"]["mean"]) == 2
     run = load_run(out)
     assert run.frame_inputs == ["speech"]
-    rows = _read_csv(out / "predictions.csv")
+    rows = read_csv(out / "predictions.csv", [])
     st, eg = FeatureStore(feats / "seq" / "speech.h5"), FeatureStore(feats / "seq" / "egemaps.h5")
     for k, entry in enumerate(conf["folds"]):
         fold_rows = [r for r in rows if r["fold"] == entry["name"]]
@@ -310,7 +304,7 @@ def test_score_extracts_frames_for_a_frames_run(tmp_path):
     summary = score(files, out, tmp_path / "pred.csv", cache=cache, progress=False)
     assert summary["ok"] == 3 and not summary["failed"]
     assert FeatureStore(cache / "score" / "mfcc.h5").has_frames and not FeatureStore(cache / "score" / "egemaps.h5").has_frames
-    got = np.array([[float(r[f"prob_{c}"]) for c in run.classes] for r in _read_csv(tmp_path / "pred.csv")])
+    got = np.array([[float(r[f"prob_{c}"]) for c in run.classes] for r in read_csv(tmp_path / "pred.csv", [])])
     names = ["c00", "c01", "c07"]
     st = FeatureStore(feats / "folder" / "mfcc.h5")
     want = run.predict({"mfcc": read_frames(st, st.layers, names),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from emo.extract.datasets.base import Sample, write_manifest
+from emo.extract.datasets.base import Sample, read_csv, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import StoreWriter
 
@@ -52,11 +51,6 @@ def make_dataset(root: Path, n: int = 90, n_speakers: int = 5, seed: int = 0, sk
 FAST = ["--epochs", "8", "--patience", "8", "--hidden", "16", "--seeds", "2", "--lr", "0.01"]
 
 
-def _read_csv(p: Path) -> list[dict]:
-    with open(p, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def test_train_writes_run_and_load_run_reproduces_predictions(tmp_path):
     from emo.fuse.data import load_features
     from emo.fuse.run import load_run
@@ -75,7 +69,7 @@ def test_train_writes_run_and_load_run_reproduces_predictions(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["folds"]) == 5 and metrics["n"] == 90
     assert metrics["mean"]["uar"] == pytest.approx(np.mean([f["uar"] for f in metrics["folds"]]))
-    rows = _read_csv(out / "predictions.csv")
+    rows = read_csv(out / "predictions.csv", [])
     assert len(rows) == 90 and {"name", "fold", "true", "pred", "prob_neutral", "prob_angry", "prob_happy"} <= set(rows[0])
 
     run = load_run(out)
@@ -110,7 +104,7 @@ def test_predefined_test_set_is_scored_by_averaged_fold_models(tmp_path):
     result, _ = train(feats, "synth", ["hubert_large:2", "egemaps"], cfg, protocol="3", out=out, test_splits=["test"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 72 and "test" in metrics and "mer2023_score" in metrics["test"]
-    rows = [r for r in _read_csv(out / "predictions.csv") if r["fold"] == "test"]
+    rows = [r for r in read_csv(out / "predictions.csv", []) if r["fold"] == "test"]
     assert len(rows) == 18 and "valence" in rows[0]
     fs = load_features(feats, "synth", ["hubert_large:2", "egemaps"])
     idx = np.array([fs.names.index(r["name"]) for r in rows])
