@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emo.extract.datasets.base import read_csv
 from emo.fuse.ensemble import (
     EnsembleError,
     _class_scores,
@@ -115,8 +116,7 @@ def test_weight_goes_to_the_informative_run(tmp_path):
     assert val["fused"]["waf"] >= val["runs"][str(good)]["waf"] - 1e-9
     assert val["runs"][str(noise)]["waf"] < 0.4 and val["n"] == 1000 and val["source"] == ["out-of-fold"]
     assert res["test"]["n"] == 200 and abs(res["test"]["fused"]["waf"] - res["test"]["runs"][str(good)]["waf"]) < 0.05
-    with open(tmp_path / "ens" / "predictions.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(tmp_path / "ens" / "predictions.csv", [])
     assert len(rows) == 1200 and {r["part"] for r in rows} == {"validation", "test"}
     assert json.loads((tmp_path / "ens" / "ensemble.json").read_text())["weights"] == w
 
@@ -157,8 +157,7 @@ def test_discrete_plus_valence_uses_mer2023_score_and_eq11(tmp_path):
     assert f["mer2023_score"] > max(ra["mer2023_score"], rb["mer2023_score"])
     assert f["mer2023_score"] == pytest.approx(f["waf"] - 0.25 * f["valence_mse"])
     wa, wb = res["weights"][str(a)], res["weights"][str(b)]
-    with open(tmp_path / "ens" / "predictions.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(tmp_path / "ens" / "predictions.csv", [])
     pa, pb = read_run_predictions(a).val, read_run_predictions(b).val
     i = pa["names"].index(rows[7]["name"])
     assert float(rows[7]["valence"]) == pytest.approx(wa * pa["valence"][i] + wb * pb["valence"][i], abs=1e-5)
