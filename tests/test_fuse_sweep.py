@@ -7,34 +7,28 @@ import json
 import types
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 from emo.extract.datasets.base import Sample, write_manifest
+from emo.extract.encoders.base import Encoded
+from emo.extract.store import StoreWriter
 from emo.fuse.sweep import SweepError, default_metric, layer_windows, lower_is_better, run_sweep, window_label
 from emo.fuse.train import TrainConfig
 
 CLASSES = ["neutral", "angry", "happy"]
 
 
-def make_store(root: Path, dataset: str, encoder: str, x: np.ndarray, names: list[str], layers: list[str] | None = None) -> Path:
-    """Write an emo feature store (the schema of emo.extract.store) holding x (N, L, D) float16."""
-    layers = layers or [str(i) for i in range(x.shape[1])]
-    path = root / dataset / f"{encoder}.h5"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    s = h5py.string_dtype("utf-8")
-    with h5py.File(path, "w") as f:
-        f.attrs.update({"schema": 1, "encoder": encoder, "source": "synthetic", "weights_hash": "0" * 16, "pooling": "mean",
-                        "modality": "audio", "layers": json.dumps(layers), "dims": json.dumps({k: x.shape[2] for k in layers}),
-                        "dtype": "float16", "frames": False})
-        f.create_dataset("names", data=np.array(names, dtype=object), dtype=s)
-        f.create_dataset("flags", data=np.zeros(len(names), np.uint8))
-        for j, k in enumerate(layers):
-            f.create_dataset(f"layers/{k}", data=x[:, j].astype(np.float16))
-        f.create_dataset("failed/names", data=np.array([], dtype=object), dtype=s)
-        f.create_dataset("failed/errors", data=np.array([], dtype=object), dtype=s)
-    return path
+def make_store(root: Path, dataset: str, encoder: str, x: np.ndarray, names: list[str]) -> Path:
+    """Write an emo feature store (emo.extract.store.StoreWriter) holding x (N, L, D) as float16."""
+    layers = [str(i) for i in range(x.shape[1])]
+    prov = {"encoder": encoder, "source": "synthetic", "weights_hash": "0" * 16, "pooling": "mean", "modality": "audio"}
+    w = StoreWriter(root / dataset / f"{encoder}.h5", prov, layers)
+    for i, name in enumerate(names):
+        w.add(name, Encoded(layers={k: x[i, j] for j, k in enumerate(layers)}))
+    w.finalize()
+    w.close()
+    return w.path
 
 
 def make_dataset(root: Path, n: int = 150, n_layers: int = 4, d: int = 8, informative: tuple[int, ...] = (2,),
