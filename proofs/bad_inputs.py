@@ -52,11 +52,10 @@ def _extract(root: Path, out: Path, model: Path, *extra: str, encoders=("hubert"
         cmd += ["--encoder", "egemaps"]
     if "resnet50" in encoders:
         cmd += ["--encoder", "resnet50=random:4"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, max over children so far
-    return r, time.monotonic() - t0, max(rss, before) / 1024
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, max over children so far (never decreases)
+    return r, time.monotonic() - t0, rss / 1024
 
 
 def _peak_rss_mb(root: Path, out: Path, model: Path) -> float:
@@ -105,7 +104,7 @@ def _label_cases(work: Path, shared: Path, model: Path) -> list[dict]:
                            capture_output=True, text=True, cwd=str(ROOT))
         msg = (r.stderr.strip().splitlines() or [""])[-1]
         names_file = want_msg is None or ("label-disdim.csv" in msg and want_msg in msg)
-        escaped = [p for p in work.rglob("passwd")]
+        escaped = list(work.rglob("passwd"))
         handled = r.returncode == want_rc and names_file and "Traceback" not in r.stderr and not escaped
         rows.append({"case": case, "exit_code": r.returncode, "message": msg if r.returncode else "accepted",
                      "handled": handled, "crashed": "Traceback" in r.stderr})
