@@ -38,8 +38,6 @@ class EGeMAPSEncoder(Encoder):
     def dims(self) -> dict[str, int]:
         return {"functionals": len(self.feature_names)}
 
-    def cost(self, item: AudioInput) -> float:
-        return len(item.audio) / self.sample_rate
 
     def provenance(self) -> dict[str, Any]:
         import opensmile
@@ -85,8 +83,6 @@ class MFCCEncoder(Encoder):
     def dims(self) -> dict[str, int]:
         return {"stats": 4 * self.n_mfcc}
 
-    def cost(self, item: AudioInput) -> float:
-        return len(item.audio) / self.sample_rate
 
     def provenance(self) -> dict[str, Any]:
         import librosa

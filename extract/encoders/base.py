@@ -134,7 +134,12 @@ class Encoder(ABC):
         """
 
     def cost(self, item: Input) -> float:
-        """Size of one input in the unit of the batch budget (audio seconds, frames, tokens)."""
+        """Size of one input in the unit of the batch budget: seconds for audio (samples / ``sample_rate``),
+        face frames for face crops, 1 per transcript (text encoders override it with a token count)."""
+        if isinstance(item, AudioInput) and self.sample_rate:
+            return len(item.audio) / self.sample_rate
+        if isinstance(item, FaceInput):
+            return float(len(item.crops))
         return 1.0
 
     def dims(self) -> dict[str, int]:

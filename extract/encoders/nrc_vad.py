@@ -70,10 +70,6 @@ class NRCVADEncoder(Encoder):
         """``{"vad": 4}``."""
         return {k: self.DIM for k in self.layers}
 
-    def cost(self, item: TextInput) -> float:
-        """Every transcript costs 1 (look-ups are cheap)."""
-        return 1.0
-
     def encode(self, batch: list[TextInput]) -> list[Encoded]:
         """Encode transcripts; one :class:`Encoded` per input, in order.
 

@@ -146,10 +146,6 @@ class FaceFrameEncoder(Encoder):
             raise EncoderError(f"{name}: max_frames must be >= 1, got {self.max_frames}")
         self.preprocessor: ImagePreprocess
 
-    def cost(self, item: FaceInput) -> float:
-        """Number of face frames of the clip."""
-        return float(len(item.crops))
-
     @abstractmethod
     def forward_frames(self, pixels) -> dict[str, Any]:
         """Run the network on preprocessed frames.

@@ -63,8 +63,6 @@ class SpeechLayers:
     def dims(self) -> dict[str, int]:
         return {k: int(self.config.hidden_size) for k in self.layers}
 
-    def cost(self, item: AudioInput) -> float:
-        return len(item.audio) / self.sample_rate
 
     def provenance(self) -> dict[str, Any]:
         p = super().provenance()
