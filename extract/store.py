@@ -296,18 +296,6 @@ class _Lock:
                 os.close(self.fd)
                 self.fd = None
 
-    def held_by_other(self) -> bool:
-        """True when another live process holds the lock (used by readers)."""
-        if not self.path.exists():
-            return False
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        finally:
-            os.close(fd)
-        return False
 
 
 def _parts_dir(path: Path) -> Path:
