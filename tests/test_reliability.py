@@ -35,7 +35,7 @@ from emo.extract.store import (
     store_path,
 )
 
-from helpers import tiny_hubert
+from helpers import link_clips, tiny_hubert
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,10 +180,7 @@ def test_disk_full_during_merge_keeps_store_and_shards(tmp_path, monkeypatch):
 
 
 def _wav_folder(shared: Path, root: Path, n: int = 2) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for src in sorted((shared / "emodb" / "wav").glob("*.wav"))[:n]:
-        (root / src.name).symlink_to(src)
-    return root
+    return link_clips(sorted((shared / "emodb" / "wav").glob("*.wav"))[:n], root)
 
 
 def test_cli_disk_full_mid_run_is_fatal_and_clear(shared, tmp_path, monkeypatch):
