@@ -40,3 +40,8 @@ def link_clips(sources: Iterable[Path], root: Path) -> Path:
     for src in sources:
         (root / src.name).symlink_to(src)
     return root
+
+
+def toy_provenance(**kw) -> dict:
+    """Provenance of a small synthetic feature store (``StoreWriter``), with ``kw`` overriding fields."""
+    return {"encoder": "toy", "source": "x", "weights_hash": "abc", "pooling": "mean", "sample_rate": 16000, **kw}

@@ -19,7 +19,7 @@ from emo.extract.media import MediaError, load_audio, load_frames
 from emo.extract.registry import UnknownEncoderError, parse_encoder_spec
 from emo.extract.store import FeatureStore, StoreError, StoreLockedError, StoreWriter, merge_store
 
-from helpers import link_clips, tiny_hubert
+from helpers import link_clips, tiny_hubert, toy_provenance
 
 
 # --- layer and encoder specs -----------------------------------------------------
@@ -138,21 +138,17 @@ def test_media_real_containers_and_errors(shared, tmp_path):
 
 
 # --- the store -----------------------------------------------------------------------
-def _prov(**kw):
-    return {"encoder": "toy", "source": "x", "weights_hash": "abc", "pooling": "mean", "sample_rate": 16000, **kw}
-
-
 def test_store_roundtrip_resume_and_merge(tmp_path):
     path = tmp_path / "ds" / "toy.h5"
     rng = np.random.default_rng(0)
     data = {f"s{i}": {k: rng.standard_normal(4).astype(np.float32) for k in ("1", "2")} for i in range(10)}
-    w = StoreWriter(path, _prov(), ["1", "2"], shard_size=3)
+    w = StoreWriter(path, toy_provenance(), ["1", "2"], shard_size=3)
     for n in list(data)[:5]:
         w.add(n, Encoded(layers=data[n]))
     w.fail("bad", "bad.mp4: no audio stream")
     w.close()  # no finalize: shards only, as after a crash
     assert not path.exists() and len(list((tmp_path / "ds" / "toy.parts").glob("*.h5"))) == 2
-    w = StoreWriter(path, _prov(), ["1", "2"], shard_size=3)
+    w = StoreWriter(path, toy_provenance(), ["1", "2"], shard_size=3)
     assert w.done == set(list(data)[:5]) and w.failed == {"bad": "bad.mp4: no audio stream"}
     for n in list(data)[5:]:
         w.add(n, Encoded(layers=data[n], flags={"no_face"} if n == "s9" else set()))
@@ -176,24 +172,24 @@ def test_store_roundtrip_resume_and_merge(tmp_path):
 
 def test_store_refuses_other_checkpoint_and_second_writer(tmp_path):
     path = tmp_path / "toy.h5"
-    w = StoreWriter(path, _prov(), ["1"])
+    w = StoreWriter(path, toy_provenance(), ["1"])
     w.add("a", Encoded(layers={"1": np.ones(3, np.float32)}))
     with pytest.raises(StoreLockedError, match=f"in use by PID {os.getpid()}"):
-        StoreWriter(path, _prov(), ["1"])
+        StoreWriter(path, toy_provenance(), ["1"])
     w.finalize()
     w.close()
     with pytest.raises(StoreError, match="weights_hash: store has 'abc', this run has 'zzz'"):
-        StoreWriter(path, _prov(weights_hash="zzz"), ["1"])
+        StoreWriter(path, toy_provenance(weights_hash="zzz"), ["1"])
     with pytest.raises(StoreError, match="layers"):
-        StoreWriter(path, _prov(), ["1", "2"])
-    w = StoreWriter(path, _prov(weights_hash="zzz"), ["1"], overwrite=True)
+        StoreWriter(path, toy_provenance(), ["1", "2"])
+    w = StoreWriter(path, toy_provenance(weights_hash="zzz"), ["1"], overwrite=True)
     assert w.done == set()
     w.close()
 
 
 def test_store_frames_ragged(tmp_path):
     path = tmp_path / "f.h5"
-    w = StoreWriter(path, _prov(), ["0"], frames=True, dtype="float32", shard_size=2)
+    w = StoreWriter(path, toy_provenance(), ["0"], frames=True, dtype="float32", shard_size=2)
     seqs = {n: np.arange(t * 2, dtype=np.float32).reshape(t, 2) for n, t in (("a", 3), ("b", 1), ("c", 5))}
     for n, q in seqs.items():
         w.add(n, Encoded(layers={"0": q.mean(0)}, frames={"0": q}))
@@ -212,14 +208,14 @@ def test_store_killed_writer_leaves_readable_store(tmp_path):
 import numpy as np, os, signal
 from emo.extract.store import StoreWriter
 from emo.extract.encoders.base import Encoded
-w = StoreWriter({str(path)!r}, {_prov()!r}, ["1"], shard_size=4)
+w = StoreWriter({str(path)!r}, {toy_provenance()!r}, ["1"], shard_size=4)
 for i in range(10):
     w.add(f"s{{i}}", Encoded(layers={{"1": np.full(8, i, np.float32)}}))
 os.kill(os.getpid(), signal.SIGKILL)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert r.returncode == -9
-    w = StoreWriter(path, _prov(), ["1"])
+    w = StoreWriter(path, toy_provenance(), ["1"])
     assert w.done == {f"s{i}" for i in range(8)}  # two full shards of 4 were flushed before the kill
     w.add("s8", Encoded(layers={"1": np.full(8, 8, np.float32)}))
     w.finalize()

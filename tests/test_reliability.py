@@ -35,13 +35,9 @@ from emo.extract.store import (
     store_path,
 )
 
-from helpers import link_clips, tiny_hubert
+from helpers import link_clips, tiny_hubert, toy_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _prov(**kw):
-    return {"encoder": "toy", "source": "x", "weights_hash": "abc", "pooling": "mean", "sample_rate": 16000, **kw}
 
 
 def _vec(i: int, d: int = 6) -> Encoded:
@@ -69,7 +65,7 @@ def test_flush_seconds_bounds_work_lost_to_sigkill(tmp_path):
 import numpy as np, os, signal
 from emo.extract.store import StoreWriter
 from emo.extract.encoders.base import Encoded
-w = StoreWriter({str(path)!r}, {_prov()!r}, ["1"], shard_size=1000, flush_seconds=0)
+w = StoreWriter({str(path)!r}, {toy_provenance()!r}, ["1"], shard_size=1000, flush_seconds=0)
 for i in range(5):
     w.add(f"s{{i}}", Encoded(layers={{"1": np.full(4, i, np.float32)}}))
 w.fail("bad", "bad.mp4: no audio stream")
@@ -78,7 +74,7 @@ os.kill(os.getpid(), signal.SIGKILL)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert r.returncode == -signal.SIGKILL
     assert _h5_files_open(tmp_path) == 0
-    w = StoreWriter(path, _prov(), ["1"])
+    w = StoreWriter(path, toy_provenance(), ["1"])
     assert w.done == {f"s{i}" for i in range(5)} and w.failed == {"bad": "bad.mp4: no audio stream"}
     w.close()
 
@@ -86,7 +82,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 def test_leftover_tmp_files_are_removed_and_never_read(tmp_path):
     """Half-written *.tmp files of a killed writer (shard or merge) are ignored and cleaned."""
     path = tmp_path / "t.h5"
-    w = StoreWriter(path, _prov(), ["1"], shard_size=2)
+    w = StoreWriter(path, toy_provenance(), ["1"], shard_size=2)
     for i in range(3):
         w.add(f"s{i}", _vec(i))
     w.close()  # shards only
@@ -102,7 +98,7 @@ def test_kill_between_merge_and_shard_cleanup_is_deduplicated(tmp_path):
     """A kill after the merged store replaced the old one but before the shards were deleted
     leaves every sample twice on disk; the next writer and the reader count each once."""
     path = tmp_path / "d.h5"
-    w = StoreWriter(path, _prov(), ["1"], shard_size=2)
+    w = StoreWriter(path, toy_provenance(), ["1"], shard_size=2)
     for i in range(4):
         w.add(f"s{i}", _vec(i))
     w.flush()
@@ -112,7 +108,7 @@ def test_kill_between_merge_and_shard_cleanup_is_deduplicated(tmp_path):
     (tmp_path / "d.parts").mkdir()
     for n, b in keep.items():  # as if the unlink after os.replace never happened
         (tmp_path / "d.parts" / n).write_bytes(b)
-    w = StoreWriter(path, _prov(), ["1"])
+    w = StoreWriter(path, toy_provenance(), ["1"])
     assert w.done == {"s0", "s1", "s2", "s3"}
     w.add("s4", _vec(4))
     w.finalize()
@@ -128,7 +124,7 @@ def _enospc(*_a, **_k):
 
 def test_disk_full_during_shard_write_keeps_store_intact(tmp_path, monkeypatch):
     path = tmp_path / "f.h5"
-    w = StoreWriter(path, _prov(), ["1"], shard_size=2)
+    w = StoreWriter(path, toy_provenance(), ["1"], shard_size=2)
     w.add("s0", _vec(0))
     w.add("s1", _vec(1))  # first shard written
     real = store_mod._write_file_tmp
@@ -146,19 +142,19 @@ def test_disk_full_during_shard_write_keeps_store_intact(tmp_path, monkeypatch):
     w.close()  # releases the lock without a second failing write
     monkeypatch.setattr(store_mod, "_write_file_tmp", real)
     assert not list(tmp_path.rglob("*.tmp")) and _h5_files_open(tmp_path) == 0
-    w = StoreWriter(path, _prov(), ["1"])
+    w = StoreWriter(path, toy_provenance(), ["1"])
     assert w.done == {"s0", "s1"}
     w.close()
 
 
 def test_disk_full_during_merge_keeps_store_and_shards(tmp_path, monkeypatch):
     path = tmp_path / "m.h5"
-    w = StoreWriter(path, _prov(), ["1"], shard_size=2)
+    w = StoreWriter(path, toy_provenance(), ["1"], shard_size=2)
     for i in range(3):
         w.add(f"s{i}", _vec(i))
     w.finalize()
     w.close()
-    w = StoreWriter(path, _prov(), ["1"], shard_size=2)
+    w = StoreWriter(path, toy_provenance(), ["1"], shard_size=2)
     for i in range(3, 6):
         w.add(f"s{i}", _vec(i))
     real = store_mod._merge_into
@@ -234,7 +230,7 @@ def test_second_writer_sees_pid_and_stale_lock_is_cleared(tmp_path):
     code = f"""
 import sys, time
 from emo.extract.store import StoreWriter
-w = StoreWriter({str(path)!r}, {_prov()!r}, ["1"])
+w = StoreWriter({str(path)!r}, {toy_provenance()!r}, ["1"])
 print("ready", flush=True)
 time.sleep(60)
 """
@@ -242,7 +238,7 @@ time.sleep(60)
     try:
         assert p.stdout.readline().strip() == "ready"
         with pytest.raises(StoreLockedError, match=rf"in use by PID {p.pid}\b"):
-            StoreWriter(path, _prov(), ["1"])
+            StoreWriter(path, toy_provenance(), ["1"])
         with pytest.warns(UserWarning, match="run is in progress"):
             # a reader does not merge under a live writer (nothing to read yet: clear error)
             with pytest.raises(StoreError, match="not found"):
@@ -255,7 +251,7 @@ time.sleep(60)
         p.wait()
     lock = tmp_path / "c.lock"
     assert lock.read_text() == str(p.pid)  # the dead process's PID is still in the file...
-    w = StoreWriter(path, _prov(), ["1"])  # ...but flock died with it: the stale lock is taken over
+    w = StoreWriter(path, toy_provenance(), ["1"])  # ...but flock died with it: the stale lock is taken over
     assert lock.read_text() == str(os.getpid())
     w.close()
 
@@ -263,7 +259,7 @@ time.sleep(60)
 def test_cli_second_copy_refused_while_first_runs(shared, tmp_path):
     root = _wav_folder(shared, tmp_path / "clips")
     out = tmp_path / "feat"
-    holder = StoreWriter(store_path(out, "folder", "egemaps"), _prov(encoder="egemaps"), ["functionals"])
+    holder = StoreWriter(store_path(out, "folder", "egemaps"), toy_provenance(encoder="egemaps"), ["functionals"])
     try:
         r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "egemaps",
                                      "--out", str(out), "--no-progress"])
@@ -276,13 +272,13 @@ def test_cli_second_copy_refused_while_first_runs(shared, tmp_path):
 @pytest.mark.parametrize("key,new", [("pooling", "last"), ("sample_rate", 8000), ("source", "other/ckpt")])
 def test_provenance_difference_named(tmp_path, key, new):
     path = tmp_path / "p.h5"
-    w = StoreWriter(path, _prov(), ["1"])
+    w = StoreWriter(path, toy_provenance(), ["1"])
     w.add("a", _vec(1))
     w.finalize()
     w.close()
     with pytest.raises(StoreError, match=rf"{key}: store has .*, this run has {new!r}.*--overwrite"):
-        StoreWriter(path, _prov(**{key: new}), ["1"])
-    w = StoreWriter(path, _prov(**{key: new}), ["1"], overwrite=True)
+        StoreWriter(path, toy_provenance(**{key: new}), ["1"])
+    w = StoreWriter(path, toy_provenance(**{key: new}), ["1"], overwrite=True)
     assert w.done == set()
     w.close()
 
@@ -316,7 +312,7 @@ def test_fuse_refuses_stores_with_different_samples(tmp_path):
     samples = [Sample(f"s{i}", None, discrete="ab"[i % 2]) for i in range(6)]
     write_manifest(tmp_path / "toy", _DS(), samples)
     for enc, names in (("egemaps", [s.name for s in samples]), ("mfcc", [s.name for s in samples[:4]])):
-        w = StoreWriter(store_path(tmp_path, "toy", enc), _prov(encoder=enc), ["x"])
+        w = StoreWriter(store_path(tmp_path, "toy", enc), toy_provenance(encoder=enc), ["x"])
         for n in names:
             w.add(n, Encoded(layers={"x": np.ones(3, np.float32)}))
         w.finalize()
@@ -331,7 +327,7 @@ def test_fuse_refuses_stores_with_different_samples(tmp_path):
 # --- names, strict, bad media ------------------------------------------------------------------
 def test_awkward_names_roundtrip(tmp_path):
     names = ["it's a \"clip\"", "情绪 样本/01", "é ü ñ", "tab\tname", "  spaced  "]
-    w = StoreWriter(tmp_path / "n.h5", _prov(), ["1"], shard_size=2)
+    w = StoreWriter(tmp_path / "n.h5", toy_provenance(), ["1"], shard_size=2)
     for i, n in enumerate(names):
         w.add(n, _vec(i))
     w.fail("坏的 \"file\"", "坏的 \"file\".mp4: empty file (0 bytes)")
@@ -447,7 +443,7 @@ def test_no_unsafe_loading_or_shell_in_source():
 def test_reader_of_read_only_copy_reads_merged_part(tmp_path, monkeypatch):
     """A reader that cannot take the lock (read-only copy) reads the merged store, with a warning."""
     path = tmp_path / "r.h5"
-    w = StoreWriter(path, _prov(), ["1"], shard_size=1)
+    w = StoreWriter(path, toy_provenance(), ["1"], shard_size=1)
     w.add("a", _vec(1))
     w.finalize()
     w.add("b", _vec(2))  # a shard pending after the merge
