@@ -29,7 +29,7 @@ def parse_args(doc: str) -> argparse.Namespace:
 
 def emo(*args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
     """Run the emo CLI (argument list, no shell); exit with its output when the status is not in ``ok``."""
-    r = subprocess.run(EMO + list(args), capture_output=True, text=True)
+    r = subprocess.run(EMO + list(args), capture_output=True, text=True, cwd=ROOT)
     if r.returncode not in ok:
         sys.exit(f"emo {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r

@@ -29,16 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-EMO = [sys.executable, "-m", "emo.cli"]
+from _common import ROOT, emo  # noqa: E402  (proofs/ is on sys.path when run as a script)
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
     print("$ emo " + " ".join(shlex.quote(a) for a in args), flush=True)
-    r = subprocess.run(EMO + args, capture_output=True, text=True, cwd=ROOT)
-    if r.returncode != 0:
-        sys.exit(f"emo {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
+    return emo(*args)
 
 
 def sklearn_reference(features: Path) -> dict:
