@@ -305,3 +305,21 @@ def test_long_video_face_frames_are_spread_and_capped(shared, monkeypatch):
     assert d.frames is not None and len(d.frames) == 8  # 28 frames at 2 fps, capped and spread
     full = engine._decode(Sample("x", clip), False, True, 16000, 2.0, 320, 3.0)
     assert len(full.frames) <= 8
+
+
+def test_manifest_round_trips_multilabel_and_named_labels(tmp_path):
+    """``emotions`` (multi-label words) and ``labels`` (named label columns) survive samples.csv."""
+    from emo.extract.datasets.base import DatasetAdapter, Sample, read_manifest, write_manifest
+
+    class _A(DatasetAdapter):
+        name = "toy"
+        classes = ["happy", "sad"]
+
+    samples = [
+        Sample("a", None, "hi", "happy", emotions=["happy", "grateful"], labels={"intent": "questioning"}),
+        Sample("b", None, "", None),
+    ]
+    write_manifest(tmp_path, _A(tmp_path), samples)
+    _, back = read_manifest(tmp_path)
+    assert back[0].emotions == ["happy", "grateful"] and back[0].labels == {"intent": "questioning"}
+    assert back[1].emotions is None and back[1].labels is None

@@ -34,6 +34,11 @@ class Sample:
             MER valence is in [-5, 5]).
         speaker: speaker id or ``None``.
         split: the source's partition (``train``, ``test1``, ``labeled``, ...) or ``None``.
+        emotions: multi-label emotion words (MER-FG / OV-MER open vocabulary, UniVA multi-label),
+            lower case, in the source's order, or ``None`` when the source has no such labels.
+            Stored in ``samples.csv`` as one ``;``-separated cell.
+        labels: further named label columns (e.g. ``{"intent": "questioning"}`` for MEIJU), or
+            ``None``. Stored in ``samples.csv`` as one JSON object cell.
     """
 
     name: str
@@ -45,6 +50,8 @@ class Sample:
     dominance: float | None = None
     speaker: str | None = None
     split: str | None = None
+    emotions: list[str] | None = None
+    labels: dict[str, str] | None = None
 
 
 class DatasetAdapter:
@@ -179,6 +186,8 @@ def write_manifest(out_dir: Path, adapter: DatasetAdapter, samples: list[Sample]
         for s in samples:
             row = asdict(s)
             row["media"] = "" if s.media is None else str(s.media)
+            row["emotions"] = None if s.emotions is None else ";".join(s.emotions)
+            row["labels"] = None if s.labels is None else json.dumps(s.labels, ensure_ascii=False, sort_keys=True)
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
     os.replace(tmp, out_dir / MANIFEST)
     meta = {"dataset": adapter.name, "root": str(adapter.root.resolve()), "classes": adapter.classes, "n": len(samples)}
@@ -211,6 +220,8 @@ def read_manifest(dataset_dir: Path) -> tuple[dict[str, Any], list[Sample]]:
                     dominance=float(row["dominance"]) if row.get("dominance") else None,
                     speaker=row.get("speaker") or None,
                     split=row.get("split") or None,
+                    emotions=[w for w in row["emotions"].split(";") if w] if row.get("emotions") else None,
+                    labels=json.loads(row["labels"]) if row.get("labels") else None,
                 )
             )
     return meta, out
