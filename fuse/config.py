@@ -1,9 +1,19 @@
-"""Training settings of ``emo fuse train``: :class:`TrainConfig` (head, decoder, optimisation)."""
+"""Training settings of ``emo fuse train``: :class:`TrainConfig` (head, decoder, optimisation),
+and experiment files (:func:`read_config_file`): ``emo fuse train --config exp.yaml`` or
+``--config runs/X/config.json``.
+
+Every :class:`TrainConfig` field is an option of ``emo fuse train`` of the same name (``lr`` is
+``--lr``, ``frame_bidirectional`` is ``--bidirectional/--unidirectional``) with the same default;
+the other options (:data:`RUN_OPTIONS`) say what to train on, how to evaluate and where to write.
+``tests/test_fuse_config.py`` fails when the two disagree.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from emo.fuse.inputs import FeatureInput, as_inputs
@@ -103,3 +113,94 @@ class TrainConfig:
         if any(a["frames"] for a in args["inputs"]):
             args.update(frame_bidirectional=self.frame_bidirectional, frame_pooling=self.frame_pooling)
         return args
+
+
+#: Options of ``emo fuse train`` that are not :class:`TrainConfig` fields: the data, the
+#: evaluation protocol and the output (the keys an experiment file may hold besides the fields).
+RUN_OPTIONS = ("dataset", "features", "layers", "features_dir", "folds", "test_split", "align", "out")
+
+
+class ConfigFileError(ValueError):
+    """An experiment file that cannot be used (unreadable, not a mapping, unknown keys), named in the message."""
+
+
+def config_keys() -> tuple[str, ...]:
+    """Every key an experiment file may hold: :data:`RUN_OPTIONS` and the :class:`TrainConfig` fields."""
+    return RUN_OPTIONS + tuple(f.name for f in fields(TrainConfig))
+
+
+def _from_run_config(d: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The options that reproduce a run from its ``config.json`` (written by :func:`emo.fuse.train.train`):
+    dataset, features directory, the feature specs with their layers and sources, the protocol
+    and every training setting as the run resolved it (``out`` is not taken over)."""
+    proto = d.get("protocol") or {}
+    training = d.get("training")
+    if not isinstance(training, Mapping) or not isinstance(proto, Mapping):
+        raise ConfigFileError(f"{path}: a run config needs 'training' and 'protocol' mappings")
+    out: dict[str, Any] = {"dataset": d.get("dataset"), "features": list(d.get("feature_specs") or [])}
+    if d.get("features_dir") is not None:
+        out["features_dir"] = d["features_dir"]
+    for key, opt in (("folds", "folds"), ("align", "align"), ("test_splits", "test_split")):
+        if proto.get(key) is not None:
+            out[opt] = proto[key]
+    unknown = sorted(set(training) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ConfigFileError(f"{path}: training setting(s) {', '.join(unknown)} unknown to this emo version")
+    out.update(training)
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read an experiment file into ``emo fuse train`` option values, keyed by option name
+    (underscores: ``features_dir``, ``batch_size``).
+
+    Formats: YAML (``.yaml``/``.yml``, PyYAML ``safe_load``) or JSON (any other suffix). Two layouts:
+
+    * an experiment file: a mapping of option names (``-`` or ``_``) to values, lists for the
+      repeatable options (``features``, ``test_split``; a single string is one item), optionally
+      with the training settings nested under ``training:``;
+    * a run's ``config.json`` (recognised by its ``training`` and ``feature_specs`` keys): the
+      options that reproduce that run (:func:`_from_run_config`), the ``--out`` excepted.
+
+    Values are not type-checked here (the CLI converts and validates them like typed options).
+
+    Raises:
+        ConfigFileError: the file is missing or unreadable, not a mapping, or has unknown keys
+            (named, with the accepted ones).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigFileError(f"cannot read config file {path}: {e.strerror or e}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:  # pragma: no cover - PyYAML is a dependency
+            raise ConfigFileError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or write the file as JSON") from None
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigFileError(f"{path}: invalid YAML ({e})") from None
+    else:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigFileError(f"{path}: invalid JSON ({e})") from None
+    if d is None:
+        d = {}
+    if not isinstance(d, Mapping):
+        raise ConfigFileError(f"{path}: expected a mapping of option names to values, got {type(d).__name__}")
+    if "training" in d and "feature_specs" in d:
+        return _from_run_config(d, path)
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if k == "training" and isinstance(v, Mapping):
+            for k2, v2 in v.items():
+                flat[str(k2).replace("-", "_")] = v2
+        else:
+            flat[str(k).replace("-", "_")] = v
+    unknown = sorted(set(flat) - set(config_keys()))
+    if unknown:
+        raise ConfigFileError(f"{path}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(config_keys())}")
+    return flat

@@ -423,13 +423,20 @@ def ensemble_cmd(
     weights summing to 1, tuned on validation (out-of-fold) predictions."""
     import shlex
 
+    from emo.exitcodes import ExitCode
     from emo.fuse.run import RunError
 
+    if len(runs) < 2:
+        raise typer.BadParameter("give at least two run directories to fuse")
+    if metric and metric not in METRICS:
+        raise typer.BadParameter(f"unknown --metric {metric!r}; use one of {', '.join(METRICS)}")
+    if not 0 < step <= 1:
+        raise typer.BadParameter(f"--step must be in (0, 1], not {step}")
     try:
         res = ensemble(runs, out, metric or None, step, max_points, seed)
     except (EnsembleError, RunError) as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.ERROR) from None
     res["command"] = shlex.join(["emo", "fuse", "ensemble", *map(str, runs), "--out", str(out), *(["--metric", metric] if metric else []),
                                  "--step", str(step), "--max-points", str(max_points), "--seed", str(seed)])
     write_json(Path(out) / "ensemble.json", res)

@@ -360,6 +360,7 @@ def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path:
 
 
 def sweep_cmd(
+    ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", help="Dataset name (the folder under --features-dir)."),
     features: str = typer.Option(..., "--features", help="One encoder spec NAME[=SOURCE][:LAYERS]."),
     layers: str = typer.Option("", "--layers", help="Layers to sweep (0-24); default: the spec's or all stored."),
@@ -383,34 +384,38 @@ def sweep_cmd(
     class_weights: bool = typer.Option(False, "--class-weights"),
     device: str = typer.Option("cpu", "--device"),
     out: Path = typer.Option(None, "--out", help="Output directory (default runs/sweep-DATASET-ENCODER-wWINDOW-HEAD)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the cells (stderr)."),
 ) -> None:
     """Layer ablation: one probe per layer (or window of layers) per fold; writes sweep.csv, sweep.json
     and sweep.png into --out and reuses finished cells when rerun."""
     import shlex
 
+    from emo.exitcodes import ExitCode
     from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
-    from emo.fuse.data import FeatureError
     from emo.fuse.config import TrainConfig
+    from emo.fuse.data import FeatureError
+    from emo.fuse.options import command_line
     from emo.fuse.protocols import ProtocolError
 
     name = features.split("=")[0].split(":")[0]
     out = out or Path("runs") / f"sweep-{dataset}-{name}-w{window}-{head}"
+    cfg = TrainConfig(head=head, task=task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                      batch_size=batch_size, patience=patience, seeds=seeds, seed=seed, normalize=normalize,
+                      class_weights=class_weights, device=device)
     try:
-        cfg = TrainConfig(head=head, task=task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                          batch_size=batch_size, patience=patience, seeds=seeds, seed=seed, normalize=normalize,
-                          class_weights=class_weights, device=device)
-        summary = run_sweep(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out)
-    except (SweepError, FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
+        cfg.validate()
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    try:
+        summary = run_sweep(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out,
+                            progress=progress)
+    except SweepError as e:  # settings that do not fit the data (window, metric): the command line is wrong
+        raise typer.BadParameter(str(e)) from None
+    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    summary["command"] = shlex.join([
-        "emo", "fuse", "sweep", "--dataset", dataset, "--features-dir", str(features_dir), "--features", features,
-        *(["--layers", layers] if layers else []), "--window", str(window), "--stride", str(stride), "--head", head,
-        "--task", task, "--folds", folds, *(["--metric", metric] if metric else []), "--normalize", normalize,
-        "--seed", str(seed), "--seeds", str(seeds), "--epochs", str(epochs), "--patience", str(patience), "--lr", str(lr),
-        "--weight-decay", str(weight_decay), "--batch-size", str(batch_size), "--hidden", str(hidden), "--dropout", str(dropout),
-        *(["--class-weights"] if class_weights else []), "--device", device, "--out", str(out)])
+        raise typer.Exit(ExitCode.ERROR) from None
+    summary["command"] = shlex.join(command_line(ctx, {**ctx.params, "out": out}))
     write_json(Path(out) / "sweep.json", summary)
     m = summary["metric"]
     test = any(f"test_{m}_mean" in r for r in summary["rows"])

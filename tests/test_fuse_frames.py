@@ -12,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from emo.exitcodes import ExitCode
 from emo.extract.datasets.base import Sample, read_csv, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import FeatureStore, StoreWriter
@@ -263,7 +264,7 @@ def test_cli_fuse_train_transformer_frames(tmp_path):
     assert metrics["n"] == 96 and metrics["pooled"]["uar"] > 0.75, metrics["pooled"]
     r = CliRunner().invoke(app, ["fuse", "train", "--dataset", "seq", "--features-dir", str(feats), "--features", "egemaps",
                                  "--frames", "--out", str(tmp_path / "bad")])
-    assert r.exit_code == 2 and "emo extract --frames" in r.output
+    assert r.exit_code == ExitCode.ERROR and "emo extract --frames" in r.output
 
 
 def test_score_extracts_frames_for_a_frames_run(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from emo.exitcodes import ExitCode
 from emo.extract.datasets.base import Sample, read_csv, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import StoreWriter
@@ -138,7 +139,7 @@ def test_cli_refuses_mismatched_stores_unless_intersect(tmp_path):
     args = ["fuse", "train", "--dataset", "synth", "--features-dir", str(feats), "--features", "egemaps",
             "--features", "hubert_large:2", "--folds", "3", "--out", str(tmp_path / "r"), *FAST]
     r = CliRunner().invoke(app, args)
-    assert r.exit_code == 2 and "--align intersect" in r.output and "egemaps.h5: 88 samples" in r.output
+    assert r.exit_code == ExitCode.ERROR and "--align intersect" in r.output and "egemaps.h5: 88 samples" in r.output
     with pytest.warns(UserWarning, match="88 samples every store has"):
         r = CliRunner().invoke(app, args + ["--align", "intersect", "--head", "linear"])
     assert r.exit_code == 0, r.output
