@@ -157,3 +157,7 @@ app.command("sweep")(sweep_cmd)
 from emo.fuse.ensemble import ensemble_cmd  # noqa: E402  (numpy and typer only)
 
 app.command("ensemble")(ensemble_cmd)
+
+from emo.fuse.report import report_cmd  # noqa: E402  (numpy only; matplotlib loads inside the command)
+
+app.command("report")(report_cmd)

@@ -10,6 +10,8 @@ Layout::
     fold-K.safetensors   the fold's models (one per seed, keys prefixed ``s<j>.``); no pickles
     metrics.json         per-fold metrics, mean/std over folds, pooled out-of-fold metrics, test metrics
     predictions.csv      name, fold, true, pred, prob_<class>..., valence_true, valence, ...
+    report.md            metrics table, per-class precision/recall, confusion matrix (:mod:`emo.fuse.report`)
+    confusion.png        pooled out-of-fold confusion matrix (discrete tasks; confusion-test.png for a test set)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from emo import __version__
 from emo.fuse.atomic import write_csv, write_json
 from emo.fuse.inputs import FeatureInput, as_inputs
+from emo.fuse.report import write_report
 
 __all__ = ["RunError", "Run", "load_run", "save_run", "prediction_columns", "write_csv", "write_json"]
 
@@ -83,6 +86,7 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
     if result.test is not None:
         add_rows(result.test["index"], ["test"] * len(result.test["index"]), result.test)
     write_csv(out / "predictions.csv", rows)
+    write_report(out, config, metrics)
     return out
 
 
