@@ -95,3 +95,14 @@ def test_fuse_train_data_error_is_exit_1(tmp_path):
     r = CliRunner().invoke(app, ["fuse", "train", "--dataset", "none", "--features-dir", str(tmp_path), "--features", "egemaps",
                                  "--out", str(tmp_path / "run")])
     assert r.exit_code == ExitCode.ERROR and "error:" in r.output, r.output
+
+
+def test_commands_with_progress_bars_take_no_progress():
+    from emo.cli import app
+
+    root = typer.main.get_command(app)
+    for path in (("extract",), ("score",), ("fuse", "sweep")):
+        cmd = root
+        for name in path:
+            cmd = cmd.commands[name]
+        assert "--no-progress" in _option_names(cmd), path
