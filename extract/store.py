@@ -27,7 +27,10 @@ atomically replaces the old one. A kill at any moment leaves the old store and
 every renamed shard intact; a rerun skips every sample found in them. A shard is
 written every ``shard_size`` samples or ``flush_seconds`` seconds, whichever comes
 first, so a kill loses at most that much work. Half-written ``*.tmp`` files of a
-killed process are never read and are deleted by the next writer or reader.
+killed process are never read and are deleted by the next writer or merge.
+
+Readers (:class:`FeatureStore`) never write: merging is the writer's job at the end of a run,
+and :func:`merge` (``emo store merge PATH``) merges the shards of an interrupted run.
 
 Guards: the output directory is checked for writability (and, via
 :meth:`StoreWriter.check_space`, for clearly insufficient free space) before any
@@ -53,7 +56,7 @@ import h5py
 import numpy as np
 
 from emo import __version__
-from emo.extract.encoders.base import FLAGS, Encoded
+from emo.extract.types import FLAGS, Encoded
 
 SCHEMA = 1
 STR = h5py.string_dtype("utf-8")
@@ -620,7 +623,7 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
         tmp.unlink(missing_ok=True)
         raise StoreWriteError(
             f"cannot merge {path}: {_io_reason(e)}; the store and its shards in {_parts_dir(path)} are "
-            "intact (the next run or reader merges them): fix the cause and rerun"
+            f"intact: fix the cause and rerun (or `emo store merge {path}`)"
         ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -682,33 +685,54 @@ def _merge_into(tmp: Path, out_attrs, names, flags, keep, failed, dims, layer_ke
         fl.create_dataset("errors", data=np.array(list(failed.values()), dtype=object), dtype=STR)
 
 
-class FeatureStore:
-    """Read-only view of a consolidated store.
+def pending_shards(path: str | os.PathLike) -> list[Path]:
+    """Finished shard files of ``path`` not yet merged into it (a run in progress or interrupted)."""
+    return _finished_parts(Path(path))
 
-    If shards of an interrupted run are pending and no live process holds the lock,
-    they are merged first (atomically); if a run is in progress, only the consolidated
-    part is read, with a warning.
+
+def merge(path: str | os.PathLike) -> Path:
+    """Merge a store's pending shards into it (``emo store merge``): take the store's lock, drop
+    half-written ``*.tmp`` files of killed writers, merge atomically (:func:`merge_store`).
+
+    Returns:
+        The store path.
 
     Raises:
-        StoreError: the file is missing or is not an emo store.
+        StoreLockedError: a run is writing the store (merge after it ends; it merges itself).
+        StoreError: nothing to merge (no store and no shards), or the lock cannot be created.
+        StoreWriteError: the merge failed (disk full, ...); the store and its shards are intact.
+    """
+    path = Path(path)
+    lock = _Lock(_lock_path(path))
+    lock.acquire()
+    try:
+        _remove_tmp(path)
+        return merge_store(path)
+    finally:
+        lock.release()
+
+
+class FeatureStore:
+    """Read-only view of a consolidated store; opening it never writes anything.
+
+    Shards of a run in progress or of an interrupted run are not read (the writer merges them
+    at the end of its run; ``emo store merge PATH`` merges those of an interrupted run): a
+    warning names them.
+
+    Raises:
+        StoreError: the file is missing (with pending shards: the message says to merge them)
+            or is not an emo store.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        if _finished_parts(self.path):
-            lock = _Lock(_lock_path(self.path))
-            try:
-                lock.acquire()
-            except StoreLockedError:
-                warnings.warn(f"{self.path}: a run is in progress; reading only its merged part", stacklevel=2)
-            except StoreError as e:  # e.g. a read-only copy: the lock file cannot be created
-                warnings.warn(f"{self.path}: pending shards not merged ({e}); reading only the merged part", stacklevel=2)
-            else:
-                try:
-                    _remove_tmp(self.path)
-                    merge_store(self.path)
-                finally:
-                    lock.release()
+        pending = _finished_parts(self.path)
+        if pending and not self.path.exists():
+            raise StoreError(f"feature store {self.path} has only unmerged shards ({len(pending)} in "
+                             f"{_parts_dir(self.path)}): rerun the extraction to finish it, or `emo store merge {self.path}`")
+        if pending:
+            warnings.warn(f"{self.path}: {len(pending)} shard(s) not merged yet (a run in progress, or an interrupted "
+                          f"run: `emo store merge {self.path}`); reading only the merged part", stacklevel=2)
         if not self.path.exists():
             raise StoreError(f"feature store {self.path} not found: run `emo extract` for this encoder first")
         try:
