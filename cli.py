@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from emo.extract.cli import extract, score_cmd, store_app
+from emo.extract.cli import extract, store_app
 from emo.extract.models import app as models_app
 from emo.fuse.cli import app as fuse_app
 from emo.lexicon.cli import app as lexicon_app
+from emo.pipeline import score_cmd
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -1,4 +1,9 @@
-"""`emo score`: apply a trained run to new files or folders.
+"""The pipeline: both stages together. Owns `emo score` (extract + a trained fusion run).
+
+This module sits above :mod:`emo.extract` and :mod:`emo.fuse` (dependencies point one way:
+lexicon <- extract <- fuse <- pipeline <- cli).
+
+`emo score`: apply a trained run to new files or folders.
 
 Extracts exactly the features the run was trained on (same encoders, sources and
 layers; frame-level features for the encoders a ``--frames`` run reads as sequences),
@@ -12,10 +17,12 @@ import csv
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+import typer
 
+from emo.exitcodes import ExitCode
 from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
 
 
@@ -150,3 +157,32 @@ def score(paths: list[str | os.PathLike], run_dir: str | os.PathLike, out_csv: s
             w.writerow(row)
     os.replace(tmp_csv, out_csv)
     return {"n": len(samples), "ok": len(ok), "failed": failed, "out": str(out_csv)}
+
+
+def score_cmd(
+    paths: list[Path] = typer.Argument(..., help="Media files and/or folders (searched recursively)."),
+    run: Path = typer.Option(..., "--run", help="Run directory written by `emo fuse train`."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output CSV."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    cache: Optional[Path] = typer.Option(None, help="Keep extracted features here (default: temporary)."),
+    face_detector: str = typer.Option("mtcnn", help="mtcnn or haar, for runs with face features."),
+    mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Score new files with a trained run: name, predicted label, one probability column per class.
+
+    Broken files get an error row and are listed in the summary; exit status 2 when any failed.
+    """
+    from emo.fuse.run import RunError
+
+    try:
+        res = score(paths, run, out, device=device, cache=cache, face_detector=face_detector,
+                    mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress)
+    except (RunError, ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR)
+    typer.echo(f"scored {res['ok']}/{res['n']} files -> {res['out']}")
+    for n, e in res["failed"].items():
+        typer.echo(f"  failed {n}: {e}")
+    if res["failed"]:
+        raise typer.Exit(ExitCode.PARTIAL)
