@@ -402,7 +402,7 @@ class Extractor:
             raise StrictError(f"[{r.encoder}] {error}")
 
     def _process_window(self, decoded: list[Decoded], todo, writers, reports) -> None:
-        faces: dict[str, np.ndarray] = {}
+        faces: dict[str, Any] = {}  # sample name -> FaceTrack
         face_errors: dict[str, str] = {}
         if any(e.modality == "face" for e in self.encoders):
             with_frames = [d for d in decoded if d.frames is not None]
@@ -410,11 +410,11 @@ class Extractor:
                 try:
                     tracks = self._face_cropper().process([d.frames for d in with_frames])
                     for d, t in zip(with_frames, tracks):
-                        faces[d.sample.name] = t.crops
+                        faces[d.sample.name] = t
                 except Exception:  # detector failure on the batch: retry clip by clip
                     for d in with_frames:
                         try:
-                            faces[d.sample.name] = self._face_cropper().process([d.frames])[0].crops
+                            faces[d.sample.name] = self._face_cropper().process([d.frames])[0]
                         except Exception as e2:
                             face_errors[d.sample.name] = f"{d.sample.media}: face detection failed ({type(e2).__name__}: {e2})"
             for d in decoded:
@@ -432,7 +432,7 @@ class Extractor:
                     items.append(AudioInput(name, d.audio))
                 elif enc.modality == "face":
                     if name in faces:
-                        items.append(FaceInput(name, faces[name]))
+                        items.append(FaceInput(name, faces[name].crops, n_frames=int(faces[name].n_frames)))
                     else:
                         self._fail(w, r, name, face_errors.get(name) or d.frames_error or f"{name}: no video frames")
                 else:
@@ -471,6 +471,9 @@ class Extractor:
             self._fail(w, r, batch[0].name, f"{enc.name} failed: {msg}")
             return
         for item, o in zip(batch, outs):
+            if isinstance(item, FaceInput):  # face-frame coverage per clip, for `emo store info`
+                o.info.setdefault("face_frames", int(len(item.crops)))
+                o.info.setdefault("frames_sampled", int(item.n_frames))
             try:
                 w.add(item.name, o)
             except StoreWriteError:  # disk full / read-only: fatal, the store stays intact

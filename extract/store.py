@@ -17,6 +17,8 @@ Schema (the same in the store and in every shard)::
                             layer for every sample is one sequential read
     frames/offsets   (N+1,) int64, only with --frames: sample i is rows offsets[i]:offsets[i+1]
     frames/<key>     (sum T, D) frame-level features, same dtype
+    info/<key>       (N,)   int32 per-sample counts, -1 where unknown; face stores: face_frames
+                            (sampled frames with a face) and frames_sampled (frames examined)
     failed/names     (M,)   samples that failed, with
     failed/errors    (M,)   the error message (file and reason)
 
@@ -61,7 +63,8 @@ from emo.extract.types import FLAGS, Encoded
 SCHEMA = 1
 STR = h5py.string_dtype("utf-8")
 #: Provenance keys that must match for a rerun to append to an existing store.
-IDENTITY_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "layers", "frames", "dtype")
+IDENTITY_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "layers", "frames", "dtype",
+                 "face_detector", "face_weights_hash", "face_size", "face_template")
 
 
 class StoreError(RuntimeError):
@@ -188,11 +191,12 @@ def _write_file(
     layers: dict[str, np.ndarray] | Iterable[tuple[str, Any]],
     failed: dict[str, str],
     frames: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
+    info: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write one complete store/shard file to ``path`` via ``path.tmp`` + fsync + rename."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        _write_file_tmp(tmp, attrs, names, flags, layers, failed, frames)
+        _write_file_tmp(tmp, attrs, names, flags, layers, failed, frames, info=info)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -202,12 +206,14 @@ def _write_file(
     _fsync_dir(path.parent)
 
 
-def _write_file_tmp(tmp: Path, attrs, names, flags, layers, failed, frames) -> None:
+def _write_file_tmp(tmp: Path, attrs, names, flags, layers, failed, frames, info=None) -> None:
     with h5py.File(tmp, "w") as f:
         for k, v in attrs.items():
             f.attrs[k] = v
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
         f.create_dataset("flags", data=flags.astype(np.uint8))
+        for key, arr in (info or {}).items():
+            f.create_dataset(f"info/{key}", data=np.asarray(arr, dtype=np.int32))
         g = f.create_group("layers")
         for key, arr in layers.items() if isinstance(layers, dict) else layers:
             arr = np.asarray(arr)
@@ -421,6 +427,7 @@ class StoreWriter:
         self._buf_layers: dict[str, list[np.ndarray]] = {k: [] for k in self.layers}
         self._buf_frames: dict[str, list[np.ndarray]] = {k: [] for k in self.layers}
         self._buf_failed: dict[str, str] = {}
+        self._buf_info: list[dict[str, int]] = []
 
     # -- appending ------------------------------------------------------------
     def add(self, name: str, enc: Encoded) -> None:
@@ -452,6 +459,7 @@ class StoreWriter:
             fr = {k: np.asarray(enc.frames[k], dtype=np.float32).astype(self.dtype) for k in self.layers}
         self._buf_names.append(name)
         self._buf_flags.append(flags_to_mask(enc.flags))
+        self._buf_info.append({str(k): int(v) for k, v in (getattr(enc, "info", None) or {}).items()})
         for k in self.layers:
             self._buf_layers[k].append(rows[k])
             if self.frames:
@@ -516,18 +524,21 @@ class StoreWriter:
             offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
             frames = (offsets, {k: (np.concatenate(self._buf_frames[k]) if n else np.zeros((0, 0), self.dtype)) for k in self.layers})
         attrs = {**self.attrs, "dims": json.dumps(self.dims), "created": _now()}
+        keys = sorted({k for d in self._buf_info for k in d})
+        info = {k: np.array([d.get(k, -1) for d in self._buf_info], dtype=np.int32) for k in keys}
         part = _parts_dir(self.path) / f"part-{os.getpid()}-{self._seq:06d}.h5"
         self._seq += 1
         try:
             part.parent.mkdir(parents=True, exist_ok=True)  # finalize() removes it; a writer may go on after
-            _write_file(part, attrs, self._buf_names, np.array(self._buf_flags, dtype=np.uint8), layers, self._buf_failed, frames)
+            _write_file(part, attrs, self._buf_names, np.array(self._buf_flags, dtype=np.uint8), layers, self._buf_failed, frames,
+                        info=info)
         except OSError as e:
             self._write_error = StoreWriteError(
                 f"cannot write shard {part}: {_io_reason(e)}; the store and the samples finished before "
                 f"are intact, the last {n} are not stored: fix the cause and rerun to resume"
             )
             raise self._write_error from None
-        self._buf_names, self._buf_flags, self._buf_failed = [], [], {}
+        self._buf_names, self._buf_flags, self._buf_failed, self._buf_info = [], [], {}, []
         self._buf_layers = {k: [] for k in self.layers}
         self._buf_frames = {k: [] for k in self.layers}
         self._buf_since = None
@@ -585,6 +596,7 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
     dims: dict[str, int] = {}
     frame_dims: dict[str, int] = {}  # may differ from the utterance dimension (e.g. MFCC frames)
     frame_lens: list[np.ndarray] = []
+    info_parts: list[tuple[int, dict[str, np.ndarray]]] = []  # (rows kept, info key -> kept values)
     base_attrs: dict[str, Any] = {}
     for src in sources:
         with h5py.File(src, "r") as f:
@@ -599,6 +611,7 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
                 names.append(n_src[i])
             flags.append(fl[rows])
             keep.append((src, np.array(rows, dtype=np.int64)))
+            info_parts.append((len(rows), {k: ds[()][rows] for k, ds in f["info"].items()} if "info" in f else {}))
             for n, e in zip(_read_strings(f["failed/names"]), _read_strings(f["failed/errors"])):
                 failed[n] = e
             if "frames" in f:
@@ -612,10 +625,13 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
     layer_keys = json.loads(out_attrs["layers"])
     dtype = np.dtype(out_attrs.get("dtype", "float16"))
     has_frames = bool(out_attrs.get("frames"))
+    info_keys = sorted({k for _, d in info_parts for k in d})
+    info = {k: np.concatenate([d.get(k, np.full(n, -1, np.int32)) for n, d in info_parts]).astype(np.int32)
+            if info_parts else np.zeros(0, np.int32) for k in info_keys}
     tmp = path.with_name(path.name + ".tmp")
     try:
         _merge_into(tmp, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype,
-                    frame_lens if has_frames else None, frame_dims)
+                    frame_lens if has_frames else None, frame_dims, info=info)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -640,7 +656,7 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
 
 
 def _merge_into(tmp: Path, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype,
-                frame_lens: list[np.ndarray] | None, frame_dims: dict[str, int]) -> None:
+                frame_lens: list[np.ndarray] | None, frame_dims: dict[str, int], info=None) -> None:
     """Write the merged file: datasets are created first, then each source is opened once and
     its kept rows are copied into every layer (and frame) dataset."""
     n = len(names)
@@ -649,6 +665,8 @@ def _merge_into(tmp: Path, out_attrs, names, flags, keep, failed, dims, layer_ke
             f.attrs[k] = v
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
         f.create_dataset("flags", data=np.concatenate(flags) if flags else np.zeros(0, np.uint8))
+        for key, arr in (info or {}).items():
+            f.create_dataset(f"info/{key}", data=arr)
         out_layers = {}
         for key in layer_keys:
             d = dims.get(key, 0)
@@ -746,6 +764,7 @@ class FeatureStore:
                 self.layers: list[str] = json.loads(self.attrs["layers"])
                 self.dims: dict[str, int] = {k: int(f["layers"][k].shape[1]) for k in self.layers}
                 self.has_frames = "frames" in f
+                self._info = {k: ds[()].astype(np.int64) for k, ds in f["info"].items()} if "info" in f else {}
         except OSError as e:
             raise StoreError(f"{self.path} cannot be opened as HDF5 ({e})") from e
         self.index = {n: i for i, n in enumerate(self.names)}
@@ -761,6 +780,34 @@ class FeatureStore:
         """Boolean (N,) array: which samples carry ``flag``."""
         idx = self._rows(names)
         return (self._flags[idx] & (1 << FLAGS.index(flag))) != 0
+
+    def flag_counts(self) -> dict[str, int]:
+        """Samples carrying each flag, ``{flag: count}`` over :data:`~emo.extract.types.FLAGS`."""
+        return {f: int(((self._flags & (1 << i)) != 0).sum()) for i, f in enumerate(FLAGS)}
+
+    @property
+    def info_keys(self) -> list[str]:
+        """Names of the per-sample count columns (``face_frames``, ``frames_sampled`` in face stores)."""
+        return sorted(self._info)
+
+    def info(self, key: str, names: list[str] | None = None) -> np.ndarray | None:
+        """Per-sample counts of column ``key`` (int64 (N,), -1 where unknown), in ``names`` order
+        (default: store order); ``None`` when the store has no such column (e.g. written before it existed)."""
+        if key not in self._info:
+            return None
+        return self._info[key][self._rows(names)]
+
+    def face_coverage(self) -> dict[str, Any] | None:
+        """Face-frame coverage of a face store: frames sampled, frames with a face, their ratio, and
+        clips where no frame had a face; ``None`` for other stores or stores written without the counts."""
+        faces, sampled = self.info("face_frames"), self.info("frames_sampled")
+        if faces is None or sampled is None:
+            return None
+        ok = (faces >= 0) & (sampled >= 0)
+        total, with_face = int(sampled[ok].sum()), int(faces[ok].sum())
+        return {"clips": int(ok.sum()), "frames_sampled": total, "frames_with_face": with_face,
+                "coverage": round(with_face / total, 4) if total else None,
+                "clips_without_face": int((faces[ok] == 0).sum())}
 
     def _rows(self, names: list[str] | None) -> np.ndarray:
         if names is None:
@@ -823,8 +870,15 @@ class FeatureStore:
 
     def summary(self) -> dict[str, Any]:
         """Provenance and counts, for ``emo store info``."""
-        return {
+        out = {
             "path": str(self.path), "samples": len(self.names), "failed": len(self.failed),
             "layers": self.layers, "dims": self.dims, "frames": self.has_frames,
-            **{k: self.attrs.get(k) for k in ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "dtype", "emo_version", "created")},
+            **{k: self.attrs.get(k) for k in ("encoder", "modality", "source", "weights_hash", "pooling", "sample_rate", "fps",
+                                              "dtype", "emo_version", "created")},
+            "flags": self.flag_counts(),
         }
+        if self.attrs.get("modality") == "face" or "face_detector" in self.attrs:
+            out["face_detector"] = self.attrs.get("face_detector")
+            out["face_weights_hash"] = self.attrs.get("face_weights_hash")
+            out["face_frames"] = self.face_coverage()
+        return out

@@ -36,6 +36,8 @@ class FaceInput:
 
     name: str
     crops: np.ndarray
+    #: frames sampled from the clip before face detection (``crops`` holds those with a face); 0 = unknown
+    n_frames: int = 0
 
 
 @dataclass
@@ -58,11 +60,14 @@ class Encoded:
         frames: optional layer key -> frame sequence, float32, shape (T, D).
         flags: recorded conditions that are not errors, e.g. ``{"no_face"}``,
             ``{"no_text"}`` (the vectors are then zeros).
+        info: per-sample counts kept in the store's ``info/<key>`` columns, e.g. ``face_frames``
+            (sampled frames with a face) and ``frames_sampled`` (set by the engine for face encoders).
     """
 
     layers: dict[str, np.ndarray]
     frames: dict[str, np.ndarray] | None = None
     flags: set[str] = field(default_factory=set)
+    info: dict[str, int] = field(default_factory=dict)
 
 
 #: Flags a store records per sample: flag ``FLAGS[i]`` is bit ``i`` (value ``1 << i``) of the

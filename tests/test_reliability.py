@@ -9,6 +9,7 @@ is proofs/crash_resume.py and the full bad-input corpus proof is proofs/bad_inpu
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import signal
@@ -406,6 +407,17 @@ def test_no_face_and_grayscale_with_face_encoder(shared, tmp_path):
     s = FeatureStore(out / "folder" / "resnet50.h5")
     assert s.flags("no_face") == {"no_face"} and "no_face" not in s.flags("gray")
     assert np.all(np.isfinite(s.read()))
+    # the detector and the per-clip face-frame counts are stored and shown by `emo store info`
+    faces, sampled = s.info("face_frames", ["no_face", "gray"]), s.info("frames_sampled", ["no_face", "gray"])
+    assert faces[0] == 0 and 0 < faces[1] <= sampled[1] and sampled[0] > 0
+    r = CliRunner().invoke(app, ["store", "info", str(out / "folder" / "resnet50.h5")])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["face_detector"] == "haar" and info["fps"] == 2.0 and info["modality"] == "face"
+    assert info["flags"] == {"no_face": 1, "no_text": 0, "silent": 0, "truncated": 0}
+    cov = info["face_frames"]
+    assert cov["clips"] == 2 and cov["clips_without_face"] == 1 and cov["frames_with_face"] == int(faces.sum())
+    assert cov["frames_sampled"] == int(sampled.sum()) and cov["coverage"] == round(faces.sum() / sampled.sum(), 4)
 
 
 # --- label files ---------------------------------------------------------------------------------
