@@ -31,6 +31,7 @@ import numpy as np
 import typer
 
 from emo.exitcodes import ExitCode
+from emo.extract.datasets import dataset_names
 from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
 
 
@@ -351,7 +352,7 @@ def score_cmd(
     run: Path = typer.Option(..., "--run", help="Run directory written by `emo fuse train`."),
     out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output CSV."),
     transcripts: Optional[Path] = typer.Option(None, "--transcripts", help="CSV with columns name,transcript (names: file stems), for runs with text features."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Score a dataset through its adapter (its names and transcripts) instead of files; with --root."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=f"Score a dataset through its adapter ({', '.join(dataset_names())}: its names and transcripts) instead of files; with --root."),
     root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root, with --dataset."),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="With --dataset: transcript column (e.g. chinese, english)."),
     features_dir: Optional[Path] = typer.Option(None, "--features-dir", help="Reuse these emo extract stores (DIR/ENCODER.h5, or DIR/DATASET/ with --dataset) for files they hold, when their provenance matches the run."),
