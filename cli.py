@@ -14,10 +14,11 @@ import typer
 
 from emo import __version__
 from emo.exitcodes import TABLE
-from emo.extract.cli import extract, score_cmd, store_app
+from emo.extract.cli import extract, store_app
 from emo.extract.models import app as models_app
 from emo.fuse.cli import app as fuse_app
 from emo.lexicon.cli import app as lexicon_app
+from emo.pipeline import score_cmd
 
 
 def markup_mode() -> Optional[str]:

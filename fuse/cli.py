@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,50 +10,24 @@ import typer
 app = typer.Typer(no_args_is_help=True, help="Train fusion heads on cached features.")
 
 
-def _features_with_layers(features: list[str], layers: list[str], features_dir: Path, dataset: str) -> list[str]:
-    """Attach ``--layers`` to feature specs.
-
-    One ``--layers``: it applies to the only ``--features`` without explicit layers whose store has
-    several layers (``--features egemaps --features hubert_large --layers 16-21``). Several
-    ``--layers``: each applies to the ``--features`` given just before it on the command line.
+def _features_with_layers(features: list[str], layers: list[str]) -> list[str]:
+    """Attach ``--layers`` to the feature spec. Layers belong in the spec (``--features
+    hubert_large:16-21``); ``--layers`` is a shorthand allowed only with exactly one ``--features``
+    that names no layers itself, so there is never a question which encoder it means.
 
     Raises:
-        typer.BadParameter: ambiguous or misplaced ``--layers``.
+        typer.BadParameter: ``--layers`` with several ``--features``, given twice, or with a spec that has layers.
     """
-    from emo.extract.store import FeatureStore, store_path
     from emo.fuse.data import parse_feature_spec
 
-    out = list(features)
     if not layers:
-        return out
-    if len(layers) == 1:
-        cand = []
-        for j, f in enumerate(out):
-            spec = parse_feature_spec(f)
-            if spec.layers is None:
-                p = store_path(features_dir, dataset, spec.name)
-                n = len(FeatureStore(p).layers) if p.exists() else 0
-                if n > 1 or len(out) == 1:
-                    cand.append(j)
-        if len(cand) != 1:
-            raise typer.BadParameter(f"--layers {layers[0]}: {'no' if not cand else 'more than one'} multi-layer --features "
-                                     "without layers to apply it to; write the layers into the spec (hubert_large:16-21)")
-        out[cand[0]] = f"{out[cand[0]]}:{layers[0]}"
-        return out
-    argv = sys.argv[1:]
-    pos_f = [i for i, a in enumerate(argv) if a == "--features" or a.startswith("--features=")]
-    pos_l = [i for i, a in enumerate(argv) if a == "--layers" or a.startswith("--layers=")]
-    if len(pos_f) != len(features) or len(pos_l) != len(layers):
-        raise typer.BadParameter("with several --layers, write the layers into each spec (hubert_large:16-21)")
-    for spec, lp in zip(layers, pos_l):
-        prev = [j for j, fp in enumerate(pos_f) if fp < lp]
-        if not prev:
-            raise typer.BadParameter(f"--layers {spec} comes before any --features")
-        j = prev[-1]
-        if parse_feature_spec(out[j]).layers is not None:
-            raise typer.BadParameter(f"--features {out[j]} already names layers; drop --layers {spec}")
-        out[j] = f"{out[j]}:{spec}"
-    return out
+        return list(features)
+    if len(layers) > 1 or len(features) != 1:
+        raise typer.BadParameter("--layers applies only to a single --features; with several, write the layers "
+                                 "into each spec (--features hubert_large:16-21 --features egemaps)")
+    if parse_feature_spec(features[0]).layers is not None:
+        raise typer.BadParameter(f"--features {features[0]} already names layers; drop --layers {layers[0]}")
+    return [f"{features[0]}:{layers[0]}"]
 
 
 @app.command()
@@ -63,7 +36,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="Experiment file (YAML or JSON) with option values, or a run's config.json to reproduce that run; options given on the command line override it."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name (the folder under --features-dir). Required (here or in --config)."),
     features: List[str] = typer.Option([], "--features", help="Encoder spec NAME[=SOURCE][:LAYERS]; repeatable. Required (here or in --config)."),
-    layers: List[str] = typer.Option([], "--layers", help="Layer spec (16-21) for the only multi-layer --features (or, repeated, the --features before it)."),
+    layers: List[str] = typer.Option([], "--layers", help="Layer spec (16-21) when exactly one --features is given; otherwise put layers in each spec (hubert_large:16-21)."),
     features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
     head: str = typer.Option("afg", "--head", help="afg | attention | transformer | mlp | linear"),
     structure: int = typer.Option(1, "--structure", help="AFG structure 1, 2 or 3 (MER 2023 paper, Fig. 1)."),
@@ -128,7 +101,7 @@ def train(
         raise typer.BadParameter(f"--out {values['out']} is the run being reproduced; give a new run directory")
     v = values
     try:
-        specs = _features_with_layers(list(v["features"]), list(v["layers"]), v["features_dir"], v["dataset"])
+        specs = _features_with_layers(list(v["features"]), list(v["layers"]))
     except (FeatureError, StoreError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None

@@ -158,9 +158,9 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     from emo.extract.datasets.base import read_manifest
     from emo.extract.layers import LayerSpecError, parse_layers
     from emo.extract.store import FeatureStore, store_path
-    from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, _modality, parse_feature_spec, store_layers, targets
     from emo.fuse.config import TrainConfig
     from emo.fuse.cv import train_cv
+    from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, parse_feature_spec, store_layers, store_modality, targets
     from emo.fuse.inputs import FeatureInput
     from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, make_folds, predefined_split
 
@@ -244,7 +244,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         need = [k for k in keys if any(k in c.window for c in todo)]
         x = store.read(need, names)  # (N, L_needed, D), only the layers the remaining cells use
         col = {k: j for j, k in enumerate(need)}
-        modality = _modality(spec.name, store.attrs)
+        modality = store_modality(spec.name, store.attrs)
         dim = int(store.dims[need[0]])
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}", unit="cell",
                    disable=not progress, dynamic_ncols=True)
@@ -392,13 +392,14 @@ def sweep_cmd(
 
     from emo.exitcodes import ExitCode
     from emo.extract.datasets.base import DatasetError
+    from emo.extract.spec import spec_name
     from emo.extract.store import StoreError
     from emo.fuse.config import TrainConfig
     from emo.fuse.data import FeatureError
     from emo.fuse.options import command_line
     from emo.fuse.protocols import ProtocolError
 
-    name = features.split("=")[0].split(":")[0]
+    name = spec_name(features)
     out = out or Path("runs") / f"sweep-{dataset}-{name}-w{window}-{head}"
     cfg = TrainConfig(head=head, task=task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
                       batch_size=batch_size, patience=patience, seeds=seeds, seed=seed, normalize=normalize,

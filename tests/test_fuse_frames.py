@@ -279,7 +279,7 @@ def test_score_extracts_frames_for_a_frames_run(tmp_path):
     from emo.extract.engine import Extractor
     from emo.extract.registry import parse_encoder_spec
     from emo.fuse.run import load_run
-    from emo.fuse.score import score
+    from emo.pipeline import score
 
     rng = np.random.default_rng(3)
     sr, data = 16000, tmp_path / "chirps"

@@ -122,7 +122,7 @@ def test_cli_fuse_train(tmp_path):
     feats = make_dataset(tmp_path)
     out = tmp_path / "runs" / "cli"
     r = CliRunner().invoke(app, ["fuse", "train", "--dataset", "synth", "--features-dir", str(feats), "--features", "egemaps",
-                                 "--features", "hubert_large", "--layers", "1-3", "--head", "afg", "--task", "discrete",
+                                 "--features", "hubert_large:1-3", "--head", "afg", "--task", "discrete",
                                  "--folds", "3", "--normalize", "global", "--out", str(out), *FAST])
     assert r.exit_code == 0, r.output
     assert "mean ± std" in r.output and "uar" in r.output
@@ -130,6 +130,23 @@ def test_cli_fuse_train(tmp_path):
     assert conf["feature_specs"] == ["egemaps=src-egemaps", "hubert_large=src-hubert_large:1-3"]
     assert conf["protocol"]["folds"] == "3" and conf["command"][:3] == ["emo", "fuse", "train"]
     assert len(json.loads((out / "metrics.json").read_text())["folds"]) == 3
+
+
+
+def test_cli_layers_only_with_a_single_features(tmp_path):
+    """--layers is unambiguous: it applies to the one --features; with several it is refused (no argv guessing)."""
+    from emo.cli import app
+
+    feats = make_dataset(tmp_path)
+    base = ["fuse", "train", "--dataset", "synth", "--features-dir", str(feats), "--folds", "3", *FAST]
+    r = CliRunner().invoke(app, [*base, "--features", "egemaps", "--features", "hubert_large", "--layers", "1-3",
+                                 "--out", str(tmp_path / "r1")])
+    assert r.exit_code == 2 and "write the layers into each spec" in r.output
+    r = CliRunner().invoke(app, [*base, "--features", "hubert_large:1-2", "--layers", "1-3", "--out", str(tmp_path / "r2")])
+    assert r.exit_code == 2 and "already names layers" in r.output
+    r = CliRunner().invoke(app, [*base, "--features", "hubert_large", "--layers", "2-3", "--out", str(tmp_path / "r3")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "r3" / "config.json").read_text())["feature_specs"] == ["hubert_large=src-hubert_large:2-3"]
 
 
 def test_cli_refuses_mismatched_stores_unless_intersect(tmp_path):

@@ -94,6 +94,27 @@ class DatasetAdapter:
         return out
 
 
+#: adapter name -> class, filled by :func:`register_dataset` (read it through
+#: :func:`emo.extract.datasets.adapters`, which imports every adapter module first).
+ADAPTERS: dict[str, type[DatasetAdapter]] = {}
+
+
+def register_dataset(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
+    """Class decorator: register a :class:`DatasetAdapter` under its ``name`` (``--dataset NAME``).
+
+    Raises:
+        ValueError: empty name, or the name is taken by another class.
+    """
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__}: a registered dataset adapter needs a name")
+    old = ADAPTERS.get(cls.name)
+    if old is not None and old is not cls and old.__qualname__ != cls.__qualname__:
+        raise ValueError(f"dataset {cls.name!r} is registered twice ({old.__module__}.{old.__qualname__} and "
+                         f"{cls.__module__}.{cls.__qualname__})")
+    ADAPTERS[cls.name] = cls
+    return cls
+
+
 def inside_root(root: Path, rel: str, what: str) -> Path:
     """Resolve ``rel`` under ``root`` and refuse paths that escape it (``../``, absolute paths).
 

@@ -12,12 +12,14 @@ from emo.extract.datasets.base import (
     inside_root,
     parse_float,
     read_csv,
+    register_dataset,
 )
 
 _LABEL_COLUMNS = ("discrete", "emotion", "label")
 _TEXT_COLUMNS = ("transcript", "text", "sentence", "utterance")
 
 
+@register_dataset
 class Folder(DatasetAdapter):
     """Every media file under ``root`` (recursive). The sample name is the path relative
     to the root without its suffix (``cremad/1001_DFA_ANG_XX``).
