@@ -256,7 +256,7 @@ def test_ensemble_of_real_training_runs_and_cli(tmp_path):
     res = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
     assert res["command"].startswith("emo fuse ensemble")
     assert res["weights"][str(tmp_path / "run0")] >= 0.8  # layer 0 carries the labels, layer 1 is noise
-    assert res["validation"]["n"] == 120 and "fused (eq. 10-11)" in r.output
+    assert res["validation"]["n"] == 120 and "fused, nested (eq. 10-11)" in r.output
     r = CliRunner().invoke(app, ["fuse", "ensemble", str(tmp_path / "run0"), "--out", str(tmp_path / "e2")])
     assert r.exit_code == 2 and "at least two" in r.output
 
