@@ -142,3 +142,7 @@ app.command("sweep")(sweep_cmd)
 from emo.fuse.ensemble import ensemble_cmd  # noqa: E402  (numpy and typer only)
 
 app.command("ensemble")(ensemble_cmd)
+
+from emo.fuse.compare import compare_cmd  # noqa: E402  (numpy and typer only)
+
+app.command("compare")(compare_cmd)
