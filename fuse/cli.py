@@ -98,8 +98,9 @@ def train(
     from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
     from emo.fuse.data import FeatureError
+    from emo.fuse.config import TrainConfig
     from emo.fuse.protocols import ProtocolError
-    from emo.fuse.train import TrainConfig, results_table
+    from emo.fuse.report import results_table
     from emo.fuse.train import train as train_run
 
     try:

@@ -5,7 +5,7 @@ per layer, see :class:`emo.extract.store.FeatureStore`) into float32 arrays (N, 
 with the labels of the dataset manifest (``samples.csv``). With ``frames=True``, encoders whose
 store holds frame-level features (``emo extract --frames``) are loaded as :class:`Frames`
 (variable-length sequences (T_i, L, D), stored packed) instead, for the LSTM frame encoders of
-:class:`emo.fuse.decoders.FusionModel`.
+:class:`emo.fuse.model.FusionModel`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from emo.extract.datasets.base import Sample
+from emo.fuse.inputs import FeatureInput
 
 #: Provenance attributes copied from each store into a run's config.
 PROVENANCE_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "modality", "dtype", "emo_version", "created")
@@ -208,9 +209,10 @@ class FeatureSet:
         names: sample names, length N.
         blocks: encoder name → float32 array (N, L, D) of the selected layers, in ``inputs`` order,
             or, for frame-level inputs, :class:`Frames` (sequences (T_i, L, D)).
-        inputs: one dict per encoder: ``name``, ``modality``, ``layers``, ``dim`` (per frame for
-            frame-level inputs), ``frames`` (bool: frame-level), ``spec`` (the ``emo extract
-            --encoder`` spec with layers) and ``provenance`` (store attributes incl. ``weights_hash``).
+        inputs: one :class:`emo.fuse.inputs.FeatureInput` per encoder: ``name``, ``modality``,
+            ``layers``, ``dim`` (per frame for frame-level inputs), ``frames`` (bool: frame-level),
+            ``spec`` (the ``emo extract --encoder`` spec with layers) and ``provenance`` (store
+            attributes incl. ``weights_hash``).
         samples: the manifest :class:`Sample` of each row.
         classes: discrete class order from the manifest (``None`` when the dataset has none).
         dataset: dataset name.
@@ -218,7 +220,7 @@ class FeatureSet:
 
     names: list[str]
     blocks: dict[str, np.ndarray]
-    inputs: list[dict[str, Any]]
+    inputs: list[FeatureInput]
     samples: list[Sample]
     classes: list[str] | None
     dataset: str = ""
@@ -355,8 +357,7 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
         prov = {k: st.attrs[k] for k in PROVENANCE_KEYS if k in st.attrs}
         src = st.attrs.get("source") or None
         full = str(FeatureSpec(spec.name, src, tuple(layers) if (spec.layers or len(st.layers) > 1) else None))
-        inputs.append({"name": spec.name, "modality": _modality(spec.name, st.attrs), "layers": layers,
-                       "dim": dim, "frames": seq, "spec": full, "provenance": prov})
+        inputs.append(FeatureInput(spec.name, _modality(spec.name, st.attrs), layers, dim, seq, full, prov))
     return FeatureSet(names, blocks, inputs, [by_name[n] for n in names], meta.get("classes"), meta.get("dataset", dataset), dropped)
 
 

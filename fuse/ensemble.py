@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from emo.fuse.run import write_csv, write_json
+from emo.fuse.atomic import write_csv, write_json
 
 #: Default selection metric per task.
 DEFAULT_METRIC = {"discrete": "waf", "discrete+valence": "mer2023_score", "valence": "valence_mse", "vad": "vad_mse"}
@@ -382,7 +382,7 @@ def _labels(p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 
 def _metrics(outs: dict[str, np.ndarray], y: dict[str, np.ndarray], mask: np.ndarray, n_classes: int) -> dict[str, Any]:
-    from emo.fuse.train import evaluate
+    from emo.fuse.metrics import evaluate
 
     m = evaluate({k: v[mask] for k, v in outs.items()}, {k: v[mask] for k, v in y.items()}, n_classes)
     return {k: v for k, v in m.items() if k != "confusion"}

@@ -2,7 +2,7 @@
 layers, of one encoder, across folds, with a resumable on-disk cell cache.
 
 A *cell* is one (layer window, fold) pair: a head trained on the window's layers with
-:func:`emo.fuse.train.train_cv` on that fold only. Each finished cell is written to
+:func:`emo.fuse.cv.train_cv` on that fold only. Each finished cell is written to
 ``<out>/cells/<window>-fold<k>.json`` (``<window>-seed<r>.json`` for ``--folds split``) together
 with a key hashing everything that determines it (store provenance, layers, fold indices,
 training settings); a rerun reuses every cell whose key matches and trains only the rest, and
@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import typer
 
-from emo.fuse.run import write_csv, write_json
+from emo.fuse.atomic import write_csv, write_json
 
 #: Default selection metric per task (higher is better unless :func:`lower_is_better`).
 DEFAULT_METRIC = {"discrete": "waf", "valence": "valence_ccc", "vad": "vad_ccc", "discrete+valence": "mer2023_score"}
@@ -133,7 +133,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         layers: layer spec (``"0-24"``) or list of keys; overrides the spec's layers; default all stored.
         window, stride: see :func:`layer_windows`. A window's layers enter the head as separate
             tokens (the linear probe concatenates them, AFG attends over them).
-        cfg: :class:`emo.fuse.train.TrainConfig` (default: :data:`SWEEP_DEFAULTS`).
+        cfg: :class:`emo.fuse.config.TrainConfig` (default: :data:`SWEEP_DEFAULTS`).
         protocol: ``"K"``, ``"speaker"`` or ``"split"`` (see module docstring).
         metric: the score plotted and used to select a window (default :func:`default_metric` of the task).
         out: output directory (``cells/``, ``sweep.csv``, ``sweep.json``, ``sweep.png``).
@@ -159,8 +159,10 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     from emo.extract.layers import LayerSpecError, parse_layers
     from emo.extract.store import FeatureStore, store_path
     from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, _modality, parse_feature_spec, store_layers, targets
-    from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, predefined_split
-    from emo.fuse.train import TrainConfig, make_folds, train_cv
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.cv import train_cv
+    from emo.fuse.inputs import FeatureInput
+    from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, make_folds, predefined_split
 
     cfg = cfg or TrainConfig(**SWEEP_DEFAULTS)
     cfg.validate()
@@ -250,7 +252,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         for c in todo:
             fold = fold_of[c.rep]
             blocks = {spec.name: x[:, [col[k] for k in c.window]]}
-            inputs = [{"name": spec.name, "modality": modality, "layers": list(c.window), "dim": dim}]
+            inputs = [FeatureInput(spec.name, modality, list(c.window), dim)]
             ccfg = replace(cell_cfg, seed=cfg.seed + c.rep) if protocol == "split" else cell_cfg
             res = train_cv(blocks, inputs, y, [fold], ccfg, n_classes, fs.speakers, test_idx)
             fr = res.folds[0]
@@ -389,8 +391,8 @@ def sweep_cmd(
     from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
     from emo.fuse.data import FeatureError
+    from emo.fuse.config import TrainConfig
     from emo.fuse.protocols import ProtocolError
-    from emo.fuse.train import TrainConfig
 
     name = features.split("=")[0].split(":")[0]
     out = out or Path("runs") / f"sweep-{dataset}-{name}-w{window}-{head}"

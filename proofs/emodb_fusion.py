@@ -49,8 +49,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from emo.extract.store import store_path
+    from emo.fuse.config import TrainConfig
     from emo.fuse.ensemble import ensemble
-    from emo.fuse.train import TrainConfig, train
+    from emo.fuse.train import train
 
     shared = Path(args.shared)
     feats, runs = Path(args.features), Path(args.runs)

@@ -49,9 +49,10 @@ def main() -> None:
     from emo.extract.datasets.meld import MELD, MELD_CLASSES
     from emo.extract.engine import Extractor
     from emo.extract.registry import parse_encoder_spec
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.cv import train_cv
     from emo.fuse.data import load_features, targets
     from emo.fuse.protocols import Fold
-    from emo.fuse.train import TrainConfig, train_cv
 
     torch.set_num_threads(os.cpu_count() or 1)
     shared = Path(args.shared)

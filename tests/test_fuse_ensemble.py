@@ -245,7 +245,8 @@ def test_ensemble_of_real_training_runs_and_cli(tmp_path):
     from typer.testing import CliRunner
 
     from emo.cli import app
-    from emo.fuse.train import TrainConfig, train
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.train import train
 
     root, _ = make_dataset(tmp_path / "feat", n=120, n_layers=2, informative=(0,))
     cfg = TrainConfig(head="linear", seeds=1, epochs=15, patience=4, lr=1e-2, batch_size=64, normalize="global")
@@ -266,7 +267,8 @@ def test_split_runs_tune_on_dev_and_report_test(tmp_path):
     to it), and the out-of-fold rows (the test partition) are only fused and reported."""
     from test_fuse_sweep import make_dataset
 
-    from emo.fuse.train import TrainConfig, train
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.train import train
 
     splits = ["train"] * 90 + ["dev"] * 30 + ["test"] * 30
     root, _ = make_dataset(tmp_path / "feat", n=150, n_layers=2, informative=(1,), splits=splits)

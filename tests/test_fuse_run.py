@@ -52,9 +52,10 @@ FAST = ["--epochs", "8", "--patience", "8", "--hidden", "16", "--seeds", "2", "-
 
 
 def test_train_writes_run_and_load_run_reproduces_predictions(tmp_path):
+    from emo.fuse.config import TrainConfig
     from emo.fuse.data import load_features
     from emo.fuse.run import load_run
-    from emo.fuse.train import TrainConfig, train
+    from emo.fuse.train import train
 
     feats = make_dataset(tmp_path)
     cfg = TrainConfig(head="afg", structure=3, epochs=8, patience=8, hidden=16, seeds=2, lr=1e-2, normalize="speaker")
@@ -93,9 +94,10 @@ def test_train_writes_run_and_load_run_reproduces_predictions(tmp_path):
 
 
 def test_predefined_test_set_is_scored_by_averaged_fold_models(tmp_path):
+    from emo.fuse.config import TrainConfig
     from emo.fuse.data import load_features
     from emo.fuse.run import load_run
-    from emo.fuse.train import TrainConfig, train
+    from emo.fuse.train import train
 
     feats = make_dataset(tmp_path, splits=True)
     cfg = TrainConfig(head="attention", task="discrete+valence", decoder="jdev", loss_weighting="uncertainty",
