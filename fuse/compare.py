@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import typer
 
-from emo.fuse.stats import N_BOOT, StatsError, bootstrap_ci, paired_bootstrap
+from emo.fuse.stats import N_BOOT, StatsError, bootstrap_ci, class_metric, paired_bootstrap
 
 #: Metrics the comparison and interval commands understand, per output kind.
 CLASS_METRICS = ("uar", "waf", "accuracy")
@@ -124,18 +124,7 @@ def metric_fn(ev: EvalRows, metric: str, order: np.ndarray | None = None) -> Cal
         n = len(ev.classes)
 
         def f(rows: np.ndarray) -> float:
-            yt, yp = y[rows], p[rows]
-            conf = np.bincount(yt * n + yp, minlength=n * n).reshape(n, n).astype(np.float64)
-            support, tp = conf.sum(1), np.diag(conf)
-            present = support > 0
-            if metric == "accuracy":
-                return float(tp.sum() / len(rows))
-            recall = tp[present] / support[present]
-            if metric == "uar":
-                return float(recall.mean())
-            pred_n = conf.sum(0)[present]
-            f1 = np.divide(2 * tp[present], support[present] + pred_n, out=np.zeros(int(present.sum())), where=(support[present] + pred_n) > 0)
-            return float(f1 @ (support[present] / support[present].sum()))
+            return class_metric(y[rows], p[rows], n, metric)
         return f
     if metric in VALENCE_METRICS:
         if ev.valence is None:

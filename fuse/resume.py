@@ -90,13 +90,14 @@ class FoldCache:
         out: the run directory the training will write.
         fingerprint: JSON-serialisable dict of everything that changes a fold's numbers.
         restart: discard any partial folds instead of resuming.
+        part: a sub-directory of the partial directory (one per repeat: ``seed-S``).
 
     Raises:
         ResumeError: a partial run with a different fingerprint exists (and ``restart`` is false).
     """
 
-    def __init__(self, out: str | Path, fingerprint: dict[str, Any], restart: bool = False) -> None:
-        self.dir = partial_dir(out)
+    def __init__(self, out: str | Path, fingerprint: dict[str, Any], restart: bool = False, part: str | None = None) -> None:
+        self.dir = partial_dir(out) if part is None else partial_dir(out) / part
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
         fp = self.dir / "fingerprint.json"
         if self.dir.is_symlink():
@@ -139,7 +140,8 @@ class FoldCache:
                 tensors[f"test.{j}.{name}"] = np.ascontiguousarray(a)
         meta = {"seeds": str(len(states)), "test_seeds": str(len(test_outputs))}
         _atomic(self.dir / f"fold-{k}.safetensors", lambda t: save_file(tensors, t, metadata=meta))
-        _atomic(self.dir / f"fold-{k}.json", lambda t: Path(t).write_text(json.dumps(row), encoding="utf-8"))
+        text = json.dumps(row, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+        _atomic(self.dir / f"fold-{k}.json", lambda t: Path(t).write_text(text, encoding="utf-8"))
 
     def load(self, k: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[dict[str, np.ndarray]], dict[str, Any]]:
         """What :meth:`save` kept for fold ``k``: (states as torch tensors, outputs, test outputs, row)."""

@@ -116,3 +116,26 @@ def mean_std(values: list[float]) -> dict[str, float]:
     if not len(v) or not np.isfinite(v).all():
         raise StatsError(f"mean ± std needs finite values, got {values}")
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+
+
+def class_metric(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, metric: str) -> float:
+    """UAR, WAF or accuracy of int class indices (N,) from one confusion matrix (``np.bincount``);
+    the same definitions as :func:`emo.fuse.metrics.classification_metrics` (classes present in
+    ``y_true``), about 50x faster than scikit-learn for the thousands of bootstrap replicates.
+
+    Raises:
+        StatsError: unknown metric.
+    """
+    conf = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes).astype(np.float64)
+    support, tp = conf.sum(1), np.diag(conf)
+    present = support > 0
+    if metric == "accuracy":
+        return float(tp.sum() / len(y_true))
+    if metric == "uar":
+        return float((tp[present] / support[present]).mean())
+    if metric == "waf":
+        pred_n = conf.sum(0)[present]
+        den = support[present] + pred_n
+        f1 = np.divide(2 * tp[present], den, out=np.zeros(int(present.sum())), where=den > 0)
+        return float(f1 @ (support[present] / support[present].sum()))
+    raise StatsError(f"unknown classification metric {metric!r}")

@@ -36,3 +36,67 @@ def test_incomplete_fold_does_not_count(tmp_path):
     c = FoldCache(tmp_path / "r", {"a": 1})
     (c.dir / "fold-3.safetensors").write_bytes(b"partial")  # killed before the json was written
     assert not c.has(3) and c.finished() == []
+
+
+def _cfg():
+    from emo.fuse.config import TrainConfig
+
+    return TrainConfig(head="mlp", hidden=16, epochs=6, patience=6, seeds=2, lr=0.01, batch_size=16)
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch):
+    """A run killed after two finished folds continues from the third and writes the same predictions
+    (bitwise) as an uninterrupted run; the finished folds are not retrained."""
+    import emo.fuse.cv as cv
+    from emo.fuse.train import train
+    from test_fuse_run import make_dataset
+
+    feats = make_dataset(tmp_path)
+    ref, _ = train(feats, "synth", ["hubert_large:1-3"], _cfg(), protocol="speaker", out=tmp_path / "ref")
+
+    real_fit, calls = cv.fit_model, {"n": 0}
+
+    def dying_fit(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 4:  # 2 folds x 2 seeds finished, then the kill
+            raise KeyboardInterrupt
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(cv, "fit_model", dying_fit)
+    with pytest.raises(KeyboardInterrupt):
+        train(feats, "synth", ["hubert_large:1-3"], _cfg(), protocol="speaker", out=tmp_path / "run")
+    assert not (tmp_path / "run").exists() and len(list(partial_dir(tmp_path / "run").glob("*/fold-*.json"))) == 2
+    monkeypatch.setattr(cv, "fit_model", real_fit)
+    lines: list[str] = []
+    res, _ = train(feats, "synth", ["hubert_large:1-3"], _cfg(), protocol="speaker", out=tmp_path / "run", progress=lines.append)
+    assert sum("resumed" in ln for ln in lines) == 2
+    assert np.array_equal(res.oof["index"], ref.oof["index"]) and np.array_equal(res.oof["probs"], ref.oof["probs"])
+    assert (tmp_path / "ref" / "predictions.csv").read_text() == (tmp_path / "run" / "predictions.csv").read_text()
+    assert not partial_dir(tmp_path / "run").exists()  # cleaned up once the run directory is written
+
+    monkeypatch.setattr(cv, "fit_model", dying_fit)
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        train(feats, "synth", ["hubert_large:1-3"], _cfg(), protocol="speaker", out=tmp_path / "run2")
+    from dataclasses import replace
+    with pytest.raises(ResumeError, match="training.lr"):
+        train(feats, "synth", ["hubert_large:1-3"], replace(_cfg(), lr=0.02), protocol="speaker", out=tmp_path / "run2")
+
+
+def test_repeats_report_mean_std_and_interval(tmp_path):
+    import json
+
+    from emo.fuse.train import train
+    from test_fuse_run import make_dataset
+
+    feats = make_dataset(tmp_path)
+    res, config = train(feats, "synth", ["hubert_large:1-3"], _cfg(), protocol="5", out=tmp_path / "rep", repeats=3)
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    uar = m["repeats"]["metrics"]["uar"]
+    assert uar["n"] == 3 and len(set(uar["values"])) > 1  # different seeds and folds give different draws
+    assert uar["mean"] == pytest.approx(np.mean(uar["values"])) and uar["values"][0] == pytest.approx(res.pooled["uar"], abs=1e-6)
+    ci = m["interval"]
+    assert ci["metric"] == "uar" and ci["group"] == "speaker" and ci["low"] <= ci["estimate"] <= ci["high"]
+    assert ci["estimate"] == pytest.approx(uar["mean"])
+    subs = sorted(p.name for p in (tmp_path / "rep" / "repeats").iterdir())
+    assert subs == ["seed-1000", "seed-2000"] and (tmp_path / "rep" / "repeats" / "seed-1000" / "predictions.csv").is_file()

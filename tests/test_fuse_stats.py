@@ -95,3 +95,17 @@ def test_compare_cli(tmp_path):
     assert "A - B = +" in r.output and (tmp_path / "cmp.json").is_file()
     r = CliRunner().invoke(app, ["fuse", "compare", str(a), str(tmp_path / "nope")])
     assert r.exit_code == 2 and "neither a run directory" in r.output
+
+
+def test_class_metric_equals_scikit_learn():
+    from emo.fuse.metrics import classification_metrics
+    from emo.fuse.stats import class_metric
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        y = rng.integers(0, 5, 60)
+        y[y == 3] = 4  # a class absent from y_true
+        p = rng.integers(0, 5, 60)
+        ref = classification_metrics(y, p, 5)
+        for m in ("uar", "waf", "accuracy"):
+            assert class_metric(y, p, 5, m) == pytest.approx(ref[m], abs=1e-12)
