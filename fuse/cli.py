@@ -90,6 +90,8 @@ def train(
     frame_pooling: str = typer.Option("mean", "--frame-pooling", help="With --frames: mean (of the LSTM outputs over the valid frames) | last (final hidden states)."),
     align: str = typer.Option("strict", "--align", help="strict | intersect (for stores with different samples)"),
     out: Path = typer.Option(..., "--out", help="Run directory to write (runs/NAME)."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="Independent reseeded repetitions of the whole cross-validation: mean ± std and a 95% group-bootstrap interval (others in OUT/repeats/)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard the finished folds of an interrupted run with this --out instead of continuing it."),
 ) -> None:
     """Train a fusion head with cross-validation and write a run directory.
 
@@ -122,17 +124,22 @@ def train(
                 "--folds", folds, *[a for t in test_split for a in ("--test-split", t)], "--normalize", normalize,
                 "--seed", str(seed), "--seeds", str(seeds), "--epochs", str(epochs), "--patience", str(patience), "--lr", str(lr),
                 "--weight-decay", str(weight_decay), "--label-smoothing", str(label_smoothing), "--batch-size", str(batch_size), "--hidden", str(hidden),
-                "--dropout", str(dropout), "--device", device, "--threads", str(threads), "--align", align, "--out", str(out)]
+                "--dropout", str(dropout), "--device", device, "--threads", str(threads), "--align", align, "--out", str(out),
+                "--repeats", str(repeats)]
     if frames:
         command += ["--frames", "--bidirectional" if frame_bidirectional else "--unidirectional", "--frame-pooling", frame_pooling]
     try:
-        result, _ = train_run(features_dir, dataset, specs, cfg, protocol=folds, out=out, align=align,
+        result, run_config = train_run(features_dir, dataset, specs, cfg, protocol=folds, out=out, align=align,
                               test_splits=list(test_split) or None, command=command,
-                              progress=lambda line: typer.echo(line, err=True))
+                              progress=lambda line: typer.echo(line, err=True), repeats=repeats, restart=restart)
     except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(results_table(result, task))
+    if repeats > 1:
+        from emo.fuse.report import repeats_table
+
+        typer.echo(repeats_table(run_config["repeats_summary"]))
     typer.echo(f"run written to {out}")
 
 

@@ -100,3 +100,21 @@ def test_repeats_report_mean_std_and_interval(tmp_path):
     assert ci["estimate"] == pytest.approx(uar["mean"])
     subs = sorted(p.name for p in (tmp_path / "rep" / "repeats").iterdir())
     assert subs == ["seed-1000", "seed-2000"] and (tmp_path / "rep" / "repeats" / "seed-1000" / "predictions.csv").is_file()
+
+
+def test_cli_repeats_prints_interval(tmp_path):
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+    from test_fuse_run import make_dataset
+
+    feats = make_dataset(tmp_path)
+    args = ["fuse", "train", "--dataset", "synth", "--features-dir", str(feats), "--features", "egemaps", "--head", "mlp",
+            "--hidden", "8", "--epochs", "3", "--patience", "3", "--seeds", "1", "--folds", "3", "--repeats", "2",
+            "--out", str(tmp_path / "r")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "over 2 repeats" in r.output and "bootstrap interval of uar" in r.output
+    # each fold's metrics printed once: in the table, not in the progress lines
+    progress = [ln for ln in r.output.splitlines() if ln.startswith("fold ")]
+    assert len(progress) == 6 and not any(m in ln for ln in progress for m in ("uar", "waf", "accuracy"))
