@@ -116,5 +116,5 @@ def test_cli_repeats_prints_interval(tmp_path):
     assert r.exit_code == 0, r.output
     assert "over 2 repeats" in r.output and "bootstrap interval of uar" in r.output
     # each fold's metrics printed once: in the table, not in the progress lines
-    progress = [ln for ln in r.output.splitlines() if ln.startswith("fold ")]
+    progress = [ln for ln in r.output.splitlines() if "trained in" in ln]
     assert len(progress) == 6 and not any(m in ln for ln in progress for m in ("uar", "waf", "accuracy"))
