@@ -66,6 +66,8 @@ def train(
     frame_pooling: str = typer.Option("mean", "--frame-pooling", help="With --frames: mean (of the LSTM outputs over the valid frames) | last (final hidden states)."),
     align: str = typer.Option("strict", "--align", help="strict | intersect (for stores with different samples)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (runs/NAME). Required (here or in --config)."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="Independent reseeded repetitions of the whole cross-validation: mean ± std and a 95% group-bootstrap interval (others in OUT/repeats/)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard the finished folds of an interrupted run with this --out instead of continuing it."),
 ) -> None:
     """Train a fusion head with cross-validation and write a run directory.
 
@@ -112,14 +114,18 @@ def train(
         raise typer.BadParameter(str(e)) from None
     command = command_line(ctx, {**v, "features": specs, "layers": []}, skip=("config",))
     try:
-        result, _ = train_run(v["features_dir"], v["dataset"], specs, cfg, protocol=v["folds"], out=v["out"], align=v["align"],
+        result, run_config = train_run(v["features_dir"], v["dataset"], specs, cfg, protocol=v["folds"], out=v["out"], align=v["align"],
                               test_splits=list(v["test_split"]) or None, command=command,
-                              progress=lambda line: typer.echo(line, err=True))
+                              progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"])
     except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
     out = v["out"]
     typer.echo(results_table(result, cfg.task))
+    if v["repeats"] > 1:
+        from emo.fuse.report import repeats_table
+
+        typer.echo(repeats_table(run_config["repeats_summary"]))
     typer.echo(f"run written to {out}")
 
 
@@ -134,3 +140,7 @@ app.command("ensemble")(ensemble_cmd)
 from emo.fuse.report import report_cmd  # noqa: E402  (numpy only; matplotlib loads inside the command)
 
 app.command("report")(report_cmd)
+
+from emo.fuse.compare import compare_cmd  # noqa: E402  (numpy and typer only)
+
+app.command("compare")(compare_cmd)

@@ -52,7 +52,8 @@ class CVResult:
 
 def train_cv(blocks: dict[str, np.ndarray], inputs: Iterable[FeatureInput | Mapping[str, Any]], y: dict[str, np.ndarray], folds: list[Fold],
              cfg: TrainConfig, n_classes: int = 0, speakers: list[str | None] | None = None,
-             test_idx: np.ndarray | None = None, progress: Callable[[str], None] | None = None) -> CVResult:
+             test_idx: np.ndarray | None = None, progress: Callable[[str], None] | None = None,
+             fold_cache: Any = None) -> CVResult:
     """Cross-validated training on preloaded arrays (the Python API behind ``emo fuse train``; cheap
     enough to call in a loop for sweeps).
 
@@ -68,6 +69,8 @@ def train_cv(blocks: dict[str, np.ndarray], inputs: Iterable[FeatureInput | Mapp
         speakers: speaker per row (needed for ``normalize="speaker"``).
         test_idx: rows of a predefined held-out test set; the fold models' outputs are averaged on it.
         progress: optional callable receiving one line per finished fold.
+        fold_cache: optional :class:`emo.fuse.resume.FoldCache`: folds it holds are loaded instead of
+            trained, and every newly finished fold is saved to it (resumable training).
 
     Returns:
         :class:`CVResult`.
@@ -82,12 +85,12 @@ def train_cv(blocks: dict[str, np.ndarray], inputs: Iterable[FeatureInput | Mapp
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
     try:
-        return _train_cv(blocks, as_inputs(inputs), y, folds, cfg, n_classes, speakers, test_idx, progress)
+        return _train_cv(blocks, as_inputs(inputs), y, folds, cfg, n_classes, speakers, test_idx, progress, fold_cache)
     finally:
         torch.set_num_threads(prev_threads)
 
 
-def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, speakers, test_idx, progress) -> CVResult:
+def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, speakers, test_idx, progress, fold_cache=None) -> CVResult:
     import torch
 
     from emo.fuse.data import Frames, Normalizer
@@ -131,9 +134,20 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
             xs = torch_inputs(norm.transform(blocks, speakers), inputs, cfg.device)
         sel = lambda rows: [x[torch.as_tensor(rows)] for x in xs]  # noqa: E731
         ysel = lambda rows: {k: y[k][rows] for k in needed}  # noqa: E731
+        if fold_cache is not None and fold_cache.has(fi):  # finished before a kill: reuse, do not retrain
+            fold_states, out, fold_test, row = fold_cache.load(fi)
+            diags.append(row.pop("diagnostics", {}))
+            oof_parts.append((fold.test, fi, out))
+            states.append(fold_states)
+            norms.append(norm)
+            test_outs.extend(fold_test)
+            fold_rows.append({**row, "resumed": True})
+            if progress:
+                progress(f"fold {fi + 1}/{len(folds)} {fold.name}: finished in an earlier run (resumed)")
+            continue
         cw = class_weight_balanced(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None
         xtr, xva, xte = sel(fold.train), sel(fold.val), sel(fold.test)
-        fold_states, outs, infos = [], [], []
+        fold_states, outs, infos, fold_test = [], [], [], []
         for s in range(cfg.seeds):
             model, info = fit_model(xtr, ysel(fold.train), xva, ysel(fold.val), cfg, model_args, cfg.seed + s, cw)
             fold_states.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
@@ -142,7 +156,8 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
             if s == 0:
                 diag = diagnostics(model, xtr)
             if test_idx is not None and len(test_idx):
-                test_outs.append(predict_model(model, sel(test_idx)))
+                fold_test.append(predict_model(model, sel(test_idx)))
+        test_outs.extend(fold_test)
         out = average_outputs(outs)
         metrics = evaluate(out, ysel(fold.test), n_classes)
         diag["fits"] = infos
@@ -152,8 +167,10 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
         norms.append(norm)
         row = {**fold.as_dict(), "metrics": metrics, "epochs": [i["epochs"] for i in infos], "seconds": round(time.perf_counter() - t0, 3)}
         fold_rows.append(row)
-        if progress:
-            progress(f"{fold.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        if fold_cache is not None:
+            fold_cache.save(fi, fold_states, out, fold_test, {**row, "diagnostics": diag})
+        if progress:  # the metrics are in the final table; one short line per fold here (printed once)
+            progress(f"fold {fi + 1}/{len(folds)} {fold.name}: trained in {row['seconds']:.1f} s")
     idx = np.concatenate([p[0] for p in oof_parts])
     oof = {"index": idx, "fold": np.concatenate([np.full(len(p[0]), p[1]) for p in oof_parts])}
     for k in oof_parts[0][2]:

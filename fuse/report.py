@@ -215,3 +215,15 @@ def report_cmd(run: Path) -> None:
         typer.echo(f"error: {run}: not a readable emo run directory ({e})", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
     typer.echo(f"wrote {write_report(run, config, metrics)}")
+
+
+def repeats_table(summary: dict[str, Any]) -> str:
+    """Plain-text lines for ``--repeats``: mean ± std over the repeats of each pooled metric, then the
+    95 % group-bootstrap interval of the repeat-averaged primary metric (see :func:`emo.fuse.train.repeats_summary`)."""
+    keys = [k for k in ("uar", "accuracy", "waf", "valence_mse", "valence_ccc", "vad_mse", "vad_ccc", "mer2023_score") if k in summary["metrics"]]
+    lines = [f"over {summary['n']} repeats (pooled out-of-fold, mean ± std): " +
+             ", ".join(f"{k} {summary['metrics'][k]['mean']:.4f} ± {summary['metrics'][k]['std']:.4f}" for k in keys)]
+    ci = summary["interval"]
+    lines.append(f"{int(ci['level'] * 100)}% bootstrap interval of {ci['metric']} (repeat mean, {ci['n_boot']} replicates over "
+                 f"{ci['n_groups']} {ci['group']} groups): {ci['estimate']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]")
+    return "\n".join(lines)

@@ -13,7 +13,7 @@ against the single ``emo.fuse.train`` module.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,9 +31,27 @@ __all__ = ["TrainConfig", "CVResult", "train_cv", "train", "fit_model", "predict
            "make_folds", "results_table"]
 
 
+#: Seed offset between repeats (``--repeats``): repeat r trains with seed ``seed + REPEAT_STRIDE * r``,
+#: so its per-fold seeds (``seed + s`` for ``s < seeds``) never overlap another repeat's.
+REPEAT_STRIDE = 1000
+
+
+def fingerprint(config: dict[str, Any], folds: list, test_idx: np.ndarray | None) -> dict[str, Any]:
+    """Everything that changes a fold's numbers: the run config without its record-only keys
+    (``command``, torch ``threads``) plus a hash of every fold's rows (see :mod:`emo.fuse.resume`)."""
+    from emo.fuse.resume import rows_hash
+
+    fp = {k: v for k, v in config.items() if k not in ("command",)}
+    fp["training"] = {k: v for k, v in config["training"].items() if k != "threads"}
+    fp["fold_rows"] = [[f.name, rows_hash(f.train), rows_hash(f.val), rows_hash(f.test)] for f in folds]
+    fp["test_rows"] = None if test_idx is None else rows_hash(test_idx)
+    return fp
+
+
 def train(features_dir: str | Path, dataset: str, features: list[str], cfg: TrainConfig, protocol: str = "5",
           out: str | Path | None = None, align: str = "strict", test_splits: list[str] | None = None,
-          command: list[str] | None = None, progress: Callable[[str], None] | None = None) -> tuple[CVResult, dict[str, Any]]:
+          command: list[str] | None = None, progress: Callable[[str], None] | None = None,
+          repeats: int = 1, resume: bool = True, restart: bool = False) -> tuple[CVResult, dict[str, Any]]:
     """Load features and labels, build the protocol's folds, :func:`train_cv`, and write the run directory.
 
     Args:
@@ -42,33 +60,125 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         out: run directory (``None``: write nothing). align: ``strict``/``intersect``.
         test_splits: partitions held out as the test set (default for ``split``: ``["test"]``).
         command: argv recorded in the config.
+        repeats: N independent repetitions of the whole cross-validation (seed ``seed + 1000 r``;
+            k-fold assignments and inner validation splits are redrawn). Repeat 0 is the run
+            written to ``out``; the others go to ``out/repeats/seed-S/`` (complete run directories),
+            and ``out/metrics.json`` gains ``repeats`` (mean ± std of each pooled metric) and
+            ``interval`` (95 % group-bootstrap interval of the repeat-averaged pooled metric,
+            :mod:`emo.fuse.stats`).
+        resume: keep each finished fold in ``<parent>/.<out>.partial/`` (:mod:`emo.fuse.resume`) and
+            continue from there when rerun with the same configuration. restart: discard it first.
 
     Returns:
-        (result, config).
+        (result of repeat 0, its config).
+
+    Raises:
+        emo.fuse.resume.ResumeError: a partial run with a different configuration exists (named).
     """
     from emo.fuse.data import load_features, targets
+    from emo.fuse.resume import FoldCache, partial_dir
 
     cfg.validate()
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
     fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
     y, mask = targets(fs.samples, cfg.task, fs.classes)
     rows = np.flatnonzero(mask)
     if test_splits is None:
         test_splits = ["test"] if protocol == "split" else []
-    folds, test_idx = make_folds(protocol, fs, y, rows, cfg.seed, test_splits)
-    cfg = cfg.resolve(max((len(f.train) for f in folds), default=0))  # the run records the settings used
-    disc = cfg.task in ("discrete", "discrete+valence")
-    n_classes = len(fs.classes) if disc else 0
-    result = train_cv(fs.blocks, fs.inputs, y, folds, cfg, n_classes, fs.speakers, test_idx, progress)
-    config = {
-        "command": command, "dataset": fs.dataset, "features_dir": str(features_dir),
-        "feature_specs": [inp.spec for inp in fs.inputs], "inputs": [inp.to_dict() for inp in fs.inputs],
-        "task": cfg.task, "classes": fs.classes if disc else None,
-        "model": cfg.model_args(fs.inputs, n_classes), "training": asdict(cfg),
-        "protocol": {"folds": protocol, "seed": cfg.seed, "align": align, "test_splits": test_splits,
-                     "n_samples": len(fs.names), "n_labelled": int(mask.sum()),
-                     "inner_validation": "one training speaker" if protocol == "speaker" else
-                     ("dev partition or 10% of train" if protocol == "split" else "stratified 10% of the training folds")},
-    }
+    if out is not None and restart and partial_dir(out).exists():
+        import shutil
+
+        shutil.rmtree(partial_dir(out))
+    runs = []
+    for r in range(repeats):
+        cfg_r = replace(cfg, seed=cfg.seed + REPEAT_STRIDE * r)
+        folds, test_idx = make_folds(protocol, fs, y, rows, cfg_r.seed, test_splits)
+        cfg_r = cfg_r.resolve(max((len(f.train) for f in folds), default=0))  # the run records the settings used
+        disc = cfg_r.task in ("discrete", "discrete+valence")
+        n_classes = len(fs.classes) if disc else 0
+        config = {
+            "command": command, "dataset": fs.dataset, "features_dir": str(features_dir),
+            "feature_specs": [inp.spec for inp in fs.inputs], "inputs": [inp.to_dict() for inp in fs.inputs],
+            "task": cfg_r.task, "classes": fs.classes if disc else None,
+            "model": cfg_r.model_args(fs.inputs, n_classes), "training": asdict(cfg_r),
+            "protocol": {"folds": protocol, "seed": cfg_r.seed, "align": align, "test_splits": test_splits,
+                         "n_samples": len(fs.names), "n_labelled": int(mask.sum()),
+                         "inner_validation": "one training speaker" if protocol == "speaker" else
+                         ("dev partition or 10% of train" if protocol == "split" else "stratified 10% of the training folds")},
+        }
+        if repeats > 1:
+            config["repeat"] = {"index": r, "of": repeats, "seed": cfg_r.seed}
+        cache = FoldCache(out, fingerprint(config, folds, test_idx), part=f"seed-{cfg_r.seed}") if (out is not None and resume) else None
+        if progress and repeats > 1:
+            progress(f"repeat {r + 1}/{repeats} (seed {cfg_r.seed})")
+        result = train_cv(fs.blocks, fs.inputs, y, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
+        runs.append((result, config, folds))
+    result, config, folds = runs[0]
     if out is not None:
         save_run(out, config, result, fs.names, folds, y)
+        for res_r, cfg_dict, folds_r in runs[1:]:
+            save_run(Path(out) / "repeats" / f"seed-{cfg_dict['protocol']['seed']}", cfg_dict, res_r, fs.names, folds_r, y)
+        if repeats > 1:
+            summary = repeats_summary([r[0] for r in runs], fs, y, config)
+            config["repeats_summary"] = summary
+            _add_to_metrics(Path(out) / "metrics.json", summary)
+        if resume:
+            import shutil
+
+            shutil.rmtree(partial_dir(out), ignore_errors=True)
+    elif repeats > 1:
+        config["repeats_summary"] = repeats_summary([r[0] for r in runs], fs, y, config)
     return result, config
+
+
+def repeats_summary(results: list[CVResult], fs, y: dict[str, np.ndarray], config: dict[str, Any]) -> dict[str, Any]:
+    """Mean ± std over repeats of each scalar pooled metric, and a 95 % group-bootstrap interval of
+    the repeat-averaged pooled primary metric (UAR for classification, else valence CCC / VAD CCC).
+
+    The resampling unit is the speaker when every evaluated sample has one (the held-out speaker
+    for leave-one-speaker-out), else the sample (:mod:`emo.fuse.stats`)."""
+    from emo.fuse.metrics import evaluate as _evaluate
+    from emo.fuse.stats import bootstrap_ci, class_metric, mean_std
+
+    keys = [k for k, v in results[0].pooled.items() if isinstance(v, float)]
+    out: dict[str, Any] = {"n": len(results), "metrics": {}}
+    for k in keys:
+        vals = [r.pooled[k] for r in results]
+        out["metrics"][k] = {**mean_std(vals), "values": [round(v, 6) for v in vals]}
+    primary = "uar" if "uar" in keys else ("valence_ccc" if "valence_ccc" in keys else ("vad_ccc" if "vad_ccc" in keys else keys[0]))
+    idx = np.sort(results[0].oof["index"])
+    n_classes = len(config["classes"]) if config.get("classes") else 0
+    aligned = []
+    for r in results:
+        pos = np.empty(int(r.oof["index"].max()) + 1, dtype=np.int64)
+        pos[r.oof["index"]] = np.arange(len(r.oof["index"]))
+        order = pos[idx]
+        aligned.append({k: r.oof[k][order] for k in ("probs", "valence", "vad") if k in r.oof})
+    ys = {k: v[idx] for k, v in y.items() if k in ("discrete", "valence", "vad") and (k != "discrete" or n_classes)}
+    spk = [fs.speakers[i] for i in idx] if fs.speakers is not None else [None]
+    groups, unit = (np.asarray(spk, dtype=object), "speaker") if all(s is not None for s in spk) else (idx.astype(str), "sample")
+
+    if primary in ("uar", "waf", "accuracy"):
+        preds = [a["probs"].argmax(1) for a in aligned]
+
+        def metric(rows: np.ndarray) -> float:  # fast path: one bincount per repeat and replicate
+            return float(np.mean([class_metric(ys["discrete"][rows], pr[rows], n_classes, primary) for pr in preds]))
+    else:
+        def metric(rows: np.ndarray) -> float:
+            return float(np.mean([_evaluate({k: a[k][rows] for k in a}, {k: v[rows] for k, v in ys.items()}, n_classes)[primary]
+                                  for a in aligned]))
+    ci = bootstrap_ci(metric, groups, n_boot=1000, seed=0)
+    out["interval"] = {"metric": primary, "group": unit, **ci}
+    return out
+
+
+def _add_to_metrics(path: Path, summary: dict[str, Any]) -> None:
+    import json
+
+    from emo.fuse.run import write_json
+
+    m = json.loads(path.read_text(encoding="utf-8"))
+    m["repeats"] = {k: v for k, v in summary.items() if k != "interval"}
+    m["interval"] = summary["interval"]
+    write_json(path, m)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from emo.extract.datasets.base import (
-    MEDIA_SUFFIXES,
     DatasetAdapter,
     DatasetError,
     Sample,
@@ -13,6 +13,7 @@ from emo.extract.datasets.base import (
     parse_float,
     read_csv,
     register_dataset,
+    walk_media,
 )
 
 _LABEL_COLUMNS = ("discrete", "emotion", "label")
@@ -35,7 +36,7 @@ class Folder(DatasetAdapter):
     name = "folder"
 
     def load(self) -> list[Sample]:
-        files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+        files = walk_media(self.root)  # follows directory links (once each), names by the path inside the root
         samples: dict[str, Sample] = {}
         for p in files:
             rel = p.relative_to(self.root).with_suffix("").as_posix()
@@ -65,7 +66,7 @@ class Folder(DatasetAdapter):
             where = f"{path} row {i}"
             if row.get("path"):
                 p = inside_root(self.root, row["path"], where)
-                key = p.relative_to(self.root.resolve()).with_suffix("").as_posix()
+                key = p.relative_to(os.path.normpath(self.root)).with_suffix("").as_posix()
             else:
                 raw = row.get("name", "")
                 if not raw:
