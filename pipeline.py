@@ -361,7 +361,7 @@ def score_cmd(
     cache: Optional[Path] = typer.Option(None, help="Keep extracted features here (default: temporary)."),
     face_detector: str = typer.Option("mtcnn", help="mtcnn or haar, for runs with face features."),
     mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = typer.Option(True, help="Show progress bars (also the model-loading bars of the Hugging Face libraries)."),
 ) -> None:
     """Score new files with a trained run: name, relative path, flags, predicted label, one probability
     column per class.
@@ -370,6 +370,7 @@ def score_cmd(
     """
     from emo.extract.datasets import DatasetError, get_dataset
     from emo.extract.faces.core import FaceError
+    from emo.extract.progress import model_loading_bars
     from emo.extract.store import StoreError
     from emo.extract.types import EncoderError
     from emo.fuse.run import RunError
@@ -385,10 +386,11 @@ def score_cmd(
         fdir = features_dir
         if fdir is not None and dataset and (fdir / dataset).is_dir():
             fdir = fdir / dataset
-        res = score(paths, run, out, device=device, cache=cache, face_detector=face_detector,
-                    mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress,
-                    transcripts=transcripts, adapter=adapter, features_dir=fdir, lexicon=lexicon,
-                    warn=lambda m: typer.echo(f"warning: {m}", err=True))
+        with model_loading_bars(progress):  # --no-progress also silences the libraries' model-loading bars
+            res = score(paths, run, out, device=device, cache=cache, face_detector=face_detector,
+                        mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress,
+                        transcripts=transcripts, adapter=adapter, features_dir=fdir, lexicon=lexicon,
+                        warn=lambda m: typer.echo(f"warning: {m}", err=True))
     except (RunError, DatasetError, StoreError, EncoderError, FaceError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None

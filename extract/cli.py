@@ -39,7 +39,7 @@ def extract(
     max_seconds: Optional[float] = typer.Option(None, help="Decode at most this many seconds per clip."),
     overwrite: bool = typer.Option(False, help="Replace existing stores instead of resuming."),
     strict: bool = typer.Option(False, help="Stop at the first per-sample error (exit 1)."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = typer.Option(True, help="Show progress bars (also the model-loading bars of the Hugging Face libraries)."),
     shard_size: int = typer.Option(64, min=1, help="Samples per shard file: a kill loses at most this many per encoder."),
     flush_seconds: float = typer.Option(60.0, help="Also write a shard at least this often (seconds); 0: only by --shard-size."),
 ) -> None:
@@ -65,6 +65,7 @@ def extract(
     from emo.extract.engine import Extractor, StrictError
     from emo.extract.faces.core import FaceError
     from emo.extract.layers import LayerSpecError
+    from emo.extract.progress import model_loading_bars
     from emo.extract.registry import UnknownEncoderError, parse_encoder_spec
     from emo.extract.types import resolve_device
     from emo.extract.store import StoreError
@@ -91,18 +92,20 @@ def extract(
                                    face_detector=face_detector, mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None,
                                    decode_workers=decode_workers, max_seconds=max_seconds, naive=naive,
                                    encoder_options=opts)
-            summary = run_distributed(config, adapter, samples, out, scheduler=scheduler, workers=workers,
-                                      shard_size=shard_size, overwrite=overwrite, progress=progress)
+            with model_loading_bars(progress):  # also in the workers (environment variable)
+                summary = run_distributed(config, adapter, samples, out, scheduler=scheduler, workers=workers,
+                                          shard_size=shard_size, overwrite=overwrite, progress=progress)
             typer.echo(summary.table())
             if summary.n_failed:
                 raise typer.Exit(ExitCode.PARTIAL)
             return
-        ex = Extractor(specs, out=out, device=device, frames=frames, fps=fps, face_detector=face_detector,
-                       mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, decode_workers=decode_workers,
-                       max_seconds=max_seconds, overwrite=overwrite, strict=strict, progress=progress,
-                       encoder_options=opts, shard_size=shard_size, flush_seconds=flush_seconds or None,
-                       decode_pool=decode_pool, naive=naive)
-        summary = ex.run(adapter, samples)
+        with model_loading_bars(progress):  # --no-progress also silences the libraries' model-loading bars
+            ex = Extractor(specs, out=out, device=device, frames=frames, fps=fps, face_detector=face_detector,
+                           mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, decode_workers=decode_workers,
+                           max_seconds=max_seconds, overwrite=overwrite, strict=strict, progress=progress,
+                           encoder_options=opts, shard_size=shard_size, flush_seconds=flush_seconds or None,
+                           decode_pool=decode_pool, naive=naive)
+            summary = ex.run(adapter, samples)
     except StrictError as e:
         typer.echo(f"error (--strict): {e}", err=True)
         raise typer.Exit(ExitCode.ERROR)
