@@ -236,11 +236,17 @@ def compare_cmd(
     out: Path = typer.Option(None, "--out", help="Also write the result as JSON here."),
 ) -> None:
     """Paired bootstrap of metric(A) - metric(B) over evaluation groups, with its 95% interval."""
+    from emo.exitcodes import ExitCode
+
+    if metric and metric not in CLASS_METRICS + VALENCE_METRICS:
+        raise typer.BadParameter(f"unknown metric {metric!r}; use one of {', '.join(CLASS_METRICS + VALENCE_METRICS)}")
+    if group not in ("auto", "fold", "speaker", "sample"):
+        raise typer.BadParameter(f"--group must be auto, fold, speaker or sample, not {group!r}")
     try:
         res = compare(run_a, run_b, metric or None, group, n_boot, seed)
-    except StatsError as e:
+    except StatsError as e:  # runs that cannot be compared (missing, different rows, labels, outputs)
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.ERROR) from None
     m = res["metric"]
     typer.echo(f"{m} A = {res['a_value']:.4f}  ({run_a})")
     typer.echo(f"{m} B = {res['b_value']:.4f}  ({run_b})")

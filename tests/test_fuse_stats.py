@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from emo.exitcodes import ExitCode
 from emo.fuse.compare import compare, interval, read_eval_rows
 from emo.fuse.stats import StatsError, bootstrap_ci, mean_std, paired_bootstrap
 
@@ -94,7 +95,9 @@ def test_compare_cli(tmp_path):
     assert r.exit_code == 0, r.output
     assert "A - B = +" in r.output and (tmp_path / "cmp.json").is_file()
     r = CliRunner().invoke(app, ["fuse", "compare", str(a), str(tmp_path / "nope")])
-    assert r.exit_code == 2 and "neither a run directory" in r.output
+    assert r.exit_code == ExitCode.ERROR and "neither a run directory" in r.output
+    r = CliRunner().invoke(app, ["fuse", "compare", str(a), str(b), "--group", "room"])
+    assert r.exit_code == ExitCode.USAGE and "--group must be" in r.output
 
 
 def test_class_metric_equals_scikit_learn():
