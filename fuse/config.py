@@ -147,6 +147,9 @@ def _from_run_config(d: Mapping[str, Any], path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigFileError(f"{path}: training setting(s) {', '.join(unknown)} unknown to this emo version")
     out.update(training)
+    rep = d.get("repeat")
+    if isinstance(rep, Mapping) and rep.get("index") == 0 and rep.get("of"):
+        out["repeats"] = int(rep["of"])  # the main run of --repeats N: reproduce all N (its repeats/seed-S are single runs)
     return out
 
 
@@ -160,7 +163,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
       repeatable options (``features``, ``test_split``; a single string is one item), optionally
       with the training settings nested under ``training:``;
     * a run's ``config.json`` (recognised by its ``training`` and ``feature_specs`` keys): the
-      options that reproduce that run (:func:`_from_run_config`), the ``--out`` excepted.
+      options that reproduce that run (:func:`_from_run_config`), the ``--out`` excepted; for
+      the main directory of a ``--repeats N`` run, all N repeats (a ``repeats/seed-S/config.json``
+      reproduces that one repeat).
 
     Values are not type-checked here (the CLI converts and validates them like typed options).
 

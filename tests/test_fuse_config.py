@@ -59,6 +59,22 @@ def test_read_config_file_yaml_json_and_errors(tmp_path):
         read_config_file(tmp_path / "missing.yaml")
 
 
+def test_run_config_json_gives_the_options_of_that_run(tmp_path):
+    run = {"dataset": "synth", "features_dir": "feats", "feature_specs": ["egemaps=src", "hubert_large=src:1-3"],
+           "protocol": {"folds": "speaker", "seed": 3, "align": "intersect", "test_splits": ["test"]},
+           "training": {"head": "afg", "seed": 3, "batch_size": 32}, "repeat": {"index": 0, "of": 4, "seed": 3}}
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(run))
+    assert read_config_file(p) == {"dataset": "synth", "features_dir": "feats", "features": run["feature_specs"], "folds": "speaker",
+                                   "align": "intersect", "test_split": ["test"], "head": "afg", "seed": 3, "batch_size": 32,
+                                   "repeats": 4}
+    p.write_text(json.dumps({**run, "repeat": {"index": 2, "of": 4, "seed": 2003}}))
+    assert "repeats" not in read_config_file(p)  # one repeat's own directory: that single run
+    p.write_text(json.dumps({**run, "training": {"head": "afg", "new_knob": 1}}))
+    with pytest.raises(ConfigFileError, match="new_knob unknown to this emo version"):
+        read_config_file(p)
+
+
 FAST = {"epochs": 6, "patience": 6, "hidden": 16, "seeds": 1, "lr": 0.01, "folds": "3", "normalize": "global"}
 
 
