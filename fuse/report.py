@@ -135,6 +135,28 @@ def save_confusion_png(path: str | Path, confusion: Any, classes: list[str], tit
     return write_with(path, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
 
 
+def _repeats_markdown(metrics: Mapping[str, Any]) -> list[str]:
+    """The ``--repeats`` section: mean ± std (sample std) over the repeats of each pooled metric and
+    the bootstrap interval of the primary metric, from ``metrics["repeats"]`` and ``metrics["interval"]``."""
+    rep = metrics.get("repeats")
+    if not isinstance(rep, Mapping) or not rep.get("metrics"):
+        return []
+    keys = [k for k in TABLE_METRICS if k in rep["metrics"]]
+    lines = ["", f"## Repeats ({rep.get('n', '?')} reseeded repetitions of the whole cross-validation)", "",
+             "The tables above are the first repeat; here the pooled out-of-fold metrics of every repeat "
+             "(mean ± sample std; each repeat's run is in `repeats/seed-S/`).", "",
+             _md_row(["metric", "mean", "std", "values"]), _md_row(["---", "---:", "---:", "---"])]
+    for k in keys:
+        m = rep["metrics"][k]
+        lines.append(_md_row([k, _num(m.get("mean")), _num(m.get("std")), ", ".join(_num(v) for v in m.get("values", []))]))
+    ci = metrics.get("interval")
+    if isinstance(ci, Mapping) and "low" in ci:
+        lines += ["", f"{int(round(float(ci.get('level', 0.95)) * 100))} % bootstrap interval of {ci.get('metric')} "
+                      f"(repeat mean, {ci.get('n_boot')} replicates over {ci.get('n_groups')} {ci.get('group')} groups): "
+                      f"{_num(ci.get('estimate'))} [{_num(ci.get('low'))}, {_num(ci.get('high'))}]"]
+    return lines
+
+
 def report_markdown(config: Mapping[str, Any], metrics: Mapping[str, Any], images: Mapping[str, str] | None = None) -> str:
     """The text of ``report.md`` from a run's ``config.json`` and ``metrics.json`` contents;
     ``images``: ``{"pooled": "confusion.png", "test": ...}`` file names to link."""
@@ -158,6 +180,7 @@ def report_markdown(config: Mapping[str, Any], metrics: Mapping[str, Any], image
     lines += ["", "## Metrics", "", metrics_markdown(metrics), ""]
     lines.append("Per fold: the fold's evaluation part, outputs averaged over its seed models. Mean ± std: over folds "
                  "(population std). Pooled: all out-of-fold predictions together.")
+    lines += _repeats_markdown(metrics)
     pooled_cm = metrics.get("pooled", {}).get("confusion")
     if classes and pooled_cm is not None:
         parts = [("pooled out-of-fold predictions", pooled_cm, images.get("pooled"))]

@@ -24,7 +24,7 @@ from emo.fuse.cv import CVResult, train_cv
 from emo.fuse.fit import average_outputs, fit_model, predict_model
 from emo.fuse.metrics import evaluate
 from emo.fuse.protocols import make_folds
-from emo.fuse.report import results_table
+from emo.fuse.report import results_table, write_report
 from emo.fuse.run import save_run
 
 __all__ = ["TrainConfig", "CVResult", "train_cv", "train", "fit_model", "predict_model", "average_outputs", "evaluate",
@@ -182,3 +182,4 @@ def _add_to_metrics(path: Path, summary: dict[str, Any]) -> None:
     m["repeats"] = {k: v for k, v in summary.items() if k != "interval"}
     m["interval"] = summary["interval"]
     write_json(path, m)
+    write_report(path.parent, json.loads((path.parent / "config.json").read_text(encoding="utf-8")), m)  # with the repeats

@@ -27,7 +27,7 @@ def test_per_class_scores_match_sklearn_and_mark_undefined():
         per_class_scores([[1, 2, 3]])
 
 
-def _toy(tmp_path, task="discrete"):
+def _toy(tmp_path, task="discrete", repeats=1):
     from test_fuse_run import make_dataset
 
     from emo.fuse.config import TrainConfig
@@ -36,7 +36,8 @@ def _toy(tmp_path, task="discrete"):
     feats = make_dataset(tmp_path, splits=True)
     out = tmp_path / "run"
     cfg = TrainConfig(head="mlp", epochs=6, patience=6, hidden=16, seeds=1, lr=1e-2, task=task)
-    train(feats, "synth", ["egemaps", "hubert_large:2"], cfg, protocol="3", out=out, test_splits=["test"], command=["emo", "x"])
+    train(feats, "synth", ["egemaps", "hubert_large:2"], cfg, protocol="3", out=out, test_splits=["test"], command=["emo", "x"],
+          repeats=repeats)
     return out
 
 
@@ -58,6 +59,16 @@ def test_every_run_gets_a_report_with_confusion_png(tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert matplotlib.image.imread(out / png).shape[0] > 300
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_report_of_a_repeated_run_has_the_repeats(tmp_path):
+    out = _toy(tmp_path, repeats=2)
+    metrics = json.loads((out / "metrics.json").read_text())
+    text = (out / "report.md").read_text()
+    u = metrics["repeats"]["metrics"]["uar"]
+    assert "## Repeats (2 reseeded repetitions" in text and f"| uar | {u['mean']:.4f} | {u['std']:.4f} |" in text
+    assert f"[{metrics['interval']['low']:.4f}, {metrics['interval']['high']:.4f}]" in text
+    assert "## Repeats" not in (out / "repeats" / "seed-1000" / "report.md").read_text()
 
 
 def test_regression_report_and_rewrite_through_a_symlink(tmp_path):
