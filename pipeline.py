@@ -25,7 +25,7 @@ import csv
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import typer
@@ -33,6 +33,9 @@ import typer
 from emo.exitcodes import ExitCode
 from emo.extract.datasets import dataset_names
 from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
+
+if TYPE_CHECKING:
+    from emo.fuse.inputs import FeatureInput
 
 
 class FileList(DatasetAdapter):
@@ -98,24 +101,24 @@ def read_transcripts(path: str | os.PathLike) -> dict[str, str]:
     return out
 
 
-def _reusable(store, inp, face_detector: str | None) -> str | None:
+def _reusable(store, inp: FeatureInput, face_detector: str | None) -> str | None:
     """Why the store cannot serve the run's input ``inp`` (``None``: it can).
 
     Same encoder, source, weights hash, pooling, sample rate, face-frame rate and dtype as the
     features the run was trained on; the run's layers stored; frames stored for a frame-level input;
     the same face detector as this scoring run.
     """
-    trained = inp.get("provenance") or {}
+    trained = inp.provenance
     for k in ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "dtype"):
         a, b = trained.get(k), store.attrs.get(k)
         if a not in (None, "") and b not in (None, "") and a != b:
             return f"{k}: store has {b!r}, the run was trained on {a!r}"
     if not trained.get("weights_hash") and store.attrs.get("weights_hash"):
         return "the run records no weights hash to compare with"
-    missing = [k for k in inp["layers"] if k not in store.layers]
+    missing = [k for k in inp.layers if k not in store.layers]
     if missing:
         return f"no layer(s) {', '.join(missing)}"
-    if inp.get("frames") and not store.has_frames:
+    if inp.frames and not store.has_frames:
         return "no frame-level features (the run reads frames)"
     det = store.attrs.get("face_detector")
     if face_detector and det and det != face_detector:
@@ -123,12 +126,12 @@ def _reusable(store, inp, face_detector: str | None) -> str | None:
     return None
 
 
-def _read(store, inp, names: list[str]):
+def _read(store, inp: FeatureInput, names: list[str]):
     """The run's layers of ``inp`` for ``names``: float32 (N, L, D), or for a frame-level input a list of
     N arrays (T_i, L, D)."""
-    if not inp.get("frames"):
-        return store.read(inp["layers"], names)
-    per_layer = [store.read_frames(k, names) for k in inp["layers"]]
+    if not inp.frames:
+        return store.read(inp.layers, names)
+    per_layer = [store.read_frames(k, names) for k in inp.layers]
     return [np.stack([seqs[i] for seqs in per_layer], axis=1) for i in range(len(names))]
 
 
@@ -196,7 +199,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
                 relpaths[smp.name] = str(smp.media)
         if not samples:
             raise ValueError(f"dataset {adapter.name} at {adapter.root} has no samples")
-    modalities = {inp["name"]: (inp.get("modality") or "") for inp in run.inputs}
+    modalities = {inp.name: inp.modality for inp in run.inputs}
     if transcripts is not None:
         text = read_transcripts(transcripts)
         known = {smp.name for smp in samples}
@@ -218,7 +221,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
                  f"({', '.join(text_inputs)}) are zeros (flag no_text)")
     device = resolve_device(device)
     specs = {s.name: s for s in (parse_encoder_spec(t) for t in run.feature_specs)}
-    fps = next((float(i["provenance"]["fps"]) for i in run.inputs if (i.get("provenance") or {}).get("fps")), 2.0)
+    fps = next((float(i.provenance["fps"]) for i in run.inputs if i.provenance.get("fps")), 2.0)
     names_all = [smp.name for smp in samples]
 
     # 1. stores to reuse, per input: the samples they already hold
@@ -226,7 +229,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
     from_store: dict[str, set[str]] = {}
     if features_dir is not None:
         for inp in run.inputs:
-            p = Path(features_dir) / f"{inp['name']}.h5"
+            p = Path(features_dir) / f"{inp.name}.h5"
             if not p.exists():
                 continue
             try:
@@ -234,12 +237,12 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             except StoreError as e:
                 note(f"{p}: not reused ({e})")
                 continue
-            why = _reusable(st, inp, face_detector if modalities.get(inp["name"]) == "face" else None)
+            why = _reusable(st, inp, face_detector if modalities.get(inp.name) == "face" else None)
             if why:
                 note(f"{p}: not reused ({why})")
                 continue
-            reuse[inp["name"]] = st
-            from_store[inp["name"]] = {n for n in names_all if n in st.index}
+            reuse[inp.name] = st
+            from_store[inp.name] = {n for n in names_all if n in st.index}
     # 2. extract the rest (grouped by the samples each encoder still needs)
     need = {n: [smp for smp in samples if smp.name not in from_store.get(n, set())] for n in specs}
     tmp = None
@@ -269,17 +272,17 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
                         failed.setdefault(n, e)
             stores = {n: FeatureStore(store_path(cache, adapter.name, n)) for n in todo}
         for inp in run.inputs:
-            st = stores.get(inp["name"])
-            trained = (inp.get("provenance") or {}).get("weights_hash")
+            st = stores.get(inp.name)
+            trained = inp.provenance.get("weights_hash")
             now = st.attrs.get("weights_hash") if st is not None else None
             if trained and now and trained != now:
-                raise RunError(f"{inp['name']}: the run was trained on features of weights {trained}, "
+                raise RunError(f"{inp.name}: the run was trained on features of weights {trained}, "
                                f"but scoring extracted {now}; score with the same checkpoint")
         ok = [smp for smp in samples if smp.name not in failed]
         names = [smp.name for smp in ok]
         feats: dict[str, Any] = {}
         for inp in run.inputs:
-            n = inp["name"]
+            n = inp.name
             have = from_store.get(n, set())
             part_a = [x for x in names if x in have]
             part_b = [x for x in names if x not in have]
@@ -293,7 +296,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
                 for x in part:
                     flags[x] |= src.flags(x)
             rows = [got[x] for x in names]
-            feats[n] = rows if inp.get("frames") else (np.stack(rows) if rows else np.zeros((0, 0, 0), np.float32))
+            feats[n] = rows if inp.frames else (np.stack(rows) if rows else np.zeros((0, 0, 0), np.float32))
         if ok:
             preds = run.predict(feats)
     finally:
