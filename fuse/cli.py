@@ -137,9 +137,21 @@ from emo.fuse.ensemble import ensemble_cmd  # noqa: E402  (numpy and typer only)
 
 app.command("ensemble")(ensemble_cmd)
 
-from emo.fuse.report import report_cmd  # noqa: E402  (numpy only; matplotlib loads inside the command)
+@app.command("report")
+def report_cmd(run: Path = typer.Argument(..., help="A run directory written by emo fuse train.")) -> None:
+    """(Re)write a run's report.md and confusion-matrix PNG from its config.json and metrics.json."""
+    import json
 
-app.command("report")(report_cmd)
+    from emo.exitcodes import ExitCode
+    from emo.fuse.report import write_report
+
+    try:
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        typer.echo(f"error: {run}: not a readable emo run directory ({e})", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    typer.echo(f"wrote {write_report(run, config, metrics)}")
 
 from emo.fuse.compare import compare_cmd  # noqa: E402  (numpy and typer only)
 

@@ -223,22 +223,6 @@ def write_report(run_dir: str | Path, config: Mapping[str, Any], metrics: Mappin
     return write_text(run_dir / "report.md", report_markdown(config, metrics, images))
 
 
-def report_cmd(run: Path) -> None:
-    """RUN: a run directory. (Re)write a run directory's report.md and confusion-matrix PNG from its config.json and metrics.json."""
-    import json
-
-    import typer
-
-    from emo.exitcodes import ExitCode
-
-    try:
-        config = json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))
-        metrics = json.loads((Path(run) / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        typer.echo(f"error: {run}: not a readable emo run directory ({e})", err=True)
-        raise typer.Exit(ExitCode.ERROR) from None
-    typer.echo(f"wrote {write_report(run, config, metrics)}")
-
 
 def repeats_table(summary: dict[str, Any]) -> str:
     """Plain-text lines for ``--repeats``: mean ± std over the repeats of each pooled metric, then the
