@@ -137,6 +137,7 @@ from emo.fuse.ensemble import ensemble_cmd  # noqa: E402  (numpy and typer only)
 
 app.command("ensemble")(ensemble_cmd)
 
+
 @app.command("report")
 def report_cmd(run: Path = typer.Argument(..., help="A run directory written by emo fuse train.")) -> None:
     """(Re)write a run's report.md and confusion-matrix PNG from its config.json and metrics.json."""
@@ -152,6 +153,7 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory written by 
         typer.echo(f"error: {run}: not a readable emo run directory ({e})", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
     typer.echo(f"wrote {write_report(run, config, metrics)}")
+
 
 from emo.fuse.compare import compare_cmd  # noqa: E402  (numpy and typer only)
 
