@@ -56,9 +56,10 @@ def merge_config_file(ctx: typer.Context, values: dict[str, Any], file_values: M
         if raw is None:
             out[name] = None
             continue
+        flag = bool(getattr(p, "is_flag", False))
+        as_typed = lambda v: v if (flag and isinstance(v, bool)) else str(v)  # noqa: E731  (true for --epochs fails like "True")
         try:
-            val = p.process_value(ctx, [v if isinstance(v, bool) else str(v) for v in raw] if p.multiple else
-                                  (raw if isinstance(raw, bool) else str(raw)))
+            val = p.process_value(ctx, [as_typed(v) for v in raw] if p.multiple else as_typed(raw))
         except typer.BadParameter as e:
             raise typer.BadParameter(f"{source}: {raw!r}: {e.message}", ctx=ctx, param=p) from None
         out[name] = list(val) if p.multiple else val

@@ -128,6 +128,12 @@ def test_config_file_errors_are_usage_errors(tmp_path):
     exp.write_text(json.dumps({"dataset": "synth", "features": ["egemaps"], "epochs": "many"}))
     r = CliRunner().invoke(app, ["fuse", "train", "--config", str(exp), "--out", str(tmp_path / "r")])
     assert r.exit_code == ExitCode.USAGE and "exp.json" in r.output and "many" in r.output, r.output
+    exp.write_text(json.dumps({"dataset": "synth", "features": ["egemaps"], "epochs": True}))
+    r = CliRunner().invoke(app, ["fuse", "train", "--config", str(exp), "--out", str(tmp_path / "r")])
+    assert r.exit_code == ExitCode.USAGE and "True" in r.output, r.output
+    exp.write_text(json.dumps({"dataset": "synth", "features": ["egemaps"], "lr": [0.1, 0.2]}))
+    r = CliRunner().invoke(app, ["fuse", "train", "--config", str(exp), "--out", str(tmp_path / "r")])
+    assert r.exit_code == ExitCode.USAGE and "lr takes one value" in r.output, r.output
     exp.write_text(json.dumps({"dataset": "synth", "feature": ["egemaps"]}))
     r = CliRunner().invoke(app, ["fuse", "train", "--config", str(exp), "--out", str(tmp_path / "r")])
     assert r.exit_code == ExitCode.USAGE and "unknown key(s) feature" in r.output, r.output
