@@ -78,12 +78,14 @@ def command_line(ctx: typer.Context, values: Mapping[str, Any], skip: tuple[str,
     recorded command reproduces the run without the experiment file.
 
     Args:
-        ctx: the command's click context (its ``command_path`` starts the argv).
+        ctx: the command's click context (its subcommand names, below the program, follow ``emo``).
         values: parameter name → value. skip: parameter names to leave out (``config``).
     """
-    argv = ctx.command_path.split()
-    if argv and argv[0] != "emo":  # run as a sub-app (tests, python -m): name it as the emo CLI does
-        argv = ["emo", *argv[1:]] if len(argv) > 1 else ["emo"]
+    names, c = [], ctx
+    while c.parent is not None:  # the subcommand path below the program (which may be "python -m emo.cli")
+        names.append(c.info_name)
+        c = c.parent
+    argv = ["emo", *reversed(names)]
     for p in ctx.command.params:
         if not _is_option(p) or p.name in skip or p.name not in values:
             continue

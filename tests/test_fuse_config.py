@@ -100,7 +100,7 @@ def test_config_file_with_overrides_and_reproducing_a_run(tmp_path):
     assert conf["training"]["epochs"] == 5  # the command line wins
     assert conf["protocol"]["folds"] == "3" and conf["feature_specs"][1] == "hubert_large=src-hubert_large:1-3"
     cmd = conf["command"]
-    assert "--config" not in cmd and cmd[cmd.index("--epochs") + 1] == "5" and cmd[cmd.index("--head") + 1] == "attention"
+    assert cmd[:3] == ["emo", "fuse", "train"] and "--config" not in cmd and cmd[cmd.index("--epochs") + 1] == "5" and cmd[cmd.index("--head") + 1] == "attention"
 
     # the recorded command alone reproduces the run
     b = tmp_path / "runs" / "b"
