@@ -25,10 +25,13 @@ sets ``P`` and ``T``; samples whose ``T`` is empty are skipped; precision is
 the samples, ``F1 = 2PR / (P + R)`` per wheel, and the reported score is the mean over the
 five wheels of F1 (and of P and R).
 
-Where the baseline is silent or fails, emo chooses (and says so): a base form with no
-synonym entry contributes nothing (the baseline raises ``KeyError``); ``F1 = 0`` when
-``P + R = 0`` (the baseline gives NaN); a wheel on which no sample's true words land raises
-:class:`ValueError` (the baseline averages an empty list to NaN).
+Where the MER 2025 code is silent or fails, emo follows the MER 2026 version of the same
+function (``MER2026/MER2026_Track2/my_affectgpt/evaluation/wheel.py``): ``F1 = 0`` when
+``P + R = 0`` and ``P = R = 0`` on a wheel where no sample's true words land (MER 2025 gives
+NaN for both); such a wheel is reported with ``n = 0``. A base form with no synonym entry
+contributes nothing (MER 2025 raises ``KeyError``). MER 2026 reads the same three mappings
+from a pickled ``wheel_mapping.npz``, which emo does not load (no pickles); the MER 2025
+folder gives them.
 
 ``.xlsx`` files are read with the standard library (``zipfile`` + ``xml.etree``): the first
 worksheet, shared and inline strings, numbers as their text; no openpyxl is needed.
@@ -360,8 +363,7 @@ def wheel_scores(
         whose true words map onto that wheel); ``"level"``; ``"n_samples"``.
 
     Raises:
-        ValueError: lengths differ, no samples, unknown level, or a wheel on which no
-            sample's true words land (the score would be undefined).
+        ValueError: lengths differ, no samples, or unknown level.
     """
     if len(predicted) != len(true):
         raise ValueError(f"wheel_scores: {len(predicted)} predictions but {len(true)} true label lists")
@@ -386,10 +388,8 @@ def wheel_scores(
             hit = len(ps & ts)
             precision.append(hit / len(ps) if ps else 0.0)
             recall.append(hit / len(ts))
-        if not recall:
-            raise ValueError(f"wheel_scores: no sample's true words map onto {wheel} ({level}); "
-                             "the emotion-wheel score is undefined for these labels")
-        pm, rm = sum(precision) / len(precision), sum(recall) / len(recall)
+        pm = sum(precision) / len(precision) if precision else 0.0
+        rm = sum(recall) / len(recall) if recall else 0.0
         f1 = 2 * pm * rm / (pm + rm) if pm + rm > 0 else 0.0
         per_wheel[wheel] = {"f1": f1, "precision": pm, "recall": rm, "n": len(recall)}
     mean = {k: sum(v[k] for v in per_wheel.values()) / len(per_wheel) for k in ("f1", "precision", "recall")}
