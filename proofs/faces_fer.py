@@ -22,6 +22,7 @@ Writes ``results/faces_fer.json``.
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, parse_args, write_result  # noqa: E402
+from _common import command_line, parse_args, write_result
 
 #: FER-2013 output name -> the clips.csv emotion names
 FER_TO_CLIPS = {"angry": "angry", "disgust": "disgust", "fear": "fearful", "happy": "happy", "sad": "sad",
@@ -53,7 +54,6 @@ def main() -> None:
     with open(av / "clips.csv", newline="") as fh:
         clips = [r for r in csv.DictReader(fh) if r["emotion"]]
     import torch
-
     from emo.extract.encoders.base import FaceInput
     from emo.extract.encoders.fer import FER2013_CLASSES, FerXceptionEncoder, fetch_fer
     from emo.extract.faces import FaceCropper, fetch_mtcnn
@@ -80,7 +80,7 @@ def main() -> None:
         votes = np.bincount(probs.argmax(axis=1), minlength=7)
         rows.append({
             "clip": r["path"], "dataset": r["dataset"], "speaker": r["speaker"], "label": r["emotion"],
-            "frames": int(len(frames)), "faces": n,
+            "frames": len(frames), "faces": n,
             "pred_mean_prob": FER_TO_CLIPS[FER2013_CLASSES[int(mean_p.argmax())]],
             "pred_majority": FER_TO_CLIPS[FER2013_CLASSES[int(votes.argmax())]],
             "mean_prob": {FER_TO_CLIPS[c]: round(float(p), 4) for c, p in zip(FER2013_CLASSES, mean_p)},
@@ -117,9 +117,7 @@ def main() -> None:
             "majority_class_baseline_accuracy": float(np.mean([a == b for a, b in zip(y, majority)])),
         }
     counts = {c: y.count(c) for c in NAMES if c in y}
-    import subprocess
-
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load = "load average {:.2f} {:.2f} {:.2f} (1, 5, 15 min; 2 cores)".format(*os.getloadavg())
     result = {
         "command": command_line(),
         "what": "every labelled clip in av/clips.csv -> 2 fps frames -> MTCNN (official weights) aligned 224x224 crops "
