@@ -86,6 +86,14 @@ def split_words(value: str | None) -> list[str]:
     return [w.strip() for w in _SPLIT.split(s) if w.strip()]
 
 
+def _parse_xml(data: bytes, where: str):
+    """Parse one XML part of an xlsx; parts with a DTD are refused (xlsx never has one, and a DTD is
+    what entity-expansion attacks need), so the standard parser is safe here."""
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise WheelError(f"{where}: contains a DTD/entity declaration, which .xlsx files never do; refusing to parse")
+    return ET.fromstring(data)  # noqa: S314 - DTDs refused above
+
+
 def _col_index(ref: str) -> int:
     letters = "".join(ch for ch in ref if ch.isalpha())
     n = 0
@@ -113,7 +121,7 @@ def read_xlsx(path: str | os.PathLike) -> list[dict[str, str | None]]:
         names = set(zf.namelist())
         strings: list[str] = []
         if "xl/sharedStrings.xml" in names:
-            root = ET.fromstring(zf.read("xl/sharedStrings.xml"))
+            root = _parse_xml(zf.read("xl/sharedStrings.xml"), f"{p}:xl/sharedStrings.xml")
             for si in root.findall("m:si", _NS):
                 # plain <t> or rich-text runs <r><t>; phonetic runs (<rPh>) are not part of the text
                 parts = [t.text or "" for t in si.findall("m:t", _NS)]
@@ -121,8 +129,8 @@ def read_xlsx(path: str | os.PathLike) -> list[dict[str, str | None]]:
                 strings.append("".join(parts))
         sheet = "xl/worksheets/sheet1.xml"
         try:
-            wb = ET.fromstring(zf.read("xl/workbook.xml"))
-            rels = ET.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
+            wb = _parse_xml(zf.read("xl/workbook.xml"), f"{p}:xl/workbook.xml")
+            rels = _parse_xml(zf.read("xl/_rels/workbook.xml.rels"), f"{p}:xl/_rels/workbook.xml.rels")
             first = wb.find("m:sheets/m:sheet", _NS)
             rid = first.get(f"{{{_REL_NS}}}id") if first is not None else None
             for rel in rels:
@@ -133,7 +141,7 @@ def read_xlsx(path: str | os.PathLike) -> list[dict[str, str | None]]:
             pass
         if sheet not in names:
             raise WheelError(f"{p}: no worksheet {sheet} inside")
-        root = ET.fromstring(zf.read(sheet))
+        root = _parse_xml(zf.read(sheet), f"{p}:{sheet}")
     rows: list[list[str | None]] = []
     for row in root.findall("m:sheetData/m:row", _NS):
         cells: dict[int, str | None] = {}

@@ -161,3 +161,11 @@ def test_real_wheels_match_the_baseline_counts(shared):
     # furious, angered -> mad on every wheel that has them; neutral maps nowhere -> p=r=0
     w1 = s["per_wheel"]["wheel1"]
     assert w1["precision"] == pytest.approx((0.5 + 0) / 2) and w1["recall"] == pytest.approx((1 + 0) / 2)
+
+
+def test_xlsx_with_a_dtd_is_refused(tmp_path):
+    p = tmp_path / "evil.xlsx"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("xl/worksheets/sheet1.xml", '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><worksheet/>')
+    with pytest.raises(WheelError, match="DTD"):
+        read_xlsx(p)

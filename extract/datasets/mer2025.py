@@ -59,6 +59,7 @@ from emo.extract.datasets.base import (
     Sample,
     index_media,
     parse_float,
+    register_dataset,
 )
 from emo.extract.datasets.mer import mer_label
 
@@ -245,6 +246,7 @@ class MERPool(DatasetAdapter):
         raise DatasetError(f"{self.name}: no track 3")
 
 
+@register_dataset
 class MER2025(MERPool):
     """MER 2025 (see the module docstring): ``--track 1`` discrete + valence, ``--track 2`` open vocabulary."""
 
@@ -255,6 +257,7 @@ class MER2025(MERPool):
     candidates = "track_all_candidates.csv"
 
 
+@register_dataset
 class MER2026(MERPool):
     """MER 2026 (see the module docstring): ``--track 1`` discrete, ``2`` open vocabulary, ``3`` preference pairs."""
 

