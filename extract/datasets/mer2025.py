@@ -174,11 +174,9 @@ class MERPool(DatasetAdapter):
     def make(self, name: str, text: dict[str, str], **fields: Any) -> Sample:
         """A :class:`Sample` for clip ``name`` (media = video, else audio; the wav in ``audio``)."""
         video, audio = self.media(name)
-        s = Sample(name=fields.pop("sample_name", name), media=video or audio,
-                   transcript=fields.pop("transcript", text.get(name, "")), **fields)
-        if audio is not None and hasattr(s, "audio"):
-            s.audio = audio  # pre-extracted wav: the audio encoders read it, not the video's track
-        return s
+        # the pre-extracted wav goes in ``audio``: the audio encoders read it, not the video's track
+        return Sample(name=fields.pop("sample_name", name), media=video or audio,
+                      transcript=fields.pop("transcript", text.get(name, "")), audio=audio, **fields)
 
     # -- labels -----------------------------------------------------------------
 
