@@ -58,6 +58,8 @@ class TrainConfig:
     frames: bool = False
     frame_bidirectional: bool = True
     frame_pooling: str = "mean"
+    vad_targets: str = "dataset"  # dataset | lexicon (the NRC-VAD of each discrete label; emo.lexicon.bridge)
+    lexicon: str = ""  # NRC-VAD file for vad_targets=lexicon ("" = $EMO_LEXICON / emo's data dir)
 
     #: Training-set size from which the large-data recipe applies (``resolve``).
     LARGE = 2000
@@ -96,6 +98,9 @@ class TrainConfig:
             (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1,
              "--lr must be > 0, --weight-decay >= 0, --dropout and --label-smoothing in [0, 1)"),
             (self.hidden >= 1, "--hidden must be >= 1"),
+            (self.vad_targets in ("dataset", "lexicon"), f"--vad-targets must be dataset or lexicon, not {self.vad_targets!r}"),
+            (self.vad_targets == "dataset" or self.task in ("vad", "discrete+vad"),
+             "--vad-targets lexicon needs --task vad or discrete+vad"),
             (self.frame_pooling in FRAME_POOLING, f"--frame-pooling must be one of {', '.join(FRAME_POOLING)}, not {self.frame_pooling!r}"),
             (not (self.frames and self.frame_bidirectional and self.hidden < 2), "--frames with a bidirectional LSTM needs --hidden >= 2"),
         ]

@@ -76,13 +76,14 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         emo.fuse.resume.ResumeError: a partial run with a different configuration exists (named).
     """
     from emo.fuse.data import load_features, targets
+    from emo.fuse.decoders import task_parts
     from emo.fuse.resume import FoldCache, partial_dir
 
     cfg.validate()
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
     fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
-    y, mask = targets(fs.samples, cfg.task, fs.classes)
+    y, mask = targets(fs.samples, cfg.task, fs.classes, cfg.vad_targets, cfg.lexicon or None)
     rows = np.flatnonzero(mask)
     if test_splits is None:
         test_splits = ["test"] if protocol == "split" else []
@@ -95,7 +96,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         cfg_r = replace(cfg, seed=cfg.seed + REPEAT_STRIDE * r)
         folds, test_idx = make_folds(protocol, fs, y, rows, cfg_r.seed, test_splits)
         cfg_r = cfg_r.resolve(max((len(f.train) for f in folds), default=0))  # the run records the settings used
-        disc = cfg_r.task in ("discrete", "discrete+valence")
+        disc = task_parts(cfg_r.task)[0]
         n_classes = len(fs.classes) if disc else 0
         config = {
             "command": command, "dataset": fs.dataset, "features_dir": str(features_dir),
@@ -107,6 +108,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
                          "inner_validation": "one training speaker" if protocol == "speaker" else
                          ("dev partition or 10% of train" if protocol == "split" else "stratified 10% of the training folds")},
         }
+        config.update(label_scales(cfg_r, fs))
         if repeats > 1:
             config["repeat"] = {"index": r, "of": repeats, "seed": cfg_r.seed}
         cache = FoldCache(out, fingerprint(config, folds, test_idx), part=f"seed-{cfg_r.seed}") if (out is not None and resume) else None
@@ -130,6 +132,31 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     elif repeats > 1:
         config["repeats_summary"] = repeats_summary([r[0] for r in runs], fs, y, config)
     return result, config
+
+
+def label_scales(cfg: TrainConfig, fs) -> dict[str, Any]:
+    """What the run's regression outputs mean, for ``config.json``: ``valence_scale`` of a valence
+    output trained on the dataset's own labels (MER: [-5, 5]), and ``vad_targets`` (source, scale
+    [-1, 1], lexicon file and its SHA-256) of a VAD output."""
+    from emo.fuse.decoders import task_parts
+
+    _, val, vad = task_parts(cfg.task)
+    out: dict[str, Any] = {}
+    if val:
+        out["valence_scale"] = fs.valence_scale
+    if vad and cfg.vad_targets == "lexicon":
+        import hashlib
+
+        from emo.lexicon.nrc import resolve_lexicon_path
+
+        path = resolve_lexicon_path(cfg.lexicon or None)
+        out["vad_targets"] = {"source": "lexicon", "scale": [-1.0, 1.0], "classes": fs.classes, "lexicon": str(path),
+                              "lexicon_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                              "mapping": "NRC-VAD of each discrete label's canonical word, 2x - 1; neutral = origin "
+                                         "(emo.lexicon.bridge.label_targets)"}
+    elif vad:
+        out["vad_targets"] = {"source": "dataset", "scale": None}
+    return out
 
 
 def repeats_summary(results: list[CVResult], fs, y: dict[str, np.ndarray], config: dict[str, Any]) -> dict[str, Any]:

@@ -68,3 +68,25 @@ def test_decode_labels_and_words(lex):
     assert info["radius"] == 0.25 and info["vocabulary_size"] == 9 and len(info["centres"]) == 4
     with pytest.raises(ValueError, match="radius"):
         VADBridge(["neutral", "happy"], vocabulary=vocab, radius=-1, lexicon=lex)
+
+
+def test_lexicon_commands_refuse_out_of_range(tmp_path):
+    from typer.testing import CliRunner
+
+    from emo.exitcodes import ExitCode
+    from emo.lexicon.cli import app
+
+    lex = write_lexicon(tmp_path / "NRC-VAD-Lexicon.txt", LEX)
+    for cmd in (["nearest", "--lexicon", str(lex), "0.2", "1.5", "0.1"], ["classify", "--lexicon", str(lex), "--", "-3", "0.1", "0.1"]):
+        r = CliRunner().invoke(app, cmd)
+        assert r.exit_code == ExitCode.ERROR, r.output
+        assert "outside the accepted range [-1, 1]" in r.output
+
+
+def test_macro_precision_recall_hand_computed():
+    from emo.fuse.metrics import classification_metrics
+
+    # classes 0, 1, 2 present; true [0 0 1 1 2], pred [0 1 1 1 0]
+    m = classification_metrics(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), 4)
+    # precision: c0 1/2, c1 2/3, c2 0 (never predicted) -> mean 7/18; recall: 1/2, 1, 0 -> 1/2
+    assert m["precision_macro"] == pytest.approx(7 / 18) and m["recall_macro"] == pytest.approx(0.5) == m["uar"]

@@ -169,3 +169,12 @@ def test_xlsx_with_a_dtd_is_refused(tmp_path):
         z.writestr("xl/worksheets/sheet1.xml", '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><worksheet/>')
     with pytest.raises(WheelError, match="DTD"):
         read_xlsx(p)
+
+
+def test_fuse_wheel_metrics_hook(toy):
+    from emo.fuse.metrics import wheel_metrics
+
+    m = wheel_metrics([["happy"], ["vexed"]], [["glad"], ["calm"]], toy)
+    # s1: {joy} vs {joy}: 1, 1; s2: {anger} vs {joy}: 0, 0 -> P = R = F = 0.5 on every wheel
+    assert m["wheel_f1"] == pytest.approx(0.5) and m["wheel3_f1"] == pytest.approx(0.5)
+    assert m["wheel_precision"] == pytest.approx(0.5) and m["wheel_recall"] == pytest.approx(0.5)

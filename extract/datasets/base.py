@@ -66,6 +66,9 @@ class DatasetAdapter:
 
     name: ClassVar[str] = ""
     classes: list[str] | None = None
+    #: (low, high) of the source's valence labels when it has them on its own scale (MER: (-5, 5));
+    #: recorded in dataset.json and in every run's config.json.
+    valence_scale: ClassVar[tuple[float, float] | None] = None
 
     def __init__(self, root: str | os.PathLike, **options: Any) -> None:
         self.root = Path(root)
@@ -253,7 +256,8 @@ def write_manifest(out_dir: Path, adapter: DatasetAdapter, samples: list[Sample]
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
     os.replace(tmp, out_dir / MANIFEST)
     meta = {"dataset": adapter.name, "root": str(adapter.root.resolve()), "classes": adapter.classes, "n": len(samples),
-            "options": {k: str(v) for k, v in sorted(adapter.options.items()) if v is not None}}
+            "options": {k: str(v) for k, v in sorted(adapter.options.items()) if v is not None},
+            "valence_scale": list(adapter.valence_scale) if adapter.valence_scale else None}
     tmp = out_dir / (DATASET_JSON + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, out_dir / DATASET_JSON)

@@ -146,6 +146,7 @@ class MERPool(DatasetAdapter):
     track1_optional: tuple[str, ...] = ()
     track2_files: tuple[tuple[str, str], ...] = ()
     candidates: str = ""
+    valence_scale = VALENCE_RANGE
 
     def __init__(self, root, **options: Any) -> None:
         super().__init__(root, **options)
