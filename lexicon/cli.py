@@ -83,8 +83,8 @@ def nearest_cmd(
     from emo.lexicon.vocabulary import get_vocabulary
 
     try:
-        vocab = get_vocabulary(vocabulary, lexicon, emolex, min_emotions)
         point = check_vad((valence, arousal, dominance), "input")  # refuses values outside [-1, 1]
+        vocab = get_vocabulary(vocabulary, lexicon, emolex, min_emotions)
         hits = vocab.nearest(point, radius)
     except _USER_ERRORS as e:
         _fail(e)
@@ -111,9 +111,10 @@ def classify_cmd(
     from emo.lexicon.vocabulary import get_vocabulary
 
     try:
+        point = check_vad((valence, arousal, dominance), "input")  # refuses values outside [-1, 1]
         vocab = get_vocabulary(vocabulary, lexicon, emolex, min_emotions)
         clf = VADClassifier(labels, vocabulary=vocab, lexicon=lexicon)
-        label = clf.predict(check_vad((valence, arousal, dominance), "input"))
+        label = clf.predict(point)
     except _USER_ERRORS as e:
         _fail(e)
     typer.echo(label)
