@@ -178,3 +178,27 @@ def wheel_metrics(predicted: list[list[str]], true: list[list[str]], wheels, lev
     out = {"wheel_f1": s["f1"], "wheel_precision": s["precision"], "wheel_recall": s["recall"]}
     out.update({f"{k}_f1": v["f1"] for k, v in s["per_wheel"].items()})
     return out
+
+
+def multilabel_wheel_metrics(probs: np.ndarray, classes: list[str], true_words: list[list[str]], wheels,
+                             threshold: float, level: str = "level1") -> dict[str, float]:
+    """:func:`wheel_metrics` of a multi-label model's outputs: the predicted words of sample ``i`` are
+    the classes whose probability exceeds ``threshold`` (UniVA's rule; ``--task multilabel``), the
+    true words are the sample's own label words (all of them, also those outside the class list).
+
+    Args:
+        probs: float (N, C) class probabilities, rows aligned with ``true_words``.
+        classes: the C class names (emotion words).
+        true_words: per sample, its emotion words as the dataset gives them.
+        wheels, level: as :func:`wheel_metrics`.
+
+    Raises:
+        ValueError: shapes disagree or non-finite probabilities.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape != (len(true_words), len(classes)):
+        raise ValueError(f"multilabel_wheel_metrics: probs shape {p.shape}, expected ({len(true_words)}, {len(classes)})")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("multilabel_wheel_metrics: non-finite probabilities")
+    pred = [[classes[j] for j in np.flatnonzero(row > threshold)] for row in p]
+    return wheel_metrics(pred, [list(t) for t in true_words], wheels, level)

@@ -178,3 +178,19 @@ def test_fuse_wheel_metrics_hook(toy):
     # s1: {joy} vs {joy}: 1, 1; s2: {anger} vs {joy}: 0, 0 -> P = R = F = 0.5 on every wheel
     assert m["wheel_f1"] == pytest.approx(0.5) and m["wheel3_f1"] == pytest.approx(0.5)
     assert m["wheel_precision"] == pytest.approx(0.5) and m["wheel_recall"] == pytest.approx(0.5)
+
+
+def test_multilabel_wheel_metrics_thresholds_the_probabilities(toy):
+    import numpy as np
+
+    from emo.fuse.metrics import multilabel_wheel_metrics
+
+    classes = ["glad", "irritated", "calm"]
+    probs = np.array([[0.6, 0.3, 0.1], [0.1, 0.15, 0.75]])
+    # threshold 0.2: s1 predicts glad+irritated -> {joy, anger} vs {joy}: p 1/2 r 1; s2 calm -> {joy} vs {anger}: 0 0
+    m = multilabel_wheel_metrics(probs, classes, [["merry"], ["vexed"]], toy, threshold=0.2)
+    assert m["wheel_precision"] == pytest.approx(0.25) and m["wheel_recall"] == pytest.approx(0.5)
+    m = multilabel_wheel_metrics(probs, classes, [["merry"], ["vexed"]], toy, threshold=0.5)
+    assert m["wheel_precision"] == pytest.approx(0.5) and m["wheel_recall"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="shape"):
+        multilabel_wheel_metrics(probs[:1], classes, [["merry"], ["vexed"]], toy, threshold=0.5)
