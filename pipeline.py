@@ -426,7 +426,10 @@ def score_cmd(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Score new files with a trained run: name, relative path, flags, predicted label, one probability
-    column per class.
+    column per class; for runs with a VAD output also valence, arousal, dominance (in [-1, 1] for
+    --vad-targets lexicon runs), vad_label (k-means label) and vad_words (words within --radius,
+    ';'-separated, nearest first). A valence output keeps its training scale (config.json:
+    valence_scale, [-5, 5] for MER).
 
     Broken files get an error row and are listed in the summary; exit status 3 when any failed.
     """
