@@ -77,6 +77,12 @@ def test_mer2025_track1_extract_train_score(shared, tmp_path):
     neutral = next(r for r in rows if r["true"] == "neutral")
     assert [float(neutral[f"{d}_true"]) for d in ("valence", "arousal", "dominance")] == [0.0, 0.0, 0.0]
 
+    # a valence head keeps MER's [-5, 5] scale, and the run says so
+    rv = tmp_path / "runs" / "val"
+    run("fuse", "train", "--dataset", "mer2025", "--features-dir", str(feats), "--features", "egemaps", "--head", "linear",
+        "--task", "valence", "--folds", "3", "--epochs", "5", "--seeds", "1", "--out", str(rv))
+    assert json.loads((rv / "config.json").read_text())["valence_scale"] == [-5.0, 5.0]
+
     # score the candidates: VAD, its k-means label and its words
     preds = tmp_path / "preds.csv"
     run("score", "--dataset", "mer2025", "--root", str(data), "--track", "1", "--run", str(r1), "--features-dir", str(feats),
