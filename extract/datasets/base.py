@@ -280,8 +280,8 @@ def write_manifest(out_dir: Path, adapter: DatasetAdapter, samples: list[Sample]
     os.replace(tmp, out_dir / MANIFEST)
     meta = {"dataset": getattr(adapter, "dataset", adapter.name), "adapter": adapter.name, "root": str(adapter.root.resolve()),
             "classes": adapter.classes, "n": len(samples),
-            "options": {k: str(v) for k, v in sorted(adapter.options.items()) if v is not None},
-            "valence_scale": list(adapter.valence_scale) if adapter.valence_scale else None}
+            "options": {k: str(v) for k, v in sorted((getattr(adapter, "options", None) or {}).items()) if v is not None},
+            "valence_scale": list(scale) if (scale := getattr(adapter, "valence_scale", None)) else None}
     tmp = out_dir / (DATASET_JSON + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, out_dir / DATASET_JSON)
