@@ -116,3 +116,26 @@ def test_mer2026_track1_extract_and_train(shared, tmp_path):
     assert json.loads((r / "config.json").read_text())["classes"] == MER
     with open(r / "predictions.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == len(info["labelled"])
+
+
+@pytest.mark.slow
+def test_mer2025_track2_manifest_carries_the_words(shared, tmp_path):
+    """Track 2 extracted under its own --name: the manifest holds each clip's open-vocabulary words,
+    which score against themselves with emotion-wheel F1 = 1."""
+    from emo.extract.datasets import read_manifest
+    from emo.fuse.metrics import wheel_metrics
+
+    data = tmp_path / "mer2025"
+    info = build_mer_pool(shared / "av", data, 2025, wavs=0)
+    feats = tmp_path / "f"
+    run("extract", "--dataset", "mer2025", "--root", str(data), "--track", "2", "--subset", "labeled", "--name", "mer2025_t2",
+        "--encoder", "egemaps", "--out", str(feats), "--device", "cpu", "--no-progress")
+    meta, samples = read_manifest(feats / "mer2025_t2")
+    assert meta["classes"] is None and meta["options"]["track"] == "2"
+    assert len(samples) == len(info["labelled"]) and all(s.emotions for s in samples)
+    words = [s.emotions for s in samples]
+    m = wheel_metrics(words, words, shared / "emotion_wheel")
+    assert m["wheel_f1"] == pytest.approx(1.0)
+    r = run("fuse", "train", "--dataset", "mer2025_t2", "--features-dir", str(feats), "--features", "egemaps",
+            "--folds", "3", "--out", str(tmp_path / "run"), ok=(1,))
+    assert "no class list" in r.stderr  # a discrete task on open-vocabulary labels is refused, not guessed
