@@ -39,6 +39,10 @@ label files, ``all`` default; MER 2025 ``ovmerd``/``mercaptionplus``, MER 2026
 from (``train``, ``test1``, ``ovmerd``, ``mercaptionplus``, ``human``, ``candidate``, or the
 Track 3 file stem).
 
+One ``samples.csv`` per dataset folder: extract each track under its own name (``emo extract
+--dataset mer2025 --track 2 --name mer2025_t2``), since ``emo fuse`` refuses stores that hold
+clips its manifest lacks. Valence labels are on the MER scale [-5, 5] (``valence_scale``).
+
 Column names are those of the challenge baselines (zeroQiaoba/MERTools ``MER2025``/``MER2026``:
 ``toolkit/dataloader/mer2025.py``, ``toolkit/preprocess/mer2026.py``, ``my_affectgpt/datasets/
 datasets/ovmerd_dataset.py``, ``MER2026_Track3/main_dpo_batch.py``); a file with another column
