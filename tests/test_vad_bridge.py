@@ -90,3 +90,22 @@ def test_macro_precision_recall_hand_computed():
     m = classification_metrics(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), 4)
     # precision: c0 1/2, c1 2/3, c2 0 (never predicted) -> mean 7/18; recall: 1/2, 1, 0 -> 1/2
     assert m["precision_macro"] == pytest.approx(7 / 18) and m["recall_macro"] == pytest.approx(0.5) == m["uar"]
+
+
+def test_score_bridge_choice(tmp_path, monkeypatch, lex):
+    from emo.pipeline import vad_bridge
+
+    notes = []
+    assert vad_bridge({"task": "discrete"}, None, 0.25, "affect", None, notes.append) is None
+    monkeypatch.delenv("EMO_LEXICON", raising=False)
+    monkeypatch.setenv("EMO_HOME", str(tmp_path / "home"))
+    # a VAD run without any lexicon: no bridge, and a note that says why (the VAD columns are still written)
+    assert vad_bridge({"task": "vad"}, None, 0.25, "affect", None, notes.append) is None
+    assert "no NRC-VAD lexicon" in notes[-1]
+    words = tmp_path / "words.txt"
+    words.write_text("happy, joyful, glad, furious, angry, sad, gloomy\n", encoding="utf-8")
+    cfg = {"task": "discrete+vad", "classes": ["neutral", "angry", "happy", "sad"],
+           "vad_targets": {"source": "lexicon", "lexicon": str(lex.path), "classes": ["neutral", "angry", "happy", "sad"]}}
+    b = vad_bridge(cfg, None, 0.3, str(words), None, notes.append)  # the run's own lexicon is found
+    assert b is not None and b.classes == ["neutral", "angry", "happy", "sad"] and b.radius == 0.3
+    assert vad_bridge(cfg, lex.path, 0.3, str(words), "neutral,happy", notes.append).classes == ["neutral", "happy"]
