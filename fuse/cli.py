@@ -45,6 +45,7 @@ def train(
     task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence | discrete+vad"),
     vad_targets: str = typer.Option("dataset", "--vad-targets", help="VAD targets: dataset (its valence/arousal/dominance columns) | lexicon (the NRC-VAD point of each discrete label, neutral = origin)."),
     lexicon: str = typer.Option("", "--lexicon", help="NRC-VAD-Lexicon.txt or its folder for --vad-targets lexicon (else $EMO_LEXICON, then emo's data dir)."),
+    emotion_wheel: str = typer.Option("", "--emotion-wheel", help="--task multilabel: the MER emotion_wheel/ folder (format.csv, synonym.xlsx, wheel1-5.xlsx); adds the emotion-wheel F1 (MER-FG metric) to metrics.json."),
     decoder: str = typer.Option("separate", "--decoder", help="separate | jdev (joint emotion-valence decoding)"),
     loss_weighting: str = typer.Option("fixed", "--loss-weighting", help="fixed | uncertainty (eq. 9)"),
     class_weights: bool = typer.Option(False, "--class-weights", help="Balanced class weights in the cross-entropy."),

@@ -60,6 +60,7 @@ class TrainConfig:
     frame_pooling: str = "mean"
     vad_targets: str = "dataset"  # dataset | lexicon (the NRC-VAD of each discrete label; emo.lexicon.bridge)
     lexicon: str = ""  # NRC-VAD file for vad_targets=lexicon ("" = $EMO_LEXICON / emo's data dir)
+    emotion_wheel: str = ""  # MER emotion_wheel/ folder: wheel F1 of multi-label runs (emo.lexicon.wheel)
 
     #: Training-set size from which the large-data recipe applies (``resolve``).
     LARGE = 2000
@@ -98,6 +99,7 @@ class TrainConfig:
             (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1,
              "--lr must be > 0, --weight-decay >= 0, --dropout and --label-smoothing in [0, 1)"),
             (self.hidden >= 1, "--hidden must be >= 1"),
+            (not self.emotion_wheel or self.task == "multilabel", "--emotion-wheel scores open-vocabulary words: needs --task multilabel"),
             (self.vad_targets in ("dataset", "lexicon"), f"--vad-targets must be dataset or lexicon, not {self.vad_targets!r}"),
             (self.vad_targets == "dataset" or self.task in ("vad", "discrete+vad"),
              "--vad-targets lexicon needs --task vad or discrete+vad"),

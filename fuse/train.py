@@ -117,6 +117,9 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         result = train_cv(fs.blocks, fs.inputs, y, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
         runs.append((result, config, folds))
     result, config, folds = runs[0]
+    if cfg.emotion_wheel:  # MER-FG: the emotion-wheel F1 of the pooled out-of-fold multi-label predictions
+        config["emotion_wheel"] = add_wheel_metrics(result, fs.samples, config["classes"], cfg.emotion_wheel,
+                                                    getattr(cfg, "threshold", 0.18))
     if out is not None:
         save_run(out, config, result, fs.names, folds, y)
         for res_r, cfg_dict, folds_r in runs[1:]:
@@ -132,6 +135,33 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     elif repeats > 1:
         config["repeats_summary"] = repeats_summary([r[0] for r in runs], fs, y, config)
     return result, config
+
+
+def add_wheel_metrics(result: CVResult, samples, classes: list[str], wheel_dir: str, threshold: float) -> dict[str, Any]:
+    """Add ``wheel_f1``, ``wheel_precision``, ``wheel_recall`` (and ``wheelK_f1``) of the pooled
+    out-of-fold predictions (and the test predictions) of a multi-label run to ``result``.
+
+    Predicted words: the classes whose probability exceeds ``threshold``; true words: each sample's
+    own ``emotions`` (all of them, also words outside the class list). Metric:
+    :func:`emo.fuse.metrics.multilabel_wheel_metrics` (MER 2025 baseline, ``wheel_metric_calculation``).
+
+    Returns:
+        the ``config.json`` entry: folder, level, threshold, source.
+    """
+    from emo.fuse.metrics import multilabel_wheel_metrics
+    from emo.lexicon.wheel import load_wheels
+
+    wheels = load_wheels(wheel_dir)
+
+    def words(rows) -> list[list[str]]:
+        return [list(samples[i].emotions or ([samples[i].discrete] if samples[i].discrete else [])) for i in rows]
+
+    result.pooled.update(multilabel_wheel_metrics(result.oof["probs"], classes, words(result.oof["index"]), wheels, threshold))
+    if result.test is not None and "probs" in result.test:
+        result.test.setdefault("metrics", {}).update(
+            multilabel_wheel_metrics(result.test["probs"], classes, words(result.test["index"]), wheels, threshold))
+    return {"dir": str(wheel_dir), "level": "level1", "threshold": threshold,
+            "source": "MER 2025 baseline wheel_metric_calculation (emo.lexicon.wheel)"}
 
 
 def label_scales(cfg: TrainConfig, fs) -> dict[str, Any]:

@@ -194,3 +194,20 @@ def test_multilabel_wheel_metrics_thresholds_the_probabilities(toy):
     assert m["wheel_precision"] == pytest.approx(0.5) and m["wheel_recall"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="shape"):
         multilabel_wheel_metrics(probs[:1], classes, [["merry"], ["vexed"]], toy, threshold=0.5)
+
+
+def test_add_wheel_metrics_to_a_cv_result(toy):
+    import numpy as np
+
+    from emo.extract.datasets.base import Sample
+    from emo.fuse.cv import CVResult
+    from emo.fuse.train import add_wheel_metrics
+
+    samples = [Sample("a", None, emotions=["merry"]), Sample("b", None, emotions=["vexed"]), Sample("c", None)]
+    res = CVResult(folds=[], summary={}, pooled={"x": 1.0},
+                   oof={"index": np.array([1, 0]), "probs": np.array([[0.1, 0.15, 0.75], [0.6, 0.3, 0.1]])},
+                   test=None, states=[], normalizers=[])
+    info = add_wheel_metrics(res, samples, ["glad", "irritated", "calm"], str(toy.directory), 0.2)
+    # rows b (calm -> joy vs anger: 0, 0) and a (glad, irritated -> {joy, anger} vs {joy}: 1/2, 1)
+    assert res.pooled["wheel_precision"] == pytest.approx(0.25) and res.pooled["wheel_recall"] == pytest.approx(0.5)
+    assert res.pooled["x"] == 1.0 and info["threshold"] == 0.2 and info["level"] == "level1"
