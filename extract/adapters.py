@@ -522,3 +522,70 @@ def load_adapters(window: AdaptedWindow, path: str | os.PathLike) -> dict[str, A
     except RuntimeError as e:
         raise AdapterError(f"{path}: {e}") from None
     return {**meta, "sha256": file_sha256(path)}
+
+
+# ---------------------------------------------------------------------------
+# Extraction with a tuned adapter set (``emo extract --adapters RUN``)
+# ---------------------------------------------------------------------------
+
+
+def adapt_encoder(encoder: Any, adapter_file: str | os.PathLike, fold: int | None = None,
+                  held_out: list[str] | None = None, suffix: str = "+hlft") -> dict[str, Any]:
+    """Inject a saved adapter set into a built transformers encoder of emo (``SpeechEncoder``,
+    ``TextEncoder``: anything with a ``model`` attribute holding the ``transformers`` model), so that
+    its ordinary :meth:`encode` yields HLFT features; rename it (``hubert_large+hlft`` or, per fold,
+    ``hubert_large+hlft.fold3``: its own store) and extend its provenance with the adapter file, its
+    SHA-256, the window, the fold and the number of held-out samples.
+
+    Args:
+        encoder: a built encoder; its layers must reach the window's last layer.
+        adapter_file: ``fold-K.safetensors`` of an ``emo tune hlft`` run.
+        fold: the fold index (names the store ``<name><suffix>.fold<K>``); ``None``: ``<name><suffix>``.
+        held_out: names of the samples fold K's adapters never saw (recorded as a SHA-256 of the
+            sorted names, with their count, so ``fuse train`` can check its evaluation fold).
+
+    Returns:
+        The provenance entries added.
+
+    Raises:
+        AdapterError: the encoder has no transformers model, or the adapter set does not fit it.
+    """
+    model = getattr(encoder, "model", None)
+    if not isinstance(model, nn.Module):
+        raise AdapterError(f"{encoder.name}: not a transformers encoder; HLFT adapters need one")
+    window = AdaptedWindow(model, *_window_of(adapter_file))
+    meta = load_adapters(window, adapter_file)
+    extra: dict[str, Any] = {
+        "hlft_adapters": str(Path(adapter_file).resolve()), "hlft_adapters_sha256": meta["sha256"],
+        "hlft_window": f"{window.first}-{window.last}", "hlft_adapter_dim": window.bottleneck,
+        "hlft_base_encoder": encoder.name,
+    }
+    if fold is not None:
+        extra["hlft_fold"] = int(fold)
+    if held_out is not None:
+        extra["hlft_held_out_n"] = len(held_out)
+        extra["hlft_held_out_sha256"] = names_digest(held_out)
+    encoder.name = f"{encoder.name}{suffix}" + (f".fold{fold}" if fold is not None else "")
+    encoder.hlft_window = window
+    base = encoder.provenance
+
+    def provenance() -> dict[str, Any]:
+        p = base()
+        p.update(extra)
+        p["encoder"] = encoder.name
+        # the adapters change the weights: identity of this store = base weights + adapter file
+        p["weights_hash"] = hashlib.sha256(f"{p.get('weights_hash', '')}|{meta['sha256']}".encode()).hexdigest()[:16]
+        return p
+
+    encoder.provenance = provenance
+    return extra
+
+
+def _window_of(adapter_file: str | os.PathLike) -> tuple[int, int]:
+    _, meta = read_adapter_file(adapter_file)
+    return meta["first"], meta["last"]
+
+
+def names_digest(names: list[str]) -> str:
+    """SHA-256 (hex) of the sorted sample names joined by newlines: identifies a set of samples."""
+    return hashlib.sha256("\n".join(sorted(names)).encode("utf-8")).hexdigest()

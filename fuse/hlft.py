@@ -322,7 +322,7 @@ def fit_hlft(window: AdaptedWindow, seqs_tr: Sequence[np.ndarray], y_tr: np.ndar
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                tot["loss"] += float(loss)
+                tot["loss"] += loss.item()
                 tot["ce"] += parts["ce"]
                 tot["mlm"] += parts["mlm"]
                 nb += 1

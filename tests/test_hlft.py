@@ -330,3 +330,109 @@ def test_fit_hlft_frozen_ablation_keeps_identity_adapters(speech_dirs):
     assert all(float(ad.up.weight.abs().sum()) == 0 for ad in window.adapters.values())
     with pytest.raises(ValueError, match="labels outside"):
         fit_hlft(window, seqs[:9], y[:9] + 5, seqs[9:], y[9:], 3, HLFTConfig(epochs=1, init_layer="4"))
+
+
+# ---------------------------------------------------------------------------
+# emo tune hlft (run directory) and extraction with a fold's adapters
+# ---------------------------------------------------------------------------
+
+
+def _tone_dataset(root: Path, n: int = 12) -> Path:
+    """``n`` generated clips of two classes (low vs high tone in noise), a folder dataset with labels.csv."""
+    import soundfile as sf
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = ["name,emotion,speaker"]
+    for i in range(n):
+        cls = ("calm", "loud")[i % 2]
+        t = np.arange(int(16000 * rng.uniform(0.3, 0.6))) / 16000
+        f = 150.0 if cls == "calm" else 900.0
+        a = (0.3 * np.sin(2 * np.pi * f * t) + 0.05 * rng.normal(size=t.size)).astype(np.float32)
+        sf.write(root / f"c{i:02d}.wav", a, 16000)
+        rows.append(f"c{i:02d},{cls},s{i % 3}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tuned_run(tmp_path_factory, speech_dirs):
+    """Prefix store via the extraction engine (hidden state 1 = input of layer 2, frames), then
+    tune_hlft over layers 2-3 with 3 stratified folds."""
+    from emo.extract.datasets import get_dataset
+    from emo.extract.engine import Extractor
+    from emo.extract.registry import parse_encoder_spec
+    from emo.fuse.tune import tune_hlft
+
+    base = tmp_path_factory.mktemp("hlft_run")
+    data = _tone_dataset(base / "data")
+    feats = base / "features"
+    src = speech_dirs["hubert_stable"]
+    ds = get_dataset("folder", data)
+    Extractor([parse_encoder_spec(f"hubert_base={src}:1")], out=feats, frames=True, progress=False).run(ds)
+    run = base / "run"
+    res = tune_hlft(feats, "folder", "hubert_base", layers="2-3", protocol="3", out=run,
+                    cfg=HLFTConfig(init_layer="3", epochs=2, patience=2, batch_size=4, lr=1e-3))
+    return {"data": data, "features": feats, "run": run, "res": res, "src": src, "ds": ds}
+
+
+def test_tune_hlft_writes_run_directory(tuned_run):
+    import json
+
+    run = tuned_run["run"]
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["kind"] == "hlft" and cfg["window"]["layers"] == ["2", "3"] and cfg["prefix_store"]["layer"] == "1"
+    assert len(cfg["prefix_store"]["sha256"]) == 64 and cfg["encoder"]["weights_hash"]
+    assert cfg["hlft"]["batch_size"] == 4 and cfg["hlft"]["weight_decay"] == 0.02
+    all_test = [n for f in cfg["folds"] for n in f["test_names"]]
+    assert sorted(all_test) == sorted(set(all_test)) and len(all_test) == 12  # every sample held out exactly once
+    for k, f in enumerate(cfg["folds"]):
+        assert f["adapter_file"] == f"fold-{k}.safetensors"
+        assert file_sha256(run / f["adapter_file"]) == f["sha256"]
+    m = json.loads((run / "metrics.json").read_text())
+    assert {"waf", "uar", "accuracy"} <= set(m["pooled"]) and len(m["folds"]) == 3
+    lines = (run / "predictions.csv").read_text().splitlines()
+    assert len(lines) == 13 and lines[0].startswith("name,fold,label,prediction,p_")
+
+
+def test_tune_hlft_refuses_bad_prefix(tuned_run, tmp_path):
+    from emo.fuse.tune import TuneError, tune_hlft
+
+    with pytest.raises(TuneError, match="no frame-level hidden state 2"):
+        tune_hlft(tuned_run["features"], "folder", "hubert_base", layers="3-4")
+    with pytest.raises(TuneError, match="must be discrete"):
+        tune_hlft(tuned_run["features"], "folder", "hubert_base", layers="2-3", task="valence")
+    other = tiny_hubert(tmp_path / "other", layers=4, seed=9)
+    with pytest.raises(TuneError, match="differ from those"):
+        tune_hlft(tuned_run["features"], "folder", "hubert_base", layers="2-3", source=str(other))
+
+
+def test_extract_with_fold_adapters_matches_tuned_window(tuned_run):
+    """Per-fold HLFT stores through the real extraction engine: store k's features equal fold k's tuned
+    window applied to the cached prefix, and the provenance names the adapter file, its SHA-256 and the
+    held-out set."""
+    import json
+
+    from emo.extract.adapters import AdaptedWindow, adapt_encoder, names_digest
+    from emo.extract.engine import Extractor
+    from emo.extract.registry import parse_encoder_spec
+    from emo.extract.store import FeatureStore
+
+    run, feats = tuned_run["run"], tuned_run["features"]
+    cfg = json.loads((run / "config.json").read_text())
+    prefix = FeatureStore(feats / "folder" / "hubert_base.h5")
+    for k, f in enumerate(cfg["folds"][:2]):
+        enc = parse_encoder_spec(f"hubert_base={tuned_run['src']}:2-3").build()
+        adapt_encoder(enc, run / f["adapter_file"], fold=k, held_out=f["test_names"])
+        Extractor([], out=feats, encoders=[enc], progress=False).run(tuned_run["ds"])
+        st = FeatureStore(feats / "folder" / f"hubert_base+hlft.fold{k}.h5")
+        assert st.attrs["hlft_adapters_sha256"] == f["sha256"] and st.attrs["hlft_fold"] == k
+        assert st.attrs["hlft_held_out_sha256"] == names_digest(f["test_names"])
+        assert st.attrs["weights_hash"] != prefix.attrs["weights_hash"]
+        window = AdaptedWindow(load_encoder_model(str(tuned_run["src"])), 2, 3)
+        load_adapters(window, run / f["adapter_file"])
+        names = st.names
+        ref = pooled_layers(window, prefix.read_frames("1", names))
+        got = st.read(["2", "3"], names)
+        np.testing.assert_allclose(got, ref, atol=2e-2, rtol=2e-2)  # float16 store + float16 prefix
+        assert float(np.abs(got - ref).mean()) < 5e-3
