@@ -436,3 +436,18 @@ def test_extract_with_fold_adapters_matches_tuned_window(tuned_run):
         got = st.read(["2", "3"], names)
         np.testing.assert_allclose(got, ref, atol=2e-2, rtol=2e-2)  # float16 store + float16 prefix
         assert float(np.abs(got - ref).mean()) < 5e-3
+
+
+def test_tune_cli_trains_and_reports(tuned_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from emo.fuse.tune_cli import app
+
+    out = tmp_path / "cli_run"
+    args = ["--dataset", "folder", "--features-dir", str(tuned_run["features"]), "--encoder", "hubert_base",
+            "--layers", "2-3", "--folds", "speaker", "--epochs", "1", "--layer-weights-init", "uniform", "--out", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "pooled" in r.output and (out / "fold-2.safetensors").is_file()  # 3 speakers: 3 folds
+    bad = CliRunner().invoke(app, [*args[:-2], "--task", "valence", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "must be discrete" in bad.output
