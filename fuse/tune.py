@@ -221,3 +221,42 @@ def results_table(metrics: dict[str, Any]) -> str:
     lines.append(f"{'mean ± std':<{w}}  {'':>5}  " + "  ".join(f"{s['mean'][k]:>6.4f}±{s['std'][k]:.4f}" for k in keys))
     lines.append(f"{'pooled':<{w}}  {'':>5}  " + "  ".join(f"{metrics['pooled'][k]:>13.4f}" for k in keys))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Per-fold HLFT feature stores (``emo extract --adapters RUN``) for ``emo fuse train``
+# ---------------------------------------------------------------------------
+
+
+def fold_stores(features_dir: str | Path, dataset: str, name: str) -> list[Path]:
+    """Per-fold stores ``<name>.fold0.h5``, ``<name>.fold1.h5``, ... of a feature name, in fold order
+    (``[]`` when there are none). Raises :class:`TuneError` on a gap in the fold numbers."""
+    import re
+
+    d = Path(features_dir) / dataset
+    pat = re.compile(re.escape(name) + r"\.fold(\d+)\.h5$")
+    found = {int(m.group(1)): p for p in d.glob(f"{name}.fold*.h5") if (m := pat.match(p.name))}
+    if not found:
+        return []
+    if sorted(found) != list(range(len(found))):
+        raise TuneError(f"{d}: per-fold stores of {name} have folds {sorted(found)}; expected 0..{len(found) - 1}")
+    return [found[k] for k in range(len(found))]
+
+
+def check_fold_store(attrs: dict[str, Any], path: str | Path, k: int, test_names: list[str]) -> None:
+    """Refuse fold ``k``'s features unless the adapters that computed them held out exactly the
+    samples fold ``k`` evaluates on (their names' SHA-256 is in the store's provenance).
+
+    Raises:
+        TuneError: not fold ``k``'s store, or a different held-out set (fold counts or seeds differ
+            between ``emo tune hlft`` and ``emo fuse train``, or another dataset subset).
+    """
+    from emo.extract.adapters import names_digest
+
+    if attrs.get("hlft_fold") != k:
+        raise TuneError(f"{path}: store is for fold {attrs.get('hlft_fold')!r}, needed for fold {k}")
+    if attrs.get("hlft_held_out_sha256") != names_digest(test_names):
+        raise TuneError(
+            f"{path}: the adapters of fold {k} held out {attrs.get('hlft_held_out_n')} sample(s), but this run's fold {k} "
+            f"evaluates on {len(test_names)} other or different ones: some evaluation features would come from adapters "
+            "trained on them. Use the same --folds and --seed as `emo tune hlft` (and the same samples).")
