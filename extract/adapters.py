@@ -589,3 +589,49 @@ def _window_of(adapter_file: str | os.PathLike) -> tuple[int, int]:
 def names_digest(names: list[str]) -> str:
     """SHA-256 (hex) of the sorted sample names joined by newlines: identifies a set of samples."""
     return hashlib.sha256("\n".join(sorted(names)).encode("utf-8")).hexdigest()
+
+
+def hlft_run_encoders(spec: Any, run_dir: str | os.PathLike, device: str = "cpu", frames: bool = False,
+                      **options: Any) -> list[Any]:
+    """One adapted encoder per fold of an ``emo tune hlft`` run (``emo extract --encoder S --adapters RUN``).
+
+    Each is ``spec`` built as usual, with fold K's adapters injected (:func:`adapt_encoder`), named
+    ``<name>+hlft.fold<K>`` (its own store). Text encoders get the run's ``special_tokens`` setting
+    (the pooling the adapters were trained with).
+
+    Args:
+        spec: an :class:`emo.extract.registry.EncoderSpec` (``hubert_large:16-21``).
+        run_dir: the run directory (``config.json`` + ``fold-K.safetensors``).
+
+    Raises:
+        AdapterError: no/invalid run, an adapter file whose SHA-256 differs from the run's record,
+            or an encoder whose weights differ from the run's.
+    """
+    run = Path(run_dir)
+    try:
+        cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise AdapterError(f"{run}: not an `emo tune hlft` run directory ({e})") from None
+    if cfg.get("kind") != "hlft":
+        raise AdapterError(f"{run}/config.json is not an `emo tune hlft` run (kind {cfg.get('kind')!r})")
+    enc_cfg = cfg.get("encoder") or {}
+    if enc_cfg.get("name") and enc_cfg["name"] != spec.name:
+        raise AdapterError(f"{run} tuned encoder {enc_cfg['name']!r}, not {spec.name!r}")
+    opts = dict(options)
+    if enc_cfg.get("modality") == "text" and "special_tokens" in enc_cfg:
+        opts["special_tokens"] = bool(enc_cfg["special_tokens"])
+    out = []
+    for k, fold in enumerate(cfg.get("folds") or []):
+        path = run / fold["adapter_file"]
+        sha = file_sha256(path) if path.is_file() else None
+        if sha != fold.get("sha256"):
+            raise AdapterError(f"{path}: {'missing' if sha is None else 'SHA-256 differs from the run record'}")
+        enc = spec.build(device=device, frames=frames, **opts)
+        want = enc_cfg.get("weights_hash")
+        if want and enc.weights_hash() and enc.weights_hash() != want:
+            raise AdapterError(f"{spec}: weights hash {enc.weights_hash()} differs from the tuned encoder's {want} ({run})")
+        adapt_encoder(enc, path, fold=k, held_out=fold.get("test_names"))
+        out.append(enc)
+    if not out:
+        raise AdapterError(f"{run}/config.json lists no folds")
+    return out

@@ -413,7 +413,7 @@ def test_extract_with_fold_adapters_matches_tuned_window(tuned_run):
     held-out set."""
     import json
 
-    from emo.extract.adapters import AdaptedWindow, adapt_encoder, names_digest
+    from emo.extract.adapters import AdaptedWindow, hlft_run_encoders, names_digest
     from emo.extract.engine import Extractor
     from emo.extract.registry import parse_encoder_spec
     from emo.extract.store import FeatureStore
@@ -421,10 +421,10 @@ def test_extract_with_fold_adapters_matches_tuned_window(tuned_run):
     run, feats = tuned_run["run"], tuned_run["features"]
     cfg = json.loads((run / "config.json").read_text())
     prefix = FeatureStore(feats / "folder" / "hubert_base.h5")
+    encs = hlft_run_encoders(parse_encoder_spec(f"hubert_base={tuned_run['src']}:2-3"), run)
+    assert [e.name for e in encs] == [f"hubert_base+hlft.fold{k}" for k in range(3)]
+    Extractor([], out=feats, encoders=encs[:2], progress=False).run(tuned_run["ds"])
     for k, f in enumerate(cfg["folds"][:2]):
-        enc = parse_encoder_spec(f"hubert_base={tuned_run['src']}:2-3").build()
-        adapt_encoder(enc, run / f["adapter_file"], fold=k, held_out=f["test_names"])
-        Extractor([], out=feats, encoders=[enc], progress=False).run(tuned_run["ds"])
         st = FeatureStore(feats / "folder" / f"hubert_base+hlft.fold{k}.h5")
         assert st.attrs["hlft_adapters_sha256"] == f["sha256"] and st.attrs["hlft_fold"] == k
         assert st.attrs["hlft_held_out_sha256"] == names_digest(f["test_names"])
@@ -439,9 +439,8 @@ def test_extract_with_fold_adapters_matches_tuned_window(tuned_run):
 
 
 def test_tune_cli_trains_and_reports(tuned_run, tmp_path):
-    from typer.testing import CliRunner
-
     from emo.fuse.tune_cli import app
+    from typer.testing import CliRunner
 
     out = tmp_path / "cli_run"
     args = ["--dataset", "folder", "--features-dir", str(tuned_run["features"]), "--encoder", "hubert_base",
