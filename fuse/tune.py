@@ -260,3 +260,65 @@ def check_fold_store(attrs: dict[str, Any], path: str | Path, k: int, test_names
             f"{path}: the adapters of fold {k} held out {attrs.get('hlft_held_out_n')} sample(s), but this run's fold {k} "
             f"evaluates on {len(test_names)} other or different ones: some evaluation features would come from adapters "
             "trained on them. Use the same --folds and --seed as `emo tune hlft` (and the same samples).")
+
+
+def train_cv_fold_stores(blocks: dict[str, Any], fold_features: dict[str, list[Path]], layers: dict[str, list[str]],
+                         names: list[str], inputs: list, y: dict[str, np.ndarray], folds: list[Fold], cfg: Any,
+                         n_classes: int = 0, speakers: list | None = None, test_idx: np.ndarray | None = None,
+                         progress: Callable[[str], None] | None = None):
+    """``emo fuse train`` with per-fold HLFT features: fold K reads the features of every name in
+    ``fold_features`` from that name's fold-K store (computed by the adapters that held out exactly
+    fold K's evaluation samples, checked by :func:`check_fold_store`), then trains like
+    :func:`emo.fuse.train.train_cv` on that one fold; the folds' results are merged into one
+    :class:`emo.fuse.train.CVResult` (pooled metrics over all out-of-fold predictions; on a held-out
+    test set, the average over all fold models, each fold's features from its own adapters).
+
+    Args:
+        blocks: encoder name → (N, L, D) features of the other inputs (the per-fold names may hold
+            any stand-in of the right shape; they are replaced per fold).
+        fold_features: per-fold name → its stores in fold order (:func:`fold_stores`).
+        layers: per-fold name → the layer keys to read.
+        names: the N sample names (rows of ``blocks``).
+        Other arguments: as :func:`emo.fuse.train.train_cv`.
+
+    Raises:
+        TuneError: a store count that differs from the fold count, or a fold whose evaluation samples
+            are not the adapters' held-out samples.
+    """
+    from emo.extract.store import FeatureStore
+    from emo.fuse.metrics import summarize
+    from emo.fuse.train import CVResult, evaluate, train_cv
+
+    for name, paths in fold_features.items():
+        if len(paths) != len(folds):
+            raise TuneError(f"{name}: {len(paths)} per-fold stores but this run has {len(folds)} folds; "
+                            "use the same --folds as `emo tune hlft`")
+    parts = []
+    for k, fold in enumerate(folds):
+        bk = dict(blocks)
+        test_names = [names[i] for i in fold.test]
+        for name, paths in fold_features.items():
+            st = FeatureStore(paths[k])
+            check_fold_store(st.attrs, paths[k], k, test_names)
+            bk[name] = st.read(layers[name], names)
+        r = train_cv(bk, inputs, y, [fold], cfg, n_classes, speakers, test_idx, progress)
+        r.folds[0]["feature_stores"] = {name: str(paths[k]) for name, paths in fold_features.items()}
+        parts.append(r)
+    oof: dict[str, np.ndarray] = {}
+    for key in parts[0].oof:
+        oof[key] = np.concatenate([p.oof[key] if key != "fold" else np.full(len(p.oof["index"]), k)
+                                   for k, p in enumerate(parts)])
+    rows = oof["index"]
+    needed = {k: v[rows] for k, v in y.items() if k in ("discrete", "valence", "vad")}
+    pooled = evaluate({k: oof[k] for k in ("probs", "valence", "vad") if k in oof}, needed, n_classes)
+    test = None
+    if parts[0].test is not None:
+        outs = {k: np.mean([p.test[k] for p in parts], axis=0).astype(np.float32)
+                for k in parts[0].test if k not in ("index", "metrics")}
+        test = {"index": parts[0].test["index"], **outs}
+        if "metrics" in parts[0].test:
+            test["metrics"] = evaluate(outs, {k: y[k][test["index"]] for k in needed}, n_classes)
+    fold_rows = [p.folds[0] for p in parts]
+    return CVResult(fold_rows, summarize([r["metrics"] for r in fold_rows]), pooled, oof, test,
+                    [p.states[0] for p in parts], [p.normalizers[0] for p in parts],
+                    [d for p in parts for d in p.diagnostics])

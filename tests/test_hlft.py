@@ -407,24 +407,31 @@ def test_tune_hlft_refuses_bad_prefix(tuned_run, tmp_path):
         tune_hlft(tuned_run["features"], "folder", "hubert_base", layers="2-3", source=str(other))
 
 
-def test_extract_with_fold_adapters_matches_tuned_window(tuned_run):
-    """Per-fold HLFT stores through the real extraction engine: store k's features equal fold k's tuned
-    window applied to the cached prefix, and the provenance names the adapter file, its SHA-256 and the
-    held-out set."""
-    import json
-
-    from emo.extract.adapters import AdaptedWindow, hlft_run_encoders, names_digest
+@pytest.fixture(scope="module")
+def hlft_stores(tuned_run):
+    """``emo extract --adapters RUN`` through the engine: one store per fold."""
+    from emo.extract.adapters import hlft_run_encoders
     from emo.extract.engine import Extractor
     from emo.extract.registry import parse_encoder_spec
+
+    encs = hlft_run_encoders(parse_encoder_spec(f"hubert_base={tuned_run['src']}:2-3"), tuned_run["run"])
+    Extractor([], out=tuned_run["features"], encoders=encs, progress=False).run(tuned_run["ds"])
+    return [e.name for e in encs]
+
+
+def test_extract_with_fold_adapters_matches_tuned_window(tuned_run, hlft_stores):
+    """Per-fold HLFT stores: store k's features equal fold k's tuned window applied to the cached
+    prefix, and the provenance names the adapter file, its SHA-256 and the held-out set."""
+    import json
+
+    from emo.extract.adapters import AdaptedWindow, names_digest
     from emo.extract.store import FeatureStore
 
     run, feats = tuned_run["run"], tuned_run["features"]
+    assert hlft_stores == [f"hubert_base+hlft.fold{k}" for k in range(3)]
     cfg = json.loads((run / "config.json").read_text())
     prefix = FeatureStore(feats / "folder" / "hubert_base.h5")
-    encs = hlft_run_encoders(parse_encoder_spec(f"hubert_base={tuned_run['src']}:2-3"), run)
-    assert [e.name for e in encs] == [f"hubert_base+hlft.fold{k}" for k in range(3)]
-    Extractor([], out=feats, encoders=encs[:2], progress=False).run(tuned_run["ds"])
-    for k, f in enumerate(cfg["folds"][:2]):
+    for k, f in enumerate(cfg["folds"]):
         st = FeatureStore(feats / "folder" / f"hubert_base+hlft.fold{k}.h5")
         assert st.attrs["hlft_adapters_sha256"] == f["sha256"] and st.attrs["hlft_fold"] == k
         assert st.attrs["hlft_held_out_sha256"] == names_digest(f["test_names"])
@@ -436,6 +443,35 @@ def test_extract_with_fold_adapters_matches_tuned_window(tuned_run):
         got = st.read(["2", "3"], names)
         np.testing.assert_allclose(got, ref, atol=2e-2, rtol=2e-2)  # float16 store + float16 prefix
         assert float(np.abs(got - ref).mean()) < 5e-3
+
+
+def test_fold_stores_feed_only_their_own_fold(tuned_run, hlft_stores):
+    """fuse training over per-fold HLFT stores: fold k's features come from fold k's store, and a fold
+    whose evaluation samples differ from the adapters' held-out samples is refused."""
+    from emo.extract.datasets.base import read_manifest
+    from emo.fuse.train import TrainConfig
+    from emo.fuse.tune import TuneError, fold_stores, train_cv_fold_stores
+
+    feats = tuned_run["features"]
+    paths = fold_stores(feats, "folder", "hubert_base+hlft")
+    assert [p.name for p in paths] == [f"{n}.h5" for n in hlft_stores]
+    meta, samples = read_manifest(feats / "folder")
+    names = [s.name for s in samples]
+    y = np.array([meta["classes"].index(s.discrete) for s in samples])
+    inputs = [{"name": "hubert_base+hlft", "modality": "audio", "layers": ["2", "3"], "dim": 32}]
+    blocks = {"hubert_base+hlft": np.zeros((len(names), 2, 32), np.float32)}
+    cfg = TrainConfig(head="linear", epochs=2, seeds=1, batch_size=4, patience=2)
+    folds = stratified_kfold(y, 3, seed=0)  # the folds emo tune hlft used (same seed, same samples)
+    r = train_cv_fold_stores(blocks, {"hubert_base+hlft": paths}, {"hubert_base+hlft": ["2", "3"]}, names, inputs,
+                             {"discrete": y}, folds, cfg, n_classes=2)
+    assert [f["feature_stores"]["hubert_base+hlft"] for f in r.folds] == [str(p) for p in paths]
+    assert sorted(r.oof["index"].tolist()) == list(range(len(names))) and "waf" in r.pooled
+    with pytest.raises(TuneError, match="trained on them"):
+        train_cv_fold_stores(blocks, {"hubert_base+hlft": paths}, {"hubert_base+hlft": ["2", "3"]}, names, inputs,
+                             {"discrete": y}, stratified_kfold(y, 3, seed=5), cfg, n_classes=2)
+    with pytest.raises(TuneError, match="3 per-fold stores but this run has 2 folds"):
+        train_cv_fold_stores(blocks, {"hubert_base+hlft": paths}, {"hubert_base+hlft": ["2", "3"]}, names, inputs,
+                             {"discrete": y}, stratified_kfold(y, 2, seed=0), cfg, n_classes=2)
 
 
 def test_tune_cli_trains_and_reports(tuned_run, tmp_path):
