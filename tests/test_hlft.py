@@ -296,6 +296,7 @@ def test_adapter_file_roundtrip_sha256_and_mismatch(tmp_path, speech_dirs):
         load_adapters(w2, bad)
 
 
+@pytest.mark.slow
 def test_train_hlft_cv_learns_and_keeps_test_rows_out(tmp_path, speech_dirs):
     """A separable toy task on cached prefixes: CV training beats chance, writes one adapter file per
     fold whose recorded held-out rows are exactly the fold's evaluation rows, and the adapters move."""
@@ -376,6 +377,7 @@ def tuned_run(tmp_path_factory, speech_dirs):
     return {"data": data, "features": feats, "run": run, "res": res, "src": src, "ds": ds}
 
 
+@pytest.mark.slow
 def test_tune_hlft_writes_run_directory(tuned_run):
     import json
 
@@ -395,6 +397,7 @@ def test_tune_hlft_writes_run_directory(tuned_run):
     assert len(lines) == 13 and lines[0].startswith("name,fold,label,prediction,p_")
 
 
+@pytest.mark.slow
 def test_tune_hlft_refuses_bad_prefix(tuned_run, tmp_path):
     from emo.fuse.tune import TuneError, tune_hlft
 
@@ -419,6 +422,7 @@ def hlft_stores(tuned_run):
     return [e.name for e in encs]
 
 
+@pytest.mark.slow
 def test_extract_with_fold_adapters_matches_tuned_window(tuned_run, hlft_stores):
     """Per-fold HLFT stores: store k's features equal fold k's tuned window applied to the cached
     prefix, and the provenance names the adapter file, its SHA-256 and the held-out set."""
@@ -445,6 +449,7 @@ def test_extract_with_fold_adapters_matches_tuned_window(tuned_run, hlft_stores)
         assert float(np.abs(got - ref).mean()) < 5e-3
 
 
+@pytest.mark.slow
 def test_fold_stores_feed_only_their_own_fold(tuned_run, hlft_stores):
     """fuse training over per-fold HLFT stores: fold k's features come from fold k's store, and a fold
     whose evaluation samples differ from the adapters' held-out samples is refused."""
@@ -474,6 +479,7 @@ def test_fold_stores_feed_only_their_own_fold(tuned_run, hlft_stores):
                              {"discrete": y}, stratified_kfold(y, 2, seed=0), cfg, n_classes=2)
 
 
+@pytest.mark.slow
 def test_tune_cli_trains_and_reports(tuned_run, tmp_path):
     from emo.fuse.tune_cli import app
     from typer.testing import CliRunner
