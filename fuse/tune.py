@@ -262,7 +262,7 @@ def check_fold_store(attrs: dict[str, Any], path: str | Path, k: int, test_names
             "trained on them. Use the same --folds and --seed as `emo tune hlft` (and the same samples).")
 
 
-def train_cv_fold_stores(blocks: dict[str, Any], fold_features: dict[str, list[Path]], layers: dict[str, list[str]],
+def train_cv_fold_stores(blocks: dict[str, Any], fold_features: dict[str, list[Path]], layers: dict[str, list[str]] | None,
                          names: list[str], inputs: list, y: dict[str, np.ndarray], folds: list[Fold], cfg: Any,
                          n_classes: int = 0, speakers: list | None = None, test_idx: np.ndarray | None = None,
                          progress: Callable[[str], None] | None = None):
@@ -277,7 +277,7 @@ def train_cv_fold_stores(blocks: dict[str, Any], fold_features: dict[str, list[P
         blocks: encoder name → (N, L, D) features of the other inputs (the per-fold names may hold
             any stand-in of the right shape; they are replaced per fold).
         fold_features: per-fold name → its stores in fold order (:func:`fold_stores`).
-        layers: per-fold name → the layer keys to read.
+        layers: per-fold name → the layer keys to read (``None``: those of its entry in ``inputs``).
         names: the N sample names (rows of ``blocks``).
         Other arguments: as :func:`emo.fuse.train.train_cv`.
 
@@ -286,9 +286,11 @@ def train_cv_fold_stores(blocks: dict[str, Any], fold_features: dict[str, list[P
             are not the adapters' held-out samples.
     """
     from emo.extract.store import FeatureStore
-    from emo.fuse.metrics import summarize
-    from emo.fuse.train import CVResult, evaluate, train_cv
+    from emo.fuse.cv import CVResult, train_cv
+    from emo.fuse.metrics import evaluate, summarize
 
+    if layers is None:
+        layers = {inp["name"]: list(inp["layers"]) for inp in inputs if inp["name"] in fold_features}
     for name, paths in fold_features.items():
         if len(paths) != len(folds):
             raise TuneError(f"{name}: {len(paths)} per-fold stores but this run has {len(folds)} folds; "
@@ -322,3 +324,37 @@ def train_cv_fold_stores(blocks: dict[str, Any], fold_features: dict[str, list[P
     return CVResult(fold_rows, summarize([r["metrics"] for r in fold_rows]), pooled, oof, test,
                     [p.states[0] for p in parts], [p.normalizers[0] for p in parts],
                     [d for p in parts for d in p.diagnostics])
+
+
+def resolve_fold_features(features_dir: str | Path, dataset: str, specs: list[str]) -> tuple[list[str], dict[str, list[Path]]]:
+    """For ``emo fuse train``: each ``--features`` spec whose store ``<name>.h5`` does not exist but whose
+    per-fold stores ``<name>.fold<K>.h5`` do (``emo extract --adapters RUN``) is rewritten to load fold 0's
+    store as the stand-in (same layers and dimension); returns (specs to load, name → per-fold stores).
+    Rename the loaded inputs back with :func:`rename_fold_inputs`."""
+    from emo.extract.spec import parse_spec
+    from emo.extract.store import store_path
+
+    out, found = [], {}
+    for text in specs:
+        spec = parse_spec(str(text))
+        if not store_path(features_dir, dataset, spec.name).exists():
+            paths = fold_stores(features_dir, dataset, spec.name)
+            if paths:
+                found[spec.name] = paths
+                text = str(text).replace(spec.name, paths[0].stem, 1)
+        out.append(text)
+    return out, found
+
+
+def rename_fold_inputs(fs: Any, fold_features: dict[str, list[Path]]) -> None:
+    """Give the stand-in inputs of :func:`resolve_fold_features` their own name back (blocks and inputs
+    of a :class:`emo.fuse.data.FeatureSet`, in place) and record the per-fold stores in the provenance."""
+    stand_in = {paths[0].stem: name for name, paths in fold_features.items()}
+    for inp in fs.inputs:
+        if inp.name in stand_in:
+            name = stand_in[inp.name]
+            fs.blocks[name] = fs.blocks.pop(inp.name)
+            inp.spec = (inp.spec or name).replace(inp.name, name, 1)
+            inp.provenance = {**inp.provenance, "encoder": name,
+                              "hlft_fold_stores": [str(p) for p in fold_features[name]]}
+            inp.name = name

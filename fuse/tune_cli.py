@@ -38,7 +38,9 @@ def hlft(
     out: Path = typer.Option(Path("runs/hlft"), "--out", help="Run directory."),
 ) -> None:
     """Train one HLFT adapter set per fold (MER 2024 eq. 1-4) on the cached prefix; report WAF/UAR/accuracy."""
+    from emo.exitcodes import ExitCode
     from emo.extract.adapters import AdapterError
+    from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
     from emo.fuse.hlft import HLFTConfig
     from emo.fuse.tune import results_table, tune_hlft
@@ -47,11 +49,18 @@ def hlft(
                      weight_decay=weight_decay, epochs=epochs, patience=patience, select=select, max_frames=max_frames,
                      seed=seed, threads=threads)
     try:
+        cfg.validate()
+        if task != "discrete":
+            raise ValueError(f"--task must be discrete (HLFT's loss is a classification loss, eq. 2), not {task!r}")
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.USAGE) from None
+    try:
         res = tune_hlft(features_dir, dataset, encoder, layers=layers, protocol=folds, out=out, cfg=cfg,
                         prefix_store=prefix_store, source=source, task=task, test_splits=test_split or None,
                         command=["emo", *sys.argv[1:]], progress=lambda s: typer.echo(s, err=True))
-    except (ValueError, AdapterError, StoreError) as e:  # TuneError and ProtocolError are ValueErrors
+    except (ValueError, AdapterError, StoreError, DatasetError, OSError) as e:  # TuneError, ProtocolError: ValueErrors
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.ERROR) from None
     typer.echo(results_table(res["metrics"]))
     typer.echo(f"run written to {out}")

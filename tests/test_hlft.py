@@ -492,3 +492,35 @@ def test_tune_cli_trains_and_reports(tuned_run, tmp_path):
     assert "pooled" in r.output and (out / "fold-2.safetensors").is_file()  # 3 speakers: 3 folds
     bad = CliRunner().invoke(app, [*args[:-2], "--task", "valence", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "must be discrete" in bad.output
+
+
+@pytest.mark.slow
+def test_cli_extract_adapters_then_fuse_train_per_fold(tuned_run, tmp_path):
+    """`emo extract --adapters RUN` writes one store per fold; `emo fuse train --features NAME+hlft` trains
+    fold k on fold k's store, and refuses folds whose evaluation samples the adapters did not hold out."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+
+    feats = tmp_path / "features"
+    r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(tuned_run["data"]), "--encoder",
+                                 f"hubert_base={tuned_run['src']}:2-3", "--adapters", str(tuned_run["run"]),
+                                 "--out", str(feats), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (feats / "folder").glob("hubert_base+hlft.fold*.h5")) == \
+        [f"hubert_base+hlft.fold{k}.h5" for k in range(3)]
+    train = ["fuse", "train", "--dataset", "folder", "--features-dir", str(feats), "--features", "hubert_base+hlft:2-3",
+             "--head", "linear", "--epochs", "2", "--seeds", "1", "--layer-weights", "--layer-weights-init", "uniform"]
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, [*train, "--folds", "3", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["inputs"][0]["name"] == "hubert_base+hlft"
+    assert len(cfg["inputs"][0]["provenance"]["hlft_fold_stores"]) == 3
+    # another fold assignment: fold k's evaluation samples were seen by fold k's adapters -> refused
+    r = CliRunner().invoke(app, [*train, "--folds", "3", "--seed", "7", "--out", str(tmp_path / "bad")])
+    assert r.exit_code == 1 and "trained on them" in r.output
+    r = CliRunner().invoke(app, [*train, "--folds", "2", "--out", str(tmp_path / "bad2")])
+    assert r.exit_code == 1 and "per-fold stores but this run has 2 folds" in r.output
