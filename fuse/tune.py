@@ -355,6 +355,54 @@ def rename_fold_inputs(fs: Any, fold_features: dict[str, list[Path]]) -> None:
             name = stand_in[inp.name]
             fs.blocks[name] = fs.blocks.pop(inp.name)
             inp.spec = (inp.spec or name).replace(inp.name, name, 1)
-            inp.provenance = {**inp.provenance, "encoder": name,
-                              "hlft_fold_stores": [str(p) for p in fold_features[name]]}
+            from emo.extract.store import FeatureStore
+
+            a0 = FeatureStore(fold_features[name][0]).attrs
+            keep = {k: a0[k] for k in ("hlft_base_encoder", "hlft_window", "hlft_adapter_dim", "source", "modality",
+                                       "special_tokens", "normalize") if k in a0}
+            inp.provenance = {**inp.provenance, **keep, "encoder": name,
+                              "hlft_fold_stores": [str(p) for p in fold_features[name]],
+                              "hlft_fold_adapters": [_fold_adapter(p) for p in fold_features[name]]}
             inp.name = name
+
+
+def _fold_adapter(path: Path) -> dict[str, Any]:
+    from emo.extract.store import FeatureStore
+
+    a = FeatureStore(path).attrs
+    return {"file": a.get("hlft_adapters"), "sha256": a.get("hlft_adapters_sha256"), "fold": a.get("hlft_fold")}
+
+
+def hlft_inputs(inputs: list) -> dict[str, Any]:
+    """The inputs of a trained run that were per-fold HLFT features: name → input (its provenance has
+    ``hlft_fold_adapters``)."""
+    return {inp["name"]: inp for inp in inputs if (inp.get("provenance") or {}).get("hlft_fold_adapters")}
+
+
+def hlft_score_encoders(inp: Any, device: str = "cpu", **options: Any) -> list:
+    """For ``emo score`` with a run trained on per-fold HLFT features: the base encoder of ``inp`` (its
+    recorded ``hlft_base_encoder``, ``source`` and layers) once per fold, each with that fold's adapter set
+    (checked against the recorded SHA-256), named ``<base>+hlft.fold<K>`` (:func:`emo.extract.adapters.adapt_encoder`).
+
+    Raises:
+        TuneError: an adapter file that is missing or changed since training.
+    """
+    from emo.extract.adapters import adapt_encoder, file_sha256
+    from emo.extract.registry import parse_encoder_spec
+    from emo.extract.spec import format_spec
+
+    prov = inp["provenance"]
+    spec = parse_encoder_spec(format_spec(prov["hlft_base_encoder"], prov.get("source") or None, list(inp["layers"])))
+    out = []
+    for fa in prov["hlft_fold_adapters"]:
+        f = Path(fa["file"] or "")
+        if not f.is_file() or file_sha256(f) != fa["sha256"]:
+            raise TuneError(f"{inp['name']}: adapter file {f} of fold {fa['fold']} is {'missing' if not f.is_file() else 'changed'} "
+                            "since training (SHA-256 recorded in the run)")
+        opts = dict(options)
+        if prov.get("modality") == "text" and "special_tokens" in prov:
+            opts["special_tokens"] = bool(prov["special_tokens"])
+        enc = spec.build(device=device, **opts)
+        adapt_encoder(enc, f, fold=int(fa["fold"]))
+        out.append(enc)
+    return out

@@ -524,3 +524,22 @@ def test_cli_extract_adapters_then_fuse_train_per_fold(tuned_run, tmp_path):
     assert r.exit_code == 1 and "trained on them" in r.output
     r = CliRunner().invoke(app, [*train, "--folds", "2", "--out", str(tmp_path / "bad2")])
     assert r.exit_code == 1 and "per-fold stores but this run has 2 folds" in r.output
+    # emo score: fold k's model gets the features of fold k's adapters, the folds are averaged
+    import csv
+
+    from emo.extract.store import FeatureStore
+    from emo.fuse.run import load_run
+
+    pred_csv = tmp_path / "pred.csv"
+    r = CliRunner().invoke(app, ["score", str(tuned_run["data"]), "--run", str(out), "--out", str(pred_csv),
+                                 "--no-progress"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(pred_csv)))
+    names = [row["name"] for row in rows]
+    assert len(names) == 12 and all(row["status"] == "ok" for row in rows)
+    run = load_run(out)
+    outs = [run.predict({"hubert_base+hlft": FeatureStore(feats / "folder" / f"hubert_base+hlft.fold{k}.h5")
+                         .read(["2", "3"], names)}, folds=[k])["probs"] for k in range(3)]
+    expect = np.mean(outs, axis=0)
+    got = np.array([[float(row[f"prob_{c}"]) for c in run.classes] for row in rows])
+    np.testing.assert_allclose(got, expect, atol=1e-3)
