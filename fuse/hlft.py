@@ -209,8 +209,24 @@ def _crop(seq: np.ndarray, max_frames: int | None, gen: torch.Generator) -> np.n
     return seq[s:s + max_frames]
 
 
+def eval_batches(lengths: Sequence[int], batch: int = 64, max_frames: int = 8192) -> list[np.ndarray]:
+    """Length-sorted evaluation batches of at most ``batch`` rows and ``max_frames`` padded frames
+    (rows × longest sequence), so long clips never build a huge padded tensor; a longer single
+    sequence forms a batch of its own."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    out, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1 > batch or (len(cur) + 1) * int(lengths[i]) > max_frames):
+            out.append(np.array(cur))
+            cur = []
+        cur.append(int(i))
+    if cur:
+        out.append(np.array(cur))
+    return out
+
+
 def predict_hlft(model: HLFTModel, seqs: Sequence[np.ndarray], batch: int = 64) -> dict[str, np.ndarray]:
-    """Evaluate without masking, in length-sorted batches.
+    """Evaluate without masking, in length-sorted batches (:func:`eval_batches`).
 
     Args:
         seqs: N prefix sequences, each (T_i, D) float16/float32.
@@ -221,11 +237,9 @@ def predict_hlft(model: HLFTModel, seqs: Sequence[np.ndarray], batch: int = 64) 
     """
     model.eval()
     n = len(seqs)
-    order = np.argsort([len(s) for s in seqs], kind="stable")
     probs = layers = f = None
     with torch.no_grad():
-        for s in range(0, n, batch):
-            idx = order[s:s + batch]
+        for idx in eval_batches([len(s) for s in seqs], batch):
             h, m = pad_sequences([seqs[i] for i in idx])
             out = model(h, m)
             p = torch.softmax(out["logits"], -1).numpy()
@@ -242,11 +256,9 @@ def pooled_layers(window: AdaptedWindow, seqs: Sequence[np.ndarray], batch: int 
     what ``emo extract --adapters`` writes (mean over real frames, as every emo store)."""
     window.eval()
     n = len(seqs)
-    order = np.argsort([len(s) for s in seqs], kind="stable")
     out = np.zeros((n, len(window.layer_keys), window.hidden_size), np.float32)
     with torch.no_grad():
-        for s in range(0, n, batch):
-            idx = order[s:s + batch]
+        for idx in eval_batches([len(s) for s in seqs], batch):
             h, m = pad_sequences([seqs[i] for i in idx])
             outs = window(h, m)
             out[idx] = torch.stack([masked_mean(o, m) for o in outs], dim=1).numpy()
