@@ -543,3 +543,14 @@ def test_cli_extract_adapters_then_fuse_train_per_fold(tuned_run, tmp_path):
     expect = np.mean(outs, axis=0)
     got = np.array([[float(row[f"prob_{c}"]) for c in run.classes] for row in rows])
     np.testing.assert_allclose(got, expect, atol=1e-3)
+
+
+def test_eval_batches_bound_padded_frames():
+    from emo.fuse.hlft import eval_batches
+
+    lengths = [5, 3, 100, 9000, 2, 50]
+    batches = eval_batches(lengths, batch=2, max_frames=200)
+    assert sorted(i for b in batches for i in b.tolist()) == list(range(6))
+    for b in batches:
+        assert len(b) <= 2
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 200
