@@ -369,7 +369,7 @@ def tuned_run(tmp_path_factory, speech_dirs):
     data = _tone_dataset(base / "data")
     feats = base / "features"
     src = speech_dirs["hubert_stable"]
-    ds = get_dataset("folder", data)
+    ds = get_dataset("folder", data, dataset_name="folder")
     Extractor([parse_encoder_spec(f"hubert_base={src}:1")], out=feats, frames=True, progress=False).run(ds)
     run = base / "run"
     res = tune_hlft(feats, "folder", "hubert_base", layers="2-3", protocol="3", out=run,
@@ -507,7 +507,7 @@ def test_cli_extract_adapters_then_fuse_train_per_fold(tuned_run, tmp_path):
     feats = tmp_path / "features"
     r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(tuned_run["data"]), "--encoder",
                                  f"hubert_base={tuned_run['src']}:2-3", "--adapters", str(tuned_run["run"]),
-                                 "--out", str(feats), "--no-progress"])
+                                 "--name", "folder", "--out", str(feats), "--no-progress"])
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (feats / "folder").glob("hubert_base+hlft.fold*.h5")) == \
         [f"hubert_base+hlft.fold{k}.h5" for k in range(3)]
