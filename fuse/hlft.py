@@ -54,6 +54,8 @@ class HLFTConfig:
         mask_prob, mask_span: HuBERT span masking (0.065, 10 frames).
         mlp_hidden: hidden width of the FC–ReLU–FC reconstruction MLP (256; not in the paper).
         batch_size, lr, weight_decay: 16, 1e-4, 0.02 (Adam).
+        optimizer: ``adam`` (the paper's: ``torch.optim.Adam``, whose weight decay is an L2 term in the
+            gradient) or ``adamw`` (decoupled weight decay, ``torch.optim.AdamW``).
         epochs, patience: at most ``epochs``; stop after ``patience`` epochs without improvement.
         select: ``loss`` (inner-validation CE) or ``waf`` (inner-validation WAF) for early stopping.
         max_frames: training crops each sequence to a random window of at most this many frames
@@ -69,6 +71,7 @@ class HLFTConfig:
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 0.02
+    optimizer: str = "adam"
     epochs: int = 30
     patience: int = 3
     select: str = "loss"
@@ -86,6 +89,7 @@ class HLFTConfig:
              "--mlp-hidden, --batch-size, --epochs and --patience must be >= 1"),
             (self.lr > 0 and self.weight_decay >= 0, "--lr must be > 0 and --weight-decay >= 0"),
             (self.select in ("loss", "waf"), f"--select must be loss or waf, not {self.select!r}"),
+            (self.optimizer in ("adam", "adamw"), f"--optimizer must be adam or adamw, not {self.optimizer!r}"),
             (self.max_frames is None or self.max_frames >= 1, "--max-frames must be >= 1"),
         ]
         for ok, msg in checks:
@@ -314,7 +318,8 @@ def fit_hlft(window: AdaptedWindow, seqs_tr: Sequence[np.ndarray], y_tr: np.ndar
         model = HLFTModel(window, n_classes, cfg.init_layer, cfg.mlp_hidden)
         for p in window.adapters.parameters():
             p.requires_grad_(train_adapters)
-        opt = torch.optim.Adam(model.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        opt = opt_cls(model.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         gen = torch.Generator().manual_seed(cfg.seed)
         lengths = np.array([len(s) for s in seqs_tr])
         ytr = torch.as_tensor(np.asarray(y_tr), dtype=torch.long)

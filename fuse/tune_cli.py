@@ -29,6 +29,7 @@ def hlft(
     batch_size: int = typer.Option(16, "--batch-size"),
     lr: float = typer.Option(1e-4, "--lr"),
     weight_decay: float = typer.Option(0.02, "--weight-decay"),
+    optimizer: str = typer.Option("adam", "--optimizer", help="adam (the paper's; weight decay as L2) or adamw (decoupled)."),
     epochs: int = typer.Option(30, "--epochs", help="Maximum epochs (early stopping on the inner validation split)."),
     patience: int = typer.Option(3, "--patience"),
     select: str = typer.Option("loss", "--select", help="Early stopping on inner-validation loss or waf."),
@@ -46,7 +47,7 @@ def hlft(
     from emo.fuse.tune import results_table, tune_hlft
 
     cfg = HLFTConfig(init_layer=layer_weights_init, mask_prob=mask_prob, mask_span=mask_span, batch_size=batch_size, lr=lr,
-                     weight_decay=weight_decay, epochs=epochs, patience=patience, select=select, max_frames=max_frames,
+                     weight_decay=weight_decay, optimizer=optimizer, epochs=epochs, patience=patience, select=select, max_frames=max_frames,
                      seed=seed, threads=threads)
     try:
         cfg.validate()

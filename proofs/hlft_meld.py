@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--optimizer", default="adam", choices=["adam", "adamw"])
+    ap.add_argument("--weight-decay", type=float, default=0.02)
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--limit", type=int, default=0, help="smoke tests only: first N utterances of each split")
     args = ap.parse_args()
@@ -124,7 +126,8 @@ def main() -> None:
     del frozen
 
     # -- 3. HLFT windows, chosen on dev ---------------------------------------------------------
-    hcfg = HLFTConfig(init_layer="uniform", epochs=args.epochs, patience=args.patience, lr=args.lr, select="waf")
+    hcfg = HLFTConfig(init_layer="uniform", epochs=args.epochs, patience=args.patience, lr=args.lr, select="waf",
+                      optimizer=args.optimizer, weight_decay=args.weight_decay)
     cands = {}
     best = None
     for a in windows:
@@ -189,7 +192,7 @@ def main() -> None:
                     "weights_hash": store.attrs.get("weights_hash"),
                     "pooling": "mean over every token incl. [CLS]/[SEP] (special_tokens=True), for all rows below"},
         "prefix_cache": cache,
-        "hlft": {"recipe": {"adapter_dim": 128, "batch": hcfg.batch_size, "optimizer": "Adam", "lr": hcfg.lr,
+        "hlft": {"recipe": {"adapter_dim": 128, "batch": hcfg.batch_size, "optimizer": hcfg.optimizer, "lr": hcfg.lr,
                             "weight_decay": hcfg.weight_decay, "mask_prob": hcfg.mask_prob, "mask_span": hcfg.mask_span,
                             "layer_weights_init": hcfg.init_layer, "early_stopping": f"dev WAF, patience {hcfg.patience}",
                             "max_epochs": hcfg.epochs, "loss": "L_ce + L_mlm (eq. 2-4)"},
