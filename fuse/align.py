@@ -139,7 +139,8 @@ def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_alignment(video: np.ndarray, audio: np.ndarray, *, epochs: int = 100, batch_size: int = 1024, lr: float = 1e-4,
-                    holdout: float = 0.1, seed: int = 0, device: str = "cpu") -> tuple[CLIPLA, dict[str, Any]]:
+                    holdout: float = 0.1, seed: int = 0, device: str = "cpu",
+                    holdout_rows: np.ndarray | None = None) -> tuple[CLIPLA, dict[str, Any]]:
     """Train CLIPL-A on paired clip features; report retrieval on a held-out part.
 
     Args:
@@ -148,6 +149,8 @@ def train_alignment(video: np.ndarray, audio: np.ndarray, *, epochs: int = 100, 
         holdout: fraction of clips (seeded permutation, at least 2 when N allows) kept out of
             training for the retrieval report.
         seed: permutation, initialisation and batch order.
+        holdout_rows: explicit held-out rows (e.g. one fold of a cross-validated retrieval
+            report); overrides ``holdout``.
 
     Returns:
         (model, info): info holds ``n_train``, ``n_holdout``, ``holdout_index`` (rows), the
@@ -168,8 +171,14 @@ def train_alignment(video: np.ndarray, audio: np.ndarray, *, epochs: int = 100, 
     n = len(video)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    n_ho = min(max(2, int(round(holdout * n))), n - 2) if holdout > 0 else 0
-    ho, tr = np.sort(perm[:n_ho]), np.sort(perm[n_ho:])
+    if holdout_rows is not None:
+        ho = np.unique(np.asarray(holdout_rows, dtype=np.int64))
+        if len(ho) and (ho.min() < 0 or ho.max() >= n or len(ho) > n - 2):
+            raise AlignError(f"holdout rows must lie in [0, {n}) and leave at least 2 training clips")
+        tr = np.setdiff1d(np.arange(n), ho)
+    else:
+        n_ho = min(max(2, int(round(holdout * n))), n - 2) if holdout > 0 else 0
+        ho, tr = np.sort(perm[:n_ho]), np.sort(perm[n_ho:])
     vm, vs = _standardiser(video[tr])
     am, as_ = _standardiser(audio[tr])
     V = torch.as_tensor((video - vm) / vs, device=device)
