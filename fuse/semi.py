@@ -1,0 +1,152 @@
+"""Glue between ``emo fuse train`` and the issue-14 capabilities: multi-label targets, UniVA
+losses with unlabelled rows, pseudo-labelled rows.
+
+The trainer calls:
+
+* :func:`multilabel_targets` for ``--task multilabel`` (label list from the CV pool's words);
+* :func:`prepare_semi` after building the folds: adds pseudo-labelled rows (``--pseudo-labels``)
+  and, with ``--univa``, the unlabelled rows with a valence-arousal to each fold's *training*
+  rows (weight 0: they feed only the label-free contrastive and η terms), and the per-row arrays
+  ``weight``, ``va``, ``va_known``;
+* :func:`uses_soft_fit` / :func:`soft_fit` in place of the cross-entropy fit when any of these is on;
+* :func:`multilabel_evaluate` for the metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+#: Row arrays this module adds to the label dict ``y`` (passed to the fits with the labels).
+ROW_KEYS = ("multihot", "weight", "va", "va_known")
+
+
+def multilabel_targets(samples: list, pool_rows: np.ndarray, word_map: Callable[[str], str | None] | None = None,
+                       min_count: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray, Any]:
+    """Multi-hot targets for ``--task multilabel``.
+
+    The label list is built from the words of the rows ``pool_rows`` (the cross-validation pool:
+    every labelled sample outside the held-out test partitions); emo's choice: one label list for
+    all folds, so fold models share an output layer. Words of other rows outside the list are ignored.
+
+    Returns:
+        ``(y, mask, space)``: ``y["multihot"]`` float32 (N, C); ``mask`` bool (N,), rows with at
+        least one known word; the :class:`emo.fuse.multilabel.LabelSpace`.
+    """
+    from emo.fuse.multilabel import LabelSpace, sample_words
+
+    words = [sample_words(s) for s in samples]
+    space = LabelSpace.from_words([words[i] for i in pool_rows], word_map=word_map, min_count=min_count)
+    multihot, labelled, _ = space.encode(words)
+    return {"multihot": multihot}, labelled, space
+
+
+def prepare_semi(samples: list, names: list[str], y: dict[str, np.ndarray], mask: np.ndarray, folds: list,
+                 test_idx: np.ndarray | None, classes: list[str] | None, *, univa: bool = False, va_source: str = "auto",
+                 lexicon=None, pseudo_labels=None, pseudo_weight: float = 0.5) -> tuple[list, dict[str, np.ndarray], dict[str, Any]]:
+    """Add pseudo-labelled and (with ``univa``) unlabelled rows to the training part of each fold.
+
+    Args:
+        samples, names: the feature set's samples and names (N rows).
+        y, mask: labels (:func:`emo.fuse.data.targets` or :func:`multilabel_targets`) and labelled rows.
+        folds: the protocol's folds over labelled rows; test_idx: held-out test rows or None.
+        classes: class order (discrete / multi-label).
+        univa: add unlabelled rows with a valence-arousal (weight 0) and the ``va`` arrays.
+        va_source, lexicon: :func:`emo.fuse.univa.sample_va`.
+        pseudo_labels: a ``pseudo.csv`` path or ``None``; pseudo_weight: its rows' loss weight.
+
+    Returns:
+        ``(folds, y, info)``: folds with extended training rows (validation and evaluation rows
+        unchanged), ``y`` with ``weight`` (and ``va``, ``va_known``; pseudo classes written into
+        ``discrete``), and ``info`` for the run config.
+
+    Raises:
+        emo.fuse.pseudo.PseudoLabelError: see :func:`emo.fuse.pseudo.add_pseudo_labels`.
+        emo.fuse.univa.UniVAError: no sample with a valence-arousal.
+    """
+    from emo.fuse.protocols import Fold
+
+    y = dict(y)
+    info: dict[str, Any] = {}
+    n = len(names)
+    weight = mask.astype(np.float32)
+    if pseudo_labels is not None:
+        from emo.fuse.pseudo import add_pseudo_labels, read_pseudo_labels
+
+        if "discrete" not in y:
+            raise ValueError("--pseudo-labels needs a discrete task")
+        p = read_pseudo_labels(pseudo_labels)
+        folds, disc, w, pinfo = add_pseudo_labels(folds, names, mask, list(classes or []), p, pseudo_weight)
+        rows = disc >= 0
+        y["discrete"] = np.where(rows, disc, y["discrete"])
+        weight = np.where(rows, w, weight).astype(np.float32)
+        info["pseudo_labels"] = {"file": str(pseudo_labels), **pinfo}
+    if univa:
+        from emo.fuse.univa import sample_va
+
+        va, known, vinfo = sample_va(samples, va_source, lexicon)
+        y["va"], y["va_known"] = va, known
+        used = set(np.concatenate([f.train for f in folds] + [f.val for f in folds] + [f.test for f in folds]).tolist())
+        if test_idx is not None:
+            used |= set(np.asarray(test_idx).tolist())
+        extra = np.asarray([i for i in range(n) if known[i] and weight[i] == 0 and not mask[i] and i not in used], dtype=np.int64)
+        folds = [Fold(f.name, np.concatenate([f.train, extra]), f.val, f.test) for f in folds]
+        info["univa_va"] = vinfo
+        info["unlabelled_rows"] = int(len(extra))
+    y["weight"] = weight
+    return folds, y, info
+
+
+def uses_soft_fit(cfg, y_tr: dict[str, np.ndarray]) -> bool:
+    """Whether a fit goes through :func:`soft_fit`: multi-label task, UniVA losses or head,
+    or per-row weights (pseudo-labels)."""
+    return (getattr(cfg, "task", "") == "multilabel" or bool(getattr(cfg, "univa", False))
+            or getattr(cfg, "head", "") == "univa" or "weight" in y_tr)
+
+
+def soft_fit(xs_tr: list, y_tr: dict[str, np.ndarray], xs_va: list, y_va: dict[str, np.ndarray], cfg, model_args: dict[str, Any],
+             seed: int) -> tuple[Any, dict[str, Any]]:
+    """One model trained by :func:`emo.fuse.univa.fit_soft_model` from the trainer's arrays.
+
+    Targets: the normalised multi-hot (``multihot``, UniVA eq. 10) or the one-hot of ``discrete``;
+    rows with weight 0 (unlabelled) keep a zero target. The validation rows are all labelled.
+    With ``cfg.univa``: λ = ``cfg.univa_lambda``, δ = ``cfg.univa_delta``, τ = ``cfg.univa_tau``,
+    VA from ``y["va"]``; η with ``cfg.correlation`` (the (C, C) matrix recorded in the config).
+    """
+    from emo.fuse.multilabel import normalized_targets
+    from emo.fuse.univa import UniVAConfig, fit_soft_model
+
+    c = int(model_args["n_classes"])
+
+    def soft(y: dict[str, np.ndarray]) -> np.ndarray:
+        if "multihot" in y:
+            return normalized_targets(y["multihot"])
+        d = np.asarray(y["discrete"])
+        t = np.zeros((len(d), c), dtype=np.float32)
+        ok = d >= 0
+        t[np.flatnonzero(ok), d[ok]] = 1.0
+        return t
+
+    cfg = cfg.resolve(len(xs_tr[0]))
+    t_tr = soft(y_tr)
+    w_tr = np.asarray(y_tr.get("weight", np.ones(len(t_tr), np.float32)), dtype=np.float32)
+    w_tr = np.where(t_tr.sum(axis=1) > 0, w_tr, 0.0).astype(np.float32)
+    univa = None
+    M = None
+    if getattr(cfg, "univa", False):
+        univa = UniVAConfig(lam=cfg.univa_lambda, delta=cfg.univa_delta, tau=cfg.univa_tau, va_source=cfg.va_source,
+                            correlation=cfg.correlation is not None)
+        univa.validate()
+        M = None if cfg.correlation is None else np.asarray(cfg.correlation, dtype=np.float32)
+    return fit_soft_model(xs_tr, t_tr, w_tr, xs_va, soft(y_va), model_args, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size, seed=seed, device=cfg.device,
+                          univa=univa, va_tr=y_tr.get("va"), known_tr=y_tr.get("va_known"), M=M)
+
+
+def multilabel_evaluate(probs: np.ndarray, multihot: np.ndarray, threshold: float) -> dict[str, float]:
+    """:func:`emo.fuse.multilabel.multilabel_metrics` of ``probs > threshold`` (at least one label per clip)."""
+    from emo.fuse.multilabel import multilabel_metrics, predict_multihot
+
+    return multilabel_metrics(multihot > 0, predict_multihot(probs, threshold))
