@@ -133,3 +133,23 @@ def test_align_run_and_derived_store(tmp_path):
         _two.finalize()
         _two.close()
         align(feats, "av", "two", "egemaps", tmp_path / "bad")
+
+
+def test_align_command(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from emo.fuse.semi_cli import align_cmd
+
+    app = typer.Typer()
+    app.command("align")(align_cmd)
+    app.command("unused")(lambda: None)
+    video, audio = _pairs(60)
+    feats = _stores(tmp_path, video, audio)
+    r = CliRunner().invoke(app, ["align", "--dataset", "av", "--features-dir", str(feats), "--source", "faces:proj",
+                                 "--target", "egemaps", "--out", str(tmp_path / "run"), "--epochs", "5", "--write"])
+    assert r.exit_code == 0, r.output
+    assert "chance" in r.output and "faces+clipla" in r.output and (feats / "av" / "faces+clipla.h5").is_file()
+    r = CliRunner().invoke(app, ["align", "--dataset", "av", "--features-dir", str(feats), "--source", "nope",
+                                 "--target", "egemaps", "--out", str(tmp_path / "run2")])
+    assert r.exit_code == 2 and "nope" in r.output
