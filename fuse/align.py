@@ -359,11 +359,7 @@ def write_aligned_store(run_dir: str | Path, features_dir: str | Path | None = N
         emo.extract.store.StoreError: store errors (existing store with other provenance without ``overwrite``).
     """
     from emo.extract.store import FeatureStore, StoreWriter, store_path
-
-    try:  # shared extract types (issue 10 moves them)
-        from emo.extract.types import Encoded
-    except ImportError:
-        from emo.extract.encoders.base import Encoded
+    from emo.extract.types import Encoded
 
     model, cfg = load_alignment(run_dir)
     features_dir = Path(features_dir if features_dir is not None else cfg["features_dir"])

@@ -99,6 +99,20 @@ def prepare_semi(samples: list, names: list[str], y: dict[str, np.ndarray], mask
     return folds, y, info
 
 
+def correlation_for(classes: list[str] | None, lexicon=None) -> tuple[np.ndarray | None, str]:
+    """UniVA eq. 8 matrix M over ``classes`` (:func:`emo.lexicon.correlation.correlation_matrix`) for η,
+    or ``(None, reason)`` when some class has no valence-arousal in NRC-VAD (η is then left out, and the
+    reason recorded in the run config)."""
+    from emo.lexicon.correlation import correlation_matrix
+
+    if not classes:
+        return None, "no class list"
+    try:
+        return correlation_matrix(list(classes), lexicon), "cosine of the classes' NRC-VAD valence-arousal (eq. 8)"
+    except KeyError as e:
+        return None, f"η left out: {e.args[0] if e.args else e}"
+
+
 def uses_soft_fit(cfg, y_tr: dict[str, np.ndarray]) -> bool:
     """Whether a fit goes through :func:`soft_fit`: multi-label task, UniVA losses or head,
     or per-row weights (pseudo-labels)."""
@@ -113,7 +127,7 @@ def soft_fit(xs_tr: list, y_tr: dict[str, np.ndarray], xs_va: list, y_va: dict[s
     Targets: the normalised multi-hot (``multihot``, UniVA eq. 10) or the one-hot of ``discrete``;
     rows with weight 0 (unlabelled) keep a zero target. The validation rows are all labelled.
     With ``cfg.univa``: λ = ``cfg.univa_lambda``, δ = ``cfg.univa_delta``, τ = ``cfg.univa_tau``,
-    VA from ``y["va"]``; η with ``cfg.correlation`` (the (C, C) matrix recorded in the config).
+    VA from ``y["va"]``; η with ``y["correlation"]`` (the (C, C) matrix of :func:`correlation_for`).
     """
     from emo.fuse.multilabel import normalized_targets
     from emo.fuse.univa import UniVAConfig, fit_soft_model
@@ -134,12 +148,11 @@ def soft_fit(xs_tr: list, y_tr: dict[str, np.ndarray], xs_va: list, y_va: dict[s
     w_tr = np.asarray(y_tr.get("weight", np.ones(len(t_tr), np.float32)), dtype=np.float32)
     w_tr = np.where(t_tr.sum(axis=1) > 0, w_tr, 0.0).astype(np.float32)
     univa = None
-    M = None
+    M = y_tr.get("correlation")
     if getattr(cfg, "univa", False):
         univa = UniVAConfig(lam=cfg.univa_lambda, delta=cfg.univa_delta, tau=cfg.univa_tau, va_source=cfg.va_source,
-                            correlation=cfg.correlation is not None)
+                            correlation=M is not None and cfg.univa_eta > 0, eta_weight=cfg.univa_eta)
         univa.validate()
-        M = None if cfg.correlation is None else np.asarray(cfg.correlation, dtype=np.float32)
     return fit_soft_model(xs_tr, t_tr, w_tr, xs_va, soft(y_va), model_args, lr=cfg.lr, weight_decay=cfg.weight_decay,
                           epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size, seed=seed, device=cfg.device,
                           univa=univa, va_tr=y_tr.get("va"), known_tr=y_tr.get("va_known"), M=M)

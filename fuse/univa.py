@@ -9,7 +9,7 @@ Multimodal Multi-Label Emotion Recognition" (UniVA).
   (:mod:`emo.lexicon`); one source per run, recorded in the run config.
 * :func:`va_contrastive_loss` (eq. 3–5): supervised contrastive loss on one modality's
   embeddings where two samples are positives when their VA distance is below δ (0.1).
-* :class:`UniVAHead`: per-modality encoders (whose embeddings the contrastive loss shapes), a
+* :class:`emo.fuse.heads.UniVAHead` (``--head univa``): per-modality encoders (whose embeddings the contrastive loss shapes), a
   fusion layer over them, and per-modality projection heads.
 * :func:`univa_loss` (eq. 11): ``L = λ Σ_m L_CL^m + (1 − λ) L_KL + η`` with L_KL of
   :func:`emo.fuse.multilabel.kl_loss` (eq. 10) and η of
@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from emo.fuse.heads import UniVAHead
+
 #: VA sources of :func:`sample_va`.
 VA_SOURCES = ("auto", "dataset", "label", "transcript")
 
@@ -49,7 +51,6 @@ class UniVAConfig:
         delta: δ, VA distance (Euclidean, in the units of the VA source: [-1, 1] for NRC-VAD)
             below which two samples are positives (eq. 3; paper: 0.1).
         tau: temperature τ of eq. 4 (SupCon's usual 0.07; the paper does not fix it in what emo read).
-        proj_dim: output size of each modality's projection head.
         correlation: add the η prior of eq. 9 (needs class names with NRC-VAD entries).
         eta_weight: factor on η (eq. 11 has 1). η as written is not bounded below by 0: where
             M_jl < 0 it rewards pushing probability away from label l towards j, so with strongly
@@ -60,7 +61,6 @@ class UniVAConfig:
     lam: float = 0.3
     delta: float = 0.1
     tau: float = 0.07
-    proj_dim: int = 128
     correlation: bool = True
     eta_weight: float = 1.0
     va_source: str = "auto"
@@ -69,8 +69,8 @@ class UniVAConfig:
         """Raises UniVAError naming the first bad setting."""
         if not 0.0 <= self.lam < 1.0:
             raise UniVAError(f"--univa-lambda must be in [0, 1), not {self.lam}")
-        if self.delta <= 0 or self.tau <= 0 or self.proj_dim < 1 or self.eta_weight < 0:
-            raise UniVAError("UniVA δ and τ must be > 0, the projection size >= 1 and the η weight >= 0")
+        if self.delta <= 0 or self.tau <= 0 or self.eta_weight < 0:
+            raise UniVAError("UniVA δ and τ must be > 0 and the η weight >= 0")
         if self.va_source not in VA_SOURCES:
             raise UniVAError(f"--va-source must be one of {', '.join(VA_SOURCES)}, not {self.va_source!r}")
 
@@ -228,49 +228,8 @@ def va_contrastive_loss(views: torch.Tensor, va: torch.Tensor, known: torch.Tens
 
 
 # ---------------------------------------------------------------------------
-# Model: per-modality encoders + fusion + projection heads
+# Eq. 11 and the soft-target trainer (the model's head: emo.fuse.heads.UniVAHead)
 # ---------------------------------------------------------------------------
-
-class UniVAHead(nn.Module):
-    """Per-modality encoders, fusion, and projection heads for UniVA (eq. 1–2, 11).
-
-    Tokens (:class:`emo.fuse.heads.Token`) are grouped by modality. Each modality m's tokens
-    are concatenated and encoded, ``h_m = Dropout(ReLU(W_m [x_t]_{t∈m} + b_m))`` (H); the fused
-    state is ``z = Dropout(ReLU(W_f [h_m]_m + b_f))`` (H). A projection head per modality,
-    ``g_m(h) = W_2 ReLU(W_1 h)`` (``proj_dim``), gives the embeddings of the contrastive loss
-    (discarded at prediction, as in SupCon). The paper's unimodal encoders are transformers over
-    frame sequences; on emo's pooled features a one-layer MLP per modality is emo's choice.
-
-    forward(xs: list of (B, D_t)) → (z (B, H), info): ``info["modality"]`` = {modality: h_m (B, H)}.
-    """
-
-    def __init__(self, tokens: list, hidden: int = 256, dropout: float = 0.3, proj_dim: int = 128) -> None:
-        super().__init__()
-        groups: dict[str, list[int]] = {}
-        for i, t in enumerate(tokens):
-            groups.setdefault(t.modality, []).append(i)
-        self.modalities = list(groups)
-        self.groups = [groups[m] for m in self.modalities]
-        self.encoders = nn.ModuleList(nn.Linear(sum(tokens[i].dim for i in g), hidden) for g in self.groups)
-        self.fuse = nn.Linear(hidden * len(self.groups), hidden)
-        self.drop = nn.Dropout(dropout)
-        self.proj = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, proj_dim))
-                                  for _ in self.groups)
-        self.out_dim = hidden
-
-    def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        hs = [self.drop(torch.relu(enc(torch.cat([xs[i] for i in g], dim=1)))) for enc, g in zip(self.encoders, self.groups)]
-        z = self.drop(torch.relu(self.fuse(torch.cat(hs, dim=1))))
-        return z, {"modality": dict(zip(self.modalities, hs))}
-
-    def views(self, h: dict[str, torch.Tensor], n_views: int = 2) -> dict[str, torch.Tensor]:
-        """Per modality, ``n_views`` projections (V, B, proj_dim) of h_m, each through its own dropout
-        mask (in training mode), the duplicated views of eq. 4."""
-        out = {}
-        for m, proj in zip(self.modalities, self.proj):
-            out[m] = torch.stack([proj(self.drop(h[m])) for _ in range(n_views)])
-        return out
-
 
 def univa_loss(out: dict[str, Any], head: UniVAHead | None, target: torch.Tensor, weight: torch.Tensor,
                va: torch.Tensor | None, known: torch.Tensor | None, cfg: UniVAConfig | None,
@@ -311,24 +270,6 @@ def univa_loss(out: dict[str, Any], head: UniVAHead | None, target: torch.Tensor
     return loss, parts
 
 
-def _fusion_model_cls():
-    try:  # after the fuse refactor (issue 10)
-        from emo.fuse.model import FusionModel
-    except ImportError:
-        from emo.fuse.decoders import FusionModel
-    return FusionModel
-
-
-def build_model(model_args: dict[str, Any], proj_dim: int = 128) -> nn.Module:
-    """A :class:`FusionModel` from ``model_args``; with ``head="univa"``, its head is a :class:`UniVAHead`."""
-    FusionModel = _fusion_model_cls()
-    args = dict(model_args)
-    if args.get("head") != "univa":
-        return FusionModel(**args)
-    args["head"] = "mlp"
-    model = FusionModel(**args)
-    model.head = UniVAHead(model.tokens, args.get("hidden", 256), args.get("dropout", 0.3), proj_dim)
-    return model
 
 
 def fit_soft_model(xs_tr: list[torch.Tensor], target_tr: np.ndarray, weight_tr: np.ndarray, xs_va: list[torch.Tensor],
@@ -365,8 +306,10 @@ def fit_soft_model(xs_tr: list[torch.Tensor], target_tr: np.ndarray, weight_tr: 
         raise UniVAError("no labelled training row (every weight is 0)")
     if univa is not None and univa.lam > 0 and (va_tr is None or known_tr is None):
         raise UniVAError("UniVA contrastive losses need the samples' valence-arousal (va_tr, known_tr)")
+    from emo.fuse.model import FusionModel
+
     torch.manual_seed(seed)
-    model = build_model(model_args, univa.proj_dim if univa else 128).to(device)
+    model = FusionModel(**model_args).to(device)
     head = model.head if isinstance(model.head, UniVAHead) else None
     decay, no_decay = [], []
     for name, p in model.named_parameters():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from emo.extract.datasets.base import Sample, write_manifest
-from emo.extract.encoders.base import Encoded
+from emo.extract.types import Encoded
 from emo.extract.store import FeatureStore, StoreWriter
 from emo.fuse.align import (
     CLIPLA, MAX_LOGIT_SCALE, AlignError, VisionMLP, align, info_nce, load_alignment, retrieval_metrics, train_alignment,

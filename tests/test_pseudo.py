@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from emo.extract.datasets.base import Sample, write_manifest
-from emo.extract.encoders.base import Encoded
+from emo.extract.types import Encoded
 from emo.extract.store import StoreWriter
 from emo.fuse.protocols import Fold
 from emo.fuse.pseudo import (

@@ -119,7 +119,7 @@ def test_fit_soft_model_with_univa_losses_learns_and_uses_unlabelled_rows():
     weight[100:180] = 0.0  # unlabelled: contrastive and η terms only
     tr, va_rows, te = np.arange(180), np.arange(180, 210), np.arange(210, 240)
     M = np.array([[1, 0.5, 0], [0.5, 1, 0], [0, 0, 1]], np.float32)
-    cfg = UniVAConfig(lam=0.3, delta=0.1, tau=0.1, proj_dim=8)
+    cfg = UniVAConfig(lam=0.3, delta=0.1, tau=0.1)
     model, info = fit_soft_model([x[tr] for x in xs], target[tr], weight[tr], [x[va_rows] for x in xs], target[va_rows], args,
                                  epochs=25, patience=8, batch_size=60, univa=cfg, va_tr=va[tr], known_tr=np.ones(len(tr), bool), M=M)
     assert isinstance(model.head, UniVAHead) and set(info["last_parts"]) == {"kl", "cl", "eta"}
@@ -142,7 +142,7 @@ def test_univa_loss_is_eq11():
     w = torch.ones(6)
     va, known = torch.rand(6, 2), torch.ones(6, dtype=torch.bool)
     M = torch.eye(3)
-    cfg = UniVAConfig(lam=0.4, delta=0.3, tau=0.2, proj_dim=4)
+    cfg = UniVAConfig(lam=0.4, delta=0.3, tau=0.2)
     loss, parts = univa_loss(out, head, target, w, va, known, cfg, M)
     assert float(loss) == pytest.approx(0.6 * parts["kl"] + 0.4 * parts["cl"] + parts["eta"], rel=1e-5)
     plain, p2 = univa_loss(out, None, target, w, None, None, None)
