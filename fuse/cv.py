@@ -18,7 +18,6 @@ import numpy as np
 
 from emo.fuse.batching import torch_inputs
 from emo.fuse.config import TrainConfig
-from emo.fuse.semi import ROW_KEYS
 from emo.fuse.fit import average_outputs, class_weight_balanced, diagnostics, fit_model, predict_model
 from emo.fuse.inputs import FeatureInput, as_inputs
 from emo.fuse.metrics import evaluate
@@ -116,7 +115,7 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
             raise ValueError("--normalize speaker needs speaker ids")
         base_norm.fit(blocks, np.arange(len(speakers)), speakers)  # per-speaker stats: fold independent
     needed = {k for k in ("discrete", "valence", "vad") if k in y and (k != "discrete" or disc)}
-    needed |= {k for k in ROW_KEYS if k in y}  # issue 14: multi-hot targets, row weights, valence-arousal
+    needed |= {k for k in ("multihot", "weight", "va", "va_known") if k in y}  # emo.fuse.univa.ROW_KEYS  # issue 14: multi-hot targets, row weights, valence-arousal
     extra = {"correlation": y["correlation"]} if "correlation" in y else {}  # (C, C), not per row
     # without normalisation the model inputs are the same for every fold: convert (and move) them once
     xs_shared = torch_inputs(base_norm.transform(blocks), inputs, cfg.device) if cfg.normalize == "none" else None

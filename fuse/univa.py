@@ -33,6 +33,9 @@ from torch import nn
 
 from emo.fuse.heads import UniVAHead
 
+#: Row arrays the trainer adds to the label dict ``y`` for the soft fit (passed with the labels).
+ROW_KEYS = ("multihot", "weight", "va", "va_known")
+
 #: VA sources of :func:`sample_va`.
 VA_SOURCES = ("auto", "dataset", "label", "transcript")
 
@@ -356,3 +359,47 @@ def fit_soft_model(xs_tr: list[torch.Tensor], target_tr: np.ndarray, weight_tr: 
         model.load_state_dict(best_state)
     model.eval()
     return model, {"epochs": epoch, "best_epoch": best_epoch, "best_val_loss": best, "last_parts": parts}
+
+
+def uses_soft_fit(cfg, y_tr: dict[str, np.ndarray]) -> bool:
+    """Whether a fit goes through :func:`soft_fit`: multi-label task, UniVA losses or head,
+    or per-row weights (pseudo-labels)."""
+    return (getattr(cfg, "task", "") == "multilabel" or bool(getattr(cfg, "univa", False))
+            or getattr(cfg, "head", "") == "univa" or "weight" in y_tr)
+
+
+def soft_fit(xs_tr: list, y_tr: dict[str, np.ndarray], xs_va: list, y_va: dict[str, np.ndarray], cfg, model_args: dict[str, Any],
+             seed: int) -> tuple[Any, dict[str, Any]]:
+    """One model trained by :func:`emo.fuse.univa.fit_soft_model` from the trainer's arrays.
+
+    Targets: the normalised multi-hot (``multihot``, UniVA eq. 10) or the one-hot of ``discrete``;
+    rows with weight 0 (unlabelled) keep a zero target. The validation rows are all labelled.
+    With ``cfg.univa``: λ = ``cfg.univa_lambda``, δ = ``cfg.univa_delta``, τ = ``cfg.univa_tau``,
+    VA from ``y["va"]``; η with ``y["correlation"]`` (the (C, C) matrix of :func:`correlation_for`).
+    """
+    from emo.fuse.multilabel import normalized_targets
+
+    c = int(model_args["n_classes"])
+
+    def soft(y: dict[str, np.ndarray]) -> np.ndarray:
+        if "multihot" in y:
+            return normalized_targets(y["multihot"])
+        d = np.asarray(y["discrete"])
+        t = np.zeros((len(d), c), dtype=np.float32)
+        ok = d >= 0
+        t[np.flatnonzero(ok), d[ok]] = 1.0
+        return t
+
+    cfg = cfg.resolve(len(xs_tr[0]))
+    t_tr = soft(y_tr)
+    w_tr = np.asarray(y_tr.get("weight", np.ones(len(t_tr), np.float32)), dtype=np.float32)
+    w_tr = np.where(t_tr.sum(axis=1) > 0, w_tr, 0.0).astype(np.float32)
+    univa = None
+    M = y_tr.get("correlation")
+    if getattr(cfg, "univa", False):
+        univa = UniVAConfig(lam=cfg.univa_lambda, delta=cfg.univa_delta, tau=cfg.univa_tau, va_source=cfg.va_source,
+                            correlation=M is not None and cfg.univa_eta > 0, eta_weight=cfg.univa_eta)
+        univa.validate()
+    return fit_soft_model(xs_tr, t_tr, w_tr, xs_va, soft(y_va), model_args, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size, seed=seed, device=cfg.device,
+                          univa=univa, va_tr=y_tr.get("va"), known_tr=y_tr.get("va_known"), M=M)

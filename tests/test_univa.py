@@ -144,7 +144,7 @@ def test_univa_loss_is_eq11():
     M = torch.eye(3)
     cfg = UniVAConfig(lam=0.4, delta=0.3, tau=0.2)
     loss, parts = univa_loss(out, head, target, w, va, known, cfg, M)
-    assert float(loss) == pytest.approx(0.6 * parts["kl"] + 0.4 * parts["cl"] + parts["eta"], rel=1e-5)
+    assert loss.item() == pytest.approx(0.6 * parts["kl"] + 0.4 * parts["cl"] + parts["eta"], rel=1e-5)
     plain, p2 = univa_loss(out, None, target, w, None, None, None)
     assert set(p2) == {"kl"} and float(plain) == pytest.approx(parts["kl"])
     with pytest.raises(UniVAError, match="univa head"):
