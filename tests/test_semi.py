@@ -40,3 +40,16 @@ def test_unlabelled_rows_join_training_parts_only(tmp_path):
         assert not extra & (set(f.val) | set(f.test) | {10, 11})
     assert np.all(y2["weight"][list(extra)] == 0) and np.all(y2["weight"][mask] == 1)
     assert y2["va_known"].tolist() == [True] * 19 + [False]
+
+
+def test_folder_labels_emotions_column(tmp_path):
+    from emo.extract.datasets.folder import Folder
+
+    for n in ("a", "b", "c"):
+        (tmp_path / f"{n}.wav").write_bytes(b"")
+    (tmp_path / "labels.csv").write_text("name,emotion,emotions\na,happy,Happy; surprised;happy\nb,sad,\nc,,worried\n")
+    s = {x.name: x for x in Folder(tmp_path).samples()}
+    assert s["a"].emotions == ["happy", "surprised"] and s["b"].emotions is None and s["c"].emotions == ["worried"]
+    from emo.fuse.multilabel import sample_words
+
+    assert [sample_words(s[n]) for n in "abc"] == [["happy", "surprised"], ["sad"], ["worried"]]
