@@ -166,6 +166,12 @@ def _from_run_config(d: Mapping[str, Any], path: Path) -> dict[str, Any]:
     for key, opt in (("folds", "folds"), ("align", "align"), ("test_splits", "test_split")):
         if proto.get(key) is not None:
             out[opt] = proto[key]
+    pl = d.get("pseudo_labels")
+    if isinstance(pl, Mapping) and pl.get("file"):  # issue 14: the run trained with pseudo-labels
+        out["pseudo_labels"], out["pseudo_weight"] = pl["file"], pl.get("weight", 0.5)
+    univa = d.get("univa")
+    if isinstance(univa, Mapping) and (univa.get("va") or {}).get("lexicon"):
+        out["lexicon"] = univa["va"]["lexicon"]
     unknown = sorted(set(training) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise ConfigFileError(f"{path}: training setting(s) {', '.join(unknown)} unknown to this emo version")

@@ -90,6 +90,11 @@ def test_univa_and_pseudo_labels_end_to_end(tmp_path):
     pseudo_names = {row["name"] for row in csv.DictReader(open(tmp_path / "pseudo.csv"))}
     for f in folds["folds"]:
         assert pseudo_names <= set(f["train"]) and not pseudo_names & (set(f["val"]) | set(f["test"]))
+    # reproducing the run from its config.json takes the pseudo-labels over
+    from emo.fuse.config import read_config_file
+
+    again = read_config_file(tmp_path / "r1" / "config.json")
+    assert again["pseudo_labels"] == str(tmp_path / "pseudo.csv") and again["pseudo_weight"] == 0.5
     # a 5-fold CV run: the labelling run trained on clips of its evaluation folds -> refused
     from emo.cli import app as app2
 
