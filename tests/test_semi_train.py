@@ -75,6 +75,13 @@ def test_univa_and_pseudo_labels_end_to_end(tmp_path):
                        "--lexicon", str(lex))
     assert cfg["univa"]["va"]["source"] == "transcript" and cfg["univa"]["unlabelled_rows"] == 60
     assert cfg["univa"]["eta_weight"] == 0.0 and cfg["training"]["univa_lambda"] == 0.3
+    from emo.fuse.data import load_features
+    from emo.fuse.run import load_run
+
+    fs = load_features(feats, "toy", ["egemaps", "minilm"])
+    run = load_run(tmp_path / "univa")  # the univa head is rebuilt from config.json
+    probs = run.predict({k: fs.blocks[k][:5] for k in ("egemaps", "minilm")})["probs"]
+    assert probs.shape == (5, 4) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert len(cfg["univa"]["correlation"]) == 4 and m["pooled"]["waf"] > 0.6
     _, cfg0, m0 = _train(feats, tmp_path / "r0")
     from emo.cli import app
