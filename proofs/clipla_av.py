@@ -57,22 +57,22 @@ def main() -> None:
     vis_name = args.visual.split("=", 1)[0]
     feats = work / "features"
     detector = "mtcnn" if all((default_mtcnn_dir() / f).is_file() for f in ("pnet.pt", "rnet.pt", "onet.pt")) else "haar"
-    extract_cmd = ["extract", "--dataset", "folder", "--root", str(av), "--out", str(feats), "--encoder", "egemaps",
+    extract_cmd = ["extract", "--dataset", "folder", "--name", "av", "--root", str(av), "--out", str(feats), "--encoder", "egemaps",
                    "--encoder", args.visual, "--fps", "2", "--face-detector", detector]
     t0 = time.perf_counter()
     emo(*extract_cmd, ok=(0, 3))
     extract_s = round(time.perf_counter() - t0, 1)
     source, target = f"{vis_name}:{args.visual_layer}", "egemaps"
-    align_cmd = ["fuse", "align", "--dataset", "folder", "--features-dir", str(feats), "--source", source, "--target", target,
+    align_cmd = ["fuse", "align", "--dataset", "av", "--features-dir", str(feats), "--source", source, "--target", target,
                  "--out", str(work / "clipla"), "--epochs", str(args.epochs), "--lr", str(args.lr), "--seed", str(args.seed),
                  "--write", "--overwrite"]
     r = emo(*align_cmd)
     print(r.stdout, file=sys.stderr)
     cfg = json.loads((work / "clipla" / "align.json").read_text())
-    derived = FeatureStore(store_path(feats, "folder", f"{vis_name}+clipla"))
+    derived = FeatureStore(store_path(feats, "av", f"{vis_name}+clipla"))
 
     # 5-fold cross-validated retrieval with the same settings
-    vs, at = FeatureStore(store_path(feats, "folder", vis_name)), FeatureStore(store_path(feats, "folder", "egemaps"))
+    vs, at = FeatureStore(store_path(feats, "av", vis_name)), FeatureStore(store_path(feats, "av", "egemaps"))
     names = [n for n in vs.names if n in at.index]
     video = vs.read([args.visual_layer], names)[:, 0]
     audio = at.read([at.layers[0]], names)[:, 0]
