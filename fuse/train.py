@@ -81,13 +81,17 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     """
     from emo.fuse.data import load_features, targets
     from emo.fuse.resume import FoldCache, partial_dir
+    from emo.fuse.tune import rename_fold_inputs, resolve_fold_features, train_cv_fold_stores
 
     cfg.validate()
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
     if pseudo_labels is not None and cfg.class_weights:
         raise ValueError("--class-weights is not supported with --pseudo-labels (weighted KL-divergence training)")
+    # HLFT features come as one store per fold (emo extract --adapters): fold k reads fold k's store
+    features, fold_features = resolve_fold_features(features_dir, dataset, features)
     fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
+    rename_fold_inputs(fs, fold_features)
     if test_splits is None:
         test_splits = ["test"] if protocol == "split" else []
     classes = fs.classes
@@ -145,7 +149,11 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         cache = FoldCache(out, fingerprint(config, folds, test_idx), part=f"seed-{cfg_r.seed}") if (out is not None and resume) else None
         if progress and repeats > 1:
             progress(f"repeat {r + 1}/{repeats} (seed {cfg_r.seed})")
-        result = train_cv(fs.blocks, fs.inputs, y_r, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
+        if fold_features:
+            result = train_cv_fold_stores(fs.blocks, fold_features, None, fs.names, fs.inputs, y_r, folds, cfg_r,
+                                          n_classes, fs.speakers, test_idx, progress)
+        else:
+            result = train_cv(fs.blocks, fs.inputs, y_r, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
         runs.append((result, config, folds, test_idx))
     result, config, folds, test_idx = runs[0]
     if out is not None:
