@@ -196,7 +196,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         raise FeatureError(f"{store.path}: no samples")
     names = [s.name for s in samples]
     fs = FeatureSet(names, {}, [], samples, meta.get("classes"), meta.get("dataset", dataset))
-    y, mask = targets(samples, cfg.task, fs.classes, cfg.vad_targets, cfg.lexicon or None)
+    y, mask = targets(samples, cfg.task, fs.classes, cfg.vad_targets)
     rows = np.flatnonzero(mask)
     disc = task_parts(cfg.task)[0]
     n_classes = len(fs.classes) if disc else 0
