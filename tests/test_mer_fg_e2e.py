@@ -139,3 +139,20 @@ def test_mer2025_track2_manifest_carries_the_words(shared, tmp_path):
     r = run("fuse", "train", "--dataset", "mer2025_t2", "--features-dir", str(feats), "--features", "egemaps",
             "--folds", "3", "--out", str(tmp_path / "run"), ok=(1,))
     assert "no class list" in r.stderr  # a discrete task on open-vocabulary labels is refused, not guessed
+
+    # Track 2 multi-label (issue 14's task) with the emotion-wheel metric and word forms
+    wheel = shared / "emotion_wheel"
+    out = tmp_path / "ml"
+    run("fuse", "train", "--dataset", "mer2025_t2", "--features-dir", str(feats), "--features", "egemaps", "--head", "mlp",
+        "--task", "multilabel", "--emotion-wheel", str(wheel), "--folds", "3", "--epochs", "10", "--seeds", "1",
+        "--out", str(out))
+    pooled = json.loads((out / "metrics.json").read_text())["pooled"]
+    config = json.loads((out / "config.json").read_text())
+    for k in ("wheel_f1", "wheel_precision", "wheel_recall", "wheel1_f1", "wheel5_f1"):
+        assert 0.0 <= pooled[k] <= 1.0, k
+    assert config["emotion_wheel"]["dir"] == str(wheel) and config["emotion_wheel"]["level"] == "level1"
+    from emo.lexicon.wheel import load_wheels
+
+    w = load_wheels(wheel)
+    want = sorted({w.base_form(x) for s in samples for x in s.emotions})
+    assert config["classes"] == want and "joy" in want and "joyful" not in want  # word forms merged
