@@ -51,7 +51,8 @@ def fingerprint(config: dict[str, Any], folds: list, test_idx: np.ndarray | None
 def train(features_dir: str | Path, dataset: str, features: list[str], cfg: TrainConfig, protocol: str = "5",
           out: str | Path | None = None, align: str = "strict", test_splits: list[str] | None = None,
           command: list[str] | None = None, progress: Callable[[str], None] | None = None,
-          repeats: int = 1, resume: bool = True, restart: bool = False) -> tuple[CVResult, dict[str, Any]]:
+          repeats: int = 1, resume: bool = True, restart: bool = False, pseudo_labels: str | Path | None = None,
+          pseudo_weight: float = 0.5, lexicon: str | Path | None = None) -> tuple[CVResult, dict[str, Any]]:
     """Load features and labels, build the protocol's folds, :func:`train_cv`, and write the run directory.
 
     Args:
@@ -66,6 +67,9 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             and ``out/metrics.json`` gains ``repeats`` (mean ± std of each pooled metric) and
             ``interval`` (95 % group-bootstrap interval of the repeat-averaged pooled metric,
             :mod:`emo.fuse.stats`).
+        pseudo_labels, pseudo_weight: a ``pseudo.csv`` of ``emo fuse pseudo-label`` whose clips join
+            the training part of every fold with this loss weight (:mod:`emo.fuse.pseudo`).
+        lexicon: NRC-VAD file for ``cfg.univa`` (valence-arousal of labels/transcripts, eq. 8 matrix).
         resume: keep each finished fold in ``<parent>/.<out>.partial/`` (:mod:`emo.fuse.resume`) and
             continue from there when rerun with the same configuration. restart: discard it first.
 
@@ -76,16 +80,37 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         emo.fuse.resume.ResumeError: a partial run with a different configuration exists (named).
     """
     from emo.fuse.data import load_features, targets
+    from emo.fuse.decoders import task_parts
     from emo.fuse.resume import FoldCache, partial_dir
+    from emo.fuse.tune import rename_fold_inputs, resolve_fold_features, train_cv_fold_stores
 
     cfg.validate()
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    if pseudo_labels is not None and cfg.class_weights:
+        raise ValueError("--class-weights is not supported with --pseudo-labels (weighted KL-divergence training)")
+    # HLFT features come as one store per fold (emo extract --adapters): fold k reads fold k's store
+    features, fold_features = resolve_fold_features(features_dir, dataset, features)
     fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
-    y, mask = targets(fs.samples, cfg.task, fs.classes)
-    rows = np.flatnonzero(mask)
+    rename_fold_inputs(fs, fold_features)
     if test_splits is None:
         test_splits = ["test"] if protocol == "split" else []
+    classes = fs.classes
+    label_space = None
+    if cfg.task == "multilabel":  # label list from the words of the CV pool (every clip outside the test partitions)
+        from emo.fuse.semi import multilabel_targets
+
+        word_map = None
+        if cfg.emotion_wheel:  # MER-FG: one class per word family (emotion-wheel word forms, format.csv)
+            from emo.lexicon.wheel import load_wheels
+
+            word_map = load_wheels(cfg.emotion_wheel).base_form
+        sp = np.asarray([s or "" for s in fs.splits], dtype=object)
+        y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp, test_splits)), word_map=word_map)
+        classes = label_space.classes
+    else:
+        y, mask = targets(fs.samples, cfg.task, fs.classes, cfg.vad_targets, lexicon)
+    rows = np.flatnonzero(mask)
     if out is not None and restart and partial_dir(out).exists():
         import shutil
 
@@ -95,30 +120,60 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         cfg_r = replace(cfg, seed=cfg.seed + REPEAT_STRIDE * r)
         folds, test_idx = make_folds(protocol, fs, y, rows, cfg_r.seed, test_splits)
         cfg_r = cfg_r.resolve(max((len(f.train) for f in folds), default=0))  # the run records the settings used
-        disc = cfg_r.task in ("discrete", "discrete+valence")
-        n_classes = len(fs.classes) if disc else 0
+        disc = task_parts(cfg_r.task)[0]
+        n_classes = len(classes) if disc else 0
+        y_r, semi_info = y, {}
+        if pseudo_labels is not None or cfg_r.univa:  # rows join training parts only (emo.fuse.semi)
+            from emo.fuse.semi import correlation_for, prepare_semi
+
+            folds, y_r, semi_info = prepare_semi(fs.samples, fs.names, y, mask, folds, test_idx, classes, univa=cfg_r.univa,
+                                                 va_source=cfg_r.va_source, lexicon=lexicon, pseudo_labels=pseudo_labels,
+                                                 pseudo_weight=pseudo_weight)
+            if cfg_r.univa:
+                M, why = correlation_for(classes, lexicon)
+                if M is not None:
+                    y_r["correlation"] = M
+                semi_info["univa"] = {"lambda": cfg_r.univa_lambda, "delta": cfg_r.univa_delta, "tau": cfg_r.univa_tau, "eta_weight": cfg_r.univa_eta,
+                                      "va": semi_info.pop("univa_va"), "unlabelled_rows": semi_info.pop("unlabelled_rows"),
+                                      "correlation": None if M is None else M.round(6).tolist(), "correlation_note": why,
+                                      "source": "Zheng, Yu, Xia, UniVA, eq. 3-11"}
         config = {
             "command": command, "dataset": fs.dataset, "features_dir": str(features_dir),
             "feature_specs": [inp.spec for inp in fs.inputs], "inputs": [inp.to_dict() for inp in fs.inputs],
-            "task": cfg_r.task, "classes": fs.classes if disc else None,
+            "task": cfg_r.task, "classes": classes if disc else None,
             "model": cfg_r.model_args(fs.inputs, n_classes), "training": asdict(cfg_r),
             "protocol": {"folds": protocol, "seed": cfg_r.seed, "align": align, "test_splits": test_splits,
                          "n_samples": len(fs.names), "n_labelled": int(mask.sum()),
                          "inner_validation": "one training speaker" if protocol == "speaker" else
                          ("dev partition or 10% of train" if protocol == "split" else "stratified 10% of the training folds")},
         }
+        config.update(label_scales(cfg_r, fs, lexicon))
+        config.update(semi_info)
+        if label_space is not None:
+            config["label_space"] = label_space.to_dict()
         if repeats > 1:
             config["repeat"] = {"index": r, "of": repeats, "seed": cfg_r.seed}
         cache = FoldCache(out, fingerprint(config, folds, test_idx), part=f"seed-{cfg_r.seed}") if (out is not None and resume) else None
         if progress and repeats > 1:
             progress(f"repeat {r + 1}/{repeats} (seed {cfg_r.seed})")
-        result = train_cv(fs.blocks, fs.inputs, y, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
-        runs.append((result, config, folds))
-    result, config, folds = runs[0]
+        if fold_features:
+            result = train_cv_fold_stores(fs.blocks, fold_features, None, fs.names, fs.inputs, y_r, folds, cfg_r,
+                                          n_classes, fs.speakers, test_idx, progress)
+        else:
+            result = train_cv(fs.blocks, fs.inputs, y_r, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
+        runs.append((result, config, folds, test_idx))
+    result, config, folds, test_idx = runs[0]
+    if cfg.emotion_wheel:  # MER-FG: the emotion-wheel F1 of the pooled out-of-fold multi-label predictions
+        config["emotion_wheel"] = add_wheel_metrics(result, fs.samples, config["classes"], cfg.emotion_wheel, cfg.threshold)
     if out is not None:
+        from emo.fuse.pseudo import write_fold_names
+
         save_run(out, config, result, fs.names, folds, y)
-        for res_r, cfg_dict, folds_r in runs[1:]:
-            save_run(Path(out) / "repeats" / f"seed-{cfg_dict['protocol']['seed']}", cfg_dict, res_r, fs.names, folds_r, y)
+        write_fold_names(out, fs.names, folds, test_idx)  # what the run saw, for emo fuse pseudo-label
+        for res_r, cfg_dict, folds_r, test_r in runs[1:]:
+            d = Path(out) / "repeats" / f"seed-{cfg_dict['protocol']['seed']}"
+            save_run(d, cfg_dict, res_r, fs.names, folds_r, y)
+            write_fold_names(d, fs.names, folds_r, test_r)
         if repeats > 1:
             summary = repeats_summary([r[0] for r in runs], fs, y, config)
             config["repeats_summary"] = summary
@@ -130,6 +185,58 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     elif repeats > 1:
         config["repeats_summary"] = repeats_summary([r[0] for r in runs], fs, y, config)
     return result, config
+
+
+def add_wheel_metrics(result: CVResult, samples, classes: list[str], wheel_dir: str, threshold: float) -> dict[str, Any]:
+    """Add ``wheel_f1``, ``wheel_precision``, ``wheel_recall`` (and ``wheelK_f1``) of the pooled
+    out-of-fold predictions (and the test predictions) of a multi-label run to ``result``.
+
+    Predicted words: the classes whose probability exceeds ``threshold``; true words: each sample's
+    own ``emotions`` (all of them, also words outside the class list). Metric:
+    :func:`emo.fuse.metrics.multilabel_wheel_metrics` (MER 2025 baseline, ``wheel_metric_calculation``).
+
+    Returns:
+        the ``config.json`` entry: folder, level, threshold, source.
+    """
+    from emo.fuse.metrics import multilabel_wheel_metrics
+    from emo.lexicon.wheel import load_wheels
+
+    wheels = load_wheels(wheel_dir)
+
+    def words(rows) -> list[list[str]]:
+        return [list(samples[i].emotions or ([samples[i].discrete] if samples[i].discrete else [])) for i in rows]
+
+    result.pooled.update(multilabel_wheel_metrics(result.oof["probs"], classes, words(result.oof["index"]), wheels, threshold))
+    if result.test is not None and "probs" in result.test:
+        result.test.setdefault("metrics", {}).update(
+            multilabel_wheel_metrics(result.test["probs"], classes, words(result.test["index"]), wheels, threshold))
+    return {"dir": str(wheel_dir), "level": "level1", "threshold": threshold,
+            "source": "MER 2025 baseline wheel_metric_calculation (emo.lexicon.wheel)"}
+
+
+def label_scales(cfg: TrainConfig, fs, lexicon=None) -> dict[str, Any]:
+    """What the run's regression outputs mean, for ``config.json``: ``valence_scale`` of a valence
+    output trained on the dataset's own labels (MER: [-5, 5]), and ``vad_targets`` (source, scale
+    [-1, 1], lexicon file and its SHA-256) of a VAD output."""
+    from emo.fuse.decoders import task_parts
+
+    _, val, vad = task_parts(cfg.task)
+    out: dict[str, Any] = {}
+    if val:
+        out["valence_scale"] = fs.valence_scale
+    if vad and cfg.vad_targets == "lexicon":
+        import hashlib
+
+        from emo.lexicon.nrc import resolve_lexicon_path
+
+        path = resolve_lexicon_path(lexicon)
+        out["vad_targets"] = {"source": "lexicon", "scale": [-1.0, 1.0], "classes": fs.classes, "lexicon": str(path),
+                              "lexicon_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                              "mapping": "NRC-VAD of each discrete label's canonical word, 2x - 1; neutral = origin "
+                                         "(emo.lexicon.bridge.label_targets)"}
+    elif vad:
+        out["vad_targets"] = {"source": "dataset", "scale": None}
+    return out
 
 
 def repeats_summary(results: list[CVResult], fs, y: dict[str, np.ndarray], config: dict[str, Any]) -> dict[str, Any]:
