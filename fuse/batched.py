@@ -1,0 +1,625 @@
+"""Fold-parallel training: every fold x seed of a cross-validation (and every cell of a layer
+sweep that shares shapes) trained as one batched model.
+
+The small-data recipe trains e.g. 24 folds x 5 seeds = 120 tiny heads. Trained one after the
+other, each spends its time in Python's per-minibatch loop, not in arithmetic. Here the K
+models' parameters are stacked (:func:`torch.func.stack_module_state`-style, into one (K, P)
+buffer) and the *existing* :class:`emo.fuse.decoders.FusionModel` is run under
+``torch.vmap(torch.func.functional_call)``, so one optimisation step updates all K models:
+
+* **Same models.** Model ``k`` is built exactly as the sequential path builds it
+  (``torch.manual_seed(seed_k)``, then ``FusionModel(**model_args)``, the regression biases set
+  to its fold's training mean), so the initial weights are identical.
+* **Same minibatches.** Each model draws its own epoch permutations from its own
+  ``torch.Generator().manual_seed(seed_k)`` exactly like the sequential loop (a random
+  permutation cut into batches of ``batch_size``, a last batch of one sample dropped) and gets
+  its fold's rows through index tensors; models with fewer batches per epoch, and smaller last
+  batches, are padded and masked (a masked step leaves the model, its AdamW moments and its
+  step count untouched).
+* **Same losses.** Per-model masked means equal to :func:`emo.fuse.decoders.task_losses`
+  (cross-entropy with the same class weights and label smoothing, MSE), the uncertainty
+  loss through the same :class:`emo.fuse.decoders.UncertaintyLoss` module.
+* **Same optimiser.** AdamW is elementwise, so a stacked AdamW with a per-model step count
+  (bias correction per model) and the sequential parameter groups (no weight decay on biases,
+  1-d parameters and layer weights) is K independent AdamWs (the update of
+  :class:`torch.optim.AdamW`, Loshchilov & Hutter 2019, Algorithm 2, written out).
+* **Same early stopping.** After every epoch each model's inner-validation loss (mean
+  cross-entropy + MSE without class weights or smoothing, as the sequential loop) is
+  compared with its own best; a model that has waited ``patience`` epochs stops: its
+  parameters freeze (no further updates) and its best state is kept. Stopped models are
+  dropped from the stacked tensors once at most half of them still run.
+
+With ``dropout > 0`` the dropout masks come from ``vmap(..., randomness="different")``, a
+different random stream than the sequential loop's: results then agree statistically, not
+bitwise. With ``dropout = 0`` the per-fold predictions agree to float tolerance
+(``tests/test_fuse_batched.py``).
+
+Heads that cannot run batched fall back to the sequential loop with a logged reason
+(:func:`batched_unsupported`): frame-level inputs (the :class:`emo.fuse.heads.FrameLSTM` pads
+each minibatch to its own length and ``nn.LSTM`` has no vmap batching rule), per-fold
+speaker normalisation of rows without a speaker, and non-CPU/CUDA devices.
+
+The linear probe also has a full-batch L-BFGS fit (:func:`fit_linear_lbfgs`; convex, no early
+stopping), the sweep's default probe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from emo.fuse.protocols import Fold
+
+#: Most gathered input values (models x rows x features, float32) held at once for one chunk of
+#: models: 2**26 values = 256 MiB. Larger jobs are split into chunks of models trained in turn.
+CHUNK_ELEMENTS = 1 << 26
+
+
+@dataclass
+class Job:
+    """One model to train in a batch.
+
+    Attributes:
+        train, val: int64 row indices (into the shared inputs) of the training and inner
+            validation rows, in the order the sequential path indexes them (sorted).
+        seed: torch seed of the model (initialisation, minibatch order, dropout).
+        cols: per input, int64 indices into that input's layer axis (``None``: all layers);
+            lets sweep cells with different layer windows share one batch.
+        norm: per input, ``(mean, std)`` float32 arrays over the selected layers (L_sel, D) of a
+            per-model standardisation ``(x - mean) / std`` (``None``: inputs used as they are).
+        class_weight: optional float32 (C,) cross-entropy weights.
+        model_args: keyword arguments of :class:`emo.fuse.decoders.FusionModel` for this model
+            (``None``: the batch's shared ``model_args``). Must give the same parameter shapes.
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    seed: int
+    cols: list[np.ndarray] | None = None
+    norm: list[tuple[np.ndarray, np.ndarray]] | None = None
+    class_weight: np.ndarray | None = None
+    model_args: dict[str, Any] | None = None
+
+
+@dataclass
+class BatchedFit:
+    """What :func:`fit_batched` returns: per job (in job order) the trained model (eval mode, best
+    inner-validation weights) and its info dict (``epochs``, ``best_epoch``, ``best_val_loss``,
+    and ``loss_weights`` with uncertainty weighting), plus timing."""
+
+    models: list[Any]
+    infos: list[dict[str, Any]]
+    seconds: float
+    chunks: int
+    steps: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def batched_unsupported(cfg, inputs: list[dict], speakers_missing: bool = False) -> str | None:
+    """Why a configuration cannot train batched (then the sequential loop runs), or None.
+
+    Args:
+        cfg: :class:`emo.fuse.train.TrainConfig`. inputs: the run's input dicts.
+        speakers_missing: ``normalize="speaker"`` and some rows lack a speaker (they would be
+            normalised with per-fold statistics mixed with per-speaker ones).
+    """
+    if cfg.frames or any(inp.get("frames") for inp in inputs):
+        return ("frame-level inputs: the FrameLSTM pads every minibatch to its own longest sequence and "
+                "nn.LSTM has no vmap batching rule")
+    if cfg.normalize == "speaker" and speakers_missing:
+        return "--normalize speaker with samples that have no speaker (per-fold fallback statistics)"
+    dev = str(cfg.device)
+    if not (dev == "cpu" or dev.startswith("cuda")):
+        return f"device {dev!r}: the batched path is tested on cpu and cuda only"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Pieces shared with the sequential loop's semantics
+# ---------------------------------------------------------------------------
+
+def epoch_batches(n: int, bs: int, gen) -> list:
+    """One epoch's minibatches (int64 index tensors into the n training rows), exactly as the
+    sequential loop draws them for utterance-level inputs: ``torch.randperm(n, generator=gen)``
+    cut into batches of ``bs``; a last batch of one sample is dropped."""
+    import torch
+
+    perm = torch.randperm(n, generator=gen)
+    stop = n - (1 if n % bs == 1 and n > 1 else 0)
+    return [perm[s:s + bs] for s in range(0, stop, bs)]
+
+
+def masked_task_losses(out: dict, y: dict, mask, class_weight=None, label_smoothing: float = 0.0) -> dict:
+    """:func:`emo.fuse.decoders.task_losses` over the rows where ``mask`` (bool (B,)) is true:
+    cross-entropy (weighted mean over the masked rows as ``F.cross_entropy`` with ``weight`` and
+    ``label_smoothing``; the denominator is the summed weight of the rows' classes), MSE of
+    ``valence`` (B,) and of ``vad`` (B, 3) (mean over rows and the 3 dimensions)."""
+    import torch
+    from torch.nn import functional as F
+
+    n = mask.sum().clamp(min=1).to(torch.float32)
+    losses = {}
+    if "logits" in out:
+        yd = y["discrete"]
+        per = F.cross_entropy(out["logits"], yd, weight=class_weight, label_smoothing=label_smoothing, reduction="none")
+        den = torch.where(mask, class_weight[yd], 0.0).sum() if class_weight is not None else n
+        losses["discrete"] = torch.where(mask, per, 0.0).sum() / den
+    if "valence" in out:
+        losses["valence"] = torch.where(mask, (out["valence"] - y["valence"]) ** 2, 0.0).sum() / n
+    if "vad" in out:
+        losses["vad"] = torch.where(mask, ((out["vad"] - y["vad"]) ** 2).mean(-1), 0.0).sum() / n
+    return losses
+
+
+def init_model(model_args: dict, seed: int, y_train: dict[str, np.ndarray], decoder: str, device: str = "cpu"):
+    """The :class:`FusionModel` the sequential path starts from for ``seed``: ``torch.manual_seed(seed)``,
+    construction, then regression outputs started at the training mean (valence/VAD bias, weights x 0.1;
+    JDEV: the combination bias)."""
+    import torch
+
+    from emo.fuse.decoders import FusionModel
+
+    torch.manual_seed(seed)
+    model = FusionModel(**model_args).to(device)
+    with torch.no_grad():
+        dec = model.decoder
+        if getattr(dec, "valence", None) is not None and "valence" in y_train and decoder == "separate":
+            dec.valence.weight.mul_(0.1)
+            dec.valence.bias.fill_(float(np.mean(y_train["valence"], dtype=np.float32)))
+        if getattr(dec, "vad", None) is not None:
+            dec.vad.weight.mul_(0.1)
+            dec.vad.bias.copy_(torch.as_tensor(np.asarray(y_train["vad"], dtype=np.float32).mean(0)))
+        if decoder == "jdev":
+            dec.combine.bias.fill_(float(np.mean(y_train["valence"], dtype=np.float32)))
+    return model
+
+
+def _no_decay(name: str, p) -> bool:
+    """The sequential loop's parameter groups: biases, 1-d parameters and layer weights get no weight decay."""
+    return p.ndim < 2 or name.startswith("pool.")
+
+
+def job_inputs(xs: list, job: Job, rows: np.ndarray) -> list:
+    """The model inputs of ``job`` on ``rows``: per input, the (n, L_sel, D) float32 tensor
+    after its column selection and standardisation (what the sequential path feeds that fold)."""
+    import torch
+
+    r = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=xs[0].device)
+    out = []
+    for i, x in enumerate(xs):
+        g = x[r]
+        if job.cols is not None and job.cols[i] is not None:
+            g = g[:, torch.as_tensor(job.cols[i], device=x.device)]
+        if job.norm is not None and job.norm[i] is not None:
+            m, s = job.norm[i]
+            g = (g - torch.as_tensor(m, device=x.device)) / torch.as_tensor(s, device=x.device)
+        out.append(g)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The batched fit
+# ---------------------------------------------------------------------------
+
+def _stack_params(models: list, unc_modules: list | None):
+    import torch
+
+    names, shapes, sizes, decay = [], [], [], []
+    for name, p in models[0].named_parameters():
+        names.append(f"model.{name}")
+        shapes.append(tuple(p.shape))
+        sizes.append(p.numel())
+        decay.append(not _no_decay(name, p))
+    if unc_modules is not None:
+        for name, p in unc_modules[0].named_parameters():
+            names.append(f"unc.{name}")
+            shapes.append(tuple(p.shape))
+            sizes.append(p.numel())
+            decay.append(False)
+    rows = []
+    for k, m in enumerate(models):
+        ps = [p.detach().reshape(-1) for p in m.parameters()]
+        if unc_modules is not None:
+            ps += [p.detach().reshape(-1) for p in unc_modules[k].parameters()]
+        got = [int(p.numel()) for p in ps]
+        if got != sizes:
+            raise ValueError("models of one batch must have the same parameter shapes")
+        rows.append(torch.cat(ps))
+    flat = torch.stack(rows)
+    offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    dmask = torch.cat([torch.full((s,), float(d)) for s, d in zip(sizes, decay)]).to(flat.device)
+    return flat, names, shapes, offs, dmask
+
+
+def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
+                log: Callable[[str], None] | None = None) -> BatchedFit:
+    """Train one model per job, all at once, with the sequential loop's semantics (module docstring).
+
+    Args:
+        xs: one float32 tensor (N, L_i, D_i) per input (raw or already normalised rows; per-job
+            column selection and standardisation come from ``Job.cols``/``Job.norm``).
+        y: numpy labels over the N rows (``discrete`` int64, ``valence`` (N,), ``vad`` (N, 3));
+            only the keys the task needs; rows used by a job must be labelled.
+        jobs: the models to train (see :class:`Job`).
+        cfg: a resolved :class:`emo.fuse.train.TrainConfig` (batch size, patience, epochs, lr,
+            weight decay, label smoothing, loss weighting, device).
+        model_args: :class:`FusionModel` arguments shared by the jobs (unless a job has its own).
+        log: optional callable receiving progress lines.
+
+    Returns:
+        :class:`BatchedFit`.
+
+    Raises:
+        ValueError: jobs whose models differ in parameter shapes, empty train/val rows.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    for j in jobs:
+        if len(j.train) == 0 or len(j.val) == 0:
+            raise ValueError("every job needs training and validation rows")
+    feat = sum(int(np.prod(x.shape[1:])) if (jobs[0].cols is None or jobs[0].cols[i] is None)
+               else len(jobs[0].cols[i]) * int(x.shape[2]) for i, x in enumerate(xs))
+    rows_per_model = max(min(cfg.batch_size, len(j.train)) for j in jobs) + max(len(j.val) for j in jobs)
+    per_chunk = max(1, CHUNK_ELEMENTS // max(1, feat * rows_per_model))
+    models: list[Any] = [None] * len(jobs)
+    infos: list[dict] = [{} for _ in jobs]
+    steps = 0
+    chunks = 0
+    for start in range(0, len(jobs), per_chunk):
+        idx = list(range(start, min(len(jobs), start + per_chunk)))
+        ms, inf, st = _fit_chunk(xs, y, [jobs[i] for i in idx], cfg, model_args, log)
+        for i, m, d in zip(idx, ms, inf):
+            models[i], infos[i] = m, d
+        steps += st
+        chunks += 1
+    return BatchedFit(models, infos, time.perf_counter() - t0, chunks, steps)
+
+
+def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log):
+    import torch
+    from torch.func import functional_call
+
+    from emo.fuse.decoders import UncertaintyLoss
+
+    dev = cfg.device
+    K = len(jobs)
+    ytr = [{k: v[j.train] for k, v in y.items()} for j in jobs]
+    models = [init_model(j.model_args or model_args, j.seed, ytr[i], cfg.decoder, dev) for i, j in enumerate(jobs)]
+    use_unc = cfg.loss_weighting == "uncertainty" and cfg.task == "discrete+valence"
+    uncs = [UncertaintyLoss().to(dev) for _ in jobs] if use_unc else None
+    flat, names, shapes, offs, dmask = _stack_params(models, uncs)
+    base = models[0]
+    unc_base = uncs[0] if uncs else None
+
+    yt = {k: torch.as_tensor(v, device=dev) for k, v in y.items()}
+    n_in = len(xs)
+    # per model column selections (K, L_sel) and standardisation (K, L_sel, D) per input
+    cols = []
+    for i in range(n_in):
+        if jobs[0].cols is None or jobs[0].cols[i] is None:
+            cols.append(None)
+        else:
+            cols.append(torch.as_tensor(np.stack([j.cols[i] for j in jobs]), device=dev))
+    norms = []
+    for i in range(n_in):
+        if jobs[0].norm is None or jobs[0].norm[i] is None:
+            norms.append(None)
+        else:
+            norms.append((torch.as_tensor(np.stack([j.norm[i][0] for j in jobs]), device=dev),
+                          torch.as_tensor(np.stack([j.norm[i][1] for j in jobs]), device=dev)))
+    cw = None
+    if any(j.class_weight is not None for j in jobs):
+        c = len(next(j.class_weight for j in jobs if j.class_weight is not None))
+        cw = torch.as_tensor(np.stack([j.class_weight if j.class_weight is not None else np.ones(c, np.float32)
+                                       for j in jobs]).astype(np.float32), device=dev)
+
+    def gather(live: torch.Tensor, idx: torch.Tensor) -> list:
+        """Inputs of the models ``live`` (k,) on rows ``idx`` (k, B) → per input (k, B, L, D)."""
+        out = []
+        for i, x in enumerate(xs):
+            if cols[i] is None:
+                g = x[idx]
+            else:
+                g = x[idx[:, :, None], cols[i][live][:, None, :]]
+            if norms[i] is not None:
+                g = (g - norms[i][0][live][:, None]) / norms[i][1][live][:, None]
+            out.append(g)
+        return out
+
+    def unflat(f: torch.Tensor) -> dict:
+        return {n: f[:, offs[q]:offs[q + 1]].unflatten(1, shapes[q]) if shapes[q] else f[:, offs[q]]
+                for q, n in enumerate(names)}
+
+    model_names = [n for n in names if n.startswith("model.")]
+    ls = float(cfg.label_smoothing)
+
+    def per_model(p: dict, xb: list, yb: dict, mb, cwb, train: bool):
+        out = functional_call(base, {n[6:]: p[n] for n in model_names}, (xb,))
+        losses = masked_task_losses(out, yb, mb, cwb if train else None, ls if train else 0.0)
+        if train and unc_base is not None:
+            return functional_call(unc_base, {"log_delta": p["unc.log_delta"]}, (losses["discrete"], losses["valence"]))
+        return sum(losses.values())
+
+    def loss_of(p, xb, yb, mb, cwb, train):
+        in_dims = (0, 0, 0, 0, 0 if cwb is not None else None)
+        fn = torch.vmap(lambda a, b, c, d, e: per_model(a, b, c, d, e, train), in_dims=in_dims, randomness="different")
+        return fn(p, xb, yb, mb, cwb)
+
+    # validation inputs of every model, gathered once (padded with the model's first val row, masked)
+    vmax = max(len(j.val) for j in jobs)
+    vidx = torch.as_tensor(np.stack([np.concatenate([j.val, np.full(vmax - len(j.val), j.val[0])]) for j in jobs]), device=dev)
+    vmask = torch.as_tensor(np.stack([np.arange(vmax) < len(j.val) for j in jobs]), device=dev)
+    all_live = torch.arange(K, device=dev)
+    xv = gather(all_live, vidx)
+    yv = {k: v[vidx] for k, v in yt.items()}
+
+    b1, b2, eps, lr, wd = 0.9, 0.999, 1e-8, float(cfg.lr), float(cfg.weight_decay)
+    m1 = torch.zeros_like(flat)
+    m2 = torch.zeros_like(flat)
+    nstep = torch.zeros(K, dtype=torch.float64, device=dev)
+    flat = flat.clone().requires_grad_(True)
+    best_all = flat.detach().clone()
+    live = torch.arange(K, device=dev)  # global ids of the rows of flat/m1/m2/nstep
+    gens = [torch.Generator().manual_seed(j.seed) for j in jobs]
+    ntr = [len(j.train) for j in jobs]
+    bs = [min(cfg.batch_size, n) for n in ntr]
+    bmax = max(bs)
+    trains = [torch.as_tensor(j.train) for j in jobs]
+    best = np.full(K, math.inf)
+    best_epoch = np.zeros(K, dtype=int)
+    wait = np.zeros(K, dtype=int)
+    epochs = np.zeros(K, dtype=int)
+    running = np.ones(K, dtype=bool)
+    steps = 0
+    for epoch in range(1, cfg.epochs + 1):
+        lv = live.cpu().numpy()
+        if not running[lv].any():
+            break
+        # this epoch's minibatches of every running model, padded to the longest plan
+        plans = {int(g): epoch_batches(ntr[g], bs[g], gens[g]) for g in lv if running[g]}
+        T = max(len(p) for p in plans.values())
+        idx = np.zeros((T, len(lv), bmax), dtype=np.int64)
+        msk = np.zeros((T, len(lv), bmax), dtype=bool)
+        for r, g in enumerate(lv):
+            g = int(g)
+            idx[:, r, :] = jobs[g].train[0]
+            for t, b in enumerate(plans.get(g, [])):
+                rows = trains[g][b].numpy()
+                idx[t, r, :len(rows)] = rows
+                msk[t, r, :len(rows)] = True
+        idx_t = torch.as_tensor(idx, device=dev)
+        msk_t = torch.as_tensor(msk, device=dev)
+        act_t = msk_t.any(-1)  # (T, k): the model takes a step
+        cw_live = cw[live] if cw is not None else None
+        base.train()
+        for t in range(T):
+            xb = gather(live, idx_t[t])
+            yb = {k: v[idx_t[t]] for k, v in yt.items()}
+            loss = loss_of(unflat(flat), xb, yb, msk_t[t], cw_live, True).sum()
+            (g,) = torch.autograd.grad(loss, flat)
+            with torch.no_grad():
+                a = act_t[t]
+                a2 = a[:, None]
+                nstep += a.to(nstep.dtype)
+                # AdamW (torch.optim.AdamW's update), only where the model takes a step
+                flat.mul_(torch.where(a2, 1.0 - lr * wd * dmask, 1.0))
+                m1.copy_(torch.where(a2, m1 + (1 - b1) * (g - m1), m1))
+                m2.copy_(torch.where(a2, m2 * b2 + (1 - b2) * g * g, m2))
+                n = nstep.clamp(min=1)
+                bc1 = (1 - b1 ** n).to(flat.dtype)
+                bc2s = torch.sqrt(1 - b2 ** n).to(flat.dtype)
+                upd = (lr / bc1)[:, None] * m1 / (m2.sqrt() / bc2s[:, None] + eps)
+                flat.sub_(torch.where(a2, upd, 0.0))
+            steps += 1
+        # per-model inner-validation loss (no class weights, no smoothing: as the sequential loop)
+        base.eval()
+        with torch.no_grad():
+            vl = loss_of(unflat(flat.detach()), [x[live] for x in xv], {k: v[live] for k, v in yv.items()},
+                         vmask[live], None, False).double().cpu().numpy()
+        improved = []
+        for r, g in enumerate(lv):
+            g = int(g)
+            if not running[g]:
+                continue
+            epochs[g] = epoch
+            if vl[r] < best[g] - 1e-5:
+                best[g], best_epoch[g], wait[g] = vl[r], epoch, 0
+                improved.append(r)
+            else:
+                wait[g] += 1
+                if wait[g] >= cfg.patience:
+                    running[g] = False
+        if improved:
+            ri = torch.as_tensor(improved, device=dev)
+            best_all[live[ri]] = flat.detach()[ri]
+        # drop stopped models from the stacked tensors once at most half still run
+        keep = np.flatnonzero(running[lv])
+        if 0 < len(keep) <= len(lv) // 2:
+            kt = torch.as_tensor(keep, device=dev)
+            flat = flat.detach()[kt].clone().requires_grad_(True)
+            m1, m2, nstep, live = m1[kt].clone(), m2[kt].clone(), nstep[kt].clone(), live[kt]
+    if log:
+        log(f"batched: {K} models, {steps} steps, epochs {epochs.min()}-{epochs.max()}")
+    # models with the best weights (the last weights where the loss never improved, as sequential)
+    final = best_all
+    out_models, infos = [], []
+    never = [g for g in range(K) if not math.isfinite(best[g])]
+    if never:
+        lastrows = {int(g): r for r, g in enumerate(live.cpu().numpy())}
+        for g in never:
+            if g in lastrows:
+                final[g] = flat.detach()[lastrows[g]]
+    with torch.no_grad():
+        for g, m in enumerate(models):
+            p = unflat(final[g:g + 1])
+            for n, t in p.items():
+                if n.startswith("model."):
+                    m.get_parameter(n[6:]).copy_(t[0])
+                elif uncs is not None:
+                    uncs[g].get_parameter(n[4:]).copy_(t[0])
+            m.eval()
+            info: dict[str, Any] = {"epochs": int(epochs[g]), "best_epoch": int(best_epoch[g]), "best_val_loss": float(best[g])}
+            if uncs is not None:
+                info["loss_weights"] = list(uncs[g].weights)
+            out_models.append(m)
+            infos.append(info)
+    return out_models, infos, steps
+
+
+# ---------------------------------------------------------------------------
+# Cross-validation on top of the batched fit (drop-in for emo.fuse.train.train_cv)
+# ---------------------------------------------------------------------------
+
+def model_diagnostics(model, xs: list) -> dict[str, Any]:
+    """Mean attention per token and layer weights of a trained model (first 4096 rows of ``xs``),
+    and its token names: the same fields the sequential path stores per fold."""
+    import torch
+
+    d: dict[str, Any] = {}
+    with torch.no_grad():
+        out = model([x[:4096] for x in xs])
+        att = out["info"].get("attention")
+        if att is not None:
+            d["attention"] = att.mean(0).cpu().numpy().tolist()
+        if len(model.pool):
+            d["layer_weights"] = {model.inputs[int(i)]["name"]: m.weight.cpu().numpy().tolist() for i, m in model.pool.items()}
+    d["tokens"] = [f"{t.encoder}:{t.layer}" for t in model.tokens]
+    return d
+
+
+def balanced_class_weight(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """scikit-learn's ``balanced`` class weights of the classes present in ``y`` (int (n,)); 1 for absent classes."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(y)
+    w = np.ones(n_classes, dtype=np.float32)
+    w[present] = compute_class_weight("balanced", classes=present, y=y)
+    return w
+
+
+def _check_blocks(blocks, inputs) -> None:
+    from emo.fuse.data import Frames
+
+    for inp in inputs:
+        x = blocks.get(inp["name"])
+        shape = None if x is None else ((len(x), *x.frame_shape) if isinstance(x, Frames) else x.shape)
+        if shape is None or len(shape) != 3 or shape[1] != len(inp["layers"]) or shape[2] != inp["dim"]:
+            raise ValueError(f"features {inp['name']!r}: expected (N, {len(inp['layers'])}, {inp['dim']}), got {shape}")
+
+
+def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: dict[str, np.ndarray], folds: list[Fold],
+                     cfg, n_classes: int = 0, speakers: list[str | None] | None = None,
+                     test_idx: np.ndarray | None = None, progress: Callable[[str], None] | None = None,
+                     log: Callable[[str], None] | None = None):
+    """:func:`emo.fuse.train.train_cv` with every fold x seed trained as one batched model.
+
+    Same arguments, same :class:`emo.fuse.train.CVResult` (fold rows, pooled out-of-fold metrics,
+    test-set averages, per-fold states, normalisers, diagnostics); fold rows' ``seconds`` are the
+    batched fit's time split evenly over the folds. When :func:`batched_unsupported` gives a
+    reason, it is passed to ``log`` and the sequential :func:`emo.fuse.train.train_cv` runs instead.
+
+    Raises:
+        ValueError: as :func:`emo.fuse.train.train_cv`.
+    """
+    import torch
+
+    from emo.fuse.train import train_cv
+
+    speakers_missing = speakers is None or any(not s for s in speakers)
+    reason = batched_unsupported(cfg, inputs, speakers_missing and cfg.normalize == "speaker")
+    if reason is not None:
+        if log:
+            log(f"sequential training: {reason}")
+        return train_cv(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress)
+    cfg = cfg.resolve(max((len(f.train) for f in folds), default=0))
+    cfg.validate()
+    prev = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    try:
+        return _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log):
+    import torch
+
+    from emo.fuse.data import Normalizer
+    from emo.fuse.metrics import summarize
+    from emo.fuse.train import CVResult, average_outputs, evaluate, predict_model
+
+    _check_blocks(blocks, inputs)
+    disc = "discrete" in y and cfg.task in ("discrete", "discrete+valence")
+    if disc and n_classes < 2:
+        raise ValueError("discrete tasks need n_classes >= 2")
+    model_args = cfg.model_args(inputs, n_classes)
+    needed = {k for k in ("discrete", "valence", "vad") if k in y and (k != "discrete" or disc)}
+    base_norm = Normalizer(cfg.normalize)
+    if cfg.normalize == "speaker":
+        if speakers is None:
+            raise ValueError("--normalize speaker needs speaker ids")
+        base_norm.fit(blocks, np.arange(len(speakers)), speakers)
+        # every row has a speaker (batched_unsupported): per-speaker statistics are fold independent
+        base_norm.global_ = Normalizer("global").fit(blocks, np.arange(len(speakers))).global_
+        shared = base_norm.transform(blocks, speakers)
+    else:
+        shared = Normalizer("none").transform(blocks)
+    xs = [torch.as_tensor(np.ascontiguousarray(shared[inp["name"]], dtype=np.float32), device=cfg.device) for inp in inputs]
+    del shared
+    jobs, norms, fold_of = [], [], []
+    yn = {k: y[k] for k in needed}
+    for fi, fold in enumerate(folds):
+        if len(fold.train) == 0 or len(fold.val) == 0 or len(fold.test) == 0:
+            raise ValueError(f"fold {fold.name}: empty train/val/test split")
+        norm = Normalizer(cfg.normalize)
+        jn = None
+        if cfg.normalize == "global":
+            norm.global_ = Normalizer("global").fit(blocks, np.concatenate([fold.train, fold.val])).global_
+            jn = [norm.global_[inp["name"]] for inp in inputs]
+        elif cfg.normalize == "speaker":
+            norm.global_ = Normalizer("global").fit(blocks, np.concatenate([fold.train, fold.val])).global_
+            norm.speaker = base_norm.speaker
+        norms.append(norm)
+        cwf = balanced_class_weight(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None
+        for s in range(cfg.seeds):
+            jobs.append(Job(np.asarray(fold.train), np.asarray(fold.val), cfg.seed + s, None, jn, cwf))
+            fold_of.append(fi)
+    fit = fit_batched(xs, yn, jobs, cfg, model_args, log)
+    per_fold_s = fit.seconds / max(1, len(folds))
+    fold_rows, states, diags, oof_parts, test_outs = [], [], [], [], []
+    for fi, fold in enumerate(folds):
+        ks = [k for k, f in enumerate(fold_of) if f == fi]
+        t0 = time.perf_counter()
+        xte = job_inputs(xs, jobs[ks[0]], fold.test)
+        outs = [predict_model(fit.models[k], xte) for k in ks]
+        if test_idx is not None and len(test_idx):
+            xtt = job_inputs(xs, jobs[ks[0]], test_idx)
+            test_outs += [predict_model(fit.models[k], xtt) for k in ks]
+        diag = model_diagnostics(fit.models[ks[0]], job_inputs(xs, jobs[ks[0]], fold.train))
+        diag["fits"] = [fit.infos[k] for k in ks]
+        diags.append(diag)
+        out = average_outputs(outs)
+        metrics = evaluate(out, {k: y[k][fold.test] for k in needed}, n_classes)
+        oof_parts.append((fold.test, fi, out))
+        states.append([{k: v.detach().cpu().clone() for k, v in fit.models[k].state_dict().items()} for k in ks])
+        fold_rows.append({**fold.as_dict(), "metrics": metrics, "epochs": [fit.infos[k]["epochs"] for k in ks],
+                          "seconds": round(per_fold_s + time.perf_counter() - t0, 3)})
+        if progress:
+            progress(f"{fold.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    idx = np.concatenate([p[0] for p in oof_parts])
+    oof = {"index": idx, "fold": np.concatenate([np.full(len(p[0]), p[1]) for p in oof_parts])}
+    for k in oof_parts[0][2]:
+        oof[k] = np.concatenate([p[2][k] for p in oof_parts])
+    pooled = evaluate({k: oof[k] for k in ("probs", "valence", "vad") if k in oof}, {k: y[k][idx] for k in needed}, n_classes)
+    test = None
+    if test_idx is not None and len(test_idx):
+        tout = average_outputs(test_outs)
+        test = {"index": np.asarray(test_idx), **tout}
+        if all(np.all(np.isfinite(y[k][test_idx])) if k != "discrete" else np.all(y[k][test_idx] >= 0) for k in needed):
+            test["metrics"] = evaluate(tout, {k: y[k][test_idx] for k in needed}, n_classes)
+    return CVResult(fold_rows, summarize([r["metrics"] for r in fold_rows]), pooled, oof, test, states, norms, diags)
