@@ -236,7 +236,7 @@ def _stack_params(models: list, unc_modules: list | None):
 
 
 def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
-                log: Callable[[str], None] | None = None) -> BatchedFit:
+                log: Callable[[str], None] | None = None, on_epoch: Callable | None = None) -> BatchedFit:
     """Train one model per job, all at once, with the sequential loop's semantics (module docstring).
 
     Args:
@@ -249,6 +249,9 @@ def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_
             weight decay, label smoothing, loss weighting, device).
         model_args: :class:`FusionModel` arguments shared by the jobs (unless a job has its own).
         log: optional callable receiving progress lines.
+        on_epoch: optional callable ``(epoch, ids, params, running)`` after every epoch: ``ids``
+            (k,) the job indices of the models still stacked, ``params`` their (k, P) flat
+            parameters (a detached copy), ``running`` (n_jobs,) bool (for inspection and tests).
 
     Returns:
         :class:`BatchedFit`.
@@ -272,7 +275,9 @@ def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_
     chunks = 0
     for start in range(0, len(jobs), per_chunk):
         idx = list(range(start, min(len(jobs), start + per_chunk)))
-        ms, inf, st = _fit_chunk(xs, y, [jobs[i] for i in idx], cfg, model_args, log)
+        with _vmappable_attention():
+            hook = None if on_epoch is None else (lambda e, ids, p, run, _o=start: on_epoch(e, ids + _o, p, run))
+            ms, inf, st = _fit_chunk(xs, y, [jobs[i] for i in idx], cfg, model_args, log, hook)
         for i, m, d in zip(idx, ms, inf):
             models[i], infos[i] = m, d
         steps += st
@@ -280,7 +285,30 @@ def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_
     return BatchedFit(models, infos, time.perf_counter() - t0, chunks, steps)
 
 
-def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log):
+class _vmappable_attention:
+    """Attention kernels with vmap batching rules while training batched: the math
+    scaled-dot-product attention (the CPU flash kernel and the transformer encoder fast path have
+    none and would run model by model). Same results to float rounding."""
+
+    def __enter__(self):
+        import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        self._fast = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        self._ctx = sdpa_kernel([SDPBackend.MATH])
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        self._ctx.__exit__(*exc)
+        torch.backends.mha.set_fastpath_enabled(self._fast)
+        return False
+
+
+def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
     import torch
     from torch.func import functional_call
 
@@ -437,6 +465,8 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log):
         if improved:
             ri = torch.as_tensor(improved, device=dev)
             best_all[live[ri]] = flat.detach()[ri]
+        if on_epoch is not None:
+            on_epoch(epoch, lv.copy(), flat.detach().clone(), running.copy())
         # drop stopped models from the stacked tensors once at most half still run
         keep = np.flatnonzero(running[lv])
         if 0 < len(keep) <= len(lv) // 2:
@@ -515,13 +545,17 @@ def _check_blocks(blocks, inputs) -> None:
 def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: dict[str, np.ndarray], folds: list[Fold],
                      cfg, n_classes: int = 0, speakers: list[str | None] | None = None,
                      test_idx: np.ndarray | None = None, progress: Callable[[str], None] | None = None,
-                     log: Callable[[str], None] | None = None):
+                     log: Callable[[str], None] | None = None, optimizer: str = "adamw"):
     """:func:`emo.fuse.train.train_cv` with every fold x seed trained as one batched model.
 
     Same arguments, same :class:`emo.fuse.train.CVResult` (fold rows, pooled out-of-fold metrics,
     test-set averages, per-fold states, normalisers, diagnostics); fold rows' ``seconds`` are the
     batched fit's time split evenly over the folds. When :func:`batched_unsupported` gives a
     reason, it is passed to ``log`` and the sequential :func:`emo.fuse.train.train_cv` runs instead.
+
+    ``optimizer="lbfgs"``: the linear probe is fitted by :func:`fit_linear_lbfgs` (one model per
+    fold: the optimum does not depend on the seed); configurations it cannot fit
+    (:func:`lbfgs_unsupported`) use AdamW, with the reason passed to ``log``.
 
     Raises:
         ValueError: as :func:`emo.fuse.train.train_cv`.
@@ -541,12 +575,20 @@ def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: di
     prev = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
     try:
-        return _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log)
+        if optimizer == "lbfgs":
+            why = lbfgs_unsupported(cfg)
+            if why is not None:
+                optimizer = "adamw"
+                if log:
+                    log(f"AdamW instead of L-BFGS: {why}")
+        elif optimizer != "adamw":
+            raise ValueError(f"optimizer must be adamw or lbfgs, not {optimizer!r}")
+        return _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log, optimizer)
     finally:
         torch.set_num_threads(prev)
 
 
-def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log):
+def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log, optimizer="adamw"):
     import torch
 
     from emo.fuse.data import Normalizer
@@ -586,10 +628,10 @@ def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_i
             norm.speaker = base_norm.speaker
         norms.append(norm)
         cwf = balanced_class_weight(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None
-        for s in range(cfg.seeds):
+        for s in range(1 if optimizer == "lbfgs" else cfg.seeds):
             jobs.append(Job(np.asarray(fold.train), np.asarray(fold.val), cfg.seed + s, None, jn, cwf))
             fold_of.append(fi)
-    fit = fit_batched(xs, yn, jobs, cfg, model_args, log)
+    fit = (fit_linear_lbfgs if optimizer == "lbfgs" else fit_batched)(xs, yn, jobs, cfg, model_args, log)
     per_fold_s = fit.seconds / max(1, len(folds))
     fold_rows, states, diags, oof_parts, test_outs = [], [], [], [], []
     for fi, fold in enumerate(folds):
@@ -623,3 +665,178 @@ def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_i
         if all(np.all(np.isfinite(y[k][test_idx])) if k != "discrete" else np.all(y[k][test_idx] >= 0) for k in needed):
             test["metrics"] = evaluate(tout, {k: y[k][test_idx] for k in needed}, n_classes)
     return CVResult(fold_rows, summarize([r["metrics"] for r in fold_rows]), pooled, oof, test, states, norms, diags)
+
+
+# ---------------------------------------------------------------------------
+# Full-batch L-BFGS for the linear probe
+# ---------------------------------------------------------------------------
+
+#: L-BFGS settings of :func:`fit_linear_lbfgs`: at most this many iterations over all models,
+#: stopping earlier when the largest gradient entry falls below ``LBFGS_TOL``.
+LBFGS_MAX_ITER, LBFGS_TOL = 500, 1e-5
+
+
+def lbfgs_unsupported(cfg) -> str | None:
+    """Why :func:`fit_linear_lbfgs` cannot fit ``cfg`` (then the AdamW path runs), or None."""
+    if cfg.head != "linear":
+        return f"--head {cfg.head} is not convex (L-BFGS fits the linear probe only)"
+    if cfg.layer_weights:
+        return "--layer-weights make the probe bilinear"
+    if cfg.decoder != "separate" or cfg.loss_weighting != "fixed":
+        return "JDEV / uncertainty weighting are not convex"
+    if cfg.frames:
+        return "frame-level inputs"
+    return None
+
+
+def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
+                     log: Callable[[str], None] | None = None) -> BatchedFit:
+    """Fit the linear probe (:class:`emo.fuse.heads.LinearProbe` + separate linear decoders) of every
+    job to convergence by full-batch L-BFGS (``torch.optim.LBFGS``, strong Wolfe line search).
+
+    Objective of model k (convex): the task losses of :func:`masked_task_losses` over its training
+    rows (cross-entropy with the configured class weights and label smoothing; MSE for valence /
+    VAD) plus ``weight_decay / 2 * ||W_k||²`` on the decoder weights (biases unpenalised), i.e.
+    L2 regularisation with the coefficient whose gradient ``weight_decay * W`` is the sequential
+    path's decoupled weight decay (exactly so for SGD; with AdamW the decay is rescaled by the
+    adaptive step, a difference this choice resolves towards the standard penalised likelihood).
+    For cross-entropy without smoothing or class weights this is scikit-learn's
+    ``LogisticRegression(C=1 / (weight_decay * n_train))``. No early stopping: the inner
+    validation rows are only scored (``best_val_loss``); seeds do not matter (unique optimum).
+
+    The K objectives are separable, so one L-BFGS on their sum reaches every model's own optimum;
+    jobs sharing the same layer columns share their design matrix (one matrix product per group
+    of jobs and evaluation), and per-model standardisation is folded into the weights
+    (``((x - m) / s) W = x (W / s) - (m / s) W``), so inputs are never copied per model.
+
+    Args/Returns/Raises: as :func:`fit_batched`; ``info`` per model: ``epochs`` (L-BFGS
+    iterations), ``best_epoch`` (same), ``best_val_loss``, ``optimizer: "lbfgs"``.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    reason = lbfgs_unsupported(cfg)
+    if reason:
+        raise ValueError(f"L-BFGS probe: {reason}")
+    dev = cfg.device
+    K = len(jobs)
+    disc, val, vad = ("discrete" in y and cfg.task in ("discrete", "discrete+valence"),
+                      cfg.task in ("valence", "discrete+valence"), cfg.task == "vad")
+    C = int(model_args.get("n_classes", 0)) if disc else 0
+    O = C + (1 if val else 0) + (3 if vad else 0)
+    # design matrices per group of jobs with the same columns
+    def key(j: Job):
+        return tuple(None if (j.cols is None or j.cols[i] is None) else tuple(int(c) for c in j.cols[i]) for i in range(len(xs)))
+
+    groups: dict[tuple, list[int]] = {}
+    for k, j in enumerate(jobs):
+        groups.setdefault(key(j), []).append(k)
+    designs = {}
+    for g in groups:
+        parts = []
+        for i, x in enumerate(xs):
+            sel = x if g[i] is None else (x[:, g[i][0]] if len(g[i]) == 1 else x[:, list(g[i])])
+            parts.append(sel if sel.ndim == 2 else sel.reshape(len(x), -1))
+        designs[g] = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+    F_ = int(next(iter(designs.values())).shape[1])
+    if any(int(d.shape[1]) != F_ for d in designs.values()):
+        raise ValueError("jobs of one L-BFGS batch must have the same feature dimension")
+    mu = torch.zeros(K, F_, device=dev)
+    sd = torch.ones(K, F_, device=dev)
+    for k, j in enumerate(jobs):
+        if j.norm is not None and all(n is not None for n in j.norm):
+            mu[k] = torch.as_tensor(np.concatenate([n[0].reshape(-1) for n in j.norm]), device=dev)
+            sd[k] = torch.as_tensor(np.concatenate([n[1].reshape(-1) for n in j.norm]), device=dev)
+    N = len(xs[0])
+    tmask = torch.zeros(K, N, dtype=torch.bool, device=dev)
+    vmask = torch.zeros(K, N, dtype=torch.bool, device=dev)
+    for k, j in enumerate(jobs):
+        tmask[k, torch.as_tensor(j.train)] = True
+        vmask[k, torch.as_tensor(j.val)] = True
+    safe = {}
+    for name, v in y.items():  # unlabelled rows are never in a mask; give them harmless values
+        t = torch.as_tensor(v, device=dev)
+        safe[name] = torch.where(t >= 0, t, 0) if name == "discrete" else torch.nan_to_num(t)
+    cw = None
+    if any(j.class_weight is not None for j in jobs) and disc:
+        cw = torch.as_tensor(np.stack([j.class_weight if j.class_weight is not None else np.ones(C, np.float32) for j in jobs]), device=dev)
+    W = torch.zeros(K, F_, O, device=dev, requires_grad=True)
+    b0 = torch.zeros(K, O, device=dev)
+    if val:
+        b0[:, C] = torch.as_tensor([float(np.mean(y["valence"][j.train])) for j in jobs], device=dev)
+    if vad:
+        b0[:, C + (1 if val else 0):] = torch.as_tensor(np.stack([np.mean(y["vad"][j.train], 0) for j in jobs]), device=dev)
+    b = b0.clone().requires_grad_(True)
+    ls, wd = float(cfg.label_smoothing), float(cfg.weight_decay)
+    order = [k for g in groups.values() for k in g]
+    inv = torch.as_tensor(np.argsort(order), device=dev)
+
+    def outputs(Wt, bt):
+        """(K, N, O) outputs of every model on every row (standardisation folded into the weights)."""
+        A = Wt / sd[:, :, None]  # (K, F, O)
+        c = bt - torch.einsum("kf,kfo->ko", mu / sd, Wt)
+        outs = []
+        for g, ks in groups.items():
+            kt = torch.as_tensor(ks, device=dev)
+            z = designs[g] @ A[kt].permute(1, 0, 2).reshape(F_, -1)  # (N, Kg*O)
+            outs.append(z.reshape(N, len(ks), O).permute(1, 0, 2))
+        z = torch.cat(outs)[inv] + c[:, None, :]
+        return z
+
+    def split(z):
+        d = {}
+        if disc:
+            d["logits"] = z[..., :C]
+        if val:
+            d["valence"] = z[..., C]
+        if vad:
+            d["vad"] = z[..., C + (1 if val else 0):]
+        return d
+
+    ys = {k: v for k, v in safe.items()}
+
+    def model_losses(z, mask, cwk, smoothing):
+        f = torch.vmap(lambda o, m, w: sum(masked_task_losses(o, ys, m, w, smoothing).values()),
+                       in_dims=(0, 0, 0 if cwk is not None else None))
+        return f(split(z), mask, cwk)
+
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=LBFGS_MAX_ITER, history_size=20, tolerance_grad=LBFGS_TOL,
+                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    nev = [0]
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        z = outputs(W, b)
+        loss = model_losses(z, tmask, cw, ls).sum() + 0.5 * wd * (W * W).sum()
+        loss.backward()
+        nev[0] += 1
+        return loss
+
+    opt.step(closure)
+    iters = int(opt.state[opt._params[0]].get("n_iter", 0))
+    with torch.no_grad():
+        z = outputs(W, b)
+        vl = model_losses(z, vmask, None, 0.0).cpu().numpy()
+        if not torch.isfinite(W).all():
+            raise FloatingPointError("L-BFGS probe diverged (non-finite weights); check the inputs for inf/NaN or use --optimizer adamw")
+    models, infos = [], []
+    for k, j in enumerate(jobs):
+        m = init_model(j.model_args or model_args, j.seed, {kk: v[j.train] for kk, v in y.items()}, cfg.decoder, dev)
+        with torch.no_grad():
+            dec = m.decoder
+            if disc:
+                dec.emotion.weight.copy_(W[k, :, :C].T)
+                dec.emotion.bias.copy_(b[k, :C])
+            if val:
+                dec.valence.weight.copy_(W[k, :, C:C + 1].T)
+                dec.valence.bias.copy_(b[k, C:C + 1])
+            if vad:
+                o = C + (1 if val else 0)
+                dec.vad.weight.copy_(W[k, :, o:].T)
+                dec.vad.bias.copy_(b[k, o:])
+        m.eval()
+        models.append(m)
+        infos.append({"epochs": iters, "best_epoch": iters, "best_val_loss": float(vl[k]), "optimizer": "lbfgs"})
+    if log:
+        log(f"L-BFGS: {K} linear probes, {iters} iterations, {nev[0]} evaluations")
+    return BatchedFit(models, infos, time.perf_counter() - t0, 1, iters, {"evaluations": nev[0]})
