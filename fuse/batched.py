@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -259,7 +259,6 @@ def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_
     Raises:
         ValueError: jobs whose models differ in parameter shapes, empty train/val rows.
     """
-    import torch
 
     t0 = time.perf_counter()
     for j in jobs:
