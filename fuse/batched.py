@@ -205,36 +205,6 @@ def job_inputs(xs: list, job: Job, rows: np.ndarray) -> list:
 # The batched fit
 # ---------------------------------------------------------------------------
 
-def _stack_params(models: list, unc_modules: list | None):
-    import torch
-
-    names, shapes, sizes, decay = [], [], [], []
-    for name, p in models[0].named_parameters():
-        names.append(f"model.{name}")
-        shapes.append(tuple(p.shape))
-        sizes.append(p.numel())
-        decay.append(not _no_decay(name, p))
-    if unc_modules is not None:
-        for name, p in unc_modules[0].named_parameters():
-            names.append(f"unc.{name}")
-            shapes.append(tuple(p.shape))
-            sizes.append(p.numel())
-            decay.append(False)
-    rows = []
-    for k, m in enumerate(models):
-        ps = [p.detach().reshape(-1) for p in m.parameters()]
-        if unc_modules is not None:
-            ps += [p.detach().reshape(-1) for p in unc_modules[k].parameters()]
-        got = [int(p.numel()) for p in ps]
-        if got != sizes:
-            raise ValueError("models of one batch must have the same parameter shapes")
-        rows.append(torch.cat(ps))
-    flat = torch.stack(rows)
-    offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    dmask = torch.cat([torch.full((s,), float(d)) for s, d in zip(sizes, decay)]).to(flat.device)
-    return flat, names, shapes, offs, dmask
-
-
 def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
                 log: Callable[[str], None] | None = None, on_epoch: Callable | None = None) -> BatchedFit:
     """Train one model per job, all at once, with the sequential loop's semantics (module docstring).
@@ -319,7 +289,24 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
     models = [init_model(j.model_args or model_args, j.seed, ytr[i], cfg.decoder, dev) for i, j in enumerate(jobs)]
     use_unc = cfg.loss_weighting == "uncertainty" and cfg.task == "discrete+valence"
     uncs = [UncertaintyLoss().to(dev) for _ in jobs] if use_unc else None
-    flat, names, shapes, offs, dmask = _stack_params(models, uncs)
+    # each model keeps its own parameters (leaves); a step stacks them, runs the vmapped model,
+    # and one torch.optim.AdamW (fused, the sequential path's optimiser and parameter groups)
+    # updates every model whose gradient is set: a model without a step has grad None, which
+    # AdamW skips (no decay, no moment update, no step count), so a stopped model is frozen
+    names = [n for n, _ in models[0].named_parameters()]
+    shapes = [tuple(p.shape) for _, p in models[0].named_parameters()]
+    params = []  # per model: list of tensors in `names` order (+ log_delta)
+    for k, m in enumerate(models):
+        ps = dict(m.named_parameters())
+        if [tuple(ps[n].shape) for n in names] != shapes or len(ps) != len(names):
+            raise ValueError("models of one batch must have the same parameter shapes")
+        params.append([ps[n] for n in names] + ([uncs[k].log_delta] if uncs else []))
+    decay = [p for k in range(K) for n, p in zip(names, params[k]) if not _no_decay(n, p)]
+    no_decay = [p for k in range(K) for n, p in zip(names, params[k]) if _no_decay(n, p)]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if uncs:
+        groups.append({"params": [u.log_delta for u in uncs], "weight_decay": 0.0})
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=True)
     base = models[0]
     unc_base = uncs[0] if uncs else None
 
@@ -358,15 +345,17 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
             out.append(g)
         return out
 
-    def unflat(f: torch.Tensor) -> dict:
-        return {n: f[:, offs[q]:offs[q + 1]].unflatten(1, shapes[q]) if shapes[q] else f[:, offs[q]]
-                for q, n in enumerate(names)}
+    def stacked(live: np.ndarray) -> dict:
+        """Parameters of the models ``live`` stacked on a leading model dimension, by name."""
+        d = {n: torch.stack([params[k][q] for k in live]) for q, n in enumerate(names)}
+        if uncs:
+            d["unc.log_delta"] = torch.stack([params[k][-1] for k in live])
+        return d
 
-    model_names = [n for n in names if n.startswith("model.")]
     ls = float(cfg.label_smoothing)
 
     def per_model(p: dict, xb: list, yb: dict, mb, cwb, train: bool):
-        out = functional_call(base, {n[6:]: p[n] for n in model_names}, (xb,))
+        out = functional_call(base, {n: p[n] for n in names}, (xb,))
         losses = masked_task_losses(out, yb, mb, cwb if train else None, ls if train else 0.0)
         if train and unc_base is not None:
             return functional_call(unc_base, {"log_delta": p["unc.log_delta"]}, (losses["discrete"], losses["valence"]))
@@ -381,17 +370,10 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
     vmax = max(len(j.val) for j in jobs)
     vidx = torch.as_tensor(np.stack([np.concatenate([j.val, np.full(vmax - len(j.val), j.val[0])]) for j in jobs]), device=dev)
     vmask = torch.as_tensor(np.stack([np.arange(vmax) < len(j.val) for j in jobs]), device=dev)
-    all_live = torch.arange(K, device=dev)
-    xv = gather(all_live, vidx)
+    xv = gather(torch.arange(K, device=dev), vidx)
     yv = {k: v[vidx] for k, v in yt.items()}
 
-    b1, b2, eps, lr, wd = 0.9, 0.999, 1e-8, float(cfg.lr), float(cfg.weight_decay)
-    m1 = torch.zeros_like(flat)
-    m2 = torch.zeros_like(flat)
-    nstep = torch.zeros(K, dtype=torch.float64, device=dev)
-    flat = flat.clone().requires_grad_(True)
-    best_all = flat.detach().clone()
-    live = torch.arange(K, device=dev)  # global ids of the rows of flat/m1/m2/nstep
+    best_state: list = [None] * K
     gens = [torch.Generator().manual_seed(j.seed) for j in jobs]
     ntr = [len(j.train) for j in jobs]
     bs = [min(cfg.batch_size, n) for n in ntr]
@@ -402,11 +384,12 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
     wait = np.zeros(K, dtype=int)
     epochs = np.zeros(K, dtype=int)
     running = np.ones(K, dtype=bool)
+    lv = np.arange(K)  # the models still stacked
     steps = 0
     for epoch in range(1, cfg.epochs + 1):
-        lv = live.cpu().numpy()
         if not running[lv].any():
             break
+        live = torch.as_tensor(lv, device=dev)
         # this epoch's minibatches of every running model, padded to the longest plan
         plans = {int(g): epoch_batches(ntr[g], bs[g], gens[g]) for g in lv if running[g]}
         T = max(len(p) for p in plans.values())
@@ -421,34 +404,24 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
                 msk[t, r, :len(rows)] = True
         idx_t = torch.as_tensor(idx, device=dev)
         msk_t = torch.as_tensor(msk, device=dev)
-        act_t = msk_t.any(-1)  # (T, k): the model takes a step
+        act = msk.any(-1)  # (T, k): the model takes a step
         cw_live = cw[live] if cw is not None else None
         base.train()
         for t in range(T):
             xb = gather(live, idx_t[t])
             yb = {k: v[idx_t[t]] for k, v in yt.items()}
-            loss = loss_of(unflat(flat), xb, yb, msk_t[t], cw_live, True).sum()
-            (g,) = torch.autograd.grad(loss, flat)
-            with torch.no_grad():
-                a = act_t[t]
-                a2 = a[:, None]
-                nstep += a.to(nstep.dtype)
-                # AdamW (torch.optim.AdamW's update), only where the model takes a step
-                flat.mul_(torch.where(a2, 1.0 - lr * wd * dmask, 1.0))
-                m1.copy_(torch.where(a2, m1 + (1 - b1) * (g - m1), m1))
-                m2.copy_(torch.where(a2, m2 * b2 + (1 - b2) * g * g, m2))
-                n = nstep.clamp(min=1)
-                bc1 = (1 - b1 ** n).to(flat.dtype)
-                bc2s = torch.sqrt(1 - b2 ** n).to(flat.dtype)
-                upd = (lr / bc1)[:, None] * m1 / (m2.sqrt() / bc2s[:, None] + eps)
-                flat.sub_(torch.where(a2, upd, 0.0))
+            opt.zero_grad(set_to_none=True)
+            loss_of(stacked(lv), xb, yb, msk_t[t], cw_live, True).sum().backward()
+            for r in np.flatnonzero(~act[t]):  # padded step: no update at all for this model
+                for p in params[int(lv[r])]:
+                    p.grad = None
+            opt.step()
             steps += 1
         # per-model inner-validation loss (no class weights, no smoothing: as the sequential loop)
         base.eval()
         with torch.no_grad():
-            vl = loss_of(unflat(flat.detach()), [x[live] for x in xv], {k: v[live] for k, v in yv.items()},
+            vl = loss_of(stacked(lv), [x[live] for x in xv], {k: v[live] for k, v in yv.items()},
                          vmask[live], None, False).double().cpu().numpy()
-        improved = []
         for r, g in enumerate(lv):
             g = int(g)
             if not running[g]:
@@ -456,48 +429,35 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
             epochs[g] = epoch
             if vl[r] < best[g] - 1e-5:
                 best[g], best_epoch[g], wait[g] = vl[r], epoch, 0
-                improved.append(r)
+                best_state[g] = [p.detach().clone() for p in params[g]]
             else:
                 wait[g] += 1
                 if wait[g] >= cfg.patience:
                     running[g] = False
-        if improved:
-            ri = torch.as_tensor(improved, device=dev)
-            best_all[live[ri]] = flat.detach()[ri]
         if on_epoch is not None:
-            on_epoch(epoch, lv.copy(), flat.detach().clone(), running.copy())
+            with torch.no_grad():
+                flat = torch.stack([torch.cat([p.detach().reshape(-1) for p in params[int(g)]]) for g in lv])
+            on_epoch(epoch, lv.copy(), flat, running.copy())
         # drop stopped models from the stacked tensors once at most half still run
-        keep = np.flatnonzero(running[lv])
+        keep = lv[running[lv]]
         if 0 < len(keep) <= len(lv) // 2:
-            kt = torch.as_tensor(keep, device=dev)
-            flat = flat.detach()[kt].clone().requires_grad_(True)
-            m1, m2, nstep, live = m1[kt].clone(), m2[kt].clone(), nstep[kt].clone(), live[kt]
+            lv = keep
     if log:
         log(f"batched: {K} models, {steps} steps, epochs {epochs.min()}-{epochs.max()}")
-    # models with the best weights (the last weights where the loss never improved, as sequential)
-    final = best_all
-    out_models, infos = [], []
-    never = [g for g in range(K) if not math.isfinite(best[g])]
-    if never:
-        lastrows = {int(g): r for r, g in enumerate(live.cpu().numpy())}
-        for g in never:
-            if g in lastrows:
-                final[g] = flat.detach()[lastrows[g]]
+    infos = []
     with torch.no_grad():
         for g, m in enumerate(models):
-            p = unflat(final[g:g + 1])
-            for n, t in p.items():
-                if n.startswith("model."):
-                    m.get_parameter(n[6:]).copy_(t[0])
-                elif uncs is not None:
-                    uncs[g].get_parameter(n[4:]).copy_(t[0])
+            if best_state[g] is not None:  # else (the loss never improved) the last weights, as sequential
+                for p, b in zip(params[g], best_state[g]):
+                    p.copy_(b)
             m.eval()
             info: dict[str, Any] = {"epochs": int(epochs[g]), "best_epoch": int(best_epoch[g]), "best_val_loss": float(best[g])}
             if uncs is not None:
                 info["loss_weights"] = list(uncs[g].weights)
-            out_models.append(m)
             infos.append(info)
-    return out_models, infos, steps
+    for m in models:
+        m.requires_grad_(False)
+    return models, infos, steps
 
 
 # ---------------------------------------------------------------------------
