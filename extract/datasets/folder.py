@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from emo.extract.datasets.base import (
-    MEDIA_SUFFIXES,
     DatasetAdapter,
     DatasetError,
     Sample,
+    check_dataset_name,
     inside_root,
     parse_float,
     read_csv,
+    register_dataset,
+    walk_media,
 )
 
 _LABEL_COLUMNS = ("discrete", "emotion", "label")
 _TEXT_COLUMNS = ("transcript", "text", "sentence", "utterance")
 
 
+@register_dataset
 class Folder(DatasetAdapter):
     """Every media file under ``root`` (recursive). The sample name is the path relative
     to the root without its suffix (``cremad/1001_DFA_ANG_XX``).
@@ -32,8 +36,17 @@ class Folder(DatasetAdapter):
 
     name = "folder"
 
+    def default_name(self) -> str:
+        """The root folder's name (``/data/cremad`` -> ``cremad``), so two folder corpora never share stores;
+        ``folder`` when that name is not a valid ``--name``."""
+        name = Path(os.path.abspath(self.root)).name
+        try:
+            return check_dataset_name(name)
+        except DatasetError:
+            return self.name
+
     def load(self) -> list[Sample]:
-        files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+        files = walk_media(self.root)  # follows directory links (once each), names by the path inside the root
         samples: dict[str, Sample] = {}
         for p in files:
             rel = p.relative_to(self.root).with_suffix("").as_posix()
@@ -63,7 +76,7 @@ class Folder(DatasetAdapter):
             where = f"{path} row {i}"
             if row.get("path"):
                 p = inside_root(self.root, row["path"], where)
-                key = p.relative_to(self.root.resolve()).with_suffix("").as_posix()
+                key = p.relative_to(os.path.normpath(self.root)).with_suffix("").as_posix()
             else:
                 raw = row.get("name", "")
                 if not raw:
