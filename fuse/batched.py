@@ -4,7 +4,7 @@ sweep that shares shapes) trained as one batched model.
 The small-data recipe trains e.g. 24 folds x 5 seeds = 120 tiny heads. Trained one after the
 other, each spends its time in Python's per-minibatch loop, not in arithmetic. Here the K
 models' parameters are stacked (:func:`torch.func.stack_module_state`-style, into one (K, P)
-buffer) and the *existing* :class:`emo.fuse.decoders.FusionModel` is run under
+buffer) and the *existing* :class:`emo.fuse.model.FusionModel` is run under
 ``torch.vmap(torch.func.functional_call)``, so one optimisation step updates all K models:
 
 * **Same models.** Model ``k`` is built exactly as the sequential path builds it
@@ -16,9 +16,9 @@ buffer) and the *existing* :class:`emo.fuse.decoders.FusionModel` is run under
   its fold's rows through index tensors; models with fewer batches per epoch, and smaller last
   batches, are padded and masked (a masked step leaves the model, its AdamW moments and its
   step count untouched).
-* **Same losses.** Per-model masked means equal to :func:`emo.fuse.decoders.task_losses`
+* **Same losses.** Per-model masked means equal to :func:`emo.fuse.losses.task_losses`
   (cross-entropy with the same class weights and label smoothing, MSE), the uncertainty
-  loss through the same :class:`emo.fuse.decoders.UncertaintyLoss` module.
+  loss through the same :class:`emo.fuse.losses.UncertaintyLoss` module.
 * **Same optimiser.** AdamW is elementwise, so a stacked AdamW with a per-model step count
   (bias correction per model) and the sequential parameter groups (no weight decay on biases,
   1-d parameters and layer weights) is K independent AdamWs (the update of
@@ -35,7 +35,7 @@ bitwise. With ``dropout = 0`` the per-fold predictions agree to float tolerance
 (``tests/test_fuse_batched.py``).
 
 Heads that cannot run batched fall back to the sequential loop with a logged reason
-(:func:`batched_unsupported`): frame-level inputs (the :class:`emo.fuse.heads.FrameLSTM` pads
+(:func:`batched_unsupported`): frame-level inputs (the :class:`emo.fuse.frames.FrameLSTM` pads
 each minibatch to its own length and ``nn.LSTM`` has no vmap batching rule), per-fold
 speaker normalisation of rows without a speaker, and non-CPU/CUDA devices.
 
@@ -72,7 +72,7 @@ class Job:
         norm: per input, ``(mean, std)`` float32 arrays over the selected layers (L_sel, D) of a
             per-model standardisation ``(x - mean) / std`` (``None``: inputs used as they are).
         class_weight: optional float32 (C,) cross-entropy weights.
-        model_args: keyword arguments of :class:`emo.fuse.decoders.FusionModel` for this model
+        model_args: keyword arguments of :class:`emo.fuse.model.FusionModel` for this model
             (``None``: the batch's shared ``model_args``). Must give the same parameter shapes.
     """
 
@@ -103,11 +103,11 @@ def batched_unsupported(cfg, inputs: list[dict], speakers_missing: bool = False)
     """Why a configuration cannot train batched (then the sequential loop runs), or None.
 
     Args:
-        cfg: :class:`emo.fuse.train.TrainConfig`. inputs: the run's input dicts.
+        cfg: :class:`emo.fuse.config.TrainConfig`. inputs: the run's input dicts.
         speakers_missing: ``normalize="speaker"`` and some rows lack a speaker (they would be
             normalised with per-fold statistics mixed with per-speaker ones).
     """
-    if cfg.frames or any(inp.get("frames") for inp in inputs):
+    if cfg.frames or any(inp.get("frames", False) if isinstance(inp, dict) else inp.frames for inp in inputs):
         return ("frame-level inputs: the FrameLSTM pads every minibatch to its own longest sequence and "
                 "nn.LSTM has no vmap batching rule")
     if cfg.normalize == "speaker" and speakers_missing:
@@ -134,7 +134,7 @@ def epoch_batches(n: int, bs: int, gen) -> list:
 
 
 def masked_task_losses(out: dict, y: dict, mask, class_weight=None, label_smoothing: float = 0.0) -> dict:
-    """:func:`emo.fuse.decoders.task_losses` over the rows where ``mask`` (bool (B,)) is true:
+    """:func:`emo.fuse.losses.task_losses` over the rows where ``mask`` (bool (B,)) is true:
     cross-entropy (weighted mean over the masked rows as ``F.cross_entropy`` with ``weight`` and
     ``label_smoothing``; the denominator is the summed weight of the rows' classes), MSE of
     ``valence`` (B,) and of ``vad`` (B, 3) (mean over rows and the 3 dimensions)."""
@@ -161,7 +161,7 @@ def init_model(model_args: dict, seed: int, y_train: dict[str, np.ndarray], deco
     JDEV: the combination bias)."""
     import torch
 
-    from emo.fuse.decoders import FusionModel
+    from emo.fuse.model import FusionModel
 
     torch.manual_seed(seed)
     model = FusionModel(**model_args).to(device)
@@ -215,7 +215,7 @@ def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_
         y: numpy labels over the N rows (``discrete`` int64, ``valence`` (N,), ``vad`` (N, 3));
             only the keys the task needs; rows used by a job must be labelled.
         jobs: the models to train (see :class:`Job`).
-        cfg: a resolved :class:`emo.fuse.train.TrainConfig` (batch size, patience, epochs, lr,
+        cfg: a resolved :class:`emo.fuse.config.TrainConfig` (batch size, patience, epochs, lr,
             weight decay, label smoothing, loss weighting, device).
         model_args: :class:`FusionModel` arguments shared by the jobs (unless a job has its own).
         log: optional callable receiving progress lines.
@@ -281,7 +281,7 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
     import torch
     from torch.func import functional_call
 
-    from emo.fuse.decoders import UncertaintyLoss
+    from emo.fuse.losses import UncertaintyLoss
 
     dev = cfg.device
     K = len(jobs)
@@ -461,74 +461,49 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
 
 
 # ---------------------------------------------------------------------------
-# Cross-validation on top of the batched fit (drop-in for emo.fuse.train.train_cv)
+# Cross-validation on top of the batched fit (drop-in for emo.fuse.cv.train_cv)
 # ---------------------------------------------------------------------------
-
-def model_diagnostics(model, xs: list) -> dict[str, Any]:
-    """Mean attention per token and layer weights of a trained model (first 4096 rows of ``xs``),
-    and its token names: the same fields the sequential path stores per fold."""
-    import torch
-
-    d: dict[str, Any] = {}
-    with torch.no_grad():
-        out = model([x[:4096] for x in xs])
-        att = out["info"].get("attention")
-        if att is not None:
-            d["attention"] = att.mean(0).cpu().numpy().tolist()
-        if len(model.pool):
-            d["layer_weights"] = {model.inputs[int(i)]["name"]: m.weight.cpu().numpy().tolist() for i, m in model.pool.items()}
-    d["tokens"] = [f"{t.encoder}:{t.layer}" for t in model.tokens]
-    return d
-
-
-def balanced_class_weight(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """scikit-learn's ``balanced`` class weights of the classes present in ``y`` (int (n,)); 1 for absent classes."""
-    from sklearn.utils.class_weight import compute_class_weight
-
-    present = np.unique(y)
-    w = np.ones(n_classes, dtype=np.float32)
-    w[present] = compute_class_weight("balanced", classes=present, y=y)
-    return w
-
 
 def _check_blocks(blocks, inputs) -> None:
     from emo.fuse.data import Frames
 
     for inp in inputs:
-        x = blocks.get(inp["name"])
+        x = blocks.get(inp.name)
         shape = None if x is None else ((len(x), *x.frame_shape) if isinstance(x, Frames) else x.shape)
-        if shape is None or len(shape) != 3 or shape[1] != len(inp["layers"]) or shape[2] != inp["dim"]:
-            raise ValueError(f"features {inp['name']!r}: expected (N, {len(inp['layers'])}, {inp['dim']}), got {shape}")
+        if shape is None or len(shape) != 3 or shape[1] != len(inp.layers) or shape[2] != inp.dim:
+            raise ValueError(f"features {inp.name!r}: expected (N, {len(inp.layers)}, {inp.dim}), got {shape}")
 
 
 def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: dict[str, np.ndarray], folds: list[Fold],
                      cfg, n_classes: int = 0, speakers: list[str | None] | None = None,
                      test_idx: np.ndarray | None = None, progress: Callable[[str], None] | None = None,
-                     log: Callable[[str], None] | None = None, optimizer: str = "adamw"):
-    """:func:`emo.fuse.train.train_cv` with every fold x seed trained as one batched model.
+                     log: Callable[[str], None] | None = None, optimizer: str = "adamw", fold_cache: Any = None):
+    """:func:`emo.fuse.cv.train_cv` with every fold x seed trained as one batched model.
 
-    Same arguments, same :class:`emo.fuse.train.CVResult` (fold rows, pooled out-of-fold metrics,
+    Same arguments, same :class:`emo.fuse.cv.CVResult` (fold rows, pooled out-of-fold metrics,
     test-set averages, per-fold states, normalisers, diagnostics); fold rows' ``seconds`` are the
     batched fit's time split evenly over the folds. When :func:`batched_unsupported` gives a
-    reason, it is passed to ``log`` and the sequential :func:`emo.fuse.train.train_cv` runs instead.
+    reason, it is passed to ``log`` and the sequential :func:`emo.fuse.cv.train_cv` runs instead.
 
     ``optimizer="lbfgs"``: the linear probe is fitted by :func:`fit_linear_lbfgs` (one model per
     fold: the optimum does not depend on the seed); configurations it cannot fit
     (:func:`lbfgs_unsupported`) use AdamW, with the reason passed to ``log``.
 
     Raises:
-        ValueError: as :func:`emo.fuse.train.train_cv`.
+        ValueError: as :func:`emo.fuse.cv.train_cv`.
     """
     import torch
 
-    from emo.fuse.train import train_cv
+    from emo.fuse.cv import train_cv
+    from emo.fuse.inputs import as_inputs
 
+    inputs = as_inputs(inputs)
     speakers_missing = speakers is None or any(not s for s in speakers)
     reason = batched_unsupported(cfg, inputs, speakers_missing and cfg.normalize == "speaker")
     if reason is not None:
         if log:
             log(f"sequential training: {reason}")
-        return train_cv(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress)
+        return train_cv(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, fold_cache)
     cfg = cfg.resolve(max((len(f.train) for f in folds), default=0))
     cfg.validate()
     prev = torch.get_num_threads()
@@ -542,17 +517,18 @@ def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: di
                     log(f"AdamW instead of L-BFGS: {why}")
         elif optimizer != "adamw":
             raise ValueError(f"optimizer must be adamw or lbfgs, not {optimizer!r}")
-        return _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log, optimizer)
+        return _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log, optimizer, fold_cache)
     finally:
         torch.set_num_threads(prev)
 
 
-def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log, optimizer="adamw"):
+def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log, optimizer="adamw", fold_cache=None):
     import torch
 
+    from emo.fuse.cv import CVResult
     from emo.fuse.data import Normalizer
-    from emo.fuse.metrics import summarize
-    from emo.fuse.train import CVResult, average_outputs, evaluate, predict_model
+    from emo.fuse.fit import average_outputs, class_weight_balanced, diagnostics, predict_model
+    from emo.fuse.metrics import evaluate, summarize
 
     _check_blocks(blocks, inputs)
     disc = "discrete" in y and cfg.task in ("discrete", "discrete+valence")
@@ -570,7 +546,7 @@ def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_i
         shared = base_norm.transform(blocks, speakers)
     else:
         shared = Normalizer("none").transform(blocks)
-    xs = [torch.as_tensor(np.ascontiguousarray(shared[inp["name"]], dtype=np.float32), device=cfg.device) for inp in inputs]
+    xs = [torch.as_tensor(np.ascontiguousarray(shared[inp.name], dtype=np.float32), device=cfg.device) for inp in inputs]
     del shared
     jobs, norms, fold_of = [], [], []
     yn = {k: y[k] for k in needed}
@@ -581,37 +557,55 @@ def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_i
         jn = None
         if cfg.normalize == "global":
             norm.global_ = Normalizer("global").fit(blocks, np.concatenate([fold.train, fold.val])).global_
-            jn = [norm.global_[inp["name"]] for inp in inputs]
+            jn = [norm.global_[inp.name] for inp in inputs]
         elif cfg.normalize == "speaker":
             norm.global_ = Normalizer("global").fit(blocks, np.concatenate([fold.train, fold.val])).global_
             norm.speaker = base_norm.speaker
         norms.append(norm)
-        cwf = balanced_class_weight(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None
+        if fold_cache is not None and fold_cache.has(fi):  # finished in an interrupted run: reused below
+            continue
+        cwf = class_weight_balanced(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None
         for s in range(1 if optimizer == "lbfgs" else cfg.seeds):
             jobs.append(Job(np.asarray(fold.train), np.asarray(fold.val), cfg.seed + s, None, jn, cwf))
             fold_of.append(fi)
-    fit = (fit_linear_lbfgs if optimizer == "lbfgs" else fit_batched)(xs, yn, jobs, cfg, model_args, log)
-    per_fold_s = fit.seconds / max(1, len(folds))
+    fit = (fit_linear_lbfgs if optimizer == "lbfgs" else fit_batched)(xs, yn, jobs, cfg, model_args, log) if jobs else None
+    per_fold_s = fit.seconds / max(1, len(set(fold_of))) if fit else 0.0
     fold_rows, states, diags, oof_parts, test_outs = [], [], [], [], []
     for fi, fold in enumerate(folds):
         ks = [k for k, f in enumerate(fold_of) if f == fi]
+        if not ks:  # from the fold cache
+            fold_states, out, fold_test, row = fold_cache.load(fi)
+            diags.append(row.pop("diagnostics", {}))
+            oof_parts.append((fold.test, fi, out))
+            states.append(fold_states)
+            test_outs.extend(fold_test)
+            fold_rows.append({**row, "resumed": True})
+            if progress:
+                progress(f"fold {fi + 1}/{len(folds)} {fold.name}: finished in an earlier run (resumed)")
+            continue
         t0 = time.perf_counter()
         xte = job_inputs(xs, jobs[ks[0]], fold.test)
         outs = [predict_model(fit.models[k], xte) for k in ks]
+        fold_test = []
         if test_idx is not None and len(test_idx):
             xtt = job_inputs(xs, jobs[ks[0]], test_idx)
-            test_outs += [predict_model(fit.models[k], xtt) for k in ks]
-        diag = model_diagnostics(fit.models[ks[0]], job_inputs(xs, jobs[ks[0]], fold.train))
+            fold_test = [predict_model(fit.models[k], xtt) for k in ks]
+            test_outs += fold_test
+        diag = diagnostics(fit.models[ks[0]], job_inputs(xs, jobs[ks[0]], fold.train))
         diag["fits"] = [fit.infos[k] for k in ks]
         diags.append(diag)
         out = average_outputs(outs)
         metrics = evaluate(out, {k: y[k][fold.test] for k in needed}, n_classes)
         oof_parts.append((fold.test, fi, out))
-        states.append([{k: v.detach().cpu().clone() for k, v in fit.models[k].state_dict().items()} for k in ks])
-        fold_rows.append({**fold.as_dict(), "metrics": metrics, "epochs": [fit.infos[k]["epochs"] for k in ks],
-                          "seconds": round(per_fold_s + time.perf_counter() - t0, 3)})
+        fold_states = [{k: v.detach().cpu().clone() for k, v in fit.models[k].state_dict().items()} for k in ks]
+        states.append(fold_states)
+        row = {**fold.as_dict(), "metrics": metrics, "epochs": [fit.infos[k]["epochs"] for k in ks],
+               "seconds": round(per_fold_s + time.perf_counter() - t0, 3)}
+        fold_rows.append(row)
+        if fold_cache is not None:
+            fold_cache.save(fi, fold_states, out, fold_test, {**row, "diagnostics": diag})
         if progress:
-            progress(f"{fold.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+            progress(f"fold {fi + 1}/{len(folds)} {fold.name}: trained (batched with the other folds)")
     idx = np.concatenate([p[0] for p in oof_parts])
     oof = {"index": idx, "fold": np.concatenate([np.full(len(p[0]), p[1]) for p in oof_parts])}
     for k in oof_parts[0][2]:

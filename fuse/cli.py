@@ -30,6 +30,11 @@ def _features_with_layers(features: list[str], layers: list[str]) -> list[str]:
     return [f"{features[0]}:{layers[0]}"]
 
 
+def training_speed(n: int, seconds: float) -> str:
+    """The closing line of ``emo fuse train``/``sweep``: ``n`` models trained, wall seconds, models per second."""
+    return f"trained {n} model{'s' if n != 1 else ''} in {seconds:.2f} s ({n / max(seconds, 1e-9):.2f} models/s)"
+
+
 @app.command()
 def train(
     ctx: typer.Context,
@@ -64,6 +69,8 @@ def train(
     frames: bool = typer.Option(False, "--frames", "--sequence", help="Encoders whose store has frame-level features (emo extract --frames) feed an LSTM whose output is their token."),
     frame_bidirectional: bool = typer.Option(True, "--bidirectional/--unidirectional", help="With --frames: bidirectional LSTM."),
     frame_pooling: str = typer.Option("mean", "--frame-pooling", help="With --frames: mean (of the LSTM outputs over the valid frames) | last (final hidden states)."),
+    batched: bool = typer.Option(True, "--batched/--sequential", help="Train every fold x seed at once as one batched model (default), or one model after another (the reference loop)."),
+    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw | lbfgs (full-batch L-BFGS to the optimum; --head linear only)."),
     align: str = typer.Option("strict", "--align", help="strict | intersect (for stores with different samples)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (runs/NAME). Required (here or in --config)."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Independent reseeded repetitions of the whole cross-validation: mean ± std and a 95% group-bootstrap interval (others in OUT/repeats/)."),
@@ -113,6 +120,9 @@ def train(
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     command = command_line(ctx, {**v, "features": specs, "layers": []}, skip=("config",))
+    import time
+
+    t0 = time.perf_counter()
     try:
         result, run_config = train_run(v["features_dir"], v["dataset"], specs, cfg, protocol=v["folds"], out=v["out"], align=v["align"],
                               test_splits=list(v["test_split"]) or None, command=command,
@@ -127,6 +137,7 @@ def train(
 
         typer.echo(repeats_table(run_config["repeats_summary"]))
     typer.echo(f"run written to {out}")
+    typer.echo(training_speed(sum(len(s) for s in result.states) * v["repeats"], time.perf_counter() - t0))
 
 
 from emo.fuse.sweep import sweep_cmd  # noqa: E402  (numpy and typer only; torch loads inside the command)

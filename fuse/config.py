@@ -31,7 +31,12 @@ class TrainConfig:
     jobs, 1 is often fastest). ``frames``: encoders whose
     store holds frame-level features feed a :class:`emo.fuse.frames.FrameLSTM` (bidirectional
     per ``frame_bidirectional``, pooled by ``frame_pooling``: ``mean`` (default) or ``last``) whose output
-    is their token.
+    is their token. ``batched`` (default; ``--sequential`` turns it off): every fold x seed trains
+    at once as one batched model (:mod:`emo.fuse.batched`, same semantics as the sequential loop;
+    frame-level inputs fall back to the loop with a logged reason). ``optimizer``: ``adamw``
+    (minibatches, early stopping) or ``lbfgs`` (full-batch L-BFGS to the optimum of the
+    L2-regularised linear probe, :func:`emo.fuse.batched.fit_linear_lbfgs`; the sweep's default;
+    other heads use AdamW, with a logged reason).
     """
 
     head: str = "afg"
@@ -58,6 +63,8 @@ class TrainConfig:
     frames: bool = False
     frame_bidirectional: bool = True
     frame_pooling: str = "mean"
+    batched: bool = True
+    optimizer: str = "adamw"
 
     #: Training-set size from which the large-data recipe applies (``resolve``).
     LARGE = 2000
@@ -96,6 +103,7 @@ class TrainConfig:
             (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1,
              "--lr must be > 0, --weight-decay >= 0, --dropout and --label-smoothing in [0, 1)"),
             (self.hidden >= 1, "--hidden must be >= 1"),
+            (self.optimizer in ("adamw", "lbfgs"), f"--optimizer must be adamw or lbfgs, not {self.optimizer!r}"),
             (self.frame_pooling in FRAME_POOLING, f"--frame-pooling must be one of {', '.join(FRAME_POOLING)}, not {self.frame_pooling!r}"),
             (not (self.frames and self.frame_bidirectional and self.hidden < 2), "--frames with a bidirectional LSTM needs --hidden >= 2"),
         ]

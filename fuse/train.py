@@ -112,7 +112,13 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         cache = FoldCache(out, fingerprint(config, folds, test_idx), part=f"seed-{cfg_r.seed}") if (out is not None and resume) else None
         if progress and repeats > 1:
             progress(f"repeat {r + 1}/{repeats} (seed {cfg_r.seed})")
-        result = train_cv(fs.blocks, fs.inputs, y, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
+        if cfg_r.batched or cfg_r.optimizer == "lbfgs":  # every fold x seed at once (emo.fuse.batched)
+            from emo.fuse.batched import train_cv_batched
+
+            result = train_cv_batched(fs.blocks, fs.inputs, y, folds, cfg_r, n_classes, fs.speakers, test_idx, progress,
+                                      log=progress, optimizer=cfg_r.optimizer, fold_cache=cache)
+        else:
+            result = train_cv(fs.blocks, fs.inputs, y, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
         runs.append((result, config, folds))
     result, config, folds = runs[0]
     if out is not None:

@@ -8,9 +8,10 @@ import torch
 
 from emo.fuse.batched import (Job, batched_unsupported, fit_batched, fit_linear_lbfgs, masked_task_losses,
                               train_cv_batched)
-from emo.fuse.decoders import task_losses
+from emo.fuse.losses import task_losses
 from emo.fuse.protocols import leave_one_speaker_out, stratified_kfold
-from emo.fuse.train import TrainConfig, train_cv
+from emo.fuse.config import TrainConfig
+from emo.fuse.cv import train_cv
 
 
 def _data(n: int = 120, c: int = 3, seed: int = 0):
