@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -618,6 +618,83 @@ def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_i
         if all(np.all(np.isfinite(y[k][test_idx])) if k != "discrete" else np.all(y[k][test_idx] >= 0) for k in needed):
             test["metrics"] = evaluate(tout, {k: y[k][test_idx] for k in needed}, n_classes)
     return CVResult(fold_rows, summarize([r["metrics"] for r in fold_rows]), pooled, oof, test, states, norms, diags)
+
+
+def train_cells(x: np.ndarray, inp, cells: list[tuple[list[int], Fold, int]], cfg, y: dict[str, np.ndarray], n_classes: int,
+                speakers: list[str | None] | None = None, test_idx: np.ndarray | None = None,
+                log: Callable[[str], None] | None = None) -> list[dict[str, Any]] | None:
+    """Train the cells of a layer sweep (:mod:`emo.fuse.sweep`) together: cell ``(cols, fold, seed)``
+    is the probe on layers ``x[:, cols]`` of one encoder, trained on ``fold`` with ``cfg.seeds``
+    models (seeds ``seed, seed+1, ...``), as :func:`emo.fuse.cv.train_cv` on that fold alone would
+    (per-cell global normalisation on the fold's train + validation rows). With
+    ``cfg.optimizer == "lbfgs"`` and a linear head, :func:`fit_linear_lbfgs` (one model per cell);
+    otherwise :func:`fit_batched`.
+
+    Args:
+        x: float32 (N, L, D) features of the encoder's needed layers; inp: its
+            :class:`emo.fuse.inputs.FeatureInput` (``layers`` replaced per cell).
+        cells: (column indices into L, fold, seed) per cell; every cell has the same number of columns.
+        cfg: resolved :class:`emo.fuse.config.TrainConfig`; y, n_classes, speakers, test_idx: as ``train_cv``.
+
+    Returns:
+        Per cell ``{"n_train", "n_val", "n_test", "epochs", "seconds", "metrics", "test_metrics"?}``,
+        or None when the configuration cannot train batched (:func:`batched_unsupported`; then the
+        caller trains cell by cell), with the reason passed to ``log``.
+    """
+    import torch
+
+    from emo.fuse.data import Normalizer
+    from emo.fuse.fit import average_outputs, class_weight_balanced, predict_model
+    from emo.fuse.metrics import evaluate
+
+    missing = speakers is None or any(not s for s in speakers)
+    reason = batched_unsupported(cfg, [inp], missing and cfg.normalize == "speaker")
+    if reason is not None:
+        if log:
+            log(f"sequential training: {reason}")
+        return None
+    disc = "discrete" in y and cfg.task in ("discrete", "discrete+valence")
+    needed = {k for k in ("discrete", "valence", "vad") if k in y and (k != "discrete" or disc)}
+    lbfgs = cfg.optimizer == "lbfgs" and lbfgs_unsupported(cfg) is None
+    if cfg.optimizer == "lbfgs" and not lbfgs and log:
+        log(f"AdamW instead of L-BFGS: {lbfgs_unsupported(cfg)}")
+    if cfg.normalize == "speaker":
+        bn = Normalizer("speaker").fit({inp.name: x}, np.arange(len(x)), speakers)
+        x = bn.transform({inp.name: x}, speakers)[inp.name]
+    xs = [torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=cfg.device)]
+    jobs, cell_of = [], []
+    for ci, (cols, fold, seed) in enumerate(cells):
+        cols = np.asarray(cols, dtype=np.int64)
+        norm = None
+        if cfg.normalize == "global":
+            st = Normalizer("global").fit({inp.name: x[:, cols]}, np.concatenate([fold.train, fold.val])).global_[inp.name]
+            norm = [st]
+        args = cfg.model_args([replace(inp, layers=[str(c) for c in cols])], n_classes)
+        cw = class_weight_balanced(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None
+        for s in range(1 if lbfgs else cfg.seeds):
+            jobs.append(Job(np.asarray(fold.train), np.asarray(fold.val), seed + s, [cols], norm, cw, args))
+            cell_of.append(ci)
+    yn = {k: y[k] for k in needed}
+    prev = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    try:
+        fit = (fit_linear_lbfgs if lbfgs else fit_batched)(xs, yn, jobs, cfg, jobs[0].model_args, log)
+    finally:
+        torch.set_num_threads(prev)
+    per_cell = fit.seconds / max(1, len(cells))
+    out = []
+    for ci, (cols, fold, seed) in enumerate(cells):
+        ks = [k for k, c in enumerate(cell_of) if c == ci]
+        pred = average_outputs([predict_model(fit.models[k], job_inputs(xs, jobs[k], fold.test)) for k in ks])
+        d: dict[str, Any] = {"n_train": int(len(fold.train)), "n_val": int(len(fold.val)), "n_test": int(len(fold.test)),
+                             "epochs": [fit.infos[k]["epochs"] for k in ks], "seconds": round(per_cell, 4),
+                             "metrics": evaluate(pred, {k: y[k][fold.test] for k in needed}, n_classes)}
+        if test_idx is not None and len(test_idx):
+            tp = average_outputs([predict_model(fit.models[k], job_inputs(xs, jobs[k], test_idx)) for k in ks])
+            if all(np.all(np.isfinite(y[k][test_idx])) if k != "discrete" else np.all(y[k][test_idx] >= 0) for k in needed):
+                d["test_metrics"] = evaluate(tp, {k: y[k][test_idx] for k in needed}, n_classes)
+        out.append(d)
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -30,11 +30,6 @@ def _features_with_layers(features: list[str], layers: list[str]) -> list[str]:
     return [f"{features[0]}:{layers[0]}"]
 
 
-def training_speed(n: int, seconds: float) -> str:
-    """The closing line of ``emo fuse train``/``sweep``: ``n`` models trained, wall seconds, models per second."""
-    return f"trained {n} model{'s' if n != 1 else ''} in {seconds:.2f} s ({n / max(seconds, 1e-9):.2f} models/s)"
-
-
 @app.command()
 def train(
     ctx: typer.Context,
@@ -53,7 +48,7 @@ def train(
     class_weights: bool = typer.Option(False, "--class-weights", help="Balanced class weights in the cross-entropy."),
     folds: str = typer.Option("5", "--folds", help="K (stratified k-fold) | speaker (leave-one-speaker-out) | split"),
     test_split: List[str] = typer.Option([], "--test-split", help="Partition(s) held out as test set (fold models averaged)."),
-    normalize: str = typer.Option("none", "--normalize", help="none | global | speaker"),
+    normalize: str = typer.Option("global", "--normalize", help="none | global (training-fold statistics; the default, shared with emo fuse sweep) | speaker"),
     seed: int = typer.Option(0, "--seed"),
     seeds: int = typer.Option(0, "--seeds", help="Models per fold, outputs averaged (0 = auto: 5 below 2000 training samples, else 1)."),
     epochs: int = typer.Option(100, "--epochs", help="Maximum epochs (early stopping on the inner validation split)."),
@@ -137,6 +132,8 @@ def train(
 
         typer.echo(repeats_table(run_config["repeats_summary"]))
     typer.echo(f"run written to {out}")
+    from emo.fuse.report import training_speed
+
     typer.echo(training_speed(sum(len(s) for s in result.states) * v["repeats"], time.perf_counter() - t0))
 
 

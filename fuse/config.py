@@ -56,7 +56,7 @@ class TrainConfig:
     patience: int = 0  # 0 = auto
     seeds: int = 0  # 0 = auto
     seed: int = 0
-    normalize: str = "none"
+    normalize: str = "global"
     label_smoothing: float = 0.1
     device: str = "cpu"
     threads: int = 0  # 0 = auto (see resolve)

@@ -36,13 +36,15 @@ import numpy as np
 import typer
 
 from emo.fuse.atomic import write_csv, write_json
+from emo.fuse.config import TrainConfig
 
 #: Default selection metric per task (higher is better unless :func:`lower_is_better`).
 DEFAULT_METRIC = {"discrete": "waf", "valence": "valence_ccc", "vad": "vad_ccc", "discrete+valence": "mer2023_score"}
 
-#: Training settings a sweep uses unless told otherwise: one seed per cell and larger batches,
-#: so a 25-layer x 5-fold linear sweep of MER 2024 size stays around a minute on 2 CPU cores.
-SWEEP_DEFAULTS = {"head": "linear", "seeds": 1, "batch_size": 0, "patience": 0, "epochs": 100}  # 0 = auto by training-set size (TrainConfig.resolve)
+#: Training settings a sweep uses unless told otherwise: the linear probe fitted by full-batch
+#: L-BFGS (convex: one model per cell, no seeds), every cell at once (emo.fuse.batched).
+SWEEP_DEFAULTS = {"head": "linear", "seeds": 1, "batch_size": 0, "patience": 0, "epochs": 100, "optimizer": "lbfgs"}  # 0 = auto by training-set size (TrainConfig.resolve)
+# every other setting (normalisation, weight decay, dropout, lr, hidden) is TrainConfig's default, shared with emo fuse train
 
 
 class SweepError(ValueError):
@@ -249,8 +251,32 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}", unit="cell",
                    disable=not progress, dynamic_ncols=True)
         fold_of = {r: f for r, _, f in reps}
-        for c in todo:
+        batched = None
+        if cell_cfg.batched or cell_cfg.optimizer == "lbfgs":  # every remaining cell at once (emo.fuse.batched)
+            from emo.fuse.batched import train_cells
+
+            rcfg = cell_cfg.resolve(max(len(f.train) for f in fold_of.values()))
+            batched = train_cells(x, FeatureInput(spec.name, modality, [], dim),
+                                  [([col[k] for k in c.window], fold_of[c.rep], cfg.seed + c.rep if protocol == "split" else cfg.seed)
+                                   for c in todo], rcfg, y, n_classes, fs.speakers, test_idx, log)
+        for ci, c in enumerate(todo):
             fold = fold_of[c.rep]
+            if batched is not None:
+                fr = batched[ci]
+                d = {"key": c.key, "window": window_label(c.window), "layers": list(c.window), rep_tag: c.rep,
+                     "fold_name": c.rep_name, **{k: fr[k] for k in ("n_train", "n_val", "n_test", "epochs", "seconds")},
+                     "metrics": _scalars(fr["metrics"])}
+                if "test_metrics" in fr:
+                    d["test_metrics"] = _scalars(fr["test_metrics"])
+                write_json(c.path, d)
+                results[(c.wpos, c.rep)] = d
+                if metric not in d["metrics"]:
+                    bar.close()
+                    raise SweepError(f"--metric {metric!r} is not computed for task {cfg.task!r}; available: {', '.join(d['metrics'])}")
+                bar.update(1)
+                if log:
+                    log(f"{window_label(c.window)} {c.rep_name}: {metric} {d['metrics'][metric]:.4f}")
+                continue
             blocks = {spec.name: x[:, [col[k] for k in c.window]]}
             inputs = [FeatureInput(spec.name, modality, list(c.window), dim)]
             ccfg = replace(cell_cfg, seed=cfg.seed + c.rep) if protocol == "split" else cell_cfg
@@ -301,6 +327,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                     if f"test_{metric}_mean" in best else {})},
         "cells": [{k: v for k, v in results[(c.wpos, c.rep)].items() if k != "key"} for c in cells],
         "trained": len(todo), "reused": len(cells) - len(todo),
+        "models_trained": int(sum(len(results[(c.wpos, c.rep)]["epochs"]) for c in todo)),
     }
     _write_table(out / "sweep.csv", table)
     plot_sweep(summary, out / "sweep.png")
@@ -359,6 +386,10 @@ def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+#: TrainConfig's defaults: the sweep's options share them with emo fuse train.
+_D = TrainConfig()
+
+
 def sweep_cmd(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", help="Dataset name (the folder under --features-dir)."),
@@ -371,16 +402,19 @@ def sweep_cmd(
     task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence"),
     folds: str = typer.Option("5", "--folds", help="K | speaker | split (select on dev, report test)."),
     metric: str = typer.Option("", "--metric", help="Score to plot/select (default: waf, valence_ccc, vad_ccc or mer2023_score by task)."),
-    normalize: str = typer.Option("global", "--normalize", help="none | global | speaker"),
+    normalize: str = typer.Option(_D.normalize, "--normalize", help="none | global | speaker (default shared with emo fuse train)"),
     seed: int = typer.Option(0, "--seed"),
     seeds: int = typer.Option(SWEEP_DEFAULTS["seeds"], "--seeds", help="Models per cell (split: seed repeats)."),
     epochs: int = typer.Option(SWEEP_DEFAULTS["epochs"], "--epochs"),
     patience: int = typer.Option(SWEEP_DEFAULTS["patience"], "--patience"),
-    lr: float = typer.Option(1e-3, "--lr"),
-    weight_decay: float = typer.Option(1e-3, "--weight-decay"),
+    lr: float = typer.Option(_D.lr, "--lr"),
+    weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay", help="AdamW decoupled weight decay; with L-BFGS the L2 coefficient (weight_decay/2)·||W||²."),
     batch_size: int = typer.Option(SWEEP_DEFAULTS["batch_size"], "--batch-size"),
-    hidden: int = typer.Option(256, "--hidden"),
-    dropout: float = typer.Option(0.3, "--dropout"),
+    hidden: int = typer.Option(_D.hidden, "--hidden"),
+    dropout: float = typer.Option(_D.dropout, "--dropout"),
+    label_smoothing: float = typer.Option(_D.label_smoothing, "--label-smoothing"),
+    optimizer: str = typer.Option(SWEEP_DEFAULTS["optimizer"], "--optimizer", help="lbfgs (linear probe to its optimum) | adamw (minibatches, early stopping; other heads always)."),
+    batched: bool = typer.Option(True, "--batched/--sequential", help="Train every remaining cell at once (default) or cell by cell."),
     class_weights: bool = typer.Option(False, "--class-weights"),
     device: str = typer.Option("cpu", "--device"),
     out: Path = typer.Option(None, "--out", help="Output directory (default runs/sweep-DATASET-ENCODER-wWINDOW-HEAD)."),
@@ -403,11 +437,15 @@ def sweep_cmd(
     out = out or Path("runs") / f"sweep-{dataset}-{name}-w{window}-{head}"
     cfg = TrainConfig(head=head, task=task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
                       batch_size=batch_size, patience=patience, seeds=seeds, seed=seed, normalize=normalize,
-                      class_weights=class_weights, device=device)
+                      class_weights=class_weights, device=device, label_smoothing=label_smoothing, optimizer=optimizer,
+                      batched=batched)
     try:
         cfg.validate()
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    import time
+
+    t0 = time.perf_counter()
     try:
         summary = run_sweep(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out,
                             progress=progress)
@@ -427,3 +465,6 @@ def sweep_cmd(
                    (f"  {r['test_' + m + '_mean']:>14.4f}" if test else "") + star)
     typer.echo(f"selected window {summary['best']['window']} on {summary['selected_on']}; "
                f"{summary['trained']} cell(s) trained, {summary['reused']} reused; wrote {out}/sweep.csv, sweep.json, sweep.png")
+    from emo.fuse.report import training_speed
+
+    typer.echo(training_speed(summary["models_trained"], time.perf_counter() - t0))
