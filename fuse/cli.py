@@ -40,6 +40,7 @@ def train(
     features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
     head: str = typer.Option("afg", "--head", help="afg | attention | transformer | mlp | linear"),
     structure: int = typer.Option(1, "--structure", help="AFG structure 1, 2 or 3 (MER 2023 paper, Fig. 1)."),
+    afg_scores: str = typer.Option("concat", "--afg-scores", help="AFG attention scores: concat (eq. 2 of the MER 2023 paper: from all N features concatenated) | per-input (each feature scored alone)."),
     layer_weights: bool = typer.Option(False, "--layer-weights", help="Learnable weighted sum over each encoder's layers."),
     layer_weights_init: str = typer.Option("18", "--layer-weights-init", help="With --layer-weights: the layer whose weight starts at 1 (others 0; 1/L each when absent)."),
     task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence"),

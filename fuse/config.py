@@ -41,6 +41,7 @@ class TrainConfig:
 
     head: str = "afg"
     structure: int = 1
+    afg_scores: str = "concat"
     layer_weights: bool = False
     layer_weights_init: str = "18"
     task: str = "discrete"
@@ -88,11 +89,12 @@ class TrainConfig:
         from emo.fuse.data import NORMALIZE
         from emo.fuse.decoders import DECODERS, TASKS
         from emo.fuse.frames import FRAME_POOLING
-        from emo.fuse.heads import HEADS
+        from emo.fuse.heads import AFG_SCORES, HEADS
 
         checks = [
             (self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, not {self.head!r}"),
             (self.structure in (1, 2, 3), f"--structure must be 1, 2 or 3, not {self.structure!r}"),
+            (self.afg_scores in AFG_SCORES, f"--afg-scores must be one of {', '.join(AFG_SCORES)}, not {self.afg_scores!r}"),
             (self.task in TASKS, f"--task must be one of {', '.join(TASKS)}, not {self.task!r}"),
             (self.decoder in DECODERS, f"--decoder must be one of {', '.join(DECODERS)}, not {self.decoder!r}"),
             (self.decoder != "jdev" or self.task == "discrete+valence", "--decoder jdev needs --task discrete+valence"),
@@ -118,6 +120,8 @@ class TrainConfig:
                 "head": self.head, "structure": self.structure, "layer_weights": self.layer_weights,
                 "layer_weights_init": self.layer_weights_init, "task": self.task, "n_classes": n_classes,
                 "decoder": self.decoder, "hidden": self.hidden, "dropout": self.dropout}
+        if self.head == "afg":
+            args["afg_scores"] = self.afg_scores
         if any(a["frames"] for a in args["inputs"]):
             args.update(frame_bidirectional=self.frame_bidirectional, frame_pooling=self.frame_pooling)
         return args
