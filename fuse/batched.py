@@ -605,7 +605,7 @@ def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_i
         if fold_cache is not None:
             fold_cache.save(fi, fold_states, out, fold_test, {**row, "diagnostics": diag})
         if progress:
-            progress(f"fold {fi + 1}/{len(folds)} {fold.name}: trained (batched with the other folds)")
+            progress(f"fold {fi + 1}/{len(folds)} {fold.name}: trained in {row['seconds']:.1f} s (batched with the other folds)")
     idx = np.concatenate([p[0] for p in oof_parts])
     oof = {"index": idx, "fold": np.concatenate([np.full(len(p[0]), p[1]) for p in oof_parts])}
     for k in oof_parts[0][2]:
