@@ -17,10 +17,11 @@ batched >= 10x faster than sequential; batched <= 3x scikit-learn's wall time wi
 MER 2024 size (5,030 utterances, synthetic, :func:`write_synthetic`): ``hubert_large`` 25 layers
 x 1024, ``clip_vit_l`` 768, ``manet`` 512:
 
-1. ``emo fuse train --features hubert_large --layers 16-21 --features clip_vit_l --features manet
+1. ``emo fuse train --features hubert_large:16-21 --features clip_vit_l --features manet
    --head afg --folds 5`` (batched default; target 10 s) and with ``--sequential``;
 2. ``emo fuse sweep --features hubert_large --layers 0-24 --folds 5 --head linear`` (125 cells,
-   L-BFGS probes; target 10 s) and with ``--sequential`` (the AdamW loop per cell).
+   L-BFGS probes, the default; target 10 s), with ``--optimizer adamw`` (all cells batched) and
+   with ``--sequential --optimizer adamw`` (the AdamW loop cell by cell, as before).
 
 All times are wall clock, subprocesses (interpreter start-up and imports included); the
 1-minute load average before and after is recorded (this is a shared machine). Nothing is
@@ -284,16 +285,17 @@ def main(gpu: bool = False, timeout: float = 900.0, sequential: bool | None = No
         mer["write_store_seconds"] = round(time.perf_counter() - t, 2)
         mer["store_mb"] = round(sum(p.stat().st_size for p in (tmp / "features").rglob("*.h5")) / 2**20, 1)
         feat = str(tmp / "features")
-        cmd = [emo, "fuse", "train", "--dataset", "mer2024_synth", "--features-dir", feat, "--features", "hubert_large",
-               "--layers", "16-21", "--features", "clip_vit_l", "--features", "manet", "--head", "afg", "--folds", "5",
+        cmd = [emo, "fuse", "train", "--dataset", "mer2024_synth", "--features-dir", feat, "--features", "hubert_large:16-21",
+               "--features", "clip_vit_l", "--features", "manet", "--head", "afg", "--folds", "5",
                "--device", device]
         mer["train_afg"] = _train_record(cmd + ["--out", str(tmp / "run_afg")], tmp / "run_afg", timeout, tmp)
         if sequential:
             mer["train_afg_sequential"] = _train_record(cmd + ["--sequential", "--out", str(tmp / "run_afg_s")], tmp / "run_afg_s", timeout, tmp)
         w = mer["train_afg"].get("subprocess_seconds")
         targets["mer2024_afg_5fold_le_10s"] = {"target": TARGET_TRAIN_S, "measured": w, "pass": w is not None and w <= TARGET_TRAIN_S}
-        for tag, extra in (("sweep_linear", []), ("sweep_linear_sequential", ["--sequential"])):
-            if extra and not sequential:
+        for tag, extra in (("sweep_linear", []), ("sweep_linear_adamw_batched", ["--optimizer", "adamw"]),
+                           ("sweep_linear_adamw_sequential", ["--sequential", "--optimizer", "adamw"])):
+            if "--sequential" in extra and not sequential:
                 continue
             out = tmp / tag
             cmd = [emo, "fuse", "sweep", "--dataset", "mer2024_synth", "--features-dir", feat, "--features", "hubert_large",
@@ -307,12 +309,17 @@ def main(gpu: bool = False, timeout: float = 900.0, sequential: bool | None = No
                 rec.update({"subprocess_seconds": round(wall, 2), "cells": len(sw["cells"]),
                             "optimizer": sw["training"].get("optimizer", "adamw"),
                             "best_layer": sw["best"]["window"], "best_waf": round(sw["best"]["waf"], 4)})
-                if not extra:
+                if not extra:  # everything cached: start-up, reading and plotting only
                     wall2, _ = _run(cmd, timeout)
                     rec["rerun_all_cached_seconds"] = None if wall2 is None else round(wall2, 2)
             mer[tag] = rec
         w = mer["sweep_linear"].get("subprocess_seconds")
-        targets["mer2024_linear_sweep_25x5_le_10s"] = {"target": TARGET_SWEEP_S, "measured": w, "pass": w is not None and w <= TARGET_SWEEP_S}
+        targets["mer2024_linear_sweep_25x5_le_10s"] = {"target": TARGET_SWEEP_S, "measured": w, "pass": w is not None and w <= TARGET_SWEEP_S,
+                                                       "what": "default sweep: L-BFGS probes, all cells batched"}
+        w2 = mer["sweep_linear_adamw_batched"].get("subprocess_seconds")
+        targets["mer2024_linear_sweep_25x5_le_10s_adamw_batched"] = {"target": TARGET_SWEEP_S, "measured": w2,
+                                                                     "pass": w2 is not None and w2 <= TARGET_SWEEP_S,
+                                                                     "what": "--optimizer adamw: minibatch AdamW + early stopping, all cells batched"}
         res["mer2024"] = mer
     res["targets"] = targets
     res["load_average_1min_after"] = round(os.getloadavg()[0], 2)

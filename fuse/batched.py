@@ -26,8 +26,8 @@ buffer) and the *existing* :class:`emo.fuse.model.FusionModel` is run under
 * **Same early stopping.** After every epoch each model's inner-validation loss (mean
   cross-entropy + MSE without class weights or smoothing, as the sequential loop) is
   compared with its own best; a model that has waited ``patience`` epochs stops: its
-  parameters freeze (no further updates) and its best state is kept. Stopped models are
-  dropped from the stacked tensors once at most half of them still run.
+  parameters freeze (no further updates) and its best state is kept. Stopped models leave
+  the stack at once, so later epochs cost only what the running models need.
 
 With ``dropout > 0`` the dropout masks come from ``vmap(..., randomness="different")``, a
 different random stream than the sequential loop's: results then agree statistically, not
@@ -438,9 +438,9 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
             with torch.no_grad():
                 flat = torch.stack([torch.cat([p.detach().reshape(-1) for p in params[int(g)]]) for g in lv])
             on_epoch(epoch, lv.copy(), flat, running.copy())
-        # drop stopped models from the stacked tensors once at most half still run
+        # stopped models leave the stack (each model owns its parameters: nothing to copy)
         keep = lv[running[lv]]
-        if 0 < len(keep) <= len(lv) // 2:
+        if len(keep):
             lv = keep
     if log:
         log(f"batched: {K} models, {steps} steps, epochs {epochs.min()}-{epochs.max()}")
