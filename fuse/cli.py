@@ -49,6 +49,7 @@ def train(
     class_weights: bool = typer.Option(False, "--class-weights", help="Balanced class weights in the cross-entropy."),
     folds: str = typer.Option("5", "--folds", help="K (stratified k-fold) | speaker (leave-one-speaker-out) | split"),
     test_split: List[str] = typer.Option([], "--test-split", help="Partition(s) held out as test set (fold models averaged)."),
+    train_splits: List[str] = typer.Option([], "--train-splits", help="Evaluation partition(s) (test, test1, test2, test3) allowed into the cross-validation pool; by default they never enter training."),
     normalize: str = typer.Option("global", "--normalize", help="none | global (training-fold statistics; the default, shared with emo fuse sweep) | speaker"),
     seed: int = typer.Option(0, "--seed"),
     seeds: int = typer.Option(0, "--seeds", help="Models per fold, outputs averaged (0 = auto: 5 below 2000 training samples, else 1)."),
@@ -122,7 +123,8 @@ def train(
     try:
         result, run_config = train_run(v["features_dir"], v["dataset"], specs, cfg, protocol=v["folds"], out=v["out"], align=v["align"],
                               test_splits=list(v["test_split"]) or None, command=command,
-                              progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"])
+                              progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"],
+                              train_splits=list(v["train_splits"]) or None)
     except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None

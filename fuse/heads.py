@@ -10,11 +10,13 @@ Heads and sources:
 * :class:`AFG` / :class:`AFGHead`: attention-guided feature gathering, eq. 1–3 and the three
   structures of Fig. 1 of Wang et al., "Hierarchical Audio-Visual Information Fusion with
   Multi-label Joint Decoding for MER 2023" (ACM MM 2023, arXiv:2309.07925).
-* :class:`AttentionFusion`: the attention fusion of Cheng et al., "Leveraging Acoustic
-  Adaptation and Visual Alignment for MER 2024" (eq. 8–9).
-* :class:`LayerWeights`: learnable layer weighting, same MER 2024 paper, §2.1.
-* :class:`TransformerFusion`: a 2-layer transformer encoder over modality tokens (the MER 2024
-  MEIJU technical report's fusion).
+* :class:`AttentionFusion`: the attention fusion of Zhao, Chen, Li, Jiang, Xie, "Improving
+  Multimodal Emotion Recognition by Leveraging Acoustic Adaptation and Visual Alignment"
+  (MRAC '24; the MER 2024-SEMI paper).
+* :class:`LayerWeights`: learnable layer weighting, same MRAC '24 paper.
+* :class:`TransformerFusion`: a 2-layer transformer encoder over modality tokens, after Lin, Li,
+  Li, Li, "Multi-modal Fusion for Emotion and Intention Joint Understanding" (the ICASSP 2025
+  MEIJU challenge).
 * :class:`MLPHead` and :class:`LinearProbe`: baselines.
 
 Frame-level inputs (``emo fuse train --frames``) reach the heads as tokens too: a
@@ -45,7 +47,7 @@ class Token:
 
 class LayerWeights(nn.Module):
     """Learnable weighted sum over the layers of one encoder: ``f = Σ_i w_i f_i``
-    (Cheng et al., MER 2024, §2.1). The weights are free (no softmax), initialised to
+    (Zhao et al., MRAC '24, the MER 2024-SEMI paper). The weights are free (no softmax), initialised to
     1.0 on ``init_layer`` (layer 18 in the paper) and 0 elsewhere; when ``init_layer`` is not
     among ``layers``, to ``1/L`` everywhere.
 
@@ -175,10 +177,12 @@ class AFGHead(nn.Module):
 
 
 class AttentionFusion(nn.Module):
-    """Attention fusion of Cheng et al., "Leveraging Acoustic Adaptation and Visual Alignment"
-    (MER 2024), eq. 8–9: a per-input MLP maps each token to a common dimension (256),
+    """Attention fusion of Zhao, Chen, Li, Jiang, Xie, "Improving Multimodal Emotion Recognition by
+    Leveraging Acoustic Adaptation and Visual Alignment" (MRAC '24): a per-input MLP maps each token to a common dimension (256),
     the results are stacked into ``h`` (B, M, H), attention weights over inputs are
-    ``α = softmax(h W_α + b_α)`` (eq. 8, (B, M, 1)) and the fused state is ``z = h^T α`` (eq. 9, (B, H)).
+    ``α = softmax(h W_α + b_α)`` ((B, M, 1)) and the fused state is ``z = h^T α`` ((B, H)).
+    (Equation numbers are not given here: the ones emo quoted before did not match the paper and
+    could not be re-checked offline.)
     """
 
     def __init__(self, tokens: list[Token], hidden: int = 256, dropout: float = 0.3) -> None:
@@ -192,13 +196,14 @@ class AttentionFusion(nn.Module):
 
     def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         h = torch.stack([m(x) for m, x in zip(self.mlps, xs)], dim=1)
-        alpha = torch.softmax(self.score(h), dim=1)  # eq. 8
-        z = (h * alpha).sum(dim=1)  # eq. 9: z = h α
+        alpha = torch.softmax(self.score(h), dim=1)  # α = softmax(h W_α + b_α)
+        z = (h * alpha).sum(dim=1)  # z = h^T α
         return z, {"attention": alpha.squeeze(-1)}
 
 
 class TransformerFusion(nn.Module):
-    """Transformer fusion over modality tokens (MER 2024 MEIJU technical report): each token is
+    """Transformer fusion over modality tokens (after Lin, Li, Li, Li, "Multi-modal Fusion for
+    Emotion and Intention Joint Understanding", ICASSP 2025 MEIJU challenge): each token is
     projected to H and tagged with a learned token embedding, a learned [CLS] token is prepended,
     a 2-layer ``nn.TransformerEncoder`` (4 heads, pre-norm) mixes them, and ``z`` is the [CLS] output.
 

@@ -11,8 +11,9 @@ layer, :meth:`emo.extract.store.FeatureStore.read`).
 
 Outputs in ``<out>``: ``sweep.csv`` (one row per window: mean and std over folds of every
 scalar metric), ``sweep.json`` (settings, rows, cells, the selected window) and ``sweep.png``
-(mean score against layer with fold standard-deviation error bars, as Fig. 2 of Cheng et al.,
-"Leveraging Acoustic Adaptation and Visual Alignment for MER 2024").
+(mean score against layer with fold standard-deviation error bars, like the layer-wise figure of
+Zhao, Chen, Li, Jiang, Xie, "Improving Multimodal Emotion Recognition by Leveraging Acoustic
+Adaptation and Visual Alignment", MRAC '24).
 
 Protocols: ``--folds K`` (stratified k-fold) and ``--folds speaker`` (leave-one-speaker-out)
 score each window on every fold's evaluation part. ``--folds split`` follows "select on dev,
@@ -30,7 +31,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 import numpy as np
 import typer
@@ -126,7 +127,8 @@ def _scalars(m: dict[str, Any]) -> dict[str, float]:
 def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str | list[str] | None = None,
               window: int = 1, stride: int = 1, cfg=None, protocol: str = "5", metric: str | None = None,
               out: str | Path = "runs/sweep", align: str = "strict", test_splits: list[str] | None = None,
-              progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              progress: bool = True, log: Callable[[str], None] | None = None,
+              train_splits: list[str] | None = None) -> dict[str, Any]:
     """Train one probe per layer window and fold, reusing cached cells; write sweep.csv/json/png.
 
     Args:
@@ -140,7 +142,11 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         metric: the score plotted and used to select a window (default :func:`default_metric` of the task).
         out: output directory (``cells/``, ``sweep.csv``, ``sweep.json``, ``sweep.png``).
         align: passed to :func:`emo.fuse.data.load_features`.
-        test_splits: for ``split``, the reported partition(s) (default ``["test"]``).
+        test_splits: for ``split``, the reported partition(s) (default ``["test"]``); for ``K`` and
+            ``speaker``, partitions held out of the folds and scored by every fold's probe
+            (``test_<metric>`` columns, mean over folds).
+        train_splits: evaluation partitions (:data:`emo.fuse.protocols.EVAL_SPLITS`) allowed into
+            the folds (by default they never enter training).
         progress: show a tqdm bar over the cells (stderr).
         log: optional callable receiving one line per trained cell.
 
@@ -164,7 +170,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     from emo.fuse.cv import train_cv
     from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, parse_feature_spec, store_layers, store_modality, targets
     from emo.fuse.inputs import FeatureInput
-    from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, make_folds, predefined_split
+    from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, fold_warnings, make_folds, predefined_split
 
     cfg = cfg or TrainConfig(**SWEEP_DEFAULTS)
     cfg.validate()
@@ -213,7 +219,10 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         test_idx = rows[f0.test]
         reps = [(r, f"seed{cfg.seed + r}", fold) for r in range(cfg.seeds)]
     else:
-        folds, _ = make_folds(protocol, fs, y, rows, cfg.seed, [])
+        folds, test_idx = make_folds(protocol, fs, y, rows, cfg.seed, list(test_splits or []), train_splits)
+        for w in fold_warnings(folds, y.get("discrete") if disc else None, n_classes):
+            if log:
+                log(f"warning: {w}")
         reps = [(k, f.name, f) for k, f in enumerate(folds)]
     rep_tag = "seed" if protocol == "split" else "fold"
 
@@ -322,6 +331,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         "selected_on": selected_on, "window": window, "stride": stride, "training": asdict(cfg),
         "n_samples": len(names), "n_labelled": int(mask.sum()), "rows": table,
         **({"n_test_partition": int(len(test_idx)), "test_splits": test_splits} if test_idx is not None else {}),
+        "train_splits": list(train_splits or []),
         "best": {"window": best["window"], "layers": best["layers"], metric: best[f"{metric}_mean"], f"{metric}_std": best[f"{metric}_std"],
                  **({f"test_{metric}": best[f"test_{metric}_mean"], f"test_{metric}_std": best[f"test_{metric}_std"]}
                     if f"test_{metric}_mean" in best else {})},
@@ -416,6 +426,8 @@ def sweep_cmd(
     optimizer: str = typer.Option(SWEEP_DEFAULTS["optimizer"], "--optimizer", help="lbfgs (linear probe to its optimum) | adamw (minibatches, early stopping; other heads always)."),
     batched: bool = typer.Option(True, "--batched/--sequential", help="Train every remaining cell at once (default) or cell by cell."),
     class_weights: bool = typer.Option(False, "--class-weights"),
+    test_split: List[str] = typer.Option([], "--test-split", help="Partition(s) reported as the test set (split: default test; K/speaker: held out of the folds, scored by each fold's probe)."),
+    train_splits: List[str] = typer.Option([], "--train-splits", help="Evaluation partition(s) (test, test1, test2, test3) allowed into the folds; by default they never enter training."),
     device: str = typer.Option("cpu", "--device"),
     out: Path = typer.Option(None, "--out", help="Output directory (default runs/sweep-DATASET-ENCODER-wWINDOW-HEAD)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the cells (stderr)."),
@@ -448,7 +460,9 @@ def sweep_cmd(
     t0 = time.perf_counter()
     try:
         summary = run_sweep(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out,
-                            progress=progress)
+                            test_splits=list(test_split) or None, progress=progress,
+                            log=lambda line: typer.echo(line, err=True) if line.startswith(("warning", "sequential", "AdamW")) else None,
+                            train_splits=list(train_splits) or None)
     except SweepError as e:  # settings that do not fit the data (window, metric): the command line is wrong
         raise typer.BadParameter(str(e)) from None
     except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
