@@ -181,3 +181,32 @@ def test_lbfgs_sweep_cells_share_a_design_per_window():
             p = torch.softmax(m([torch.as_tensor(x[j.val][:, [layer]])])["logits"], -1).numpy()
         ref = LogisticRegression(C=1 / (1e-2 * len(j.train)), tol=1e-8, max_iter=10000).fit(x[j.train, layer], yy[j.train])
         np.testing.assert_allclose(p, ref.predict_proba(x[j.val, layer]), atol=2e-3)
+
+
+def test_batched_run_resumes_finished_folds_and_trains_only_the_rest(tmp_path, monkeypatch):
+    import emo.fuse.metrics as metrics
+    from emo.fuse.resume import partial_dir
+    from emo.fuse.train import train
+    from test_fuse_run import make_dataset
+
+    feats = make_dataset(tmp_path)
+    cfg = TrainConfig(head="mlp", hidden=16, epochs=6, patience=6, seeds=2, lr=0.01, batch_size=16, dropout=0.0)
+    ref, _ = train(feats, "synth", ["hubert_large:1-3"], cfg, protocol="speaker", out=tmp_path / "ref")
+    real, calls = metrics.evaluate, {"n": 0}
+
+    def dying(*a, **k):  # killed while the third fold is being scored
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(metrics, "evaluate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(feats, "synth", ["hubert_large:1-3"], cfg, protocol="speaker", out=tmp_path / "run")
+    assert len(list(partial_dir(tmp_path / "run").glob("*/fold-*.json"))) == 2
+    monkeypatch.setattr(metrics, "evaluate", real)
+    lines: list[str] = []
+    res, _ = train(feats, "synth", ["hubert_large:1-3"], cfg, protocol="speaker", out=tmp_path / "run", progress=lines.append)
+    assert sum("resumed" in ln for ln in lines) == 2
+    assert np.array_equal(res.oof["index"], ref.oof["index"])
+    np.testing.assert_allclose(res.oof["probs"], ref.oof["probs"], atol=1e-5)
