@@ -637,7 +637,8 @@ def train_cells(x: np.ndarray, inp, cells: list[tuple[list[int], Fold, int]], cf
         cfg: resolved :class:`emo.fuse.config.TrainConfig`; y, n_classes, speakers, test_idx: as ``train_cv``.
 
     Returns:
-        Per cell ``{"n_train", "n_val", "n_test", "epochs", "seconds", "metrics", "test_metrics"?}``,
+        Per cell ``{"n_train", "n_val", "n_test", "epochs", "seconds", "metrics", "test_metrics"?, "pred"}``
+        (``pred``: the evaluation rows' ``index`` and averaged outputs),
         or None when the configuration cannot train batched (:func:`batched_unsupported`; then the
         caller trains cell by cell), with the reason passed to ``log``.
     """
@@ -688,7 +689,8 @@ def train_cells(x: np.ndarray, inp, cells: list[tuple[list[int], Fold, int]], cf
         pred = average_outputs([predict_model(fit.models[k], job_inputs(xs, jobs[k], fold.test)) for k in ks])
         d: dict[str, Any] = {"n_train": int(len(fold.train)), "n_val": int(len(fold.val)), "n_test": int(len(fold.test)),
                              "epochs": [fit.infos[k]["epochs"] for k in ks], "seconds": round(per_cell, 4),
-                             "metrics": evaluate(pred, {k: y[k][fold.test] for k in needed}, n_classes)}
+                             "metrics": evaluate(pred, {k: y[k][fold.test] for k in needed}, n_classes),
+                             "pred": {"index": np.asarray(fold.test), **pred}}
         if test_idx is not None and len(test_idx):
             tp = average_outputs([predict_model(fit.models[k], job_inputs(xs, jobs[k], test_idx)) for k in ks])
             if all(np.all(np.isfinite(y[k][test_idx])) if k != "discrete" else np.all(y[k][test_idx] >= 0) for k in needed):

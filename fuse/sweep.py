@@ -225,6 +225,10 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                 log(f"warning: {w}")
         reps = [(k, f.name, f) for k, f in enumerate(folds)]
     rep_tag = "seed" if protocol == "split" else "fold"
+    # leave-one-out-like folds (an evaluation fold of fewer than 2 samples): per-fold scores are
+    # meaningless, so every window is scored on its pooled out-of-fold predictions (as emo fuse
+    # train reports them) and selected on those; the cells then keep their predictions
+    pooled = protocol != "split" and min(len(f.test) for _, _, f in reps) < 2
 
     prov = {k: store.attrs.get(k) for k in ("encoder", "source", "weights_hash", "pooling", "dtype", "created")}
     cell_cfg = replace(cfg, seeds=1) if protocol == "split" else cfg
@@ -277,6 +281,8 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                      "metrics": _scalars(fr["metrics"])}
                 if "test_metrics" in fr:
                     d["test_metrics"] = _scalars(fr["test_metrics"])
+                if pooled:
+                    d["oof"] = {k: np.asarray(v).tolist() for k, v in fr["pred"].items()}
                 write_json(c.path, d)
                 results[(c.wpos, c.rep)] = d
                 if metric not in d["metrics"]:
@@ -296,6 +302,8 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                  "epochs": fr["epochs"], "seconds": fr["seconds"], "metrics": _scalars(fr["metrics"])}
             if res.test is not None and "metrics" in res.test:
                 d["test_metrics"] = _scalars(res.test["metrics"])
+            if pooled:
+                d["oof"] = {k: np.asarray(v).tolist() for k, v in res.oof.items() if k != "fold"}
             write_json(c.path, d)
             results[(c.wpos, c.rep)] = d
             if metric not in d["metrics"]:
@@ -318,6 +326,17 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                     v = np.array([c[field][k] for c in cs], dtype=np.float64)
                     row[f"{prefix}{k}_mean"] = float(v.mean())
                     row[f"{prefix}{k}_std"] = float(v.std())
+        if pooled:  # scores of the pooled out-of-fold predictions replace the means of one-sample folds
+            from emo.fuse.metrics import evaluate
+
+            if not all("oof" in c for c in cs):
+                raise SweepError(f"{out / 'cells'}: cells without out-of-fold predictions; rerun with a new --out")
+            idx = np.concatenate([np.asarray(c["oof"]["index"], dtype=np.int64) for c in cs])
+            outs = {k: np.concatenate([np.asarray(c["oof"][k], dtype=np.float32) for c in cs]) for k in cs[0]["oof"] if k != "index"}
+            needed = [k for k in ("discrete", "valence", "vad") if k in y and (k != "discrete" or disc)]
+            for k, val in _scalars(evaluate(outs, {k: y[k][idx] for k in needed}, n_classes)).items():
+                row[f"{k}_mean"], row[f"{k}_std"] = val, 0.0
+            row["pooled"] = True
         table.append(row)
     if f"{metric}_mean" not in table[0]:
         raise SweepError(f"--metric {metric!r} is not computed for task {cfg.task!r}; "
@@ -325,6 +344,8 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     sign = -1.0 if lower_is_better(metric) else 1.0
     best = max(table, key=lambda r: sign * r[f"{metric}_mean"])
     selected_on = "dev" if protocol == "split" else ("leave-one-speaker-out folds" if protocol == "speaker" else f"{protocol}-fold CV")
+    if pooled:
+        selected_on += " (pooled out-of-fold predictions: an evaluation fold holds fewer than 2 samples)"
     summary = {
         "command": None, "dataset": fs.dataset, "feature": str(FeatureSpec(spec.name, store.attrs.get("source") or None, tuple(keys))),
         "store": prov, "metric": metric, "higher_is_better": not lower_is_better(metric), "protocol": protocol,

@@ -43,3 +43,18 @@ def test_fold_warnings_name_absent_classes():
     assert any("class(es) [2] absent from the training rows" in m for m in w)
     assert any("inner validation split (2 samples) lacks class(es) [2]" in m for m in w)
     assert fold_warnings([bad], None, 3) == []
+
+
+def test_leave_one_out_sweep_selects_on_pooled_out_of_fold_metrics(tmp_path):
+    from test_fuse_sweep import make_dataset
+
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.sweep import run_sweep
+
+    root, _ = make_dataset(tmp_path, n=24, n_layers=3, informative=(1,))
+    cfg = TrainConfig(head="linear", seeds=1, optimizer="lbfgs", normalize="global")
+    s = run_sweep(root, "toy", "enc", cfg=cfg, protocol="24", out=tmp_path / "sw", progress=False)
+    assert all(r.get("pooled") for r in s["rows"]) and "pooled out-of-fold" in s["selected_on"]
+    assert all(c["n_test"] == 1 for c in s["cells"])
+    # the informative layer is selected; its UAR is one score over all 24 pooled predictions
+    assert s["best"]["window"] == "1" and s["rows"][1]["uar_mean"] > 0.5
