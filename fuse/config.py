@@ -36,7 +36,14 @@ class TrainConfig:
     frame-level inputs fall back to the loop with a logged reason). ``optimizer``: ``adamw``
     (minibatches, early stopping) or ``lbfgs`` (full-batch L-BFGS to the optimum of the
     L2-regularised linear probe, :func:`emo.fuse.batched.fit_linear_lbfgs`; the sweep's default;
-    other heads use AdamW, with a logged reason).
+    other heads use AdamW, with a logged reason). ``afg_scores``: how AFG scores its inputs
+    (``concat``: eq. 2 of Wang et al., MER 2023; ``per-input``: emo's earlier form).
+
+    Where the defaults come from: ``label_smoothing=0.1``, ``dropout=0.5`` and ``lr=1e-3`` are
+    emo's choices, not the papers' (Wang et al. and Zhao et al. use no label smoothing; Zhao et
+    al., MRAC '24, train with lr 1e-4); ``results/defaults_ablation.json`` compares them with the
+    papers' values on EmoDB. ``normalize="global"`` and ``weight_decay=1e-2`` are shared with
+    ``emo fuse sweep``. A run's ``config.json`` records every field under ``training``.
     """
 
     head: str = "afg"
