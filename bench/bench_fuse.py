@@ -218,6 +218,15 @@ def small_data(label: str, feat: Path, dataset: str, tmp: Path, device: str, tim
     return res
 
 
+def _checkpoint(res: dict) -> None:
+    """Write what is measured so far to ``results/bench_fuse.partial.json`` (atomic), so a run cut
+    short still leaves its finished measurements; the complete result replaces it at the end."""
+    out = ROOT / "results" / "bench_fuse.partial.json"
+    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+
+
 def _emodb_features(tmp: Path, timeout: float) -> Path | None:
     """eGeMAPS of EmoDB under ``tmp`` (extracted with ``emo extract``), or None without the shared data."""
     shared = Path(os.environ.get("EMO_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -261,6 +270,7 @@ def main(gpu: bool = False, timeout: float = 900.0, sequential: bool | None = No
         if feat is not None:
             small["emodb_egemaps"] = small_data("EmoDB eGeMAPS (535 x 88, 10 speakers, 7 classes)", feat, "emodb", tmp, device,
                                                 timeout, sequential)
+            _checkpoint({**res, "small_data": small})
         else:
             small["emodb_egemaps"] = {"skipped": "EmoDB not found (set EMO_SHARED_DATA)"}
         write_ravdess_like(tmp / "rav")
@@ -268,6 +278,7 @@ def main(gpu: bool = False, timeout: float = 900.0, sequential: bool | None = No
                        tmp / "rav", "ravdess_synth", tmp, device, timeout, sequential)
         small["ravdess_sized"] = r
         res["small_data"] = small
+        _checkpoint(res)
         if "speedup_batched_vs_sequential" in r:
             targets["ravdess_batched_speedup_ge_10x"] = {"target": TARGET_SPEEDUP, "measured": r["speedup_batched_vs_sequential"],
                                                          "pass": r["speedup_batched_vs_sequential"] >= TARGET_SPEEDUP}
@@ -291,6 +302,7 @@ def main(gpu: bool = False, timeout: float = 900.0, sequential: bool | None = No
         mer["train_afg"] = _train_record(cmd + ["--out", str(tmp / "run_afg")], tmp / "run_afg", timeout, tmp)
         if sequential:
             mer["train_afg_sequential"] = _train_record(cmd + ["--sequential", "--out", str(tmp / "run_afg_s")], tmp / "run_afg_s", timeout, tmp)
+        _checkpoint({**res, "mer2024": mer})
         w = mer["train_afg"].get("subprocess_seconds")
         targets["mer2024_afg_5fold_le_10s"] = {"target": TARGET_TRAIN_S, "measured": w, "pass": w is not None and w <= TARGET_TRAIN_S}
         for tag, extra in (("sweep_linear", []), ("sweep_linear_adamw_batched", ["--optimizer", "adamw"]),
@@ -313,6 +325,7 @@ def main(gpu: bool = False, timeout: float = 900.0, sequential: bool | None = No
                     wall2, _ = _run(cmd, timeout)
                     rec["rerun_all_cached_seconds"] = None if wall2 is None else round(wall2, 2)
             mer[tag] = rec
+            _checkpoint({**res, "mer2024": mer})
         w = mer["sweep_linear"].get("subprocess_seconds")
         targets["mer2024_linear_sweep_25x5_le_10s"] = {"target": TARGET_SWEEP_S, "measured": w, "pass": w is not None and w <= TARGET_SWEEP_S,
                                                        "what": "default sweep: L-BFGS probes, all cells batched"}
@@ -324,6 +337,7 @@ def main(gpu: bool = False, timeout: float = 900.0, sequential: bool | None = No
     res["targets"] = targets
     res["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     res["pass"] = bool(targets) and all(t["pass"] for t in targets.values())
+    (ROOT / "results" / "bench_fuse.partial.json").unlink(missing_ok=True)
     return res
 
 
