@@ -99,7 +99,7 @@ class BatchedFit:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def batched_unsupported(cfg, inputs: list[dict], speakers_missing: bool = False) -> str | None:
+def batched_unsupported(cfg, inputs: list[dict], speakers_missing: bool = False, y: dict | None = None) -> str | None:
     """Why a configuration cannot train batched (then the sequential loop runs), or None.
 
     Args:
@@ -110,6 +110,10 @@ def batched_unsupported(cfg, inputs: list[dict], speakers_missing: bool = False)
     if cfg.frames or any(inp.get("frames", False) if isinstance(inp, dict) else inp.frames for inp in inputs):
         return ("frame-level inputs: the FrameLSTM pads every minibatch to its own longest sequence and "
                 "nn.LSTM has no vmap batching rule")
+    if getattr(cfg, "task", "") == "multilabel" or getattr(cfg, "head", "") == "univa" or getattr(cfg, "univa", False):
+        return "multi-label / UniVA training (soft targets, contrastive losses) runs in the sequential loop"
+    if y is not None and any(k in y for k in ("multihot", "weight", "va")):
+        return "pseudo-labelled or soft-target rows (row weights, KL loss) run in the sequential loop"
     if cfg.normalize == "speaker" and speakers_missing:
         return "--normalize speaker with samples that have no speaker (per-fold fallback statistics)"
     dev = str(cfg.device)
@@ -499,7 +503,7 @@ def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: di
 
     inputs = as_inputs(inputs)
     speakers_missing = speakers is None or any(not s for s in speakers)
-    reason = batched_unsupported(cfg, inputs, speakers_missing and cfg.normalize == "speaker")
+    reason = batched_unsupported(cfg, inputs, speakers_missing and cfg.normalize == "speaker", y)
     if reason is not None:
         if log:
             log(f"sequential training: {reason}")
@@ -649,7 +653,7 @@ def train_cells(x: np.ndarray, inp, cells: list[tuple[list[int], Fold, int]], cf
     from emo.fuse.metrics import evaluate
 
     missing = speakers is None or any(not s for s in speakers)
-    reason = batched_unsupported(cfg, [inp], missing and cfg.normalize == "speaker")
+    reason = batched_unsupported(cfg, [inp], missing and cfg.normalize == "speaker", y)
     if reason is not None:
         if log:
             log(f"sequential training: {reason}")
