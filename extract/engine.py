@@ -114,18 +114,21 @@ def decode_sample(sample: Sample, need_audio: bool, need_frames: bool, sample_ra
     result (``audio_error`` / ``frames_error``) and becomes that sample's failure.
     """
     d = Decoded(sample)
-    if sample.media is None:
+    audio_src = sample.audio or sample.media  # a pre-extracted wav (MER 2025/2026 audio/) wins over the video's track
+    if sample.media is None and audio_src is None:
         msg = f"{sample.name}: sample has no media file"
         d.audio_error = d.frames_error = msg
         return d
     if need_audio:
         try:
-            d.audio = load_audio(sample.media, sample_rate, max_seconds=max_seconds)
+            d.audio = load_audio(audio_src, sample_rate, max_seconds=max_seconds)
         except MediaError as e:
             d.audio_error = str(e)
         except Exception as e:  # decoding must never kill a run
-            d.audio_error = f"{sample.media}: {type(e).__name__}: {e}"
-    if need_frames:
+            d.audio_error = f"{audio_src}: {type(e).__name__}: {e}"
+    if need_frames and sample.media is None:
+        d.frames_error = f"{sample.name}: sample has no video file"
+    elif need_frames:
         try:
             rate = fps
             try:  # long clips: spread at most MAX_FACE_FRAMES over the whole clip (bounded memory)
