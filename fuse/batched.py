@@ -110,6 +110,8 @@ def batched_unsupported(cfg, inputs: list[dict], speakers_missing: bool = False,
     if cfg.frames or any(inp.get("frames", False) if isinstance(inp, dict) else inp.frames for inp in inputs):
         return ("frame-level inputs: the FrameLSTM pads every minibatch to its own longest sequence and "
                 "nn.LSTM has no vmap batching rule")
+    if getattr(cfg, "task", "discrete") not in ("discrete", "valence", "vad", "discrete+valence", "multilabel"):
+        return f"--task {cfg.task} is not wired into the batched trainer yet"
     if getattr(cfg, "task", "") == "multilabel" or getattr(cfg, "head", "") == "univa" or getattr(cfg, "univa", False):
         return "multi-label / UniVA training (soft targets, contrastive losses) runs in the sequential loop"
     if y is not None and any(k in y for k in ("multihot", "weight", "va")):
