@@ -40,6 +40,7 @@ def train(
     features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
     head: str = typer.Option("afg", "--head", help="afg | attention | transformer | mlp | linear | univa (per-modality encoders, for --univa)"),
     structure: int = typer.Option(1, "--structure", help="AFG structure 1, 2 or 3 (MER 2023 paper, Fig. 1)."),
+    afg_scores: str = typer.Option("concat", "--afg-scores", help="AFG attention scores: concat (eq. 2 of the MER 2023 paper: from all N features concatenated) | per-input (each feature scored alone)."),
     layer_weights: bool = typer.Option(False, "--layer-weights", help="Learnable weighted sum over each encoder's layers."),
     layer_weights_init: str = typer.Option("18", "--layer-weights-init", help="With --layer-weights: the layer whose weight starts at 1 (others 0; 1/L each when absent)."),
     task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence | discrete+vad | multilabel (several emotions per clip: KL loss, threshold)"),
@@ -50,7 +51,8 @@ def train(
     class_weights: bool = typer.Option(False, "--class-weights", help="Balanced class weights in the cross-entropy."),
     folds: str = typer.Option("5", "--folds", help="K (stratified k-fold) | speaker (leave-one-speaker-out) | split"),
     test_split: List[str] = typer.Option([], "--test-split", help="Partition(s) held out as test set (fold models averaged)."),
-    normalize: str = typer.Option("none", "--normalize", help="none | global | speaker"),
+    train_splits: List[str] = typer.Option([], "--train-splits", help="Evaluation partition(s) (test, test1, test2, test3) allowed into the cross-validation pool; by default they never enter training."),
+    normalize: str = typer.Option("global", "--normalize", help="none | global (training-fold statistics; the default, shared with emo fuse sweep) | speaker"),
     seed: int = typer.Option(0, "--seed"),
     seeds: int = typer.Option(0, "--seeds", help="Models per fold, outputs averaged (0 = auto: 5 below 2000 training samples, else 1)."),
     epochs: int = typer.Option(100, "--epochs", help="Maximum epochs (early stopping on the inner validation split)."),
@@ -66,6 +68,8 @@ def train(
     frames: bool = typer.Option(False, "--frames", "--sequence", help="Encoders whose store has frame-level features (emo extract --frames) feed an LSTM whose output is their token."),
     frame_bidirectional: bool = typer.Option(True, "--bidirectional/--unidirectional", help="With --frames: bidirectional LSTM."),
     frame_pooling: str = typer.Option("mean", "--frame-pooling", help="With --frames: mean (of the LSTM outputs over the valid frames) | last (final hidden states)."),
+    batched: bool = typer.Option(True, "--batched/--sequential", help="Train every fold x seed at once as one batched model (default), or one model after another (the reference loop)."),
+    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw | lbfgs (full-batch L-BFGS to the optimum; --head linear only)."),
     threshold: float = typer.Option(0.18, "--threshold", help="--task multilabel: a label is predicted when its probability exceeds this (UniVA: 0.18)."),
     univa: bool = typer.Option(False, "--univa/--no-univa", help="UniVA losses (needs --head univa): VA-driven contrastive loss per modality + emotion-correlation prior; unlabelled clips with a valence-arousal join training."),
     univa_lambda: float = typer.Option(0.3, "--univa-lambda", help="UniVA eq. 11: L = λ Σ_m L_CL + (1 − λ) L_KL + η."),
@@ -125,10 +129,14 @@ def train(
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     command = command_line(ctx, {**v, "features": specs, "layers": []}, skip=("config",))
+    import time
+
+    t0 = time.perf_counter()
     try:
         result, run_config = train_run(v["features_dir"], v["dataset"], specs, cfg, protocol=v["folds"], out=v["out"], align=v["align"],
                               test_splits=list(v["test_split"]) or None, command=command,
                               progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"],
+                              train_splits=list(v["train_splits"]) or None,
                               pseudo_labels=v["pseudo_labels"], pseudo_weight=v["pseudo_weight"], lexicon=v["lexicon"])
     except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, KeyError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
@@ -140,6 +148,9 @@ def train(
 
         typer.echo(repeats_table(run_config["repeats_summary"]))
     typer.echo(f"run written to {out}")
+    from emo.fuse.report import training_speed
+
+    typer.echo(training_speed(sum(len(s) for s in result.states) * v["repeats"], time.perf_counter() - t0))
 
 
 from emo.fuse.sweep import sweep_cmd  # noqa: E402  (numpy and typer only; torch loads inside the command)

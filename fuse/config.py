@@ -31,7 +31,19 @@ class TrainConfig:
     jobs, 1 is often fastest). ``frames``: encoders whose
     store holds frame-level features feed a :class:`emo.fuse.frames.FrameLSTM` (bidirectional
     per ``frame_bidirectional``, pooled by ``frame_pooling``: ``mean`` (default) or ``last``) whose output
-    is their token.
+    is their token. ``batched`` (default; ``--sequential`` turns it off): every fold x seed trains
+    at once as one batched model (:mod:`emo.fuse.batched`, same semantics as the sequential loop;
+    frame-level inputs fall back to the loop with a logged reason). ``optimizer``: ``adamw``
+    (minibatches, early stopping) or ``lbfgs`` (full-batch L-BFGS to the optimum of the
+    L2-regularised linear probe, :func:`emo.fuse.batched.fit_linear_lbfgs`; the sweep's default;
+    other heads use AdamW, with a logged reason). ``afg_scores``: how AFG scores its inputs
+    (``concat``: eq. 2 of Wang et al., MER 2023; ``per-input``: emo's earlier form).
+
+    Where the defaults come from: ``label_smoothing=0.1``, ``dropout=0.5`` and ``lr=1e-3`` are
+    emo's choices, not the papers' (Wang et al. and Zhao et al. use no label smoothing; Zhao et
+    al., MRAC '24, train with lr 1e-4); ``results/defaults_ablation.json`` compares them with the
+    papers' values on EmoDB. ``normalize="global"`` and ``weight_decay=1e-2`` are shared with
+    ``emo fuse sweep``. A run's ``config.json`` records every field under ``training``.
 
     Issue 14 (:mod:`emo.fuse.semi`): ``threshold`` is the multi-label decision threshold ζ of
     ``task="multilabel"`` (UniVA: 0.18); ``univa`` adds UniVA's VA-driven contrastive losses and η
@@ -42,6 +54,7 @@ class TrainConfig:
 
     head: str = "afg"
     structure: int = 1
+    afg_scores: str = "concat"
     layer_weights: bool = False
     layer_weights_init: str = "18"
     task: str = "discrete"
@@ -57,13 +70,15 @@ class TrainConfig:
     patience: int = 0  # 0 = auto
     seeds: int = 0  # 0 = auto
     seed: int = 0
-    normalize: str = "none"
+    normalize: str = "global"
     label_smoothing: float = 0.1
     device: str = "cpu"
     threads: int = 0  # 0 = auto (see resolve)
     frames: bool = False
     frame_bidirectional: bool = True
     frame_pooling: str = "mean"
+    batched: bool = True
+    optimizer: str = "adamw"
     vad_targets: str = "dataset"  # dataset | lexicon (the NRC-VAD of each discrete label; emo.lexicon.bridge; file: train(lexicon=))
     emotion_wheel: str = ""  # MER emotion_wheel/ folder: wheel F1 of multi-label runs (emo.lexicon.wheel)
     threshold: float = 0.18
@@ -96,11 +111,12 @@ class TrainConfig:
         from emo.fuse.data import NORMALIZE
         from emo.fuse.decoders import DECODERS, TASKS
         from emo.fuse.frames import FRAME_POOLING
-        from emo.fuse.heads import HEADS
+        from emo.fuse.heads import AFG_SCORES, HEADS
 
         checks = [
             (self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, not {self.head!r}"),
             (self.structure in (1, 2, 3), f"--structure must be 1, 2 or 3, not {self.structure!r}"),
+            (self.afg_scores in AFG_SCORES, f"--afg-scores must be one of {', '.join(AFG_SCORES)}, not {self.afg_scores!r}"),
             (self.task in TASKS, f"--task must be one of {', '.join(TASKS)}, not {self.task!r}"),
             (self.decoder in DECODERS, f"--decoder must be one of {', '.join(DECODERS)}, not {self.decoder!r}"),
             (self.decoder != "jdev" or self.task == "discrete+valence", "--decoder jdev needs --task discrete+valence"),
@@ -111,6 +127,7 @@ class TrainConfig:
             (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1,
              "--lr must be > 0, --weight-decay >= 0, --dropout and --label-smoothing in [0, 1)"),
             (self.hidden >= 1, "--hidden must be >= 1"),
+            (self.optimizer in ("adamw", "lbfgs"), f"--optimizer must be adamw or lbfgs, not {self.optimizer!r}"),
             (not self.emotion_wheel or self.task == "multilabel", "--emotion-wheel scores open-vocabulary words: needs --task multilabel"),
             (self.vad_targets in ("dataset", "lexicon"), f"--vad-targets must be dataset or lexicon, not {self.vad_targets!r}"),
             (self.vad_targets == "dataset" or self.task in ("vad", "discrete+vad"),
@@ -138,6 +155,8 @@ class TrainConfig:
                 "head": self.head, "structure": self.structure, "layer_weights": self.layer_weights,
                 "layer_weights_init": self.layer_weights_init, "task": self.task, "n_classes": n_classes,
                 "decoder": self.decoder, "hidden": self.hidden, "dropout": self.dropout}
+        if self.head == "afg":
+            args["afg_scores"] = self.afg_scores
         if any(a["frames"] for a in args["inputs"]):
             args.update(frame_bidirectional=self.frame_bidirectional, frame_pooling=self.frame_pooling)
         return args
@@ -145,7 +164,7 @@ class TrainConfig:
 
 #: Options of ``emo fuse train`` that are not :class:`TrainConfig` fields: the data, the
 #: evaluation protocol and the output (the keys an experiment file may hold besides the fields).
-RUN_OPTIONS = ("dataset", "features", "layers", "features_dir", "folds", "test_split", "align", "out", "repeats", "restart",
+RUN_OPTIONS = ("dataset", "features", "layers", "features_dir", "folds", "test_split", "train_splits", "align", "out", "repeats", "restart",
                "pseudo_labels", "pseudo_weight", "lexicon")
 
 

@@ -10,11 +10,13 @@ Heads and sources:
 * :class:`AFG` / :class:`AFGHead`: attention-guided feature gathering, eq. 1–3 and the three
   structures of Fig. 1 of Wang et al., "Hierarchical Audio-Visual Information Fusion with
   Multi-label Joint Decoding for MER 2023" (ACM MM 2023, arXiv:2309.07925).
-* :class:`AttentionFusion`: the attention fusion of Cheng et al., "Leveraging Acoustic
-  Adaptation and Visual Alignment for MER 2024" (eq. 8–9).
-* :class:`LayerWeights`: learnable layer weighting, same MER 2024 paper, §2.1.
-* :class:`TransformerFusion`: a 2-layer transformer encoder over modality tokens (the MER 2024
-  MEIJU technical report's fusion).
+* :class:`AttentionFusion`: the attention fusion of Zhao, Chen, Li, Jiang, Xie, "Improving
+  Multimodal Emotion Recognition by Leveraging Acoustic Adaptation and Visual Alignment"
+  (MRAC '24; the MER 2024-SEMI paper).
+* :class:`LayerWeights`: learnable layer weighting, same MRAC '24 paper.
+* :class:`TransformerFusion`: a 2-layer transformer encoder over modality tokens, after Lin, Li,
+  Li, Li, "Multi-modal Fusion for Emotion and Intention Joint Understanding" (the ICASSP 2025
+  MEIJU challenge).
 * :class:`MLPHead` and :class:`LinearProbe`: baselines.
 
 Frame-level inputs (``emo fuse train --frames``) reach the heads as tokens too: a
@@ -45,7 +47,7 @@ class Token:
 
 class LayerWeights(nn.Module):
     """Learnable weighted sum over the layers of one encoder: ``f = Σ_i w_i f_i``
-    (Cheng et al., MER 2024, §2.1). The weights are free (no softmax), initialised to
+    (Zhao et al., MRAC '24, the MER 2024-SEMI paper). The weights are free (no softmax), initialised to
     1.0 on ``init_layer`` (layer 18 in the paper) and 0 elsewhere; when ``init_layer`` is not
     among ``layers``, to ``1/L`` everywhere.
 
@@ -65,33 +67,57 @@ class LayerWeights(nn.Module):
         return torch.einsum("...ld,l->...d", x, self.weight)
 
 
-class AFG(nn.Module):
-    """Attention-guided feature gathering (Wang et al., MER 2023, eq. 1–3).
+#: How :class:`AFG` scores its inputs: ``concat`` (eq. 2 of Wang et al.: one linear map of the
+#: concatenation of all N projected inputs to N scores; the default) or ``per-input`` (each input
+#: scored on its own by ``v^T tanh(W h_i + b)``, additive attention; emo's form before 2026-11).
+AFG_SCORES = ("concat", "per-input")
 
-    eq. 1: project each input to a common dimension, ``h_i = ReLU(W_i x_i + b_i)`` (H);
-    eq. 2: attention over the N projected vectors, ``α = softmax_i(v^T tanh(W_a h_i + b_a))``;
-    eq. 3: weighted sum, ``z = Σ_i α_i h_i``.
+
+class AFG(nn.Module):
+    """Attention-guided feature gathering (Wang et al., "Hierarchical Audio-Visual Information
+    Fusion with Multi-label Joint Decoding for MER 2023", ACM MM 2023, §3.2, eq. 1–3).
+
+    eq. 1: project each input to a common dimension, ``h^i = ReLU(W_i x^i + b_i)`` (H);
+    eq. 2 (``scores="concat"``, the paper's form and the default): attention scores from the
+    concatenation of all N projected features, ``α = softmax(W_α [h^1; …; h^N] + b_α)`` ∈ R^N
+    (``W_α``: N x NH), as in the MER baseline's attention module; with ``scores="per-input"``
+    each input is scored separately, ``α_i = softmax_i(v^T tanh(W_a h^i + b_a))`` (additive
+    attention; not in the paper, kept as a named option);
+    eq. 3: weighted sum, ``z = Σ_i α_i h^i``.
 
     Args:
         dims: input dimensions D_i, one per input vector.
         hidden: H, the common dimension.
-        dropout: applied to each ``h_i``.
+        dropout: applied to each ``h^i``.
+        scores: ``concat`` or ``per-input`` (:data:`AFG_SCORES`).
 
     forward(xs: list of (B, D_i)) → (z (B, H), α (B, N)).
+
+    Raises:
+        ValueError: no inputs, unknown ``scores``.
     """
 
-    def __init__(self, dims: list[int], hidden: int, dropout: float = 0.0) -> None:
+    def __init__(self, dims: list[int], hidden: int, dropout: float = 0.0, scores: str = "concat") -> None:
         super().__init__()
         if not dims:
             raise ValueError("AFG needs at least one input")
+        if scores not in AFG_SCORES:
+            raise ValueError(f"unknown AFG scores {scores!r}; use one of {', '.join(AFG_SCORES)}")
+        self.scores = scores
         self.proj = nn.ModuleList(nn.Linear(d, hidden) for d in dims)
-        self.att = nn.Linear(hidden, hidden)
-        self.v = nn.Linear(hidden, 1, bias=False)
+        if scores == "concat":
+            self.att = nn.Linear(len(dims) * hidden, len(dims))  # W_α, b_α of eq. 2
+        else:
+            self.att = nn.Linear(hidden, hidden)
+            self.v = nn.Linear(hidden, 1, bias=False)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.stack([self.drop(torch.relu(p(x))) for p, x in zip(self.proj, xs)], dim=1)  # (B, N, H) eq. 1
-        alpha = torch.softmax(self.v(torch.tanh(self.att(h))).squeeze(-1), dim=1)  # (B, N) eq. 2
+        if self.scores == "concat":
+            alpha = torch.softmax(self.att(h.flatten(1)), dim=1)  # (B, N) eq. 2
+        else:
+            alpha = torch.softmax(self.v(torch.tanh(self.att(h))).squeeze(-1), dim=1)
         return torch.einsum("bn,bnh->bh", alpha, h), alpha  # eq. 3
 
 
@@ -111,28 +137,29 @@ class AFGHead(nn.Module):
         ValueError: structure 2 without both audio and non-audio tokens; unknown structure.
     """
 
-    def __init__(self, tokens: list[Token], hidden: int = 256, dropout: float = 0.3, structure: int = 1) -> None:
+    def __init__(self, tokens: list[Token], hidden: int = 256, dropout: float = 0.3, structure: int = 1,
+                 scores: str = "concat") -> None:
         super().__init__()
         self.structure = int(structure)
         self.out_dim = hidden
         dims = [t.dim for t in tokens]
         if self.structure == 1:
-            self.outer = AFG(dims, hidden, dropout)
+            self.outer = AFG(dims, hidden, dropout, scores)
         elif self.structure == 2:
             self.audio = [i for i, t in enumerate(tokens) if t.modality == "audio"]
             self.visual = [i for i, t in enumerate(tokens) if t.modality != "audio"]
             if not self.audio or not self.visual:
                 raise ValueError("AFG structure 2 fuses each acoustic feature with the visual features: "
                                  f"needs both audio and face/text features, got modalities {sorted({t.modality for t in tokens})}")
-            self.inner = nn.ModuleList(AFG([dims[a]] + [dims[v] for v in self.visual], hidden, dropout) for a in self.audio)
-            self.outer = AFG([hidden] * len(self.audio), hidden, dropout)
+            self.inner = nn.ModuleList(AFG([dims[a]] + [dims[v] for v in self.visual], hidden, dropout, scores) for a in self.audio)
+            self.outer = AFG([hidden] * len(self.audio), hidden, dropout, scores)
         elif self.structure == 3:
             groups: dict[str, list[int]] = {}
             for i, t in enumerate(tokens):
                 groups.setdefault(t.encoder, []).append(i)
             self.groups = list(groups.values())
-            self.inner = nn.ModuleList(AFG([dims[i] for i in g], hidden, dropout) if len(g) > 1 else nn.Identity() for g in self.groups)
-            self.outer = AFG([hidden if len(g) > 1 else dims[g[0]] for g in self.groups], hidden, dropout)
+            self.inner = nn.ModuleList(AFG([dims[i] for i in g], hidden, dropout, scores) if len(g) > 1 else nn.Identity() for g in self.groups)
+            self.outer = AFG([hidden if len(g) > 1 else dims[g[0]] for g in self.groups], hidden, dropout, scores)
         else:
             raise ValueError(f"unknown AFG structure {structure!r}; use 1, 2 or 3")
 
@@ -150,10 +177,12 @@ class AFGHead(nn.Module):
 
 
 class AttentionFusion(nn.Module):
-    """Attention fusion of Cheng et al., "Leveraging Acoustic Adaptation and Visual Alignment"
-    (MER 2024), eq. 8–9: a per-input MLP maps each token to a common dimension (256),
+    """Attention fusion of Zhao, Chen, Li, Jiang, Xie, "Improving Multimodal Emotion Recognition by
+    Leveraging Acoustic Adaptation and Visual Alignment" (MRAC '24): a per-input MLP maps each token to a common dimension (256),
     the results are stacked into ``h`` (B, M, H), attention weights over inputs are
-    ``α = softmax(h W_α + b_α)`` (eq. 8, (B, M, 1)) and the fused state is ``z = h^T α`` (eq. 9, (B, H)).
+    ``α = softmax(h W_α + b_α)`` ((B, M, 1)) and the fused state is ``z = h^T α`` ((B, H)).
+    (Equation numbers are not given here: the ones emo quoted before did not match the paper and
+    could not be re-checked offline.)
     """
 
     def __init__(self, tokens: list[Token], hidden: int = 256, dropout: float = 0.3) -> None:
@@ -167,13 +196,14 @@ class AttentionFusion(nn.Module):
 
     def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         h = torch.stack([m(x) for m, x in zip(self.mlps, xs)], dim=1)
-        alpha = torch.softmax(self.score(h), dim=1)  # eq. 8
-        z = (h * alpha).sum(dim=1)  # eq. 9: z = h α
+        alpha = torch.softmax(self.score(h), dim=1)  # α = softmax(h W_α + b_α)
+        z = (h * alpha).sum(dim=1)  # z = h^T α
         return z, {"attention": alpha.squeeze(-1)}
 
 
 class TransformerFusion(nn.Module):
-    """Transformer fusion over modality tokens (MER 2024 MEIJU technical report): each token is
+    """Transformer fusion over modality tokens (after Lin, Li, Li, Li, "Multi-modal Fusion for
+    Emotion and Intention Joint Understanding", ICASSP 2025 MEIJU challenge): each token is
     projected to H and tagged with a learned token embedding, a learned [CLS] token is prepended,
     a 2-layer ``nn.TransformerEncoder`` (4 heads, pre-norm) mixes them, and ``z`` is the [CLS] output.
 
@@ -273,10 +303,12 @@ class UniVAHead(nn.Module):
 HEADS = ("afg", "attention", "transformer", "mlp", "linear", "univa")
 
 
-def build_head(name: str, tokens: list[Token], hidden: int, dropout: float, structure: int = 1) -> nn.Module:
-    """Construct the head called ``name`` (one of :data:`HEADS`). Raises ValueError for unknown names."""
+def build_head(name: str, tokens: list[Token], hidden: int, dropout: float, structure: int = 1,
+               afg_scores: str = "concat") -> nn.Module:
+    """Construct the head called ``name`` (one of :data:`HEADS`; ``afg_scores``: :data:`AFG_SCORES`,
+    AFG only). Raises ValueError for unknown names."""
     if name == "afg":
-        return AFGHead(tokens, hidden, dropout, structure)
+        return AFGHead(tokens, hidden, dropout, structure, afg_scores)
     if name == "attention":
         return AttentionFusion(tokens, hidden, dropout)
     if name == "transformer":

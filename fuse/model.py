@@ -25,7 +25,8 @@ class FusionModel(nn.Module):
         inputs: one :class:`emo.fuse.inputs.FeatureInput` per encoder, in input order (or its JSON
             form: dicts with ``name``, ``modality``, ``layers``, ``dim``, optional ``frames``, as a
             run's ``config["model"]["inputs"]`` holds them).
-        head: one of :data:`emo.fuse.heads.HEADS`; ``structure``: AFG structure 1/2/3.
+        head: one of :data:`emo.fuse.heads.HEADS`; ``structure``: AFG structure 1/2/3;
+            ``afg_scores``: :data:`emo.fuse.heads.AFG_SCORES` (``concat``, eq. 2 of the MER 2023 paper).
         layer_weights: pool each multi-layer encoder with :class:`LayerWeights` (initial weight
             on ``layer_weights_init``) instead of feeding each layer as its own token.
         task, n_classes, decoder (``separate``/``jdev``), hidden, dropout.
@@ -41,7 +42,8 @@ class FusionModel(nn.Module):
 
     def __init__(self, inputs: list[FeatureInput | Mapping[str, Any]], head: str = "afg", structure: int = 1, layer_weights: bool = False,
                  layer_weights_init: str = "18", task: str = "discrete", n_classes: int = 0, decoder: str = "separate",
-                 hidden: int = 256, dropout: float = 0.3, frame_bidirectional: bool = True, frame_pooling: str = "mean") -> None:
+                 hidden: int = 256, dropout: float = 0.3, frame_bidirectional: bool = True, frame_pooling: str = "mean",
+                 afg_scores: str = "concat") -> None:
         super().__init__()
         inputs = as_inputs(inputs)
         self.inputs = inputs
@@ -64,7 +66,7 @@ class FusionModel(nn.Module):
                 self.token_index.append((i, j))
         self.tokens = tokens
         self.sequence_inputs = [i for i, inp in enumerate(inputs) if inp.frames]
-        self.head = build_head(head, tokens, hidden, dropout, structure)
+        self.head = build_head(head, tokens, hidden, dropout, structure, afg_scores)
         if decoder == "jdev":
             if task != "discrete+valence":
                 raise ValueError(f"--decoder jdev decodes emotion and valence jointly: needs --task discrete+valence, not {task!r}")

@@ -146,7 +146,14 @@ def predefined_split(splits: list[str | None], y: np.ndarray | None, test_splits
     return [Fold("split", tr, va, te)]
 
 
-def make_folds(protocol: str, fs, y: dict[str, np.ndarray], rows: np.ndarray, seed: int, test_splits: list[str]) -> tuple[list[Fold], np.ndarray | None]:
+#: Partitions that hold evaluation data (MER 2023's labelled ``test1/2/3``, a source's ``test``):
+#: with ``--folds K`` or ``speaker`` they never enter the cross-validation pool unless named in
+#: ``--train-splits``; those named in ``--test-split`` are the held-out test set.
+EVAL_SPLITS = ("test", "test1", "test2", "test3")
+
+
+def make_folds(protocol: str, fs, y: dict[str, np.ndarray], rows: np.ndarray, seed: int, test_splits: list[str],
+               train_splits: list[str] | None = None) -> tuple[list[Fold], np.ndarray | None]:
     """Folds over ``rows`` (labelled samples of the CV pool) for ``--folds`` = ``K``, ``speaker`` or ``split``;
     indices are into the full sample list. Returns (folds, held-out test rows or None).
 
@@ -154,7 +161,8 @@ def make_folds(protocol: str, fs, y: dict[str, np.ndarray], rows: np.ndarray, se
     read), ``y`` the label arrays of :func:`emo.fuse.data.targets`.
 
     With ``K`` or ``speaker``, samples whose partition is in ``test_splits`` are held out of the CV
-    pool and scored by the averaged fold models.
+    pool and scored by the averaged fold models; samples of the other evaluation partitions
+    (:data:`EVAL_SPLITS`) are left out entirely unless their partition is in ``train_splits``.
 
     Raises:
         emo.fuse.protocols.ProtocolError: unusable protocol for the data (named).
@@ -165,7 +173,11 @@ def make_folds(protocol: str, fs, y: dict[str, np.ndarray], rows: np.ndarray, se
         folds = predefined_split([fs.splits[i] for i in rows], None if yd is None else yd[rows], test_splits, seed)
         return [Fold(f.name, rows[f.train], rows[f.val], rows[f.test]) for f in folds], None
     is_test = np.isin(splits[rows], test_splits) if test_splits else np.zeros(len(rows), bool)
-    pool, test = rows[~is_test], rows[is_test]
+    held = np.isin(splits[rows], [s_ for s_ in EVAL_SPLITS if s_ not in (train_splits or [])]) & ~is_test
+    pool, test = rows[~is_test & ~held], rows[is_test]
+    if len(pool) == 0:
+        raise ProtocolError(f"no samples left for cross-validation: every labelled sample is in an evaluation partition "
+                            f"({sorted(set(splits[rows]))}); name the ones to train on with --train-splits")
     if protocol == "speaker":
         folds = leave_one_speaker_out([fs.speakers[i] for i in pool], seed)
     else:
@@ -176,3 +188,22 @@ def make_folds(protocol: str, fs, y: dict[str, np.ndarray], rows: np.ndarray, se
         folds = stratified_kfold(None if yd is None else yd[pool], k, seed, n=len(pool))
     folds = [Fold(f.name, pool[f.train], pool[f.val], pool[f.test]) for f in folds]
     return folds, (test if len(test) else None)
+
+
+def fold_warnings(folds: list[Fold], y: np.ndarray | None, n_classes: int) -> list[str]:
+    """Warnings about folds that cannot represent every class (discrete tasks; ``y`` int class
+    indices over all rows): a class absent from a fold's training rows, or an inner validation
+    split with fewer samples than classes (at least one class unseen by early stopping). Empty
+    list when all is well or ``y`` is None."""
+    if y is None or n_classes < 2:
+        return []
+    out = []
+    for f in folds:
+        missing = sorted(set(range(n_classes)) - set(np.unique(y[f.train]).tolist()))
+        if missing:
+            out.append(f"fold {f.name}: class(es) {missing} absent from the training rows; the model never sees them")
+        vmiss = sorted(set(range(n_classes)) - set(np.unique(y[f.val]).tolist()))
+        if vmiss:
+            out.append(f"fold {f.name}: the inner validation split ({len(f.val)} samples) lacks class(es) {vmiss}; "
+                       "early stopping does not see them")
+    return out

@@ -235,3 +235,8 @@ def repeats_table(summary: dict[str, Any]) -> str:
     lines.append(f"{int(ci['level'] * 100)}% bootstrap interval of {ci['metric']} (repeat mean, {ci['n_boot']} replicates over "
                  f"{ci['n_groups']} {ci['group']} groups): {ci['estimate']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]")
     return "\n".join(lines)
+
+
+def training_speed(n: int, seconds: float) -> str:
+    """The closing line of ``emo fuse train``/``sweep``: ``n`` models trained, wall seconds, models per second."""
+    return f"trained {n} model{'s' if n != 1 else ''} in {seconds:.2f} s ({n / max(seconds, 1e-9):.2f} models/s)"

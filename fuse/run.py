@@ -178,7 +178,8 @@ class Run:
                 for j in range(int(entry["seeds"])):
                     pre = f"s{j}."
                     sd = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
-                    m = FusionModel(**self.config["model"])
+                    # runs written before afg_scores existed used the per-input AFG scores
+                    m = FusionModel(**{"afg_scores": "per-input", **self.config["model"]})
                     try:
                         m.load_state_dict(sd)
                     except RuntimeError as e:

@@ -11,8 +11,9 @@ layer, :meth:`emo.extract.store.FeatureStore.read`).
 
 Outputs in ``<out>``: ``sweep.csv`` (one row per window: mean and std over folds of every
 scalar metric), ``sweep.json`` (settings, rows, cells, the selected window) and ``sweep.png``
-(mean score against layer with fold standard-deviation error bars, as Fig. 2 of Cheng et al.,
-"Leveraging Acoustic Adaptation and Visual Alignment for MER 2024").
+(mean score against layer with fold standard-deviation error bars, like the layer-wise figure of
+Zhao, Chen, Li, Jiang, Xie, "Improving Multimodal Emotion Recognition by Leveraging Acoustic
+Adaptation and Visual Alignment", MRAC '24).
 
 Protocols: ``--folds K`` (stratified k-fold) and ``--folds speaker`` (leave-one-speaker-out)
 score each window on every fold's evaluation part. ``--folds split`` follows "select on dev,
@@ -30,20 +31,22 @@ import os
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 import numpy as np
 import typer
 
 from emo.fuse.atomic import write_csv, write_json
+from emo.fuse.config import TrainConfig
 
 #: Default selection metric per task (higher is better unless :func:`lower_is_better`).
 DEFAULT_METRIC = {"discrete": "waf", "valence": "valence_ccc", "vad": "vad_ccc", "discrete+valence": "mer2023_score",
                   "discrete+vad": "waf"}
 
-#: Training settings a sweep uses unless told otherwise: one seed per cell and larger batches,
-#: so a 25-layer x 5-fold linear sweep of MER 2024 size stays around a minute on 2 CPU cores.
-SWEEP_DEFAULTS = {"head": "linear", "seeds": 1, "batch_size": 0, "patience": 0, "epochs": 100}  # 0 = auto by training-set size (TrainConfig.resolve)
+#: Training settings a sweep uses unless told otherwise: the linear probe fitted by full-batch
+#: L-BFGS (convex: one model per cell, no seeds), every cell at once (emo.fuse.batched).
+SWEEP_DEFAULTS = {"head": "linear", "seeds": 1, "batch_size": 0, "patience": 0, "epochs": 100, "optimizer": "lbfgs"}  # 0 = auto by training-set size (TrainConfig.resolve)
+# every other setting (normalisation, weight decay, dropout, lr, hidden) is TrainConfig's default, shared with emo fuse train
 
 
 class SweepError(ValueError):
@@ -125,7 +128,8 @@ def _scalars(m: dict[str, Any]) -> dict[str, float]:
 def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str | list[str] | None = None,
               window: int = 1, stride: int = 1, cfg=None, protocol: str = "5", metric: str | None = None,
               out: str | Path = "runs/sweep", align: str = "strict", test_splits: list[str] | None = None,
-              progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              progress: bool = True, log: Callable[[str], None] | None = None,
+              train_splits: list[str] | None = None) -> dict[str, Any]:
     """Train one probe per layer window and fold, reusing cached cells; write sweep.csv/json/png.
 
     Args:
@@ -139,7 +143,11 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         metric: the score plotted and used to select a window (default :func:`default_metric` of the task).
         out: output directory (``cells/``, ``sweep.csv``, ``sweep.json``, ``sweep.png``).
         align: passed to :func:`emo.fuse.data.load_features`.
-        test_splits: for ``split``, the reported partition(s) (default ``["test"]``).
+        test_splits: for ``split``, the reported partition(s) (default ``["test"]``); for ``K`` and
+            ``speaker``, partitions held out of the folds and scored by every fold's probe
+            (``test_<metric>`` columns, mean over folds).
+        train_splits: evaluation partitions (:data:`emo.fuse.protocols.EVAL_SPLITS`) allowed into
+            the folds (by default they never enter training).
         progress: show a tqdm bar over the cells (stderr).
         log: optional callable receiving one line per trained cell.
 
@@ -164,7 +172,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, parse_feature_spec, store_layers, store_modality, targets
     from emo.fuse.decoders import task_parts
     from emo.fuse.inputs import FeatureInput
-    from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, make_folds, predefined_split
+    from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, fold_warnings, make_folds, predefined_split
 
     cfg = cfg or TrainConfig(**SWEEP_DEFAULTS)
     cfg.validate()
@@ -213,9 +221,16 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         test_idx = rows[f0.test]
         reps = [(r, f"seed{cfg.seed + r}", fold) for r in range(cfg.seeds)]
     else:
-        folds, _ = make_folds(protocol, fs, y, rows, cfg.seed, [])
+        folds, test_idx = make_folds(protocol, fs, y, rows, cfg.seed, list(test_splits or []), train_splits)
+        for w in fold_warnings(folds, y.get("discrete") if disc else None, n_classes):
+            if log:
+                log(f"warning: {w}")
         reps = [(k, f.name, f) for k, f in enumerate(folds)]
     rep_tag = "seed" if protocol == "split" else "fold"
+    # leave-one-out-like folds (an evaluation fold of fewer than 2 samples): per-fold scores are
+    # meaningless, so every window is scored on its pooled out-of-fold predictions (as emo fuse
+    # train reports them) and selected on those; the cells then keep their predictions
+    pooled = protocol != "split" and min(len(f.test) for _, _, f in reps) < 2
 
     prov = {k: store.attrs.get(k) for k in ("encoder", "source", "weights_hash", "pooling", "dtype", "created")}
     cell_cfg = replace(cfg, seeds=1) if protocol == "split" else cfg
@@ -251,8 +266,34 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}", unit="cell",
                    disable=not progress, dynamic_ncols=True)
         fold_of = {r: f for r, _, f in reps}
-        for c in todo:
+        batched = None
+        if cell_cfg.batched or cell_cfg.optimizer == "lbfgs":  # every remaining cell at once (emo.fuse.batched)
+            from emo.fuse.batched import train_cells
+
+            rcfg = cell_cfg.resolve(max(len(f.train) for f in fold_of.values()))
+            batched = train_cells(x, FeatureInput(spec.name, modality, [], dim),
+                                  [([col[k] for k in c.window], fold_of[c.rep], cfg.seed + c.rep if protocol == "split" else cfg.seed)
+                                   for c in todo], rcfg, y, n_classes, fs.speakers, test_idx, log)
+        for ci, c in enumerate(todo):
             fold = fold_of[c.rep]
+            if batched is not None:
+                fr = batched[ci]
+                d = {"key": c.key, "window": window_label(c.window), "layers": list(c.window), rep_tag: c.rep,
+                     "fold_name": c.rep_name, **{k: fr[k] for k in ("n_train", "n_val", "n_test", "epochs", "seconds")},
+                     "metrics": _scalars(fr["metrics"])}
+                if "test_metrics" in fr:
+                    d["test_metrics"] = _scalars(fr["test_metrics"])
+                if pooled:
+                    d["oof"] = {k: np.asarray(v).tolist() for k, v in fr["pred"].items()}
+                write_json(c.path, d)
+                results[(c.wpos, c.rep)] = d
+                if metric not in d["metrics"]:
+                    bar.close()
+                    raise SweepError(f"--metric {metric!r} is not computed for task {cfg.task!r}; available: {', '.join(d['metrics'])}")
+                bar.update(1)
+                if log:
+                    log(f"{window_label(c.window)} {c.rep_name}: {metric} {d['metrics'][metric]:.4f}")
+                continue
             blocks = {spec.name: x[:, [col[k] for k in c.window]]}
             inputs = [FeatureInput(spec.name, modality, list(c.window), dim)]
             ccfg = replace(cell_cfg, seed=cfg.seed + c.rep) if protocol == "split" else cell_cfg
@@ -263,6 +304,8 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                  "epochs": fr["epochs"], "seconds": fr["seconds"], "metrics": _scalars(fr["metrics"])}
             if res.test is not None and "metrics" in res.test:
                 d["test_metrics"] = _scalars(res.test["metrics"])
+            if pooled:
+                d["oof"] = {k: np.asarray(v).tolist() for k, v in res.oof.items() if k != "fold"}
             write_json(c.path, d)
             results[(c.wpos, c.rep)] = d
             if metric not in d["metrics"]:
@@ -285,6 +328,17 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                     v = np.array([c[field][k] for c in cs], dtype=np.float64)
                     row[f"{prefix}{k}_mean"] = float(v.mean())
                     row[f"{prefix}{k}_std"] = float(v.std())
+        if pooled:  # scores of the pooled out-of-fold predictions replace the means of one-sample folds
+            from emo.fuse.metrics import evaluate
+
+            if not all("oof" in c for c in cs):
+                raise SweepError(f"{out / 'cells'}: cells without out-of-fold predictions; rerun with a new --out")
+            idx = np.concatenate([np.asarray(c["oof"]["index"], dtype=np.int64) for c in cs])
+            outs = {k: np.concatenate([np.asarray(c["oof"][k], dtype=np.float32) for c in cs]) for k in cs[0]["oof"] if k != "index"}
+            needed = [k for k in ("discrete", "valence", "vad") if k in y and (k != "discrete" or disc)]
+            for k, val in _scalars(evaluate(outs, {k: y[k][idx] for k in needed}, n_classes)).items():
+                row[f"{k}_mean"], row[f"{k}_std"] = val, 0.0
+            row["pooled"] = True
         table.append(row)
     if f"{metric}_mean" not in table[0]:
         raise SweepError(f"--metric {metric!r} is not computed for task {cfg.task!r}; "
@@ -292,17 +346,21 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     sign = -1.0 if lower_is_better(metric) else 1.0
     best = max(table, key=lambda r: sign * r[f"{metric}_mean"])
     selected_on = "dev" if protocol == "split" else ("leave-one-speaker-out folds" if protocol == "speaker" else f"{protocol}-fold CV")
+    if pooled:
+        selected_on += " (pooled out-of-fold predictions: an evaluation fold holds fewer than 2 samples)"
     summary = {
         "command": None, "dataset": fs.dataset, "feature": str(FeatureSpec(spec.name, store.attrs.get("source") or None, tuple(keys))),
         "store": prov, "metric": metric, "higher_is_better": not lower_is_better(metric), "protocol": protocol,
         "selected_on": selected_on, "window": window, "stride": stride, "training": asdict(cfg),
         "n_samples": len(names), "n_labelled": int(mask.sum()), "rows": table,
         **({"n_test_partition": int(len(test_idx)), "test_splits": test_splits} if test_idx is not None else {}),
+        "train_splits": list(train_splits or []),
         "best": {"window": best["window"], "layers": best["layers"], metric: best[f"{metric}_mean"], f"{metric}_std": best[f"{metric}_std"],
                  **({f"test_{metric}": best[f"test_{metric}_mean"], f"test_{metric}_std": best[f"test_{metric}_std"]}
                     if f"test_{metric}_mean" in best else {})},
         "cells": [{k: v for k, v in results[(c.wpos, c.rep)].items() if k != "key"} for c in cells],
         "trained": len(todo), "reused": len(cells) - len(todo),
+        "models_trained": int(sum(len(results[(c.wpos, c.rep)]["epochs"]) for c in todo)),
     }
     _write_table(out / "sweep.csv", table)
     plot_sweep(summary, out / "sweep.png")
@@ -408,6 +466,10 @@ def sweep_repeats(features_dir: str | Path, dataset: str, feature: str, layers: 
     return res
 
 
+#: TrainConfig's defaults: the sweep's options share them with emo fuse train.
+_D = TrainConfig()
+
+
 def sweep_cmd(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", help="Dataset name (the folder under --features-dir)."),
@@ -420,17 +482,22 @@ def sweep_cmd(
     task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence"),
     folds: str = typer.Option("5", "--folds", help="K | speaker | split (select on dev, report test)."),
     metric: str = typer.Option("", "--metric", help="Score to plot/select (default: waf, valence_ccc, vad_ccc or mer2023_score by task)."),
-    normalize: str = typer.Option("global", "--normalize", help="none | global | speaker"),
+    normalize: str = typer.Option(_D.normalize, "--normalize", help="none | global | speaker (default shared with emo fuse train)"),
     seed: int = typer.Option(0, "--seed"),
     seeds: int = typer.Option(SWEEP_DEFAULTS["seeds"], "--seeds", help="Models per cell (split: seed repeats)."),
     epochs: int = typer.Option(SWEEP_DEFAULTS["epochs"], "--epochs"),
     patience: int = typer.Option(SWEEP_DEFAULTS["patience"], "--patience"),
-    lr: float = typer.Option(1e-3, "--lr"),
-    weight_decay: float = typer.Option(1e-3, "--weight-decay"),
+    lr: float = typer.Option(_D.lr, "--lr"),
+    weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay", help="AdamW decoupled weight decay; with L-BFGS the L2 coefficient (weight_decay/2)·||W||²."),
     batch_size: int = typer.Option(SWEEP_DEFAULTS["batch_size"], "--batch-size"),
-    hidden: int = typer.Option(256, "--hidden"),
-    dropout: float = typer.Option(0.3, "--dropout"),
+    hidden: int = typer.Option(_D.hidden, "--hidden"),
+    dropout: float = typer.Option(_D.dropout, "--dropout"),
+    label_smoothing: float = typer.Option(_D.label_smoothing, "--label-smoothing"),
+    optimizer: str = typer.Option(SWEEP_DEFAULTS["optimizer"], "--optimizer", help="lbfgs (linear probe to its optimum) | adamw (minibatches, early stopping; other heads always)."),
+    batched: bool = typer.Option(True, "--batched/--sequential", help="Train every remaining cell at once (default) or cell by cell."),
     class_weights: bool = typer.Option(False, "--class-weights"),
+    test_split: List[str] = typer.Option([], "--test-split", help="Partition(s) reported as the test set (split: default test; K/speaker: held out of the folds, scored by each fold's probe)."),
+    train_splits: List[str] = typer.Option([], "--train-splits", help="Evaluation partition(s) (test, test1, test2, test3) allowed into the folds; by default they never enter training."),
     device: str = typer.Option("cpu", "--device"),
     out: Path = typer.Option(None, "--out", help="Output directory (default runs/sweep-DATASET-ENCODER-wWINDOW-HEAD)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the cells (stderr)."),
@@ -453,14 +520,20 @@ def sweep_cmd(
     out = out or Path("runs") / f"sweep-{dataset}-{name}-w{window}-{head}"
     cfg = TrainConfig(head=head, task=task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
                       batch_size=batch_size, patience=patience, seeds=seeds, seed=seed, normalize=normalize,
-                      class_weights=class_weights, device=device)
+                      class_weights=class_weights, device=device, label_smoothing=label_smoothing, optimizer=optimizer,
+                      batched=batched)
     try:
         cfg.validate()
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    import time
+
+    t0 = time.perf_counter()
     try:
         summary = run_sweep(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out,
-                            progress=progress)
+                            test_splits=list(test_split) or None, progress=progress,
+                            log=lambda line: typer.echo(line, err=True) if line.startswith(("warning", "sequential", "AdamW")) else None,
+                            train_splits=list(train_splits) or None)
     except SweepError as e:  # settings that do not fit the data (window, metric): the command line is wrong
         raise typer.BadParameter(str(e)) from None
     except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
@@ -471,7 +544,8 @@ def sweep_cmd(
     if repeats > 1:
         try:
             rep = sweep_repeats(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out,
-                                repeats=repeats, progress=progress)
+                                repeats=repeats, progress=progress, test_splits=list(test_split) or None,
+                                train_splits=list(train_splits) or None)
         except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(ExitCode.ERROR) from None
@@ -490,3 +564,6 @@ def sweep_cmd(
                    (f"  {r['test_' + m + '_mean']:>14.4f}" if test else "") + star)
     typer.echo(f"selected window {summary['best']['window']} on {summary['selected_on']}; "
                f"{summary['trained']} cell(s) trained, {summary['reused']} reused; wrote {out}/sweep.csv, sweep.json, sweep.png")
+    from emo.fuse.report import training_speed
+
+    typer.echo(training_speed(summary["models_trained"], time.perf_counter() - t0))

@@ -23,7 +23,7 @@ from emo.fuse.config import TrainConfig
 from emo.fuse.cv import CVResult, train_cv
 from emo.fuse.fit import average_outputs, fit_model, predict_model
 from emo.fuse.metrics import evaluate
-from emo.fuse.protocols import make_folds
+from emo.fuse.protocols import fold_warnings, make_folds
 from emo.fuse.report import results_table, write_report
 from emo.fuse.run import save_run
 
@@ -52,7 +52,8 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
           out: str | Path | None = None, align: str = "strict", test_splits: list[str] | None = None,
           command: list[str] | None = None, progress: Callable[[str], None] | None = None,
           repeats: int = 1, resume: bool = True, restart: bool = False, pseudo_labels: str | Path | None = None,
-          pseudo_weight: float = 0.5, lexicon: str | Path | None = None) -> tuple[CVResult, dict[str, Any]]:
+          pseudo_weight: float = 0.5, lexicon: str | Path | None = None,
+          train_splits: list[str] | None = None) -> tuple[CVResult, dict[str, Any]]:
     """Load features and labels, build the protocol's folds, :func:`train_cv`, and write the run directory.
 
     Args:
@@ -60,6 +61,8 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         cfg: :class:`TrainConfig`. protocol: ``"5"`` (k-fold), ``"speaker"`` or ``"split"``.
         out: run directory (``None``: write nothing). align: ``strict``/``intersect``.
         test_splits: partitions held out as the test set (default for ``split``: ``["test"]``).
+        train_splits: evaluation partitions (:data:`emo.fuse.protocols.EVAL_SPLITS`, e.g. MER 2023's
+            labelled ``test1``) allowed into the cross-validation pool; by default they never are.
         command: argv recorded in the config.
         repeats: N independent repetitions of the whole cross-validation (seed ``seed + 1000 r``;
             k-fold assignments and inner validation splits are redrawn). Repeat 0 is the run
@@ -118,7 +121,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     runs = []
     for r in range(repeats):
         cfg_r = replace(cfg, seed=cfg.seed + REPEAT_STRIDE * r)
-        folds, test_idx = make_folds(protocol, fs, y, rows, cfg_r.seed, test_splits)
+        folds, test_idx = make_folds(protocol, fs, y, rows, cfg_r.seed, test_splits, train_splits)
         cfg_r = cfg_r.resolve(max((len(f.train) for f in folds), default=0))  # the run records the settings used
         disc = task_parts(cfg_r.task)[0]
         n_classes = len(classes) if disc else 0
@@ -143,10 +146,17 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             "task": cfg_r.task, "classes": classes if disc else None,
             "model": cfg_r.model_args(fs.inputs, n_classes), "training": asdict(cfg_r),
             "protocol": {"folds": protocol, "seed": cfg_r.seed, "align": align, "test_splits": test_splits,
+                         "train_splits": list(train_splits or []),
                          "n_samples": len(fs.names), "n_labelled": int(mask.sum()),
                          "inner_validation": "one training speaker" if protocol == "speaker" else
                          ("dev partition or 10% of train" if protocol == "split" else "stratified 10% of the training folds")},
         }
+        warn = fold_warnings(folds, y.get("discrete") if disc else None, n_classes)
+        if warn:
+            config["warnings"] = warn
+            if progress and r == 0:
+                for w in warn:
+                    progress(f"warning: {w}")
         config.update(label_scales(cfg_r, fs, lexicon))
         config.update(semi_info)
         if label_space is not None:
@@ -159,6 +169,11 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         if fold_features:
             result = train_cv_fold_stores(fs.blocks, fold_features, None, fs.names, fs.inputs, y_r, folds, cfg_r,
                                           n_classes, fs.speakers, test_idx, progress)
+        elif cfg_r.batched or cfg_r.optimizer == "lbfgs":  # every fold x seed at once (emo.fuse.batched)
+            from emo.fuse.batched import train_cv_batched
+
+            result = train_cv_batched(fs.blocks, fs.inputs, y_r, folds, cfg_r, n_classes, fs.speakers, test_idx, progress,
+                                      log=progress, optimizer=cfg_r.optimizer, fold_cache=cache)
         else:
             result = train_cv(fs.blocks, fs.inputs, y_r, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
         runs.append((result, config, folds, test_idx))

@@ -41,7 +41,9 @@ def test_incomplete_fold_does_not_count(tmp_path):
 def _cfg():
     from emo.fuse.config import TrainConfig
 
-    return TrainConfig(head="mlp", hidden=16, epochs=6, patience=6, seeds=2, lr=0.01, batch_size=16)
+    # the sequential loop: it resumes model by model (the batched path trains all folds at once and
+    # resumes whole folds from the same cache)
+    return TrainConfig(head="mlp", hidden=16, epochs=6, patience=6, seeds=2, lr=0.01, batch_size=16, batched=False)
 
 
 def test_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch):

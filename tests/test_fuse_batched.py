@@ -1,0 +1,212 @@
+"""The fold-parallel trainer (emo.fuse.batched) against the sequential loop (emo.fuse.train)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emo.fuse.batched import (Job, batched_unsupported, fit_batched, fit_linear_lbfgs, masked_task_losses,
+                              train_cv_batched)
+from emo.fuse.losses import task_losses
+from emo.fuse.protocols import leave_one_speaker_out, stratified_kfold
+from emo.fuse.config import TrainConfig
+from emo.fuse.cv import train_cv
+
+
+def _data(n: int = 120, c: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    a = rng.normal(size=(n, 2, 10)).astype(np.float32)
+    a[:, 1, :3] += 1.2 * y[:, None]
+    b = rng.normal(size=(n, 1, 6)).astype(np.float32)
+    b[:, 0, 0] += 0.5 * y
+    vad = np.stack([y / c, rng.random(n), rng.random(n)], 1).astype(np.float32)
+    labels = {"discrete": y.astype(np.int64), "valence": (y - 1 + 0.3 * rng.normal(size=n)).astype(np.float32), "vad": vad}
+    inputs = [{"name": "a", "modality": "audio", "layers": ["0", "1"], "dim": 10},
+              {"name": "b", "modality": "face", "layers": ["f"], "dim": 6}]
+    # unequal speakers: folds of different sizes, so models take different numbers of steps
+    speakers = [f"s{i % 4 if i % 7 else 0}" for i in range(n)]
+    return {"a": a, "b": b}, inputs, labels, speakers
+
+
+CASES = [
+    dict(head="afg", task="discrete", class_weights=True, normalize="global"),
+    dict(head="afg", structure=3, task="discrete+valence", decoder="jdev", loss_weighting="uncertainty"),
+    dict(head="mlp", layer_weights=True, task="discrete+valence"),
+    dict(head="linear", task="vad", normalize="global"),
+    dict(head="attention", task="valence", normalize="speaker"),
+    dict(head="transformer", task="discrete"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{v}" for v in c.values()))
+def test_batched_predictions_match_the_sequential_loop(case):
+    blocks, inputs, y, speakers = _data()
+    cfg = TrainConfig(hidden=8, dropout=0.0, epochs=6, seeds=2, batch_size=16, patience=2, threads=1, **case)
+    folds = leave_one_speaker_out(speakers, 0)
+    n_classes = 3 if "discrete" in case["task"] else 0
+    seq = train_cv(blocks, inputs, y, folds, cfg, n_classes, speakers)
+    bat = train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers)
+    assert np.array_equal(seq.oof["index"], bat.oof["index"])
+    keys = [k for k in ("probs", "valence", "vad") if k in seq.oof]
+    assert keys
+    for k in keys:
+        np.testing.assert_allclose(bat.oof[k], seq.oof[k], atol=2e-5, rtol=1e-4)
+    assert [f["epochs"] for f in bat.folds] == [f["epochs"] for f in seq.folds]
+    # the same best weights, model by model (not for the transformer: its attention key bias has a
+    # zero gradient up to rounding, which AdamW's normalised step turns into lr-sized noise;
+    # its predictions above still agree)
+    for a, b in zip(seq.states, bat.states) if case["head"] != "transformer" else []:
+        for sa, sb in zip(a, b):
+            assert sa.keys() == sb.keys()
+            for name in sa:
+                torch.testing.assert_close(sb[name], sa[name], atol=2e-4, rtol=1e-3)  # float rounding accumulates over steps
+    if case.get("loss_weighting") == "uncertainty":
+        w_seq = [f["loss_weights"] for d in seq.diagnostics for f in d["fits"]]
+        w_bat = [f["loss_weights"] for d in bat.diagnostics for f in d["fits"]]
+        np.testing.assert_allclose(w_bat, w_seq, rtol=1e-4)
+
+
+def test_each_model_stops_on_its_own_validation_loss_and_then_freezes():
+    blocks, inputs, y, _ = _data(90)
+    rng = np.random.default_rng(1)
+    # 40 extra rows with shuffled labels: the inner validation set of one model only, which
+    # therefore stops early while the others keep improving
+    extra = rng.integers(0, 90, 30)
+    xs = [torch.as_tensor(np.concatenate([blocks[i["name"]], blocks[i["name"]][extra]])) for i in inputs]
+    yd = np.concatenate([y["discrete"], rng.permutation(y["discrete"][extra])])
+    jobs = [Job(f.train, f.val, seed=k) for k, f in enumerate(stratified_kfold(y["discrete"], 3, 0))]
+    jobs.append(Job(jobs[0].train, np.arange(90, 120), seed=7))
+    cfg = TrainConfig(head="afg", hidden=8, dropout=0.0, epochs=12, batch_size=16, patience=2, lr=1e-2).resolve(100)
+    seen: dict[int, list] = {}
+
+    def on_epoch(epoch, ids, params, running):
+        for r, g in enumerate(ids):
+            seen.setdefault(int(g), []).append((epoch, bool(running[g]), params[r].clone()))
+
+    fit = fit_batched(xs, {"discrete": yd}, jobs, cfg, cfg.model_args(inputs, 3), on_epoch=on_epoch)
+    epochs = [i["epochs"] for i in fit.infos]
+    assert len(set(epochs)) > 1, epochs  # models stopped at different epochs
+    for g, info in enumerate(fit.infos):
+        if info["epochs"] < cfg.epochs:  # stopped by patience: waited exactly `patience` epochs
+            assert info["epochs"] - info["best_epoch"] == cfg.patience
+    stopped = [g for g, i in enumerate(fit.infos) if i["epochs"] < max(epochs)]
+    assert stopped
+    for g in stopped:
+        trace = seen[g]
+        stop_at = fit.infos[g]["epochs"]
+        frozen = [p for e, _, p in trace if e >= stop_at]
+        for p in frozen[1:]:  # still stacked after stopping: parameters unchanged
+            assert torch.equal(p, frozen[0])
+    # a stopped model is what it would be trained alone (the others' steps never touch it)
+    g = stopped[0]
+    alone = fit_batched(xs, {"discrete": yd}, [jobs[g]], cfg, cfg.model_args(inputs, 3))
+    for (n, p), q in zip(fit.models[g].state_dict().items(), alone.models[0].state_dict().values()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=n)
+    assert alone.infos[0]["epochs"] == fit.infos[g]["epochs"]
+
+
+def test_masked_losses_equal_task_losses_on_the_kept_rows():
+    g = torch.Generator().manual_seed(0)
+    out = {"logits": torch.randn(10, 4, generator=g), "valence": torch.randn(10, generator=g), "vad": torch.randn(10, 3, generator=g)}
+    y = {"discrete": torch.randint(0, 4, (10,), generator=g), "valence": torch.randn(10, generator=g), "vad": torch.randn(10, 3, generator=g)}
+    mask = torch.tensor([1, 1, 0, 1, 0, 1, 1, 1, 0, 1], dtype=torch.bool)
+    cw = torch.tensor([0.5, 2.0, 1.0, 3.0])
+    got = masked_task_losses(out, y, mask, cw, 0.1)
+    want = task_losses({k: v[mask] for k, v in out.items()}, {k: v[mask] for k, v in y.items()}, cw, 0.1)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k])
+
+
+def test_heads_that_cannot_batch_fall_back_and_say_why():
+    blocks, inputs, y, speakers = _data(90)
+    speakers = list(speakers)
+    speakers[5] = None  # speaker normalisation would need per-fold statistics for this row
+    cfg = TrainConfig(head="linear", normalize="speaker", dropout=0.0, epochs=3, seeds=1, threads=1)
+    assert "frame-level" in batched_unsupported(TrainConfig(frames=True), inputs)
+    assert "LSTM" in batched_unsupported(TrainConfig(), [{**inputs[0], "frames": True}])
+    assert batched_unsupported(cfg, inputs) is None
+    msgs: list[str] = []
+    folds = stratified_kfold(y["discrete"], 3, 0)
+    res = train_cv_batched(blocks, inputs, y, folds, cfg, 3, speakers, log=msgs.append)
+    assert any(m.startswith("sequential training:") and "speaker" in m for m in msgs), msgs
+    ref = train_cv(blocks, inputs, y, folds, cfg, 3, speakers)
+    np.testing.assert_array_equal(res.oof["probs"], ref.oof["probs"])
+    # AdamW instead of L-BFGS for a head that is not convex, with the reason
+    msgs.clear()
+    train_cv_batched(blocks, inputs, y, folds, TrainConfig(head="mlp", hidden=4, epochs=2, seeds=1, threads=1), 3,
+                     log=msgs.append, optimizer="lbfgs")
+    assert any("not convex" in m for m in msgs), msgs
+
+
+def test_lbfgs_probe_is_scikit_learns_l2_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    n, c, d = 240, 3, 12
+    yy = rng.integers(0, c, n)
+    a = rng.normal(size=(n, 1, d)).astype(np.float32)
+    a[:, 0, :3] += 0.8 * yy[:, None]
+    inputs = [{"name": "a", "modality": "audio", "layers": ["0"], "dim": d}]
+    folds = stratified_kfold(yy, 3, 0)
+    cfg = TrainConfig(head="linear", label_smoothing=0.0, weight_decay=1e-2, normalize="global", seeds=3, threads=1)
+    res = train_cv_batched({"a": a}, inputs, {"discrete": yy}, folds, cfg, c, optimizer="lbfgs")
+    assert all(len(s) == 1 for s in res.states)  # convex: one model per fold whatever the seeds
+    for fi, f in enumerate(folds):
+        rows = np.concatenate([f.train, f.val])
+        x = (a[:, 0] - a[rows, 0].mean(0)) / a[rows, 0].std(0)
+        ref = LogisticRegression(C=1 / (1e-2 * len(f.train)), tol=1e-10, max_iter=10000).fit(x[f.train], yy[f.train])
+        np.testing.assert_allclose(res.oof["probs"][res.oof["fold"] == fi], ref.predict_proba(x[f.test]), atol=2e-3)
+
+
+def test_lbfgs_sweep_cells_share_a_design_per_window():
+    # jobs with different layer columns in one L-BFGS batch: each is its own window's probe
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    n = 150
+    yy = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 3, 5)).astype(np.float32)
+    x[:, 2, 0] += 2 * yy
+    x[:, 1, 1] += 0.5 * yy
+    folds = stratified_kfold(yy, 3, 0)
+    inputs = [{"name": "h", "modality": "audio", "layers": ["L"], "dim": 5}]
+    cfg = TrainConfig(head="linear", seeds=1, label_smoothing=0.0, weight_decay=1e-2).resolve(100)
+    jobs = [Job(f.train, f.val, 0, cols=[np.array([layer])]) for layer in range(3) for f in folds]
+    fit = fit_linear_lbfgs([torch.as_tensor(x)], {"discrete": yy}, jobs, cfg, cfg.model_args(inputs, 3))
+    for j, m in zip(jobs, fit.models):
+        layer = int(j.cols[0][0])
+        with torch.no_grad():
+            p = torch.softmax(m([torch.as_tensor(x[j.val][:, [layer]])])["logits"], -1).numpy()
+        ref = LogisticRegression(C=1 / (1e-2 * len(j.train)), tol=1e-8, max_iter=10000).fit(x[j.train, layer], yy[j.train])
+        np.testing.assert_allclose(p, ref.predict_proba(x[j.val, layer]), atol=2e-3)
+
+
+def test_batched_run_resumes_finished_folds_and_trains_only_the_rest(tmp_path, monkeypatch):
+    import emo.fuse.metrics as metrics
+    from emo.fuse.resume import partial_dir
+    from emo.fuse.train import train
+    from test_fuse_run import make_dataset
+
+    feats = make_dataset(tmp_path)
+    cfg = TrainConfig(head="mlp", hidden=16, epochs=6, patience=6, seeds=2, lr=0.01, batch_size=16, dropout=0.0)
+    ref, _ = train(feats, "synth", ["hubert_large:1-3"], cfg, protocol="speaker", out=tmp_path / "ref")
+    real, calls = metrics.evaluate, {"n": 0}
+
+    def dying(*a, **k):  # killed while the third fold is being scored
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(metrics, "evaluate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(feats, "synth", ["hubert_large:1-3"], cfg, protocol="speaker", out=tmp_path / "run")
+    assert len(list(partial_dir(tmp_path / "run").glob("*/fold-*.json"))) == 2
+    monkeypatch.setattr(metrics, "evaluate", real)
+    lines: list[str] = []
+    res, _ = train(feats, "synth", ["hubert_large:1-3"], cfg, protocol="speaker", out=tmp_path / "run", progress=lines.append)
+    assert sum("resumed" in ln for ln in lines) == 2
+    assert np.array_equal(res.oof["index"], ref.oof["index"])
+    np.testing.assert_allclose(res.oof["probs"], ref.oof["probs"], atol=1e-5)
