@@ -761,7 +761,7 @@ def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
     disc, val, vad = ("discrete" in y and cfg.task in ("discrete", "discrete+valence"),
                       cfg.task in ("valence", "discrete+valence"), cfg.task == "vad")
     C = int(model_args.get("n_classes", 0)) if disc else 0
-    O = C + (1 if val else 0) + (3 if vad else 0)
+    n_out = C + (1 if val else 0) + (3 if vad else 0)
     # design matrices per group of jobs with the same columns
     def key(j: Job):
         return tuple(None if (j.cols is None or j.cols[i] is None) else tuple(int(c) for c in j.cols[i]) for i in range(len(xs)))
@@ -798,8 +798,8 @@ def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
     cw = None
     if any(j.class_weight is not None for j in jobs) and disc:
         cw = torch.as_tensor(np.stack([j.class_weight if j.class_weight is not None else np.ones(C, np.float32) for j in jobs]), device=dev)
-    W = torch.zeros(K, F_, O, device=dev, requires_grad=True)
-    b0 = torch.zeros(K, O, device=dev)
+    W = torch.zeros(K, F_, n_out, device=dev, requires_grad=True)
+    b0 = torch.zeros(K, n_out, device=dev)
     if val:
         b0[:, C] = torch.as_tensor([float(np.mean(y["valence"][j.train])) for j in jobs], device=dev)
     if vad:
@@ -810,14 +810,14 @@ def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
     inv = torch.as_tensor(np.argsort(order), device=dev)
 
     def outputs(Wt, bt):
-        """(K, N, O) outputs of every model on every row (standardisation folded into the weights)."""
-        A = Wt / sd[:, :, None]  # (K, F, O)
+        """(K, N, n_out) outputs of every model on every row (standardisation folded into the weights)."""
+        A = Wt / sd[:, :, None]  # (K, F, n_out)
         c = bt - torch.einsum("kf,kfo->ko", mu / sd, Wt)
         outs = []
         for g, ks in groups.items():
             kt = torch.as_tensor(ks, device=dev)
-            z = designs[g] @ A[kt].permute(1, 0, 2).reshape(F_, -1)  # (N, Kg*O)
-            outs.append(z.reshape(N, len(ks), O).permute(1, 0, 2))
+            z = designs[g] @ A[kt].permute(1, 0, 2).reshape(F_, -1)  # (N, Kg*n_out)
+            outs.append(z.reshape(N, len(ks), n_out).permute(1, 0, 2))
         z = torch.cat(outs)[inv] + c[:, None, :]
         return z
 
