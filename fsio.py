@@ -41,19 +41,31 @@ import csv
 import ctypes
 import ctypes.util
 import errno
-import io
 import json
 import os
 import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Sequence
+from typing import IO, Any
 
 __all__ = [
-    "UnsafePathError", "atomic_path", "atomic_open", "write_text", "write_bytes", "write_json", "write_csv",
-    "csv_cell", "csv_unescape", "open_nofollow", "atomic_dir", "remove_stale_tmp", "fsync_dir", "check_not_link",
+    "UnsafePathError",
+    "atomic_dir",
+    "atomic_open",
+    "atomic_path",
+    "check_not_link",
+    "csv_cell",
+    "csv_unescape",
+    "fsync_dir",
+    "open_nofollow",
+    "remove_stale_tmp",
+    "write_bytes",
+    "write_csv",
+    "write_json",
+    "write_text",
 ]
 
 #: File mode of files emo creates (before the umask is *not* applied: mkstemp creates 0600, we chmod).
@@ -377,5 +389,5 @@ def is_complete_dir(path: str | os.PathLike) -> bool:
 def read_text_nofollow(path: str | os.PathLike, encoding: str = "utf-8") -> str:
     """Read a regular file's text without following a link at ``path`` (see :func:`open_nofollow`)."""
     fd = open_nofollow(path, os.O_RDONLY)
-    with io.open(fd, "r", encoding=encoding, closefd=True) as fh:
+    with open(fd, "r", encoding=encoding, closefd=True) as fh:
         return fh.read()

@@ -65,7 +65,7 @@ class SampleIdentity:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SampleIdentity":
+    def from_dict(cls, d: dict[str, Any]) -> SampleIdentity:
         return cls(str(d["path"]), int(d["size"]), int(d["mtime_ns"]), str(d["hash"]), str(d.get("scheme", SCHEME)))
 
 

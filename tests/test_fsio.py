@@ -12,7 +12,6 @@ import tempfile
 import h5py
 import numpy as np
 import pytest
-
 from emo import fsio
 from emo.fsio import UnsafePathError
 
@@ -93,10 +92,9 @@ def test_mkstemp_exclusive_against_planted_link_at_chosen_name(tmp_path, monkeyp
 def test_error_while_writing_keeps_old_file_and_removes_tmp(tmp_path):
     p = tmp_path / "c.json"
     p.write_text("old")
-    with pytest.raises(RuntimeError):
-        with fsio.atomic_open(p) as fh:
-            fh.write("half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), fsio.atomic_open(p) as fh:
+        fh.write("half")
+        raise RuntimeError("boom")
     assert p.read_text() == "old" and [x.name for x in tmp_path.iterdir()] == ["c.json"]
 
 
@@ -171,9 +169,8 @@ def test_atomic_dir_refuses_link_and_file(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (tmp_path / "run").symlink_to(elsewhere)
-    with pytest.raises(UnsafePathError):
-        with fsio.atomic_dir(tmp_path / "run"):
-            pass
+    with pytest.raises(UnsafePathError), fsio.atomic_dir(tmp_path / "run"):
+        pass
     (tmp_path / "file").write_text("x")
     with pytest.raises(UnsafePathError, match="not a directory"):
         with fsio.atomic_dir(tmp_path / "file"):

@@ -7,7 +7,6 @@ import os
 import shutil
 
 import pytest
-
 from emo.extract import identity as ident
 from emo.extract.identity import IdentityError, describe_change, identify, sha256_file
 
