@@ -145,3 +145,30 @@ def sha256_file(path: str | os.PathLike) -> str:
     except OSError as e:
         raise IdentityError(e.errno, f"{path}: cannot read ({e.strerror or e})") from None
     return h.hexdigest()
+
+
+# -- store provenance: everything besides the encoder that changes a store's values ----------------
+#: Adapter options that select or label samples but never change a sample's features; they are
+#: left out of ``dataset_options`` so e.g. adding ``--labels`` does not refuse a finished store.
+LABEL_ONLY_OPTIONS = frozenset({"labels", "classes", "subset", "limit", "split"})
+#: What ``emo extract`` applies to inputs before the encoders: nothing (no augmentation at
+#: extraction time); recorded so a future augmenting path can never be mixed with this one.
+AUGMENTATION = "none"
+
+
+def dataset_provenance(adapter) -> dict[str, str]:
+    """Store attributes naming the data a store was computed from.
+
+    Returns:
+        ``dataset_root``: the adapter's root, resolved (``""`` for ad-hoc file lists such as
+        ``emo score``'s, whose samples are identified by content alone); ``dataset_options``:
+        JSON of the adapter options that can change values (sorted keys; label-only options
+        :data:`LABEL_ONLY_OPTIONS` excluded); ``augmentation``: :data:`AUGMENTATION`.
+    """
+    import json
+
+    ad_hoc = bool(getattr(adapter, "ad_hoc", False))
+    root = "" if ad_hoc else str(Path(adapter.root).resolve())
+    opts = {k: (str(v) if not isinstance(v, (int, float, bool, type(None))) else v)
+            for k, v in sorted((getattr(adapter, "options", None) or {}).items()) if k not in LABEL_ONLY_OPTIONS and v is not None}
+    return {"dataset_root": root, "dataset_options": json.dumps(opts, sort_keys=True), "augmentation": AUGMENTATION}
