@@ -718,14 +718,13 @@ def c6_video_without_audio(c: Ctx) -> dict:
     clip = sorted((c.shared / "av").rglob("*.mp4"))[0]
     root = c.work / "c6v"
     root.mkdir()
-    with av.open(str(clip)) as src, av.open(str(root / "mute.mp4"), "w") as dst:
+    with av.open(str(clip)) as src, av.open(str(root / "mute.mp4"), "w") as dst:  # the video stream only
         vin = src.streams.video[0]
-        vout = dst.add_stream(template=vin)
+        vout = dst.add_stream_from_template(vin)
         for pkt in src.demux(vin):
-            if pkt.dts is None:
-                continue
-            pkt.stream = vout
-            dst.mux(pkt)
+            if pkt.dts is not None:
+                pkt.stream = vout
+                dst.mux(pkt)
     shutil.copy(clip, root / "talk.mp4")
     out = c.work / "c6v-out"
     r = emo("extract", "--dataset", "folder", "--root", root, "--encoder", "egemaps", "--encoder", "resnet50=random:4",
