@@ -47,3 +47,32 @@ def test_mfcc_stream_matches_batch_encoder(speech):
         got = mfcc_stream(lambda: (a[i:i + 12345] for i in range(0, a.size, 12345)), block_frames=block)
         assert got.shape == ref.shape
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_encoders_encode_stream_equal_encode(speech, tmp_path):
+    """Every audio encoder's streamed path gives its whole-clip result (eGeMAPS bitwise)."""
+    import soundfile as sf
+
+    from emo.extract.encoders.acoustic import EGeMAPSEncoder, MFCCEncoder
+    from emo.extract.encoders.base import AudioInput
+    from emo.extract.encoders.speech import SpeechEncoder
+    from emo.extract.streaming import StreamedAudio
+
+    from helpers import tiny_hubert
+
+    a, _ = speech
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, a, 16000, subtype="FLOAT")
+    stream = StreamedAudio(wav, 16000)
+    eg = EGeMAPSEncoder("egemaps")
+    assert np.array_equal(eg.encode_stream("x", stream).layers["functionals"], eg.encode([AudioInput("x", a)])[0].layers["functionals"])
+    mf = MFCCEncoder("mfcc")
+    np.testing.assert_allclose(mf.encode_stream("x", stream).layers["stats"], mf.encode([AudioInput("x", a)])[0].layers["stats"],
+                               rtol=1e-4, atol=1e-4)
+    hub = SpeechEncoder("hubert_large", str(tiny_hubert(tmp_path / "hub", layers=2)), layers=["1", "2"], chunk_seconds=4.0)
+    got, ref = hub.encode_stream("x", stream), hub.encode([AudioInput("x", a)])[0]
+    for k in ("1", "2"):
+        np.testing.assert_allclose(got.layers[k], ref.layers[k], rtol=1e-4, atol=1e-5)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000 * 3, np.float32), 16000)
+    assert eg.encode_stream("s", StreamedAudio(silent, 16000)).flags == {"silent"}
