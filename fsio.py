@@ -121,7 +121,7 @@ def _tmp_prefix(target: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, perm: int = DEFAULT_PERM) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, perm: int = DEFAULT_PERM, suffix: str = "") -> Iterator[Path]:
     """Yield the name of a fresh, empty temporary file beside ``path``; on success it replaces ``path``.
 
     For writers that need a file *name* (h5py, safetensors, matplotlib). The caller writes the
@@ -132,13 +132,15 @@ def atomic_path(path: str | os.PathLike, perm: int = DEFAULT_PERM) -> Iterator[P
     Args:
         path: target file; its directory must exist.
         perm: permission bits of the final file.
+        suffix: appended to the temporary name after ``.tmp`` (e.g. ``".png"`` for writers that
+            pick the format from the file name).
 
     Raises:
         UnsafePathError: ``path`` is a symbolic link.
         OSError: creation, write or rename failed (the temporary file is removed, ``path`` unchanged).
     """
     target = check_not_link(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(target), suffix=".tmp" + suffix, dir=target.parent)
     tmp = Path(tmp_name)
     os.close(fd)
     try:
@@ -301,7 +303,7 @@ def remove_stale_tmp(directory: str | os.PathLike, name: str | None = None) -> l
     d = Path(directory)
     if not d.is_dir():
         return []
-    pattern = f".{name}.*.tmp" if name else ".*.tmp"
+    pattern = f".{name}.*.tmp*" if name else ".*.tmp*"
     removed = []
     for t in d.glob(pattern):
         with contextlib.suppress(OSError):

@@ -172,3 +172,16 @@ def dataset_provenance(adapter) -> dict[str, str]:
     opts = {k: (str(v) if not isinstance(v, (int, float, bool, type(None))) else v)
             for k, v in sorted((getattr(adapter, "options", None) or {}).items()) if k not in LABEL_ONLY_OPTIONS and v is not None}
     return {"dataset_root": root, "dataset_options": json.dumps(opts, sort_keys=True), "augmentation": AUGMENTATION}
+
+
+def describe_key_change(old: str, new: str) -> str:
+    """Reason a stored identity key (:attr:`SampleIdentity.key`) differs from the current one."""
+    try:
+        (os_, osize, _), (ns, nsize, _) = old.split(":", 2), new.split(":", 2)
+    except ValueError:
+        return "content changed"
+    if os_ != ns:
+        return f"identity scheme changed ({os_} -> {ns})"
+    if osize != nsize:
+        return f"content changed (size {osize} -> {nsize} bytes)"
+    return "content changed (same size, different bytes)"
