@@ -68,6 +68,7 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (runs/NAME). Required (here or in --config)."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Independent reseeded repetitions of the whole cross-validation: mean ± std and a 95% group-bootstrap interval (others in OUT/repeats/)."),
     restart: bool = typer.Option(False, "--restart", help="Discard the finished folds of an interrupted run with this --out instead of continuing it."),
+    allow_rare_classes: bool = typer.Option(False, "--allow-rare-classes", help="Train even when a class has fewer than 2 labelled samples (refused by default: usually a typo in the labels)."),
 ) -> None:
     """Train a fusion head with cross-validation and write a run directory.
 
@@ -116,8 +117,9 @@ def train(
     try:
         result, run_config = train_run(v["features_dir"], v["dataset"], specs, cfg, protocol=v["folds"], out=v["out"], align=v["align"],
                               test_splits=list(v["test_split"]) or None, command=command,
-                              progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"])
-    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
+                              progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"],
+                              allow_rare_classes=v["allow_rare_classes"])
+    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
     out = v["out"]

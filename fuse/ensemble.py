@@ -89,7 +89,9 @@ def _f(v: str) -> float:
 
 
 def _part(rows: list[dict[str, str]], task: str, classes: list[str] | None, path: Path) -> dict[str, Any]:
-    d: dict[str, Any] = {"names": [r["name"] for r in rows],
+    from emo.fsio import csv_unescape
+
+    d: dict[str, Any] = {"names": [csv_unescape(r["name"]) for r in rows],
                          "group": np.asarray([r.get("fold", "") for r in rows], dtype=object)}
     if task in ("discrete", "discrete+valence"):
         cols = [f"prob_{c}" for c in classes]
@@ -105,6 +107,14 @@ def _part(rows: list[dict[str, str]], task: str, classes: list[str] | None, path
     if task == "vad":
         d["vad"] = np.array([[_f(r[k]) for k in _DIMS] for r in rows], dtype=np.float64).reshape(len(rows), 3)
         d["vad_true"] = np.array([[_f(r.get(f"{k}_true", "")) for k in _DIMS] for r in rows], dtype=np.float64).reshape(len(rows), 3)
+    from emo.fuse.runcheck import NonFiniteError, require_finite
+
+    for key in ("probs", "valence", "vad"):  # predictions must be finite: a NaN would win or poison the weights
+        if key in d:
+            try:
+                require_finite(d[key], d["names"], f"{path / 'predictions.csv'} ({key})")
+            except NonFiniteError as e:
+                raise EnsembleError(f"{e}: that run cannot be ensembled (retrain it)") from None
     return d
 
 
