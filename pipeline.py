@@ -21,7 +21,6 @@ file gets an error row and a line in the summary; it never stops the batch.
 
 from __future__ import annotations
 
-import csv
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Optional
 import numpy as np
 import typer
 
+from emo import fsio
 from emo.exitcodes import ExitCode
 from emo.extract.datasets import dataset_names
 from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
@@ -45,6 +45,8 @@ class FileList(DatasetAdapter):
     """
 
     name = "score"
+    #: samples are identified by content alone: the store records no root (files come from anywhere)
+    ad_hoc = True
 
     def __init__(self, paths: list[str | os.PathLike]) -> None:  # no single root
         self.root = Path(".")
@@ -178,6 +180,9 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
         (warn or (lambda m: _warnings.warn(m, stacklevel=3)))(msg)
 
     run = load_run(run_dir)
+    out_csv = fsio.check_not_link(out_csv)  # a bad output is refused before any extraction
+    if out_csv.is_dir():
+        raise ValueError(f"--out {out_csv} is a directory: give the path of a CSV file")
     if adapter is not None and paths:
         raise ValueError("give either files/folders or --dataset/--root, not both")
     relpaths: dict[str, str] = {}
@@ -221,7 +226,10 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
     fps = next((float(i["provenance"]["fps"]) for i in run.inputs if (i.get("provenance") or {}).get("fps")), 2.0)
     names_all = [smp.name for smp in samples]
 
-    # 1. stores to reuse, per input: the samples they already hold
+    # 1. stores to reuse, per input: the samples they already hold (same name and same content)
+    from emo.extract.engine import identities
+
+    ids_now = identities(samples) if features_dir is not None else {}
     reuse: dict[str, Any] = {}
     from_store: dict[str, set[str]] = {}
     if features_dir is not None:
@@ -239,7 +247,12 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
                 note(f"{p}: not reused ({why})")
                 continue
             reuse[inp["name"]] = st
-            from_store[inp["name"]] = {n for n in names_all if n in st.index}
+            held = {n for n in names_all if n in st.index}
+            stale = {n for n in held if st.identity(n) and ids_now.get(n) and st.identity(n) != ids_now[n]}
+            if stale:
+                note(f"{p}: {len(stale)} file(s) differ in content from the stored sample of that name "
+                     f"(e.g. {sorted(stale)[0]!r}): extracted anew")
+            from_store[inp["name"]] = held - stale
     # 2. extract the rest (grouped by the samples each encoder still needs)
     need = {n: [smp for smp in samples if smp.name not in from_store.get(n, set())] for n in specs}
     tmp = None
@@ -308,28 +321,30 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
         cols += ["valence"]
     if "vad" in preds:
         cols += ["valence", "arousal", "dominance"]
-    out_csv = Path(out_csv)
+    from emo.fuse.runcheck import nonfinite_rows
+
+    for key in ("probs", "valence", "vad"):  # never emit NaN as a result: such a row is an error row
+        for i in nonfinite_rows(preds[key]) if key in preds else []:
+            failed.setdefault(ok[i].name, f"{ok[i].media}: the run's prediction ({key}) is not finite (NaN/inf)")
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp_csv = out_csv.with_name(out_csv.name + ".tmp")
-    with open(tmp_csv, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for smp in samples:
-            row: list[Any] = [smp.name, relpaths.get(smp.name, ""), str(smp.media or "")]
-            if smp.name in failed:
-                w.writerow(row + [f"error: {failed[smp.name]}"] + [""] * (len(cols) - 4))
-                continue
-            i = index[smp.name]
-            row += ["ok", ";".join(sorted(flags[smp.name]))]
-            if "probs" in preds:
-                p = preds["probs"][i]
-                row += [classes[int(np.argmax(p))]] + [f"{x:.6f}" for x in p]
-            if "valence" in preds:
-                row.append(f"{float(preds['valence'][i]):.6f}")
-            if "vad" in preds:
-                row += [f"{float(x):.6f}" for x in preds["vad"][i]]
-            w.writerow(row)
-    os.replace(tmp_csv, out_csv)
+    rows: list[list[Any]] = []
+    for smp in samples:
+        row: list[Any] = [smp.name, relpaths.get(smp.name, ""), str(smp.media or "")]
+        if smp.name in failed:
+            rows.append(row + [f"error: {failed[smp.name]}"] + [""] * (len(cols) - 4))
+            continue
+        i = index[smp.name]
+        row += ["ok", ";".join(sorted(flags[smp.name]))]
+        if "probs" in preds:
+            p = preds["probs"][i]
+            row += [classes[int(np.argmax(p))]] + [f"{x:.6f}" for x in p]
+        if "valence" in preds:
+            row.append(f"{float(preds['valence'][i]):.6f}")
+        if "vad" in preds:
+            row += [f"{float(x):.6f}" for x in preds["vad"][i]]
+        rows.append(row)
+    fsio.write_csv(out_csv, rows, header=cols)  # atomic, never through a link, cells escaped (formula injection)
+    ok = [smp for smp in ok if smp.name not in failed]
     counts = {n: len(from_store.get(n, set()) & set(names_all)) for n in specs}
     for n, k in flag_counts(flags).items():
         if k:

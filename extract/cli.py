@@ -42,6 +42,7 @@ def extract(
     progress: bool = typer.Option(True, help="Show a progress bar."),
     shard_size: int = typer.Option(64, min=1, help="Samples per shard file: a kill loses at most this many per encoder."),
     flush_seconds: float = typer.Option(60.0, help="Also write a shard at least this often (seconds); 0: only by --shard-size."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow encoders whose model repository ships Python code (Baichuan2) to run it. Review that code first: it runs with your permissions."),
 ) -> None:
     """Extract layer-wise features of one dataset with one or more encoders.
 
@@ -82,6 +83,8 @@ def extract(
         device = resolve_device(device)
         if compile_model:
             opts["compile"] = True
+        if trust_remote_code:
+            opts["trust_remote_code"] = True
         if workers is not None or scheduler is not None:
             from emo.extract.distributed import ExtractConfig, run_distributed
 

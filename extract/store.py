@@ -857,6 +857,7 @@ class FeatureStore:
                 self.dims: dict[str, int] = {k: int(f["layers"][k].shape[1]) for k in self.layers}
                 self.has_frames = "frames" in f
                 self._info = {k: ds[()].astype(np.int64) for k, ds in f["info"].items()} if "info" in f else {}
+                self._ids = _read_strings(f["ids"]) if "ids" in f else None
         except (OSError, KeyError, ValueError) as e:
             raise StoreError(f"{self.path}: {h5_problem(e)}") from None
         self.index = {n: i for i, n in enumerate(self.names)}
@@ -867,6 +868,13 @@ class FeatureStore:
     def flags(self, name: str) -> set[str]:
         """Recorded conditions of one sample, e.g. ``{"no_face"}``."""
         return mask_to_flags(int(self._flags[self.index[name]]))
+
+    def identity(self, name: str) -> str | None:
+        """Identity key of the media a sample's features came from (:mod:`emo.extract.identity`),
+        ``None`` when not recorded (stores of schema 1)."""
+        if self._ids is None or name not in self.index:
+            return None
+        return self._ids[self.index[name]] or None
 
     def flag_mask(self, flag: str, names: list[str] | None = None) -> np.ndarray:
         """Boolean (N,) array: which samples carry ``flag``."""
