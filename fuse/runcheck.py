@@ -89,7 +89,7 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
     if is_unfinished_dir(p):
         raise RunDirError(f"{p} is an incomplete run (an unfinished temporary directory of `emo fuse train`, "
                           "left by a killed run): use the finished run directory")
-    if not p.is_dir():
+    if p.exists() and not p.is_dir():
         raise RunDirError(f"{p} is not a directory: give the run directory written by `emo fuse train`")
     return p
 

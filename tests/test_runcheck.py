@@ -50,8 +50,9 @@ def test_check_run_dir(tmp_path):
     (tmp_path / ".run.abc.tmp").mkdir()
     with pytest.raises(RunDirError, match="incomplete run"):
         check_run_dir(tmp_path / ".run.abc.tmp")
+    (tmp_path / "file").write_text("x")
     with pytest.raises(RunDirError, match="not a directory"):
-        check_run_dir(tmp_path / "nope")
+        check_run_dir(tmp_path / "file")
 
 
 def test_nonfinite_rows_and_require_finite():
