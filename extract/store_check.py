@@ -48,7 +48,7 @@ def h5_problem(e: BaseException) -> str:
     """A short reason for an h5py/HDF5 exception (checksum failures and truncation named as such)."""
     text = str(e)
     low = text.lower()
-    if "checksum" in low or "fletcher" in low:
+    if "checksum" in low or "fletcher" in low or "filter returned failure" in low:
         return "feature data fail their Fletcher-32 checksum (flipped bytes: the file is corrupt)"
     if "truncated" in low or "eof" in low or "addr overflow" in low:
         return f"file is truncated or corrupt ({text.splitlines()[0] if text else type(e).__name__})"
