@@ -518,7 +518,7 @@ def ensemble_cmd(
         raise typer.BadParameter(f"--step must be in (0, 1], not {step}")
     try:
         res = ensemble(runs, out, metric or None, step, max_points, seed, optimistic)
-    except (EnsembleError, RunError) as e:
+    except (EnsembleError, RunError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
     res["command"] = shlex.join(["emo", "fuse", "ensemble", *map(str, runs), "--out", str(out), *(["--metric", metric] if metric else []),
