@@ -214,7 +214,11 @@ def report_cmd(run: Path) -> None:
     except (OSError, json.JSONDecodeError) as e:
         typer.echo(f"error: {run}: not a readable emo run directory ({e})", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
-    typer.echo(f"wrote {write_report(run, config, metrics)}")
+    try:
+        typer.echo(f"wrote {write_report(run, config, metrics)}")
+    except OSError as e:  # e.g. a symbolic link planted at report.md: refused, never written through
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
 
 
 def repeats_table(summary: dict[str, Any]) -> str:
