@@ -12,6 +12,8 @@ Schema (the same in the store and in every shard)::
              pooling, sample_rate, fps, modality, layers (JSON list of layer keys),
              dims (JSON {layer: D}), dtype, frames (bool), extra provenance keys
     names            (N,)   UTF-8 strings, the sample names (done samples only)
+    ids              (N,)   UTF-8 identity key of each sample's media (schema 2; ``""`` unknown):
+                            size + blake2b of 3 blocks (:mod:`emo.extract.identity`)
     flags            (N,)   uint8 bit mask, bit i = FLAGS[i] (no_face, no_text, silent, truncated)
     layers/<key>     (N, D) float16 (default) or float32, chunked by rows so reading one
                             layer for every sample is one sequential read
@@ -30,6 +32,13 @@ every renamed shard intact; a rerun skips every sample found in them. A shard is
 written every ``shard_size`` samples or ``flush_seconds`` seconds, whichever comes
 first, so a kill loses at most that much work. Half-written ``*.tmp`` files of a
 killed process are never read and are deleted by the next writer or merge.
+
+Integrity (schema 2): numeric datasets carry Fletcher-32 checksums; a writer verifies the store
+and every shard completely before resuming (:mod:`emo.extract.store_check`) and moves a damaged
+file to ``quarantine/`` so only its samples are recomputed; a sample whose media changed (its
+``ids`` entry differs) is dropped and recomputed (:meth:`StoreWriter.changed`,
+:meth:`StoreWriter.invalidate`). Files are written with :mod:`emo.fsio` (mkstemp, fsync,
+rename, never through a link); the lock file is opened with ``O_NOFOLLOW``.
 
 Readers (:class:`FeatureStore`) never write: merging is the writer's job at the end of a run,
 and :func:`merge` (``emo store merge PATH``) merges the shards of an interrupted run.
