@@ -145,7 +145,7 @@ class Ctx:
         (self.root / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
         self.spare = [p for p in by["F"][:3]]  # happiness clips: never in training
         self.feats = self.work / "feats"
-        r = emo("extract", "--dataset", "folder", "--root", self.root, "--encoder", "egemaps", "--out", self.feats, "--no-progress")
+        r = emo("extract", "--dataset", "folder", "--name", "folder", "--root", self.root, "--encoder", "egemaps", "--out", self.feats, "--no-progress")
         assert r.rc == 0, r.text
         self.run = self.work / "run0"
         r = emo("fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", self.feats,
@@ -172,7 +172,7 @@ class Ctx:
         return self.victim.read_text() == "precious\n"
 
     def extract(self, root: Path, out: Path, *extra: str) -> R:
-        return emo("extract", "--dataset", "folder", "--root", root, "--encoder", "egemaps", "--out", out, "--no-progress", *extra)
+        return emo("extract", "--dataset", "folder", "--name", "folder", "--root", root, "--encoder", "egemaps", "--out", out, "--no-progress", *extra)
 
     def train(self, feats: Path, out: Path, *extra: str) -> R:
         return emo("fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", feats, *TRAIN, *extra,
@@ -270,10 +270,10 @@ def c1_face_detector_changed(c: Ctx) -> dict:
     root, out = c.work / "c1f" / "root", c.work / "c1f" / "out"
     root.mkdir(parents=True)
     shutil.copy(clip, root / "face.mp4")
-    r0 = emo("extract", "--dataset", "folder", "--root", root, "--encoder", "resnet50=random:4", "--out", out,
+    r0 = emo("extract", "--dataset", "folder", "--name", "folder", "--root", root, "--encoder", "resnet50=random:4", "--out", out,
              "--no-progress", "--face-detector", "haar", "--fps", "1")
     assert r0.rc == 0, r0.text
-    r = emo("extract", "--dataset", "folder", "--root", root, "--encoder", "resnet50=random:4", "--out", out,
+    r = emo("extract", "--dataset", "folder", "--name", "folder", "--root", root, "--encoder", "resnet50=random:4", "--out", out,
             "--no-progress", "--face-detector", "mtcnn", "--fps", "1")
     return verdict("face_detector_changed", 1, r, ERROR, "resnet50.h5", ["face_detector"])
 
@@ -283,7 +283,7 @@ def c1_crop_fps_changed(c: Ctx) -> dict:
     root, out = c.work / "c1g" / "root", c.work / "c1g" / "out"
     root.mkdir(parents=True)
     shutil.copy(clip, root / "face.mp4")
-    base = ("extract", "--dataset", "folder", "--root", root, "--encoder", "resnet50=random:4", "--out", out,
+    base = ("extract", "--dataset", "folder", "--name", "folder", "--root", root, "--encoder", "resnet50=random:4", "--out", out,
             "--no-progress", "--face-detector", "haar")
     assert emo(*base, "--fps", "1").rc == 0
     r = emo(*base, "--fps", "2")
@@ -727,7 +727,7 @@ def c6_video_without_audio(c: Ctx) -> dict:
                 dst.mux(pkt)
     shutil.copy(clip, root / "talk.mp4")
     out = c.work / "c6v-out"
-    r = emo("extract", "--dataset", "folder", "--root", root, "--encoder", "egemaps", "--encoder", "resnet50=random:4",
+    r = emo("extract", "--dataset", "folder", "--name", "folder", "--root", root, "--encoder", "egemaps", "--encoder", "resnet50=random:4",
             "--face-detector", "haar", "--fps", "1", "--out", out, "--no-progress")
     ok = False
     try:
@@ -741,7 +741,7 @@ def c6_video_without_audio(c: Ctx) -> dict:
 
 
 def c6_trust_remote_code(c: Ctx) -> dict:
-    r = emo("extract", "--dataset", "folder", "--root", c.root, "--encoder", "baichuan2_13b", "--out", c.work / "c6b",
+    r = emo("extract", "--dataset", "folder", "--name", "folder", "--root", c.root, "--encoder", "baichuan2_13b", "--out", c.work / "c6b",
             "--no-progress", timeout=120)
     return verdict("baichuan2_needs_trust_remote_code_flag", 6, r, ERROR | {2}, None, ["--trust-remote-code"])
 

