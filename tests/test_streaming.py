@@ -76,3 +76,27 @@ def test_encoders_encode_stream_equal_encode(speech, tmp_path):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(16000 * 3, np.float32), 16000)
     assert eg.encode_stream("s", StreamedAudio(silent, 16000)).flags == {"silent"}
+
+
+def test_engine_streams_long_clips_with_the_same_result(shared, tmp_path, monkeypatch):
+    """Clips longer than STREAM_SECONDS go through encode_stream: same stored eGeMAPS values (bitwise)."""
+    import emo.extract.streaming as streaming
+    from emo.extract.datasets import get_dataset
+    from emo.extract.engine import Extractor
+    from emo.extract.registry import parse_encoder_spec
+    from emo.extract.store import FeatureStore
+
+    root = tmp_path / "root"
+    root.mkdir()
+    for p in sorted((shared / "emodb" / "wav").glob("*.wav"))[:2]:
+        (root / p.name).symlink_to(p)
+    spec = [parse_encoder_spec("egemaps")]
+    whole = Extractor(spec, out=tmp_path / "whole", progress=False).run(get_dataset("folder", root, dataset_name="x"))
+    calls = []
+    monkeypatch.setattr(streaming, "STREAM_SECONDS", 0.5)  # every EmoDB clip (> 1 s) is "long" now
+    orig = streaming.egemaps_stream
+    monkeypatch.setattr(streaming, "egemaps_stream", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    streamed = Extractor(spec, out=tmp_path / "streamed", progress=False).run(get_dataset("folder", root, dataset_name="x"))
+    assert whole.n_failed == streamed.n_failed == 0 and len(calls) == 2
+    a, b = FeatureStore(tmp_path / "whole" / "x" / "egemaps.h5"), FeatureStore(tmp_path / "streamed" / "x" / "egemaps.h5")
+    assert sorted(a.names) == sorted(b.names) and np.array_equal(a.read(names=a.names), b.read(names=a.names))
