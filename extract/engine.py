@@ -376,7 +376,6 @@ class Extractor:
             raise DatasetError(f"{adapter.name}: no media files under {adapter.root} (searched for "
                                "audio/video files recursively); check --root")
         ds_dir = check_writable(self.out / adapter.dataset)  # read-only --out: clear error before any work
-        write_manifest(ds_dir, adapter, samples)
         self._ids = identities(samples)
         writers: list[StoreWriter] = []
         reports: list[EncoderReport] = []
@@ -396,6 +395,8 @@ class Extractor:
                     dims = None
                 w.check_space(sum(s.name not in w.done for s in samples), dims)  # a clearly full disk fails now
                 reports.append(report)
+            # only now: a store refused for different settings must not be left under another dataset's manifest
+            write_manifest(ds_dir, adapter, samples)
             self._extract(samples, writers, reports)
             for w in writers:
                 w.finalize()

@@ -412,3 +412,16 @@ def test_get_dataset_folder_of_a_file_is_refused(tmp_path):
     f = _write(tmp_path / "x.wav", "x")
     with pytest.raises(DatasetError, match="not a directory"):
         get_dataset("folder", f)
+
+
+@pytest.mark.slow
+def test_refused_rerun_leaves_manifest_of_the_store(shared, tmp_path):
+    (a,) = _emodb(shared, 1)
+    ra, rb, out = tmp_path / "A", tmp_path / "B", tmp_path / "out"
+    for d in (ra, rb):
+        d.mkdir()
+        shutil.copy(a, d / "clip.wav")
+    assert _extract(ra, out).exit_code == 0
+    assert _extract(rb, out).exit_code == ExitCode.ERROR
+    meta = json.loads((out / "folder" / "dataset.json").read_text())
+    assert meta["root"] == str(ra.resolve())  # still describes the store's data
