@@ -699,32 +699,32 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None, ex
     ids: list[str] = []
     seen.update(exclude)  # excluded names are never kept (nor recorded as failed below)
     for src in sources:
-      try:
-        with h5py.File(src, "r") as f:
-            a = _attrs(f)
-            base_attrs = base_attrs or a
-            dims.update(json.loads(a.get("dims", "{}")))
-            n_src = _read_strings(f["names"])
-            fl = f["flags"][()]
-            rows = [i for i, n in enumerate(n_src) if n not in seen]
-            id_src = _read_strings(f["ids"]) if "ids" in f else [""] * len(n_src)
-            for i in rows:
-                seen.add(n_src[i])
-                names.append(n_src[i])
-                ids.append(id_src[i])
-            flags.append(fl[rows])
-            keep.append((src, np.array(rows, dtype=np.int64)))
-            info_parts.append((len(rows), {k: ds[()][rows] for k, ds in f["info"].items()} if "info" in f else {}))
-            for n, e in zip(_read_strings(f["failed/names"]), _read_strings(f["failed/errors"])):
-                failed[n] = e
-            if "frames" in f:
-                off = f["frames/offsets"][()]
-                frame_lens.append((off[1:] - off[:-1])[rows] if rows else np.zeros(0, np.int64))
-                for k, ds in f["frames"].items():
-                    if k != "offsets" and ds.shape[0]:
-                        frame_dims.setdefault(k, int(ds.shape[1]))
-      except (OSError, KeyError) as e:
-        raise StoreError(f"{src}: {h5_problem(e)}; run `emo extract` again to move it aside and recompute its samples") from None
+        try:
+            with h5py.File(src, "r") as f:
+                a = _attrs(f)
+                base_attrs = base_attrs or a
+                dims.update(json.loads(a.get("dims", "{}")))
+                n_src = _read_strings(f["names"])
+                fl = f["flags"][()]
+                rows = [i for i, n in enumerate(n_src) if n not in seen]
+                id_src = _read_strings(f["ids"]) if "ids" in f else [""] * len(n_src)
+                for i in rows:
+                    seen.add(n_src[i])
+                    names.append(n_src[i])
+                    ids.append(id_src[i])
+                flags.append(fl[rows])
+                keep.append((src, np.array(rows, dtype=np.int64)))
+                info_parts.append((len(rows), {k: ds[()][rows] for k, ds in f["info"].items()} if "info" in f else {}))
+                for n, e in zip(_read_strings(f["failed/names"]), _read_strings(f["failed/errors"])):
+                    failed[n] = e
+                if "frames" in f:
+                    off = f["frames/offsets"][()]
+                    frame_lens.append((off[1:] - off[:-1])[rows] if rows else np.zeros(0, np.int64))
+                    for k, ds in f["frames"].items():
+                        if k != "offsets" and ds.shape[0]:
+                            frame_dims.setdefault(k, int(ds.shape[1]))
+        except (OSError, KeyError) as e:
+            raise StoreError(f"{src}: {h5_problem(e)}; run `emo extract` again to move it aside and recompute its samples") from None
     failed = {n: e for n, e in failed.items() if n not in seen}
     out_attrs = {**base_attrs, **(attrs or {}), "dims": json.dumps(dims), "created": _now(), "n_samples": len(names)}
     layer_keys = json.loads(out_attrs["layers"])
