@@ -124,15 +124,21 @@ def extract(
 
 @store_app.command("info")
 def info(path: Path = typer.Argument(..., help="A store file features/<dataset>/<encoder>.h5.")) -> None:
-    """Print a store's provenance, layers, counts and failures as JSON."""
-    from emo.extract.store import FeatureStore, StoreError
+    """Print a store's provenance, layers, counts, flag counts, face-frame coverage (face stores), shards
+    not merged yet and failures as JSON."""
+    import warnings
+
+    from emo.extract.store import FeatureStore, StoreError, pending_shards
 
     try:
-        s = FeatureStore(path)
+        with warnings.catch_warnings():  # pending shards are reported in the JSON below
+            warnings.simplefilter("ignore", UserWarning)
+            s = FeatureStore(path)
     except StoreError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR)
     d = s.summary()
+    d["pending_shards"] = len(pending_shards(path))  # an interrupted run: `emo store merge PATH`
     d["failed_samples"] = s.failed
     typer.echo(json.dumps(d, indent=2, ensure_ascii=False, default=str))
 
