@@ -139,7 +139,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
           device: str = "auto", cache: str | os.PathLike | None = None, face_detector: str = "mtcnn",
           mtcnn_weights: str | None = None, progress: bool = True, *, transcripts: str | os.PathLike | None = None,
           adapter: DatasetAdapter | None = None, features_dir: str | os.PathLike | None = None,
-          lexicon: str | os.PathLike | None = None, warn=None) -> dict[str, Any]:
+          lexicon: str | os.PathLike | None = None, warn=None, trust_remote_code: bool = False) -> dict[str, Any]:
     """Score media files (or a dataset's samples) with a trained run.
 
     Args:
@@ -271,7 +271,8 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             seq = set(run.frame_inputs)  # frame-level inputs get frame features; one decode per clip
             ex = Extractor([specs[n] for n in todo], out=cache, device=device, frames=seq, fps=fps,
                            face_detector=face_detector, mtcnn_weights=mtcnn_weights, progress=progress,
-                           encoder_options={"lexicon": str(lexicon)} if lexicon else None)
+                           encoder_options={**({"lexicon": str(lexicon)} if lexicon else {}),
+                                            **({"trust_remote_code": True} if trust_remote_code else {})} or None)
             groups: dict[tuple[str, ...], list[str]] = {}
             for n in todo:
                 groups.setdefault(tuple(smp.name for smp in need[n]), []).append(n)
@@ -379,6 +380,7 @@ def score_cmd(
     face_detector: str = typer.Option("mtcnn", help="mtcnn or haar, for runs with face features."),
     mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow encoders whose model repository ships Python code (Baichuan2) to run it (review it first)."),
 ) -> None:
     """Score new files with a trained run: name, relative path, flags, predicted label, one probability
     column per class.
@@ -405,7 +407,7 @@ def score_cmd(
         res = score(paths, run, out, device=device, cache=cache, face_detector=face_detector,
                     mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress,
                     transcripts=transcripts, adapter=adapter, features_dir=fdir, lexicon=lexicon,
-                    warn=lambda m: typer.echo(f"warning: {m}", err=True))
+                    warn=lambda m: typer.echo(f"warning: {m}", err=True), trust_remote_code=trust_remote_code)
     except (RunError, DatasetError, StoreError, EncoderError, FaceError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
