@@ -17,6 +17,7 @@ from emo.exitcodes import TABLE
 from emo.extract.cli import extract, store_app
 from emo.extract.models import app as models_app
 from emo.fuse.cli import app as fuse_app
+from emo.fuse.tune_cli import app as tune_app
 from emo.lexicon.cli import app as lexicon_app
 from emo.pipeline import score_cmd
 
@@ -39,6 +40,7 @@ app = typer.Typer(
     help="emo: multimodal emotion recognition. Extract layer-wise features once, fuse them fast.\n\n" + _EXIT_HELP,
 )
 app.add_typer(fuse_app, name="fuse")
+app.add_typer(tune_app, name="tune")
 app.add_typer(lexicon_app, name="lexicon")
 app.add_typer(models_app, name="models")
 app.add_typer(store_app, name="store")

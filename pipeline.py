@@ -223,7 +223,11 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             note(f"{len(samples) - n_text} of {len(samples)} files have no transcript: their text features "
                  f"({', '.join(text_inputs)}) are zeros (flag no_text)")
     device = resolve_device(device)
-    specs = {s.name: s for s in (parse_encoder_spec(t) for t in run.feature_specs)}
+    from emo.extract.spec import spec_name
+    from emo.fuse.tune import hlft_inputs, hlft_score_encoders
+
+    hlft = hlft_inputs(run.inputs)  # per-fold HLFT features: fold k's model gets fold k's adapters (emo.fuse.tune)
+    specs = {s.name: s for s in (parse_encoder_spec(t) for t in run.feature_specs if spec_name(t) not in hlft)}
     fps = next((float(i["provenance"]["fps"]) for i in run.inputs if (i.get("provenance") or {}).get("fps")), 2.0)
     names_all = [smp.name for smp in samples]
 
@@ -257,7 +261,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
     # 2. extract the rest (grouped by the samples each encoder still needs)
     need = {n: [smp for smp in samples if smp.name not in from_store.get(n, set())] for n in specs}
     tmp = None
-    if cache is None and any(need.values()):
+    if cache is None and (any(need.values()) or hlft):
         tmp = tempfile.TemporaryDirectory(prefix="emo-score-")
         cache = tmp.name
     failed: dict[str, str] = {}
@@ -283,6 +287,14 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
                     for n, e in r.failed.items():
                         failed.setdefault(n, e)
             stores = {n: FeatureStore(store_path(cache, adapter.dataset, n)) for n in todo}
+        hlft_stores: dict[str, list[Any]] = {}
+        for n, inp in hlft.items():
+            encs = hlft_score_encoders(inp, device)
+            summary = Extractor([], out=cache, device=device, progress=progress, encoders=encs).run(adapter, samples)
+            for r in summary.encoders:
+                for x, e in r.failed.items():
+                    failed.setdefault(x, e)
+            hlft_stores[n] = [FeatureStore(store_path(cache, adapter.dataset, e.name)) for e in encs]
         for inp in run.inputs:
             st = stores.get(inp["name"])
             trained = (inp.get("provenance") or {}).get("weights_hash")
@@ -295,6 +307,8 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
         feats: dict[str, Any] = {}
         for inp in run.inputs:
             n = inp["name"]
+            if n in hlft:
+                continue
             have = from_store.get(n, set())
             part_a = [x for x in names if x in have]
             part_b = [x for x in names if x not in have]
@@ -309,7 +323,17 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
                     flags[x] |= src.flags(x)
             rows = [got[x] for x in names]
             feats[n] = rows if inp.get("frames") else (np.stack(rows) if rows else np.zeros((0, 0, 0), np.float32))
-        if ok:
+        if ok and hlft:  # fold k: its model on the features of its own adapters; folds averaged
+            outs = []
+            for k in range(min(len(v) for v in hlft_stores.values())):
+                fk = dict(feats)
+                for n, sts in hlft_stores.items():
+                    fk[n] = sts[k].read(hlft[n]["layers"], names)
+                    for x in names:
+                        flags[x] |= sts[k].flags(x)
+                outs.append(run.predict(fk, folds=[k]))
+            preds = {key: np.mean([o[key] for o in outs], axis=0).astype(np.float32) for key in outs[0]}
+        elif ok:
             preds = run.predict(feats)
     finally:
         if tmp is not None:

@@ -44,6 +44,8 @@ def extract(
     shard_size: int = typer.Option(64, min=1, help="Samples per shard file: a kill loses at most this many per encoder."),
     flush_seconds: float = typer.Option(60.0, help="Also write a shard at least this often (seconds); 0: only by --shard-size."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow encoders whose model repository ships Python code (Baichuan2) to run it. Review that code first: it runs with your permissions."),
+    adapters: Optional[Path] = typer.Option(None, "--adapters", help="An `emo tune hlft` run: HLFT features, one store per fold (ENCODER+hlft.foldK.h5)."),
+    special_tokens: bool = typer.Option(False, "--special-tokens", help="Text encoders: keep [CLS]/[SEP] in frames and pooling (needed for an HLFT text prefix)."),
 ) -> None:
     """Extract layer-wise features of one dataset with one or more encoders.
 
@@ -62,6 +64,7 @@ def extract(
         signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not in the main thread (embedded use): keep the default
         pass
+    from emo.extract.adapters import AdapterError
     from emo.extract.datasets import DatasetError, get_dataset
     from emo.extract.encoders.base import EncoderError
     from emo.extract.engine import Extractor, StrictError
@@ -86,6 +89,15 @@ def extract(
             opts["compile"] = True
         if trust_remote_code:
             opts["trust_remote_code"] = True
+        if special_tokens:
+            opts["special_tokens"] = True
+        hlft_encoders = None
+        if adapters is not None:  # one adapted encoder per fold of the tuning run (emo.extract.adapters)
+            from emo.extract.adapters import hlft_run_encoders
+
+            if workers is not None or scheduler is not None or naive:
+                raise ValueError("--adapters runs in this process: drop --workers/--scheduler/--naive")
+            hlft_encoders = [e for s in specs for e in hlft_run_encoders(s, adapters, device, frames, **opts)]
         if workers is not None or scheduler is not None:
             from emo.extract.distributed import ExtractConfig, run_distributed
 
@@ -105,7 +117,7 @@ def extract(
                        mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, decode_workers=decode_workers,
                        max_seconds=max_seconds, overwrite=overwrite, strict=strict, progress=progress,
                        encoder_options=opts, shard_size=shard_size, flush_seconds=flush_seconds or None,
-                       decode_pool=decode_pool, naive=naive)
+                       decode_pool=decode_pool, naive=naive, encoders=hlft_encoders)
         summary = ex.run(adapter, samples)
     except StrictError as e:
         typer.echo(f"error (--strict): {e}", err=True)
@@ -114,7 +126,7 @@ def extract(
         typer.echo("interrupted: finished samples are saved; rerun the same command to resume", err=True)
         raise typer.Exit(ExitCode.INTERRUPTED)
     except (DatasetError, UnknownEncoderError, LayerSpecError, StoreError, EncoderError, FaceError, ValueError,
-            OSError) as e:
+            OSError, AdapterError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR)
     typer.echo(summary.table())

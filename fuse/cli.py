@@ -38,11 +38,11 @@ def train(
     features: List[str] = typer.Option([], "--features", help="Encoder spec NAME[=SOURCE][:LAYERS]; repeatable. Required (here or in --config)."),
     layers: List[str] = typer.Option([], "--layers", help="Layer spec (16-21) when exactly one --features is given; otherwise put layers in each spec (hubert_large:16-21)."),
     features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
-    head: str = typer.Option("afg", "--head", help="afg | attention | transformer | mlp | linear"),
+    head: str = typer.Option("afg", "--head", help="afg | attention | transformer | mlp | linear | univa (per-modality encoders, for --univa)"),
     structure: int = typer.Option(1, "--structure", help="AFG structure 1, 2 or 3 (MER 2023 paper, Fig. 1)."),
     layer_weights: bool = typer.Option(False, "--layer-weights", help="Learnable weighted sum over each encoder's layers."),
     layer_weights_init: str = typer.Option("18", "--layer-weights-init", help="With --layer-weights: the layer whose weight starts at 1 (others 0; 1/L each when absent)."),
-    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence"),
+    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence | multilabel (several emotions per clip: KL loss, threshold)"),
     decoder: str = typer.Option("separate", "--decoder", help="separate | jdev (joint emotion-valence decoding)"),
     loss_weighting: str = typer.Option("fixed", "--loss-weighting", help="fixed | uncertainty (eq. 9)"),
     class_weights: bool = typer.Option(False, "--class-weights", help="Balanced class weights in the cross-entropy."),
@@ -64,6 +64,16 @@ def train(
     frames: bool = typer.Option(False, "--frames", "--sequence", help="Encoders whose store has frame-level features (emo extract --frames) feed an LSTM whose output is their token."),
     frame_bidirectional: bool = typer.Option(True, "--bidirectional/--unidirectional", help="With --frames: bidirectional LSTM."),
     frame_pooling: str = typer.Option("mean", "--frame-pooling", help="With --frames: mean (of the LSTM outputs over the valid frames) | last (final hidden states)."),
+    threshold: float = typer.Option(0.18, "--threshold", help="--task multilabel: a label is predicted when its probability exceeds this (UniVA: 0.18)."),
+    univa: bool = typer.Option(False, "--univa/--no-univa", help="UniVA losses (needs --head univa): VA-driven contrastive loss per modality + emotion-correlation prior; unlabelled clips with a valence-arousal join training."),
+    univa_lambda: float = typer.Option(0.3, "--univa-lambda", help="UniVA eq. 11: L = λ Σ_m L_CL + (1 − λ) L_KL + η."),
+    univa_delta: float = typer.Option(0.1, "--univa-delta", help="UniVA: valence-arousal distance below which two clips are positives."),
+    univa_tau: float = typer.Option(0.07, "--univa-tau", help="UniVA: temperature of the contrastive loss."),
+    univa_eta: float = typer.Option(1.0, "--univa-eta", help="UniVA: weight of the emotion-correlation prior η (1 in eq. 11; 0 leaves it out). With anti-correlated classes η favours one class for every clip; see the docs."),
+    va_source: str = typer.Option("auto", "--va-source", help="Valence-arousal of a clip for --univa: auto | dataset (its columns) | label (NRC-VAD of its label) | transcript (NRC-VAD of its words)."),
+    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD lexicon file for --univa (default: $EMO_LEXICON or emo's data directory)."),
+    pseudo_labels: Optional[Path] = typer.Option(None, "--pseudo-labels", help="pseudo.csv of emo fuse pseudo-label: added to the training part of every fold (never validation or evaluation)."),
+    pseudo_weight: float = typer.Option(0.5, "--pseudo-weight", help="Loss weight of a pseudo-labelled clip (labelled clips: 1)."),
     align: str = typer.Option("strict", "--align", help="strict | intersect (for stores with different samples)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (runs/NAME). Required (here or in --config)."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Independent reseeded repetitions of the whole cross-validation: mean ± std and a 95% group-bootstrap interval (others in OUT/repeats/)."),
@@ -94,7 +104,7 @@ def train(
             values = merge_config_file(ctx, values, read_config_file(config), source=str(config))
         except ConfigFileError as e:
             raise typer.BadParameter(str(e), param_hint="--config") from None
-    for name in ("features_dir", "out"):
+    for name in ("features_dir", "out", "lexicon", "pseudo_labels"):
         if values[name] is not None:
             values[name] = Path(values[name])
     missing = [f"--{n.replace('_', '-')}" for n in ("dataset", "features", "out") if not values[n]]
@@ -118,8 +128,9 @@ def train(
         result, run_config = train_run(v["features_dir"], v["dataset"], specs, cfg, protocol=v["folds"], out=v["out"], align=v["align"],
                               test_splits=list(v["test_split"]) or None, command=command,
                               progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"],
+                              pseudo_labels=v["pseudo_labels"], pseudo_weight=v["pseudo_weight"], lexicon=v["lexicon"],
                               allow_rare_classes=v["allow_rare_classes"])
-    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, OSError) as e:
+    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, KeyError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
     out = v["out"]
@@ -146,3 +157,8 @@ app.command("report")(report_cmd)
 from emo.fuse.compare import compare_cmd  # noqa: E402  (numpy and typer only)
 
 app.command("compare")(compare_cmd)
+
+from emo.fuse.semi_cli import align_cmd, pseudo_label_cmd  # noqa: E402  (typer only; torch loads inside the commands)
+
+app.command("align")(align_cmd)
+app.command("pseudo-label")(pseudo_label_cmd)

@@ -32,6 +32,12 @@ class TrainConfig:
     store holds frame-level features feed a :class:`emo.fuse.frames.FrameLSTM` (bidirectional
     per ``frame_bidirectional``, pooled by ``frame_pooling``: ``mean`` (default) or ``last``) whose output
     is their token.
+
+    Issue 14 (:mod:`emo.fuse.semi`): ``threshold`` is the multi-label decision threshold ζ of
+    ``task="multilabel"`` (UniVA: 0.18); ``univa`` adds UniVA's VA-driven contrastive losses and η
+    prior (eq. 11, weight λ = ``univa_lambda``, positives within ``univa_delta``, temperature
+    ``univa_tau``, valence-arousal from ``va_source``: auto, dataset, label or transcript; η weighted by
+    ``univa_eta``, 1 in eq. 11, 0 to leave it out).
     """
 
     head: str = "afg"
@@ -58,6 +64,13 @@ class TrainConfig:
     frames: bool = False
     frame_bidirectional: bool = True
     frame_pooling: str = "mean"
+    threshold: float = 0.18
+    univa: bool = False
+    univa_lambda: float = 0.3
+    univa_delta: float = 0.1
+    univa_tau: float = 0.07
+    univa_eta: float = 1.0
+    va_source: str = "auto"
 
     #: Training-set size from which the large-data recipe applies (``resolve``).
     LARGE = 2000
@@ -98,6 +111,15 @@ class TrainConfig:
             (self.hidden >= 1, "--hidden must be >= 1"),
             (self.frame_pooling in FRAME_POOLING, f"--frame-pooling must be one of {', '.join(FRAME_POOLING)}, not {self.frame_pooling!r}"),
             (not (self.frames and self.frame_bidirectional and self.hidden < 2), "--frames with a bidirectional LSTM needs --hidden >= 2"),
+            (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), not {self.threshold}"),
+            (0.0 <= self.univa_lambda < 1.0, f"--univa-lambda must be in [0, 1), not {self.univa_lambda}"),
+            (self.univa_delta > 0 and self.univa_tau > 0 and self.univa_eta >= 0, "--univa-delta and --univa-tau must be > 0, --univa-eta >= 0"),
+            (self.va_source in ("auto", "dataset", "label", "transcript"),
+             f"--va-source must be auto, dataset, label or transcript, not {self.va_source!r}"),
+            (not self.univa or self.head == "univa", "--univa needs --head univa (per-modality encoders for the contrastive losses)"),
+            (not self.univa or self.task in ("discrete", "multilabel"), "--univa needs --task discrete or multilabel"),
+            (not (self.class_weights and (self.univa or self.task == "multilabel" or self.head == "univa")),
+             "--class-weights is not supported with --task multilabel, --univa or --head univa (KL-divergence training)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -118,7 +140,7 @@ class TrainConfig:
 #: Options of ``emo fuse train`` that are not :class:`TrainConfig` fields: the data, the
 #: evaluation protocol and the output (the keys an experiment file may hold besides the fields).
 RUN_OPTIONS = ("dataset", "features", "layers", "features_dir", "folds", "test_split", "align", "out", "repeats", "restart",
-               "allow_rare_classes")
+               "pseudo_labels", "pseudo_weight", "lexicon", "allow_rare_classes")
 
 
 class ConfigFileError(ValueError):
@@ -144,6 +166,12 @@ def _from_run_config(d: Mapping[str, Any], path: Path) -> dict[str, Any]:
     for key, opt in (("folds", "folds"), ("align", "align"), ("test_splits", "test_split")):
         if proto.get(key) is not None:
             out[opt] = proto[key]
+    pl = d.get("pseudo_labels")
+    if isinstance(pl, Mapping) and pl.get("file"):  # issue 14: the run trained with pseudo-labels
+        out["pseudo_labels"], out["pseudo_weight"] = pl["file"], pl.get("weight", 0.5)
+    univa = d.get("univa")
+    if isinstance(univa, Mapping) and (univa.get("va") or {}).get("lexicon"):
+        out["lexicon"] = univa["va"]["lexicon"]
     unknown = sorted(set(training) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise ConfigFileError(f"{path}: training setting(s) {', '.join(unknown)} unknown to this emo version")

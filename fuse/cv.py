@@ -116,6 +116,8 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
             raise ValueError("--normalize speaker needs speaker ids")
         base_norm.fit(blocks, np.arange(len(speakers)), speakers)  # per-speaker stats: fold independent
     needed = {k for k in ("discrete", "valence", "vad") if k in y and (k != "discrete" or disc)}
+    needed |= {k for k in ("multihot", "weight", "va", "va_known") if k in y}  # emo.fuse.univa.ROW_KEYS  # issue 14: multi-hot targets, row weights, valence-arousal
+    extra = {"correlation": y["correlation"]} if "correlation" in y else {}  # (C, C), not per row
     # without normalisation the model inputs are the same for every fold: convert (and move) them once
     xs_shared = torch_inputs(base_norm.transform(blocks), inputs, cfg.device) if cfg.normalize == "none" else None
     fold_rows, states, norms, diags = [], [], [], []
@@ -134,7 +136,7 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
             norm.speaker = base_norm.speaker
             xs = torch_inputs(norm.transform(blocks, speakers), inputs, cfg.device)
         sel = lambda rows: [x[torch.as_tensor(rows)] for x in xs]  # noqa: E731
-        ysel = lambda rows: {k: y[k][rows] for k in needed}  # noqa: E731
+        ysel = lambda rows: {**{k: y[k][rows] for k in needed}, **extra}  # noqa: E731
         if fold_cache is not None and fold_cache.has(fi):  # finished before a kill: reuse, do not retrain
             fold_states, out, fold_test, row = fold_cache.load(fi)
             diags.append(row.pop("diagnostics", {}))
@@ -146,7 +148,7 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
             if progress:
                 progress(f"fold {fi + 1}/{len(folds)} {fold.name}: finished in an earlier run (resumed)")
             continue
-        cw = class_weight_balanced(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None
+        cw = class_weight_balanced(y["discrete"][fold.train], n_classes) if (cfg.class_weights and "discrete" in needed) else None
         xtr, xva, xte = sel(fold.train), sel(fold.val), sel(fold.test)
         fold_states, outs, infos, fold_test = [], [], [], []
         for s in range(cfg.seeds):
@@ -163,7 +165,7 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
                 fold_test.append(predict_model(model, sel(test_idx)))
         test_outs.extend(fold_test)
         out = average_outputs(outs)
-        metrics = evaluate(out, ysel(fold.test), n_classes)
+        metrics = evaluate(out, ysel(fold.test), n_classes, cfg.threshold)
         diag["fits"] = infos
         diags.append(diag)
         oof_parts.append((fold.test, fi, out))
@@ -179,11 +181,11 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
     oof = {"index": idx, "fold": np.concatenate([np.full(len(p[0]), p[1]) for p in oof_parts])}
     for k in oof_parts[0][2]:
         oof[k] = np.concatenate([p[2][k] for p in oof_parts])
-    pooled = evaluate({k: oof[k] for k in ("probs", "valence", "vad") if k in oof}, {k: y[k][idx] for k in needed}, n_classes)
+    pooled = evaluate({k: oof[k] for k in ("probs", "valence", "vad") if k in oof}, {k: y[k][idx] for k in needed}, n_classes, cfg.threshold)
     test = None
     if test_idx is not None and len(test_idx):
         tout = average_outputs(test_outs)
         test = {"index": np.asarray(test_idx), **tout}
         if all(np.all(np.isfinite(y[k][test_idx])) if k != "discrete" else np.all(y[k][test_idx] >= 0) for k in needed):
-            test["metrics"] = evaluate(tout, {k: y[k][test_idx] for k in needed}, n_classes)
+            test["metrics"] = evaluate(tout, {k: y[k][test_idx] for k in needed}, n_classes, cfg.threshold)
     return CVResult(fold_rows, summarize([r["metrics"] for r in fold_rows]), pooled, oof, test, states, norms, diags)

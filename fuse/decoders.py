@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-TASKS = ("discrete", "valence", "vad", "discrete+valence")
+TASKS = ("discrete", "valence", "vad", "discrete+valence", "multilabel")
 DECODERS = ("separate", "jdev")
 
 
@@ -20,7 +20,8 @@ def task_parts(task: str) -> tuple[bool, bool, bool]:
     """(has discrete, has valence, has vad) for a task name. Raises ValueError for unknown tasks."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
-    return task in ("discrete", "discrete+valence"), task in ("valence", "discrete+valence"), task == "vad"
+    # multilabel: one softmax over the labels (UniVA eq. 7), so the same logits output as discrete
+    return task in ("discrete", "discrete+valence", "multilabel"), task in ("valence", "discrete+valence"), task == "vad"
 
 
 class SeparateDecoder(nn.Module):

@@ -46,7 +46,8 @@ def fit_model(xs_tr: list, y_tr: dict, xs_va: list, y_va: dict, cfg: TrainConfig
     Args:
         xs_tr, xs_va: lists, one entry per input: float32 tensors (n, L_i, D_i) or, for frame-level
             inputs, :class:`emo.fuse.frames.PackedFrames` (padded per minibatch, length-bucketed batches).
-        y_tr, y_va: numpy labels (``discrete`` int64 (n,), ``valence`` (n,), ``vad`` (n, 3)).
+        y_tr, y_va: numpy labels (``discrete`` int64 (n,), ``valence`` (n,), ``vad`` (n, 3)); with
+            ``multihot``/``weight``/``va`` rows (issue 14) the fit is :func:`emo.fuse.univa.soft_fit`.
         cfg: optimisation settings; model_args: :meth:`TrainConfig.model_args`.
         seed: torch seed (initialisation, dropout, batch order).
         class_weight: optional (C,) float32 cross-entropy weights.
@@ -59,7 +60,10 @@ def fit_model(xs_tr: list, y_tr: dict, xs_va: list, y_va: dict, cfg: TrainConfig
 
     from emo.fuse.losses import UncertaintyLoss, task_losses
     from emo.fuse.model import FusionModel
+    from emo.fuse.univa import soft_fit, uses_soft_fit
 
+    if uses_soft_fit(cfg, y_tr):  # multi-label, UniVA or pseudo-labelled rows: KL on soft targets, row weights
+        return soft_fit(xs_tr, y_tr, xs_va, y_va, cfg, model_args, seed)
     cfg = cfg.resolve(len(xs_tr[0]))
     torch.manual_seed(seed)
     dev = cfg.device

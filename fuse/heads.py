@@ -229,7 +229,48 @@ class LinearProbe(nn.Module):
         return torch.cat(xs, dim=1), {}
 
 
-HEADS = ("afg", "attention", "transformer", "mlp", "linear")
+class UniVAHead(nn.Module):
+    """Per-modality encoders, fusion, and projection heads for UniVA (eq. 1–2, 11).
+
+    Tokens (:class:`emo.fuse.heads.Token`) are grouped by modality. Each modality m's tokens
+    are concatenated and encoded, ``h_m = Dropout(ReLU(W_m [x_t]_{t∈m} + b_m))`` (H); the fused
+    state is ``z = Dropout(ReLU(W_f [h_m]_m + b_f))`` (H). A projection head per modality,
+    ``g_m(h) = W_2 ReLU(W_1 h)`` (``proj_dim``), gives the embeddings of the contrastive loss
+    (discarded at prediction, as in SupCon). The paper's unimodal encoders are transformers over
+    frame sequences; on emo's pooled features a one-layer MLP per modality is emo's choice.
+
+    forward(xs: list of (B, D_t)) → (z (B, H), info): ``info["modality"]`` = {modality: h_m (B, H)}.
+    """
+
+    def __init__(self, tokens: list, hidden: int = 256, dropout: float = 0.3, proj_dim: int = 128) -> None:
+        super().__init__()
+        groups: dict[str, list[int]] = {}
+        for i, t in enumerate(tokens):
+            groups.setdefault(t.modality, []).append(i)
+        self.modalities = list(groups)
+        self.groups = [groups[m] for m in self.modalities]
+        self.encoders = nn.ModuleList(nn.Linear(sum(tokens[i].dim for i in g), hidden) for g in self.groups)
+        self.fuse = nn.Linear(hidden * len(self.groups), hidden)
+        self.drop = nn.Dropout(dropout)
+        self.proj = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, proj_dim))
+                                  for _ in self.groups)
+        self.out_dim = hidden
+
+    def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        hs = [self.drop(torch.relu(enc(torch.cat([xs[i] for i in g], dim=1)))) for enc, g in zip(self.encoders, self.groups)]
+        z = self.drop(torch.relu(self.fuse(torch.cat(hs, dim=1))))
+        return z, {"modality": dict(zip(self.modalities, hs))}
+
+    def views(self, h: dict[str, torch.Tensor], n_views: int = 2) -> dict[str, torch.Tensor]:
+        """Per modality, ``n_views`` projections (V, B, proj_dim) of h_m, each through its own dropout
+        mask (in training mode), the duplicated views of eq. 4."""
+        out = {}
+        for m, proj in zip(self.modalities, self.proj):
+            out[m] = torch.stack([proj(self.drop(h[m])) for _ in range(n_views)])
+        return out
+
+
+HEADS = ("afg", "attention", "transformer", "mlp", "linear", "univa")
 
 
 def build_head(name: str, tokens: list[Token], hidden: int, dropout: float, structure: int = 1) -> nn.Module:
@@ -244,4 +285,6 @@ def build_head(name: str, tokens: list[Token], hidden: int, dropout: float, stru
         return MLPHead(tokens, hidden, dropout)
     if name == "linear":
         return LinearProbe(tokens)
+    if name == "univa":
+        return UniVAHead(tokens, hidden, dropout)
     raise ValueError(f"unknown head {name!r}; use one of {', '.join(HEADS)}")

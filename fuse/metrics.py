@@ -133,12 +133,18 @@ def summarize(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return {"mean": mean, "std": std}
 
 
-def evaluate(outputs: dict[str, np.ndarray], y: dict[str, np.ndarray], n_classes: int) -> dict[str, Any]:
+def evaluate(outputs: dict[str, np.ndarray], y: dict[str, np.ndarray], n_classes: int, threshold: float = 0.18) -> dict[str, Any]:
     """Metrics of model outputs against labels (rows aligned): classification metrics on ``probs`` (N, C),
     regression metrics prefixed ``valence_`` on ``valence``, :func:`emo.fuse.metrics.vad_metrics`
-    prefixed ``vad_`` on ``vad``, and the MER 2023 combined score when both emotion and valence are there."""
+    prefixed ``vad_`` on ``vad``, and the MER 2023 combined score when both emotion and valence are there.
+    With multi-hot labels ``y["multihot"]`` (``--task multilabel``): the multi-label metrics of
+    :func:`emo.fuse.multilabel.multilabel_metrics` for the labels whose probability exceeds ``threshold``."""
     m: dict[str, Any] = {}
-    if "probs" in outputs:
+    if "probs" in outputs and "multihot" in y:
+        from emo.fuse.multilabel import multilabel_metrics, predict_multihot
+
+        m.update(multilabel_metrics(y["multihot"] > 0, predict_multihot(outputs["probs"], threshold)))
+    elif "probs" in outputs:
         m.update(classification_metrics(y["discrete"], outputs["probs"].argmax(1), n_classes))
     if "valence" in outputs:
         m.update({f"valence_{k}": v for k, v in regression_metrics(y["valence"], outputs["valence"]).items()})

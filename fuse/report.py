@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from emo.fuse.cv import CVResult
 
 #: Metric columns of the tables, in this order, where a run has them.
-TABLE_METRICS = ("uar", "accuracy", "waf", "valence_mse", "valence_ccc", "vad_mse", "vad_ccc", "mer2023_score")
+TABLE_METRICS = ("uar", "accuracy", "waf", "valence_mse", "valence_ccc", "vad_mse", "vad_ccc", "mer2023_score",
+                 "ml_accuracy", "hamming_loss", "micro_f1", "macro_f1")
 
 
 def results_table(result: "CVResult", task: str) -> str:

@@ -98,11 +98,12 @@ def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], 
         metrics["test"] = result.test["metrics"]
     write_json(out / "metrics.json", metrics)
     classes = config.get("classes")
+    threshold = (config.get("training") or {}).get("threshold")
     rows = []
 
     def add_rows(idx, fold_names, outs):
         for r, i in enumerate(idx):
-            rows.append({"name": names[i], "fold": fold_names[r], **prediction_columns(outs, r, y, i, classes)})
+            rows.append({"name": names[i], "fold": fold_names[r], **prediction_columns(outs, r, y, i, classes, threshold)})
 
     fold_names = [folds[f].name for f in result.oof["fold"]]
     add_rows(result.oof["index"], fold_names, result.oof)
@@ -114,7 +115,7 @@ def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], 
 
 
 def prediction_columns(outs: dict[str, np.ndarray], r: int, y: dict[str, np.ndarray], i: int,
-                       classes: list[str] | None) -> dict[str, str]:
+                       classes: list[str] | None, threshold: float | None = None) -> dict[str, str]:
     """The ``predictions.csv`` columns of one sample: ``true``, ``pred``, ``prob_<class>``...,
     ``valence_true``/``valence``, ``<dim>_true``/``<dim>`` for VAD (empty ``*_true`` when unlabelled).
 
@@ -123,7 +124,14 @@ def prediction_columns(outs: dict[str, np.ndarray], r: int, y: dict[str, np.ndar
         y: labels over the dataset rows; ``i`` indexes them. classes: class order (discrete tasks).
     """
     row: dict[str, str] = {}
-    if "probs" in outs:
+    if "probs" in outs and "multihot" in y:  # --task multilabel: ;-separated label lists (threshold ζ)
+        from emo.fuse.multilabel import DEFAULT_THRESHOLD, predict_multihot
+
+        pred = predict_multihot(outs["probs"][r:r + 1], DEFAULT_THRESHOLD if threshold is None else threshold)[0]
+        row["true"] = ";".join(c for c, t in zip(classes, y["multihot"][i]) if t > 0)
+        row["pred"] = ";".join(c for c, p in zip(classes, pred) if p)
+        row.update({f"prob_{c}": f"{outs['probs'][r, j]:.6f}" for j, c in enumerate(classes)})
+    elif "probs" in outs:
         row["true"] = classes[y["discrete"][i]] if y["discrete"][i] >= 0 else ""
         row["pred"] = classes[int(outs["probs"][r].argmax())]
         row.update({f"prob_{c}": f"{outs['probs'][r, j]:.6f}" for j, c in enumerate(classes)})

@@ -51,7 +51,8 @@ def fingerprint(config: dict[str, Any], folds: list, test_idx: np.ndarray | None
 def train(features_dir: str | Path, dataset: str, features: list[str], cfg: TrainConfig, protocol: str = "5",
           out: str | Path | None = None, align: str = "strict", test_splits: list[str] | None = None,
           command: list[str] | None = None, progress: Callable[[str], None] | None = None,
-          repeats: int = 1, resume: bool = True, restart: bool = False,
+          repeats: int = 1, resume: bool = True, restart: bool = False, pseudo_labels: str | Path | None = None,
+          pseudo_weight: float = 0.5, lexicon: str | Path | None = None,
           allow_rare_classes: bool = False) -> tuple[CVResult, dict[str, Any]]:
     """Load features and labels, build the protocol's folds, :func:`train_cv`, and write the run directory.
 
@@ -67,6 +68,9 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             and ``out/metrics.json`` gains ``repeats`` (mean ± std of each pooled metric) and
             ``interval`` (95 % group-bootstrap interval of the repeat-averaged pooled metric,
             :mod:`emo.fuse.stats`).
+        pseudo_labels, pseudo_weight: a ``pseudo.csv`` of ``emo fuse pseudo-label`` whose clips join
+            the training part of every fold with this loss weight (:mod:`emo.fuse.pseudo`).
+        lexicon: NRC-VAD file for ``cfg.univa`` (valence-arousal of labels/transcripts, eq. 8 matrix).
         resume: keep each finished fold in ``<parent>/.<out>.partial/`` (:mod:`emo.fuse.resume`) and
             continue from there when rerun with the same configuration. restart: discard it first.
         allow_rare_classes: accept classes with fewer than 2 labelled samples (by default they are
@@ -81,19 +85,34 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     from emo.fuse.data import load_features, targets
     from emo.fuse.resume import FoldCache, partial_dir
     from emo.fuse.runcheck import check_run_out
+    from emo.fuse.tune import rename_fold_inputs, resolve_fold_features, train_cv_fold_stores
 
     cfg.validate()
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
     if out is not None:
         check_run_out(out)  # a bad --out fails now, not after hours of training
+    if pseudo_labels is not None and cfg.class_weights:
+        raise ValueError("--class-weights is not supported with --pseudo-labels (weighted KL-divergence training)")
+    # HLFT features come as one store per fold (emo extract --adapters): fold k reads fold k's store
+    features, fold_features = resolve_fold_features(features_dir, dataset, features)
     fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
-    y, mask = targets(fs.samples, cfg.task, fs.classes)
+    rename_fold_inputs(fs, fold_features)
+    if test_splits is None:
+        test_splits = ["test"] if protocol == "split" else []
+    classes = fs.classes
+    label_space = None
+    if cfg.task == "multilabel":  # label list from the words of the CV pool (every clip outside the test partitions)
+        from emo.fuse.semi import multilabel_targets
+
+        sp = np.asarray([s or "" for s in fs.splits], dtype=object)
+        y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp, test_splits)))
+        classes = label_space.classes
+    else:
+        y, mask = targets(fs.samples, cfg.task, fs.classes)
     rows = np.flatnonzero(mask)
     if cfg.task in ("discrete", "discrete+valence") and fs.classes:
         check_class_counts(fs.classes, y["discrete"][rows], allow_rare_classes, progress)
-    if test_splits is None:
-        test_splits = ["test"] if protocol == "split" else []
     if out is not None and restart and partial_dir(out).exists():
         import shutil
 
@@ -103,30 +122,57 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         cfg_r = replace(cfg, seed=cfg.seed + REPEAT_STRIDE * r)
         folds, test_idx = make_folds(protocol, fs, y, rows, cfg_r.seed, test_splits)
         cfg_r = cfg_r.resolve(max((len(f.train) for f in folds), default=0))  # the run records the settings used
-        disc = cfg_r.task in ("discrete", "discrete+valence")
-        n_classes = len(fs.classes) if disc else 0
+        disc = cfg_r.task in ("discrete", "discrete+valence", "multilabel")
+        n_classes = len(classes) if disc else 0
+        y_r, semi_info = y, {}
+        if pseudo_labels is not None or cfg_r.univa:  # rows join training parts only (emo.fuse.semi)
+            from emo.fuse.semi import correlation_for, prepare_semi
+
+            folds, y_r, semi_info = prepare_semi(fs.samples, fs.names, y, mask, folds, test_idx, classes, univa=cfg_r.univa,
+                                                 va_source=cfg_r.va_source, lexicon=lexicon, pseudo_labels=pseudo_labels,
+                                                 pseudo_weight=pseudo_weight)
+            if cfg_r.univa:
+                M, why = correlation_for(classes, lexicon)
+                if M is not None:
+                    y_r["correlation"] = M
+                semi_info["univa"] = {"lambda": cfg_r.univa_lambda, "delta": cfg_r.univa_delta, "tau": cfg_r.univa_tau, "eta_weight": cfg_r.univa_eta,
+                                      "va": semi_info.pop("univa_va"), "unlabelled_rows": semi_info.pop("unlabelled_rows"),
+                                      "correlation": None if M is None else M.round(6).tolist(), "correlation_note": why,
+                                      "source": "Zheng, Yu, Xia, UniVA, eq. 3-11"}
         config = {
             "command": command, "dataset": fs.dataset, "features_dir": str(features_dir),
             "feature_specs": [inp.spec for inp in fs.inputs], "inputs": [inp.to_dict() for inp in fs.inputs],
-            "task": cfg_r.task, "classes": fs.classes if disc else None,
+            "task": cfg_r.task, "classes": classes if disc else None,
             "model": cfg_r.model_args(fs.inputs, n_classes), "training": asdict(cfg_r),
             "protocol": {"folds": protocol, "seed": cfg_r.seed, "align": align, "test_splits": test_splits,
                          "n_samples": len(fs.names), "n_labelled": int(mask.sum()),
                          "inner_validation": "one training speaker" if protocol == "speaker" else
                          ("dev partition or 10% of train" if protocol == "split" else "stratified 10% of the training folds")},
         }
+        config.update(semi_info)
+        if label_space is not None:
+            config["label_space"] = label_space.to_dict()
         if repeats > 1:
             config["repeat"] = {"index": r, "of": repeats, "seed": cfg_r.seed}
         cache = FoldCache(out, fingerprint(config, folds, test_idx), part=f"seed-{cfg_r.seed}") if (out is not None and resume) else None
         if progress and repeats > 1:
             progress(f"repeat {r + 1}/{repeats} (seed {cfg_r.seed})")
-        result = train_cv(fs.blocks, fs.inputs, y, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
-        runs.append((result, config, folds))
-    result, config, folds = runs[0]
+        if fold_features:
+            result = train_cv_fold_stores(fs.blocks, fold_features, None, fs.names, fs.inputs, y_r, folds, cfg_r,
+                                          n_classes, fs.speakers, test_idx, progress)
+        else:
+            result = train_cv(fs.blocks, fs.inputs, y_r, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
+        runs.append((result, config, folds, test_idx))
+    result, config, folds, test_idx = runs[0]
     if out is not None:
+        from emo.fuse.pseudo import write_fold_names
+
         save_run(out, config, result, fs.names, folds, y)
-        for res_r, cfg_dict, folds_r in runs[1:]:
-            save_run(Path(out) / "repeats" / f"seed-{cfg_dict['protocol']['seed']}", cfg_dict, res_r, fs.names, folds_r, y)
+        write_fold_names(out, fs.names, folds, test_idx)  # what the run saw, for emo fuse pseudo-label
+        for res_r, cfg_dict, folds_r, test_r in runs[1:]:
+            d = Path(out) / "repeats" / f"seed-{cfg_dict['protocol']['seed']}"
+            save_run(d, cfg_dict, res_r, fs.names, folds_r, y)
+            write_fold_names(d, fs.names, folds_r, test_r)
         if repeats > 1:
             summary = repeats_summary([r[0] for r in runs], fs, y, config)
             config["repeats_summary"] = summary

@@ -6,7 +6,7 @@ Public API (imported lazily, so ``import emo.lexicon`` stays light for the CLI):
 * :data:`LABEL_SETS`, :func:`label_set`, :func:`label_vad`, :func:`canonical_label` (:mod:`emo.lexicon.labels`)
 * :class:`Vocabulary`, :func:`affect_vocabulary`, :func:`emotion_vocabulary`, :func:`nearest_words` (:mod:`emo.lexicon.vocabulary`)
 * :class:`VADClassifier` (:mod:`emo.lexicon.classifier`)
-* :func:`correlation_matrix`, :func:`correlation_prior_loss`, :func:`label_embedding_prior_loss`
+* :func:`correlation_matrix`, :func:`correlation_prior_loss`, :func:`labels_va`
   (:mod:`emo.lexicon.correlation`, UniVA eq. 8/9)
 """
 
@@ -22,7 +22,7 @@ _EXPORTS = {
     "labels": ("LABEL_SETS", "SYNONYMS", "CANONICAL_WORD", "UnknownLabelError", "canonical_label", "label_set", "label_vad", "labels_vad"),
     "vocabulary": ("Vocabulary", "DEFAULT_RADIUS", "AFFECT_TERMS", "affect_vocabulary", "get_vocabulary", "emotion_vocabulary", "vocabulary_from_words", "read_word_list", "nearest_words"),
     "classifier": ("VADClassifier",),
-    "correlation": ("correlation_matrix", "correlation_prior_loss", "label_embedding_prior_loss"),
+    "correlation": ("correlation_matrix", "correlation_prior_loss", "labels_va"),
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

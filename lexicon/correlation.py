@@ -1,28 +1,34 @@
-"""UniVA's emotion correlation prior (ACM MM 2024).
+"""UniVA's emotion-correlation prior (Zheng, Yu, Xia, "A Unimodal Valence-Arousal Driven
+Contrastive Learning Framework for Multimodal Multi-Label Emotion Recognition", eq. 8–9).
 
-UniVA ("Unimodal Valence-Arousal driven contrastive learning for multimodal
-multi-label emotion recognition") places every emotion category in the
-valence-arousal plane and uses the similarity of categories there as a prior.
+* Eq. 8, the emotion correlation matrix: ``M_jl = cos((V_j, A_j), (V_l, A_l))``, the cosine of
+  the labels' valence-arousal vectors (:func:`correlation_matrix`). The VA of a label is the
+  NRC-VAD (mapped to [-1, 1]) of its canonical word (:mod:`emo.lexicon.labels`); a class name
+  that is no known label (open-vocabulary emotion words, e.g. MER-FG's) is looked up in NRC-VAD
+  as a word.
 
-* Eq. 8, the emotion correlation matrix: ``M_ij = cos((V_i, A_i), (V_j, A_j))``,
-  implemented as written by :func:`correlation_matrix` (the VA of a label is its
-  NRC-VAD, see :mod:`emo.lexicon.labels`). Neutral sits at the origin, where the
-  cosine is undefined; emo defines ``M[neutral, neutral] = 1`` and
-  ``M[neutral, j] = M[j, neutral] = 0`` (neutral is uncorrelated with every
-  emotion), which keeps M symmetric with a unit diagonal.
+  Neutral: :func:`emo.lexicon.labels.label_vad` puts *neutral* at the VA origin (the midpoint of
+  both scales), where the cosine is undefined and would make neutral's row of M zero (neutral
+  uncorrelated with everything, not even itself). For M only, emo therefore uses NRC-VAD's own
+  entry for the word "neutral" (valence 0.469, arousal 0.184 on the published [0, 1] scale, i.e.
+  (−0.062, −0.632) after ``2x − 1``): a low-arousal, slightly negative point, so neutral
+  correlates with calm/sad/bored and anti-correlates with excited states.
 
-* Eq. 9, the prior loss eta. The paper's exact formula could not be retrieved
-  offline when this was written, so two documented readings are provided:
+* Eq. 9, the label-free prior loss, minimised during training (:func:`correlation_prior_loss`)::
 
-  - :func:`label_embedding_prior_loss`: the paper uses M "as priors to learn the
-    emotion category representation"; this loss is the mean squared difference
-    between the cosine-similarity matrix of learned category embeddings and M.
-  - :func:`correlation_prior_loss` (what the fusion trainer calls, on logits): the
-    expected VA dissimilarity of the prediction to the true class,
-    ``eta = mean_b sum_c p_bc (1 - M[y_b, c]) / 2``, with ``p = softmax(logits)``.
-    It is 0 for a one-hot prediction of the right class, at most 1, and
-    penalises confusing opposed emotions (happy vs sad, ``M ~ -1``) more than
-    neighbouring ones (happy vs surprised, ``M ~ 1``).
+      η = (1/N) Σ_i Σ_{j,l} M_jl ‖ŷ_ij − ŷ_il‖²
+
+  with ŷ_ij the predicted probability of label j for sample i. Pairs of positively correlated
+  labels (M_jl > 0) are pulled towards equal probabilities, anti-correlated ones (M_jl < 0)
+  pushed apart. It reads no label, so it also applies to unlabelled samples. Computed as
+  ``η_i = 2 Σ_j ŷ_ij² r_j − 2 ŷ_iᵀ M ŷ_i`` with ``r_j = Σ_l M_jl`` (M symmetric), equal to the
+  double sum (tested against a direct double loop).
+
+  Caution, measured: as written η is not bounded below by 0 and does not depend on the input.
+  For one sample it is smallest for a one-hot prediction of the class j minimising
+  ``Σ_{l≠j} M_jl`` (the class most anti-correlated with the others, e.g. *sad*), so at full weight
+  it can pull every prediction to that class (on a 4-class toy set with λ = 0.3 it did: WAF 1.0
+  without η, 0.375 with it). ``emo fuse train --univa-eta`` scales it (1 = eq. 11, 0 = off).
 """
 
 from __future__ import annotations
@@ -32,25 +38,58 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def labels_va(names: Sequence[str], lexicon=None, neutral_word: bool = True) -> np.ndarray:
+    """Valence-arousal of class names for eq. 8, float32 (C, 2) in [-1, 1].
+
+    A name known to :mod:`emo.lexicon.labels` takes its canonical word's NRC-VAD; any other name is
+    looked up in NRC-VAD directly. With ``neutral_word`` (default), *neutral* takes NRC-VAD's entry
+    for the word "neutral" instead of the origin (see the module docstring).
+
+    Raises:
+        KeyError: a name that is neither a known label nor an NRC-VAD word (all such names listed).
+        LexiconNotFoundError: no lexicon file found.
+    """
+    from emo.lexicon.labels import SYNONYMS, canonical_label, label_vad
+    from emo.lexicon.nrc import VADLexicon, load_nrc_vad
+
+    lex = lexicon if isinstance(lexicon, VADLexicon) else load_nrc_vad(lexicon)
+    out = np.zeros((len(names), 2), dtype=np.float32)
+    missing = []
+    for i, name in enumerate(names):
+        key = name.strip().lower()
+        if key in SYNONYMS and not (neutral_word and canonical_label(key) == "neutral"):
+            out[i] = label_vad(key, lex)[:2]
+            continue
+        v = lex.lookup(key)
+        if v is None:
+            missing.append(name)
+        else:
+            out[i] = v[:2]
+    if missing:
+        raise KeyError(f"{lex.path}: no valence-arousal for class name(s) {', '.join(map(repr, missing))} "
+                       "(neither a known emotion label nor an NRC-VAD word)")
+    return out
+
+
 def correlation_matrix(labels: str | Sequence[str], lexicon=None) -> np.ndarray:
-    """UniVA eq. 8: cosine similarity of the labels' (valence, arousal) vectors.
+    """UniVA eq. 8: ``M_jl`` = cosine similarity of the labels' (valence, arousal) vectors.
 
     Args:
-        labels: a label-set name (``"mer"``) or class names (any name in
-            :data:`emo.lexicon.labels.SYNONYMS`).
+        labels: a label-set name (``"mer"``, ``"meld"``, ...) or class names (known labels or NRC-VAD words).
         lexicon: :class:`~emo.lexicon.nrc.VADLexicon`, path, or ``None`` to locate it.
 
     Returns:
-        float32, shape (C, C), symmetric, entries in [-1, 1], unit diagonal. A label whose
-        (V, A) is the zero vector (neutral) has 1 with itself and 0 with every other label.
+        float32 (C, C), symmetric, entries in [-1, 1], unit diagonal. Neutral uses NRC-VAD's
+        "neutral" entry (module docstring). A class whose VA is exactly the origin (possible only
+        with a lexicon scoring a word 0.5/0.5) has 1 with itself and 0 elsewhere.
 
     Raises:
-        UnknownLabelError: an unknown label or set name.
+        UnknownLabelError: unknown label-set name. KeyError: a class name without VA.
     """
-    from emo.lexicon.labels import label_set, labels_vad
+    from emo.lexicon.labels import label_set
 
     names = label_set(labels) if isinstance(labels, str) else list(labels)
-    va = labels_vad(names, lexicon)[:, :2].astype(np.float64)
+    va = labels_va(names, lexicon).astype(np.float64)
     norm = np.linalg.norm(va, axis=1)
     zero = norm < 1e-12
     unit = np.where(zero[:, None], 0.0, va / np.where(zero, 1.0, norm)[:, None])
@@ -59,65 +98,31 @@ def correlation_matrix(labels: str | Sequence[str], lexicon=None) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def correlation_prior_loss(logits, targets, M):
-    """Prior loss eta: expected VA dissimilarity ``mean_b sum_c softmax(logits)_bc (1 - M[y_b, c]) / 2``.
-
-    A reading of UniVA eq. 9 (see the module docstring for why and for the
-    alternative :func:`label_embedding_prior_loss`). Differentiable in ``logits``.
+def correlation_prior_loss(probs, M):
+    """UniVA eq. 9: ``η = (1/N) Σ_i Σ_{j,l} M_jl (ŷ_ij − ŷ_il)²`` (label-free; minimised).
 
     Args:
-        logits: float tensor (B, C).
-        targets: int64 tensor (B,), class indices in [0, C).
-        M: (C, C) correlation matrix (tensor or array), e.g. from :func:`correlation_matrix`.
+        probs: float tensor (N, C), the predicted label probabilities ŷ (softmax outputs, eq. 7).
+        M: (C, C) symmetric correlation matrix (tensor or array), e.g. :func:`correlation_matrix`.
 
     Returns:
-        Scalar tensor in [0, 1] (for M in [-1, 1]), dtype of ``logits``; 0 for an empty batch.
+        Scalar tensor, dtype of ``probs`` (may be negative where anti-correlated labels get
+        different probabilities); 0 for N = 0. Differentiable in ``probs``.
 
     Raises:
-        ValueError: shape mismatch, non-integer targets, or targets out of range.
+        ValueError: ``probs`` not (N, C), or ``M`` not (C, C).
     """
     import torch
 
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be (B, C), got shape {tuple(logits.shape)}")
-    b, c = logits.shape
-    M = torch.as_tensor(M, dtype=logits.dtype, device=logits.device)
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be (N, C), got shape {tuple(probs.shape)}")
+    n, c = probs.shape
+    M = torch.as_tensor(M, dtype=probs.dtype, device=probs.device)
     if M.shape != (c, c):
-        raise ValueError(f"M must be ({c}, {c}) to match logits, got {tuple(M.shape)}")
-    if targets.shape != (b,) or targets.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"targets must be an int64 tensor of shape ({b},), got {targets.dtype} {tuple(targets.shape)}")
-    if b == 0:
-        return logits.sum() * 0.0
-    if int(targets.min()) < 0 or int(targets.max()) >= c:
-        raise ValueError(f"targets must lie in [0, {c}), got range [{int(targets.min())}, {int(targets.max())}]")
-    p = torch.softmax(logits, dim=-1)
-    cost = (1.0 - M[targets.long()]) / 2.0  # (B, C)
-    return (p * cost).sum(dim=-1).mean()
-
-
-def label_embedding_prior_loss(embeddings, M):
-    """Align learned category embeddings with the VA correlation prior: ``mean_ij (cos(e_i, e_j) - M_ij)^2``.
-
-    The other reading of UniVA eq. 9 (category representations learned with M as
-    prior); see the module docstring.
-
-    Args:
-        embeddings: float tensor (C, D), one learned vector per emotion category.
-        M: (C, C) correlation matrix (tensor or array).
-
-    Returns:
-        Scalar tensor in [0, 4]; 0 when the embeddings' cosine matrix equals M.
-
-    Raises:
-        ValueError: shape mismatch.
-    """
-    import torch
-
-    if embeddings.ndim != 2:
-        raise ValueError(f"embeddings must be (C, D), got shape {tuple(embeddings.shape)}")
-    c = embeddings.shape[0]
-    M = torch.as_tensor(M, dtype=embeddings.dtype, device=embeddings.device)
-    if M.shape != (c, c):
-        raise ValueError(f"M must be ({c}, {c}) to match {c} embeddings, got {tuple(M.shape)}")
-    e = torch.nn.functional.normalize(embeddings, dim=-1)
-    return ((e @ e.T - M) ** 2).mean()
+        raise ValueError(f"M must be ({c}, {c}) to match probs, got {tuple(M.shape)}")
+    if n == 0:
+        return probs.sum() * 0.0
+    M = (M + M.T) / 2  # eq. 9 only sees the symmetric part
+    r = M.sum(dim=1)  # (C,)
+    per = 2 * (probs ** 2 @ r) - 2 * ((probs @ M) * probs).sum(dim=1)
+    return per.mean()

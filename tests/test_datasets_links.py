@@ -75,7 +75,7 @@ def test_two_folder_corpora_get_separate_stores(tmp_path):
         root = tmp_path / corpus
         root.mkdir()
         _write_wav(root / "same.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), sr)
-        r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", "mfcc",
+        r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "mfcc",
                                      "--out", str(tmp_path / "feats"), "--no-progress"])
         assert r.exit_code == 0, r.output
     x1 = FeatureStore(tmp_path / "feats" / "c1" / "mfcc.h5").read()

@@ -12,7 +12,7 @@ from emo.lexicon import classifier as clf_mod
 from emo.lexicon import labels as lab
 from emo.lexicon import nrc
 from emo.lexicon import vocabulary as voc
-from emo.lexicon.correlation import correlation_matrix, correlation_prior_loss, label_embedding_prior_loss
+from emo.lexicon.correlation import correlation_matrix, correlation_prior_loss, labels_va
 from helpers import write_lexicon
 
 # Synthetic lexicon: scores in [0, 1] as published; the canonical words of every label set.
@@ -295,42 +295,43 @@ def test_correlation_matrix_is_eq8_cosine_of_va(lex):
     M = correlation_matrix(labels, lex)
     assert M.shape == (4, 4) and M.dtype == np.float32
     np.testing.assert_allclose(M, M.T)
-    np.testing.assert_allclose(np.diag(M), 1.0)
-    assert M[0, 1:].tolist() == [0, 0, 0]
+    np.testing.assert_allclose(np.diag(M), 1.0, atol=1e-6)
     h, s = scaled("happy")[:2], scaled("sad")[:2]
     assert M[1, 2] == pytest.approx(h @ s / np.linalg.norm(h) / np.linalg.norm(s), abs=1e-6)
     assert M[1, 3] > 0.9 and M[1, 2] < -0.9  # happy ~ surprised, happy opposite sad
+    # neutral: NRC-VAD's own entry for the word "neutral", not the origin, so its row is not zero
+    n = scaled("neutral")[:2]
+    assert M[0, 2] == pytest.approx(n @ s / np.linalg.norm(n) / np.linalg.norm(s), abs=1e-6)
+    assert np.abs(M[0, 1:]).min() > 0.1
+    np.testing.assert_allclose(labels_va(["neutral"], lex)[0], n, atol=1e-6)
+    # open-vocabulary class names are NRC-VAD words
+    np.testing.assert_allclose(labels_va(["calm", "apple juice"], lex), [scaled("calm")[:2], scaled("apple juice")[:2]], atol=1e-6)
+    with pytest.raises(KeyError, match="'zzz'"):
+        labels_va(["happy", "zzz"], lex)
 
 
-def test_correlation_prior_loss(lex):
-    M = torch.tensor(correlation_matrix(["happy", "sad", "surprised"], lex))
-    targets = torch.tensor([0, 0])
-    right = torch.tensor([[20.0, -20, -20], [20, -20, -20]])
-    near = torch.tensor([[-20.0, -20, 20], [-20, -20, 20]])
-    far = torch.tensor([[-20.0, 20, -20], [-20, 20, -20]])
-    l_right, l_near, l_far = (correlation_prior_loss(x, targets, M) for x in (right, near, far))
-    assert float(l_right) == pytest.approx(0.0, abs=1e-6)
-    assert float(l_near) == pytest.approx((1 - float(M[0, 2])) / 2, abs=1e-5)
-    assert float(l_far) == pytest.approx((1 - float(M[0, 1])) / 2, abs=1e-5)
-    assert float(l_right) < float(l_near) < float(l_far) <= 1.0
-    logits = torch.zeros(2, 3, requires_grad=True)
-    correlation_prior_loss(logits, targets, M).backward()
+def test_correlation_prior_loss_equals_double_loop(lex):
+    M = correlation_matrix(["neutral", "happy", "sad", "surprised", "angry"], lex)
+    rng = np.random.default_rng(0)
+    probs = torch.softmax(torch.tensor(rng.normal(size=(6, 5))), dim=-1)
+    y = probs.numpy()
+    loop = sum(M[j, k] * (y[i, j] - y[i, k]) ** 2 for i in range(6) for j in range(5) for k in range(5)) / 6
+    eta = correlation_prior_loss(probs, M)
+    assert float(eta) == pytest.approx(float(loop), rel=1e-5, abs=1e-7)
+    # label-free and minimised: equal probabilities of positively correlated labels cost nothing,
+    # splitting mass between anti-correlated labels (happy vs sad) lowers it
+    hs = torch.tensor(correlation_matrix(["happy", "surprised", "sad"], lex))
+    same = torch.tensor([[0.5, 0.5, 0.0]])
+    split = torch.tensor([[1.0, 0.0, 0.0]])
+    assert float(correlation_prior_loss(same, hs)) < float(correlation_prior_loss(split, hs))
+    logits = torch.zeros(2, 5, requires_grad=True)
+    correlation_prior_loss(torch.softmax(logits + torch.tensor([1.0, 0, 0, 0, 0]), -1), M).backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
-    assert float(correlation_prior_loss(torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64), M)) == 0.0
-    with pytest.raises(ValueError, match="targets must lie"):
-        correlation_prior_loss(right, torch.tensor([0, 3]), M)
+    assert float(correlation_prior_loss(torch.zeros(0, 5), M)) == 0.0
     with pytest.raises(ValueError, match="M must be"):
-        correlation_prior_loss(right, targets, torch.eye(2))
-    with pytest.raises(ValueError, match="int64"):
-        correlation_prior_loss(right, torch.tensor([0.0, 1.0]), M)
-
-
-def test_label_embedding_prior_loss(lex):
-    labels = ["happy", "sad", "angry", "surprised"]
-    M = correlation_matrix(labels, lex)
-    va = torch.tensor(lab.labels_vad(labels, lex)[:, :2])
-    assert float(label_embedding_prior_loss(va, M)) == pytest.approx(0.0, abs=1e-6)
-    assert float(label_embedding_prior_loss(torch.eye(4), M)) > 0.1
+        correlation_prior_loss(probs, np.eye(2))
+    with pytest.raises(ValueError, match="probs must be"):
+        correlation_prior_loss(probs[0], M)
 
 
 # ---------------------------------------------------------------------------

@@ -28,7 +28,9 @@ class Folder(DatasetAdapter):
 
     ``labels.csv`` (optional, at the root, or ``labels=PATH``): a ``name`` or ``path`` column,
     then any of ``discrete``/``emotion``/``label``, ``valence``, ``arousal``, ``dominance``,
-    ``speaker``, ``split`` and a transcript column (``transcript``/``text``/..., or ``text_column``).
+    ``speaker``, ``split``, ``emotions`` (several emotion words, ``;``-separated, lower-cased: the
+    multi-label targets of ``emo fuse train --task multilabel``) and a transcript column
+    (``transcript``/``text``/..., or ``text_column``).
     ``name`` matches the sample name or, when unique, the bare file stem. Rows naming no file,
     or a path outside the root, are errors that name the label file and row.
     Options: ``classes`` (comma list) fixes the class order; otherwise labels are sorted.
@@ -98,6 +100,9 @@ class Folder(DatasetAdapter):
                 if row.get(c):
                     s.discrete = row[c].lower()
                     break
+            if row.get("emotions"):  # multi-label: several emotion words, ;-separated (emo fuse train --task multilabel)
+                words = [" ".join(w.lower().split()) for w in row["emotions"].split(";")]
+                s.emotions = [w for k, w in enumerate(words) if w and w not in words[:k]] or None
             s.valence = parse_float(row.get("valence"), path, key, "valence")
             s.arousal = parse_float(row.get("arousal"), path, key, "arousal")
             s.dominance = parse_float(row.get("dominance"), path, key, "dominance")

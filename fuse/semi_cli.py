@@ -1,0 +1,88 @@
+"""`emo fuse align` (CLIPL-A) and `emo fuse pseudo-label` (self-training); torch loads inside the commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+
+def align_cmd(
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name (the folder under --features-dir)."),
+    source: str = typer.Option(..., "--source", help="Visual feature spec with one layer, e.g. clip_vit_l:proj."),
+    target: str = typer.Option(..., "--target", help="Audio feature spec with one layer, e.g. hubert_large:18."),
+    out: Path = typer.Option(..., "--out", help="Run directory (clipla.safetensors + align.json)."),
+    features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
+    epochs: int = typer.Option(100, "--epochs", help="Training epochs (fixed; no early stopping)."),
+    batch_size: int = typer.Option(1024, "--batch-size", help="Clips per InfoNCE batch (paper: 1024)."),
+    lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate (paper: 1e-4)."),
+    holdout: float = typer.Option(0.1, "--holdout", help="Fraction of clips held out for the retrieval report."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    write: bool = typer.Option(False, "--write", help="Also write the aligned features as the store <source>+clipla.h5."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --write: replace an existing derived store of other provenance."),
+) -> None:
+    """CLIPL-A (MRAC '24 eq. 5-7): align a visual feature to an audio feature with a vision MLP and a symmetric
+    InfoNCE; uses every clip with both features (labels never read); reports audio<->video retrieval on held-out clips."""
+    from emo.extract.store import StoreError
+    from emo.fuse.align import AlignError, align, write_aligned_store
+    from emo.fuse.data import FeatureError
+
+    command = ["emo", "fuse", "align", "--dataset", dataset, "--features-dir", str(features_dir), "--source", source,
+               "--target", target, "--out", str(out), "--epochs", str(epochs), "--batch-size", str(batch_size),
+               "--lr", str(lr), "--holdout", str(holdout), "--seed", str(seed), "--device", device,
+               *(["--write"] if write else []), *(["--overwrite"] if overwrite else [])]
+    try:
+        cfg = align(features_dir, dataset, source, target, out, epochs=epochs, batch_size=batch_size, lr=lr,
+                    holdout=holdout, seed=seed, device=device, command=command)
+        path = write_aligned_store(out, features_dir, dataset, overwrite=overwrite) if write else None
+    except (AlignError, FeatureError, StoreError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    r = cfg["retrieval"]
+    typer.echo(f"clips: {cfg['n_train']} train, {cfg['n_holdout']} held out ({len(cfg['excluded_all_zero'])} all-zero left out); "
+               f"temperature {cfg['temperature']:.4f}")
+    typer.echo(f"{'held-out retrieval':<22}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'median rank':>13}")
+    ho = r["after"]["holdout"]
+    if ho is not None:
+        for when in ("before", "after"):
+            for d in ("audio_to_video", "video_to_audio"):
+                m = r[when]["holdout"][d]
+                typer.echo(f"{when + ' ' + d.replace('_to_', '->'):<22}{m['R@1']:>8.3f}{m['R@5']:>8.3f}{m['R@10']:>8.3f}{m['median_rank']:>13.1f}")
+        c = ho["chance"]
+        typer.echo(f"{'chance':<22}{c['R@1']:>8.3f}{c['R@5']:>8.3f}{c['R@10']:>8.3f}{c['median_rank']:>13.1f}")
+    typer.echo(f"run written to {out}")
+    if path is not None:
+        typer.echo(f"aligned features written to {path} (use --features {path.stem})")
+
+
+def pseudo_label_cmd(
+    run: Path = typer.Option(..., "--run", help="Run directory of emo fuse train (discrete task)."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset whose clips are pseudo-labelled."),
+    out: Path = typer.Option(..., "--out", help="pseudo.csv to write (provenance in <out>.json)."),
+    features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
+    subset: str = typer.Option("unlabeled", "--subset", help="unlabeled (clips without labels or in the unlabeled partition) | a partition name | all."),
+    threshold: float = typer.Option(0.9, "--threshold", help="Keep clips whose top class probability is at least this."),
+    top_k: int = typer.Option(0, "--top-k", help="Keep at most this many clips per class, the most confident (0 = no limit)."),
+    align: str = typer.Option("intersect", "--align", help="strict | intersect (for stores with different samples)"),
+) -> None:
+    """Score unlabelled clips with a run's fold ensemble and keep the confident ones as pseudo-labels
+    (for emo fuse train --pseudo-labels)."""
+    from emo.extract.datasets.base import DatasetError
+    from emo.extract.store import StoreError
+    from emo.fuse.data import FeatureError
+    from emo.fuse.pseudo import PseudoLabelError, pseudo_label
+    from emo.fuse.run import RunError
+
+    command = ["emo", "fuse", "pseudo-label", *sys.argv[3:]] if len(sys.argv) > 3 else None
+    try:
+        meta = pseudo_label(run, features_dir, dataset, out, subset=subset, threshold=threshold, top_k=top_k or None,
+                            align=align, command=command)
+    except (PseudoLabelError, RunError, FeatureError, StoreError, DatasetError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{meta['n_kept']} of {meta['n_scored']} clips kept (threshold {threshold}"
+               f"{f', top {top_k} per class' if top_k else ''}); per class: "
+               + ", ".join(f"{c} {n}" for c, n in meta["per_class"].items()))
+    typer.echo(f"pseudo-labels written to {out}")
