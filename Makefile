@@ -34,7 +34,7 @@ lint: install
 	$(RUFF) check .
 
 features: install
-	$(EMO) extract --dataset $(DATASET) --root $(DATA_ROOT) $(foreach m,$(MODELS),--encoder $(m)) --out $(OUT) --device $(DEVICE) $(if $(LEXICON),--lexicon $(LEXICON))
+	$(EMO) extract --dataset $(DATASET) --root $(DATA_ROOT) $(foreach m,$(MODELS),--encoder $(m)) --out $(OUT) --device $(DEVICE) $(if $(LEXICON),--lexicon $(LEXICON)) $(if $(TRACK),--track $(TRACK))
 
 demo: install
 	$(PY) -m emo.demo --out demo

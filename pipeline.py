@@ -139,7 +139,9 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
           device: str = "auto", cache: str | os.PathLike | None = None, face_detector: str = "mtcnn",
           mtcnn_weights: str | None = None, progress: bool = True, *, transcripts: str | os.PathLike | None = None,
           adapter: DatasetAdapter | None = None, features_dir: str | os.PathLike | None = None,
-          lexicon: str | os.PathLike | None = None, warn=None, trust_remote_code: bool = False) -> dict[str, Any]:
+          lexicon: str | os.PathLike | None = None, warn=None, radius: float = 0.25,
+          vocabulary: str | os.PathLike = "affect", vad_labels: list[str] | str | None = None,
+          trust_remote_code: bool = False) -> dict[str, Any]:
     """Score media files (or a dataset's samples) with a trained run.
 
     Args:
@@ -148,13 +150,23 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
         out_csv: output CSV: ``name, relpath, path, status, flags``, then ``pred, prob_<class>...``
             (discrete tasks), ``valence`` and/or ``valence, arousal, dominance`` (regression tasks).
             ``flags`` joins the samples' store flags (``no_face;no_text``) over the run's encoders.
+            A run with a VAD output also gets ``vad_label`` (the k-means label of the predicted
+            point) and ``vad_words`` (vocabulary words within ``radius``, ``;``-separated, nearest
+            first; :class:`emo.lexicon.bridge.VADBridge`, Jia et al. 2024 Sec. 3). Scales: VAD in
+            [-1, 1] (NRC-VAD ``2x - 1``) for lexicon-target runs; ``valence`` in the training
+            labels' scale, which the run's ``config.json`` states (``valence_scale``: MER [-5, 5]).
         device: extraction and inference device (``auto``: CUDA when available).
         cache: keep the extracted features here (default: a temporary directory, removed).
         transcripts: CSV ``name,transcript`` (names as in the ``name`` column: file stems).
         adapter: score a dataset through its adapter (its names and transcripts) instead of ``paths``.
         features_dir: a folder of ``emo extract`` stores (``<encoder>.h5``); samples they hold are
             read from them when their provenance matches the run (see :func:`_reusable`).
-        lexicon: NRC-VAD lexicon file for a run with ``nrc_vad`` features (as ``emo extract --lexicon``).
+        lexicon: NRC-VAD lexicon file for a run with ``nrc_vad`` features (as ``emo extract --lexicon``)
+            and for the VAD bridge (default: the run's own lexicon, then ``$EMO_LEXICON``).
+        radius, vocabulary: the VAD bridge's word radius and vocabulary (``affect``, ``emolex`` or a
+            word-list file), as in ``emo lexicon nearest``.
+        vad_labels: the k-means classes (a label-set name or names); default: the run's classes,
+            else ``mer``.
         warn: called with each warning line (default: :func:`warnings.warn`).
 
     Returns:
@@ -184,6 +196,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
     out_csv = fsio.check_not_link(out_csv)  # a bad output is refused before any extraction
     if out_csv.is_dir():
         raise ValueError(f"--out {out_csv} is a directory: give the path of a CSV file")
+    bridge = vad_bridge(run.config, lexicon, radius, vocabulary, vad_labels, note)
     if adapter is not None and paths:
         raise ValueError("give either files/folders or --dataset/--root, not both")
     relpaths: dict[str, str] = {}
@@ -347,6 +360,11 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
         cols += ["valence"]
     if "vad" in preds:
         cols += ["valence", "arousal", "dominance"]
+        decoded = bridge.decode(preds["vad"]) if (bridge is not None and len(preds["vad"])) else None
+        if decoded is not None:
+            cols += ["vad_label", "vad_words"]
+            if decoded.outside:
+                note(f"{decoded.outside} predicted VAD point(s) fall outside [-1, 1]; labels and words are still those nearest")
     from emo.fuse.runcheck import nonfinite_rows
 
     for key in ("probs", "valence", "vad"):  # never emit NaN as a result: such a row is an error row
@@ -368,6 +386,8 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             row.append(f"{float(preds['valence'][i]):.6f}")
         if "vad" in preds:
             row += [f"{float(x):.6f}" for x in preds["vad"][i]]
+            if decoded is not None:
+                row += [decoded.labels[i], ";".join(word for word, _ in decoded.words[i])]
         rows.append(row)
     fsio.write_csv(out_csv, rows, header=cols)  # atomic, never through a link, cells escaped (formula injection)
     ok = [smp for smp in ok if smp.name not in failed]
@@ -377,6 +397,43 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             note(f"{k} of {len(ok)} scored files are flagged {n}")
     return {"n": len(samples), "ok": len(ok), "failed": failed, "out": str(out_csv), "reused": counts,
             "extracted": {n: len(need[n]) for n in specs}, "warnings": notes}
+
+
+def vad_bridge(config: dict[str, Any], lexicon, radius: float, vocabulary, vad_labels, note):
+    """The :class:`emo.lexicon.bridge.VADBridge` for a run with a VAD output, or ``None``.
+
+    Classes: ``vad_labels`` (a label-set name or list), else the classes the run's lexicon targets
+    came from, else the run's classes, else the MER label set. Lexicon: ``lexicon``, else the file
+    the run was trained with (when it still exists), else ``$EMO_LEXICON`` / emo's data directory.
+    No lexicon found: ``None`` and a note (the VAD columns are still written).
+
+    Raises:
+        ValueError: bad radius, vocabulary or label names (before any extraction).
+    """
+    from emo.fuse.decoders import task_parts
+    from emo.lexicon.bridge import VADBridge
+    from emo.lexicon.labels import label_set
+    from emo.lexicon.nrc import LexiconNotFoundError
+
+    try:
+        has_vad = task_parts(config.get("task", ""))[2]
+    except ValueError:
+        has_vad = False
+    if not has_vad:
+        return None
+    targets = config.get("vad_targets") or {}
+    if isinstance(vad_labels, str):
+        classes = label_set(vad_labels) if "," not in vad_labels else [x.strip() for x in vad_labels.split(",") if x.strip()]
+    else:
+        classes = list(vad_labels or targets.get("classes") or config.get("classes") or label_set("mer"))
+    lex = lexicon
+    if lex is None and targets.get("lexicon") and Path(targets["lexicon"]).is_file():
+        lex = targets["lexicon"]
+    try:
+        return VADBridge(classes, vocabulary=vocabulary, radius=radius, lexicon=lex)
+    except LexiconNotFoundError as e:
+        note(f"no NRC-VAD lexicon, so vad_label/vad_words are left out ({e})")
+        return None
 
 
 def flag_counts(flags: dict[str, set[str]]) -> dict[str, int]:
@@ -398,7 +455,11 @@ def score_cmd(
     text_column: Optional[str] = typer.Option(None, "--text-column", help="With --dataset: transcript column (e.g. chinese, english)."),
     name: Optional[str] = typer.Option(None, "--name", help="With --dataset: the dataset name given to emo extract --name (the folder under --features-dir)."),
     features_dir: Optional[Path] = typer.Option(None, "--features-dir", help="Reuse these emo extract stores (DIR/ENCODER.h5, or DIR/DATASET/ with --dataset) for files they hold, when their provenance matches the run."),
-    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD-Lexicon.txt, for runs with nrc_vad features (else $EMO_LEXICON)."),
+    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD-Lexicon.txt, for runs with nrc_vad features and for vad_label/vad_words (else the run's, then $EMO_LEXICON)."),
+    radius: float = typer.Option(0.25, "--radius", min=0.0, help="Runs with a VAD output: L2 radius of vad_words (0.25 as in Jia et al. 2024)."),
+    vocabulary: str = typer.Option("affect", "--vocabulary", help="Runs with a VAD output: 'affect', 'emolex' or a word-list file (as emo lexicon nearest)."),
+    vad_labels: Optional[str] = typer.Option(None, "--vad-labels", help="Runs with a VAD output: k-means classes, a label set (mer, meld, emodb, ...) or comma-separated names (default: the run's)."),
+    track: Optional[str] = typer.Option(None, "--track", help="With --dataset mer2025/mer2026: the track (1, 2 or 3)."),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda or cuda:N."),
     cache: Optional[Path] = typer.Option(None, help="Keep extracted features here (default: temporary)."),
     face_detector: str = typer.Option("mtcnn", help="mtcnn or haar, for runs with face features."),
@@ -407,7 +468,10 @@ def score_cmd(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow encoders whose model repository ships Python code (Baichuan2) to run it (review it first)."),
 ) -> None:
     """Score new files with a trained run: name, relative path, flags, predicted label, one probability
-    column per class.
+    column per class; for runs with a VAD output also valence, arousal, dominance (in [-1, 1] for
+    --vad-targets lexicon runs), vad_label (k-means label) and vad_words (words within --radius,
+    ';'-separated, nearest first). A valence output keeps its training scale (config.json:
+    valence_scale, [-5, 5] for MER).
 
     Broken files get an error row and are listed in the summary; exit status 3 when any failed.
     """
@@ -424,14 +488,15 @@ def score_cmd(
     if dataset is None and not paths:
         raise typer.BadParameter("give files/folders to score, or --dataset NAME --root DIR")
     try:
-        adapter = get_dataset(dataset, str(root), text_column=text_column, dataset_name=name) if dataset else None
+        adapter = get_dataset(dataset, str(root), text_column=text_column, track=track, dataset_name=name) if dataset else None
         fdir = features_dir
         if fdir is not None and adapter is not None and (fdir / adapter.dataset).is_dir():
             fdir = fdir / adapter.dataset
         res = score(paths, run, out, device=device, cache=cache, face_detector=face_detector,
                     mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress,
                     transcripts=transcripts, adapter=adapter, features_dir=fdir, lexicon=lexicon,
-                    warn=lambda m: typer.echo(f"warning: {m}", err=True), trust_remote_code=trust_remote_code)
+                    warn=lambda m: typer.echo(f"warning: {m}", err=True), radius=radius, vocabulary=vocabulary,
+                    vad_labels=vad_labels, trust_remote_code=trust_remote_code)
     except (RunError, DatasetError, StoreError, EncoderError, FaceError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None

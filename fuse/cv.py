@@ -95,6 +95,7 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
     import torch
 
     from emo.fuse.data import Frames, Normalizer
+    from emo.fuse.decoders import task_parts
     from emo.fuse.metrics import summarize
 
     for inp in inputs:
@@ -106,7 +107,7 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
         if shape is None or len(shape) != 3 or shape[1] != len(inp.layers) or shape[2] != inp.dim:
             raise ValueError(f"features {inp.name!r}: expected (N, {len(inp.layers)}, {inp.dim}) "
                              f"{'per frame ' if inp.frames else ''}, got {shape}")
-    disc = "discrete" in y and cfg.task in ("discrete", "discrete+valence")
+    disc = "discrete" in y and task_parts(cfg.task)[0]
     if disc and n_classes < 2:
         raise ValueError("discrete tasks need n_classes >= 2")
     model_args = cfg.model_args(inputs, n_classes)

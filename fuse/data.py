@@ -182,6 +182,8 @@ class FeatureSet:
         samples: the manifest :class:`Sample` of each row.
         classes: discrete class order from the manifest (``None`` when the dataset has none).
         dataset: dataset name.
+        valence_scale: (low, high) of the dataset's valence labels when on their own scale (MER:
+            [-5, 5]; from ``dataset.json``), else ``None``.
     """
 
     names: list[str]
@@ -191,6 +193,7 @@ class FeatureSet:
     classes: list[str] | None
     dataset: str = ""
     dropped: dict[str, int] = field(default_factory=dict)
+    valence_scale: list[float] | None = None
 
     @property
     def speakers(self) -> list[str | None]:
@@ -342,15 +345,22 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
         src = st.attrs.get("source") or None
         full = str(FeatureSpec(spec.name, src, tuple(layers) if (spec.layers or len(st.layers) > 1) else None))
         inputs.append(FeatureInput(spec.name, store_modality(spec.name, st.attrs), layers, dim, seq, full, prov))
-    return FeatureSet(names, blocks, inputs, [by_name[n] for n in names], meta.get("classes"), meta.get("dataset", dataset), dropped)
+    return FeatureSet(names, blocks, inputs, [by_name[n] for n in names], meta.get("classes"), meta.get("dataset", dataset), dropped,
+                      meta.get("valence_scale"))
 
 
 # ---------------------------------------------------------------------------
 # Targets
 # ---------------------------------------------------------------------------
 
-def targets(samples: list[Sample], task: str, classes: list[str] | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def targets(samples: list[Sample], task: str, classes: list[str] | None, vad_targets: str = "dataset",
+            lexicon: str | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Label arrays for ``task`` and the mask of samples that have every label it needs.
+
+    ``vad_targets="lexicon"``: the VAD targets are the NRC-VAD points of the samples' discrete
+    labels in [-1, 1], neutral = origin (:func:`emo.lexicon.bridge.label_targets`; the NRC-VAD
+    bridge paper, Sec. III), so a VAD head trains on any discretely labelled dataset; ``lexicon``
+    is the NRC-VAD file (``None``: ``$EMO_LEXICON`` / emo's data directory).
 
     Returns:
         (y, mask): ``y["discrete"]`` int64 (N,) class indices into ``classes`` (-1 where missing),
@@ -358,7 +368,8 @@ def targets(samples: list[Sample], task: str, classes: list[str] | None) -> tupl
         needs them; ``mask`` bool (N,).
 
     Raises:
-        FeatureError: a discrete task without a class list, or no sample with the needed labels.
+        FeatureError: a discrete task (or lexicon VAD targets) without a class list, a class the
+            lexicon bridge has no VAD for, a missing lexicon, or no sample with the needed labels.
     """
     from emo.fuse.decoders import task_parts
 
@@ -374,7 +385,17 @@ def targets(samples: list[Sample], task: str, classes: list[str] | None) -> tupl
     if val:
         y["valence"] = np.array([np.nan if s.valence is None else s.valence for s in samples], dtype=np.float32)
         mask &= np.isfinite(y["valence"])
-    if vad:
+    if vad and vad_targets == "lexicon":
+        from emo.lexicon.bridge import label_targets
+
+        if not classes:
+            raise FeatureError("--vad-targets lexicon maps discrete labels to NRC-VAD, but the dataset manifest has no class list")
+        try:
+            y["vad"] = label_targets([s.discrete if s.discrete in classes else None for s in samples], classes, lexicon)
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            raise FeatureError(f"--vad-targets lexicon: {e}") from e
+        mask &= np.isfinite(y["vad"]).all(axis=1)
+    elif vad:
         y["vad"] = np.array([[np.nan if v is None else v for v in (s.valence, s.arousal, s.dominance)] for s in samples], dtype=np.float32)
         mask &= np.isfinite(y["vad"]).all(axis=1)
     if not mask.any():

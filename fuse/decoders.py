@@ -1,7 +1,7 @@
 """Task decoders: independent linear outputs and the joint emotion-valence decoder JDEV.
 
 Tasks (``--task``): ``discrete`` (C-way emotion classification), ``valence`` (1-d regression),
-``vad`` (3-d valence/arousal/dominance regression) and ``discrete+valence`` (both).
+``vad`` (3-d valence/arousal/dominance regression), ``discrete+valence`` and ``discrete+vad`` (both heads).
 
 Model outputs are a dict: ``logits`` (B, C), ``valence`` (B,), ``vad`` (B, 3), as the task has them.
 The full model is :class:`emo.fuse.model.FusionModel`; the training losses are in :mod:`emo.fuse.losses`.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-TASKS = ("discrete", "valence", "vad", "discrete+valence", "multilabel")
+TASKS = ("discrete", "valence", "vad", "discrete+valence", "discrete+vad", "multilabel")
 DECODERS = ("separate", "jdev")
 
 
@@ -21,7 +21,8 @@ def task_parts(task: str) -> tuple[bool, bool, bool]:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
     # multilabel: one softmax over the labels (UniVA eq. 7), so the same logits output as discrete
-    return task in ("discrete", "discrete+valence", "multilabel"), task in ("valence", "discrete+valence"), task == "vad"
+    return (task in ("discrete", "discrete+valence", "discrete+vad", "multilabel"), task in ("valence", "discrete+valence"),
+            task in ("vad", "discrete+vad"))
 
 
 class SeparateDecoder(nn.Module):

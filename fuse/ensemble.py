@@ -52,7 +52,8 @@ import typer
 from emo.fuse.atomic import write_csv, write_json
 
 #: Default selection metric per task.
-DEFAULT_METRIC = {"discrete": "waf", "discrete+valence": "mer2023_score", "valence": "valence_mse", "vad": "vad_mse"}
+DEFAULT_METRIC = {"discrete": "waf", "discrete+valence": "mer2023_score", "valence": "valence_mse", "vad": "vad_mse",
+                  "discrete+vad": "waf"}
 #: Metrics :func:`search_weights` can optimise.
 METRICS = ("waf", "uar", "accuracy", "mer2023_score", "valence_mse", "valence_ccc", "vad_mse")
 _DIMS = ("valence", "arousal", "dominance")
@@ -93,7 +94,7 @@ def _part(rows: list[dict[str, str]], task: str, classes: list[str] | None, path
 
     d: dict[str, Any] = {"names": [csv_unescape(r["name"]) for r in rows],
                          "group": np.asarray([r.get("fold", "") for r in rows], dtype=object)}
-    if task in ("discrete", "discrete+valence"):
+    if task.startswith("discrete"):
         cols = [f"prob_{c}" for c in classes]
         try:
             d["probs"] = np.array([[_f(r[c]) for c in cols] for r in rows], dtype=np.float64).reshape(len(rows), len(cols))
@@ -104,7 +105,7 @@ def _part(rows: list[dict[str, str]], task: str, classes: list[str] | None, path
     if task in ("valence", "discrete+valence"):
         d["valence"] = np.array([_f(r["valence"]) for r in rows], dtype=np.float64)
         d["valence_true"] = np.array([_f(r.get("valence_true", "")) for r in rows], dtype=np.float64)
-    if task == "vad":
+    if task in ("vad", "discrete+vad"):
         d["vad"] = np.array([[_f(r[k]) for k in _DIMS] for r in rows], dtype=np.float64).reshape(len(rows), 3)
         d["vad_true"] = np.array([[_f(r.get(f"{k}_true", "")) for k in _DIMS] for r in rows], dtype=np.float64).reshape(len(rows), 3)
     from emo.fuse.runcheck import NonFiniteError, require_finite

@@ -31,12 +31,16 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
     Returns:
         ``waf``: weighted F1 (WAF, the MER challenges' metric; ``sklearn.metrics.f1_score(average="weighted")``),
         ``accuracy``, ``uar``: unweighted average recall over the classes present in ``y_true``
-        (= balanced accuracy), ``confusion``: (C, C) list of ints, rows = true class, columns = predicted.
+        (= balanced accuracy), ``precision_macro`` / ``recall_macro``: unweighted means over the
+        classes present in ``y_true`` of per-class precision (0 for a class never predicted) and
+        recall (``recall_macro`` equals ``uar``; both reported because the NRC-VAD bridge paper
+        reports precision and recall), ``confusion``: (C, C) list of ints, rows = true class,
+        columns = predicted.
 
     Raises:
         ValueError: shapes differ, no samples, or indices outside ``[0, n_classes)``.
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
 
     y_true, y_pred = _check_pair(y_true, y_pred, "classification_metrics")
     for arr, name in ((y_true, "y_true"), (y_pred, "y_pred")):
@@ -47,6 +51,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
         "waf": float(f1_score(y_true, y_pred, average="weighted", labels=present, zero_division=0)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "uar": float(recall_score(y_true, y_pred, average="macro", labels=present, zero_division=0)),
+        "precision_macro": float(precision_score(y_true, y_pred, average="macro", labels=present, zero_division=0)),
+        "recall_macro": float(recall_score(y_true, y_pred, average="macro", labels=present, zero_division=0)),
         "confusion": confusion_matrix(y_true, y_pred, labels=np.arange(n_classes)).tolist(),
     }
 
@@ -153,3 +159,52 @@ def evaluate(outputs: dict[str, np.ndarray], y: dict[str, np.ndarray], n_classes
     if "waf" in m and "valence_mse" in m:
         m["mer2023_score"] = mer2023_score(m["waf"], m["valence_mse"])
     return m
+
+
+def wheel_metrics(predicted: list[list[str]], true: list[list[str]], wheels, level: str = "level1") -> dict[str, float]:
+    """The MER-FG emotion-wheel scores of multi-label (open-vocabulary) predictions, for ``metrics.json``.
+
+    Args:
+        predicted, true: per sample, the predicted / true emotion words (same length and order).
+        wheels: :class:`emo.lexicon.wheel.EmotionWheels` or the ``--emotion-wheel`` folder.
+        level: ``level1`` (the challenge's score) or ``level2``.
+
+    Returns:
+        ``wheel_f1``, ``wheel_precision``, ``wheel_recall`` (means over the five wheels;
+        :func:`emo.lexicon.wheel.wheel_scores`, the MER 2025 baseline's ``wheel_metric_calculation``)
+        and ``wheel_<k>_f1`` per wheel.
+
+    Raises:
+        ValueError: lengths differ or no samples; :class:`emo.lexicon.wheel.WheelError`: unusable folder.
+    """
+    from emo.lexicon.wheel import EmotionWheels, load_wheels, wheel_scores
+
+    w = wheels if isinstance(wheels, EmotionWheels) else load_wheels(wheels)
+    s = wheel_scores(predicted, true, w, level)
+    out = {"wheel_f1": s["f1"], "wheel_precision": s["precision"], "wheel_recall": s["recall"]}
+    out.update({f"{k}_f1": v["f1"] for k, v in s["per_wheel"].items()})
+    return out
+
+
+def multilabel_wheel_metrics(probs: np.ndarray, classes: list[str], true_words: list[list[str]], wheels,
+                             threshold: float, level: str = "level1") -> dict[str, float]:
+    """:func:`wheel_metrics` of a multi-label model's outputs: the predicted words of sample ``i`` are
+    the classes whose probability exceeds ``threshold`` (UniVA's rule; ``--task multilabel``), the
+    true words are the sample's own label words (all of them, also those outside the class list).
+
+    Args:
+        probs: float (N, C) class probabilities, rows aligned with ``true_words``.
+        classes: the C class names (emotion words).
+        true_words: per sample, its emotion words as the dataset gives them.
+        wheels, level: as :func:`wheel_metrics`.
+
+    Raises:
+        ValueError: shapes disagree or non-finite probabilities.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape != (len(true_words), len(classes)):
+        raise ValueError(f"multilabel_wheel_metrics: probs shape {p.shape}, expected ({len(true_words)}, {len(classes)})")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("multilabel_wheel_metrics: non-finite probabilities")
+    pred = [[classes[j] for j in np.flatnonzero(row > threshold)] for row in p]
+    return wheel_metrics(pred, [list(t) for t in true_words], wheels, level)

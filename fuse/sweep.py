@@ -37,7 +37,8 @@ import typer
 from emo.fuse.atomic import write_csv, write_json, write_with
 
 #: Default selection metric per task (higher is better unless :func:`lower_is_better`).
-DEFAULT_METRIC = {"discrete": "waf", "valence": "valence_ccc", "vad": "vad_ccc", "discrete+valence": "mer2023_score"}
+DEFAULT_METRIC = {"discrete": "waf", "valence": "valence_ccc", "vad": "vad_ccc", "discrete+valence": "mer2023_score",
+                  "discrete+vad": "waf"}
 
 #: Training settings a sweep uses unless told otherwise: one seed per cell and larger batches,
 #: so a 25-layer x 5-fold linear sweep of MER 2024 size stays around a minute on 2 CPU cores.
@@ -160,6 +161,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     from emo.fuse.config import TrainConfig
     from emo.fuse.cv import train_cv
     from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, parse_feature_spec, store_layers, store_modality, targets
+    from emo.fuse.decoders import task_parts
     from emo.fuse.inputs import FeatureInput
     from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, make_folds, predefined_split
 
@@ -193,9 +195,9 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         raise FeatureError(f"{store.path}: no samples")
     names = [s.name for s in samples]
     fs = FeatureSet(names, {}, [], samples, meta.get("classes"), meta.get("dataset", dataset))
-    y, mask = targets(samples, cfg.task, fs.classes)
+    y, mask = targets(samples, cfg.task, fs.classes, cfg.vad_targets)
     rows = np.flatnonzero(mask)
-    disc = cfg.task in ("discrete", "discrete+valence")
+    disc = task_parts(cfg.task)[0]
     n_classes = len(fs.classes) if disc else 0
     test_idx = None
     if protocol == "split":

@@ -83,6 +83,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         emo.fuse.resume.ResumeError: a partial run with a different configuration exists (named).
     """
     from emo.fuse.data import load_features, targets
+    from emo.fuse.decoders import task_parts
     from emo.fuse.resume import FoldCache, partial_dir
     from emo.fuse.runcheck import check_run_out
     from emo.fuse.tune import rename_fold_inputs, resolve_fold_features, train_cv_fold_stores
@@ -105,11 +106,16 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     if cfg.task == "multilabel":  # label list from the words of the CV pool (every clip outside the test partitions)
         from emo.fuse.semi import multilabel_targets
 
+        word_map = None
+        if cfg.emotion_wheel:  # MER-FG: one class per word family (emotion-wheel word forms, format.csv)
+            from emo.lexicon.wheel import load_wheels
+
+            word_map = load_wheels(cfg.emotion_wheel).base_form
         sp = np.asarray([s or "" for s in fs.splits], dtype=object)
-        y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp, test_splits)))
+        y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp, test_splits)), word_map=word_map)
         classes = label_space.classes
     else:
-        y, mask = targets(fs.samples, cfg.task, fs.classes)
+        y, mask = targets(fs.samples, cfg.task, fs.classes, cfg.vad_targets, lexicon)
     rows = np.flatnonzero(mask)
     if cfg.task in ("discrete", "discrete+valence") and fs.classes:
         check_class_counts(fs.classes, y["discrete"][rows], allow_rare_classes, progress)
@@ -122,7 +128,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         cfg_r = replace(cfg, seed=cfg.seed + REPEAT_STRIDE * r)
         folds, test_idx = make_folds(protocol, fs, y, rows, cfg_r.seed, test_splits)
         cfg_r = cfg_r.resolve(max((len(f.train) for f in folds), default=0))  # the run records the settings used
-        disc = cfg_r.task in ("discrete", "discrete+valence", "multilabel")
+        disc = task_parts(cfg_r.task)[0]
         n_classes = len(classes) if disc else 0
         y_r, semi_info = y, {}
         if pseudo_labels is not None or cfg_r.univa:  # rows join training parts only (emo.fuse.semi)
@@ -149,6 +155,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
                          "inner_validation": "one training speaker" if protocol == "speaker" else
                          ("dev partition or 10% of train" if protocol == "split" else "stratified 10% of the training folds")},
         }
+        config.update(label_scales(cfg_r, fs, lexicon))
         config.update(semi_info)
         if label_space is not None:
             config["label_space"] = label_space.to_dict()
@@ -164,6 +171,8 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             result = train_cv(fs.blocks, fs.inputs, y_r, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
         runs.append((result, config, folds, test_idx))
     result, config, folds, test_idx = runs[0]
+    if cfg.emotion_wheel:  # MER-FG: the emotion-wheel F1 of the pooled out-of-fold multi-label predictions
+        config["emotion_wheel"] = add_wheel_metrics(result, fs.samples, config["classes"], cfg.emotion_wheel, cfg.threshold)
     if out is not None:
         from emo.fuse.pseudo import write_fold_names
 
@@ -215,6 +224,58 @@ def check_class_counts(classes: list[str], labels: np.ndarray, allow_rare: bool 
         if progress:
             progress(f"warning: class(es) with fewer than 2 samples: {what} (--allow-rare-classes)")
     return counts
+
+
+def add_wheel_metrics(result: CVResult, samples, classes: list[str], wheel_dir: str, threshold: float) -> dict[str, Any]:
+    """Add ``wheel_f1``, ``wheel_precision``, ``wheel_recall`` (and ``wheelK_f1``) of the pooled
+    out-of-fold predictions (and the test predictions) of a multi-label run to ``result``.
+
+    Predicted words: the classes whose probability exceeds ``threshold``; true words: each sample's
+    own ``emotions`` (all of them, also words outside the class list). Metric:
+    :func:`emo.fuse.metrics.multilabel_wheel_metrics` (MER 2025 baseline, ``wheel_metric_calculation``).
+
+    Returns:
+        the ``config.json`` entry: folder, level, threshold, source.
+    """
+    from emo.fuse.metrics import multilabel_wheel_metrics
+    from emo.lexicon.wheel import load_wheels
+
+    wheels = load_wheels(wheel_dir)
+
+    def words(rows) -> list[list[str]]:
+        return [list(samples[i].emotions or ([samples[i].discrete] if samples[i].discrete else [])) for i in rows]
+
+    result.pooled.update(multilabel_wheel_metrics(result.oof["probs"], classes, words(result.oof["index"]), wheels, threshold))
+    if result.test is not None and "probs" in result.test:
+        result.test.setdefault("metrics", {}).update(
+            multilabel_wheel_metrics(result.test["probs"], classes, words(result.test["index"]), wheels, threshold))
+    return {"dir": str(wheel_dir), "level": "level1", "threshold": threshold,
+            "source": "MER 2025 baseline wheel_metric_calculation (emo.lexicon.wheel)"}
+
+
+def label_scales(cfg: TrainConfig, fs, lexicon=None) -> dict[str, Any]:
+    """What the run's regression outputs mean, for ``config.json``: ``valence_scale`` of a valence
+    output trained on the dataset's own labels (MER: [-5, 5]), and ``vad_targets`` (source, scale
+    [-1, 1], lexicon file and its SHA-256) of a VAD output."""
+    from emo.fuse.decoders import task_parts
+
+    _, val, vad = task_parts(cfg.task)
+    out: dict[str, Any] = {}
+    if val:
+        out["valence_scale"] = fs.valence_scale
+    if vad and cfg.vad_targets == "lexicon":
+        import hashlib
+
+        from emo.lexicon.nrc import resolve_lexicon_path
+
+        path = resolve_lexicon_path(lexicon)
+        out["vad_targets"] = {"source": "lexicon", "scale": [-1.0, 1.0], "classes": fs.classes, "lexicon": str(path),
+                              "lexicon_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                              "mapping": "NRC-VAD of each discrete label's canonical word, 2x - 1; neutral = origin "
+                                         "(emo.lexicon.bridge.label_targets)"}
+    elif vad:
+        out["vad_targets"] = {"source": "dataset", "scale": None}
+    return out
 
 
 def repeats_summary(results: list[CVResult], fs, y: dict[str, np.ndarray], config: dict[str, Any]) -> dict[str, Any]:

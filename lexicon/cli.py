@@ -79,11 +79,13 @@ def nearest_cmd(
     min_emotions: int = _MIN_EMO,
 ) -> None:
     """Open vocabulary: every emotion word within --radius of (V, A, D), nearest first ('word<TAB>distance')."""
+    from emo.lexicon.bridge import check_vad
     from emo.lexicon.vocabulary import get_vocabulary
 
     try:
+        point = check_vad((valence, arousal, dominance), "input")  # refuses values outside [-1, 1]
         vocab = get_vocabulary(vocabulary, lexicon, emolex, min_emotions)
-        hits = vocab.nearest((valence, arousal, dominance), radius)
+        hits = vocab.nearest(point, radius)
     except _USER_ERRORS as e:
         _fail(e)
     if not hits:
@@ -104,13 +106,15 @@ def classify_cmd(
     min_emotions: int = _MIN_EMO,
 ) -> None:
     """Discrete label of (V, A, D): k-means over the emotion vocabulary, centres started at the basic emotions."""
+    from emo.lexicon.bridge import check_vad
     from emo.lexicon.classifier import VADClassifier
     from emo.lexicon.vocabulary import get_vocabulary
 
     try:
+        point = check_vad((valence, arousal, dominance), "input")  # refuses values outside [-1, 1]
         vocab = get_vocabulary(vocabulary, lexicon, emolex, min_emotions)
         clf = VADClassifier(labels, vocabulary=vocab, lexicon=lexicon)
-        label = clf.predict([valence, arousal, dominance])
+        label = clf.predict(point)
     except _USER_ERRORS as e:
         _fail(e)
     typer.echo(label)

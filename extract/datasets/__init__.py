@@ -24,6 +24,7 @@ from emo.extract.datasets.emodb import EmoDB
 from emo.extract.datasets.folder import Folder
 from emo.extract.datasets.meld import MELD
 from emo.extract.datasets.mer import MER2023, MER2024
+from emo.extract.datasets.mer2025 import MER2025, MER2026
 
 
 def adapters() -> dict[str, type[DatasetAdapter]]:
@@ -47,6 +48,6 @@ def get_dataset(name: str, root: str, **options: Any) -> DatasetAdapter:
     return ADAPTERS[name](root, **{k: v for k, v in options.items() if v is not None})
 
 
-__all__ = ["ADAPTERS", "MER2023", "MER2024", "MELD", "MER_CLASSES", "DatasetAdapter", "DatasetError", "EmoDB",
+__all__ = ["ADAPTERS", "MER2023", "MER2024", "MER2025", "MER2026", "MELD", "MER_CLASSES", "DatasetAdapter", "DatasetError", "EmoDB",
            "Folder", "Sample", "adapters", "dataset_names", "get_dataset", "read_manifest", "register_dataset",
            "write_manifest"]

@@ -39,6 +39,8 @@ class Sample:
             Stored in ``samples.csv`` as one ``;``-separated cell.
         labels: further named label columns (e.g. ``{"intent": "questioning"}`` for MEIJU), or
             ``None``. Stored in ``samples.csv`` as one JSON object cell.
+        audio: a pre-extracted audio file of the same clip (MER 2025/2026 ``audio/NAME.wav``) or
+            ``None``; when set, audio encoders read it instead of ``media``'s audio track.
     """
 
     name: str
@@ -52,6 +54,7 @@ class Sample:
     split: str | None = None
     emotions: list[str] | None = None
     labels: dict[str, str] | None = None
+    audio: Path | None = None
 
 
 class DatasetAdapter:
@@ -63,6 +66,9 @@ class DatasetAdapter:
 
     name: ClassVar[str] = ""
     classes: list[str] | None = None
+    #: (low, high) of the source's valence labels when it has them on its own scale (MER: (-5, 5));
+    #: recorded in dataset.json and in every run's config.json.
+    valence_scale: ClassVar[tuple[float, float] | None] = None
 
     def __init__(self, root: str | os.PathLike, **options: Any) -> None:
         self.root = Path(root)
@@ -285,11 +291,14 @@ def write_manifest(out_dir: Path, adapter: DatasetAdapter, samples: list[Sample]
         row["media"] = "" if s.media is None else str(s.media)
         row["emotions"] = None if s.emotions is None else ";".join(s.emotions)
         row["labels"] = None if s.labels is None else json.dumps(s.labels, ensure_ascii=False, sort_keys=True)
+        row["audio"] = None if s.audio is None else str(s.audio)
         rows.append({k: ("" if v is None else v) for k, v in row.items()})
     fsio.write_csv(out_dir / MANIFEST, rows, header=names)
     root = "" if getattr(adapter, "ad_hoc", False) else str(adapter.root.resolve())
     meta = {"dataset": getattr(adapter, "dataset", adapter.name), "adapter": adapter.name, "root": root,
-            "classes": adapter.classes, "n": len(samples)}
+            "classes": adapter.classes, "n": len(samples),
+            "options": {k: str(v) for k, v in sorted((getattr(adapter, "options", None) or {}).items()) if v is not None},
+            "valence_scale": list(scale) if (scale := getattr(adapter, "valence_scale", None)) else None}
     fsio.write_text(out_dir / DATASET_JSON, json.dumps(meta, indent=2, ensure_ascii=False))
 
 
@@ -322,6 +331,7 @@ def read_manifest(dataset_dir: Path) -> tuple[dict[str, Any], list[Sample]]:
                     split=row.get("split") or None,
                     emotions=[w for w in row["emotions"].split(";") if w] if row.get("emotions") else None,
                     labels=json.loads(row["labels"]) if row.get("labels") else None,
+                    audio=Path(row["audio"]) if row.get("audio") else None,
                 )
             )
     return meta, out

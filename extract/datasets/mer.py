@@ -61,6 +61,7 @@ class MER2023(DatasetAdapter):
 
     name = "mer2023"
     classes = MER_CLASSES
+    valence_scale = (-5.0, 5.0)
     splits = ("train", "test1", "test2", "test3")
 
     def load(self) -> list[Sample]:
@@ -100,6 +101,7 @@ class MER2024(DatasetAdapter):
 
     name = "mer2024"
     classes = MER_CLASSES
+    valence_scale = (-5.0, 5.0)
 
     def load(self) -> list[Sample]:
         subset = self.options.get("subset") or "all"

@@ -1,0 +1,158 @@
+"""MER 2025 / MER 2026 end to end on folders built from the real av clips: `emo extract` (the
+`make features` command), `emo fuse train` (Track 1 discrete, discrete+VAD through the NRC-VAD
+bridge) and `emo score` (VAD, k-means label and open-vocabulary words)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from mer_fixtures import build_mer_pool
+
+from emo.extract.store import FeatureStore
+
+EMO = [sys.executable, "-m", "emo.cli"]
+MER = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
+
+
+def run(*args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    r = subprocess.run(EMO + list(args), capture_output=True, text=True)
+    assert r.returncode in ok, f"emo {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+@pytest.mark.slow
+def test_mer2025_track1_extract_train_score(shared, tmp_path):
+    data = tmp_path / "mer2025"
+    info = build_mer_pool(shared / "av", data, 2025, wavs=2)
+    feats = tmp_path / "f1"
+    run("extract", "--dataset", "mer2025", "--root", str(data), "--track", "1", "--encoder", "egemaps",
+        "--out", str(feats), "--device", "cpu", "--no-progress")
+    st = FeatureStore(feats / "mer2025" / "egemaps.h5")
+    assert len(st) == len(info["labelled"]) + len(info["candidates"])
+    meta = json.loads((feats / "mer2025" / "dataset.json").read_text())
+    assert meta["options"]["track"] == "1" and meta["valence_scale"] == [-5.0, 5.0]
+
+    # the pre-extracted wav (the clip's audio at half amplitude) is what the audio encoder read
+    from emo.extract.encoders.acoustic import EGeMAPSEncoder
+    from emo.extract.media import load_audio
+    from emo.extract.types import AudioInput
+
+    enc = EGeMAPSEncoder("egemaps")
+    name = info["wav"][0]
+    video = next((data / "video").glob(f"{name}.*"))
+    from_wav = enc.encode([AudioInput(name, load_audio(data / "audio" / f"{name}.wav", 16000))])[0].layers
+    from_video = enc.encode([AudioInput(name, load_audio(video, 16000))])[0].layers
+    stored = st.read(names=[name])[0, 0]
+    key = next(iter(from_wav))
+    np.testing.assert_allclose(stored, from_wav[key], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(from_wav[key], from_video[key], rtol=1e-3, atol=1e-3)
+
+    # Track 1: discrete, and discrete + VAD with lexicon targets in the same run
+    lex = shared / "lexicon" / "NRC-VAD-Lexicon.txt"
+    r1 = tmp_path / "runs" / "t1"
+    run("fuse", "train", "--dataset", "mer2025", "--features-dir", str(feats), "--features", "egemaps", "--head", "mlp",
+        "--task", "discrete+vad", "--vad-targets", "lexicon", "--lexicon", str(lex), "--folds", "3", "--epochs", "20",
+        "--seeds", "1", "--out", str(r1))
+    metrics = json.loads((r1 / "metrics.json").read_text())
+    config = json.loads((r1 / "config.json").read_text())
+    pooled = metrics["pooled"]
+    for k in ("uar", "precision_macro", "recall_macro", "vad_l2", "vad_mse", "vad_mae", "vad_pcc", "vad_ccc"):
+        assert k in pooled and np.isfinite(pooled[k]), k
+    assert pooled["recall_macro"] == pytest.approx(pooled["uar"])
+    vt = config["vad_targets"]
+    assert vt["source"] == "lexicon" and vt["scale"] == [-1.0, 1.0] and len(vt["lexicon_sha256"]) == 64
+    with open(r1 / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(info["labelled"])  # candidates are never trained on
+    happy = next(r for r in rows if r["true"] == "happy")
+    from emo.lexicon import label_vad
+
+    np.testing.assert_allclose([float(happy[f"{d}_true"]) for d in ("valence", "arousal", "dominance")],
+                               label_vad("happy", lex), atol=1e-5)
+    neutral = next(r for r in rows if r["true"] == "neutral")
+    assert [float(neutral[f"{d}_true"]) for d in ("valence", "arousal", "dominance")] == [0.0, 0.0, 0.0]
+
+    # a valence head keeps MER's [-5, 5] scale, and the run says so
+    rv = tmp_path / "runs" / "val"
+    run("fuse", "train", "--dataset", "mer2025", "--features-dir", str(feats), "--features", "egemaps", "--head", "linear",
+        "--task", "valence", "--folds", "3", "--epochs", "5", "--seeds", "1", "--out", str(rv))
+    assert json.loads((rv / "config.json").read_text())["valence_scale"] == [-5.0, 5.0]
+
+    # score the candidates: VAD, its k-means label and its words
+    preds = tmp_path / "preds.csv"
+    run("score", "--dataset", "mer2025", "--root", str(data), "--track", "1", "--run", str(r1), "--features-dir", str(feats),
+        "--out", str(preds), "--radius", "0.3", "--no-progress")
+    with open(preds, newline="") as fh:
+        out = list(csv.DictReader(fh))
+    assert len(out) == len(info["labelled"]) + len(info["candidates"])
+    ok = [r for r in out if r["status"] == "ok"]
+    assert ok and all(r["vad_label"] in MER and r["pred"] in MER for r in ok)
+    assert any(r["vad_words"] for r in ok)
+    from emo.lexicon.bridge import VADBridge
+
+    bridge = VADBridge(MER, radius=0.3, lexicon=lex)
+    r0 = ok[0]
+    dec = bridge.decode([[float(r0[d]) for d in ("valence", "arousal", "dominance")]])
+    assert r0["vad_label"] == dec.labels[0] and r0["vad_words"] == ";".join(w for w, _ in dec.words[0])
+
+
+@pytest.mark.slow
+def test_mer2026_track1_extract_and_train(shared, tmp_path):
+    data = tmp_path / "mer2026"
+    info = build_mer_pool(shared / "av", data, 2026, wavs=0)
+    feats = tmp_path / "f"
+    run("extract", "--dataset", "mer2026", "--root", str(data), "--track", "1", "--subset", "labeled", "--encoder", "egemaps",
+        "--out", str(feats), "--device", "cpu", "--no-progress")
+    r = tmp_path / "run"
+    run("fuse", "train", "--dataset", "mer2026", "--features-dir", str(feats), "--features", "egemaps", "--head", "mlp",
+        "--folds", "3", "--epochs", "10", "--seeds", "1", "--out", str(r))
+    pooled = json.loads((r / "metrics.json").read_text())["pooled"]
+    assert 0 <= pooled["precision_macro"] <= 1 and len(pooled["confusion"]) == 6
+    assert json.loads((r / "config.json").read_text())["classes"] == MER
+    with open(r / "predictions.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(info["labelled"])
+
+
+@pytest.mark.slow
+def test_mer2025_track2_manifest_carries_the_words(shared, tmp_path):
+    """Track 2 extracted under its own --name: the manifest holds each clip's open-vocabulary words,
+    which score against themselves with emotion-wheel F1 = 1."""
+    from emo.extract.datasets import read_manifest
+    from emo.fuse.metrics import wheel_metrics
+
+    data = tmp_path / "mer2025"
+    info = build_mer_pool(shared / "av", data, 2025, wavs=0)
+    feats = tmp_path / "f"
+    run("extract", "--dataset", "mer2025", "--root", str(data), "--track", "2", "--subset", "labeled", "--name", "mer2025_t2",
+        "--encoder", "egemaps", "--out", str(feats), "--device", "cpu", "--no-progress")
+    meta, samples = read_manifest(feats / "mer2025_t2")
+    assert meta["classes"] is None and meta["options"]["track"] == "2"
+    assert len(samples) == len(info["labelled"]) and all(s.emotions for s in samples)
+    words = [s.emotions for s in samples]
+    m = wheel_metrics(words, words, shared / "emotion_wheel")
+    assert m["wheel_f1"] == pytest.approx(1.0)
+    r = run("fuse", "train", "--dataset", "mer2025_t2", "--features-dir", str(feats), "--features", "egemaps",
+            "--folds", "3", "--out", str(tmp_path / "run"), ok=(1,))
+    assert "no class list" in r.stderr  # a discrete task on open-vocabulary labels is refused, not guessed
+
+    # Track 2 multi-label (issue 14's task) with the emotion-wheel metric and word forms
+    wheel = shared / "emotion_wheel"
+    out = tmp_path / "ml"
+    run("fuse", "train", "--dataset", "mer2025_t2", "--features-dir", str(feats), "--features", "egemaps", "--head", "mlp",
+        "--task", "multilabel", "--emotion-wheel", str(wheel), "--folds", "3", "--epochs", "10", "--seeds", "1",
+        "--out", str(out))
+    pooled = json.loads((out / "metrics.json").read_text())["pooled"]
+    config = json.loads((out / "config.json").read_text())
+    for k in ("wheel_f1", "wheel_precision", "wheel_recall", "wheel1_f1", "wheel5_f1"):
+        assert 0.0 <= pooled[k] <= 1.0, k
+    assert config["emotion_wheel"]["dir"] == str(wheel) and config["emotion_wheel"]["level"] == "level1"
+    from emo.lexicon.wheel import load_wheels
+
+    w = load_wheels(wheel)
+    want = sorted({w.base_form(x) for s in samples for x in s.emotions})
+    assert config["classes"] == want and "joy" in want and "joyful" not in want  # word forms merged
