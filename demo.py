@@ -49,8 +49,10 @@ def synth(label: str, base_f0: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_wav(path: Path, y: np.ndarray) -> None:
+    from emo import fsio
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
+    with fsio.atomic_path(path) as tmp, wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(SR)
@@ -68,10 +70,9 @@ def make_demo_data(root: Path, per_cell: int = 6, seed: int = 0) -> tuple[Path, 
                 name = f"{spk}_{label}_{i:02d}"
                 write_wav(train / f"{name}.wav", synth(label, f0, rng))
                 rows.append({"name": name, "emotion": label, "speaker": spk})
-    with open(train / "labels.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["name", "emotion", "speaker"])
-        w.writeheader()
-        w.writerows(rows)
+    from emo import fsio
+
+    fsio.write_csv(train / "labels.csv", rows, header=["name", "emotion", "speaker"])
     for label in PROFILES:
         write_wav(new / f"unseen_{label}.wav", synth(label, 160.0, rng))
     return train, new

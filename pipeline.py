@@ -21,7 +21,6 @@ file gets an error row and a line in the summary; it never stops the batch.
 
 from __future__ import annotations
 
-import csv
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 import typer
 
+from emo import fsio
 from emo.exitcodes import ExitCode
 from emo.extract.datasets import dataset_names
 from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
@@ -48,6 +48,8 @@ class FileList(DatasetAdapter):
     """
 
     name = "score"
+    #: samples are identified by content alone: the store records no root (files come from anywhere)
+    ad_hoc = True
 
     def __init__(self, paths: list[str | os.PathLike]) -> None:  # no single root
         self.root = Path(".")
@@ -141,7 +143,8 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
           mtcnn_weights: str | None = None, progress: bool = True, *, transcripts: str | os.PathLike | None = None,
           adapter: DatasetAdapter | None = None, features_dir: str | os.PathLike | None = None,
           lexicon: str | os.PathLike | None = None, warn=None, radius: float = 0.25,
-          vocabulary: str | os.PathLike = "affect", vad_labels: list[str] | str | None = None) -> dict[str, Any]:
+          vocabulary: str | os.PathLike = "affect", vad_labels: list[str] | str | None = None,
+          trust_remote_code: bool = False) -> dict[str, Any]:
     """Score media files (or a dataset's samples) with a trained run.
 
     Args:
@@ -193,6 +196,9 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
         (warn or (lambda m: _warnings.warn(m, stacklevel=3)))(msg)
 
     run = load_run(run_dir)
+    out_csv = fsio.check_not_link(out_csv)  # a bad output is refused before any extraction
+    if out_csv.is_dir():
+        raise ValueError(f"--out {out_csv} is a directory: give the path of a CSV file")
     bridge = vad_bridge(run.config, lexicon, radius, vocabulary, vad_labels, note)
     if adapter is not None and paths:
         raise ValueError("give either files/folders or --dataset/--root, not both")
@@ -241,7 +247,10 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
     fps = next((float(i.provenance["fps"]) for i in run.inputs if i.provenance.get("fps")), 2.0)
     names_all = [smp.name for smp in samples]
 
-    # 1. stores to reuse, per input: the samples they already hold
+    # 1. stores to reuse, per input: the samples they already hold (same name and same content)
+    from emo.extract.engine import identities
+
+    ids_now = identities(samples) if features_dir is not None else {}
     reuse: dict[str, Any] = {}
     from_store: dict[str, set[str]] = {}
     if features_dir is not None:
@@ -259,7 +268,12 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
                 note(f"{p}: not reused ({why})")
                 continue
             reuse[inp.name] = st
-            from_store[inp.name] = {n for n in names_all if n in st.index}
+            held = {n for n in names_all if n in st.index}
+            stale = {n for n in held if st.identity(n) and ids_now.get(n) and st.identity(n) != ids_now[n]}
+            if stale:
+                note(f"{p}: {len(stale)} file(s) differ in content from the stored sample of that name "
+                     f"(e.g. {sorted(stale)[0]!r}): extracted anew")
+            from_store[inp.name] = held - stale
     # 2. extract the rest (grouped by the samples each encoder still needs)
     need = {n: [smp for smp in samples if smp.name not in from_store.get(n, set())] for n in specs}
     tmp = None
@@ -277,7 +291,8 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             seq = set(run.frame_inputs)  # frame-level inputs get frame features; one decode per clip
             ex = Extractor([specs[n] for n in todo], out=cache, device=device, frames=seq, fps=fps,
                            face_detector=face_detector, mtcnn_weights=mtcnn_weights, progress=progress,
-                           encoder_options={"lexicon": str(lexicon)} if lexicon else None)
+                           encoder_options={**({"lexicon": str(lexicon)} if lexicon else {}),
+                                            **({"trust_remote_code": True} if trust_remote_code else {})} or None)
             groups: dict[tuple[str, ...], list[str]] = {}
             for n in todo:
                 groups.setdefault(tuple(smp.name for smp in need[n]), []).append(n)
@@ -353,30 +368,32 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             cols += ["vad_label", "vad_words"]
             if decoded.outside:
                 note(f"{decoded.outside} predicted VAD point(s) fall outside [-1, 1]; labels and words are still those nearest")
-    out_csv = Path(out_csv)
+    from emo.fuse.runcheck import nonfinite_rows
+
+    for key in ("probs", "valence", "vad"):  # never emit NaN as a result: such a row is an error row
+        for i in nonfinite_rows(preds[key]) if key in preds else []:
+            failed.setdefault(ok[i].name, f"{ok[i].media}: the run's prediction ({key}) is not finite (NaN/inf)")
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp_csv = out_csv.with_name(out_csv.name + ".tmp")
-    with open(tmp_csv, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for smp in samples:
-            row: list[Any] = [smp.name, relpaths.get(smp.name, ""), str(smp.media or "")]
-            if smp.name in failed:
-                w.writerow(row + [f"error: {failed[smp.name]}"] + [""] * (len(cols) - 4))
-                continue
-            i = index[smp.name]
-            row += ["ok", ";".join(sorted(flags[smp.name]))]
-            if "probs" in preds:
-                p = preds["probs"][i]
-                row += [classes[int(np.argmax(p))]] + [f"{x:.6f}" for x in p]
-            if "valence" in preds:
-                row.append(f"{float(preds['valence'][i]):.6f}")
-            if "vad" in preds:
-                row += [f"{float(x):.6f}" for x in preds["vad"][i]]
-                if decoded is not None:
-                    row += [decoded.labels[i], ";".join(word for word, _ in decoded.words[i])]
-            w.writerow(row)
-    os.replace(tmp_csv, out_csv)
+    rows: list[list[Any]] = []
+    for smp in samples:
+        row: list[Any] = [smp.name, relpaths.get(smp.name, ""), str(smp.media or "")]
+        if smp.name in failed:
+            rows.append(row + [f"error: {failed[smp.name]}"] + [""] * (len(cols) - 4))
+            continue
+        i = index[smp.name]
+        row += ["ok", ";".join(sorted(flags[smp.name]))]
+        if "probs" in preds:
+            p = preds["probs"][i]
+            row += [classes[int(np.argmax(p))]] + [f"{x:.6f}" for x in p]
+        if "valence" in preds:
+            row.append(f"{float(preds['valence'][i]):.6f}")
+        if "vad" in preds:
+            row += [f"{float(x):.6f}" for x in preds["vad"][i]]
+            if decoded is not None:
+                row += [decoded.labels[i], ";".join(word for word, _ in decoded.words[i])]
+        rows.append(row)
+    fsio.write_csv(out_csv, rows, header=cols)  # atomic, never through a link, cells escaped (formula injection)
+    ok = [smp for smp in ok if smp.name not in failed]
     counts = {n: len(from_store.get(n, set()) & set(names_all)) for n in specs}
     for n, k in flag_counts(flags).items():
         if k:
@@ -451,6 +468,7 @@ def score_cmd(
     face_detector: str = typer.Option("mtcnn", help="mtcnn or haar, for runs with face features."),
     mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
     progress: bool = typer.Option(True, help="Show progress bars (also the model-loading bars of the Hugging Face libraries)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow encoders whose model repository ships Python code (Baichuan2) to run it (review it first)."),
 ) -> None:
     """Score new files with a trained run: name, relative path, flags, predicted label, one probability
     column per class; for runs with a VAD output also valence, arousal, dominance (in [-1, 1] for
@@ -483,7 +501,7 @@ def score_cmd(
                         mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress,
                         transcripts=transcripts, adapter=adapter, features_dir=fdir, lexicon=lexicon,
                         warn=lambda m: typer.echo(f"warning: {m}", err=True), radius=radius, vocabulary=vocabulary,
-                        vad_labels=vad_labels)
+                        vad_labels=vad_labels, trust_remote_code=trust_remote_code)
     except (RunError, DatasetError, StoreError, EncoderError, FaceError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None

@@ -45,6 +45,7 @@ def extract(
     progress: bool = typer.Option(True, help="Show progress bars (also the model-loading bars of the Hugging Face libraries)."),
     shard_size: int = typer.Option(64, min=1, help="Samples per shard file: a kill loses at most this many per encoder."),
     flush_seconds: float = typer.Option(60.0, help="Also write a shard at least this often (seconds); 0: only by --shard-size."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow encoders whose model repository ships Python code (Baichuan2) to run it. Review that code first: it runs with your permissions."),
     adapters: Optional[Path] = typer.Option(None, "--adapters", help="An `emo tune hlft` run: HLFT features, one store per fold (ENCODER+hlft.foldK.h5)."),
     special_tokens: bool = typer.Option(False, "--special-tokens", help="Text encoders: keep [CLS]/[SEP] in frames and pooling (needed for an HLFT text prefix)."),
 ) -> None:
@@ -89,6 +90,8 @@ def extract(
         device = resolve_device(device)
         if compile_model:
             opts["compile"] = True
+        if trust_remote_code:
+            opts["trust_remote_code"] = True
         if special_tokens:
             opts["special_tokens"] = True
         hlft_encoders = None

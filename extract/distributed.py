@@ -262,9 +262,12 @@ def run_distributed(config: ExtractConfig, adapter: DatasetAdapter, samples: lis
     n_tasks = n_reused = 0
     try:
         desc = warm_workers(client, config, adapter.dataset, retries)
+        from emo.extract.identity import dataset_provenance
+
         for d in desc:
             path = store_path(out, adapter.dataset, d["name"])
-            w = StoreWriter(path, d["provenance"], d["layers"], frames=config.frames, dtype=d["dtype"],
+            prov = {**d["provenance"], **dataset_provenance(adapter)}  # same store provenance as a local run
+            w = StoreWriter(path, prov, d["layers"], frames=config.frames, dtype=d["dtype"],
                             overwrite=overwrite)
             writers.append(w)
             r = EncoderReport(d["name"], str(path))

@@ -23,7 +23,7 @@ from typing import Any, Collection, Iterator
 import numpy as np
 
 from emo.extract.batching import pack
-from emo.extract.datasets import DatasetAdapter, Sample, write_manifest
+from emo.extract.datasets import DatasetAdapter, DatasetError, Sample, write_manifest
 from emo.extract.encoders.base import Encoder
 from emo.extract.faces.core import DEFAULT_FPS
 from emo.extract.media import MediaError, load_audio, load_frames, probe
@@ -46,6 +46,10 @@ class EncoderReport:
     failed: dict[str, str] = field(default_factory=dict)
     flagged: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    #: finished samples whose media changed since they were stored: name -> reason (recomputed)
+    recomputed: dict[str, str] = field(default_factory=dict)
+    #: damaged store/shard files moved aside (their samples recomputed), one line each
+    quarantined: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,6 +71,14 @@ class RunSummary:
         for r in self.encoders:
             flags = ", ".join(f"{k}={v}" for k, v in sorted(r.flagged.items()))
             lines.append(f"{r.encoder:18s} {r.done:7d} {r.skipped:8d} {len(r.failed):7d}  {flags + '  ' if flags else ''}{r.store}")
+        for r in self.encoders:
+            for q in r.quarantined:
+                lines.append(f"[{r.encoder}] quarantined damaged file {q}")
+        changed = [(r.encoder, n, e) for r in self.encoders for n, e in r.recomputed.items()]
+        if changed:
+            lines.append(f"recomputed {len(changed)} sample(s) whose media changed since they were stored:")
+            for enc, n, e in changed[:50]:
+                lines.append(f"  [{enc}] {n}: {e}")
         failed = [(r.encoder, n, e) for r in self.encoders for n, e in r.failed.items()]
         if failed:
             lines.append("failed samples:")
@@ -84,6 +96,7 @@ class Decoded:
     audio_error: str | None = None
     frames: np.ndarray | None = None
     frames_error: str | None = None
+    stream: Any = None  # emo.extract.streaming.StreamedAudio: a long clip encoded window by window
 
 
 class _SharedCropper:
@@ -105,13 +118,19 @@ MAX_FACE_FRAMES = 240
 
 
 def decode_sample(sample: Sample, need_audio: bool, need_frames: bool, sample_rate: int, fps: float,
-            max_side: int | None, max_seconds: float | None) -> Decoded:
+            max_side: int | None, max_seconds: float | None, stream_seconds: float | None = None) -> Decoded:
     """Decode one sample's media for the encoders that still need it (run in the decode pool).
 
     Audio is mono float32 at ``sample_rate`` Hz; face frames are uint8 RGB (F, H, W, 3) sampled at
     ``fps`` (at most :data:`MAX_FACE_FRAMES`, longer clips are sampled more sparsely), the longer
     side scaled down to ``max_side`` pixels. Never raises: a decode error is kept as text in the
     result (``audio_error`` / ``frames_error``) and becomes that sample's failure.
+
+    A clip longer than ``stream_seconds`` (by its container's duration) is not decoded here: ``stream``
+    is set instead and the audio encoders read it window by window (:mod:`emo.extract.streaming`),
+    so memory does not grow with clip length. A video with no audio stream gets one second of
+    silence (the encoders then flag it ``silent``) instead of an audio failure: its face and text
+    features are still usable in a multimodal dataset; an audio-only file without audio fails.
     """
     d = Decoded(sample)
     audio_src = sample.audio or sample.media  # a pre-extracted wav (MER 2025/2026 audio/) wins over the video's track
@@ -121,9 +140,26 @@ def decode_sample(sample: Sample, need_audio: bool, need_frames: bool, sample_ra
         return d
     if need_audio:
         try:
-            d.audio = load_audio(audio_src, sample_rate, max_seconds=max_seconds)
+            info = None
+            if stream_seconds is not None:
+                try:
+                    info = probe(audio_src)
+                except MediaError:
+                    info = None  # load_audio names the problem below
+            if info is not None and info.has_audio and min(info.duration, max_seconds or info.duration) > stream_seconds:
+                from emo.extract.streaming import StreamedAudio
+
+                d.stream = StreamedAudio(Path(audio_src), sample_rate, info.duration, max_seconds)
+            else:
+                d.audio = load_audio(audio_src, sample_rate, max_seconds=max_seconds)
         except MediaError as e:
             d.audio_error = str(e)
+            if e.reason == "no audio stream":
+                try:
+                    if probe(sample.media).has_video:
+                        d.audio, d.audio_error = np.zeros(sample_rate, np.float32), None
+                except MediaError:
+                    pass
         except Exception as e:  # decoding must never kill a run
             d.audio_error = f"{audio_src}: {type(e).__name__}: {e}"
     if need_frames and sample.media is None:
@@ -146,6 +182,21 @@ def decode_sample(sample: Sample, need_audio: bool, need_frames: bool, sample_ra
         except Exception as e:
             d.frames_error = f"{sample.media}: {type(e).__name__}: {e}"
     return d
+
+
+def identities(samples: list[Sample]) -> dict[str, str | None]:
+    """Identity key of each sample's media (:func:`emo.extract.identity.identify`: size and a
+    blake2b of three 1 MiB blocks), ``None`` where the file is missing or unreadable (its decode
+    then fails with the reason). Stored per sample so a resumed run recomputes a changed file."""
+    from emo.extract.identity import IdentityError, identify
+
+    out: dict[str, str | None] = {}
+    for s in samples:
+        try:
+            out[s.name] = identify(s.media).key if s.media is not None else None
+        except IdentityError:
+            out[s.name] = None
+    return out
 
 
 def _windows(samples: list[Sample], size: int) -> Iterator[list[Sample]]:
@@ -258,17 +309,29 @@ class Extractor:
                                                    device=self.device, size=self._crop_size())
             return self._shared.cropper
 
-    def provenance(self, enc: Encoder, dataset: str) -> dict[str, Any]:
+    def provenance(self, enc: Encoder, dataset: str, adapter: DatasetAdapter | None = None) -> dict[str, Any]:
         """Everything written into ``enc``'s store for ``dataset``: the encoder's provenance
-        (:meth:`Encoder.provenance`), the dataset name and, for face encoders, the face-frame rate
-        (``fps``) and the face detector's provenance (``face_detector``, ``face_weights_hash``, ...).
+        (:meth:`Encoder.provenance`), the dataset name, the data it came from (``dataset_root``,
+        ``dataset_options``, ``augmentation``: :func:`emo.extract.identity.dataset_provenance`, when
+        ``adapter`` is given), ``max_seconds`` and, for face encoders, the face-frame rate (``fps``),
+        the decode size (``max_side``) and the face detector's provenance (``face_detector``,
+        ``face_weights_hash``, crop size, template). Every key that changes values is here, so a
+        resumed run with any of them changed is refused with the difference named.
 
         Raises:
             emo.extract.faces.FaceError: the face detector cannot be built (e.g. MTCNN weights missing).
         """
         p = {**enc.provenance(), "dataset": dataset}
+        if adapter is not None:
+            from emo.extract.identity import dataset_provenance
+
+            p.update(dataset_provenance(adapter))
+        if self.max_seconds is not None:
+            p["max_seconds"] = float(self.max_seconds)
         if enc.modality == "face":
             p["fps"] = float(self.fps)
+            if self.max_side is not None:
+                p["max_side"] = int(self.max_side)
             p.update({f"face_{k}": v for k, v in self._face_cropper().provenance().items()})
         return p
 
@@ -312,23 +375,31 @@ class Extractor:
         t0 = time.time()
         if samples is None:
             samples = adapter.samples()
+        if not samples:
+            raise DatasetError(f"{adapter.name}: no media files under {adapter.root} (searched for "
+                               "audio/video files recursively); check --root")
         ds_dir = check_writable(self.out / adapter.dataset)  # read-only --out: clear error before any work
-        write_manifest(ds_dir, adapter, samples)
+        self._ids = identities(samples)
         writers: list[StoreWriter] = []
         reports: list[EncoderReport] = []
         try:
             for enc in self.encoders:
                 path = store_path(self.out, adapter.dataset, enc.name)
-                w = StoreWriter(path, self.provenance(enc, adapter.dataset), enc.layers, frames=bool(enc.frames),
+                w = StoreWriter(path, self.provenance(enc, adapter.dataset, adapter), enc.layers, frames=bool(enc.frames),
                                 dtype=getattr(enc, "store_dtype", "float16"), overwrite=self.overwrite,
                                 shard_size=self.shard_size, flush_seconds=self.flush_seconds)
                 writers.append(w)
+                report = EncoderReport(enc.name, str(path), quarantined=list(w.quarantined))
+                report.recomputed = w.changed(self._ids)  # same name, different content: recompute it
+                w.invalidate(report.recomputed)
                 try:
                     dims = enc.dims()
                 except Exception:  # not known before running: check_space assumes a small default
                     dims = None
                 w.check_space(sum(s.name not in w.done for s in samples), dims)  # a clearly full disk fails now
-                reports.append(EncoderReport(enc.name, str(path)))
+                reports.append(report)
+            # only now: a store refused for different settings must not be left under another dataset's manifest
+            write_manifest(ds_dir, adapter, samples)
             self._extract(samples, writers, reports)
             for w in writers:
                 w.finalize()
@@ -347,6 +418,8 @@ class Extractor:
         self._extract(samples, writers, reports)
 
     def _extract(self, samples: list[Sample], writers: list[StoreWriter], reports: list[EncoderReport]) -> None:
+        if getattr(self, "_ids", None) is None or any(s.name not in self._ids for s in samples):
+            self._ids = {**(getattr(self, "_ids", None) or {}), **identities(samples)}
         todo: list[set[str]] = []
         for w, r in zip(writers, reports):
             t = {s.name for s in samples if s.name not in w.done}
@@ -362,6 +435,12 @@ class Extractor:
         if len(rates) > 1:
             raise ValueError(f"audio encoders need different sample rates {sorted(rates)}: run them separately")
         sr = rates.pop() if rates else 16000
+        from emo.extract.streaming import STREAM_SECONDS
+
+        # long clips are streamed when every audio encoder can consume a stream (frame-level output cannot)
+        streamable = bool(audio_encs) and all(hasattr(self.encoders[i], "encode_stream") and not self.encoders[i].frames
+                                               and not self.naive for i in audio_encs)
+        stream_seconds = STREAM_SECONDS if streamable else None
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -373,7 +452,8 @@ class Extractor:
             for s in window:
                 need_a = any(s.name in todo[i] for i in audio_encs)
                 need_f = any(s.name in todo[i] for i in face_encs)
-                futs.append(pool.submit(decode_sample, s, need_a, need_f, sr, self.fps, self.max_side, self.max_seconds))
+                futs.append(pool.submit(decode_sample, s, need_a, need_f, sr, self.fps, self.max_side, self.max_seconds,
+                                        stream_seconds))
             return futs
 
         pool_cls = cf.ProcessPoolExecutor if self.decode_pool == "process" else cf.ThreadPoolExecutor
@@ -429,6 +509,9 @@ class Extractor:
                 if name not in t:
                     continue
                 if enc.modality == "audio":
+                    if d.stream is not None:
+                        self._encode_stream(enc, d.stream, name, w, r)
+                        continue
                     if d.audio is None:
                         self._fail(w, r, name, d.audio_error or f"{name}: no audio")
                         continue
@@ -462,6 +545,19 @@ class Extractor:
             self._encode_batch(enc, [pool[i] for i in batch_idx], w, r)
         r.seconds += time.time() - t0
 
+    def _encode_stream(self, enc: Encoder, stream, name: str, w: StoreWriter, r: EncoderReport) -> None:
+        """One long clip, window by window (:meth:`encode_stream` of the audio encoders)."""
+        t0 = time.time()
+        try:
+            o = enc.encode_stream(name, stream)
+        except Exception as e:
+            msg = str(e) if str(e).startswith(name) else f"{name}: {type(e).__name__}: {e}"
+            self._fail(w, r, name, f"{enc.name} failed: {msg}")
+            return
+        finally:
+            r.seconds += time.time() - t0
+        self._store(w, r, name, o)
+
     def _encode_batch(self, enc: Encoder, batch: list[Input], w: StoreWriter, r: EncoderReport) -> None:
         try:
             outs = enc.encode(batch)
@@ -477,13 +573,18 @@ class Extractor:
             if isinstance(item, FaceInput):  # face-frame coverage per clip, for `emo store info`
                 o.info.setdefault("face_frames", int(len(item.crops)))
                 o.info.setdefault("frames_sampled", int(item.n_frames))
-            try:
-                w.add(item.name, o)
-            except StoreWriteError:  # disk full / read-only: fatal, the store stays intact
-                raise
-            except Exception as e:
-                self._fail(w, r, item.name, str(e))
-                continue
-            r.done += 1
-            for f in o.flags:
-                r.flagged[f] = r.flagged.get(f, 0) + 1
+            self._store(w, r, item.name, o)
+
+    def _store(self, w: StoreWriter, r: EncoderReport, name: str, o) -> None:
+        """Hand one finished sample to its store with its media identity; a sample the store refuses
+        (non-finite values, wrong dimension) becomes that sample's failure with the reason."""
+        try:
+            w.add(name, o, identity=(getattr(self, "_ids", None) or {}).get(name))
+        except StoreWriteError:  # disk full / read-only: fatal, the store stays intact
+            raise
+        except Exception as e:
+            self._fail(w, r, name, str(e))
+            return
+        r.done += 1
+        for f in o.flags:
+            r.flagged[f] = r.flagged.get(f, 0) + 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,9 @@ def _open(path: str | os.PathLike):
     p = Path(path)
     if not p.exists():
         raise MediaError(p, "file does not exist")
-    if p.is_file() and p.stat().st_size == 0:
+    if not p.is_file():  # a FIFO would block the decoder forever; devices and directories are no media either
+        raise MediaError(p, "not a regular file (a FIFO, device or directory): refused")
+    if p.stat().st_size == 0:
         raise MediaError(p, "empty file (0 bytes)")
     try:
         return av.open(str(p), metadata_errors="ignore")
@@ -175,3 +178,64 @@ def load_frames(
         if not frames:
             raise MediaError(path, "video stream holds no frames")
         return np.stack(frames), np.asarray(times, dtype=np.float64)
+
+
+def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, window_seconds: float = 30.0,
+               max_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """Decode the first audio stream as mono float32 windows of ``window_seconds`` (last one shorter).
+
+    Same decoding as :func:`emo.extract.media.load_audio` (FFmpeg resampler to mono ``flt``,
+    non-finite samples set to 0), so ``np.concatenate(list(iter_audio(p)))`` equals
+    ``load_audio(p)``; memory holds one window plus one decoded frame.
+
+    Raises:
+        MediaError: as :func:`load_audio` (no file, no audio stream, undecodable, no samples).
+    """
+    import av
+    from emo.extract.media import MediaError, _open
+
+    win = max(1, round(window_seconds * sample_rate))
+    limit = None if max_seconds is None else int(max_seconds * sample_rate)
+    buf = np.empty(win, np.float32)
+    fill = 0
+    total = 0
+
+    def push(arr: np.ndarray) -> Iterator[np.ndarray]:
+        nonlocal fill, total
+        if limit is not None:
+            arr = arr[: max(0, limit - total)]
+        total += arr.size
+        if not np.all(np.isfinite(arr)):
+            arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        i = 0
+        while i < arr.size:
+            k = min(win - fill, arr.size - i)
+            buf[fill:fill + k] = arr[i:i + k]
+            fill += k
+            i += k
+            if fill == win:
+                yield buf.copy()
+                fill = 0
+
+    with _open(path) as c:
+        if not c.streams.audio:
+            raise MediaError(path, "no audio stream")
+        stream = c.streams.audio[0]
+        stream.thread_type = "AUTO"
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        try:
+            for frame in c.decode(stream):
+                frame.pts = None
+                for out in resampler.resample(frame):
+                    yield from push(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+                if limit is not None and total >= limit:
+                    break
+            for out in resampler.resample(None):
+                yield from push(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+        except av.error.FFmpegError as e:
+            if total == 0:
+                raise MediaError(path, f"undecodable audio ({e})") from None
+        if total == 0:
+            raise MediaError(path, "audio stream holds no samples")
+        if fill:
+            yield buf[:fill].copy()

@@ -12,6 +12,8 @@ Schema (the same in the store and in every shard)::
              pooling, sample_rate, fps, modality, layers (JSON list of layer keys),
              dims (JSON {layer: D}), dtype, frames (bool), extra provenance keys
     names            (N,)   UTF-8 strings, the sample names (done samples only)
+    ids              (N,)   UTF-8 identity key of each sample's media (schema 2; ``""`` unknown):
+                            size + blake2b of 3 blocks (:mod:`emo.extract.identity`)
     flags            (N,)   uint8 bit mask, bit i = FLAGS[i] (no_face, no_text, silent, truncated)
     layers/<key>     (N, D) float16 (default) or float32, chunked by rows so reading one
                             layer for every sample is one sequential read
@@ -30,6 +32,13 @@ every renamed shard intact; a rerun skips every sample found in them. A shard is
 written every ``shard_size`` samples or ``flush_seconds`` seconds, whichever comes
 first, so a kill loses at most that much work. Half-written ``*.tmp`` files of a
 killed process are never read and are deleted by the next writer or merge.
+
+Integrity (schema 2): numeric datasets carry Fletcher-32 checksums; a writer verifies the store
+and every shard completely before resuming (:mod:`emo.extract.store_check`) and moves a damaged
+file to ``quarantine/`` so only its samples are recomputed; a sample whose media changed (its
+``ids`` entry differs) is dropped and recomputed (:meth:`StoreWriter.changed`,
+:meth:`StoreWriter.invalidate`). Files are written with :mod:`emo.fsio` (mkstemp, fsync,
+rename, never through a link); the lock file is opened with ``O_NOFOLLOW``.
 
 Readers (:class:`FeatureStore`) never write: merging is the writer's job at the end of a run,
 and :func:`merge` (``emo store merge PATH``) merges the shards of an interrupted run.
@@ -52,19 +61,25 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 import h5py
 import numpy as np
 
-from emo import __version__
+from emo import __version__, fsio
+from emo.extract.store_check import StoreCorruptError, h5_problem, quarantine, verify_store_file
 from emo.extract.types import FLAGS, Encoded
 
-SCHEMA = 1
+#: 2: per-sample content identities (``ids``) and Fletcher-32 checksums on numeric datasets.
+SCHEMA = 2
 STR = h5py.string_dtype("utf-8")
-#: Provenance keys that must match for a rerun to append to an existing store.
+#: Provenance keys that must match for a rerun to append to an existing store: the encoder's own,
+#: and everything else that changes values (issue 11): the data (dataset root and value-changing
+#: adapter options, :func:`emo.extract.identity.dataset_provenance`), the face pipeline (detector,
+#: its weights, crop size, alignment template, fps, decode size) and decoding (``max_seconds``).
 IDENTITY_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "layers", "frames", "dtype",
-                 "face_detector", "face_weights_hash", "face_size", "face_template")
+                 "face_detector", "face_weights_hash", "face_size", "face_template",
+                 "dataset_root", "dataset_options", "augmentation", "max_seconds", "max_side")
 
 
 class StoreError(RuntimeError):
@@ -192,40 +207,46 @@ def _write_file(
     failed: dict[str, str],
     frames: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
     info: dict[str, np.ndarray] | None = None,
+    ids: list[str] | None = None,
 ) -> None:
-    """Write one complete store/shard file to ``path`` via ``path.tmp`` + fsync + rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        _write_file_tmp(tmp, attrs, names, flags, layers, failed, frames, info=info)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # never leave a half-written file behind when we can help it
-        raise
-    _fsync_dir(path.parent)
+    """Write one complete store/shard file to ``path`` atomically (:func:`emo.fsio.atomic_path`:
+    mkstemp in the directory, fsync, rename, never through a link)."""
+    with fsio.atomic_path(path) as tmp:
+        _write_file_tmp(tmp, attrs, names, flags, layers, failed, frames, info=info, ids=ids)
 
 
-def _write_file_tmp(tmp: Path, attrs, names, flags, layers, failed, frames, info=None) -> None:
+def _numeric(group, key: str, data=None, shape=None, dtype=None):
+    """A numeric dataset with a Fletcher-32 checksum (chunked by rows, about 1 MiB per chunk)."""
+    if data is not None:
+        data = np.asarray(data)
+        shape, dtype = data.shape, data.dtype
+    dtype = np.dtype(dtype)
+    chunks = None
+    if len(shape) == 2 and shape[0] and shape[1]:
+        chunks = (_chunk_rows(shape[0], shape[1], dtype.itemsize), shape[1])
+    return group.create_dataset(key, data=data, shape=None if data is not None else shape, dtype=None if data is not None else dtype,
+                                chunks=chunks, fletcher32=True)
+
+
+def _write_file_tmp(tmp: Path, attrs, names, flags, layers, failed, frames, info=None, ids=None) -> None:
     with h5py.File(tmp, "w") as f:
         for k, v in attrs.items():
             f.attrs[k] = v
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
-        f.create_dataset("flags", data=flags.astype(np.uint8))
+        if ids is not None:
+            f.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=STR)
+        _numeric(f, "flags", flags.astype(np.uint8))
         for key, arr in (info or {}).items():
-            f.create_dataset(f"info/{key}", data=np.asarray(arr, dtype=np.int32))
+            _numeric(f, f"info/{key}", np.asarray(arr, dtype=np.int32))
         g = f.create_group("layers")
         for key, arr in layers.items() if isinstance(layers, dict) else layers:
-            arr = np.asarray(arr)
-            n, d = arr.shape
-            g.create_dataset(key, data=arr, chunks=(_chunk_rows(n, d, arr.itemsize), d) if n else None)
+            _numeric(g, key, np.asarray(arr))
         if frames is not None:
             offsets, seqs = frames
             fg = f.create_group("frames")
-            fg.create_dataset("offsets", data=offsets.astype(np.int64))
+            _numeric(fg, "offsets", offsets.astype(np.int64))
             for key, arr in seqs.items():
-                n, d = arr.shape
-                fg.create_dataset(key, data=arr, chunks=(_chunk_rows(n, d, arr.itemsize), d) if n else None)
+                _numeric(fg, key, np.asarray(arr))
         fl = f.create_group("failed")
         fl.create_dataset("names", data=np.array(list(failed), dtype=object), dtype=STR)
         fl.create_dataset("errors", data=np.array(list(failed.values()), dtype=object), dtype=STR)
@@ -279,7 +300,9 @@ class _Lock:
         """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = fsio.open_nofollow(self.path, os.O_RDWR | os.O_CREAT)  # a planted link is refused, never followed
+        except fsio.UnsafePathError as e:
+            raise StoreError(f"lock file {e}") from None
         except OSError as e:
             raise StoreError(f"cannot create lock file {self.path}: {_io_reason(e)}") from None
         try:
@@ -321,11 +344,18 @@ def _finished_parts(path: Path) -> list[Path]:
 
 
 def _remove_tmp(path: Path) -> None:
-    """Delete ``*.tmp`` files a killed writer left (never renamed, so never counted). Caller holds the lock."""
+    """Delete temporary files a killed writer left (never renamed, so never counted): ``.<name>.*.tmp``
+    (:mod:`emo.fsio`) and the older ``<name>.tmp`` names; links are removed, never followed. Caller holds the lock."""
     d = _parts_dir(path)
-    tmps = list(d.glob("*.tmp")) if d.is_dir() else []
-    for t in tmps + list(path.parent.glob(path.name + ".tmp")):
-        t.unlink(missing_ok=True)
+    if d.is_dir():
+        fsio.remove_stale_tmp(d)
+        for t in d.glob("*.tmp"):
+            t.unlink(missing_ok=True)
+    fsio.remove_stale_tmp(path.parent, path.name)
+    try:
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 class StoreWriter:
@@ -398,27 +428,46 @@ class StoreWriter:
         except OSError as e:
             raise StoreError(f"cannot create shard directory {parts}: {_io_reason(e)}") from None
         _remove_tmp(self.path)
+        self._load_done()
+
+    def _load_done(self) -> None:
+        """Read what the store and its shards hold. Every file is verified completely first
+        (:func:`emo.extract.store_check.verify_store_file`: structure, schema, Fletcher-32, finite
+        values); a damaged file is moved to ``quarantine/`` (recorded in :attr:`quarantined`) and
+        its samples are simply not done, so only they are recomputed."""
         self.done: set[str] = set()
         self.failed: dict[str, str] = {}
         self.dims: dict[str, int] = {}
+        self.ids: dict[str, str] = {}
+        if not hasattr(self, "quarantined"):
+            self.quarantined: list[str] = []
         for src in ([self.path] if self.path.exists() else []) + _finished_parts(self.path):
             try:
+                old = verify_store_file(src)
+            except StoreCorruptError as e:
+                try:
+                    dest = quarantine(src, e.problem)
+                except OSError as e2:
+                    raise StoreError(f"{e}; moving it aside failed ({_io_reason(e2)}): move it away by hand") from None
+                self.quarantined.append(f"{src}: {e.problem}; moved to {dest}, its samples are recomputed")
+                continue
+            diffs = describe_mismatch(old, self.attrs)
+            if diffs:
+                raise StoreError(
+                    f"{self.path} was written with different settings ({'; '.join(diffs)}); "
+                    "use another --out, or --overwrite to replace it"
+                )
+            try:
                 with h5py.File(src, "r") as f:
-                    old = _attrs(f)
-                    diffs = describe_mismatch(old, self.attrs)
-                    if diffs:
-                        raise StoreError(
-                            f"{self.path} was written with different settings ({'; '.join(diffs)}); "
-                            "use another --out, or --overwrite to replace it"
-                        )
-                    self.done.update(_read_strings(f["names"]))
+                    names = _read_strings(f["names"])
+                    self.done.update(names)
+                    if "ids" in f:
+                        self.ids.update((n, i) for n, i in zip(names, _read_strings(f["ids"])) if i)
                     for n, e in zip(_read_strings(f["failed/names"]), _read_strings(f["failed/errors"])):
                         self.failed[n] = e
                     self.dims.update(json.loads(old.get("dims", "{}")))
-            except StoreError:
-                raise
-            except OSError as e:
-                raise StoreError(f"{src} cannot be read ({e}); move it away or use --overwrite") from e
+            except (OSError, KeyError) as e:
+                raise StoreError(f"{src}: {h5_problem(e)}") from None
         for n in self.done:
             self.failed.pop(n, None)
         self._seq = len(_finished_parts(self.path))
@@ -428,10 +477,46 @@ class StoreWriter:
         self._buf_frames: dict[str, list[np.ndarray]] = {k: [] for k in self.layers}
         self._buf_failed: dict[str, str] = {}
         self._buf_info: list[dict[str, int]] = []
+        self._buf_ids: list[str] = []
+
+    # -- identities -------------------------------------------------------------
+    def changed(self, identities: dict[str, str | None]) -> dict[str, str]:
+        """Finished samples whose media changed since they were stored.
+
+        Args:
+            identities: sample name -> identity key of its media now
+                (:attr:`emo.extract.identity.SampleIdentity.key`; ``None`` when unknown).
+
+        Returns:
+            name -> reason, for samples in :attr:`done` whose stored identity differs from the
+            current one (samples stored without an identity, by emo < schema 2, are trusted).
+        """
+        from emo.extract.identity import describe_key_change
+
+        out = {}
+        for n, key in identities.items():
+            old = self.ids.get(n)
+            if key and old and n in self.done and old != key:
+                out[n] = describe_key_change(old, key)
+        return out
+
+    def invalidate(self, names: Collection[str]) -> None:
+        """Drop finished samples from the store (they are then recomputed): the store and its shards
+        are merged into a new store without them (atomic, :func:`merge_store`)."""
+        names = set(names) & self.done
+        if not names:
+            return
+        self.flush()
+        merge_store(self.path, self.attrs, exclude=names)
+        self._load_done()
 
     # -- appending ------------------------------------------------------------
-    def add(self, name: str, enc: Encoded) -> None:
+    def add(self, name: str, enc: Encoded, identity: str | None = None) -> None:
         """Buffer one finished sample; flushes a shard every ``shard_size`` samples.
+
+        Args:
+            name: the sample. enc: its features. identity: the identity key of its media
+                (:func:`emo.extract.identity.identify`), stored so a later run detects a changed file.
 
         Raises:
             StoreError: a layer is missing, has the wrong dimension, or is not finite after the
@@ -457,7 +542,11 @@ class StoreWriter:
             if len(lens) != 1:
                 raise StoreError(f"{name}: frame sequences of different lengths across layers")
             fr = {k: np.asarray(enc.frames[k], dtype=np.float32).astype(self.dtype) for k in self.layers}
+            for k, v in fr.items():
+                if not np.all(np.isfinite(v)):
+                    raise StoreError(f"{name}: frame-level layer {k} has non-finite values (in {self.dtype.name})")
         self._buf_names.append(name)
+        self._buf_ids.append(identity or "")
         self._buf_flags.append(flags_to_mask(enc.flags))
         self._buf_info.append({str(k): int(v) for k, v in (getattr(enc, "info", None) or {}).items()})
         for k in self.layers:
@@ -531,14 +620,17 @@ class StoreWriter:
         try:
             part.parent.mkdir(parents=True, exist_ok=True)  # finalize() removes it; a writer may go on after
             _write_file(part, attrs, self._buf_names, np.array(self._buf_flags, dtype=np.uint8), layers, self._buf_failed, frames,
-                        info=info)
+                        info=info, ids=self._buf_ids)
+            for n, i in zip(self._buf_names, self._buf_ids):
+                if i:
+                    self.ids[n] = i
         except OSError as e:
             self._write_error = StoreWriteError(
                 f"cannot write shard {part}: {_io_reason(e)}; the store and the samples finished before "
                 f"are intact, the last {n} are not stored: fix the cause and rerun to resume"
             )
             raise self._write_error from None
-        self._buf_names, self._buf_flags, self._buf_failed, self._buf_info = [], [], {}, []
+        self._buf_names, self._buf_flags, self._buf_failed, self._buf_info, self._buf_ids = [], [], {}, [], []
         self._buf_layers = {k: [] for k in self.layers}
         self._buf_frames = {k: [] for k in self.layers}
         self._buf_since = None
@@ -575,18 +667,24 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) -> Path:
+def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None, exclude: Collection[str] = ()) -> Path:
     """Merge ``<store>.h5`` and ``<store>.parts/*.h5`` into a new ``<store>.h5`` (atomic rename).
 
     Samples are deduplicated by name (first occurrence wins: the store, then shards in
-    order); failures are kept only for samples that never succeeded. Memory stays
-    bounded: one layer of one source is in memory at a time. The caller holds the lock.
+    order); failures are kept only for samples that never succeeded; samples in ``exclude``
+    are dropped (a changed media file: recomputed by the caller). Memory stays bounded: one
+    layer of one source is in memory at a time. The caller holds the lock.
+
+    Raises:
+        StoreError: nothing to merge, or a source cannot be read (named, with the problem).
+        StoreWriteError: writing the merged file failed; the store and its shards are intact.
     """
     path = Path(path)
+    exclude = set(exclude)
     sources = ([path] if path.exists() else []) + _finished_parts(path)
     if not sources:
         raise StoreError(f"nothing to merge for {path}")
-    if len(sources) == 1 and sources[0] == path:
+    if len(sources) == 1 and sources[0] == path and not exclude:
         return path
     keep: list[tuple[Path, np.ndarray]] = []  # (file, row indices kept)
     names: list[str] = []
@@ -598,28 +696,35 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
     frame_lens: list[np.ndarray] = []
     info_parts: list[tuple[int, dict[str, np.ndarray]]] = []  # (rows kept, info key -> kept values)
     base_attrs: dict[str, Any] = {}
+    ids: list[str] = []
+    seen.update(exclude)  # excluded names are never kept (nor recorded as failed below)
     for src in sources:
-        with h5py.File(src, "r") as f:
-            a = _attrs(f)
-            base_attrs = base_attrs or a
-            dims.update(json.loads(a.get("dims", "{}")))
-            n_src = _read_strings(f["names"])
-            fl = f["flags"][()]
-            rows = [i for i, n in enumerate(n_src) if n not in seen]
-            for i in rows:
-                seen.add(n_src[i])
-                names.append(n_src[i])
-            flags.append(fl[rows])
-            keep.append((src, np.array(rows, dtype=np.int64)))
-            info_parts.append((len(rows), {k: ds[()][rows] for k, ds in f["info"].items()} if "info" in f else {}))
-            for n, e in zip(_read_strings(f["failed/names"]), _read_strings(f["failed/errors"])):
-                failed[n] = e
-            if "frames" in f:
-                off = f["frames/offsets"][()]
-                frame_lens.append((off[1:] - off[:-1])[rows] if rows else np.zeros(0, np.int64))
-                for k, ds in f["frames"].items():
-                    if k != "offsets" and ds.shape[0]:
-                        frame_dims.setdefault(k, int(ds.shape[1]))
+        try:
+            with h5py.File(src, "r") as f:
+                a = _attrs(f)
+                base_attrs = base_attrs or a
+                dims.update(json.loads(a.get("dims", "{}")))
+                n_src = _read_strings(f["names"])
+                fl = f["flags"][()]
+                rows = [i for i, n in enumerate(n_src) if n not in seen]
+                id_src = _read_strings(f["ids"]) if "ids" in f else [""] * len(n_src)
+                for i in rows:
+                    seen.add(n_src[i])
+                    names.append(n_src[i])
+                    ids.append(id_src[i])
+                flags.append(fl[rows])
+                keep.append((src, np.array(rows, dtype=np.int64)))
+                info_parts.append((len(rows), {k: ds[()][rows] for k, ds in f["info"].items()} if "info" in f else {}))
+                for n, e in zip(_read_strings(f["failed/names"]), _read_strings(f["failed/errors"])):
+                    failed[n] = e
+                if "frames" in f:
+                    off = f["frames/offsets"][()]
+                    frame_lens.append((off[1:] - off[:-1])[rows] if rows else np.zeros(0, np.int64))
+                    for k, ds in f["frames"].items():
+                        if k != "offsets" and ds.shape[0]:
+                            frame_dims.setdefault(k, int(ds.shape[1]))
+        except (OSError, KeyError) as e:
+            raise StoreError(f"{src}: {h5_problem(e)}; run `emo extract` again to move it aside and recompute its samples") from None
     failed = {n: e for n, e in failed.items() if n not in seen}
     out_attrs = {**base_attrs, **(attrs or {}), "dims": json.dumps(dims), "created": _now(), "n_samples": len(names)}
     layer_keys = json.loads(out_attrs["layers"])
@@ -628,23 +733,16 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
     info_keys = sorted({k for _, d in info_parts for k in d})
     info = {k: np.concatenate([d.get(k, np.full(n, -1, np.int32)) for n, d in info_parts]).astype(np.int32)
             if info_parts else np.zeros(0, np.int32) for k in info_keys}
-    tmp = path.with_name(path.name + ".tmp")
+    out_attrs["schema"] = SCHEMA  # rewritten with this version's layout (ids, checksums)
     try:
-        _merge_into(tmp, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype,
-                    frame_lens if has_frames else None, frame_dims, info=info)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with fsio.atomic_path(path) as tmp:
+            _merge_into(tmp, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype,
+                        frame_lens if has_frames else None, frame_dims, info=info, ids=ids)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise StoreWriteError(
             f"cannot merge {path}: {_io_reason(e)}; the store and its shards in {_parts_dir(path)} are "
             f"intact: fix the cause and rerun (or `emo store merge {path}`)"
         ) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
     for src in sources:
         if src != path:
             src.unlink(missing_ok=True)
@@ -656,7 +754,7 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
 
 
 def _merge_into(tmp: Path, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype,
-                frame_lens: list[np.ndarray] | None, frame_dims: dict[str, int], info=None) -> None:
+                frame_lens: list[np.ndarray] | None, frame_dims: dict[str, int], info=None, ids=None) -> None:
     """Write the merged file: datasets are created first, then each source is opened once and
     its kept rows are copied into every layer (and frame) dataset."""
     n = len(names)
@@ -664,23 +762,22 @@ def _merge_into(tmp: Path, out_attrs, names, flags, keep, failed, dims, layer_ke
         for k, v in out_attrs.items():
             f.attrs[k] = v
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
-        f.create_dataset("flags", data=np.concatenate(flags) if flags else np.zeros(0, np.uint8))
+        f.create_dataset("ids", data=np.array(list(ids or [""] * n), dtype=object), dtype=STR)
+        _numeric(f, "flags", np.concatenate(flags) if flags else np.zeros(0, np.uint8))
         for key, arr in (info or {}).items():
-            f.create_dataset(f"info/{key}", data=arr)
+            _numeric(f, f"info/{key}", arr)
         out_layers = {}
         for key in layer_keys:
             d = dims.get(key, 0)
-            out_layers[key] = f.create_dataset(f"layers/{key}", shape=(n, d), dtype=dtype,
-                                               chunks=(_chunk_rows(n, d, dtype.itemsize), d) if n and d else None)
+            out_layers[key] = _numeric(f, f"layers/{key}", shape=(n, d), dtype=dtype)
         out_frames = {}
         if frame_lens is not None:
             offsets = np.concatenate([[0], np.cumsum(np.concatenate(frame_lens) if frame_lens else [])]).astype(np.int64)
-            f.create_dataset("frames/offsets", data=offsets)
+            _numeric(f, "frames/offsets", offsets)
             total = int(offsets[-1])
             for key in layer_keys:
                 d = frame_dims.get(key, 0)
-                out_frames[key] = f.create_dataset(f"frames/{key}", shape=(total, d), dtype=dtype,
-                                                   chunks=(_chunk_rows(total, d, dtype.itemsize), d) if total and d else None)
+                out_frames[key] = _numeric(f, f"frames/{key}", shape=(total, d), dtype=dtype)
         pos, fpos = 0, 0
         for src, rows in keep:
             if len(rows) == 0:
@@ -753,6 +850,10 @@ class FeatureStore:
                           f"run: `emo store merge {self.path}`); reading only the merged part", stacklevel=2)
         if not self.path.exists():
             raise StoreError(f"feature store {self.path} not found: run `emo extract` for this encoder first")
+        try:  # structure, schema and attributes; the data's checksums are checked as they are read
+            verify_store_file(self.path, check_data=False)
+        except StoreCorruptError as e:
+            raise StoreError(f"{e} (`emo extract` into the same --out moves a damaged store aside and recomputes it)") from None
         try:
             with h5py.File(self.path, "r") as f:
                 self.attrs = _attrs(f)
@@ -765,8 +866,9 @@ class FeatureStore:
                 self.dims: dict[str, int] = {k: int(f["layers"][k].shape[1]) for k in self.layers}
                 self.has_frames = "frames" in f
                 self._info = {k: ds[()].astype(np.int64) for k, ds in f["info"].items()} if "info" in f else {}
-        except OSError as e:
-            raise StoreError(f"{self.path} cannot be opened as HDF5 ({e})") from e
+                self._ids = _read_strings(f["ids"]) if "ids" in f else None
+        except (OSError, KeyError, ValueError) as e:
+            raise StoreError(f"{self.path}: {h5_problem(e)}") from None
         self.index = {n: i for i, n in enumerate(self.names)}
 
     def __len__(self) -> int:
@@ -775,6 +877,13 @@ class FeatureStore:
     def flags(self, name: str) -> set[str]:
         """Recorded conditions of one sample, e.g. ``{"no_face"}``."""
         return mask_to_flags(int(self._flags[self.index[name]]))
+
+    def identity(self, name: str) -> str | None:
+        """Identity key of the media a sample's features came from (:mod:`emo.extract.identity`),
+        ``None`` when not recorded (stores of schema 1)."""
+        if self._ids is None or name not in self.index:
+            return None
+        return self._ids[self.index[name]] or None
 
     def flag_mask(self, flag: str, names: list[str] | None = None) -> np.ndarray:
         """Boolean (N,) array: which samples carry ``flag``."""
@@ -844,10 +953,14 @@ class FeatureStore:
         rows = self._rows(names)
         d = self.dims[layers[0]] if layers else 0
         out = np.empty((len(rows), len(layers), d), dtype=dtype)
-        with h5py.File(self.path, "r") as f:
-            for j, k in enumerate(layers):
-                full = f["layers"][k][()]  # one sequential read of the whole layer
-                out[:, j, :] = full[rows]
+        try:
+            with h5py.File(self.path, "r") as f:
+                for j, k in enumerate(layers):
+                    full = f["layers"][k][()]  # one sequential read of the whole layer (Fletcher-32 checked)
+                    out[:, j, :] = full[rows]
+        except (OSError, KeyError, ValueError) as e:
+            raise StoreError(f"{self.path}: layer data unreadable: {h5_problem(e)}; `emo extract` into the same "
+                             "--out moves the damaged store aside and recomputes it") from None
         return out
 
     def read_layer(self, layer: str, names: list[str] | None = None, dtype=np.float32) -> np.ndarray:
@@ -863,10 +976,13 @@ class FeatureStore:
         if not self.has_frames:
             raise StoreError(f"{self.path} has no frame-level features (extract with --frames)")
         rows = self._rows(names)
-        with h5py.File(self.path, "r") as f:
-            off = f["frames/offsets"][()]
-            data = f["frames"][str(layer)]
-            return [data[off[i] : off[i + 1]].astype(dtype) for i in rows]
+        try:
+            with h5py.File(self.path, "r") as f:
+                off = f["frames/offsets"][()]
+                data = f["frames"][str(layer)]
+                return [data[off[i] : off[i + 1]].astype(dtype) for i in rows]
+        except (OSError, KeyError, ValueError) as e:
+            raise StoreError(f"{self.path}: frame data unreadable: {h5_problem(e)}") from None
 
     def summary(self) -> dict[str, Any]:
         """Provenance and counts, for ``emo store info``."""

@@ -84,6 +84,7 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (runs/NAME). Required (here or in --config)."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Independent reseeded repetitions of the whole cross-validation: mean ± std and a 95% group-bootstrap interval (others in OUT/repeats/)."),
     restart: bool = typer.Option(False, "--restart", help="Discard the finished folds of an interrupted run with this --out instead of continuing it."),
+    allow_rare_classes: bool = typer.Option(False, "--allow-rare-classes", help="Train even when a class has fewer than 2 labelled samples (refused by default: usually a typo in the labels)."),
 ) -> None:
     """Train a fusion head with cross-validation and write a run directory.
 
@@ -137,8 +138,9 @@ def train(
                               test_splits=list(v["test_split"]) or None, command=command,
                               progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"],
                               train_splits=list(v["train_splits"]) or None,
-                              pseudo_labels=v["pseudo_labels"], pseudo_weight=v["pseudo_weight"], lexicon=v["lexicon"])
-    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, KeyError, FileNotFoundError) as e:
+                              pseudo_labels=v["pseudo_labels"], pseudo_weight=v["pseudo_weight"], lexicon=v["lexicon"],
+                              allow_rare_classes=v["allow_rare_classes"])
+    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, KeyError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
     out = v["out"]
@@ -176,7 +178,11 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory written by 
     except (OSError, json.JSONDecodeError) as e:
         typer.echo(f"error: {run}: not a readable emo run directory ({e})", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
-    typer.echo(f"wrote {write_report(run, config, metrics)}")
+    try:
+        typer.echo(f"wrote {write_report(run, config, metrics)}")
+    except OSError as e:  # e.g. a symbolic link planted at report.md: refused, never written through
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
 
 
 from emo.fuse.compare import compare_cmd  # noqa: E402  (numpy and typer only)

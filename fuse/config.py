@@ -165,7 +165,7 @@ class TrainConfig:
 #: Options of ``emo fuse train`` that are not :class:`TrainConfig` fields: the data, the
 #: evaluation protocol and the output (the keys an experiment file may hold besides the fields).
 RUN_OPTIONS = ("dataset", "features", "layers", "features_dir", "folds", "test_split", "train_splits", "align", "out", "repeats", "restart",
-               "pseudo_labels", "pseudo_weight", "lexicon")
+               "pseudo_labels", "pseudo_weight", "lexicon", "allow_rare_classes")
 
 
 class ConfigFileError(ValueError):

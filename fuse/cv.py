@@ -22,6 +22,7 @@ from emo.fuse.fit import average_outputs, class_weight_balanced, diagnostics, fi
 from emo.fuse.inputs import FeatureInput, as_inputs
 from emo.fuse.metrics import evaluate
 from emo.fuse.protocols import Fold
+from emo.fuse.runcheck import NonFiniteError
 
 
 @dataclass
@@ -152,7 +153,10 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
         xtr, xva, xte = sel(fold.train), sel(fold.val), sel(fold.test)
         fold_states, outs, infos, fold_test = [], [], [], []
         for s in range(cfg.seeds):
-            model, info = fit_model(xtr, ysel(fold.train), xva, ysel(fold.val), cfg, model_args, cfg.seed + s, cw)
+            try:
+                model, info = fit_model(xtr, ysel(fold.train), xva, ysel(fold.val), cfg, model_args, cfg.seed + s, cw)
+            except NonFiniteError as e:
+                raise NonFiniteError(f"fold {fold.name}: {e}; the fold is stopped and no run is written") from None
             fold_states.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
             outs.append(predict_model(model, xte))
             infos.append(info)

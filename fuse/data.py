@@ -20,6 +20,7 @@ import numpy as np
 from emo.extract.datasets.base import Sample
 from emo.extract.spec import Spec, SpecError, parse_spec
 from emo.fuse.inputs import FeatureInput
+from emo.fuse.runcheck import require_finite
 
 #: Provenance attributes copied from each store into a run's config.
 PROVENANCE_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "modality", "dtype", "emo_version", "created")
@@ -228,6 +229,13 @@ def store_modality(name: str, attrs: dict[str, Any]) -> str:
     return modality
 
 
+def _require_finite_frames(frames: "Frames", names: list[str], what: str) -> None:
+    """:func:`emo.fuse.runcheck.require_finite` for ragged frame sequences (sample i: its own frames)."""
+    bad = [not np.all(np.isfinite(frames.data[a:a + n])) for a, n in zip(frames.starts, frames.lengths)]
+    if any(bad):
+        require_finite([np.array([np.nan]) if b else np.zeros(1) for b in bad], names, what)
+
+
 def store_layers(spec: FeatureSpec, store, layers: list[str] | None = None) -> list[str]:
     """The layer keys of ``store`` to use for ``spec``: ``layers`` if given, else the spec's, else all stored.
 
@@ -328,9 +336,11 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
         if seq:
             blocks[spec.name] = read_frames(st, layers, names)
             dim = blocks[spec.name].frame_shape[1]
+            _require_finite_frames(blocks[spec.name], names, str(st.path))
         else:
             blocks[spec.name] = st.read(layers, names)
             dim = int(st.dims[layers[0]])
+            require_finite(blocks[spec.name], names, str(st.path))  # NaN/inf never reach training
         prov = {k: st.attrs[k] for k in PROVENANCE_KEYS if k in st.attrs}
         src = st.attrs.get("source") or None
         full = str(FeatureSpec(spec.name, src, tuple(layers) if (spec.layers or len(st.layers) > 1) else None))

@@ -90,7 +90,9 @@ def _f(v: str) -> float:
 
 
 def _part(rows: list[dict[str, str]], task: str, classes: list[str] | None, path: Path) -> dict[str, Any]:
-    d: dict[str, Any] = {"names": [r["name"] for r in rows],
+    from emo.fsio import csv_unescape
+
+    d: dict[str, Any] = {"names": [csv_unescape(r["name"]) for r in rows],
                          "group": np.asarray([r.get("fold", "") for r in rows], dtype=object)}
     if task.startswith("discrete"):
         cols = [f"prob_{c}" for c in classes]
@@ -106,6 +108,14 @@ def _part(rows: list[dict[str, str]], task: str, classes: list[str] | None, path
     if task in ("vad", "discrete+vad"):
         d["vad"] = np.array([[_f(r[k]) for k in _DIMS] for r in rows], dtype=np.float64).reshape(len(rows), 3)
         d["vad_true"] = np.array([[_f(r.get(f"{k}_true", "")) for k in _DIMS] for r in rows], dtype=np.float64).reshape(len(rows), 3)
+    from emo.fuse.runcheck import NonFiniteError, require_finite
+
+    for key in ("probs", "valence", "vad"):  # predictions must be finite: a NaN would win or poison the weights
+        if key in d:
+            try:
+                require_finite(d[key], d["names"], f"{path / 'predictions.csv'} ({key})")
+            except NonFiniteError as e:
+                raise EnsembleError(f"{e}: that run cannot be ensembled (retrain it)") from None
     return d
 
 
@@ -509,7 +519,7 @@ def ensemble_cmd(
         raise typer.BadParameter(f"--step must be in (0, 1], not {step}")
     try:
         res = ensemble(runs, out, metric or None, step, max_points, seed, optimistic)
-    except (EnsembleError, RunError) as e:
+    except (EnsembleError, RunError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
     res["command"] = shlex.join(["emo", "fuse", "ensemble", *map(str, runs), "--out", str(out), *(["--metric", metric] if metric else []),

@@ -115,15 +115,23 @@ def fit_model(xs_tr: list, y_tr: dict, xs_va: list, y_va: dict, cfg: TrainConfig
     epoch = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
+        finite = torch.ones((), dtype=torch.bool, device=dev)  # checked once per epoch: no sync per batch
         # a last batch of one sample is dropped (BatchNorm-free heads do not need it, but it is noisy)
         for idx in train_batches(n, bs, lens, gen):
             idx = idx.to(dev)
             out = model([x[idx] for x in xs_tr])
             loss = combine(task_losses(out, {k: v[idx] for k, v in ty.items()}, cw, cfg.label_smoothing))
+            finite &= torch.isfinite(loss.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         v = val_loss()
+        if not bool(finite) or not math.isfinite(v):
+            from emo.fuse.runcheck import NonFiniteError
+
+            raise NonFiniteError(
+                f"the {'training' if not bool(finite) else 'validation'} loss became non-finite (NaN/inf) in epoch {epoch} "
+                f"(seed {seed}): inputs too large or a learning rate of {cfg.lr} too high; try --normalize global or a lower --lr")
         if v < best - 1e-5:
             best, best_epoch, wait = v, epoch, 0
             best_state = copy.deepcopy(model.state_dict())

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +66,11 @@ def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> lis
 
 
 def _atomic(path: Path, write) -> None:
-    if path.is_symlink():
-        raise OSError(f"{path} is a symbolic link; emo never writes through links")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``write(tmp)`` a temporary file beside ``path``, which then replaces it (:func:`emo.fsio.atomic_path`)."""
+    from emo import fsio
+
+    with fsio.atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 class FoldCache:

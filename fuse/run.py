@@ -12,6 +12,12 @@ Layout::
     predictions.csv      name, fold, true, pred, prob_<class>..., valence_true, valence, ...
     report.md            metrics table, per-class precision/recall, confusion matrix (:mod:`emo.fuse.report`)
     confusion.png        pooled out-of-fold confusion matrix (discrete tasks; confusion-test.png for a test set)
+
+Integrity (issue 11): a run directory is written into a temporary sibling and renamed into place
+when complete (:func:`emo.fsio.atomic_dir`; the previous run stays in place until then), so a
+kill while saving never leaves a mix of old and new folds. ``config.json`` records the SHA-256
+of every checkpoint (``folds[k]["sha256"]``); :meth:`Run.models` verifies them before loading
+(:func:`emo.fuse.runcheck.verify_checkpoints`) and refuses non-finite weights.
 """
 
 from __future__ import annotations
@@ -39,15 +45,31 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
     """Write a run directory (see module docstring) from a :class:`emo.fuse.cv.CVResult`.
 
     Args:
-        out: directory (created; existing files of the same names are replaced).
+        out: directory; written as a whole into a temporary sibling and swapped into place when
+            complete (:func:`emo.fsio.atomic_dir`): a previous run there is replaced only then.
         config: the run config (:func:`emo.fuse.train.train`); fold entries and normalisation are added here.
         result: :class:`emo.fuse.cv.CVResult`; names: sample name per row; folds: the
             :class:`emo.fuse.protocols.Fold` list; y: label arrays per row.
+
+    Raises:
+        emo.fuse.runcheck.RunDirError: ``out`` is unusable (checked again here; ``emo fuse train``
+            checks it before training).
     """
+    from emo import fsio
+    from emo.fuse.runcheck import check_run_out
+
+    check_run_out(out)
+    with fsio.atomic_dir(out) as tmp:
+        _save_run_into(tmp, config, result, names, folds, y)
+    return Path(out)
+
+
+def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], folds: list, y: dict[str, np.ndarray]) -> Path:
     from safetensors.numpy import save_file
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from emo import fsio
+    from emo.fuse.runcheck import checkpoint_digests
+
     config = dict(config)
     config["emo_version"] = __version__
     config["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -59,8 +81,9 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
     for k, (fold, states, norm) in enumerate(zip(folds, result.states, result.normalizers)):
         ckpt = f"fold-{k}.safetensors"
         tensors = {f"s{j}.{name}": t.numpy() for j, st in enumerate(states) for name, t in st.items()}
-        save_file(tensors, str(out / ckpt), metadata={"fold": fold.name, "seeds": str(len(states))})
-        entry = {**fold.as_dict(), "checkpoint": ckpt, "seeds": len(states)}
+        with fsio.atomic_path(out / ckpt) as tmp:
+            save_file(tensors, str(tmp), metadata={"fold": fold.name, "seeds": str(len(states))})
+        entry = {**fold.as_dict(), "checkpoint": ckpt, "seeds": len(states), "sha256": checkpoint_digests(out, [ckpt])[ckpt]}
         nd = norm.to_dict()
         if "global" in nd:
             entry["normalization"] = {"global": nd["global"]}
@@ -173,7 +196,14 @@ class Run:
                 p = self.path / entry["checkpoint"]
                 if not p.is_file():
                     raise RunError(f"{p} is missing from the run directory")
-                tensors = load_file(str(p))
+                try:
+                    tensors = load_file(str(p))
+                except Exception as e:  # safetensors' own errors (truncated header, bad offsets)
+                    raise RunError(f"{p}: not a readable safetensors checkpoint ({type(e).__name__}: {e})") from None
+                bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+                if bad:
+                    raise RunError(f"{p}: non-finite weights (NaN/inf) in {', '.join(bad[:3])}"
+                                   f"{' and more' if len(bad) > 3 else ''}: the run cannot give finite predictions")
                 fold = []
                 for j in range(int(entry["seeds"])):
                     pre = f"s{j}."
@@ -275,9 +305,17 @@ def load_run(run_dir: str | Path) -> Run:
     """Open a run directory written by ``emo fuse train``.
 
     Raises:
-        RunError: no ``config.json``, or one that is not valid JSON or lacks required keys.
+        RunError: an unfinished temporary directory, no ``config.json``, one that is not valid JSON
+            or lacks required keys, a missing checkpoint or one whose SHA-256 differs from the
+            recorded one (corrupt bytes, or a fold file of another run).
     """
+    from emo.fuse.runcheck import RunDirError, check_run_dir
+
     path = Path(run_dir)
+    try:
+        check_run_dir(path)  # an unfinished temporary of a killed `emo fuse train` is refused
+    except RunDirError as e:
+        raise RunError(str(e)) from None
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise RunError(f"{cfg_path} not found: not an emo run directory")
@@ -288,4 +326,10 @@ def load_run(run_dir: str | Path) -> Run:
     missing = [k for k in ("task", "feature_specs", "inputs", "model", "folds", "normalization") if k not in config]
     if missing:
         raise RunError(f"{cfg_path}: missing key(s) {', '.join(missing)}")
+    from emo.fuse.runcheck import RunDirError, verify_checkpoints
+
+    try:
+        verify_checkpoints(path, config)  # every checkpoint present, with the SHA-256 recorded at training
+    except RunDirError as e:
+        raise RunError(str(e)) from None
     return Run(path, config)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any, Callable, List
 import numpy as np
 import typer
 
-from emo.fuse.atomic import write_csv, write_json
+from emo.fuse.atomic import write_csv, write_json, write_with
 from emo.fuse.config import TrainConfig
 
 #: Default selection metric per task (higher is better unless :func:`lower_is_better`).
@@ -412,10 +411,10 @@ def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        write_with(path, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -53,7 +53,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
           command: list[str] | None = None, progress: Callable[[str], None] | None = None,
           repeats: int = 1, resume: bool = True, restart: bool = False, pseudo_labels: str | Path | None = None,
           pseudo_weight: float = 0.5, lexicon: str | Path | None = None,
-          train_splits: list[str] | None = None) -> tuple[CVResult, dict[str, Any]]:
+          train_splits: list[str] | None = None, allow_rare_classes: bool = False) -> tuple[CVResult, dict[str, Any]]:
     """Load features and labels, build the protocol's folds, :func:`train_cv`, and write the run directory.
 
     Args:
@@ -75,6 +75,8 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         lexicon: NRC-VAD file for ``cfg.univa`` (valence-arousal of labels/transcripts, eq. 8 matrix).
         resume: keep each finished fold in ``<parent>/.<out>.partial/`` (:mod:`emo.fuse.resume`) and
             continue from there when rerun with the same configuration. restart: discard it first.
+        allow_rare_classes: accept classes with fewer than 2 labelled samples (by default they are
+            refused: a typo in a label file silently becomes a class of its own).
 
     Returns:
         (result of repeat 0, its config).
@@ -85,11 +87,14 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     from emo.fuse.data import load_features, targets
     from emo.fuse.decoders import task_parts
     from emo.fuse.resume import FoldCache, partial_dir
+    from emo.fuse.runcheck import check_run_out
     from emo.fuse.tune import rename_fold_inputs, resolve_fold_features, train_cv_fold_stores
 
     cfg.validate()
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    if out is not None:
+        check_run_out(out)  # a bad --out fails now, not after hours of training
     if pseudo_labels is not None and cfg.class_weights:
         raise ValueError("--class-weights is not supported with --pseudo-labels (weighted KL-divergence training)")
     # HLFT features come as one store per fold (emo extract --adapters): fold k reads fold k's store
@@ -114,6 +119,8 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     else:
         y, mask = targets(fs.samples, cfg.task, fs.classes, cfg.vad_targets, lexicon)
     rows = np.flatnonzero(mask)
+    if cfg.task in ("discrete", "discrete+valence") and fs.classes:
+        check_class_counts(fs.classes, y["discrete"][rows], allow_rare_classes, progress)
     if out is not None and restart and partial_dir(out).exists():
         import shutil
 
@@ -200,6 +207,37 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     elif repeats > 1:
         config["repeats_summary"] = repeats_summary([r[0] for r in runs], fs, y, config)
     return result, config
+
+
+def check_class_counts(classes: list[str], labels: np.ndarray, allow_rare: bool = False,
+                       progress: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Count the labelled samples per class, report them, refuse classes with fewer than 2.
+
+    A class with 0 or 1 samples cannot be split into training and evaluation folds and is almost
+    always a typo in a label file (``angyr``), which would otherwise silently become a class.
+
+    Args:
+        classes: class order. labels: int class index per labelled row (``-1``: unlabelled, ignored).
+        allow_rare: only warn (``--allow-rare-classes``). progress: receives the one-line count report.
+
+    Returns:
+        ``{class: count}``.
+
+    Raises:
+        ValueError: a class with fewer than 2 samples, naming it and its count (unless ``allow_rare``).
+    """
+    counts = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
+    if progress:
+        progress("class counts: " + ", ".join(f"{c}={n}" for c, n in counts.items()))
+    rare = {c: n for c, n in counts.items() if n < 2}
+    if rare:
+        what = ", ".join(f"{c!r} ({n} sample{'s' if n != 1 else ''})" for c, n in rare.items())
+        if not allow_rare:
+            raise ValueError(f"class(es) with fewer than 2 samples: {what}; a typo in the label file? "
+                             "Fix the labels, or pass --allow-rare-classes to train anyway")
+        if progress:
+            progress(f"warning: class(es) with fewer than 2 samples: {what} (--allow-rare-classes)")
+    return counts
 
 
 def add_wheel_metrics(result: CVResult, samples, classes: list[str], wheel_dir: str, threshold: float) -> dict[str, Any]:

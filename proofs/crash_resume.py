@@ -11,6 +11,13 @@ stores with an uninterrupted reference run. Kill moments rotate over four kinds:
 * ``shard``: the moment a shard's ``*.tmp`` file appears (mid shard write);
 * ``merge``: the moment the final store's ``*.tmp`` appears (mid merge).
 
+Then (issue 11) kills of ``emo fuse train`` while it saves its run directory (the moment its
+temporary sibling ``.<run>.*.tmp`` appears, or at a random time) over a previous run, and of
+``emo score`` (at a random time during extraction into ``--cache``, or while its CSV is written):
+after each kill the run directory must be either the previous run or the new one, complete
+(every checkpoint matches its SHA-256) and never a mix; the previous CSV must be intact; the
+rerun must give files bitwise identical to an uninterrupted run.
+
 Writes ``results/crash_resume.json`` with ``trials``, ``identical``, ``unreadable_files``,
 ``lost_samples`` (plus per-trial details, bitwise and max-abs comparisons, ``command``).
 
@@ -47,11 +54,12 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--clips", type=int, default=8, help="clips per extraction (spread over all sources)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "results" / "crash_resume.json"))
+    ap.add_argument("--fuse-trials", type=int, default=12, help="kills of emo fuse train saving and of emo score")
     return ap.parse_args()
 
 
 def _cmd(root: Path, out: Path, model: Path) -> list[str]:
-    return [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--root", str(root),
+    return [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--name", "folder", "--root", str(root),
             "--encoder", f"hubert_large={model}:1-4", "--encoder", "egemaps", "--out", str(out),
             "--no-progress", "--shard-size", "2"]
 
@@ -116,7 +124,7 @@ def _run_killed(cmd: list[str], ds: Path, kind: str, delay: float, rng: random.R
                     trigger = f"during shard write #{len(seen_tmp)} ({now:.2f} s)"
                     break
             else:
-                if any(ds.glob("*.h5.tmp")):
+                if any(ds.glob(".*.h5.*.tmp")) or any(ds.glob("*.h5.tmp")):  # emo.fsio's temporary of the merged store
                     trigger = f"during merge ({now:.2f} s)"
                     break
         time.sleep(0.0005 if kind in ("shard", "merge") else 0.01)
@@ -126,6 +134,122 @@ def _run_killed(cmd: list[str], ds: Path, kind: str, delay: float, rng: random.R
     p.wait()
     return {"kind": kind, "killed": killed, "trigger": trigger or f"finished before the kill ({time.monotonic() - t0:.2f} s)",
             "returncode": p.returncode}
+
+
+def _emodb_fixture(shared: Path, work: Path) -> tuple[Path, Path]:
+    """24 labelled EmoDB clips (anger/neutral/sadness) and their eGeMAPS store."""
+    wav = sorted((shared / "emodb" / "wav").glob("*.wav"))
+    root = work / "emodb"
+    root.mkdir()
+    rows = ["name,emotion"]
+    for letter, emotion in (("W", "anger"), ("N", "neutral"), ("T", "sadness")):
+        for p in [w for w in wav if w.stem[5] == letter][:8]:
+            shutil.copy(p, root / p.name)
+            rows.append(f"{p.stem},{emotion}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    feats = work / "emodb-feats"
+    r = subprocess.run([sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--name", "folder", "--root", str(root),
+                        "--encoder", "egemaps", "--out", str(feats), "--no-progress"], capture_output=True, text=True, cwd=str(ROOT))
+    assert r.returncode == 0, r.stderr
+    return root, feats
+
+
+def _train_cmd(feats: Path, out: Path, seed: int) -> list[str]:
+    return [sys.executable, "-m", "emo.cli", "fuse", "train", "--dataset", "folder", "--features", "egemaps",
+            "--features-dir", str(feats), "--folds", "3", "--epochs", "15", "--seeds", "1", "--hidden", "32", "--head", "mlp",
+            "--normalize", "global", "--threads", "1", "--seed", str(seed), "--out", str(out)]
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()} if d.is_dir() else {}
+
+
+def _run_complete(d: Path) -> bool:
+    """Every checkpoint of the run at ``d`` has the SHA-256 its config records."""
+    import hashlib
+
+    try:
+        cfg = json.loads((d / "config.json").read_text())
+        return all(hashlib.sha256((d / f["checkpoint"]).read_bytes()).hexdigest() == f["sha256"] for f in cfg["folds"])
+    except Exception:
+        return False
+
+
+def _kill_when(cmd: list[str], watch: Path | None, pattern: str | None, delay: float) -> dict:
+    """Start ``cmd``; SIGKILL it when a file matching ``pattern`` appears in ``watch`` (or after ``delay`` s)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT))
+    trigger = None
+    while p.poll() is None:
+        now = time.monotonic() - t0
+        if pattern and watch is not None and watch.is_dir() and any(watch.glob(pattern)):
+            trigger = f"when {pattern} appeared ({now:.2f} s)"
+            break
+        if not pattern and now >= delay:
+            trigger = f"after {now:.2f} s"
+            break
+        time.sleep(0.0005)
+    killed = p.poll() is None
+    if killed:
+        os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    return {"killed": killed, "trigger": trigger or f"finished first ({time.monotonic() - t0:.2f} s)"}
+
+
+def fuse_and_score_trials(shared: Path, work: Path, n: int, rng: random.Random) -> list[dict]:
+    """Kills during `emo fuse train` saving (over a previous run) and during `emo score`."""
+    root, feats = _emodb_fixture(shared, work)
+    ref = work / "run-ref"
+    t0 = time.monotonic()
+    assert subprocess.run(_train_cmd(feats, ref, 0), capture_output=True, cwd=str(ROOT)).returncode == 0
+    train_s = time.monotonic() - t0
+    ref_files = _files(ref)
+    clips = sorted((shared / "emodb" / "wav").glob("*F*.wav"))[:6]
+    score_ref = work / "score-ref.csv"
+    score_cmd = lambda out, cache: [sys.executable, "-m", "emo.cli", "score", *map(str, clips), "--run", str(ref),  # noqa: E731
+                                    "--out", str(out), "--no-progress", "--cache", str(cache)]
+    t0 = time.monotonic()
+    assert subprocess.run(score_cmd(score_ref, work / "cache-ref"), capture_output=True, cwd=str(ROOT)).returncode == 0
+    score_s = time.monotonic() - t0
+    trials = []
+    for t in range(n):
+        kind = ["train-save", "train-timed", "score-timed", "score-csv"][t % 4]
+        info: dict = {"kind": kind}
+        if kind.startswith("train"):
+            out = work / f"run-{t:02d}"
+            assert subprocess.run(_train_cmd(feats, out, 1), capture_output=True, cwd=str(ROOT)).returncode == 0
+            old = _files(out)
+            pattern = f".{out.name}.*.tmp" if kind == "train-save" else None
+            info.update(_kill_when(_train_cmd(feats, out, 0), work, pattern, rng.uniform(0.5, train_s)))
+            now = _files(out)
+            info["after_kill"] = "previous run" if now == old else ("new run" if now == ref_files else "MIXED/OTHER")
+            info["complete_after_kill"] = _run_complete(out)
+            r = subprocess.run(_train_cmd(feats, out, 0), capture_output=True, text=True, cwd=str(ROOT))
+            got = _files(out)
+            info["resume_returncode"] = r.returncode
+            same = {k for k in ref_files if k not in ("config.json", "metrics.json", "report.md") and got.get(k) == ref_files[k]}
+            comparable = {k for k in ref_files if k not in ("config.json", "metrics.json", "report.md")}
+            info["bitwise_identical"] = same == comparable and set(got) == set(ref_files)
+            info["unreadable"] = int(not info["complete_after_kill"] or info["after_kill"] == "MIXED/OTHER")
+            info["lost"] = 0
+        else:
+            out = work / f"score-{t:02d}.csv"
+            cache = work / f"cache-{t:02d}"
+            out.write_text("previous results\n")
+            pattern = f".{out.name}.*.tmp" if kind == "score-csv" else None
+            info.update(_kill_when(score_cmd(out, cache), work, pattern, rng.uniform(0.3, score_s)))
+            after = out.read_text()
+            info["after_kill"] = "previous csv" if after == "previous results\n" else (
+                "new csv" if out.read_bytes() == score_ref.read_bytes() else "MIXED/OTHER")
+            r = subprocess.run(score_cmd(out, cache), capture_output=True, text=True, cwd=str(ROOT))
+            info["resume_returncode"] = r.returncode
+            info["bitwise_identical"] = out.read_bytes() == score_ref.read_bytes()
+            info["unreadable"] = int(info["after_kill"] == "MIXED/OTHER")
+            info["lost"] = 0
+        print(f"{kind:12s} {info['trigger']:40s} after kill: {info['after_kill']:13s} bitwise={info['bitwise_identical']}",
+              flush=True)
+        trials.append(info)
+    return trials
 
 
 def main() -> int:
@@ -177,9 +301,15 @@ def main() -> int:
             "identical_means": "same sample set and every stored value within 1e-3 of the uninterrupted run "
                                "(bitwise_identical counts trials where every value is bit-for-bit equal)",
             "trial_details": trials,
+            **({"fuse_score_trials": len(fs_trials),
+                "fuse_score_bitwise_identical": sum(x["bitwise_identical"] and x["resume_returncode"] == 0 for x in fs_trials),
+                "fuse_score_mixed_or_incomplete_after_kill": sum(x["unreadable"] for x in fs_trials),
+                "fuse_score_killed": sum(x["killed"] for x in fs_trials),
+                "fuse_score_details": fs_trials} if fs_trials else {}),
         }
 
     trials = []
+    fs_trials: list[dict] = []
     totals = {"unreadable_files": 0, "lost_samples": 0, "identical": 0, "bitwise_identical": 0}
     for t in range(a.trials):
         kind = kinds[t % len(kinds)]
@@ -238,11 +368,15 @@ def main() -> int:
               f"skipped={skipped} bitwise={bitwise} max|d|={max_abs:.2g} unreadable={unreadable + u2} lost={lost}",
               flush=True)
 
+    if a.fuse_trials:
+        fs_trials.extend(fuse_and_score_trials(shared, work, a.fuse_trials, rng))
     result = _result()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "trial_details"}, indent=2))
     ok = result["identical"] == result["trials"] and not result["unreadable_files"] and not result["lost_samples"]
+    if fs_trials:
+        ok &= result["fuse_score_bitwise_identical"] == len(fs_trials) and not result["fuse_score_mixed_or_incomplete_after_kill"]
     return 0 if ok else 1
 
 

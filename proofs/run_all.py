@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 #: Cheap proofs first; ones that other proofs' features feed come before their users.
 ORDER = ["emodb_egemaps", "av_extract", "lexicon", "faces", "av_visual", "meld_text", "emodb_fusion",
-         "meld_sweep", "bad_inputs", "crash_resume"]
+         "meld_sweep", "bad_inputs", "crash_resume", "long_audio"]
 
 
 def main() -> None:

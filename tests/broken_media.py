@@ -142,7 +142,7 @@ def build_corpus(shared: Path, folder: Path, long_minutes: float = 10.0) -> dict
     p.write_bytes(data[: len(data) // 2])
     add("truncated_mpg", p, "either", "either")
 
-    add("no_audio_stream", _remux(face, folder / "no_audio.mp4", "video"), "fail", "ok")
+    add("no_audio_stream", _remux(face, folder / "no_audio.mp4", "video"), "ok", "ok")  # silent flag (issue 11)
     add("no_video_stream", _remux(hd, folder / "no_video.m4a", "audio"), "ok", "fail")
     add("silent_audio", write_wav(folder / "silent.wav", np.zeros(3 * 16000, np.float32), 16000), "ok", "fail")
     add("clip_0.1s", write_wav(folder / "short_0.1s.wav", speech[:1600], 16000), "ok", "fail")

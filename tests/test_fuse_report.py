@@ -75,7 +75,7 @@ def test_regression_report_and_rewrite_through_a_symlink(tmp_path):
     out = _toy(tmp_path, task="valence")
     text = (out / "report.md").read_text()
     assert "valence_ccc" in text and "Regression task" in text and not (out / "confusion.png").exists()
-    # the report is replaced, never written through a symlink planted at its path
+    # a symlink planted at the report's path is refused (emo.fsio), never written through
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     (out / "report.md").unlink()
@@ -83,8 +83,11 @@ def test_regression_report_and_rewrite_through_a_symlink(tmp_path):
     from emo.cli import app
 
     r = CliRunner().invoke(app, ["fuse", "report", str(out)])
+    assert r.exit_code == 1 and "report.md" in r.output and "symbolic link" in r.output, r.output
+    assert victim.read_text() == "keep me"
+    (out / "report.md").unlink()
+    r = CliRunner().invoke(app, ["fuse", "report", str(out)])
     assert r.exit_code == 0, r.output
-    assert victim.read_text() == "keep me" and not (out / "report.md").is_symlink()
     assert (out / "report.md").read_text() == text
     r = CliRunner().invoke(app, ["fuse", "report", str(tmp_path / "nothing")])
     assert r.exit_code == 1 and "not a readable emo run directory" in r.output

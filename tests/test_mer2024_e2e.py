@@ -67,6 +67,7 @@ def test_make_features_train_score_mer2024(shared, tmp_path):
     emo = [sys.executable, "-m", "emo.cli"]
     r = subprocess.run(emo + ["fuse", "train", "--dataset", "mer2024", "--features-dir", str(out), "--features", "egemaps",
                               "--features", "hubert_large", "--head", "afg", "--task", "discrete", "--folds", "3",
+                              "--allow-rare-classes",  # the tiny fixture has one 'worried' clip
                               "--out", str(run)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (run / "metrics.json").is_file() and (run / "config.json").is_file()

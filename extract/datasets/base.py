@@ -196,16 +196,22 @@ def walk_media(root: Path) -> list[Path]:
 
 
 def read_csv(path: Path, required: list[str], any_of: list[list[str]] | None = None) -> list[dict[str, str]]:
-    """Read a UTF-8 CSV into dicts with stripped, lower-cased column names.
+    """Read a UTF-8 CSV into dicts with stripped, lower-cased column names, strictly.
+
+    Strict (issue 11): a record with more or fewer fields than the header, a quoted field that
+    runs over several lines or to the end of the file (an unmatched quote), or any other CSV
+    syntax error is an error naming the file and the line where the record starts; nothing is
+    silently merged or dropped.
 
     Raises:
-        DatasetError: missing file, missing required columns (named), empty header.
+        DatasetError: missing file, missing required columns (named), empty header, malformed record (line).
     """
     if not path.is_file():
         raise DatasetError(f"label file {path} does not exist")
+    start = 1
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
+            reader = csv.DictReader(fh, strict=True)
             if reader.fieldnames is None:
                 raise DatasetError(f"{path}: empty file (no header row)")
             cols = [c.strip().lower() for c in reader.fieldnames]
@@ -216,13 +222,23 @@ def read_csv(path: Path, required: list[str], any_of: list[list[str]] | None = N
                 if not any(c in cols for c in group):
                     raise DatasetError(f"{path}: needs one of the columns {', '.join(group)}; found {', '.join(cols)}")
             rows = []
+            start = reader.line_num + 1
             for row in reader:
+                end = reader.line_num
+                if None in row or any(v is None for v in row.values()):
+                    n = len(row) - (None in row) + len(row.get(None) or []) - sum(v is None for v in row.values())
+                    raise DatasetError(f"{path}: line {start}: {n} field(s), the header has {len(cols)} "
+                                       "(a stray comma, a missing cell or an unmatched quote?)")
+                if end > start and any(isinstance(v, str) and ("\n" in v or "\r" in v) for v in row.values()):
+                    raise DatasetError(f"{path}: line {start}: a quoted field runs over lines {start}-{end} "
+                                       "(an unmatched quote?)")
                 rows.append({(k or "").strip().lower(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()})
+                start = end + 1
             return rows
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not UTF-8 text ({e})") from e
     except csv.Error as e:
-        raise DatasetError(f"{path}: malformed CSV ({e})") from e
+        raise DatasetError(f"{path}: line {start}: malformed CSV ({e}; an unmatched quote?)") from e
 
 
 def parse_float(value: str | None, path: Path, name: str, column: str) -> float | None:
@@ -263,28 +279,27 @@ DATASET_JSON = "dataset.json"
 
 
 def write_manifest(out_dir: Path, adapter: DatasetAdapter, samples: list[Sample]) -> None:
-    """Write ``samples.csv`` and ``dataset.json`` into ``out_dir`` atomically (tmp + rename)."""
+    """Write ``samples.csv`` and ``dataset.json`` into ``out_dir`` atomically (:mod:`emo.fsio`: never
+    through a link; CSV cells escaped against formula injection, undone by :func:`read_manifest`)."""
+    from emo import fsio
+
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [f.name for f in fields(Sample)]
-    tmp = out_dir / (MANIFEST + f".{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=names)
-        w.writeheader()
-        for s in samples:
-            row = asdict(s)
-            row["media"] = "" if s.media is None else str(s.media)
-            row["emotions"] = None if s.emotions is None else ";".join(s.emotions)
-            row["labels"] = None if s.labels is None else json.dumps(s.labels, ensure_ascii=False, sort_keys=True)
-            row["audio"] = None if s.audio is None else str(s.audio)
-            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    os.replace(tmp, out_dir / MANIFEST)
-    meta = {"dataset": getattr(adapter, "dataset", adapter.name), "adapter": adapter.name, "root": str(adapter.root.resolve()),
+    rows = []
+    for s in samples:
+        row = asdict(s)
+        row["media"] = "" if s.media is None else str(s.media)
+        row["emotions"] = None if s.emotions is None else ";".join(s.emotions)
+        row["labels"] = None if s.labels is None else json.dumps(s.labels, ensure_ascii=False, sort_keys=True)
+        row["audio"] = None if s.audio is None else str(s.audio)
+        rows.append({k: ("" if v is None else v) for k, v in row.items()})
+    fsio.write_csv(out_dir / MANIFEST, rows, header=names)
+    root = "" if getattr(adapter, "ad_hoc", False) else str(adapter.root.resolve())
+    meta = {"dataset": getattr(adapter, "dataset", adapter.name), "adapter": adapter.name, "root": root,
             "classes": adapter.classes, "n": len(samples),
             "options": {k: str(v) for k, v in sorted((getattr(adapter, "options", None) or {}).items()) if v is not None},
             "valence_scale": list(scale) if (scale := getattr(adapter, "valence_scale", None)) else None}
-    tmp = out_dir / (DATASET_JSON + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, out_dir / DATASET_JSON)
+    fsio.write_text(out_dir / DATASET_JSON, json.dumps(meta, indent=2, ensure_ascii=False))
 
 
 def read_manifest(dataset_dir: Path) -> tuple[dict[str, Any], list[Sample]]:
@@ -299,7 +314,10 @@ def read_manifest(dataset_dir: Path) -> tuple[dict[str, Any], list[Sample]]:
     meta = json.loads((dataset_dir / DATASET_JSON).read_text(encoding="utf-8")) if (dataset_dir / DATASET_JSON).is_file() else {}
     out = []
     with open(path, newline="", encoding="utf-8") as fh:
+        from emo.fsio import csv_unescape
+
         for row in csv.DictReader(fh):
+            row = {k: csv_unescape(v) if isinstance(v, str) else v for k, v in row.items()}  # see write_manifest
             out.append(
                 Sample(
                     name=row["name"],

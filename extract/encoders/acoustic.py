@@ -63,6 +63,26 @@ class EGeMAPSEncoder(Encoder):
             out.append(Encoded(layers={"functionals": np.nan_to_num(v)}, flags=flags))
         return out
 
+    def encode_stream(self, name: str, audio) -> Encoded:
+        """Functionals of a long clip streamed window by window (:class:`emo.extract.streaming.StreamedAudio`):
+        openSMILE itself consumes the stream (:func:`emo.extract.streaming.egemaps_stream`), so the values
+        equal :meth:`encode` of the whole signal while memory holds one window."""
+        from emo.extract.streaming import egemaps_stream
+
+        silent = True
+
+        def windows():
+            nonlocal silent
+            for w in audio.windows():
+                silent &= not np.any(w)
+                yield w
+
+        try:
+            v = egemaps_stream(self._smile, windows(), self.sample_rate).astype(np.float32)
+        except RuntimeError as e:
+            raise EncoderError(f"{name}: openSMILE failed ({e})") from None
+        return Encoded(layers={"functionals": np.nan_to_num(v)}, flags={"silent"} if silent else set())
+
 
 @register_encoder("mfcc", None, summary="librosa MFCC + delta statistics (mean, std), 160-d, no weights")
 class MFCCEncoder(Encoder):
@@ -110,3 +130,19 @@ class MFCCEncoder(Encoder):
             frames = {"stats": np.concatenate([m, d]).T.astype(np.float32)} if self.frames else None
             out.append(Encoded(layers={"stats": v}, frames=frames, flags=flags))
         return out
+
+    def encode_stream(self, name: str, audio) -> Encoded:
+        """MFCC statistics of a long clip from streamed windows (:func:`emo.extract.streaming.mfcc_stream`:
+        two passes, equal to :meth:`encode` up to float rounding). Frame-level output is not streamed."""
+        from emo.extract.streaming import mfcc_stream
+
+        silent = True
+
+        def windows():
+            nonlocal silent
+            for w in audio.windows():
+                silent &= not np.any(w)
+                yield w
+
+        v = mfcc_stream(windows, self.sample_rate, self.n_mfcc)
+        return Encoded(layers={"stats": v}, flags={"silent"} if silent else set())

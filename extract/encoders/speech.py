@@ -271,6 +271,35 @@ class SpeechEncoder(SpeechLayers, Encoder):
             out.append(Encoded(layers=layers, frames=frames, flags=flags[i]))
         return out
 
+    def encode_stream(self, name: str, audio) -> Encoded:
+        """Pooled features of a long clip from streamed windows (:class:`emo.extract.streaming.StreamedAudio`).
+
+        Windows are ``chunk_seconds`` long: exactly the pieces :meth:`encode` cuts a long clip
+        into, each normalised and encoded on its own; the per-piece means are recombined weighted
+        by their frame counts, which is :meth:`encode`'s pooling (sum of frames / frames), so the
+        result equals it up to float summation order. Memory holds one window. Frame-level
+        output is not streamed (the engine decodes such clips whole).
+        """
+        min_len = int(self.config.conv_kernel[0]) * 4
+        sums = {k: np.zeros(int(self.config.hidden_size), np.float64) for k in self.layers}
+        count = 0
+        silent = True
+        n = 0
+        for w in audio.windows(self.chunk_seconds):
+            n += 1
+            silent &= not np.any(w)
+            if n > 1 and w.size < min_len:
+                continue  # encode() drops such a tail piece of a multi-piece clip as well
+            (e,) = self.encode([AudioInput(name, w)])
+            frames = int(self._frame_lengths(np.array([max(w.size, MIN_SAMPLES)]))[0])
+            for k in self.layers:
+                sums[k] += np.asarray(e.layers[k], np.float64) * frames
+            count += frames
+        if n == 0:
+            raise EncoderError(f"{name}: empty audio")
+        layers = {k: (v / max(1, count)).astype(np.float32) for k, v in sums.items()}
+        return Encoded(layers=layers, flags={"silent"} if silent else set())
+
 
 def _load_model(auto_cls, source: str, config, attention: str):
     """``from_pretrained`` with the requested attention implementation, eager when unsupported."""

@@ -105,7 +105,7 @@ def _looks_local(source: str) -> bool:
 )
 @register_encoder(
     "baichuan2_13b", "baichuan-inc/Baichuan2-13B-Base",
-    options={"trust_remote_code": True},
+    options={"needs_remote_code": True},
     summary="Baichuan2-13B decoder LLM, 41 hidden states x 5120",
 )
 class TextEncoder(Encoder):
@@ -118,7 +118,10 @@ class TextEncoder(Encoder):
         device: ``"cpu"`` or ``"cuda[:N]"`` (bf16 weights and autocast there; fp32 on CPU).
         frames: also return per-token features, shape (T, D) over the real tokens, per layer.
         options:
-            ``trust_remote_code`` (bool, default False; Baichuan2 needs True),
+            ``trust_remote_code`` (bool, default False): run Python code shipped in the model
+            repository; only on the user's explicit opt-in (``emo extract --trust-remote-code``),
+            with a warning. ``needs_remote_code`` (registry option, Baichuan2): refuse to load
+            without that opt-in, naming the flag,
             ``pooling`` ``"mean"`` (default) or ``"last"``,
             ``max_tokens`` (int, default 512, capped by the model's position table): longer
             transcripts are truncated and flagged ``truncated``,
@@ -148,6 +151,14 @@ class TextEncoder(Encoder):
         if not source:
             raise EncoderError(f"{name}: a text encoder needs a source (hub id or local model directory)")
         self.trust_remote_code = bool(options.get("trust_remote_code", False))
+        if options.get("needs_remote_code") and not self.trust_remote_code:
+            raise EncoderError(f"{name}: {source} runs Python code shipped in its model repository (trust_remote_code); "
+                               "review that code, then pass --trust-remote-code to allow it")
+        if self.trust_remote_code:
+            import warnings
+
+            warnings.warn(f"{name}: trust_remote_code is on: Python code from {source} will run with your permissions",
+                          stacklevel=2)
         self.pooling = str(options.get("pooling") or "mean")
         if self.pooling not in POOLINGS:
             raise EncoderError(f"{name}: pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")

