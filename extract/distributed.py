@@ -264,9 +264,11 @@ def run_distributed(config: ExtractConfig, adapter: DatasetAdapter, samples: lis
         desc = warm_workers(client, config, adapter.dataset, retries)
         from emo.extract.identity import dataset_provenance
 
+        provs = []
         for d in desc:
             path = store_path(out, adapter.dataset, d["name"])
             prov = {**d["provenance"], **dataset_provenance(adapter)}  # same store provenance as a local run
+            provs.append(prov)
             w = StoreWriter(path, prov, d["layers"], frames=config.frames, dtype=d["dtype"],
                             overwrite=overwrite)
             writers.append(w)
@@ -279,11 +281,11 @@ def run_distributed(config: ExtractConfig, adapter: DatasetAdapter, samples: lis
         for i in range(0, len(pending), max(1, shard_size)):
             shard = pending[i:i + shard_size]
             jobs = []
-            for d, w, t in zip(desc, writers, todo):
+            for d, prov, w, t in zip(desc, provs, writers, todo):
                 names = [s.name for s in shard if s.name in t]
-                if names:
+                if names:  # shards carry the store's full provenance (dataset root included), or merging refuses them
                     jobs.append(ShardJob(d["name"], str(w.path), shard_key(w.path, names), names,
-                                         d["provenance"], d["layers"], d["dtype"]))
+                                         prov, d["layers"], d["dtype"]))
             key = "emo-shard-" + hashlib.sha256("|".join(j.key for j in jobs).encode()).hexdigest()[:16]
             fut = client.submit(run_shard, config, shard, jobs, key=key, pure=False, retries=retries)
             futures.append(fut)
