@@ -413,11 +413,15 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
         act = msk.any(-1)  # (T, k): the model takes a step
         cw_live = cw[live] if cw is not None else None
         base.train()
+        finite = torch.ones(len(lv), dtype=torch.bool, device=dev)  # per model, checked once per epoch (no sync per step)
+        act_dev = torch.as_tensor(act, device=dev)  # padded steps (no rows: 0/0 losses) are not checked
         for t in range(T):
             xb = gather(live, idx_t[t])
             yb = {k: v[idx_t[t]] for k, v in yt.items()}
             opt.zero_grad(set_to_none=True)
-            loss_of(stacked(lv), xb, yb, msk_t[t], cw_live, True).sum().backward()
+            model_losses_t = loss_of(stacked(lv), xb, yb, msk_t[t], cw_live, True)
+            finite &= torch.isfinite(model_losses_t.detach()) | ~act_dev[t]
+            model_losses_t.sum().backward()
             for r in np.flatnonzero(~act[t]):  # padded step: no update at all for this model
                 for p in params[int(lv[r])]:
                     p.grad = None
@@ -428,6 +432,16 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
         with torch.no_grad():
             vl = loss_of(stacked(lv), [x[live] for x in xv], {k: v[live] for k, v in yv.items()},
                          vmask[live], None, False).double().cpu().numpy()
+        bad = [(int(g), "training") for r, g in enumerate(lv) if running[g] and not bool(finite[r])]
+        bad += [(int(g), "validation") for r, g in enumerate(lv) if running[g] and bool(finite[r]) and not np.isfinite(vl[r])]
+        if bad:  # the same guard as the sequential loop (emo.fuse.fit): never a NaN model, never NaN predictions
+            from emo.fuse.runcheck import NonFiniteError
+
+            g, which = bad[0]
+            raise NonFiniteError(
+                f"the {which} loss became non-finite (NaN/inf) in epoch {epoch} (model {g}, seed {jobs[g].seed}; "
+                f"{len(bad)} of {len(lv)} models): inputs too large or a learning rate of {cfg.lr} too high; "
+                "try --normalize global or a lower --lr")
         for r, g in enumerate(lv):
             g = int(g)
             if not running[g]:

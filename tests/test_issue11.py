@@ -144,10 +144,13 @@ def test_train_refuses_non_finite_inputs_naming_samples(tmp_path):
 
 def test_non_finite_loss_stops_the_fold(tmp_path):
     feats = _dataset(tmp_path, poison={i: 3e38 for i in range(30)})
-    r = CliRunner().invoke(app, TRAIN + ["--features-dir", str(feats), "--lr", "10", "--out", str(tmp_path / "run")])
-    assert r.exit_code == ExitCode.ERROR, r.output
-    assert "loss became non-finite" in r.output and "fold" in r.output
-    assert not (tmp_path / "run").exists()
+    for trainer in ("--sequential", "--batched"):  # both loops carry the guard
+        out = tmp_path / f"run{trainer}"
+        r = CliRunner().invoke(app, TRAIN + ["--features-dir", str(feats), "--lr", "10", "--normalize", "none", trainer,
+                                             "--out", str(out)])
+        assert r.exit_code == ExitCode.ERROR, r.output
+        assert "loss became non-finite" in r.output and ("fold" in r.output or "seed" in r.output)
+        assert not out.exists()
 
 
 def _train(tmp_path, name="run", *extra) -> Path:
