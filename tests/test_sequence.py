@@ -1,0 +1,81 @@
+"""Frame tokens (--frame-tokens) and the TextCNN frame encoder (issue 15)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emo.fuse.heads import PackedFrames
+from emo.fuse.sequence import FrameTokenTransformer, TextCNN, subsample_index
+
+INPUTS = [{"name": "hubert", "modality": "audio", "layers": ["1", "2"], "dim": 6, "frames": True},
+          {"name": "clip", "modality": "face", "layers": ["proj"], "dim": 5, "frames": True},
+          {"name": "egemaps", "modality": "audio", "layers": ["functionals"], "dim": 4}]
+
+
+def _batch(t_pad: int, lens_a, lens_v, seed: int = 0, garbage: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    b = len(lens_a)
+    a = torch.randn(b, 12, 2, 6, generator=g)[:, : max(lens_a)]
+    v = torch.randn(b, 9, 1, 5, generator=g)[:, : max(lens_v)]
+    u = torch.randn(b, 1, 4, generator=g)
+    noise = torch.Generator().manual_seed(100 + garbage)
+
+    def pad(x, lens, t):
+        out = torch.randn(b, t, *x.shape[2:], generator=noise) * 50  # garbage after every sequence's end
+        for r, n in enumerate(lens):
+            out[r, :n] = x[r, :n]
+        return out, torch.tensor(lens)
+
+    return [pad(a, lens_a, t_pad), pad(v, lens_v, t_pad), u]
+
+
+def test_subsample_index_even_and_padding_free():
+    idx, keep = subsample_index(torch.tensor([10, 2, 4]), 4)
+    assert idx[0].tolist() == [0, 2, 5, 7] and keep[0].all()
+    assert keep[1].tolist() == [True, True, False, False] and idx[1, :2].tolist() == [0, 1]
+    assert idx[2].tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("frame_encoder,cap", [("lstm", 64), ("lstm", 3), ("textcnn", 64), ("textcnn", 4)])
+def test_frame_tokens_outputs_unchanged_when_padding_changes(frame_encoder, cap):
+    torch.manual_seed(0)
+    m = FrameTokenTransformer(INPUTS, hidden=16, dropout=0.1, max_tokens=cap, frame_encoder=frame_encoder, n_classes=3).eval()
+    lens_a, lens_v = [12, 5, 1], [9, 0, 4]
+    with torch.no_grad():
+        o1 = m(_batch(12, lens_a, lens_v, garbage=1))
+        o2 = m(_batch(20, lens_a, lens_v, garbage=2))  # longer padding, different garbage in it
+    torch.testing.assert_close(o1["logits"], o2["logits"], atol=1e-5, rtol=1e-5)
+    n_a = [min(n, cap) for n in lens_a]
+    n_v = [min(max(n, 1), cap) for n in lens_v]
+    assert o1["info"]["tokens"].tolist() == [1 + 2 * a + v + 1 for a, v in zip(n_a, n_v)]  # CLS, 2 layer streams, face, egemaps
+
+
+def test_frame_tokens_accept_packed_frames_and_train():
+    torch.manual_seed(0)
+    m = FrameTokenTransformer(INPUTS, hidden=16, max_tokens=8, n_classes=3)
+    a, v, u = _batch(12, [12, 5, 3], [9, 2, 4])
+    pa = PackedFrames(torch.cat([a[0][r, :n] for r, n in enumerate([12, 5, 3])]), torch.tensor([0, 12, 17]), torch.tensor([12, 5, 3]))
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m([pa, v, u])["logits"], m([a, v, u])["logits"])
+    m.train()
+    loss = torch.nn.functional.cross_entropy(m([pa, v, u])["logits"], torch.tensor([0, 1, 2]))
+    loss.backward()
+    assert all(p.grad is not None for n, p in m.named_parameters() if n.startswith(("encoders.", "proj.", "cls")))
+
+
+def test_textcnn_kim_settings_and_masking():
+    torch.manual_seed(0)
+    cnn = TextCNN(6).eval()
+    assert cnn.widths == (3, 4, 5) and cnn.out_dim == 300 and all(c.out_channels == 100 for c in cnn.convs)
+    x = torch.randn(2, 7, 6)
+    lens = torch.tensor([7, 2])
+    y1 = cnn(x, lens)
+    x2 = torch.cat([x, torch.full((2, 5, 6), 100.0)], dim=1)
+    x2[1, 2:] = 100.0  # huge values in row 1's padding must not win the max
+    y2 = cnn(x2, lens)
+    torch.testing.assert_close(y1, y2)
+    assert y1.shape == (2, 300) and torch.all(y1 >= 0)
+    single = cnn(torch.randn(1, 1, 6), torch.tensor([1]))
+    assert torch.isfinite(single).all()
