@@ -138,7 +138,8 @@ def sinusoid(pos: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class FrameTokenTransformer(nn.Module):
-    """Transformer over all frame tokens of all modalities (module docstring), with a decoder.
+    """Transformer over all frame tokens of all modalities (module docstring): a fusion head that
+    takes the raw inputs (it encodes the frame sequences itself) and returns the [CLS] state.
 
     Args:
         inputs: one dict per encoder (``name``, ``modality``, ``layers``, ``dim``, ``frames``),
@@ -148,20 +149,15 @@ class FrameTokenTransformer(nn.Module):
         frame_encoder: ``lstm`` (bidirectional per ``frame_bidirectional``, H-d outputs) or ``textcnn``.
         layer_weights / layer_weights_init: pool multi-layer inputs with :class:`LayerWeights`
             (default: one stream per layer).
-        task, n_classes: ``discrete`` (logits) or ``valence`` / ``vad`` (regression), as
-            :class:`emo.fuse.decoders.SeparateDecoder`.
 
     forward(xs: per input a (B, L, D) tensor, a :class:`PackedFrames` or ``(x (B, T, L, D), lengths)``)
-    → ``{"logits"/"valence"/"vad": ..., "info": {"tokens": (B,) int64 tokens attended per row}}``.
+    → (z (B, hidden), ``{"tokens": (B,) int64 tokens attended per row}``).
     """
 
     def __init__(self, inputs: list[dict[str, Any]], hidden: int = 256, dropout: float = 0.3, n_layers: int = 2,
                  n_heads: int = 4, max_tokens: int = 64, frame_encoder: str = "lstm", frame_bidirectional: bool = True,
-                 layer_weights: bool = False, layer_weights_init: str = "18", task: str = "discrete", n_classes: int = 0,
-                 **_: Any) -> None:
+                 layer_weights: bool = False, layer_weights_init: str = "18") -> None:
         super().__init__()
-        from emo.fuse.decoders import SeparateDecoder
-
         if frame_encoder not in FRAME_ENCODERS:
             raise ValueError(f"unknown frame encoder {frame_encoder!r}; use one of {', '.join(FRAME_ENCODERS)}")
         if max_tokens < 1:
@@ -197,10 +193,8 @@ class FrameTokenTransformer(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.hidden = hidden
         self.out_dim = hidden
-        self.decoder = SeparateDecoder(hidden, task, n_classes)
 
-    def embed(self, xs: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z (B, H) the [CLS] output, tokens attended per row (B,) int64)."""
+    def forward(self, xs: list) -> tuple[torch.Tensor, dict[str, Any]]:
         xs = list(xs)
         lengths: dict[int, torch.Tensor] = {}
         for i, inp in enumerate(self.inputs):
@@ -227,10 +221,4 @@ class FrameTokenTransformer(nn.Module):
         h = torch.cat([cls, *parts], dim=1)
         keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=h.device), *masks], dim=1)
         out = self.encoder(h, src_key_padding_mask=~keep)
-        return self.norm(out[:, 0]), keep.sum(1)
-
-    def forward(self, xs: list) -> dict[str, Any]:
-        z, n = self.embed(xs)
-        out = self.decoder(z)
-        out["info"] = {"tokens": n}
-        return out
+        return self.norm(out[:, 0]), {"tokens": keep.sum(1)}

@@ -40,27 +40,27 @@ def test_subsample_index_even_and_padding_free():
 @pytest.mark.parametrize("frame_encoder,cap", [("lstm", 64), ("lstm", 3), ("textcnn", 64), ("textcnn", 4)])
 def test_frame_tokens_outputs_unchanged_when_padding_changes(frame_encoder, cap):
     torch.manual_seed(0)
-    m = FrameTokenTransformer(INPUTS, hidden=16, dropout=0.1, max_tokens=cap, frame_encoder=frame_encoder, n_classes=3).eval()
+    m = FrameTokenTransformer(INPUTS, hidden=16, dropout=0.1, max_tokens=cap, frame_encoder=frame_encoder).eval()
     lens_a, lens_v = [12, 5, 1], [9, 0, 4]
     with torch.no_grad():
         o1 = m(_batch(12, lens_a, lens_v, garbage=1))
         o2 = m(_batch(20, lens_a, lens_v, garbage=2))  # longer padding, different garbage in it
-    torch.testing.assert_close(o1["logits"], o2["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(o1[0], o2[0], atol=1e-5, rtol=1e-5)
     n_a = [min(n, cap) for n in lens_a]
     n_v = [min(max(n, 1), cap) for n in lens_v]
-    assert o1["info"]["tokens"].tolist() == [1 + 2 * a + v + 1 for a, v in zip(n_a, n_v)]  # CLS, 2 layer streams, face, egemaps
+    assert o1[1]["tokens"].tolist() == [1 + 2 * a + v + 1 for a, v in zip(n_a, n_v)]  # CLS, 2 layer streams, face, egemaps
 
 
 def test_frame_tokens_accept_packed_frames_and_train():
     torch.manual_seed(0)
-    m = FrameTokenTransformer(INPUTS, hidden=16, max_tokens=8, n_classes=3)
+    m = FrameTokenTransformer(INPUTS, hidden=16, max_tokens=8)
     a, v, u = _batch(12, [12, 5, 3], [9, 2, 4])
     pa = PackedFrames(torch.cat([a[0][r, :n] for r, n in enumerate([12, 5, 3])]), torch.tensor([0, 12, 17]), torch.tensor([12, 5, 3]))
     m.eval()
     with torch.no_grad():
-        torch.testing.assert_close(m([pa, v, u])["logits"], m([a, v, u])["logits"])
+        torch.testing.assert_close(m([pa, v, u])[0], m([a, v, u])[0])
     m.train()
-    loss = torch.nn.functional.cross_entropy(m([pa, v, u])["logits"], torch.tensor([0, 1, 2]))
+    loss = torch.nn.functional.cross_entropy(torch.nn.Linear(16, 3)(m([pa, v, u])[0]), torch.tensor([0, 1, 2]))
     loss.backward()
     assert all(p.grad is not None for n, p in m.named_parameters() if n.startswith(("encoders.", "proj.", "cls")))
 
