@@ -173,3 +173,57 @@ def expand_with_copies(blocks: dict[str, np.ndarray], y: dict[str, np.ndarray], 
            "names": None if names is None else list(names) * (len(groups) + 1),
            "speakers": None if speakers is None else list(speakers) * (len(groups) + 1)}
     return out
+
+
+@dataclass
+class Augmented:
+    """What :func:`apply_augmentation` returns: the run's rows with copies (``blocks``, ``y``, ``folds``,
+    ``test_idx``, ``names``, ``speakers`` over the extended rows) and ``info`` for the run's config."""
+
+    blocks: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    folds: list[Fold]
+    test_idx: np.ndarray | None
+    names: list[str]
+    speakers: list[str | None]
+    info: dict[str, Any]
+
+
+def apply_augmentation(features_dir: str | Path, dataset: str, fs, y: dict[str, np.ndarray], folds: list[Fold],
+                       test_idx: np.ndarray | None, augmented: list[str] | None, evaluate_on: str | None) -> Augmented | None:
+    """``emo fuse train --augmented ENCODER+TAG ... [--evaluate-on TAG]`` on a loaded feature set.
+
+    Args:
+        fs: the clean :class:`emo.fuse.data.FeatureSet`; y, folds, test_idx: over its rows.
+        augmented: augmented store names whose copies of the training clips join training.
+        evaluate_on: a tag whose copies replace the evaluated clips (the ``+TAG`` stores of the
+            run's encoders; given only here, they need not be in ``augmented``).
+
+    Returns:
+        :class:`Augmented`, or ``None`` when neither option is given (nothing changes).
+
+    Raises:
+        ValueError: as :func:`load_copy_groups` and :func:`expand_with_copies`; an ``--evaluate-on``
+            tag without any ``<encoder>+TAG`` store.
+    """
+    augmented = list(augmented or [])
+    if not augmented and not evaluate_on:
+        return None
+    if not all(isinstance(b, np.ndarray) for b in fs.blocks.values()):
+        raise ValueError("--augmented/--evaluate-on work with utterance-level features only (not with --frames)")
+    from emo.extract.store import store_path
+
+    train_tags = list(dict.fromkeys(split_store_name(s)[1] for s in augmented))
+    stores = list(augmented)
+    if evaluate_on and evaluate_on not in train_tags:
+        ev = [f"{i['name']}+{evaluate_on}" for i in fs.inputs if store_path(features_dir, dataset, f"{i['name']}+{evaluate_on}").is_file()]
+        if not ev:
+            raise ValueError(f"--evaluate-on {evaluate_on}: no store {', '.join(i['name'] + '+' + evaluate_on + '.h5' for i in fs.inputs)} "
+                             f"under {Path(features_dir) / dataset}; write one with emo extract --augment ...,name={evaluate_on}")
+        stores += ev
+    groups = load_copy_groups(features_dir, dataset, fs, stores)
+    ex = expand_with_copies(fs.blocks, y, folds, test_idx, groups, train_tags, evaluate_on, fs.names, fs.speakers)
+    info = {"augmented": augmented, "evaluate_on": evaluate_on or "clean",
+            "copies_per_fold": ex["counts"], "groups": {g.tag: {"stores": g.stores, "present": int(g.present.sum()),
+                                                               "provenance": g.provenance} for g in groups}}
+    return Augmented(ex["blocks"], ex["y"], ex["folds"], ex["test_idx"], ex["names"], ex["speakers"], info)

@@ -11,7 +11,7 @@ import pytest
 from emo.extract.datasets.base import Sample, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import StoreWriter
-from emo.fuse.augmented import expand_with_copies, load_copy_groups, split_store_name
+from emo.fuse.augmented import apply_augmentation, expand_with_copies, load_copy_groups, split_store_name
 from emo.fuse.protocols import Fold
 
 CLASSES = ["a", "b"]
@@ -84,3 +84,21 @@ def test_refuses_copies_of_other_weights_and_unknown_encoders(tmp_path):
         load_copy_groups(feats, "d", fs, ["egemaps+noise"])
     with pytest.raises(ValueError, match="not among the --features"):
         load_copy_groups(feats, "d", fs, ["hubert+noise"])
+
+
+def test_apply_augmentation_evaluate_only_and_config_info(tmp_path):
+    from emo.fuse.data import load_features
+
+    feats = make(tmp_path)
+    fs = load_features(feats, "d", ["egemaps"])
+    y = {"discrete": np.arange(20) % 2}
+    folds = [Fold("f", np.arange(0, 12), np.arange(12, 15), np.arange(15, 20))]
+    assert apply_augmentation(feats, "d", fs, y, folds, None, [], None) is None
+    a = apply_augmentation(feats, "d", fs, y, folds, None, [], "noise")
+    x = a.blocks["egemaps"][:, 0, 0]
+    assert x[a.folds[0].train].tolist() == list(range(12)) and x[a.folds[0].test].tolist() == [1015, 1016, 1017, 1018, 1019]
+    assert a.info["evaluate_on"] == "noise" and a.info["copies_per_fold"] == [0]
+    b = apply_augmentation(feats, "d", fs, y, folds, None, ["egemaps+noise"], None)
+    assert b.info["copies_per_fold"] == [12] and b.info["groups"]["noise"]["provenance"]["egemaps+noise"]["augment_seed"] == 0
+    with pytest.raises(ValueError, match="no store egemaps\\+blur.h5"):
+        apply_augmentation(feats, "d", fs, y, folds, None, [], "blur")
