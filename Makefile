@@ -11,10 +11,13 @@ DATASET ?= mer2024
 DATA_ROOT ?= data/$(DATASET)
 MODELS ?= hubert_large:16-21 egemaps
 OUT ?= features
-DEVICE ?= cpu
+DEVICE ?= auto
+LEXICON ?=
 SHARED ?= ../shared/data
 
-.PHONY: install test features demo proofs bench bench-gpu models-mtcnn clean
+RUFF := $(VENV)/bin/ruff
+
+.PHONY: install test lint features demo proofs bench bench-gpu models-mtcnn clean
 
 install: $(STAMP)
 
@@ -27,8 +30,11 @@ $(STAMP): pyproject.toml constraints.txt
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
+lint: install
+	$(RUFF) check .
+
 features: install
-	$(EMO) extract --dataset $(DATASET) --root $(DATA_ROOT) $(foreach m,$(MODELS),--encoder $(m)) --out $(OUT) --device $(DEVICE)
+	$(EMO) extract --dataset $(DATASET) --root $(DATA_ROOT) $(foreach m,$(MODELS),--encoder $(m)) --out $(OUT) --device $(DEVICE) $(if $(LEXICON),--lexicon $(LEXICON))
 
 demo: install
 	$(PY) -m emo.demo --out demo

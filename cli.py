@@ -1,18 +1,42 @@
-"""The `emo` command line (typer). Heavy imports (torch, transformers) stay inside commands."""
+"""The `emo` command line (typer). Heavy imports (torch, transformers) stay inside commands.
+
+Help and error messages use rich panels on a terminal and plain text otherwise (pipes, files,
+CI logs), where click lays out the options: option names are never cut, whatever the width.
+Exit statuses are the same for every command: see :mod:`emo.exitcodes`.
+"""
 
 from __future__ import annotations
 
+import sys
+from typing import Optional
+
 import typer
 
-from emo.extract.cli import extract, score_cmd, store_app
+from emo import __version__
+from emo.exitcodes import TABLE
+from emo.extract.cli import extract, store_app
 from emo.extract.models import app as models_app
 from emo.fuse.cli import app as fuse_app
 from emo.lexicon.cli import app as lexicon_app
+from emo.pipeline import score_cmd
+
+
+def markup_mode() -> Optional[str]:
+    """``"rich"`` when stdout is a terminal, else ``None`` (plain click help: nothing truncated)."""
+    try:
+        return "rich" if sys.stdout.isatty() else None
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return None
+
+
+_EXIT_HELP = "Exit status: " + "; ".join(f"{int(code)} {text}" for code, text in TABLE) + "."
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
-    help="emo: multimodal emotion recognition. Extract layer-wise features once, fuse them fast.",
+    rich_markup_mode=markup_mode(),
+    context_settings={"max_content_width": 120},
+    help="emo: multimodal emotion recognition. Extract layer-wise features once, fuse them fast.\n\n" + _EXIT_HELP,
 )
 app.add_typer(fuse_app, name="fuse")
 app.add_typer(lexicon_app, name="lexicon")
@@ -22,7 +46,21 @@ app.command("extract")(extract)
 app.command("score")(score_cmd)
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"emo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print emo's version and exit."),
+) -> None:
+    """emo: multimodal emotion recognition. Extract layer-wise features once, fuse them fast."""
+
+
 def main() -> None:
+    app.rich_markup_mode = markup_mode()  # decided when the command runs, not when emo.cli was imported
     app()
 
 

@@ -95,10 +95,10 @@ def hubert_flops(n_samples: int, cfg, n_layers: int) -> float:
             return total
         total += 2.0 * c_in * c_out * k * L
         c_in = c_out
-    F, D, I = L, cfg.hidden_size, cfg.intermediate_size
+    F, D, inter = L, cfg.hidden_size, cfg.intermediate_size
     total += 2.0 * c_in * D * F
     total += 2.0 * D * (D / cfg.num_conv_pos_embedding_groups) * cfg.num_conv_pos_embeddings * F
-    total += n_layers * (8.0 * F * D * D + 4.0 * F * F * D + 4.0 * F * D * I)
+    total += n_layers * (8.0 * F * D * D + 4.0 * F * F * D + 4.0 * F * D * inter)
     return total
 
 
@@ -144,8 +144,8 @@ def audio_clips(n: int, total_seconds: float | None, seed: int = 0) -> list[np.n
 def bench_hubert(gpu: bool, device: str, tmp: Path, peak: float) -> dict:
     import torch
 
+    from emo.extract.batching import pack, padding_fraction
     from emo.extract.encoders.base import AudioInput
-    from emo.extract.engine import pack, padding_fraction
     from emo.extract.naive import NaiveSpeechEncoder
     from emo.extract.registry import parse_encoder_spec
 
@@ -310,7 +310,7 @@ def bench_mtcnn(gpu: bool, device: str) -> dict:
 
 def bench_decode(gpu: bool) -> dict:
     from emo.extract.datasets import get_dataset
-    from emo.extract.engine import _decode
+    from emo.extract.engine import decode_sample
 
     av = shared_dir() / "av"
     if not av.is_dir():
@@ -321,7 +321,7 @@ def bench_decode(gpu: bool) -> dict:
     workers = os.cpu_count() or 2
     out = {"clips": len(samples), "what": "audio 16 kHz mono + frames at 2 fps (max side 640)"}
     # as the engine decodes: audio and frames, 16 kHz, 2 fps, max side 640, whole clips
-    decode = functools.partial(_decode, need_audio=True, need_frames=True, sample_rate=16000, fps=2.0,
+    decode = functools.partial(decode_sample, need_audio=True, need_frames=True, sample_rate=16000, fps=2.0,
                                max_side=640, max_seconds=None)
     n = len(samples)
     for kind, cls in (("threads", cf.ThreadPoolExecutor), ("processes", cf.ProcessPoolExecutor)):

@@ -102,7 +102,8 @@ def main(gpu: bool = False, profile: bool = False, timeout: float = 600.0) -> di
     """
     import torch
 
-    from emo.fuse.train import TrainConfig, train
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.train import train
 
     device = "cuda" if gpu else "cpu"
     if gpu and not torch.cuda.is_available():

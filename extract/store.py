@@ -17,6 +17,8 @@ Schema (the same in the store and in every shard)::
                             layer for every sample is one sequential read
     frames/offsets   (N+1,) int64, only with --frames: sample i is rows offsets[i]:offsets[i+1]
     frames/<key>     (sum T, D) frame-level features, same dtype
+    info/<key>       (N,)   int32 per-sample counts, -1 where unknown; face stores: face_frames
+                            (sampled frames with a face) and frames_sampled (frames examined)
     failed/names     (M,)   samples that failed, with
     failed/errors    (M,)   the error message (file and reason)
 
@@ -27,7 +29,10 @@ atomically replaces the old one. A kill at any moment leaves the old store and
 every renamed shard intact; a rerun skips every sample found in them. A shard is
 written every ``shard_size`` samples or ``flush_seconds`` seconds, whichever comes
 first, so a kill loses at most that much work. Half-written ``*.tmp`` files of a
-killed process are never read and are deleted by the next writer or reader.
+killed process are never read and are deleted by the next writer or merge.
+
+Readers (:class:`FeatureStore`) never write: merging is the writer's job at the end of a run,
+and :func:`merge` (``emo store merge PATH``) merges the shards of an interrupted run.
 
 Guards: the output directory is checked for writability (and, via
 :meth:`StoreWriter.check_space`, for clearly insufficient free space) before any
@@ -53,12 +58,13 @@ import h5py
 import numpy as np
 
 from emo import __version__
-from emo.extract.encoders.base import FLAGS, Encoded
+from emo.extract.types import FLAGS, Encoded
 
 SCHEMA = 1
 STR = h5py.string_dtype("utf-8")
 #: Provenance keys that must match for a rerun to append to an existing store.
-IDENTITY_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "layers", "frames", "dtype")
+IDENTITY_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "layers", "frames", "dtype",
+                 "face_detector", "face_weights_hash", "face_size", "face_template")
 
 
 class StoreError(RuntimeError):
@@ -185,11 +191,12 @@ def _write_file(
     layers: dict[str, np.ndarray] | Iterable[tuple[str, Any]],
     failed: dict[str, str],
     frames: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
+    info: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write one complete store/shard file to ``path`` via ``path.tmp`` + fsync + rename."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        _write_file_tmp(tmp, attrs, names, flags, layers, failed, frames)
+        _write_file_tmp(tmp, attrs, names, flags, layers, failed, frames, info=info)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -199,12 +206,14 @@ def _write_file(
     _fsync_dir(path.parent)
 
 
-def _write_file_tmp(tmp: Path, attrs, names, flags, layers, failed, frames) -> None:
+def _write_file_tmp(tmp: Path, attrs, names, flags, layers, failed, frames, info=None) -> None:
     with h5py.File(tmp, "w") as f:
         for k, v in attrs.items():
             f.attrs[k] = v
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
         f.create_dataset("flags", data=flags.astype(np.uint8))
+        for key, arr in (info or {}).items():
+            f.create_dataset(f"info/{key}", data=np.asarray(arr, dtype=np.int32))
         g = f.create_group("layers")
         for key, arr in layers.items() if isinstance(layers, dict) else layers:
             arr = np.asarray(arr)
@@ -418,6 +427,7 @@ class StoreWriter:
         self._buf_layers: dict[str, list[np.ndarray]] = {k: [] for k in self.layers}
         self._buf_frames: dict[str, list[np.ndarray]] = {k: [] for k in self.layers}
         self._buf_failed: dict[str, str] = {}
+        self._buf_info: list[dict[str, int]] = []
 
     # -- appending ------------------------------------------------------------
     def add(self, name: str, enc: Encoded) -> None:
@@ -449,6 +459,7 @@ class StoreWriter:
             fr = {k: np.asarray(enc.frames[k], dtype=np.float32).astype(self.dtype) for k in self.layers}
         self._buf_names.append(name)
         self._buf_flags.append(flags_to_mask(enc.flags))
+        self._buf_info.append({str(k): int(v) for k, v in (getattr(enc, "info", None) or {}).items()})
         for k in self.layers:
             self._buf_layers[k].append(rows[k])
             if self.frames:
@@ -513,18 +524,21 @@ class StoreWriter:
             offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
             frames = (offsets, {k: (np.concatenate(self._buf_frames[k]) if n else np.zeros((0, 0), self.dtype)) for k in self.layers})
         attrs = {**self.attrs, "dims": json.dumps(self.dims), "created": _now()}
+        keys = sorted({k for d in self._buf_info for k in d})
+        info = {k: np.array([d.get(k, -1) for d in self._buf_info], dtype=np.int32) for k in keys}
         part = _parts_dir(self.path) / f"part-{os.getpid()}-{self._seq:06d}.h5"
         self._seq += 1
         try:
             part.parent.mkdir(parents=True, exist_ok=True)  # finalize() removes it; a writer may go on after
-            _write_file(part, attrs, self._buf_names, np.array(self._buf_flags, dtype=np.uint8), layers, self._buf_failed, frames)
+            _write_file(part, attrs, self._buf_names, np.array(self._buf_flags, dtype=np.uint8), layers, self._buf_failed, frames,
+                        info=info)
         except OSError as e:
             self._write_error = StoreWriteError(
                 f"cannot write shard {part}: {_io_reason(e)}; the store and the samples finished before "
                 f"are intact, the last {n} are not stored: fix the cause and rerun to resume"
             )
             raise self._write_error from None
-        self._buf_names, self._buf_flags, self._buf_failed = [], [], {}
+        self._buf_names, self._buf_flags, self._buf_failed, self._buf_info = [], [], {}, []
         self._buf_layers = {k: [] for k in self.layers}
         self._buf_frames = {k: [] for k in self.layers}
         self._buf_since = None
@@ -582,6 +596,7 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
     dims: dict[str, int] = {}
     frame_dims: dict[str, int] = {}  # may differ from the utterance dimension (e.g. MFCC frames)
     frame_lens: list[np.ndarray] = []
+    info_parts: list[tuple[int, dict[str, np.ndarray]]] = []  # (rows kept, info key -> kept values)
     base_attrs: dict[str, Any] = {}
     for src in sources:
         with h5py.File(src, "r") as f:
@@ -596,6 +611,7 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
                 names.append(n_src[i])
             flags.append(fl[rows])
             keep.append((src, np.array(rows, dtype=np.int64)))
+            info_parts.append((len(rows), {k: ds[()][rows] for k, ds in f["info"].items()} if "info" in f else {}))
             for n, e in zip(_read_strings(f["failed/names"]), _read_strings(f["failed/errors"])):
                 failed[n] = e
             if "frames" in f:
@@ -609,10 +625,13 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
     layer_keys = json.loads(out_attrs["layers"])
     dtype = np.dtype(out_attrs.get("dtype", "float16"))
     has_frames = bool(out_attrs.get("frames"))
+    info_keys = sorted({k for _, d in info_parts for k in d})
+    info = {k: np.concatenate([d.get(k, np.full(n, -1, np.int32)) for n, d in info_parts]).astype(np.int32)
+            if info_parts else np.zeros(0, np.int32) for k in info_keys}
     tmp = path.with_name(path.name + ".tmp")
     try:
         _merge_into(tmp, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype,
-                    frame_lens if has_frames else None, frame_dims)
+                    frame_lens if has_frames else None, frame_dims, info=info)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -620,7 +639,7 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
         tmp.unlink(missing_ok=True)
         raise StoreWriteError(
             f"cannot merge {path}: {_io_reason(e)}; the store and its shards in {_parts_dir(path)} are "
-            "intact (the next run or reader merges them): fix the cause and rerun"
+            f"intact: fix the cause and rerun (or `emo store merge {path}`)"
         ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -637,7 +656,7 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None) ->
 
 
 def _merge_into(tmp: Path, out_attrs, names, flags, keep, failed, dims, layer_keys, dtype,
-                frame_lens: list[np.ndarray] | None, frame_dims: dict[str, int]) -> None:
+                frame_lens: list[np.ndarray] | None, frame_dims: dict[str, int], info=None) -> None:
     """Write the merged file: datasets are created first, then each source is opened once and
     its kept rows are copied into every layer (and frame) dataset."""
     n = len(names)
@@ -646,6 +665,8 @@ def _merge_into(tmp: Path, out_attrs, names, flags, keep, failed, dims, layer_ke
             f.attrs[k] = v
         f.create_dataset("names", data=np.array(names, dtype=object), dtype=STR)
         f.create_dataset("flags", data=np.concatenate(flags) if flags else np.zeros(0, np.uint8))
+        for key, arr in (info or {}).items():
+            f.create_dataset(f"info/{key}", data=arr)
         out_layers = {}
         for key in layer_keys:
             d = dims.get(key, 0)
@@ -682,33 +703,54 @@ def _merge_into(tmp: Path, out_attrs, names, flags, keep, failed, dims, layer_ke
         fl.create_dataset("errors", data=np.array(list(failed.values()), dtype=object), dtype=STR)
 
 
-class FeatureStore:
-    """Read-only view of a consolidated store.
+def pending_shards(path: str | os.PathLike) -> list[Path]:
+    """Finished shard files of ``path`` not yet merged into it (a run in progress or interrupted)."""
+    return _finished_parts(Path(path))
 
-    If shards of an interrupted run are pending and no live process holds the lock,
-    they are merged first (atomically); if a run is in progress, only the consolidated
-    part is read, with a warning.
+
+def merge(path: str | os.PathLike) -> Path:
+    """Merge a store's pending shards into it (``emo store merge``): take the store's lock, drop
+    half-written ``*.tmp`` files of killed writers, merge atomically (:func:`merge_store`).
+
+    Returns:
+        The store path.
 
     Raises:
-        StoreError: the file is missing or is not an emo store.
+        StoreLockedError: a run is writing the store (merge after it ends; it merges itself).
+        StoreError: nothing to merge (no store and no shards), or the lock cannot be created.
+        StoreWriteError: the merge failed (disk full, ...); the store and its shards are intact.
+    """
+    path = Path(path)
+    lock = _Lock(_lock_path(path))
+    lock.acquire()
+    try:
+        _remove_tmp(path)
+        return merge_store(path)
+    finally:
+        lock.release()
+
+
+class FeatureStore:
+    """Read-only view of a consolidated store; opening it never writes anything.
+
+    Shards of a run in progress or of an interrupted run are not read (the writer merges them
+    at the end of its run; ``emo store merge PATH`` merges those of an interrupted run): a
+    warning names them.
+
+    Raises:
+        StoreError: the file is missing (with pending shards: the message says to merge them)
+            or is not an emo store.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        if _finished_parts(self.path):
-            lock = _Lock(_lock_path(self.path))
-            try:
-                lock.acquire()
-            except StoreLockedError:
-                warnings.warn(f"{self.path}: a run is in progress; reading only its merged part", stacklevel=2)
-            except StoreError as e:  # e.g. a read-only copy: the lock file cannot be created
-                warnings.warn(f"{self.path}: pending shards not merged ({e}); reading only the merged part", stacklevel=2)
-            else:
-                try:
-                    _remove_tmp(self.path)
-                    merge_store(self.path)
-                finally:
-                    lock.release()
+        pending = _finished_parts(self.path)
+        if pending and not self.path.exists():
+            raise StoreError(f"feature store {self.path} has only unmerged shards ({len(pending)} in "
+                             f"{_parts_dir(self.path)}): rerun the extraction to finish it, or `emo store merge {self.path}`")
+        if pending:
+            warnings.warn(f"{self.path}: {len(pending)} shard(s) not merged yet (a run in progress, or an interrupted "
+                          f"run: `emo store merge {self.path}`); reading only the merged part", stacklevel=2)
         if not self.path.exists():
             raise StoreError(f"feature store {self.path} not found: run `emo extract` for this encoder first")
         try:
@@ -722,6 +764,7 @@ class FeatureStore:
                 self.layers: list[str] = json.loads(self.attrs["layers"])
                 self.dims: dict[str, int] = {k: int(f["layers"][k].shape[1]) for k in self.layers}
                 self.has_frames = "frames" in f
+                self._info = {k: ds[()].astype(np.int64) for k, ds in f["info"].items()} if "info" in f else {}
         except OSError as e:
             raise StoreError(f"{self.path} cannot be opened as HDF5 ({e})") from e
         self.index = {n: i for i, n in enumerate(self.names)}
@@ -737,6 +780,34 @@ class FeatureStore:
         """Boolean (N,) array: which samples carry ``flag``."""
         idx = self._rows(names)
         return (self._flags[idx] & (1 << FLAGS.index(flag))) != 0
+
+    def flag_counts(self) -> dict[str, int]:
+        """Samples carrying each flag, ``{flag: count}`` over :data:`~emo.extract.types.FLAGS`."""
+        return {f: int(((self._flags & (1 << i)) != 0).sum()) for i, f in enumerate(FLAGS)}
+
+    @property
+    def info_keys(self) -> list[str]:
+        """Names of the per-sample count columns (``face_frames``, ``frames_sampled`` in face stores)."""
+        return sorted(self._info)
+
+    def info(self, key: str, names: list[str] | None = None) -> np.ndarray | None:
+        """Per-sample counts of column ``key`` (int64 (N,), -1 where unknown), in ``names`` order
+        (default: store order); ``None`` when the store has no such column (e.g. written before it existed)."""
+        if key not in self._info:
+            return None
+        return self._info[key][self._rows(names)]
+
+    def face_coverage(self) -> dict[str, Any] | None:
+        """Face-frame coverage of a face store: frames sampled, frames with a face, their ratio, and
+        clips where no frame had a face; ``None`` for other stores or stores written without the counts."""
+        faces, sampled = self.info("face_frames"), self.info("frames_sampled")
+        if faces is None or sampled is None:
+            return None
+        ok = (faces >= 0) & (sampled >= 0)
+        total, with_face = int(sampled[ok].sum()), int(faces[ok].sum())
+        return {"clips": int(ok.sum()), "frames_sampled": total, "frames_with_face": with_face,
+                "coverage": round(with_face / total, 4) if total else None,
+                "clips_without_face": int((faces[ok] == 0).sum())}
 
     def _rows(self, names: list[str] | None) -> np.ndarray:
         if names is None:
@@ -799,8 +870,15 @@ class FeatureStore:
 
     def summary(self) -> dict[str, Any]:
         """Provenance and counts, for ``emo store info``."""
-        return {
+        out = {
             "path": str(self.path), "samples": len(self.names), "failed": len(self.failed),
             "layers": self.layers, "dims": self.dims, "frames": self.has_frames,
-            **{k: self.attrs.get(k) for k in ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "dtype", "emo_version", "created")},
+            **{k: self.attrs.get(k) for k in ("encoder", "modality", "source", "weights_hash", "pooling", "sample_rate", "fps",
+                                              "dtype", "emo_version", "created")},
+            "flags": self.flag_counts(),
         }
+        if self.attrs.get("modality") == "face" or "face_detector" in self.attrs:
+            out["face_detector"] = self.attrs.get("face_detector")
+            out["face_weights_hash"] = self.attrs.get("face_weights_hash")
+            out["face_frames"] = self.face_coverage()
+        return out

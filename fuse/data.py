@@ -5,7 +5,7 @@ per layer, see :class:`emo.extract.store.FeatureStore`) into float32 arrays (N, 
 with the labels of the dataset manifest (``samples.csv``). With ``frames=True``, encoders whose
 store holds frame-level features (``emo extract --frames``) are loaded as :class:`Frames`
 (variable-length sequences (T_i, L, D), stored packed) instead, for the LSTM frame encoders of
-:class:`emo.fuse.decoders.FusionModel`.
+:class:`emo.fuse.model.FusionModel`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from emo.extract.datasets.base import Sample
+from emo.extract.spec import Spec, SpecError, parse_spec
+from emo.fuse.inputs import FeatureInput
 
 #: Provenance attributes copied from each store into a run's config.
 PROVENANCE_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "modality", "dtype", "emo_version", "created")
@@ -146,58 +148,22 @@ def read_frames(store, layers: list[str], names: list[str]) -> Frames:
     return Frames(np.ascontiguousarray(data, dtype=np.float32), _offsets(lengths), lengths)
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
-    """A parsed ``NAME[=SOURCE][:LAYERS]`` feature spec (the syntax of ``emo extract --encoder``).
-
-    ``layers`` None means every layer stored; ``source`` None means whatever the store holds.
-    """
-
-    name: str
-    source: str | None = None
-    layers: tuple[str, ...] | None = None
-
-    def __str__(self) -> str:
-        from emo.extract.layers import format_layers
-
-        s = self.name
-        if self.source:
-            s += f"={self.source}"
-        if self.layers:
-            s += f":{format_layers(list(self.layers))}"
-        return s
+#: A parsed ``NAME[=SOURCE][:LAYERS]`` feature spec (the grammar of ``emo extract --encoder``,
+#: :mod:`emo.extract.spec`). ``layers`` None means every layer stored; ``source`` None means
+#: whatever the store holds.
+FeatureSpec = Spec
 
 
 def parse_feature_spec(text: str) -> FeatureSpec:
-    """Parse ``egemaps``, ``hubert_large:16-21`` or ``hubert_large=/ckpt/dir:16-21``.
-
-    The part after the last ``:`` is a layer spec only when it parses as one (sources may contain ``:``).
+    """Parse ``egemaps``, ``hubert_large:16-21`` or ``hubert_large=/ckpt/dir:16-21`` (:func:`emo.extract.spec.parse_spec`).
 
     Raises:
         FeatureError: empty name or malformed layer spec.
     """
-    from emo.extract.layers import LayerSpecError, is_layer_spec, parse_layers
-
-    text = text.strip()
-    source = None
-    layers_txt = None
-    if "=" in text:
-        name, rest = text.split("=", 1)
-        source = rest
-        if ":" in rest:
-            head, tail = rest.rsplit(":", 1)
-            if is_layer_spec(tail) and not tail.startswith(("/", "\\")):
-                source, layers_txt = head, tail
-    else:
-        name, _, layers_txt = text.partition(":")
-    name = name.strip()
-    if not name:
-        raise FeatureError(f"feature spec {text!r} has no encoder name")
     try:
-        layers = parse_layers(layers_txt) if layers_txt else None
-    except LayerSpecError as e:
-        raise FeatureError(f"feature spec {text!r}: {e}") from None
-    return FeatureSpec(name, source or None, tuple(layers) if layers else None)
+        return parse_spec(text)
+    except SpecError as e:
+        raise FeatureError(f"feature {e}") from None
 
 
 @dataclass
@@ -208,9 +174,10 @@ class FeatureSet:
         names: sample names, length N.
         blocks: encoder name → float32 array (N, L, D) of the selected layers, in ``inputs`` order,
             or, for frame-level inputs, :class:`Frames` (sequences (T_i, L, D)).
-        inputs: one dict per encoder: ``name``, ``modality``, ``layers``, ``dim`` (per frame for
-            frame-level inputs), ``frames`` (bool: frame-level), ``spec`` (the ``emo extract
-            --encoder`` spec with layers) and ``provenance`` (store attributes incl. ``weights_hash``).
+        inputs: one :class:`emo.fuse.inputs.FeatureInput` per encoder: ``name``, ``modality``,
+            ``layers``, ``dim`` (per frame for frame-level inputs), ``frames`` (bool: frame-level),
+            ``spec`` (the ``emo extract --encoder`` spec with layers) and ``provenance`` (store
+            attributes incl. ``weights_hash``).
         samples: the manifest :class:`Sample` of each row.
         classes: discrete class order from the manifest (``None`` when the dataset has none).
         dataset: dataset name.
@@ -218,7 +185,7 @@ class FeatureSet:
 
     names: list[str]
     blocks: dict[str, np.ndarray]
-    inputs: list[dict[str, Any]]
+    inputs: list[FeatureInput]
     samples: list[Sample]
     classes: list[str] | None
     dataset: str = ""
@@ -241,12 +208,21 @@ class FeatureSet:
                           [self.samples[i] for i in idx], self.classes, self.dataset, dict(self.dropped))
 
 
-def _modality(name: str, attrs: dict[str, Any]) -> str:
+def store_modality(name: str, attrs: dict[str, Any]) -> str:
+    """The modality (``audio``, ``face``, ``text``) of the store of encoder ``name``: its ``modality``
+    attribute (written since the first schema), else the registered encoder's.
+
+    Raises:
+        FeatureError: neither the store nor the registry knows it.
+    """
     if attrs.get("modality"):
         return str(attrs["modality"])
-    from emo.extract.registry import REGISTRY
+    from emo.extract.registry import encoder_modality
 
-    return REGISTRY[name].modality if name in REGISTRY else "audio"
+    modality = encoder_modality(name)
+    if modality is None:
+        raise FeatureError(f"store of {name!r} records no modality and {name!r} is not a registered encoder")
+    return modality
 
 
 def store_layers(spec: FeatureSpec, store, layers: list[str] | None = None) -> list[str]:
@@ -355,8 +331,7 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
         prov = {k: st.attrs[k] for k in PROVENANCE_KEYS if k in st.attrs}
         src = st.attrs.get("source") or None
         full = str(FeatureSpec(spec.name, src, tuple(layers) if (spec.layers or len(st.layers) > 1) else None))
-        inputs.append({"name": spec.name, "modality": _modality(spec.name, st.attrs), "layers": layers,
-                       "dim": dim, "frames": seq, "spec": full, "provenance": prov})
+        inputs.append(FeatureInput(spec.name, store_modality(spec.name, st.attrs), layers, dim, seq, full, prov))
     return FeatureSet(names, blocks, inputs, [by_name[n] for n in names], meta.get("classes"), meta.get("dataset", dataset), dropped)
 
 

@@ -1,20 +1,16 @@
-"""Task decoders, the joint decoder JDEV, the full fusion model and the training losses.
+"""Task decoders: independent linear outputs and the joint emotion-valence decoder JDEV.
 
 Tasks (``--task``): ``discrete`` (C-way emotion classification), ``valence`` (1-d regression),
 ``vad`` (3-d valence/arousal/dominance regression) and ``discrete+valence`` (both).
 
 Model outputs are a dict: ``logits`` (B, C), ``valence`` (B,), ``vad`` (B, 3), as the task has them.
+The full model is :class:`emo.fuse.model.FusionModel`; the training losses are in :mod:`emo.fuse.losses`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
-from torch.nn import functional as F
-
-from emo.fuse.heads import FrameLSTM, LayerWeights, PackedFrames, Token, build_head
 
 TASKS = ("discrete", "valence", "vad", "discrete+valence")
 DECODERS = ("separate", "jdev")
@@ -72,114 +68,3 @@ class JDEV(nn.Module):
         v_p = torch.tanh(self.from_posterior(torch.softmax(logits, dim=-1)))  # eq. 7
         v = self.combine(torch.cat([v_z, v_p], dim=-1)).squeeze(-1)  # eq. 8
         return {"logits": logits, "valence": v}
-
-
-class FusionModel(nn.Module):
-    """Layer pooling (optional) → fusion head → decoder.
-
-    Frame-level inputs (``inputs[i]["frames"]`` true) are encoded per token by a
-    :class:`FrameLSTM` (``frame_lstm``: one per layer, or one on the :class:`LayerWeights`-pooled
-    frames with ``layer_weights``), whose (B, H) output is that token for the head.
-
-    Args:
-        inputs: one dict per encoder, in input order: ``name``, ``modality``, ``layers`` (list of
-            layer keys), ``dim`` (D, per frame for frame-level inputs), optional ``frames`` (bool).
-        head: one of :data:`emo.fuse.heads.HEADS`; ``structure``: AFG structure 1/2/3.
-        layer_weights: pool each multi-layer encoder with :class:`LayerWeights` (initial weight
-            on ``layer_weights_init``) instead of feeding each layer as its own token.
-        task, n_classes, decoder (``separate``/``jdev``), hidden, dropout.
-        frame_bidirectional, frame_pooling: :class:`FrameLSTM` settings (output dimension ``hidden``).
-
-    forward(xs: one entry per input: a (B, L_i, D_i) float32 tensor, or for frame-level inputs a
-    :class:`PackedFrames` or a tuple ``(x (B, T, L_i, D_i), lengths (B,))``) → dict of outputs
-    (see module docstring) plus ``info`` (attention weights where the head has them).
-
-    Raises:
-        ValueError: unknown head/task/decoder/frame pooling, JDEV with a task other than ``discrete+valence``.
-    """
-
-    def __init__(self, inputs: list[dict[str, Any]], head: str = "afg", structure: int = 1, layer_weights: bool = False,
-                 layer_weights_init: str = "18", task: str = "discrete", n_classes: int = 0, decoder: str = "separate",
-                 hidden: int = 256, dropout: float = 0.3, frame_bidirectional: bool = True, frame_pooling: str = "mean") -> None:
-        super().__init__()
-        self.inputs = inputs
-        self.pool = nn.ModuleDict()
-        self.frame_lstm = nn.ModuleDict()
-        tokens: list[Token] = []
-        self.token_index: list[tuple[int, int | None]] = []  # (input, layer or None = pooled)
-        for i, inp in enumerate(inputs):
-            seq = bool(inp.get("frames", False))
-            pooled = layer_weights and len(inp["layers"]) > 1
-            if pooled:
-                self.pool[str(i)] = LayerWeights(list(inp["layers"]), layer_weights_init)
-            for j, k in ([(None, "weighted")] if pooled else list(enumerate(inp["layers"]))):
-                dim = int(inp["dim"])
-                if seq:
-                    lstm = FrameLSTM(dim, hidden, frame_bidirectional, frame_pooling)
-                    self.frame_lstm[str(len(tokens))] = lstm
-                    dim = lstm.out_dim
-                tokens.append(Token(inp["name"], inp["modality"], str(k), dim))
-                self.token_index.append((i, j))
-        self.tokens = tokens
-        self.sequence_inputs = [i for i, inp in enumerate(inputs) if inp.get("frames")]
-        self.head = build_head(head, tokens, hidden, dropout, structure)
-        if decoder == "jdev":
-            if task != "discrete+valence":
-                raise ValueError(f"--decoder jdev decodes emotion and valence jointly: needs --task discrete+valence, not {task!r}")
-            self.decoder: nn.Module = JDEV(self.head.out_dim, n_classes)
-        elif decoder == "separate":
-            self.decoder = SeparateDecoder(self.head.out_dim, task, n_classes)
-        else:
-            raise ValueError(f"unknown decoder {decoder!r}; use one of {', '.join(DECODERS)}")
-
-    def forward(self, xs: list) -> dict[str, Any]:
-        xs = list(xs)
-        lengths: dict[int, torch.Tensor] = {}
-        for i in self.sequence_inputs:
-            xs[i], lengths[i] = xs[i].padded() if isinstance(xs[i], PackedFrames) else xs[i]
-        toks = []
-        for t, (i, j) in enumerate(self.token_index):
-            x = self.pool[str(i)](xs[i]) if j is None else xs[i][..., j, :]
-            toks.append(self.frame_lstm[str(t)](x, lengths[i]) if i in lengths else x)
-        z, info = self.head(toks)
-        out = self.decoder(z)
-        out["info"] = info
-        return out
-
-
-class UncertaintyLoss(nn.Module):
-    """Uncertainty-weighted multi-task loss (Wang et al., MER 2023, eq. 9):
-
-    ``L = L_e / δ1² + L_v / (2 δ2²) + log(1 + δ1) + log(1 + δ2)``
-
-    with trainable δ1, δ2 > 0 (stored as ``log δ``, initialised to δ = 1). A noisier task has a
-    larger loss at the optimum, so its δ grows and its weight shrinks.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log_delta = nn.Parameter(torch.zeros(2))
-
-    @property
-    def weights(self) -> tuple[float, float]:
-        """The current task weights ``(1/δ1², 1/(2δ2²))``."""
-        d = self.log_delta.detach().exp()
-        return float(1 / d[0] ** 2), float(1 / (2 * d[1] ** 2))
-
-    def forward(self, l_e: torch.Tensor, l_v: torch.Tensor) -> torch.Tensor:
-        d = self.log_delta.exp()
-        return l_e / d[0] ** 2 + l_v / (2 * d[1] ** 2) + torch.log1p(d[0]) + torch.log1p(d[1])
-
-
-def task_losses(out: dict[str, torch.Tensor], y: dict[str, torch.Tensor], class_weight: torch.Tensor | None = None,
-                label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
-    """Per-task losses: cross-entropy on ``logits`` vs int64 ``y["discrete"]`` (optional class weights),
-    MSE on ``valence`` (B,) and ``vad`` (B, 3) in the labels' units."""
-    losses = {}
-    if "logits" in out:
-        losses["discrete"] = F.cross_entropy(out["logits"], y["discrete"], weight=class_weight, label_smoothing=label_smoothing)
-    if "valence" in out:
-        losses["valence"] = F.mse_loss(out["valence"], y["valence"])
-    if "vad" in out:
-        losses["vad"] = F.mse_loss(out["vad"], y["vad"])
-    return losses

@@ -23,6 +23,19 @@ centre and ``max_points`` seeded Dirichlet(1) samples. The criterion is the vali
 valence MSE, minimised, for ``valence``); ties are broken by the validation negative
 log-likelihood of the fused posterior (discrete tasks) or the valence MSE, so a run that adds
 nothing but noise gets no weight. Arousal and dominance (``vad`` runs) are fused like valence.
+
+Honest scores (nested tuning, the default). Weights tuned on the very out-of-fold predictions
+they are then scored on flatter the ensemble (the search picks whatever happens to fit those
+rows). So the reported validation score is *nested*: for each evaluation group (the fold of the
+out-of-fold rows: one held-out speaker for leave-one-speaker-out, one fold for k-fold) the weights
+are tuned on the other groups' rows and applied to that group; the fused out-of-fold predictions
+written to ``predictions.csv`` are these nested ones, so every fused prediction comes from
+weights that never saw its group. The weights over all groups (``weights``) are what a user
+applies to new data and to the held-out ``test`` rows (never used for tuning). The same-data
+score is reported only with ``optimistic=True`` (``--optimistic``), under the key
+``fused_optimistic``. Runs whose validation rows are one group (``--folds split``: the dev
+partition) cannot be nested: their dev score is labelled optimistic and only the test rows are
+an unbiased estimate.
 """
 
 from __future__ import annotations
@@ -36,7 +49,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from emo.fuse.run import write_csv, write_json
+from emo.fuse.atomic import write_csv, write_json
 
 #: Default selection metric per task.
 DEFAULT_METRIC = {"discrete": "waf", "discrete+valence": "mer2023_score", "valence": "valence_mse", "vad": "vad_mse"}
@@ -76,7 +89,8 @@ def _f(v: str) -> float:
 
 
 def _part(rows: list[dict[str, str]], task: str, classes: list[str] | None, path: Path) -> dict[str, Any]:
-    d: dict[str, Any] = {"names": [r["name"] for r in rows]}
+    d: dict[str, Any] = {"names": [r["name"] for r in rows],
+                         "group": np.asarray([r.get("fold", "") for r in rows], dtype=object)}
     if task in ("discrete", "discrete+valence"):
         cols = [f"prob_{c}" for c in classes]
         try:
@@ -112,7 +126,7 @@ def _dev_part(run, task: str, classes: list[str] | None) -> dict[str, Any]:
         raise EnsembleError(f"{run.path}: --folds split run, but dataset {cfg['dataset']} has no labelled dev partition to tune on")
     sub = fs.subset(rows)
     out = run.predict(sub.blocks, sub.speakers)
-    d: dict[str, Any] = {"names": sub.names}
+    d: dict[str, Any] = {"names": sub.names, "group": np.asarray(["dev"] * len(sub.names), dtype=object)}
     if "probs" in out:
         d["probs"] = out["probs"].astype(np.float64)
         d["y"] = y["discrete"][rows]
@@ -292,6 +306,40 @@ def search_weights(parts: list[dict[str, Any]], y: dict[str, np.ndarray], metric
     return grid[pick], info
 
 
+def nested_fusion(parts: list[dict[str, Any]], y: dict[str, np.ndarray], groups: np.ndarray, metric: str,
+                  n_classes: int = 0, step: float = 0.05, max_points: int = 20000,
+                  seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Nested eq. 10-11 fusion: each group's rows are fused with weights tuned on the other groups.
+
+    Args:
+        parts: per run, outputs (``probs`` (N, C), ``valence`` (N,), ``vad`` (N, 3)), rows aligned
+            and all labelled. y: labels of those rows. groups: (N,) evaluation group per row.
+        metric, n_classes, step, max_points, seed: as :func:`search_weights`.
+
+    Returns:
+        (fused outputs (same keys and shapes as the parts, float64), weights per group (K,)).
+
+    Raises:
+        EnsembleError: fewer than two groups (nothing to hold out).
+    """
+    g = np.asarray(groups, dtype=object)
+    names = sorted(set(g.tolist()))
+    if len(names) < 2:
+        raise EnsembleError(f"nested tuning needs at least two evaluation groups, got {names}")
+    keys = [k for k in ("probs", "valence", "vad") if k in parts[0]]
+    fused = {k: np.zeros_like(parts[0][k], dtype=np.float64) for k in keys}
+    per_group = {}
+    for name in names:
+        held = g == name
+        w, _ = search_weights([{k: p[k][~held] for k in keys} for p in parts], {k: v[~held] for k, v in y.items()},
+                              metric, n_classes, step, max_points, seed)
+        out = fuse_outputs([{k: p[k][held] for k in keys} for p in parts], w)
+        for k in keys:
+            fused[k][held] = out[k]
+        per_group[str(name)] = w
+    return fused, per_group
+
+
 # ---------------------------------------------------------------------------
 # Runs in, ensemble directory out
 # ---------------------------------------------------------------------------
@@ -334,15 +382,16 @@ def _labels(p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 
 def _metrics(outs: dict[str, np.ndarray], y: dict[str, np.ndarray], mask: np.ndarray, n_classes: int) -> dict[str, Any]:
-    from emo.fuse.train import evaluate
+    from emo.fuse.metrics import evaluate
 
     m = evaluate({k: v[mask] for k, v in outs.items()}, {k: v[mask] for k, v in y.items()}, n_classes)
     return {k: v for k, v in m.items() if k != "confusion"}
 
 
 def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = None, step: float = 0.05,
-             max_points: int = 20000, seed: int = 0) -> dict[str, Any]:
-    """Tune eq. 10–11 weights on the runs' validation predictions and write the fused run.
+             max_points: int = 20000, seed: int = 0, optimistic: bool = False) -> dict[str, Any]:
+    """Tune eq. 10–11 weights on the runs' validation predictions and write the fused run; the
+    validation score is nested (see the module docstring), the same-data score only if ``optimistic``.
 
     Args:
         run_dirs: two or more run directories of the same dataset, task, classes and samples.
@@ -350,9 +399,12 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
             run and fused) and ``predictions.csv`` (fused ``validation`` and ``test`` rows).
         metric: see :data:`DEFAULT_METRIC` (by task) and :data:`METRICS`.
         step, max_points, seed: see :func:`simplex_grid`.
+        optimistic: also report ``validation.fused_optimistic``: the weights tuned on all validation
+            rows scored on those same rows (biased upwards; labelled so).
 
     Returns:
-        The ``ensemble.json`` dict.
+        The ``ensemble.json`` dict: ``validation.fused`` is the nested score (``validation.nested``
+        true) or, for single-group validation (dev partition), the optimistic one (``nested`` false).
 
     Raises:
         EnsembleError: fewer than two runs, mismatched runs (named), no labelled validation rows.
@@ -376,17 +428,36 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
         raise EnsembleError(f"{base.path}: no labelled validation rows to tune the weights on")
     keys = [k for k in ("probs", "valence", "vad") if k in val[0]]
     parts = [{k: p[k][mask] for k in keys} for p in val]
-    w, info = search_weights(parts, {k: v[mask] for k, v in y.items()}, metric, n_classes, step, max_points, seed)
-    fused_val = fuse_outputs([{k: p[k] for k in keys} for p in val], w)
+    ym = {k: v[mask] for k, v in y.items()}
+    w, info = search_weights(parts, ym, metric, n_classes, step, max_points, seed)
+    fused_all = fuse_outputs([{k: p[k] for k in keys} for p in val], w)
+    groups = val[0]["group"]
+    nested = len(set(groups[mask].tolist())) >= 2
+    fused_val = fused_all
+    per_group: dict[str, Any] = {}
+    if nested:
+        nested_out, wg = nested_fusion(parts, ym, groups[mask], metric, n_classes, step, max_points, seed)
+        fused_val = {k: v.copy() for k, v in fused_all.items()}
+        for k in keys:
+            fused_val[k][mask] = nested_out[k]
+        per_group = {g: {str(r.path): round(float(x), 6) for r, x in zip(runs, wv)} for g, wv in wg.items()}
     result: dict[str, Any] = {
         "command": None, "method": "Wang et al. 2023 (arXiv:2309.07925) eq. 10-11: weighted sum of posteriors and valences, weights on the simplex",
         "runs": [str(r.path) for r in runs], "task": base.task, "classes": base.classes, "metric": metric,
         "weights": {str(r.path): round(float(x), 6) for r, x in zip(runs, w)}, "search": info,
         "validation": {"source": sorted({r.val_source for r in runs}), "n": int(mask.sum()),
                        "runs": {str(r.path): _metrics({k: p[k] for k in keys}, y, mask, n_classes) for r, p in zip(runs, val)},
-                       "fused": _metrics(fused_val, y, mask, n_classes)},
+                       "fused": _metrics(fused_val, y, mask, n_classes), "nested": nested,
+                       "note": ("nested: each evaluation group fused with weights tuned on the other groups (unbiased)" if nested else
+                                "optimistic: one validation group (dev partition), weights tuned and scored on the same rows; "
+                                "the test rows are the unbiased estimate")},
     }
-    rows = _pred_rows(names, "validation", fused_val, y, base.classes)
+    if nested:
+        result["weights_per_held_out_group"] = per_group
+        if optimistic:
+            result["validation"]["fused_optimistic"] = {**_metrics(fused_all, y, mask, n_classes),
+                                                        "note": "weights tuned on these same rows: biased upwards"}
+    rows = _pred_rows(names, "validation", fused_val, y, base.classes, groups)
     if all(r.test is not None for r in runs):
         tnames, tst = _align(runs, "test")
         fused_test = fuse_outputs([{k: p[k] for k in keys} for p in tst], w)
@@ -396,7 +467,7 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
             result["test"].update({"n_labelled": int(tmask.sum()),
                                    "runs": {str(r.path): _metrics({k: p[k] for k in keys}, ty, tmask, n_classes) for r, p in zip(runs, tst)},
                                    "fused": _metrics(fused_test, ty, tmask, n_classes)})
-        rows += _pred_rows(tnames, "test", fused_test, ty, base.classes)
+        rows += _pred_rows(tnames, "test", fused_test, ty, base.classes, ["test"] * len(tnames))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "predictions.csv", rows)
@@ -404,10 +475,11 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
     return result
 
 
-def _pred_rows(names, part, outs, y, classes) -> list[dict[str, Any]]:
+def _pred_rows(names, part, outs, y, classes, groups) -> list[dict[str, Any]]:
     from emo.fuse.run import prediction_columns
 
-    return [{"name": n, "part": part, **prediction_columns(outs, i, y, i, classes)} for i, n in enumerate(names)]
+    return [{"name": n, "part": part, "fold": str(groups[i]), **prediction_columns(outs, i, y, i, classes)}
+            for i, n in enumerate(names)]
 
 
 def ensemble_cmd(
@@ -418,20 +490,30 @@ def ensemble_cmd(
     step: float = typer.Option(0.05, "--step", help="Simplex grid spacing of the weights."),
     max_points: int = typer.Option(20000, "--max-points", help="Above this many grid points, sample the simplex instead."),
     seed: int = typer.Option(0, "--seed"),
+    optimistic: bool = typer.Option(False, "--optimistic", help="Also report the same-data score (weights tuned and scored on the same rows; biased upwards)."),
 ) -> None:
     """Decision-level fusion (MER 2023 eq. 10-11): weighted sum of the runs' posteriors and valences,
-    weights summing to 1, tuned on validation (out-of-fold) predictions."""
+    weights summing to 1, tuned on validation (out-of-fold) predictions. The reported validation
+    score is nested: each evaluation group (speaker or fold) is fused with weights tuned on the others."""
     import shlex
 
+    from emo.exitcodes import ExitCode
     from emo.fuse.run import RunError
 
+    if len(runs) < 2:
+        raise typer.BadParameter("give at least two run directories to fuse")
+    if metric and metric not in METRICS:
+        raise typer.BadParameter(f"unknown --metric {metric!r}; use one of {', '.join(METRICS)}")
+    if not 0 < step <= 1:
+        raise typer.BadParameter(f"--step must be in (0, 1], not {step}")
     try:
-        res = ensemble(runs, out, metric or None, step, max_points, seed)
+        res = ensemble(runs, out, metric or None, step, max_points, seed, optimistic)
     except (EnsembleError, RunError) as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.ERROR) from None
     res["command"] = shlex.join(["emo", "fuse", "ensemble", *map(str, runs), "--out", str(out), *(["--metric", metric] if metric else []),
-                                 "--step", str(step), "--max-points", str(max_points), "--seed", str(seed)])
+                                 "--step", str(step), "--max-points", str(max_points), "--seed", str(seed),
+                                 *(["--optimistic"] if optimistic else [])])
     write_json(Path(out) / "ensemble.json", res)
     m = res["metric"]
     typer.echo(f"{'run':<40} {'weight':>7} {'val ' + m:>18}" + (f" {'test ' + m:>18}" if "runs" in res.get("test", {}) else ""))
@@ -440,8 +522,11 @@ def ensemble_cmd(
         if "runs" in res.get("test", {}):
             line += f" {res['test']['runs'][r][m]:>18.4f}"
         typer.echo(line)
-    line = f"{'fused (eq. 10-11)':<40} {1.0:>7.3f} {res['validation']['fused'][m]:>18.4f}"
+    label = "fused, nested (eq. 10-11)" if res["validation"]["nested"] else "fused, optimistic (eq. 10-11)"
+    line = f"{label:<40} {1.0:>7.3f} {res['validation']['fused'][m]:>18.4f}"
     if "runs" in res.get("test", {}):
         line += f" {res['test']['fused'][m]:>18.4f}"
     typer.echo(line)
+    if "fused_optimistic" in res["validation"]:
+        typer.echo(f"{'fused, optimistic (same rows)':<40} {'':>7} {res['validation']['fused_optimistic'][m]:>18.4f}")
     typer.echo(f"wrote {out}/ensemble.json and {out}/predictions.csv")

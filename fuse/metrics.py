@@ -131,3 +131,19 @@ def summarize(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     mean = {k: float(np.mean([f[k] for f in per_fold])) for k in keys}
     std = {k: float(np.std([f[k] for f in per_fold])) for k in keys}
     return {"mean": mean, "std": std}
+
+
+def evaluate(outputs: dict[str, np.ndarray], y: dict[str, np.ndarray], n_classes: int) -> dict[str, Any]:
+    """Metrics of model outputs against labels (rows aligned): classification metrics on ``probs`` (N, C),
+    regression metrics prefixed ``valence_`` on ``valence``, :func:`emo.fuse.metrics.vad_metrics`
+    prefixed ``vad_`` on ``vad``, and the MER 2023 combined score when both emotion and valence are there."""
+    m: dict[str, Any] = {}
+    if "probs" in outputs:
+        m.update(classification_metrics(y["discrete"], outputs["probs"].argmax(1), n_classes))
+    if "valence" in outputs:
+        m.update({f"valence_{k}": v for k, v in regression_metrics(y["valence"], outputs["valence"]).items()})
+    if "vad" in outputs:
+        m.update({f"vad_{k}": v for k, v in vad_metrics(y["vad"], outputs["vad"]).items()})
+    if "waf" in m and "valence_mse" in m:
+        m["mer2023_score"] = mer2023_score(m["waf"], m["valence_mse"])
+    return m

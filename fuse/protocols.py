@@ -144,3 +144,35 @@ def predefined_split(splits: list[str | None], y: np.ndarray | None, test_splits
     if len(va) == 0:
         tr, va = inner_validation(tr, y, seed)
     return [Fold("split", tr, va, te)]
+
+
+def make_folds(protocol: str, fs, y: dict[str, np.ndarray], rows: np.ndarray, seed: int, test_splits: list[str]) -> tuple[list[Fold], np.ndarray | None]:
+    """Folds over ``rows`` (labelled samples of the CV pool) for ``--folds`` = ``K``, ``speaker`` or ``split``;
+    indices are into the full sample list. Returns (folds, held-out test rows or None).
+
+    ``fs`` is an :class:`emo.fuse.data.FeatureSet` (its ``splits`` and ``speakers`` per row are
+    read), ``y`` the label arrays of :func:`emo.fuse.data.targets`.
+
+    With ``K`` or ``speaker``, samples whose partition is in ``test_splits`` are held out of the CV
+    pool and scored by the averaged fold models.
+
+    Raises:
+        emo.fuse.protocols.ProtocolError: unusable protocol for the data (named).
+    """
+    splits = np.asarray([s or "" for s in fs.splits], dtype=object)
+    yd = y.get("discrete")
+    if protocol == "split":
+        folds = predefined_split([fs.splits[i] for i in rows], None if yd is None else yd[rows], test_splits, seed)
+        return [Fold(f.name, rows[f.train], rows[f.val], rows[f.test]) for f in folds], None
+    is_test = np.isin(splits[rows], test_splits) if test_splits else np.zeros(len(rows), bool)
+    pool, test = rows[~is_test], rows[is_test]
+    if protocol == "speaker":
+        folds = leave_one_speaker_out([fs.speakers[i] for i in pool], seed)
+    else:
+        try:
+            k = int(protocol)
+        except ValueError:
+            raise ProtocolError(f"--folds must be a number of folds, 'speaker' or 'split', not {protocol!r}") from None
+        folds = stratified_kfold(None if yd is None else yd[pool], k, seed, n=len(pool))
+    folds = [Fold(f.name, pool[f.train], pool[f.val], pool[f.test]) for f in folds]
+    return folds, (test if len(test) else None)

@@ -10,54 +10,38 @@ Layout::
     fold-K.safetensors   the fold's models (one per seed, keys prefixed ``s<j>.``); no pickles
     metrics.json         per-fold metrics, mean/std over folds, pooled out-of-fold metrics, test metrics
     predictions.csv      name, fold, true, pred, prob_<class>..., valence_true, valence, ...
+    report.md            metrics table, per-class precision/recall, confusion matrix (:mod:`emo.fuse.report`)
+    confusion.png        pooled out-of-fold confusion matrix (discrete tasks; confusion-test.png for a test set)
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emo import __version__
+from emo.fuse.atomic import write_csv, write_json
+from emo.fuse.inputs import FeatureInput, as_inputs
+from emo.fuse.report import write_report
+
+__all__ = ["RunError", "Run", "load_run", "save_run", "prediction_columns", "write_csv", "write_json"]
 
 
 class RunError(ValueError):
     """A run directory that cannot be loaded (missing or inconsistent files, named in the message)."""
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """``obj`` as indented JSON, written atomically (tmp + rename)."""
-    _atomic_write(path, json.dumps(obj, indent=1))
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """``rows`` (dicts with the same keys, the first row's order) as CSV with a header, written atomically."""
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
 def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], folds: list, y: dict[str, np.ndarray]) -> Path:
-    """Write a run directory (see module docstring) from a :class:`emo.fuse.train.CVResult`.
+    """Write a run directory (see module docstring) from a :class:`emo.fuse.cv.CVResult`.
 
     Args:
         out: directory (created; existing files of the same names are replaced).
         config: the run config (:func:`emo.fuse.train.train`); fold entries and normalisation are added here.
-        result: :class:`emo.fuse.train.CVResult`; names: sample name per row; folds: the
+        result: :class:`emo.fuse.cv.CVResult`; names: sample name per row; folds: the
             :class:`emo.fuse.protocols.Fold` list; y: label arrays per row.
     """
     from safetensors.numpy import save_file
@@ -102,6 +86,7 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
     if result.test is not None:
         add_rows(result.test["index"], ["test"] * len(result.test["index"]), result.test)
     write_csv(out / "predictions.csv", rows)
+    write_report(out, config, metrics)
     return out
 
 
@@ -136,8 +121,9 @@ class Run:
         path: the run directory. config: parsed ``config.json``. classes: class order (discrete
         tasks) or None. task: the task name. feature_specs: encoder specs with layers, as
         ``emo extract --encoder`` takes them (e.g. ``"hubert_large=TencentGameMate/chinese-hubert-large:16-21"``).
-        inputs: per encoder ``name``, ``modality``, ``layers``, ``dim``, ``frames`` (frame-level
-        input: :meth:`predict` wants its frame sequences), ``provenance``.
+        inputs: one :class:`emo.fuse.inputs.FeatureInput` per encoder (``name``, ``modality``,
+        ``layers``, ``dim``, ``frames`` (frame-level input: :meth:`predict` wants its frame
+        sequences), ``spec``, ``provenance``).
     """
 
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
@@ -146,14 +132,17 @@ class Run:
         self.classes: list[str] | None = config.get("classes")
         self.task: str = config["task"]
         self.feature_specs: list[str] = list(config["feature_specs"])
-        self.inputs: list[dict[str, Any]] = config["inputs"]
+        try:
+            self.inputs: list[FeatureInput] = as_inputs(config["inputs"])
+        except (ValueError, TypeError) as e:
+            raise RunError(f"{path / 'config.json'}: bad inputs entry ({e})") from None
         self._models: list[list] | None = None
         self._normalizers: list | None = None
 
     @property
     def frame_inputs(self) -> list[str]:
         """Encoders the run reads as frame sequences (trained with ``--frames``); extract them with ``frames=True``."""
-        return [inp["name"] for inp in self.inputs if inp.get("frames")]
+        return [inp.name for inp in self.inputs if inp.frames]
 
     @property
     def n_folds(self) -> int:
@@ -169,7 +158,7 @@ class Run:
         if self._models is None:
             from safetensors.torch import load_file
 
-            from emo.fuse.decoders import FusionModel
+            from emo.fuse.model import FusionModel
 
             self._models = []
             for entry in self.config["folds"]:
@@ -228,14 +217,15 @@ class Run:
             RunError: missing encoder, wrong shape, or utterance vectors where the run needs frames (named).
         """
         from emo.fuse.data import FeatureError, Frames
-        from emo.fuse.train import _torch_inputs, average_outputs, predict_model
+        from emo.fuse.batching import torch_inputs
+        from emo.fuse.fit import average_outputs, predict_model
 
         n = None
         blocks: dict[str, Any] = {}
         for inp in self.inputs:
-            name, seq = inp["name"], bool(inp.get("frames"))
+            name, seq = inp.name, inp.frames
             x = features.get(f"{name}/frames") if seq and f"{name}/frames" in features else features.get(name)
-            want = (len(inp["layers"]), inp["dim"])
+            want = (len(inp.layers), inp.dim)
             if x is None:
                 what = "frame sequences" if seq else "features"
                 raise RunError(f"{self.path}: {what} for {name!r} missing (the run needs {', '.join(self.feature_specs)}"
@@ -252,13 +242,13 @@ class Run:
                 shape = (len(x), *x.frame_shape)
                 if len(x) and tuple(shape[1:]) != want:
                     raise RunError(f"{self.path}: frames of {name!r} are (T, {', '.join(map(str, shape[1:]))}) per sample, "
-                                   f"the run needs (T, {want[0]}, {want[1]}) (layers {inp['layers']})")
+                                   f"the run needs (T, {want[0]}, {want[1]}) (layers {inp.layers})")
             else:
                 x = np.asarray(x)
                 shape = x.shape
                 if x.ndim != 3 or tuple(x.shape[1:]) != want:
                     raise RunError(f"{self.path}: features {name!r} have shape {x.shape}, the run needs (N, {want[0]}, {want[1]}) "
-                                   f"(layers {inp['layers']})")
+                                   f"(layers {inp.layers})")
             if n is not None and shape[0] != n:
                 raise RunError(f"{self.path}: feature arrays have different numbers of samples")
             n = shape[0]
@@ -267,7 +257,7 @@ class Run:
         models = self.models()
         for k in (range(self.n_folds) if folds is None else folds):
             xb = self.normalizer(k).transform(blocks, speakers)
-            xs = _torch_inputs(xb, self.inputs, "cpu")
+            xs = torch_inputs(xb, self.inputs, "cpu")
             outs.append(average_outputs([predict_model(m, xs) for m in models[k]]))
         return average_outputs(outs)
 

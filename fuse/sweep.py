@@ -2,7 +2,7 @@
 layers, of one encoder, across folds, with a resumable on-disk cell cache.
 
 A *cell* is one (layer window, fold) pair: a head trained on the window's layers with
-:func:`emo.fuse.train.train_cv` on that fold only. Each finished cell is written to
+:func:`emo.fuse.cv.train_cv` on that fold only. Each finished cell is written to
 ``<out>/cells/<window>-fold<k>.json`` (``<window>-seed<r>.json`` for ``--folds split``) together
 with a key hashing everything that determines it (store provenance, layers, fold indices,
 training settings); a rerun reuses every cell whose key matches and trains only the rest, and
@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import typer
 
-from emo.fuse.run import write_csv, write_json
+from emo.fuse.atomic import write_csv, write_json
 
 #: Default selection metric per task (higher is better unless :func:`lower_is_better`).
 DEFAULT_METRIC = {"discrete": "waf", "valence": "valence_ccc", "vad": "vad_ccc", "discrete+valence": "mer2023_score"}
@@ -133,7 +133,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         layers: layer spec (``"0-24"``) or list of keys; overrides the spec's layers; default all stored.
         window, stride: see :func:`layer_windows`. A window's layers enter the head as separate
             tokens (the linear probe concatenates them, AFG attends over them).
-        cfg: :class:`emo.fuse.train.TrainConfig` (default: :data:`SWEEP_DEFAULTS`).
+        cfg: :class:`emo.fuse.config.TrainConfig` (default: :data:`SWEEP_DEFAULTS`).
         protocol: ``"K"``, ``"speaker"`` or ``"split"`` (see module docstring).
         metric: the score plotted and used to select a window (default :func:`default_metric` of the task).
         out: output directory (``cells/``, ``sweep.csv``, ``sweep.json``, ``sweep.png``).
@@ -158,9 +158,11 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     from emo.extract.datasets.base import read_manifest
     from emo.extract.layers import LayerSpecError, parse_layers
     from emo.extract.store import FeatureStore, store_path
-    from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, _modality, parse_feature_spec, store_layers, targets
-    from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, predefined_split
-    from emo.fuse.train import TrainConfig, make_folds, train_cv
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.cv import train_cv
+    from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, parse_feature_spec, store_layers, store_modality, targets
+    from emo.fuse.inputs import FeatureInput
+    from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, make_folds, predefined_split
 
     cfg = cfg or TrainConfig(**SWEEP_DEFAULTS)
     cfg.validate()
@@ -242,7 +244,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         need = [k for k in keys if any(k in c.window for c in todo)]
         x = store.read(need, names)  # (N, L_needed, D), only the layers the remaining cells use
         col = {k: j for j, k in enumerate(need)}
-        modality = _modality(spec.name, store.attrs)
+        modality = store_modality(spec.name, store.attrs)
         dim = int(store.dims[need[0]])
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}", unit="cell",
                    disable=not progress, dynamic_ncols=True)
@@ -250,7 +252,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         for c in todo:
             fold = fold_of[c.rep]
             blocks = {spec.name: x[:, [col[k] for k in c.window]]}
-            inputs = [{"name": spec.name, "modality": modality, "layers": list(c.window), "dim": dim}]
+            inputs = [FeatureInput(spec.name, modality, list(c.window), dim)]
             ccfg = replace(cell_cfg, seed=cfg.seed + c.rep) if protocol == "split" else cell_cfg
             res = train_cv(blocks, inputs, y, [fold], ccfg, n_classes, fs.speakers, test_idx)
             fr = res.folds[0]
@@ -358,6 +360,7 @@ def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path:
 
 
 def sweep_cmd(
+    ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", help="Dataset name (the folder under --features-dir)."),
     features: str = typer.Option(..., "--features", help="One encoder spec NAME[=SOURCE][:LAYERS]."),
     layers: str = typer.Option("", "--layers", help="Layers to sweep (0-24); default: the spec's or all stored."),
@@ -381,34 +384,39 @@ def sweep_cmd(
     class_weights: bool = typer.Option(False, "--class-weights"),
     device: str = typer.Option("cpu", "--device"),
     out: Path = typer.Option(None, "--out", help="Output directory (default runs/sweep-DATASET-ENCODER-wWINDOW-HEAD)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the cells (stderr)."),
 ) -> None:
     """Layer ablation: one probe per layer (or window of layers) per fold; writes sweep.csv, sweep.json
     and sweep.png into --out and reuses finished cells when rerun."""
     import shlex
 
+    from emo.exitcodes import ExitCode
     from emo.extract.datasets.base import DatasetError
+    from emo.extract.spec import spec_name
     from emo.extract.store import StoreError
+    from emo.fuse.config import TrainConfig
     from emo.fuse.data import FeatureError
+    from emo.fuse.options import command_line
     from emo.fuse.protocols import ProtocolError
-    from emo.fuse.train import TrainConfig
 
-    name = features.split("=")[0].split(":")[0]
+    name = spec_name(features)
     out = out or Path("runs") / f"sweep-{dataset}-{name}-w{window}-{head}"
+    cfg = TrainConfig(head=head, task=task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                      batch_size=batch_size, patience=patience, seeds=seeds, seed=seed, normalize=normalize,
+                      class_weights=class_weights, device=device)
     try:
-        cfg = TrainConfig(head=head, task=task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                          batch_size=batch_size, patience=patience, seeds=seeds, seed=seed, normalize=normalize,
-                          class_weights=class_weights, device=device)
-        summary = run_sweep(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out)
-    except (SweepError, FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
+        cfg.validate()
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    try:
+        summary = run_sweep(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out,
+                            progress=progress)
+    except SweepError as e:  # settings that do not fit the data (window, metric): the command line is wrong
+        raise typer.BadParameter(str(e)) from None
+    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    summary["command"] = shlex.join([
-        "emo", "fuse", "sweep", "--dataset", dataset, "--features-dir", str(features_dir), "--features", features,
-        *(["--layers", layers] if layers else []), "--window", str(window), "--stride", str(stride), "--head", head,
-        "--task", task, "--folds", folds, *(["--metric", metric] if metric else []), "--normalize", normalize,
-        "--seed", str(seed), "--seeds", str(seeds), "--epochs", str(epochs), "--patience", str(patience), "--lr", str(lr),
-        "--weight-decay", str(weight_decay), "--batch-size", str(batch_size), "--hidden", str(hidden), "--dropout", str(dropout),
-        *(["--class-weights"] if class_weights else []), "--device", device, "--out", str(out)])
+        raise typer.Exit(ExitCode.ERROR) from None
+    summary["command"] = shlex.join(command_line(ctx, {**ctx.params, "out": out}))
     write_json(Path(out) / "sweep.json", summary)
     m = summary["metric"]
     test = any(f"test_{m}_mean" in r for r in summary["rows"])

@@ -52,7 +52,7 @@ class VADClassifier:
     ) -> None:
         from sklearn.cluster import KMeans
 
-        from emo.lexicon.labels import _as_lexicon, canonical_label, label_set, labels_vad
+        from emo.lexicon.labels import as_lexicon, canonical_label, label_set, labels_vad
         from emo.lexicon.vocabulary import affect_vocabulary
 
         names = label_set(labels) if isinstance(labels, str) else [str(x) for x in labels]
@@ -62,7 +62,7 @@ class VADClassifier:
         dup = sorted({c for c in canon if canon.count(c) > 1})
         if dup:
             raise ValueError(f"labels {names!r} resolve to the same canonical label(s) {dup}: their centres would coincide")
-        lex = _as_lexicon(lexicon)
+        lex = as_lexicon(lexicon)
         vocab = vocabulary if vocabulary is not None else affect_vocabulary(lex)
         if len(vocab) < len(names):
             raise ValueError(f"vocabulary has {len(vocab)} words, fewer than the {len(names)} classes")

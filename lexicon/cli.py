@@ -32,14 +32,19 @@ _V = typer.Argument(..., help="Valence in [-1, 1].")
 _A = typer.Argument(..., help="Arousal in [-1, 1].")
 _D = typer.Argument(..., help="Dominance in [-1, 1].")
 
-# What the commands report as "error: ..." (exit 2). LexiconNotFoundError is a FileNotFoundError;
-# LexiconFormatError, UnknownLabelError and bad VAD/radius/vocabulary input are ValueErrors.
+# What the commands report as "error: ..." (exit status: emo.exitcodes). LexiconNotFoundError is a
+# FileNotFoundError; LexiconFormatError, UnknownLabelError and bad VAD/vocabulary input are ValueErrors.
 _USER_ERRORS = (FileNotFoundError, ValueError)
 
 
 def _fail(err: Exception) -> None:
+    """Report ``err`` and exit: 2 (usage) for an unknown --labels set, 1 (error) for the rest
+    (missing or malformed lexicon/vocabulary files, inputs the lexicon cannot place)."""
+    from emo.exitcodes import ExitCode
+    from emo.lexicon.labels import UnknownLabelError
+
     typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=ExitCode.USAGE if isinstance(err, UnknownLabelError) else ExitCode.ERROR)
 
 
 @app.command("vad")

@@ -129,7 +129,7 @@ def label_vad(label: str, lexicon=None) -> np.ndarray:
     word = CANONICAL_WORD[canon]
     if word is None:
         return np.zeros(3, dtype=np.float32)
-    lex = _as_lexicon(lexicon)
+    lex = as_lexicon(lexicon)
     vad = lex.lookup(word)
     if vad is None:
         raise KeyError(f"{lex.path}: canonical word {word!r} of label {label!r} is not in the lexicon")
@@ -138,11 +138,13 @@ def label_vad(label: str, lexicon=None) -> np.ndarray:
 
 def labels_vad(labels, lexicon=None) -> np.ndarray:
     """:func:`label_vad` for several labels: float32, shape (C, 3), in the given order."""
-    lex = None if all(canonical_label(x) == "neutral" for x in labels) else _as_lexicon(lexicon)
+    lex = None if all(canonical_label(x) == "neutral" for x in labels) else as_lexicon(lexicon)
     return np.stack([label_vad(x, lex) for x in labels]) if len(labels) else np.zeros((0, 3), np.float32)
 
 
-def _as_lexicon(lexicon):
+def as_lexicon(lexicon):
+    """A :class:`~emo.lexicon.nrc.VADLexicon` as is, or one loaded from a path / ``None`` (the
+    default location) by :func:`~emo.lexicon.nrc.load_nrc_vad` (whose errors it raises)."""
     from emo.lexicon.nrc import VADLexicon, load_nrc_vad
 
     if isinstance(lexicon, VADLexicon):

@@ -201,10 +201,10 @@ def vocabulary_from_words(words, lexicon=None, source: str = "") -> Vocabulary:
     Raises:
         ValueError: none of the words is in the lexicon (the message names ``source``).
     """
-    from emo.lexicon.labels import _as_lexicon
+    from emo.lexicon.labels import as_lexicon
     from emo.lexicon.nrc import normalize_word
 
-    lex = _as_lexicon(lexicon)
+    lex = as_lexicon(lexicon)
     seen: dict[str, None] = {}
     for w in words:
         k = normalize_word(str(w))

@@ -9,7 +9,7 @@
 3. Each case must be stored with finite features or recorded as failed with a message naming
    its file, in the store and in the printed summary; the controls must be byte-identical.
 4. ``--strict`` must exit non-zero at the first failure and keep finished work; without it the
-   exit code is 2 when anything failed.
+   exit code is 3 (ExitCode.PARTIAL) when anything failed.
 5. Label-file cases (MER 2024 layout): missing column, extra column, unknown label, duplicate
    name, ``../`` name: a clear error naming the label file (or acceptance for extra columns).
 6. Peak RSS of a run over the 10-minute clip vs a 3-second clip (memory stays bounded).
@@ -173,7 +173,7 @@ def main() -> int:
         row["handled"] = ok_case
         handled += ok_case
         details.append(row)
-    run_crashed = r.returncode not in (0, 2) or "Traceback" in r.stderr
+    run_crashed = r.returncode not in (0, 3) or "Traceback" in r.stderr
     after = {e: _store(out, e)[0] for e in ENC}
     lost = sum(1 for e in ENC for n, v in before[e].items() if n not in after[e] or not np.array_equal(v, after[e][n]))
 
@@ -217,7 +217,7 @@ def main() -> int:
         if not d["handled"]:
             print("NOT HANDLED:", json.dumps(d, ensure_ascii=False))
     ok = (result["crashed"] == 0 and result["lost_finished_samples"] == 0 and result["handled"] == n_cases
-          and result["strict_ok"] and r.returncode == 2)
+          and result["strict_ok"] and r.returncode == 3)
     return 0 if ok else 1
 
 

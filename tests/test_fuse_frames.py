@@ -12,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from emo.exitcodes import ExitCode
 from emo.extract.datasets.base import Sample, read_csv, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import FeatureStore, StoreWriter
@@ -67,7 +68,7 @@ def make_frame_dataset(root: Path, n: int = 72, seed: int = 0) -> Path:
 # ---------------------------------------------------------------------------
 
 def test_frames_pack_select_pad_and_pool():
-    from emo.fuse.heads import PackedFrames
+    from emo.fuse.frames import PackedFrames
 
     rng = np.random.default_rng(1)
     seqs = [rng.normal(size=(t, 2, 3)).astype(np.float32) for t in (4, 0, 7, 2)]
@@ -111,7 +112,7 @@ def test_frame_normalisation_uses_all_training_frames():
 
 @pytest.mark.parametrize("pooling,bidirectional", [("mean", True), ("last", True), ("last", False)])
 def test_frame_lstm_ignores_padding(pooling, bidirectional):
-    from emo.fuse.heads import FrameLSTM
+    from emo.fuse.frames import FrameLSTM
 
     torch.manual_seed(0)
     lstm = FrameLSTM(3, 8, bidirectional, pooling).eval()
@@ -127,9 +128,10 @@ def test_frame_lstm_ignores_padding(pooling, bidirectional):
 
 
 def test_length_sorted_evaluation_batches_keep_row_order(monkeypatch):
-    from emo.fuse import train as train_mod
-    from emo.fuse.decoders import FusionModel
-    from emo.fuse.heads import PackedFrames
+    from emo.fuse import batching
+    from emo.fuse.fit import predict_model
+    from emo.fuse.frames import PackedFrames
+    from emo.fuse.model import FusionModel
 
     rng = np.random.default_rng(4)
     fr = Frames.from_list([rng.normal(size=(int(t), 2, 3)).astype(np.float32) for t in rng.integers(0, 20, size=17)])
@@ -140,11 +142,11 @@ def test_length_sorted_evaluation_batches_keep_row_order(monkeypatch):
     model = FusionModel(inputs, head="attention", task="discrete", n_classes=3, hidden=8).eval()
     with torch.no_grad():
         whole = torch.softmax(model(xs)["logits"], -1).numpy()
-    monkeypatch.setattr(train_mod, "EVAL_ELEMENTS", 6 * 25)  # at most 25 padded frames of L*D = 6 per batch
-    batches = train_mod._eval_batches(xs)
+    monkeypatch.setattr(batching, "EVAL_ELEMENTS", 6 * 25)  # at most 25 padded frames of L*D = 6 per batch
+    batches = batching.eval_batches(xs)
     assert len(batches) > 3 and sorted(torch.cat(batches).tolist()) == list(range(17))
     assert all(len(b) * max(int(fr.lengths[b].max()), 1) <= 25 or len(b) == 1 for b in batches)
-    assert np.allclose(train_mod.predict_model(model, xs)["probs"], whole, atol=1e-5)
+    assert np.allclose(predict_model(model, xs)["probs"], whole, atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
@@ -152,7 +154,7 @@ def test_frame_lstm_equals_packed_bidirectional_lstm(pooling):
     """The masked two-LSTM implementation computes what a packed bidirectional nn.LSTM computes."""
     from torch import nn
 
-    from emo.fuse.heads import FrameLSTM
+    from emo.fuse.frames import FrameLSTM
 
     torch.manual_seed(1)
     m = FrameLSTM(5, 12, True, pooling)
@@ -175,8 +177,9 @@ def test_frame_lstm_equals_packed_bidirectional_lstm(pooling):
 # ---------------------------------------------------------------------------
 
 def test_sequence_model_beats_utterance_pooling_on_temporal_order():
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.cv import train_cv
     from emo.fuse.protocols import stratified_kfold
-    from emo.fuse.train import TrainConfig, train_cv
 
     seqs, y = order_sequences(120)
     fr = Frames.from_list(seqs)
@@ -213,8 +216,9 @@ def test_load_features_with_frames(tmp_path):
 
 
 def test_run_round_trip_with_frames(tmp_path):
+    from emo.fuse.config import TrainConfig
     from emo.fuse.run import RunError, load_run
-    from emo.fuse.train import TrainConfig, train
+    from emo.fuse.train import train
 
     feats = make_frame_dataset(tmp_path)
     cfg = TrainConfig(head="afg", structure=3, layer_weights=True, frames=True, epochs=6, patience=6,
@@ -260,7 +264,7 @@ def test_cli_fuse_train_transformer_frames(tmp_path):
     assert metrics["n"] == 96 and metrics["pooled"]["uar"] > 0.75, metrics["pooled"]
     r = CliRunner().invoke(app, ["fuse", "train", "--dataset", "seq", "--features-dir", str(feats), "--features", "egemaps",
                                  "--frames", "--out", str(tmp_path / "bad")])
-    assert r.exit_code == 2 and "emo extract --frames" in r.output
+    assert r.exit_code == ExitCode.ERROR and "emo extract --frames" in r.output
 
 
 def test_score_extracts_frames_for_a_frames_run(tmp_path):
@@ -275,7 +279,7 @@ def test_score_extracts_frames_for_a_frames_run(tmp_path):
     from emo.extract.engine import Extractor
     from emo.extract.registry import parse_encoder_spec
     from emo.fuse.run import load_run
-    from emo.fuse.score import score
+    from emo.pipeline import score
 
     rng = np.random.default_rng(3)
     sr, data = 16000, tmp_path / "chirps"

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from emo.fuse.decoders import FusionModel, UncertaintyLoss
+from emo.fuse.config import TrainConfig
+from emo.fuse.fit import fit_model, predict_model
 from emo.fuse.heads import AFGHead, Token
-from emo.fuse.train import TrainConfig, fit_model, predict_model
+from emo.fuse.losses import UncertaintyLoss
+from emo.fuse.model import FusionModel
 
 torch.set_num_threads(1)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from emo.exitcodes import ExitCode
 from emo.extract.datasets.base import Sample, read_csv, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import StoreWriter
@@ -52,9 +53,10 @@ FAST = ["--epochs", "8", "--patience", "8", "--hidden", "16", "--seeds", "2", "-
 
 
 def test_train_writes_run_and_load_run_reproduces_predictions(tmp_path):
+    from emo.fuse.config import TrainConfig
     from emo.fuse.data import load_features
     from emo.fuse.run import load_run
-    from emo.fuse.train import TrainConfig, train
+    from emo.fuse.train import train
 
     feats = make_dataset(tmp_path)
     cfg = TrainConfig(head="afg", structure=3, epochs=8, patience=8, hidden=16, seeds=2, lr=1e-2, normalize="speaker")
@@ -93,9 +95,10 @@ def test_train_writes_run_and_load_run_reproduces_predictions(tmp_path):
 
 
 def test_predefined_test_set_is_scored_by_averaged_fold_models(tmp_path):
+    from emo.fuse.config import TrainConfig
     from emo.fuse.data import load_features
     from emo.fuse.run import load_run
-    from emo.fuse.train import TrainConfig, train
+    from emo.fuse.train import train
 
     feats = make_dataset(tmp_path, splits=True)
     cfg = TrainConfig(head="attention", task="discrete+valence", decoder="jdev", loss_weighting="uncertainty",
@@ -119,7 +122,7 @@ def test_cli_fuse_train(tmp_path):
     feats = make_dataset(tmp_path)
     out = tmp_path / "runs" / "cli"
     r = CliRunner().invoke(app, ["fuse", "train", "--dataset", "synth", "--features-dir", str(feats), "--features", "egemaps",
-                                 "--features", "hubert_large", "--layers", "1-3", "--head", "afg", "--task", "discrete",
+                                 "--features", "hubert_large:1-3", "--head", "afg", "--task", "discrete",
                                  "--folds", "3", "--normalize", "global", "--out", str(out), *FAST])
     assert r.exit_code == 0, r.output
     assert "mean ± std" in r.output and "uar" in r.output
@@ -129,6 +132,23 @@ def test_cli_fuse_train(tmp_path):
     assert len(json.loads((out / "metrics.json").read_text())["folds"]) == 3
 
 
+
+def test_cli_layers_only_with_a_single_features(tmp_path):
+    """--layers is unambiguous: it applies to the one --features; with several it is refused (no argv guessing)."""
+    from emo.cli import app
+
+    feats = make_dataset(tmp_path)
+    base = ["fuse", "train", "--dataset", "synth", "--features-dir", str(feats), "--folds", "3", *FAST]
+    r = CliRunner().invoke(app, [*base, "--features", "egemaps", "--features", "hubert_large", "--layers", "1-3",
+                                 "--out", str(tmp_path / "r1")])
+    assert r.exit_code == 2 and "write the layers into each spec" in r.output
+    r = CliRunner().invoke(app, [*base, "--features", "hubert_large:1-2", "--layers", "1-3", "--out", str(tmp_path / "r2")])
+    assert r.exit_code == 2 and "already names layers" in r.output
+    r = CliRunner().invoke(app, [*base, "--features", "hubert_large", "--layers", "2-3", "--out", str(tmp_path / "r3")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "r3" / "config.json").read_text())["feature_specs"] == ["hubert_large=src-hubert_large:2-3"]
+
+
 def test_cli_refuses_mismatched_stores_unless_intersect(tmp_path):
     from emo.cli import app
 
@@ -136,7 +156,7 @@ def test_cli_refuses_mismatched_stores_unless_intersect(tmp_path):
     args = ["fuse", "train", "--dataset", "synth", "--features-dir", str(feats), "--features", "egemaps",
             "--features", "hubert_large:2", "--folds", "3", "--out", str(tmp_path / "r"), *FAST]
     r = CliRunner().invoke(app, args)
-    assert r.exit_code == 2 and "--align intersect" in r.output and "egemaps.h5: 88 samples" in r.output
+    assert r.exit_code == ExitCode.ERROR and "--align intersect" in r.output and "egemaps.h5: 88 samples" in r.output
     with pytest.warns(UserWarning, match="88 samples every store has"):
         r = CliRunner().invoke(app, args + ["--align", "intersect", "--head", "linear"])
     assert r.exit_code == 0, r.output

@@ -13,8 +13,8 @@ import pytest
 from emo.extract.datasets.base import Sample, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import StoreWriter
+from emo.fuse.config import TrainConfig
 from emo.fuse.sweep import SweepError, default_metric, layer_windows, lower_is_better, run_sweep, window_label
-from emo.fuse.train import TrainConfig
 
 CLASSES = ["neutral", "angry", "happy"]
 
@@ -97,7 +97,7 @@ def test_sweep_finds_informative_layer_and_reuses_cells(tmp_path, monkeypatch):
     assert on_disk["best"]["window"] == "2" and len(on_disk["cells"]) == 12
 
     # second run: every cell is reused, nothing is trained and no layer is read
-    import emo.fuse.train as train_mod
+    import emo.fuse.cv as train_mod
 
     def boom(*a, **k):
         raise AssertionError("a cached cell was retrained")

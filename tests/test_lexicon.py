@@ -7,6 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from emo.exitcodes import ExitCode
 from emo.lexicon import classifier as clf_mod
 from emo.lexicon import labels as lab
 from emo.lexicon import nrc
@@ -416,5 +417,5 @@ def test_cli_missing_lexicon_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("EMO_LEXICON", raising=False)
     monkeypatch.setenv("EMO_HOME", str(tmp_path))
     r = cli("vad", "happy")
-    assert r.exit_code == 2
+    assert r.exit_code == ExitCode.ERROR
     assert "NRC-VAD-Lexicon.txt not found" in r.output and "EMO_LEXICON" in r.output

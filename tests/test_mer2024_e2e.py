@@ -78,7 +78,7 @@ def test_make_features_train_score_mer2024(shared, tmp_path):
     preds = tmp_path / "preds.csv"
     r = subprocess.run(emo + ["score", str(data / "video-unlabeled"), "--run", str(run), "--out", str(preds), "--no-progress"],
                        capture_output=True, text=True)
-    assert r.returncode == 2, r.stdout + r.stderr  # the broken file is reported, not fatal
+    assert r.returncode == 3, r.stdout + r.stderr  # the broken file is reported, not fatal
     assert "broken" in r.stdout
     with open(preds, newline="") as fh:
         rows = list(csv.DictReader(fh))

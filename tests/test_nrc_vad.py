@@ -113,3 +113,24 @@ def test_real_meld_transcripts(shared, monkeypatch):
     assert flagged.mean() < 0.5
     valence = pd.Series(x[:, 0]).groupby(df["Emotion"].to_numpy()).mean()
     assert valence["joy"] > valence["sadness"] and valence["joy"] > valence["disgust"]
+
+
+def test_extract_cli_lexicon_option(lex_path, tmp_path):
+    """`emo extract --lexicon PATH` (what nrc_vad's error tells the user to pass) reaches the encoder."""
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+    from emo.extract.store import FeatureStore
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / "a.wav").write_bytes(b"")  # the text encoder never decodes media
+    (root / "labels.csv").write_text("name,transcript\na,happy mother\n", encoding="utf-8")
+    base = ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "nrc_vad", "--no-progress",
+            "--device", "cpu"]
+    r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "f1")])
+    assert r.exit_code == 1 and "Pass --lexicon PATH" in r.output, r.output
+    r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "f2"), "--lexicon", str(lex_path)])
+    assert r.exit_code == 0, r.output
+    v = FeatureStore(tmp_path / "f2" / "folder" / "nrc_vad.h5").read_layer("vad", ["a"])[0]
+    np.testing.assert_allclose(v[:3], (vad("happy") + vad("mother")) / 2, atol=1e-6)

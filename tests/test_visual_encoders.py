@@ -54,7 +54,8 @@ def hf_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def resnet_small():
-    from emo.extract.encoders.resnet import ImagePreprocess, ResNet50Encoder
+    from emo.extract.encoders.face import ImagePreprocess
+    from emo.extract.encoders.resnet import ResNet50Encoder
 
     torch.manual_seed(0)
     enc = ResNet50Encoder("resnet50", "random", max_frames=3)
@@ -130,7 +131,7 @@ def test_resnet_preprocess_equals_torchvision_weights_transform():
     import torchvision
     from PIL import Image
 
-    from emo.extract.encoders.resnet import ImagePreprocess
+    from emo.extract.encoders.face import ImagePreprocess
 
     for weights in (torchvision.models.ResNet50_Weights.IMAGENET1K_V1, torchvision.models.ResNet50_Weights.IMAGENET1K_V2):
         t = weights.transforms()

@@ -1,7 +1,9 @@
 """Dataset adapters: ``--dataset NAME --root DIR`` picks one.
 
 Every adapter yields :class:`Sample` records (name, media path, transcript,
-labels, speaker, split). Known adapters: see :data:`ADAPTERS`.
+labels, speaker, split). An adapter registers itself with the :func:`register_dataset`
+decorator next to its class; this package imports every adapter module, so
+:func:`adapters` / :func:`dataset_names` list them all.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from emo.extract.datasets.base import (
+    ADAPTERS,
     MER_CLASSES,
     DatasetAdapter,
     DatasetError,
     Sample,
     read_manifest,
+    register_dataset,
     write_manifest,
 )
 from emo.extract.datasets.emodb import EmoDB
@@ -21,7 +25,15 @@ from emo.extract.datasets.folder import Folder
 from emo.extract.datasets.meld import MELD
 from emo.extract.datasets.mer import MER2023, MER2024
 
-ADAPTERS: dict[str, type[DatasetAdapter]] = {a.name: a for a in (MER2023, MER2024, EmoDB, MELD, Folder)}
+
+def adapters() -> dict[str, type[DatasetAdapter]]:
+    """Every registered adapter, name -> class (registered by :func:`register_dataset` at each class)."""
+    return ADAPTERS
+
+
+def dataset_names() -> list[str]:
+    """Sorted names of the registered adapters (``--dataset`` choices)."""
+    return sorted(ADAPTERS)
 
 
 def get_dataset(name: str, root: str, **options: Any) -> DatasetAdapter:
@@ -35,5 +47,6 @@ def get_dataset(name: str, root: str, **options: Any) -> DatasetAdapter:
     return ADAPTERS[name](root, **{k: v for k, v in options.items() if v is not None})
 
 
-__all__ = ["ADAPTERS", "MER_CLASSES", "DatasetAdapter", "DatasetError", "Sample", "get_dataset",
-           "read_manifest", "write_manifest"]
+__all__ = ["ADAPTERS", "MER2023", "MER2024", "MELD", "MER_CLASSES", "DatasetAdapter", "DatasetError", "EmoDB",
+           "Folder", "Sample", "adapters", "dataset_names", "get_dataset", "read_manifest", "register_dataset",
+           "write_manifest"]

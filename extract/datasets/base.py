@@ -94,17 +94,76 @@ class DatasetAdapter:
         return out
 
 
+#: adapter name -> class, filled by :func:`register_dataset` (read it through
+#: :func:`emo.extract.datasets.adapters`, which imports every adapter module first).
+ADAPTERS: dict[str, type[DatasetAdapter]] = {}
+
+
+def register_dataset(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
+    """Class decorator: register a :class:`DatasetAdapter` under its ``name`` (``--dataset NAME``).
+
+    Raises:
+        ValueError: empty name, or the name is taken by another class.
+    """
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__}: a registered dataset adapter needs a name")
+    old = ADAPTERS.get(cls.name)
+    if old is not None and old is not cls and old.__qualname__ != cls.__qualname__:
+        raise ValueError(f"dataset {cls.name!r} is registered twice ({old.__module__}.{old.__qualname__} and "
+                         f"{cls.__module__}.{cls.__qualname__})")
+    ADAPTERS[cls.name] = cls
+    return cls
+
+
 def inside_root(root: Path, rel: str, what: str) -> Path:
-    """Resolve ``rel`` under ``root`` and refuse paths that escape it (``../``, absolute paths).
+    """``root / rel`` with ``..`` collapsed lexically; refuse paths that escape ``root``.
+
+    Containment is about where the path *lives*, not where a symlink on it points: a label row
+    naming ``clips/a.wav`` inside the root is accepted even when ``clips`` or ``a.wav`` is a link
+    to storage elsewhere (corpora are often assembled from links), while ``../x.wav``,
+    ``clips/../../x.wav`` and absolute paths are refused.
+
+    Returns:
+        The normalised path (not resolved through links), absolute when ``root`` is.
 
     Raises:
         DatasetError: naming ``what`` (the file the path came from) and the offending path.
     """
-    p = (root / rel).resolve()
-    r = root.resolve()
+    r = Path(os.path.normpath(root))
+    if os.path.isabs(rel):
+        raise DatasetError(f"{what}: path {rel!r} is absolute; give it relative to the dataset root {root}")
+    p = Path(os.path.normpath(r / rel))
     if p != r and r not in p.parents:
         raise DatasetError(f"{what}: path {rel!r} escapes the dataset root {root}")
     return p
+
+
+def walk_media(root: Path) -> list[Path]:
+    """Media files (:data:`MEDIA_SUFFIXES`) below ``root``, sorted, following directory symlinks.
+
+    Each real directory is entered once (loop detection by ``(st_dev, st_ino)``), so a link cycle
+    or two links to one folder cannot list files twice. The returned paths are the paths *through*
+    the links (inside ``root``), so sample names follow the layout the user built. Broken links
+    are skipped.
+    """
+    out: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        for f in filenames:
+            p = Path(dirpath) / f
+            if p.suffix.lower() in MEDIA_SUFFIXES and p.is_file():
+                out.append(p)
+    return sorted(out)
 
 
 def read_csv(path: Path, required: list[str], any_of: list[list[str]] | None = None) -> list[dict[str, str]]:
@@ -159,11 +218,10 @@ def index_media(folder: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
     if not folder.is_dir():
         return out
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES:
-            if p.stem in out:
-                raise DatasetError(f"duplicate sample name {p.stem!r}: {out[p.stem]} and {p}")
-            out[p.stem] = p
+    for p in walk_media(folder):
+        if p.stem in out:
+            raise DatasetError(f"duplicate sample name {p.stem!r}: {out[p.stem]} and {p}")
+        out[p.stem] = p
     return out
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 
-from emo.extract.datasets.base import DatasetAdapter, DatasetError, Sample, read_csv
+from emo.extract.datasets.base import DatasetAdapter, DatasetError, Sample, read_csv, register_dataset
 
 #: File-name emotion letter -> label (German initials: Wut, Langeweile, Ekel, Angst, Freude, Trauer, Neutral).
 EMODB_CODES = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness", "N": "neutral"}
 _NAME = re.compile(r"^(\d\d)([ab]\d\d)([WLEAFTN])([a-z])$")
 
 
+@register_dataset
 class EmoDB(DatasetAdapter):
     """EmoDB: ``wav/SSTTTEV.wav`` (SS speaker, TTT sentence, E emotion letter, V take).
 

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from emo.extract.datasets.base import (
-    MEDIA_SUFFIXES,
     DatasetAdapter,
     DatasetError,
     Sample,
     inside_root,
     parse_float,
     read_csv,
+    register_dataset,
+    walk_media,
 )
 
 _LABEL_COLUMNS = ("discrete", "emotion", "label")
 _TEXT_COLUMNS = ("transcript", "text", "sentence", "utterance")
 
 
+@register_dataset
 class Folder(DatasetAdapter):
     """Every media file under ``root`` (recursive). The sample name is the path relative
     to the root without its suffix (``cremad/1001_DFA_ANG_XX``).
@@ -33,7 +36,7 @@ class Folder(DatasetAdapter):
     name = "folder"
 
     def load(self) -> list[Sample]:
-        files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+        files = walk_media(self.root)  # follows directory links (once each), names by the path inside the root
         samples: dict[str, Sample] = {}
         for p in files:
             rel = p.relative_to(self.root).with_suffix("").as_posix()
@@ -63,7 +66,7 @@ class Folder(DatasetAdapter):
             where = f"{path} row {i}"
             if row.get("path"):
                 p = inside_root(self.root, row["path"], where)
-                key = p.relative_to(self.root.resolve()).with_suffix("").as_posix()
+                key = p.relative_to(os.path.normpath(self.root)).with_suffix("").as_posix()
             else:
                 raw = row.get("name", "")
                 if not raw:

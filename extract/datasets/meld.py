@@ -14,7 +14,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from emo.extract.datasets.base import DatasetAdapter, DatasetError, Sample
+from emo.extract.datasets.base import DatasetAdapter, DatasetError, Sample, register_dataset
 
 #: MELD's seven emotions; this order (neutral first, then alphabetical) is the class index order.
 MELD_CLASSES = ["neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise"]
@@ -87,6 +87,7 @@ def _read(path: Path) -> list[dict[str, str]]:
         raise DatasetError(f"{path}: malformed CSV ({e})") from e
 
 
+@register_dataset
 class MELD(DatasetAdapter):
     """MELD text: one :class:`Sample` per utterance, ``media=None``.
 

@@ -12,6 +12,7 @@ from emo.extract.datasets.base import (
     index_media,
     parse_float,
     read_csv,
+    register_dataset,
 )
 
 # Spellings met in the released label files, mapped onto the six MER classes.
@@ -49,6 +50,7 @@ def _transcripts(path: Path, column: str) -> dict[str, str]:
     return {r["name"]: r.get(column, "") for r in rows}
 
 
+@register_dataset
 class MER2023(DatasetAdapter):
     """MER 2023: ``train-label.csv``, ``test{1,2,3}-label.csv`` (``name,discrete,valence``),
     clips under ``train/``, ``test1/``, ...; transcripts in ``transcription.csv`` (``name,sentence``).
@@ -87,6 +89,7 @@ class MER2023(DatasetAdapter):
         return out
 
 
+@register_dataset
 class MER2024(DatasetAdapter):
     """MER 2024: ``label-disdim.csv`` (``name,discrete[,valence]``), ``label-transcription.csv``
     (``name,chinese[,english]``), labelled clips in ``video-labeled/``, unlabelled in ``video-unlabeled*/``.

@@ -1,1 +1,5 @@
-"""Encoders: one module per model family; see :mod:`emo.extract.registry` for the names."""
+"""Encoder implementations. Importing this package registers every encoder
+(:func:`emo.extract.registry.register_encoder` sits next to each class); torch and the
+model libraries load only when an encoder is built."""
+
+from emo.extract.encoders import acoustic, clip, manet, nrc_vad, resnet, speech, text  # noqa: F401  (they register)

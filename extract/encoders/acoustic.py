@@ -6,9 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from emo.extract.encoders.base import AudioInput, Encoded, Encoder, EncoderError
+from emo.extract.encoders.base import Encoder
+from emo.extract.registry import register_encoder
+from emo.extract.types import AudioInput, Encoded, EncoderError
 
 
+@register_encoder("egemaps", None, summary="openSMILE eGeMAPSv02 functionals, 88-d, no weights")
 class EGeMAPSEncoder(Encoder):
     """openSMILE eGeMAPSv02 functionals (Eyben et al., IEEE TAC 2016): 88 values per utterance.
 
@@ -61,6 +64,7 @@ class EGeMAPSEncoder(Encoder):
         return out
 
 
+@register_encoder("mfcc", None, summary="librosa MFCC + delta statistics (mean, std), 160-d, no weights")
 class MFCCEncoder(Encoder):
     """MFCC statistics via librosa: 40 MFCCs and their deltas, mean and standard deviation over
     frames (25 ms window, 10 ms hop at 16 kHz): one layer ``stats`` of 160 values.

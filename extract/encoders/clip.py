@@ -25,8 +25,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from emo.extract.encoders.base import EncoderError, hash_weights
-from emo.extract.encoders.resnet import FaceFrameEncoder, ImagePreprocess
+from emo.extract.encoders.face import FaceFrameEncoder, ImagePreprocess
+from emo.extract.registry import register_encoder
+from emo.extract.types import EncoderError, hash_weights
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -43,6 +44,11 @@ def _depth(layers: list[str], n_blocks: int) -> int:
     return max(int(k) for k in layers)
 
 
+@register_encoder(
+    "clip_vit_l", "ViT-L-14/openai",
+    summary="CLIP ViT-L/14 via open_clip: CLS token per layer + projected embedding ('proj')",
+)
+@register_encoder("clip_vit_b", "ViT-B-32/openai", summary="CLIP ViT-B/32 via open_clip")
 class OpenClipEncoder(FaceFrameEncoder):
     """CLIP vision transformer through ``open_clip``: CLS token per block, plus ``proj``.
 
@@ -158,6 +164,10 @@ class OpenClipEncoder(FaceFrameEncoder):
         return hash_weights(None, extra=f"open_clip:{self.source}")
 
 
+@register_encoder(
+    "hf_clip_vit_l", "openai/clip-vit-large-patch14",
+    summary="CLIP ViT-L/14 via transformers CLIPVisionModelWithProjection",
+)
 class HFClipEncoder(FaceFrameEncoder):
     """CLIP vision tower through ``transformers`` ``CLIPVisionModelWithProjection``.
 

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from emo.extract.encoders.base import EncoderError, hash_weights
-from emo.extract.encoders.resnet import FaceFrameEncoder, ImagePreprocess, load_state_dict_file, load_strict
+from emo.extract.encoders.face import FaceFrameEncoder, ImagePreprocess, load_state_dict_file, load_strict
+from emo.extract.registry import register_encoder
+from emo.extract.types import EncoderError, hash_weights
 
 _DIMS = {"1": 64, "2": 128, "local3": 256, "local4": 512, "scale3": 256, "scale4": 512, "embedding": 1024}
 #: which stages each layer needs: 1 = stem..layer1, 2 = layer2, 3 = stage-3 of a branch, 4 = stage 4
@@ -226,6 +227,10 @@ def manet_features(model, x, layers) -> dict[str, Any]:
     return {k: pooled[k] for k in layers}
 
 
+@register_encoder(
+    "manet", None, needs="checkpoint",
+    summary="MANet (Zhao et al., TIP 2021) face-expression network, per-block outputs",
+)
 class MANetEncoder(FaceFrameEncoder):
     """MA-Net per-block face features (see the module docstring for the layer keys).
 

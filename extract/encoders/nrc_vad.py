@@ -22,9 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from emo.extract.encoders.base import Encoded, Encoder, EncoderError, TextInput, hash_weights
+from emo.extract.encoders.base import Encoder
+from emo.extract.registry import register_encoder
+from emo.extract.types import Encoded, EncoderError, TextInput, hash_weights
 
 
+@register_encoder(
+    "nrc_vad", None, needs="lexicon",
+    summary="mean NRC-VAD of the transcript's words (V, A, D, coverage), no weights",
+)
 class NRCVADEncoder(Encoder):
     """Mean NRC-VAD of a transcript plus coverage: layer ``"vad"`` = (V, A, D, coverage), float32.
 

@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from emo.extract.encoders.base import AudioInput, Encoded, Encoder, EncoderError, autocast_dtype, torch_device
+from emo.extract.encoders.base import Encoder
+from emo.extract.registry import register_encoder
+from emo.extract.types import (
+    AudioInput,
+    Encoded,
+    EncoderError,
+    autocast_dtype,
+    torch_device,
+)
 
 #: Shortest input the CNN front-end accepts (one 25 ms frame at 16 kHz); shorter clips are zero-padded
 #: to it (here and in the naive reference, :mod:`emo.extract.naive`).
@@ -70,6 +78,20 @@ class SpeechLayers:
         return p
 
 
+@register_encoder(
+    "hubert_large", "TencentGameMate/chinese-hubert-large",
+    layers="16-21",
+    summary="HuBERT-large (Chinese, as in the MER papers), 25 hidden states x 1024",
+)
+@register_encoder(
+    "hubert_base", "TencentGameMate/chinese-hubert-base",
+    summary="HuBERT-base (Chinese), 13 hidden states x 768",
+)
+@register_encoder(
+    "wav2vec2_large", "facebook/wav2vec2-large-xlsr-53",
+    summary="wav2vec 2.0 large (XLSR-53), 25 hidden states x 1024",
+)
+@register_encoder("wav2vec2_base", "facebook/wav2vec2-base", summary="wav2vec 2.0 base, 13 hidden states x 768")
 class SpeechEncoder(SpeechLayers, Encoder):
     """HuBERT / wav2vec 2.0 (any ``Wav2Vec2Model``-shaped checkpoint) from a hub id or local directory.
 
@@ -177,7 +199,7 @@ class SpeechEncoder(SpeechLayers, Encoder):
     def encode(self, batch: list[AudioInput]) -> list[Encoded]:
         import torch
 
-        from emo.extract.engine import pack
+        from emo.extract.batching import pack
 
         sr = self.sample_rate
         chunk = int(self.chunk_seconds * sr)

@@ -27,16 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from emo.extract.encoders.base import (
-    Encoded,
-    Encoder,
-    EncoderError,
-    Input,
-    TextInput,
-    autocast_dtype,
-    hash_weights,
-    torch_device,
-)
+from emo.extract.encoders.base import Encoder
+from emo.extract.registry import register_encoder
+from emo.extract.types import Encoded, EncoderError, Input, TextInput, autocast_dtype, hash_weights, torch_device
 
 #: ``config.model_type`` values of decoder-only LLMs (also detected via ``*ForCausalLM`` architectures).
 DECODER_MODEL_TYPES = frozenset({
@@ -102,6 +95,19 @@ def _looks_local(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or Path(source).expanduser().exists()
 
 
+@register_encoder(
+    "roberta", "hfl/chinese-roberta-wwm-ext",
+    summary="Chinese RoBERTa-wwm-ext, mean over real tokens per layer",
+)
+@register_encoder(
+    "minilm", "sentence-transformers/all-MiniLM-L6-v2",
+    summary="all-MiniLM-L6-v2 (6-layer BERT), mean over real tokens per layer",
+)
+@register_encoder(
+    "baichuan2_13b", "baichuan-inc/Baichuan2-13B-Base",
+    options={"trust_remote_code": True},
+    summary="Baichuan2-13B decoder LLM, 41 hidden states x 5120",
+)
 class TextEncoder(Encoder):
     """Per-layer transcript embeddings from a ``transformers`` language model.
 

@@ -102,7 +102,7 @@ class FaceCropper:
                 warnings.warn(f"MTCNN weights in {d} differ from the official ones ({', '.join(odd)}); "
                               "using them (their hash is recorded as provenance)", stacklevel=2)
             self.weights_dir = d
-            from emo.extract.encoders.base import hash_weights
+            from emo.extract.types import hash_weights
 
             self._hash = hash_weights(d)
             self._det = MTCNN(d, min_face=min_face, thresholds=tuple(opts.get("thresholds", (0.6, 0.7, 0.7))),

@@ -274,7 +274,10 @@ class MTCNN(nn.Module):
             sc = prob[mask]
             r = reg.permute(0, 2, 3, 1)[mask]
             keep = _batched_nms(b, sc, idx[:, 0], self.nms_thr[0])
-            boxes.append(b[keep]); scores.append(sc[keep]); regs.append(r[keep]); inds.append(idx[keep, 0])
+            boxes.append(b[keep])
+            scores.append(sc[keep])
+            regs.append(r[keep])
+            inds.append(idx[keep, 0])
         if not boxes:
             return torch.zeros(0, 4, device=imgs.device), torch.zeros(0, dtype=torch.long, device=imgs.device)
         b, sc, r, ii = torch.cat(boxes), torch.cat(scores), torch.cat(regs), torch.cat(inds)

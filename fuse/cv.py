@@ -1,0 +1,185 @@
+"""Cross-validated training on preloaded arrays: :func:`train_cv` (arrays in, metrics and
+predictions out, no files; what ``emo fuse train`` and ``emo fuse sweep`` call) and its
+:class:`CVResult`.
+
+Speed: features are preloaded float32 tensors; each model trains with shuffled minibatches
+indexed straight from those tensors (:mod:`emo.fuse.batching`), AdamW, and early stopping on
+the inner validation loss (:func:`emo.fuse.fit.fit_model`). The evaluation fold is never used
+for training, early stopping or normalisation statistics of the global kind.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from emo.fuse.batching import torch_inputs
+from emo.fuse.config import TrainConfig
+from emo.fuse.fit import average_outputs, class_weight_balanced, diagnostics, fit_model, predict_model
+from emo.fuse.inputs import FeatureInput, as_inputs
+from emo.fuse.metrics import evaluate
+from emo.fuse.protocols import Fold
+
+
+@dataclass
+class CVResult:
+    """What :func:`train_cv` returns.
+
+    Attributes:
+        folds: per fold ``{"name", "n_train", "n_val", "n_test", "metrics", "epochs", ...}``.
+        summary: ``{"mean": {...}, "std": {...}}`` of the scalar fold metrics.
+        pooled: metrics over all out-of-fold predictions together.
+        oof: out-of-fold predictions: ``index`` (int, rows of the input arrays), ``fold`` (fold
+            position per row) and the outputs (``probs`` (n, C), ``valence`` (n,), ``vad`` (n, 3)).
+        test: on ``test_idx``, the fold models' averaged outputs (``index``, outputs, ``metrics``) or None.
+        states: per fold, the state dicts of its ``seeds`` models (CPU tensors).
+        normalizers: per fold, the fitted :class:`emo.fuse.data.Normalizer`.
+        diagnostics: per fold, attention means, layer weights, uncertainty weights where applicable.
+    """
+
+    folds: list[dict[str, Any]]
+    summary: dict[str, dict[str, float]]
+    pooled: dict[str, Any]
+    oof: dict[str, np.ndarray]
+    test: dict[str, Any] | None
+    states: list[list[dict]]
+    normalizers: list
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train_cv(blocks: dict[str, np.ndarray], inputs: Iterable[FeatureInput | Mapping[str, Any]], y: dict[str, np.ndarray], folds: list[Fold],
+             cfg: TrainConfig, n_classes: int = 0, speakers: list[str | None] | None = None,
+             test_idx: np.ndarray | None = None, progress: Callable[[str], None] | None = None,
+             fold_cache: Any = None) -> CVResult:
+    """Cross-validated training on preloaded arrays (the Python API behind ``emo fuse train``; cheap
+    enough to call in a loop for sweeps).
+
+    Args:
+        blocks: encoder name → float32 (N, L, D) features, or :class:`emo.fuse.data.Frames` (sequences
+            (T_i, L, D)) for inputs with ``frames`` true (un-normalised; normalisation is fitted per fold).
+        inputs: one :class:`emo.fuse.inputs.FeatureInput` per encoder (or dicts with ``name``,
+            ``modality``, ``layers``, ``dim``, optional ``frames``), fixing the input order.
+        y: labels over the same N rows (see :func:`emo.fuse.data.targets`); rows used by folds must have them.
+        folds: from :mod:`emo.fuse.protocols`; indices into the N rows.
+        cfg: :class:`TrainConfig`.
+        n_classes: C for discrete tasks.
+        speakers: speaker per row (needed for ``normalize="speaker"``).
+        test_idx: rows of a predefined held-out test set; the fold models' outputs are averaged on it.
+        progress: optional callable receiving one line per finished fold.
+        fold_cache: optional :class:`emo.fuse.resume.FoldCache`: folds it holds are loaded instead of
+            trained, and every newly finished fold is saved to it (resumable training).
+
+    Returns:
+        :class:`CVResult`.
+
+    Raises:
+        ValueError: bad settings (:meth:`TrainConfig.validate`), empty folds, shapes that do not match ``inputs``.
+    """
+    import torch
+
+    cfg = cfg.resolve(max((len(f.train) for f in folds), default=0))
+    cfg.validate()
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    try:
+        return _train_cv(blocks, as_inputs(inputs), y, folds, cfg, n_classes, speakers, test_idx, progress, fold_cache)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, speakers, test_idx, progress, fold_cache=None) -> CVResult:
+    import torch
+
+    from emo.fuse.data import Frames, Normalizer
+    from emo.fuse.metrics import summarize
+
+    for inp in inputs:
+        x = blocks.get(inp.name)
+        if x is not None and inp.frames != isinstance(x, Frames):
+            raise ValueError(f"features {inp.name!r}: inputs say frames={inp.frames}, "
+                             f"but the block is {'Frames' if isinstance(x, Frames) else 'an utterance array'}")
+        shape = None if x is None else ((len(x), *x.frame_shape) if isinstance(x, Frames) else x.shape)
+        if shape is None or len(shape) != 3 or shape[1] != len(inp.layers) or shape[2] != inp.dim:
+            raise ValueError(f"features {inp.name!r}: expected (N, {len(inp.layers)}, {inp.dim}) "
+                             f"{'per frame ' if inp.frames else ''}, got {shape}")
+    disc = "discrete" in y and cfg.task in ("discrete", "discrete+valence")
+    if disc and n_classes < 2:
+        raise ValueError("discrete tasks need n_classes >= 2")
+    model_args = cfg.model_args(inputs, n_classes)
+    base_norm = Normalizer(cfg.normalize)
+    if cfg.normalize == "speaker":
+        if speakers is None:
+            raise ValueError("--normalize speaker needs speaker ids")
+        base_norm.fit(blocks, np.arange(len(speakers)), speakers)  # per-speaker stats: fold independent
+    needed = {k for k in ("discrete", "valence", "vad") if k in y and (k != "discrete" or disc)}
+    # without normalisation the model inputs are the same for every fold: convert (and move) them once
+    xs_shared = torch_inputs(base_norm.transform(blocks), inputs, cfg.device) if cfg.normalize == "none" else None
+    fold_rows, states, norms, diags = [], [], [], []
+    oof_parts: list[tuple[np.ndarray, int, dict]] = []
+    test_outs = []
+    for fi, fold in enumerate(folds):
+        t0 = time.perf_counter()
+        if len(fold.train) == 0 or len(fold.val) == 0 or len(fold.test) == 0:
+            raise ValueError(f"fold {fold.name}: empty train/val/test split")
+        norm = Normalizer(cfg.normalize)
+        if xs_shared is not None:
+            xs = xs_shared
+        else:
+            fit_rows = np.concatenate([fold.train, fold.val])
+            norm.global_ = Normalizer("global").fit(blocks, fit_rows).global_
+            norm.speaker = base_norm.speaker
+            xs = torch_inputs(norm.transform(blocks, speakers), inputs, cfg.device)
+        sel = lambda rows: [x[torch.as_tensor(rows)] for x in xs]  # noqa: E731
+        ysel = lambda rows: {k: y[k][rows] for k in needed}  # noqa: E731
+        if fold_cache is not None and fold_cache.has(fi):  # finished before a kill: reuse, do not retrain
+            fold_states, out, fold_test, row = fold_cache.load(fi)
+            diags.append(row.pop("diagnostics", {}))
+            oof_parts.append((fold.test, fi, out))
+            states.append(fold_states)
+            norms.append(norm)
+            test_outs.extend(fold_test)
+            fold_rows.append({**row, "resumed": True})
+            if progress:
+                progress(f"fold {fi + 1}/{len(folds)} {fold.name}: finished in an earlier run (resumed)")
+            continue
+        cw = class_weight_balanced(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None
+        xtr, xva, xte = sel(fold.train), sel(fold.val), sel(fold.test)
+        fold_states, outs, infos, fold_test = [], [], [], []
+        for s in range(cfg.seeds):
+            model, info = fit_model(xtr, ysel(fold.train), xva, ysel(fold.val), cfg, model_args, cfg.seed + s, cw)
+            fold_states.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            outs.append(predict_model(model, xte))
+            infos.append(info)
+            if s == 0:
+                diag = diagnostics(model, xtr)
+            if test_idx is not None and len(test_idx):
+                fold_test.append(predict_model(model, sel(test_idx)))
+        test_outs.extend(fold_test)
+        out = average_outputs(outs)
+        metrics = evaluate(out, ysel(fold.test), n_classes)
+        diag["fits"] = infos
+        diags.append(diag)
+        oof_parts.append((fold.test, fi, out))
+        states.append(fold_states)
+        norms.append(norm)
+        row = {**fold.as_dict(), "metrics": metrics, "epochs": [i["epochs"] for i in infos], "seconds": round(time.perf_counter() - t0, 3)}
+        fold_rows.append(row)
+        if fold_cache is not None:
+            fold_cache.save(fi, fold_states, out, fold_test, {**row, "diagnostics": diag})
+        if progress:  # the metrics are in the final table; one short line per fold here (printed once)
+            progress(f"fold {fi + 1}/{len(folds)} {fold.name}: trained in {row['seconds']:.1f} s")
+    idx = np.concatenate([p[0] for p in oof_parts])
+    oof = {"index": idx, "fold": np.concatenate([np.full(len(p[0]), p[1]) for p in oof_parts])}
+    for k in oof_parts[0][2]:
+        oof[k] = np.concatenate([p[2][k] for p in oof_parts])
+    pooled = evaluate({k: oof[k] for k in ("probs", "valence", "vad") if k in oof}, {k: y[k][idx] for k in needed}, n_classes)
+    test = None
+    if test_idx is not None and len(test_idx):
+        tout = average_outputs(test_outs)
+        test = {"index": np.asarray(test_idx), **tout}
+        if all(np.all(np.isfinite(y[k][test_idx])) if k != "discrete" else np.all(y[k][test_idx] >= 0) for k in needed):
+            test["metrics"] = evaluate(tout, {k: y[k][test_idx] for k in needed}, n_classes)
+    return CVResult(fold_rows, summarize([r["metrics"] for r in fold_rows]), pooled, oof, test, states, norms, diags)

@@ -1,0 +1,229 @@
+"""Human-readable summaries of a cross-validated run: :func:`results_table` (the plain-text table
+``emo fuse train`` prints) and :func:`write_report` (``report.md`` with the metrics table,
+per-class precision and recall and a confusion-matrix PNG, in every run directory; the pieces
+researchers paste into papers).
+
+Per-class scores come from the pooled out-of-fold confusion matrix ``C`` (rows = true class,
+columns = predicted; :func:`emo.fuse.metrics.classification_metrics`): precision
+``C[c, c] / Σ_r C[r, c]``, recall ``C[c, c] / Σ_k C[c, k]``, F1 their harmonic mean
+(scikit-learn's definitions); a score whose denominator is 0 (class never predicted, or absent)
+is shown as ``–``, never as a number.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from emo.fuse.atomic import write_text, write_with
+
+if TYPE_CHECKING:
+    from emo.fuse.cv import CVResult
+
+#: Metric columns of the tables, in this order, where a run has them.
+TABLE_METRICS = ("uar", "accuracy", "waf", "valence_mse", "valence_ccc", "vad_mse", "vad_ccc", "mer2023_score")
+
+
+def results_table(result: "CVResult", task: str) -> str:
+    """Plain-text table: one row per fold (its test size and metrics), then mean ± std over folds,
+    pooled out-of-fold metrics and, with a held-out test set, the test metrics. ``task`` is
+    accepted for the callers' symmetry; the columns are the metrics present."""
+    keys = [k for k in TABLE_METRICS if k in result.summary["mean"]]
+    w = max([len(r["name"]) for r in result.folds] + [10])
+    lines = [f"{'fold':<{w}}  {'n':>5}  " + "  ".join(f"{k:>13}" for k in keys)]
+    for r in result.folds:
+        lines.append(f"{r['name']:<{w}}  {r['n_test']:>5}  " + "  ".join(f"{r['metrics'][k]:>13.4f}" for k in keys))
+    lines.append(f"{'mean ± std':<{w}}  {'':>5}  " + "  ".join(f"{result.summary['mean'][k]:>6.4f}±{result.summary['std'][k]:.4f}" for k in keys))
+    lines.append(f"{'pooled':<{w}}  {len(result.oof['index']):>5}  " + "  ".join(f"{result.pooled[k]:>13.4f}" for k in keys))
+    if result.test and "metrics" in result.test:
+        lines.append(f"{'test':<{w}}  {len(result.test['index']):>5}  " + "  ".join(f"{result.test['metrics'][k]:>13.4f}" for k in keys))
+    return "\n".join(lines)
+
+
+def per_class_scores(confusion: Any) -> dict[str, np.ndarray]:
+    """Per-class ``precision``, ``recall``, ``f1`` (float64 (C,), NaN where undefined) and
+    ``support`` (int64 (C,), true samples per class) of a (C, C) confusion matrix (rows = true,
+    columns = predicted).
+
+    Raises:
+        ValueError: not a square matrix of non-negative counts.
+    """
+    c = np.asarray(confusion, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or not np.all(np.isfinite(c)) or np.any(c < 0):
+        raise ValueError(f"a confusion matrix must be a square matrix of non-negative counts, got shape {c.shape}")
+    tp = np.diag(c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(c.sum(0) > 0, tp / c.sum(0), np.nan)
+        recall = np.where(c.sum(1) > 0, tp / c.sum(1), np.nan)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), np.where(np.isnan(precision + recall), np.nan, 0.0))
+    return {"precision": precision, "recall": recall, "f1": f1, "support": c.sum(1).astype(np.int64)}
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def metrics_markdown(metrics: Mapping[str, Any]) -> str:
+    """The metrics table of a run's ``metrics.json`` as Markdown: one row per fold (test size,
+    metrics), mean ± std over folds, pooled out-of-fold and, when present, held-out test metrics."""
+    mean = metrics.get("mean", {})
+    keys = [k for k in TABLE_METRICS if k in mean]
+    lines = [_md_row(["fold", "n", *keys]), _md_row(["---"] + ["---:"] * (len(keys) + 1))]
+    for f in metrics.get("folds", []):
+        lines.append(_md_row([f["name"], f.get("n_test", ""), *[_num(f.get(k)) for k in keys]]))
+    std = metrics.get("std", {})
+    lines.append(_md_row(["**mean ± std**", "", *[f"{_num(mean.get(k))} ± {_num(std.get(k))}" for k in keys]]))
+    pooled = metrics.get("pooled", {})
+    lines.append(_md_row(["**pooled**", metrics.get("n", ""), *[_num(pooled.get(k)) for k in keys]]))
+    if metrics.get("test"):
+        cm = metrics["test"].get("confusion")
+        lines.append(_md_row(["**test**", int(np.asarray(cm).sum()) if cm is not None else "",
+                              *[_num(metrics["test"].get(k)) for k in keys]]))
+    return "\n".join(lines)
+
+
+def per_class_markdown(confusion: Any, classes: list[str]) -> str:
+    """Per-class precision, recall, F1 and support (:func:`per_class_scores`) as a Markdown table."""
+    s = per_class_scores(confusion)
+    lines = [_md_row(["class", "precision", "recall", "F1", "support"]), _md_row(["---", "---:", "---:", "---:", "---:"])]
+    for j, name in enumerate(classes):
+        lines.append(_md_row([name, _num(s["precision"][j], 3), _num(s["recall"][j], 3), _num(s["f1"][j], 3), int(s["support"][j])]))
+    return "\n".join(lines)
+
+
+def confusion_figure(confusion: Any, classes: list[str], title: str = ""):
+    """A matplotlib figure (Agg canvas, no pyplot, no global backend change) of a confusion matrix:
+    cells coloured by the row-normalised rate (recall per true class), annotated with the counts."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    c = np.asarray(confusion, dtype=np.float64)
+    n = len(classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(c.sum(1, keepdims=True) > 0, c / c.sum(1, keepdims=True), 0.0)
+    size = max(3.2, 0.55 * n + 1.8)
+    fig = Figure(figsize=(size + 0.8, size), dpi=150)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(rate, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(c[i, j])}", ha="center", va="center", fontsize=8 if n <= 10 else 6,
+                    color="white" if rate[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def save_confusion_png(path: str | Path, confusion: Any, classes: list[str], title: str = "") -> Path:
+    """:func:`confusion_figure` written atomically as a PNG."""
+    fig = confusion_figure(confusion, classes, title)
+    return write_with(path, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+
+
+def report_markdown(config: Mapping[str, Any], metrics: Mapping[str, Any], images: Mapping[str, str] | None = None) -> str:
+    """The text of ``report.md`` from a run's ``config.json`` and ``metrics.json`` contents;
+    ``images``: ``{"pooled": "confusion.png", "test": ...}`` file names to link."""
+    images = images or {}
+    tr = config.get("training", {})
+    proto = config.get("protocol", {})
+    classes = config.get("classes")
+    lines = [f"# Run report: {config.get('dataset', '?')} · {config.get('task', '?')} · {tr.get('head', '?')}", ""]
+    facts = [("dataset", config.get("dataset")), ("task", config.get("task")),
+             ("features", ", ".join(f"`{s}`" for s in config.get("feature_specs", []))),
+             ("head", f"{tr.get('head')}" + (f" (structure {tr.get('structure')})" if tr.get("head") == "afg" else "")),
+             ("decoder", tr.get("decoder")), ("protocol", f"--folds {proto.get('folds')} ({metrics.get('n_folds', '?')} folds, "
+                                                         f"inner validation: {proto.get('inner_validation', '?')})"),
+             ("samples", f"{proto.get('n_labelled', '?')} labelled of {proto.get('n_samples', '?')}"),
+             ("emo", f"{config.get('emo_version', '?')}, {config.get('created', '')}")]
+    lines += [f"- **{k}**: {v}" for k, v in facts if v not in (None, "")]
+    if config.get("command"):
+        import shlex
+
+        lines += ["", "```", shlex.join(map(str, config["command"])), "```"]
+    lines += ["", "## Metrics", "", metrics_markdown(metrics), ""]
+    lines.append("Per fold: the fold's evaluation part, outputs averaged over its seed models. Mean ± std: over folds "
+                 "(population std). Pooled: all out-of-fold predictions together.")
+    pooled_cm = metrics.get("pooled", {}).get("confusion")
+    if classes and pooled_cm is not None:
+        parts = [("pooled out-of-fold predictions", pooled_cm, images.get("pooled"))]
+        if metrics.get("test", {}).get("confusion") is not None:
+            parts.append(("held-out test set (fold models averaged)", metrics["test"]["confusion"], images.get("test")))
+        for what, cm, img in parts:
+            n = int(np.asarray(cm).sum())
+            lines += ["", f"## Per-class precision and recall: {what} (N = {n})", "", per_class_markdown(cm, classes), ""]
+            lines += [f"## Confusion matrix: {what}", ""]
+            if img:
+                lines += [f"![confusion matrix, {what}]({img})", ""]
+            lines += ["Rows: true class; columns: predicted class; counts.", "",
+                      _md_row(["true \\ predicted", *classes]), _md_row(["---"] + ["---:"] * len(classes))]
+            lines += [_md_row([classes[i], *[str(int(v)) for v in row]]) for i, row in enumerate(cm)]
+    elif not classes:
+        lines += ["", "Regression task: no per-class scores or confusion matrix."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: str | Path, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> Path:
+    """Write ``report.md`` and, for discrete tasks, ``confusion.png`` (pooled out-of-fold) and
+    ``confusion-test.png`` (held-out test set, when there is one) into ``run_dir``, each atomically.
+
+    Args:
+        run_dir: the run directory. config, metrics: the contents of its ``config.json`` and ``metrics.json``.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    run_dir = Path(run_dir)
+    classes = config.get("classes")
+    images: dict[str, str] = {}
+    if classes:
+        for part, name, src in (("pooled", "confusion.png", metrics.get("pooled", {})),
+                                ("test", "confusion-test.png", metrics.get("test") or {})):
+            if src.get("confusion") is not None:
+                title = f"{config.get('dataset', '')} · {config.get('training', {}).get('head', '')} · {part}"
+                save_confusion_png(run_dir / name, src["confusion"], list(classes), title)
+                images[part] = name
+    return write_text(run_dir / "report.md", report_markdown(config, metrics, images))
+
+
+def report_cmd(run: Path) -> None:
+    """RUN: a run directory. (Re)write a run directory's report.md and confusion-matrix PNG from its config.json and metrics.json."""
+    import json
+
+    import typer
+
+    from emo.exitcodes import ExitCode
+
+    try:
+        config = json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))
+        metrics = json.loads((Path(run) / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        typer.echo(f"error: {run}: not a readable emo run directory ({e})", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    typer.echo(f"wrote {write_report(run, config, metrics)}")
+
+
+def repeats_table(summary: dict[str, Any]) -> str:
+    """Plain-text lines for ``--repeats``: mean ± std over the repeats of each pooled metric, then the
+    95 % group-bootstrap interval of the repeat-averaged primary metric (see :func:`emo.fuse.train.repeats_summary`)."""
+    keys = [k for k in ("uar", "accuracy", "waf", "valence_mse", "valence_ccc", "vad_mse", "vad_ccc", "mer2023_score") if k in summary["metrics"]]
+    lines = [f"over {summary['n']} repeats (pooled out-of-fold, mean ± std): " +
+             ", ".join(f"{k} {summary['metrics'][k]['mean']:.4f} ± {summary['metrics'][k]['std']:.4f}" for k in keys)]
+    ci = summary["interval"]
+    lines.append(f"{int(ci['level'] * 100)}% bootstrap interval of {ci['metric']} (repeat mean, {ci['n_boot']} replicates over "
+                 f"{ci['n_groups']} {ci['group']} groups): {ci['estimate']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]")
+    return "\n".join(lines)

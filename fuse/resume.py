@@ -1,0 +1,175 @@
+"""Resumable cross-validation: each finished fold is kept on disk as it completes, so a killed
+``emo fuse train`` continues from the next unfinished fold.
+
+Layout: a hidden sibling of the run directory, ``<parent>/.<run>.partial/``, holding
+
+- ``fingerprint.json``: everything that changes the numbers of a fold (training settings, the
+  feature specs with their store provenance, task, classes, protocol, and a hash of every
+  fold's train/validation/test rows). A rerun with the same fingerprint reuses the finished
+  folds; a different one is refused with the differing keys named (``--restart`` discards the
+  partial folds instead).
+- ``fold-K.safetensors``: the fold's model states (one per seed) and its outputs on its
+  evaluation rows and, when there is a held-out test partition, on those (per seed), float32
+  or int64 tensors; no pickles.
+- ``fold-K.json``: the fold's metrics row.
+
+Both fold files are written atomically (temporary file in the same directory, then
+``os.replace``) and the JSON last, so a fold counts as finished only when both are complete.
+The directory is removed once the run directory has been written.
+
+Equality guarantee: fold k's training depends only on the fingerprint and k (seeds are
+``seed + s`` per fold, as in the uninterrupted run), so a resumed run's predictions equal an
+uninterrupted run's (tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class ResumeError(ValueError):
+    """A partial run whose configuration differs from the current one; the message names the keys."""
+
+
+def partial_dir(out: str | Path) -> Path:
+    """``<parent>/.<name>.partial`` for run directory ``out``."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
+def rows_hash(rows: np.ndarray) -> str:
+    """SHA-256 (16 hex digits) of an index array (int64), to fingerprint a fold's rows."""
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(rows, dtype=np.int64)).tobytes()).hexdigest()[:16]
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> list[str]:
+    """Human-readable ``key: old -> new`` lines for the keys whose values differ (dotted paths)."""
+    a, b = _flat(json.loads(json.dumps(old))), _flat(json.loads(json.dumps(new)))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys[:limit]] + (
+        [f"... and {len(keys) - limit} more"] if len(keys) > limit else [])
+
+
+def _atomic(path: Path, write) -> None:
+    if path.is_symlink():
+        raise OSError(f"{path} is a symbolic link; emo never writes through links")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class FoldCache:
+    """Finished folds of one training run (see the module docstring).
+
+    Args:
+        out: the run directory the training will write.
+        fingerprint: JSON-serialisable dict of everything that changes a fold's numbers.
+        restart: discard any partial folds instead of resuming.
+        part: a sub-directory of the partial directory (one per repeat: ``seed-S``).
+
+    Raises:
+        ResumeError: a partial run with a different fingerprint exists (and ``restart`` is false).
+    """
+
+    def __init__(self, out: str | Path, fingerprint: dict[str, Any], restart: bool = False, part: str | None = None) -> None:
+        self.dir = partial_dir(out) if part is None else partial_dir(out) / part
+        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
+        fp = self.dir / "fingerprint.json"
+        if self.dir.is_symlink():
+            raise ResumeError(f"{self.dir} is a symbolic link; remove it")
+        if restart and self.dir.exists():
+            shutil.rmtree(self.dir)
+        if fp.is_file():
+            old = json.loads(fp.read_text(encoding="utf-8"))
+            if old != self.fingerprint:
+                diff = "; ".join(differences(old, self.fingerprint))
+                raise ResumeError(f"{self.dir} holds finished folds of a run with a different configuration ({diff}); "
+                                  f"rerun with the same settings to continue it, or pass --restart to discard it")
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _atomic(fp, lambda t: Path(t).write_text(json.dumps(self.fingerprint, indent=1, sort_keys=True), encoding="utf-8"))
+
+    def finished(self) -> list[int]:
+        """Indices of the folds whose files are complete."""
+        return sorted(int(p.stem.split("-")[1]) for p in self.dir.glob("fold-*.json")
+                      if (self.dir / f"{p.stem}.safetensors").is_file())
+
+    def has(self, k: int) -> bool:
+        return (self.dir / f"fold-{k}.json").is_file() and (self.dir / f"fold-{k}.safetensors").is_file()
+
+    def save(self, k: int, states: list[dict[str, Any]], outputs: dict[str, np.ndarray],
+             test_outputs: list[dict[str, np.ndarray]], row: dict[str, Any]) -> None:
+        """Keep fold ``k``: ``states`` (per seed, name -> torch tensor), ``outputs`` on its evaluation
+        rows (name -> array), ``test_outputs`` (per seed, on the held-out test rows; may be empty) and
+        its metrics ``row`` (JSON-serialisable)."""
+        from safetensors.numpy import save_file
+
+        tensors: dict[str, np.ndarray] = {}
+        for j, st in enumerate(states):
+            for name, t in st.items():
+                tensors[f"state.{j}.{name}"] = t.detach().cpu().numpy()
+        for name, a in outputs.items():
+            tensors[f"out.{name}"] = np.ascontiguousarray(a)
+        for j, o in enumerate(test_outputs):
+            for name, a in o.items():
+                tensors[f"test.{j}.{name}"] = np.ascontiguousarray(a)
+        meta = {"seeds": str(len(states)), "test_seeds": str(len(test_outputs))}
+        _atomic(self.dir / f"fold-{k}.safetensors", lambda t: save_file(tensors, t, metadata=meta))
+        text = json.dumps(row, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+        _atomic(self.dir / f"fold-{k}.json", lambda t: Path(t).write_text(text, encoding="utf-8"))
+
+    def load(self, k: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[dict[str, np.ndarray]], dict[str, Any]]:
+        """What :meth:`save` kept for fold ``k``: (states as torch tensors, outputs, test outputs, row)."""
+        import torch
+        from safetensors import safe_open
+
+        path = self.dir / f"fold-{k}.safetensors"
+        states: dict[int, dict[str, Any]] = {}
+        outputs: dict[str, np.ndarray] = {}
+        tests: dict[int, dict[str, np.ndarray]] = {}
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+            for key in fh.keys():
+                kind, rest = key.split(".", 1)
+                a = fh.get_tensor(key)
+                if kind == "state":
+                    j, name = rest.split(".", 1)
+                    states.setdefault(int(j), {})[name] = torch.from_numpy(a.copy())
+                elif kind == "out":
+                    outputs[rest] = a
+                else:
+                    j, name = rest.split(".", 1)
+                    tests.setdefault(int(j), {})[name] = a
+        n_seeds, n_test = int(meta.get("seeds", len(states))), int(meta.get("test_seeds", len(tests)))
+        row = json.loads((self.dir / f"fold-{k}.json").read_text(encoding="utf-8"))
+        return [states[j] for j in range(n_seeds)], outputs, [tests[j] for j in range(n_test)], row
+
+    def remove(self) -> None:
+        """Delete the partial directory (after the run directory has been written)."""
+        if self.dir.exists() and not self.dir.is_symlink():
+            shutil.rmtree(self.dir)

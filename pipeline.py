@@ -1,0 +1,401 @@
+"""The pipeline: both stages together. Owns `emo score` (extract + a trained fusion run).
+
+This module sits above :mod:`emo.extract` and :mod:`emo.fuse` (dependencies point one way:
+lexicon <- extract <- fuse <- pipeline <- cli).
+
+`emo score`: apply a trained run to new files or folders, or to a dataset through its adapter.
+
+Extracts exactly the features the run was trained on (same encoders, sources and
+layers; frame-level features for the encoders a ``--frames`` run reads as sequences),
+applies the fold ensemble (mean of probabilities) and writes one row per file. A broken
+file gets an error row and a line in the summary; it never stops the batch.
+
+- Transcripts: ``--transcripts CSV`` (``name,transcript``) or ``--dataset NAME --root DIR``
+  (the adapter's transcripts and names). A run with a text input and no transcript for a file
+  gets a zero text vector flagged ``no_text``: a warning says so, and every row carries its flags.
+- ``--features-dir DIR`` reuses stores of ``emo extract`` (``DIR/<encoder>.h5``) for the files they
+  already hold, when their provenance matches the run's; only the rest is extracted.
+- Names follow the datasets' rule: the file stem (``sample_00000167``), or the adapter's names with
+  ``--dataset``; the path relative to the folder given is in the ``relpath`` column.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import typer
+
+from emo.exitcodes import ExitCode
+from emo.extract.datasets import dataset_names
+from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
+
+
+class FileList(DatasetAdapter):
+    """An ad-hoc dataset over explicit files and folders (folders are searched recursively).
+
+    Sample names follow the datasets' naming rule: the file stem (``sample_00000167``), so they
+    match the names of ``emo extract`` stores and label files. Two files with one stem get ``~2``,
+    ``~3``... (in path order); :attr:`relpaths` keeps each file's path relative to the folder given
+    (prefixed by that folder's name; a plain file: its name).
+    """
+
+    name = "score"
+
+    def __init__(self, paths: list[str | os.PathLike]) -> None:  # no single root
+        self.root = Path(".")
+        self.options = {}
+        self.paths = [Path(p) for p in paths]
+        self.relpaths: dict[str, str] = {}
+
+    def load(self) -> list[Sample]:
+        out: list[Sample] = []
+        names: set[str] = set()
+        self.relpaths = {}
+
+        def add(name: str, path: Path, rel: str) -> None:
+            base, k = name, 1
+            while name in names:
+                k += 1
+                name = f"{base}~{k}"
+            names.add(name)
+            self.relpaths[name] = rel
+            out.append(Sample(name=name, media=path))
+
+        for p in self.paths:
+            if p.is_dir():
+                for f in sorted(p.rglob("*")):
+                    if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES:
+                        add(f.stem, f, f"{p.name}/{f.relative_to(p).as_posix()}")
+            else:
+                add(p.stem, p, p.name)  # missing or broken files are reported per sample by the engine
+        return out
+
+
+def read_transcripts(path: str | os.PathLike) -> dict[str, str]:
+    """``name -> transcript`` from a CSV with columns ``name`` and ``transcript`` (UTF-8, header row).
+
+    Raises:
+        emo.extract.datasets.DatasetError: missing file or column, a duplicate name (file and row named).
+    """
+    from emo.extract.datasets.base import DatasetError, read_csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"transcript file {path} does not exist")
+    out: dict[str, str] = {}
+    for i, row in enumerate(read_csv(path, ["name", "transcript"]), start=2):
+        name = row["name"]
+        if not name:
+            raise DatasetError(f"{path} row {i}: empty name")
+        if name in out:
+            raise DatasetError(f"{path} row {i}: duplicate name {name!r}")
+        out[name] = row["transcript"]
+    return out
+
+
+def _reusable(store, inp, face_detector: str | None) -> str | None:
+    """Why the store cannot serve the run's input ``inp`` (``None``: it can).
+
+    Same encoder, source, weights hash, pooling, sample rate, face-frame rate and dtype as the
+    features the run was trained on; the run's layers stored; frames stored for a frame-level input;
+    the same face detector as this scoring run.
+    """
+    trained = inp.get("provenance") or {}
+    for k in ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "dtype"):
+        a, b = trained.get(k), store.attrs.get(k)
+        if a not in (None, "") and b not in (None, "") and a != b:
+            return f"{k}: store has {b!r}, the run was trained on {a!r}"
+    if not trained.get("weights_hash") and store.attrs.get("weights_hash"):
+        return "the run records no weights hash to compare with"
+    missing = [k for k in inp["layers"] if k not in store.layers]
+    if missing:
+        return f"no layer(s) {', '.join(missing)}"
+    if inp.get("frames") and not store.has_frames:
+        return "no frame-level features (the run reads frames)"
+    det = store.attrs.get("face_detector")
+    if face_detector and det and det != face_detector:
+        return f"face detector {det!r}, this scoring run uses {face_detector!r}"
+    return None
+
+
+def _read(store, inp, names: list[str]):
+    """The run's layers of ``inp`` for ``names``: float32 (N, L, D), or for a frame-level input a list of
+    N arrays (T_i, L, D)."""
+    if not inp.get("frames"):
+        return store.read(inp["layers"], names)
+    per_layer = [store.read_frames(k, names) for k in inp["layers"]]
+    return [np.stack([seqs[i] for seqs in per_layer], axis=1) for i in range(len(names))]
+
+
+def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out_csv: str | os.PathLike,
+          device: str = "auto", cache: str | os.PathLike | None = None, face_detector: str = "mtcnn",
+          mtcnn_weights: str | None = None, progress: bool = True, *, transcripts: str | os.PathLike | None = None,
+          adapter: DatasetAdapter | None = None, features_dir: str | os.PathLike | None = None,
+          lexicon: str | os.PathLike | None = None, warn=None) -> dict[str, Any]:
+    """Score media files (or a dataset's samples) with a trained run.
+
+    Args:
+        paths: files and/or folders (``None`` or empty with ``adapter``).
+        run_dir: a directory written by ``emo fuse train``.
+        out_csv: output CSV: ``name, relpath, path, status, flags``, then ``pred, prob_<class>...``
+            (discrete tasks), ``valence`` and/or ``valence, arousal, dominance`` (regression tasks).
+            ``flags`` joins the samples' store flags (``no_face;no_text``) over the run's encoders.
+        device: extraction and inference device (``auto``: CUDA when available).
+        cache: keep the extracted features here (default: a temporary directory, removed).
+        transcripts: CSV ``name,transcript`` (names as in the ``name`` column: file stems).
+        adapter: score a dataset through its adapter (its names and transcripts) instead of ``paths``.
+        features_dir: a folder of ``emo extract`` stores (``<encoder>.h5``); samples they hold are
+            read from them when their provenance matches the run (see :func:`_reusable`).
+        lexicon: NRC-VAD lexicon file for a run with ``nrc_vad`` features (as ``emo extract --lexicon``).
+        warn: called with each warning line (default: :func:`warnings.warn`).
+
+    Returns:
+        Summary dict: ``n``, ``ok``, ``failed`` (name -> error), ``out``, ``reused`` (encoder -> samples
+        read from ``features_dir``), ``extracted`` (encoder -> samples extracted), ``warnings``.
+
+    Raises:
+        emo.fuse.run.RunError: the run directory is unusable, or extracted features come from other weights.
+        emo.extract.datasets.DatasetError: unreadable transcript file.
+        ValueError: no input files, or both ``paths`` and ``adapter``.
+    """
+    import warnings as _warnings
+
+    from emo.extract.engine import Extractor
+    from emo.extract.registry import parse_encoder_spec
+    from emo.extract.store import FeatureStore, StoreError, store_path
+    from emo.extract.types import resolve_device
+    from emo.fuse.run import RunError, load_run
+
+    notes: list[str] = []
+
+    def note(msg: str) -> None:
+        notes.append(msg)
+        (warn or (lambda m: _warnings.warn(m, stacklevel=3)))(msg)
+
+    run = load_run(run_dir)
+    if adapter is not None and paths:
+        raise ValueError("give either files/folders or --dataset/--root, not both")
+    relpaths: dict[str, str] = {}
+    if adapter is None:
+        adapter = FileList(paths or [])
+        samples = adapter.samples()
+        relpaths = adapter.relpaths
+        if not samples:
+            raise ValueError(f"no media files found in {', '.join(map(str, paths or [])) or '(nothing given)'}")
+    else:
+        samples = adapter.samples()
+        for smp in samples:
+            try:
+                relpaths[smp.name] = Path(smp.media).relative_to(adapter.root).as_posix() if smp.media else ""
+            except ValueError:  # media outside the root (an adapter's own layout): the path as is
+                relpaths[smp.name] = str(smp.media)
+        if not samples:
+            raise ValueError(f"dataset {adapter.name} at {adapter.root} has no samples")
+    modalities = {inp["name"]: (inp.get("modality") or "") for inp in run.inputs}
+    if transcripts is not None:
+        text = read_transcripts(transcripts)
+        known = {smp.name for smp in samples}
+        unknown = sorted(set(text) - known)
+        if unknown:
+            note(f"{transcripts}: {len(unknown)} name(s) match no scored file (e.g. {unknown[0]!r}); "
+                 "names are file stems")
+        for smp in samples:
+            if smp.name in text:
+                smp.transcript = text[smp.name]
+    text_inputs = [n for n, m in modalities.items() if m == "text"]
+    if text_inputs:
+        n_text = sum(bool((smp.transcript or "").strip()) for smp in samples)
+        if n_text == 0:
+            note(f"the run uses text features ({', '.join(text_inputs)}) but no file has a transcript: their text "
+                 "vectors are zeros (flag no_text); pass --transcripts CSV (name,transcript) or --dataset/--root")
+        elif n_text < len(samples):
+            note(f"{len(samples) - n_text} of {len(samples)} files have no transcript: their text features "
+                 f"({', '.join(text_inputs)}) are zeros (flag no_text)")
+    device = resolve_device(device)
+    specs = {s.name: s for s in (parse_encoder_spec(t) for t in run.feature_specs)}
+    fps = next((float(i["provenance"]["fps"]) for i in run.inputs if (i.get("provenance") or {}).get("fps")), 2.0)
+    names_all = [smp.name for smp in samples]
+
+    # 1. stores to reuse, per input: the samples they already hold
+    reuse: dict[str, Any] = {}
+    from_store: dict[str, set[str]] = {}
+    if features_dir is not None:
+        for inp in run.inputs:
+            p = Path(features_dir) / f"{inp['name']}.h5"
+            if not p.exists():
+                continue
+            try:
+                st = FeatureStore(p)
+            except StoreError as e:
+                note(f"{p}: not reused ({e})")
+                continue
+            why = _reusable(st, inp, face_detector if modalities.get(inp["name"]) == "face" else None)
+            if why:
+                note(f"{p}: not reused ({why})")
+                continue
+            reuse[inp["name"]] = st
+            from_store[inp["name"]] = {n for n in names_all if n in st.index}
+    # 2. extract the rest (grouped by the samples each encoder still needs)
+    need = {n: [smp for smp in samples if smp.name not in from_store.get(n, set())] for n in specs}
+    tmp = None
+    if cache is None and any(need.values()):
+        tmp = tempfile.TemporaryDirectory(prefix="emo-score-")
+        cache = tmp.name
+    failed: dict[str, str] = {}
+    flags: dict[str, set[str]] = {n: set() for n in names_all}
+    preds: dict[str, np.ndarray] = {}
+    ok: list[Sample] = []
+    try:
+        stores: dict[str, Any] = {}
+        todo = [n for n in specs if need[n]]
+        if todo:
+            seq = set(run.frame_inputs)  # frame-level inputs get frame features; one decode per clip
+            ex = Extractor([specs[n] for n in todo], out=cache, device=device, frames=seq, fps=fps,
+                           face_detector=face_detector, mtcnn_weights=mtcnn_weights, progress=progress,
+                           encoder_options={"lexicon": str(lexicon)} if lexicon else None)
+            groups: dict[tuple[str, ...], list[str]] = {}
+            for n in todo:
+                groups.setdefault(tuple(smp.name for smp in need[n]), []).append(n)
+            for key, encs in groups.items():
+                chosen = set(key)
+                summary = ex.for_encoders(encs).run(adapter, [smp for smp in samples if smp.name in chosen])
+                for r in summary.encoders:
+                    for n, e in r.failed.items():
+                        failed.setdefault(n, e)
+            stores = {n: FeatureStore(store_path(cache, adapter.name, n)) for n in todo}
+        for inp in run.inputs:
+            st = stores.get(inp["name"])
+            trained = (inp.get("provenance") or {}).get("weights_hash")
+            now = st.attrs.get("weights_hash") if st is not None else None
+            if trained and now and trained != now:
+                raise RunError(f"{inp['name']}: the run was trained on features of weights {trained}, "
+                               f"but scoring extracted {now}; score with the same checkpoint")
+        ok = [smp for smp in samples if smp.name not in failed]
+        names = [smp.name for smp in ok]
+        feats: dict[str, Any] = {}
+        for inp in run.inputs:
+            n = inp["name"]
+            have = from_store.get(n, set())
+            part_a = [x for x in names if x in have]
+            part_b = [x for x in names if x not in have]
+            got: dict[str, Any] = {}
+            for src, part in ((reuse.get(n), part_a), (stores.get(n), part_b)):
+                if not part:
+                    continue
+                vals = _read(src, inp, part)
+                for x, v in zip(part, vals):
+                    got[x] = v
+                for x in part:
+                    flags[x] |= src.flags(x)
+            rows = [got[x] for x in names]
+            feats[n] = rows if inp.get("frames") else (np.stack(rows) if rows else np.zeros((0, 0, 0), np.float32))
+        if ok:
+            preds = run.predict(feats)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    index = {smp.name: i for i, smp in enumerate(ok)}
+    classes = run.classes or []
+    cols = ["name", "relpath", "path", "status", "flags"]
+    if "probs" in preds:
+        cols += ["pred"] + [f"prob_{c}" for c in classes]
+    if "valence" in preds:
+        cols += ["valence"]
+    if "vad" in preds:
+        cols += ["valence", "arousal", "dominance"]
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp_csv = out_csv.with_name(out_csv.name + ".tmp")
+    with open(tmp_csv, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for smp in samples:
+            row: list[Any] = [smp.name, relpaths.get(smp.name, ""), str(smp.media or "")]
+            if smp.name in failed:
+                w.writerow(row + [f"error: {failed[smp.name]}"] + [""] * (len(cols) - 4))
+                continue
+            i = index[smp.name]
+            row += ["ok", ";".join(sorted(flags[smp.name]))]
+            if "probs" in preds:
+                p = preds["probs"][i]
+                row += [classes[int(np.argmax(p))]] + [f"{x:.6f}" for x in p]
+            if "valence" in preds:
+                row.append(f"{float(preds['valence'][i]):.6f}")
+            if "vad" in preds:
+                row += [f"{float(x):.6f}" for x in preds["vad"][i]]
+            w.writerow(row)
+    os.replace(tmp_csv, out_csv)
+    counts = {n: len(from_store.get(n, set()) & set(names_all)) for n in specs}
+    for n, k in flag_counts(flags).items():
+        if k:
+            note(f"{k} of {len(ok)} scored files are flagged {n}")
+    return {"n": len(samples), "ok": len(ok), "failed": failed, "out": str(out_csv), "reused": counts,
+            "extracted": {n: len(need[n]) for n in specs}, "warnings": notes}
+
+
+def flag_counts(flags: dict[str, set[str]]) -> dict[str, int]:
+    """``{flag: number of samples carrying it}`` from ``{sample: flags}``."""
+    out: dict[str, int] = {}
+    for fs in flags.values():
+        for f in fs:
+            out[f] = out.get(f, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def score_cmd(
+    paths: Optional[list[Path]] = typer.Argument(None, help="Media files and/or folders (searched recursively)."),
+    run: Path = typer.Option(..., "--run", help="Run directory written by `emo fuse train`."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output CSV."),
+    transcripts: Optional[Path] = typer.Option(None, "--transcripts", help="CSV with columns name,transcript (names: file stems), for runs with text features."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=f"Score a dataset through its adapter ({', '.join(dataset_names())}: its names and transcripts) instead of files; with --root."),
+    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root, with --dataset."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="With --dataset: transcript column (e.g. chinese, english)."),
+    features_dir: Optional[Path] = typer.Option(None, "--features-dir", help="Reuse these emo extract stores (DIR/ENCODER.h5, or DIR/DATASET/ with --dataset) for files they hold, when their provenance matches the run."),
+    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD-Lexicon.txt, for runs with nrc_vad features (else $EMO_LEXICON)."),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda or cuda:N."),
+    cache: Optional[Path] = typer.Option(None, help="Keep extracted features here (default: temporary)."),
+    face_detector: str = typer.Option("mtcnn", help="mtcnn or haar, for runs with face features."),
+    mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Score new files with a trained run: name, relative path, flags, predicted label, one probability
+    column per class.
+
+    Broken files get an error row and are listed in the summary; exit status 3 when any failed.
+    """
+    from emo.extract.datasets import DatasetError, get_dataset
+    from emo.extract.faces.core import FaceError
+    from emo.extract.store import StoreError
+    from emo.extract.types import EncoderError
+    from emo.fuse.run import RunError
+
+    if (dataset is None) != (root is None):
+        raise typer.BadParameter("--dataset and --root go together")
+    if dataset is not None and paths:
+        raise typer.BadParameter("give either files/folders or --dataset/--root, not both")
+    if dataset is None and not paths:
+        raise typer.BadParameter("give files/folders to score, or --dataset NAME --root DIR")
+    try:
+        adapter = get_dataset(dataset, str(root), text_column=text_column) if dataset else None
+        fdir = features_dir
+        if fdir is not None and dataset and (fdir / dataset).is_dir():
+            fdir = fdir / dataset
+        res = score(paths, run, out, device=device, cache=cache, face_detector=face_detector,
+                    mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress,
+                    transcripts=transcripts, adapter=adapter, features_dir=fdir, lexicon=lexicon,
+                    warn=lambda m: typer.echo(f"warning: {m}", err=True))
+    except (RunError, DatasetError, StoreError, EncoderError, FaceError, ValueError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    reused = sum(res["reused"].values())
+    typer.echo(f"scored {res['ok']}/{res['n']} files -> {res['out']}"
+               + (f" ({reused} encoder x file features reused from {fdir})" if reused else ""))
+    for n, e in res["failed"].items():
+        typer.echo(f"  failed {n}: {e}")
+    if res["failed"]:
+        raise typer.Exit(ExitCode.PARTIAL)

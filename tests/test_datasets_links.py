@@ -1,0 +1,50 @@
+"""Corpora assembled from symlinks: containment is about where a link lives, not where it points."""
+
+from __future__ import annotations
+
+import pytest
+
+from emo.extract.datasets import DatasetError, get_dataset
+
+
+def _touch(p, text="x"):
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def test_symlinked_files_and_folders_inside_the_root_are_samples(tmp_path):
+    store = tmp_path / "storage"
+    _touch(store / "clips" / "a.wav")
+    _touch(store / "b.wav")
+    root = tmp_path / "corpus"
+    root.mkdir()
+    (root / "clips").symlink_to(store / "clips", target_is_directory=True)  # a linked sub-folder
+    (root / "b.wav").symlink_to(store / "b.wav")  # a linked file
+    (root / "clips2").symlink_to(store / "clips", target_is_directory=True)  # a second link to one folder
+    (root / "loop").symlink_to(root, target_is_directory=True)  # a cycle
+    _touch(root / "labels.csv", "path,emotion\nclips/a.wav,happy\nb.wav,sad\n")
+    samples = {s.name: s for s in get_dataset("folder", root).samples()}
+    # the linked folder is entered once (not again as clips2/ or through loop/), names follow the links' places
+    assert set(samples) == {"clips/a", "b"}
+    assert samples["clips/a"].discrete == "happy" and samples["b"].discrete == "sad"
+    assert samples["clips/a"].media == root / "clips" / "a.wav"
+
+
+def test_paths_escaping_the_root_are_refused_even_lexically(tmp_path):
+    root = tmp_path / "corpus"
+    _touch(root / "clips" / "a.wav")
+    _touch(tmp_path / "outside.wav")
+    for bad in ("../outside.wav", "clips/../../outside.wav", str(tmp_path / "outside.wav")):
+        _touch(root / "labels.csv", f"path,emotion\n{bad},happy\n")
+        with pytest.raises(DatasetError, match="escapes the dataset root|is absolute"):
+            get_dataset("folder", root).samples()
+
+
+def test_index_media_follows_linked_folders(tmp_path):
+    from emo.extract.datasets.base import index_media
+
+    _touch(tmp_path / "real" / "s1.mp4")
+    (tmp_path / "video").mkdir()
+    (tmp_path / "video" / "part1").symlink_to(tmp_path / "real", target_is_directory=True)
+    assert set(index_media(tmp_path / "video")) == {"s1"}
