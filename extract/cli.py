@@ -42,6 +42,8 @@ def extract(
     progress: bool = typer.Option(True, help="Show a progress bar."),
     shard_size: int = typer.Option(64, min=1, help="Samples per shard file: a kill loses at most this many per encoder."),
     flush_seconds: float = typer.Option(60.0, help="Also write a shard at least this often (seconds); 0: only by --shard-size."),
+    augment: list[str] = typer.Option([], "--augment", help="Corrupt the inputs first and write ENCODER+TAG stores: noise:snr=5-11,source=DIR (speech noise, other speakers) or video:solarize=T,blur=S,rotate=DEG,cutout=F; repeatable."),
+    augment_seed: int = typer.Option(0, "--augment-seed", help="Default seed of --augment specs without seed=."),
 ) -> None:
     """Extract layer-wise features of one dataset with one or more encoders.
 
@@ -82,6 +84,8 @@ def extract(
         device = resolve_device(device)
         if compile_model:
             opts["compile"] = True
+        if augment and (workers is not None or scheduler is not None or naive):
+            raise ValueError("--augment runs in one process: drop --workers/--scheduler/--naive")
         if workers is not None or scheduler is not None:
             from emo.extract.distributed import ExtractConfig, run_distributed
 
@@ -102,6 +106,11 @@ def extract(
                        max_seconds=max_seconds, overwrite=overwrite, strict=strict, progress=progress,
                        encoder_options=opts, shard_size=shard_size, flush_seconds=flush_seconds or None,
                        decode_pool=decode_pool, naive=naive)
+        if augment:  # the encoders see corrupted inputs and write <encoder>+<tag> stores
+            from emo.extract.augment import augment_encoders
+
+            rate = next((e.sample_rate for e in ex.encoders if e.modality == "audio" and e.sample_rate), 16000)
+            ex.encoders = augment_encoders(ex.encoders, list(augment), samples, rate, augment_seed)
         summary = ex.run(adapter, samples)
     except StrictError as e:
         typer.echo(f"error (--strict): {e}", err=True)

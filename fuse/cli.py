@@ -42,7 +42,9 @@ def train(
     structure: int = typer.Option(1, "--structure", help="AFG structure 1, 2 or 3 (MER 2023 paper, Fig. 1)."),
     layer_weights: bool = typer.Option(False, "--layer-weights", help="Learnable weighted sum over each encoder's layers."),
     layer_weights_init: str = typer.Option("18", "--layer-weights-init", help="With --layer-weights: the layer whose weight starts at 1 (others 0; 1/L each when absent)."),
-    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence"),
+    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence, or label columns NAME[+NAME...] (emotion = the dataset's emotion label; e.g. emotion+intent: one classifier per task, JRBM)."),
+    label_column: List[str] = typer.Option([], "--label-column", help="NAME=COLUMN: task NAME reads the manifest label column COLUMN (default: the column named NAME); repeatable."),
+    joint: str = typer.Option("none", "--joint", help="With --task A+B: none (independent models) | crossattn (frozen task models + gated cross-attention joint module, MEIJU) | shared (one head, one classifier per task)."),
     decoder: str = typer.Option("separate", "--decoder", help="separate | jdev (joint emotion-valence decoding)"),
     loss_weighting: str = typer.Option("fixed", "--loss-weighting", help="fixed | uncertainty (eq. 9)"),
     class_weights: bool = typer.Option(False, "--class-weights", help="Balanced class weights in the cross-entropy."),
@@ -68,6 +70,8 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (runs/NAME). Required (here or in --config)."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Independent reseeded repetitions of the whole cross-validation: mean ± std and a 95% group-bootstrap interval (others in OUT/repeats/)."),
     restart: bool = typer.Option(False, "--restart", help="Discard the finished folds of an interrupted run with this --out instead of continuing it."),
+    augmented: List[str] = typer.Option([], "--augmented", help="ENCODER+TAG store (emo extract --augment) whose copies of the training clips join training (never the validation or evaluation clips); repeatable."),
+    evaluate_on: Optional[str] = typer.Option(None, "--evaluate-on", help="TAG: evaluate on the ENCODER+TAG copies of the evaluated clips instead of the clean clips."),
 ) -> None:
     """Train a fusion head with cross-validation and write a run directory.
 
@@ -107,16 +111,42 @@ def train(
     except (FeatureError, StoreError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
-    cfg = TrainConfig(**{f.name: v[f.name] for f in fields(TrainConfig)})
+    from emo.fuse.multitask import MultiConfig, is_multitask, multitask_table, parse_tasks, train_multitask
+
+    multi = is_multitask(v["task"], list(v["label_column"]))
+    cfg = TrainConfig(**{f.name: v[f.name] for f in fields(TrainConfig)} | ({"task": "discrete"} if multi else {}))
     try:
         cfg.validate()
+        if multi:
+            parse_tasks(v["task"], list(v["label_column"]))
+            MultiConfig(v["joint"]).validate()
+            if v["repeats"] > 1:
+                raise ValueError("--repeats is not available for multi-task runs (--task A+B)")
+        elif v["joint"] != "none":
+            raise ValueError(f"--joint {v['joint']} needs several tasks (--task A+B)")
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     command = command_line(ctx, {**v, "features": specs, "layers": []}, skip=("config",))
+    if multi:
+        try:
+            result, run_config = train_multitask(v["features_dir"], v["dataset"], specs, cfg, v["task"], list(v["label_column"]),
+                                                 MultiConfig(v["joint"]), protocol=v["folds"], out=v["out"], align=v["align"],
+                                                 test_splits=list(v["test_split"]) or None, command=command,
+                                                 progress=lambda line: typer.echo(line, err=True),
+                                                 augmented=list(v["augmented"]), evaluate_on=v["evaluate_on"])
+        except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(ExitCode.ERROR) from None
+        from emo.fuse.multitask import LabelTask
+
+        typer.echo(multitask_table(result, [LabelTask(t["name"], t["column"], tuple(t["classes"])) for t in run_config["tasks"]]))
+        typer.echo(f"run written to {v['out']}")
+        return
     try:
         result, run_config = train_run(v["features_dir"], v["dataset"], specs, cfg, protocol=v["folds"], out=v["out"], align=v["align"],
                               test_splits=list(v["test_split"]) or None, command=command,
-                              progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"])
+                              progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"],
+                              augmented=list(v["augmented"]), evaluate_on=v["evaluate_on"])
     except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None

@@ -117,7 +117,8 @@ class TrainConfig:
 
 #: Options of ``emo fuse train`` that are not :class:`TrainConfig` fields: the data, the
 #: evaluation protocol and the output (the keys an experiment file may hold besides the fields).
-RUN_OPTIONS = ("dataset", "features", "layers", "features_dir", "folds", "test_split", "align", "out", "repeats", "restart")
+RUN_OPTIONS = ("dataset", "features", "layers", "features_dir", "folds", "test_split", "align", "out", "repeats", "restart",
+               "label_column", "joint", "augmented", "evaluate_on")
 
 
 class ConfigFileError(ValueError):

@@ -16,7 +16,7 @@ meaning (:mod:`emo.fuse.train`); :func:`is_multitask` tells the two apart.
 
 ``--joint`` (how the tasks meet):
 
-* ``none``: one independent :class:`emo.fuse.decoders.FusionModel` per task, trained exactly as
+* ``none``: one independent :class:`emo.fuse.model.FusionModel` per task, trained exactly as
   a single-task run (same seeds, same code path: its outputs equal those of ``--task emotion``
   alone). The paper's "without joint module" row.
 * ``crossattn``: the ``none`` models are trained, frozen, and a :class:`JointModule` is trained on
@@ -195,9 +195,9 @@ def task_metrics(probs: dict[str, np.ndarray], y: dict[str, np.ndarray], tasks: 
 # ---------------------------------------------------------------------------
 
 def embed(model, xs: list):
-    """The fused utterance state ``z`` (B, H) of a :class:`emo.fuse.decoders.FusionModel`, i.e. its
+    """The fused utterance state ``z`` (B, H) of a :class:`emo.fuse.model.FusionModel`, i.e. its
     forward pass up to the decoder (layer pooling, frame LSTMs, head)."""
-    from emo.fuse.heads import PackedFrames
+    from emo.fuse.frames import PackedFrames
 
     xs = list(xs)
     lengths = {}
@@ -274,13 +274,13 @@ def build_joint_module(dims: list[int], n_classes: list[int], hidden: int = 128,
 
 
 def build_shared_model(model_args: dict[str, Any], n_classes: list[int]):
-    """``--joint shared``: one :class:`emo.fuse.decoders.FusionModel` trunk (its own decoder is
+    """``--joint shared``: one :class:`emo.fuse.model.FusionModel` trunk (its own decoder is
     the first task's classifier) plus a linear classifier per further task on the same fused state.
 
     forward(xs) → list of logits (B, C_t), one per task.
     """
     _, nn = _torch()
-    from emo.fuse.decoders import FusionModel
+    from emo.fuse.model import FusionModel
 
     class _Shared(nn.Module):
         def __init__(self) -> None:
@@ -298,29 +298,6 @@ def build_shared_model(model_args: dict[str, Any], n_classes: list[int]):
 # ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
-
-def torch_inputs(blocks: dict[str, Any], inputs: list[dict], device: str) -> list:
-    """One model input per ``inputs`` entry: float32 tensor (N, L, D), or
-    :class:`emo.fuse.heads.PackedFrames` for :class:`emo.fuse.data.Frames` blocks."""
-    import torch
-
-    from emo.fuse.data import Frames
-    from emo.fuse.heads import PackedFrames
-
-    return [PackedFrames.from_frames(blocks[i["name"]].compact(), device) if isinstance(blocks[i["name"]], Frames)
-            else torch.as_tensor(np.ascontiguousarray(blocks[i["name"]], dtype=np.float32), device=device) for i in inputs]
-
-
-def balanced_class_weight(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C,) float32 cross-entropy weights ``n / (k · count_c)`` (scikit-learn's "balanced") for the
-    classes present in ``y``; 1 for absent classes."""
-    from sklearn.utils.class_weight import compute_class_weight
-
-    present = np.unique(y)
-    w = np.ones(n_classes, dtype=np.float32)
-    w[present] = compute_class_weight("balanced", classes=present, y=y)
-    return w
-
 
 def _rows(xs: list, idx):
     return [x[idx] for x in xs]
@@ -348,7 +325,7 @@ def fit_multi(module, forward: Callable, xs_tr: list, ys_tr: list, xs_va: list, 
     on the summed validation loss (patience ``cfg.patience``), best weights restored.
 
     Args:
-        xs_*: lists of row-indexable inputs (tensors (n, ...) or :class:`emo.fuse.heads.PackedFrames`).
+        xs_*: lists of row-indexable inputs (tensors (n, ...) or :class:`emo.fuse.frames.PackedFrames`).
         ys_*: one int64 tensor (n,) per task.
 
     Returns:
@@ -407,7 +384,7 @@ def fit_multi(module, forward: Callable, xs_tr: list, ys_tr: list, xs_va: list, 
 
 @dataclass
 class MultiConfig:
-    """Multi-task settings next to :class:`emo.fuse.train.TrainConfig`: ``joint`` (one of
+    """Multi-task settings next to :class:`emo.fuse.config.TrainConfig`: ``joint`` (one of
     :data:`JOINTS`) and the joint module's width ``joint_hidden``."""
 
     joint: str = "none"
@@ -428,14 +405,14 @@ def train_multitask_cv(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: 
     --task A+B``).
 
     Args:
-        blocks, inputs, folds, speakers, test_idx: as :func:`emo.fuse.train.train_cv`.
+        blocks, inputs, folds, speakers, test_idx: as :func:`emo.fuse.cv.train_cv`.
         y: task name → int64 (N,) class indices (:func:`task_targets`); rows used by folds must have all.
         tasks: the :class:`LabelTask` list (order = output order).
-        cfg: :class:`emo.fuse.train.TrainConfig` (its ``task``/``decoder`` are ignored: every task is
+        cfg: :class:`emo.fuse.config.TrainConfig` (its ``task``/``decoder`` are ignored: every task is
             a classification with the separate decoder). multi: :class:`MultiConfig`.
 
     Returns:
-        :class:`emo.fuse.train.CVResult` whose metrics are :func:`task_metrics` (per task and JRBM),
+        :class:`emo.fuse.cv.CVResult` whose metrics are :func:`task_metrics` (per task and JRBM),
         outputs ``probs/<task>`` (n, C_t), states per fold per seed with keys ``<task>.<param>``
         (``none``/``crossattn``: the task models), ``joint.<param>`` (``crossattn``) or
         ``shared.<param>`` (``shared``); diagnostics hold the joint gates.
@@ -445,8 +422,9 @@ def train_multitask_cv(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: 
     """
     import torch
 
-    from emo.fuse.train import CVResult, TrainConfig  # noqa: F401  (documented types)
+    from emo.fuse.inputs import as_inputs
 
+    inputs = as_inputs(inputs)
     multi.validate()
     if multi.joint == "crossattn" and len(tasks) < 2:
         raise ValueError("--joint crossattn needs at least two tasks (--task A+B)")
@@ -467,7 +445,9 @@ def _train_multitask_cv(blocks, inputs, y, tasks, folds, cfg, multi, speakers, t
 
     from emo.fuse.data import Normalizer
     from emo.fuse.metrics import summarize
-    from emo.fuse.train import CVResult, average_outputs, fit_model, predict_model
+    from emo.fuse.batching import torch_inputs
+    from emo.fuse.cv import CVResult
+    from emo.fuse.fit import average_outputs, class_weight_balanced, fit_model, predict_model
 
     names = [t.name for t in tasks]
     ncls = [len(t.classes) for t in tasks]
@@ -515,7 +495,7 @@ def _train_multitask_cv(blocks, inputs, y, tasks, folds, cfg, multi, speakers, t
             else:
                 models = []
                 for t, c in zip(names, ncls):
-                    cw = balanced_class_weight(y[t][fold.train], c) if cfg.class_weights else None
+                    cw = class_weight_balanced(y[t][fold.train], c) if cfg.class_weights else None
                     m, info[t] = fit_model(xtr, {"discrete": y[t][fold.train]}, xva, {"discrete": y[t][fold.val]}, cfg,
                                            cfg.model_args(inputs, c), seed, cw)
                     models.append(m)
@@ -605,9 +585,11 @@ def _epochs(info: dict[str, Any]) -> dict[str, int]:
 def train_multitask(features_dir: str | Path, dataset: str, features: list[str], cfg, task: str,
                     label_columns: list[str] | None = None, multi: MultiConfig | None = None, protocol: str = "5",
                     out: str | Path | None = None, align: str = "strict", test_splits: list[str] | None = None,
-                    command: list[str] | None = None, progress: Callable[[str], None] | None = None):
+                    command: list[str] | None = None, progress: Callable[[str], None] | None = None,
+                    augmented: list[str] | None = None, evaluate_on: str | None = None):
     """Load features and every task's labels, build folds (stratified on the first task), run
     :func:`train_multitask_cv` and write the run directory (:func:`save_multitask_run`).
+    ``augmented``/``evaluate_on``: as :func:`emo.fuse.train.train` (:mod:`emo.fuse.augmented`).
 
     Returns:
         (result, config).
@@ -616,7 +598,7 @@ def train_multitask(features_dir: str | Path, dataset: str, features: list[str],
         emo.fuse.data.FeatureError, emo.fuse.protocols.ProtocolError, ValueError: as :func:`emo.fuse.train.train`.
     """
     from emo.fuse.data import load_features
-    from emo.fuse.train import make_folds
+    from emo.fuse.protocols import make_folds
 
     multi = multi or MultiConfig()
     multi.validate()
@@ -627,11 +609,17 @@ def train_multitask(features_dir: str | Path, dataset: str, features: list[str],
     if test_splits is None:
         test_splits = ["test"] if protocol == "split" else []
     folds, test_idx = make_folds(protocol, fs, {"discrete": y[tasks[0].name]}, rows, cfg.seed, test_splits)
+    from emo.fuse.augmented import apply_augmentation
+
+    blocks, names, speakers = fs.blocks, fs.names, fs.speakers
+    aug = apply_augmentation(features_dir, dataset, fs, y, folds, test_idx, augmented, evaluate_on)
+    if aug is not None:
+        blocks, y, folds, test_idx, names, speakers = aug.blocks, aug.y, aug.folds, aug.test_idx, aug.names, aug.speakers
     cfg = cfg.resolve(max((len(f.train) for f in folds), default=0))
-    result = train_multitask_cv(fs.blocks, fs.inputs, y, tasks, folds, cfg, multi, fs.speakers, test_idx, progress)
+    result = train_multitask_cv(blocks, fs.inputs, y, tasks, folds, cfg, multi, speakers, test_idx, progress)
     config = {
         "command": command, "kind": "multitask", "dataset": fs.dataset, "features_dir": str(features_dir),
-        "feature_specs": [inp["spec"] for inp in fs.inputs], "inputs": fs.inputs,
+        "feature_specs": [inp.spec for inp in fs.inputs], "inputs": [inp.to_dict() for inp in fs.inputs],
         "task": task, "tasks": [t.as_dict() for t in tasks], "joint": asdict(multi),
         "classes": None,
         "model": {t.name: cfg.model_args(fs.inputs, len(t.classes)) for t in tasks},
@@ -641,8 +629,10 @@ def train_multitask(features_dir: str | Path, dataset: str, features: list[str],
                      "n_missing_a_label": int((~mask).sum()),
                      "stratified_on": tasks[0].name},
     }
+    if aug is not None:
+        config["augmentation"] = aug.info
     if out is not None:
-        save_multitask_run(out, config, result, fs.names, folds, y, tasks)
+        save_multitask_run(out, config, result, names, folds, y, tasks)
     return result, config
 
 
@@ -657,7 +647,7 @@ def save_multitask_run(out: str | Path, config: dict[str, Any], result, names: l
     from safetensors.numpy import save_file
 
     from emo import __version__
-    from emo.fuse.run import write_csv, write_json
+    from emo.fuse.atomic import write_csv, write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

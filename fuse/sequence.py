@@ -6,7 +6,7 @@
   Classification", 2015): filter widths 3, 4, 5 with 100 feature maps each, ReLU,
   max-over-time pooling (eq. 2-4 of Kim). Here it runs over stored token-level (frame-level)
   features instead of word embeddings; a frame encoder choice next to
-  :class:`emo.fuse.heads.FrameLSTM` (same ``forward(x, lengths)`` interface, output 300-d).
+  :class:`emo.fuse.frames.FrameLSTM` (same ``forward(x, lengths)`` interface, output 300-d).
 * :class:`FrameTokenTransformer`: MulT-style fusion over *all* frame tokens of all modalities
   (Tsai et al., "Multimodal Transformer for Unaligned Multimodal Language Sequences", ACL
   2019, feed sequences, not pooled vectors, to attention; the MEIJU paper (Lin et al., ICASSP
@@ -27,7 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from emo.fuse.heads import LayerWeights, PackedFrames, Token
+from emo.fuse.frames import PackedFrames
+from emo.fuse.heads import LayerWeights, Token
 
 FRAME_ENCODERS = ("lstm", "textcnn")
 
@@ -79,7 +80,7 @@ class SequenceLSTM(nn.Module):
     """Bidirectional LSTM over a padded batch returning the per-frame outputs (B, T, H): the
     forward LSTM as is (its output at t sees frames <= t), the backward LSTM over each sequence
     reversed within its own length and re-reversed, so every valid output is exact whatever the
-    padding holds (the same construction as :class:`emo.fuse.heads.FrameLSTM`, without pooling)."""
+    padding holds (the same construction as :class:`emo.fuse.frames.FrameLSTM`, without pooling)."""
 
     def __init__(self, dim: int, hidden: int, bidirectional: bool = True) -> None:
         super().__init__()
@@ -143,7 +144,7 @@ class FrameTokenTransformer(nn.Module):
 
     Args:
         inputs: one dict per encoder (``name``, ``modality``, ``layers``, ``dim``, ``frames``),
-            as :class:`emo.fuse.decoders.FusionModel` takes them.
+            as :class:`emo.fuse.model.FusionModel` takes them.
         hidden: H. dropout. n_layers (2), n_heads (4, reduced to a divisor of H).
         max_tokens: the length cap per frame-level input token stream (even subsampling).
         frame_encoder: ``lstm`` (bidirectional per ``frame_bidirectional``, H-d outputs) or ``textcnn``.

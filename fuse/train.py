@@ -51,7 +51,8 @@ def fingerprint(config: dict[str, Any], folds: list, test_idx: np.ndarray | None
 def train(features_dir: str | Path, dataset: str, features: list[str], cfg: TrainConfig, protocol: str = "5",
           out: str | Path | None = None, align: str = "strict", test_splits: list[str] | None = None,
           command: list[str] | None = None, progress: Callable[[str], None] | None = None,
-          repeats: int = 1, resume: bool = True, restart: bool = False) -> tuple[CVResult, dict[str, Any]]:
+          repeats: int = 1, resume: bool = True, restart: bool = False, augmented: list[str] | None = None,
+          evaluate_on: str | None = None) -> tuple[CVResult, dict[str, Any]]:
     """Load features and labels, build the protocol's folds, :func:`train_cv`, and write the run directory.
 
     Args:
@@ -68,6 +69,9 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             :mod:`emo.fuse.stats`).
         resume: keep each finished fold in ``<parent>/.<out>.partial/`` (:mod:`emo.fuse.resume`) and
             continue from there when rerun with the same configuration. restart: discard it first.
+        augmented, evaluate_on: ``--augmented ENCODER+TAG`` stores whose copies of the training
+            clips join training, ``--evaluate-on TAG`` copies that replace the evaluated clips
+            (:func:`emo.fuse.augmented.apply_augmentation`; not with ``repeats`` > 1).
 
     Returns:
         (result of repeat 0, its config).
@@ -75,12 +79,15 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     Raises:
         emo.fuse.resume.ResumeError: a partial run with a different configuration exists (named).
     """
+    from emo.fuse.augmented import apply_augmentation
     from emo.fuse.data import load_features, targets
     from emo.fuse.resume import FoldCache, partial_dir
 
     cfg.validate()
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    if repeats > 1 and (augmented or evaluate_on):
+        raise ValueError("--repeats cannot be combined with --augmented/--evaluate-on")
     fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
     y, mask = targets(fs.samples, cfg.task, fs.classes)
     rows = np.flatnonzero(mask)
@@ -109,16 +116,21 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         }
         if repeats > 1:
             config["repeat"] = {"index": r, "of": repeats, "seed": cfg_r.seed}
+        blocks, y_r, names, speakers = fs.blocks, y, fs.names, fs.speakers
+        aug = apply_augmentation(features_dir, dataset, fs, y, folds, test_idx, augmented, evaluate_on)
+        if aug is not None:  # rows N.. hold augmented copies; folds gain/swap them (training clips only)
+            blocks, y_r, folds, test_idx, names, speakers = aug.blocks, aug.y, aug.folds, aug.test_idx, aug.names, aug.speakers
+            config["augmentation"] = aug.info
         cache = FoldCache(out, fingerprint(config, folds, test_idx), part=f"seed-{cfg_r.seed}") if (out is not None and resume) else None
         if progress and repeats > 1:
             progress(f"repeat {r + 1}/{repeats} (seed {cfg_r.seed})")
-        result = train_cv(fs.blocks, fs.inputs, y, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
-        runs.append((result, config, folds))
-    result, config, folds = runs[0]
+        result = train_cv(blocks, fs.inputs, y_r, folds, cfg_r, n_classes, speakers, test_idx, progress, cache)
+        runs.append((result, config, folds, names, y_r))
+    result, config, folds, names, y_r = runs[0]
     if out is not None:
-        save_run(out, config, result, fs.names, folds, y)
-        for res_r, cfg_dict, folds_r in runs[1:]:
-            save_run(Path(out) / "repeats" / f"seed-{cfg_dict['protocol']['seed']}", cfg_dict, res_r, fs.names, folds_r, y)
+        save_run(out, config, result, names, folds, y_r)
+        for res_r, cfg_dict, folds_r, names_r, y_rr in runs[1:]:
+            save_run(Path(out) / "repeats" / f"seed-{cfg_dict['protocol']['seed']}", cfg_dict, res_r, names_r, folds_r, y_rr)
         if repeats > 1:
             summary = repeats_summary([r[0] for r in runs], fs, y, config)
             config["repeats_summary"] = summary

@@ -156,3 +156,35 @@ def test_augmented_store_from_engine(shared, tmp_path):
     assert not np.allclose(xa, xc)  # 5 dB of speech noise changes the functionals
     with pytest.raises(AugmentError, match="no face encoder"):
         augment_encoders([enc], ["video:blur=1"], samples)
+
+
+def test_cli_extract_augment_then_train_on_copies(shared, tmp_path):
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+    from emo.extract.store import FeatureStore, store_path
+
+    root = _emodb_subset(shared, tmp_path, per_speaker=4).parent
+    feats = tmp_path / "f"
+    base = ["extract", "--dataset", "emodb", "--root", str(root), "--encoder", "egemaps", "--out", str(feats), "--no-progress"]
+    assert CliRunner().invoke(app, base).exit_code == 0
+    r = CliRunner().invoke(app, [*base, "--augment", f"noise:snr=5-11,source={root / 'wav'}", "--augment",
+                                 f"noise:snr=5,source={root / 'wav'},seed=3,name=noise5"])
+    assert r.exit_code == 0, r.output
+    st = FeatureStore(store_path(feats, "emodb", "egemaps+noise5"))
+    assert st.attrs["augment_seed"] == 3 and len(st.names) == 12
+    train = ["fuse", "train", "--dataset", "emodb", "--features-dir", str(feats), "--features", "egemaps", "--folds", "speaker",
+             "--head", "mlp", "--hidden", "16", "--epochs", "3", "--seeds", "1", "--normalize", "global"]
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, [*train, "--augmented", "egemaps+noise", "--evaluate-on", "noise5", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    import json
+
+    conf = json.loads((out / "config.json").read_text())
+    aug = conf["augmentation"]
+    # every fold: 8 training clips of two speakers minus the inner-validation speaker's 4 -> 4 copies
+    assert aug["evaluate_on"] == "noise5" and aug["copies_per_fold"] == [4, 4, 4]
+    assert aug["groups"]["noise"]["provenance"]["egemaps+noise"]["noise_files_hash"] == st.attrs["noise_files_hash"]
+    assert sum(f["n_test"] for f in conf["folds"]) == 12 and all(f["n_train"] == 8 for f in conf["folds"])
+    bad = CliRunner().invoke(app, [*train, "--evaluate-on", "blur", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 1 and "no store egemaps+blur.h5" in bad.output

@@ -24,7 +24,8 @@ from emo.fuse.multitask import (
     train_multitask_cv,
 )
 from emo.fuse.protocols import Fold
-from emo.fuse.train import TrainConfig, train_cv
+from emo.fuse.config import TrainConfig
+from emo.fuse.cv import train_cv
 
 EMO = ["neutral", "angry", "happy"]
 INTENTS = ["agreeing", "questioning"]
@@ -163,3 +164,25 @@ def test_train_multitask_writes_run(tmp_path):
 
     keys = load_file(str(out / "fold-0.safetensors"))
     assert any(k.startswith("s0.emotion.") for k in keys) and any(k.startswith("s0.joint.") for k in keys)
+
+
+def test_cli_two_tasks_joint_and_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+
+    feats = _dataset(tmp_path)
+    out = tmp_path / "cli"
+    base = ["fuse", "train", "--dataset", "synth", "--features-dir", str(feats), "--features", "enc", "--folds", "3",
+            "--head", "mlp", "--hidden", "16", "--epochs", "4", "--seeds", "1", "--lr", "0.01"]
+    r = CliRunner().invoke(app, [*base, "--task", "emotion+intent", "--label-column", "intent=intention", "--joint", "crossattn",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "jrbm" in r.output and "intent_waf" in r.output and "mean ± std" in r.output
+    conf = json.loads((out / "config.json").read_text())
+    assert "--joint" in conf["command"] and conf["joint"]["joint"] == "crossattn"
+    assert "jrbm" in json.loads((out / "metrics.json").read_text())["pooled"]
+    bad = CliRunner().invoke(app, [*base, "--task", "discrete", "--joint", "crossattn", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "needs several tasks" in bad.output
+    bad = CliRunner().invoke(app, [*base, "--task", "emotion+topic", "--out", str(tmp_path / "y")])
+    assert bad.exit_code == 1 and "no sample has a 'topic' label" in bad.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emo.fuse.heads import PackedFrames
+from emo.fuse.frames import PackedFrames
 from emo.fuse.sequence import FrameTokenTransformer, TextCNN, subsample_index
 
 INPUTS = [{"name": "hubert", "modality": "audio", "layers": ["1", "2"], "dim": 6, "frames": True},
