@@ -186,3 +186,13 @@ def test_cli_two_tasks_joint_and_errors(tmp_path):
     assert bad.exit_code == 2 and "needs several tasks" in bad.output
     bad = CliRunner().invoke(app, [*base, "--task", "emotion+topic", "--out", str(tmp_path / "y")])
     assert bad.exit_code == 1 and "no sample has a 'topic' label" in bad.output
+
+
+def test_load_run_refuses_multitask_runs_clearly(tmp_path):
+    from emo.fuse.run import RunError, load_run
+
+    feats = _dataset(tmp_path)
+    train_multitask(feats, "synth", ["enc"], small_cfg(seeds=1, epochs=2), "emotion+intent", ["intent=intention"],
+                    protocol="3", out=tmp_path / "run")
+    with pytest.raises(RunError, match="multi-task run"):
+        load_run(tmp_path / "run")
