@@ -31,7 +31,10 @@ class TrainConfig:
     jobs, 1 is often fastest). ``frames``: encoders whose
     store holds frame-level features feed a :class:`emo.fuse.frames.FrameLSTM` (bidirectional
     per ``frame_bidirectional``, pooled by ``frame_pooling``: ``mean`` (default) or ``last``) whose output
-    is their token.
+    is their token; ``frame_encoder="textcnn"`` uses a :class:`emo.fuse.sequence.TextCNN` (Kim 2014)
+    instead. ``frame_tokens`` (transformer head only): every frame of every frame-level input is a
+    token of :class:`emo.fuse.sequence.FrameTokenTransformer`, at most ``max_frame_tokens`` per
+    stream (even subsampling).
     """
 
     head: str = "afg"
@@ -58,6 +61,9 @@ class TrainConfig:
     frames: bool = False
     frame_bidirectional: bool = True
     frame_pooling: str = "mean"
+    frame_encoder: str = "lstm"
+    frame_tokens: bool = False
+    max_frame_tokens: int = 64
 
     #: Training-set size from which the large-data recipe applies (``resolve``).
     LARGE = 2000
@@ -82,6 +88,7 @@ class TrainConfig:
         from emo.fuse.decoders import DECODERS, TASKS
         from emo.fuse.frames import FRAME_POOLING
         from emo.fuse.heads import HEADS
+        from emo.fuse.sequence import FRAME_ENCODERS
 
         checks = [
             (self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, not {self.head!r}"),
@@ -98,6 +105,9 @@ class TrainConfig:
             (self.hidden >= 1, "--hidden must be >= 1"),
             (self.frame_pooling in FRAME_POOLING, f"--frame-pooling must be one of {', '.join(FRAME_POOLING)}, not {self.frame_pooling!r}"),
             (not (self.frames and self.frame_bidirectional and self.hidden < 2), "--frames with a bidirectional LSTM needs --hidden >= 2"),
+            (self.frame_encoder in FRAME_ENCODERS, f"--frame-encoder must be one of {', '.join(FRAME_ENCODERS)}, not {self.frame_encoder!r}"),
+            (not self.frame_tokens or (self.frames and self.head == "transformer"), "--frame-tokens needs --frames and --head transformer"),
+            (self.max_frame_tokens >= 1, "--max-frame-tokens must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -112,6 +122,10 @@ class TrainConfig:
                 "decoder": self.decoder, "hidden": self.hidden, "dropout": self.dropout}
         if any(a["frames"] for a in args["inputs"]):
             args.update(frame_bidirectional=self.frame_bidirectional, frame_pooling=self.frame_pooling)
+            if self.frame_encoder != "lstm":
+                args["frame_encoder"] = self.frame_encoder
+            if self.frame_tokens:
+                args.update(frame_tokens=True, max_frame_tokens=self.max_frame_tokens)
         return args
 
 

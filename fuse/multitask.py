@@ -196,19 +196,8 @@ def task_metrics(probs: dict[str, np.ndarray], y: dict[str, np.ndarray], tasks: 
 
 def embed(model, xs: list):
     """The fused utterance state ``z`` (B, H) of a :class:`emo.fuse.model.FusionModel`, i.e. its
-    forward pass up to the decoder (layer pooling, frame LSTMs, head)."""
-    from emo.fuse.frames import PackedFrames
-
-    xs = list(xs)
-    lengths = {}
-    for i in model.sequence_inputs:
-        xs[i], lengths[i] = xs[i].padded() if isinstance(xs[i], PackedFrames) else xs[i]
-    toks = []
-    for t, (i, j) in enumerate(model.token_index):
-        x = model.pool[str(i)](xs[i]) if j is None else xs[i][..., j, :]
-        toks.append(model.frame_lstm[str(t)](x, lengths[i]) if i in lengths else x)
-    z, _ = model.head(toks)
-    return z
+    forward pass up to the decoder (layer pooling, frame encoders, head)."""
+    return model.embed(xs)[0]
 
 
 def _torch():

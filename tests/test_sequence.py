@@ -79,3 +79,33 @@ def test_textcnn_kim_settings_and_masking():
     assert y1.shape == (2, 300) and torch.all(y1 >= 0)
     single = cnn(torch.randn(1, 1, 6), torch.tensor([1]))
     assert torch.isfinite(single).all()
+
+
+def test_train_cv_with_frame_tokens_and_textcnn():
+    import numpy as np
+
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.cv import train_cv
+    from emo.fuse.data import Frames
+    from emo.fuse.protocols import Fold
+
+    rng = np.random.default_rng(0)
+    n = 48
+    y = np.arange(n) % 2
+    seqs = [rng.normal(size=(int(rng.integers(3, 30)), 1, 6)).astype(np.float32) + y[i] for i in range(n)]
+    blocks = {"mfcc": Frames.from_list(seqs), "egemaps": rng.normal(size=(n, 1, 4)).astype(np.float32)}
+    inputs = [{"name": "mfcc", "modality": "audio", "layers": ["stats"], "dim": 6, "frames": True},
+              {"name": "egemaps", "modality": "audio", "layers": ["functionals"], "dim": 4}]
+    idx = np.arange(n)
+    fold = [Fold("f", idx[idx % 4 >= 2], idx[idx % 4 == 1], idx[idx % 4 == 0])]
+    for extra in ({"frame_tokens": True, "max_frame_tokens": 8}, {"frame_encoder": "textcnn"},
+                  {"frame_tokens": True, "frame_encoder": "textcnn"}):
+        cfg = TrainConfig(head="transformer", hidden=16, epochs=15, patience=15, seeds=1, batch_size=16, lr=0.01, threads=1,
+                          frames=True, **extra)
+        r = train_cv(blocks, inputs, {"discrete": y}, fold, cfg, 2)
+        assert r.pooled["accuracy"] > 0.7, extra  # the frames carry the class in their mean
+        assert cfg.model_args(inputs, 2).get("frame_tokens", False) == extra.get("frame_tokens", False)
+    with pytest.raises(ValueError, match="--frame-tokens needs --frames and --head transformer"):
+        TrainConfig(head="afg", frames=True, frame_tokens=True).validate()
+    with pytest.raises(ValueError, match="--frame-encoder must be one of"):
+        TrainConfig(frame_encoder="gru").validate()
