@@ -158,6 +158,7 @@ def test_augmented_store_from_engine(shared, tmp_path):
         augment_encoders([enc], ["video:blur=1"], samples)
 
 
+@pytest.mark.slow
 def test_cli_extract_augment_then_train_on_copies(shared, tmp_path):
     from typer.testing import CliRunner
 

@@ -96,6 +96,7 @@ def test_parse_tasks_and_targets():
         task_targets(samples, parse_tasks("emotion+topic"), EMO)
 
 
+@pytest.mark.slow
 def test_joint_none_equals_independent_single_task_heads():
     x, ye, yi = synth()
     f = folds(len(x))
@@ -166,6 +167,7 @@ def test_train_multitask_writes_run(tmp_path):
     assert any(k.startswith("s0.emotion.") for k in keys) and any(k.startswith("s0.joint.") for k in keys)
 
 
+@pytest.mark.slow
 def test_cli_two_tasks_joint_and_errors(tmp_path):
     from typer.testing import CliRunner
 
@@ -188,6 +190,7 @@ def test_cli_two_tasks_joint_and_errors(tmp_path):
     assert bad.exit_code == 1 and "no sample has a 'topic' label" in bad.output
 
 
+@pytest.mark.slow
 def test_load_run_refuses_multitask_runs_clearly(tmp_path):
     from emo.fuse.run import RunError, load_run
 

@@ -81,6 +81,7 @@ def test_textcnn_kim_settings_and_masking():
     assert torch.isfinite(single).all()
 
 
+@pytest.mark.slow
 def test_train_cv_with_frame_tokens_and_textcnn():
     import numpy as np
 
