@@ -42,6 +42,7 @@ def extract(
     progress: bool = typer.Option(True, help="Show a progress bar."),
     shard_size: int = typer.Option(64, min=1, help="Samples per shard file: a kill loses at most this many per encoder."),
     flush_seconds: float = typer.Option(60.0, help="Also write a shard at least this often (seconds); 0: only by --shard-size."),
+    text_pooling: Optional[str] = typer.Option(None, "--text-pooling", help="Text encoders: mean (default) | last | cls ([CLS]/<s> token of BERT-style encoders)."),
     augment: list[str] = typer.Option([], "--augment", help="Corrupt the inputs first and write ENCODER+TAG stores: noise:snr=5-11,source=DIR (speech noise, other speakers) or video:solarize=T,blur=S,rotate=DEG,cutout=F; repeatable."),
     augment_seed: int = typer.Option(0, "--augment-seed", help="Default seed of --augment specs without seed=."),
 ) -> None:
@@ -81,6 +82,8 @@ def extract(
         opts = {"batch_seconds": batch_seconds} if batch_seconds else {}
         if lexicon is not None:
             opts["lexicon"] = str(lexicon)
+        if text_pooling is not None:
+            opts["pooling"] = text_pooling
         device = resolve_device(device)
         if compile_model:
             opts["compile"] = True
