@@ -199,3 +199,21 @@ def test_load_run_refuses_multitask_runs_clearly(tmp_path):
                     protocol="3", out=tmp_path / "run")
     with pytest.raises(RunError, match="multi-task run"):
         load_run(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_sweep_two_tasks_selects_on_jrbm(tmp_path):
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+
+    feats = _dataset(tmp_path)
+    out = tmp_path / "sweep"
+    r = CliRunner().invoke(app, ["fuse", "sweep", "--dataset", "synth", "--features-dir", str(feats), "--features", "enc",
+                                 "--task", "emotion+intent", "--label-column", "intent=intention", "--folds", "3",
+                                 "--epochs", "3", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["metric"] == "jrbm" and summary["tasks"][1]["column"] == "intention"
+    assert {"jrbm_mean", "emotion_waf_mean", "intent_waf_mean"} <= set(summary["rows"][0])
+    assert "jrbm mean" in r.output
