@@ -162,6 +162,16 @@ def _from_run_config(d: Mapping[str, Any], path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigFileError(f"{path}: training setting(s) {', '.join(unknown)} unknown to this emo version")
     out.update(training)
+    if d.get("kind") == "multitask":  # emo.fuse.multitask: the tasks, their columns and the joint module
+        out["task"] = d["task"]
+        out["label_column"] = [f"{t['name']}={t['column']}" for t in d.get("tasks", [])
+                               if t["column"] != t["name"] and not (t["column"] == "discrete" and t["name"] == "emotion")]
+        out["joint"] = (d.get("joint") or {}).get("joint", "none")
+    aug = d.get("augmentation")
+    if isinstance(aug, Mapping):  # emo.fuse.augmented
+        out["augmented"] = list(aug.get("augmented") or [])
+        if aug.get("evaluate_on") not in (None, "clean"):
+            out["evaluate_on"] = aug["evaluate_on"]
     return out
 
 

@@ -471,6 +471,7 @@ def _train_multitask_cv(blocks, inputs, y, tasks, folds, cfg, multi, speakers, t
             info: dict[str, Any] = {}
             if multi.joint == "shared":
                 args = cfg.model_args(inputs, ncls[0])
+                torch.manual_seed(seed)  # initialisation depends on the seed only
                 model = build_shared_model(args, ncls).to(dev)
                 ytr = [torch.as_tensor(y[t][fold.train], device=dev) for t in names]
                 yva = [torch.as_tensor(y[t][fold.val], device=dev) for t in names]

@@ -217,3 +217,22 @@ def test_sweep_two_tasks_selects_on_jrbm(tmp_path):
     assert summary["metric"] == "jrbm" and summary["tasks"][1]["column"] == "intention"
     assert {"jrbm_mean", "emotion_waf_mean", "intent_waf_mean"} <= set(summary["rows"][0])
     assert "jrbm mean" in r.output
+
+
+@pytest.mark.slow
+def test_cli_reproduces_a_multitask_run_from_its_config(tmp_path):
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+
+    feats = _dataset(tmp_path)
+    base = ["fuse", "train", "--dataset", "synth", "--features-dir", str(feats), "--features", "enc", "--folds", "3",
+            "--head", "mlp", "--hidden", "16", "--epochs", "3", "--seeds", "1", "--lr", "0.01"]
+    r = CliRunner().invoke(app, [*base, "--task", "emotion+intent", "--label-column", "intent=intention", "--joint", "shared",
+                                 "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["fuse", "train", "--config", str(tmp_path / "a" / "config.json"), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    a, b = (json.loads((tmp_path / x / "metrics.json").read_text()) for x in ("a", "b"))
+    assert b["pooled"]["jrbm"] == pytest.approx(a["pooled"]["jrbm"])
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["joint"]["joint"] == "shared"
