@@ -133,7 +133,9 @@ def expand_with_copies(blocks: dict[str, np.ndarray], y: dict[str, np.ndarray], 
         folds, test_idx: over the N clean rows. groups: :func:`load_copy_groups`.
         train_tags: tags whose copies of the training rows join training.
         eval_tag: tag whose copies replace the evaluation rows (``None``: clean evaluation).
-        names, speakers: per-row lists, extended the same way (copies keep the clip's name and speaker).
+        names, speakers: per-row lists, extended the same way (copies keep the clip's name; their speaker
+            is ``<speaker>+<tag>``, so per-speaker normalisation treats each speaker's copies of one
+            augmentation as their own condition: a noisy test speaker is normalised by its noisy clips).
 
     Returns:
         dict with ``blocks``, ``y``, ``folds``, ``test_idx``, ``names``, ``speakers`` over the
@@ -171,7 +173,10 @@ def expand_with_copies(blocks: dict[str, np.ndarray], y: dict[str, np.ndarray], 
     out = {"blocks": big, "y": yy, "folds": new_folds, "counts": counts,
            "test_idx": None if test_idx is None else evaluated(np.asarray(test_idx), "test"),
            "names": None if names is None else list(names) * (len(groups) + 1),
-           "speakers": None if speakers is None else list(speakers) * (len(groups) + 1)}
+           # a copy's speaker is "<speaker>+<tag>": --normalize speaker normalises each speaker's
+           # copies of one augmentation by their own statistics (per speaker and condition)
+           "speakers": None if speakers is None else list(speakers) + [None if s is None else f"{s}+{g.tag}"
+                                                                      for g in groups for s in speakers]}
     return out
 
 

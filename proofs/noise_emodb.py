@@ -10,10 +10,11 @@ Runs (argument lists, no shell):
    ``egemaps+noise`` (SNR drawn from {5..11} dB, seed 0; the training copies),
    ``egemaps+noise5`` (5 dB, seed 1) and ``egemaps+noise10`` (10 dB, seed 2): the evaluation copies,
    drawn independently of the training copies.
-2. Six ``emo fuse train`` runs, leave-one-speaker-out (10 folds), AFG head, ``--normalize global``
-   (statistics of the fold's training rows; per-speaker statistics would be computed over the test
-   speaker's clean and noisy rows alike): training {clean, clean + ``--augmented egemaps+noise``}
-   × evaluation {clean, ``--evaluate-on noise5``, ``--evaluate-on noise10``}.
+2. Twelve ``emo fuse train`` runs, leave-one-speaker-out (10 folds), AFG head: normalisation
+   {``global`` (statistics of the fold's clean + copied training rows), ``speaker`` (each speaker's
+   clips of one condition normalised by their own statistics: a noisy test speaker by its noisy
+   clips)} × training {clean, clean + ``--augmented egemaps+noise``} × evaluation {clean,
+   ``--evaluate-on noise5``, ``--evaluate-on noise10``}.
 
 Writes ``results/noise_emodb.json`` with UAR (pooled over the 535 out-of-fold predictions, and the
 mean over speaker folds) per cell, the exact commands and the machine load.
@@ -65,24 +66,27 @@ def main() -> None:
         st = FeatureStore(store_path(feats, "emodb", f"egemaps+{tag}"))
         prov[f"egemaps+{tag}"] = {k: st.attrs.get(k) for k in ("augment", "augment_seed", "noise_files", "noise_files_hash",
                                                                  "noise_snr_db", "clean_weights_hash")}
-    base = ["fuse", "train", "--dataset", "emodb", "--features-dir", str(feats), "--features", "egemaps", "--head", "afg",
-            "--task", "discrete", "--folds", "speaker", "--normalize", "global"]
-    cells, commands = {}, {}
-    for train_name, extra in (("clean", []), ("clean+noise", ["--augmented", "egemaps+noise"])):
-        for eval_name, ev in (("clean", []), ("noise_5db", ["--evaluate-on", "noise5"]), ("noise_10db", ["--evaluate-on", "noise10"])):
-            out = runs / f"train-{train_name}_eval-{eval_name}".replace("+", "-")
-            args = [*base, *extra, *ev, "--out", str(out)]
-            t = time.perf_counter()
-            r = run(args)
-            print(r.stdout.splitlines()[-3] if r.stdout else "", flush=True)
-            m = json.loads((out / "metrics.json").read_text())
-            cells.setdefault(train_name, {})[eval_name] = {
-                "uar": round(m["pooled"]["uar"], 4), "accuracy": round(m["pooled"]["accuracy"], 4),
-                "uar_fold_mean": round(m["mean"]["uar"], 4), "uar_fold_std": round(m["std"]["uar"], 4),
-                "seconds": round(time.perf_counter() - t, 1)}
-            commands[f"{train_name} -> {eval_name}"] = "emo " + " ".join(shlex.quote(x) for x in args)
-    cfg = json.loads((runs / "train-clean-noise_eval-noise_5db" / "config.json").read_text())
-    drop = {t: {e: round(cells[t]["clean"]["uar"] - cells[t][e]["uar"], 4) for e in ("noise_5db", "noise_10db")} for t in cells}
+    cells, commands, drop = {}, {}, {}
+    for norm in ("global", "speaker"):
+        base = ["fuse", "train", "--dataset", "emodb", "--features-dir", str(feats), "--features", "egemaps", "--head", "afg",
+                "--task", "discrete", "--folds", "speaker", "--normalize", norm]
+        for train_name, extra in (("clean", []), ("clean+noise", ["--augmented", "egemaps+noise"])):
+            for eval_name, ev in (("clean", []), ("noise_5db", ["--evaluate-on", "noise5"]), ("noise_10db", ["--evaluate-on", "noise10"])):
+                out = runs / f"{norm}_train-{train_name}_eval-{eval_name}".replace("+", "-")
+                args = [*base, *extra, *ev, "--out", str(out)]
+                t = time.perf_counter()
+                r = run(args)
+                print(r.stdout.splitlines()[-3] if r.stdout else "", flush=True)
+                m = json.loads((out / "metrics.json").read_text())
+                cells.setdefault(f"normalize_{norm}", {}).setdefault(train_name, {})[eval_name] = {
+                    "uar": round(m["pooled"]["uar"], 4), "accuracy": round(m["pooled"]["accuracy"], 4),
+                    "uar_fold_mean": round(m["mean"]["uar"], 4), "uar_fold_std": round(m["std"]["uar"], 4),
+                    "seconds": round(time.perf_counter() - t, 1)}
+                commands[f"{norm}: {train_name} -> {eval_name}"] = "emo " + " ".join(shlex.quote(x) for x in args)
+        c = cells[f"normalize_{norm}"]
+        drop[f"normalize_{norm}"] = {t: {e: round(c[t]["clean"]["uar"] - c[t][e]["uar"], 4) for e in ("noise_5db", "noise_10db")}
+                                     for t in c}
+    cfg = json.loads((runs / "global_train-clean-noise_eval-noise_5db" / "config.json").read_text())
     result = {
         "dataset": "EmoDB (535 utterances, 10 speakers, 7 classes)", "features": "eGeMAPSv02 functionals (88-d)",
         "protocol": "leave-one-speaker-out (10 folds), inner validation = one training speaker; UAR pooled over all "

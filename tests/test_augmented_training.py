@@ -61,7 +61,7 @@ def test_copies_join_training_rows_only(tmp_path):
     assert sorted(x[f.train].tolist()) == sorted(list(range(12)) + [1000 + i for i in range(2, 12)])  # rows 0,1 have no copy
     assert x[f.val].tolist() == [12, 13, 14] and x[f.test].tolist() == [15, 16, 17, 18, 19]  # clean val and evaluation
     assert ex["counts"] == [10] and ex["y"]["discrete"][f.train].tolist() == [i % 2 for i in range(12)] + [i % 2 for i in range(2, 12)]
-    assert ex["names"][n + 5] == fs.names[5] and ex["speakers"][n + 5] == fs.speakers[5]
+    assert ex["names"][n + 5] == fs.names[5] and ex["speakers"][n + 5] == fs.speakers[5] + "+noise"
     # noisy evaluation: the same clips' copies, training still clean + copies of the training rows
     ev = expand_with_copies(fs.blocks, y, [fold], np.arange(15, 17), groups, [], eval_tag="noise", names=fs.names)
     g = ev["folds"][0]
