@@ -189,3 +189,33 @@ def test_cli_extract_augment_then_train_on_copies(shared, tmp_path):
     assert sum(f["n_test"] for f in conf["folds"]) == 12 and all(f["n_train"] == 8 for f in conf["folds"])
     bad = CliRunner().invoke(app, [*train, "--evaluate-on", "blur", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 1 and "no store egemaps+blur.h5" in bad.output
+
+
+def test_augmented_face_encoder_sees_corrupted_crops_and_records_provenance():
+    from emo.extract.augment import AugmentedEncoder
+    from emo.extract.encoders.base import Encoded, FaceInput
+
+    class FakeFace:
+        name, modality, layers, frames = "fakeface", "face", ["x"], False
+        seen: list = []
+
+        def provenance(self):
+            return {"encoder": "fakeface", "weights_hash": "w0", "modality": "face"}
+
+        def encode(self, batch):
+            self.seen.extend(b.crops.copy() for b in batch)
+            return [Encoded(layers={"x": b.crops.reshape(-1)[:4].astype(np.float32)}) for b in batch]
+
+    inner = FakeFace()
+    aug = AugmentedEncoder(inner, parse_augment("video:cutout=0.5,seed=2,name=cut"))
+    crops = np.full((2, 32, 32, 3), 200, np.uint8)
+    aug.encode([FaceInput("clip", crops)])
+    assert aug.name == "fakeface+cut" and (inner.seen[0] == 0).sum() >= 16 * 16 * 3 * 2  # a 16x16 hole per frame
+    p = aug.provenance()
+    assert p["encoder"] == "fakeface+cut" and p["clean_weights_hash"] == "w0" and p["weights_hash"] != "w0"
+    assert p["augment"] == "video:cutout=0.5,seed=2,name=cut" and p["augment_seed"] == 2
+    assert aug.layers == ["x"] and aug.modality == "face"  # everything else is the wrapped encoder's
+    from emo.extract.augment import NoiseAugment
+
+    with pytest.raises(AugmentError, match="needs an audio encoder"):
+        AugmentedEncoder(inner, NoiseAugment(bank=None, spec="noise:source=x"))
