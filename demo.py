@@ -91,9 +91,9 @@ def main() -> None:
         if r.returncode not in ok:
             sys.exit(f"demo step '{title}' failed with exit status {r.returncode}")
 
-    step("extract", emo + ["extract", "--dataset", "folder", "--root", str(train), "--encoder", "egemaps",
+    step("extract", emo + ["extract", "--dataset", "folder", "--name", "demo", "--root", str(train), "--encoder", "egemaps",
                            "--encoder", "mfcc", "--out", str(out / "features"), "--no-progress"])
-    step("train", emo + ["fuse", "train", "--dataset", "folder", "--features-dir", str(out / "features"),
+    step("train", emo + ["fuse", "train", "--dataset", "demo", "--features-dir", str(out / "features"),
                          "--features", "egemaps", "--features", "mfcc", "--head", "afg", "--task", "discrete",
                          "--folds", "speaker", "--normalize", "speaker", "--out", str(out / "runs" / "afg")])
     step("score", emo + ["score", str(new), "--run", str(out / "runs" / "afg"), "--out", str(out / "predictions.csv"),

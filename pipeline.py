@@ -49,6 +49,7 @@ class FileList(DatasetAdapter):
     def __init__(self, paths: list[str | os.PathLike]) -> None:  # no single root
         self.root = Path(".")
         self.options = {}
+        self.dataset = self.name
         self.paths = [Path(p) for p in paths]
         self.relpaths: dict[str, str] = {}
 
@@ -195,7 +196,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             except ValueError:  # media outside the root (an adapter's own layout): the path as is
                 relpaths[smp.name] = str(smp.media)
         if not samples:
-            raise ValueError(f"dataset {adapter.name} at {adapter.root} has no samples")
+            raise ValueError(f"dataset {adapter.dataset} at {adapter.root} has no samples")
     modalities = {inp["name"]: (inp.get("modality") or "") for inp in run.inputs}
     if transcripts is not None:
         text = read_transcripts(transcripts)
@@ -267,7 +268,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
                 for r in summary.encoders:
                     for n, e in r.failed.items():
                         failed.setdefault(n, e)
-            stores = {n: FeatureStore(store_path(cache, adapter.name, n)) for n in todo}
+            stores = {n: FeatureStore(store_path(cache, adapter.dataset, n)) for n in todo}
         for inp in run.inputs:
             st = stores.get(inp["name"])
             trained = (inp.get("provenance") or {}).get("weights_hash")
@@ -355,6 +356,7 @@ def score_cmd(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=f"Score a dataset through its adapter ({', '.join(dataset_names())}: its names and transcripts) instead of files; with --root."),
     root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root, with --dataset."),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="With --dataset: transcript column (e.g. chinese, english)."),
+    name: Optional[str] = typer.Option(None, "--name", help="With --dataset: the dataset name given to emo extract --name (the folder under --features-dir)."),
     features_dir: Optional[Path] = typer.Option(None, "--features-dir", help="Reuse these emo extract stores (DIR/ENCODER.h5, or DIR/DATASET/ with --dataset) for files they hold, when their provenance matches the run."),
     lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD-Lexicon.txt, for runs with nrc_vad features (else $EMO_LEXICON)."),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda or cuda:N."),
@@ -381,10 +383,10 @@ def score_cmd(
     if dataset is None and not paths:
         raise typer.BadParameter("give files/folders to score, or --dataset NAME --root DIR")
     try:
-        adapter = get_dataset(dataset, str(root), text_column=text_column) if dataset else None
+        adapter = get_dataset(dataset, str(root), text_column=text_column, dataset_name=name) if dataset else None
         fdir = features_dir
-        if fdir is not None and dataset and (fdir / dataset).is_dir():
-            fdir = fdir / dataset
+        if fdir is not None and adapter is not None and (fdir / adapter.dataset).is_dir():
+            fdir = fdir / adapter.dataset
         res = score(paths, run, out, device=device, cache=cache, face_detector=face_detector,
                     mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress,
                     transcripts=transcripts, adapter=adapter, features_dir=fdir, lexicon=lexicon,

@@ -18,7 +18,7 @@ def extract(
     dataset: str = typer.Option(..., "--dataset", "-d", help=f"Dataset adapter: {', '.join(dataset_names())}."),
     root: Path = typer.Option(..., "--root", "-r", help="Dataset root directory."),
     encoder: list[str] = typer.Option(..., "--encoder", "-e", help="NAME[=SOURCE][:LAYERS], repeatable, e.g. hubert_large:16-21."),
-    out: Path = typer.Option(Path("features"), "--out", "-o", help="Feature root: stores go to OUT/DATASET/ENCODER.h5."),
+    out: Path = typer.Option(Path("features"), "--out", "-o", help="Feature root: stores go to OUT/NAME/ENCODER.h5 (NAME: --name, default the dataset; for folder, the root folder's name)."),
     device: str = typer.Option("auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N (bf16 autocast on GPU)."),
     batch_seconds: Optional[float] = typer.Option(None, help="Padded audio seconds per forward pass (default 200 GPU / 60 CPU)."),
     frames: bool = typer.Option(False, "--frames", help="Also store frame-level features (ragged, per layer)."),
@@ -29,6 +29,7 @@ def extract(
     lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD-Lexicon.txt or its folder, for nrc_vad (else $EMO_LEXICON, then emo's data dir)."),
     subset: Optional[str] = typer.Option(None, help="mer2024: all, labeled or unlabeled."),
     labels: Optional[Path] = typer.Option(None, help="folder: label CSV (default ROOT/labels.csv)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name: the folder under --out and the --dataset of emo fuse (default: the adapter's name; for folder, the root folder's name)."),
     decode_workers: int = typer.Option(2, "--decode-workers", min=1, help="CPU decode workers per process (threads; see --decode-pool)."),
     decode_pool: str = typer.Option("thread", help="thread or process: pool that decodes media ahead of the models."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Run on a local dask cluster of N worker processes (one GPU each with --device cuda)."),
@@ -75,7 +76,7 @@ def extract(
     try:
         specs = [parse_encoder_spec(e) for e in encoder]
         adapter = get_dataset(dataset, str(root), text_column=text_column, subset=subset,
-                              labels=str(labels) if labels else None)
+                              labels=str(labels) if labels else None, dataset_name=name)
         samples = adapter.samples()
         if limit is not None:
             samples = samples[:limit]
@@ -132,15 +133,21 @@ def extract(
 
 @store_app.command("info")
 def info(path: Path = typer.Argument(..., help="A store file features/<dataset>/<encoder>.h5.")) -> None:
-    """Print a store's provenance, layers, counts and failures as JSON."""
-    from emo.extract.store import FeatureStore, StoreError
+    """Print a store's provenance, layers, counts, flag counts, face-frame coverage (face stores), shards
+    not merged yet and failures as JSON."""
+    import warnings
+
+    from emo.extract.store import FeatureStore, StoreError, pending_shards
 
     try:
-        s = FeatureStore(path)
+        with warnings.catch_warnings():  # pending shards are reported in the JSON below
+            warnings.simplefilter("ignore", UserWarning)
+            s = FeatureStore(path)
     except StoreError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR)
     d = s.summary()
+    d["pending_shards"] = len(pending_shards(path))  # an interrupted run: `emo store merge PATH`
     d["failed_samples"] = s.failed
     typer.echo(json.dumps(d, indent=2, ensure_ascii=False, default=str))
 

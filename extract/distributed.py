@@ -252,7 +252,7 @@ def run_distributed(config: ExtractConfig, adapter: DatasetAdapter, samples: lis
     t0 = time.time()
     if samples is None:
         samples = adapter.samples()
-    ds_dir = check_writable(Path(out) / adapter.name)
+    ds_dir = check_writable(Path(out) / adapter.dataset)
     write_manifest(ds_dir, adapter, samples)
     own = client is None
     if own:
@@ -261,9 +261,9 @@ def run_distributed(config: ExtractConfig, adapter: DatasetAdapter, samples: lis
     reports: list[EncoderReport] = []
     n_tasks = n_reused = 0
     try:
-        desc = warm_workers(client, config, adapter.name, retries)
+        desc = warm_workers(client, config, adapter.dataset, retries)
         for d in desc:
-            path = store_path(out, adapter.name, d["name"])
+            path = store_path(out, adapter.dataset, d["name"])
             w = StoreWriter(path, d["provenance"], d["layers"], frames=config.frames, dtype=d["dtype"],
                             overwrite=overwrite)
             writers.append(w)
@@ -323,7 +323,7 @@ def run_distributed(config: ExtractConfig, adapter: DatasetAdapter, samples: lis
     names = {s.name for s in samples}
     for r in reports:  # earlier failures were retried by this run's tasks: their outcome is in r.failed
         r.failed = {n: e for n, e in r.failed.items() if n in names}
-    summary = RunSummary(adapter.name, len(samples), reports, time.time() - t0)
+    summary = RunSummary(adapter.dataset, len(samples), reports, time.time() - t0)
     summary.n_tasks, summary.n_reused = n_tasks, n_reused  # type: ignore[attr-defined]
     return summary
 

@@ -309,14 +309,14 @@ class Extractor:
         t0 = time.time()
         if samples is None:
             samples = adapter.samples()
-        ds_dir = check_writable(self.out / adapter.name)  # read-only --out: clear error before any work
+        ds_dir = check_writable(self.out / adapter.dataset)  # read-only --out: clear error before any work
         write_manifest(ds_dir, adapter, samples)
         writers: list[StoreWriter] = []
         reports: list[EncoderReport] = []
         try:
             for enc in self.encoders:
-                path = store_path(self.out, adapter.name, enc.name)
-                w = StoreWriter(path, self.provenance(enc, adapter.name), enc.layers, frames=bool(enc.frames),
+                path = store_path(self.out, adapter.dataset, enc.name)
+                w = StoreWriter(path, self.provenance(enc, adapter.dataset), enc.layers, frames=bool(enc.frames),
                                 dtype=getattr(enc, "store_dtype", "float16"), overwrite=self.overwrite,
                                 shard_size=self.shard_size, flush_seconds=self.flush_seconds)
                 writers.append(w)
@@ -335,7 +335,7 @@ class Extractor:
         wanted = {s.name for s in samples}  # built once: the comprehension used to rebuild it per failure
         for r, w in zip(reports, writers):
             r.failed = {n: e for n, e in w.failed.items() if n in wanted}
-        return RunSummary(adapter.name, len(samples), reports, time.time() - t0)
+        return RunSummary(adapter.dataset, len(samples), reports, time.time() - t0)
 
     def extract_into(self, samples: list[Sample], writers: list, reports: list[EncoderReport]) -> None:
         """Extract ``samples`` into already-open writers (one per encoder, in order), without

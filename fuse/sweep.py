@@ -381,6 +381,53 @@ def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def sweep_repeats(features_dir: str | Path, dataset: str, feature: str, layers: str | list[str] | None = None,
+                  window: int = 1, stride: int = 1, cfg=None, protocol: str = "5", metric: str | None = None,
+                  out: str | Path = "runs/sweep", repeats: int = 2, progress: bool = True, **kw: Any) -> dict[str, Any]:
+    """:func:`run_sweep` ``repeats`` times with seeds ``seed + 1000 r`` (k-fold assignments and inner
+    validation splits redrawn), repeat 0 in ``out`` and the others in ``out/repeats/seed-S/``, and the
+    per-window mean ± std over the repeats of the selection metric; the window is selected on the
+    repeat mean (issue 18: one seed is one draw).
+
+    Returns:
+        ``{"metric", "repeats", "seeds", "rows": [{"window", "values", "mean", "std", "n"}], "best"}``;
+        also written to ``out/sweep_repeats.json``.
+
+    Raises:
+        As :func:`run_sweep`; ValueError: ``repeats < 2``.
+    """
+    from dataclasses import replace
+
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.stats import mean_std
+
+    if repeats < 2:
+        raise ValueError(f"sweep_repeats needs --repeats >= 2, got {repeats}")
+    cfg = cfg or TrainConfig(**SWEEP_DEFAULTS)
+    summaries, seeds = [], []
+    for r in range(repeats):
+        cfg_r = replace(cfg, seed=cfg.seed + 1000 * r)
+        out_r = Path(out) if r == 0 else Path(out) / "repeats" / f"seed-{cfg_r.seed}"
+        summaries.append(run_sweep(features_dir, dataset, feature, layers, window, stride, cfg_r, protocol, metric, out_r,
+                                   progress=progress, **kw))
+        seeds.append(cfg_r.seed)
+    m = summaries[0]["metric"]
+    key = f"test_{m}_mean" if protocol == "split" and f"test_{m}_mean" in summaries[0]["rows"][0] else f"{m}_mean"
+    sel_key = f"{m}_mean"
+    rows = []
+    for i, row in enumerate(summaries[0]["rows"]):
+        sel = [s["rows"][i][sel_key] for s in summaries]
+        rep = [s["rows"][i][key] for s in summaries]
+        rows.append({"window": row["window"], "selection_values": sel, "values": rep, **mean_std(rep),
+                     "selection_mean": float(np.mean(sel))})
+    pick = (min if lower_is_better(m) else max)(rows, key=lambda r: r["selection_mean"])
+    res = {"metric": m, "reported": key, "repeats": repeats, "seeds": seeds, "rows": rows,
+           "best": {"window": pick["window"], "mean": pick["mean"], "std": pick["std"]},
+           "selected_on": summaries[0].get("selected_on")}
+    write_json(Path(out) / "sweep_repeats.json", res)
+    return res
+
+
 def sweep_cmd(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", help="Dataset name (the folder under --features-dir)."),
@@ -409,6 +456,7 @@ def sweep_cmd(
     device: str = typer.Option("cpu", "--device"),
     out: Path = typer.Option(None, "--out", help="Output directory (default runs/sweep-DATASET-ENCODER-wWINDOW-HEAD)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the cells (stderr)."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="Repeat the whole sweep with N seeds (others in OUT/repeats/); report each window's mean ± std over repeats and select on the mean."),
 ) -> None:
     """Layer ablation: one probe per layer (or window of layers) per fold; writes sweep.csv, sweep.json
     and sweep.png into --out and reuses finished cells when rerun."""
@@ -447,6 +495,19 @@ def sweep_cmd(
         raise typer.Exit(ExitCode.ERROR) from None
     summary["command"] = shlex.join(command_line(ctx, {**ctx.params, "out": out}))
     write_json(Path(out) / "sweep.json", summary)
+    if repeats > 1:
+        try:
+            rep = sweep_repeats(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out,
+                                repeats=repeats, progress=progress)
+        except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(ExitCode.ERROR) from None
+        typer.echo(f"{'window':>10}  {rep['reported'] + ' over ' + str(repeats) + ' repeats':>32}")
+        for r in rep["rows"]:
+            star = " *" if r["window"] == rep["best"]["window"] else ""
+            typer.echo(f"{r['window']:>10}  {r['mean']:>24.4f} ± {r['std']:.4f}{star}")
+        typer.echo(f"selected window {rep['best']['window']} on the repeat mean; wrote {out}/sweep_repeats.json")
+        return
     m = summary["metric"]
     test = any(f"test_{m}_mean" in r for r in summary["rows"])
     typer.echo(f"{'window':>10}  {m + ' mean':>14}  {'std':>7}" + (f"  {'test ' + m:>14}" if test else ""))

@@ -30,7 +30,7 @@ def main() -> None:
         shutil.rmtree(work)
     model = tiny_hubert(work / "tiny-hubert", layers=6, hidden=64)
     out = work / "features"
-    r = emo("extract", "--dataset", "folder", "--root", str(av), "--encoder", "egemaps",
+    r = emo("extract", "--dataset", "folder", "--name", "folder", "--root", str(av), "--encoder", "egemaps",
             "--encoder", f"hubert_large={model}:1-6", "--out", str(out), "--no-progress", ok=(0, 2))
     print(r.stdout)
     names = {p.rsplit(".", 1)[0] for p in listed}

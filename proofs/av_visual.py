@@ -78,7 +78,7 @@ def main() -> None:
         }
         out = tmp / "features"
         emo_bin = Path(sys.executable).with_name("emo")
-        cmd = [str(emo_bin), "extract", "--dataset", "folder", "--root", str(av), "--out", str(out),
+        cmd = [str(emo_bin), "extract", "--dataset", "folder", "--name", "folder", "--root", str(av), "--out", str(out),
                "--device", args.device, "--fps", str(args.fps), "--face-detector", detector]
         for s in specs.values():
             cmd += ["--encoder", s]

@@ -186,6 +186,23 @@ def test_no_private_names_imported_from_other_modules(graph):
     assert not bad, "private names imported from other modules:\n" + "\n".join(bad)
 
 
+#: (importer prefix, imported prefix) pairs that must not occur even inside one layer (issue 10).
+FORBIDDEN = [
+    ("emo.extract.store", "emo.extract.encoders"),    # the store knows the shared types only
+    ("emo.extract.encoders", "emo.extract.engine"),   # batching is emo.extract.batching
+    ("emo.extract.types", "emo."),                    # the shared leaf module imports nothing from emo
+    ("emo.extract.batching", "emo."),
+    ("emo.extract.cli", "emo.fuse"),                  # emo score lives in emo.pipeline
+]
+
+
+def test_forbidden_edges(graph):
+    mods, edges = graph
+    bad = [f"{m} imports {t}" for m, imps in edges.items() for t, _n, _l in imps
+           for a, b in FORBIDDEN if (m == a or m.startswith(a + ".")) and (t == b or t.startswith(b))]
+    assert not bad, bad
+
+
 def test_rules_catch_what_they_should(tmp_path):
     """The walk itself: function-level and relative imports are seen, private names and layers recognised."""
     pkg = tmp_path / "extract"

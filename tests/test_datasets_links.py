@@ -48,3 +48,47 @@ def test_index_media_follows_linked_folders(tmp_path):
     (tmp_path / "video").mkdir()
     (tmp_path / "video" / "part1").symlink_to(tmp_path / "real", target_is_directory=True)
     assert set(index_media(tmp_path / "video")) == {"s1"}
+
+
+def test_folder_datasets_are_named_by_their_root_and_name_is_checked(tmp_path):
+    a, b = tmp_path / "cremad", tmp_path / "ravdess"
+    _touch(a / "x.wav")
+    _touch(b / "x.wav")
+    assert get_dataset("folder", a).dataset == "cremad" and get_dataset("folder", b).dataset == "ravdess"
+    assert get_dataset("folder", a, dataset_name="mine").dataset == "mine"
+    assert get_dataset("emodb", a).dataset == "emodb"  # one corpus per adapter: its own name
+    with pytest.raises(DatasetError, match="--name"):
+        get_dataset("folder", a, dataset_name="../escape")
+
+
+def test_two_folder_corpora_get_separate_stores(tmp_path):
+    """Two folder corpora with a clip of the same name extracted into one --out never share a store."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+    from emo.extract.store import FeatureStore
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    for corpus, f0 in (("c1", 150.0), ("c2", 300.0)):
+        root = tmp_path / corpus
+        root.mkdir()
+        _write_wav(root / "same.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), sr)
+        r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", "mfcc",
+                                     "--out", str(tmp_path / "feats"), "--no-progress"])
+        assert r.exit_code == 0, r.output
+    x1 = FeatureStore(tmp_path / "feats" / "c1" / "mfcc.h5").read()
+    x2 = FeatureStore(tmp_path / "feats" / "c2" / "mfcc.h5").read()
+    assert x1.shape == x2.shape and not np.allclose(x1, x2)
+    assert not (tmp_path / "feats" / "folder").exists()
+
+
+def _write_wav(path, x, sr):
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes((x * 32767).astype("<i2").tobytes())

@@ -30,7 +30,7 @@ def setup(shared, tmp_path_factory):
     root = link_clips((shared / "av" / rel for rel in CLIPS), tmp / "clips")
     model = tiny_hubert(tmp / "tiny-hubert", layers=3)
     config = ExtractConfig(encoders=("egemaps", f"hubert_large={model}:1-3"), decode_workers=1)
-    adapter = get_dataset("folder", str(root))
+    adapter = get_dataset("folder", str(root), dataset_name="folder")
     ref = tmp / "ref"
     specs = [parse_encoder_spec(e) for e in config.encoders]
     Extractor(specs, out=ref, decode_workers=1, progress=False).run(adapter)

@@ -64,7 +64,7 @@ def test_sdpa_equals_eager(hubert_dir):
 
 
 def test_naive_engine_run_equals_fast_run(clip_root, hubert_dir, tmp_path):
-    adapter = get_dataset("folder", str(clip_root))
+    adapter = get_dataset("folder", str(clip_root), dataset_name="folder")
     spec = [parse_encoder_spec(f"hubert_large={hubert_dir}:2-4")]
     Extractor(spec, out=tmp_path / "fast", progress=False).run(adapter)
     naive = Extractor(spec, out=tmp_path / "naive", progress=False, naive=True)
@@ -101,7 +101,7 @@ class _Counting(Encoder):
 
 
 def test_naive_feeds_one_clip_per_call_and_fast_batches(clip_root, tmp_path):
-    adapter = get_dataset("folder", str(clip_root))
+    adapter = get_dataset("folder", str(clip_root), dataset_name="folder")
     fast, naive = _Counting(), _Counting()
     Extractor([], out=tmp_path / "a", encoders=[fast], progress=False).run(adapter)
     Extractor([], out=tmp_path / "b", encoders=[naive], progress=False, naive=True).run(adapter)
@@ -112,7 +112,7 @@ def test_naive_feeds_one_clip_per_call_and_fast_batches(clip_root, tmp_path):
 
 
 def test_process_decode_pool_equals_threads(clip_root, tmp_path):
-    adapter = get_dataset("folder", str(clip_root))
+    adapter = get_dataset("folder", str(clip_root), dataset_name="folder")
     outs = {}
     for pool in ("thread", "process"):
         enc = _Counting()
@@ -171,13 +171,13 @@ def test_cli_naive_and_decode_workers(clip_root, hubert_dir, tmp_path):
     from emo.cli import app
 
     out = tmp_path / "feat"
-    r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(clip_root), "--encoder",
+    r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--name", "folder", "--root", str(clip_root), "--encoder",
                                  f"hubert_large={hubert_dir}:1-2", "--out", str(out), "--no-progress",
                                  "--naive", "--decode-workers", "1"])
     assert r.exit_code == 0, r.output
     s = FeatureStore(out / "folder" / "hubert_large.h5")
     assert len(s) == len(CLIPS) and s.read().shape == (len(CLIPS), 2, 32)
-    r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(clip_root), "--encoder", "egemaps",
+    r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--name", "folder", "--root", str(clip_root), "--encoder", "egemaps",
                                  "--out", str(out), "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"])
     assert r.exit_code == 1 and "not both" in r.output
 
@@ -185,7 +185,7 @@ def test_cli_naive_and_decode_workers(clip_root, hubert_dir, tmp_path):
 def test_engine_bucket_pool_reduces_padding(shared, tmp_path):
     """Pooling decoded clips across windows before sorting cuts padding on real EmoDB clips."""
     root = link_clips(sorted((shared / "emodb" / "wav").glob("*.wav"))[:96], tmp_path / "emodb")
-    adapter = get_dataset("folder", str(root))
+    adapter = get_dataset("folder", str(root), dataset_name="folder")
     pads = {}
     for pool in (1.0, 8.0):
         enc = _Counting()

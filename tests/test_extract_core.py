@@ -277,7 +277,7 @@ def test_extract_cli_real_clips_with_broken_file(shared, tmp_path, hubert_dir):
     root = link_clips((shared / "av" / rel for rel in rels), tmp_path / "clips")
     (root / "broken.mp4").write_bytes(b"\x00" * 100)
     out = tmp_path / "feat"
-    args = ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "egemaps",
+    args = ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", "egemaps",
             "--encoder", f"hubert_large={hubert_dir}:1-3", "--out", str(out), "--no-progress"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 3, r.output  # one sample failed (ExitCode.PARTIAL)

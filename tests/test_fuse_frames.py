@@ -294,8 +294,8 @@ def test_score_extracts_frames_for_a_frames_run(tmp_path):
         rows.append(f"c{i:02d},{label}")
     (data / "labels.csv").write_text("name,discrete\n" + "\n".join(rows) + "\n")
     feats = tmp_path / "features"
-    Extractor([parse_encoder_spec("mfcc")], out=feats, frames=True, progress=False).run(Folder(data))
-    Extractor([parse_encoder_spec("egemaps")], out=feats, progress=False).run(Folder(data))
+    Extractor([parse_encoder_spec("mfcc")], out=feats, frames=True, progress=False).run(Folder(data, dataset_name="folder"))
+    Extractor([parse_encoder_spec("egemaps")], out=feats, progress=False).run(Folder(data, dataset_name="folder"))
     out = tmp_path / "run"
     r = CliRunner().invoke(app, ["fuse", "train", "--dataset", "folder", "--features-dir", str(feats), "--features", "mfcc",
                                  "--features", "egemaps", "--frames", "--head", "transformer", "--folds", "3", "--normalize", "global",

@@ -195,3 +195,22 @@ def test_sweep_cli(tmp_path):
     assert r.exit_code == 0 and "0 cell(s) trained, 9 reused" in r.output
     r = CliRunner().invoke(app, [*args[:-2], "--window", "5", "--out", str(out)])
     assert r.exit_code == 2 and "--window 5 is larger" in r.output
+
+
+def test_sweep_repeats_mean_std_and_selection(tmp_path):
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+
+    root, _ = make_dataset(tmp_path / "feat", n=90, n_layers=3, informative=(1,))
+    out = tmp_path / "rep"
+    args = ["fuse", "sweep", "--dataset", "toy", "--features-dir", str(root), "--features", "enc", "--layers", "0-2",
+            "--folds", "3", "--epochs", "15", "--patience", "4", "--lr", "0.01", "--repeats", "3", "--no-progress", "--out", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "sweep_repeats.json").read_text())
+    assert rep["repeats"] == 3 and rep["seeds"] == [0, 1000, 2000] and rep["best"]["window"] == "1"
+    row = next(x for x in rep["rows"] if x["window"] == "1")
+    assert len(row["values"]) == 3 and row["mean"] == pytest.approx(np.mean(row["values"]))
+    assert (out / "repeats" / "seed-1000" / "sweep.json").is_file() and (out / "repeats" / "seed-2000" / "sweep.json").is_file()
+    assert "selected window 1 on the repeat mean" in r.output

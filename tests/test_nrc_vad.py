@@ -126,7 +126,7 @@ def test_extract_cli_lexicon_option(lex_path, tmp_path):
     root.mkdir()
     (root / "a.wav").write_bytes(b"")  # the text encoder never decodes media
     (root / "labels.csv").write_text("name,transcript\na,happy mother\n", encoding="utf-8")
-    base = ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "nrc_vad", "--no-progress",
+    base = ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", "nrc_vad", "--no-progress",
             "--device", "cpu"]
     r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "f1")])
     assert r.exit_code == 1 and "Pass --lexicon PATH" in r.output, r.output

@@ -191,7 +191,7 @@ def test_cli_disk_full_mid_run_is_fatal_and_clear(shared, tmp_path, monkeypatch)
     root = _wav_folder(shared, tmp_path / "clips", 3)
     out = tmp_path / "feat"
     monkeypatch.setattr(store_mod, "_write_file_tmp", _enospc)
-    args = ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "egemaps", "--out", str(out),
+    args = ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", "egemaps", "--out", str(out),
             "--no-progress", "--shard-size", "1"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 1 and "disk full" in r.output and "cannot write shard" in r.output, r.output
@@ -206,7 +206,7 @@ def test_preflight_read_only_and_full_disk(shared, tmp_path, monkeypatch):
     root = _wav_folder(shared, tmp_path / "clips")
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    base = ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "egemaps", "--no-progress"]
+    base = ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", "egemaps", "--no-progress"]
     r = CliRunner().invoke(app, base + ["--out", str(blocker / "feat")])
     assert r.exit_code == 1 and re.search(r"output directory .*a_file/feat/folder is not writable", r.output), r.output
     with pytest.raises(StoreError, match="(?i)not writable: read-only file system"):  # as on a read-only mount (root ignores chmod)
@@ -269,7 +269,7 @@ def test_cli_second_copy_refused_while_first_runs(shared, tmp_path):
     out = tmp_path / "feat"
     holder = StoreWriter(store_path(out, "folder", "egemaps"), toy_provenance(encoder="egemaps"), ["functionals"])
     try:
-        r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "egemaps",
+        r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", "egemaps",
                                      "--out", str(out), "--no-progress"])
         assert r.exit_code == 1 and f"in use by PID {os.getpid()}" in r.output, r.output
     finally:
@@ -297,7 +297,7 @@ def test_cli_other_checkpoint_refused_then_overwrite(shared, tmp_path):
     (tmp_path / "ckpt").symlink_to(m1)
     root = _wav_folder(shared, tmp_path / "clips", 1)
     out = tmp_path / "feat"
-    args = ["extract", "--dataset", "folder", "--root", str(root), "--encoder", f"hubert_large={tmp_path / 'ckpt'}:2",
+    args = ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", f"hubert_large={tmp_path / 'ckpt'}:2",
             "--out", str(out), "--no-progress"]
     assert CliRunner().invoke(app, args).exit_code == 0
     h1 = FeatureStore(out / "folder" / "hubert_large.h5").attrs["weights_hash"]
@@ -353,7 +353,7 @@ def test_strict_exit_codes_and_finished_work_kept(shared, tmp_path):
     root = _wav_folder(shared, tmp_path / "clips", 2)
     (root / "zz broken \"clip\".wav").write_bytes(b"")
     out = tmp_path / "feat"
-    base = ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "egemaps", "--out", str(out), "--no-progress"]
+    base = ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", "egemaps", "--out", str(out), "--no-progress"]
     assert CliRunner().invoke(app, base + ["--limit", "2"]).exit_code == 0
     first = FeatureStore(out / "folder" / "egemaps.h5").read()
     r = CliRunner().invoke(app, base + ["--strict"])
@@ -373,7 +373,7 @@ def test_bad_media_corpus_audio(shared, tmp_path):
     root = tmp_path / "clips"
     cases = build_corpus(shared, root, long_minutes=1.0)
     out = tmp_path / "feat"
-    r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "egemaps",
+    r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", "egemaps",
                                  "--out", str(out), "--no-progress"])
     assert r.exit_code == 3, r.output  # some failed, the run finished
     s = FeatureStore(out / "folder" / "egemaps.h5")
@@ -401,7 +401,7 @@ def test_no_face_and_grayscale_with_face_encoder(shared, tmp_path):
     gray, rate = _frames(shared / "av" / FACE_CLIP, n=12, gray=True)
     _write_video(root / "gray.mp4", gray, rate, pix_fmt="gray", fmt="gray")
     out = tmp_path / "feat"
-    r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--root", str(root), "--encoder", "resnet50=random:4",
+    r = CliRunner().invoke(app, ["extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder", "resnet50=random:4",
                                  "--face-detector", "haar", "--out", str(out), "--no-progress"])
     assert r.exit_code == 0, r.output
     s = FeatureStore(out / "folder" / "resnet50.h5")

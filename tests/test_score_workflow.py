@@ -54,7 +54,7 @@ def trained(tmp_path_factory):
     (tmp / "transcripts.csv").write_text("name,transcript\n" + "\n".join(text) + "\nnot_a_file,joy\n", encoding="utf-8")
     feats = tmp / "features"
     specs = [parse_encoder_spec("egemaps"), parse_encoder_spec("nrc_vad")]
-    Extractor(specs, out=feats, progress=False, encoder_options={"lexicon": str(lex)}).run(Folder(data))
+    Extractor(specs, out=feats, progress=False, encoder_options={"lexicon": str(lex)}).run(Folder(data, dataset_name="folder"))
     run = tmp / "run"
     r = CliRunner().invoke(app, ["fuse", "train", "--dataset", "folder", "--features-dir", str(feats), "--features", "egemaps",
                                  "--features", "nrc_vad", "--head", "mlp", "--folds", "3", "--normalize", "global",
@@ -90,7 +90,7 @@ def test_transcripts_csv_and_dataset_adapter(trained, tmp_path):
     rows_a = _read(a)
     assert all(x["flags"] == "" for x in rows_a)
     b = tmp_path / "b.csv"
-    r = _score("--dataset", "folder", "--root", data, "--run", run, "--out", b, "--lexicon", lex)
+    r = _score("--dataset", "folder", "--name", "folder", "--root", data, "--run", run, "--out", b, "--lexicon", lex)
     assert r.exit_code == 0, r.output
     rows_b = _read(b)
     assert {x["name"] for x in rows_b} == {f"sub/t{i:02d}" for i in range(4)} | {f"t{i:02d}" for i in range(4, 24)}
@@ -99,7 +99,7 @@ def test_transcripts_csv_and_dataset_adapter(trained, tmp_path):
     pa = {x["relpath"].removeprefix("clips/"): x["prob_high"] for x in rows_a}
     pb = {x["relpath"]: x["prob_high"] for x in rows_b}
     assert pa == pb
-    r = _score(data, "--dataset", "folder", "--root", data, "--run", run)
+    r = _score(data, "--dataset", "folder", "--name", "folder", "--root", data, "--run", run)
     assert r.exit_code == 2 and "not both" in r.output
 
 
@@ -112,7 +112,7 @@ def test_features_dir_reuses_matching_stores(trained, tmp_path):
     assert fresh["reused"] == {"egemaps": 0, "nrc_vad": 0} and fresh["extracted"] == {"egemaps": 24, "nrc_vad": 24}
     (data / "new.wav").symlink_to(data / "t05.wav")  # one file the stores do not hold
     try:
-        r = _score("--dataset", "folder", "--root", data, "--features-dir", feats, "--run", run, "--out",
+        r = _score("--dataset", "folder", "--name", "folder", "--root", data, "--features-dir", feats, "--run", run, "--out",
                    tmp_path / "reuse.csv", "--lexicon", lex)
         assert r.exit_code == 0, r.output
         assert "48 encoder x file features reused" in r.output
@@ -141,4 +141,4 @@ def test_features_dir_reuses_matching_stores(trained, tmp_path):
 def _folder(root):
     from emo.extract.datasets import get_dataset
 
-    return get_dataset("folder", str(root))
+    return get_dataset("folder", str(root), dataset_name="folder")

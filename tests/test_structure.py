@@ -139,7 +139,14 @@ def test_store_merge_cli_and_pure_reader(tmp_path):
     assert len(pending_shards(path)) == 3  # reading changed nothing
     r = CliRunner().invoke(app, ["store", "merge", str(path)])
     assert r.exit_code == 0 and "merged 3 shard(s)" in r.output, r.output
-    assert FeatureStore(path).read_layer("1")[:, 0].tolist() == [0, 1, 2] and not pending_shards(path)
+    held = StoreWriter(path, toy_provenance(), ["1"], shard_size=1)
+    held.add("s3", Encoded({"1": np.full(4, 3, np.float32)}))
+    held.close()  # one shard pending again
+    r = CliRunner().invoke(app, ["store", "info", str(path)])
+    assert r.exit_code == 0 and '"pending_shards": 1' in r.output and '"samples": 3' in r.output, r.output
+    r = CliRunner().invoke(app, ["store", "merge", str(path)])
+    assert r.exit_code == 0 and "merged 1 shard(s)" in r.output
+    assert FeatureStore(path).read_layer("1")[:, 0].tolist() == [0, 1, 2, 3] and not pending_shards(path)
     r = CliRunner().invoke(app, ["store", "merge", str(path)])
     assert r.exit_code == 0 and "nothing to merge" in r.output
     held = StoreWriter(path, toy_provenance(), ["1"])

@@ -66,9 +66,18 @@ class DatasetAdapter:
 
     def __init__(self, root: str | os.PathLike, **options: Any) -> None:
         self.root = Path(root)
+        dataset_name = options.pop("dataset_name", None)
         self.options = options
         if not self.root.is_dir():
             raise DatasetError(f"{self.name}: dataset root {self.root} is not a directory")
+        #: The dataset's name: the folder under ``--out`` its stores go to and the ``--dataset`` of
+        #: ``emo fuse`` (``--name``; default :meth:`default_name`). Instance attribute: ``name``
+        #: (the class attribute) stays the adapter's registry key.
+        self.dataset = check_dataset_name(dataset_name) if dataset_name else self.default_name()
+
+    def default_name(self) -> str:
+        """The dataset name when ``--name`` is not given: the adapter's name (one corpus per adapter)."""
+        return self.name
 
     def load(self) -> list[Sample]:
         raise NotImplementedError
@@ -97,6 +106,20 @@ class DatasetAdapter:
 #: adapter name -> class, filled by :func:`register_dataset` (read it through
 #: :func:`emo.extract.datasets.adapters`, which imports every adapter module first).
 ADAPTERS: dict[str, type[DatasetAdapter]] = {}
+
+
+def check_dataset_name(name: str) -> str:
+    """Validate a ``--name``: one path component of letters, digits, ``_``, ``-``, ``.`` (not starting with ``.``).
+
+    Raises:
+        DatasetError: anything else (a name becomes a folder under ``--out``).
+    """
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", name or ""):
+        raise DatasetError(f"--name {name!r}: use letters, digits, '_', '-' and '.' (not first), at most 100 characters; "
+                           "it becomes the folder of the stores under --out")
+    return name
 
 
 def register_dataset(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
@@ -248,7 +271,7 @@ def write_manifest(out_dir: Path, adapter: DatasetAdapter, samples: list[Sample]
             row["labels"] = None if s.labels is None else json.dumps(s.labels, ensure_ascii=False, sort_keys=True)
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
     os.replace(tmp, out_dir / MANIFEST)
-    meta = {"dataset": adapter.name, "root": str(adapter.root.resolve()), "classes": adapter.classes, "n": len(samples)}
+    meta = {"dataset": getattr(adapter, "dataset", adapter.name), "adapter": adapter.name, "root": str(adapter.root.resolve()), "classes": adapter.classes, "n": len(samples)}
     tmp = out_dir / (DATASET_JSON + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, out_dir / DATASET_JSON)

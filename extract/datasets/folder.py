@@ -9,6 +9,7 @@ from emo.extract.datasets.base import (
     DatasetAdapter,
     DatasetError,
     Sample,
+    check_dataset_name,
     inside_root,
     parse_float,
     read_csv,
@@ -34,6 +35,15 @@ class Folder(DatasetAdapter):
     """
 
     name = "folder"
+
+    def default_name(self) -> str:
+        """The root folder's name (``/data/cremad`` -> ``cremad``), so two folder corpora never share stores;
+        ``folder`` when that name is not a valid ``--name``."""
+        name = Path(os.path.abspath(self.root)).name
+        try:
+            return check_dataset_name(name)
+        except DatasetError:
+            return self.name
 
     def load(self) -> list[Sample]:
         files = walk_media(self.root)  # follows directory links (once each), names by the path inside the root
