@@ -35,6 +35,10 @@ from pathlib import Path
 from _common import ROOT, emo  # noqa: E402  (proofs/ is on sys.path when run as a script)
 
 
+#: Feature normalisations compared (each: 6 runs).
+NORMS = ("global", "speaker")
+
+
 def run(args: list[str]):
     print("$ emo " + " ".join(shlex.quote(a) for a in args), flush=True)
     return emo(*args)
@@ -67,7 +71,40 @@ def main() -> None:
         prov[f"egemaps+{tag}"] = {k: st.attrs.get(k) for k in ("augment", "augment_seed", "noise_files", "noise_files_hash",
                                                                  "noise_snr_db", "clean_weights_hash")}
     cells, commands, drop = {}, {}, {}
-    for norm in ("global", "speaker"):
+
+    def write(done: list[str]) -> None:
+        """results/noise_emodb.json with what has finished (written after each normalisation, so a
+        cut-off run still leaves its finished cells)."""
+        cfg = json.loads((runs / "global_train-clean-noise_eval-noise_5db" / "config.json").read_text()) \
+            if (runs / "global_train-clean-noise_eval-noise_5db" / "config.json").is_file() else {}
+        result = {
+            "dataset": "EmoDB (535 utterances, 10 speakers, 7 classes)", "features": "eGeMAPSv02 functionals (88-d)",
+            "protocol": "leave-one-speaker-out (10 folds), inner validation = one training speaker; UAR pooled over all "
+                        "out-of-fold predictions (uar_fold_mean: mean over the speaker folds)",
+            "normalizations": {"global": "statistics of the fold's training rows (clean, plus copies when augmented)",
+                               "speaker": "each speaker's clips of one condition (clean, or one augmentation) normalised "
+                                          "by their own statistics, test speakers included (unsupervised)"},
+            "noise": "other speakers' EmoDB utterances (never the clip's own speaker, never the clip itself), mixed at the "
+                     "drawn SNR over the whole clip; training copies: SNR from {5..11} dB (seed 0); evaluation copies: 5 dB "
+                     "(seed 1) and 10 dB (seed 2), independent draws",
+            "caveat": "the noise pool is EmoDB itself, so a training clip's noise may be speech of the held-out speaker "
+                      "(as unlabelled background); evaluation clips never get their own speaker's speech",
+            "complete": done == list(NORMS), "normalizations_done": done,
+            "uar": cells, "uar_drop_from_clean": drop,
+            "augmented_training_copies_per_fold": cfg.get("augmentation", {}).get("copies_per_fold"),
+            "stores": prov, "extract_seconds": round(extract_s, 1),
+            "commands": {"extract_clean": "emo " + " ".join(shlex.quote(x) for x in clean_cmd),
+                         "extract_augmented": "emo " + " ".join(shlex.quote(x) for x in aug_cmd), **commands},
+            "command": ".venv/bin/python proofs/noise_emodb.py --shared " + shlex.quote(str(a.shared)),
+            "load_average_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
+        }
+        out = ROOT / "results" / "noise_emodb.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps({k: result[k] for k in ("uar", "uar_drop_from_clean")}, indent=2), flush=True)
+
+    done: list[str] = []
+    for norm in NORMS:
         base = ["fuse", "train", "--dataset", "emodb", "--features-dir", str(feats), "--features", "egemaps", "--head", "afg",
                 "--task", "discrete", "--folds", "speaker", "--normalize", norm]
         for train_name, extra in (("clean", []), ("clean+noise", ["--augmented", "egemaps+noise"])):
@@ -86,29 +123,8 @@ def main() -> None:
         c = cells[f"normalize_{norm}"]
         drop[f"normalize_{norm}"] = {t: {e: round(c[t]["clean"]["uar"] - c[t][e]["uar"], 4) for e in ("noise_5db", "noise_10db")}
                                      for t in c}
-    cfg = json.loads((runs / "global_train-clean-noise_eval-noise_5db" / "config.json").read_text())
-    result = {
-        "dataset": "EmoDB (535 utterances, 10 speakers, 7 classes)", "features": "eGeMAPSv02 functionals (88-d)",
-        "protocol": "leave-one-speaker-out (10 folds), inner validation = one training speaker; UAR pooled over all "
-                    "out-of-fold predictions (uar_fold_mean: mean over the speaker folds)",
-        "noise": "other speakers' EmoDB utterances (never the clip's own speaker, never the clip itself), mixed at the "
-                 "drawn SNR over the whole clip; training copies: SNR from {5..11} dB (seed 0); evaluation copies: 5 dB "
-                 "(seed 1) and 10 dB (seed 2), independent draws",
-        "caveat": "the noise pool is EmoDB itself, so a training clip's noise may be speech of the held-out speaker "
-                  "(as unlabelled background); evaluation clips never get their own speaker's speech",
-        "uar": cells, "uar_drop_from_clean": drop,
-        "augmented_training_copies_per_fold": cfg.get("augmentation", {}).get("copies_per_fold"),
-        "stores": prov, "extract_seconds": round(extract_s, 1),
-        "commands": {"extract_clean": "emo " + " ".join(shlex.quote(x) for x in clean_cmd),
-                     "extract_augmented": "emo " + " ".join(shlex.quote(x) for x in aug_cmd), **commands},
-        "command": ".venv/bin/python proofs/noise_emodb.py --shared " + shlex.quote(str(a.shared)),
-        "load_average_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
-    }
-    out = ROOT / "results" / "noise_emodb.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("uar", "uar_drop_from_clean")}, indent=2))
-
+        done.append(norm)
+        write(done)
 
 if __name__ == "__main__":
     main()
