@@ -48,6 +48,9 @@ def extract(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow encoders whose model repository ships Python code (Baichuan2) to run it. Review that code first: it runs with your permissions."),
     adapters: Optional[Path] = typer.Option(None, "--adapters", help="An `emo tune hlft` run: HLFT features, one store per fold (ENCODER+hlft.foldK.h5)."),
     special_tokens: bool = typer.Option(False, "--special-tokens", help="Text encoders: keep [CLS]/[SEP] in frames and pooling (needed for an HLFT text prefix)."),
+    text_pooling: Optional[str] = typer.Option(None, "--text-pooling", help="Text encoders: mean (default) | last | cls ([CLS]/<s> token of BERT-style encoders)."),
+    augment: list[str] = typer.Option([], "--augment", help="Corrupt the inputs first and write ENCODER+TAG stores: noise:snr=5-11,source=DIR (speech noise, other speakers) or video:solarize=T,blur=S,rotate=DEG,cutout=F; repeatable."),
+    augment_seed: int = typer.Option(0, "--augment-seed", help="Default seed of --augment specs without seed=."),
 ) -> None:
     """Extract layer-wise features of one dataset with one or more encoders.
 
@@ -87,6 +90,8 @@ def extract(
         opts = {"batch_seconds": batch_seconds} if batch_seconds else {}
         if lexicon is not None:
             opts["lexicon"] = str(lexicon)
+        if text_pooling is not None:
+            opts["pooling"] = text_pooling
         device = resolve_device(device)
         if compile_model:
             opts["compile"] = True
@@ -101,6 +106,8 @@ def extract(
             if workers is not None or scheduler is not None or naive:
                 raise ValueError("--adapters runs in this process: drop --workers/--scheduler/--naive")
             hlft_encoders = [e for s in specs for e in hlft_run_encoders(s, adapters, device, frames, **opts)]
+        if augment and (workers is not None or scheduler is not None or naive):
+            raise ValueError("--augment runs in one process: drop --workers/--scheduler/--naive")
         if workers is not None or scheduler is not None:
             from emo.extract.distributed import ExtractConfig, run_distributed
 
@@ -123,6 +130,13 @@ def extract(
                            max_seconds=max_seconds, overwrite=overwrite, strict=strict, progress=progress,
                            encoder_options=opts, shard_size=shard_size, flush_seconds=flush_seconds or None,
                            decode_pool=decode_pool, naive=naive, encoders=hlft_encoders)
+            if augment:  # the encoders see corrupted inputs and write <encoder>+<tag> stores
+                from emo.extract.augment import augment_encoders
+
+                if hlft_encoders is not None:
+                    raise ValueError("--augment and --adapters cannot go together: extract the HLFT features first")
+                rate = next((e.sample_rate for e in ex.encoders if e.modality == "audio" and e.sample_rate), 16000)
+                ex.encoders = augment_encoders(ex.encoders, list(augment), samples, rate, augment_seed)
             summary = ex.run(adapter, samples)
     except StrictError as e:
         typer.echo(f"error (--strict): {e}", err=True)

@@ -43,7 +43,9 @@ def train(
     afg_scores: str = typer.Option("concat", "--afg-scores", help="AFG attention scores: concat (eq. 2 of the MER 2023 paper: from all N features concatenated) | per-input (each feature scored alone)."),
     layer_weights: bool = typer.Option(False, "--layer-weights", help="Learnable weighted sum over each encoder's layers."),
     layer_weights_init: str = typer.Option("18", "--layer-weights-init", help="With --layer-weights: the layer whose weight starts at 1 (others 0; 1/L each when absent)."),
-    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence | discrete+vad | multilabel (several emotions per clip: KL loss, threshold)"),
+    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence | discrete+vad | multilabel (several emotions per clip: KL loss, threshold), or label columns NAME[+NAME...] (emotion = the dataset's emotion label; e.g. emotion+intent: one classifier per task, JRBM)."),
+    label_column: List[str] = typer.Option([], "--label-column", help="NAME=COLUMN: task NAME reads the manifest label column COLUMN (default: the column named NAME); repeatable."),
+    joint: str = typer.Option("none", "--joint", help="With --task A+B: none (independent models) | crossattn (frozen task models + gated cross-attention joint module, MEIJU) | shared (one head, one classifier per task)."),
     vad_targets: str = typer.Option("dataset", "--vad-targets", help="VAD targets: dataset (its valence/arousal/dominance columns) | lexicon (the NRC-VAD point of each discrete label, neutral = origin; the file: --lexicon)."),
     emotion_wheel: str = typer.Option("", "--emotion-wheel", help="--task multilabel: the MER emotion_wheel/ folder (format.csv, synonym.xlsx, wheel1-5.xlsx): word forms merged in the class list, emotion-wheel F1 (MER-FG metric) in metrics.json."),
     decoder: str = typer.Option("separate", "--decoder", help="separate | jdev (joint emotion-valence decoding)"),
@@ -80,11 +82,16 @@ def train(
     lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD lexicon file for --univa and --vad-targets lexicon (default: $EMO_LEXICON or emo's data directory)."),
     pseudo_labels: Optional[Path] = typer.Option(None, "--pseudo-labels", help="pseudo.csv of emo fuse pseudo-label: added to the training part of every fold (never validation or evaluation)."),
     pseudo_weight: float = typer.Option(0.5, "--pseudo-weight", help="Loss weight of a pseudo-labelled clip (labelled clips: 1)."),
+    frame_encoder: str = typer.Option("lstm", "--frame-encoder", help="With --frames: lstm | textcnn (Kim 2014: widths 3,4,5 x 100 maps, max-over-time)."),
+    frame_tokens: bool = typer.Option(False, "--frame-tokens", help="With --frames --head transformer: attend over every frame token of every modality (padding-masked) instead of one pooled token per input."),
+    max_frame_tokens: int = typer.Option(64, "--max-frame-tokens", help="With --frame-tokens: most frames per input stream (longer sequences are evenly subsampled)."),
     align: str = typer.Option("strict", "--align", help="strict | intersect (for stores with different samples)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (runs/NAME). Required (here or in --config)."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Independent reseeded repetitions of the whole cross-validation: mean ± std and a 95% group-bootstrap interval (others in OUT/repeats/)."),
     restart: bool = typer.Option(False, "--restart", help="Discard the finished folds of an interrupted run with this --out instead of continuing it."),
     allow_rare_classes: bool = typer.Option(False, "--allow-rare-classes", help="Train even when a class has fewer than 2 labelled samples (refused by default: usually a typo in the labels)."),
+    augmented: List[str] = typer.Option([], "--augmented", help="ENCODER+TAG store (emo extract --augment) whose copies of the training clips join training (never the validation or evaluation clips); repeatable."),
+    evaluate_on: Optional[str] = typer.Option(None, "--evaluate-on", help="TAG: evaluate on the ENCODER+TAG copies of the evaluated clips instead of the clean clips."),
 ) -> None:
     """Train a fusion head with cross-validation and write a run directory.
 
@@ -124,22 +131,47 @@ def train(
     except (FeatureError, StoreError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
-    cfg = TrainConfig(**{f.name: v[f.name] for f in fields(TrainConfig)})
+    from emo.fuse.multitask import MultiConfig, is_multitask, multitask_table, parse_tasks, train_multitask
+
+    multi = is_multitask(v["task"], list(v["label_column"]))
+    cfg = TrainConfig(**{f.name: v[f.name] for f in fields(TrainConfig)} | ({"task": "discrete"} if multi else {}))
     try:
         cfg.validate()
+        if multi:
+            parse_tasks(v["task"], list(v["label_column"]))
+            MultiConfig(v["joint"]).validate()
+            if v["repeats"] > 1:
+                raise ValueError("--repeats is not available for multi-task runs (--task A+B)")
+        elif v["joint"] != "none":
+            raise ValueError(f"--joint {v['joint']} needs several tasks (--task A+B)")
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     command = command_line(ctx, {**v, "features": specs, "layers": []}, skip=("config",))
     import time
 
     t0 = time.perf_counter()
+    if multi:
+        try:
+            result, run_config = train_multitask(v["features_dir"], v["dataset"], specs, cfg, v["task"], list(v["label_column"]),
+                                                 MultiConfig(v["joint"]), protocol=v["folds"], out=v["out"], align=v["align"],
+                                                 test_splits=list(v["test_split"]) or None, command=command,
+                                                 progress=lambda line: typer.echo(line, err=True),
+                                                 augmented=list(v["augmented"]), evaluate_on=v["evaluate_on"])
+        except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(ExitCode.ERROR) from None
+        from emo.fuse.multitask import LabelTask
+
+        typer.echo(multitask_table(result, [LabelTask(t["name"], t["column"], tuple(t["classes"])) for t in run_config["tasks"]]))
+        typer.echo(f"run written to {v['out']}")
+        return
     try:
         result, run_config = train_run(v["features_dir"], v["dataset"], specs, cfg, protocol=v["folds"], out=v["out"], align=v["align"],
                               test_splits=list(v["test_split"]) or None, command=command,
                               progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"],
                               train_splits=list(v["train_splits"]) or None,
                               pseudo_labels=v["pseudo_labels"], pseudo_weight=v["pseudo_weight"], lexicon=v["lexicon"],
-                              allow_rare_classes=v["allow_rare_classes"])
+                              allow_rare_classes=v["allow_rare_classes"], augmented=list(v["augmented"]), evaluate_on=v["evaluate_on"])
     except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, KeyError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None

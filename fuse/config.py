@@ -31,7 +31,10 @@ class TrainConfig:
     jobs, 1 is often fastest). ``frames``: encoders whose
     store holds frame-level features feed a :class:`emo.fuse.frames.FrameLSTM` (bidirectional
     per ``frame_bidirectional``, pooled by ``frame_pooling``: ``mean`` (default) or ``last``) whose output
-    is their token. ``batched`` (default; ``--sequential`` turns it off): every fold x seed trains
+    is their token; ``frame_encoder="textcnn"`` uses a :class:`emo.fuse.sequence.TextCNN` (Kim 2014)
+    instead. ``frame_tokens`` (transformer head only): every frame of every frame-level input is a
+    token of :class:`emo.fuse.sequence.FrameTokenTransformer`, at most ``max_frame_tokens`` per
+    stream (even subsampling). ``batched`` (default; ``--sequential`` turns it off): every fold x seed trains
     at once as one batched model (:mod:`emo.fuse.batched`, same semantics as the sequential loop;
     frame-level inputs fall back to the loop with a logged reason). ``optimizer``: ``adamw``
     (minibatches, early stopping) or ``lbfgs`` (full-batch L-BFGS to the optimum of the
@@ -88,6 +91,9 @@ class TrainConfig:
     univa_tau: float = 0.07
     univa_eta: float = 1.0
     va_source: str = "auto"
+    frame_encoder: str = "lstm"
+    frame_tokens: bool = False
+    max_frame_tokens: int = 64
 
     #: Training-set size from which the large-data recipe applies (``resolve``).
     LARGE = 2000
@@ -112,6 +118,7 @@ class TrainConfig:
         from emo.fuse.decoders import DECODERS, TASKS
         from emo.fuse.frames import FRAME_POOLING
         from emo.fuse.heads import AFG_SCORES, HEADS
+        from emo.fuse.sequence import FRAME_ENCODERS
 
         checks = [
             (self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, not {self.head!r}"),
@@ -143,6 +150,9 @@ class TrainConfig:
             (not self.univa or self.task in ("discrete", "multilabel"), "--univa needs --task discrete or multilabel"),
             (not (self.class_weights and (self.univa or self.task == "multilabel" or self.head == "univa")),
              "--class-weights is not supported with --task multilabel, --univa or --head univa (KL-divergence training)"),
+            (self.frame_encoder in FRAME_ENCODERS, f"--frame-encoder must be one of {', '.join(FRAME_ENCODERS)}, not {self.frame_encoder!r}"),
+            (not self.frame_tokens or (self.frames and self.head == "transformer"), "--frame-tokens needs --frames and --head transformer"),
+            (self.max_frame_tokens >= 1, "--max-frame-tokens must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -159,13 +169,17 @@ class TrainConfig:
             args["afg_scores"] = self.afg_scores
         if any(a["frames"] for a in args["inputs"]):
             args.update(frame_bidirectional=self.frame_bidirectional, frame_pooling=self.frame_pooling)
+            if self.frame_encoder != "lstm":
+                args["frame_encoder"] = self.frame_encoder
+            if self.frame_tokens:
+                args.update(frame_tokens=True, max_frame_tokens=self.max_frame_tokens)
         return args
 
 
 #: Options of ``emo fuse train`` that are not :class:`TrainConfig` fields: the data, the
 #: evaluation protocol and the output (the keys an experiment file may hold besides the fields).
 RUN_OPTIONS = ("dataset", "features", "layers", "features_dir", "folds", "test_split", "train_splits", "align", "out", "repeats", "restart",
-               "pseudo_labels", "pseudo_weight", "lexicon", "allow_rare_classes")
+               "pseudo_labels", "pseudo_weight", "lexicon", "allow_rare_classes", "label_column", "joint", "augmented", "evaluate_on")
 
 
 class ConfigFileError(ValueError):
@@ -204,6 +218,16 @@ def _from_run_config(d: Mapping[str, Any], path: Path) -> dict[str, Any]:
     rep = d.get("repeat")
     if isinstance(rep, Mapping) and rep.get("index") == 0 and rep.get("of"):
         out["repeats"] = int(rep["of"])  # the main run of --repeats N: reproduce all N (its repeats/seed-S are single runs)
+    if d.get("kind") == "multitask":  # emo.fuse.multitask: the tasks, their columns and the joint module
+        out["task"] = d["task"]
+        out["label_column"] = [f"{t['name']}={t['column']}" for t in d.get("tasks", [])
+                               if t["column"] != t["name"] and not (t["column"] == "discrete" and t["name"] == "emotion")]
+        out["joint"] = (d.get("joint") or {}).get("joint", "none")
+    aug = d.get("augmentation")
+    if isinstance(aug, Mapping):  # emo.fuse.augmented
+        out["augmented"] = list(aug.get("augmented") or [])
+        if aug.get("evaluate_on") not in (None, "clean"):
+            out["evaluate_on"] = aug["evaluate_on"]
     return out
 
 

@@ -12,6 +12,7 @@ from emo.fuse.decoders import DECODERS, JDEV, SeparateDecoder
 from emo.fuse.frames import FrameLSTM, PackedFrames
 from emo.fuse.heads import LayerWeights, Token, build_head
 from emo.fuse.inputs import FeatureInput, as_inputs
+from emo.fuse.sequence import FRAME_ENCODERS, FrameTokenTransformer, TextCNN
 
 
 class FusionModel(nn.Module):
@@ -31,6 +32,9 @@ class FusionModel(nn.Module):
             on ``layer_weights_init``) instead of feeding each layer as its own token.
         task, n_classes, decoder (``separate``/``jdev``), hidden, dropout.
         frame_bidirectional, frame_pooling: :class:`FrameLSTM` settings (output dimension ``hidden``).
+        frame_encoder: ``lstm`` (:class:`FrameLSTM`) or ``textcnn`` (:class:`emo.fuse.sequence.TextCNN`, 300-d tokens).
+        frame_tokens, max_frame_tokens: with ``head="transformer"``, the head is a
+            :class:`emo.fuse.sequence.FrameTokenTransformer` over every frame token (capped per stream).
 
     forward(xs: one entry per input: a (B, L_i, D_i) float32 tensor, or for frame-level inputs a
     :class:`PackedFrames` or a tuple ``(x (B, T, L_i, D_i), lengths (B,))``) → dict of outputs
@@ -43,7 +47,8 @@ class FusionModel(nn.Module):
     def __init__(self, inputs: list[FeatureInput | Mapping[str, Any]], head: str = "afg", structure: int = 1, layer_weights: bool = False,
                  layer_weights_init: str = "18", task: str = "discrete", n_classes: int = 0, decoder: str = "separate",
                  hidden: int = 256, dropout: float = 0.3, frame_bidirectional: bool = True, frame_pooling: str = "mean",
-                 afg_scores: str = "concat") -> None:
+                 afg_scores: str = "concat", frame_encoder: str = "lstm", frame_tokens: bool = False,
+                 max_frame_tokens: int = 64) -> None:
         super().__init__()
         inputs = as_inputs(inputs)
         self.inputs = inputs
@@ -51,7 +56,10 @@ class FusionModel(nn.Module):
         self.frame_lstm = nn.ModuleDict()
         tokens: list[Token] = []
         self.token_index: list[tuple[int, int | None]] = []  # (input, layer or None = pooled)
-        for i, inp in enumerate(inputs):
+        self.frame_tokens = bool(frame_tokens)
+        if frame_encoder not in FRAME_ENCODERS:
+            raise ValueError(f"unknown frame encoder {frame_encoder!r}; use one of {', '.join(FRAME_ENCODERS)}")
+        for i, inp in enumerate([] if self.frame_tokens else inputs):
             seq = inp.frames
             pooled = layer_weights and len(inp.layers) > 1
             if pooled:
@@ -59,14 +67,23 @@ class FusionModel(nn.Module):
             for j, k in ([(None, "weighted")] if pooled else list(enumerate(inp.layers))):
                 dim = inp.dim
                 if seq:
-                    lstm = FrameLSTM(dim, hidden, frame_bidirectional, frame_pooling)
+                    lstm = FrameLSTM(dim, hidden, frame_bidirectional, frame_pooling) if frame_encoder == "lstm" else TextCNN(dim)
                     self.frame_lstm[str(len(tokens))] = lstm
                     dim = lstm.out_dim
                 tokens.append(Token(inp.name, inp.modality, str(k), dim))
                 self.token_index.append((i, j))
-        self.tokens = tokens
         self.sequence_inputs = [i for i, inp in enumerate(inputs) if inp.frames]
-        self.head = build_head(head, tokens, hidden, dropout, structure, afg_scores)
+        if self.frame_tokens:  # the head reads the raw inputs: every frame is a token (emo.fuse.sequence)
+            if head != "transformer":
+                raise ValueError(f"--frame-tokens is a transformer head over frame tokens; got --head {head}")
+            self.head = FrameTokenTransformer([inp.model_dict() for inp in inputs], hidden, dropout,
+                                              max_tokens=max_frame_tokens, frame_encoder=frame_encoder,
+                                              frame_bidirectional=frame_bidirectional, layer_weights=layer_weights,
+                                              layer_weights_init=layer_weights_init)
+            tokens = list(self.head.tokens)
+        else:
+            self.head = build_head(head, tokens, hidden, dropout, structure, afg_scores)
+        self.tokens = tokens
         if decoder == "jdev":
             if task != "discrete+valence":
                 raise ValueError(f"--decoder jdev decodes emotion and valence jointly: needs --task discrete+valence, not {task!r}")
@@ -76,7 +93,10 @@ class FusionModel(nn.Module):
         else:
             raise ValueError(f"unknown decoder {decoder!r}; use one of {', '.join(DECODERS)}")
 
-    def forward(self, xs: list) -> dict[str, Any]:
+    def embed(self, xs: list) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The fused state z (B, H) and the head's info: the forward pass up to the decoder."""
+        if self.frame_tokens:
+            return self.head(list(xs))
         xs = list(xs)
         lengths: dict[int, torch.Tensor] = {}
         for i in self.sequence_inputs:
@@ -85,7 +105,10 @@ class FusionModel(nn.Module):
         for t, (i, j) in enumerate(self.token_index):
             x = self.pool[str(i)](xs[i]) if j is None else xs[i][..., j, :]
             toks.append(self.frame_lstm[str(t)](x, lengths[i]) if i in lengths else x)
-        z, info = self.head(toks)
+        return self.head(toks)
+
+    def forward(self, xs: list) -> dict[str, Any]:
+        z, info = self.embed(xs)
         out = self.decoder(z)
         out["info"] = info
         return out

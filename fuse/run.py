@@ -326,6 +326,9 @@ def load_run(run_dir: str | Path) -> Run:
     missing = [k for k in ("task", "feature_specs", "inputs", "model", "folds", "normalization") if k not in config]
     if missing:
         raise RunError(f"{cfg_path}: missing key(s) {', '.join(missing)}")
+    if config.get("kind") == "multitask":
+        raise RunError(f"{cfg_path}: a multi-task run (--task {config['task']}); loading it for prediction and scoring "
+                       "is not supported yet (its predictions.csv holds every task's out-of-fold predictions)")
     from emo.fuse.runcheck import RunDirError, verify_checkpoints
 
     try:

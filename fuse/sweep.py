@@ -128,8 +128,13 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
               window: int = 1, stride: int = 1, cfg=None, protocol: str = "5", metric: str | None = None,
               out: str | Path = "runs/sweep", align: str = "strict", test_splits: list[str] | None = None,
               progress: bool = True, log: Callable[[str], None] | None = None,
-              train_splits: list[str] | None = None) -> dict[str, Any]:
+              train_splits: list[str] | None = None, label_columns: list[str] | None = None,
+              joint: str = "none") -> dict[str, Any]:
     """Train one probe per layer window and fold, reusing cached cells; write sweep.csv/json/png.
+
+    Multi-task (``cfg.task`` = ``A+B`` label columns, ``label_columns``/``joint`` as in ``emo fuse
+    train``; :mod:`emo.fuse.multitask`): every cell trains all tasks, its metrics are each task's
+    (``<task>_waf``, ...) and ``jrbm``, the default selection metric.
 
     Args:
         features_dir: the ``--out`` of ``emo extract``; dataset: its sub-folder.
@@ -173,7 +178,14 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     from emo.fuse.inputs import FeatureInput
     from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, fold_warnings, make_folds, predefined_split
 
+    from emo.fuse.multitask import MultiConfig, is_multitask, parse_tasks, task_targets, train_multitask_cv
+
     cfg = cfg or TrainConfig(**SWEEP_DEFAULTS)
+    multi_task = cfg.task if is_multitask(cfg.task, label_columns) else None
+    if multi_task:
+        task_specs = parse_tasks(multi_task, label_columns)
+        MultiConfig(joint).validate()
+        cfg = replace(cfg, task="discrete")
     cfg.validate()
     if cfg.layer_weights:
         raise SweepError("a layer sweep probes layers separately; --layer-weights does not apply")
@@ -187,7 +199,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     store = FeatureStore(store_path(features_dir, dataset, spec.name))
     keys = store_layers(spec, store, layers)
     windows = layer_windows(keys, window, stride)
-    metric = metric or default_metric(cfg.task)
+    metric = metric or ("jrbm" if multi_task else default_metric(cfg.task))
 
     # samples and labels from the manifest, aligned like load_features (no feature read yet)
     meta, samples = read_manifest(Path(features_dir) / dataset)
@@ -203,7 +215,11 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         raise FeatureError(f"{store.path}: no samples")
     names = [s.name for s in samples]
     fs = FeatureSet(names, {}, [], samples, meta.get("classes"), meta.get("dataset", dataset))
-    y, mask = targets(samples, cfg.task, fs.classes, cfg.vad_targets)
+    if multi_task:
+        tasks, y, mask = task_targets(samples, task_specs, fs.classes)
+        y["discrete"] = y[tasks[0].name]  # folds are stratified on the first task
+    else:
+        y, mask = targets(samples, cfg.task, fs.classes, cfg.vad_targets)
     rows = np.flatnonzero(mask)
     disc = task_parts(cfg.task)[0]
     n_classes = len(fs.classes) if disc else 0
@@ -233,7 +249,8 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
 
     prov = {k: store.attrs.get(k) for k in ("encoder", "source", "weights_hash", "pooling", "dtype", "created")}
     cell_cfg = replace(cfg, seeds=1) if protocol == "split" else cfg
-    base_key = {"store": prov, "n": len(names), "task": cfg.task, "protocol": protocol, "align": align,
+    base_key = {"store": prov, "n": len(names), "task": multi_task or cfg.task, "protocol": protocol, "align": align,
+                **({"label_columns": list(label_columns or []), "joint": joint} if multi_task else {}),
                 "test": None if test_idx is None else _idx_hash(test_idx)}
     cells: list[_Cell] = []
     for wpos, win in enumerate(windows):
@@ -296,7 +313,11 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
             blocks = {spec.name: x[:, [col[k] for k in c.window]]}
             inputs = [FeatureInput(spec.name, modality, list(c.window), dim)]
             ccfg = replace(cell_cfg, seed=cfg.seed + c.rep) if protocol == "split" else cell_cfg
-            res = train_cv(blocks, inputs, y, [fold], ccfg, n_classes, fs.speakers, test_idx)
+            if multi_task:
+                res = train_multitask_cv(blocks, inputs, {t.name: y[t.name] for t in tasks}, tasks, [fold], ccfg,
+                                         MultiConfig(joint), fs.speakers, test_idx)
+            else:
+                res = train_cv(blocks, inputs, y, [fold], ccfg, n_classes, fs.speakers, test_idx)
             fr = res.folds[0]
             d = {"key": c.key, "window": window_label(c.window), "layers": list(c.window), rep_tag: c.rep,
                  "fold_name": c.rep_name, "n_train": fr["n_train"], "n_val": fr["n_val"], "n_test": fr["n_test"],
@@ -352,6 +373,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         "store": prov, "metric": metric, "higher_is_better": not lower_is_better(metric), "protocol": protocol,
         "selected_on": selected_on, "window": window, "stride": stride, "training": asdict(cfg),
         "n_samples": len(names), "n_labelled": int(mask.sum()), "rows": table,
+        **({"tasks": [t.as_dict() for t in tasks], "joint": joint} if multi_task else {}),
         **({"n_test_partition": int(len(test_idx)), "test_splits": test_splits} if test_idx is not None else {}),
         "train_splits": list(train_splits or []),
         "best": {"window": best["window"], "layers": best["layers"], metric: best[f"{metric}_mean"], f"{metric}_std": best[f"{metric}_std"],
@@ -478,7 +500,9 @@ def sweep_cmd(
     window: int = typer.Option(1, "--window", help="Consecutive layers per probe (1, 3, 6, ...)."),
     stride: int = typer.Option(1, "--stride", help="Step between windows."),
     head: str = typer.Option(SWEEP_DEFAULTS["head"], "--head", help="linear | mlp | afg (any emo fuse head)."),
-    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence"),
+    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence, or label columns A+B (multi-task; metric jrbm)."),
+    label_column: List[str] = typer.Option([], "--label-column", help="NAME=COLUMN for a multi-task --task (as emo fuse train)."),
+    joint: str = typer.Option("none", "--joint", help="Multi-task: none | crossattn | shared (as emo fuse train)."),
     folds: str = typer.Option("5", "--folds", help="K | speaker | split (select on dev, report test)."),
     metric: str = typer.Option("", "--metric", help="Score to plot/select (default: waf, valence_ccc, vad_ccc or mer2023_score by task)."),
     normalize: str = typer.Option(_D.normalize, "--normalize", help="none | global | speaker (default shared with emo fuse train)"),
@@ -517,7 +541,10 @@ def sweep_cmd(
 
     name = spec_name(features)
     out = out or Path("runs") / f"sweep-{dataset}-{name}-w{window}-{head}"
-    cfg = TrainConfig(head=head, task=task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
+    from emo.fuse.multitask import is_multitask
+
+    multi = is_multitask(task, list(label_column))
+    cfg = TrainConfig(head=head, task="discrete" if multi else task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
                       batch_size=batch_size, patience=patience, seeds=seeds, seed=seed, normalize=normalize,
                       class_weights=class_weights, device=device, label_smoothing=label_smoothing, optimizer=optimizer,
                       batched=batched)
@@ -529,10 +556,12 @@ def sweep_cmd(
 
     t0 = time.perf_counter()
     try:
+        if multi:
+            cfg = replace(cfg, task=task)  # run_sweep parses the tasks (and says what is wrong with them)
         summary = run_sweep(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out,
                             test_splits=list(test_split) or None, progress=progress,
                             log=lambda line: typer.echo(line, err=True) if line.startswith(("warning", "sequential", "AdamW")) else None,
-                            train_splits=list(train_splits) or None)
+                            train_splits=list(train_splits) or None, label_columns=list(label_column), joint=joint)
     except SweepError as e:  # settings that do not fit the data (window, metric): the command line is wrong
         raise typer.BadParameter(str(e)) from None
     except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:

@@ -53,7 +53,8 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
           command: list[str] | None = None, progress: Callable[[str], None] | None = None,
           repeats: int = 1, resume: bool = True, restart: bool = False, pseudo_labels: str | Path | None = None,
           pseudo_weight: float = 0.5, lexicon: str | Path | None = None,
-          train_splits: list[str] | None = None, allow_rare_classes: bool = False) -> tuple[CVResult, dict[str, Any]]:
+          train_splits: list[str] | None = None, allow_rare_classes: bool = False, augmented: list[str] | None = None,
+          evaluate_on: str | None = None) -> tuple[CVResult, dict[str, Any]]:
     """Load features and labels, build the protocol's folds, :func:`train_cv`, and write the run directory.
 
     Args:
@@ -77,6 +78,9 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             continue from there when rerun with the same configuration. restart: discard it first.
         allow_rare_classes: accept classes with fewer than 2 labelled samples (by default they are
             refused: a typo in a label file silently becomes a class of its own).
+        augmented, evaluate_on: ``--augmented ENCODER+TAG`` stores whose copies of the training
+            clips join training, ``--evaluate-on TAG`` copies that replace the evaluated clips
+            (:func:`emo.fuse.augmented.apply_augmentation`; not with ``repeats`` > 1).
 
     Returns:
         (result of repeat 0, its config).
@@ -84,6 +88,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     Raises:
         emo.fuse.resume.ResumeError: a partial run with a different configuration exists (named).
     """
+    from emo.fuse.augmented import apply_augmentation
     from emo.fuse.data import load_features, targets
     from emo.fuse.decoders import task_parts
     from emo.fuse.resume import FoldCache, partial_dir
@@ -99,6 +104,10 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         raise ValueError("--class-weights is not supported with --pseudo-labels (weighted KL-divergence training)")
     # HLFT features come as one store per fold (emo extract --adapters): fold k reads fold k's store
     features, fold_features = resolve_fold_features(features_dir, dataset, features)
+    if repeats > 1 and (augmented or evaluate_on):
+        raise ValueError("--repeats cannot be combined with --augmented/--evaluate-on")
+    if (augmented or evaluate_on) and (pseudo_labels is not None or cfg.univa or fold_features):
+        raise ValueError("--augmented/--evaluate-on cannot be combined with --pseudo-labels, --univa or per-fold HLFT stores")
     fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
     rename_fold_inputs(fs, fold_features)
     if test_splits is None:
@@ -170,32 +179,38 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             config["label_space"] = label_space.to_dict()
         if repeats > 1:
             config["repeat"] = {"index": r, "of": repeats, "seed": cfg_r.seed}
+        blocks, names, speakers, y_save = fs.blocks, fs.names, fs.speakers, y  # predictions.csv shows the true labels (y)
+        aug = apply_augmentation(features_dir, dataset, fs, y, folds, test_idx, augmented, evaluate_on)
+        if aug is not None:  # rows N.. hold augmented copies; folds gain/swap them (training clips only)
+            blocks, y_r, folds, test_idx, names, speakers = aug.blocks, aug.y, aug.folds, aug.test_idx, aug.names, aug.speakers
+            y_save = aug.y
+            config["augmentation"] = aug.info
         cache = FoldCache(out, fingerprint(config, folds, test_idx), part=f"seed-{cfg_r.seed}") if (out is not None and resume) else None
         if progress and repeats > 1:
             progress(f"repeat {r + 1}/{repeats} (seed {cfg_r.seed})")
         if fold_features:
-            result = train_cv_fold_stores(fs.blocks, fold_features, None, fs.names, fs.inputs, y_r, folds, cfg_r,
-                                          n_classes, fs.speakers, test_idx, progress)
+            result = train_cv_fold_stores(blocks, fold_features, None, names, fs.inputs, y_r, folds, cfg_r,
+                                          n_classes, speakers, test_idx, progress)
         elif cfg_r.batched or cfg_r.optimizer == "lbfgs":  # every fold x seed at once (emo.fuse.batched)
             from emo.fuse.batched import train_cv_batched
 
-            result = train_cv_batched(fs.blocks, fs.inputs, y_r, folds, cfg_r, n_classes, fs.speakers, test_idx, progress,
+            result = train_cv_batched(blocks, fs.inputs, y_r, folds, cfg_r, n_classes, speakers, test_idx, progress,
                                       log=progress, optimizer=cfg_r.optimizer, fold_cache=cache)
         else:
-            result = train_cv(fs.blocks, fs.inputs, y_r, folds, cfg_r, n_classes, fs.speakers, test_idx, progress, cache)
-        runs.append((result, config, folds, test_idx))
-    result, config, folds, test_idx = runs[0]
+            result = train_cv(blocks, fs.inputs, y_r, folds, cfg_r, n_classes, speakers, test_idx, progress, cache)
+        runs.append((result, config, folds, test_idx, names, y_save))
+    result, config, folds, test_idx, names, y_save = runs[0]
     if cfg.emotion_wheel:  # MER-FG: the emotion-wheel F1 of the pooled out-of-fold multi-label predictions
         config["emotion_wheel"] = add_wheel_metrics(result, fs.samples, config["classes"], cfg.emotion_wheel, cfg.threshold)
     if out is not None:
         from emo.fuse.pseudo import write_fold_names
 
-        save_run(out, config, result, fs.names, folds, y)
-        write_fold_names(out, fs.names, folds, test_idx)  # what the run saw, for emo fuse pseudo-label
-        for res_r, cfg_dict, folds_r, test_r in runs[1:]:
+        save_run(out, config, result, names, folds, y_save)
+        write_fold_names(out, names, folds, test_idx)  # what the run saw, for emo fuse pseudo-label
+        for res_r, cfg_dict, folds_r, test_r, names_r, y_rr in runs[1:]:
             d = Path(out) / "repeats" / f"seed-{cfg_dict['protocol']['seed']}"
-            save_run(d, cfg_dict, res_r, fs.names, folds_r, y)
-            write_fold_names(d, fs.names, folds_r, test_r)
+            save_run(d, cfg_dict, res_r, names_r, folds_r, y_rr)
+            write_fold_names(d, names_r, folds_r, test_r)
         if repeats > 1:
             summary = repeats_summary([r[0] for r in runs], fs, y, config)
             config["repeats_summary"] = summary

@@ -339,3 +339,22 @@ def test_meld_adapter_real(shared):
     assert {x.discrete for x in s} == set(MELD_CLASSES)
     assert all(x.transcript and x.media is None for x in s)
     assert not any(ord(c) in range(0x80, 0xA0) or c in "\u2019\u2026" for x in s for c in x.transcript)
+
+
+def test_cls_pooling_is_the_first_token_of_bert_style_encoders(tiny_bert, tiny_llama):
+    from transformers import AutoModel, AutoTokenizer
+
+    enc = TextEncoder("t", source=str(tiny_bert), layers=["2", "4"], pooling="cls")
+    assert enc.provenance()["pooling"] == "cls"
+    texts = ["oh my god", "i am so happy for you and me today", "no"]  # padded batch
+    out = enc.encode([TextInput(str(i), t) for i, t in enumerate(texts)])
+    tok, model = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert).eval()
+    for t, o in zip(texts, out):
+        ids = tok(t, return_tensors="pt")
+        assert int(ids["input_ids"][0, 0]) == tok.cls_token_id
+        with torch.no_grad():
+            hs = model(**ids, output_hidden_states=True).hidden_states
+        for k in ("2", "4"):
+            np.testing.assert_allclose(o.layers[k], hs[int(k)][0, 0].numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(EncoderError, match="pooling=cls"):
+        TextEncoder("llm", source=str(tiny_llama), pooling="cls")

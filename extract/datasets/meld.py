@@ -94,7 +94,8 @@ class MELD(DatasetAdapter):
     ``name`` = ``{split}_dia{Dialogue_ID}_utt{Utterance_ID}``; ``transcript`` = the cleaned
     ``Utterance`` (or the column named by the ``text_column`` option); ``speaker`` = ``Speaker``;
     ``discrete`` = ``Emotion`` (one of :data:`MELD_CLASSES`, in that index order); ``split`` =
-    ``train``/``dev``/``test``. Absent split files are skipped (at least one must exist).
+    ``train``/``dev``/``test``; ``labels["sentiment"]`` = ``Sentiment`` (negative/neutral/positive,
+    the second label set of multi-task runs). Absent split files are skipped (at least one must exist).
 
     Raises:
         DatasetError: no split file, a missing column, an unknown emotion or a non-integer
@@ -128,6 +129,7 @@ class MELD(DatasetAdapter):
                 out.append(Sample(
                     name=name, media=None, transcript=clean_text(row.get(text_column, "") or ""),
                     discrete=emotion, speaker=clean_text(row["speaker"]) or None, split=split,
+                    labels={"sentiment": row["sentiment"].strip().lower()} if (row.get("sentiment") or "").strip() else None,
                 ))
         if not found:
             raise DatasetError(f"meld: no {'/'.join(MELD_SPLITS)}_sent_emo.csv under {self.root}")

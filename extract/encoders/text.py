@@ -6,6 +6,7 @@ every hidden state of a frozen language model over the transcript's tokens):
 
     ``mean``  e_k = (1 / |R|) * sum_{t in R} h_k[t]      R = real tokens of the transcript
     ``last``  e_k = h_k[max R]                           (hidden state of the last real token)
+    ``cls``   e_k = h_k[first non-padding token]         ([CLS] / <s>; BERT-style encoders only)
 
 ``h_k`` is hidden state ``k`` as ``transformers`` numbers it with ``output_hidden_states``:
 ``0`` is the embedding output and ``k`` the output of transformer layer ``k``. *Real* tokens
@@ -39,7 +40,7 @@ DECODER_MODEL_TYPES = frozenset({
     "starcoder2", "cohere", "glm", "glm4", "granite", "mpt", "codegen",
 })
 
-POOLINGS = ("mean", "last")
+POOLINGS = ("mean", "last", "cls")
 
 
 def is_decoder_config(config: Any) -> bool:
@@ -122,7 +123,9 @@ class TextEncoder(Encoder):
             repository; only on the user's explicit opt-in (``emo extract --trust-remote-code``),
             with a warning. ``needs_remote_code`` (registry option, Baichuan2): refuse to load
             without that opt-in, naming the flag,
-            ``pooling`` ``"mean"`` (default) or ``"last"``,
+            ``pooling`` ``"mean"`` (default), ``"last"`` or ``"cls"`` (the hidden state of the
+            ``[CLS]``/``<s>`` token the tokenizer puts first, as BERT's sentence classifiers read it;
+            encoder models only),
             ``max_tokens`` (int, default 512, capped by the model's position table): longer
             transcripts are truncated and flagged ``truncated``,
             ``dtype`` (``"float32"``, ``"bfloat16"``, ``"float16"``; default bf16 on CUDA, fp32 on CPU),
@@ -202,6 +205,10 @@ class TextEncoder(Encoder):
             tok.pad_token = tok.eos_token
         if self.is_decoder:
             tok.padding_side = "right"
+        if self.pooling == "cls" and (self.is_decoder or tok.cls_token_id is None and tok.bos_token_id is None):
+            raise EncoderError(f"{name}: pooling=cls reads the [CLS]/<s> token of a BERT-style encoder; {src} is "
+                               f"{'a decoder LLM' if self.is_decoder else 'a model whose tokenizer has no [CLS]/<s> token'} "
+                               "(use pooling=mean or last)")
 
         if options.get("dtype"):
             try:
@@ -332,6 +339,9 @@ class TextEncoder(Encoder):
                 if self.pooling == "mean":
                     m = real_d.unsqueeze(-1).to(h.dtype)
                     p = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+                elif self.pooling == "cls":  # the first non-padding token: [CLS] / <s>
+                    first = attn.to(h.device).int().argmax(1)
+                    p = h[torch.arange(h.shape[0], device=h.device), first]
                 else:
                     idx = torch.arange(real_d.shape[1], device=h.device).expand_as(real_d)
                     last = torch.where(real_d, idx, torch.full_like(idx, -1)).max(1).values.clamp(min=0)
