@@ -283,7 +283,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                    disable=not progress, dynamic_ncols=True)
         fold_of = {r: f for r, _, f in reps}
         batched = None
-        if cell_cfg.batched or cell_cfg.optimizer == "lbfgs":  # every remaining cell at once (emo.fuse.batched)
+        if (cell_cfg.batched or cell_cfg.optimizer == "lbfgs") and not multi_task:  # every remaining cell at once (emo.fuse.batched)
             from emo.fuse.batched import train_cells
 
             rcfg = cell_cfg.resolve(max(len(f.train) for f in fold_of.values()))
