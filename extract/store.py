@@ -180,19 +180,6 @@ def mask_to_flags(mask: int) -> set[str]:
     return {f for i, f in enumerate(FLAGS) if mask & (1 << i)}
 
 
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _chunk_rows(n: int, d: int, itemsize: int) -> int:
     """Rows per chunk: about 1 MiB, at least 1, at most n."""
     return max(1, min(n, (1 << 20) // max(1, d * itemsize)))

@@ -354,6 +354,11 @@ def fit_multi(module, forward: Callable, xs_tr: list, ys_tr: list, xs_va: list, 
         for s in range(0, stop, bs):
             idx = perm[s:s + bs].to(cfg.device)
             loss = loss_of(forward(_rows(xs_tr, idx)), [y[idx] for y in ys_tr], label_smoothing)
+            if not torch.isfinite(loss):  # the guard of emo.fuse.fit: a NaN model never reaches a run directory
+                from emo.fuse.runcheck import NonFiniteError
+
+                raise NonFiniteError(f"the training loss became non-finite (NaN/inf) in epoch {epoch}: inputs too large or "
+                                     f"a learning rate of {cfg.lr} too high; try --normalize global or a lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
