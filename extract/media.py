@@ -192,7 +192,6 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, window_seconds
         MediaError: as :func:`load_audio` (no file, no audio stream, undecodable, no samples).
     """
     import av
-    from emo.extract.media import MediaError, _open
 
     win = max(1, round(window_seconds * sample_rate))
     limit = None if max_seconds is None else int(max_seconds * sample_rate)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emo.lexicon.classifier import as_vad_points
+
 #: The accepted range of each of valence, arousal, dominance (NRC-VAD mapped with 2x - 1).
 VAD_RANGE = (-1.0, 1.0)
 DIMS = ("valence", "arousal", "dominance")
@@ -131,11 +133,7 @@ class VADBridge:
         Raises:
             ValueError: wrong shape or non-finite values.
         """
-        x = np.asarray(vad, dtype=np.float64)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2 or x.shape[1] != 3 or not np.all(np.isfinite(x)):
-            raise ValueError(f"VAD points must be finite with shape (N, 3), got shape {np.shape(vad)}")
+        x = as_vad_points(vad)
         labels = [self.classes[k] for k in self.classifier.assign(x)]
         words = [self.vocabulary.nearest(p, self.radius) for p in x]
         lo, hi = VAD_RANGE

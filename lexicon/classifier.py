@@ -19,6 +19,20 @@ from collections.abc import Sequence
 import numpy as np
 
 
+
+def as_vad_points(vad) -> np.ndarray:
+    """``vad`` as float64 (N, 3) points (a single (3,) point becomes (1, 3)).
+
+    Raises:
+        ValueError: wrong shape or non-finite values.
+    """
+    x = np.asarray(vad, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[1] != 3 or not np.all(np.isfinite(x)):
+        raise ValueError(f"VAD input must be finite with shape (3,) or (N, 3), got shape {np.shape(vad)}")
+    return x
+
 class VADClassifier:
     """k-means classifier in VAD space (Jia et al., 2024).
 
@@ -85,11 +99,7 @@ class VADClassifier:
         Raises:
             ValueError: wrong shape or non-finite values.
         """
-        x = np.asarray(vad, dtype=np.float64)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2 or x.shape[1] != 3 or not np.all(np.isfinite(x)):
-            raise ValueError(f"VAD input must be finite with shape (3,) or (N, 3), got shape {np.shape(vad)}")
+        x = as_vad_points(vad)
         d = ((x[:, None, :] - self.centres[None]) ** 2).sum(-1)
         return d.argmin(axis=1).astype(np.int64)
 

@@ -186,6 +186,14 @@ def test_no_private_names_imported_from_other_modules(graph):
     assert not bad, "private names imported from other modules:\n" + "\n".join(bad)
 
 
+def test_no_module_imports_itself(graph):
+    """``from emo.x import y`` inside ``emo.x`` is dead weight (and hides private names from the check above)."""
+    mods, edges = graph
+    bad = [f"{mods[m].relative_to(ROOT)}:{line}: {m} imports itself ({name})" for m, imps in edges.items()
+           for target, name, line in imps if target == m]
+    assert not bad, "\n".join(bad)
+
+
 #: (importer prefix, imported prefix) pairs that must not occur even inside one layer (issue 10).
 FORBIDDEN = [
     ("emo.extract.store", "emo.extract.encoders"),    # the store knows the shared types only
