@@ -51,6 +51,21 @@ class CVResult:
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
 
 
+def fold_inputs(blocks, inputs, fold: Fold, normalize: str, base_norm, speakers, device: str, xs_shared=None):
+    """The model inputs of one fold: ``(normalizer, tensors)``. Global statistics come from the fold's
+    training + inner-validation rows only (never its evaluation rows); speaker statistics from
+    ``base_norm`` (fold independent); with ``normalize="none"`` the shared ``xs_shared`` is reused.
+    """
+    from emo.fuse.data import Normalizer
+
+    norm = Normalizer(normalize)
+    if xs_shared is not None:
+        return norm, xs_shared
+    norm.global_ = Normalizer("global").fit(blocks, np.concatenate([fold.train, fold.val])).global_
+    norm.speaker = base_norm.speaker
+    return norm, torch_inputs(norm.transform(blocks, speakers), inputs, device)
+
+
 def train_cv(blocks: dict[str, np.ndarray], inputs: Iterable[FeatureInput | Mapping[str, Any]], y: dict[str, np.ndarray], folds: list[Fold],
              cfg: TrainConfig, n_classes: int = 0, speakers: list[str | None] | None = None,
              test_idx: np.ndarray | None = None, progress: Callable[[str], None] | None = None,
@@ -128,14 +143,7 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
         t0 = time.perf_counter()
         if len(fold.train) == 0 or len(fold.val) == 0 or len(fold.test) == 0:
             raise ValueError(f"fold {fold.name}: empty train/val/test split")
-        norm = Normalizer(cfg.normalize)
-        if xs_shared is not None:
-            xs = xs_shared
-        else:
-            fit_rows = np.concatenate([fold.train, fold.val])
-            norm.global_ = Normalizer("global").fit(blocks, fit_rows).global_
-            norm.speaker = base_norm.speaker
-            xs = torch_inputs(norm.transform(blocks, speakers), inputs, cfg.device)
+        norm, xs = fold_inputs(blocks, inputs, fold, cfg.normalize, base_norm, speakers, cfg.device, xs_shared)
         sel = lambda rows: [x[torch.as_tensor(rows)] for x in xs]  # noqa: E731
         ysel = lambda rows: {**{k: y[k][rows] for k in needed}, **extra}  # noqa: E731
         if fold_cache is not None and fold_cache.has(fi):  # finished before a kill: reuse, do not retrain

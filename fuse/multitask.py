@@ -440,7 +440,7 @@ def _train_multitask_cv(blocks, inputs, y, tasks, folds, cfg, multi, speakers, t
     from emo.fuse.data import Normalizer
     from emo.fuse.metrics import summarize
     from emo.fuse.batching import torch_inputs
-    from emo.fuse.cv import CVResult
+    from emo.fuse.cv import CVResult, fold_inputs
     from emo.fuse.fit import average_outputs, class_weight_balanced, fit_model, predict_model
 
     names = [t.name for t in tasks]
@@ -457,13 +457,7 @@ def _train_multitask_cv(blocks, inputs, y, tasks, folds, cfg, multi, speakers, t
         t0 = time.perf_counter()
         if len(fold.train) == 0 or len(fold.val) == 0 or len(fold.test) == 0:
             raise ValueError(f"fold {fold.name}: empty train/val/test split")
-        norm = Normalizer(cfg.normalize)
-        if xs_shared is not None:
-            xs = xs_shared
-        else:
-            norm.global_ = Normalizer("global").fit(blocks, np.concatenate([fold.train, fold.val])).global_
-            norm.speaker = base_norm.speaker
-            xs = torch_inputs(norm.transform(blocks, speakers), inputs, dev)
+        norm, xs = fold_inputs(blocks, inputs, fold, cfg.normalize, base_norm, speakers, dev, xs_shared)
         def sel(rows, xs=xs):
             return [x[torch.as_tensor(rows)] for x in xs]
 
