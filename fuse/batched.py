@@ -197,9 +197,10 @@ def job_inputs(xs: list, job: Job, rows: np.ndarray) -> list:
     r = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=xs[0].device)
     out = []
     for i, x in enumerate(xs):
-        g = x[r]
-        if job.cols is not None and job.cols[i] is not None:
-            g = g[:, torch.as_tensor(job.cols[i], device=x.device)]
+        if job.cols is not None and job.cols[i] is not None:  # rows and layers in one gather (no copy of every layer)
+            g = x[r[:, None], torch.as_tensor(job.cols[i], device=x.device)[None, :]]
+        else:
+            g = x[r]
         if job.norm is not None and job.norm[i] is not None:
             m, s = job.norm[i]
             g = (g - torch.as_tensor(m, device=x.device)) / torch.as_tensor(s, device=x.device)
@@ -250,7 +251,7 @@ def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_
     chunks = 0
     for start in range(0, len(jobs), per_chunk):
         idx = list(range(start, min(len(jobs), start + per_chunk)))
-        with _vmappable_attention():
+        with _vmappable_attention(), heap_allocations():
             hook = None if on_epoch is None else (lambda e, ids, p, run, _o=start: on_epoch(e, ids + _o, p, run))
             ms, inf, st = _fit_chunk(xs, y, [jobs[i] for i in idx], cfg, model_args, log, hook)
         for i, m, d in zip(idx, ms, inf):
@@ -258,6 +259,48 @@ def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_
         steps += st
         chunks += 1
     return BatchedFit(models, infos, time.perf_counter() - t0, chunks, steps)
+
+
+class heap_allocations:
+    """Serve large CPU tensors from the heap while training batched (glibc only; elsewhere a no-op).
+
+    The batched step allocates and frees the same few MB-sized tensors thousands of times. glibc
+    hands allocations above ``M_MMAP_THRESHOLD`` to ``mmap`` and returns them at ``free``, so every
+    step page-faults its buffers in again (an elementwise op on 1M floats: 2.2 ms instead of 0.3 ms on
+    the reference machine). Inside the block, allocations up to 32 MiB (glibc's maximum threshold) come from the heap and freed
+    memory is kept (``M_TRIM_THRESHOLD``); afterwards glibc's defaults are restored and the heap
+    is trimmed (``malloc_trim``). The effect of jemalloc/tcmalloc that PyTorch's CPU performance
+    guide recommends, without a preloaded library. ``EMO_MALLOC_TUNING=0`` turns it off.
+    """
+
+    #: mallopt parameters (glibc malloc.h) and glibc's defaults.
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    DEFAULTS = {M_TRIM_THRESHOLD: 128 * 1024, M_MMAP_THRESHOLD: 128 * 1024}
+
+    def __enter__(self):
+        import ctypes
+        import ctypes.util
+        import os
+        import sys
+
+        self._libc = None
+        if sys.platform != "linux" or os.environ.get("EMO_MALLOC_TUNING", "1") == "0":
+            return self
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.mallopt, libc.malloc_trim  # noqa: B018 - glibc only (musl has neither)
+        except (OSError, AttributeError):
+            return self
+        if libc.mallopt(self.M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(self.M_TRIM_THRESHOLD, 1 << 30):
+            self._libc = libc
+        return self
+
+    def __exit__(self, *exc):
+        if self._libc is not None:
+            for k, v in self.DEFAULTS.items():
+                self._libc.mallopt(k, v)
+            self._libc.malloc_trim(0)
+        return False
 
 
 class _vmappable_attention:
@@ -284,6 +327,16 @@ class _vmappable_attention:
 
 
 def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
+    """Train the models of ``jobs`` together (see the module docstring).
+
+    Parameters live stacked: one leaf tensor (k, *shape) per parameter name, over the k models
+    still running (no per-step stacking). One AdamW step updates every model that took a
+    minibatch: the fused kernel of :class:`torch.optim.AdamW` (``torch._fused_adamw_``, the
+    sequential path's optimiser) runs on per-model row views of the stacked parameters,
+    gradients and moments, each with that model's own step count, so the arithmetic is the
+    sequential optimiser's, model by model. When models stop, the stack shrinks to the running
+    ones (their rows, moments and step counts are carried over).
+    """
     import torch
     from torch.func import functional_call
 
@@ -295,30 +348,31 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
     models = [init_model(j.model_args or model_args, j.seed, ytr[i], cfg.decoder, dev) for i, j in enumerate(jobs)]
     use_unc = cfg.loss_weighting == "uncertainty" and cfg.task == "discrete+valence"
     uncs = [UncertaintyLoss().to(dev) for _ in jobs] if use_unc else None
-    # each model keeps its own parameters (leaves); a step stacks them, runs the vmapped model,
-    # and one torch.optim.AdamW (fused, the sequential path's optimiser and parameter groups)
-    # updates every model whose gradient is set: a model without a step has grad None, which
-    # AdamW skips (no decay, no moment update, no step count), so a stopped model is frozen
     names = [n for n, _ in models[0].named_parameters()]
     shapes = [tuple(p.shape) for _, p in models[0].named_parameters()]
-    params = []  # per model: list of tensors in `names` order (+ log_delta)
+    per_model = []
     for k, m in enumerate(models):
         ps = dict(m.named_parameters())
         if [tuple(ps[n].shape) for n in names] != shapes or len(ps) != len(names):
             raise ValueError("models of one batch must have the same parameter shapes")
-        params.append([ps[n] for n in names] + ([uncs[k].log_delta] if uncs else []))
-    decay = [p for k in range(K) for n, p in zip(names, params[k]) if not _no_decay(n, p)]
-    no_decay = [p for k in range(K) for n, p in zip(names, params[k]) if _no_decay(n, p)]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if uncs:
-        groups.append({"params": [u.log_delta for u in uncs], "weight_decay": 0.0})
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=True)
+        per_model.append([ps[n].detach() for n in names] + ([uncs[k].log_delta.detach()] if uncs else []))
+    pnames = names + (["unc.log_delta"] if uncs else [])
+    decays = [0.0 if _no_decay(n, p) else float(cfg.weight_decay) for n, p in zip(names, per_model[0])] + ([0.0] if uncs else [])
+    # the stacked state of the running models: parameters (leaves), persistent gradient buffers,
+    # AdamW moments, per-model step counts (float32 0-d tensors, as torch.optim keeps them on cpu)
+    P = [torch.stack([per_model[k][q] for k in range(K)]).requires_grad_(True) for q in range(len(pnames))]
+    for p in P:
+        p.grad = torch.zeros_like(p)
+    M = [torch.zeros_like(p) for p in P]
+    V = [torch.zeros_like(p) for p in P]
+    steps_t = [torch.zeros((), dtype=torch.float32, device=dev) for _ in range(K)]
+    best_P = [p.detach().clone() for p in P]  # (K, ...) best weights of every model of the chunk
     base = models[0]
     unc_base = uncs[0] if uncs else None
+    groups = sorted(set(decays))
 
     yt = {k: torch.as_tensor(v, device=dev) for k, v in y.items()}
     n_in = len(xs)
-    # per model column selections (K, L_sel) and standardisation (K, L_sel, D) per input
     cols = []
     for i in range(n_in):
         if jobs[0].cols is None or jobs[0].cols[i] is None:
@@ -351,26 +405,37 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
             out.append(g)
         return out
 
-    def stacked(live: np.ndarray) -> dict:
-        """Parameters of the models ``live`` stacked on a leading model dimension, by name."""
-        d = {n: torch.stack([params[k][q] for k in live]) for q, n in enumerate(names)}
-        if uncs:
-            d["unc.log_delta"] = torch.stack([params[k][-1] for k in live])
-        return d
-
     ls = float(cfg.label_smoothing)
 
-    def per_model(p: dict, xb: list, yb: dict, mb, cwb, train: bool):
-        out = functional_call(base, {n: p[n] for n in names}, (xb,))
+    def per_model_loss(p: list, xb: list, yb: dict, mb, cwb, train: bool):
+        out = functional_call(base, dict(zip(names, p[:len(names)])), (xb,))
         losses = masked_task_losses(out, yb, mb, cwb if train else None, ls if train else 0.0)
         if train and unc_base is not None:
-            return functional_call(unc_base, {"log_delta": p["unc.log_delta"]}, (losses["discrete"], losses["valence"]))
+            return functional_call(unc_base, {"log_delta": p[-1]}, (losses["discrete"], losses["valence"]))
         return sum(losses.values())
 
     def loss_of(p, xb, yb, mb, cwb, train):
         in_dims = (0, 0, 0, 0, 0 if cwb is not None else None)
-        fn = torch.vmap(lambda a, b, c, d, e: per_model(a, b, c, d, e, train), in_dims=in_dims, randomness="different")
+        fn = torch.vmap(lambda a, b, c, d, e: per_model_loss(a, b, c, d, e, train), in_dims=in_dims, randomness="different")
         return fn(p, xb, yb, mb, cwb)
+
+    views: dict = {}  # per (rows of the stack) the per-model views AdamW works on, built once per stack
+
+    def adamw_step(rows: tuple[int, ...]) -> None:
+        """One torch.optim.AdamW(fused=True) step for the stacked rows ``rows`` (each its own model)."""
+        if views.get("grads") is not P[0].grad:  # autograd accumulates into the buffers in place; if it ever did not
+            views.clear()
+            views["grads"] = P[0].grad
+        if rows not in views:
+            views[rows] = [([P[q].data[r] for q in qs for r in rows], [P[q].grad[r] for q in qs for r in rows],
+                            [M[q][r] for q in qs for r in rows], [V[q][r] for q in qs for r in rows],
+                            [steps_t[int(lv[r])] for q in qs for r in rows], wd)
+                           for wd in groups for qs in [[q for q in range(len(P)) if decays[q] == wd]]]
+            views[rows, "steps"] = [steps_t[int(lv[r])] for r in rows]
+        torch._foreach_add_(views[rows, "steps"], 1.0)
+        for ps, gs, ms, vs, ss, wd in views[rows]:
+            torch._fused_adamw_(ps, gs, ms, vs, [], ss, lr=float(cfg.lr), beta1=0.9, beta2=0.999, weight_decay=wd,
+                                eps=1e-8, amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
 
     # validation inputs of every model, gathered once (padded with the model's first val row, masked)
     vmax = max(len(j.val) for j in jobs)
@@ -379,61 +444,70 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
     xv = gather(torch.arange(K, device=dev), vidx)
     yv = {k: v[vidx] for k, v in yt.items()}
 
-    best_state: list = [None] * K
     gens = [torch.Generator().manual_seed(j.seed) for j in jobs]
     ntr = [len(j.train) for j in jobs]
     bs = [min(cfg.batch_size, n) for n in ntr]
     bmax = max(bs)
-    trains = [torch.as_tensor(j.train) for j in jobs]
+    trains = [np.asarray(j.train, dtype=np.int64) for j in jobs]
     best = np.full(K, math.inf)
     best_epoch = np.zeros(K, dtype=int)
     wait = np.zeros(K, dtype=int)
     epochs = np.zeros(K, dtype=int)
     running = np.ones(K, dtype=bool)
-    lv = np.arange(K)  # the models still stacked
+    lv = np.arange(K)  # the models still stacked (row r of P is model lv[r])
     steps = 0
     for epoch in range(1, cfg.epochs + 1):
         if not running[lv].any():
             break
         live = torch.as_tensor(lv, device=dev)
-        # this epoch's minibatches of every running model, padded to the longest plan
-        plans = {int(g): epoch_batches(ntr[g], bs[g], gens[g]) for g in lv if running[g]}
-        T = max(len(p) for p in plans.values())
-        idx = np.zeros((T, len(lv), bmax), dtype=np.int64)
-        msk = np.zeros((T, len(lv), bmax), dtype=bool)
-        for r, g in enumerate(lv):
+        # this epoch's minibatches of every running model (its own permutation), padded to the longest plan
+        plans = []
+        for g in lv:
             g = int(g)
-            idx[:, r, :] = jobs[g].train[0]
-            for t, b in enumerate(plans.get(g, [])):
-                rows = trains[g][b].numpy()
-                idx[t, r, :len(rows)] = rows
-                msk[t, r, :len(rows)] = True
-        idx_t = torch.as_tensor(idx, device=dev)
-        msk_t = torch.as_tensor(msk, device=dev)
+            perm = torch.randperm(ntr[g], generator=gens[g]).numpy()
+            stop = ntr[g] - (1 if ntr[g] % bs[g] == 1 and ntr[g] > 1 else 0)
+            plans.append((trains[g][perm[:stop]], bs[g]))
+        T = max(-(-len(r) // b) for r, b in plans)
+        idx = np.empty((len(lv), T * bmax), dtype=np.int64)
+        msk = np.zeros((len(lv), T * bmax), dtype=bool)
+        for r, (rows, b) in enumerate(plans):
+            idx[r] = rows[0] if len(rows) else trains[int(lv[r])][0]
+            if b == bmax:
+                idx[r, :len(rows)] = rows
+                msk[r, :len(rows)] = True
+            else:  # a fold smaller than the batch size: its batches are shorter, one per row of the plan
+                for t in range(-(-len(rows) // b)):
+                    part = rows[t * b:(t + 1) * b]
+                    idx[r, t * bmax:t * bmax + len(part)] = part
+                    msk[r, t * bmax:t * bmax + len(part)] = True
+        idx = idx.reshape(len(lv), T, bmax).transpose(1, 0, 2)
+        msk = msk.reshape(len(lv), T, bmax).transpose(1, 0, 2)
+        idx_t = torch.as_tensor(np.ascontiguousarray(idx), device=dev)
+        msk_t = torch.as_tensor(np.ascontiguousarray(msk), device=dev)
         act = msk.any(-1)  # (T, k): the model takes a step
         cw_live = cw[live] if cw is not None else None
         base.train()
         finite = torch.ones(len(lv), dtype=torch.bool, device=dev)  # per model, checked once per epoch (no sync per step)
         act_dev = torch.as_tensor(act, device=dev)  # padded steps (no rows: 0/0 losses) are not checked
+        all_rows = tuple(range(len(lv)))
         for t in range(T):
             xb = gather(live, idx_t[t])
             yb = {k: v[idx_t[t]] for k, v in yt.items()}
-            opt.zero_grad(set_to_none=True)
-            model_losses_t = loss_of(stacked(lv), xb, yb, msk_t[t], cw_live, True)
+            for p in P:
+                p.grad.zero_()
+            model_losses_t = loss_of(P, xb, yb, msk_t[t], cw_live, True)
             finite &= torch.isfinite(model_losses_t.detach()) | ~act_dev[t]
             model_losses_t.sum().backward()
-            for r in np.flatnonzero(~act[t]):  # padded step: no update at all for this model
-                for p in params[int(lv[r])]:
-                    p.grad = None
-            opt.step()
+            adamw_step(all_rows if act[t].all() else tuple(int(r) for r in np.flatnonzero(act[t])))
             steps += 1
         # per-model inner-validation loss (no class weights, no smoothing: as the sequential loop)
         base.eval()
         with torch.no_grad():
-            vl = loss_of(stacked(lv), [x[live] for x in xv], {k: v[live] for k, v in yv.items()},
+            vl = loss_of([p.detach() for p in P], [x[live] for x in xv], {k: v[live] for k, v in yv.items()},
                          vmask[live], None, False).double().cpu().numpy()
-        bad = [(int(g), "training") for r, g in enumerate(lv) if running[g] and not bool(finite[r])]
-        bad += [(int(g), "validation") for r, g in enumerate(lv) if running[g] and bool(finite[r]) and not np.isfinite(vl[r])]
+        fin = finite.cpu().numpy()
+        bad = [(int(g), "training") for r, g in enumerate(lv) if running[g] and not fin[r]]
+        bad += [(int(g), "validation") for r, g in enumerate(lv) if running[g] and fin[r] and not np.isfinite(vl[r])]
         if bad:  # the same guard as the sequential loop (emo.fuse.fit): never a NaN model, never NaN predictions
             from emo.fuse.runcheck import NonFiniteError
 
@@ -442,6 +516,7 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
                 f"the {which} loss became non-finite (NaN/inf) in epoch {epoch} (model {g}, seed {jobs[g].seed}; "
                 f"{len(bad)} of {len(lv)} models): inputs too large or a learning rate of {cfg.lr} too high; "
                 "try --normalize global or a lower --lr")
+        improved = []
         for r, g in enumerate(lv):
             g = int(g)
             if not running[g]:
@@ -449,27 +524,43 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
             epochs[g] = epoch
             if vl[r] < best[g] - 1e-5:
                 best[g], best_epoch[g], wait[g] = vl[r], epoch, 0
-                best_state[g] = [p.detach().clone() for p in params[g]]
+                improved.append((r, g))
             else:
                 wait[g] += 1
                 if wait[g] >= cfg.patience:
                     running[g] = False
+        if improved:
+            rr = torch.as_tensor([r for r, _ in improved], device=dev)
+            gg = torch.as_tensor([g for _, g in improved], device=dev)
+            with torch.no_grad():
+                for q, p in enumerate(P):
+                    best_P[q].index_copy_(0, gg, p.detach().index_select(0, rr))
         if on_epoch is not None:
             with torch.no_grad():
-                flat = torch.stack([torch.cat([p.detach().reshape(-1) for p in params[int(g)]]) for g in lv])
+                flat = torch.cat([p.detach().reshape(len(lv), -1) for p in P], 1).clone()
             on_epoch(epoch, lv.copy(), flat, running.copy())
-        # stopped models leave the stack (each model owns its parameters: nothing to copy)
-        keep = lv[running[lv]]
-        if len(keep):
-            lv = keep
+        # stopped models leave the stack: keep the running rows of parameters, moments and steps
+        keep_r = np.flatnonzero(running[lv])
+        if 0 < len(keep_r) < len(lv):
+            kr = torch.as_tensor(keep_r, device=dev)
+            with torch.no_grad():
+                P = [p.detach().index_select(0, kr).requires_grad_(True) for p in P]
+                for p in P:
+                    p.grad = torch.zeros_like(p)
+                M = [m.index_select(0, kr) for m in M]
+                V = [v.index_select(0, kr) for v in V]
+            lv = lv[keep_r]
+            views.clear()
     if log:
         log(f"batched: {K} models, {steps} steps, epochs {epochs.min()}-{epochs.max()}")
     infos = []
     with torch.no_grad():
         for g, m in enumerate(models):
-            if best_state[g] is not None:  # else (the loss never improved) the last weights, as sequential
-                for p, b in zip(params[g], best_state[g]):
-                    p.copy_(b)
+            ps = dict(m.named_parameters())
+            for q, n in enumerate(names):
+                ps[n].copy_(best_P[q][g])
+            if uncs is not None:
+                uncs[g].log_delta.copy_(best_P[-1][g])
             m.eval()
             info: dict[str, Any] = {"epochs": int(epochs[g]), "best_epoch": int(best_epoch[g]), "best_val_loss": float(best[g])}
             if uncs is not None:
@@ -688,7 +779,8 @@ def train_cells(x: np.ndarray, inp, cells: list[tuple[list[int], Fold, int]], cf
         cols = np.asarray(cols, dtype=np.int64)
         norm = None
         if cfg.normalize == "global":
-            st = Normalizer("global").fit({inp.name: x[:, cols]}, np.concatenate([fold.train, fold.val])).global_[inp.name]
+            rows = np.concatenate([fold.train, fold.val])  # only these rows and layers are copied
+            st = Normalizer("global").fit({inp.name: x[rows[:, None], cols[None, :]]}, np.arange(len(rows))).global_[inp.name]
             norm = [st]
         args = cfg.model_args([replace(inp, layers=[str(c) for c in cols])], n_classes)
         cw = class_weight_balanced(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None

@@ -33,6 +33,24 @@ import torch
 from torch import nn
 
 
+class Dropout(nn.Dropout):
+    """Inverted dropout (Srivastava et al. 2014), ``nn.Dropout``'s semantics: in training each element
+    is kept with probability ``1 - p`` and scaled by ``1 / (1 - p)``; identity in eval mode.
+
+    The mask is drawn as ``torch.rand_like(x) >= p`` instead of ``nn.Dropout``'s ``bernoulli_``, which
+    on CPU is about 4x slower at the sizes the fold-parallel trainer draws (120 models x 32 rows x
+    256 units: 13.9 ms vs 3.3 ms per mask on the 2-core reference machine). Same distribution, a
+    different random stream. Works under ``torch.vmap(..., randomness="different")``.
+    No parameters: checkpoints are unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p >= 1.0:
+            return torch.zeros_like(x)
+        return torch.where(torch.rand_like(x) >= self.p, x * (1.0 / (1.0 - self.p)), 0.0)
+
 @dataclass(frozen=True)
 class Token:
     """Description of one head input: the encoder it comes from, its modality
@@ -110,7 +128,7 @@ class AFG(nn.Module):
         else:
             self.att = nn.Linear(hidden, hidden)
             self.v = nn.Linear(hidden, 1, bias=False)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.stack([self.drop(torch.relu(p(x))) for p, x in zip(self.proj, xs)], dim=1)  # (B, N, H) eq. 1
@@ -189,7 +207,7 @@ class AttentionFusion(nn.Module):
         super().__init__()
         self.out_dim = hidden
         self.mlps = nn.ModuleList(
-            nn.Sequential(nn.Linear(t.dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU())
+            nn.Sequential(nn.Linear(t.dim, hidden), nn.ReLU(), Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU())
             for t in tokens
         )
         self.score = nn.Linear(hidden, 1)
@@ -240,8 +258,8 @@ class MLPHead(nn.Module):
         super().__init__()
         self.out_dim = hidden
         d = sum(t.dim for t in tokens)
-        self.net = nn.Sequential(nn.Dropout(min(dropout, 0.2)), nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.net = nn.Sequential(Dropout(min(dropout, 0.2)), nn.Linear(d, hidden), nn.ReLU(), Dropout(dropout),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), Dropout(dropout))
 
     def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         return self.net(torch.cat(xs, dim=1)), {}
@@ -281,7 +299,7 @@ class UniVAHead(nn.Module):
         self.groups = [groups[m] for m in self.modalities]
         self.encoders = nn.ModuleList(nn.Linear(sum(tokens[i].dim for i in g), hidden) for g in self.groups)
         self.fuse = nn.Linear(hidden * len(self.groups), hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.proj = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, proj_dim))
                                   for _ in self.groups)
         self.out_dim = hidden

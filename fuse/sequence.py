@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from emo.fuse.frames import PackedFrames
-from emo.fuse.heads import LayerWeights, Token
+from emo.fuse.heads import Dropout, LayerWeights, Token
 
 FRAME_ENCODERS = ("lstm", "textcnn")
 
@@ -57,7 +57,7 @@ class TextCNN(nn.Module):
         super().__init__()
         self.widths = tuple(int(w) for w in widths)
         self.convs = nn.ModuleList(nn.Conv1d(dim, maps, w) for w in self.widths)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.out_dim = maps * len(self.widths)
 
     def sequence(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,8 @@ def test_batched_predictions_match_the_sequential_loop(case):
         for sa, sb in zip(a, b):
             assert sa.keys() == sb.keys()
             for name in sa:
+                if name.endswith("head.score.bias"):  # attention fusion: a bias shared by every input's score cancels
+                    continue                          # in the softmax (zero gradient up to rounding, as above)
                 torch.testing.assert_close(sb[name], sa[name], atol=2e-4, rtol=1e-3)  # float rounding accumulates over steps
     if case.get("loss_weighting") == "uncertainty":
         w_seq = [f["loss_weights"] for d in seq.diagnostics for f in d["fits"]]
