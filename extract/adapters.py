@@ -1,7 +1,7 @@
 """Bottleneck adapters in a window of transformer layers, and the prefix-cached forward (HLFT).
 
 Source: Zhao, Chen, Li, Jiang, Xie, "Improving Multimodal Emotion Recognition by Leveraging
-Acoustic Adaptation and Visual Alignment" (MRAC '24, MER 2024-SEMI), §2.1, eq. 1: in each of
+Acoustic Adaptation and Visual Alignment" (MRAC '24, the MER 2024-SEMI paper), acoustic adaptation, eq. 1: in each of
 the ``k`` consecutive transformer layers of a window (16–21 of HuBERT-large in the paper) a
 bottleneck adapter
 
@@ -82,7 +82,7 @@ class _ReLUOpenAtZero(torch.autograd.Function):
 
 
 class BottleneckAdapter(nn.Module):
-    """``y = x + ReLU(W_up · ReLU(W_down x + b_down) + b_up)`` (MER 2024 HLFT, eq. 1).
+    """``y = x + ReLU(W_up · ReLU(W_down x + b_down) + b_up)`` (HLFT, Zhao et al., MRAC '24, eq. 1).
 
     Args:
         dim: D, the model's hidden size.

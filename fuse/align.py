@@ -1,6 +1,6 @@
 """CLIPL-A: contrastive alignment of visual features to acoustic features (Zhao, Chen, Li, Jiang,
 Xie, "Improving Multimodal Emotion Recognition by Leveraging Acoustic Adaptation and Visual
-Alignment", MRAC '24, MER 2024-SEMI, Sec. 3.2, eq. 5–7).
+Alignment", MRAC '24, the MER 2024-SEMI paper, visual alignment, eq. 5–7).
 
 * eq. 5, the vision MLP: ``f_v = ReLU(W_1 ReLU(W_2 f̂_v + b_1) + b_2)`` mapping a stored visual
   feature (d_v) into the space of a stored audio feature (d_a → d_a), :class:`VisionMLP`;

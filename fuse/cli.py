@@ -49,7 +49,7 @@ def train(
     vad_targets: str = typer.Option("dataset", "--vad-targets", help="VAD targets: dataset (its valence/arousal/dominance columns) | lexicon (the NRC-VAD point of each discrete label, neutral = origin; the file: --lexicon)."),
     emotion_wheel: str = typer.Option("", "--emotion-wheel", help="--task multilabel: the MER emotion_wheel/ folder (format.csv, synonym.xlsx, wheel1-5.xlsx): word forms merged in the class list, emotion-wheel F1 (MER-FG metric) in metrics.json."),
     decoder: str = typer.Option("separate", "--decoder", help="separate | jdev (joint emotion-valence decoding)"),
-    loss_weighting: str = typer.Option("fixed", "--loss-weighting", help="fixed | uncertainty (eq. 9)"),
+    loss_weighting: str = typer.Option("fixed", "--loss-weighting", help="fixed | uncertainty (Wang et al., MER 2023: uncertainty-weighted multi-task loss)"),
     class_weights: bool = typer.Option(False, "--class-weights", help="Balanced class weights in the cross-entropy."),
     folds: str = typer.Option("5", "--folds", help="K (stratified k-fold) | speaker (leave-one-speaker-out) | split"),
     test_split: List[str] = typer.Option([], "--test-split", help="Partition(s) held out as test set (fold models averaged)."),

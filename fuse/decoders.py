@@ -47,12 +47,15 @@ class SeparateDecoder(nn.Module):
 
 
 class JDEV(nn.Module):
-    """Joint decoding of emotion and valence (Wang et al., MER 2023, eq. 5–8).
+    """Joint decoding of emotion and valence, JDEV (Wang et al., "Hierarchical Audio-Visual
+    Information Fusion with Multi-label Joint Decoding for MER 2023", ACM MM 2023, the joint
+    decoding structure; its equation numbers are not cited here because they could not be
+    verified against the paper):
 
-    eq. 5: emotion logits ``e = W_e z + b_e`` and posterior ``p = softmax(e)`` (B, C);
-    eq. 6: valence from the fused state, ``v_z = W_v z + b_v`` (B, 1);
-    eq. 7: valence from the emotion posterior, ``v_p = tanh(W_p p + b_p)`` (B, 1);
-    eq. 8: combination by a learned 2→1 layer, ``v = W_c [v_z; v_p] + b_c`` (B,).
+    * emotion logits ``e = W_e z + b_e`` and posterior ``p = softmax(e)`` (B, C);
+    * valence from the fused state, ``v_z = W_v z + b_v`` (B, 1);
+    * valence from the emotion posterior, ``v_p = tanh(W_p p + b_p)`` (B, 1);
+    * combination by a learned 2→1 layer, ``v = W_c [v_z; v_p] + b_c`` (B,).
 
     Only for ``task="discrete+valence"``.
     """
@@ -65,8 +68,8 @@ class JDEV(nn.Module):
         self.combine = nn.Linear(2, 1)
 
     def forward(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.emotion(z)  # eq. 5
-        v_z = self.valence(z)  # eq. 6
-        v_p = torch.tanh(self.from_posterior(torch.softmax(logits, dim=-1)))  # eq. 7
-        v = self.combine(torch.cat([v_z, v_p], dim=-1)).squeeze(-1)  # eq. 8
+        logits = self.emotion(z)  # e = W_e z + b_e
+        v_z = self.valence(z)  # valence from the fused state
+        v_p = torch.tanh(self.from_posterior(torch.softmax(logits, dim=-1)))  # valence from the posterior
+        v = self.combine(torch.cat([v_z, v_p], dim=-1)).squeeze(-1)  # learned 2→1 combination
         return {"logits": logits, "valence": v}

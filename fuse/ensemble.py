@@ -1,12 +1,13 @@
 """Decision-level fusion of several runs (``emo fuse ensemble RUN... --out DIR``).
 
 Wang et al., "Hierarchical Audio-Visual Information Fusion with Multi-label Joint Decoding for
-MER 2023" (ACM MM 2023, arXiv:2309.07925), eq. 10–11: the fused emotion posterior and valence of
-K runs are weighted sums with weights on the simplex,
+MER 2023" (ACM MM 2023, arXiv:2309.07925), fuse their three structures at the posterior level.
+Here the fused emotion posterior and valence of K runs are weighted sums with weights on the
+simplex (emo does not cite the paper's equation numbers: they could not be verified):
 
-    eq. 10:  p = Σ_i w_i p_i          (p_i: run i's class posterior, (N, C))
-    eq. 11:  v = Σ_i w_i v_i          (v_i: run i's valence, (N,))
-             w_i >= 0, Σ_i w_i = 1,
+    p = Σ_i w_i p_i          (p_i: run i's class posterior, (N, C))
+    v = Σ_i w_i v_i          (v_i: run i's valence, (N,))
+    w_i >= 0, Σ_i w_i = 1,
 
 with one weight vector shared by both equations, tuned on validation predictions. The
 validation predictions of a run are its out-of-fold predictions (``predictions.csv`` rows whose
@@ -184,11 +185,11 @@ def read_run_predictions(run_dir: str | Path) -> RunPredictions:
 
 
 # ---------------------------------------------------------------------------
-# Eq. 10-11 and fast vectorised scores for the weight search
+# Posterior-level fusion and fast vectorised scores for the weight search
 # ---------------------------------------------------------------------------
 
 def fuse_outputs(parts: list[dict[str, Any]], weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Eq. 10 ``p = Σ w_i p_i`` on ``probs`` and eq. 11 ``v = Σ w_i v_i`` on ``valence`` (and ``vad``).
+    """``p = Σ w_i p_i`` on ``probs`` and ``v = Σ w_i v_i`` on ``valence`` (and ``vad``).
 
     Args:
         parts: per run a dict with ``probs`` (N, C) and/or ``valence`` (N,) / ``vad`` (N, 3), rows aligned.
@@ -292,7 +293,7 @@ def _score_grid(parts: list[dict[str, Any]], y: dict[str, np.ndarray], grid: np.
 
 def search_weights(parts: list[dict[str, Any]], y: dict[str, np.ndarray], metric: str, n_classes: int = 0,
                    step: float = 0.05, max_points: int = 20000, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
-    """Weights on the simplex maximising the validation ``metric`` of eq. 10–11 (see module docstring).
+    """Weights on the simplex maximising the validation ``metric`` of the fused outputs (see module docstring).
 
     Args:
         parts: per run, validation outputs (``probs`` (N, C), ``valence`` (N,), ``vad`` (N, 3)), rows aligned.
@@ -320,7 +321,7 @@ def search_weights(parts: list[dict[str, Any]], y: dict[str, np.ndarray], metric
 def nested_fusion(parts: list[dict[str, Any]], y: dict[str, np.ndarray], groups: np.ndarray, metric: str,
                   n_classes: int = 0, step: float = 0.05, max_points: int = 20000,
                   seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Nested eq. 10-11 fusion: each group's rows are fused with weights tuned on the other groups.
+    """Nested posterior-level fusion: each group's rows are fused with weights tuned on the other groups.
 
     Args:
         parts: per run, outputs (``probs`` (N, C), ``valence`` (N,), ``vad`` (N, 3)), rows aligned
@@ -401,7 +402,7 @@ def _metrics(outs: dict[str, np.ndarray], y: dict[str, np.ndarray], mask: np.nda
 
 def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = None, step: float = 0.05,
              max_points: int = 20000, seed: int = 0, optimistic: bool = False) -> dict[str, Any]:
-    """Tune eq. 10–11 weights on the runs' validation predictions and write the fused run; the
+    """Tune the fusion weights on the runs' validation predictions and write the fused run; the
     validation score is nested (see the module docstring), the same-data score only if ``optimistic``.
 
     Args:
@@ -453,7 +454,7 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
             fused_val[k][mask] = nested_out[k]
         per_group = {g: {str(r.path): round(float(x), 6) for r, x in zip(runs, wv)} for g, wv in wg.items()}
     result: dict[str, Any] = {
-        "command": None, "method": "Wang et al. 2023 (arXiv:2309.07925) eq. 10-11: weighted sum of posteriors and valences, weights on the simplex",
+        "command": None, "method": "posterior-level fusion after Wang et al. 2023 (arXiv:2309.07925): weighted sum of posteriors and valences, weights on the simplex",
         "runs": [str(r.path) for r in runs], "task": base.task, "classes": base.classes, "metric": metric,
         "weights": {str(r.path): round(float(x), 6) for r, x in zip(runs, w)}, "search": info,
         "validation": {"source": sorted({r.val_source for r in runs}), "n": int(mask.sum()),
@@ -503,7 +504,7 @@ def ensemble_cmd(
     seed: int = typer.Option(0, "--seed"),
     optimistic: bool = typer.Option(False, "--optimistic", help="Also report the same-data score (weights tuned and scored on the same rows; biased upwards)."),
 ) -> None:
-    """Decision-level fusion (MER 2023 eq. 10-11): weighted sum of the runs' posteriors and valences,
+    """Decision-level fusion (posterior level, after Wang et al., MER 2023): weighted sum of the runs' posteriors and valences,
     weights summing to 1, tuned on validation (out-of-fold) predictions. The reported validation
     score is nested: each evaluation group (speaker or fold) is fused with weights tuned on the others."""
     import shlex
@@ -533,7 +534,7 @@ def ensemble_cmd(
         if "runs" in res.get("test", {}):
             line += f" {res['test']['runs'][r][m]:>18.4f}"
         typer.echo(line)
-    label = "fused, nested (eq. 10-11)" if res["validation"]["nested"] else "fused, optimistic (eq. 10-11)"
+    label = "fused, nested" if res["validation"]["nested"] else "fused, optimistic"
     line = f"{label:<40} {1.0:>7.3f} {res['validation']['fused'][m]:>18.4f}"
     if "runs" in res.get("test", {}):
         line += f" {res['test']['fused'][m]:>18.4f}"

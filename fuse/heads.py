@@ -93,7 +93,7 @@ AFG_SCORES = ("concat", "per-input")
 
 class AFG(nn.Module):
     """Attention-guided feature gathering (Wang et al., "Hierarchical Audio-Visual Information
-    Fusion with Multi-label Joint Decoding for MER 2023", ACM MM 2023, §3.2, eq. 1–3).
+    Fusion with Multi-label Joint Decoding for MER 2023", ACM MM 2023, eq. 1–3).
 
     eq. 1: project each input to a common dimension, ``h^i = ReLU(W_i x^i + b_i)`` (H);
     eq. 2 (``scores="concat"``, the paper's form and the default): attention scores from the
@@ -278,7 +278,7 @@ class LinearProbe(nn.Module):
 
 
 class UniVAHead(nn.Module):
-    """Per-modality encoders, fusion, and projection heads for UniVA (eq. 1–2, 11).
+    """Per-modality encoders, fusion, and projection heads for UniVA (the model whose loss is eq. 11).
 
     Tokens (:class:`emo.fuse.heads.Token`) are grouped by modality. Each modality m's tokens
     are concatenated and encoded, ``h_m = Dropout(ReLU(W_m [x_t]_{t∈m} + b_m))`` (H); the fused

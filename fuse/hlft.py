@@ -1,7 +1,7 @@
-"""HLFT: hierarchical layer fine-tuning with adapters on cached layer prefixes (MER 2024, eq. 1–4).
+"""HLFT: hierarchical layer fine-tuning with adapters on cached layer prefixes (MRAC '24, eq. 1–4).
 
 Source: Zhao, Chen, Li, Jiang, Xie, "Improving Multimodal Emotion Recognition by Leveraging
-Acoustic Adaptation and Visual Alignment" (MRAC '24), §2.1. HLFT(16–21) of HuBERT-large reaches
+Acoustic Adaptation and Visual Alignment" (MRAC '24), acoustic adaptation. HLFT(16–21) of HuBERT-large reaches
 80.24 WAF on MER 2024 Train&Val against 73.98 for the frozen HL(16–21).
 
 The model (:class:`HLFTModel`), from the cached hidden state entering layer ``a``:

@@ -8,7 +8,8 @@ from torch.nn import functional as F
 
 
 class UncertaintyLoss(nn.Module):
-    """Uncertainty-weighted multi-task loss (Wang et al., MER 2023, eq. 9):
+    """Uncertainty-weighted multi-task loss (Wang et al., MER 2023, the multi-task loss based on
+    uncertainty; equation number not verified against the paper, so none is cited):
 
     ``L = L_e / δ1² + L_v / (2 δ2²) + log(1 + δ1) + log(1 + δ2)``
 

@@ -3,7 +3,7 @@
 A sample may carry several emotion words (``Sample.emotions``: a ``folder`` dataset's
 ``emotions`` column, MER 2025/2026 fine-grained lists). Following UniVA (Zheng, Yu, Xia,
 "A Unimodal Valence-Arousal Driven Contrastive Learning Framework for Multimodal Multi-Label
-Emotion Recognition"):
+Emotion Recognition", ACM MM 2024):
 
 * the model outputs one softmax distribution over the C labels (eq. 7);
 * the target is the *normalised* multi-hot vector ``y_i / Σ_j y_ij`` and the loss is the KL

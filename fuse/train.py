@@ -73,7 +73,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             :mod:`emo.fuse.stats`).
         pseudo_labels, pseudo_weight: a ``pseudo.csv`` of ``emo fuse pseudo-label`` whose clips join
             the training part of every fold with this loss weight (:mod:`emo.fuse.pseudo`).
-        lexicon: NRC-VAD file for ``cfg.univa`` (valence-arousal of labels/transcripts, eq. 8 matrix).
+        lexicon: NRC-VAD file for ``cfg.univa`` (valence-arousal of labels/transcripts, the UniVA eq. 8 matrix).
         resume: keep each finished fold in ``<parent>/.<out>.partial/`` (:mod:`emo.fuse.resume`) and
             continue from there when rerun with the same configuration. restart: discard it first.
         allow_rare_classes: accept classes with fewer than 2 labelled samples (by default they are

@@ -118,7 +118,7 @@ def tune_hlft(features_dir: str | Path, dataset: str, encoder: str, layers: str 
     cfg = cfg or HLFTConfig()
     cfg.validate()
     if task != "discrete":
-        raise TuneError(f"emo tune hlft trains a classifier (MER 2024 eq. 2): --task must be discrete, not {task!r}")
+        raise TuneError(f"emo tune hlft trains a classifier (Zhao et al., MRAC '24, eq. 2): --task must be discrete, not {task!r}")
     first, last = parse_window(layers, 10 ** 6)
     key = str(first - 1)
     path = Path(prefix_store) if prefix_store else store_path(features_dir, dataset, encoder)

@@ -38,7 +38,7 @@ def hlft(
     threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default)."),
     out: Path = typer.Option(Path("runs/hlft"), "--out", help="Run directory."),
 ) -> None:
-    """Train one HLFT adapter set per fold (MER 2024 eq. 1-4) on the cached prefix; report WAF/UAR/accuracy."""
+    """Train one HLFT adapter set per fold (Zhao et al., MRAC '24, eq. 1-4) on the cached prefix; report WAF/UAR/accuracy."""
     from emo.exitcodes import ExitCode
     from emo.extract.adapters import AdapterError
     from emo.extract.datasets.base import DatasetError

@@ -2,7 +2,7 @@
 trainer behind ``--task multilabel``, ``--univa`` and ``--pseudo-labels``.
 
 Source: Zheng, Yu, Xia, "A Unimodal Valence-Arousal Driven Contrastive Learning Framework for
-Multimodal Multi-Label Emotion Recognition" (UniVA).
+Multimodal Multi-Label Emotion Recognition" (UniVA, ACM MM 2024).
 
 * :func:`sample_va`: the valence-arousal (VA) of each sample, from the dataset's own valence and
   arousal columns, else the NRC-VAD of its label word(s), else the NRC-VAD of its transcript

@@ -1,5 +1,5 @@
 """UniVA's emotion-correlation prior (Zheng, Yu, Xia, "A Unimodal Valence-Arousal Driven
-Contrastive Learning Framework for Multimodal Multi-Label Emotion Recognition", eq. 8–9).
+Contrastive Learning Framework for Multimodal Multi-Label Emotion Recognition", ACM MM 2024, eq. 8–9).
 
 * Eq. 8, the emotion correlation matrix: ``M_jl = cos((V_j, A_j), (V_l, A_l))``, the cosine of
   the labels' valence-arousal vectors (:func:`correlation_matrix`). The VA of a label is the

@@ -11,7 +11,7 @@ validation = one other training speaker), speaker normalisation and head setting
 
 1. AFG head on ``egemaps`` alone; 2. AFG head on ``mfcc`` alone;
 3. AFG feature-level fusion of both (Wang et al., MER 2023, eq. 1–3);
-4. decision-level fusion of runs 1 and 2 (MER 2023 eq. 10): (a) ``emo fuse ensemble`` with the
+4. decision-level (posterior) fusion of runs 1 and 2 (after Wang et al., MER 2023): (a) ``emo fuse ensemble`` with the
    weights tuned on all out-of-fold predictions (optimistic by construction: tuned and scored on
    the same predictions); (b) nested, unbiased: for each held-out speaker the weights are tuned
    on the other nine speakers' out-of-fold predictions and applied to the held-out speaker.
@@ -82,19 +82,19 @@ def main() -> None:
                      "n": int(len(r.oof["index"])), "n_folds": len(r.folds), "seconds": round(time.perf_counter() - t, 1)}
         print(f"{name}: UAR {res[name]['uar']:.4f}  acc {res[name]['accuracy']:.4f}  WAF {res[name]['waf']:.4f}", file=sys.stderr)
 
-    # emo fuse ensemble's default is nested tuning: each held-out speaker's fold is fused with eq. 10 weights
+    # emo fuse ensemble's default is nested tuning: each held-out speaker's fold is fused with posterior weights
     # tuned on the other nine speakers' out-of-fold predictions; --optimistic adds the same-data score.
     ens = ensemble([runs / "egemaps", runs / "mfcc"], runs / "ensemble", metric="uar", optimistic=True)
     opt = ens["validation"]["fused_optimistic"]
     res["decision_fusion"] = {"weights": {Path(k).name: v for k, v in ens["weights"].items()},
                               **{k: round(opt[k], 4) for k in ("uar", "accuracy", "waf")},
-                              "note": "eq. 10 weights tuned on the same out-of-fold predictions they are scored on (optimistic)"}
+                              "note": "posterior-fusion weights tuned on the same out-of-fold predictions they are scored on (optimistic)"}
     nested = ens["validation"]["fused"]
     res["decision_fusion_nested"] = {**{k: round(nested[k], 4) for k in ("uar", "accuracy", "waf")},
                                      "egemaps_weight_per_held_out_speaker": {
                                          g.split("=", 1)[-1]: round(w[str(runs / "egemaps")], 3)
                                          for g, w in ens["weights_per_held_out_group"].items()},
-                                     "note": "emo fuse ensemble default: eq. 10 weights tuned on the other 9 speakers' "
+                                     "note": "emo fuse ensemble default: posterior-fusion weights tuned on the other 9 speakers' "
                                              "out-of-fold predictions (unbiased)"}
 
     from dataclasses import replace

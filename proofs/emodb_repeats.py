@@ -6,7 +6,7 @@ EmoDB (535 utterances, 10 speakers, 7 emotions), eGeMAPS and MFCC statistics ext
 1. ``emo fuse train --repeats 5`` for the AFG and the attention head on eGeMAPS and the AFG head on
    MFCC: five reseeded cross-validations each, pooled out-of-fold UAR as mean ± std over the
    repeats, and the 95 % bootstrap interval over the 10 speakers of the repeat-averaged UAR.
-2. ``emo fuse ensemble`` of the eGeMAPS and MFCC AFG runs: eq. 10 weights tuned nested (each held-out
+2. ``emo fuse ensemble`` of the eGeMAPS and MFCC AFG runs: posterior-fusion weights tuned nested (each held-out
    speaker fused with weights tuned on the other nine), plus the optimistic same-data score.
 3. ``emo fuse compare``: the paired speaker-bootstrap difference of the nested ensemble and the best
    single run, with its interval.

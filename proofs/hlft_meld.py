@@ -1,4 +1,4 @@
-"""Proof: HLFT adapters (MER 2024 eq. 1–4) on MELD text with the real all-MiniLM-L6-v2, trained on a
+"""Proof: HLFT adapters (Zhao et al., MRAC '24, eq. 1–4) on MELD text with the real all-MiniLM-L6-v2, trained on a
 cached layer prefix.
 
 1. Prefix cache, once: emo's extraction engine stores the frame-level (per-token, float16, offsets

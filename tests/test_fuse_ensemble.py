@@ -1,4 +1,4 @@
-"""Decision-level fusion (emo.fuse.ensemble, MER 2023 eq. 10-11) on synthetic runs with known answers."""
+"""Decision-level fusion (emo.fuse.ensemble, posterior level after Wang et al., MER 2023) on synthetic runs with known answers."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_simplex_grid():
         simplex_grid(2, 0.0)
 
 
-def test_fuse_outputs_is_eq10_eq11():
+def test_fuse_outputs_is_the_weighted_sum():
     rng = np.random.default_rng(1)
     parts = [{"probs": softmax(rng.normal(size=(5, 4))), "valence": rng.normal(size=5)} for _ in range(3)]
     w = np.array([0.2, 0.3, 0.5])
@@ -181,7 +181,7 @@ def test_complementary_runs_fused_beats_each(tmp_path):
         assert fused > max(res[part]["runs"][str(a)]["uar"], res[part]["runs"][str(b)]["uar"]) + 0.1
 
 
-def test_discrete_plus_valence_uses_mer2023_score_and_eq11(tmp_path):
+def test_discrete_plus_valence_uses_mer2023_score_and_fuses_valence(tmp_path):
     rng = np.random.default_rng(4)
     n = 300
     y = np.arange(n) % 4
@@ -257,7 +257,7 @@ def test_ensemble_of_real_training_runs_and_cli(tmp_path):
     res = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
     assert res["command"].startswith("emo fuse ensemble")
     assert res["weights"][str(tmp_path / "run0")] >= 0.8  # layer 0 carries the labels, layer 1 is noise
-    assert res["validation"]["n"] == 120 and "fused, nested (eq. 10-11)" in r.output
+    assert res["validation"]["n"] == 120 and "fused, nested" in r.output
     r = CliRunner().invoke(app, ["fuse", "ensemble", str(tmp_path / "run0"), "--out", str(tmp_path / "e2")])
     assert r.exit_code == 2 and "at least two" in r.output
 

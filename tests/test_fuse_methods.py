@@ -98,7 +98,7 @@ def test_uncertainty_weighting_down_weights_the_noisier_task():
         if noise == 3.0:
             assert w_v < w_e, (w_e, w_v)
     assert weights[3.0] < 0.7 * weights[0.1], weights
-    # eq. 9 itself: at δ = 1 the loss is L_e + L_v / 2 + 2 log 2
+    # the uncertainty loss itself: at δ = 1 the loss is L_e + L_v / 2 + 2 log 2
     u = UncertaintyLoss()
     assert float(u(torch.tensor(2.0), torch.tensor(4.0)).detach()) == pytest.approx(2.0 + 2.0 + 2 * np.log(2))
 

@@ -1,4 +1,4 @@
-"""HLFT adapters (MER 2024 eq. 1–4) on tiny random HuBERT / wav2vec2 / BERT models: identity start,
+"""HLFT adapters (Zhao et al., MRAC '24, eq. 1–4) on tiny random HuBERT / wav2vec2 / BERT models: identity start,
 gradients only where they belong, prefix-cached forward == full forward, adapter files."""
 
 from __future__ import annotations
