@@ -612,7 +612,8 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
         if r.task != base.task:
             raise EnsembleError(f"{r.path}: task {r.task!r}, but {base.path} has {base.task!r}; fuse runs of one task")
         if r.classes != base.classes:
-            raise EnsembleError(f"{r.path} and {base.path} have different class lists: {class_difference(base.classes, r.classes)}")
+            raise EnsembleError(f"{r.path}: classes differ from those of {base.path} "
+                                f"({class_difference(r.classes, base.classes, str(r.path), str(base.path))}); fuse runs of one label list")
     multilabel = base.task == "multilabel"
     ml, words = None, None
     if multilabel:
@@ -703,9 +704,10 @@ def _pred_rows(names, part, outs, y, classes, groups, threshold: float | None = 
             for i, n in enumerate(names)]
 
 
-def class_difference(a: list[str] | None, b: list[str] | None) -> str:
+def class_difference(a: list[str] | None, b: list[str] | None, a_name: str = "the first", b_name: str = "the second") -> str:
     """How two class lists differ, short enough for an error message (open vocabularies have hundreds
-    of labels): labels only in one of them (up to 10 each), or the same labels in another order."""
+    of labels): their sizes and the labels only in one of them (up to 10 each), or the same labels
+    in another order."""
     a, b = list(a or []), list(b or [])
     only_a, only_b = [c for c in a if c not in set(b)], [c for c in b if c not in set(a)]
 
@@ -716,9 +718,9 @@ def class_difference(a: list[str] | None, b: list[str] | None) -> str:
         return f"the same {len(a)} labels in a different order" if a != b else "none"
     parts = [f"{len(a)} vs {len(b)} labels"]
     if only_a:
-        parts.append(f"only in the first: {show(only_a)}")
+        parts.append(f"only in {a_name}: {show(only_a)}")
     if only_b:
-        parts.append(f"only in the second: {show(only_b)}")
+        parts.append(f"only in {b_name}: {show(only_b)}")
     return "; ".join(parts)
 
 

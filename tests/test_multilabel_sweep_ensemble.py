@@ -142,6 +142,8 @@ def test_vectorised_search_scores_equal_the_reference_metrics(shared):
                   for _ in range(n)]
     multihot = np.array([[wheels.base_form(c) in {wheels.base_form(w) for w in ws} for c in classes] for ws in true_words], dtype=np.float32)
     probs = rng.dirichlet(np.full(len(classes), 0.5), size=(3, n))  # three fused candidates
+    probs[:, :8] = rng.dirichlet(np.full(len(classes), 200.0), size=(3, 8))  # near-uniform rows: none above ζ
+    assert (~(probs > 0.2).any(2)).sum() >= 20  # the at-least-one rule is exercised
     ml = MultiLabelScoring(0.2, classes, wheels)
     y = {"multihot": multihot, "wheel_true": ml.wheel_true(true_words)}
     fast = multilabel_scores(probs, y, ml)
@@ -248,8 +250,8 @@ def test_mismatched_runs_are_refused_with_the_runs_named(tmp_path):
     z = write_ml_run(tmp_path / "ml_z", ["anger", "happiness", "sad"], threshold=0.3)
     for runs, pattern in (([a, single], r"ml_a is a multi-label run .* and .*single a single-label one \(--task discrete\)"),
                           ([single, a], r"ml_a is a multi-label run .* and .*single a single-label one \(--task discrete\)"),
-                          ([a, other], "ml_other and .*ml_a have different class lists: 3 vs 3 labels; only in the first: sad; "
-                                       "only in the second: sadness"),
+                          ([a, other], "ml_other: classes differ from those of .*ml_a [(]3 vs 3 labels; only in .*ml_other: sadness; "
+                                       "only in .*ml_a: sad[)]"),
                           ([a, reordered], "same 3 labels in a different order"),
                           ([a, z], "different --threshold values .*ml_a: 0.18, .*ml_z: 0.3")):
         with pytest.raises(EnsembleError, match=pattern):
@@ -268,3 +270,52 @@ def test_mismatched_runs_are_refused_with_the_runs_named(tmp_path):
 
     with pytest.raises(EnsembleError, match="emotion-wheel F1 scores each clip's own words, read from the dataset manifest"):
         ensemble([a, z], tmp_path / "e3", threshold=0.25, emotion_wheel=str(toy_wheels(tmp_path / "wheel")))
+
+
+def test_split_protocol_multilabel_sweep_and_ensemble(shared, tmp_path):
+    """--folds split: the sweep selects on dev and reports test; the ensemble tunes on the runs' models
+    applied to the dev partition (multi-hot targets through the runs' word forms) and reports test."""
+    from emo.fuse.train import train
+
+    wheel_dir = shared / "emotion_wheel"
+    wheels = load_wheels(wheel_dir)
+    root, words = make_ml_dataset(tmp_path / "feat", n=90, n_layers=2)
+    from emo.extract.datasets.base import read_manifest
+
+    meta, samples = read_manifest(root / "mlt")
+    for i, s in enumerate(samples):  # 54 train, 18 dev, 18 test
+        s.split = "train" if i < 54 else ("dev" if i < 72 else "test")
+    write_manifest(root / "mlt", types.SimpleNamespace(name="mlt", root=root, classes=None), samples)
+    cfg = TrainConfig(head="linear", task="multilabel", emotion_wheel=str(wheel_dir), threshold=0.2, seeds=2,
+                      epochs=30, patience=5, lr=0.02, batch_size=16, batched=False)
+    s = run_sweep(root, "mlt", "enc", "0-1", cfg=cfg, protocol="split", out=tmp_path / "sw", progress=False)
+    assert s["selected_on"] == "dev" and s["metric"] == "wheel_f1" and s["best"]["window"] == "1"
+    assert len(s["cells"]) == 4 and all("test_metrics" in c and "test_predictions" in c for c in s["cells"])
+    cell = s["cells"][0]
+    idx = cell["test_predictions"]["index"]
+    assert sorted(idx) == list(range(72, 90))  # the test partition, never trained on
+    strict = [[s["label_space"]["classes"][j] for j in labels] for labels in cell["test_predictions"]["labels"]]
+    assert cell["test_metrics"]["wheel_f1"] == pytest.approx(wheel_scores(strict, [words[i] for i in idx], wheels)["f1"], abs=1e-9)
+
+    runs = []
+    for k in ("0", "1"):
+        train(root, "mlt", [f"enc:{k}"], cfg, protocol="split", out=tmp_path / f"split{k}")
+        runs.append(tmp_path / f"split{k}")
+    res = ensemble(runs, tmp_path / "ens", emotion_wheel=str(wheel_dir))
+    assert res["validation"]["source"] == ["dev partition"] and res["validation"]["n"] == 18 and not res["validation"]["nested"]
+    assert res["weights"][str(runs[1])] > 0.5
+    rows = read_rows(tmp_path / "ens" / "predictions.csv")
+    val = [r for r in rows if r["part"] == "validation"]
+    assert sorted(r["name"] for r in val) == [f"clip{i:04d}" for i in range(54, 72)]  # the dev clips
+    classes = res["classes"]
+    true = np.array([[c in r["true"].split(";") for c in classes] for r in val])
+    want = np.array([[wheels.base_form(c) in {wheels.base_form(w) for w in words[int(r["name"][4:])]} for c in classes] for r in val])
+    np.testing.assert_array_equal(true, want)  # the dev targets: the clips' words through the runs' word forms
+    probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in val])
+    assert res["validation"]["fused"]["micro_f1"] == pytest.approx(
+        f1_score(true, predict_multihot(probs, 0.2), average="micro"), abs=1e-9)
+    test_rows = [r for r in rows if r["part"] == "test"]
+    tp = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in test_rows])
+    tw = [words[int(r["name"][4:])] for r in test_rows]
+    assert len(test_rows) == 18 and res["test"]["fused"]["wheel_f1"] == pytest.approx(
+        wheel_scores([[c for c, p in zip(classes, pr) if p > 0.2] for pr in tp], tw, wheels)["f1"], abs=1e-9)
