@@ -182,11 +182,12 @@ def multilabel_scores(fp: np.ndarray, y: dict[str, np.ndarray], ml: MultiLabelSc
            "macro_f1": f1[:, present].mean(1) if present.any() else np.zeros(m)}
     if ml.wheels is not None:
         wt = np.asarray(y["wheel_true"], dtype=bool)
+        sf = strict.astype(np.float32)
         prec, rec, f1s, start = [], [], [], 0
         for a in ml.wheel_maps:
             tw = wt[:, start:start + a.shape[1]]
             start += a.shape[1]
-            pw = np.einsum("mnc,cl->mnl", strict.astype(np.float32), a.astype(np.float32)) > 0  # predicted words' labels
+            pw = (sf @ a.astype(np.float32)) > 0  # (M, N, L_w): the wheel labels of the predicted words
             hit = (pw & tw).sum(2)
             n_pred, n_true = pw.sum(2), tw.sum(1)
             keep = n_true > 0  # the baseline skips samples whose true words map nowhere on this wheel
@@ -418,7 +419,7 @@ def _score_grid(parts: list[dict[str, Any]], y: dict[str, np.ndarray], grid: np.
     if multi:
         if ml is None:
             raise EnsembleError("multi-label rows need the threshold (MultiLabelScoring)")
-        chunk = max(1, min(chunk, int(2e7 // max(1, P.shape[1] * P.shape[2]))))  # (chunk, N, C) boolean arrays
+        chunk = max(1, min(chunk, int(5e6 // max(1, P.shape[1] * P.shape[2]))))  # (chunk, N, C) arrays: ~40 MB of float64
         target = np.asarray(y["multihot"], dtype=np.float64)
         target = target / np.maximum(target.sum(1, keepdims=True), 1e-12)
     for s in range(0, len(grid), chunk):
@@ -562,10 +563,11 @@ def _metrics(outs: dict[str, np.ndarray], y: dict[str, np.ndarray], mask: np.nda
     multi-label rows) and, with wheels, :func:`emo.fuse.metrics.multilabel_wheel_metrics` against
     ``words`` (each row's own true words)."""
     from emo.fuse.metrics import evaluate, multilabel_wheel_metrics
+    from emo.fuse.multilabel import DEFAULT_THRESHOLD
 
     keys = [k for k in ("discrete", "multihot", "valence", "vad") if k in y]
     m = evaluate({k: v[mask] for k, v in outs.items()}, {k: y[k][mask] for k in keys}, n_classes,
-                 ml.threshold if ml is not None else 0.18)
+                 ml.threshold if ml is not None else DEFAULT_THRESHOLD)  # (the threshold applies to multi-hot rows only)
     if ml is not None and ml.wheels is not None and "probs" in outs:
         m.update(multilabel_wheel_metrics(outs["probs"][mask], ml.classes, [words[i] for i in np.flatnonzero(mask)],
                                           ml.wheels, ml.threshold))

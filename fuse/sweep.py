@@ -278,6 +278,11 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         true_words = [sample_words(s) or [] for s in samples]
         if metric is None:
             metric = multilabel_metric(wheels is not None)
+        known = ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1") + (
+            ("wheel_f1", "wheel_precision", "wheel_recall", *(f"wheel{k}_f1" for k in range(1, 6))) if wheels is not None else ())
+        if metric not in known:
+            raise SweepError(f"--metric {metric!r} is not computed for --task multilabel"
+                             + (" without --emotion-wheel DIR" if metric.startswith("wheel") else "") + f"; available: {', '.join(known)}")
         if cfg.optimizer == "lbfgs" or cfg.batched:  # KL loss on soft targets: the sequential AdamW loop (emo.fuse.univa.soft_fit)
             if log and cfg.optimizer == "lbfgs":
                 log("AdamW instead of L-BFGS: multi-label training (KL loss on normalised multi-hot targets) runs in the sequential loop")

@@ -28,7 +28,7 @@ WORDS = ["happy", "sad", "angry", "worried"]
 
 
 def make_ml_dataset(root: Path, n: int = 90, n_layers: int = 3, d: int = 8, informative: tuple[int, ...] = (1,),
-                    seed: int = 0, dataset: str = "mlt") -> tuple[Path, list[list[str]]]:
+                    seed: int = 0, dataset: str = "mlt", speakers: int = 5) -> tuple[Path, list[list[str]]]:
     """A dataset whose clips carry one or two emotion words (``Sample.emotions``), with an encoder
     store 'enc' in which only the ``informative`` layers encode the words."""
     from test_fuse_sweep import make_store
@@ -42,7 +42,7 @@ def make_ml_dataset(root: Path, n: int = 90, n_layers: int = 3, d: int = 8, info
     for j in informative:
         x[:, j] += hot @ centers
     names = [f"clip{i:04d}" for i in range(n)]
-    samples = [Sample(name=nm, media=None, emotions=ws, speaker=f"spk{i % 5}") for i, (nm, ws) in enumerate(zip(names, words))]
+    samples = [Sample(name=nm, media=None, emotions=ws, speaker=f"spk{i % speakers}") for i, (nm, ws) in enumerate(zip(names, words))]
     write_manifest(root / dataset, types.SimpleNamespace(name=dataset, root=root, classes=None), samples)
     make_store(root, dataset, "enc", x, names)
     return root, words
@@ -128,8 +128,33 @@ def test_multilabel_sweep_without_wheels_selects_on_micro_f1_or_hamming(tmp_path
     assert h["best"]["window"] == min(h["rows"], key=lambda r: r["hamming_loss_mean"])["window"] == "1"
     from emo.fuse.sweep import SweepError
 
-    with pytest.raises(SweepError, match="wheel_f1.*not computed"):
-        run_sweep(root, "mlt", "enc", "0-1", cfg=cfg, protocol="3", metric="wheel_f1", out=tmp_path / "a", progress=False)
+    with pytest.raises(SweepError, match="wheel_f1.*not computed for --task multilabel without --emotion-wheel"):
+        run_sweep(root, "mlt", "enc", "0-1", cfg=cfg, protocol="3", metric="wheel_f1", out=tmp_path / "b", progress=False)
+    with pytest.raises(SweepError, match="'waf' is not computed for --task multilabel; available: ml_accuracy"):
+        run_sweep(root, "mlt", "enc", "0-1", cfg=cfg, protocol="3", metric="waf", out=tmp_path / "b", progress=False)
+    assert not (tmp_path / "b" / "cells").exists() or not any((tmp_path / "b" / "cells").iterdir())  # refused before training
+
+
+def test_multilabel_sweep_on_one_clip_folds_scores_the_pooled_predictions(shared, tmp_path):
+    """Leave-one-speaker-out with one clip per speaker: each window is scored on its pooled
+    out-of-fold probabilities (kept in the cells), multi-label metrics and wheel F1 alike."""
+    wheels = load_wheels(shared / "emotion_wheel")
+    root, words = make_ml_dataset(tmp_path / "feat", n=16, n_layers=2, speakers=16)
+    cfg = TrainConfig(head="linear", task="multilabel", emotion_wheel=str(shared / "emotion_wheel"), seeds=1, epochs=15,
+                      patience=3, lr=0.02, batch_size=8)
+    s = run_sweep(root, "mlt", "enc", "0-1", cfg=cfg, protocol="speaker", out=tmp_path / "p", progress=False)
+    assert "pooled out-of-fold" in s["selected_on"] and len(s["cells"]) == 32
+    classes = s["label_space"]["classes"]
+    for row in s["rows"]:
+        cells = [c for c in s["cells"] if c["window"] == row["window"]]
+        idx = np.concatenate([c["oof"]["index"] for c in cells])
+        probs = np.concatenate([np.asarray(c["oof"]["probs"], dtype=np.float32) for c in cells]).astype(np.float64)
+        assert row["pooled"] and sorted(idx.tolist()) == list(range(16))
+        true = np.array([[c in {wheels.base_form(w) for w in words[i]} for c in classes] for i in idx])
+        for k, v in independent_metrics(predict_multihot(probs, cfg.threshold), true).items():
+            assert row[f"{k}_mean"] == pytest.approx(v, abs=1e-9) and row[f"{k}_std"] == 0.0, k
+        ws = wheel_scores([[c for c, p in zip(classes, pr) if p > cfg.threshold] for pr in probs], [words[i] for i in idx], wheels)
+        assert row["wheel_f1_mean"] == pytest.approx(ws["f1"], abs=1e-9)
 
 
 def test_vectorised_search_scores_equal_the_reference_metrics(shared):
