@@ -25,6 +25,18 @@ valence MSE, minimised, for ``valence``); ties are broken by the validation nega
 log-likelihood of the fused posterior (discrete tasks) or the valence MSE, so a run that adds
 nothing but noise gets no weight. Arousal and dominance (``vad`` runs) are fused like valence.
 
+Multi-label runs (``--task multilabel``, UniVA; MER-FG): the weighted sum averages the runs' softmax outputs
+over the same label list and a label is predicted when its fused probability exceeds ζ
+(``threshold``: the runs' training ``--threshold`` unless given; at least one label per clip, as
+``emo fuse train``). Reported: Jaccard accuracy, Hamming loss, micro- and macro-F1
+(:func:`emo.fuse.multilabel.multilabel_metrics`) and, with ``emotion_wheel``, the emotion-wheel F1
+of the MER 2025 baseline (:func:`emo.fuse.metrics.multilabel_wheel_metrics`: predicted words
+``p > ζ``, true words each clip's own words from the dataset manifest, as ``emo fuse train``).
+Weights are tuned on ``wheel_f1`` with wheels, else ``micro_f1`` (``hamming_loss`` is minimised);
+ties are broken by the cross-entropy against the normalised multi-hot targets (UniVA eq. 10's KL
+up to a constant). Multi-label runs are never fused with single-label ones, nor runs with
+different label lists.
+
 Honest scores (nested tuning, the default). Weights tuned on the very out-of-fold predictions
 they are then scored on flatter the ensemble (the search picks whatever happens to fit those
 rows). So the reported validation score is *nested*: for each evaluation group (the fold of the
@@ -45,7 +57,7 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import typer
@@ -55,8 +67,10 @@ from emo.fuse.atomic import write_csv, write_json
 #: Default selection metric per task.
 DEFAULT_METRIC = {"discrete": "waf", "discrete+valence": "mer2023_score", "valence": "valence_mse", "vad": "vad_mse",
                   "discrete+vad": "waf"}
+#: Metrics of multi-label runs (``--task multilabel``); ``wheel_f1`` needs the emotion wheels.
+ML_METRICS = ("micro_f1", "macro_f1", "ml_accuracy", "hamming_loss", "wheel_f1")
 #: Metrics :func:`search_weights` can optimise.
-METRICS = ("waf", "uar", "accuracy", "mer2023_score", "valence_mse", "valence_ccc", "vad_mse")
+METRICS = ("waf", "uar", "accuracy", "mer2023_score", "valence_mse", "valence_ccc", "vad_mse", *ML_METRICS)
 _DIMS = ("valence", "arousal", "dominance")
 
 
@@ -84,6 +98,110 @@ class RunPredictions:
     val: dict[str, Any]
     test: dict[str, Any] | None
     val_source: str
+    config: dict[str, Any] | None = None
+
+
+def _lower_is_better(metric: str) -> bool:
+    return metric.endswith("mse") or metric == "hamming_loss"
+
+
+@dataclass
+class MultiLabelScoring:
+    """What scoring multi-label outputs needs besides the rows' multi-hot targets.
+
+    Attributes:
+        threshold: ζ (a label is predicted when its probability exceeds it).
+        classes: the C labels. wheels: :class:`emo.lexicon.wheel.EmotionWheels` or None.
+        wheel_maps: per wheel, a bool (C, L_w) matrix: class j maps to wheel label l (from
+            :meth:`with_true_words`); the per-row true wheel labels go into ``y["wheel_true"]``
+            (N, Σ L_w) so that row subsets (nested tuning) carry them.
+    """
+
+    threshold: float
+    classes: list[str]
+    wheels: Any = None
+    wheel_maps: list[np.ndarray] | None = None
+
+    def wheel_true(self, true_words: list[list[str]]) -> np.ndarray:
+        """Per row, its true words' wheel labels (bool (N, Σ L_w)), and :attr:`wheel_maps` to match.
+
+        The label columns of each wheel are the labels of the classes and of these words: call it
+        for the rows the weights are tuned on (nested row subsets of them are fine).
+        """
+        from emo.lexicon.wheel import WHEELS
+
+        maps, blocks = [], []
+        for wheel in WHEELS:
+            cls = [self.wheels.wheel_label(c, wheel) for c in self.classes]
+            true = [self.wheels.map_words(ws, wheel) for ws in true_words]
+            labels = sorted({x for x in cls if x is not None} | set().union(*true))
+            col = {lab: k for k, lab in enumerate(labels)}
+            a = np.zeros((len(self.classes), len(labels)), dtype=bool)
+            for j, lab in enumerate(cls):
+                if lab is not None:
+                    a[j, col[lab]] = True
+            t = np.zeros((len(true_words), len(labels)), dtype=bool)
+            for i, labs in enumerate(true):
+                t[i, [col[x] for x in labs]] = True
+            maps.append(a)
+            blocks.append(t)
+        self.wheel_maps = maps
+        return np.concatenate(blocks, axis=1)
+
+
+def multilabel_scores(fp: np.ndarray, y: dict[str, np.ndarray], ml: MultiLabelScoring) -> dict[str, np.ndarray]:
+    """Multi-label metrics of many fused outputs at once (the weight search's fast path).
+
+    Args:
+        fp: float (M, N, C) fused probabilities (M weight vectors). y: ``multihot`` (N, C) and, with
+            wheels, ``wheel_true`` (:meth:`MultiLabelScoring.wheel_true`). ml: threshold, wheels.
+
+    Returns:
+        ``ml_accuracy``, ``hamming_loss``, ``micro_f1``, ``macro_f1`` (M,) as
+        :func:`emo.fuse.multilabel.multilabel_metrics` of ``predict_multihot(fp[m], ζ)``, and with
+        wheels ``wheel_f1``, ``wheel_precision``, ``wheel_recall`` (M,) as
+        :func:`emo.fuse.metrics.multilabel_wheel_metrics` (same definitions; tested equal).
+    """
+    t = np.asarray(y["multihot"]) > 0
+    m, n, c = fp.shape
+    strict = fp > ml.threshold
+    pred = strict.copy()
+    mi, ni = np.nonzero(~pred.any(2))  # at least one label per row: the most probable (predict_multihot)
+    pred[mi, ni, fp[mi, ni].argmax(1)] = True
+    inter = (pred & t).sum(2)
+    union = (pred | t).sum(2)
+    tp = (pred & t).sum(1).astype(np.float64)
+    fpos = (pred & ~t).sum(1).astype(np.float64)
+    fneg = (~pred & t).sum(1).astype(np.float64)
+    den_micro = 2 * tp.sum(1) + fpos.sum(1) + fneg.sum(1)
+    den = 2 * tp + fpos + fneg
+    f1 = np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0)
+    present = t.any(0)
+    out = {"ml_accuracy": np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean(1),
+           "hamming_loss": (pred ^ t).sum((1, 2)) / (n * c),
+           "micro_f1": np.divide(2 * tp.sum(1), den_micro, out=np.ones(m), where=den_micro > 0),
+           "macro_f1": f1[:, present].mean(1) if present.any() else np.zeros(m)}
+    if ml.wheels is not None:
+        wt = np.asarray(y["wheel_true"], dtype=bool)
+        sf = strict.astype(np.float32)
+        prec, rec, f1s, start = [], [], [], 0
+        for a in ml.wheel_maps:
+            tw = wt[:, start:start + a.shape[1]]
+            start += a.shape[1]
+            pw = (sf @ a.astype(np.float32)) > 0  # (M, N, L_w): the wheel labels of the predicted words
+            hit = (pw & tw).sum(2)
+            n_pred, n_true = pw.sum(2), tw.sum(1)
+            keep = n_true > 0  # the baseline skips samples whose true words map nowhere on this wheel
+            if keep.any():
+                pm = np.divide(hit, n_pred, out=np.zeros(hit.shape), where=n_pred > 0)[:, keep].mean(1)
+                rm = (hit[:, keep] / n_true[keep]).mean(1)
+            else:
+                pm = rm = np.zeros(m)
+            prec.append(pm)
+            rec.append(rm)
+            f1s.append(np.divide(2 * pm * rm, pm + rm, out=np.zeros(m), where=pm + rm > 0))
+        out.update({"wheel_f1": np.mean(f1s, 0), "wheel_precision": np.mean(prec, 0), "wheel_recall": np.mean(rec, 0)})
+    return out
 
 
 def _f(v: str) -> float:
@@ -95,13 +213,24 @@ def _part(rows: list[dict[str, str]], task: str, classes: list[str] | None, path
 
     d: dict[str, Any] = {"names": [csv_unescape(r["name"]) for r in rows],
                          "group": np.asarray([r.get("fold", "") for r in rows], dtype=object)}
-    if task.startswith("discrete"):
+    if task.startswith("discrete") or task == "multilabel":
         cols = [f"prob_{c}" for c in classes]
         try:
             d["probs"] = np.array([[_f(r[c]) for c in cols] for r in rows], dtype=np.float64).reshape(len(rows), len(cols))
         except KeyError as e:
             raise EnsembleError(f"{path / 'predictions.csv'}: column {e.args[0]!r} missing (classes {classes})") from None
         index = {c: i for i, c in enumerate(classes)}
+    if task == "multilabel":  # true: the ;-separated labels of the row (emo.fuse.run.prediction_columns)
+        d["multihot"] = np.zeros((len(rows), len(classes)), dtype=np.float32)
+        for i, r in enumerate(rows):
+            for w in csv_unescape(r.get("true") or "").split(";"):
+                if not w.strip():
+                    continue
+                if w.strip() not in index:
+                    raise EnsembleError(f"{path / 'predictions.csv'}: sample {d['names'][i]!r}: true label {w.strip()!r} "
+                                        f"is not one of the run's {len(classes)} labels")
+                d["multihot"][i, index[w.strip()]] = 1.0
+    elif task.startswith("discrete"):
         d["y"] = np.array([index.get(r.get("true", ""), -1) for r in rows], dtype=np.int64)
     if task in ("valence", "discrete+valence"):
         d["valence"] = np.array([_f(r["valence"]) for r in rows], dtype=np.float64)
@@ -132,7 +261,22 @@ def _dev_part(run, task: str, classes: list[str] | None) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - re-raised with the run named
         raise EnsembleError(f"{run.path}: trained with --folds split, so its validation predictions are computed on the dev "
                             f"partition, but its features cannot be loaded ({e})") from None
-    y, mask = targets(fs.samples, task, fs.classes)
+    if task == "multilabel":  # the run's label list, words mapped as at training (emotion-wheel word forms)
+        from emo.fuse.multilabel import LabelSpace, sample_words
+
+        word_map = None
+        if (cfg.get("training") or {}).get("emotion_wheel"):
+            from emo.lexicon.wheel import load_wheels
+
+            try:
+                word_map = load_wheels(cfg["training"]["emotion_wheel"]).base_form
+            except ValueError as e:
+                raise EnsembleError(f"{run.path}: its label list merges word forms through the emotion wheels, "
+                                    f"which cannot be read ({e})") from None
+        multihot, mask, _ = LabelSpace(list(classes), word_map=word_map).encode([sample_words(s) for s in fs.samples])
+        y = {"multihot": multihot}
+    else:
+        y, mask = targets(fs.samples, task, fs.classes)
     rows = np.flatnonzero(mask & np.isin(np.asarray([s or "" for s in fs.splits], dtype=object), DEV_SPLITS))
     if not len(rows):
         raise EnsembleError(f"{run.path}: --folds split run, but dataset {cfg['dataset']} has no labelled dev partition to tune on")
@@ -141,7 +285,10 @@ def _dev_part(run, task: str, classes: list[str] | None) -> dict[str, Any]:
     d: dict[str, Any] = {"names": sub.names, "group": np.asarray(["dev"] * len(sub.names), dtype=object)}
     if "probs" in out:
         d["probs"] = out["probs"].astype(np.float64)
-        d["y"] = y["discrete"][rows]
+        if task == "multilabel":
+            d["multihot"] = y["multihot"][rows]
+        else:
+            d["y"] = y["discrete"][rows]
     if "valence" in out:
         d["valence"] = out["valence"].astype(np.float64)
         d["valence_true"] = y["valence"][rows].astype(np.float64)
@@ -181,7 +328,7 @@ def read_run_predictions(run_dir: str | Path) -> RunPredictions:
     test = _part(test_rows, task, classes, path) if test_rows else None
     if not val["names"]:
         raise EnsembleError(f"{pred}: no validation (out-of-fold) rows")
-    return RunPredictions(path, task, classes, val, test, source)
+    return RunPredictions(path, task, classes, val, test, source, run.config)
 
 
 # ---------------------------------------------------------------------------
@@ -261,17 +408,29 @@ def _ccc_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def _score_grid(parts: list[dict[str, Any]], y: dict[str, np.ndarray], grid: np.ndarray, metric: str, n_classes: int,
-                chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(score, tie-break loss) for every weight vector in ``grid`` (M, K); higher score is better."""
+                chunk: int = 256, ml: MultiLabelScoring | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(score, tie-break loss) for every weight vector in ``grid`` (M, K); higher score is better.
+    Multi-label rows (``y["multihot"]``) are scored by :func:`multilabel_scores` with ``ml``."""
     score = np.empty(len(grid))
     loss = np.empty(len(grid))
     P = np.stack([p["probs"] for p in parts]) if "probs" in parts[0] else None  # (K, N, C)
     V = np.stack([p["valence"] for p in parts]) if "valence" in parts[0] else None  # (K, N)
     A = np.stack([p["vad"] for p in parts]) if "vad" in parts[0] else None  # (K, N, 3)
+    multi = "multihot" in y
+    if multi:
+        if ml is None:
+            raise EnsembleError("multi-label rows need the threshold (MultiLabelScoring)")
+        chunk = max(1, min(chunk, int(5e6 // max(1, P.shape[1] * P.shape[2]))))  # (chunk, N, C) arrays: ~40 MB of float64
+        target = np.asarray(y["multihot"], dtype=np.float64)
+        target = target / np.maximum(target.sum(1, keepdims=True), 1e-12)
     for s in range(0, len(grid), chunk):
         w = grid[s:s + chunk]
         sc: dict[str, np.ndarray] = {}
-        if P is not None:
+        if P is not None and multi:
+            fp = np.einsum("mk,knc->mnc", w, P)
+            sc.update(multilabel_scores(fp, y, ml))
+            nll = -(target[None] * np.log(np.clip(fp, 1e-12, None))).sum(2).mean(1)  # cross-entropy to UniVA's targets
+        elif P is not None:
             fp = np.einsum("mk,knc->mnc", w, P)
             sc.update(_class_scores(fp.argmax(2), y["discrete"], n_classes))
             nll = -np.log(np.clip(np.take_along_axis(fp, y["discrete"][None, :, None], 2)[..., 0], 1e-12, None)).mean(1)
@@ -286,20 +445,22 @@ def _score_grid(parts: list[dict[str, Any]], y: dict[str, np.ndarray], grid: np.
             sc["mer2023_score"] = sc["waf"] - 0.25 * sc["valence_mse"]
         if metric not in sc:
             raise EnsembleError(f"--metric {metric!r} does not apply to these runs; available: {', '.join(sorted(sc))}")
-        score[s:s + chunk] = -sc[metric] if metric.endswith("mse") else sc[metric]
+        score[s:s + chunk] = -sc[metric] if _lower_is_better(metric) else sc[metric]
         loss[s:s + chunk] = nll if P is not None else sc.get("valence_mse", sc.get("vad_mse"))
     return score, loss
 
 
 def search_weights(parts: list[dict[str, Any]], y: dict[str, np.ndarray], metric: str, n_classes: int = 0,
-                   step: float = 0.05, max_points: int = 20000, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+                   step: float = 0.05, max_points: int = 20000, seed: int = 0,
+                   ml: MultiLabelScoring | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Weights on the simplex maximising the validation ``metric`` of the fused outputs (see module docstring).
 
     Args:
         parts: per run, validation outputs (``probs`` (N, C), ``valence`` (N,), ``vad`` (N, 3)), rows aligned.
-        y: labels of those rows: ``discrete`` int (N,), ``valence`` (N,), ``vad`` (N, 3).
-        metric: one of :data:`METRICS` (``*mse`` metrics are minimised).
-        n_classes: C. step, max_points, seed: see :func:`simplex_grid`.
+        y: labels of those rows: ``discrete`` int (N,), ``valence`` (N,), ``vad`` (N, 3); for
+            multi-label runs ``multihot`` (N, C) (and ``wheel_true``, see :class:`MultiLabelScoring`).
+        metric: one of :data:`METRICS` (``*mse`` metrics and ``hamming_loss`` are minimised).
+        n_classes: C. step, max_points, seed: see :func:`simplex_grid`. ml: multi-label scoring (ζ, wheels).
 
     Returns:
         (weights (K,) float64 summing to 1, info: ``method``, ``n_points``, ``step``, best ``score``).
@@ -308,25 +469,26 @@ def search_weights(parts: list[dict[str, Any]], y: dict[str, np.ndarray], metric
         EnsembleError: metric not applicable to the outputs.
     """
     grid = simplex_grid(len(parts), step, max_points, seed)
-    score, loss = _score_grid(parts, y, grid, metric, n_classes)
+    score, loss = _score_grid(parts, y, grid, metric, n_classes, ml=ml)
     best = np.flatnonzero(score >= score.max() - 1e-12)
     pick = best[np.argmin(loss[best])]
     exhaustive = len(grid) <= max_points and math.comb(int(round(1 / step)) + len(parts) - 1, len(parts) - 1) == len(grid)
     info = {"method": "simplex grid" if exhaustive else "vertices + centre + Dirichlet samples", "n_points": int(len(grid)),
-            "step": step if exhaustive else None, "tie_break": "NLL" if "probs" in parts[0] else "MSE",
+            "step": step if exhaustive else None,
+            "tie_break": ("cross-entropy to the normalised multi-hot targets" if "multihot" in y else "NLL") if "probs" in parts[0] else "MSE",
             "n_tied": int(len(best))}
     return grid[pick], info
 
 
 def nested_fusion(parts: list[dict[str, Any]], y: dict[str, np.ndarray], groups: np.ndarray, metric: str,
                   n_classes: int = 0, step: float = 0.05, max_points: int = 20000,
-                  seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                  seed: int = 0, ml: MultiLabelScoring | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Nested posterior-level fusion: each group's rows are fused with weights tuned on the other groups.
 
     Args:
         parts: per run, outputs (``probs`` (N, C), ``valence`` (N,), ``vad`` (N, 3)), rows aligned
             and all labelled. y: labels of those rows. groups: (N,) evaluation group per row.
-        metric, n_classes, step, max_points, seed: as :func:`search_weights`.
+        metric, n_classes, step, max_points, seed, ml: as :func:`search_weights`.
 
     Returns:
         (fused outputs (same keys and shapes as the parts, float64), weights per group (K,)).
@@ -344,7 +506,7 @@ def nested_fusion(parts: list[dict[str, Any]], y: dict[str, np.ndarray], groups:
     for name in names:
         held = g == name
         w, _ = search_weights([{k: p[k][~held] for k in keys} for p in parts], {k: v[~held] for k, v in y.items()},
-                              metric, n_classes, step, max_points, seed)
+                              metric, n_classes, step, max_points, seed, ml)
         out = fuse_outputs([{k: p[k][held] for k in keys} for p in parts], w)
         for k in keys:
             fused[k][held] = out[k]
@@ -368,7 +530,7 @@ def _align(runs: list[RunPredictions], part: str) -> tuple[list[str], list[dict[
         pos = {n: i for i, n in enumerate(p["names"])}
         idx = np.array([pos[n] for n in names], dtype=np.int64)
         out.append({k: (v[idx] if isinstance(v, np.ndarray) else v) for k, v in p.items() if k != "names"})
-    for k in ("y", "valence_true", "vad_true"):
+    for k in ("y", "multihot", "valence_true", "vad_true"):
         if k in out[0]:
             for r, o in zip(runs[1:], out[1:]):
                 a, b = out[0][k], o[k]
@@ -382,6 +544,9 @@ def _labels(p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     if "y" in p:
         y["discrete"] = p["y"]
         mask = p["y"] >= 0
+    if "multihot" in p:
+        y["multihot"] = p["multihot"]
+        mask = p["multihot"].any(1)
     if "valence_true" in p:
         y["valence"] = p["valence_true"]
         m = np.isfinite(p["valence_true"])
@@ -393,15 +558,26 @@ def _labels(p: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return y, mask
 
 
-def _metrics(outs: dict[str, np.ndarray], y: dict[str, np.ndarray], mask: np.ndarray, n_classes: int) -> dict[str, Any]:
-    from emo.fuse.metrics import evaluate
+def _metrics(outs: dict[str, np.ndarray], y: dict[str, np.ndarray], mask: np.ndarray, n_classes: int,
+             ml: MultiLabelScoring | None = None, words: list[list[str]] | None = None) -> dict[str, Any]:
+    """Reported metrics of the labelled rows (``mask``): :func:`emo.fuse.metrics.evaluate` (at ζ for
+    multi-label rows) and, with wheels, :func:`emo.fuse.metrics.multilabel_wheel_metrics` against
+    ``words`` (each row's own true words)."""
+    from emo.fuse.metrics import evaluate, multilabel_wheel_metrics
+    from emo.fuse.multilabel import DEFAULT_THRESHOLD
 
-    m = evaluate({k: v[mask] for k, v in outs.items()}, {k: v[mask] for k, v in y.items()}, n_classes)
+    keys = [k for k in ("discrete", "multihot", "valence", "vad") if k in y]
+    m = evaluate({k: v[mask] for k, v in outs.items()}, {k: y[k][mask] for k in keys}, n_classes,
+                 ml.threshold if ml is not None else DEFAULT_THRESHOLD)  # (the threshold applies to multi-hot rows only)
+    if ml is not None and ml.wheels is not None and "probs" in outs:
+        m.update(multilabel_wheel_metrics(outs["probs"][mask], ml.classes, [words[i] for i in np.flatnonzero(mask)],
+                                          ml.wheels, ml.threshold))
     return {k: v for k, v in m.items() if k != "confusion"}
 
 
 def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = None, step: float = 0.05,
-             max_points: int = 20000, seed: int = 0, optimistic: bool = False) -> dict[str, Any]:
+             max_points: int = 20000, seed: int = 0, optimistic: bool = False, threshold: float | None = None,
+             emotion_wheel: str | Path | None = None) -> dict[str, Any]:
     """Tune the fusion weights on the runs' validation predictions and write the fused run; the
     validation score is nested (see the module docstring), the same-data score only if ``optimistic``.
 
@@ -413,26 +589,49 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
         step, max_points, seed: see :func:`simplex_grid`.
         optimistic: also report ``validation.fused_optimistic``: the weights tuned on all validation
             rows scored on those same rows (biased upwards; labelled so).
+        threshold: multi-label runs: ζ (default: the runs' training ``threshold``, which must agree).
+        emotion_wheel: multi-label runs: the MER ``emotion_wheel/`` folder; adds the emotion-wheel
+            F1 (true words: each clip's own words in the dataset manifest of the first run).
 
     Returns:
         The ``ensemble.json`` dict: ``validation.fused`` is the nested score (``validation.nested``
         true) or, for single-group validation (dev partition), the optimistic one (``nested`` false).
 
     Raises:
-        EnsembleError: fewer than two runs, mismatched runs (named), no labelled validation rows.
+        EnsembleError: fewer than two runs, mismatched runs (named: a multi-label run with a
+            single-label one, different label lists, different thresholds), no labelled validation
+            rows, ``threshold``/``emotion_wheel`` for single-label runs, an unreadable wheel folder
+            or manifest.
     """
     if len(run_dirs) < 2:
         raise EnsembleError("give at least two run directories to fuse")
     runs = [read_run_predictions(d) for d in run_dirs]
     base = runs[0]
     for r in runs[1:]:
+        if (r.task == "multilabel") != (base.task == "multilabel"):
+            ml_run, single = (r, base) if r.task == "multilabel" else (base, r)
+            raise EnsembleError(f"{ml_run.path} is a multi-label run (--task multilabel: several labels per clip, threshold) and "
+                                f"{single.path} a single-label one (--task {single.task}); their outputs cannot be fused")
         if r.task != base.task:
             raise EnsembleError(f"{r.path}: task {r.task!r}, but {base.path} has {base.task!r}; fuse runs of one task")
         if r.classes != base.classes:
-            raise EnsembleError(f"{r.path}: classes {r.classes}, but {base.path} has {base.classes}")
-    metric = metric or DEFAULT_METRIC[base.task]
+            raise EnsembleError(f"{r.path}: classes differ from those of {base.path} "
+                                f"({class_difference(r.classes, base.classes, str(r.path), str(base.path))}); fuse runs of one label list")
+    multilabel = base.task == "multilabel"
+    ml, words = None, None
+    if multilabel:
+        ml, words = _multilabel_setup(runs, threshold, emotion_wheel)
+    elif threshold is not None or emotion_wheel:
+        raise EnsembleError(f"--threshold and --emotion-wheel apply to multi-label runs; {base.path} is a --task {base.task} run")
+    metric = metric or (("wheel_f1" if ml.wheels is not None else "micro_f1") if multilabel else DEFAULT_METRIC[base.task])
     if metric not in METRICS:
         raise EnsembleError(f"unknown --metric {metric!r}; use one of {', '.join(METRICS)}")
+    if metric in ML_METRICS and not multilabel:
+        raise EnsembleError(f"--metric {metric} scores multi-label runs; {base.path} is a --task {base.task} run")
+    if multilabel and metric not in ML_METRICS:
+        raise EnsembleError(f"--metric {metric} does not apply to multi-label runs; use one of {', '.join(ML_METRICS)}")
+    if metric == "wheel_f1" and ml.wheels is None:
+        raise EnsembleError("--metric wheel_f1 needs --emotion-wheel DIR (the MER emotion_wheel/ folder)")
     n_classes = len(base.classes) if base.classes else 0
     names, val = _align(runs, "val")
     y, mask = _labels(val[0])
@@ -441,14 +640,18 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
     keys = [k for k in ("probs", "valence", "vad") if k in val[0]]
     parts = [{k: p[k][mask] for k in keys} for p in val]
     ym = {k: v[mask] for k, v in y.items()}
-    w, info = search_weights(parts, ym, metric, n_classes, step, max_points, seed)
+    val_words = None
+    if words is not None:  # multi-label with wheels: each clip's own words for the wheel F1
+        val_words = [words[n] for n in names]
+        ym["wheel_true"] = ml.wheel_true([val_words[i] for i in np.flatnonzero(mask)])
+    w, info = search_weights(parts, ym, metric, n_classes, step, max_points, seed, ml)
     fused_all = fuse_outputs([{k: p[k] for k in keys} for p in val], w)
     groups = val[0]["group"]
     nested = len(set(groups[mask].tolist())) >= 2
     fused_val = fused_all
     per_group: dict[str, Any] = {}
     if nested:
-        nested_out, wg = nested_fusion(parts, ym, groups[mask], metric, n_classes, step, max_points, seed)
+        nested_out, wg = nested_fusion(parts, ym, groups[mask], metric, n_classes, step, max_points, seed, ml)
         fused_val = {k: v.copy() for k, v in fused_all.items()}
         for k in keys:
             fused_val[k][mask] = nested_out[k]
@@ -458,28 +661,38 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
         "runs": [str(r.path) for r in runs], "task": base.task, "classes": base.classes, "metric": metric,
         "weights": {str(r.path): round(float(x), 6) for r, x in zip(runs, w)}, "search": info,
         "validation": {"source": sorted({r.val_source for r in runs}), "n": int(mask.sum()),
-                       "runs": {str(r.path): _metrics({k: p[k] for k in keys}, y, mask, n_classes) for r, p in zip(runs, val)},
-                       "fused": _metrics(fused_val, y, mask, n_classes), "nested": nested,
+                       "runs": {str(r.path): _metrics({k: p[k] for k in keys}, y, mask, n_classes, ml, val_words) for r, p in zip(runs, val)},
+                       "fused": _metrics(fused_val, y, mask, n_classes, ml, val_words), "nested": nested,
                        "note": ("nested: each evaluation group fused with weights tuned on the other groups (unbiased)" if nested else
                                 "optimistic: one validation group (dev partition), weights tuned and scored on the same rows; "
                                 "the test rows are the unbiased estimate")},
     }
+    if multilabel:
+        result["multilabel"] = {
+            "threshold": ml.threshold, "rule": "a label is predicted when its fused probability exceeds the threshold "
+            "(at least one per clip: the most probable; the wheel F1 uses p > threshold only, as emo fuse train)",
+            "emotion_wheel": None if ml.wheels is None else {
+                "dir": str(emotion_wheel), "level": "level1", "true_words": "each clip's own words (dataset manifest)",
+                "source": "MER 2025 baseline wheel_metric_calculation (emo.lexicon.wheel)"}}
     if nested:
         result["weights_per_held_out_group"] = per_group
         if optimistic:
-            result["validation"]["fused_optimistic"] = {**_metrics(fused_all, y, mask, n_classes),
+            result["validation"]["fused_optimistic"] = {**_metrics(fused_all, y, mask, n_classes, ml, val_words),
                                                         "note": "weights tuned on these same rows: biased upwards"}
-    rows = _pred_rows(names, "validation", fused_val, y, base.classes, groups)
+    thr = None if ml is None else ml.threshold
+    rows = _pred_rows(names, "validation", fused_val, y, base.classes, groups, thr)
     if all(r.test is not None for r in runs):
         tnames, tst = _align(runs, "test")
         fused_test = fuse_outputs([{k: p[k] for k in keys} for p in tst], w)
         ty, tmask = _labels(tst[0])
         result["test"] = {"n": len(tnames)}
+        test_words = None if words is None else [words[n] for n in tnames]
         if tmask.any():
             result["test"].update({"n_labelled": int(tmask.sum()),
-                                   "runs": {str(r.path): _metrics({k: p[k] for k in keys}, ty, tmask, n_classes) for r, p in zip(runs, tst)},
-                                   "fused": _metrics(fused_test, ty, tmask, n_classes)})
-        rows += _pred_rows(tnames, "test", fused_test, ty, base.classes, ["test"] * len(tnames))
+                                   "runs": {str(r.path): _metrics({k: p[k] for k in keys}, ty, tmask, n_classes, ml, test_words)
+                                            for r, p in zip(runs, tst)},
+                                   "fused": _metrics(fused_test, ty, tmask, n_classes, ml, test_words)})
+        rows += _pred_rows(tnames, "test", fused_test, ty, base.classes, ["test"] * len(tnames), thr)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "predictions.csv", rows)
@@ -487,22 +700,86 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
     return result
 
 
-def _pred_rows(names, part, outs, y, classes, groups) -> list[dict[str, Any]]:
+def _pred_rows(names, part, outs, y, classes, groups, threshold: float | None = None) -> list[dict[str, Any]]:
     from emo.fuse.run import prediction_columns
 
-    return [{"name": n, "part": part, "fold": str(groups[i]), **prediction_columns(outs, i, y, i, classes)}
+    return [{"name": n, "part": part, "fold": str(groups[i]), **prediction_columns(outs, i, y, i, classes, threshold)}
             for i, n in enumerate(names)]
+
+
+def class_difference(a: list[str] | None, b: list[str] | None, a_name: str = "the first", b_name: str = "the second") -> str:
+    """How two class lists differ, short enough for an error message (open vocabularies have hundreds
+    of labels): their sizes and the labels only in one of them (up to 10 each), or the same labels
+    in another order."""
+    a, b = list(a or []), list(b or [])
+    only_a, only_b = [c for c in a if c not in set(b)], [c for c in b if c not in set(a)]
+
+    def show(xs: list[str]) -> str:
+        return ", ".join(xs[:10]) + (f" and {len(xs) - 10} more" if len(xs) > 10 else "")
+
+    if not only_a and not only_b:
+        return f"the same {len(a)} labels in a different order" if a != b else "none"
+    parts = [f"{len(a)} vs {len(b)} labels"]
+    if only_a:
+        parts.append(f"only in {a_name}: {show(only_a)}")
+    if only_b:
+        parts.append(f"only in {b_name}: {show(only_b)}")
+    return "; ".join(parts)
+
+
+def _multilabel_setup(runs: list[RunPredictions], threshold: float | None,
+                      emotion_wheel: str | Path | None) -> tuple[MultiLabelScoring, dict[str, list[str]] | None]:
+    """ζ (given, or the runs' common training threshold), the wheels, and (with wheels) each clip's
+    true words from the first run's dataset manifest (``features_dir/dataset/samples.csv``)."""
+    from emo.fuse.multilabel import DEFAULT_THRESHOLD, sample_words
+
+    if threshold is None:
+        used = {str(r.path): float(((r.config or {}).get("training") or {}).get("threshold", DEFAULT_THRESHOLD)) for r in runs}
+        if len(set(used.values())) > 1:
+            raise EnsembleError("the runs were trained with different --threshold values ("
+                                + ", ".join(f"{k}: {v}" for k, v in used.items()) + "); give --threshold to fuse them at one")
+        threshold = next(iter(used.values()))
+    if not 0.0 < threshold < 1.0:
+        raise EnsembleError(f"--threshold must be in (0, 1), not {threshold}")
+    wheels, words = None, None
+    if emotion_wheel:
+        from emo.lexicon.wheel import load_wheels
+
+        try:
+            wheels = load_wheels(emotion_wheel)
+        except ValueError as e:  # WheelError: names the file
+            raise EnsembleError(str(e)) from None
+        from emo.extract.datasets.base import DatasetError, read_manifest
+
+        cfg = runs[0].config or {}
+        where = Path(str(cfg.get("features_dir", ""))) / str(cfg.get("dataset", ""))
+        try:
+            _, samples = read_manifest(where)
+        except (DatasetError, OSError) as e:
+            raise EnsembleError(f"{runs[0].path}: the emotion-wheel F1 scores each clip's own words, read from the dataset "
+                                f"manifest {where / 'samples.csv'} named in its config.json, which cannot be read ({e})") from None
+        words = {s.name: sample_words(s) or [] for s in samples}
+        for r in runs:
+            for part in (r.val, r.test):
+                missing = [n for n in (part or {}).get("names", []) if n not in words]
+                if missing:
+                    raise EnsembleError(f"{r.path}: {len(missing)} predicted sample(s) are not in the manifest "
+                                        f"{where / 'samples.csv'} (e.g. {missing[0]!r})")
+    return MultiLabelScoring(float(threshold), list(runs[0].classes or []), wheels), words
 
 
 def ensemble_cmd(
     runs: list[Path] = typer.Argument(..., help="Run directories written by emo fuse train (two or more)."),
     out: Path = typer.Option(..., "--out", help="Directory for ensemble.json and the fused predictions.csv."),
     metric: str = typer.Option("", "--metric", help=f"Validation metric to maximise: {', '.join(METRICS)} "
-                               "(default waf; mer2023_score for discrete+valence; valence_mse for valence)."),
+                               "(default waf; mer2023_score for discrete+valence; valence_mse for valence; "
+                               "multilabel: wheel_f1 with --emotion-wheel, else micro_f1; *mse and hamming_loss are minimised)."),
     step: float = typer.Option(0.05, "--step", help="Simplex grid spacing of the weights."),
     max_points: int = typer.Option(20000, "--max-points", help="Above this many grid points, sample the simplex instead."),
     seed: int = typer.Option(0, "--seed"),
     optimistic: bool = typer.Option(False, "--optimistic", help="Also report the same-data score (weights tuned and scored on the same rows; biased upwards)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Multi-label runs: a label is predicted when its fused probability exceeds this (default: the runs' training --threshold)."),
+    emotion_wheel: str = typer.Option("", "--emotion-wheel", help="Multi-label runs: the MER emotion_wheel/ folder; reports the emotion-wheel F1 (MER-FG) and tunes the weights on it."),
 ) -> None:
     """Decision-level fusion (posterior level, after Wang et al., MER 2023): weighted sum of the runs' posteriors and valences,
     weights summing to 1, tuned on validation (out-of-fold) predictions. The reported validation
@@ -519,13 +796,15 @@ def ensemble_cmd(
     if not 0 < step <= 1:
         raise typer.BadParameter(f"--step must be in (0, 1], not {step}")
     try:
-        res = ensemble(runs, out, metric or None, step, max_points, seed, optimistic)
+        res = ensemble(runs, out, metric or None, step, max_points, seed, optimistic, threshold, emotion_wheel or None)
     except (EnsembleError, RunError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
     res["command"] = shlex.join(["emo", "fuse", "ensemble", *map(str, runs), "--out", str(out), *(["--metric", metric] if metric else []),
                                  "--step", str(step), "--max-points", str(max_points), "--seed", str(seed),
-                                 *(["--optimistic"] if optimistic else [])])
+                                 *(["--optimistic"] if optimistic else []),
+                                 *(["--threshold", str(threshold)] if threshold is not None else []),
+                                 *(["--emotion-wheel", emotion_wheel] if emotion_wheel else [])])
     write_json(Path(out) / "ensemble.json", res)
     m = res["metric"]
     typer.echo(f"{'run':<40} {'weight':>7} {'val ' + m:>18}" + (f" {'test ' + m:>18}" if "runs" in res.get("test", {}) else ""))
@@ -541,4 +820,10 @@ def ensemble_cmd(
     typer.echo(line)
     if "fused_optimistic" in res["validation"]:
         typer.echo(f"{'fused, optimistic (same rows)':<40} {'':>7} {res['validation']['fused_optimistic'][m]:>18.4f}")
+    if "multilabel" in res:  # every multi-label metric of the fused predictions
+        shown = [k for k in ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1", "wheel_f1") if k in res["validation"]["fused"]]
+        for part in ("validation", "test"):
+            if "fused" in res.get(part, {}):
+                typer.echo(f"fused {part} at threshold {res['multilabel']['threshold']}: "
+                           + ", ".join(f"{k} {res[part]['fused'][k]:.4f}" for k in shown))
     typer.echo(f"wrote {out}/ensemble.json and {out}/predictions.csv")

@@ -65,8 +65,43 @@ def default_metric(task: str) -> str:
 
 
 def lower_is_better(metric: str) -> bool:
-    """True for error metrics (``*mse``, ``*mae``, ``*l2``), False for scores (WAF, UAR, CCC, ...)."""
-    return metric.endswith(("mse", "mae", "l2"))
+    """True for error metrics (``*mse``, ``*mae``, ``*l2``, ``hamming_loss``), False for scores (WAF, UAR, CCC, F1, ...)."""
+    return metric.endswith(("mse", "mae", "l2", "hamming_loss"))
+
+
+def multilabel_metric(wheels: bool) -> str:
+    """The selection metric of a multi-label sweep (``--task multilabel``): the emotion-wheel F1
+    (``wheel_f1``, the MER-FG score) when ``--emotion-wheel`` is given, else the micro-F1 of the
+    labels whose probability exceeds ζ (``--threshold``)."""
+    return "wheel_f1" if wheels else "micro_f1"
+
+
+def _multilabel_cell_metrics(probs: np.ndarray, index: np.ndarray, multihot: np.ndarray, true_words: list, classes: list[str],
+                             threshold: float, wheels) -> tuple[dict[str, float], dict[str, list]]:
+    """Metrics of one multi-label cell's predictions and their compact record.
+
+    Args:
+        probs: float (n, C) softmax outputs of the cell's evaluated rows ``index`` (n,).
+        multihot: (N, C) targets of all rows; true_words: per row of the dataset, its own words
+            (the wheel metric scores them all, also words outside the class list, as ``emo fuse train``).
+        threshold: ζ. wheels: :class:`emo.lexicon.wheel.EmotionWheels` or None.
+
+    Returns:
+        (metrics: :func:`emo.fuse.multilabel.multilabel_metrics` of ``p > ζ`` (at least one label
+        per row) and, with wheels, :func:`emo.fuse.metrics.multilabel_wheel_metrics` (``p > ζ``,
+        as ``emo fuse train``); record ``{"index", "labels", "top"}``: per row the class indices
+        with ``p > ζ`` and the argmax, from which every metric can be recomputed).
+    """
+    from emo.fuse.metrics import evaluate, multilabel_wheel_metrics
+
+    p = np.asarray(probs, dtype=np.float64)
+    idx = np.asarray(index, dtype=np.int64)
+    m = _scalars(evaluate({"probs": p}, {"multihot": multihot[idx]}, len(classes), threshold))
+    if wheels is not None:
+        m.update(multilabel_wheel_metrics(p, classes, [true_words[i] for i in idx], wheels, threshold))
+    rec = {"index": idx.tolist(), "labels": [np.flatnonzero(row > threshold).tolist() for row in p],
+           "top": p.argmax(1).tolist()}
+    return m, rec
 
 
 def layer_windows(layers: list[str], window: int = 1, stride: int = 1) -> list[tuple[str, ...]]:
@@ -136,6 +171,16 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     train``; :mod:`emo.fuse.multitask`): every cell trains all tasks, its metrics are each task's
     (``<task>_waf``, ...) and ``jrbm``, the default selection metric.
 
+    Multi-label (``cfg.task == "multilabel"``, as ``emo fuse train --task multilabel``; UniVA KL
+    loss, sequential AdamW loop): the label list comes from the words of the samples outside the
+    test partitions (through the emotion-wheel word forms when ``cfg.emotion_wheel`` is set); each
+    cell reports Jaccard accuracy (``ml_accuracy``), ``hamming_loss``, ``micro_f1`` and
+    ``macro_f1`` of the labels with ``p > cfg.threshold`` (ζ; at least one per clip) and, with
+    wheels, the emotion-wheel F1 (``wheel_f1``, ``wheel_precision``, ``wheel_recall``,
+    ``wheelK_f1``; MER 2025 baseline, as ``emo fuse train``); the selection metric defaults to
+    ``wheel_f1`` with wheels, else ``micro_f1`` (:func:`multilabel_metric`). Each cell file keeps its
+    predicted label sets (``predictions``: ``index``, ``labels`` with ``p > ζ``, ``top`` argmax).
+
     Args:
         features_dir: the ``--out`` of ``emo extract``; dataset: its sub-folder.
         feature: one encoder spec ``NAME[=SOURCE][:LAYERS]`` (see :func:`emo.fuse.data.parse_feature_spec`).
@@ -199,7 +244,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     store = FeatureStore(store_path(features_dir, dataset, spec.name))
     keys = store_layers(spec, store, layers)
     windows = layer_windows(keys, window, stride)
-    metric = metric or ("jrbm" if multi_task else default_metric(cfg.task))
+    metric = metric or ("jrbm" if multi_task else None if cfg.task == "multilabel" else default_metric(cfg.task))
 
     # samples and labels from the manifest, aligned like load_features (no feature read yet)
     meta, samples = read_manifest(Path(features_dir) / dataset)
@@ -215,10 +260,37 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         raise FeatureError(f"{store.path}: no samples")
     names = [s.name for s in samples]
     fs = FeatureSet(names, {}, [], samples, meta.get("classes"), meta.get("dataset", dataset))
+    multilabel = cfg.task == "multilabel"
+    wheels, label_space, true_words = None, None, None
+    if multilabel:  # as emo fuse train: the label list from the words of the CV pool (outside the test partitions)
+        from emo.fuse.multilabel import sample_words
+        from emo.fuse.semi import multilabel_targets
+
+        if cfg.emotion_wheel:  # MER-FG: one class per word family (word forms), emotion-wheel F1 per cell
+            from emo.lexicon.wheel import load_wheels
+
+            wheels = load_wheels(cfg.emotion_wheel)
+        sp_all = np.asarray([s or "" for s in fs.splits], dtype=object)
+        held_splits = list(test_splits or (["test"] if protocol == "split" else []))
+        y, mask, label_space = multilabel_targets(samples, np.flatnonzero(~np.isin(sp_all, held_splits)),
+                                                  word_map=None if wheels is None else wheels.base_form)
+        fs.classes = label_space.classes
+        true_words = [sample_words(s) or [] for s in samples]
+        if metric is None:
+            metric = multilabel_metric(wheels is not None)
+        known = ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1") + (
+            ("wheel_f1", "wheel_precision", "wheel_recall", *(f"wheel{k}_f1" for k in range(1, 6))) if wheels is not None else ())
+        if metric not in known:
+            raise SweepError(f"--metric {metric!r} is not computed for --task multilabel"
+                             + (" without --emotion-wheel DIR" if metric.startswith("wheel") else "") + f"; available: {', '.join(known)}")
+        if cfg.optimizer == "lbfgs" or cfg.batched:  # KL loss on soft targets: the sequential AdamW loop (emo.fuse.univa.soft_fit)
+            if log and cfg.optimizer == "lbfgs":
+                log("AdamW instead of L-BFGS: multi-label training (KL loss on normalised multi-hot targets) runs in the sequential loop")
+            cfg = replace(cfg, optimizer="adamw", batched=False)
     if multi_task:
         tasks, y, mask = task_targets(samples, task_specs, fs.classes)
         y["discrete"] = y[tasks[0].name]  # folds are stratified on the first task
-    else:
+    elif not multilabel:
         y, mask = targets(samples, cfg.task, fs.classes, cfg.vad_targets)
     rows = np.flatnonzero(mask)
     disc = task_parts(cfg.task)[0]
@@ -251,6 +323,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     cell_cfg = replace(cfg, seeds=1) if protocol == "split" else cfg
     base_key = {"store": prov, "n": len(names), "task": multi_task or cfg.task, "protocol": protocol, "align": align,
                 **({"label_columns": list(label_columns or []), "joint": joint} if multi_task else {}),
+                **({"classes": list(fs.classes)} if multilabel else {}),  # ζ and the wheel folder are in cfg
                 "test": None if test_idx is None else _idx_hash(test_idx)}
     cells: list[_Cell] = []
     for wpos, win in enumerate(windows):
@@ -324,6 +397,12 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                  "epochs": fr["epochs"], "seconds": fr["seconds"], "metrics": _scalars(fr["metrics"])}
             if res.test is not None and "metrics" in res.test:
                 d["test_metrics"] = _scalars(res.test["metrics"])
+            if multilabel:  # recomputed from the probabilities (+ wheel F1); the label sets at ζ kept for checking
+                d["metrics"], d["predictions"] = _multilabel_cell_metrics(res.oof["probs"], res.oof["index"], y["multihot"],
+                                                                          true_words, fs.classes, ccfg.threshold, wheels)
+                if res.test is not None and "probs" in res.test and mask[res.test["index"]].all():
+                    d["test_metrics"], d["test_predictions"] = _multilabel_cell_metrics(
+                        res.test["probs"], res.test["index"], y["multihot"], true_words, fs.classes, ccfg.threshold, wheels)
             if pooled:
                 d["oof"] = {k: np.asarray(v).tolist() for k, v in res.oof.items() if k != "fold"}
             write_json(c.path, d)
@@ -355,8 +434,12 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                 raise SweepError(f"{out / 'cells'}: cells without out-of-fold predictions; rerun with a new --out")
             idx = np.concatenate([np.asarray(c["oof"]["index"], dtype=np.int64) for c in cs])
             outs = {k: np.concatenate([np.asarray(c["oof"][k], dtype=np.float32) for c in cs]) for k in cs[0]["oof"] if k != "index"}
-            needed = [k for k in ("discrete", "valence", "vad") if k in y and (k != "discrete" or disc)]
-            for k, val in _scalars(evaluate(outs, {k: y[k][idx] for k in needed}, n_classes)).items():
+            needed = [k for k in ("discrete", "valence", "vad", "multihot") if k in y and (k != "discrete" or disc)]
+            if multilabel:
+                pooled_m, _ = _multilabel_cell_metrics(outs["probs"], idx, y["multihot"], true_words, fs.classes, cfg.threshold, wheels)
+            else:
+                pooled_m = _scalars(evaluate(outs, {k: y[k][idx] for k in needed}, n_classes, cfg.threshold))
+            for k, val in pooled_m.items():
                 row[f"{k}_mean"], row[f"{k}_std"] = val, 0.0
             row["pooled"] = True
         table.append(row)
@@ -374,6 +457,10 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         "selected_on": selected_on, "window": window, "stride": stride, "training": asdict(cfg),
         "n_samples": len(names), "n_labelled": int(mask.sum()), "rows": table,
         **({"tasks": [t.as_dict() for t in tasks], "joint": joint} if multi_task else {}),
+        **({"label_space": label_space.to_dict(), "threshold": cfg.threshold,
+            "emotion_wheel": None if wheels is None else {"dir": str(cfg.emotion_wheel), "level": "level1",
+                                                          "source": "MER 2025 baseline wheel_metric_calculation (emo.lexicon.wheel)"}}
+           if multilabel else {}),
         **({"n_test_partition": int(len(test_idx)), "test_splits": test_splits} if test_idx is not None else {}),
         "train_splits": list(train_splits or []),
         "best": {"window": best["window"], "layers": best["layers"], metric: best[f"{metric}_mean"], f"{metric}_std": best[f"{metric}_std"],
@@ -394,6 +481,8 @@ def _write_table(path: Path, table: list[dict[str, Any]]) -> None:
 
 
 _METRIC_NAMES = {"waf": "WAF", "uar": "UAR", "accuracy": "accuracy", "valence_ccc": "valence CCC", "valence_mse": "valence MSE",
+                 "micro_f1": "micro-F1 (p > ζ)", "macro_f1": "macro-F1 (p > ζ)", "ml_accuracy": "Jaccard accuracy (p > ζ)",
+                 "hamming_loss": "Hamming loss (p > ζ)", "wheel_f1": "emotion-wheel F1 (MER-FG)",
                  "mer2023_score": "MER 2023 score (WAF − 0.25·MSE)", "vad_ccc": "VAD CCC (mean)", "vad_mse": "VAD MSE (mean)"}
 
 
@@ -500,11 +589,13 @@ def sweep_cmd(
     window: int = typer.Option(1, "--window", help="Consecutive layers per probe (1, 3, 6, ...)."),
     stride: int = typer.Option(1, "--stride", help="Step between windows."),
     head: str = typer.Option(SWEEP_DEFAULTS["head"], "--head", help="linear | mlp | afg (any emo fuse head)."),
-    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence, or label columns A+B (multi-task; metric jrbm)."),
+    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence | multilabel (several emotion words per clip; metric micro_f1, or wheel_f1 with --emotion-wheel), or label columns A+B (multi-task; metric jrbm)."),
+    threshold: float = typer.Option(_D.threshold, "--threshold", help="--task multilabel: a label is predicted when its probability exceeds this (ζ, as emo fuse train)."),
+    emotion_wheel: str = typer.Option("", "--emotion-wheel", help="--task multilabel: the MER emotion_wheel/ folder: word forms merged in the class list, emotion-wheel F1 per cell (the default selection metric)."),
     label_column: List[str] = typer.Option([], "--label-column", help="NAME=COLUMN for a multi-task --task (as emo fuse train)."),
     joint: str = typer.Option("none", "--joint", help="Multi-task: none | crossattn | shared (as emo fuse train)."),
     folds: str = typer.Option("5", "--folds", help="K | speaker | split (select on dev, report test)."),
-    metric: str = typer.Option("", "--metric", help="Score to plot/select (default: waf, valence_ccc, vad_ccc or mer2023_score by task)."),
+    metric: str = typer.Option("", "--metric", help="Score to plot/select (default: waf, valence_ccc, vad_ccc, mer2023_score or, multilabel, micro_f1 / wheel_f1 by task; hamming_loss and *mse are minimised)."),
     normalize: str = typer.Option(_D.normalize, "--normalize", help="none | global | speaker (default shared with emo fuse train)"),
     seed: int = typer.Option(0, "--seed"),
     seeds: int = typer.Option(SWEEP_DEFAULTS["seeds"], "--seeds", help="Models per cell (split: seed repeats)."),
@@ -547,7 +638,7 @@ def sweep_cmd(
     cfg = TrainConfig(head=head, task="discrete" if multi else task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
                       batch_size=batch_size, patience=patience, seeds=seeds, seed=seed, normalize=normalize,
                       class_weights=class_weights, device=device, label_smoothing=label_smoothing, optimizer=optimizer,
-                      batched=batched)
+                      batched=batched, threshold=threshold, emotion_wheel=emotion_wheel)
     try:
         cfg.validate()
     except ValueError as e:
@@ -564,7 +655,7 @@ def sweep_cmd(
                             train_splits=list(train_splits) or None, label_columns=list(label_column), joint=joint)
     except SweepError as e:  # settings that do not fit the data (window, metric): the command line is wrong
         raise typer.BadParameter(str(e)) from None
-    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
+    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, OSError) as e:  # WheelError is a ValueError
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
     summary["command"] = shlex.join(command_line(ctx, {**ctx.params, "out": out}))
@@ -585,11 +676,18 @@ def sweep_cmd(
         return
     m = summary["metric"]
     test = any(f"test_{m}_mean" in r for r in summary["rows"])
-    typer.echo(f"{'window':>10}  {m + ' mean':>14}  {'std':>7}" + (f"  {'test ' + m:>14}" if test else ""))
+    # multi-label sweeps: the other multi-label metrics (means over folds) next to the selection metric
+    extra = [k for k in ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1", "wheel_f1")
+             if "label_space" in summary and k != m and f"{k}_mean" in summary["rows"][0]]
+    typer.echo(f"{'window':>10}  {m + ' mean':>14}  {'std':>7}" + (f"  {'test ' + m:>14}" if test else "") +
+               "".join(f"  {k:>12}" for k in extra))
     for r in summary["rows"]:
         star = " *" if r["window"] == summary["best"]["window"] else ""
         typer.echo(f"{r['window']:>10}  {r[m + '_mean']:>14.4f}  {r[m + '_std']:>7.4f}" +
-                   (f"  {r['test_' + m + '_mean']:>14.4f}" if test else "") + star)
+                   (f"  {r['test_' + m + '_mean']:>14.4f}" if test else "") + "".join(f"  {r[k + '_mean']:>12.4f}" for k in extra) + star)
+    if "label_space" in summary:
+        typer.echo(f"multi-label: {len(summary['label_space']['classes'])} labels, predicted when p > ζ = {summary['threshold']}"
+                   + (f"; emotion-wheel F1 with {summary['emotion_wheel']['dir']}" if summary.get("emotion_wheel") else ""))
     typer.echo(f"selected window {summary['best']['window']} on {summary['selected_on']}; "
                f"{summary['trained']} cell(s) trained, {summary['reused']} reused; wrote {out}/sweep.csv, sweep.json, sweep.png")
     from emo.fuse.report import training_speed
