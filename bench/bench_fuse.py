@@ -13,6 +13,8 @@ batched (the default) and ``--sequential``, as subprocesses, and of scikit-learn
 ``LogisticRegression`` (per-speaker ``StandardScaler``, same leave-one-speaker-out folds) as a
 subprocess of this script (``--sklearn``), with pooled UAR of each. Targets (RAVDESS-sized set):
 batched >= 10x faster than sequential; batched <= 3x scikit-learn's wall time with UAR >= its UAR.
+EmoDB also runs both paths with ``--dropout 0`` (the same arithmetic model by model): pooled UAR
+and WAF must agree within 0.005.
 
 MER 2024 size (5,030 utterances, synthetic, :func:`write_synthetic`): ``hubert_large`` 25 layers
 x 1024, ``clip_vit_l`` 768, ``manet`` 512:
@@ -194,8 +196,12 @@ def _train_record(cmd: list[str], run: Path, timeout: float, tmp: Path) -> dict:
     return rec
 
 
-def small_data(label: str, feat: Path, dataset: str, tmp: Path, device: str, timeout: float, sequential: bool = True) -> dict:
-    """Batched vs sequential ``emo fuse train --head afg`` vs scikit-learn on one leave-one-speaker-out set."""
+def small_data(label: str, feat: Path, dataset: str, tmp: Path, device: str, timeout: float, sequential: bool = True,
+               equivalence: bool = False) -> dict:
+    """Batched vs sequential ``emo fuse train --head afg`` vs scikit-learn on one leave-one-speaker-out set.
+
+    ``equivalence``: also both paths with ``--dropout 0`` (same arithmetic model by model; with dropout
+    the two paths draw different random masks), whose pooled UAR/WAF must agree within 0.005."""
     emo = str(Path(sys.executable).with_name("emo"))
     base = [emo, "fuse", "train", "--dataset", dataset, "--features-dir", str(feat), "--features", "egemaps", "--head", "afg",
             "--folds", "speaker", "--normalize", "speaker", "--device", device]
@@ -209,6 +215,15 @@ def small_data(label: str, feat: Path, dataset: str, tmp: Path, device: str, tim
     sk.update({"subprocess_seconds": None if wall is None else round(wall, 2),
                "what": "per-speaker StandardScaler + LogisticRegression(max_iter=5000), leave-one-speaker-out"})
     res["sklearn_logreg"] = sk
+    if equivalence and sequential:  # dropout 0: the batched path is the sequential arithmetic, model by model
+        eq = {}
+        for tag, extra in (("batched", []), ("sequential", ["--sequential"])):
+            eq[tag] = _train_record(base + ["--dropout", "0", *extra, "--out", str(tmp / f"{dataset}_d0_{tag}")],
+                                    tmp / f"{dataset}_d0_{tag}", timeout, tmp)
+        if "uar" in eq["batched"] and "uar" in eq["sequential"]:
+            eq["abs_diff_uar"] = round(abs(eq["batched"]["uar"] - eq["sequential"]["uar"]), 4)
+            eq["abs_diff_waf"] = round(abs(eq["batched"]["waf"] - eq["sequential"]["waf"]), 4)
+        res["same_numbers_dropout0"] = eq
     b, s = res["batched"].get("subprocess_seconds"), (res.get("sequential") or {}).get("subprocess_seconds")
     if b and s:
         res["speedup_batched_vs_sequential"] = round(s / b, 2)
@@ -269,8 +284,13 @@ def main(gpu: bool = False, timeout: float = 900.0, sequential: bool | None = No
         feat = _emodb_features(tmp, timeout)
         if feat is not None:
             small["emodb_egemaps"] = small_data("EmoDB eGeMAPS (535 x 88, 10 speakers, 7 classes)", feat, "emodb", tmp, device,
-                                                timeout, sequential)
+                                                timeout, sequential, equivalence=True)
             _checkpoint({**res, "small_data": small})
+            eq = small["emodb_egemaps"].get("same_numbers_dropout0", {})
+            if "abs_diff_uar" in eq:
+                targets["emodb_batched_equals_sequential_within_0.005"] = {
+                    "target": 0.005, "measured": max(eq["abs_diff_uar"], eq["abs_diff_waf"]),
+                    "pass": max(eq["abs_diff_uar"], eq["abs_diff_waf"]) <= 0.005, "what": "pooled UAR/WAF, --dropout 0"}
         else:
             small["emodb_egemaps"] = {"skipped": "EmoDB not found (set EMO_SHARED_DATA)"}
         write_ravdess_like(tmp / "rav")
