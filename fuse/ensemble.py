@@ -31,7 +31,7 @@ over the same label list and a label is predicted when its fused probability exc
 ``emo fuse train``). Reported: Jaccard accuracy, Hamming loss, micro- and macro-F1
 (:func:`emo.fuse.multilabel.multilabel_metrics`) and, with ``emotion_wheel``, the emotion-wheel F1
 of the MER 2025 baseline (:func:`emo.fuse.metrics.multilabel_wheel_metrics`: predicted words
-``p > ζ``, true words each clip's own words from the dataset manifest, as ``emo fuse train``).
+``p > ζ`` or the most probable, true words each clip's own words from the dataset manifest, as ``emo fuse train``).
 Weights are tuned on ``wheel_f1`` with wheels, else ``micro_f1`` (``hamming_loss`` is minimised);
 ties are broken by the cross-entropy against the normalised multi-hot targets (UniVA eq. 10's KL
 up to a constant). Multi-label runs are never fused with single-label ones, nor runs with
@@ -164,8 +164,7 @@ def multilabel_scores(fp: np.ndarray, y: dict[str, np.ndarray], ml: MultiLabelSc
     """
     t = np.asarray(y["multihot"]) > 0
     m, n, c = fp.shape
-    strict = fp > ml.threshold
-    pred = strict.copy()
+    pred = fp > ml.threshold
     mi, ni = np.nonzero(~pred.any(2))  # at least one label per row: the most probable (predict_multihot)
     pred[mi, ni, fp[mi, ni].argmax(1)] = True
     inter = (pred & t).sum(2)
@@ -183,7 +182,7 @@ def multilabel_scores(fp: np.ndarray, y: dict[str, np.ndarray], ml: MultiLabelSc
            "macro_f1": f1[:, present].mean(1) if present.any() else np.zeros(m)}
     if ml.wheels is not None:
         wt = np.asarray(y["wheel_true"], dtype=bool)
-        sf = strict.astype(np.float32)
+        sf = pred.astype(np.float32)  # the same label sets as the metrics above (at least one per row)
         prec, rec, f1s, start = [], [], [], 0
         for a in ml.wheel_maps:
             tw = wt[:, start:start + a.shape[1]]

@@ -189,8 +189,10 @@ def wheel_metrics(predicted: list[list[str]], true: list[list[str]], wheels, lev
 def multilabel_wheel_metrics(probs: np.ndarray, classes: list[str], true_words: list[list[str]], wheels,
                              threshold: float, level: str = "level1") -> dict[str, float]:
     """:func:`wheel_metrics` of a multi-label model's outputs: the predicted words of sample ``i`` are
-    the classes whose probability exceeds ``threshold`` (UniVA's rule; ``--task multilabel``), the
-    true words are the sample's own label words (all of them, also those outside the class list).
+    the classes whose probability exceeds ``threshold`` (UniVA's rule; ``--task multilabel``) or,
+    where none does, the most probable class: the same label sets as every other multi-label metric
+    (:func:`emo.fuse.multilabel.predict_multihot` with ``at_least_one``); the true words are the
+    sample's own label words (all of them, also those outside the class list).
 
     Args:
         probs: float (N, C) class probabilities, rows aligned with ``true_words``.
@@ -206,5 +208,5 @@ def multilabel_wheel_metrics(probs: np.ndarray, classes: list[str], true_words: 
         raise ValueError(f"multilabel_wheel_metrics: probs shape {p.shape}, expected ({len(true_words)}, {len(classes)})")
     if not np.all(np.isfinite(p)):
         raise ValueError("multilabel_wheel_metrics: non-finite probabilities")
-    pred = [[classes[j] for j in np.flatnonzero(row > threshold)] for row in p]
+    pred = [[classes[j] for j in (np.flatnonzero(row > threshold) if (row > threshold).any() else [int(row.argmax())])] for row in p]
     return wheel_metrics(pred, [list(t) for t in true_words], wheels, level)

@@ -88,8 +88,8 @@ def _multilabel_cell_metrics(probs: np.ndarray, index: np.ndarray, multihot: np.
 
     Returns:
         (metrics: :func:`emo.fuse.multilabel.multilabel_metrics` of ``p > ζ`` (at least one label
-        per row) and, with wheels, :func:`emo.fuse.metrics.multilabel_wheel_metrics` (``p > ζ``,
-        as ``emo fuse train``); record ``{"index", "labels", "top"}``: per row the class indices
+        per row) and, with wheels, :func:`emo.fuse.metrics.multilabel_wheel_metrics` (the same
+        label sets, as ``emo fuse train``); record ``{"index", "labels", "top"}``: per row the class indices
         with ``p > ζ`` and the argmax, from which every metric can be recomputed).
     """
     from emo.fuse.metrics import evaluate, multilabel_wheel_metrics

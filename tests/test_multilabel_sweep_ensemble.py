@@ -27,6 +27,15 @@ from emo.lexicon.wheel import load_wheels, wheel_scores
 WORDS = ["happy", "sad", "angry", "worried"]
 
 
+
+def _words_predicted(classes, probs, threshold):
+    """The predicted words of every row: p > ζ, or the most probable class where none is (the rule of every metric)."""
+    out = []
+    for pr in probs:
+        ws = [c for c, p in zip(classes, pr) if p > threshold]
+        out.append(ws or [classes[int(np.argmax(pr))]])
+    return out
+
 def make_ml_dataset(root: Path, n: int = 90, n_layers: int = 3, d: int = 8, informative: tuple[int, ...] = (1,),
                     seed: int = 0, dataset: str = "mlt", speakers: int = 5) -> tuple[Path, list[list[str]]]:
     """A dataset whose clips carry one or two emotion words (``Sample.emotions``), with an encoder
@@ -99,7 +108,7 @@ def test_multilabel_sweep_cli_metrics_equal_an_independent_computation(shared, t
         pred[np.flatnonzero(empty), np.asarray(rec["top"])[empty]] = True  # at least one label per clip
         for k, v in independent_metrics(pred, true_all[idx]).items():
             assert m[k] == pytest.approx(v, abs=1e-9), (cell["window"], k)
-        ws = wheel_scores([[classes[j] for j in np.flatnonzero(row)] for row in strict], [words[i] for i in idx], wheels)
+        ws = wheel_scores([[classes[j] for j in np.flatnonzero(row)] for row in pred], [words[i] for i in idx], wheels)
         assert m["wheel_f1"] == pytest.approx(ws["f1"], abs=1e-9)
         assert m["wheel_precision"] == pytest.approx(ws["precision"], abs=1e-9)
         assert m["wheel1_f1"] == pytest.approx(ws["per_wheel"]["wheel1"]["f1"], abs=1e-9)
@@ -153,7 +162,7 @@ def test_multilabel_sweep_on_one_clip_folds_scores_the_pooled_predictions(shared
         true = np.array([[c in {wheels.base_form(w) for w in words[i]} for c in classes] for i in idx])
         for k, v in independent_metrics(predict_multihot(probs, cfg.threshold), true).items():
             assert row[f"{k}_mean"] == pytest.approx(v, abs=1e-9) and row[f"{k}_std"] == 0.0, k
-        ws = wheel_scores([[c for c, p in zip(classes, pr) if p > cfg.threshold] for pr in probs], [words[i] for i in idx], wheels)
+        ws = wheel_scores(_words_predicted(classes, probs, cfg.threshold), [words[i] for i in idx], wheels)
         assert row["wheel_f1_mean"] == pytest.approx(ws["f1"], abs=1e-9)
 
 
@@ -230,7 +239,7 @@ def test_multilabel_ensemble_cli_metrics_equal_an_independent_computation(shared
     for k, v in independent_metrics(pred, true).items():
         assert fused[k] == pytest.approx(v, abs=1e-9), k
     name_words = {f"clip{i:04d}": ws for i, ws in enumerate(words)}
-    ws = wheel_scores([[c for c, p in zip(classes, pr) if p > 0.2] for pr in probs], [name_words[row["name"]] for row in rows], wheels)
+    ws = wheel_scores(_words_predicted(classes, probs, 0.2), [name_words[row["name"]] for row in rows], wheels)
     assert fused["wheel_f1"] == pytest.approx(ws["f1"], abs=1e-9)
     assert fused["wheel_recall"] == pytest.approx(ws["recall"], abs=1e-9)
     # without wheels: tuned on micro-F1, no wheel scores; --threshold overrides the runs' ζ
@@ -319,8 +328,9 @@ def test_split_protocol_multilabel_sweep_and_ensemble(shared, tmp_path):
     cell = s["cells"][0]
     idx = cell["test_predictions"]["index"]
     assert sorted(idx) == list(range(72, 90))  # the test partition, never trained on
-    strict = [[s["label_space"]["classes"][j] for j in labels] for labels in cell["test_predictions"]["labels"]]
-    assert cell["test_metrics"]["wheel_f1"] == pytest.approx(wheel_scores(strict, [words[i] for i in idx], wheels)["f1"], abs=1e-9)
+    cl = s["label_space"]["classes"]
+    sets = [[cl[j] for j in labels] or [cl[top]] for labels, top in zip(cell["test_predictions"]["labels"], cell["test_predictions"]["top"])]
+    assert cell["test_metrics"]["wheel_f1"] == pytest.approx(wheel_scores(sets, [words[i] for i in idx], wheels)["f1"], abs=1e-9)
 
     runs = []
     for k in ("0", "1"):
@@ -343,4 +353,16 @@ def test_split_protocol_multilabel_sweep_and_ensemble(shared, tmp_path):
     tp = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in test_rows])
     tw = [words[int(r["name"][4:])] for r in test_rows]
     assert len(test_rows) == 18 and res["test"]["fused"]["wheel_f1"] == pytest.approx(
-        wheel_scores([[c for c, p in zip(classes, pr) if p > 0.2] for pr in tp], tw, wheels)["f1"], abs=1e-9)
+        wheel_scores(_words_predicted(classes, tp, 0.2), tw, wheels)["f1"], abs=1e-9)
+
+
+def test_wheel_f1_scores_the_most_probable_word_when_no_probability_exceeds_zeta(shared):
+    """A clip whose probabilities all stay below ζ is scored on its most probable word (as every other
+    multi-label metric), not on an empty prediction."""
+    wheels = load_wheels(shared / "emotion_wheel")
+    classes = ["happiness", "sadness", "anger"]
+    probs = np.array([[0.10, 0.15, 0.12], [0.05, 0.9, 0.05]])  # row 0: nothing above 0.2, argmax "sadness"
+    true = [["sadness"], ["sadness"]]
+    got = multilabel_wheel_metrics(probs, classes, true, wheels, 0.2)
+    assert got["wheel_f1"] == pytest.approx(1.0)
+    assert got == pytest.approx(multilabel_wheel_metrics(np.array([[0.1, 0.7, 0.2], [0.05, 0.9, 0.05]]), classes, true, wheels, 0.2))
