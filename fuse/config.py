@@ -44,8 +44,10 @@ class TrainConfig:
 
     Where the defaults come from: ``label_smoothing=0.1``, ``dropout=0.5`` and ``lr=1e-3`` are
     emo's choices, not the papers' (Wang et al. and Zhao et al. use no label smoothing; Zhao et
-    al., MRAC '24, train with lr 1e-4); ``results/defaults_ablation.json`` compares them with the
-    papers' values on EmoDB. ``normalize="global"`` and ``weight_decay=1e-2`` are shared with
+    al., MRAC '24, train with lr 1e-4). They stay because ``results/defaults_ablation.json`` shows
+    each helps on EmoDB (eGeMAPS, leave-one-speaker-out, AFG, 3 runs of 5 seeds per fold): pooled
+    UAR 0.811 ± 0.002 with the defaults vs 0.798 ± 0.004 without label smoothing, 0.771 ± 0.012
+    with lr 1e-4 and 0.805 ± 0.001 with dropout 0.2. ``normalize="global"`` and ``weight_decay=1e-2`` are shared with
     ``emo fuse sweep``. A run's ``config.json`` records every field under ``training``.
 
     Issue 14 (:mod:`emo.fuse.semi`): ``threshold`` is the multi-label decision threshold ζ of
