@@ -53,6 +53,7 @@ from typing import Any, Callable
 import numpy as np
 
 from emo.fuse.protocols import Fold
+from emo.fuse.stopping import MIN_DELTA
 
 #: Most gathered input values (models x rows x features, float32) held at once for one chunk of
 #: models: 2**26 values = 256 MiB. Larger jobs are split into chunks of models trained in turn.
@@ -522,7 +523,7 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
             if not running[g]:
                 continue
             epochs[g] = epoch
-            if vl[r] < best[g] - 1e-5:
+            if vl[r] < best[g] - MIN_DELTA:  # the rule of emo.fuse.stopping
                 best[g], best_epoch[g], wait[g] = vl[r], epoch, 0
                 improved.append((r, g))
             else:

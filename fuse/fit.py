@@ -5,7 +5,6 @@ the inner validation loss with the best weights restored), :func:`predict_model`
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -60,6 +59,7 @@ def fit_model(xs_tr: list, y_tr: dict, xs_va: list, y_va: dict, cfg: TrainConfig
 
     from emo.fuse.losses import UncertaintyLoss, task_losses
     from emo.fuse.model import FusionModel
+    from emo.fuse.stopping import EarlyStopping
     from emo.fuse.univa import soft_fit, uses_soft_fit
 
     if uses_soft_fit(cfg, y_tr):  # multi-label, UniVA or pseudo-labelled rows: KL on soft targets, row weights
@@ -111,7 +111,7 @@ def fit_model(xs_tr: list, y_tr: dict, xs_va: list, y_va: dict, cfg: TrainConfig
                 total += float(sum(task_losses(model([x[b] for x in xs_va]), {k: v[bd] for k, v in vy.items()}).values())) * len(b)
             return total / m
 
-    best, best_state, best_epoch, wait = math.inf, None, 0, 0
+    stopping = EarlyStopping(cfg.patience)
     epoch = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -132,17 +132,11 @@ def fit_model(xs_tr: list, y_tr: dict, xs_va: list, y_va: dict, cfg: TrainConfig
             raise NonFiniteError(
                 f"the {'training' if not bool(finite) else 'validation'} loss became non-finite (NaN/inf) in epoch {epoch} "
                 f"(seed {seed}): inputs too large or a learning rate of {cfg.lr} too high; try --normalize global or a lower --lr")
-        if v < best - 1e-5:
-            best, best_epoch, wait = v, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            wait += 1
-            if wait >= cfg.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopping.update(epoch, v, model):
+            break
+    stopping.restore(model)
     model.eval()
-    info: dict[str, Any] = {"epochs": epoch, "best_epoch": best_epoch, "best_val_loss": best}
+    info: dict[str, Any] = stopping.info(epoch)
     if unc is not None:
         info["loss_weights"] = list(unc.weights)
     return model, info

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from emo.fuse.protocols import Fold
+from emo.fuse.stopping import EarlyStopping
 
 JOINTS = ("none", "crossattn", "shared")
 #: Task names read from the manifest's ``discrete`` label (the dataset's emotion classes).
@@ -346,7 +347,7 @@ def fit_multi(module, forward: Callable, xs_tr: list, ys_tr: list, xs_va: list, 
                 total += float(loss_of(outs, [y[sl] for y in ys_va], 0.0)) * len(ys_va[0][sl])
         return total / max(n_va, 1)
 
-    best, best_state, best_epoch, wait, epoch = math.inf, None, 0, 0, 0
+    stopping, epoch = EarlyStopping(cfg.patience), 0
     for epoch in range(1, cfg.epochs + 1):
         module.train()
         perm = torch.randperm(n, generator=gen)
@@ -362,18 +363,11 @@ def fit_multi(module, forward: Callable, xs_tr: list, ys_tr: list, xs_va: list, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        v = val_loss()
-        if v < best - 1e-5:
-            best, best_epoch, wait = v, epoch, 0
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            wait += 1
-            if wait >= cfg.patience:
-                break
-    if best_state is not None:
-        module.load_state_dict(best_state)
+        if stopping.update(epoch, val_loss(), module):
+            break
+    stopping.restore(module)
     module.eval()
-    return module, {"epochs": epoch, "best_epoch": best_epoch, "best_val_loss": best}
+    return module, stopping.info(epoch)
 
 
 @dataclass

@@ -21,7 +21,6 @@ Multimodal Multi-Label Emotion Recognition" (UniVA, ACM MM 2024).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from emo.fuse.heads import UniVAHead
+from emo.fuse.stopping import EarlyStopping
 
 #: Row arrays the trainer adds to the label dict ``y`` for the soft fit (passed with the labels).
 ROW_KEYS = ("multihot", "weight", "va", "va_known")
@@ -332,7 +332,7 @@ def fit_soft_model(xs_tr: list[torch.Tensor], target_tr: np.ndarray, weight_tr: 
         with torch.no_grad():
             return float(kl_loss(model(xs_va)["logits"], t_va))
 
-    best, best_state, best_epoch, wait, epoch, parts = math.inf, None, 0, 0, 0, {}
+    stopping, epoch, parts = EarlyStopping(patience), 0, {}
     for epoch in range(1, epochs + 1):
         model.train()
         perm = torch.randperm(n, generator=gen)
@@ -347,18 +347,11 @@ def fit_soft_model(xs_tr: list[torch.Tensor], target_tr: np.ndarray, weight_tr: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        v = val_loss()
-        if v < best - 1e-5:
-            best, best_epoch, wait = v, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            wait += 1
-            if wait >= patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopping.update(epoch, val_loss(), model):
+            break
+    stopping.restore(model)
     model.eval()
-    return model, {"epochs": epoch, "best_epoch": best_epoch, "best_val_loss": best, "last_parts": parts}
+    return model, {**stopping.info(epoch), "last_parts": parts}
 
 
 def uses_soft_fit(cfg, y_tr: dict[str, np.ndarray]) -> bool:
