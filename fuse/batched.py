@@ -3,8 +3,8 @@ sweep that shares shapes) trained as one batched model.
 
 The small-data recipe trains e.g. 24 folds x 5 seeds = 120 tiny heads. Trained one after the
 other, each spends its time in Python's per-minibatch loop, not in arithmetic. Here the K
-models' parameters are stacked (:func:`torch.func.stack_module_state`-style, into one (K, P)
-buffer) and the *existing* :class:`emo.fuse.model.FusionModel` is run under
+models' parameters are stacked (:func:`torch.func.stack_module_state`-style: one (K, ...) leaf
+tensor per parameter name) and the *existing* :class:`emo.fuse.model.FusionModel` is run under
 ``torch.vmap(torch.func.functional_call)``, so one optimisation step updates all K models:
 
 * **Same models.** Model ``k`` is built exactly as the sequential path builds it
@@ -19,10 +19,12 @@ buffer) and the *existing* :class:`emo.fuse.model.FusionModel` is run under
 * **Same losses.** Per-model masked means equal to :func:`emo.fuse.losses.task_losses`
   (cross-entropy with the same class weights and label smoothing, MSE), the uncertainty
   loss through the same :class:`emo.fuse.losses.UncertaintyLoss` module.
-* **Same optimiser.** AdamW is elementwise, so a stacked AdamW with a per-model step count
-  (bias correction per model) and the sequential parameter groups (no weight decay on biases,
-  1-d parameters and layer weights) is K independent AdamWs (the update of
-  :class:`torch.optim.AdamW`, Loshchilov & Hutter 2019, Algorithm 2, written out).
+* **Same optimiser.** AdamW is elementwise, so AdamW on per-model row views of the stacked
+  parameters, gradients and moments, with a step count per model (bias correction per model)
+  and the sequential parameter groups (no weight decay on biases, 1-d parameters and layer
+  weights), is K independent AdamWs. The kernel is the sequential path's own
+  (``torch.optim.AdamW(fused=True)``'s ``torch._fused_adamw_``; Loshchilov & Hutter 2019,
+  Algorithm 2), so each model's update is the sequential arithmetic.
 * **Same early stopping.** After every epoch each model's inner-validation loss (mean
   cross-entropy + MSE without class weights or smoothing, as the sequential loop) is
   compared with its own best; a model that has waited ``patience`` epochs stops: its
