@@ -167,10 +167,11 @@ def make_folds(protocol: str, fs, y: dict[str, np.ndarray], rows: np.ndarray, se
     Raises:
         emo.fuse.protocols.ProtocolError: unusable protocol for the data (named).
     """
-    splits = np.asarray([s or "" for s in fs.splits], dtype=object)
+    raw_splits, speakers = fs.splits, fs.speakers  # properties building lists: once, not per row
+    splits = np.asarray([s or "" for s in raw_splits], dtype=object)
     yd = y.get("discrete")
     if protocol == "split":
-        folds = predefined_split([fs.splits[i] for i in rows], None if yd is None else yd[rows], test_splits, seed)
+        folds = predefined_split([raw_splits[i] for i in rows], None if yd is None else yd[rows], test_splits, seed)
         return [Fold(f.name, rows[f.train], rows[f.val], rows[f.test]) for f in folds], None
     is_test = np.isin(splits[rows], test_splits) if test_splits else np.zeros(len(rows), bool)
     held = np.isin(splits[rows], [s_ for s_ in EVAL_SPLITS if s_ not in (train_splits or [])]) & ~is_test
@@ -179,7 +180,7 @@ def make_folds(protocol: str, fs, y: dict[str, np.ndarray], rows: np.ndarray, se
         raise ProtocolError(f"no samples left for cross-validation: every labelled sample is in an evaluation partition "
                             f"({sorted(set(splits[rows]))}); name the ones to train on with --train-splits")
     if protocol == "speaker":
-        folds = leave_one_speaker_out([fs.speakers[i] for i in pool], seed)
+        folds = leave_one_speaker_out([speakers[i] for i in pool], seed)
     else:
         try:
             k = int(protocol)

@@ -131,7 +131,8 @@ def pseudo_label(run_dir: str | Path, features_dir: str | Path, dataset: str, ou
         raise PseudoLabelError(f"{dataset}: no clip of subset {subset!r} to pseudo-label in {features_dir} "
                                f"({len(skipped_seen)} were training clips of the run)")
     feats = {inp["name"]: fs.blocks[inp["name"]][rows] for inp in run.inputs}
-    probs = run.predict(feats, [fs.speakers[i] for i in rows])["probs"]
+    speakers = fs.speakers  # a property building a list: once, not per row
+    probs = run.predict(feats, [speakers[i] for i in rows])["probs"]
     if not np.all(np.isfinite(probs)):
         raise PseudoLabelError(f"{run_dir}: non-finite probabilities for some clips")
     label = probs.argmax(axis=1)

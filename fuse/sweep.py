@@ -298,7 +298,8 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     test_idx = None
     if protocol == "split":
         test_splits = test_splits or ["test"]
-        f0 = predefined_split([fs.splits[i] for i in rows], None if "discrete" not in y else y["discrete"][rows], test_splits, cfg.seed)[0]
+        splits = fs.splits  # a property building a list: once, not per row
+        f0 = predefined_split([splits[i] for i in rows], None if "discrete" not in y else y["discrete"][rows], test_splits, cfg.seed)[0]
         sp = np.asarray([s or "" for s in fs.splits], dtype=object)
         if not np.isin(sp[rows[f0.val]], DEV_SPLITS).all():
             raise ProtocolError(f"--folds split in a sweep selects on the dev partition; {dataset} has none "

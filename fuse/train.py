@@ -331,7 +331,8 @@ def repeats_summary(results: list[CVResult], fs, y: dict[str, np.ndarray], confi
         order = pos[idx]
         aligned.append({k: r.oof[k][order] for k in ("probs", "valence", "vad") if k in r.oof})
     ys = {k: v[idx] for k, v in y.items() if k in ("discrete", "valence", "vad") and (k != "discrete" or n_classes)}
-    spk = [fs.speakers[i] for i in idx] if fs.speakers is not None else [None]
+    speakers = fs.speakers  # a property building a list: once, not per row
+    spk = [speakers[i] for i in idx]
     groups, unit = (np.asarray(spk, dtype=object), "speaker") if all(s is not None for s in spk) else (idx.astype(str), "sample")
 
     if primary in ("uar", "waf", "accuracy"):
