@@ -307,7 +307,15 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         # train on train, stop early and select on dev, report the test partition(s)
         fold = Fold("split", rows[f0.train], rows[f0.val], rows[f0.val])
         test_idx = rows[f0.test]
-        reps = [(r, f"seed{cfg.seed + r}", fold) for r in range(cfg.seeds)]
+        n_reps = cfg.seeds
+        if cfg.optimizer == "lbfgs" and cfg.seeds > 1 and not multi_task:
+            from emo.fuse.batched import lbfgs_unsupported
+
+            if lbfgs_unsupported(cfg) is None:  # a convex probe fitted to its optimum: every seed gives the same model
+                n_reps = 1
+                if log:
+                    log(f"--seeds {cfg.seeds} with the L-BFGS probe: one model per window (its optimum does not depend on the seed)")
+        reps = [(r, f"seed{cfg.seed + r}", fold) for r in range(n_reps)]
     else:
         folds, test_idx = make_folds(protocol, fs, y, rows, cfg.seed, list(test_splits or []), train_splits)
         for w in fold_warnings(folds, y.get("discrete") if disc else None, n_classes):
