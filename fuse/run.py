@@ -17,7 +17,10 @@ Integrity (issue 11): a run directory is written into a temporary sibling and re
 when complete (:func:`emo.fsio.atomic_dir`; the previous run stays in place until then), so a
 kill while saving never leaves a mix of old and new folds. ``config.json`` records the SHA-256
 of every checkpoint (``folds[k]["sha256"]``); :meth:`Run.models` verifies them before loading
-(:func:`emo.fuse.runcheck.verify_checkpoints`) and refuses non-finite weights.
+(:func:`emo.fuse.runcheck.verify_checkpoints`) and refuses non-finite weights. Checkpoints are
+written with canonical bytes (:func:`emo.fuse.atomic.write_safetensors`: the safetensors library
+orders its metadata map by hash, differently in every process), so retraining with the same
+settings gives bit-identical checkpoint files and digests.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from emo import __version__
-from emo.fuse.atomic import write_csv, write_json
+from emo.fuse.atomic import write_csv, write_json, write_safetensors
 from emo.fuse.inputs import FeatureInput, as_inputs
 from emo.fuse.report import write_report
 
@@ -65,9 +68,6 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
 
 
 def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], folds: list, y: dict[str, np.ndarray]) -> Path:
-    from safetensors.numpy import save_file
-
-    from emo import fsio
     from emo.fuse.runcheck import checkpoint_digests
 
     config = dict(config)
@@ -81,8 +81,7 @@ def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], 
     for k, (fold, states, norm) in enumerate(zip(folds, result.states, result.normalizers)):
         ckpt = f"fold-{k}.safetensors"
         tensors = {f"s{j}.{name}": t.numpy() for j, st in enumerate(states) for name, t in st.items()}
-        with fsio.atomic_path(out / ckpt) as tmp:
-            save_file(tensors, str(tmp), metadata={"fold": fold.name, "seeds": str(len(states))})
+        write_safetensors(out / ckpt, tensors, metadata={"fold": fold.name, "seeds": str(len(states))})
         entry = {**fold.as_dict(), "checkpoint": ckpt, "seeds": len(states), "sha256": checkpoint_digests(out, [ckpt])[ckpt]}
         nd = norm.to_dict()
         if "global" in nd:
