@@ -238,10 +238,16 @@ def fuse_and_score_trials(shared: Path, work: Path, n: int, rng: random.Random) 
         info: dict = {"kind": kind}
         if kind.startswith("train"):
             out = work / f"run-{t:02d}"
-            assert subprocess.run(_train_cmd(feats, out, 1), capture_output=True, cwd=str(ROOT)).returncode == 0
-            old = _files(out)
             pattern = f".{out.name}.*.tmp" if kind == "train-save" else None
-            info.update(_kill_when(_train_cmd(feats, out, 0), work, pattern, rng.uniform(0.5, train_s)))
+            delay = rng.uniform(0.5, train_s)
+            for _ in range(4):  # a timed kill the run beat: start again from the previous run, sooner
+                shutil.rmtree(out, ignore_errors=True)
+                assert subprocess.run(_train_cmd(feats, out, 1), capture_output=True, cwd=str(ROOT)).returncode == 0
+                old = _files(out)
+                info.update(_kill_when(_train_cmd(feats, out, 0), work, pattern, delay))
+                if info["killed"]:
+                    break
+                delay *= 0.6
             now = _files(out)
             info["after_kill"] = "previous run" if now == old else ("new run" if _comparable(now) == ref_files else "MIXED/OTHER")
             info["complete_after_kill"] = _run_complete(out)
@@ -255,9 +261,15 @@ def fuse_and_score_trials(shared: Path, work: Path, n: int, rng: random.Random) 
         else:
             out = work / f"score-{t:02d}.csv"
             cache = work / f"cache-{t:02d}"
-            out.write_text("previous results\n")
             pattern = f".{out.name}.*.tmp" if kind == "score-csv" else None
-            info.update(_kill_when(score_cmd(out, cache), work, pattern, rng.uniform(0.3, score_s)))
+            delay = rng.uniform(0.3, score_s)
+            for _ in range(4):  # a timed kill the run beat: start again (empty cache, previous CSV), sooner
+                shutil.rmtree(cache, ignore_errors=True)
+                out.write_text("previous results\n")
+                info.update(_kill_when(score_cmd(out, cache), work, pattern, delay))
+                if info["killed"]:
+                    break
+                delay *= 0.6
             after = out.read_text()
             info["after_kill"] = "previous csv" if after == "previous results\n" else (
                 "new csv" if out.read_bytes() == score_ref.read_bytes() else "MIXED/OTHER")
