@@ -304,13 +304,22 @@ def load_run(run_dir: str | Path) -> Run:
     """Open a run directory written by ``emo fuse train``.
 
     Raises:
-        RunError: an unfinished temporary directory, no ``config.json``, one that is not valid JSON
+        RunError: an unfinished temporary directory, a run directory missing after a killed replacement
+            (the message names the previous run beside it), no ``config.json``, one that is not valid JSON
             or lacks required keys, a missing checkpoint or one whose SHA-256 differs from the
             recorded one (corrupt bytes, or a fold file of another run).
     """
     from emo.fuse.runcheck import RunDirError, check_run_dir
 
     path = Path(run_dir)
+    if not path.exists():
+        # emo.fsio.atomic_dir without an atomic exchange (renameat2 unsupported by the file system)
+        # moves the previous run to .<name>.old-* before renaming the new one in: a kill between the
+        # two renames leaves no run here but the previous one, complete, beside it
+        olds = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.is_dir() else []
+        if olds:
+            raise RunError(f"{path} not found; `emo fuse train` was killed while replacing it, the previous run "
+                           f"is complete at {olds[-1]} (rename it back to use it)")
     try:
         check_run_dir(path)  # an unfinished temporary of a killed `emo fuse train` is refused
     except RunDirError as e:

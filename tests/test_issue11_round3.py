@@ -194,3 +194,27 @@ def test_distributed_recomputes_a_sample_whose_media_changed(tmp_path):
     assert sorted(a.names) == names
     np.testing.assert_array_equal(a.read_layer("functionals", names=names), b.read_layer("functionals", names=names))
     assert a.identity(changed.stem) == b.identity(changed.stem)
+
+
+def test_load_run_names_the_previous_run_left_by_a_non_atomic_swap(tmp_path):
+    """Where the file system has no atomic exchange, a kill between the two renames of
+    emo.fsio.atomic_dir leaves no run at its path: load_run names the complete previous run."""
+    import pytest
+
+    from emo.fuse.run import RunError, load_run
+
+    feats = make_dataset(tmp_path, n=45)
+    from emo.fuse.config import TrainConfig
+    from emo.fuse.train import train
+
+    run = tmp_path / "runs" / "r"
+    train(feats, "synth", ["egemaps"], TrainConfig(head="mlp", epochs=2, hidden=8, seeds=1, threads=1), protocol="5",
+          out=run, resume=False)
+    old = run.parent / ".r.old-x1y2"
+    run.rename(old)
+    with pytest.raises(RunError, match=r"killed while replacing it.*\.r\.old-x1y2"):
+        load_run(run)
+    old.rename(run)
+    load_run(run).models()
+    with pytest.raises(RunError, match="not found"):
+        load_run(tmp_path / "runs" / "nothing")
