@@ -4,7 +4,9 @@
 starts a local cluster of N worker processes (one thread each). The flow:
 
 1. The client opens every encoder's store (taking its lock, reading what is already done:
-   the consolidated store *and* finished shard files of earlier, interrupted runs).
+   the consolidated store *and* finished shard files of earlier, interrupted runs). A finished
+   sample whose media changed since it was stored (its content identity,
+   :mod:`emo.extract.identity`, differs) is dropped and recomputed, as in a local run.
 2. The pending samples are split into shards of ``shard_size`` samples, in dataset order.
    One dask task per shard runs every encoder on it, decoding each clip once.
 3. A task writes one shard file per encoder, ``<store>.parts/part-task-<key>.h5``, where
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from emo.extract.datasets import DatasetAdapter, Sample, write_manifest
-from emo.extract.engine import EncoderReport, Extractor, RunSummary
+from emo.extract.engine import EncoderReport, Extractor, RunSummary, identities
 from emo.extract.faces.core import DEFAULT_FPS
 from emo.extract.store import StoreWriter, check_writable, store_path
 
@@ -240,7 +242,9 @@ def run_distributed(config: ExtractConfig, adapter: DatasetAdapter, samples: lis
 
     Returns:
         A :class:`~emo.extract.engine.RunSummary`; each report's ``skipped`` counts samples done
-        before this run, and ``n_tasks`` / ``n_reused`` attributes tell how many tasks were
+        before this run, ``recomputed`` names finished samples whose media changed since they were
+        stored (:func:`emo.extract.engine.identities`: size + content hash; dropped from the store
+        and recomputed, as in a local run), and ``n_tasks`` / ``n_reused`` attributes tell how many tasks were
         submitted and how many found their shard file already written.
 
     Raises:
@@ -265,6 +269,7 @@ def run_distributed(config: ExtractConfig, adapter: DatasetAdapter, samples: lis
         from emo.extract.identity import dataset_provenance
 
         provs = []
+        ids = identities(samples)  # as a local run: a finished sample whose media changed is recomputed
         for d in desc:
             path = store_path(out, adapter.dataset, d["name"])
             prov = {**d["provenance"], **dataset_provenance(adapter)}  # same store provenance as a local run
@@ -272,7 +277,9 @@ def run_distributed(config: ExtractConfig, adapter: DatasetAdapter, samples: lis
             w = StoreWriter(path, prov, d["layers"], frames=config.frames, dtype=d["dtype"],
                             overwrite=overwrite)
             writers.append(w)
-            r = EncoderReport(d["name"], str(path))
+            r = EncoderReport(d["name"], str(path), quarantined=list(w.quarantined))
+            r.recomputed = w.changed(ids)  # same name, different content: dropped here, recomputed by a task
+            w.invalidate(r.recomputed)
             r.skipped = sum(s.name in w.done for s in samples)
             reports.append(r)
         todo = [{s.name for s in samples if s.name not in w.done} for w in writers]

@@ -49,3 +49,37 @@ def write_with(path: str | Path, write: Callable[[Path], None], suffix: str = ""
     with fsio.atomic_path(path, suffix=suffix or path.suffix) as tmp:
         write(tmp)
     return path
+
+
+def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors file of ``tensors`` (name -> numpy array) with ``metadata``, as canonical bytes.
+
+    ``safetensors`` serialises the ``__metadata__`` map in hash order, which changes from process
+    to process, so two runs with bit-identical weights gave checkpoints with different bytes (and
+    SHA-256). Here the header is re-serialised with ``__metadata__`` keys sorted (tensor entries
+    keep the library's order, which is deterministic: by dtype alignment, then name), padded with
+    spaces to a multiple of 8 bytes as the format requires; tensor data is unchanged.
+    Readers (``safetensors.safe_open``/``load_file``) see the same tensors and metadata.
+
+    Returns:
+        bytes: 8-byte little-endian header length, JSON header, raw tensor data.
+    """
+    import json
+    import struct
+
+    from safetensors.numpy import save
+
+    raw = save(tensors, metadata=metadata)
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    canon = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | header
+    text = json.dumps(canon, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + raw[8 + n:]
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` as a safetensors file atomically, with canonical bytes (:func:`safetensors_bytes`),
+    so identical weights give an identical file and SHA-256."""
+    return fsio.write_bytes(path, safetensors_bytes(tensors, metadata))

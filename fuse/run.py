@@ -17,7 +17,10 @@ Integrity (issue 11): a run directory is written into a temporary sibling and re
 when complete (:func:`emo.fsio.atomic_dir`; the previous run stays in place until then), so a
 kill while saving never leaves a mix of old and new folds. ``config.json`` records the SHA-256
 of every checkpoint (``folds[k]["sha256"]``); :meth:`Run.models` verifies them before loading
-(:func:`emo.fuse.runcheck.verify_checkpoints`) and refuses non-finite weights.
+(:func:`emo.fuse.runcheck.verify_checkpoints`) and refuses non-finite weights. Checkpoints are
+written with canonical bytes (:func:`emo.fuse.atomic.write_safetensors`: the safetensors library
+orders its metadata map by hash, differently in every process), so retraining with the same
+settings gives bit-identical checkpoint files and digests.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from emo import __version__
-from emo.fuse.atomic import write_csv, write_json
+from emo.fuse.atomic import write_csv, write_json, write_safetensors
 from emo.fuse.inputs import FeatureInput, as_inputs
 from emo.fuse.report import write_report
 
@@ -65,9 +68,6 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
 
 
 def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], folds: list, y: dict[str, np.ndarray]) -> Path:
-    from safetensors.numpy import save_file
-
-    from emo import fsio
     from emo.fuse.runcheck import checkpoint_digests
 
     config = dict(config)
@@ -81,8 +81,7 @@ def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], 
     for k, (fold, states, norm) in enumerate(zip(folds, result.states, result.normalizers)):
         ckpt = f"fold-{k}.safetensors"
         tensors = {f"s{j}.{name}": t.numpy() for j, st in enumerate(states) for name, t in st.items()}
-        with fsio.atomic_path(out / ckpt) as tmp:
-            save_file(tensors, str(tmp), metadata={"fold": fold.name, "seeds": str(len(states))})
+        write_safetensors(out / ckpt, tensors, metadata={"fold": fold.name, "seeds": str(len(states))})
         entry = {**fold.as_dict(), "checkpoint": ckpt, "seeds": len(states), "sha256": checkpoint_digests(out, [ckpt])[ckpt]}
         nd = norm.to_dict()
         if "global" in nd:
@@ -305,13 +304,22 @@ def load_run(run_dir: str | Path) -> Run:
     """Open a run directory written by ``emo fuse train``.
 
     Raises:
-        RunError: an unfinished temporary directory, no ``config.json``, one that is not valid JSON
+        RunError: an unfinished temporary directory, a run directory missing after a killed replacement
+            (the message names the previous run beside it), no ``config.json``, one that is not valid JSON
             or lacks required keys, a missing checkpoint or one whose SHA-256 differs from the
             recorded one (corrupt bytes, or a fold file of another run).
     """
     from emo.fuse.runcheck import RunDirError, check_run_dir
 
     path = Path(run_dir)
+    if not path.exists():
+        # emo.fsio.atomic_dir without an atomic exchange (renameat2 unsupported by the file system)
+        # moves the previous run to .<name>.old-* before renaming the new one in: a kill between the
+        # two renames leaves no run here but the previous one, complete, beside it
+        olds = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.is_dir() else []
+        if olds:
+            raise RunError(f"{path} not found; `emo fuse train` was killed while replacing it, the previous run "
+                           f"is complete at {olds[-1]} (rename it back to use it)")
     try:
         check_run_dir(path)  # an unfinished temporary of a killed `emo fuse train` is refused
     except RunDirError as e:

@@ -65,8 +65,10 @@ class EGeMAPSEncoder(Encoder):
 
     def encode_stream(self, name: str, audio) -> Encoded:
         """Functionals of a long clip streamed window by window (:class:`emo.extract.streaming.StreamedAudio`):
-        openSMILE itself consumes the stream (:func:`emo.extract.streaming.egemaps_stream`), so the values
-        equal :meth:`encode` of the whole signal while memory holds one window."""
+        openSMILE consumes the stream (:func:`emo.extract.streaming.egemaps_stream`): its F0, loudness and
+        temporal functionals equal :meth:`encode` of the whole signal bit for bit, the means and
+        stddev/means (running sums of eight contours openSMILE would otherwise keep whole) within the
+        tolerance stated there, and memory no longer holds those contours."""
         from emo.extract.streaming import egemaps_stream
 
         silent = True
