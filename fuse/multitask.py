@@ -627,7 +627,7 @@ def save_multitask_run(out: str | Path, config: dict[str, Any], result, names: l
     ``predictions.csv`` (name, fold, then per task ``<task>_true``, ``<task>_pred``, ``<task>_prob_<class>``)."""
     import datetime as _dt
 
-    from safetensors.numpy import save_file
+    from emo.fuse.atomic import write_safetensors
 
     from emo import __version__
     from emo.fuse.atomic import write_csv, write_json
@@ -642,9 +642,7 @@ def save_multitask_run(out: str | Path, config: dict[str, Any], result, names: l
     for k, (fold, st, norm) in enumerate(zip(folds, result.states, result.normalizers)):
         ckpt = f"fold-{k}.safetensors"
         tensors = {f"s{j}.{n}": t.numpy() for j, s in enumerate(st) for n, t in s.items()}
-        tmp = out / f".{ckpt}.tmp"
-        save_file(tensors, str(tmp), metadata={"fold": fold.name, "seeds": str(len(st))})
-        tmp.replace(out / ckpt)
+        write_safetensors(out / ckpt, tensors, metadata={"fold": fold.name, "seeds": str(len(st))})
         entry = {**fold.as_dict(), "checkpoint": ckpt, "seeds": len(st)}
         nd = norm.to_dict()
         if "global" in nd:

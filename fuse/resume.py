@@ -117,7 +117,7 @@ class FoldCache:
         """Keep fold ``k``: ``states`` (per seed, name -> torch tensor), ``outputs`` on its evaluation
         rows (name -> array), ``test_outputs`` (per seed, on the held-out test rows; may be empty) and
         its metrics ``row`` (JSON-serialisable)."""
-        from safetensors.numpy import save_file
+        from emo.fuse.atomic import write_safetensors
 
         tensors: dict[str, np.ndarray] = {}
         for j, st in enumerate(states):
@@ -129,7 +129,7 @@ class FoldCache:
             for name, a in o.items():
                 tensors[f"test.{j}.{name}"] = np.ascontiguousarray(a)
         meta = {"seeds": str(len(states)), "test_seeds": str(len(test_outputs))}
-        _atomic(self.dir / f"fold-{k}.safetensors", lambda t: save_file(tensors, t, metadata=meta))
+        write_safetensors(self.dir / f"fold-{k}.safetensors", tensors, metadata=meta)  # canonical bytes
         text = json.dumps(row, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
         _atomic(self.dir / f"fold-{k}.json", lambda t: Path(t).write_text(text, encoding="utf-8"))
 
