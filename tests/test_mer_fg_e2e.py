@@ -8,6 +8,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from mer_fixtures import build_mer_pool
 from emo.extract.store import FeatureStore
 
 EMO = [sys.executable, "-m", "emo.cli"]
+ROOT = Path(__file__).resolve().parents[1]
 MER = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
 
 
@@ -102,12 +104,16 @@ def test_mer2025_track1_extract_train_score(shared, tmp_path):
 
 
 @pytest.mark.slow
-def test_mer2026_track1_extract_and_train(shared, tmp_path):
+def test_mer2026_track1_make_features_and_train(shared, tmp_path):
+    """The headline command on the MER 2026 layout: `make features DATASET=mer2026 DATA_ROOT=... TRACK=1`."""
     data = tmp_path / "mer2026"
     info = build_mer_pool(shared / "av", data, 2026, wavs=0)
     feats = tmp_path / "f"
-    run("extract", "--dataset", "mer2026", "--root", str(data), "--track", "1", "--subset", "labeled", "--encoder", "egemaps",
-        "--out", str(feats), "--device", "cpu", "--no-progress")
+    r = subprocess.run(["make", "-C", str(ROOT), "features", "DATASET=mer2026", f"DATA_ROOT={data}", f"OUT={feats}",
+                        "MODELS=egemaps", "TRACK=1", "DEVICE=cpu"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    st = FeatureStore(feats / "mer2026" / "egemaps.h5")
+    assert len(st) == len(info["labelled"]) + len(info["candidates"])  # candidates come in unlabelled
     r = tmp_path / "run"
     run("fuse", "train", "--dataset", "mer2026", "--features-dir", str(feats), "--features", "egemaps", "--head", "mlp",
         "--folds", "3", "--epochs", "10", "--seeds", "1", "--allow-rare-classes", "--out", str(r))  # the fixture has 1 'worried' clip
