@@ -240,6 +240,8 @@ def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_
         ValueError: jobs whose models differ in parameter shapes, empty train/val rows.
     """
 
+    from emo.fuse.heads import uniform_dropout_masks
+
     t0 = time.perf_counter()
     for j in jobs:
         if len(j.train) == 0 or len(j.val) == 0:
@@ -254,7 +256,7 @@ def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_
     chunks = 0
     for start in range(0, len(jobs), per_chunk):
         idx = list(range(start, min(len(jobs), start + per_chunk)))
-        with _vmappable_attention(), heap_allocations():
+        with _vmappable_attention(), heap_allocations(), uniform_dropout_masks():
             hook = None if on_epoch is None else (lambda e, ids, p, run, _o=start: on_epoch(e, ids + _o, p, run))
             ms, inf, st = _fit_chunk(xs, y, [jobs[i] for i in idx], cfg, model_args, log, hook)
         for i, m, d in zip(idx, ms, inf):
