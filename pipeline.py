@@ -357,8 +357,15 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
     index = {smp.name: i for i, smp in enumerate(ok)}
     classes = run.classes or []
     cols = ["name", "relpath", "path", "status", "flags"]
+    multilabel = run.config.get("task") == "multilabel" and "probs" in preds
     if "probs" in preds:
         cols += ["pred"] + [f"prob_{c}" for c in classes]
+    if multilabel:  # the run's ζ (given, or tuned on inner-validation rows: --tune-threshold)
+        from emo.fuse.multilabel import DEFAULT_THRESHOLD, predict_multihot
+
+        zeta = float((run.config.get("training") or {}).get("threshold", DEFAULT_THRESHOLD))
+        cols += ["labels"]
+        ml_pred = predict_multihot(preds["probs"], zeta) if len(preds["probs"]) else np.zeros((0, len(classes)), bool)
     if "valence" in preds:
         cols += ["valence"]
     if "vad" in preds:
@@ -385,6 +392,8 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
         if "probs" in preds:
             p = preds["probs"][i]
             row += [classes[int(np.argmax(p))]] + [f"{x:.6f}" for x in p]
+        if multilabel:
+            row.append(";".join(classes[j] for j in np.flatnonzero(ml_pred[i])))
         if "valence" in preds:
             row.append(f"{float(preds['valence'][i]):.6f}")
         if "vad" in preds:

@@ -73,6 +73,7 @@ def train(
     batched: bool = typer.Option(True, "--batched/--sequential", help="Train every fold x seed at once as one batched model (default), or one model after another (the reference loop)."),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw | lbfgs (full-batch L-BFGS to the optimum; --head linear only)."),
     threshold: float = typer.Option(0.18, "--threshold", help="--task multilabel: a label is predicted when its probability exceeds this (UniVA: 0.18)."),
+    tune_threshold: bool = typer.Option(False, "--tune-threshold", help="--task multilabel: choose the threshold on the folds' inner-validation rows (micro-F1 over a grid; never on evaluation rows); config.json records it and emo score uses it."),
     univa: bool = typer.Option(False, "--univa/--no-univa", help="UniVA losses (needs --head univa): VA-driven contrastive loss per modality + emotion-correlation prior; unlabelled clips with a valence-arousal join training."),
     univa_lambda: float = typer.Option(0.3, "--univa-lambda", help="UniVA eq. 11: L = λ Σ_m L_CL + (1 − λ) L_KL + η."),
     univa_delta: float = typer.Option(0.1, "--univa-delta", help="UniVA: valence-arousal distance below which two clips are positives."),

@@ -50,6 +50,9 @@ class TrainConfig:
     with lr 1e-4 and 0.805 ± 0.001 with dropout 0.2. ``normalize="global"`` and ``weight_decay=1e-2`` are shared with
     ``emo fuse sweep``. A run's ``config.json`` records every field under ``training``.
 
+    ``tune_threshold`` (``--task multilabel``): ζ is chosen on the inner-validation rows of the
+    folds instead (:func:`emo.fuse.cv.train_cv`), and the run records the chosen value.
+
     Issue 14 (:mod:`emo.fuse.semi`): ``threshold`` is the multi-label decision threshold ζ of
     ``task="multilabel"`` (UniVA: 0.18); ``univa`` adds UniVA's VA-driven contrastive losses and η
     prior (eq. 11, weight λ = ``univa_lambda``, positives within ``univa_delta``, temperature
@@ -87,6 +90,7 @@ class TrainConfig:
     vad_targets: str = "dataset"  # dataset | lexicon (the NRC-VAD of each discrete label; emo.lexicon.bridge; file: train(lexicon=))
     emotion_wheel: str = ""  # MER emotion_wheel/ folder: wheel F1 of multi-label runs (emo.lexicon.wheel)
     threshold: float = 0.18
+    tune_threshold: bool = False
     univa: bool = False
     univa_lambda: float = 0.3
     univa_delta: float = 0.1

@@ -39,6 +39,9 @@ class CVResult:
         states: per fold, the state dicts of its ``seeds`` models (CPU tensors).
         normalizers: per fold, the fitted :class:`emo.fuse.data.Normalizer`.
         diagnostics: per fold, attention means, layer weights, uncertainty weights where applicable.
+        threshold_tuning: with ``cfg.tune_threshold`` (multi-label): ``{"threshold"`` (the chosen ζ,
+            used for every metric above), ``"given"``, ``"metric"``, ``"grid"``, ``"rows"`` (inner-validation
+            predictions it was tuned on), ``"validation_metrics"}``; else None.
     """
 
     folds: list[dict[str, Any]]
@@ -49,6 +52,7 @@ class CVResult:
     states: list[list[dict]]
     normalizers: list
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    threshold_tuning: dict[str, Any] | None = None
 
 
 def fold_inputs(blocks, inputs, fold: Fold, normalize: str, base_norm, speakers, device: str, xs_shared=None):
@@ -139,6 +143,12 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
     fold_rows, states, norms, diags = [], [], [], []
     oof_parts: list[tuple[np.ndarray, int, dict]] = []
     test_outs = []
+    tune = bool(cfg.tune_threshold) and "multihot" in y
+    if cfg.tune_threshold and not tune:
+        raise ValueError("--tune-threshold applies to --task multilabel only")
+    if tune and fold_cache is not None:
+        fold_cache = None  # tuning needs every fold's inner-validation outputs: no partial-fold reuse
+    val_parts: list[tuple[np.ndarray, np.ndarray]] = []  # (multi-hot, probs) of each fold's inner-validation rows
     for fi, fold in enumerate(folds):
         t0 = time.perf_counter()
         if len(fold.train) == 0 or len(fold.val) == 0 or len(fold.test) == 0:
@@ -159,7 +169,7 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
             continue
         cw = class_weight_balanced(y["discrete"][fold.train], n_classes) if (cfg.class_weights and "discrete" in needed) else None
         xtr, xva, xte = sel(fold.train), sel(fold.val), sel(fold.test)
-        fold_states, outs, infos, fold_test = [], [], [], []
+        fold_states, outs, infos, fold_test, val_outs = [], [], [], [], []
         for s in range(cfg.seeds):
             try:
                 model, info = fit_model(xtr, ysel(fold.train), xva, ysel(fold.val), cfg, model_args, cfg.seed + s, cw)
@@ -167,6 +177,8 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
                 raise NonFiniteError(f"fold {fold.name}: {e}; the fold is stopped and no run is written") from None
             fold_states.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
             outs.append(predict_model(model, xte))
+            if tune:
+                val_outs.append(predict_model(model, xva))
             infos.append(info)
             if s == 0:
                 diag = diagnostics(model, xtr)
@@ -174,6 +186,8 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
                 fold_test.append(predict_model(model, sel(test_idx)))
         test_outs.extend(fold_test)
         out = average_outputs(outs)
+        if tune:  # the fold's models on its own inner-validation rows (never its evaluation rows)
+            val_parts.append((y["multihot"][fold.val], average_outputs(val_outs)["probs"]))
         metrics = evaluate(out, ysel(fold.test), n_classes, cfg.threshold)
         diag["fits"] = infos
         diags.append(diag)
@@ -186,6 +200,22 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
             fold_cache.save(fi, fold_states, out, fold_test, {**row, "diagnostics": diag})
         if progress:  # the metrics are in the final table; one short line per fold here (printed once)
             progress(f"fold {fi + 1}/{len(folds)} {fold.name}: trained in {row['seconds']:.1f} s")
+    tuning = None
+    if tune:  # ζ from the pooled inner-validation predictions; every metric below uses it
+        from dataclasses import replace
+
+        from emo.fuse.multilabel import THRESHOLD_GRID, tune_threshold
+
+        zeta, vm = tune_threshold(np.concatenate([p[1] for p in val_parts]), np.concatenate([p[0] for p in val_parts]) > 0,
+                                  THRESHOLD_GRID, "micro_f1")
+        tuning = {"threshold": zeta, "given": cfg.threshold, "metric": "micro_f1", "grid": [float(g) for g in THRESHOLD_GRID],
+                  "rows": int(sum(len(p[0]) for p in val_parts)), "tuned_on": "inner-validation rows of every fold (pooled)",
+                  "validation_metrics": {k: float(v) for k, v in vm.items()}}
+        cfg = replace(cfg, threshold=zeta)
+        for (test_rows, fi, out), row in zip(oof_parts, fold_rows):
+            row["metrics"] = evaluate(out, {k: y[k][test_rows] for k in needed}, n_classes, zeta)
+        if progress:
+            progress(f"threshold ζ = {zeta:g} (tuned on {tuning['rows']} inner-validation predictions; micro-F1 {vm['micro_f1']:.4f})")
     idx = np.concatenate([p[0] for p in oof_parts])
     oof = {"index": idx, "fold": np.concatenate([np.full(len(p[0]), p[1]) for p in oof_parts])}
     for k in oof_parts[0][2]:
@@ -197,4 +227,4 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
         test = {"index": np.asarray(test_idx), **tout}
         if all(np.all(np.isfinite(y[k][test_idx])) if k != "discrete" else np.all(y[k][test_idx] >= 0) for k in needed):
             test["metrics"] = evaluate(tout, {k: y[k][test_idx] for k in needed}, n_classes, cfg.threshold)
-    return CVResult(fold_rows, summarize([r["metrics"] for r in fold_rows]), pooled, oof, test, states, norms, diags)
+    return CVResult(fold_rows, summarize([r["metrics"] for r in fold_rows]), pooled, oof, test, states, norms, diags, tuning)

@@ -198,10 +198,14 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
                                       log=progress, optimizer=cfg_r.optimizer, fold_cache=cache)
         else:
             result = train_cv(blocks, fs.inputs, y_r, folds, cfg_r, n_classes, speakers, test_idx, progress, cache)
+        if result.threshold_tuning is not None:  # ζ chosen on inner-validation rows: the run's threshold from now on
+            config["training"]["threshold"] = result.threshold_tuning["threshold"]
+            config["threshold_tuning"] = result.threshold_tuning
         runs.append((result, config, folds, test_idx, names, y_save))
     result, config, folds, test_idx, names, y_save = runs[0]
     if cfg.emotion_wheel:  # MER-FG: the emotion-wheel F1 of the pooled out-of-fold multi-label predictions
-        config["emotion_wheel"] = add_wheel_metrics(result, fs.samples, config["classes"], cfg.emotion_wheel, cfg.threshold)
+        config["emotion_wheel"] = add_wheel_metrics(result, fs.samples, config["classes"], cfg.emotion_wheel,
+                                                    config["training"]["threshold"])
     if out is not None:
         from emo.fuse.pseudo import write_fold_names
 

@@ -151,7 +151,7 @@ def test_mer2025_track2_manifest_carries_the_words(shared, tmp_path):
     out = tmp_path / "ml"
     run("fuse", "train", "--dataset", "mer2025_t2", "--features-dir", str(feats), "--features", "egemaps", "--head", "mlp",
         "--task", "multilabel", "--emotion-wheel", str(wheel), "--folds", "3", "--epochs", "10", "--seeds", "1",
-        "--out", str(out))
+        "--tune-threshold", "--out", str(out))
     pooled = json.loads((out / "metrics.json").read_text())["pooled"]
     config = json.loads((out / "config.json").read_text())
     for k in ("wheel_f1", "wheel_precision", "wheel_recall", "wheel1_f1", "wheel5_f1"):
@@ -162,3 +162,18 @@ def test_mer2025_track2_manifest_carries_the_words(shared, tmp_path):
     w = load_wheels(wheel)
     want = sorted({w.base_form(x) for s in samples for x in s.emotions})
     assert config["classes"] == want and "joy" in want and "joyful" not in want  # word forms merged
+
+    # emo score on the multi-label run: a `labels` column at the run's (tuned) threshold
+    zeta = config["training"]["threshold"]
+    assert config["threshold_tuning"]["threshold"] == zeta and config["threshold_tuning"]["given"] == 0.18
+    preds = tmp_path / "ml_scores.csv"
+    run("score", str(data / "video"), "--run", str(out), "--out", str(preds), "--no-progress")
+    with open(preds, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["status"] == "ok"]
+    assert rows
+    from emo.fuse.multilabel import predict_multihot
+
+    classes = config["classes"]
+    probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
+    want = predict_multihot(probs, zeta)
+    assert [r["labels"] for r in rows] == [";".join(c for c, p in zip(classes, w) if p) for w in want]

@@ -366,3 +366,55 @@ def test_wheel_f1_scores_the_most_probable_word_when_no_probability_exceeds_zeta
     got = multilabel_wheel_metrics(probs, classes, true, wheels, 0.2)
     assert got["wheel_f1"] == pytest.approx(1.0)
     assert got == pytest.approx(multilabel_wheel_metrics(np.array([[0.1, 0.7, 0.2], [0.05, 0.9, 0.05]]), classes, true, wheels, 0.2))
+
+
+def test_tune_threshold_uses_inner_validation_rows_only_and_the_run_keeps_the_value(tmp_path, monkeypatch):
+    """``--tune-threshold``: ζ is chosen on each fold's inner-validation predictions (the rows the
+    fold's models were early-stopped on, never its evaluation rows), every metric and the run's
+    predictions use it, and config.json records it as the run's threshold (what emo score reads)."""
+    import emo.fuse.multilabel as ml
+    from emo.fuse.train import train
+
+    root, words = make_ml_dataset(tmp_path / "feat", n=120)
+    seen = []
+    real = ml.tune_threshold
+
+    def spy(probs, y_true, *a, **k):
+        seen.append(np.asarray(y_true).copy())
+        return real(probs, y_true, *a, **k)
+
+    monkeypatch.setattr(ml, "tune_threshold", spy)
+    cfg = TrainConfig(head="linear", task="multilabel", threshold=0.18, tune_threshold=True, seeds=1, epochs=30, patience=5,
+                      lr=0.02, batch_size=16, batched=False)
+    out = tmp_path / "run"
+    result, config = train(root, "mlt", ["enc:1"], cfg, protocol="3", out=out)
+    tuning = result.threshold_tuning
+    assert len(seen) == 1 and tuning is not None
+    n_val = sum(f["n_val"] for f in result.folds)
+    n_test = sum(f["n_test"] for f in result.folds)
+    assert tuning["rows"] == n_val == len(seen[0]) and n_val < n_test  # the inner-validation rows, not the evaluation rows
+    zeta = tuning["threshold"]
+    assert zeta in ml.THRESHOLD_GRID
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["training"]["threshold"] == zeta and saved["threshold_tuning"]["given"] == 0.18
+    classes = saved["classes"]
+    rows = read_rows(out / "predictions.csv")
+    probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
+    want = ml.predict_multihot(probs, zeta)
+    assert [r["pred"] for r in rows] == [";".join(c for c, p in zip(classes, w) if p) for w in want]
+    # the pooled metrics are those of the tuned threshold
+    true = np.array([[c in r["true"].split(";") for c in classes] for r in rows])
+    assert result.pooled["micro_f1"] == pytest.approx(f1_score(true, want, average="micro", zero_division=0), abs=1e-4)
+
+
+def test_tune_threshold_refused_for_single_label_tasks(tmp_path):
+    from emo.fuse.cv import train_cv
+    from emo.fuse.protocols import stratified_kfold
+
+    rng = np.random.default_rng(0)
+    y = {"discrete": rng.integers(0, 2, 40)}
+    blocks = {"a": rng.normal(size=(40, 1, 4)).astype(np.float32)}
+    inputs = [{"name": "a", "modality": "audio", "layers": ["0"], "dim": 4}]
+    cfg = TrainConfig(head="linear", tune_threshold=True, seeds=1, epochs=2, batched=False)
+    with pytest.raises(ValueError, match="multilabel only"):
+        train_cv(blocks, inputs, y, stratified_kfold(y["discrete"], 2, 0), cfg, 2)
