@@ -21,6 +21,7 @@ file gets an error row and a line in the summary; it never stops the batch.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -138,6 +139,64 @@ def _read(store, inp: FeatureInput, names: list[str]):
     return [np.stack([seqs[i] for seqs in per_layer], axis=1) for i in range(len(names))]
 
 
+def derived_inputs(inputs) -> dict[str, dict[str, Any]]:
+    """The run's inputs that are derived stores (``derived_from`` in their provenance: CLIPL-A), by name:
+    ``{"spec"`` (the source encoder's extraction spec with its one layer), ``"encoder"``, ``"layer"``,
+    ``"weights_hash"`` (of the source features), ``"mlp_file"``, ``"mlp_sha256"``, ``"name"}``.
+
+    Raises:
+        emo.fuse.run.RunError: an unknown derivation method, or an alignment that did not record the
+            source encoder's spec (``encoder_source``; aligned before emo recorded it) whose source store
+            is no longer there to read it from.
+    """
+    from emo.extract.spec import format_spec
+    from emo.fuse.run import RunError
+
+    out: dict[str, dict[str, Any]] = {}
+    for inp in inputs:
+        raw = inp.provenance.get("derived_from")
+        if not raw:
+            continue
+        d = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        if d.get("method") != "clipla":
+            raise RunError(f"{inp.name}: derived by {d.get('method')!r}, which emo score cannot recompute")
+        src = d["source"]
+        source_attr = src.get("encoder_source")
+        if source_attr is None:  # older alignments: read the source store's attribute where it still is
+            p = Path(src.get("path", ""))
+            if not p.is_file():
+                raise RunError(f"{inp.name}: the alignment does not record the source encoder's spec and its source store "
+                               f"{p} is gone; re-run emo fuse align to score from media")
+            from emo.extract.store import FeatureStore
+
+            source_attr = FeatureStore(p).attrs.get("source", "")
+        out[inp.name] = {"name": inp.name, "encoder": src["encoder"], "layer": src["layer"],
+                         "spec": format_spec(src["encoder"], source_attr or None, [src["layer"]]),
+                         "weights_hash": src.get("weights_hash"), "mlp_file": d["mlp_file"], "mlp_sha256": d["mlp_sha256"]}
+    return out
+
+
+def apply_derived(d: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """A CLIPL-A derived input from its source features ``x`` (N, d_v): float32 (N, d_a), through the MLP file the
+    derived store recorded, after checking its SHA-256 against both the store's record and the alignment run's.
+
+    Raises:
+        emo.fuse.run.RunError: the MLP file or its alignment run is missing, or its SHA-256 differs.
+    """
+    from emo.fuse.align import AlignError, apply_alignment, load_alignment
+    from emo.fuse.run import RunError
+
+    mlp = Path(d["mlp_file"])
+    try:
+        model, cfg = load_alignment(mlp.parent)
+        if cfg.get("mlp_sha256") != d["mlp_sha256"]:
+            raise AlignError(f"{mlp}: SHA-256 {str(cfg.get('mlp_sha256'))[:16]} is not the {d['mlp_sha256'][:16]} "
+                             f"the {d['name']} store was written with (the alignment was retrained)")
+        return apply_alignment(model, cfg, x)
+    except AlignError as e:
+        raise RunError(f"{d['name']}: {e}") from None
+
+
 def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out_csv: str | os.PathLike,
           device: str = "auto", cache: str | os.PathLike | None = None, face_detector: str = "mtcnn",
           mtcnn_weights: str | None = None, progress: bool = True, *, transcripts: str | os.PathLike | None = None,
@@ -239,11 +298,20 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             note(f"{len(samples) - n_text} of {len(samples)} files have no transcript: their text features "
                  f"({', '.join(text_inputs)}) are zeros (flag no_text)")
     device = resolve_device(device)
-    from emo.extract.spec import spec_name
+    from emo.extract.spec import format_spec, spec_name
     from emo.fuse.tune import hlft_inputs, hlft_score_encoders
 
     hlft = hlft_inputs(run.inputs)  # per-fold HLFT features: fold k's model gets fold k's adapters (emo.fuse.tune)
-    specs = {s.name: s for s in (parse_encoder_spec(t) for t in run.feature_specs if spec_name(t) not in hlft)}
+    derived = derived_inputs(run.inputs)  # CLIPL-A stores: recomputed from their source encoder (emo.fuse.align)
+    specs = {s.name: s for s in (parse_encoder_spec(t) for t in run.feature_specs
+                                 if spec_name(t) not in hlft and spec_name(t) not in derived)}
+    for n, d in derived.items():
+        src = parse_encoder_spec(d["spec"])
+        have = specs.get(src.name)
+        if have is not None and have.layers is not None and d["layer"] not in have.layers:
+            specs[src.name] = parse_encoder_spec(format_spec(src.name, have.source, [*have.layers, d["layer"]]))
+        elif have is None:
+            specs[src.name] = src
     fps = next((float(i.provenance["fps"]) for i in run.inputs if i.provenance.get("fps")), 2.0)
     names_all = [smp.name for smp in samples]
 
@@ -255,6 +323,8 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
     from_store: dict[str, set[str]] = {}
     if features_dir is not None:
         for inp in run.inputs:
+            if inp.name in derived:  # recomputed from its source features (extracted below)
+                continue
             p = Path(features_dir) / f"{inp.name}.h5"
             if not p.exists():
                 continue
@@ -318,12 +388,30 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             if trained and now and trained != now:
                 raise RunError(f"{inp.name}: the run was trained on features of weights {trained}, "
                                f"but scoring extracted {now}; score with the same checkpoint")
+        for n, d in derived.items():
+            st = stores.get(d["encoder"]) or reuse.get(d["encoder"])
+            now = st.attrs.get("weights_hash") if st is not None else None
+            if now != d["weights_hash"]:
+                raise RunError(f"{n}: the alignment was trained on {d['encoder']} features of weights {d['weights_hash']}, "
+                               f"but scoring extracted {now}; score with the same checkpoint")
         ok = [smp for smp in samples if smp.name not in failed]
         names = [smp.name for smp in ok]
         feats: dict[str, Any] = {}
+        for n, d in derived.items():  # the source layer of every clip through the recorded, hash-checked MLP
+            enc = d["encoder"]
+            have = from_store.get(enc, set())
+            src_rows: dict[str, np.ndarray] = {}
+            for st, part in ((reuse.get(enc), [x for x in names if x in have]), (stores.get(enc), [x for x in names if x not in have])):
+                if part:
+                    for x, v in zip(part, st.read([d["layer"]], part)[:, 0]):
+                        src_rows[x] = v
+                    for x in part:
+                        flags[x] |= st.flags(x)
+            if names:
+                feats[n] = apply_derived(d, np.stack([src_rows[x] for x in names]))[:, None, :]
         for inp in run.inputs:
             n = inp.name
-            if n in hlft:
+            if n in hlft or n in derived:
                 continue
             have = from_store.get(n, set())
             part_a = [x for x in names if x in have]

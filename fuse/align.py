@@ -256,8 +256,35 @@ def _one_layer(features_dir, dataset: str, spec_text: str):
 
 
 def _store_record(st, layer: str) -> dict[str, Any]:
-    return {"path": str(Path(st.path).resolve()), "encoder": st.attrs.get("encoder"), "layer": layer,
-            "weights_hash": st.attrs.get("weights_hash"), "sha256": _sha256(Path(st.path)), "modality": st.attrs.get("modality")}
+    """What an alignment records of a store: path, encoder, its ``source`` attribute (the ``=SOURCE`` of the
+    extraction spec; "" for the encoder's default), layer, weights hash, file SHA-256 and modality."""
+    return {"path": str(Path(st.path).resolve()), "encoder": st.attrs.get("encoder"), "encoder_source": st.attrs.get("source", ""),
+            "layer": layer, "weights_hash": st.attrs.get("weights_hash"), "sha256": _sha256(Path(st.path)),
+            "modality": st.attrs.get("modality")}
+
+
+def apply_alignment(model: CLIPLA, cfg: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """The aligned features ``f_v`` (eq. 5) of source features ``x``: float (N, d_v) → float32 (N, d_a).
+
+    The source features are standardised with the statistics recorded at training (``cfg["stats"]``)
+    and passed through the vision MLP; all-zero rows (a clip without that modality) stay zero.
+    ``model``, ``cfg``: from :func:`load_alignment`.
+
+    Raises:
+        AlignError: ``x`` is not (N, d_v) for the MLP's d_v, or holds NaN/inf.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    stats = cfg["stats"]
+    vm, vs = np.asarray(stats["video_mean"], np.float32), np.asarray(stats["video_std"], np.float32)
+    if x.ndim != 2 or x.shape[1] != vm.shape[0]:
+        raise AlignError(f"source features of shape {x.shape}; the alignment expects (N, {vm.shape[0]})")
+    if not np.all(np.isfinite(x)):
+        raise AlignError("source features hold NaN/inf")
+    zero = np.all(x == 0, axis=1)
+    with torch.no_grad():
+        y = model.mlp(torch.as_tensor((x - vm) / vs)).numpy().astype(np.float32)
+    y[zero] = 0.0
+    return y
 
 
 def align(features_dir: str | Path, dataset: str, source: str, target: str, out: str | Path, *, epochs: int = 100,
@@ -371,13 +398,7 @@ def write_aligned_store(run_dir: str | Path, features_dir: str | Path | None = N
     if st.attrs.get("weights_hash") != src.get("weights_hash"):
         raise AlignError(f"{st.path} holds features of weights {st.attrs.get('weights_hash')}, the alignment was trained on "
                          f"{src.get('weights_hash')}")
-    x = st.read([src["layer"]], list(st.names))[:, 0]
-    stats = cfg["stats"]
-    vm, vs = np.asarray(stats["video_mean"], np.float32), np.asarray(stats["video_std"], np.float32)
-    zero = np.all(x == 0, axis=1)
-    with torch.no_grad():
-        y = model.mlp(torch.as_tensor((x - vm) / vs)).numpy().astype(np.float32)
-    y[zero] = 0.0
+    y = apply_alignment(model, cfg, st.read([src["layer"]], list(st.names))[:, 0])
     name = derived_name(src["encoder"])
     prov = {
         "dataset": dataset, "encoder": name, "source": f"{src['encoder']}:{src['layer']} -> CLIPL-A",

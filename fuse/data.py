@@ -23,7 +23,8 @@ from emo.fuse.inputs import FeatureInput
 from emo.fuse.runcheck import require_finite
 
 #: Provenance attributes copied from each store into a run's config.
-PROVENANCE_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "modality", "dtype", "emo_version", "created")
+PROVENANCE_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "modality", "dtype", "emo_version", "created",
+                   "derived_from")  # derived stores (CLIPL-A): how to recompute them (emo score)
 
 
 class FeatureError(ValueError):
