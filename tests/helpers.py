@@ -45,3 +45,13 @@ def link_clips(sources: Iterable[Path], root: Path) -> Path:
 def toy_provenance(**kw) -> dict:
     """Provenance of a small synthetic feature store (``StoreWriter``), with ``kw`` overriding fields."""
     return {"encoder": "toy", "source": "x", "weights_hash": "abc", "pooling": "mean", "sample_rate": 16000, **kw}
+
+
+def run_emo(*args: str, ok: tuple[int, ...] = (0,)):
+    """``python -m emo.cli ARGS`` as a subprocess; asserts its exit code is in ``ok`` (output in the message)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "emo.cli", *args], capture_output=True, text=True)
+    assert r.returncode in ok, f"emo {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r

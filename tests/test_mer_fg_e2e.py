@@ -7,24 +7,19 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_emo as run
 from mer_fixtures import build_mer_pool
 
 from emo.extract.store import FeatureStore
 
-EMO = [sys.executable, "-m", "emo.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 MER = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
 
 
-def run(*args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-    r = subprocess.run(EMO + list(args), capture_output=True, text=True)
-    assert r.returncode in ok, f"emo {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
-    return r
 
 
 @pytest.mark.slow

@@ -4,20 +4,10 @@ recomputed from the media (source encoder, then the recorded, hash-checked align
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import link_clips
-
-EMO = [sys.executable, "-m", "emo.cli"]
-
-
-def run(*args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-    r = subprocess.run(EMO + list(args), capture_output=True, text=True)
-    assert r.returncode in ok, f"emo {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
-    return r
+from helpers import link_clips, run_emo as run
 
 
 @pytest.mark.slow
