@@ -237,9 +237,9 @@ def _checkpoint(res: dict) -> None:
     """Write what is measured so far to ``results/bench_fuse.partial.json`` (atomic), so a run cut
     short still leaves its finished measurements; the complete result replaces it at the end."""
     out = ROOT / "results" / "bench_fuse.partial.json"
-    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    from emo import fsio
+
+    fsio.write_text(out, json.dumps(res, indent=2, default=str) + "\n")
 
 
 def _emodb_features(tmp: Path, timeout: float) -> Path | None:

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emo import compat
 from emo.extract.media import iter_audio
 
 #: Clips longer than this (seconds, by the container's duration) are streamed instead of decoded whole.
@@ -247,9 +248,7 @@ def egemaps_stream(smile, windows: Iterable[np.ndarray], sample_rate: int = 1600
                                        feature_level="func",
                                        options={**smile.options,
                                                 "bufferModeConf": str(Path(smile.default_config_root) / "shared/BufferMode.conf.inc")})
-        opts = stream_smile._options()
-        opts.update(source=str(src), sampleRate=int(sample_rate), nBits=16)
-        engine = stream_smile._smile(opts)
+        engine = compat.smile_engine(stream_smile, source=str(src), sampleRate=int(sample_rate), nBits=16)
         rows: list[np.ndarray] = []
         engine.external_sink_set_callback_ex(ocfg.EXTERNAL_OUTPUT_COMPONENT, lambda data, meta: rows.append(np.array(data)))
         moments: list[tuple[list[str], _Moments, bool]] = []

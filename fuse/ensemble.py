@@ -62,7 +62,7 @@ from typing import Any, Optional
 import numpy as np
 import typer
 
-from emo.fuse.atomic import write_csv, write_json
+from emo.fsio import write_csv, write_json
 
 #: Default selection metric per task.
 DEFAULT_METRIC = {"discrete": "waf", "discrete+valence": "mer2023_score", "valence": "valence_mse", "vad": "vad_mse",

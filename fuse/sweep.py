@@ -35,7 +35,7 @@ from typing import Any, Callable, List
 import numpy as np
 import typer
 
-from emo.fuse.atomic import write_csv, write_json, write_with
+from emo.fsio import write_csv, write_json, write_with
 from emo.fuse.config import TrainConfig
 
 #: Default selection metric per task (higher is better unless :func:`lower_is_better`).

@@ -80,9 +80,9 @@ def main() -> None:
            "command": ".venv/bin/python proofs/defaults_ablation.py --shared " + shlex.quote(a.shared),
            "load_average_1min": round(os.getloadavg()[0], 2)}
     out = ROOT / "results" / "defaults_ablation.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    from emo import fsio
+
+    fsio.write_text(out, json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
 
 

@@ -26,7 +26,7 @@ def test_safetensors_bytes_are_canonical_and_readable(tmp_path):
     from safetensors import safe_open
     from safetensors.numpy import load_file
 
-    from emo.fuse.atomic import safetensors_bytes, write_safetensors
+    from emo.fsio import safetensors_bytes, write_safetensors
 
     rng = np.random.default_rng(0)
     tensors = {"s0.b": rng.normal(size=3).astype(np.float32), "s0.w": rng.normal(size=(3, 5)).astype(np.float32),
