@@ -34,6 +34,7 @@ from emo import fsio
 from emo.exitcodes import ExitCode
 from emo.extract.datasets import dataset_names
 from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
+from emo.extract.media import DEFAULT_FPS
 
 if TYPE_CHECKING:
     from emo.fuse.inputs import FeatureInput
@@ -312,7 +313,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             specs[src.name] = parse_encoder_spec(format_spec(src.name, have.source, [*have.layers, d["layer"]]))
         elif have is None:
             specs[src.name] = src
-    fps = next((float(i.provenance["fps"]) for i in run.inputs if i.provenance.get("fps")), 2.0)
+    fps = next((float(i.provenance["fps"]) for i in run.inputs if i.provenance.get("fps")), DEFAULT_FPS)
     names_all = [smp.name for smp in samples]
 
     # 1. stores to reuse, per input: the samples they already hold (same name and same content)

@@ -10,6 +10,7 @@ import typer
 
 from emo.exitcodes import ExitCode
 from emo.extract.datasets import dataset_names
+from emo.extract.media import DEFAULT_FPS
 
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain feature stores.")
 
@@ -22,7 +23,7 @@ def extract(
     device: str = typer.Option("auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N (bf16 autocast on GPU)."),
     batch_seconds: Optional[float] = typer.Option(None, help="Padded audio seconds per forward pass (default 200 GPU / 60 CPU)."),
     frames: bool = typer.Option(False, "--frames", help="Also store frame-level features (ragged, per layer)."),
-    fps: float = typer.Option(2.0, help="Face-frame sampling rate, frames per second."),
+    fps: float = typer.Option(DEFAULT_FPS, help="Face-frame sampling rate, frames per second."),
     face_detector: str = typer.Option("mtcnn", help="mtcnn or haar (no download)."),
     mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
     text_column: Optional[str] = typer.Option(None, help="Transcript column (e.g. chinese, english, sentence)."),
