@@ -10,7 +10,7 @@ Convention (how to add a benchmark):
   report ratios and rates, not full-size numbers); ``gpu=True`` is the full-size run
   on a CUDA device.
 * This runner imports each module by path, calls ``main``, adds ``command``,
-  ``benchmark``, ``gpu``, ``machine``, ``seconds`` and ``provenance`` (commit, dirty flag,
+  ``benchmark``, ``gpu``, ``machine``, ``seconds`` and ``generated_by`` (commit, dirty flag,
   package versions: ``proofs/_common.py``'s :func:`write_result`, which also makes paths
   relative to the project or the data root) fields, and writes
   ``results/bench_<topic>.json`` (CPU) or ``results/bench_<topic>_gpu.json`` (GPU).

@@ -226,7 +226,7 @@ def egemaps_stream(smile, windows: Iterable[np.ndarray], sample_rate: int = 1600
 
     Returns:
         float64 (88,) functionals in ``smile.feature_names`` order, compared with
-        ``smile.process_signal`` of the concatenated signal (tests/test_issue11_round3.py, EmoDB):
+        ``smile.process_signal`` of the concatenated signal (tests/test_extract_streaming_egemaps.py, EmoDB):
         the 26 openSMILE-computed values (F0, loudness, temporal) bit for bit; the 62 means and
         stddev/means within 1e-6 relative when openSMILE leaves out the tail frames listed in
         :data:`_MOMENT_LEVELS` (27 of 30 files), otherwise by one frame's weight (measured 5.6e-3

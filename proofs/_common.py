@@ -6,7 +6,8 @@ root; default ``$EMO_SHARED_DATA``, else ``../shared/data`` beside the project) 
 has them, ``--work DIR`` (scratch, ignored by git) and ``--out FILE`` (its result file); the
 script adds its own options to the parser it gets.
 
-Result files (:func:`write_result`): each gets a ``provenance`` block (:func:`provenance`):
+Result files (:func:`write_result`): each gets a ``generated_by`` block (:func:`provenance`; not
+``provenance``, which some results use for store provenance):
 
 * ``command``: the command line, as run from the project root (``python proofs/x.py ...``);
 * ``commit``: ``git rev-parse HEAD`` of the project (``null`` outside a git checkout);
@@ -167,14 +168,14 @@ def relativize(obj: Any, shared: str | Path | None = None) -> Any:
 
 
 def write_result(name: str | Path, data: dict, quiet: bool = False, shared: str | Path | None = None) -> Path:
-    """Write ``data`` plus its ``provenance`` to ``results/<name>.json`` (or to the path ``name``),
+    """Write ``data`` plus ``generated_by`` (:func:`provenance`) to ``results/<name>.json`` (or to the path ``name``),
     atomically, paths made portable; prints the start of it. A ``command`` already in ``data`` is
     kept (made portable). Returns the path written."""
     from emo import fsio
 
     p = Path(name) if isinstance(name, Path) or str(name).endswith(".json") else RESULTS / f"{name}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
-    doc = relativize({**data, "provenance": provenance(data.get("command"))}, shared)
+    doc = relativize({**data, "generated_by": provenance(data.get("command"))}, shared)
     fsio.write_json(p, doc, indent=2)
     if not quiet:
         import json

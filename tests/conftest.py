@@ -21,3 +21,11 @@ def shared() -> Path:
     if not d.is_dir():
         pytest.skip(f"real data not found at {d} (set EMO_SHARED_DATA)")
     return d
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that read the real recordings (the ``shared`` fixture) get the ``shared`` marker, so
+    ``make test-fast`` (``-m "not slow and not shared"``) leaves them to ``make test``."""
+    for item in items:
+        if "shared" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared)
