@@ -93,7 +93,7 @@ def test_readme_workflow_runs_on_emodb(shared, tmp_path):
     assert [shlex.split(c)[1] for c in cmds] == ["extract", "fuse", "score"]
     for c in cmds:
         args = [os.path.expandvars(a.replace("$EMODB", str(emodb))) for a in shlex.split(c)[1:]]
-        r = subprocess.run([sys.executable, "-m", "emo.cli", *args, "--no-progress"], capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-m", "emo.cli", *args], capture_output=True, text=True,
                            cwd=tmp_path, env=env, timeout=900)
         assert r.returncode == 0, f"{c}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     assert (tmp_path / "features" / "emodb" / "egemaps.h5").is_file()
