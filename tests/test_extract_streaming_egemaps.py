@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-EMODB = Path(os.environ.get("EMO_SHARED_DATA", "/work/shared/data")) / "emodb" / "wav"
 
 
 _TEMPORAL = {"loudnessPeaksPerSec", "VoicedSegmentsPerSec", "MeanVoicedSegmentLengthSec", "StddevVoicedSegmentLengthSec",
@@ -40,8 +40,8 @@ def _both(files: list[Path], window: int = 8000) -> tuple[list[str], np.ndarray,
     return list(smile.feature_names), ref, got
 
 
-def test_egemaps_stream_equals_whole_signal_on_an_emodb_file():
-    names, ref, got = _both([EMODB / "03a01Fa.wav"])
+def test_egemaps_stream_equals_whole_signal_on_an_emodb_file(shared):
+    names, ref, got = _both([shared / "emodb" / "wav" / "03a01Fa.wav"])
     assert len(names) == got.size == 88 and sum(map(_by_opensmile, names)) == 26
     for n, r, g in zip(names, ref, got):
         if _by_opensmile(n):
@@ -50,11 +50,11 @@ def test_egemaps_stream_equals_whole_signal_on_an_emodb_file():
             assert abs(g - r) <= 1e-6 * abs(r) + 1e-7, (n, r, g)
 
 
-def test_egemaps_stream_on_concatenated_emodb_speech():
+def test_egemaps_stream_on_concatenated_emodb_speech(shared):
     """25 EmoDB files end to end (about 70 s): openSMILE's values bit for bit, the means and
     stddev/means within 1e-2 relative (measured 5.6e-3: where openSMILE leaves one more tail frame out
     than :data:`emo.extract.streaming._MOMENT_LEVELS` says, that frame's weight, 1/N of the frames)."""
-    names, ref, got = _both(sorted(EMODB.glob("*.wav"))[:25], window=48000)
+    names, ref, got = _both(sorted((shared / "emodb" / "wav").glob("*.wav"))[:25], window=48000)
     for n, r, g in zip(names, ref, got):
         if _by_opensmile(n):
             assert g == r, n
@@ -62,7 +62,8 @@ def test_egemaps_stream_on_concatenated_emodb_speech():
             assert abs(g - r) <= 1e-2 * abs(r) + 1e-6, (n, r, g)
 
 
-def test_egemaps_stream_memory_does_not_grow_like_the_contours():
+@pytest.mark.slow
+def test_egemaps_stream_memory_does_not_grow_like_the_contours(shared):
     """Peak RSS of streaming 1 vs 6 minutes of EmoDB speech in fresh processes. openSMILE's own
     configuration kept ten whole contours (measured 15 MB per minute, 75 MB for the extra 5 minutes);
     with eight of them as ring buffers the growth must stay under 8 MB per minute."""
@@ -70,7 +71,7 @@ def test_egemaps_stream_memory_does_not_grow_like_the_contours():
         "import sys, resource, numpy as np, soundfile as sf, opensmile\n"
         "from pathlib import Path\n"
         "from emo.extract.streaming import egemaps_stream\n"
-        f"files = sorted(Path({str(EMODB)!r}).glob('*.wav'))\n"
+        f"files = sorted(Path({str(shared / 'emodb' / 'wav')!r}).glob('*.wav'))\n"
         "need = int(float(sys.argv[1]) * 60 * 16000)\n"
         "def windows():\n"
         "    done = i = 0\n"

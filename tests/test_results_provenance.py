@@ -18,9 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Result files written before the provenance block existed; each is removed from this set when its
 #: proof is re-run (the test below fails when the set and the files disagree, in either direction).
 WITHOUT_PROVENANCE = {
-    "av_visual", "bad_inputs", "bench_extract", "bench_fuse", "crash_resume", "defaults_ablation",
-    "emodb_fusion", "emodb_repeats", "faces", "hlft_meld", "hlft_speed", "long_audio", "long_audio_before",
-    "meld_sweep", "meld_text", "score_reuse", "ssl_meld",
+    "av_extract", "av_visual", "bad_inputs", "bench_extract", "bench_fuse", "clipla_av", "crash_resume",
+    "defaults_ablation", "emodb_fusion", "emodb_repeats", "faces", "faces_fer", "hlft_meld", "hlft_speed",
+    "joint_meld", "long_audio", "long_audio_before", "meld_sweep", "meld_text", "noise_emodb", "score_reuse",
+    "ssl_meld", "vad_bridge_emodb",
 }
 #: A machine-specific absolute path inside a JSON string.
 ABSOLUTE = re.compile(r"(?:^|[\s\"'=:(])(/(?:work|home|root|tmp|Users|mnt|data/)\S*)")
