@@ -3,3 +3,4 @@
 model libraries load only when an encoder is built."""
 
 from emo.extract.encoders import acoustic, clip, fer, manet, nrc_vad, resnet, speech, text  # noqa: F401  (they register)
+from emo.extract.encoders import dinov2, emotion2vec, ssl_speech, videomae, whisper  # noqa: F401  (issue 26)
