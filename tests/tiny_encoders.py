@@ -52,13 +52,17 @@ def tiny_whisper(path: Path, layers: int = 3, hidden: int = 32, mel_bins: int = 
 
 
 def tiny_dinov2(path: Path, layers: int = 3, hidden: int = 32, image: int = 28, seed: int = 0) -> Path:
+    """DINOv2 plus a ``BitImageProcessor`` config like the released one (shorter edge, bicubic, center
+    crop, ImageNet mean/std), at the tiny image size."""
     import torch
-    from transformers import Dinov2Config, Dinov2Model
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
     torch.manual_seed(seed)
     cfg = Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * hidden,
                        image_size=image, patch_size=14)
     Dinov2Model(cfg).eval().save_pretrained(path)
+    BitImageProcessor(size={"shortest_edge": image}, crop_size={"height": image, "width": image}, resample=3,
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_convert_rgb=True).save_pretrained(path)
     return path
 
 
