@@ -112,10 +112,6 @@ def plan_import(kind: str, folder: str | Path, sample_names: list[str], layer: s
     folder = Path(folder)
     if not folder.is_dir():
         raise ImportFeaturesError(f"{folder}: not a directory")
-    files = sorted(p for p in folder.iterdir() if p.suffix == ".npy" and p.is_file())
-    if not files:
-        raise ImportFeaturesError(f"{folder}: no .npy files")
-    known = set(sample_names)
     if kind == "mertools":
         tail = folder.name.upper()
         if tail.endswith("-UTT"):
@@ -130,6 +126,10 @@ def plan_import(kind: str, folder: str | Path, sample_names: list[str], layer: s
         sub, rank = "emobox", None
         rel, root = f"{folder.parent.name}/{folder.name}", folder.parent.parent
         prefix = f"{folder.parent.name}-"
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".npy" and p.is_file())
+    if not files:
+        raise ImportFeaturesError(f"{folder}: no .npy files")
+    known = set(sample_names)
     by_name: dict[str, Path] = {}
     for f in files:
         stem = f.stem
