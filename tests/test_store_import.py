@@ -33,9 +33,9 @@ def _class_features(samples, seed=0):
     return rng, centers
 
 
-def _mertools(tmp_path, samples, kind="UTT"):
+def _mertools(tmp_path, samples, kind="UTT", model="chinese-hubert-large"):
     rng, centers = _class_features(samples)
-    d = tmp_path / "mer" / "features" / f"chinese-hubert-large-{kind}"
+    d = tmp_path / "mer" / "features" / f"{model}-{kind}"
     d.mkdir(parents=True)
     for s in samples:
         v = centers[s.discrete] + rng.normal(size=D)
@@ -151,3 +151,37 @@ def test_reimport_of_changed_files_is_refused(emodb, tmp_path):
     assert "weights_hash" in r.stderr
     run_emo(*args, "--overwrite")
     assert np.allclose(FeatureStore(out / "emodb" / "w.h5").read(names=[samples[0].name]), 0)
+
+
+@pytest.mark.slow
+def test_docs_encoders_commands_run(emodb, tmp_path):
+    """Every command of docs/encoders.md's quick tour runs (exit 0), with small random checkpoints for
+    /ckpt/... and generated MERTools / EmoBox folders standing in for the real ones."""
+    import os
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_encoders import tiny_wavlm, tiny_whisper
+
+    root, samples = emodb
+    tiny_whisper(tmp_path / "ckpt" / "whisper-base")
+    tiny_wavlm(tmp_path / "ckpt" / "wavlm-large")
+    _mertools(tmp_path, samples, model="hubert-large")
+    _emobox(tmp_path, samples, layers=4)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "encoders.md").read_text(encoding="utf-8")
+    block = re.search(r"```bash\n(.*?)```", doc, re.S).group(1)
+    lines = [ln for ln in block.splitlines() if ln.startswith("emo ")]
+    assert len(lines) == 6
+    for ln in lines:
+        ln = ln.replace("/data/emodb", str(root)).replace("/ckpt/", f"{tmp_path}/ckpt/")
+        r = subprocess.run([sys.executable, "-m", "emo.cli", *shlex.split(ln)[1:]], cwd=tmp_path, capture_output=True,
+                           text=True, env=os.environ.copy())
+        assert r.returncode == 0, f"{ln}\n{r.stdout}\n{r.stderr}"
+    assert (tmp_path / "runs" / "whisper" / "config.json").is_file()
+    conf = json.loads((tmp_path / "runs" / "imported" / "config.json").read_text())
+    prov = {i["name"]: i["provenance"] for i in conf["inputs"]}
+    assert prov["wavlm_box"]["layer_combinations"]["mean(2-3)"]["layers"] == ["2", "3"]
