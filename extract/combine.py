@@ -7,8 +7,9 @@ dtype. ``lastN`` resolves to the last N *numbered* layers of the store (named la
 utterance feature (the mean of the last four hidden layers, ``extract_audio_huggingface.py``)
 taken from a store that also serves every single layer and window.
 
-Nothing here writes: :meth:`emo.extract.store.FeatureStore.read` and ``read_frames`` hand
-combination keys to :func:`read_combined` / :func:`read_combined_frames`, and
+Nothing here writes or imports the store module (the store imports this one):
+:meth:`emo.extract.store.FeatureStore.read` and ``read_frames`` hand combination keys to
+:func:`read_combined` / :func:`read_combined_frames`, and
 :func:`combination_provenance` is what a run records for them.
 """
 
@@ -78,14 +79,11 @@ def read_combined(store, layers: list[str], names: list[str] | None, dtype=np.fl
     Each plain layer is read once even when several combinations share it.
 
     Raises:
-        emo.extract.store.StoreError: missing layers or samples, or layers of different dimensions.
+        LayerSpecError: a combination whose layers the store lacks (the store's reader turns it
+            into a ``StoreError``).
+        emo.extract.store.StoreError: missing samples, or layers of different dimensions.
     """
-    from emo.extract.store import StoreError
-
-    try:
-        plan = [parts_of(k, store.layers) for k in layers]
-    except LayerSpecError as e:
-        raise StoreError(f"{store.path}: {e}") from None
+    plan = [parts_of(k, store.layers) for k in layers]
     plain = list(dict.fromkeys(k for _, ps in plan for k in ps))
     raw = store.read(plain, names, dtype=np.float32)  # checks dimensions and samples
     col = {k: j for j, k in enumerate(plain)}
@@ -99,13 +97,12 @@ def read_combined(store, layers: list[str], names: list[str] | None, dtype=np.fl
 
 
 def read_combined_frames(store, key: str, names: list[str] | None, dtype=np.float32) -> list[np.ndarray]:
-    """``store.read_frames`` for a combination: per sample (T_i, D), frame by frame over its layers."""
-    from emo.extract.store import StoreError
+    """``store.read_frames`` for a combination: per sample (T_i, D), frame by frame over its layers.
 
-    try:
-        op, ps = parts_of(key, store.layers)
-    except LayerSpecError as e:
-        raise StoreError(f"{store.path}: {e}") from None
+    Raises:
+        LayerSpecError: layers the store lacks.
+    """
+    op, ps = parts_of(key, store.layers)
     per = [store.read_frames(k, names, dtype=np.float32) for k in ps]
     return [_combine(op, np.stack(seqs), axis=0).astype(dtype) for seqs in zip(*per)]
 

@@ -2,7 +2,7 @@
 
 Two layouts are read:
 
-* **MERTools** (Lian et al., MER 2023-2026 baselines, https://github.com/zeroQiaoba/MERTools):
+* **MERTools** (the MER challenge baselines, https://github.com/zeroQiaoba/MERTools):
   ``features/<model>-UTT/<name>.npy`` (one utterance vector per clip, shape (D,) or (1, D)) and
   ``features/<model>-FRAME/<name>.npy`` (frame-level, (T, D)). MERTools' audio feature is already
   one combination (the mean of the last four hidden layers), so it is stored as one layer.

@@ -937,8 +937,12 @@ class FeatureStore:
 
             if any(is_combination(k) for k in layers):  # mean(21-24): computed from the stored layers
                 from emo.extract.combine import read_combined
+                from emo.extract.layers import LayerSpecError
 
-                return read_combined(self, layers, names, dtype)
+                try:
+                    return read_combined(self, layers, names, dtype)
+                except LayerSpecError as e:
+                    raise StoreError(f"{self.path}: {e}") from None
         missing = [k for k in layers if k not in self.dims]
         if missing:
             from emo.extract.layers import format_layers
@@ -976,8 +980,12 @@ class FeatureStore:
 
             if is_combination(str(layer)):
                 from emo.extract.combine import read_combined_frames
+                from emo.extract.layers import LayerSpecError
 
-                return read_combined_frames(self, str(layer), names, dtype)
+                try:
+                    return read_combined_frames(self, str(layer), names, dtype)
+                except LayerSpecError as e:
+                    raise StoreError(f"{self.path}: {e}") from None
         rows = self._rows(names)
         try:
             with h5py.File(self.path, "r") as f:

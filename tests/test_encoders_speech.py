@@ -248,3 +248,23 @@ def test_emotion2vec_uses_funasr_public_api(monkeypatch):
     assert calls[-1][1] == "utterance" and u.frames is None and u.layers["final"].shape == (768,)
     with pytest.raises(Exception, match="no layer"):
         parse_encoder_spec("emotion2vec_base=/models/x:3").build()
+
+
+def test_models_list_shows_the_new_encoders_with_offline_status(tmp_path):
+    import importlib.util
+
+    from emo.extract.models import availability
+    from helpers import run_emo
+
+    out = run_emo("models", "list").stdout
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln and not ln.startswith(" ")}
+    new = ["wavlm_large", "wavlm_base_plus", "whisper_large_v3", "whisper_medium", "whisper_base", "data2vec_audio_large",
+           "data2vec_audio_base", "emotion2vec_base", "emotion2vec_plus_base", "dinov2_large", "dinov2_base",
+           "videomae_base", "videomae_large"]
+    for name in new:
+        assert name in rows, name
+        want = {"download", "cached"} if not name.startswith("emotion2vec") else (
+            {"needs-extra"} if importlib.util.find_spec("funasr") is None else {"download", "offline"})
+        assert rows[name][2] in want, rows[name]
+    assert "Hugging Face hub; offline: videomae_base=/path/to/local/model_dir" in out  # not taken for an open_clip tag
+    assert availability("whisper_base", str(tmp_path))[0] == "offline"  # a local directory
