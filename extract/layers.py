@@ -141,17 +141,29 @@ def is_layer_spec(text: str) -> bool:
 
 
 def select_layers(requested: list[str] | None, available: list[str], encoder: str) -> list[str]:
-    """Check ``requested`` against ``available``; ``None`` selects all.
+    """Check ``requested`` against ``available``; ``None`` selects all. A layer combination
+    (``mean(21-24)``, ``mean(last4)``) selects the layers it combines: stores hold layers, the
+    combination is computed when they are read (:mod:`emo.extract.combine`).
 
     Raises:
         LayerSpecError: naming the encoder, the missing layers and what exists.
     """
     if requested is None:
         return list(available)
-    combos = [k for k in requested if is_combination(k)]
-    if combos:
-        raise LayerSpecError(f"{encoder}: layer combinations ({', '.join(combos)}) are computed when features are read "
-                             "(emo fuse --features); extract the layers themselves (e.g. all, or the range inside)")
+    if any(is_combination(k) for k in requested):  # extraction stores the parts; the combination is made when read
+        numbered = sorted((k for k in available if k.isdigit()), key=int)
+        expanded: list[str] = []
+        for k in requested:
+            if not is_combination(k):
+                parts = [k]
+            else:
+                parts = combination_parts(k)[1]
+                if isinstance(parts, int):
+                    if parts > len(numbered):
+                        raise LayerSpecError(f"{encoder} has only {len(numbered)} numbered layers; {k} needs {parts}")
+                    parts = numbered[-parts:]
+            expanded += [p for p in parts if p not in expanded]
+        requested = expanded
     missing = [k for k in requested if k not in available]
     if missing:
         shown = format_layers(available)

@@ -34,8 +34,10 @@ def test_grammar():
     for bad in ("mean()", "mean(proj)", "mean(last0)", "max(1-2)", "mean(4-1)"):
         with pytest.raises(LayerSpecError):
             parse_layers(bad)
-    with pytest.raises(LayerSpecError, match="computed when features are read"):  # never extracted
-        select_layers(["mean(1-2)"], ["0", "1", "2"], "hubert_large")
+    # extraction stores the layers a combination needs; the combination is made when they are read
+    assert select_layers(["0", "mean(1-2)", "sum(last2)"], ["0", "1", "2", "3", "proj"], "x") == ["0", "1", "2", "3"]
+    with pytest.raises(LayerSpecError, match="only 4 numbered"):
+        select_layers(["mean(last5)"], ["0", "1", "2", "3", "proj"], "x")
 
 
 def test_store_reads_combinations(tmp_path):
@@ -102,3 +104,46 @@ def test_fuse_train_with_last_four_mean_records_the_combination(tmp_path):
             assert ci["provenance"]["layer_combinations"]["mean(2-5)"]["layers"] == ["2", "3", "4", "5"]
         else:
             assert ci["layers"] == ["2", "3", "4", "5"] and "layer_combinations" not in ci["provenance"]
+
+
+def test_score_a_run_trained_on_a_combination(shared, tmp_path):
+    """emo score recomputes mean(3-4) from media (extracting layers 3 and 4) and reuses a matching store:
+    both give the run's predictions."""
+    import csv
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+    from helpers import link_clips
+    from tiny_encoders import tiny_wavlm
+
+    def run_emo(*args):  # in-process: five CLI calls, one torch import
+        r = CliRunner().invoke(app, list(args))
+        assert r.exit_code == 0, r.output
+        return r
+
+    ckpt = tiny_wavlm(tmp_path / "wavlm")
+    wavs = sorted((shared / "emodb" / "wav").glob("*.wav"))
+    pick = [w for w in wavs if w.stem[5] == "W"][:6] + [w for w in wavs if w.stem[5] == "N"][:6]
+    root = link_clips(pick, tmp_path / "clips")
+    (root / "labels.csv").write_text("name,discrete\n" + "".join(f"{w.stem},{w.stem[5]}\n" for w in pick), encoding="utf-8")
+    feats = tmp_path / "features"
+    run_emo("extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--encoder",
+            f"wavlm_large={ckpt}:mean(3-4),2", "--out", str(feats), "--device", "cpu", "--no-progress")
+    assert FeatureStore(feats / "folder" / "wavlm_large.h5").layers == ["3", "4", "2"]  # the layers, not the combination
+    run = tmp_path / "run"
+    run_emo("fuse", "train", "--dataset", "folder", "--features-dir", str(feats), "--features", "wavlm_large:mean(3-4),2",
+            "--head", "mlp", "--folds", "2", "--epochs", "3", "--hidden", "8", "--seeds", "1", "--out", str(run))
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    run_emo("score", str(root), "--run", str(run), "--out", str(a), "--device", "cpu", "--no-progress")
+    run_emo("score", str(root), "--run", str(run), "--out", str(b), "--device", "cpu", "--no-progress",
+            "--features-dir", str(feats / "folder"))
+    ra, rb = (list(csv.DictReader(open(p, encoding="utf-8"))) for p in (a, b))
+    assert len(ra) == 12 and all(r["status"] == "ok" for r in ra)
+    for x, y in zip(sorted(ra, key=lambda r: r["name"]), sorted(rb, key=lambda r: r["name"])):
+        probs = [k for k in x if k.startswith("prob_")]
+        assert len(probs) == 2 and x["pred"] == y["pred"]
+        assert all(abs(float(x[k]) - float(y[k])) < 1e-3 for k in probs)
