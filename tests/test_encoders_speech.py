@@ -181,6 +181,14 @@ def test_whisper_long_clip_is_windowed(models):
         assert np.abs(o.layers[k] - ref).max() < 1e-4
         assert o.frames[k].shape == (2000, 32)
     assert enc.cost(AudioInput("long", audio)) == 60.0
+    # streamed 30-s windows (long files in bounded memory) give the same vector
+    import types
+
+    stream = types.SimpleNamespace(windows=lambda seconds: iter([audio[i:i + int(seconds * 16000)]
+                                                                for i in range(0, audio.size, int(seconds * 16000))]))
+    s = enc.encode_stream("long", stream)
+    for k in ("1", "3"):
+        assert np.abs(s.layers[k] - o.layers[k]).max() < 1e-5
 
 
 def test_whisper_refuses_other_models(models):

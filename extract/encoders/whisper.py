@@ -206,3 +206,30 @@ class WhisperEncoderLayers(Encoder):
             fr = ({k: np.concatenate(seqs[i][k]).astype(np.float32) for k in self.layers} if self.frames else None)
             out_list.append(Encoded(layers=layers, frames=fr, flags=flags[i]))
         return out_list
+
+    def encode_stream(self, name: str, audio) -> Encoded:
+        """Pooled features of a long clip from streamed 30-s windows (:class:`emo.extract.streaming.StreamedAudio`):
+        exactly :meth:`encode`'s windows, each pooled over its valid frames and recombined weighted by
+        those frame counts, so the result equals :meth:`encode` up to float summation order. Memory
+        holds one window; frame-level output is not streamed.
+
+        Raises:
+            EncoderError: empty audio.
+        """
+        d = int(self.config.d_model)
+        sums = {k: np.zeros(d, np.float64) for k in self.layers}
+        count, silent, n = 0, True, 0
+        for w in audio.windows(self.window_samples / self.sample_rate):
+            if w.size == 0:
+                continue
+            n += 1
+            silent &= not np.any(w)
+            (e,) = self.encode([AudioInput(name, w)])
+            f = self.frames_of(w.size)
+            for k in self.layers:
+                sums[k] += np.asarray(e.layers[k], np.float64) * f
+            count += f
+        if n == 0:
+            raise EncoderError(f"{name}: empty audio")
+        return Encoded(layers={k: (v / count).astype(np.float32) for k, v in sums.items()},
+                       flags={"silent"} if silent else set())
