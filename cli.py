@@ -7,8 +7,9 @@ Exit statuses are the same for every command: see :mod:`emo.exitcodes`.
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -54,11 +55,31 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def load_plugins(modules: list[str]) -> None:
+    """Import plug-in modules (their ``@register_head`` / ``@register_encoder`` decorators register
+    what they define): the ``--plugin`` options, then ``$EMO_PLUGINS`` (comma-separated).
+
+    Raises:
+        typer.BadParameter: a module that cannot be imported (exit 2).
+    """
+    import importlib
+
+    names = [*modules, *(m.strip() for m in os.environ.get("EMO_PLUGINS", "").split(",") if m.strip())]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001  (any failure of a plug-in is a bad command line)
+            raise typer.BadParameter(f"cannot import plug-in {name!r}: {type(e).__name__}: {e}", param_hint="--plugin") from None
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print emo's version and exit."),
+    plugin: List[str] = typer.Option([], "--plugin", help="Import this module first (repeatable; also $EMO_PLUGINS, comma-separated): "
+                                     "its registered fusion heads (emo.fuse.heads.register_head) or encoders become choices."),
 ) -> None:
     """emo: multimodal emotion recognition. Extract layer-wise features once, fuse them fast."""
+    load_plugins(list(plugin))
 
 
 def main() -> None:
