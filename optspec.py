@@ -41,6 +41,17 @@ def opt(default: Any = MISSING, help: str = "", *, group: str | None = None, fla
     return field(default=default, metadata=md)
 
 
+def like(cls: type, name: str, default: Any = MISSING, **changes: Any) -> Any:
+    """A field declaring the same option as ``cls.name`` (help, group, choices, flags), with this
+    command's ``default`` and other metadata ``changes`` (``help=...``): one option shared by two
+    commands is declared once."""
+    f = next(f for f in fields(cls) if f.name == name)
+    md = {**f.metadata, **changes}
+    if default is MISSING:
+        default = f.default if f.default is not MISSING else f.default_factory()
+    return opt(default, **md)
+
+
 def hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from emo.cliargs import GroupedCommand, command, command_line
+from emo.fuse.compare import CLASS_METRICS, VALENCE_METRICS
+from emo.fuse.ensemble import METRICS
+from emo.fuse.stats import N_BOOT
 from emo.fuse.config import HEAD, INPUTS, METHODS, OPTIM, OUTPUT, PROTOCOL, TASK, TrainConfig
-from emo.fuse.options import RunOptions, read_config_file
+from emo.fuse.options import LAYERS, RunOptions, SweepOptions, read_config_file
 
 app = typer.Typer(no_args_is_help=True, help="Train fusion heads on cached features.")
 
@@ -83,13 +87,143 @@ def train(ctx: typer.Context, run: RunOptions, cfg: TrainConfig) -> None:
     typer.echo(training_speed(sum(len(s) for s in result.states) * run.repeats, time.perf_counter() - t0))
 
 
-from emo.fuse.sweep import sweep_cmd  # noqa: E402  (numpy and typer only; torch loads inside the command)
+@app.command("sweep", cls=GroupedCommand)
+@command(SweepOptions, panels=(INPUTS, LAYERS, HEAD, TASK, OPTIM, PROTOCOL, OUTPUT))
+def sweep_cmd(ctx: typer.Context, o: SweepOptions) -> None:
+    """Layer ablation: one probe per layer (or window of layers) per fold; writes sweep.csv, sweep.json
+    and sweep.png into --out and reuses finished cells when rerun."""
+    import shlex
+    import time
 
-app.command("sweep")(sweep_cmd)
+    from emo.exitcodes import ExitCode
+    from emo.extract.datasets.base import DatasetError
+    from emo.extract.spec import spec_name
+    from emo.extract.store import StoreError
+    from emo.fuse.atomic import write_json
+    from emo.fuse.data import FeatureError
+    from emo.fuse.multitask import is_multitask
+    from emo.fuse.protocols import ProtocolError
+    from emo.fuse.report import training_speed
+    from emo.fuse.sweep import SweepError, run_sweep, sweep_repeats
+    from emo.optspec import resolved_options
 
-from emo.fuse.ensemble import ensemble_cmd  # noqa: E402  (numpy and typer only)
+    out = o.out or Path("runs") / f"sweep-{o.dataset}-{spec_name(o.features)}-w{o.window}-{o.head}"
+    multi = is_multitask(o.task, list(o.label_column))
+    cfg = o.train_config(task="discrete" if multi else None)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    t0 = time.perf_counter()
+    try:
+        if multi:
+            cfg = replace(cfg, task=o.task)  # run_sweep parses the tasks (and says what is wrong with them)
+        summary = run_sweep(o.features_dir, o.dataset, o.features, o.layers or None, o.window, o.stride, cfg, o.folds, o.metric or None, out,
+                            test_splits=list(o.test_split) or None, progress=o.progress,
+                            log=lambda line: typer.echo(line, err=True) if line.startswith(("warning", "sequential", "AdamW")) else None,
+                            train_splits=list(o.train_splits) or None, label_columns=list(o.label_column), joint=o.joint)
+    except SweepError as e:  # settings that do not fit the data (window, metric): the command line is wrong
+        raise typer.BadParameter(str(e)) from None
+    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, OSError) as e:  # WheelError is a ValueError
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    summary["command"] = shlex.join(command_line(ctx, {**ctx.params, "out": out}))
+    summary["options"] = resolved_options(replace(o, out=out))  # the resolved config: --config OUT/sweep.json reads it back
+    write_json(Path(out) / "sweep.json", summary)
+    if o.repeats > 1:
+        try:
+            rep = sweep_repeats(o.features_dir, o.dataset, o.features, o.layers or None, o.window, o.stride, cfg, o.folds, o.metric or None,
+                                out, repeats=o.repeats, progress=o.progress, test_splits=list(o.test_split) or None,
+                                train_splits=list(o.train_splits) or None)
+        except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(ExitCode.ERROR) from None
+        typer.echo(f"{'window':>10}  {rep['reported'] + ' over ' + str(o.repeats) + ' repeats':>32}")
+        for r in rep["rows"]:
+            star = " *" if r["window"] == rep["best"]["window"] else ""
+            typer.echo(f"{r['window']:>10}  {r['mean']:>24.4f} ± {r['std']:.4f}{star}")
+        typer.echo(f"selected window {rep['best']['window']} on the repeat mean; wrote {out}/sweep_repeats.json")
+        return
+    m = summary["metric"]
+    test = any(f"test_{m}_mean" in r for r in summary["rows"])
+    # multi-label sweeps: the other multi-label metrics (means over folds) next to the selection metric
+    extra = [k for k in ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1", "wheel_f1")
+             if "label_space" in summary and k != m and f"{k}_mean" in summary["rows"][0]]
+    typer.echo(f"{'window':>10}  {m + ' mean':>14}  {'std':>7}" + (f"  {'test ' + m:>14}" if test else "") +
+               "".join(f"  {k:>12}" for k in extra))
+    for r in summary["rows"]:
+        star = " *" if r["window"] == summary["best"]["window"] else ""
+        typer.echo(f"{r['window']:>10}  {r[m + '_mean']:>14.4f}  {r[m + '_std']:>7.4f}" +
+                   (f"  {r['test_' + m + '_mean']:>14.4f}" if test else "") + "".join(f"  {r[k + '_mean']:>12.4f}" for k in extra) + star)
+    if "label_space" in summary:
+        typer.echo(f"multi-label: {len(summary['label_space']['classes'])} labels, predicted when p > ζ = {summary['threshold']}"
+                   + (f"; emotion-wheel F1 with {summary['emotion_wheel']['dir']}" if summary.get("emotion_wheel") else ""))
+    typer.echo(f"selected window {summary['best']['window']} on {summary['selected_on']}; "
+               f"{summary['trained']} cell(s) trained, {summary['reused']} reused; wrote {out}/sweep.csv, sweep.json, sweep.png")
+    typer.echo(training_speed(summary["models_trained"], time.perf_counter() - t0))
 
-app.command("ensemble")(ensemble_cmd)
+@app.command("ensemble")
+def ensemble_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run directories written by emo fuse train (two or more)."),
+    out: Path = typer.Option(..., "--out", help="Directory for ensemble.json and the fused predictions.csv."),
+    metric: str = typer.Option("", "--metric", help=f"Validation metric to maximise: {', '.join(METRICS)} "
+                               "(default waf; mer2023_score for discrete+valence; valence_mse for valence; "
+                               "multilabel: wheel_f1 with --emotion-wheel, else micro_f1; *mse and hamming_loss are minimised)."),
+    step: float = typer.Option(0.05, "--step", help="Simplex grid spacing of the weights."),
+    max_points: int = typer.Option(20000, "--max-points", help="Above this many grid points, sample the simplex instead."),
+    seed: int = typer.Option(0, "--seed"),
+    optimistic: bool = typer.Option(False, "--optimistic", help="Also report the same-data score (weights tuned and scored on the same rows; biased upwards)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Multi-label runs: a label is predicted when its fused probability exceeds this (default: the runs' training --threshold)."),
+    emotion_wheel: str = typer.Option("", "--emotion-wheel", help="Multi-label runs: the MER emotion_wheel/ folder; reports the emotion-wheel F1 (MER-FG) and tunes the weights on it."),
+) -> None:
+    """Decision-level fusion (posterior level, after Wang et al., MER 2023): weighted sum of the runs' posteriors and valences,
+    weights summing to 1, tuned on validation (out-of-fold) predictions. The reported validation
+    score is nested: each evaluation group (speaker or fold) is fused with weights tuned on the others."""
+    import shlex
+
+    from emo.exitcodes import ExitCode
+    from emo.fuse.atomic import write_json
+    from emo.fuse.ensemble import EnsembleError, ensemble
+    from emo.fuse.run import RunError
+
+    if len(runs) < 2:
+        raise typer.BadParameter("give at least two run directories to fuse")
+    if metric and metric not in METRICS:
+        raise typer.BadParameter(f"unknown --metric {metric!r}; use one of {', '.join(METRICS)}")
+    if not 0 < step <= 1:
+        raise typer.BadParameter(f"--step must be in (0, 1], not {step}")
+    try:
+        res = ensemble(runs, out, metric or None, step, max_points, seed, optimistic, threshold, emotion_wheel or None)
+    except (EnsembleError, RunError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    res["command"] = shlex.join(["emo", "fuse", "ensemble", *map(str, runs), "--out", str(out), *(["--metric", metric] if metric else []),
+                                 "--step", str(step), "--max-points", str(max_points), "--seed", str(seed),
+                                 *(["--optimistic"] if optimistic else []),
+                                 *(["--threshold", str(threshold)] if threshold is not None else []),
+                                 *(["--emotion-wheel", emotion_wheel] if emotion_wheel else [])])
+    write_json(Path(out) / "ensemble.json", res)
+    m = res["metric"]
+    typer.echo(f"{'run':<40} {'weight':>7} {'val ' + m:>18}" + (f" {'test ' + m:>18}" if "runs" in res.get("test", {}) else ""))
+    for r in res["runs"]:
+        line = f"{r[-40:]:<40} {res['weights'][r]:>7.3f} {res['validation']['runs'][r][m]:>18.4f}"
+        if "runs" in res.get("test", {}):
+            line += f" {res['test']['runs'][r][m]:>18.4f}"
+        typer.echo(line)
+    label = "fused, nested" if res["validation"]["nested"] else "fused, optimistic"
+    line = f"{label:<40} {1.0:>7.3f} {res['validation']['fused'][m]:>18.4f}"
+    if "runs" in res.get("test", {}):
+        line += f" {res['test']['fused'][m]:>18.4f}"
+    typer.echo(line)
+    if "fused_optimistic" in res["validation"]:
+        typer.echo(f"{'fused, optimistic (same rows)':<40} {'':>7} {res['validation']['fused_optimistic'][m]:>18.4f}")
+    if "multilabel" in res:  # every multi-label metric of the fused predictions
+        shown = [k for k in ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1", "wheel_f1") if k in res["validation"]["fused"]]
+        for part in ("validation", "test"):
+            if "fused" in res.get(part, {}):
+                typer.echo(f"fused {part} at threshold {res['multilabel']['threshold']}: "
+                           + ", ".join(f"{k} {res[part]['fused'][k]:.4f}" for k in shown))
+    typer.echo(f"wrote {out}/ensemble.json and {out}/predictions.csv")
 
 
 @app.command("report")
@@ -113,9 +247,40 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory written by 
         raise typer.Exit(ExitCode.ERROR) from None
 
 
-from emo.fuse.compare import compare_cmd  # noqa: E402  (numpy and typer only)
+@app.command("compare")
+def compare_cmd(
+    run_a: Path = typer.Argument(..., help="Run or ensemble directory A."),
+    run_b: Path = typer.Argument(..., help="Run or ensemble directory B (same dataset and protocol)."),
+    metric: str = typer.Option("", "--metric", help=f"One of {', '.join(CLASS_METRICS + VALENCE_METRICS)} (default uar, or valence_ccc for valence runs)."),
+    group: str = typer.Option("auto", "--group", help="Resampling unit: auto | fold | speaker | sample (auto: the held-out speaker for leave-one-speaker-out, else the manifest's speaker, else the sample)."),
+    n_boot: int = typer.Option(N_BOOT, "--n-boot", help="Bootstrap replicates."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(None, "--out", help="Also write the result as JSON here."),
+) -> None:
+    """Paired bootstrap of metric(A) - metric(B) over evaluation groups, with its 95% interval."""
+    from emo.exitcodes import ExitCode
+    from emo.fuse.compare import compare
+    from emo.fuse.stats import StatsError
 
-app.command("compare")(compare_cmd)
+    if metric and metric not in CLASS_METRICS + VALENCE_METRICS:
+        raise typer.BadParameter(f"unknown metric {metric!r}; use one of {', '.join(CLASS_METRICS + VALENCE_METRICS)}")
+    if group not in ("auto", "fold", "speaker", "sample"):
+        raise typer.BadParameter(f"--group must be auto, fold, speaker or sample, not {group!r}")
+    try:
+        res = compare(run_a, run_b, metric or None, group, n_boot, seed)
+    except StatsError as e:  # runs that cannot be compared (missing, different rows, labels, outputs)
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    m = res["metric"]
+    typer.echo(f"{m} A = {res['a_value']:.4f}  ({run_a})")
+    typer.echo(f"{m} B = {res['b_value']:.4f}  ({run_b})")
+    typer.echo(f"A - B = {res['difference']:+.4f}, {int(res['level'] * 100)}% interval [{res['low']:+.4f}, {res['high']:+.4f}] "
+               f"({res['n_boot']} paired replicates over {res['n_groups']} {res['group']} groups); "
+               f"fraction of replicates with A - B <= 0: {res['p_le_0']:.3f}")
+    if out is not None:
+        from emo.fuse.run import write_json
+
+        write_json(out, res)
 
 from emo.fuse.semi_cli import align_cmd, pseudo_label_cmd  # noqa: E402  (typer only; torch loads inside the commands)
 

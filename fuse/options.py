@@ -15,8 +15,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, List, Literal, Mapping, Optional
 
-from emo.fuse.config import INPUTS, METHODS, OUTPUT, PROTOCOL, TASK, TrainConfig
-from emo.optspec import opt
+from emo.fuse.config import INPUTS, METHODS, OPTIM, OUTPUT, PROTOCOL, TASK, TrainConfig
+from emo.optspec import like, opt
 
 
 @dataclass
@@ -218,3 +218,108 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ConfigFileError(f"{path}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(config_keys())}")
     return flat
+
+
+#: ``--help`` group of the sweep's layer windows.
+LAYERS = "Layers"
+
+#: Training settings a sweep uses unless told otherwise: the linear probe fitted by full-batch
+#: L-BFGS (convex: one model per cell, no seeds), every cell at once (emo.fuse.batched); every
+#: other setting (normalisation, weight decay, dropout, lr, hidden) is TrainConfig's default,
+#: shared with emo fuse train.
+SWEEP_DEFAULTS = {"head": "linear", "seeds": 1, "batch_size": 0, "patience": 0, "epochs": 100, "optimizer": "lbfgs"}
+
+
+@dataclass(kw_only=True)
+class SweepOptions:
+    """The options of ``emo fuse sweep`` (:func:`emo.fuse.sweep.run_sweep`): the training settings
+    it shares with ``emo fuse train`` are declared once, on :class:`TrainConfig` (:func:`like`)."""
+
+    dataset: str = like(RunOptions, "dataset", ..., help="Dataset name (the folder under --features-dir).")
+    features: str = opt(..., "One encoder spec NAME[=SOURCE][:LAYERS].", group=INPUTS)
+    layers: str = opt("", "Layers to sweep (0-24); default: the spec's or all stored.", group=LAYERS)
+    features_dir: Path = like(RunOptions, "features_dir")
+    window: int = opt(1, "Consecutive layers per probe (1, 3, 6, ...).", group=LAYERS)
+    stride: int = opt(1, "Step between windows.", group=LAYERS)
+    head: str = like(TrainConfig, "head", SWEEP_DEFAULTS["head"], help="Probe head (any emo fuse head).")
+    task: str = like(TrainConfig, "task", help="discrete | valence | vad | discrete+valence | multilabel (several emotion words per "
+                     "clip; metric micro_f1, or wheel_f1 with --emotion-wheel), or label columns A+B (multi-task; metric jrbm).")
+    threshold: float = like(TrainConfig, "threshold", help="--task multilabel: a label is predicted when its probability exceeds this "
+                            "(ζ, as emo fuse train).")
+    emotion_wheel: str = like(TrainConfig, "emotion_wheel", help="--task multilabel: the MER emotion_wheel/ folder: word forms merged "
+                              "in the class list, emotion-wheel F1 per cell (the default selection metric).")
+    label_column: List[str] = like(RunOptions, "label_column", help="NAME=COLUMN for a multi-task --task (as emo fuse train).")
+    joint: str = like(RunOptions, "joint", help="Multi-task: none | crossattn | shared (as emo fuse train).")
+    folds: str = like(RunOptions, "folds", help="K | speaker | split (select on dev, report test).")
+    metric: str = opt("", "Score to plot/select (default: waf, valence_ccc, vad_ccc, mer2023_score or, multilabel, micro_f1 / wheel_f1 "
+                      "by task; hamming_loss and *mse are minimised).", group=PROTOCOL)
+    normalize: str = like(TrainConfig, "normalize")
+    seed: int = like(TrainConfig, "seed")
+    seeds: int = like(TrainConfig, "seeds", SWEEP_DEFAULTS["seeds"], help="Models per cell (split: seed repeats).")
+    epochs: int = like(TrainConfig, "epochs", SWEEP_DEFAULTS["epochs"])
+    patience: int = like(TrainConfig, "patience", SWEEP_DEFAULTS["patience"])
+    lr: float = like(TrainConfig, "lr")
+    weight_decay: float = like(TrainConfig, "weight_decay")
+    batch_size: int = like(TrainConfig, "batch_size", SWEEP_DEFAULTS["batch_size"])
+    hidden: int = like(TrainConfig, "hidden")
+    dropout: float = like(TrainConfig, "dropout")
+    label_smoothing: float = like(TrainConfig, "label_smoothing")
+    optimizer: Literal["adamw", "lbfgs"] = like(TrainConfig, "optimizer", SWEEP_DEFAULTS["optimizer"],
+                                                help="lbfgs (linear probe to its optimum) or adamw (minibatches, early stopping; "
+                                                     "other heads always).")
+    batched: bool = like(TrainConfig, "batched", help="Train every remaining cell at once (default) or cell by cell.")
+    class_weights: bool = like(TrainConfig, "class_weights")
+    test_split: List[str] = like(RunOptions, "test_split", help="Partition(s) reported as the test set (split: default test; K/speaker: "
+                                 "held out of the folds, scored by each fold's probe).")
+    train_splits: List[str] = like(RunOptions, "train_splits", help="Evaluation partition(s) (test, test1, test2, test3) allowed into "
+                                   "the folds; by default they never enter training.")
+    device: str = like(TrainConfig, "device")
+    out: Optional[Path] = opt(None, "Output directory (default runs/sweep-DATASET-ENCODER-wWINDOW-HEAD).", group=OUTPUT)
+    progress: bool = opt(True, "Show a progress bar over the cells (stderr).", group=OUTPUT, flags=("--progress/--no-progress",))
+    repeats: int = opt(1, "Repeat the whole sweep with N seeds (others in OUT/repeats/); report each window's mean ± std over repeats "
+                       "and select on the mean.", group=PROTOCOL, min=1)
+
+    def train_config(self, task: str | None = None) -> TrainConfig:
+        """The :class:`TrainConfig` of every probe (its other fields at their defaults)."""
+        names = {f.name for f in fields(TrainConfig)} & {f.name for f in fields(self)}
+        return replace(TrainConfig(**{n: getattr(self, n) for n in names}), **({"task": task} if task else {}))
+
+
+@dataclass(kw_only=True)
+class TuneOptions:
+    """The options of ``emo tune hlft`` (:func:`emo.fuse.tune.tune_hlft`; the adapter training
+    settings become an :class:`emo.fuse.hlft.HLFTConfig`, :meth:`hlft_config`)."""
+
+    dataset: str = like(RunOptions, "dataset", ..., help="Dataset name (the folder under --features-dir).")
+    encoder: str = opt(..., "Encoder (store) name, e.g. hubert_large.", group=INPUTS)
+    layers: str = opt("16-21", "Adapter window A-B: transformer layers A..B (the paper: 16-21).", group=INPUTS)
+    features_dir: Path = like(RunOptions, "features_dir")
+    prefix_store: Optional[Path] = opt(None, "Store with the frame-level hidden state A-1 (default FEATURES_DIR/DATASET/ENCODER.h5; "
+                                       "extract it with ENCODER:A-1 --frames).", group=INPUTS)
+    source: Optional[str] = opt(None, "Checkpoint to load (default: the store's recorded source).", group=INPUTS)
+    task: str = opt("discrete", "discrete (HLFT's loss is a classification loss, eq. 2).", group=TASK)
+    folds: str = like(RunOptions, "folds")
+    test_split: List[str] = like(RunOptions, "test_split", help="With --folds split: the test partition(s) (default test).")
+    layer_weights_init: str = opt("18", "Layer whose weight starts at 1.0, or uniform.", group=METHODS)
+    mask_prob: float = opt(0.065, "HuBERT span-masking probability per frame.", group=METHODS)
+    mask_span: int = opt(10, "Masked span length in frames.", group=METHODS)
+    batch_size: int = opt(16, "Clips per batch.", group=OPTIM)
+    lr: float = opt(1e-4, "Learning rate.", group=OPTIM)
+    weight_decay: float = opt(0.02, "Weight decay.", group=OPTIM)
+    optimizer: str = opt("adam", "adam (the paper's; weight decay as L2) or adamw (decoupled).", group=OPTIM)
+    epochs: int = opt(30, "Maximum epochs (early stopping on the inner validation split).", group=OPTIM)
+    patience: int = opt(3, "Epochs without improvement before stopping.", group=OPTIM)
+    select: str = opt("loss", "Early stopping on inner-validation loss or waf.", group=OPTIM)
+    max_frames: Optional[int] = opt(None, "Random training crop, frames (default: whole clips).", group=OPTIM)
+    seed: int = opt(0, "Seed.", group=OPTIM)
+    threads: int = opt(0, "torch threads (0: torch's default).", group=OPTIM)
+    out: Path = opt(Path("runs/hlft"), "Run directory.", group=OUTPUT)
+
+    def hlft_config(self) -> Any:
+        """The :class:`emo.fuse.hlft.HLFTConfig` of these options."""
+        from emo.fuse.hlft import HLFTConfig
+
+        return HLFTConfig(init_layer=self.layer_weights_init, mask_prob=self.mask_prob, mask_span=self.mask_span,
+                          batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, optimizer=self.optimizer,
+                          epochs=self.epochs, patience=self.patience, select=self.select, max_frames=self.max_frames,
+                          seed=self.seed, threads=self.threads)
