@@ -15,7 +15,7 @@ Modules, roughly from the lower layers up (no import cycles, not even through im
   (:func:`~emo.fuse.cv.train_cv`), :mod:`~emo.fuse.report` (tables, ``report.md``, confusion-matrix PNG);
 * :mod:`~emo.fuse.run` (run directories, :func:`~emo.fuse.run.load_run`), :mod:`~emo.fuse.train`
   (:func:`~emo.fuse.train.train`: stores in, run directory out), :mod:`~emo.fuse.sweep`,
-  :mod:`~emo.fuse.ensemble`, :mod:`~emo.fuse.options` (``--config`` files, recorded commands),
+  :mod:`~emo.fuse.ensemble`, :mod:`~emo.fuse.options` (the options of the fuse commands besides the training settings, ``--config`` files),
   :mod:`~emo.fuse.cli`.
 
 Import the submodules directly; this package imports nothing heavy.
