@@ -66,7 +66,10 @@ def _parameter(cls: type, f: Field, default: Any = MISSING) -> inspect.Parameter
     allowed = None if callable(c) else choices_of(cls, f)
     if allowed is not None and help_text is not None:
         help_text = f"{help_text} One of: {', '.join(map(str, allowed))}."
-    option = typer.Option(default, *flags, help=help_text, rich_help_panel=md.get("group"), **kwargs)
+    if md.get("argument"):
+        option = typer.Argument(default, help=help_text, **kwargs)
+    else:
+        option = typer.Option(default, *flags, help=help_text, rich_help_panel=md.get("group"), **kwargs)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=_annotation(hints(cls)[f.name]))
 
 
@@ -84,16 +87,17 @@ def apply_config_file(ctx: typer.Context, file_values: Mapping[str, Any], source
         typer.BadParameter: a key that is no option of this command, a list for a single-valued
             option, or a value its option's type rejects (``source`` named).
     """
-    params = {p.name: p for p in ctx.command.params if p.name and _is_option(p) and p.name != "config"}
+    params = {p.name: p for p in ctx.command.params if p.name and p.name != "config"}
     unknown = sorted(k for k in file_values if k not in params)
     if unknown:
         raise typer.BadParameter(f"{source}: {', '.join(unknown)} is not an option of this command")
     defaults: dict[str, Any] = {}
     for name, raw in file_values.items():
         p = params[name]
-        if p.multiple and not isinstance(raw, (list, tuple)):
+        many = bool(p.multiple) or p.nargs != 1
+        if many and not isinstance(raw, (list, tuple)):
             raw = [raw]
-        if not p.multiple and isinstance(raw, (list, tuple)):
+        if not many and isinstance(raw, (list, tuple)):
             raise typer.BadParameter(f"{source}: {name} takes one value, not a list ({raw!r})", ctx=ctx, param=p)
         if raw is None:
             defaults[name] = None
@@ -101,10 +105,10 @@ def apply_config_file(ctx: typer.Context, file_values: Mapping[str, Any], source
         flag = bool(getattr(p, "is_flag", False))
         as_typed = lambda v: v if (flag and isinstance(v, bool)) else str(v)  # noqa: E731  (true for --epochs fails like "True")
         try:
-            p.process_value(ctx, [as_typed(v) for v in raw] if p.multiple else as_typed(raw))
+            p.process_value(ctx, [as_typed(v) for v in raw] if many else as_typed(raw))
         except typer.BadParameter as e:
             raise typer.BadParameter(f"{source}: {raw!r}: {e.message}", ctx=ctx, param=p) from None
-        defaults[name] = [as_typed(v) for v in raw] if p.multiple else as_typed(raw)
+        defaults[name] = [as_typed(v) for v in raw] if many else as_typed(raw)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
 
@@ -127,7 +131,7 @@ CONFIG_HELP = ("Options from a YAML or JSON file (option names as keys); options
 
 def command(*classes: type, defaults: Mapping[str, Any] | None = None,
             read_config: Callable[[Path], Mapping[str, Any]] = read_options_file,
-            config_help: str = CONFIG_HELP, panels: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+            config_help: str = CONFIG_HELP, panels: tuple[str, ...] = (), unpack: bool = False) -> Callable[[Callable], Callable]:
     """Decorator: a typer command function generated from the command-line fields of ``classes``.
 
     The decorated ``body(ctx, *instances)`` receives the typer context and one instance of each
@@ -141,6 +145,7 @@ def command(*classes: type, defaults: Mapping[str, Any] | None = None,
         defaults: field name -> default of this command where it differs from the dataclass.
         read_config: reads a ``--config`` file into option values (ValueError for a bad file).
         panels: the order of the ``--help`` groups (others follow in order of appearance).
+        unpack: call ``body(ctx?, **fields)`` (one keyword per field) instead of with instances.
     """
     pairs = cli_fields(*classes)
     defaults = dict(defaults or {})
@@ -156,6 +161,9 @@ def command(*classes: type, defaults: Mapping[str, Any] | None = None,
     def decorate(body: Callable) -> Callable:
         def generated(ctx: typer.Context, **values: Any) -> Any:
             values.pop("config", None)
+            if unpack:  # body(field=value, ...), with ctx when it takes one
+                takes_ctx = "ctx" in inspect.signature(body).parameters
+                return body(ctx, **values) if takes_ctx else body(**values)
             instances = []
             for cls in classes:
                 names = {f.name for f in fields(cls) if f.init}
@@ -196,8 +204,9 @@ class GroupedCommand(TyperCommand):
         for p in self.get_params(ctx):
             rec = p.get_help_record(ctx)
             if rec is not None:
-                groups.setdefault(getattr(p, "rich_help_panel", None), []).append(rec)
-        for name, recs in sorted(groups.items(), key=lambda kv: kv[0] in (None, "Config")):
+                group = "Arguments" if getattr(p, "param_type_name", None) == "argument" else getattr(p, "rich_help_panel", None)
+                groups.setdefault(group, []).append(rec)
+        for name, recs in sorted(groups.items(), key=lambda kv: (kv[0] != "Arguments", kv[0] in (None, "Config"))):
             with formatter.section(name or "Other options"):
                 formatter.write_dl(recs)
 
@@ -222,6 +231,10 @@ def command_line(ctx: typer.Context, values: Mapping[str, Any], skip: tuple[str,
         names.append(c.info_name)
         c = c.parent
     argv = ["emo", *reversed(names)]
+    for p in ctx.command.params:  # positional arguments first, in order
+        if getattr(p, "param_type_name", None) == "argument" and p.name in values and values[p.name] is not None:
+            v = values[p.name]
+            argv += [str(item) for item in (v if p.multiple or p.nargs != 1 else [v])]
     for p in ctx.command.params:
         if not _is_option(p) or p.name in skip or p.name not in values:
             continue

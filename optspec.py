@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 #: Metadata keys of :func:`opt` that are not ``typer.Option`` arguments.
-OWN_KEYS = ("help", "group", "flags", "choices", "cli")
+OWN_KEYS = ("help", "group", "flags", "choices", "cli", "argument")
 
 
 def opt(default: Any = MISSING, help: str = "", *, group: str | None = None, flags: Iterable[str] | None = None,
-        choices: tuple | Callable[[], Iterable] | None = None, cli: bool = True, **option: Any) -> Any:
+        choices: tuple | Callable[[], Iterable] | None = None, cli: bool = True, argument: bool = False, **option: Any) -> Any:
     """A dataclass field that is also a command-line option.
 
     Args:
@@ -33,12 +33,25 @@ def opt(default: Any = MISSING, help: str = "", *, group: str | None = None, fla
         flags: the option's names; default ``--<name-with-dashes>``.
         choices: allowed values, or a zero-argument function returning them (a registry).
         cli: ``False`` keeps the field off the command line (set by code or a config file only).
+        argument: a positional argument instead of an option (``emo fuse ensemble RUN...``).
         option: further ``typer.Option`` arguments (``min=1``, ``hidden=True``).
     """
-    md = {"help": help, "group": group, "flags": tuple(flags) if flags else None, "choices": choices, "cli": cli, **option}
+    md = {"help": help, "group": group, "flags": tuple(flags) if flags else None, "choices": choices, "cli": cli,
+          "argument": argument, **option}
     if isinstance(default, list):
         return field(default_factory=lambda d=tuple(default): list(d), metadata=md)
     return field(default=default, metadata=md)
+
+
+def lazy_choices(module: str, name: str) -> Callable[[], tuple]:
+    """Choices read from ``module.name`` when needed (help shown, value checked): the module may
+    import torch, and a registry (``emo.fuse.heads.HEADS``) may grow by plug-ins."""
+    def choices() -> tuple:
+        import importlib
+
+        return tuple(getattr(importlib.import_module(module), name))
+    choices.__qualname__ = f"{module}.{name}"
+    return choices
 
 
 def like(cls: type, name: str, default: Any = MISSING, **changes: Any) -> Any:

@@ -9,11 +9,11 @@ from typing import Optional
 import typer
 
 from emo.cliargs import GroupedCommand, command, command_line
-from emo.fuse.compare import CLASS_METRICS, VALENCE_METRICS
-from emo.fuse.ensemble import METRICS
-from emo.fuse.stats import N_BOOT
 from emo.fuse.config import HEAD, INPUTS, METHODS, OPTIM, OUTPUT, PROTOCOL, TASK, TrainConfig
-from emo.fuse.options import LAYERS, RunOptions, SweepOptions, read_config_file
+from emo.fuse.options import LAYERS, CompareOptions, EnsembleOptions, ReportOptions, RunOptions, SweepOptions, read_config_file
+
+#: ``--help`` group order of the smaller fuse commands.
+PANELS = (INPUTS, TASK, PROTOCOL, METHODS, OPTIM, OUTPUT)
 
 app = typer.Typer(no_args_is_help=True, help="Train fusion heads on cached features.")
 
@@ -162,20 +162,9 @@ def sweep_cmd(ctx: typer.Context, o: SweepOptions) -> None:
                f"{summary['trained']} cell(s) trained, {summary['reused']} reused; wrote {out}/sweep.csv, sweep.json, sweep.png")
     typer.echo(training_speed(summary["models_trained"], time.perf_counter() - t0))
 
-@app.command("ensemble")
-def ensemble_cmd(
-    runs: list[Path] = typer.Argument(..., help="Run directories written by emo fuse train (two or more)."),
-    out: Path = typer.Option(..., "--out", help="Directory for ensemble.json and the fused predictions.csv."),
-    metric: str = typer.Option("", "--metric", help=f"Validation metric to maximise: {', '.join(METRICS)} "
-                               "(default waf; mer2023_score for discrete+valence; valence_mse for valence; "
-                               "multilabel: wheel_f1 with --emotion-wheel, else micro_f1; *mse and hamming_loss are minimised)."),
-    step: float = typer.Option(0.05, "--step", help="Simplex grid spacing of the weights."),
-    max_points: int = typer.Option(20000, "--max-points", help="Above this many grid points, sample the simplex instead."),
-    seed: int = typer.Option(0, "--seed"),
-    optimistic: bool = typer.Option(False, "--optimistic", help="Also report the same-data score (weights tuned and scored on the same rows; biased upwards)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Multi-label runs: a label is predicted when its fused probability exceeds this (default: the runs' training --threshold)."),
-    emotion_wheel: str = typer.Option("", "--emotion-wheel", help="Multi-label runs: the MER emotion_wheel/ folder; reports the emotion-wheel F1 (MER-FG) and tunes the weights on it."),
-) -> None:
+@app.command("ensemble", cls=GroupedCommand)
+@command(EnsembleOptions, panels=PANELS, unpack=True)
+def ensemble_cmd(runs: list[Path], out: Path, metric: str, step: float, max_points: int, seed: int, optimistic: bool, threshold: Optional[float], emotion_wheel: str) -> None:
     """Decision-level fusion (posterior level, after Wang et al., MER 2023): weighted sum of the runs' posteriors and valences,
     weights summing to 1, tuned on validation (out-of-fold) predictions. The reported validation
     score is nested: each evaluation group (speaker or fold) is fused with weights tuned on the others."""
@@ -183,7 +172,7 @@ def ensemble_cmd(
 
     from emo.exitcodes import ExitCode
     from emo.fuse.atomic import write_json
-    from emo.fuse.ensemble import EnsembleError, ensemble
+    from emo.fuse.ensemble import METRICS, EnsembleError, ensemble
     from emo.fuse.run import RunError
 
     if len(runs) < 2:
@@ -226,8 +215,9 @@ def ensemble_cmd(
     typer.echo(f"wrote {out}/ensemble.json and {out}/predictions.csv")
 
 
-@app.command("report")
-def report_cmd(run: Path = typer.Argument(..., help="A run directory written by emo fuse train.")) -> None:
+@app.command("report", cls=GroupedCommand)
+@command(ReportOptions, panels=PANELS, unpack=True)
+def report_cmd(run: Path) -> None:
     """(Re)write a run's report.md and confusion-matrix PNG from its config.json and metrics.json."""
     import json
 
@@ -247,23 +237,16 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory written by 
         raise typer.Exit(ExitCode.ERROR) from None
 
 
-@app.command("compare")
-def compare_cmd(
-    run_a: Path = typer.Argument(..., help="Run or ensemble directory A."),
-    run_b: Path = typer.Argument(..., help="Run or ensemble directory B (same dataset and protocol)."),
-    metric: str = typer.Option("", "--metric", help=f"One of {', '.join(CLASS_METRICS + VALENCE_METRICS)} (default uar, or valence_ccc for valence runs)."),
-    group: str = typer.Option("auto", "--group", help="Resampling unit: auto | fold | speaker | sample (auto: the held-out speaker for leave-one-speaker-out, else the manifest's speaker, else the sample)."),
-    n_boot: int = typer.Option(N_BOOT, "--n-boot", help="Bootstrap replicates."),
-    seed: int = typer.Option(0, "--seed"),
-    out: Path = typer.Option(None, "--out", help="Also write the result as JSON here."),
-) -> None:
+@app.command("compare", cls=GroupedCommand)
+@command(CompareOptions, panels=PANELS, unpack=True)
+def compare_cmd(run_a: Path, run_b: Path, metric: str, group: str, n_boot: int, seed: int, out: Path) -> None:
     """Paired bootstrap of metric(A) - metric(B) over evaluation groups, with its 95% interval."""
     from emo.exitcodes import ExitCode
-    from emo.fuse.compare import compare
+    from emo.fuse.compare import METRICS, compare
     from emo.fuse.stats import StatsError
 
-    if metric and metric not in CLASS_METRICS + VALENCE_METRICS:
-        raise typer.BadParameter(f"unknown metric {metric!r}; use one of {', '.join(CLASS_METRICS + VALENCE_METRICS)}")
+    if metric and metric not in METRICS:
+        raise typer.BadParameter(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     if group not in ("auto", "fold", "speaker", "sample"):
         raise typer.BadParameter(f"--group must be auto, fold, speaker or sample, not {group!r}")
     try:
@@ -284,5 +267,5 @@ def compare_cmd(
 
 from emo.fuse.semi_cli import align_cmd, pseudo_label_cmd  # noqa: E402  (typer only; torch loads inside the commands)
 
-app.command("align")(align_cmd)
-app.command("pseudo-label")(pseudo_label_cmd)
+app.command("align", cls=GroupedCommand)(align_cmd)
+app.command("pseudo-label", cls=GroupedCommand)(pseudo_label_cmd)

@@ -29,6 +29,8 @@ from emo.fuse.stats import N_BOOT, StatsError, bootstrap_ci, class_metric, paire
 #: Metrics the comparison and interval commands understand, per output kind.
 CLASS_METRICS = ("uar", "waf", "accuracy")
 VALENCE_METRICS = ("valence_ccc", "valence_mse")
+#: Every metric emo fuse compare takes.
+METRICS = CLASS_METRICS + VALENCE_METRICS
 
 
 @dataclass

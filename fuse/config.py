@@ -10,24 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
-from emo.optspec import check_choices, opt
+from emo.optspec import check_choices, lazy_choices, opt
 from emo.fuse.inputs import FeatureInput, as_inputs
 
 
-def _registry(module: str, name: str) -> Callable[[], tuple]:
-    """Choices read from ``module.name`` when needed (help shown, value checked): the module may
-    import torch, and a registry (:data:`emo.fuse.heads.HEADS`) may grow by plug-ins."""
-    def choices() -> tuple:
-        import importlib
-
-        return tuple(getattr(importlib.import_module(module), name))
-    choices.__qualname__ = f"{module}.{name}"
-    return choices
-
-
-head_names = _registry("emo.fuse.heads", "HEADS")
+head_names = lazy_choices("emo.fuse.heads", "HEADS")
 
 #: ``--help`` groups of ``emo fuse train`` (typer's ``rich_help_panel``).
 INPUTS, HEAD, TASK, OPTIM, PROTOCOL, METHODS, OUTPUT = "Inputs", "Head", "Task", "Optimisation", "Protocol", "Methods", "Output"
@@ -42,20 +31,20 @@ class HeadConfig:
                     group=HEAD, choices=head_names)
     structure: Literal[1, 2, 3] = opt(1, "AFG structure (MER 2023 paper, Fig. 1).", group=HEAD)
     afg_scores: str = opt("concat", "AFG attention scores: concat (eq. 2 of the MER 2023 paper: from all N features concatenated) "
-                          "or per-input (each feature scored alone).", group=HEAD, choices=_registry("emo.fuse.heads", "AFG_SCORES"))
+                          "or per-input (each feature scored alone).", group=HEAD, choices=lazy_choices("emo.fuse.heads", "AFG_SCORES"))
     layer_weights: bool = opt(False, "Learnable weighted sum over each encoder's layers.", group=HEAD)
     layer_weights_init: str = opt("18", "With --layer-weights: the layer whose weight starts at 1 (others 0; 1/L each when absent).", group=HEAD)
     decoder: str = opt("separate", "Decoder: jdev = joint emotion-valence decoding.", group=HEAD,
-                       choices=_registry("emo.fuse.decoders", "DECODERS"))
+                       choices=lazy_choices("emo.fuse.decoders", "DECODERS"))
     hidden: int = opt(256, "Hidden width of the head.", group=HEAD)
     dropout: float = opt(0.5, "Dropout of the head.", group=HEAD)
     frames: bool = opt(False, "Encoders whose store has frame-level features (emo extract --frames) feed an LSTM whose output is their token.",
                        group=HEAD, flags=("--frames", "--sequence"))
     frame_bidirectional: bool = opt(True, "With --frames: bidirectional LSTM.", group=HEAD, flags=("--bidirectional/--unidirectional",))
     frame_pooling: str = opt("mean", "With --frames: mean (of the LSTM outputs over the valid frames) or last (final hidden states).",
-                             group=HEAD, choices=_registry("emo.fuse.frames", "FRAME_POOLING"))
+                             group=HEAD, choices=lazy_choices("emo.fuse.frames", "FRAME_POOLING"))
     frame_encoder: str = opt("lstm", "With --frames: lstm or textcnn (Kim 2014: widths 3,4,5 x 100 maps, max-over-time).",
-                             group=HEAD, choices=_registry("emo.fuse.sequence", "FRAME_ENCODERS"))
+                             group=HEAD, choices=lazy_choices("emo.fuse.sequence", "FRAME_ENCODERS"))
     frame_tokens: bool = opt(False, "With --frames --head transformer: attend over every frame token of every modality "
                              "(padding-masked) instead of one pooled token per input.", group=HEAD)
     max_frame_tokens: int = opt(64, "With --frame-tokens: most frames per input stream (longer sequences are evenly subsampled).", group=HEAD)
@@ -91,7 +80,7 @@ class OptimConfig:
     seeds: int = opt(0, "Models per fold, outputs averaged (0 = auto: 5 below 2000 training samples, else 1).", group=OPTIM)
     seed: int = opt(0, "First seed (models use seed, seed+1, ...).", group=OPTIM)
     normalize: str = opt("global", "Feature normalisation: global (training-fold statistics; the default, shared with emo fuse sweep) "
-                         "or per speaker.", group=OPTIM, choices=_registry("emo.fuse.data", "NORMALIZE"))
+                         "or per speaker.", group=OPTIM, choices=lazy_choices("emo.fuse.data", "NORMALIZE"))
     label_smoothing: float = opt(0.1, "Cross-entropy label smoothing.", group=OPTIM)
     class_weights: bool = opt(False, "Balanced class weights in the cross-entropy.", group=OPTIM)
     loss_weighting: Literal["fixed", "uncertainty"] = opt(
@@ -249,3 +238,27 @@ class TrainConfig(HeadConfig, OptimConfig, MethodConfig):
 
 def _part(cls: type, cfg: Any) -> Any:
     return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+
+def check_run_rules(cfg: TrainConfig, *, repeats: int = 1, pseudo_labels: Any = None, augmented: Iterable[str] = (),
+                    evaluate_on: str | None = None, fold_stores: bool = False) -> None:
+    """The rules between a run's options and its training settings, in one place (the CLI checks
+    them before anything loads, :meth:`emo.fuse.options.RunOptions.validate`; :func:`emo.fuse.train.train`
+    again for library callers, with ``fold_stores`` = per-fold HLFT stores found).
+
+    Raises:
+        ValueError: the first rule broken, naming the options.
+    """
+    cfg.validate()
+    augmenting = bool(list(augmented)) or bool(evaluate_on)
+    checks = [
+        (repeats >= 1, f"--repeats must be >= 1, got {repeats}"),
+        (not (pseudo_labels is not None and cfg.class_weights),
+         "--class-weights is not supported with --pseudo-labels (weighted KL-divergence training)"),
+        (not (repeats > 1 and augmenting), "--repeats cannot be combined with --augmented/--evaluate-on"),
+        (not (augmenting and (pseudo_labels is not None or cfg.univa or fold_stores)),
+         "--augmented/--evaluate-on cannot be combined with --pseudo-labels, --univa or per-fold HLFT stores"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)

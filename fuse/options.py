@@ -15,8 +15,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, List, Literal, Mapping, Optional
 
-from emo.fuse.config import INPUTS, METHODS, OPTIM, OUTPUT, PROTOCOL, TASK, TrainConfig
-from emo.optspec import like, opt
+from emo.fuse.config import INPUTS, METHODS, OPTIM, OUTPUT, PROTOCOL, TASK, TrainConfig, check_run_rules
+from emo.fuse.stats import N_BOOT
+from emo.optspec import lazy_choices, like, opt
 
 
 @dataclass
@@ -83,7 +84,8 @@ class RunOptions:
         if missing:
             raise ValueError(f"missing {', '.join(missing)} (give it on the command line or in --config)")
         multi = is_multitask(cfg.task, list(self.label_column))
-        (replace(cfg, task="discrete") if multi else cfg).validate()
+        check_run_rules(replace(cfg, task="discrete") if multi else cfg, repeats=self.repeats, pseudo_labels=self.pseudo_labels,
+                        augmented=self.augmented, evaluate_on=self.evaluate_on)
         if multi:
             parse_tasks(cfg.task, list(self.label_column))
             MultiConfig(self.joint).validate()
@@ -323,3 +325,79 @@ class TuneOptions:
                           batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, optimizer=self.optimizer,
                           epochs=self.epochs, patience=self.patience, select=self.select, max_frames=self.max_frames,
                           seed=self.seed, threads=self.threads)
+
+
+@dataclass(kw_only=True)
+class EnsembleOptions:
+    """The options of ``emo fuse ensemble`` (:func:`emo.fuse.ensemble.ensemble`)."""
+
+    runs: List[Path] = opt(..., "Run directories written by emo fuse train (two or more).", argument=True)
+    out: Path = opt(..., "Directory for ensemble.json and the fused predictions.csv.", group=OUTPUT)
+    metric: str = opt("", "Validation metric to maximise (default waf; mer2023_score for discrete+valence; valence_mse for valence; "
+                      "multilabel: wheel_f1 with --emotion-wheel, else micro_f1; *mse and hamming_loss are minimised).",
+                      group=PROTOCOL, choices=lazy_choices("emo.fuse.ensemble", "METRICS"))
+    step: float = opt(0.05, "Simplex grid spacing of the weights.", group=PROTOCOL)
+    max_points: int = opt(20000, "Above this many grid points, sample the simplex instead.", group=PROTOCOL)
+    seed: int = opt(0, "Seed of the simplex sample.", group=PROTOCOL)
+    optimistic: bool = opt(False, "Also report the same-data score (weights tuned and scored on the same rows; biased upwards).",
+                           group=PROTOCOL)
+    threshold: Optional[float] = opt(None, "Multi-label runs: a label is predicted when its fused probability exceeds this (default: "
+                                     "the runs' training --threshold).", group=TASK)
+    emotion_wheel: str = opt("", "Multi-label runs: the MER emotion_wheel/ folder; reports the emotion-wheel F1 (MER-FG) and tunes the "
+                             "weights on it.", group=TASK)
+
+
+@dataclass(kw_only=True)
+class CompareOptions:
+    """The options of ``emo fuse compare`` (:func:`emo.fuse.compare.compare`)."""
+
+    run_a: Path = opt(..., "Run or ensemble directory A.", argument=True)
+    run_b: Path = opt(..., "Run or ensemble directory B (same dataset and protocol).", argument=True)
+    metric: str = opt("", "Metric (default uar, or valence_ccc for valence runs).", group=PROTOCOL,
+                      choices=lazy_choices("emo.fuse.compare", "METRICS"))
+    group: Literal["auto", "fold", "speaker", "sample"] = opt(
+        "auto", "Resampling unit (auto: the held-out speaker for leave-one-speaker-out, else the manifest's speaker, else the sample).",
+        group=PROTOCOL)
+    n_boot: int = opt(N_BOOT, "Bootstrap replicates.", group=PROTOCOL)
+    seed: int = opt(0, "Bootstrap seed.", group=PROTOCOL)
+    out: Optional[Path] = opt(None, "Also write the result as JSON here.", group=OUTPUT)
+
+
+@dataclass(kw_only=True)
+class ReportOptions:
+    """The options of ``emo fuse report``."""
+
+    run: Path = opt(..., "A run directory written by emo fuse train.", argument=True)
+
+
+@dataclass(kw_only=True)
+class AlignOptions:
+    """The options of ``emo fuse align`` (CLIPL-A, :func:`emo.fuse.align.align`)."""
+
+    dataset: str = like(RunOptions, "dataset", ..., help="Dataset name (the folder under --features-dir).")
+    source: str = opt(..., "Visual feature spec with one layer, e.g. clip_vit_l:proj.", group=INPUTS)
+    target: str = opt(..., "Audio feature spec with one layer, e.g. hubert_large:18.", group=INPUTS)
+    out: Path = opt(..., "Run directory (clipla.safetensors + align.json).", group=OUTPUT)
+    features_dir: Path = like(RunOptions, "features_dir")
+    epochs: int = opt(100, "Training epochs (fixed; no early stopping).", group=OPTIM)
+    batch_size: int = opt(1024, "Clips per InfoNCE batch (paper: 1024).", group=OPTIM)
+    lr: float = opt(1e-4, "Adam learning rate (paper: 1e-4).", group=OPTIM)
+    holdout: float = opt(0.1, "Fraction of clips held out for the retrieval report.", group=PROTOCOL)
+    seed: int = opt(0, "Seed.", group=OPTIM)
+    device: str = opt("cpu", "torch device.", group=OPTIM)
+    write: bool = opt(False, "Also write the aligned features as the store <source>+clipla.h5.", group=OUTPUT)
+    overwrite: bool = opt(False, "With --write: replace an existing derived store of other provenance.", group=OUTPUT)
+
+
+@dataclass(kw_only=True)
+class PseudoLabelOptions:
+    """The options of ``emo fuse pseudo-label`` (:func:`emo.fuse.pseudo.pseudo_label`)."""
+
+    run: Path = opt(..., "Run directory of emo fuse train (discrete task).", group=INPUTS)
+    dataset: str = opt(..., "Dataset whose clips are pseudo-labelled.", group=INPUTS)
+    out: Path = opt(..., "pseudo.csv to write (provenance in <out>.json).", group=OUTPUT)
+    features_dir: Path = like(RunOptions, "features_dir")
+    subset: str = opt("unlabeled", "unlabeled (clips without labels or in the unlabeled partition) | a partition name | all.", group=INPUTS)
+    threshold: float = opt(0.9, "Keep clips whose top class probability is at least this.", group=METHODS)
+    top_k: int = opt(0, "Keep at most this many clips per class, the most confident (0 = no limit).", group=METHODS)
+    align: Literal["strict", "intersect"] = like(RunOptions, "align", "intersect")

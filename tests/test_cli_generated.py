@@ -100,3 +100,32 @@ def test_sweep_config_file_values_reach_the_command(tmp_path):
     # the resolved options read back: the same sweep again (every cell reused)
     r = CliRunner().invoke(app, ["fuse", "sweep", "--config", str(out / "sweep.json")])
     assert r.exit_code == 0 and "0 cell(s) trained" in r.output, r.output
+
+
+def test_a_run_with_the_old_flat_config_still_loads_and_predicts(tmp_path):
+    """config.json keeps the flat ``training`` mapping of the code before the split: a run written
+    then (the same keys, OLD_FLAT) loads and predicts, and reproduces through --config."""
+    import numpy as np
+    from test_fuse_run import make_dataset
+
+    from emo.cli import app
+    from emo.fuse.data import load_features
+    from emo.fuse.run import load_run
+
+    feats = make_dataset(tmp_path, n=45)
+    run = tmp_path / "run"
+    args = ["fuse", "train", "--dataset", "synth", "--features-dir", str(feats), "--features", "egemaps", "--epochs", "3",
+            "--seeds", "1", "--hidden", "8", "--folds", "3"]
+    r = CliRunner().invoke(app, [*args, "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    conf = json.loads((run / "config.json").read_text())
+    assert set(conf["training"]) == set(OLD_FLAT)
+    # the old code wrote the same mapping (field order then: OLD_FLAT); rewrite it in that order
+    conf["training"] = {k: conf["training"][k] for k in OLD_FLAT}
+    (run / "config.json").write_text(json.dumps(conf))
+    fs = load_features(feats, "synth", conf["feature_specs"])
+    probs = load_run(run).predict(fs.blocks)["probs"]
+    assert probs.shape == (len(fs.names), len(conf["classes"])) and np.isfinite(probs).all()
+    r = CliRunner().invoke(app, ["fuse", "train", "--config", str(run / "config.json"), "--out", str(tmp_path / "again")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["training"] == conf["training"]
