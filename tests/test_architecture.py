@@ -197,9 +197,9 @@ def test_no_module_imports_itself(graph):
 #: (importer prefix, imported prefix) pairs that must not occur even inside one layer (issue 10).
 FORBIDDEN = [
     ("emo.extract.store", "emo.extract.encoders"),    # the store knows the shared types only
-    ("emo.extract.encoders", "emo.extract.engine"),   # batching is emo.extract.batching
+    ("emo.extract.encoders", "emo.extract.engine"),   # batching is emo.extract.packing
     ("emo.extract.types", "emo."),                    # the shared leaf module imports nothing from emo
-    ("emo.extract.batching", "emo."),
+    ("emo.extract.packing", "emo."),
     ("emo.extract.cli", "emo.fuse"),                  # emo score lives in emo.pipeline
 ]
 
