@@ -121,7 +121,8 @@ def cli_fields(*classes: type) -> list[tuple[type, Field]]:
 def read_options_file(path: str | Path) -> dict[str, Any]:
     """Option values from a YAML (``.yaml``/``.yml``) or JSON file: a mapping of option names
     (``-`` or ``_``) to values; a nested mapping (``training:``) is flattened one level; a file
-    written by a command (a mapping with ``options``, e.g. ``sweep.json``) gives those options.
+    written by a command (a mapping with ``options``: ``sweep.json``, ``ensemble.json``, ``options.json``)
+    gives those options.
 
     Raises:
         ValueError: unreadable file, invalid YAML/JSON, or not a mapping (the file named).
@@ -146,7 +147,7 @@ def read_options_file(path: str | Path) -> dict[str, Any]:
     d = {} if d is None else d
     if not isinstance(d, Mapping):
         raise ValueError(f"{path}: expected a mapping of option names to values, got {type(d).__name__}")
-    if isinstance(d.get("options"), Mapping) and "command" in d:
+    if isinstance(d.get("options"), Mapping):  # no option is named "options": a file a command wrote
         d = d["options"]
     flat: dict[str, Any] = {}
     for k, v in d.items():
@@ -164,5 +165,6 @@ def resolved_options(*instances: Any) -> dict[str, Any]:
     for obj in instances:
         for _cls, f in cli_fields(type(obj)):
             v = getattr(obj, f.name)
-            out[f.name] = str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
+            out[f.name] = [str(x) if isinstance(x, Path) else x for x in v] if isinstance(v, (list, tuple)) else (
+                str(v) if isinstance(v, Path) else v)
     return out

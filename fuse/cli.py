@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from emo.cliargs import GroupedCommand, command, command_line
+from emo.cliargs import GroupedCommand, command, command_line, current_options
 from emo.fuse.config import HEAD, INPUTS, METHODS, OPTIM, OUTPUT, PROTOCOL, TASK, TrainConfig
 from emo.fuse.options import LAYERS, CompareOptions, EnsembleOptions, ReportOptions, RunOptions, SweepOptions, read_config_file
 
@@ -164,7 +164,7 @@ def sweep_cmd(ctx: typer.Context, o: SweepOptions) -> None:
 
 @app.command("ensemble", cls=GroupedCommand)
 @command(EnsembleOptions, panels=PANELS, unpack=True)
-def ensemble_cmd(runs: list[Path], out: Path, metric: str, step: float, max_points: int, seed: int, optimistic: bool, threshold: Optional[float], emotion_wheel: str) -> None:
+def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, step: float, max_points: int, seed: int, optimistic: bool, threshold: Optional[float], emotion_wheel: str) -> None:
     """Decision-level fusion (posterior level, after Wang et al., MER 2023): weighted sum of the runs' posteriors and valences,
     weights summing to 1, tuned on validation (out-of-fold) predictions. The reported validation
     score is nested: each evaluation group (speaker or fold) is fused with weights tuned on the others."""
@@ -191,6 +191,7 @@ def ensemble_cmd(runs: list[Path], out: Path, metric: str, step: float, max_poin
                                  *(["--optimistic"] if optimistic else []),
                                  *(["--threshold", str(threshold)] if threshold is not None else []),
                                  *(["--emotion-wheel", emotion_wheel] if emotion_wheel else [])])
+    res["options"] = current_options(ctx)  # the resolved config: --config OUT/ensemble.json reads it back
     write_json(Path(out) / "ensemble.json", res)
     m = res["metric"]
     typer.echo(f"{'run':<40} {'weight':>7} {'val ' + m:>18}" + (f" {'test ' + m:>18}" if "runs" in res.get("test", {}) else ""))
@@ -239,7 +240,7 @@ def report_cmd(run: Path) -> None:
 
 @app.command("compare", cls=GroupedCommand)
 @command(CompareOptions, panels=PANELS, unpack=True)
-def compare_cmd(run_a: Path, run_b: Path, metric: str, group: str, n_boot: int, seed: int, out: Path) -> None:
+def compare_cmd(ctx: typer.Context, run_a: Path, run_b: Path, metric: str, group: str, n_boot: int, seed: int, out: Path) -> None:
     """Paired bootstrap of metric(A) - metric(B) over evaluation groups, with its 95% interval."""
     from emo.exitcodes import ExitCode
     from emo.fuse.compare import METRICS, compare
@@ -263,7 +264,7 @@ def compare_cmd(run_a: Path, run_b: Path, metric: str, group: str, n_boot: int, 
     if out is not None:
         from emo.fuse.run import write_json
 
-        write_json(out, res)
+        write_json(out, {**res, "options": current_options(ctx)})
 
 from emo.fuse.semi_cli import align_cmd, pseudo_label_cmd  # noqa: E402  (typer only; torch loads inside the commands)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from emo.cliargs import command
+from emo.cliargs import command, current_options
 from emo.fuse.config import INPUTS, METHODS, OPTIM, OUTPUT, PROTOCOL, TASK
 from emo.fuse.options import AlignOptions, PseudoLabelOptions
 
@@ -16,11 +16,12 @@ PANELS = (INPUTS, TASK, PROTOCOL, METHODS, OPTIM, OUTPUT)
 
 
 @command(AlignOptions, panels=PANELS, unpack=True)
-def align_cmd(dataset: str, source: str, target: str, out: Path, features_dir: Path, epochs: int, batch_size: int, lr: float, holdout: float, seed: int, device: str, write: bool, overwrite: bool) -> None:
+def align_cmd(ctx: typer.Context, dataset: str, source: str, target: str, out: Path, features_dir: Path, epochs: int, batch_size: int, lr: float, holdout: float, seed: int, device: str, write: bool, overwrite: bool) -> None:
     """CLIPL-A (MRAC '24 eq. 5-7): align a visual feature to an audio feature with a vision MLP and a symmetric
     InfoNCE; uses every clip with both features (labels never read); reports audio<->video retrieval on held-out clips."""
     from emo.extract.store import StoreError
     from emo.fuse.align import AlignError, align, write_aligned_store
+    from emo.fuse.atomic import write_json
     from emo.fuse.data import FeatureError
 
     command = ["emo", "fuse", "align", "--dataset", dataset, "--features-dir", str(features_dir), "--source", source,
@@ -46,6 +47,7 @@ def align_cmd(dataset: str, source: str, target: str, out: Path, features_dir: P
                 typer.echo(f"{when + ' ' + d.replace('_to_', '->'):<22}{m['R@1']:>8.3f}{m['R@5']:>8.3f}{m['R@10']:>8.3f}{m['median_rank']:>13.1f}")
         c = ho["chance"]
         typer.echo(f"{'chance':<22}{c['R@1']:>8.3f}{c['R@5']:>8.3f}{c['R@10']:>8.3f}{c['median_rank']:>13.1f}")
+    write_json(out / "options.json", {"command": command, "options": current_options(ctx)})  # --config reads it back
     typer.echo(f"run written to {out}")
     if path is not None:
         typer.echo(f"aligned features written to {path} (use --features {path.stem})")
