@@ -72,6 +72,8 @@ def train(
     frame_pooling: str = typer.Option("mean", "--frame-pooling", help="With --frames: mean (of the LSTM outputs over the valid frames) | last (final hidden states)."),
     batched: bool = typer.Option(True, "--batched/--sequential", help="Train every fold x seed at once as one batched model (default), or one model after another (the reference loop)."),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw | lbfgs (full-batch L-BFGS to the optimum; --head linear only)."),
+    recipe: str = typer.Option("auto", "--recipe", help="auto (default: lbfgs for utterance-level inputs that fit in memory, else adamw; the run records which and why) | lbfgs (every fold in one deterministic full-batch L-BFGS solve, L2 chosen per fold on the inner-validation rows; dropout, --lr, --epochs, --batch-size off) | adamw (minibatches, early stopping, --seeds averaged)."),
+    l2: float = typer.Option(0.0, "--l2", help="--recipe lbfgs: L2 coefficient on the mean training loss (scikit-learn C = 1/(l2 * n_train)); 0 = chosen per fold along a warm-started path."),
     threshold: float = typer.Option(0.18, "--threshold", help="--task multilabel: a label is predicted when its probability exceeds this (UniVA: 0.18)."),
     tune_threshold: bool = typer.Option(False, "--tune-threshold", help="--task multilabel: choose the threshold on the folds' inner-validation rows (micro-F1 over a grid; never on evaluation rows); config.json records it and emo score uses it."),
     univa: bool = typer.Option(False, "--univa/--no-univa", help="UniVA losses (needs --head univa): VA-driven contrastive loss per modality + emotion-correlation prior; unlabelled clips with a valence-arousal join training."),

@@ -19,6 +19,10 @@ from typing import Any, Iterable, Mapping
 from emo.fuse.inputs import FeatureInput, as_inputs
 
 
+#: Training recipes (``--recipe``; :func:`emo.fuse.batched.choose_recipe`).
+RECIPES = ("auto", "lbfgs", "adamw")
+
+
 @dataclass
 class TrainConfig:
     """Head, decoder and optimisation settings (the CLI options of ``emo fuse train``).
@@ -49,6 +53,18 @@ class TrainConfig:
     UAR 0.811 ± 0.002 with the defaults vs 0.798 ± 0.004 without label smoothing, 0.771 ± 0.012
     with lr 1e-4 and 0.805 ± 0.001 with dropout 0.2. ``normalize="global"`` and ``weight_decay=1e-2`` are shared with
     ``emo fuse sweep``. A run's ``config.json`` records every field under ``training``.
+
+    ``recipe`` (:func:`emo.fuse.batched.choose_recipe`): ``auto`` (default) trains utterance-level
+    inputs that fit in memory with ``lbfgs`` and everything else with ``adamw``. ``lbfgs``: every
+    fold's model in one deterministic full-batch L-BFGS solve (:func:`emo.fuse.batched.fit_lbfgs_path`),
+    dropout off, one model per fold (``seeds`` when given explicitly), L2 strength ``l2`` (the
+    coefficient of ``0.5·||W||²`` on the mean training loss; scikit-learn's ``C = 1/(l2·n_train)``)
+    or, with ``l2 = 0``, chosen per fold on its inner-validation rows along a warm-started path
+    and refitted on training + inner-validation rows (as ``LogisticRegressionCV``); ``lr``,
+    ``batch_size``, ``epochs``, ``patience``, ``dropout`` and ``weight_decay`` then do not apply.
+    ``adamw``: minibatch AdamW with early stopping and ``seeds`` models averaged (the recipe for
+    frame-level inputs and data that does not fit). The run records the recipe and why
+    (``config.json`` ``recipe``, printed).
 
     ``tune_threshold`` (``--task multilabel``): ζ is chosen on the inner-validation rows of the
     folds instead (:func:`emo.fuse.cv.train_cv`), and the run records the chosen value.
@@ -100,6 +116,8 @@ class TrainConfig:
     frame_encoder: str = "lstm"
     frame_tokens: bool = False
     max_frame_tokens: int = 64
+    recipe: str = "auto"  # auto | lbfgs | adamw (emo.fuse.batched.choose_recipe)
+    l2: float = 0.0  # lbfgs recipe: 0 = chosen per fold on the inner-validation rows along emo.fuse.batched.L2_PATH
 
     #: Training-set size from which the large-data recipe applies (``resolve``).
     LARGE = 2000
@@ -159,6 +177,8 @@ class TrainConfig:
             (self.frame_encoder in FRAME_ENCODERS, f"--frame-encoder must be one of {', '.join(FRAME_ENCODERS)}, not {self.frame_encoder!r}"),
             (not self.frame_tokens or (self.frames and self.head == "transformer"), "--frame-tokens needs --frames and --head transformer"),
             (self.max_frame_tokens >= 1, "--max-frame-tokens must be >= 1"),
+            (self.recipe in RECIPES, f"--recipe must be one of {', '.join(RECIPES)}, not {self.recipe!r}"),
+            (self.l2 >= 0 and self.l2 == self.l2, f"--l2 must be >= 0 (0 = chosen on the inner validation rows), not {self.l2}"),
         ]
         for ok, msg in checks:
             if not ok:
