@@ -69,7 +69,7 @@ def extract(
         signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not in the main thread (embedded use): keep the default
         pass
-    from emo.extract.adapters import AdapterError
+    from emo.extract.types import AdapterError
     from emo.extract.datasets import DatasetError, get_dataset
     from emo.extract.encoders.base import EncoderError
     from emo.extract.engine import Extractor, StrictError
@@ -92,7 +92,8 @@ def extract(
             opts["lexicon"] = str(lexicon)
         if text_pooling is not None:
             opts["pooling"] = text_pooling
-        device = resolve_device(device)
+        # weight-free encoders (eGeMAPS, MFCC: no source) run on the CPU: "auto" needs no torch to decide that
+        device = resolve_device(device) if any(s.source is not None for s in specs) else ("cpu" if device == "auto" else device)
         if compile_model:
             opts["compile"] = True
         if trust_remote_code:

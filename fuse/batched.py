@@ -1003,12 +1003,15 @@ def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
 # the L2 strength chosen per fold on its inner-validation rows along a warm-started path
 # ---------------------------------------------------------------------------
 
-#: L2 path of the lbfgs recipe, strongest first: the coefficient ``l2`` of ``0.5 * l2 * ||W||²``
+#: L2 path of the lbfgs recipe, weakest first: the coefficient ``l2`` of ``0.5 * l2 * ||W||²``
 #: added to each fold's *mean* training loss (scikit-learn's ``C = 1 / (l2 * n_train)``; its
 #: ``MLPClassifier(alpha)`` is ``l2 = alpha / n_train``). Half-decade steps as
 #: ``LogisticRegressionCV(Cs=...)`` would use them; the path stops once every fold's
-#: inner-validation loss has risen for :data:`PATH_PATIENCE` consecutive points.
-L2_PATH = (0.1, 0.03, 0.01, 0.003, 0.001)
+#: inner-validation loss has risen for :data:`PATH_PATIENCE` consecutive points. Weakest first
+#: (``LogisticRegressionCV`` goes strongest first, which is equivalent for a convex head): a
+#: non-convex head warm-started from a strongly regularised solution sits near the all-zero
+#: saddle of a ReLU network, whose gradient is below any tolerance, and never leaves it.
+L2_PATH = (0.001, 0.003, 0.01, 0.03, 0.1)
 PATH_PATIENCE = 2
 #: L-BFGS iterations at most per point of the path (warm-started: an approximate solve that ranks
 #: the points), and for the final solve (the refit, or a fixed ``l2``), for the linear head (convex,
@@ -1092,7 +1095,7 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
     float64 from the same start and its optimum is scikit-learn's
     ``LogisticRegression(C=1 / (l2 * n_rows))`` (``tests/test_fuse_recipe.py``).
 
-    Choosing ``l2`` (``l2=None``): the path :data:`L2_PATH`, strongest first, each point warm-started
+    Choosing ``l2`` (``l2=None``): the path :data:`L2_PATH`, weakest first, each point warm-started
     from the previous solution (as ``LogisticRegressionCV`` does); after each point every model's
     inner-validation loss (cross-entropy / MSE without weights or smoothing) is computed and each
     model keeps the point with the lowest (the path stops early once every model's loss has risen
