@@ -1033,8 +1033,9 @@ def choose_recipe(cfg, inputs, n_models: int, rows_per_model: int, y: dict | Non
 
     ``auto`` (the default) picks ``lbfgs`` (:func:`fit_lbfgs_path`: deterministic full-batch
     L-BFGS of every fold at once, L2 chosen per fold on its inner-validation rows) for
-    utterance-level inputs that fit in memory, and ``adamw`` (minibatches, early stopping,
-    ``seeds`` averaged) otherwise: frame-level inputs, multi-label / UniVA / pseudo-labelled
+    utterance-level inputs that fit in memory with fewer than ``TrainConfig.LARGE`` (2000) training
+    rows per fold, and ``adamw`` (minibatches, early stopping, ``seeds`` averaged) otherwise: large
+    training sets (each L-BFGS iteration is a full pass; an AdamW epoch makes many steps), frame-level inputs, multi-label / UniVA / pseudo-labelled
     (soft-target) training, uncertainty loss weighting, ``--sequential``, per-fold stores
     (``other``), or more than :data:`RECIPE_MAX_BYTES` of gathered training inputs.
 
@@ -1060,6 +1061,9 @@ def choose_recipe(cfg, inputs, n_models: int, rows_per_model: int, y: dict | Non
         why = "--loss-weighting uncertainty learns its weights by minibatch descent"
     if why is None and not cfg.batched:
         why = "--sequential"
+    if why is None and rows_per_model >= cfg.LARGE and cfg.recipe == "auto":
+        why = (f"{rows_per_model} training rows per fold (>= {cfg.LARGE}): minibatch epochs reach the optimum in "
+               "fewer passes over the data than full-batch L-BFGS iterations")
     if why is None:
         feat = sum(len(inp.layers) * inp.dim for inp in inputs)
         need = 2 * n_models * rows_per_model * feat * 4

@@ -75,6 +75,9 @@ def test_choose_recipe_auto_and_reasons(monkeypatch):
         choose_recipe(TrainConfig(recipe="lbfgs", frames=True), [FeatureInput("a", "audio", ["0"], 12, frames=True)], 10, 500)
     assert choose_recipe(TrainConfig(recipe="adamw"), inp, 10, 500)["recipe"] == "adamw"
     assert choose_recipe(TrainConfig(head="univa"), inp, 10, 500)["recipe"] == "adamw"
+    large = choose_recipe(TrainConfig(), inp, 5, 4500)  # MER-size folds: minibatch epochs
+    assert large["recipe"] == "adamw" and "4500 training rows" in large["reason"]
+    assert choose_recipe(TrainConfig(recipe="lbfgs"), inp, 5, 4500)["recipe"] == "lbfgs"  # asked for: trained so
     monkeypatch.setattr(batched, "RECIPE_MAX_BYTES", 1000)
     big = choose_recipe(TrainConfig(), inp, 10, 500)
     assert big["recipe"] == "adamw" and "exceed" in big["reason"]
