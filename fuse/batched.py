@@ -1018,8 +1018,8 @@ PATH_PATIENCE = 2
 #: float64) and the other heads; and the gradient tolerance (largest entry of the gradient of the
 #: summed per-fold objectives, i.e. of each fold's own objective).
 PATH_MAX_ITER = {"linear": 100, "other": 40}
-FINAL_MAX_ITER = {"linear": 1000, "other": 150}
-PATH_TOL = {"linear": 1e-9, "other": 1e-4}
+FINAL_MAX_ITER = {"linear": 500, "other": 150}
+PATH_TOL = {"linear": 1e-7, "other": 1e-4}
 #: The full-batch recipe holds every fold's gathered training rows at once (models x rows x
 #: features); above this many bytes it does not "fit" and the minibatch recipe runs instead.
 RECIPE_MAX_BYTES = 3 << 30
