@@ -415,7 +415,7 @@ def pareto_plot(sets: dict, path: Path) -> str | None:
             default = label == "emo default_seed0"
             ax.scatter(v["process_seconds"], v["uar"], marker="*" if default else ("o" if label.startswith("emo") else "s"),
                        s=160 if default else 50, color="C3" if default else ("C0" if label.startswith("emo") else "C1"))
-            ax.annotate(label.replace("_seed0", " (default)"), (v["process_seconds"], v["uar"]), fontsize=7,
+            ax.annotate(label.replace("default_seed0", "default (AFG, lbfgs recipe)"), (v["process_seconds"], v["uar"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("process wall time (s, log)")
