@@ -47,7 +47,7 @@ def extract(ctx: typer.Context, o: ExtractOptions) -> None:
         signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not in the main thread (embedded use): keep the default
         pass
-    from emo.extract.adapters import AdapterError
+    from emo.extract.types import AdapterError
     from emo.extract.datasets import DatasetError, get_dataset
     from emo.extract.encoders.base import EncoderError
     from emo.extract.engine import Extractor, StrictError
@@ -71,7 +71,8 @@ def extract(ctx: typer.Context, o: ExtractOptions) -> None:
             opts["lexicon"] = str(o.lexicon)
         if o.text_pooling is not None:
             opts["pooling"] = o.text_pooling
-        device = resolve_device(o.device)
+        # weight-free encoders (eGeMAPS, MFCC: no source) run on the CPU: "auto" needs no torch to decide that
+        device = resolve_device(o.device) if any(s.source is not None for s in specs) else ("cpu" if o.device == "auto" else o.device)
         if o.compile_model:
             opts["compile"] = True
         if o.trust_remote_code:
