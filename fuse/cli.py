@@ -226,3 +226,7 @@ from emo.fuse.semi_cli import align_cmd, pseudo_label_cmd  # noqa: E402  (typer 
 
 app.command("align")(align_cmd)
 app.command("pseudo-label")(pseudo_label_cmd)
+
+from emo.fuse.search_cli import search_cmd  # noqa: E402  (typer only; numpy and torch load inside the command)
+
+app.command("search")(search_cmd)
