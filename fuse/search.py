@@ -53,7 +53,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -881,11 +881,23 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
     def inner_unit(c, k, lo, hi):
         return Unit(c, f"o{k}i{lo}-{hi}", tuple(outer[k].inner[lo:hi]))
 
-    units0 = []
-    for c in cands:
-        units0.append(outer_unit(c))
-        units0.extend(inner_unit(c, k, 0, r0) for k in range(len(outer)))
-    res = execute(units0, data, cache, workers, scheduler, deadline0, log)
+    shared_train = len(outer) == 1 and len(outer[0].inner) == 1 and np.array_equal(outer[0].inner[0][0], outer[0].train)
+    if shared_train:  # split: the dev and test predictions come from the same fit (train -> dev + test), one unit
+        f0 = outer[0]
+        both = np.union1d(f0.inner[0][1], f0.test)
+        units0 = [Unit(c, "split", ((f0.train, both),)) for c in cands]
+        res = {}
+        for ident, (ps, secs) in execute(units0, data, cache, workers, scheduler, deadline0, log).items():
+            c = next(c for c in cands if c.id == ident[0])
+            p = ps[0]
+            res[outer_unit(c).ident] = ([p[np.searchsorted(both, np.sort(f0.test))]], secs / 2)
+            res[inner_unit(c, 0, 0, r0).ident] = ([p[np.searchsorted(both, np.sort(f0.inner[0][1]))]], secs / 2)
+    else:
+        units0 = []
+        for c in cands:
+            units0.append(outer_unit(c))
+            units0.extend(inner_unit(c, k, 0, r0) for k in range(len(outer)))
+        res = execute(units0, data, cache, workers, scheduler, deadline0, log)
     done_cands = [c for c in cands if outer_unit(c).ident in res and all(inner_unit(c, k, 0, r0).ident in res for k in range(len(outer)))]
     if not done_cands:
         raise SearchError("the budget ended before any candidate finished; give a larger --budget")
@@ -951,7 +963,7 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
 
     # estimates on the outer rows
     ev = np.sort(np.concatenate([f.test for f in outer]))
-    groups = (np.asarray(data.speakers, dtype=object)[ev] if data.speakers is not None and protocol != "split"
+    groups = (np.asarray(data.speakers, dtype=object)[ev] if data.speakers is not None
               else np.asarray([f.name for f in outer for _ in f.test], dtype=object)[np.argsort(np.concatenate([f.test for f in outer]))])
     yt = y[ev]
 

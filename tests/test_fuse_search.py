@@ -170,7 +170,7 @@ def test_split_protocol_selects_on_dev_and_writes_a_run_emo_score_loads(tmp_path
     make_toy(tmp_path, splits=True)
     r = S.search(tmp_path, "toy", tmp_path / "out", space=S.Space.from_dict(SPACE), protocol="split", metric="waf",
                  ensemble=1, n_boot=100)
-    assert len(r["per_fold"]) == 1 and r["nested"]["low"] is None  # one test partition: no group bootstrap
+    assert len(r["per_fold"]) == 1 and r["nested"]["n_groups"] == 6  # test rows bootstrapped by speaker
     assert r["final"]["labels"] == r["per_fold"][0]["chosen_labels"]
     run = load_run(tmp_path / "out" / "run")
     fs = load_features(tmp_path, "toy", run.feature_specs)
