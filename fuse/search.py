@@ -60,7 +60,7 @@ import numpy as np
 #: Bumped when the trainer or the unit layout changes (old cache entries are then never reused).
 TRAINER_VERSION = "search-v1"
 #: Default hyper-parameter grid of the default space.
-DEFAULT_WEIGHT_DECAY = (1e-3, 1e-2, 1e-1, 1.0)
+DEFAULT_WEIGHT_DECAY = (1e-2, 1e-1, 1.0)
 #: Metrics the search can rank by (higher is better).
 SEARCH_METRICS = ("uar", "waf", "accuracy")
 

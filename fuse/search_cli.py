@@ -11,7 +11,7 @@ import typer
 def search_cmd(
     dataset: str = typer.Option(..., "--dataset", help="Dataset name (the folder under --features-dir)."),
     features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Search space (YAML/JSON): stores (with layers/windows), combine, heads, weight_decay, hidden, dropout, class_weights. Default: every store present, single layers + 3-layer windows + all layers, the L-BFGS linear probe over 4 weight decays, with and without class weights."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Search space (YAML/JSON): stores (with layers/windows), combine, heads, weight_decay, hidden, dropout, class_weights. Default: every store present, single layers + 3-layer windows + all layers, the L-BFGS linear probe over weight decays 0.01, 0.1, 1, with and without class weights."),
     store: List[str] = typer.Option([], "--store", help="Stores of the default space (repeatable; default: every store of the dataset)."),
     folds: str = typer.Option("speaker", "--folds", help="Outer folds: speaker (leave-one-speaker-out) | K (stratified k-fold) | split (train/test; dev selects)."),
     inner_folds: int = typer.Option(0, "--inner-folds", min=0, help="Inner folds per outer fold: 0 = one per training speaker (speaker), K-1 (k-fold); N = N speaker groups."),

@@ -51,6 +51,8 @@ def make_toy(root: Path, n: int = 90, seed: int = 0, splits: bool = False) -> np
 
 
 SPACE = {"stores": [{"name": "good", "windows": [1]}, "noise"], "weight_decay": [0.1, 1.0], "class_weights": [False]}
+#: what the searches below run: 5 candidates (good:0, 1, 2, 0-2 and noise), one weight decay
+RUN = {**SPACE, "weight_decay": [1.0]}
 
 
 def test_space_expansion_and_errors(tmp_path):
@@ -101,7 +103,7 @@ def test_nested_search_never_lets_evaluation_rows_choose(tmp_path, monkeypatch):
         return real(cand, data, jobs, *a, **k)
 
     monkeypatch.setattr(S, "fit_predict", spy)
-    r = S.search(tmp_path, "toy", tmp_path / "out", space=S.Space.from_dict(SPACE), metric="uar", ensemble=2,
+    r = S.search(tmp_path, "toy", tmp_path / "out", space=S.Space.from_dict(RUN), metric="uar", ensemble=2,
                  halving=2, n_boot=200, write_run=False)
     assert r["nested"]["low"] <= r["nested"]["estimate"] <= r["nested"]["high"]
     assert r["nested"]["n_groups"] == 6 and len(r["per_fold"]) == 6
@@ -127,7 +129,7 @@ def test_nested_search_never_lets_evaluation_rows_choose(tmp_path, monkeypatch):
 
 def test_resume_reuses_units_and_new_data_does_not(tmp_path, monkeypatch):
     make_toy(tmp_path)
-    kw = dict(space=S.Space.from_dict(SPACE), metric="uar", ensemble=1, halving=0, n_boot=100, write_run=False)
+    kw = dict(space=S.Space.from_dict(RUN), metric="uar", ensemble=1, halving=0, n_boot=100, write_run=False)
     r1 = S.search(tmp_path, "toy", tmp_path / "out", **kw)
     calls = []
     monkeypatch.setattr(S, "run_unit", lambda u, d=None: calls.append(u) or (_ for _ in ()).throw(AssertionError("retrained")))
@@ -145,7 +147,7 @@ def test_processes_and_dask_give_the_same_numbers(tmp_path):
     from dask.distributed import Client, LocalCluster
 
     make_toy(tmp_path)
-    kw = dict(space=S.Space.from_dict(SPACE), metric="uar", ensemble=2, halving=2, n_boot=100, write_run=False)
+    kw = dict(space=S.Space.from_dict(RUN), metric="uar", ensemble=2, halving=2, n_boot=100, write_run=False)
     a = S.search(tmp_path, "toy", tmp_path / "a", workers=1, **kw)
     b = S.search(tmp_path, "toy", tmp_path / "b", workers=2, **kw)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cl, Client(cl) as client:
@@ -168,7 +170,7 @@ def test_split_protocol_selects_on_dev_and_writes_a_run_emo_score_loads(tmp_path
     from emo.fuse.run import load_run
 
     make_toy(tmp_path, splits=True)
-    r = S.search(tmp_path, "toy", tmp_path / "out", space=S.Space.from_dict(SPACE), protocol="split", metric="waf",
+    r = S.search(tmp_path, "toy", tmp_path / "out", space=S.Space.from_dict(RUN), protocol="split", metric="waf",
                  ensemble=1, n_boot=100)
     assert len(r["per_fold"]) == 1 and r["nested"]["n_groups"] == 6  # test rows bootstrapped by speaker
     assert r["final"]["labels"] == r["per_fold"][0]["chosen_labels"]
@@ -204,11 +206,18 @@ def test_opensmile_sets_on_a_real_clip(shared):
 def test_cli_search_and_bad_values(tmp_path):
     from tests.helpers import run_emo
 
+    import shlex
+
     make_toy(tmp_path)
-    (tmp_path / "space.yaml").write_text("stores: [{name: good, windows: [1]}]\nweight_decay: [1.0]\nclass_weights: [false]\n")
-    r = run_emo("fuse", "search", "--dataset", "toy", "--features-dir", str(tmp_path), "--config", str(tmp_path / "space.yaml"),
-                "--out", str(tmp_path / "s"), "--ensemble", "1", "--workers", "1")
+    # the command docs/search.md shows, on the toy dataset, with a 3-candidate budget
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "search.md").read_text()
+    line = next(x for x in doc.splitlines() if x.startswith("emo fuse search "))
+    argv = shlex.split(line)[1:]
+    for opt, val in (("--dataset", "toy"), ("--features-dir", str(tmp_path)), ("--out", str(tmp_path / "s"))):
+        argv[argv.index(opt) + 1] = val
+    r = run_emo(*argv, "--budget", "3", "--workers", "1", "--ensemble", "1")
     assert "nested UAR" in r.stdout and (tmp_path / "s" / "run" / "config.json").is_file()
+    assert json.loads((tmp_path / "s" / "search.json").read_text())["space"]["n_candidates_evaluated"] == 3
     run_emo("fuse", "search", "--dataset", "toy", "--features-dir", str(tmp_path), "--budget", "soon", "--out", str(tmp_path / "x"), ok=(2,))
     run_emo("fuse", "search", "--dataset", "toy", "--features-dir", str(tmp_path), "--metric", "f1", "--out", str(tmp_path / "x"), ok=(2,))
     r = run_emo("fuse", "search", "--dataset", "nope", "--features-dir", str(tmp_path), "--out", str(tmp_path / "x"), ok=(1,))
