@@ -41,18 +41,27 @@ def rel(p: Path | str) -> str:
         return p.name
 
 
-def run_search(args: list[str]) -> tuple[dict, float, float, float]:
-    """Run ``python -m emo.cli fuse search ARGS``; returns (search.json, wall seconds, load average
-    before, load average after). Exits with the output on failure."""
+def run_search(args: list[str]) -> tuple[dict, dict]:
+    """Run ``python -m emo.cli fuse search ARGS``; returns (search.json, timing: wall seconds, CPU
+    seconds of the command and its worker processes, load average before/after, cached units found
+    at the start: a resumed search trains only the others). Exits with the output on failure."""
+    import resource
+
     out = Path(args[args.index("--out") + 1])
+    cached = len(list((out / "cache").glob("*.npz"))) if (out / "cache").is_dir() else 0
     la0 = os.getloadavg()[0]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "emo.cli", "fuse", "search", *args], capture_output=True, text=True, cwd=ROOT)
     dt = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         sys.exit(f"emo fuse search failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}")
     print(r.stdout, file=sys.stderr)
-    return json.loads((out / "search.json").read_text()), dt, la0, os.getloadavg()[0]
+    timing = {"wall_seconds": round(dt, 1), "cpu_seconds": round((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime), 1),
+              "load_average_1min_before_after": [round(la0, 2), round(os.getloadavg()[0], 2)],
+              "cached_units_at_start": cached}
+    return json.loads((out / "search.json").read_text()), timing
 
 
 def summary(s: dict) -> dict:

