@@ -30,6 +30,14 @@ from _search_common import ROOT, provenance, rel, run_search, summary, write  # 
 STORES = ("egemaps", "mfcc", "compare", "egemaps_lld")
 
 
+def store_attrs(path: Path) -> dict:
+    """The provenance a store records (feature set, level, library version)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {k: str(f.attrs[k]) for k in ("encoder", "feature_set", "feature_level", "pooling", "weights_hash") if k in f.attrs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
@@ -59,9 +67,11 @@ def main() -> None:
                        capture_output=True, text=True, cwd=ROOT)
     score_check = {"exit_code": r.returncode}
     if r.returncode == 0:
-        labels = {row["file"].rsplit(".", 1)[0]: row["emotion"] for row in csv.DictReader(open(shared / "emodb" / "labels.csv"))}
-        rows = list(csv.DictReader(open(scores)))
-        hit = [row.get("pred") == labels.get(Path(row["name"]).stem) for row in rows if Path(row["name"]).stem in labels]
+        labels = {Path(row["file"]).stem: row["emotion"] for row in csv.DictReader(open(shared / "emodb" / "labels.csv"))}
+        rows = [row for row in csv.DictReader(open(scores)) if row["status"] == "ok"]
+        hit = [row["pred"] == labels[row["name"]] for row in rows if row["name"] in labels]
+        if len(hit) != 535:
+            sys.exit(f"emo score: {len(hit)} of 535 EmoDB clips scored and matched to labels.csv")
         score_check.update(n=len(rows), in_sample_accuracy=round(sum(hit) / max(1, len(hit)), 4),
                            note="OUT/run is refitted on all 535 clips: this agreement is in-sample, not an estimate")
     else:
@@ -72,8 +82,7 @@ def main() -> None:
         "search_command": "emo fuse search " + " ".join(rel(a) if a.startswith("/") else a for a in search_args),
         **provenance(),
         "dataset": "EmoDB (Burkhardt et al., Interspeech 2005): 535 utterances, 10 speakers, 7 emotions",
-        "stores": {k: {"dim": v["dim"], "layers": v["layers"], "feature_set": v["provenance"].get("feature_set"),
-                       "weights_hash": v["provenance"].get("weights_hash")} for k, v in s["stores"].items()},
+        "stores": {k: {"dim": v["dim"], "layers": v["layers"], **store_attrs(feats / "emodb" / f"{k}.h5")} for k, v in s["stores"].items()},
         "extract_seconds": round(extract_s, 1),
         "search_timing": timing,
         "target": {"nested_uar_at_least": 0.82, "default_search_at_most_seconds_on_2_cores": 300,
