@@ -107,10 +107,13 @@ def test_nested_search_never_lets_evaluation_rows_choose(tmp_path, monkeypatch):
                  halving=2, n_boot=200, write_run=False)
     assert r["nested"]["low"] <= r["nested"]["estimate"] <= r["nested"]["high"]
     assert r["nested"]["n_groups"] == 6 and len(r["per_fold"]) == 6
-    # the informative layer wins: the largest weight of every fold goes to a candidate holding layer 1
+    # the informative layer wins: in every fold the best inner score is a candidate holding layer 1
+    # (weights need not favour it: a noise member with flat posteriors barely moves the argmax)
+    label = {row["id"]: row["candidate"] for row in r["leaderboard"]}
     for pf in r["per_fold"]:
-        top = pf["chosen_labels"][int(np.argmax(pf["weights"]))]
-        assert top.startswith(("good:1 ", "good:0-2 ")), pf
+        best = max(pf["inner_scores"], key=pf["inner_scores"].get)
+        assert label[best].startswith(("good:1 ", "good:0-2 ")), pf
+        assert best in pf["chosen"]
     assert sum(r["chosen_counts"].values()) == 6
     # leaderboard scores are rounded to 4 decimals
     assert r["optimistic_same_data"]["estimate"] == pytest.approx(max(row["outer_score_same_data"] for row in r["leaderboard"]), abs=1e-4)
