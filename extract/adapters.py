@@ -37,7 +37,7 @@ The frozen layers always run in eval mode (no dropout, no LayerDrop), also while
 train: the paper is silent, and this keeps the cached and the full path identical.
 
 Adapter sets are saved as safetensors (:func:`save_adapters`) with their settings in the file's
-metadata, and identified by the file's SHA-256 (:func:`file_sha256`).
+metadata, and identified by the file's SHA-256 (:func:`emo.fsio.sha256_file`).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from emo import fsio
+from emo.extract.types import AdapterError  # noqa: F401  (defined without torch, so `emo extract` can catch it without importing torch)
 from emo.fsio import sha256_file
 
 #: Bottleneck dimension d̂ of eq. 1 (the paper's value).
@@ -59,10 +60,6 @@ ADAPTER_DIM = 128
 
 #: Metadata format of a saved adapter set.
 ADAPTER_FORMAT = "emo-hlft-adapters-1"
-
-
-class AdapterError(RuntimeError):
-    """An encoder whose layers cannot take adapters, a bad window, or an unusable adapter file."""
 
 
 # ---------------------------------------------------------------------------
