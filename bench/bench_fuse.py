@@ -413,10 +413,10 @@ def pareto_plot(sets: dict, path: Path) -> str | None:
         ax.set_title(name)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from emo import fsio
+
+    fsio.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".png")
     plt.close(fig)
-    os.replace(tmp, path)
     return str(path.relative_to(ROOT))
 
 

@@ -1205,7 +1205,7 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
             return loss
 
         opt.step(closure)
-        n = int(opt.state[opt._params[0]].get("n_iter", 0))
+        n = int(opt.state[compat.lbfgs_params(opt)[0]].get("n_iter", 0))
         iters[:] += n
         with torch.no_grad():
             if not all(torch.isfinite(p).all() for p in P):

@@ -21,7 +21,7 @@ WITHOUT_PROVENANCE = {
     "av_extract", "av_visual", "bad_inputs", "bench_extract", "bench_fuse", "clipla_av", "crash_resume",
     "defaults_ablation", "emodb_fusion", "emodb_repeats", "faces", "faces_fer", "hlft_meld", "hlft_speed",
     "joint_meld", "long_audio", "long_audio_before", "meld_sweep", "meld_text", "noise_emodb", "score_reuse",
-    "ssl_meld", "vad_bridge_emodb",
+    "search_emodb", "ssl_meld", "vad_bridge_emodb",
 }
 #: A machine-specific absolute path inside a JSON string.
 ABSOLUTE = re.compile(r"(?:^|[\s\"'=:(])(/(?:work|home|root|tmp|Users|mnt|data/)\S*)")
@@ -76,7 +76,10 @@ def test_every_proof_uses_the_common_parser_and_writer():
             continue
         text = p.read_text(encoding="utf-8")
         assert "argparse.ArgumentParser(" not in text, f"{p.name}: builds its own parser"
-        assert re.search(r"\b(parse_args|parse)\(", text) and "write_result(" in text, p.name
+        writer = text + "".join((ROOT / "proofs" / f"{m}.py").read_text(encoding="utf-8")
+                                for m in re.findall(r"^from (_\w+) import", text, re.M)
+                                if (ROOT / "proofs" / f"{m}.py").is_file())
+        assert re.search(r"\b(parse_args|parse)\(", text) and "write_result(" in writer, p.name
         assert not re.search(r"write_text\(json\.dumps\((result|res|out|_result\(\))\b", text), f"{p.name}: writes its result by hand"
 
 
