@@ -24,7 +24,9 @@ def write_resolved_options(ctx: typer.Context, o: ExtractOptions, path: Path) ->
     from emo.cliargs import command_line
     from emo.optspec import resolved_options
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from emo.extract.store import check_writable
+
+    check_writable(path.parent)  # names the directory when it cannot be written (StoreError)
     fsio.write_json(path, {"command": command_line(ctx, ctx.params), "options": resolved_options(o)})
 
 
