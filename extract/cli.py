@@ -154,10 +154,13 @@ def extract(
 
 
 @store_app.command("info")
-def info(path: Path = typer.Argument(..., help="A store file features/<dataset>/<encoder>.h5.")) -> None:
+def info(path: Path = typer.Argument(..., help="A store file features/<dataset>/<encoder>.h5."),
+         verify: bool = typer.Option(False, "--verify", help="Read every dataset of the store and of its pending shards completely: Fletcher-32 checksums, structure, finite values (exit 1 naming the first damaged file).")) -> None:
     """Print a store's provenance, layers, counts, flag counts, face-frame coverage (face stores), shards
     not merged yet and failures as JSON."""
     import warnings
+
+    from emo.extract.store_check import StoreCorruptError, verify_store_file
 
     from emo.extract.store import FeatureStore, StoreError, pending_shards
 
@@ -170,6 +173,14 @@ def info(path: Path = typer.Argument(..., help="A store file features/<dataset>/
         raise typer.Exit(ExitCode.ERROR)
     d = s.summary()
     d["pending_shards"] = len(pending_shards(path))  # an interrupted run: `emo store merge PATH`
+    if verify:
+        for f in [Path(path), *pending_shards(path)]:
+            try:
+                verify_store_file(f, check_data=True)
+            except StoreCorruptError as e:
+                typer.echo(f"error: {e} (`emo extract` into the same --out moves it aside and recomputes its samples)", err=True)
+                raise typer.Exit(ExitCode.ERROR) from None
+        d["verified"] = f"{1 + d['pending_shards']} file(s): every checksum and value read back intact"
     d["failed_samples"] = s.failed
     typer.echo(json.dumps(d, indent=2, ensure_ascii=False, default=str))
 

@@ -26,7 +26,6 @@ settings gives bit-identical checkpoint files and digests.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any
 
