@@ -62,8 +62,22 @@ def _root(
 
 
 def main() -> None:
+    """Run the CLI. SIGINT and SIGTERM alike stop every command with exit 130 (:mod:`emo.exitcodes`): click turns an
+    uncaught ``KeyboardInterrupt`` into "Aborted!" and exit 1, which is mapped back here when a signal was recorded."""
+    from emo.exitcodes import ExitCode, install_signal_handlers, interrupt_message, interrupt_pending
+
     app.rich_markup_mode = markup_mode()  # decided when the command runs, not when emo.cli was imported
-    app()
+    install_signal_handlers()
+    try:
+        app()
+    except SystemExit as e:
+        if interrupt_pending() is not None and e.code not in (0, int(ExitCode.INTERRUPTED)):
+            print(interrupt_message(), file=sys.stderr)
+            sys.exit(int(ExitCode.INTERRUPTED))
+        raise
+    except KeyboardInterrupt:
+        print(interrupt_message(), file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ independent ones.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import re
@@ -174,9 +173,14 @@ class NoiseBank:
         if not path.is_file():
             return {}
         out = {}
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            for i, row in enumerate(csv.DictReader(fh), start=2):
-                row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        from emo.extract.datasets.base import DatasetError, read_csv
+
+        try:
+            rows = read_csv(path, ["speaker"], any_of=[["path", "name"]])  # the strict reader
+        except DatasetError as e:
+            raise AugmentError(str(e)) from None
+        if True:
+            for i, row in enumerate(rows, start=2):
                 key = row.get("path") or row.get("name")
                 if not key or "speaker" not in row:
                     raise AugmentError(f"{path} row {i}: needs a path (or name) and a speaker column")

@@ -60,15 +60,9 @@ def extract(
     1 a fatal error (store in use or from another checkpoint, disk full, or any per-sample
     error with --strict), 2 a bad command line.
     """
-    import signal
+    from emo.exitcodes import install_signal_handlers, interrupt_message
 
-    def _terminate(signum, _frame):  # SIGTERM -> same clean path as Ctrl-C: flush shards, release locks
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not in the main thread (embedded use): keep the default
-        pass
+    install_signal_handlers()  # SIGTERM -> same clean path as Ctrl-C; a signal a C callback swallows is still seen
     from emo.extract.adapters import AdapterError
     from emo.extract.datasets import DatasetError, get_dataset
     from emo.extract.encoders.base import EncoderError
@@ -142,7 +136,7 @@ def extract(
         typer.echo(f"error (--strict): {e}", err=True)
         raise typer.Exit(ExitCode.ERROR)
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished samples are saved; rerun the same command to resume", err=True)
+        typer.echo(interrupt_message("finished samples are saved; rerun the same command to resume"), err=True)
         raise typer.Exit(ExitCode.INTERRUPTED)
     except (DatasetError, UnknownEncoderError, LayerSpecError, StoreError, EncoderError, FaceError, ValueError,
             OSError, AdapterError) as e:

@@ -52,11 +52,11 @@ kept with ``media=None`` (extraction reports it per sample and goes on).
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 from emo.extract.datasets.base import (
+    read_csv_text,
     MER_CLASSES,
     DatasetAdapter,
     DatasetError,
@@ -87,19 +87,14 @@ def read_label_csv(path: Path, expected: list[str], optional: tuple[str, ...] = 
     if not path.is_file():
         raise DatasetError(f"label file {path} does not exist")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            cols = [c.strip().lower() for c in (reader.fieldnames or [])]
-            if not set(expected) <= set(cols):
-                want = ", ".join(expected) + (f" (optional: {', '.join(optional)})" if optional else "")
-                raise DatasetError(f"{path}: unknown column layout: found {', '.join(cols) or 'no header'}; "
-                                   f"expected {want}")
-            rows = [{(k or "").strip().lower(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()}
-                    for row in reader]
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not UTF-8 text ({e})") from None
-    except csv.Error as e:
-        raise DatasetError(f"{path}: malformed CSV ({e})") from None
+    cols, rows = read_csv_text(text, path)  # the strict reader: an unmatched quote never merges rows
+    if not set(expected) <= set(cols):
+        want = ", ".join(expected) + (f" (optional: {', '.join(optional)})" if optional else "")
+        raise DatasetError(f"{path}: unknown column layout: found {', '.join(cols) or 'no header'}; "
+                           f"expected {want}")
     if "name" in expected:
         seen: dict[str, int] = {}
         for i, row in enumerate(rows, start=2):
