@@ -65,6 +65,7 @@ def extract(
     install_signal_handlers()  # SIGTERM -> same clean path as Ctrl-C; a signal a C callback swallows is still seen
     from emo.extract.adapters import AdapterError
     from emo.extract.datasets import DatasetError, get_dataset
+    from emo.extract.datasets.base import DatasetOptionError
     from emo.extract.encoders.base import EncoderError
     from emo.extract.engine import Extractor, StrictError
     from emo.extract.faces.core import FaceError
@@ -138,7 +139,10 @@ def extract(
     except KeyboardInterrupt:
         typer.echo(interrupt_message("finished samples are saved; rerun the same command to resume"), err=True)
         raise typer.Exit(ExitCode.INTERRUPTED)
-    except (DatasetError, UnknownEncoderError, LayerSpecError, StoreError, EncoderError, FaceError, ValueError,
+    except (DatasetOptionError, LayerSpecError) as e:  # a bad command-line value: usage error
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.USAGE)
+    except (DatasetError, UnknownEncoderError, StoreError, EncoderError, FaceError, ValueError,
             OSError, AdapterError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR)

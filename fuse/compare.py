@@ -106,6 +106,25 @@ def read_eval_rows(path: str | Path) -> EvalRows:
                     np.asarray([r.get("fold", "") for r in rows], dtype=object), y, probs, val, val_true, config)
 
 
+def fold_difference(names_a: list[str], folds_a, names_b: list[str], folds_b) -> str | None:
+    """Why two runs' evaluation folds do not agree (``None``: same partition of the same rows into folds).
+
+    Fold labels need not be equal (``fold-0`` vs ``speaker=03``), the partition must: every fold of A holds
+    exactly the rows of one fold of B. Rows that one run evaluates and the other does not are reported too.
+    """
+    fa = {n: str(f) for n, f in zip(names_a, folds_a)}
+    fb = {n: str(f) for n, f in zip(names_b, folds_b)}
+    if set(fa) != set(fb):
+        return f"their evaluation rows differ ({len(fa)} vs {len(fb)}, {len(set(fa) & set(fb))} shared)"
+    ka, kb = len(set(fa.values())), len(set(fb.values()))
+    if ka != kb:
+        return f"{ka} folds vs {kb} folds"
+    pairs = {(fa[n], fb[n]) for n in fa}
+    if len(pairs) != ka:
+        return f"both have {ka} folds, but they hold different rows (other --seed or --folds)"
+    return None
+
+
 def metric_fn(ev: EvalRows, metric: str, order: np.ndarray | None = None) -> Callable[[np.ndarray], float]:
     """``rows -> pooled metric`` over ``ev``'s rows (reordered by ``order`` first, if given).
 
@@ -214,6 +233,11 @@ def compare(path_a: str | Path, path_b: str | Path, metric: str | None = None, g
         shared = len(set(a.names) & set(b.names))
         raise StatsError(f"{b.path}: its {len(b.names)} evaluation rows differ from the {len(a.names)} of {a.path} "
                          f"({shared} shared); compare runs of the same dataset and protocol")
+    if a.kind == "run" and b.kind == "run":
+        why = fold_difference(a.names, a.folds, b.names, b.folds)
+        if why:
+            raise StatsError(f"{b.path}: its folds differ from those of {a.path} ({why}); a paired comparison needs both "
+                             "runs trained with the same protocol (--folds, --seed)")
     pos = {n: i for i, n in enumerate(b.names)}
     order_b = np.array([pos[n] for n in a.names], dtype=np.int64)
     if a.y is not None and b.y is not None and not np.array_equal(a.y, b.y[order_b]):
@@ -240,6 +264,10 @@ def compare_cmd(
 
     if metric and metric not in CLASS_METRICS + VALENCE_METRICS:
         raise typer.BadParameter(f"unknown metric {metric!r}; use one of {', '.join(CLASS_METRICS + VALENCE_METRICS)}")
+    if run_a.resolve() == run_b.resolve():
+        raise typer.BadParameter(f"A and B are the same directory ({run_a}): compare two different runs")
+    if n_boot < 1:
+        raise typer.BadParameter(f"--n-boot must be at least 1, not {n_boot}")
     if group not in ("auto", "fold", "speaker", "sample"):
         raise typer.BadParameter(f"--group must be auto, fold, speaker or sample, not {group!r}")
     try:

@@ -53,6 +53,9 @@ def hlft(
         cfg.validate()
         if task != "discrete":
             raise ValueError(f"--task must be discrete (HLFT's loss is a classification loss, eq. 2), not {task!r}")
+        a, sep, b = layers.partition("-")
+        if not (sep and a.strip().isdigit() and b.strip().isdigit()) or int(a) > int(b) or int(a) < 1:
+            raise ValueError(f"--layers must be an adapter window A-B with 1 <= A <= B (e.g. 16-21), not {layers!r}")
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.USAGE) from None

@@ -21,6 +21,10 @@ class DatasetError(ValueError):
     """A dataset root or label file that cannot be used; the message names the file and the problem."""
 
 
+class DatasetOptionError(DatasetError):
+    """A bad adapter option from the command line (``--track 9``, ``--subset x``): a usage error (exit 2)."""
+
+
 @dataclass
 class Sample:
     """One utterance (clip) of a dataset.
