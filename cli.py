@@ -10,16 +10,23 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-import typer
+from emo import exitcodes as _exitcodes
 
-from emo import __version__
-from emo.exitcodes import TABLE
-from emo.extract.cli import extract, store_app
-from emo.extract.models import app as models_app
-from emo.fuse.cli import app as fuse_app
-from emo.fuse.tune_cli import app as tune_app
-from emo.lexicon.cli import app as lexicon_app
-from emo.pipeline import score_cmd
+if __name__ == "__main__":  # before the imports below (seconds): a signal now is recorded, and main() exits 130
+    _exitcodes.install_signal_handlers()
+    _startup = _exitcodes.deferred_interrupts()
+    _startup.__enter__()
+
+import typer  # noqa: E402
+
+from emo import __version__  # noqa: E402
+from emo.exitcodes import TABLE  # noqa: E402
+from emo.extract.cli import extract, store_app  # noqa: E402
+from emo.extract.models import app as models_app  # noqa: E402
+from emo.fuse.cli import app as fuse_app  # noqa: E402
+from emo.fuse.tune_cli import app as tune_app  # noqa: E402
+from emo.lexicon.cli import app as lexicon_app  # noqa: E402
+from emo.pipeline import score_cmd  # noqa: E402
 
 
 def markup_mode() -> Optional[str]:
@@ -64,15 +71,22 @@ def _root(
 def main() -> None:
     """Run the CLI. SIGINT and SIGTERM alike stop every command with exit 130 (:mod:`emo.exitcodes`): click turns an
     uncaught ``KeyboardInterrupt`` into "Aborted!" and exit 1, which is mapped back here when a signal was recorded."""
-    from emo.exitcodes import ExitCode, install_signal_handlers, interrupt_message, interrupt_pending
+    from emo.exitcodes import (ExitCode, check_interrupt, ensure_signal_handlers, interrupt_announced, interrupt_message,
+                                interrupt_pending)
 
     app.rich_markup_mode = markup_mode()  # decided when the command runs, not when emo.cli was imported
-    install_signal_handlers()
+    ensure_signal_handlers()  # already installed by `python -m emo.cli` (a recorded signal is kept)
+    startup = globals().get("_startup")
+    if startup is not None:  # end the start-up deferral: a signal received while importing stops us now
+        startup.__exit__(None, None, None)
+        globals().pop("_startup")
     try:
+        check_interrupt()
         app()
-    except SystemExit as e:
-        if interrupt_pending() is not None and e.code not in (0, int(ExitCode.INTERRUPTED)):
-            print(interrupt_message(), file=sys.stderr)
+    except SystemExit as e:  # typer turns an uncaught KeyboardInterrupt into a silent exit 130
+        if interrupt_pending() is not None and e.code != 0:
+            if not interrupt_announced():
+                print(interrupt_message(), file=sys.stderr)
             sys.exit(int(ExitCode.INTERRUPTED))
         raise
     except KeyboardInterrupt:

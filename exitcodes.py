@@ -54,6 +54,7 @@ import threading as _threading  # noqa: E402
 
 _pending: int | None = None
 _defer_depth = 0
+_announced = False
 
 
 class Interrupted(KeyboardInterrupt):
@@ -124,5 +125,18 @@ def ensure_signal_handlers() -> None:
 
 def interrupt_message(what: str = "finished work is kept; rerun the same command to resume") -> str:
     """One line for stderr: which signal stopped the command and what was kept."""
+    global _announced
+    _announced = True
     name = _signal.Signals(_pending).name if _pending is not None else "SIGINT"
     return f"interrupted ({name}): {what}"
+
+
+def interrupt_announced() -> bool:
+    """Whether :func:`interrupt_message` was called (the command already said why it stopped)."""
+    return _announced
+
+
+def clear_interrupt() -> None:
+    """Forget a recorded signal (for embedding: after handling :class:`Interrupted` and carrying on)."""
+    global _pending
+    _pending = None

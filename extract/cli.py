@@ -63,6 +63,15 @@ def extract(
     from emo.exitcodes import install_signal_handlers, interrupt_message
 
     install_signal_handlers()  # SIGTERM -> same clean path as Ctrl-C; a signal a C callback swallows is still seen
+    if augment:  # checked before any model loads: a bad spec is a bad command line (exit 2)
+        from emo.extract.augment import AugmentError, check_spec
+
+        for spec in augment:
+            try:
+                check_spec(spec)
+            except AugmentError as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(ExitCode.USAGE) from None
     from emo.extract.adapters import AdapterError
     from emo.extract.datasets import DatasetError, get_dataset
     from emo.extract.datasets.base import DatasetOptionError

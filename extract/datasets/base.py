@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 import json
 import math
 import os
@@ -194,8 +195,11 @@ def walk_media(root: Path) -> list[Path]:
         dirnames.sort()
         for f in filenames:
             p = Path(dirpath) / f
-            if p.suffix.lower() in MEDIA_SUFFIXES and p.is_file():
-                out.append(p)
+            if p.suffix.lower() in MEDIA_SUFFIXES:
+                if p.is_file():
+                    out.append(p)
+                elif p.exists() and not p.is_dir():  # a FIFO, socket or device with a media name: said, never read
+                    warnings.warn(f"{p}: not a regular file (a FIFO, socket or device): skipped", stacklevel=2)
     return sorted(out)
 
 
