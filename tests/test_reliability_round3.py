@@ -299,17 +299,16 @@ def test_finding5_every_label_reader_is_the_strict_one():
 def test_finding6_sigterm_during_score_keeps_rows_and_resumes(mini, tmp_path):
     clips = tmp_path / "clips"
     clips.mkdir()
-    for k in range(16):  # 192 files: the signal lands mid-extraction
+    for k in range(8):  # 96 files: the first shard (64 clips) is written mid-extraction
         for p in sorted(mini["root"].glob("*.wav")):
             shutil.copy(p, clips / f"{k}_{p.name}")
     out = tmp_path / "p.csv"
     p = subprocess.Popen([*EMO, "score", str(clips), "--run", str(mini["run"]), "--out", str(out), "--no-progress"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    parts = tmp_path / ".p.csv.score-cache" / "score" / "egemaps.parts"  # the extraction has started
+    parts = tmp_path / ".p.csv.score-cache" / "score" / "egemaps.parts"
     deadline = time.time() + 240
-    while time.time() < deadline and not parts.is_dir() and p.poll() is None:
-        time.sleep(0.02)
-    time.sleep(2.0)
+    while time.time() < deadline and not (parts.is_dir() and any(parts.glob("part-*.h5"))) and p.poll() is None:
+        time.sleep(0.01)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
     if p.returncode == 0:
@@ -318,10 +317,10 @@ def test_finding6_sigterm_during_score_keeps_rows_and_resumes(mini, tmp_path):
     import csv
 
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
-    assert len(rows) == 192
+    assert len(rows) == 96
     done = [r for r in rows if r["status"] == "ok"]
     marked = [r for r in rows if r["status"].startswith("interrupted")]
-    assert len(done) + len(marked) == 192 and marked and done
+    assert len(done) + len(marked) == 96 and marked and len(done) >= 64
     r2 = emo("score", clips, "--run", mini["run"], "--out", out, "--no-progress")
     assert r2.returncode == 0, r2.stderr
     fresh = tmp_path / "fresh.csv"
