@@ -21,6 +21,11 @@
    file names, video without audio, ``trust_remote_code``, empty roots. Each case asserts the
    exit code, that the message names the file and the problem, and that finished work (and
    any file outside the output) is intact.
+8. Issue 25's cases (class 7): stores trusted by content not name, ``store info --verify``, sealed
+   ``config.json``, verified resume (flipped, truncated, invalid fold files), foreign shards
+   quarantined, the strict CSV reader in the MER 2025/2026 adapters and transcripts, SIGINT/SIGTERM
+   during extract/train/score (exit 130, finished work kept, score rows marked), exit 2 for every
+   bad command-line value, run-directory locks, fold agreement in compare/ensemble, FIFOs named.
 
 Writes ``results/bad_inputs.json``: ``cases``, ``handled``, ``crashed`` (a traceback or a hang
 counts), ``silently_wrong``, ``lost`` (all three must be 0), per-case details, ``command``.
@@ -214,7 +219,7 @@ def main() -> int:
         "lost": lost + lost_strict + sum(x["lost"] for x in classes),
         "lost_finished_samples": lost + lost_strict,
         "by_class": {str(k): {"cases": sum(1 for x in classes if x["class"] == k),
-                              "handled": sum(x["handled"] for x in classes if x["class"] == k)} for k in range(1, 7)},
+                              "handled": sum(x["handled"] for x in classes if x["class"] == k)} for k in range(1, 8)},
         "run_exit_code": r.returncode,
         "run_seconds": round(sec, 1),
         "strict_exit_code": rs.returncode,
