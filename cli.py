@@ -92,6 +92,8 @@ def main() -> None:
     except KeyboardInterrupt:
         print(interrupt_message(), file=sys.stderr)
         sys.exit(int(ExitCode.INTERRUPTED))
+    finally:  # the command is over: a signal during interpreter shutdown is only recorded, never a traceback
+        _exitcodes.deferred_interrupts().__enter__()
 
 
 if __name__ == "__main__":

@@ -1356,14 +1356,28 @@ CASES += [
 ]
 
 
-def run_all(work: Path, shared: Path, only: list[str] | None = None, log=print) -> list[dict]:
+def run_all(work: Path, shared: Path, only: list[str] | None = None, log=print, jobs: int = 1) -> list[dict]:
     """Run every case (or those whose function name contains one of ``only``); a case that raises counts as crashed."""
     c = Ctx(work, shared)
     c.setup()
-    rows = []
-    for fn in CASES:
-        if only and not any(o in fn.__name__ for o in only):
-            continue
+    fns = [fn for fn in CASES if not only or any(o in fn.__name__ for o in only)]
+    if jobs > 1:  # shared fixtures first, then the cases side by side (each writes its own directories)
+        _mfcc_feats(c)
+        _other_run(c, "c7-run2", features="mfcc")
+        _other_run(c, "c7-run3", "--folds", "3", features="mfcc")
+        c.copy_run("c7-copy-run")
+        ref = c.work / "c7-resume-ref"
+        emo("fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", c.feats, "--folds", "4", "--epochs", "60",
+            "--seeds", "1", "--hidden", "32", "--head", "mlp", "--normalize", "global", "--sequential", "--out", ref)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(jobs) as pool:
+            return list(pool.map(lambda fn: _one(c, fn, log), fns))
+    return [_one(c, fn, log) for fn in fns]
+
+
+def _one(c: Ctx, fn, log) -> dict:
+    if True:
         t = time.monotonic()
         try:
             row = fn(c)
@@ -1373,5 +1387,4 @@ def run_all(work: Path, shared: Path, only: list[str] | None = None, log=print) 
         row.setdefault("seconds", round(time.monotonic() - t, 1))
         log(f"[class {row['class']}] {row['case']:45s} {'ok' if row['handled'] else 'NOT HANDLED'}  "
             f"exit={row.get('exit_code')} {row.get('message', '')[:160]!r}")
-        rows.append(row)
-    return rows
+        return row

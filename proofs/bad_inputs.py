@@ -130,6 +130,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--out", default=str(ROOT / "results" / "bad_inputs.json"))
+    ap.add_argument("--jobs", type=int, default=1, help="failure-class cases run at once")
+    ap.add_argument("--classes-only", action="store_true",
+                    help="run the label and failure-class cases only; the media cases, the --strict run and the RSS figures are "
+                         "carried over from the existing --out file (marked as such) instead of being re-measured")
     a = ap.parse_args()
     shared = Path(a.shared)
     if not (shared / "av").is_dir():
@@ -140,6 +144,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="emo-bad-"))
     model = tiny_hubert(work / "tiny-hubert", layers=4)
+    if a.classes_only:
+        return _classes_only(a, work, shared, model)
     root = work / "clips"
     root.mkdir()
     for rel in CONTROLS:
@@ -208,7 +214,7 @@ def main() -> int:
 
     from _reliability_cases import run_all as reliability_cases
 
-    classes = reliability_cases(work / "classes", shared, log=lambda line: print(line, flush=True))
+    classes = reliability_cases(work / "classes", shared, log=lambda line: print(line, flush=True), jobs=a.jobs)
     n_cases = len(details) + len(labels) + len(classes)
     result = {
         "command": f"{Path(sys.executable).name} proofs/bad_inputs.py --shared {a.shared}",
@@ -241,6 +247,50 @@ def main() -> int:
             print("NOT HANDLED:", json.dumps(d, ensure_ascii=False))
     ok = (result["crashed"] == 0 and result["lost"] == 0 and result["silently_wrong"] == 0 and result["handled"] == n_cases
           and result["strict_ok"] and r.returncode in PARTIAL)
+    return 0 if ok else 1
+
+
+def _classes_only(a, work: Path, shared: Path, model: Path) -> int:
+    """``--classes-only``: label and failure-class cases measured now; the media part carried from ``--out``."""
+    from _reliability_cases import run_all as reliability_cases
+
+    prev = json.loads(Path(a.out).read_text()) if Path(a.out).is_file() else {}
+    media = prev.get("media_cases", [])
+    labels = _label_cases(work, shared, model)
+    classes = reliability_cases(work / "classes", shared, log=lambda line: print(line, flush=True), jobs=a.jobs)
+    rows = labels + classes
+    n_cases = len(media) + len(rows)
+    media_handled = sum(bool(x.get("handled")) for x in media)
+    result = {
+        "command": f"{Path(sys.executable).name} proofs/bad_inputs.py --shared {a.shared} --classes-only --jobs {a.jobs}",
+        "cases": n_cases,
+        "handled": media_handled + sum(x["handled"] for x in rows),
+        "crashed": prev.get("crashed", 0) if media else 0,
+        "silently_wrong": sum(x.get("silently_wrong", False) for x in classes),
+        "lost": (prev.get("lost_finished_samples", 0) if media else 0) + sum(x.get("lost", 0) for x in classes),
+        "lost_finished_samples": prev.get("lost_finished_samples", 0),
+        "measured_now": {"label_and_class_cases": len(rows), "handled": sum(x["handled"] for x in rows),
+                         "crashed": sum(bool(x.get("crashed")) for x in rows)},
+        "carried_over": {k: prev.get(k) for k in ("run_exit_code", "run_seconds", "strict_exit_code", "strict_message",
+                                                  "strict_kept_finished", "strict_ok", "peak_rss_mb_10min_clip",
+                                                  "peak_rss_mb_short_clip", "command")} | {
+            "note": f"{len(media)} media cases, the --strict run and the RSS figures are those of the previous full run "
+                    "(its command above), not re-measured by this --classes-only run"},
+        "by_class": {str(k): {"cases": sum(1 for x in classes if x["class"] == k),
+                              "handled": sum(x["handled"] for x in classes if x["class"] == k)} for k in range(1, 8)},
+        "media_cases": media,
+        "label_cases": labels,
+        "class_cases": classes,
+        "encoders": prev.get("encoders", []),
+    }
+    result["crashed"] += sum(bool(x.get("crashed")) for x in rows)
+    Path(a.out).write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("media_cases", "label_cases", "class_cases")}, indent=2,
+                     ensure_ascii=False))
+    for d in rows:
+        if not d["handled"]:
+            print("NOT HANDLED:", json.dumps(d, ensure_ascii=False))
+    ok = result["crashed"] == 0 and result["lost"] == 0 and result["silently_wrong"] == 0 and result["handled"] == n_cases
     return 0 if ok else 1
 
 

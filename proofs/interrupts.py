@@ -135,6 +135,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=20, help="per phase (extract, train, score)")
     ap.add_argument("--resume-every", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="trials run at once (each in its own directory)")
     ap.add_argument("--out", default=str(ROOT / "results" / "interrupts.json"))
     a = ap.parse_args()
     rng = random.Random(a.seed)
@@ -170,14 +171,14 @@ def main() -> int:
         "train": (t_train, lambda i: work / f"t{i}", tr, lambda o: _train_verdict(o, ref_pred)),
         "score": (t_score, lambda i: work / f"s{i}.csv", sc, lambda o: _score_verdict(o, ref_csv)),
     }
-    result: dict = {"command": f"{Path(sys.executable).name} proofs/interrupts.py --shared {a.shared} --trials {a.trials}",
+    result: dict = {"command": f"{Path(sys.executable).name} proofs/interrupts.py --shared {a.shared} --trials {a.trials} "
+                               f"--resume-every {a.resume_every} --jobs {a.jobs}",
                     "clips": 24, "encoder": "egemaps", "reference_seconds": {"extract": round(t_ext, 1), "train": round(t_train, 1),
                                                                              "score": round(t_score, 1)}, "phases": {}}
     for phase, (dur, outp, cmd, judge) in phases.items():
-        trials = []
-        for i in range(a.trials):
-            sig = signal.SIGINT if i % 2 == 0 else signal.SIGTERM
-            delay = rng.uniform(0.5, dur)
+        plan = [(i, signal.SIGINT if i % 2 == 0 else signal.SIGTERM, rng.uniform(0.5, dur)) for i in range(a.trials)]
+
+        def trial(i, sig, delay, phase=phase, cmd=cmd, outp=outp, judge=judge):
             out = outp(i)
             rc, text, secs = _run(cmd(out), delay, sig)
             crashed = "Traceback" in text or rc not in (0, 130)
@@ -191,9 +192,14 @@ def main() -> int:
                 rc2, text2, _ = _run(cmd(out), None, 0)
                 kind2, detail2 = judge(out)
                 row["resumed"] = {"exit": rc2, "outcome": kind2, "detail": detail2}
-            trials.append(row)
             print(f"[{phase}] {i:2d} {row['signal']:7s} after {delay:5.2f} s -> exit {rc}, {kind}: {detail}"
                   + (f" | resumed: {row['resumed']['outcome']}" if "resumed" in row else ""), flush=True)
+            return row
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, a.jobs)) as pool:
+            trials = list(pool.map(lambda t: trial(*t), plan))
         resumed = [t for t in trials if "resumed" in t]
         result["phases"][phase] = {
             "trials": len(trials), "exit_0": sum(t["exit"] == 0 for t in trials), "exit_130": sum(t["exit"] == 130 for t in trials),
