@@ -71,12 +71,22 @@ def read_eval_rows(path: str | Path) -> EvalRows:
     path = Path(path)
     pred = path / "predictions.csv"
     if (path / "ensemble.json").is_file():
-        meta = json.loads((path / "ensemble.json").read_text(encoding="utf-8"))
+        from emo import fsio
+
+        try:
+            meta = fsio.read_sealed_json(path / "ensemble.json", "ensemble result")
+        except fsio.ChecksumError as e:
+            raise StatsError(str(e)) from None
         kind, task, classes = "ensemble", meta["task"], meta.get("classes")
         first = Path(meta["runs"][0]) / "config.json"
         config = json.loads(first.read_text(encoding="utf-8")) if first.is_file() else {}
     elif (path / "config.json").is_file():
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        from emo.fuse.run import RunError, read_config
+
+        try:
+            config = read_config(path / "config.json")
+        except RunError as e:
+            raise StatsError(str(e)) from None
         kind, task, classes = "run", config.get("task", "discrete"), config.get("classes")
         meta = {}
     else:

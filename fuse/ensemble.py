@@ -854,7 +854,9 @@ def ensemble_cmd(
                                  *(["--optimistic"] if optimistic else []),
                                  *(["--threshold", str(threshold)] if threshold is not None else []),
                                  *(["--emotion-wheel", emotion_wheel] if emotion_wheel else [])])
-    write_json(Path(out) / "ensemble.json", res)
+    from emo import fsio
+
+    write_json(Path(out) / "ensemble.json", fsio.seal_json(res))  # content SHA-256: checked where it is read back
     m = res["metric"]
     typer.echo(f"{'run':<40} {'weight':>7} {'val ' + m:>18}" + (f" {'test ' + m:>18}" if "runs" in res.get("test", {}) else ""))
     for r in res["runs"]:
