@@ -48,11 +48,13 @@ EMO = [sys.executable, "-m", "emo.cli"]
 TRAIN = ["--folds", "4", "--epochs", "20", "--seeds", "1", "--hidden", "16", "--head", "mlp", "--normalize", "global"]
 
 
-def _run(cmd: list, delay: float | None, sig: int) -> tuple[int, str, float]:
+def _run(cmd: list, delay: float | None, sig: int, anchor: Path | None = None) -> tuple[int, str, float]:
     t = time.monotonic()
     p = subprocess.Popen([*EMO, *map(str, cmd)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
     if delay is not None:
-        end = t + delay
+        while anchor is not None and not anchor.exists() and p.poll() is None:
+            time.sleep(0.01)
+        end = time.monotonic() + delay if anchor is not None else t + delay
         while time.monotonic() < end and p.poll() is None:
             time.sleep(0.01)
         if p.poll() is None:
@@ -136,6 +138,9 @@ def main() -> int:
     ap.add_argument("--resume-every", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1, help="trials run at once (each in its own directory)")
+    ap.add_argument("--anchored", type=float, default=0.0,
+                    help="if > 0: the random delay (0..this many seconds) counts from the moment the work starts (the store's "
+                         "shard folder, the partial-run folder, the score cache's shard folder appear), not from the command's start")
     ap.add_argument("--out", default=str(ROOT / "results" / "interrupts.json"))
     a = ap.parse_args()
     rng = random.Random(a.seed)
@@ -172,15 +177,18 @@ def main() -> int:
         "score": (t_score, lambda i: work / f"s{i}.csv", sc, lambda o: _score_verdict(o, ref_csv)),
     }
     result: dict = {"command": f"{Path(sys.executable).name} proofs/interrupts.py --shared {a.shared} --trials {a.trials} "
-                               f"--resume-every {a.resume_every} --jobs {a.jobs}",
+                               f"--resume-every {a.resume_every} --jobs {a.jobs}" + (f" --anchored {a.anchored}" if a.anchored else ""),
                     "clips": 24, "encoder": "egemaps", "reference_seconds": {"extract": round(t_ext, 1), "train": round(t_train, 1),
                                                                              "score": round(t_score, 1)}, "phases": {}}
     for phase, (dur, outp, cmd, judge) in phases.items():
-        plan = [(i, signal.SIGINT if i % 2 == 0 else signal.SIGTERM, rng.uniform(0.5, dur)) for i in range(a.trials)]
+        plan = [(i, signal.SIGINT if i % 2 == 0 else signal.SIGTERM, rng.uniform(0.0, a.anchored) if a.anchored > 0 else rng.uniform(0.5, dur))
+                for i in range(a.trials)]
+        anchors = {"extract": lambda o: o / "folder" / "egemaps.parts", "train": lambda o: o.parent / f".{o.name}.partial",
+                   "score": lambda o: o.parent / f".{o.name}.score-cache" / "score" / "egemaps.parts"}
 
         def trial(i, sig, delay, phase=phase, cmd=cmd, outp=outp, judge=judge):
             out = outp(i)
-            rc, text, secs = _run(cmd(out), delay, sig)
+            rc, text, secs = _run(cmd(out), delay, sig, anchors[phase](out) if a.anchored > 0 else None)
             crashed = "Traceback" in text or rc not in (0, 130)
             named = rc != 130 or signal.Signals(sig).name in text
             kind, detail = judge(out)
