@@ -23,7 +23,7 @@ from typing import Any, Collection, Iterator
 import numpy as np
 
 from emo.exitcodes import check_interrupt, deferred_interrupts, ensure_signal_handlers
-from emo.extract.batching import pack
+from emo.extract.packing import pack
 from emo.extract.datasets import DatasetAdapter, DatasetError, Sample, write_manifest
 from emo.extract.encoders.base import Encoder
 from emo.extract.faces.core import DEFAULT_FPS
