@@ -32,6 +32,7 @@ import numpy as np
 from emo import fsio
 from emo.exitcodes import Interrupted, interrupt_pending
 from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
+from emo.extract.media import DEFAULT_FPS
 
 if TYPE_CHECKING:
     from emo.fuse.inputs import FeatureInput
@@ -117,7 +118,14 @@ def _reusable(store, inp: FeatureInput, face_detector: str | None) -> str | None
             return f"{k}: store has {b!r}, the run was trained on {a!r}"
     if not trained.get("weights_hash") and store.attrs.get("weights_hash"):
         return "the run records no weights hash to compare with"
-    missing = [k for k in inp.layers if k not in store.layers]
+    from emo.extract.combine import parts_of  # a combination (mean(21-24)) needs the layers it combines
+    from emo.extract.layers import LayerSpecError
+
+    try:
+        needed = [p for k in inp.layers for p in parts_of(k, store.layers)[1]]
+    except LayerSpecError as e:
+        return str(e)
+    missing = [k for k in needed if k not in store.layers]
     if missing:
         return f"no layer(s) {', '.join(missing)}"
     if inp.frames and not store.has_frames:
@@ -310,7 +318,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             specs[src.name] = parse_encoder_spec(format_spec(src.name, have.source, [*have.layers, d["layer"]]))
         elif have is None:
             specs[src.name] = src
-    fps = next((float(i.provenance["fps"]) for i in run.inputs if i.provenance.get("fps")), 2.0)
+    fps = next((float(i.provenance["fps"]) for i in run.inputs if i.provenance.get("fps")), DEFAULT_FPS)
     names_all = [smp.name for smp in samples]
 
     # 1. stores to reuse, per input: the samples they already hold (same name and same content)

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -287,53 +286,56 @@ def _quarantine_foreign(src: Path, diffs: list[str]) -> str:
 
 
 class _Lock:
-    """Advisory ``flock`` on ``<store>.lock`` holding the owner's PID.
+    """Advisory lock on ``<store>.lock`` (:class:`filelock.FileLock`: ``flock``, ``O_NOFOLLOW``) holding the owner's PID.
 
     ``flock`` dies with its process, so a lock left by a killed run is stale by
-    construction and is taken over silently.
+    construction and is taken over silently. The lock file is kept on release
+    (``preserve_lock_file``), so the last holder's PID stays readable.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd: int | None = None
+        self.lock = None
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`StoreLockedError` naming the holder's PID.
 
         Raises:
-            StoreLockedError: another live process holds it.
-            StoreError: the lock file cannot be created (read-only directory, ...).
+            StoreLockedError: another live process (or another writer in this one) holds it.
+            StoreError: the lock file cannot be created (read-only directory, a symbolic link, ...).
         """
+        import filelock
+
+        def write_pid(fd: int) -> None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = fsio.open_nofollow(self.path, os.O_RDWR | os.O_CREAT)  # a planted link is refused, never followed
+            fsio.check_not_link(self.path)  # a planted link is refused, never followed (filelock opens O_NOFOLLOW too)
+            lock = filelock.FileLock(self.path, timeout=0, thread_local=False, preserve_lock_file=True,
+                                     on_acquired=write_pid)
+            lock.acquire()
         except fsio.UnsafePathError as e:
             raise StoreError(f"lock file {e}") from None
-        except OSError as e:
-            raise StoreError(f"cannot create lock file {self.path}: {_io_reason(e)}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+        except filelock.Timeout:
             try:
-                pid = os.read(fd, 64).decode().strip() or "?"
+                pid = self.path.read_text().strip() or "?"
             except OSError:
                 pid = "?"
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise StoreLockedError(f"store {self.path.with_suffix('.h5')} is in use by PID {pid} (lock {self.path})") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self.fd = fd
+            raise StoreLockedError(f"store {self.path.with_suffix('.h5')} is in use by PID {pid} (lock {self.path})") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(f"lock file {self.path}: is a symbolic link; emo never opens links here: remove it") from None
+            raise StoreError(f"cannot create lock file {self.path}: {_io_reason(e)}") from None
+        self.lock = lock
 
     def release(self) -> None:
-        if self.fd is not None:
+        if self.lock is not None:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                self.lock.release()
             finally:
-                os.close(self.fd)
-                self.fd = None
-
+                self.lock = None
 
 
 def _parts_dir(path: Path) -> Path:
@@ -982,7 +984,9 @@ class FeatureStore:
         """Utterance features.
 
         Args:
-            layers: layer keys (default: all stored); only these datasets are read.
+            layers: layer keys (default: all stored); only these datasets are read. Layer
+                combinations (``mean(21-24)``, ``sum(last2)``) are computed from the stored layers
+                (:mod:`emo.extract.combine`).
             names: sample names in the wanted order (default: store order).
             dtype: output dtype.
 
@@ -994,6 +998,17 @@ class FeatureStore:
             StoreError: unknown layer or sample, or layers of different dimensions.
         """
         layers = self.layers if layers is None else [str(k) for k in layers]
+        if any(k not in self.dims for k in layers):
+            from emo.extract.layers import is_combination
+
+            if any(is_combination(k) for k in layers):  # mean(21-24): computed from the stored layers
+                from emo.extract.combine import read_combined
+                from emo.extract.layers import LayerSpecError
+
+                try:
+                    return read_combined(self, layers, names, dtype)
+                except LayerSpecError as e:
+                    raise StoreError(f"{self.path}: {e}") from None
         missing = [k for k in layers if k not in self.dims]
         if missing:
             from emo.extract.layers import format_layers
@@ -1026,6 +1041,17 @@ class FeatureStore:
         """
         if not self.has_frames:
             raise StoreError(f"{self.path} has no frame-level features (extract with --frames)")
+        if str(layer) not in self.dims:
+            from emo.extract.layers import is_combination
+
+            if is_combination(str(layer)):
+                from emo.extract.combine import read_combined_frames
+                from emo.extract.layers import LayerSpecError
+
+                try:
+                    return read_combined_frames(self, str(layer), names, dtype)
+                except LayerSpecError as e:
+                    raise StoreError(f"{self.path}: {e}") from None
         rows = self._rows(names)
         try:
             with h5py.File(self.path, "r") as f:

@@ -99,7 +99,7 @@ def sweep_cmd(ctx: typer.Context, o: SweepOptions) -> None:
     from emo.extract.datasets.base import DatasetError
     from emo.extract.spec import spec_name
     from emo.extract.store import StoreError
-    from emo.fuse.atomic import write_json
+    from emo.fsio import write_json
     from emo.fuse.data import FeatureError
     from emo.fuse.multitask import is_multitask
     from emo.fuse.protocols import ProtocolError
@@ -171,10 +171,10 @@ def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, s
     import shlex
 
     from emo.exitcodes import ExitCode
-    from emo.fuse.atomic import write_json
     import math
 
     from emo import fsio
+    from emo.fsio import write_json
     from emo.fuse.ensemble import METRICS, EnsembleError, EnsembleUsageError, ensemble
     from emo.fuse.run import RunError
 
@@ -284,3 +284,7 @@ from emo.fuse.semi_cli import align_cmd, pseudo_label_cmd  # noqa: E402  (typer 
 
 app.command("align", cls=GroupedCommand)(align_cmd)
 app.command("pseudo-label", cls=GroupedCommand)(pseudo_label_cmd)
+
+from emo.fuse.search_cli import search_cmd  # noqa: E402  (typer only; numpy and torch load inside the command)
+
+app.command("search", cls=GroupedCommand)(search_cmd)
