@@ -303,7 +303,7 @@ class EnsembleUsageError(EnsembleError):
 def _duplicate_runs(run_dirs: list, content: bool = True) -> str | None:
     """A message when a run is given twice: the same directory, or two directories with identical
     ``config.json`` and ``predictions.csv`` (a copy)."""
-    from emo.extract.identity import sha256_file
+    from emo.fsio import sha256_file
 
     seen: dict[Any, Path] = {}
     for d in map(Path, run_dirs):

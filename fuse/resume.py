@@ -126,7 +126,7 @@ class FoldCache:
     def problem(self, k: int) -> str | None:
         """Why fold ``k``'s files cannot be reused (``None``: they can): a missing file, a SHA-256 that
         differs from the recorded one, invalid JSON, unreadable or non-finite tensors; names the file."""
-        from emo.extract.identity import sha256_file
+        from emo.fsio import sha256_file
 
         ck, js, sums = self._files(k)
         for f in (ck, js):
@@ -202,7 +202,7 @@ class FoldCache:
         text = json.dumps(row, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
         ck, js, sums = self._files(k)
         _atomic(js, lambda t: Path(t).write_text(text, encoding="utf-8"))
-        from emo.extract.identity import sha256_file
+        from emo.fsio import sha256_file
 
         digests = json.dumps({ck.name: sha256_file(ck), js.name: sha256_file(js)}, indent=1, sort_keys=True)
         _atomic(sums, lambda t: Path(t).write_text(digests, encoding="utf-8"))  # last: the fold is finished now
