@@ -12,16 +12,23 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import typer
+from emo import exitcodes as _exitcodes
 
-from emo import __version__
-from emo.cliargs import GroupedCommand
-from emo.exitcodes import TABLE, ExitCode
-from emo.extract.datasets import dataset_names
-from emo.extract.cli import extract, models_app, store_app
-from emo.fuse.cli import app as fuse_app
-from emo.fuse.tune_cli import app as tune_app
-from emo.lexicon.cli import app as lexicon_app
+if __name__ == "__main__":  # before the imports below (seconds): a signal now is recorded, and main() exits 130
+    _exitcodes.install_signal_handlers()
+    _startup = _exitcodes.deferred_interrupts()
+    _startup.__enter__()
+
+import typer  # noqa: E402
+
+from emo import __version__  # noqa: E402
+from emo.cliargs import GroupedCommand  # noqa: E402
+from emo.exitcodes import TABLE, ExitCode  # noqa: E402
+from emo.extract.datasets import dataset_names  # noqa: E402
+from emo.extract.cli import extract, models_app, store_app  # noqa: E402
+from emo.fuse.cli import app as fuse_app  # noqa: E402
+from emo.fuse.tune_cli import app as tune_app  # noqa: E402
+from emo.lexicon.cli import app as lexicon_app  # noqa: E402
 
 
 def markup_mode() -> Optional[str]:
@@ -86,7 +93,8 @@ def score_cmd(
     from emo.extract.store import StoreError
     from emo.extract.types import EncoderError
     from emo.fuse.run import RunError
-    from emo.pipeline import score
+    from emo.exitcodes import interrupt_message
+    from emo.pipeline import ScoreInterrupted, score
 
     if (dataset is None) != (root is None):
         raise typer.BadParameter("--dataset and --root go together")
@@ -105,6 +113,10 @@ def score_cmd(
                         transcripts=transcripts, adapter=adapter, features_dir=fdir, lexicon=lexicon,
                         warn=lambda m: typer.echo(f"warning: {m}", err=True), radius=radius, vocabulary=vocabulary,
                         vad_labels=vad_labels, trust_remote_code=trust_remote_code)
+    except ScoreInterrupted as e:
+        typer.echo(interrupt_message(f"{e.done} of {e.n} files scored and written to {e.out}; the other rows have status "
+                                     "'interrupted' (the CSV is incomplete); rerun the same command to resume"), err=True)
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     except (RunError, DatasetError, StoreError, EncoderError, FaceError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
@@ -151,8 +163,31 @@ def _root(
 
 
 def main() -> None:
+    """Run the CLI. SIGINT and SIGTERM alike stop every command with exit 130 (:mod:`emo.exitcodes`): click turns an
+    uncaught ``KeyboardInterrupt`` into "Aborted!" and exit 1, which is mapped back here when a signal was recorded."""
+    from emo.exitcodes import (ExitCode, check_interrupt, ensure_signal_handlers, interrupt_announced, interrupt_message,
+                                interrupt_pending)
+
     app.rich_markup_mode = markup_mode()  # decided when the command runs, not when emo.cli was imported
-    app()
+    ensure_signal_handlers()  # already installed by `python -m emo.cli` (a recorded signal is kept)
+    startup = globals().get("_startup")
+    if startup is not None:  # end the start-up deferral: a signal received while importing stops us now
+        startup.__exit__(None, None, None)
+        globals().pop("_startup")
+    try:
+        check_interrupt()
+        app()
+    except SystemExit as e:  # typer turns an uncaught KeyboardInterrupt into a silent exit 130
+        if interrupt_pending() is not None and e.code != 0:
+            if not interrupt_announced():
+                print(interrupt_message(), file=sys.stderr)
+            sys.exit(int(ExitCode.INTERRUPTED))
+        raise
+    except KeyboardInterrupt:
+        print(interrupt_message(), file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    finally:  # the command is over: a signal during interpreter shutdown is only recorded, never a traceback
+        _exitcodes.deferred_interrupts().__enter__()
 
 
 if __name__ == "__main__":

@@ -43,3 +43,100 @@ TABLE: tuple[tuple[int, str], ...] = (
     (ExitCode.PARTIAL, "finished, but some samples failed (listed in the summary)"),
     (ExitCode.INTERRUPTED, "interrupted (SIGINT/SIGTERM); finished work is kept"),
 )
+
+
+# --------------------------------------------------------------------------------------------------
+# Interrupts (issue 25): SIGINT and SIGTERM alike, never swallowed by a C-extension callback
+
+import contextlib as _contextlib  # noqa: E402
+import signal as _signal  # noqa: E402
+import threading as _threading  # noqa: E402
+
+_pending: int | None = None
+_defer_depth = 0
+_announced = False
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM received (``signum``); every ``emo`` command maps it to exit 130 with finished work kept."""
+
+    def __init__(self, signum: int = _signal.SIGINT) -> None:
+        self.signum = int(signum)
+        super().__init__(_signal.Signals(self.signum).name)
+
+
+def _handler(signum, frame) -> None:  # noqa: ARG001
+    global _pending
+    first = _pending is None
+    if first:
+        _pending = int(signum)
+    if _defer_depth and first:
+        return  # recorded: raised at the next check_interrupt(), outside the C code that is running
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM behave like SIGINT (raise :class:`Interrupted`, a ``KeyboardInterrupt``) and record every
+    such signal, so a signal that a C-extension callback swallows (openSMILE's ctypes callback prints
+    "Exception ignored on calling ctypes callback" and carries on) is still seen by
+    :func:`check_interrupt`. No-op outside the main thread. Clears a previously recorded signal."""
+    global _pending
+    _pending = None
+    if _threading.current_thread() is not _threading.main_thread():
+        return
+    for sig in (_signal.SIGINT, _signal.SIGTERM):
+        _signal.signal(sig, _handler)
+
+
+def interrupt_pending() -> int | None:
+    """The signal number recorded since :func:`install_signal_handlers` (``None``: none)."""
+    return _pending
+
+
+def check_interrupt() -> None:
+    """Raise :class:`Interrupted` if SIGINT/SIGTERM arrived, even one a callback swallowed.
+
+    Call it after each unit of work (a clip, a batch, a fold), and before keeping that unit's result: a
+    result computed while a signal arrived is discarded, never stored.
+    """
+    if _pending is not None:
+        raise Interrupted(_pending)
+
+
+@_contextlib.contextmanager
+def deferred_interrupts():
+    """Inside, the first SIGINT/SIGTERM is only recorded (a second one raises at once): wrap calls into C
+    extensions whose callbacks would swallow the ``KeyboardInterrupt``, then :func:`check_interrupt`."""
+    global _defer_depth
+    _defer_depth += 1
+    try:
+        yield
+    finally:
+        _defer_depth -= 1
+
+
+def ensure_signal_handlers() -> None:
+    """:func:`install_signal_handlers` unless they are installed already (then a recorded signal is kept)."""
+    if _threading.current_thread() is not _threading.main_thread():
+        return
+    if _signal.getsignal(_signal.SIGINT) is not _handler or _signal.getsignal(_signal.SIGTERM) is not _handler:
+        install_signal_handlers()
+
+
+def interrupt_message(what: str = "finished work is kept; rerun the same command to resume") -> str:
+    """One line for stderr: which signal stopped the command and what was kept."""
+    global _announced
+    _announced = True
+    name = _signal.Signals(_pending).name if _pending is not None else "SIGINT"
+    return f"interrupted ({name}): {what}"
+
+
+def interrupt_announced() -> bool:
+    """Whether :func:`interrupt_message` was called (the command already said why it stopped)."""
+    return _announced
+
+
+def clear_interrupt() -> None:
+    """Forget a recorded signal (for embedding: after handling :class:`Interrupted` and carrying on)."""
+    global _pending
+    _pending = None

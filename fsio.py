@@ -497,3 +497,124 @@ def read_text_nofollow(path: str | os.PathLike, encoding: str = "utf-8") -> str:
     fd = open_nofollow(path, os.O_RDONLY)
     with open(fd, "r", encoding=encoding, closefd=True) as fh:
         return fh.read()
+
+
+# --------------------------------------------------------------------------------------------------
+# Checksummed JSON and directory locks (issue 25)
+
+#: Key under which :func:`seal_json` records the SHA-256 of a JSON document's content.
+SEAL_KEY = "content_sha256"
+
+
+class ChecksumError(ValueError):
+    """A file whose recorded checksum does not match its content; the message names the file."""
+
+
+def json_digest(obj: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a JSON object's content without its :data:`SEAL_KEY`: canonical JSON (sorted keys,
+    no whitespace, UTF-8), so re-indenting the file does not change it but any edited value does."""
+    import hashlib
+
+    body = {k: v for k, v in obj.items() if k != SEAL_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def seal_json(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``obj`` with :data:`SEAL_KEY` set to :func:`json_digest` (write it with :func:`write_json`)."""
+    body = json.loads(json.dumps({k: v for k, v in obj.items() if k != SEAL_KEY}, allow_nan=True))
+    return {**body, SEAL_KEY: json_digest(body)}
+
+
+def check_sealed(path: str | os.PathLike, obj: dict[str, Any], kind: str = "file") -> bool:
+    """Verify a JSON object read from ``path`` against its :data:`SEAL_KEY`.
+
+    Returns:
+        True when verified, False when the object carries no seal (written by an older emo).
+
+    Raises:
+        ChecksumError: the content differs from the recorded digest (an edited or damaged file), naming it.
+    """
+    want = obj.get(SEAL_KEY) if isinstance(obj, dict) else None
+    if not want:
+        return False
+    got = json_digest(obj)
+    if got != want:
+        raise ChecksumError(f"{path}: {kind} content does not match its recorded SHA-256 ({SEAL_KEY} {str(want)[:12]}..., "
+                            f"content {got[:12]}...): the file was edited or damaged after emo wrote it")
+    return True
+
+
+def read_sealed_json(path: str | os.PathLike, kind: str = "file") -> dict[str, Any]:
+    """Read a JSON object written through :func:`seal_json` and verify it (:func:`check_sealed`).
+
+    Raises:
+        ChecksumError: invalid JSON, not an object, or a content that differs from its seal (named).
+    """
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ChecksumError(f"{p}: {kind} is not readable JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ChecksumError(f"{p}: {kind} is not a JSON object")
+    check_sealed(p, obj, kind)
+    return obj
+
+
+class DirLockedError(RuntimeError):
+    """A directory another live process is writing; the message names the directory and its PID."""
+
+
+_DIR_LOCKS: dict[str, Any] = {}
+
+
+def lock_dir(path: str | os.PathLike, what: str = "run directory") -> Path:
+    """Take an exclusive, process-lifetime lock on directory ``path`` (which need not exist yet).
+
+    The lock is :class:`filelock.FileLock` on the sibling file ``.<name>.lock`` (an OS ``flock``: it dies
+    with its process, so a killed run never leaves a stale lock); the holder's PID is written to
+    ``.<name>.lock.pid`` for the message of a second process. Taking a lock this process already holds is
+    a no-op; :func:`unlock_dir` releases it early.
+
+    Returns:
+        The lock file path.
+
+    Raises:
+        DirLockedError: another live process holds the lock ("... is in use by PID N").
+        UnsafePathError: the lock file is a symbolic link.
+    """
+    import filelock
+
+    p = Path(path).absolute()
+    lock_file = p.parent / f".{p.name}.lock"
+    key = str(lock_file)
+    if key in _DIR_LOCKS:
+        return lock_file
+    p.parent.mkdir(parents=True, exist_ok=True)
+    for f in (lock_file, Path(key + ".pid")):
+        if f.is_symlink():
+            raise UnsafePathError(f, f"is a symbolic link (to {os.readlink(f)}); emo never opens links here: remove it")
+    lk = filelock.FileLock(key, timeout=0)
+    try:
+        lk.acquire()
+    except filelock.Timeout:
+        try:
+            pid = Path(key + ".pid").read_text(encoding="utf-8").strip() or "?"
+        except OSError:
+            pid = "?"
+        raise DirLockedError(f"{what} {p} is in use by PID {pid} (lock {lock_file}); wait for that run to end, "
+                             "or give another --out") from None
+    write_text(key + ".pid", f"{os.getpid()}\n")
+    _DIR_LOCKS[key] = lk
+    return lock_file
+
+
+def unlock_dir(path: str | os.PathLike) -> None:
+    """Release a lock taken by :func:`lock_dir` in this process (no-op when not held)."""
+    p = Path(path).absolute()
+    key = str(p.parent / f".{p.name}.lock")
+    lk = _DIR_LOCKS.pop(key, None)
+    if lk is not None:
+        Path(key + ".pid").unlink(missing_ok=True)
+        lk.release()

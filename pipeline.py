@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emo import fsio
+from emo.exitcodes import Interrupted, interrupt_pending
 from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
 from emo.extract.media import DEFAULT_FPS
 
@@ -353,8 +354,9 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
     need = {n: [smp for smp in samples if smp.name not in from_store.get(n, set())] for n in specs}
     tmp = None
     if cache is None and (any(need.values()) or hlft):
-        tmp = tempfile.TemporaryDirectory(prefix="emo-score-")
-        cache = tmp.name
+        tmp = _resumable_cache(out_csv)  # kept when interrupted: the rerun resumes from it
+        cache = str(tmp)
+    interrupted: set[str] = set()  # files not scored because SIGINT/SIGTERM stopped the extraction
     failed: dict[str, str] = {}
     flags: dict[str, set[str]] = {n: set() for n in names_all}
     preds: dict[str, np.ndarray] = {}
@@ -373,13 +375,20 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
                 groups.setdefault(tuple(smp.name for smp in need[n]), []).append(n)
             for key, encs in groups.items():
                 chosen = set(key)
-                summary = ex.for_encoders(encs).run(adapter, [smp for smp in samples if smp.name in chosen])
+                try:
+                    summary = ex.for_encoders(encs).run(adapter, [smp for smp in samples if smp.name in chosen])
+                except KeyboardInterrupt:  # finished clips are in the cache's shards: score those, mark the rest
+                    interrupted = _unfinished_after_interrupt(cache, adapter.dataset, todo, need)
+                    break
                 for r in summary.encoders:
                     for n, e in r.failed.items():
                         failed.setdefault(n, e)
-            stores = {n: FeatureStore(store_path(cache, adapter.dataset, n)) for n in todo}
+            stores = {n: FeatureStore(store_path(cache, adapter.dataset, n)) for n in todo
+                      if not interrupted or store_path(cache, adapter.dataset, n).exists()}
         hlft_stores: dict[str, list[Any]] = {}
-        for n, inp in hlft.items():
+        if interrupted and hlft:
+            interrupted = set(names_all)
+        for n, inp in ({} if interrupted else hlft).items():
             encs = hlft_score_encoders(inp, device)
             summary = Extractor([], out=cache, device=device, progress=progress, encoders=encs).run(adapter, samples)
             for r in summary.encoders:
@@ -399,7 +408,7 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             if now != d["weights_hash"]:
                 raise RunError(f"{n}: the alignment was trained on {d['encoder']} features of weights {d['weights_hash']}, "
                                f"but scoring extracted {now}; score with the same checkpoint")
-        ok = [smp for smp in samples if smp.name not in failed]
+        ok = [smp for smp in samples if smp.name not in failed and smp.name not in interrupted]
         names = [smp.name for smp in ok]
         feats: dict[str, Any] = {}
         for n, d in derived.items():  # the source layer of every clip through the recorded, hash-checked MLP
@@ -445,8 +454,8 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
         elif ok:
             preds = run.predict(feats)
     finally:
-        if tmp is not None:
-            tmp.cleanup()
+        if tmp is not None and not interrupted and interrupt_pending() is None:
+            shutil.rmtree(tmp, ignore_errors=True)
     index = {smp.name: i for i, smp in enumerate(ok)}
     classes = run.classes or []
     cols = ["name", "relpath", "path", "status", "flags"]
@@ -477,6 +486,9 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
     rows: list[list[Any]] = []
     for smp in samples:
         row: list[Any] = [smp.name, relpaths.get(smp.name, ""), str(smp.media or "")]
+        if smp.name in interrupted:  # the CSV is incomplete: these rows say so, and a rerun resumes
+            rows.append(row + [INTERRUPTED_STATUS] + [""] * (len(cols) - 4))
+            continue
         if smp.name in failed:
             rows.append(row + [f"error: {failed[smp.name]}"] + [""] * (len(cols) - 4))
             continue
@@ -495,6 +507,8 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
                 row += [decoded.labels[i], ";".join(word for word, _ in decoded.words[i])]
         rows.append(row)
     fsio.write_csv(out_csv, rows, header=cols)  # atomic, never through a link, cells escaped (formula injection)
+    if interrupted:
+        raise ScoreInterrupted(len(samples) - len(interrupted), len(samples), out_csv)
     ok = [smp for smp in ok if smp.name not in failed]
     counts = {n: len(from_store.get(n, set()) & set(names_all)) for n in specs}
     for n, k in flag_counts(flags).items():
@@ -502,6 +516,48 @@ def score(paths: list[str | os.PathLike] | None, run_dir: str | os.PathLike, out
             note(f"{k} of {len(ok)} scored files are flagged {n}")
     return {"n": len(samples), "ok": len(ok), "failed": failed, "out": str(out_csv), "reused": counts,
             "extracted": {n: len(need[n]) for n in specs}, "warnings": notes}
+
+
+#: ``status`` of a file that an interrupt (SIGINT/SIGTERM) left unscored: the CSV is incomplete.
+INTERRUPTED_STATUS = "interrupted: not scored yet (rerun the same command to resume)"
+
+
+class ScoreInterrupted(Interrupted):
+    """``emo score`` stopped by SIGINT/SIGTERM after writing the rows finished so far (``done`` of ``n``, the
+    others with status :data:`INTERRUPTED_STATUS`) to ``out``."""
+
+    def __init__(self, done: int, n: int, out: Path) -> None:
+        super().__init__(interrupt_pending() or 2)
+        self.done, self.n, self.out = done, n, out
+
+
+def _resumable_cache(out_csv: Path) -> Path:
+    """``.<out>.score-cache`` beside the output CSV: the features extracted for it. Removed after a finished run,
+    kept after an interrupt so that the same command resumes (the extractor skips clips it holds, by content)."""
+    d = Path(out_csv).absolute().parent / f".{Path(out_csv).name}.score-cache"
+    fsio.check_not_link(d)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _unfinished_after_interrupt(cache: str, dataset: str, encoders: list[str], need: dict[str, list]) -> set[str]:
+    """After an interrupted extraction: merge each cache store's finished shards and return the files some
+    encoder has no features for (those rows are marked interrupted)."""
+    from emo.extract.store import FeatureStore, StoreError, merge, pending_shards, store_path
+
+    held: dict[str, set[str]] = {}
+    for n in encoders:
+        p = store_path(cache, dataset, n)
+        try:
+            if pending_shards(p) or p.exists():
+                merge(p)
+            held[n] = set(FeatureStore(p).names) if p.exists() else set()
+        except StoreError:
+            held[n] = set()
+    out: set[str] = set()
+    for n in encoders:
+        out |= {smp.name for smp in need[n] if smp.name not in held[n]}
+    return out
 
 
 def vad_bridge(config: dict[str, Any], lexicon, radius: float, vocabulary, vad_labels, note):

@@ -23,7 +23,6 @@ independent ones.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import re
@@ -108,6 +107,45 @@ def parse_range(text: str, what: str) -> list[int]:
         raise AugmentError(f"{what} {text!r}: expected an integer, a range LO-HI or a list A;B") from None
 
 
+#: Physical SNR range (dB) of speech-noise augmentation. Below -30 dB the noise is ~1000x the speech power
+#: (nothing of the speech is left, and the gain overflows float32 for quiet noise); above 60 dB the noise is
+#: below the quantisation noise of 16-bit audio (~ -96 dBFS relative to typical speech levels): inaudible, a no-op.
+SNR_DB_RANGE = (-30, 60)
+
+
+def check_snr(snrs: list[int], spec: str) -> None:
+    """Refuse SNRs outside :data:`SNR_DB_RANGE`.
+
+    Raises:
+        AugmentError: naming the spec, the bad value and the range.
+    """
+    lo, hi = SNR_DB_RANGE
+    bad = [v for v in snrs if not lo <= v <= hi]
+    if bad:
+        raise AugmentError(f"--augment {spec!r}: SNR {bad[0]} dB is outside the physical range {lo}..{hi} dB "
+                           f"(below {lo} dB no speech is left and the gain overflows; above {hi} dB the noise is inaudible)")
+
+
+def check_spec(spec: str) -> None:
+    """Check an ``--augment`` spec's syntax and values before any model is loaded (no files read).
+
+    Raises:
+        AugmentError: unknown kind, malformed or out-of-range values (SNR outside :data:`SNR_DB_RANGE`).
+    """
+    kind, opts = _options(spec)
+    if kind == "noise":
+        if "source" not in opts:
+            raise AugmentError(f"--augment {spec!r}: needs source=DIR (a folder of speech recordings)")
+        check_snr(parse_range(opts.get("snr", "5-11"), "snr"), spec)
+        unknown = set(opts) - {"snr", "source", "seed", "name", "speaker_regex"}
+        if unknown:
+            raise AugmentError(f"--augment {spec!r}: unknown option(s) {', '.join(sorted(unknown))} (noise takes snr, source, seed, name, speaker_regex)")
+    elif kind != "video":
+        raise AugmentError(f"--augment {spec!r}: unknown kind {kind!r}; use noise:... or video:...")
+    if "seed" in opts and not opts["seed"].lstrip("-").isdigit():
+        raise AugmentError(f"--augment {spec!r}: seed {opts['seed']!r} is not an integer")
+
+
 def _options(spec: str) -> tuple[str, dict[str, str]]:
     kind, _, rest = spec.strip().partition(":")
     opts: dict[str, str] = {}
@@ -174,9 +212,14 @@ class NoiseBank:
         if not path.is_file():
             return {}
         out = {}
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            for i, row in enumerate(csv.DictReader(fh), start=2):
-                row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        from emo.extract.datasets.base import DatasetError, read_csv
+
+        try:
+            rows = read_csv(path, ["speaker"], any_of=[["path", "name"]])  # the strict reader
+        except DatasetError as e:
+            raise AugmentError(str(e)) from None
+        if True:
+            for i, row in enumerate(rows, start=2):
                 key = row.get("path") or row.get("name")
                 if not key or "speaker" not in row:
                     raise AugmentError(f"{path} row {i}: needs a path (or name) and a speaker column")
@@ -368,6 +411,7 @@ def parse_augment(spec: str, sample_rate: int = 16000, speakers: dict[str, str |
             raise AugmentError(f"--augment {spec!r}: needs source=DIR (a folder of speech recordings)")
         bank = NoiseBank(opts.pop("source"), sample_rate, speakers, opts.pop("speaker_regex", None))
         snrs = parse_range(opts.pop("snr", "5-11"), "snr")
+        check_snr(snrs, spec)
         if opts:
             raise AugmentError(f"--augment {spec!r}: unknown option(s) {', '.join(opts)} (noise takes snr, source, seed, name, speaker_regex)")
         return NoiseAugment(bank, snrs, s, tag, spec)

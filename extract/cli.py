@@ -41,17 +41,21 @@ def extract(ctx: typer.Context, o: ExtractOptions) -> None:
     1 a fatal error (store in use or from another checkpoint, disk full, or any per-sample
     error with --strict), 2 a bad command line.
     """
-    import signal
+    from emo.exitcodes import install_signal_handlers, interrupt_message
 
-    def _terminate(signum, _frame):  # SIGTERM -> same clean path as Ctrl-C: flush shards, release locks
-        raise KeyboardInterrupt(f"signal {signum}")
+    install_signal_handlers()  # SIGTERM -> same clean path as Ctrl-C; a signal a C callback swallows is still seen
+    if o.augment:  # checked before any model loads: a bad spec is a bad command line (exit 2)
+        from emo.extract.augment import AugmentError, check_spec
 
-    try:
-        signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not in the main thread (embedded use): keep the default
-        pass
+        for spec in o.augment:
+            try:
+                check_spec(spec)
+            except AugmentError as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(ExitCode.USAGE) from None
     from emo.extract.types import AdapterError
     from emo.extract.datasets import DatasetError, get_dataset
+    from emo.extract.datasets.base import DatasetOptionError
     from emo.extract.encoders.base import EncoderError
     from emo.extract.engine import Extractor, StrictError
     from emo.extract.faces.core import FaceError
@@ -125,9 +129,12 @@ def extract(ctx: typer.Context, o: ExtractOptions) -> None:
         typer.echo(f"error (--strict): {e}", err=True)
         raise typer.Exit(ExitCode.ERROR)
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished samples are saved; rerun the same command to resume", err=True)
+        typer.echo(interrupt_message("finished samples are saved; rerun the same command to resume"), err=True)
         raise typer.Exit(ExitCode.INTERRUPTED)
-    except (DatasetError, UnknownEncoderError, LayerSpecError, StoreError, EncoderError, FaceError, ValueError,
+    except (DatasetOptionError, LayerSpecError) as e:  # a bad command-line value: usage error
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.USAGE)
+    except (DatasetError, UnknownEncoderError, StoreError, EncoderError, FaceError, ValueError,
             OSError, AdapterError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR)
@@ -138,10 +145,13 @@ def extract(ctx: typer.Context, o: ExtractOptions) -> None:
 
 
 @store_app.command("info")
-def info(path: Path = typer.Argument(..., help="A store file features/<dataset>/<encoder>.h5.")) -> None:
+def info(path: Path = typer.Argument(..., help="A store file features/<dataset>/<encoder>.h5."),
+         verify: bool = typer.Option(False, "--verify", help="Read every dataset of the store and of its pending shards completely: Fletcher-32 checksums, structure, finite values (exit 1 naming the first damaged file).")) -> None:
     """Print a store's provenance, layers, counts, flag counts, face-frame coverage (face stores), shards
     not merged yet and failures as JSON."""
     import warnings
+
+    from emo.extract.store_check import StoreCorruptError, verify_store_file
 
     from emo.extract.store import FeatureStore, StoreError, pending_shards
 
@@ -154,6 +164,14 @@ def info(path: Path = typer.Argument(..., help="A store file features/<dataset>/
         raise typer.Exit(ExitCode.ERROR)
     d = s.summary()
     d["pending_shards"] = len(pending_shards(path))  # an interrupted run: `emo store merge PATH`
+    if verify:
+        for f in [Path(path), *pending_shards(path)]:
+            try:
+                verify_store_file(f, check_data=True)
+            except StoreCorruptError as e:
+                typer.echo(f"error: {e} (`emo extract` into the same --out moves it aside and recomputes its samples)", err=True)
+                raise typer.Exit(ExitCode.ERROR) from None
+        d["verified"] = f"{1 + d['pending_shards']} file(s): every checksum and value read back intact"
     d["failed_samples"] = s.failed
     typer.echo(json.dumps(d, indent=2, ensure_ascii=False, default=str))
 

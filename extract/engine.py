@@ -22,6 +22,7 @@ from typing import Any, Collection, Iterator
 
 import numpy as np
 
+from emo.exitcodes import check_interrupt, deferred_interrupts, ensure_signal_handlers
 from emo.extract.packing import pack
 from emo.extract.datasets import DatasetAdapter, DatasetError, Sample, write_manifest
 from emo.extract.encoders.base import Encoder
@@ -380,6 +381,7 @@ class Extractor:
                                "audio/video files recursively); check --root")
         ds_dir = check_writable(self.out / adapter.dataset)  # read-only --out: clear error before any work
         self._ids = identities(samples)
+        ensure_signal_handlers()  # SIGINT/SIGTERM recorded even when a C callback swallows them
         writers: list[StoreWriter] = []
         reports: list[EncoderReport] = []
         try:
@@ -470,7 +472,9 @@ class Extractor:
                 if nxt is not None:
                     queue.append(submit(pool, nxt))
                 decoded = [f.result() for f in futs]
+                check_interrupt()
                 self._process_window(decoded, todo, writers, reports)
+                check_interrupt()
                 if bar is not None:
                     bar.update(len(decoded))
         for enc, w, r in zip(self.encoders, writers, reports):  # what the pools still hold
@@ -549,19 +553,24 @@ class Extractor:
         """One long clip, window by window (:meth:`encode_stream` of the audio encoders)."""
         t0 = time.time()
         try:
-            o = enc.encode_stream(name, stream)
+            with deferred_interrupts():
+                o = enc.encode_stream(name, stream)
         except Exception as e:
+            check_interrupt()
             msg = str(e) if str(e).startswith(name) else f"{name}: {type(e).__name__}: {e}"
             self._fail(w, r, name, f"{enc.name} failed: {msg}")
             return
         finally:
             r.seconds += time.time() - t0
+        check_interrupt()
         self._store(w, r, name, o)
 
     def _encode_batch(self, enc: Encoder, batch: list[Input], w: StoreWriter, r: EncoderReport) -> None:
         try:
-            outs = enc.encode(batch)
+            with deferred_interrupts():  # a C callback (openSMILE) must not swallow SIGINT/SIGTERM
+                outs = enc.encode(batch)
         except Exception as e:
+            check_interrupt()  # an error caused by the interrupt is not the clip's failure
             if len(batch) > 1:  # isolate the bad item: retry one by one
                 for item in batch:
                     self._encode_batch(enc, [item], w, r)
@@ -569,6 +578,7 @@ class Extractor:
             msg = str(e) if str(e).startswith(batch[0].name) else f"{batch[0].name}: {type(e).__name__}: {e}"
             self._fail(w, r, batch[0].name, f"{enc.name} failed: {msg}")
             return
+        check_interrupt()  # outputs computed while a signal arrived are never stored
         for item, o in zip(batch, outs):
             if isinstance(item, FaceInput):  # face-frame coverage per clip, for `emo store info`
                 o.info.setdefault("face_frames", int(len(item.crops)))

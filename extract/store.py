@@ -266,6 +266,25 @@ def describe_mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def foreign_differences(old: dict[str, Any], ref: dict[str, Any]) -> list[str]:
+    """Why a store or shard file (attributes ``old``) does not belong with ``ref``: the dataset, then
+    every identity key (:func:`describe_mismatch`). Empty when they belong together."""
+    diffs = []
+    if old.get("dataset") and ref.get("dataset") and old["dataset"] != ref["dataset"]:
+        diffs.append(f"dataset: file has {old['dataset']!r}, expected {ref['dataset']!r}")
+    return diffs + describe_mismatch(old, ref)
+
+
+def _quarantine_foreign(src: Path, diffs: list[str]) -> str:
+    """Move a foreign shard aside (never delete it) and return the sentence that names it."""
+    problem = "foreign shard (" + "; ".join(diffs) + ")"
+    try:
+        dest = quarantine(src, problem)
+    except OSError as e:
+        raise StoreError(f"{src}: {problem}; moving it aside failed ({_io_reason(e)}): move it away by hand") from None
+    return f"{src}: {problem}; moved to {dest}, not merged (nothing deleted)"
+
+
 class _Lock:
     """Advisory lock on ``<store>.lock`` (:class:`filelock.FileLock`: ``flock``, ``O_NOFOLLOW``) holding the owner's PID.
 
@@ -440,11 +459,16 @@ class StoreWriter:
                     raise StoreError(f"{e}; moving it aside failed ({_io_reason(e2)}): move it away by hand") from None
                 self.quarantined.append(f"{src}: {e.problem}; moved to {dest}, its samples are recomputed")
                 continue
-            diffs = describe_mismatch(old, self.attrs)
+            diffs = foreign_differences(old, self.attrs)
+            if diffs and src != self.path:  # a shard of another encoder/layer set/dataset/settings: set aside, named
+                self.quarantined.append(_quarantine_foreign(src, diffs))
+                continue
             if diffs:
+                n_old = int(old.get("n_samples") or 0)
+                held = f"the {n_old} samples it holds" if n_old else "the samples it holds"
                 raise StoreError(
                     f"{self.path} was written with different settings ({'; '.join(diffs)}); "
-                    "use another --out, or --overwrite to replace it"
+                    f"use another --out to keep both (--overwrite would discard {held})"
                 )
             try:
                 with h5py.File(src, "r") as f:
@@ -656,12 +680,23 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _file_attrs(src: Path) -> dict[str, Any] | None:
+    """A store/shard file's attributes, ``None`` when it cannot be opened (reported when it is read)."""
+    try:
+        with h5py.File(src, "r") as f:
+            return _attrs(f)
+    except OSError:
+        return None
+
+
 def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None, exclude: Collection[str] = ()) -> Path:
     """Merge ``<store>.h5`` and ``<store>.parts/*.h5`` into a new ``<store>.h5`` (atomic rename).
 
     Samples are deduplicated by name (first occurrence wins: the store, then shards in
     order); failures are kept only for samples that never succeeded; samples in ``exclude``
-    are dropped (a changed media file: recomputed by the caller). Memory stays bounded: one
+    are dropped (a changed media file: recomputed by the caller). A shard of another encoder,
+    layer set, dataset or settings than the store (or the first shard) is moved to
+    ``quarantine/`` with a warning naming it, never merged and never deleted. Memory stays bounded: one
     layer of one source is in memory at a time. The caller holds the lock.
 
     Raises:
@@ -686,6 +721,16 @@ def merge_store(path: str | os.PathLike, attrs: dict[str, Any] | None = None, ex
     info_parts: list[tuple[int, dict[str, np.ndarray]]] = []  # (rows kept, info key -> kept values)
     base_attrs: dict[str, Any] = {}
     ids: list[str] = []
+    ref = _file_attrs(sources[0])
+    foreign: list[str] = []
+    for src in list(sources[1:]):
+        a = _file_attrs(src)
+        diffs = foreign_differences(a, ref) if a is not None and ref is not None else []
+        if diffs:
+            foreign.append(_quarantine_foreign(src, diffs))
+            sources.remove(src)
+    for msg in foreign:
+        warnings.warn(msg, stacklevel=2)
     seen.update(exclude)  # excluded names are never kept (nor recorded as failed below)
     for src in sources:
         try:
@@ -828,7 +873,9 @@ class FeatureStore:
             or is not an emo store.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, check_name: bool = True) -> None:
+        """Open ``path``; with ``check_name``, a store laid out as ``<out>/<dataset>/<encoder>.h5`` must hold
+        that encoder's features (:meth:`check_identity`)."""
         self.path = Path(path)
         pending = _finished_parts(self.path)
         if pending and not self.path.exists():
@@ -859,6 +906,23 @@ class FeatureStore:
         except (OSError, KeyError, ValueError) as e:
             raise StoreError(f"{self.path}: {h5_problem(e)}") from None
         self.index = {n: i for i, n in enumerate(self.names)}
+        if check_name and self.path.parent.name == self.attrs.get("dataset"):  # laid out as <out>/<dataset>/<encoder>.h5
+            self.check_identity(encoder=self.path.stem)
+
+    def check_identity(self, encoder: str | None = None, dataset: str | None = None) -> None:
+        """Refuse a store whose own attributes name another encoder (or dataset) than asked for: a store is
+        never trusted by its file name (``mfcc.h5`` copied over ``egemaps.h5`` is refused, naming both).
+
+        Raises:
+            StoreError: naming the file, the encoder (dataset) it holds and the one asked for.
+        """
+        have = self.attrs.get("encoder")
+        if encoder is not None and have and have != encoder:
+            raise StoreError(f"{self.path} holds features of encoder {have!r}, not {encoder!r} as its file name says "
+                             f"(a store copied or renamed?): use {have}.h5 for {have!r}, or extract {encoder!r}")
+        have_ds = self.attrs.get("dataset")
+        if dataset is not None and have_ds and have_ds != dataset:
+            raise StoreError(f"{self.path} holds features of dataset {have_ds!r}, not {dataset!r}")
 
     def __len__(self) -> int:
         return len(self.names)

@@ -171,8 +171,11 @@ def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, s
     import shlex
 
     from emo.exitcodes import ExitCode
+    import math
+
+    from emo import fsio
     from emo.fsio import write_json
-    from emo.fuse.ensemble import METRICS, EnsembleError, ensemble
+    from emo.fuse.ensemble import METRICS, EnsembleError, EnsembleUsageError, ensemble
     from emo.fuse.run import RunError
 
     if len(runs) < 2:
@@ -181,8 +184,15 @@ def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, s
         raise typer.BadParameter(f"unknown --metric {metric!r}; use one of {', '.join(METRICS)}")
     if not 0 < step <= 1:
         raise typer.BadParameter(f"--step must be in (0, 1], not {step}")
+    if threshold is not None and not (math.isfinite(threshold) and 0 < threshold < 1):
+        raise typer.BadParameter(f"--threshold must be a probability in (0, 1), not {threshold}")
+    if max_points < 1:
+        raise typer.BadParameter(f"--max-points must be at least 1, not {max_points}")
     try:
         res = ensemble(runs, out, metric or None, step, max_points, seed, optimistic, threshold, emotion_wheel or None)
+    except EnsembleUsageError as e:  # the same run twice, --threshold for single-label runs: a bad command line
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.USAGE) from None
     except (EnsembleError, RunError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
@@ -192,7 +202,7 @@ def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, s
                                  *(["--threshold", str(threshold)] if threshold is not None else []),
                                  *(["--emotion-wheel", emotion_wheel] if emotion_wheel else [])])
     res["options"] = current_options(ctx)  # the resolved config: --config OUT/ensemble.json reads it back
-    write_json(Path(out) / "ensemble.json", res)
+    write_json(Path(out) / "ensemble.json", fsio.seal_json(res))  # content SHA-256: checked where it is read back
     m = res["metric"]
     typer.echo(f"{'run':<40} {'weight':>7} {'val ' + m:>18}" + (f" {'test ' + m:>18}" if "runs" in res.get("test", {}) else ""))
     for r in res["runs"]:
@@ -250,6 +260,10 @@ def compare_cmd(ctx: typer.Context, run_a: Path, run_b: Path, metric: str, group
         raise typer.BadParameter(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     if group not in ("auto", "fold", "speaker", "sample"):
         raise typer.BadParameter(f"--group must be auto, fold, speaker or sample, not {group!r}")
+    if run_a.resolve() == run_b.resolve():
+        raise typer.BadParameter(f"A and B are the same directory ({run_a}): compare two different runs")
+    if n_boot < 1:
+        raise typer.BadParameter(f"--n-boot must be at least 1, not {n_boot}")
     try:
         res = compare(run_a, run_b, metric or None, group, n_boot, seed)
     except StatsError as e:  # runs that cannot be compared (missing, different rows, labels, outputs)

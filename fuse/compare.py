@@ -72,12 +72,22 @@ def read_eval_rows(path: str | Path) -> EvalRows:
     path = Path(path)
     pred = path / "predictions.csv"
     if (path / "ensemble.json").is_file():
-        meta = json.loads((path / "ensemble.json").read_text(encoding="utf-8"))
+        from emo import fsio
+
+        try:
+            meta = fsio.read_sealed_json(path / "ensemble.json", "ensemble result")
+        except fsio.ChecksumError as e:
+            raise StatsError(str(e)) from None
         kind, task, classes = "ensemble", meta["task"], meta.get("classes")
         first = Path(meta["runs"][0]) / "config.json"
         config = json.loads(first.read_text(encoding="utf-8")) if first.is_file() else {}
     elif (path / "config.json").is_file():
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        from emo.fuse.run import RunError, read_config
+
+        try:
+            config = read_config(path / "config.json")
+        except RunError as e:
+            raise StatsError(str(e)) from None
         kind, task, classes = "run", config.get("task", "discrete"), config.get("classes")
         meta = {}
     else:
@@ -105,6 +115,25 @@ def read_eval_rows(path: str | Path) -> EvalRows:
         val_true = np.array([_num(r.get("valence_true")) for r in rows], dtype=np.float64)
     return EvalRows(path, kind, task, classes, [r["name"] for r in rows],
                     np.asarray([r.get("fold", "") for r in rows], dtype=object), y, probs, val, val_true, config)
+
+
+def fold_difference(names_a: list[str], folds_a, names_b: list[str], folds_b) -> str | None:
+    """Why two runs' evaluation folds do not agree (``None``: same partition of the same rows into folds).
+
+    Fold labels need not be equal (``fold-0`` vs ``speaker=03``), the partition must: every fold of A holds
+    exactly the rows of one fold of B. Rows that one run evaluates and the other does not are reported too.
+    """
+    fa = {n: str(f) for n, f in zip(names_a, folds_a)}
+    fb = {n: str(f) for n, f in zip(names_b, folds_b)}
+    if set(fa) != set(fb):
+        return f"their evaluation rows differ ({len(fa)} vs {len(fb)}, {len(set(fa) & set(fb))} shared)"
+    ka, kb = len(set(fa.values())), len(set(fb.values()))
+    if ka != kb:
+        return f"{ka} folds vs {kb} folds"
+    pairs = {(fa[n], fb[n]) for n in fa}
+    if len(pairs) != ka:
+        return f"both have {ka} folds, but they hold different rows (other --seed or --folds)"
+    return None
 
 
 def metric_fn(ev: EvalRows, metric: str, order: np.ndarray | None = None) -> Callable[[np.ndarray], float]:
@@ -215,6 +244,11 @@ def compare(path_a: str | Path, path_b: str | Path, metric: str | None = None, g
         shared = len(set(a.names) & set(b.names))
         raise StatsError(f"{b.path}: its {len(b.names)} evaluation rows differ from the {len(a.names)} of {a.path} "
                          f"({shared} shared); compare runs of the same dataset and protocol")
+    if a.kind == "run" and b.kind == "run":
+        why = fold_difference(a.names, a.folds, b.names, b.folds)
+        if why:
+            raise StatsError(f"{b.path}: its folds differ from those of {a.path} ({why}); a paired comparison needs both "
+                             "runs trained with the same protocol (--folds, --seed)")
     pos = {n: i for i, n in enumerate(b.names)}
     order_b = np.array([pos[n] for n in a.names], dtype=np.int64)
     if a.y is not None and b.y is not None and not np.array_equal(a.y, b.y[order_b]):

@@ -296,6 +296,31 @@ def _dev_part(run, task: str, classes: list[str] | None) -> dict[str, Any]:
     return d
 
 
+class EnsembleUsageError(EnsembleError):
+    """A command-line mistake (the same run twice, --threshold for single-label runs): exit 2."""
+
+
+def _duplicate_runs(run_dirs: list, content: bool = True) -> str | None:
+    """A message when a run is given twice: the same directory, or two directories with identical
+    ``config.json`` and ``predictions.csv`` (a copy)."""
+    from emo.fsio import sha256_file
+
+    seen: dict[Any, Path] = {}
+    for d in map(Path, run_dirs):
+        key = d.resolve()
+        if key in seen:
+            return f"run {d} is given twice (same directory as {seen[key]}): each run counts once in an ensemble"
+        seen[key] = d
+        pred, cfg = d / "predictions.csv", d / "config.json"
+        if content and pred.is_file() and cfg.is_file():
+            digest = ("content", sha256_file(pred), sha256_file(cfg))
+            if digest in seen:
+                return (f"runs {seen[digest]} and {d} hold identical config.json and predictions.csv (a copy of one run?): "
+                        "each run counts once in an ensemble")
+            seen[digest] = d
+    return None
+
+
 def read_run_predictions(run_dir: str | Path) -> RunPredictions:
     """Read a run directory's ``config.json`` and ``predictions.csv`` (see :mod:`emo.fuse.run`).
 
@@ -315,15 +340,21 @@ def read_run_predictions(run_dir: str | Path) -> RunPredictions:
         raise EnsembleError(f"{pred}: no prediction rows or no name/fold columns")
     task, classes = run.task, run.classes
     split = run.config.get("protocol", {}).get("folds") == "split"
-    if split:
-        val = _dev_part(run, task, classes)
-        test_rows = [r for r in rows if r["fold"] != "test"] + [r for r in rows if r["fold"] == "test"]
-        source = "dev partition"
-    else:
-        val = _part([r for r in rows if r["fold"] != "test"], task, classes, path)
-        test_rows = [r for r in rows if r["fold"] == "test"]
-        source = "out-of-fold"
-    test = _part(test_rows, task, classes, path) if test_rows else None
+    try:
+        if split:
+            val = _dev_part(run, task, classes)
+            test_rows = [r for r in rows if r["fold"] != "test"] + [r for r in rows if r["fold"] == "test"]
+            source = "dev partition"
+        else:
+            val = _part([r for r in rows if r["fold"] != "test"], task, classes, path)
+            test_rows = [r for r in rows if r["fold"] == "test"]
+            source = "out-of-fold"
+        test = _part(test_rows, task, classes, path) if test_rows else None
+    except EnsembleError:
+        raise
+    except (ValueError, KeyError) as e:  # a non-numeric probability, a missing column
+        raise EnsembleError(f"{pred}: malformed prediction rows ({type(e).__name__}: {e}); that run cannot be ensembled "
+                            "(retrain it, or restore the file)") from None
     if not val["names"]:
         raise EnsembleError(f"{pred}: no validation (out-of-fold) rows")
     return RunPredictions(path, task, classes, val, test, source, run.config)
@@ -605,6 +636,15 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
         raise EnsembleError("give at least two run directories to fuse")
     runs = [read_run_predictions(d) for d in run_dirs]
     base = runs[0]
+    from emo.fuse.compare import fold_difference
+
+    for r in runs[1:]:  # nested weights are tuned per held-out fold: the runs' folds must be the same partition
+        if base.val_source == "out-of-fold" and r.val_source == "out-of-fold":
+            same_rows = set(base.val["names"]) == set(r.val["names"])  # different rows: reported below, by name
+            why = fold_difference(list(base.val["names"]), base.val["group"], list(r.val["names"]), r.val["group"]) if same_rows else None
+            if why:
+                raise EnsembleError(f"{r.path}: its folds differ from those of {base.path} ({why}); ensemble runs trained "
+                                    "with the same protocol (--folds, --seed), or the nested weights mix folds")
     for r in runs[1:]:
         if (r.task == "multilabel") != (base.task == "multilabel"):
             ml_run, single = (r, base) if r.task == "multilabel" else (base, r)
@@ -620,7 +660,7 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
     if multilabel:
         ml, words = _multilabel_setup(runs, threshold, emotion_wheel)
     elif threshold is not None or emotion_wheel:
-        raise EnsembleError(f"--threshold and --emotion-wheel apply to multi-label runs; {base.path} is a --task {base.task} run")
+        raise EnsembleUsageError(f"--threshold and --emotion-wheel apply to multi-label runs; {base.path} is a --task {base.task} run")
     metric = metric or (("wheel_f1" if ml.wheels is not None else "micro_f1") if multilabel else DEFAULT_METRIC[base.task])
     if metric not in METRICS:
         raise EnsembleError(f"unknown --metric {metric!r}; use one of {', '.join(METRICS)}")
@@ -630,6 +670,9 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
         raise EnsembleError(f"--metric {metric} does not apply to multi-label runs; use one of {', '.join(ML_METRICS)}")
     if metric == "wheel_f1" and ml.wheels is None:
         raise EnsembleError("--metric wheel_f1 needs --emotion-wheel DIR (the MER emotion_wheel/ folder)")
+    dup = _duplicate_runs(run_dirs)  # a copy of one run given twice
+    if dup:
+        raise EnsembleUsageError(dup)
     n_classes = len(base.classes) if base.classes else 0
     names, val = _align(runs, "val")
     y, mask = _labels(val[0])

@@ -193,12 +193,14 @@ def read_pseudo_labels(path: str | Path) -> PseudoLabels:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     classes = list(meta["classes"])
     names, labels, conf = [], [], []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ("name", "label", "confidence") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise PseudoLabelError(f"{path}: missing column(s) {', '.join(missing)}")
-        for i, row in enumerate(reader, start=2):
+    from emo.extract.datasets.base import DatasetError, read_csv
+
+    try:
+        rows = read_csv(path, ["name", "label", "confidence"])  # the one strict CSV reader
+    except DatasetError as e:
+        raise PseudoLabelError(str(e)) from None
+    if True:
+        for i, row in enumerate(rows, start=2):
             if row["label"] not in classes:
                 raise PseudoLabelError(f"{path}, row {i}: label {row['label']!r} is not one of {classes}")
             try:

@@ -13,9 +13,15 @@ Layout: a hidden sibling of the run directory, ``<parent>/.<run>.partial/``, hol
   or int64 tensors; no pickles.
 - ``fold-K.json``: the fold's metrics row.
 
-Both fold files are written atomically (temporary file in the same directory, then
-``os.replace``) and the JSON last, so a fold counts as finished only when both are complete.
-The directory is removed once the run directory has been written.
+- ``fold-K.sha256``: the SHA-256 of both fold files, written last (issue 25).
+
+Every fold file is written atomically (temporary file in the same directory, then ``os.replace``)
+and the checksum file last, so a fold counts as finished only when all three are complete.
+Before a finished fold is reused, both files are checked against the recorded SHA-256, the JSON is
+parsed and the tensors opened: a fold that fails (flipped bytes, a truncated or hand-edited file, a
+fold written by an emo that kept no checksums) is moved to ``quarantine/`` inside the partial
+directory with a warning naming the file, and recomputed. The directory is removed once the run
+directory has been written.
 
 Equality guarantee: fold k's training depends only on the fingerprint and k (seeds are
 ``seed + s`` per fold, as in the uninterrupted run), so a resumed run's predictions equal an
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -95,7 +102,11 @@ class FoldCache:
         if restart and self.dir.exists():
             shutil.rmtree(self.dir)
         if fp.is_file():
-            old = json.loads(fp.read_text(encoding="utf-8"))
+            try:
+                old = json.loads(fp.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ResumeError(f"{fp}: not valid JSON ({e}): the partial run cannot be checked; "
+                                  "pass --restart to discard its folds and train from the start") from None
             if old != self.fingerprint:
                 diff = "; ".join(differences(old, self.fingerprint))
                 raise ResumeError(f"{self.dir} holds finished folds of a run with a different configuration ({diff}); "
@@ -104,13 +115,71 @@ class FoldCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             _atomic(fp, lambda t: Path(t).write_text(json.dumps(self.fingerprint, indent=1, sort_keys=True), encoding="utf-8"))
 
+    def _files(self, k: int) -> tuple[Path, Path, Path]:
+        return self.dir / f"fold-{k}.safetensors", self.dir / f"fold-{k}.json", self.dir / f"fold-{k}.sha256"
+
     def finished(self) -> list[int]:
-        """Indices of the folds whose files are complete."""
-        return sorted(int(p.stem.split("-")[1]) for p in self.dir.glob("fold-*.json")
-                      if (self.dir / f"{p.stem}.safetensors").is_file())
+        """Indices of the folds whose files are complete and verified (:meth:`has`)."""
+        ks = sorted(int(p.stem.split("-")[1]) for p in self.dir.glob("fold-*.json") if p.stem.split("-")[1].isdigit())
+        return [k for k in ks if self.has(k)]
+
+    def problem(self, k: int) -> str | None:
+        """Why fold ``k``'s files cannot be reused (``None``: they can): a missing file, a SHA-256 that
+        differs from the recorded one, invalid JSON, unreadable or non-finite tensors; names the file."""
+        from emo.fsio import sha256_file
+
+        ck, js, sums = self._files(k)
+        for f in (ck, js):
+            if not f.is_file():
+                return f"{f} is missing"
+        if not sums.is_file():
+            return f"{sums} is missing (fold written by an older emo or killed while saving): its files cannot be verified"
+        try:
+            want = json.loads(sums.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return f"{sums}: not valid JSON ({e})"
+        for f in (ck, js):
+            got = sha256_file(f)
+            if not isinstance(want, dict) or want.get(f.name) != got:
+                return f"{f}: SHA-256 {got[:12]}... differs from the one recorded in {sums.name} (damaged or edited file)"
+        try:
+            json.loads(js.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return f"{js}: not valid JSON ({e})"
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(ck), framework="numpy") as fh:
+                for key in fh.keys():
+                    a = fh.get_tensor(key)
+                    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                        return f"{ck}: tensor {key} holds NaN or infinity"
+        except Exception as e:  # noqa: BLE001 (safetensors raises its own errors: truncated header, bad offsets)
+            return f"{ck}: not a readable safetensors file ({type(e).__name__}: {e})"
+        return None
 
     def has(self, k: int) -> bool:
-        return (self.dir / f"fold-{k}.json").is_file() and (self.dir / f"fold-{k}.safetensors").is_file()
+        """Whether fold ``k`` finished and its files verify (:meth:`problem`). A fold whose files are present
+        but fail is moved to ``quarantine/`` with a warning naming the file, and will be recomputed."""
+        ck, js, sums = self._files(k)
+        if not (ck.exists() or js.exists() or sums.exists()):
+            return False
+        why = self.problem(k)
+        if why is None:
+            return True
+        if ck.is_file() and js.is_file():  # a complete-looking fold that fails: keep it aside, never delete it
+            import warnings
+
+            from emo import fsio
+
+            q = self.dir / "quarantine"
+            q.mkdir(exist_ok=True)
+            for f in (ck, js, sums):
+                if f.is_file():
+                    os.rename(f, q / f.name)  # same directory tree: a rename, nothing copied
+            fsio.fsync_dir(self.dir)
+            warnings.warn(f"resume: fold {k} not reused: {why}; moved to {q} and recomputed", stacklevel=2)
+        return False
 
     def save(self, k: int, states: list[dict[str, Any]], outputs: dict[str, np.ndarray],
              test_outputs: list[dict[str, np.ndarray]], row: dict[str, Any]) -> None:
@@ -131,7 +200,12 @@ class FoldCache:
         meta = {"seeds": str(len(states)), "test_seeds": str(len(test_outputs))}
         write_safetensors(self.dir / f"fold-{k}.safetensors", tensors, metadata=meta)  # canonical bytes
         text = json.dumps(row, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-        _atomic(self.dir / f"fold-{k}.json", lambda t: Path(t).write_text(text, encoding="utf-8"))
+        ck, js, sums = self._files(k)
+        _atomic(js, lambda t: Path(t).write_text(text, encoding="utf-8"))
+        from emo.fsio import sha256_file
+
+        digests = json.dumps({ck.name: sha256_file(ck), js.name: sha256_file(js)}, indent=1, sort_keys=True)
+        _atomic(sums, lambda t: Path(t).write_text(digests, encoding="utf-8"))  # last: the fold is finished now
 
     def load(self, k: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[dict[str, np.ndarray]], dict[str, Any]]:
         """What :meth:`save` kept for fold ``k``: (states as torch tensors, outputs, test outputs, row)."""
@@ -142,6 +216,9 @@ class FoldCache:
         states: dict[int, dict[str, Any]] = {}
         outputs: dict[str, np.ndarray] = {}
         tests: dict[int, dict[str, np.ndarray]] = {}
+        why = self.problem(k)
+        if why is not None:
+            raise ResumeError(f"resume: {why}; rerun to recompute it, or pass --restart to discard the partial run")
         with safe_open(str(path), framework="numpy") as fh:
             meta = fh.metadata() or {}
             for key in fh.keys():

@@ -26,7 +26,6 @@ settings gives bit-identical checkpoint files and digests.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from emo.fsio import write_csv, write_json, write_safetensors
 from emo.fuse.inputs import FeatureInput, as_inputs
 from emo.fuse.report import write_report
 
-__all__ = ["RunError", "Run", "load_run", "save_run", "prediction_columns", "write_csv", "write_json"]
+__all__ = ["RunError", "Run", "load_run", "read_config", "save_run", "prediction_columns", "write_csv", "write_json"]
 
 
 class RunError(ValueError):
@@ -61,7 +60,7 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
     from emo import fsio
     from emo.fuse.runcheck import check_run_out
 
-    check_run_out(out)
+    check_run_out(out, lock=False)  # `emo fuse train` locked the run directory when it started
     with fsio.atomic_dir(out) as tmp:
         _save_run_into(tmp, config, result, names, folds, y)
     return Path(out)
@@ -90,7 +89,9 @@ def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], 
             entry["test_speaker"] = fold.name.split("=", 1)[1]
         fold_entries.append(entry)
     config["folds"] = fold_entries
-    write_json(out / "config.json", config)
+    from emo import fsio
+
+    write_json(out / "config.json", fsio.seal_json(config))  # content SHA-256: an edited config is refused
     metrics = {"folds": [{"name": r["name"], "n_test": r["n_test"], "epochs": r["epochs"], **r["metrics"]} for r in result.folds],
                **result.summary, "pooled": result.pooled, "n": int(len(result.oof["index"])), "n_folds": len(result.folds)}
     if result.test is not None and "metrics" in result.test:
@@ -300,6 +301,22 @@ class Run:
         return average_outputs(outs)
 
 
+def read_config(cfg_path: str | Path, kind: str = "run configuration") -> dict[str, Any]:
+    """Read a run's ``config.json`` and verify its content SHA-256 (:func:`emo.fsio.seal_json`, written by
+    emo since issue 25; an older run without it is read unverified).
+
+    Raises:
+        RunError: invalid JSON, not an object, or content that differs from the recorded SHA-256 (an edit
+            such as a shortened ``classes`` list would otherwise give a malformed predictions CSV), naming the file.
+    """
+    from emo import fsio
+
+    try:
+        return fsio.read_sealed_json(cfg_path, kind)
+    except fsio.ChecksumError as e:
+        raise RunError(f"{e}; retrain the run (emo never guesses which value was changed)") from None
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Open a run directory written by ``emo fuse train``.
 
@@ -327,10 +344,7 @@ def load_run(run_dir: str | Path) -> Run:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise RunError(f"{cfg_path} not found: not an emo run directory")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RunError(f"{cfg_path}: invalid JSON ({e})") from None
+    config = read_config(cfg_path)
     missing = [k for k in ("task", "feature_specs", "inputs", "model", "folds", "normalization") if k not in config]
     if missing:
         raise RunError(f"{cfg_path}: missing key(s) {', '.join(missing)}")

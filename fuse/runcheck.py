@@ -30,7 +30,7 @@ class NonFiniteError(ValueError):
     """NaN or infinity where a finite number is required; the message names the samples or the fold."""
 
 
-def check_run_out(out: str | os.PathLike) -> Path:
+def check_run_out(out: str | os.PathLike, lock: bool = True) -> Path:
     """Refuse a ``--out`` run directory that cannot receive a run, before any training.
 
     Accepted: a path that does not exist (its parent is created), an empty directory, or a
@@ -39,11 +39,15 @@ def check_run_out(out: str | os.PathLike) -> Path:
     file, a non-empty directory without ``config.json`` (emo would replace someone else's files),
     a parent directory where no file can be created (read-only, permission, ``/proc``).
 
+    With ``lock`` (default), the run directory is locked for the rest of this process
+    (:func:`emo.fsio.lock_dir`): a second ``emo fuse train`` into the same ``--out`` is refused
+    with "in use by PID N" instead of resuming, or removing, the first one's partial folds.
+
     Returns:
         ``out`` as a :class:`~pathlib.Path`.
 
     Raises:
-        RunDirError: naming ``out`` and the problem.
+        RunDirError: naming ``out`` and the problem (another live process training into it included).
     """
     p = Path(out)
     if p.is_symlink():
@@ -63,6 +67,13 @@ def check_run_out(out: str | os.PathLike) -> Path:
     except OSError as e:
         raise RunDirError(f"--out {p}: cannot create files in {parent} ({e.strerror or e}); "
                           "choose a writable --out before training") from None
+    if lock:
+        from emo import fsio
+
+        try:
+            fsio.lock_dir(p)
+        except (fsio.DirLockedError, fsio.UnsafePathError) as e:
+            raise RunDirError(f"--out {e}") from None
     return p
 
 

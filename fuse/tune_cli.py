@@ -28,6 +28,9 @@ def hlft(ctx: typer.Context, o: TuneOptions) -> None:
         cfg.validate()
         if o.task != "discrete":
             raise ValueError(f"--task must be discrete (HLFT's loss is a classification loss, eq. 2), not {o.task!r}")
+        a, sep, b = o.layers.partition("-")
+        if not (sep and a.strip().isdigit() and b.strip().isdigit()) or int(a) > int(b) or int(a) < 1:
+            raise ValueError(f"--layers must be an adapter window A-B with 1 <= A <= B (e.g. 16-21), not {o.layers!r}")
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.USAGE) from None

@@ -3,7 +3,7 @@
 Every case runs the real CLI (``python -m emo.cli``) in a subprocess on real EmoDB audio (eGeMAPS
 features: no model download, seconds per command) and returns a verdict row:
 
-``case``, ``class`` (1-7 as in issue 11), ``exit_code``, ``want_exit``, ``message`` (last lines of
+``case``, ``class`` (1-6 as in issue 11; 7: issue 25, integrity and interrupts), ``exit_code``, ``want_exit``, ``message`` (last lines of
 stderr/stdout), ``names_file``, ``names_problem``, ``intact`` (finished work and files outside the
 output unchanged), ``crashed`` (a traceback or a hang past the timeout), ``silently_wrong``
 (exit 0, or any accepted result, with a wrong value or a NaN in it), ``lost`` (finished samples
@@ -791,14 +791,593 @@ CASES = [
 ]
 
 
-def run_all(work: Path, shared: Path, only: list[str] | None = None, log=print) -> list[dict]:
+# ----------------------------------------------------------------------------------------- class 7 (issue 25)
+USAGE = {2}
+INTERRUPTED = {130}
+
+
+def _mfcc_feats(c: Ctx) -> Path:
+    """A copy of the eGeMAPS features with an MFCC store beside (extracted once)."""
+    d = c.work / "c7-mfcc-feats"
+    if not (d / "folder" / "mfcc.h5").is_file():
+        shutil.copytree(c.feats, d, symlinks=True, dirs_exist_ok=True)
+        r = emo("extract", "--dataset", "folder", "--name", "folder", "--root", c.root, "--encoder", "mfcc", "--out", d, "--no-progress")
+        assert r.rc == 0, r.text
+    return d
+
+
+def _other_run(c: Ctx, name: str, *extra: str, features: str = "egemaps") -> Path:
+    out = c.work / name
+    if not (out / "config.json").is_file():
+        r = emo("fuse", "train", "--dataset", "folder", "--features", features, "--features-dir", _mfcc_feats(c), *TRAIN, *extra, "--out", out)
+        assert r.rc == 0, r.text
+    return out
+
+
+def c7_store_renamed_train(c: Ctx) -> dict:
+    feats = c.copy_feats("c7a")
+    shutil.copy(_mfcc_feats(c) / "folder" / "mfcc.h5", feats / "folder" / "egemaps.h5")
+    r = c.train(feats, c.work / "c7a-run")
+    return verdict("store_copied_under_other_encoder_train", 7, r, ERROR, "egemaps.h5", ["'mfcc'"],
+                   intact=not (c.work / "c7a-run").exists())
+
+
+def c7_store_renamed_info(c: Ctx) -> dict:
+    feats = c.copy_feats("c7b")
+    shutil.copy(_mfcc_feats(c) / "folder" / "mfcc.h5", feats / "folder" / "egemaps.h5")
+    r = emo("store", "info", feats / "folder" / "egemaps.h5")
+    return verdict("store_copied_under_other_encoder_info", 7, r, ERROR, "egemaps.h5", ["'mfcc'"])
+
+
+def c7_store_renamed_score_reuse(c: Ctx) -> dict:
+    feats = c.copy_feats("c7c")
+    shutil.copy(_mfcc_feats(c) / "folder" / "mfcc.h5", feats / "folder" / "egemaps.h5")
+    out = c.work / "c7c.csv"
+    r = c.score(c.run, out, *sorted(c.root.glob("*.wav"))[:3], extra=("--features-dir", str(feats / "folder")))
+    fresh = c.work / "c7c-fresh.csv"
+    c.score(c.run, fresh, *sorted(c.root.glob("*.wav"))[:3])
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "path"} for row in rows]  # noqa: E731
+    wrong = not out.is_file() or strip(read_csv_rows(out)) != strip(read_csv_rows(fresh))
+    return verdict("store_copied_under_other_encoder_score_reuse", 7, r, OK, "egemaps.h5", ["not reused"], wrong=wrong)
+
+
+def _flipped_store(c: Ctx, name: str) -> Path:
+    feats = c.copy_feats(name)
+    store = feats / "folder" / "egemaps.h5"
+    flip_bytes(store, tensor_offset(store) + 16, 16)
+    return store
+
+
+def c7_store_info_verify_flipped(c: Ctx) -> dict:
+    store = _flipped_store(c, "c7d")
+    r = emo("store", "info", store, "--verify")
+    return verdict("store_info_verify_flipped_bytes", 7, r, ERROR, "egemaps.h5", ["fletcher-32"])
+
+
+def c7_store_info_verify_ok(c: Ctx) -> dict:
+    r = emo("store", "info", c.store, "--verify")
+    return verdict("store_info_verify_intact", 7, r, OK, None, ["every checksum"])
+
+
+def c7_store_info_verify_shard(c: Ctx) -> dict:
+    feats = c.copy_feats("c7e")
+    parts = feats / "folder" / "egemaps.parts"
+    parts.mkdir()
+    shutil.copy(feats / "folder" / "egemaps.h5", parts / "part-00001-000000.h5")
+    flip_bytes(parts / "part-00001-000000.h5", tensor_offset(parts / "part-00001-000000.h5") + 16, 16)
+    r = emo("store", "info", feats / "folder" / "egemaps.h5", "--verify")
+    return verdict("store_info_verify_flipped_pending_shard", 7, r, ERROR, "part-00001-000000.h5", ["fletcher-32"])
+
+
+def _edit_config(c: Ctx, name: str, edit: Callable[[dict], None]) -> Path:
+    run = c.copy_run(name)
+    cfg = json.loads((run / "config.json").read_text())
+    edit(cfg)
+    (run / "config.json").write_text(json.dumps(cfg, indent=1))
+    return run
+
+
+def c7_config_classes_shortened(c: Ctx) -> dict:
+    run = _edit_config(c, "c7f", lambda cfg: cfg.__setitem__("classes", cfg["classes"][:-1]))
+    out = c.work / "c7f.csv"
+    r = c.score(run, out, c.spare[0])
+    return verdict("config_classes_shortened_score", 7, r, ERROR, "config.json", ["sha-256"], wrong=out.is_file())
+
+
+def c7_config_unknown_encoder(c: Ctx) -> dict:
+    run = _edit_config(c, "c7g", lambda cfg: cfg.__setitem__("feature_specs", ["nosuchencoder"]))
+    out = c.work / "c7g.csv"
+    r = c.score(run, out, c.spare[0])
+    return verdict("config_unknown_encoder_score", 7, r, ERROR, "config.json", ["sha-256"], wrong=out.is_file())
+
+
+def c7_config_edited_ensemble(c: Ctx) -> dict:
+    run = _edit_config(c, "c7h", lambda cfg: cfg.__setitem__("task", "valence"))
+    r = emo("fuse", "ensemble", c.run, run, "--out", c.work / "c7h-ens")
+    return verdict("config_edited_ensemble", 7, r, ERROR, "config.json", ["sha-256"])
+
+
+def c7_config_invalid_json(c: Ctx) -> dict:
+    run = c.copy_run("c7i")
+    (run / "config.json").write_text('{"task": "discrete", ')
+    r = c.score(run, c.work / "c7i.csv", c.spare[0])
+    return verdict("config_invalid_json_score", 7, r, ERROR, "config.json", ["json"])
+
+
+def c7_config_legacy_unsealed(c: Ctx) -> dict:
+    """A run written before config.json carried its SHA-256 is still read (unverified), and scores."""
+    run = _edit_config(c, "c7j", lambda cfg: cfg.pop("content_sha256", None))
+    out = c.work / "c7j.csv"
+    r = c.score(run, out, c.spare[0])
+    return verdict("config_without_checksum_still_scores", 7, r, OK, None, None, wrong=has_nan(out))
+
+
+def _partial(c: Ctx, name: str) -> tuple[Path, Path]:
+    """A training killed (SIGTERM) after its first finished fold: (out, partial seed dir)."""
+    import signal as _signal
+
+    out = c.work / name
+    part = c.work / f".{name}.partial" / "seed-0"
+    cmd = EMO + ["fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", str(c.feats),
+                 "--folds", "4", "--epochs", "60", "--seeds", "1", "--hidden", "32", "--head", "mlp", "--normalize", "global",
+                 "--sequential", "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+    t = time.monotonic()
+    while time.monotonic() - t < 300 and p.poll() is None and not (part / "fold-0.sha256").exists():
+        time.sleep(0.02)
+    p.send_signal(_signal.SIGTERM)
+    p.communicate(timeout=300)
+    assert (part / "fold-0.sha256").exists() and not out.exists(), "training finished before the signal"
+    return out, part
+
+
+def _resume_case(c: Ctx, case: str, damage: Callable[[Path], None], file_hint: str) -> dict:
+    out, part = _partial(c, f"c7{case}")
+    damage(part)
+    r = emo("fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", c.feats, "--folds", "4", "--epochs", "60",
+            "--seeds", "1", "--hidden", "32", "--head", "mlp", "--normalize", "global", "--sequential", "--out", out)
+    ref = c.work / "c7-resume-ref"
+    if not (ref / "predictions.csv").is_file():
+        emo("fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", c.feats, "--folds", "4", "--epochs", "60",
+            "--seeds", "1", "--hidden", "32", "--head", "mlp", "--normalize", "global", "--sequential", "--out", ref)
+    wrong = not (out / "predictions.csv").is_file() or read_csv_rows(out / "predictions.csv") != read_csv_rows(ref / "predictions.csv")
+    return verdict(case, 7, r, OK, file_hint, ["recomputed"], wrong=wrong)
+
+
+def _flip_fold(part: Path) -> None:
+    ck = part / "fold-0.safetensors"
+    data = bytearray(ck.read_bytes())
+    data[-40:-36] = b"\xff\xff\xff\x7f"
+    ck.write_bytes(bytes(data))
+
+
+def c7_resume_flipped_fold(c: Ctx) -> dict:
+    return _resume_case(c, "resume_fold_flipped_exponent_bits", _flip_fold, "fold-0.safetensors")
+
+
+def c7_resume_truncated_fold(c: Ctx) -> dict:
+    return _resume_case(c, "resume_fold_truncated", lambda part: _truncate(part / "fold-0.safetensors", 0.3), "fold-0.safetensors")
+
+
+def c7_resume_invalid_fold_json(c: Ctx) -> dict:
+    return _resume_case(c, "resume_fold_json_invalid", lambda part: (part / "fold-0.json").write_text("{oops"), "fold-0.json")
+
+
+def c7_resume_missing_checksum(c: Ctx) -> dict:
+    return _resume_case(c, "resume_fold_without_checksum", lambda part: (part / "fold-0.sha256").unlink(), "fold-0.sha256")
+
+
+def c7_resume_invalid_fingerprint(c: Ctx) -> dict:
+    out, part = _partial(c, "c7fp")
+    (part / "fingerprint.json").write_text("{broken")
+    r = emo("fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", c.feats, "--folds", "4", "--epochs", "60",
+            "--seeds", "1", "--hidden", "32", "--head", "mlp", "--normalize", "global", "--sequential", "--out", out)
+    return verdict("resume_fingerprint_invalid_json", 7, r, ERROR, "fingerprint.json", ["--restart"],
+                   intact=(part / "fold-0.safetensors").exists())
+
+
+def _foreign_shard_case(c: Ctx, case: str, edit: Callable[[h5py.File], None] | None, problem: str) -> dict:
+    feats = c.copy_feats(f"c7{case}")
+    parts = feats / "folder" / "egemaps.parts"
+    parts.mkdir()
+    shard = parts / "part-99999-000000.h5"
+    if edit is None:
+        shutil.copy(_mfcc_feats(c) / "folder" / "mfcc.h5", shard)
+    else:
+        shutil.copy(feats / "folder" / "egemaps.h5", shard)
+        with h5py.File(shard, "r+") as f:
+            edit(f)
+    before = store_values(feats / "folder" / "egemaps.h5")
+    r = emo("store", "merge", feats / "folder" / "egemaps.h5")
+    after = store_values(feats / "folder" / "egemaps.h5")
+    kept = [q for q in (feats / "folder" / "quarantine").glob("part-99999-000000.h5.*") if not q.name.endswith(".txt")]
+    return verdict(case, 7, r, OK, "part-99999-000000.h5", [problem], intact=len(kept) == 1, lost=same_values(before, after))
+
+
+def c7_merge_foreign_encoder(c: Ctx) -> dict:
+    return _foreign_shard_case(c, "merge_shard_of_other_encoder", None, "encoder")
+
+
+def c7_merge_foreign_dataset(c: Ctx) -> dict:
+    return _foreign_shard_case(c, "merge_shard_of_other_dataset", lambda f: f.attrs.__setitem__("dataset", "meld"), "dataset")
+
+
+def c7_merge_foreign_layers(c: Ctx) -> dict:
+    return _foreign_shard_case(c, "merge_shard_of_other_layer_set", lambda f: f.attrs.__setitem__("layers", '["functionals", "lld"]'),
+                               "layers")
+
+
+def c7_merge_foreign_settings(c: Ctx) -> dict:
+    return _foreign_shard_case(c, "merge_shard_other_max_seconds", lambda f: f.attrs.__setitem__("max_seconds", 1.0), "max_seconds")
+
+
+def c7_extract_foreign_shard_new_samples(c: Ctx) -> dict:
+    feats = c.copy_feats("c7k")
+    sub = c.work / "c7k-sub"
+    sub.mkdir()
+    shutil.copy(c.spare[0], sub / "extra.wav")
+    r0 = emo("extract", "--dataset", "folder", "--name", "folder", "--root", sub, "--encoder", "mfcc", "--out", c.work / "c7k-o", "--no-progress")
+    assert r0.rc == 0, r0.text
+    parts = feats / "folder" / "egemaps.parts"
+    parts.mkdir()
+    shutil.copy(c.work / "c7k-o" / "folder" / "mfcc.h5", parts / "part-99999-000000.h5")
+    before = store_values(feats / "folder" / "egemaps.h5")
+    r = c.extract(c.root, feats)
+    after = store_values(feats / "folder" / "egemaps.h5")
+    advice_bad = "--overwrite" in r.text and "discard" not in r.text
+    return verdict("extract_with_foreign_shard_of_new_samples", 7, r, OK, "part-99999-000000.h5", ["foreign shard"],
+                   intact=any((feats / "folder" / "quarantine").glob("part-99999-000000.h5.*")) and not advice_bad,
+                   lost=same_values(before, after))
+
+
+def c7_extract_changed_settings_advice(c: Ctx) -> dict:
+    feats = c.copy_feats("c7l")
+    r = c.extract(c.root, feats, "--max-seconds", "1")
+    return verdict("changed_settings_advice_keeps_work", 7, r, ERROR, "egemaps.h5", ["another --out"],
+                   intact=same_values(store_values(c.store), store_values(feats / "folder" / "egemaps.h5")) == 0
+                   and "--overwrite would discard" in r.text)
+
+
+def _mer2025(c: Ctx, name: str, files: dict[str, str]) -> Path:
+    base = c.work / name
+    (base / "video").mkdir(parents=True)
+    for i, n in enumerate(("sample_00000337", "sample_00000338", "sample_00000339")):
+        shutil.copy(sorted(c.root.glob("*.wav"))[i], base / "video" / f"{n}.wav")
+    for fname, text in files.items():
+        (base / fname).write_text(text, encoding="utf-8")
+    return base
+
+
+def _mer_extract(c: Ctx, base: Path, track: str, *extra: str) -> R:
+    return emo("extract", "--dataset", "mer2025", "--root", base, "--track", track, "--encoder", "egemaps", "--out", base / "out",
+               "--no-progress", *extra)
+
+
+def c7_mer2025_track2_quote(c: Ctx) -> dict:
+    base = _mer2025(c, "c7m", {"track2_train_ovmerd.csv": 'name,openset\nsample_00000337,"[unclosed\nsample_00000338,[happy]\n'
+                                                          "sample_00000339,[sad]\n"})
+    r = _mer_extract(c, base, "2")
+    return verdict("mer2025_track2_unmatched_quote", 7, r, ERROR, "track2_train_ovmerd.csv", ["line 2"])
+
+
+def c7_mer2025_track1_quote(c: Ctx) -> dict:
+    base = _mer2025(c, "c7n", {"track1_train_disdim.csv": 'name,discrete,valence\nsample_00000337,"happy,1\nsample_00000338,sad,-1\n'})
+    r = _mer_extract(c, base, "1")
+    return verdict("mer2025_track1_unmatched_quote", 7, r, ERROR, "track1_train_disdim.csv", ["line 2"])
+
+
+def c7_mer2025_extra_field(c: Ctx) -> dict:
+    base = _mer2025(c, "c7o", {"track1_train_disdim.csv": "name,discrete,valence\nsample_00000337,happy,1,extra\nsample_00000338,sad,-1\n"})
+    r = _mer_extract(c, base, "1")
+    return verdict("mer2025_track1_extra_field", 7, r, ERROR, "track1_train_disdim.csv", ["line 2"])
+
+
+def c7_mer2025_subtitles_quote(c: Ctx) -> dict:
+    base = _mer2025(c, "c7p", {"track1_train_disdim.csv": "name,discrete,valence\nsample_00000337,happy,1\nsample_00000338,sad,-1\n",
+                               "subtitle_chieng.csv": 'name,chinese,english\nsample_00000337,"x,hello\nsample_00000338,y,bye\n'})
+    r = _mer_extract(c, base, "1")
+    return verdict("mer2025_subtitles_unmatched_quote", 7, r, ERROR, "subtitle_chieng.csv", ["line 2"])
+
+
+def c7_transcripts_quote(c: Ctx) -> dict:
+    t = c.work / "c7q-transcripts.csv"
+    t.write_text('name,transcript\nclip,"hello\nother,bye\n', encoding="utf-8")
+    r = c.score(c.run, c.work / "c7q.csv", c.spare[0], extra=("--transcripts", str(t)))
+    return verdict("score_transcripts_unmatched_quote", 7, r, ERROR, "c7q-transcripts.csv", ["line 2"])
+
+
+def c7_labels_not_utf8(c: Ctx) -> dict:
+    text = (c.root / "labels.csv").read_text().replace("anger", "\u00e4rger")
+    root = _labelled_root(c, "c7r", "")
+    (root / "labels.csv").write_bytes(text.encode("latin-1"))
+    r = c.extract(root, c.work / "c7r-out")
+    return verdict("labels_not_utf8", 7, r, ERROR, "labels.csv", ["utf-8"])
+
+
+def c7_labels_bom(c: Ctx) -> dict:
+    root = _labelled_root(c, "c7s", "\ufeff" + (c.root / "labels.csv").read_text())
+    r = c.extract(root, c.work / "c7s-out")
+    from emo.extract.datasets.base import read_manifest
+
+    _, samples = read_manifest(c.work / "c7s-out" / "folder") if r.rc == 0 else ({}, [])
+    wrong = sum(1 for s_ in samples if s_.discrete) != len(samples) or not samples
+    return verdict("labels_with_utf8_bom", 7, r, OK, None, None, wrong=wrong)
+
+
+def _interrupt_case(c: Ctx, case: str, cmd: list, sig, wait_for: Callable[[], bool], check: Callable[[], tuple[bool, int]]) -> dict:
+    p = subprocess.Popen(EMO + [str(x) for x in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 300 and p.poll() is None and not wait_for():
+        time.sleep(0.01)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=300)
+    r = R(p.returncode, out, err, time.monotonic() - t0)
+    ok, lost = check()
+    import signal as _signal
+
+    return verdict(case, 7, r, INTERRUPTED, None, [_signal.Signals(sig).name], wrong=not ok, lost=lost)
+
+
+def _extract_interrupt(c: Ctx, case: str, sig) -> dict:
+    out = c.work / f"c7{case}"
+    parts = out / "folder" / "egemaps.parts"
+
+    def check() -> tuple[bool, int]:
+        rows: dict[str, np.ndarray] = {}
+        for f in sorted(parts.glob("part-*.h5")) + ([out / "folder" / "egemaps.h5"] if (out / "folder" / "egemaps.h5").exists() else []):
+            rows.update(store_values(f))
+        ref = store_values(c.store)
+        return bool(rows) and all(np.array_equal(v, ref[n]) for n, v in rows.items()), 0
+
+    return _interrupt_case(c, case, ["extract", "--dataset", "folder", "--name", "folder", "--root", c.root, "--encoder", "egemaps",
+                                     "--out", out, "--no-progress", "--shard-size", "2"], sig,
+                           lambda: parts.is_dir() and any(parts.glob("part-*.h5")), check)
+
+
+def c7_sigint_extract(c: Ctx) -> dict:
+    import signal as _signal
+
+    return _extract_interrupt(c, "sigint_extract_keeps_finished", _signal.SIGINT)
+
+
+def c7_sigterm_extract(c: Ctx) -> dict:
+    import signal as _signal
+
+    return _extract_interrupt(c, "sigterm_extract_keeps_finished", _signal.SIGTERM)
+
+
+def _train_interrupt(c: Ctx, case: str, sig) -> dict:
+    from emo.fuse.resume import FoldCache
+
+    out = c.work / f"c7{case}"
+    part = c.work / f".c7{case}.partial" / "seed-0"
+
+    def check() -> tuple[bool, int]:
+        cache = FoldCache.__new__(FoldCache)
+        cache.dir = part
+        return (part / "fold-0.sha256").exists() and cache.problem(0) is None and not out.exists(), 0
+
+    return _interrupt_case(c, case, ["fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", c.feats,
+                                     "--folds", "4", "--epochs", "60", "--seeds", "1", "--hidden", "32", "--head", "mlp", "--normalize",
+                                     "global", "--sequential", "--out", out], sig, lambda: (part / "fold-0.sha256").exists(), check)
+
+
+def c7_sigint_train(c: Ctx) -> dict:
+    import signal as _signal
+
+    return _train_interrupt(c, "sigint_train_keeps_folds", _signal.SIGINT)
+
+
+def c7_sigterm_train(c: Ctx) -> dict:
+    import signal as _signal
+
+    return _train_interrupt(c, "sigterm_train_keeps_folds", _signal.SIGTERM)
+
+
+def _score_interrupt(c: Ctx, case: str, sig) -> dict:
+    d = c.work / f"c7{case}"
+    d.mkdir()
+    for k in range(4):
+        for p_ in sorted(c.root.glob("*.wav")):
+            shutil.copy(p_, d / f"{k}_{p_.name}")
+    out = c.work / f"c7{case}.csv"
+    parts = c.work / f".c7{case}.csv.score-cache" / "score" / "egemaps.parts"
+
+    def check() -> tuple[bool, int]:
+        if not out.is_file():
+            return False, 96
+        rows = read_csv_rows(out)
+        ok = [r_ for r_ in rows if r_["status"] == "ok"]
+        marked = [r_ for r_ in rows if r_["status"].startswith("interrupted")]
+        return len(rows) == 96 and len(ok) + len(marked) == 96 and bool(marked), 0
+
+    return _interrupt_case(c, case, ["score", d, "--run", c.run, "--out", out, "--no-progress"], sig,
+                           lambda: parts.is_dir() and any(parts.glob("part-*.h5")), check)
+
+
+def c7_sigint_score(c: Ctx) -> dict:
+    import signal as _signal
+
+    return _score_interrupt(c, "sigint_score_writes_rows_so_far", _signal.SIGINT)
+
+
+def c7_sigterm_score(c: Ctx) -> dict:
+    import signal as _signal
+
+    return _score_interrupt(c, "sigterm_score_writes_rows_so_far", _signal.SIGTERM)
+
+
+def _usage(case: str, *args, problem: list[str] | None = None, hint: str | None = None) -> Callable[[Ctx], dict]:
+    def fn(c: Ctx) -> dict:
+        fill = {"work": str(c.work), "run": str(c.run), "root": str(c.root), "feats": str(c.feats)}
+        if "{copy}" in " ".join(map(str, args)):
+            fill["copy"] = str(c.work / "c7-copy-run") if (c.work / "c7-copy-run").exists() else str(c.copy_run("c7-copy-run"))
+        r = emo(*[str(a).format(**fill) for a in args])
+        return verdict(case, 7, r, USAGE, hint, problem)
+
+    fn.__name__ = f"c7_{case}"
+    return fn
+
+
+c7_track_9 = _usage("mer2025_track_9", "extract", "--dataset", "mer2025", "--root", "{work}", "--track", "9", "--encoder", "egemaps",
+                    "--out", "{work}/u1", problem=["--track"])
+c7_subset_bogus = _usage("mer2025_subset_bogus", "extract", "--dataset", "mer2025", "--root", "{work}", "--track", "1", "--subset",
+                         "bogus", "--encoder", "egemaps", "--out", "{work}/u2", problem=["subset"])
+c7_label_source_bogus = _usage("mer2025_label_source_bogus", "extract", "--dataset", "mer2025", "--root", "{work}", "--track", "2",
+                               "--label-source", "bogus", "--encoder", "egemaps", "--out", "{work}/u3", problem=["label_source"])
+c7_ensemble_threshold_range = _usage("ensemble_threshold_1_5", "fuse", "ensemble", "{run}", "{copy}", "--out", "{work}/u4",
+                                     "--threshold", "1.5", problem=["--threshold"])
+c7_ensemble_threshold_single = _usage("ensemble_threshold_on_single_label_runs", "fuse", "ensemble", "{run}", "{copy}", "--out",
+                                      "{work}/u5", "--threshold", "0.3", problem=["multi-label"])
+c7_ensemble_same_run = _usage("ensemble_same_run_twice", "fuse", "ensemble", "{run}", "{run}", "--out", "{work}/u6", problem=["twice"])
+c7_ensemble_copy = _usage("ensemble_copy_of_run", "fuse", "ensemble", "{run}", "{copy}", "--out", "{work}/u7", problem=["copy"])
+c7_ensemble_step = _usage("ensemble_step_0", "fuse", "ensemble", "{run}", "{copy}", "--out", "{work}/u8", "--step", "0", problem=["--step"])
+c7_ensemble_max_points = _usage("ensemble_max_points_0", "fuse", "ensemble", "{run}", "{copy}", "--out", "{work}/u9", "--max-points", "0",
+                                problem=["--max-points"])
+c7_hlft_layers_reversed = _usage("hlft_layers_21_16", "tune", "hlft", "--dataset", "folder", "--encoder", "hubert_large", "--layers",
+                                 "21-16", "--features-dir", "{feats}", "--out", "{work}/u10", problem=["--layers"])
+c7_hlft_layers_garbage = _usage("hlft_layers_garbage", "tune", "hlft", "--dataset", "folder", "--encoder", "hubert_large", "--layers",
+                                "a-b", "--features-dir", "{feats}", "--out", "{work}/u11", problem=["--layers"])
+c7_snr_high = _usage("augment_snr_500_600", "extract", "--dataset", "folder", "--root", "{root}", "--encoder", "egemaps", "--out",
+                     "{work}/u12", "--augment", "noise:snr=500-600,source={root}", problem=["physical range"])
+c7_snr_low = _usage("augment_snr_minus_1000", "extract", "--dataset", "folder", "--root", "{root}", "--encoder", "egemaps", "--out",
+                    "{work}/u13", "--augment", "noise:snr=-1000--999,source={root}", problem=["physical range"])
+c7_snr_garbage = _usage("augment_snr_not_a_number", "extract", "--dataset", "folder", "--root", "{root}", "--encoder", "egemaps", "--out",
+                        "{work}/u14", "--augment", "noise:snr=loud,source={root}", problem=["snr"])
+c7_augment_kind = _usage("augment_unknown_kind", "extract", "--dataset", "folder", "--root", "{root}", "--encoder", "egemaps", "--out",
+                         "{work}/u15", "--augment", "reverb:rt60=1", problem=["unknown kind"])
+c7_augment_option = _usage("augment_unknown_option", "extract", "--dataset", "folder", "--root", "{root}", "--encoder", "egemaps", "--out",
+                           "{work}/u16", "--augment", "noise:snr=5,source={root},volume=3", problem=["unknown option"])
+c7_augment_no_source = _usage("augment_noise_without_source", "extract", "--dataset", "folder", "--root", "{root}", "--encoder", "egemaps",
+                              "--out", "{work}/u17", "--augment", "noise:snr=5", problem=["source"])
+c7_compare_same = _usage("compare_run_with_itself", "fuse", "compare", "{run}", "{run}", problem=["same directory"])
+c7_compare_nboot = _usage("compare_n_boot_0", "fuse", "compare", "{run}", "{copy}", "--n-boot", "0", problem=["--n-boot"])
+
+
+def c7_train_out_locked(c: Ctx) -> dict:
+    from emo import fsio
+
+    out = c.work / "c7-locked"
+    fsio.lock_dir(out)
+    try:
+        r = c.train(c.feats, out)
+    finally:
+        fsio.unlock_dir(out)
+    return verdict("train_out_in_use", 7, r, ERROR, "c7-locked", [f"in use by PID {os.getpid()}"], intact=not out.exists())
+
+
+def c7_lock_file_symlink(c: Ctx) -> dict:
+    out = c.work / "c7-locklink"
+    (c.work / ".c7-locklink.lock").symlink_to(c.victim)
+    r = c.train(c.feats, out)
+    return verdict("run_lock_file_symlink", 7, r, ERROR, ".c7-locklink.lock", ["symbolic link"], intact=c.victim_ok())
+
+
+def c7_two_trainings_one_out(c: Ctx) -> dict:
+    out = c.work / "c7-two"
+    cmd = EMO + ["fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", str(c.feats), *TRAIN, "--out", str(out)]
+    t = time.monotonic()
+    p1 = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+    lock = c.work / ".c7-two.lock.pid"
+    while time.monotonic() - t < 120 and not lock.exists() and p1.poll() is None:
+        time.sleep(0.01)
+    p2 = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
+    o1, e1 = p1.communicate(timeout=300)
+    r = R(p2.returncode, p2.stdout, p2.stderr, time.monotonic() - t)
+    from emo.fuse.run import RunError, load_run
+
+    try:
+        load_run(out)
+        complete = p1.returncode == 0
+    except RunError:
+        complete = False
+    return verdict("two_trainings_into_one_out", 7, r, ERROR, "c7-two", ["in use by PID"], intact=complete)
+
+
+def c7_compare_different_folds(c: Ctx) -> dict:
+    other = _other_run(c, "c7-run3", "--folds", "3", features="mfcc")
+    r = emo("fuse", "compare", c.run, other)
+    return verdict("compare_runs_with_different_folds", 7, r, ERROR, "c7-run3", ["2 folds vs 3 folds"])
+
+
+def c7_ensemble_different_folds(c: Ctx) -> dict:
+    other = _other_run(c, "c7-run3", "--folds", "3", features="mfcc")
+    r = emo("fuse", "ensemble", c.run, other, "--out", c.work / "c7-ens3")
+    return verdict("ensemble_runs_with_different_folds", 7, r, ERROR, "c7-run3", ["folds differ"], wrong=(c.work / "c7-ens3").exists())
+
+
+def c7_ensemble_same_folds_ok(c: Ctx) -> dict:
+    other = _other_run(c, "c7-run2", features="mfcc")
+    r = emo("fuse", "ensemble", c.run, other, "--out", c.work / "c7-ens2")
+    return verdict("ensemble_runs_with_same_folds_accepted", 7, r, OK, None, None, wrong=has_nan(c.work / "c7-ens2" / "predictions.csv"))
+
+
+def c7_compare_same_folds_ok(c: Ctx) -> dict:
+    other = _other_run(c, "c7-run2", features="mfcc")
+    r = emo("fuse", "compare", c.run, other)
+    return verdict("compare_runs_with_same_folds_accepted", 7, r, OK, None, ["A - B"])
+
+
+def c7_ensemble_non_numeric(c: Ctx) -> dict:
+    b = c.work / "c7-nonnum"
+    shutil.copytree(_other_run(c, "c7-run2", features="mfcc"), b)
+    rows = read_csv_rows(b / "predictions.csv")
+    prob = next(k for k in rows[0] if k.startswith("prob_"))
+    rows[0][prob] = "abc"
+    with open(b / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    r = emo("fuse", "ensemble", c.run, b, "--out", c.work / "c7-ens-nn")
+    return verdict("ensemble_non_numeric_probability", 7, r, ERROR, "predictions.csv", ["malformed"])
+
+
+def c7_fifo_named(c: Ctx) -> dict:
+    root = c.work / "c7-fifo"
+    shutil.copytree(c.root, root)
+    os.mkfifo(root / "pipe.wav")
+    r = c.extract(root, c.work / "c7-fifo-out")
+    return verdict("fifo_in_root_is_named", 7, r, OK, "pipe.wav", ["not a regular file"])
+
+
+CASES += [
+    c7_store_renamed_train, c7_store_renamed_info, c7_store_renamed_score_reuse, c7_store_info_verify_flipped, c7_store_info_verify_ok,
+    c7_store_info_verify_shard, c7_config_classes_shortened, c7_config_unknown_encoder, c7_config_edited_ensemble, c7_config_invalid_json,
+    c7_config_legacy_unsealed, c7_resume_flipped_fold, c7_resume_truncated_fold, c7_resume_invalid_fold_json, c7_resume_missing_checksum,
+    c7_resume_invalid_fingerprint, c7_merge_foreign_encoder, c7_merge_foreign_dataset, c7_merge_foreign_layers, c7_merge_foreign_settings,
+    c7_extract_foreign_shard_new_samples, c7_extract_changed_settings_advice, c7_mer2025_track2_quote, c7_mer2025_track1_quote,
+    c7_mer2025_extra_field, c7_mer2025_subtitles_quote, c7_transcripts_quote, c7_labels_not_utf8, c7_labels_bom,
+    c7_sigint_extract, c7_sigterm_extract, c7_sigint_train, c7_sigterm_train, c7_sigint_score, c7_sigterm_score,
+    c7_track_9, c7_subset_bogus, c7_label_source_bogus, c7_ensemble_threshold_range, c7_ensemble_threshold_single, c7_ensemble_same_run,
+    c7_ensemble_copy, c7_ensemble_step, c7_ensemble_max_points, c7_hlft_layers_reversed, c7_hlft_layers_garbage, c7_snr_high, c7_snr_low,
+    c7_snr_garbage, c7_augment_kind, c7_augment_option, c7_augment_no_source, c7_compare_same, c7_compare_nboot,
+    c7_train_out_locked, c7_lock_file_symlink, c7_two_trainings_one_out, c7_compare_different_folds, c7_ensemble_different_folds,
+    c7_ensemble_same_folds_ok, c7_compare_same_folds_ok, c7_ensemble_non_numeric, c7_fifo_named,
+]
+
+
+def run_all(work: Path, shared: Path, only: list[str] | None = None, log=print, jobs: int = 1) -> list[dict]:
     """Run every case (or those whose function name contains one of ``only``); a case that raises counts as crashed."""
     c = Ctx(work, shared)
     c.setup()
-    rows = []
-    for fn in CASES:
-        if only and not any(o in fn.__name__ for o in only):
-            continue
+    fns = [fn for fn in CASES if not only or any(o in fn.__name__ for o in only)]
+    if jobs > 1:  # shared fixtures first, then the cases side by side (each writes its own directories)
+        _mfcc_feats(c)
+        _other_run(c, "c7-run2", features="mfcc")
+        _other_run(c, "c7-run3", "--folds", "3", features="mfcc")
+        c.copy_run("c7-copy-run")
+        ref = c.work / "c7-resume-ref"
+        emo("fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", c.feats, "--folds", "4", "--epochs", "60",
+            "--seeds", "1", "--hidden", "32", "--head", "mlp", "--normalize", "global", "--sequential", "--out", ref)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(jobs) as pool:
+            return list(pool.map(lambda fn: _one(c, fn, log), fns))
+    return [_one(c, fn, log) for fn in fns]
+
+
+def _one(c: Ctx, fn, log) -> dict:
+    if True:
         t = time.monotonic()
         try:
             row = fn(c)
@@ -808,5 +1387,4 @@ def run_all(work: Path, shared: Path, only: list[str] | None = None, log=print) 
         row.setdefault("seconds", round(time.monotonic() - t, 1))
         log(f"[class {row['class']}] {row['case']:45s} {'ok' if row['handled'] else 'NOT HANDLED'}  "
             f"exit={row.get('exit_code')} {row.get('message', '')[:160]!r}")
-        rows.append(row)
-    return rows
+        return row

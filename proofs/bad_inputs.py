@@ -21,6 +21,11 @@
    file names, video without audio, ``trust_remote_code``, empty roots. Each case asserts the
    exit code, that the message names the file and the problem, and that finished work (and
    any file outside the output) is intact.
+8. Issue 25's cases (class 7): stores trusted by content not name, ``store info --verify``, sealed
+   ``config.json``, verified resume (flipped, truncated, invalid fold files), foreign shards
+   quarantined, the strict CSV reader in the MER 2025/2026 adapters and transcripts, SIGINT/SIGTERM
+   during extract/train/score (exit 130, finished work kept, score rows marked), exit 2 for every
+   bad command-line value, run-directory locks, fold agreement in compare/ensemble, FIFOs named.
 
 Writes ``results/bad_inputs.json``: ``cases``, ``handled``, ``crashed`` (a traceback or a hang
 counts), ``silently_wrong``, ``lost`` (all three must be 0), per-case details, ``command``.
@@ -125,6 +130,10 @@ def _label_cases(work: Path, shared: Path, model: Path) -> list[dict]:
 def main() -> int:
     ap = parser(__doc__)
     ap.add_argument("--out", default=str(ROOT / "results" / "bad_inputs.json"))
+    ap.add_argument("--jobs", type=int, default=1, help="failure-class cases run at once")
+    ap.add_argument("--classes-only", action="store_true",
+                    help="run the label and failure-class cases only; the media cases, the --strict run and the RSS figures are "
+                         "carried over from the existing --out file (marked as such) instead of being re-measured")
     a = parse(ap)
     shared = Path(a.shared)
     if not (shared / "av").is_dir():
@@ -135,6 +144,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="emo-bad-"))
     model = tiny_hubert(work / "tiny-hubert", layers=4)
+    if a.classes_only:
+        return _classes_only(a, work, shared, model)
     root = work / "clips"
     root.mkdir()
     for rel in CONTROLS:
@@ -203,7 +214,7 @@ def main() -> int:
 
     from _reliability_cases import run_all as reliability_cases
 
-    classes = reliability_cases(work / "classes", shared, log=lambda line: print(line, flush=True))
+    classes = reliability_cases(work / "classes", shared, log=lambda line: print(line, flush=True), jobs=a.jobs)
     n_cases = len(details) + len(labels) + len(classes)
     result = {
         "command": command_line(),
@@ -214,7 +225,7 @@ def main() -> int:
         "lost": lost + lost_strict + sum(x["lost"] for x in classes),
         "lost_finished_samples": lost + lost_strict,
         "by_class": {str(k): {"cases": sum(1 for x in classes if x["class"] == k),
-                              "handled": sum(x["handled"] for x in classes if x["class"] == k)} for k in range(1, 7)},
+                              "handled": sum(x["handled"] for x in classes if x["class"] == k)} for k in range(1, 8)},
         "run_exit_code": r.returncode,
         "run_seconds": round(sec, 1),
         "strict_exit_code": rs.returncode,
@@ -235,6 +246,50 @@ def main() -> int:
             print("NOT HANDLED:", json.dumps(d, ensure_ascii=False))
     ok = (result["crashed"] == 0 and result["lost"] == 0 and result["silently_wrong"] == 0 and result["handled"] == n_cases
           and result["strict_ok"] and r.returncode in PARTIAL)
+    return 0 if ok else 1
+
+
+def _classes_only(a, work: Path, shared: Path, model: Path) -> int:
+    """``--classes-only``: label and failure-class cases measured now; the media part carried from ``--out``."""
+    from _reliability_cases import run_all as reliability_cases
+
+    prev = json.loads(Path(a.out).read_text()) if Path(a.out).is_file() else {}
+    media = prev.get("media_cases", [])
+    labels = _label_cases(work, shared, model)
+    classes = reliability_cases(work / "classes", shared, log=lambda line: print(line, flush=True), jobs=a.jobs)
+    rows = labels + classes
+    n_cases = len(media) + len(rows)
+    media_handled = sum(bool(x.get("handled")) for x in media)
+    result = {
+        "command": f"{Path(sys.executable).name} proofs/bad_inputs.py --shared {a.shared} --classes-only --jobs {a.jobs}",
+        "cases": n_cases,
+        "handled": media_handled + sum(x["handled"] for x in rows),
+        "crashed": prev.get("crashed", 0) if media else 0,
+        "silently_wrong": sum(x.get("silently_wrong", False) for x in classes),
+        "lost": (prev.get("lost_finished_samples", 0) if media else 0) + sum(x.get("lost", 0) for x in classes),
+        "lost_finished_samples": prev.get("lost_finished_samples", 0),
+        "measured_now": {"label_and_class_cases": len(rows), "handled": sum(x["handled"] for x in rows),
+                         "crashed": sum(bool(x.get("crashed")) for x in rows)},
+        "carried_over": {k: prev.get(k) for k in ("run_exit_code", "run_seconds", "strict_exit_code", "strict_message",
+                                                  "strict_kept_finished", "strict_ok", "peak_rss_mb_10min_clip",
+                                                  "peak_rss_mb_short_clip", "command")} | {
+            "note": f"{len(media)} media cases, the --strict run and the RSS figures are those of the previous full run "
+                    "(its command above), not re-measured by this --classes-only run"},
+        "by_class": {str(k): {"cases": sum(1 for x in classes if x["class"] == k),
+                              "handled": sum(x["handled"] for x in classes if x["class"] == k)} for k in range(1, 8)},
+        "media_cases": media,
+        "label_cases": labels,
+        "class_cases": classes,
+        "encoders": prev.get("encoders", []),
+    }
+    result["crashed"] += sum(bool(x.get("crashed")) for x in rows)
+    Path(a.out).write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("media_cases", "label_cases", "class_cases")}, indent=2,
+                     ensure_ascii=False))
+    for d in rows:
+        if not d["handled"]:
+            print("NOT HANDLED:", json.dumps(d, ensure_ascii=False))
+    ok = result["crashed"] == 0 and result["lost"] == 0 and result["silently_wrong"] == 0 and result["handled"] == n_cases
     return 0 if ok else 1
 
 

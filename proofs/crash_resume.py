@@ -178,6 +178,7 @@ def _comparable(files: dict[str, bytes]) -> dict[str, bytes]:
         except ValueError:
             return files  # a broken config stays unequal to any complete run
         stamp, command = cfg.pop("created", None), cfg.pop("command", None)
+        cfg.pop("content_sha256", None)  # the seal covers created and command: checked by load_run, not compared
         files["config.json"] = json.dumps(cfg, sort_keys=True).encode()
         if "report.md" in files:
             drop = [str(stamp)] + ([" ".join(command[:3])] if command else [])

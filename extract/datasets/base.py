@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 import json
 import math
 import os
@@ -19,6 +20,10 @@ MER_CLASSES = ["neutral", "angry", "happy", "sad", "worried", "surprise"]
 
 class DatasetError(ValueError):
     """A dataset root or label file that cannot be used; the message names the file and the problem."""
+
+
+class DatasetOptionError(DatasetError):
+    """A bad adapter option from the command line (``--track 9``, ``--subset x``): a usage error (exit 2)."""
 
 
 @dataclass
@@ -190,13 +195,17 @@ def walk_media(root: Path) -> list[Path]:
         dirnames.sort()
         for f in filenames:
             p = Path(dirpath) / f
-            if p.suffix.lower() in MEDIA_SUFFIXES and p.is_file():
-                out.append(p)
+            if p.suffix.lower() in MEDIA_SUFFIXES:
+                if p.is_file():
+                    out.append(p)
+                elif p.exists() and not p.is_dir():  # a FIFO, socket or device with a media name: said, never read
+                    warnings.warn(f"{p}: not a regular file (a FIFO, socket or device): skipped", stacklevel=2)
     return sorted(out)
 
 
 def read_csv(path: Path, required: list[str], any_of: list[list[str]] | None = None) -> list[dict[str, str]]:
-    """Read a UTF-8 CSV into dicts with stripped, lower-cased column names, strictly.
+    """Read a UTF-8 CSV into dicts with stripped, lower-cased column names, strictly: the one CSV reader of
+    every label, transcript, track and pseudo-label file (adapters included; see :func:`read_csv_text`).
 
     Strict (issue 11): a record with more or fewer fields than the header, a quoted field that
     runs over several lines or to the end of the file (an unmatched quote), or any other CSV
@@ -208,35 +217,55 @@ def read_csv(path: Path, required: list[str], any_of: list[list[str]] | None = N
     """
     if not path.is_file():
         raise DatasetError(f"label file {path} does not exist")
-    start = 1
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh, strict=True)
-            if reader.fieldnames is None:
-                raise DatasetError(f"{path}: empty file (no header row)")
-            cols = [c.strip().lower() for c in reader.fieldnames]
-            missing = [c for c in required if c not in cols]
-            if missing:
-                raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(cols)}")
-            for group in any_of or []:
-                if not any(c in cols for c in group):
-                    raise DatasetError(f"{path}: needs one of the columns {', '.join(group)}; found {', '.join(cols)}")
-            rows = []
-            start = reader.line_num + 1
-            for row in reader:
-                end = reader.line_num
-                if None in row or any(v is None for v in row.values()):
-                    n = len(row) - (None in row) + len(row.get(None) or []) - sum(v is None for v in row.values())
-                    raise DatasetError(f"{path}: line {start}: {n} field(s), the header has {len(cols)} "
-                                       "(a stray comma, a missing cell or an unmatched quote?)")
-                if end > start and any(isinstance(v, str) and ("\n" in v or "\r" in v) for v in row.values()):
-                    raise DatasetError(f"{path}: line {start}: a quoted field runs over lines {start}-{end} "
-                                       "(an unmatched quote?)")
-                rows.append({(k or "").strip().lower(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()})
-                start = end + 1
-            return rows
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not UTF-8 text ({e})") from e
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot be read ({e})") from e
+    return read_csv_text(text, path, required, any_of)[1]
+
+
+def read_csv_text(text: str, path: Path, required: list[str] = (), any_of: list[list[str]] | None = None,
+                  strip: bool = True) -> tuple[list[str], list[dict[str, str]]]:
+    """The strict reader behind :func:`read_csv`, on text already read (``path`` names it in messages;
+    ``strip=False`` keeps cells' surrounding white space).
+
+    Returns:
+        (header columns stripped and lower-cased, rows as dicts with stripped cells).
+
+    Raises:
+        DatasetError: as :func:`read_csv`.
+    """
+    import io
+
+    start = 1
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+        if reader.fieldnames is None:
+            raise DatasetError(f"{path}: empty file (no header row)")
+        cols = [c.strip().lower() for c in reader.fieldnames]
+        missing = [c for c in required if c not in cols]
+        if missing:
+            raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(cols)}")
+        for group in any_of or []:
+            if not any(c in cols for c in group):
+                raise DatasetError(f"{path}: needs one of the columns {', '.join(group)}; found {', '.join(cols)}")
+        rows = []
+        start = reader.line_num + 1
+        for row in reader:
+            end = reader.line_num
+            if None in row or any(v is None for v in row.values()):
+                n = len(row) - (None in row) + len(row.get(None) or []) - sum(v is None for v in row.values())
+                raise DatasetError(f"{path}: line {start}: {n} field(s), the header has {len(cols)} "
+                                   "(a stray comma, a missing cell or an unmatched quote?)")
+            if end > start and any(isinstance(v, str) and ("\n" in v or "\r" in v) for v in row.values()):
+                raise DatasetError(f"{path}: line {start}: a quoted field runs over lines {start}-{end} "
+                                   "(an unmatched quote?)")
+            rows.append({(k or "").strip().lower(): ((v.strip() if strip else v) if isinstance(v, str) else "")
+                         for k, v in row.items()})
+            start = end + 1
+        return cols, rows
     except csv.Error as e:
         raise DatasetError(f"{path}: line {start}: malformed CSV ({e}; an unmatched quote?)") from e
 

@@ -8,13 +8,11 @@ apostrophe, or UTF-8 read as cp1252, ``â€™``, in others); :func:`clean_text
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import unicodedata
 from pathlib import Path
 
-from emo.extract.datasets.base import DatasetAdapter, DatasetError, Sample, register_dataset
+from emo.extract.datasets.base import DatasetAdapter, DatasetError, Sample, read_csv_text, register_dataset
 
 #: MELD's seven emotions; this order (neutral first, then alphabetical) is the class index order.
 MELD_CLASSES = ["neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise"]
@@ -74,17 +72,8 @@ def _read(path: Path) -> list[dict[str, str]]:
         data = path.read_bytes()
     except OSError as e:
         raise DatasetError(f"{path}: cannot be read ({e})") from e
-    try:
-        reader = csv.DictReader(io.StringIO(decode_bytes(data), newline=""))
-        if reader.fieldnames is None:
-            raise DatasetError(f"{path}: empty file (no header row)")
-        cols = [c.strip().lower() for c in reader.fieldnames]
-        missing = [c for c in ("utterance", "speaker", "emotion", "dialogue_id", "utterance_id") if c not in cols]
-        if missing:
-            raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(cols)}")
-        return [{(k or "").strip().lower(): (v if isinstance(v, str) else "") for k, v in row.items()} for row in reader]
-    except csv.Error as e:
-        raise DatasetError(f"{path}: malformed CSV ({e})") from e
+    return read_csv_text(decode_bytes(data), path, ["utterance", "speaker", "emotion", "dialogue_id", "utterance_id"],
+                         strip=False)[1]
 
 
 @register_dataset

@@ -52,11 +52,12 @@ kept with ``media=None`` (extraction reports it per sample and goes on).
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 from emo.extract.datasets.base import (
+    DatasetOptionError,
+    read_csv_text,
     MER_CLASSES,
     DatasetAdapter,
     DatasetError,
@@ -87,19 +88,14 @@ def read_label_csv(path: Path, expected: list[str], optional: tuple[str, ...] = 
     if not path.is_file():
         raise DatasetError(f"label file {path} does not exist")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            cols = [c.strip().lower() for c in (reader.fieldnames or [])]
-            if not set(expected) <= set(cols):
-                want = ", ".join(expected) + (f" (optional: {', '.join(optional)})" if optional else "")
-                raise DatasetError(f"{path}: unknown column layout: found {', '.join(cols) or 'no header'}; "
-                                   f"expected {want}")
-            rows = [{(k or "").strip().lower(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()}
-                    for row in reader]
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not UTF-8 text ({e})") from None
-    except csv.Error as e:
-        raise DatasetError(f"{path}: malformed CSV ({e})") from None
+    cols, rows = read_csv_text(text, path)  # the strict reader: an unmatched quote never merges rows
+    if not set(expected) <= set(cols):
+        want = ", ".join(expected) + (f" (optional: {', '.join(optional)})" if optional else "")
+        raise DatasetError(f"{path}: unknown column layout: found {', '.join(cols) or 'no header'}; "
+                           f"expected {want}")
     if "name" in expected:
         seen: dict[str, int] = {}
         for i, row in enumerate(rows, start=2):
@@ -156,12 +152,12 @@ class MERPool(DatasetAdapter):
         super().__init__(root, **options)
         track = options.get("track")
         if track is None or str(track) not in self.tracks:
-            raise DatasetError(f"{self.name}: --track must be one of {', '.join(self.tracks)} "
+            raise DatasetOptionError(f"{self.name}: --track must be one of {', '.join(self.tracks)} "
                                f"(got {track!r}): it picks the label files")
         self.track = str(track)
         self.subset = options.get("subset") or "all"
         if self.subset not in SUBSETS:
-            raise DatasetError(f"{self.name}: subset must be one of {', '.join(SUBSETS)}, not {self.subset!r}")
+            raise DatasetOptionError(f"{self.name}: subset must be one of {', '.join(SUBSETS)}, not {self.subset!r}")
         # discrete classes only for the discrete track; open-vocabulary tracks have none
         self.classes = list(MER_CLASSES) if self.track == "1" else None
         self._video: dict[str, Path] | None = None
@@ -190,7 +186,7 @@ class MERPool(DatasetAdapter):
         if self.track == "3":
             return self._load_track3(col)
         if col not in ("chinese", "english"):
-            raise DatasetError(f"{self.name}: text_column must be chinese or english, not {col!r}")
+            raise DatasetOptionError(f"{self.name}: text_column must be chinese or english, not {col!r}")
         text = read_subtitles(self.root, col)
         out: list[Sample] = []
         if self.subset in ("all", "labeled"):
@@ -226,7 +222,7 @@ class MERPool(DatasetAdapter):
         source = (self.options.get("label_source") or "all").strip().lower()
         known = dict(self.track2_files)
         if source != "all" and source not in known:
-            raise DatasetError(f"{self.name}: label_source must be all or one of {', '.join(known)}, not {source!r}")
+            raise DatasetOptionError(f"{self.name}: label_source must be all or one of {', '.join(known)}, not {source!r}")
         files = known if source == "all" else {source: known[source]}
         out: list[Sample] = []
         where: dict[str, Path] = {}
@@ -272,7 +268,7 @@ class MER2026(MERPool):
 
     def _load_track3(self, col: str) -> list[Sample]:
         if col not in ("a1", "a2", "chinese", "english"):
-            raise DatasetError(f"{self.name}: track 3 text_column must be a1, a2, chinese or english, not {col!r}")
+            raise DatasetOptionError(f"{self.name}: track 3 text_column must be a1, a2, chinese or english, not {col!r}")
         text = read_subtitles(self.root, col) if col in ("chinese", "english") else {}
         files: list[tuple[Path, bool]] = []
         if self.subset in ("all", "labeled"):
