@@ -51,7 +51,7 @@ def train(
     decoder: str = typer.Option("separate", "--decoder", help="separate | jdev (joint emotion-valence decoding)"),
     loss_weighting: str = typer.Option("fixed", "--loss-weighting", help="fixed | uncertainty (Wang et al., MER 2023: uncertainty-weighted multi-task loss)"),
     class_weights: bool = typer.Option(False, "--class-weights", help="Balanced class weights in the cross-entropy."),
-    folds: str = typer.Option("5", "--folds", help="K (stratified k-fold) | speaker (leave-one-speaker-out) | split"),
+    folds: str = typer.Option("auto", "--folds", help="auto (leave-one-speaker-out when every sample has a speaker, else stratified 5-fold, stated as speaker-dependent) | K (stratified k-fold) | speaker (leave-one-speaker-out) | split | file:PATH (fold lists: an EmoBox data/<dataset> folder or a name,fold CSV)"),
     test_split: List[str] = typer.Option([], "--test-split", help="Partition(s) held out as test set (fold models averaged)."),
     train_splits: List[str] = typer.Option([], "--train-splits", help="Evaluation partition(s) (test, test1, test2, test3) allowed into the cross-validation pool; by default they never enter training."),
     normalize: str = typer.Option("global", "--normalize", help="none | global (training-fold statistics; the default, shared with emo fuse sweep) | speaker"),

@@ -95,6 +95,10 @@ def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], 
                **result.summary, "pooled": result.pooled, "n": int(len(result.oof["index"])), "n_folds": len(result.folds)}
     if result.test is not None and "metrics" in result.test:
         metrics["test"] = result.test["metrics"]
+    if config.get("protocol"):  # issue 23: every result states its protocol and its warnings
+        metrics["protocol"] = config["protocol"]
+    metrics["warnings"] = list(config.get("warnings", []))
+    metrics["seconds"] = round(sum(float(r.get("seconds", 0.0)) for r in result.folds), 3)
     write_json(out / "metrics.json", metrics)
     classes = config.get("classes")
     threshold = (config.get("training") or {}).get("threshold")
