@@ -238,7 +238,7 @@ class Run:
         return self._normalizers[k]
 
     def predict(self, features: dict[str, Any], speakers: list[str | None] | None = None,
-                folds: list[int] | None = None) -> dict[str, np.ndarray]:
+                folds: list[int] | None = None, speaker_stats: dict | None = None) -> dict[str, np.ndarray]:
         """Predict with the mean over fold models (and their seeds).
 
         Args:
@@ -251,6 +251,10 @@ class Run:
                 seen at training time uses its stored statistics; unknown speakers (and ``None``)
                 fall back to each fold's global training statistics.
             folds: average only these fold models (default: all).
+            speaker_stats: for ``--normalize speaker`` runs, per-speaker statistics of the scored
+                clips themselves (``Normalizer("speaker").fit(...).speaker``: encoder -> speaker ->
+                (mean, std)); they replace the training speakers' statistics (``emo score`` passes
+                them, issue 23). Speakers without an entry use each fold's global statistics.
 
         Returns:
             ``{"probs": (N, C)}`` for discrete tasks, ``{"valence": (N,)}``, ``{"vad": (N, 3)}`` as the task has them (float32).
@@ -298,7 +302,13 @@ class Run:
         outs = []
         models = self.models()
         for k in (range(self.n_folds) if folds is None else folds):
-            xb = self.normalizer(k).transform(blocks, speakers)
+            norm = self.normalizer(k)
+            if speaker_stats is not None:
+                import copy
+
+                norm = copy.copy(norm)
+                norm.speaker = speaker_stats
+            xb = norm.transform(blocks, speakers)
             xs = torch_inputs(xb, self.inputs, "cpu")
             outs.append(average_outputs([predict_model(m, xs) for m in models[k]]))
         return average_outputs(outs)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from emo.fuse.config import TrainConfig
+from emo.fuse.contract import input_contract
 from emo.fuse.cv import CVResult, train_cv
 from emo.fuse.fit import average_outputs, fit_model, predict_model
 from emo.fuse.metrics import degenerate_warnings, evaluate
@@ -181,6 +182,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             if progress and r == 0:
                 for w in warn:
                     progress(f"warning: {w}")
+        config["input_contract"] = input_contract(fs.inputs, fs.samples, cfg_r.normalize)  # what emo score must match
         config.update(label_scales(cfg_r, fs, lexicon))
         config.update(semi_info)
         if label_space is not None:
