@@ -172,7 +172,7 @@ def relative_paths(command: list[Any], run_dir: str | Path | None) -> list[str]:
 
     out = []
     for tok in map(str, command):
-        key, eq, val = tok.partition("=") if tok.startswith("--") else ("", "", tok)
+        key, eq, val = tok.partition("=") if (tok.startswith("--") and "=" in tok) else ("", "", tok)
         if run_dir is not None and os.path.isabs(val):
             val = os.path.relpath(val, os.path.abspath(run_dir))
         out.append(f"{key}{eq}{val}" if eq else val)
@@ -274,3 +274,49 @@ def repeats_table(summary: dict[str, Any]) -> str:
 def training_speed(n: int, seconds: float) -> str:
     """The closing line of ``emo fuse train``/``sweep``: ``n`` models trained, wall seconds, models per second."""
     return f"trained {n} model{'s' if n != 1 else ''} in {seconds:.2f} s ({n / max(seconds, 1e-9):.2f} models/s)"
+
+
+def ensemble_report_markdown(result: Mapping[str, Any], run_dir: str | Path | None = None) -> str:
+    """``report.md`` of ``emo fuse ensemble`` from its ``ensemble.json``: protocol statement, member
+    runs with their weights and validation (and test) metric, the fused row (nested: each evaluation
+    group's own weights, so no single weight is shown), the bootstrap interval and the warnings.
+    Run paths are shown relative to ``run_dir``."""
+    import os
+
+    m = result.get("metric", "?")
+    rel = (lambda p: os.path.relpath(p, os.path.abspath(run_dir)) if run_dir is not None and os.path.isabs(str(p)) else str(p))  # noqa: E731
+    st = (result.get("protocol") or {}).get("statement")
+    lines = ["# Ensemble report", ""]
+    if st:
+        lines += [f"**{st[0].upper() + st[1:]}**", ""]
+    lines += [f"- **method**: {result.get('method', '')}", f"- **selection metric**: {m}",
+              f"- **validation**: {result.get('validation', {}).get('note', '')}"]
+    if result.get("created"):
+        lines.append(f"- **time**: {result['created']}")
+    if result.get("command"):
+        import shlex
+
+        lines += ["", "```", shlex.join(relative_paths(shlex.split(str(result["command"])), run_dir)), "```"]
+    test = "runs" in (result.get("test") or {})
+    lines += ["", _md_row(["run", "weight", f"validation {m}", *([f"test {m}"] if test else [])]),
+              _md_row(["---", "---:", "---:", *(["---:"] if test else [])])]
+    for r in result.get("runs", []):
+        lines.append(_md_row([f"`{rel(r)}`", _num(result["weights"].get(r), 3), _num(result["validation"]["runs"][r].get(m)),
+                              *([_num(result["test"]["runs"][r].get(m))] if test else [])]))
+    nested = result.get("validation", {}).get("nested")
+    lines.append(_md_row(["**fused, nested**" if nested else "**fused (weights above)**",
+                          "per held-out group" if nested else "", _num(result["validation"]["fused"].get(m)),
+                          *([_num(result["test"]["fused"].get(m))] if test else [])]))
+    ci = result.get("interval")
+    if isinstance(ci, Mapping) and "low" in ci:
+        lines += ["", f"{int(round(float(ci.get('level', 0.95)) * 100))} % bootstrap interval of the fused {ci.get('metric')} "
+                      f"({ci.get('n_boot')} replicates over {ci.get('n_groups')} evaluation groups): "
+                      f"{_num(ci.get('estimate'))} [{_num(ci.get('low'))}, {_num(ci.get('high'))}]"]
+    if result.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in result["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_ensemble_report(out: str | Path, result: Mapping[str, Any]) -> Path:
+    """Write :func:`ensemble_report_markdown` to ``out/report.md`` atomically."""
+    return write_text(Path(out) / "report.md", ensemble_report_markdown(result, out))
