@@ -166,6 +166,15 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
                                       "va": semi_info.pop("univa_va"), "unlabelled_rows": semi_info.pop("unlabelled_rows"),
                                       "correlation": None if M is None else M.round(6).tolist(), "correlation_note": why,
                                       "source": "Zheng, Yu, Xia, UniVA, eq. 3-11"}
+                if M is not None and cfg_r.univa_eta > 0:  # issue 23: eq. 9's η rewards one constant class
+                    from emo.fuse.univa import eta_vertex_minimum
+
+                    vm = eta_vertex_minimum(M, classes)
+                    semi_info["univa"]["eta_vertex_minimum"] = vm
+                    if vm["collapses"] and progress and r == 0:
+                        progress(f"warning: UniVA η (eq. 9, weight {cfg_r.univa_eta:g}) is {vm['eta_min']:.3f} when every clip is "
+                                 f"predicted {vm['argmin']!r} and 0 for a uniform prediction: eq. 11 rewards predicting "
+                                 f"{vm['argmin']!r} for every clip (try --univa-eta 0 or a small weight)")
         config = {
             "command": command, "dataset": fs.dataset, "features_dir": str(features_dir),
             "feature_specs": [inp.spec for inp in fs.inputs], "inputs": [inp.to_dict() for inp in fs.inputs],

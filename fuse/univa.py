@@ -396,3 +396,32 @@ def soft_fit(xs_tr: list, y_tr: dict[str, np.ndarray], xs_va: list, y_va: dict[s
     return fit_soft_model(xs_tr, t_tr, w_tr, xs_va, soft(y_va), model_args, lr=cfg.lr, weight_decay=cfg.weight_decay,
                           epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size, seed=seed, device=cfg.device,
                           univa=univa, va_tr=y_tr.get("va"), known_tr=y_tr.get("va_known"), M=M)
+
+
+def eta_vertex_minimum(M, classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """Where UniVA's η (eq. 9) is lowest among label distributions that are one-hot or uniform.
+
+    For one sample, ``η(ŷ) = Σ_{j,l} M_jl (ŷ_j − ŷ_l)²``. A uniform ŷ gives 0; a one-hot ŷ on class
+    k gives ``2 Σ_{l≠k} M_kl``. So whenever some class's correlations with the other classes sum
+    to a negative number (eq. 8's cosines are negative for labels of opposite valence), predicting
+    that class for every sample, whatever the input, lowers η below any balanced prediction, and
+    with eq. 11's unit weight η can outweigh the KL term (at most ``log C`` per sample for a
+    constant prediction). On MELD's 7 classes with NRC-VAD, that class is ``neutral``: the
+    documented collapse of ``--univa`` with η (one predicted class, UAR 1/7).
+
+    Args:
+        M: (C, C) correlation matrix (eq. 8). classes: names, for the result.
+
+    Returns:
+        ``{"one_hot": {class: η}, "uniform": 0.0, "argmin": class (or index), "eta_min": float,
+        "collapses": bool}`` (``collapses``: a one-hot prediction has η < 0).
+    """
+    m = np.asarray(M, dtype=np.float64)
+    m = (m + m.T) / 2
+    c = m.shape[0]
+    off = m.sum(1) - np.diag(m)
+    names = list(classes) if classes is not None and len(classes) == c else [str(i) for i in range(c)]
+    vals = {names[k]: round(float(2 * off[k]), 6) for k in range(c)}
+    k = int(np.argmin(off))
+    return {"one_hot": vals, "uniform": 0.0, "argmin": names[k], "eta_min": round(float(2 * off[k]), 6),
+            "collapses": bool(off[k] < 0)}
