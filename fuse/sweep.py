@@ -135,6 +135,8 @@ def sized_windows(layers: list[str], dims: dict[str, int], window: int = 1, stri
             runs[-1].append(k)
         else:
             runs.append([k])
+    if len(runs) <= 1:  # one size: the plain windows (and their messages)
+        return layer_windows(layers, window, stride)
     if window < 1 or stride < 1:
         raise SweepError(f"--window and --stride must be >= 1 (got window {window}, stride {stride})")
     out = [w for run in runs if len(run) >= window for w in layer_windows(run, window, stride)]

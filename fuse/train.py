@@ -172,9 +172,9 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
                     vm = eta_vertex_minimum(M, classes)
                     semi_info["univa"]["eta_vertex_minimum"] = vm
                     if vm["collapses"] and progress and r == 0:
-                        progress(f"warning: UniVA η (eq. 9, weight {cfg_r.univa_eta:g}) is {vm['eta_min']:.3f} when every clip is "
-                                 f"predicted {vm['argmin']!r} and 0 for a uniform prediction: eq. 11 rewards predicting "
-                                 f"{vm['argmin']!r} for every clip (try --univa-eta 0 or a small weight)")
+                        progress(f"warning: UniVA η (eq. 9, weight {cfg_r.univa_eta:g}) is negative when every clip is predicted one of "
+                                 f"{vm['negative']} (down to {vm['eta_min']:.3f} for {vm['argmin']!r}) and 0 for a uniform prediction: "
+                                 "eq. 11 rewards predicting one class for every clip (try --univa-eta 0 or a small weight)")
         config = {
             "command": command, "dataset": fs.dataset, "features_dir": str(features_dir),
             "feature_specs": [inp.spec for inp in fs.inputs], "inputs": [inp.to_dict() for inp in fs.inputs],

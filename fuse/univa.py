@@ -399,22 +399,25 @@ def soft_fit(xs_tr: list, y_tr: dict[str, np.ndarray], xs_va: list, y_va: dict[s
 
 
 def eta_vertex_minimum(M, classes: Sequence[str] | None = None) -> dict[str, Any]:
-    """Where UniVA's η (eq. 9) is lowest among label distributions that are one-hot or uniform.
+    """Why UniVA with η (eq. 11) can predict one class for every clip: η's value at one-hot predictions.
 
-    For one sample, ``η(ŷ) = Σ_{j,l} M_jl (ŷ_j − ŷ_l)²``. A uniform ŷ gives 0; a one-hot ŷ on class
-    k gives ``2 Σ_{l≠k} M_kl``. So whenever some class's correlations with the other classes sum
-    to a negative number (eq. 8's cosines are negative for labels of opposite valence), predicting
-    that class for every sample, whatever the input, lowers η below any balanced prediction, and
-    with eq. 11's unit weight η can outweigh the KL term (at most ``log C`` per sample for a
-    constant prediction). On MELD's 7 classes with NRC-VAD, that class is ``neutral``: the
-    documented collapse of ``--univa`` with η (one predicted class, UAR 1/7).
+    For one sample, eq. 9 is ``η(ŷ) = Σ_{j,l} M_jl (ŷ_j − ŷ_l)² = 2 ŷᵀ(diag(r) − M) ŷ`` with ``r`` the
+    row sums of ``M``. A uniform ŷ gives 0; a one-hot ŷ on class k gives ``2 Σ_{l≠k} M_kl``. Eq. 8's
+    cosines are negative between labels of opposite valence, so for some classes that sum is negative:
+    predicting such a class for every sample, whatever the input, makes η negative (below any balanced
+    prediction), and these one-hot points are local minima of η. With eq. 11's unit weight, η
+    (MELD with NRC-VAD: −4.97 at ``joy``, −3.25 at ``neutral`` and ``surprise``) outweighs the KL term
+    (``log 7`` = 1.95 for a uniform prediction), so a model whose features separate the classes
+    weakly lowers its loss most by committing every clip to one of them (``results/seams.json``,
+    finding 7: every MELD test utterance ``neutral``).
 
     Args:
         M: (C, C) correlation matrix (eq. 8). classes: names, for the result.
 
     Returns:
-        ``{"one_hot": {class: η}, "uniform": 0.0, "argmin": class (or index), "eta_min": float,
-        "collapses": bool}`` (``collapses``: a one-hot prediction has η < 0).
+        ``{"one_hot": {class: η}, "uniform": 0.0, "argmin": class with the lowest one-hot η,
+        "eta_min": float, "negative": classes whose one-hot η is < 0 (sorted by η),
+        "collapses": bool (any)}``.
     """
     m = np.asarray(M, dtype=np.float64)
     m = (m + m.T) / 2
@@ -423,5 +426,6 @@ def eta_vertex_minimum(M, classes: Sequence[str] | None = None) -> dict[str, Any
     names = list(classes) if classes is not None and len(classes) == c else [str(i) for i in range(c)]
     vals = {names[k]: round(float(2 * off[k]), 6) for k in range(c)}
     k = int(np.argmin(off))
+    neg = [names[j] for j in np.argsort(off) if off[j] < 0]
     return {"one_hot": vals, "uniform": 0.0, "argmin": names[k], "eta_min": round(float(2 * off[k]), 6),
-            "collapses": bool(off[k] < 0)}
+            "negative": neg, "collapses": bool(neg)}
