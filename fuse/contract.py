@@ -68,7 +68,8 @@ def contract_differences(contract: dict[str, Any], *, audio: str | None = None, 
     """What scoring would compute differently from training: one sentence per difference (empty:
     consistent). ``audio``: where the scored clips' audio comes from (:func:`audio_source`);
     ``face_detector``: the detector scoring would use; ``text_column``: the transcript column
-    scoring reads (``None``: not known, e.g. a ``--transcripts`` file, not compared)."""
+    scoring reads (``None``: not known, e.g. a ``--transcripts`` file; ``default``: the adapter's
+    default; neither is compared)."""
     out = []
     for name, rec in (contract or {}).get("inputs", {}).items():
         src = rec.get("audio_source")
@@ -79,6 +80,6 @@ def contract_differences(contract: dict[str, Any], *, audio: str | None = None, 
         if face_detector and det and det != face_detector:
             out.append(f"{name}: the run's face crops came from the {det!r} detector, scoring would use {face_detector!r}")
         col = rec.get("text_column")
-        if text_column is not None and col and col != (text_column or "default"):
+        if text_column not in (None, "default") and col not in (None, "default") and col != text_column:
             out.append(f"{name}: the run's transcripts came from column {col!r}, scoring would read {text_column!r}")
     return out

@@ -24,7 +24,10 @@ from emo.fuse.runcheck import require_finite
 
 #: Provenance attributes copied from each store into a run's config.
 PROVENANCE_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "modality", "dtype", "emo_version", "created",
-                   "derived_from")  # derived stores (CLIPL-A): how to recompute them (emo score)
+                   "derived_from",  # derived stores (CLIPL-A): how to recompute them (emo score)
+                   # issue 23: what else changes an input value, for the run's input_contract (emo.fuse.contract)
+                   "dataset_options", "face_detector", "face_weights_hash", "face_size", "face_template", "max_side",
+                   "lexicon_hash", "max_seconds")
 
 
 class FeatureError(ValueError):
