@@ -24,6 +24,7 @@ commit (``--label before``, run from a ``git worktree`` at 20e060e) and this bra
 ``results/seams.json``.
 
     python proofs/seams.py --shared /work/shared/data --label after --merge /tmp/seams_before.json
+    python proofs/seams.py --combine AFTER.json BEFORE.json     # only combine two finished runs
 """
 
 from __future__ import annotations
@@ -424,6 +425,48 @@ def has_option(cmd: str, opt: str) -> bool:
     return opt in _HELP[cmd]
 
 
+def _get(d: dict, *path, default=None):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def summary(before: dict, after: dict) -> dict:
+    """Per finding, the numbers that show it before (fork commit) and after (this branch)."""
+    rows = {}
+    for tag, r in (("before", before), ("after", after)):
+        f1, f2a, f2b, f2c = (r.get(k, {}) for k in ("finding_1", "finding_2a", "finding_2b", "finding_2c4"))
+        f3, f5, f6, f7 = (r.get(k, {}) for k in ("finding_3", "finding_5", "finding_6", "finding_7"))
+        rows[tag] = {
+            "1_default_pooled_uar": _get(f1, "default", "pooled_uar"), "1_default_folds": _get(f1, "default", "config_folds"),
+            "1_default_metrics_has_protocol": _get(f1, "default", "metrics_protocol") is not None,
+            "1_speaker_pooled_uar": _get(f1, "speaker", "pooled_uar"), "1_5fold_pooled_uar": _get(f1, "five_fold_asked", "pooled_uar"),
+            "1_emobox_rc": _get(f1, "emobox_folds", "rc"),
+            "1_emobox_speaker_independent": _get(f1, "emobox_folds", "metrics_protocol", "speaker_independent"),
+            "2a_egemaps_max_rel_diff_wav_vs_mp4": _get(f2a, "egemaps_wav_vs_mp4", "max_relative_difference"),
+            "2a_score_mp4_rc": _get(f2a, "score_files_rc"), "2a_labels_differ": _get(f2a, "labels_differ"),
+            "2a_audio_dir_vs_dataset_different": _get(f2a, "audio_dir_vs_dataset_different"),
+            "2b_run_test_uar": _get(f2b, "run_test_uar"), "2b_score_plain": _get(f2b, "score_without_speakers"),
+            "2b_score_own_statistics": _get(f2b, "score_with_speakers"), "2b_score_fallback": _get(f2b, "score_fallback_global"),
+            "2c_run_records_detector": _get(f2c, "run_records_detector"), "2c_score_haar_rc": _get(f2c, "score_with_haar", "rc"),
+            "3_chinese": _get(f3, "chinese_default"), "3_english": _get(f3, "english"),
+            "3_make_features_text_column_name": _get(f3, "make_features_passes_text_column_and_name"),
+            "4_sweep_fer_xception": _get(f2c, "sweep_fer_xception"), "4_sweep_rare_rc": _get(f2c, "sweep_rare_classes", "rc"),
+            "5_default_scoring": _get(f5, "default_scoring"), "5_submission": _get(f5, "submission"),
+            "5_subset_rc": _get(f5, "subset_candidates_submission", "rc"),
+            "6_report": _get(f6, "report_md"), "6_class_index_warnings": _get(f6, "warnings_with_class_indices"),
+            "6_ensemble": _get(f6, "ensemble"), "6_repeats_labelled": _get(f6, "repeats", "labelled"),
+            "7_eta_1": {k: _get(f7, "eta_1", k) for k in ("test_waf", "test_uar", "distinct_predicted_classes", "most_common", "metrics_warnings")},
+            "7_eta_0": {k: _get(f7, "eta_0", k) for k in ("test_waf", "test_uar", "distinct_predicted_classes", "most_common")},
+            "7_eta_vertex_minimum": _get(f7, "eta_1", "eta_vertex_minimum"),
+        }
+        rows[tag + "_verdicts"] = {k: v.get("now") for k, v in r.items() if isinstance(v, dict) and "now" in v}
+        rows[tag + "_verdicts"].update({"2c": f2c.get("finding2c_now"), "4": f2c.get("finding4_now")})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
@@ -432,7 +475,15 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="result file (default results/seams.json for after, else WORK/seams_LABEL.json)")
     ap.add_argument("--merge", default=None, help="a --label before result to put beside this one")
     ap.add_argument("--only", default="", help="comma list of findings to run (1,2a,2b,2c4,3,5,6,7)")
+    ap.add_argument("--combine", nargs=2, metavar=("AFTER", "BEFORE"), help="only combine two result files into --out")
     a = ap.parse_args()
+    if a.combine:
+        after, before = jload(Path(a.combine[0])), jload(Path(a.combine[1]))
+        res = {"issue": 23, "summary": summary(before, after), "after": after, "before": before}
+        dest = Path(a.out or ROOT / "results" / "seams.json")
+        dest.write_text(json.dumps(res, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        print(f"wrote {dest}", file=sys.stderr)
+        return
     shared, work = Path(a.shared).resolve(), Path(a.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     lexicon = shared / "lexicon" / "NRC-VAD-Lexicon.txt"
@@ -458,7 +509,8 @@ def main() -> None:
         print(f"finding {key}: {res[f'finding_{key}'].get('now', res[f'finding_{key}'].get('error'))}", file=sys.stderr)
     res["seconds_total"] = round(time.perf_counter() - t0, 1)
     if a.merge:
-        res = {"issue": 23, "after": res, "before": jload(Path(a.merge))}
+        before = jload(Path(a.merge))
+        res = {"issue": 23, "summary": summary(before, res), "after": res, "before": before}
     dest = Path(a.out) if a.out else (ROOT / "results" / "seams.json" if a.label == "after" else work / f"seams_{a.label}.json")
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(res, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")

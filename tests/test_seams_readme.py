@@ -39,6 +39,8 @@ def test_readme_mer_block_runs(shared, tmp_path):
     extra = info["candidates"][0]
     with open(r26 / "track1_train.csv", "a", newline="", encoding="utf-8") as f:
         csv.writer(f).writerow([extra, "worried"])
+    cand = r26 / "track1_track2_candidate.csv"  # training and candidate clips are disjoint, as in the release
+    cand.write_text("name\n" + "".join(f"{n}\n" for n in info["candidates"] if n != extra), encoding="utf-8")
     subs = {"/data/mer2026-dataset": str(r26), "/data/mer2025": str(r25),
             "/data/NRC-VAD-Lexicon.txt": str(shared / "lexicon" / "NRC-VAD-Lexicon.txt"),
             "/data/emotion_wheel": str(shared / "emotion_wheel")}
