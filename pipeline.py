@@ -26,14 +26,11 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import typer
 
 from emo import fsio
-from emo.exitcodes import ExitCode
-from emo.extract.datasets import dataset_names
 from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
 
 if TYPE_CHECKING:
@@ -762,13 +759,13 @@ def resolve_subset(dataset: str | None, subset: str | None) -> str | None:
     """The MER adapter ``subset`` option for ``--subset`` (``None``: not a MER dataset and none given).
 
     Raises:
-        typer.BadParameter: an unknown value, or ``--subset`` with a dataset that has no subsets.
+        ValueError: an unknown value, or ``--subset`` with a dataset that has no subsets (``emo score`` exits 2).
     """
     if subset is not None and subset not in SUBSET_OPTION:
-        raise typer.BadParameter(f"--subset must be one of {', '.join(SUBSET_OPTION)}, not {subset!r}")
+        raise ValueError(f"--subset must be one of {', '.join(SUBSET_OPTION)}, not {subset!r}")
     if dataset is None or not dataset.startswith("mer"):
         if subset is not None:
-            raise typer.BadParameter("--subset applies to --dataset mer2023/mer2024/mer2025/mer2026")
+            raise ValueError("--subset applies to --dataset mer2023/mer2024/mer2025/mer2026")
         return None
     return SUBSET_OPTION[subset or ("candidates" if dataset in CHALLENGE_DATASETS else "all")]
 
@@ -811,84 +808,3 @@ def write_submission(scores_csv: str | os.PathLike, path: str | os.PathLike, tra
         header = ["name", "discrete"]
     fsio.write_csv(Path(path), out, header=header)
     return Path(path)
-
-
-def score_cmd(
-    paths: Optional[list[Path]] = typer.Argument(None, help="Media files and/or folders (searched recursively)."),
-    run: Path = typer.Option(..., "--run", help="Run directory written by `emo fuse train`."),
-    out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Output CSV."),
-    transcripts: Optional[Path] = typer.Option(None, "--transcripts", help="CSV with columns name,transcript (names: file stems), for runs with text features."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=f"Score a dataset through its adapter ({', '.join(dataset_names())}: its names and transcripts) instead of files; with --root."),
-    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root, with --dataset."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="With --dataset: transcript column (e.g. chinese, english)."),
-    name: Optional[str] = typer.Option(None, "--name", help="With --dataset: the dataset name given to emo extract --name (the folder under --features-dir)."),
-    features_dir: Optional[Path] = typer.Option(None, "--features-dir", help="Reuse these emo extract stores (DIR/ENCODER.h5, or DIR/DATASET/ with --dataset) for files they hold, when their provenance matches the run."),
-    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD-Lexicon.txt, for runs with nrc_vad features and for vad_label/vad_words (else the run's, then $EMO_LEXICON)."),
-    radius: float = typer.Option(0.25, "--radius", min=0.0, help="Runs with a VAD output: L2 radius of vad_words (0.25 as in Jia et al. 2024)."),
-    vocabulary: str = typer.Option("affect", "--vocabulary", help="Runs with a VAD output: 'affect', 'emolex' or a word-list file (as emo lexicon nearest)."),
-    vad_labels: Optional[str] = typer.Option(None, "--vad-labels", help="Runs with a VAD output: k-means classes, a label set (mer, meld, emodb, ...) or comma-separated names (default: the run's)."),
-    track: Optional[str] = typer.Option(None, "--track", help="With --dataset mer2025/mer2026: the track (1, 2 or 3)."),
-    device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda or cuda:N."),
-    cache: Optional[Path] = typer.Option(None, help="Keep extracted features here (default: temporary)."),
-    face_detector: Optional[str] = typer.Option(None, help="mtcnn or haar, for runs with face features (default: the run's detector; another is refused)."),
-    subset: Optional[str] = typer.Option(None, "--subset", help="With --dataset mer2023-mer2026: candidates (the clips to predict; default for mer2025/mer2026) | train (the labelled clips: in-sample for the fold models that saw them) | all."),
-    submission: Optional[Path] = typer.Option(None, "--submission", help="Also write the challenge's submission file here (MER 2025/2026: name,discrete for Track 1; name,openset for Track 2), candidates only."),
-    speakers: Optional[Path] = typer.Option(None, "--speakers", help="CSV with name and a speaker column (--speaker-column), for runs trained with --normalize speaker (with --dataset: its speakers by default)."),
-    speaker_column: str = typer.Option("speaker", "--speaker-column", help="The speaker column of --speakers."),
-    speaker_fallback: str = typer.Option("refuse", "--speaker-fallback", help="--normalize speaker runs, clips whose speaker is unknown or has fewer than --min-speaker-clips clips: refuse | global (each fold's global training statistics; written into every row)."),
-    min_speaker_clips: int = typer.Option(MIN_SPEAKER_CLIPS, "--min-speaker-clips", min=1, help="Fewest scored clips of a speaker whose own statistics normalise them."),
-    audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Pre-extracted wav files (NAME.wav) that audio encoders read instead of the media's own track (MER 2025/2026 training reads audio/NAME.wav)."),
-    mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
-    progress: bool = typer.Option(True, help="Show progress bars (also the model-loading bars of the Hugging Face libraries)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow encoders whose model repository ships Python code (Baichuan2) to run it (review it first)."),
-) -> None:
-    """Score new files with a trained run: name, relative path, flags, predicted label, one probability
-    column per class; for runs with a VAD output also valence, arousal, dominance (in [-1, 1] for
-    --vad-targets lexicon runs), vad_label (k-means label) and vad_words (words within --radius,
-    ';'-separated, nearest first). A valence output keeps its training scale (config.json:
-    valence_scale, [-5, 5] for MER).
-
-    Broken files get an error row and are listed in the summary; exit status 3 when any failed.
-    """
-    from emo.extract.datasets import DatasetError, get_dataset
-    from emo.extract.faces.core import FaceError
-    from emo.extract.progress import model_loading_bars
-    from emo.extract.store import StoreError
-    from emo.extract.types import EncoderError
-    from emo.fuse.run import RunError
-
-    if (dataset is None) != (root is None):
-        raise typer.BadParameter("--dataset and --root go together")
-    if dataset is not None and paths:
-        raise typer.BadParameter("give either files/folders or --dataset/--root, not both")
-    if dataset is None and not paths:
-        raise typer.BadParameter("give files/folders to score, or --dataset NAME --root DIR")
-    mer_subset = resolve_subset(dataset, subset)
-    if speaker_fallback not in SPEAKER_FALLBACKS:
-        raise typer.BadParameter(f"--speaker-fallback must be one of {', '.join(SPEAKER_FALLBACKS)}")
-    try:
-        extra = {"subset": mer_subset} if mer_subset else {}
-        adapter = get_dataset(dataset, str(root), text_column=text_column, track=track, dataset_name=name, **extra) if dataset else None
-        fdir = features_dir
-        if fdir is not None and adapter is not None and (fdir / adapter.dataset).is_dir():
-            fdir = fdir / adapter.dataset
-        with model_loading_bars(progress):  # --no-progress also silences the libraries' model-loading bars
-            res = score(paths, run, out, device=device, cache=cache, face_detector=face_detector,
-                        mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress,
-                        transcripts=transcripts, adapter=adapter, features_dir=fdir, lexicon=lexicon,
-                        warn=lambda m: typer.echo(f"warning: {m}", err=True), radius=radius, vocabulary=vocabulary,
-                        vad_labels=vad_labels, trust_remote_code=trust_remote_code, speakers=speakers,
-                        speaker_column=speaker_column, speaker_fallback=speaker_fallback,
-                        min_speaker_clips=min_speaker_clips, audio_dir=audio_dir)
-        if submission is not None:
-            typer.echo(f"submission: {write_submission(out, submission, track)}")
-    except (RunError, DatasetError, StoreError, EncoderError, FaceError, ValueError, OSError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(ExitCode.ERROR) from None
-    reused = sum(res["reused"].values())
-    typer.echo(f"scored {res['ok']}/{res['n']} files -> {res['out']}"
-               + (f" ({reused} encoder x file features reused from {fdir})" if reused else ""))
-    for n, e in res["failed"].items():
-        typer.echo(f"  failed {n}: {e}")
-    if res["failed"]:
-        raise typer.Exit(ExitCode.PARTIAL)

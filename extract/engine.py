@@ -22,7 +22,7 @@ from typing import Any, Collection, Iterator
 
 import numpy as np
 
-from emo.extract.batching import pack
+from emo.extract.packing import pack
 from emo.extract.datasets import DatasetAdapter, DatasetError, Sample, write_manifest
 from emo.extract.encoders.base import Encoder
 from emo.extract.faces.core import DEFAULT_FPS

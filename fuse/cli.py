@@ -2,203 +2,236 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
+
+from emo.cliargs import GroupedCommand, command, command_line, current_options
+from emo.fuse.config import HEAD, INPUTS, METHODS, OPTIM, OUTPUT, PROTOCOL, TASK, TrainConfig
+from emo.fuse.options import LAYERS, CompareOptions, EnsembleOptions, ReportOptions, RunOptions, SweepOptions, read_config_file
+
+#: ``--help`` group order of the smaller fuse commands.
+PANELS = (INPUTS, TASK, PROTOCOL, METHODS, OPTIM, OUTPUT)
 
 app = typer.Typer(no_args_is_help=True, help="Train fusion heads on cached features.")
 
 
-def _features_with_layers(features: list[str], layers: list[str]) -> list[str]:
-    """Attach ``--layers`` to the feature spec. Layers belong in the spec (``--features
-    hubert_large:16-21``); ``--layers`` is a shorthand allowed only with exactly one ``--features``
-    that names no layers itself, so there is never a question which encoder it means.
-
-    Raises:
-        typer.BadParameter: ``--layers`` with several ``--features``, given twice, or with a spec that has layers.
-    """
-    from emo.fuse.data import parse_feature_spec
-
-    if not layers:
-        return list(features)
-    if len(layers) > 1 or len(features) != 1:
-        raise typer.BadParameter("--layers applies only to a single --features; with several, write the layers "
-                                 "into each spec (--features hubert_large:16-21 --features egemaps)")
-    if parse_feature_spec(features[0]).layers is not None:
-        raise typer.BadParameter(f"--features {features[0]} already names layers; drop --layers {layers[0]}")
-    return [f"{features[0]}:{layers[0]}"]
-
-
-@app.command()
-def train(
-    ctx: typer.Context,
-    config: Optional[Path] = typer.Option(None, "--config", help="Experiment file (YAML or JSON) with option values, or a run's config.json to reproduce that run; options given on the command line override it."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name (the folder under --features-dir). Required (here or in --config)."),
-    features: List[str] = typer.Option([], "--features", help="Encoder spec NAME[=SOURCE][:LAYERS]; repeatable. Required (here or in --config)."),
-    layers: List[str] = typer.Option([], "--layers", help="Layer spec (16-21) when exactly one --features is given; otherwise put layers in each spec (hubert_large:16-21)."),
-    features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
-    head: str = typer.Option("afg", "--head", help="afg | attention | transformer | mlp | linear | univa (per-modality encoders, for --univa)"),
-    structure: int = typer.Option(1, "--structure", help="AFG structure 1, 2 or 3 (MER 2023 paper, Fig. 1)."),
-    afg_scores: str = typer.Option("concat", "--afg-scores", help="AFG attention scores: concat (eq. 2 of the MER 2023 paper: from all N features concatenated) | per-input (each feature scored alone)."),
-    layer_weights: bool = typer.Option(False, "--layer-weights", help="Learnable weighted sum over each encoder's layers."),
-    layer_weights_init: str = typer.Option("18", "--layer-weights-init", help="With --layer-weights: the layer whose weight starts at 1 (others 0; 1/L each when absent)."),
-    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence | discrete+vad | multilabel (several emotions per clip: KL loss, threshold), or label columns NAME[+NAME...] (emotion = the dataset's emotion label; e.g. emotion+intent: one classifier per task, JRBM)."),
-    label_column: List[str] = typer.Option([], "--label-column", help="NAME=COLUMN: task NAME reads the manifest label column COLUMN (default: the column named NAME); repeatable."),
-    joint: str = typer.Option("none", "--joint", help="With --task A+B: none (independent models) | crossattn (frozen task models + gated cross-attention joint module, MEIJU) | shared (one head, one classifier per task)."),
-    vad_targets: str = typer.Option("dataset", "--vad-targets", help="VAD targets: dataset (its valence/arousal/dominance columns) | lexicon (the NRC-VAD point of each discrete label, neutral = origin; the file: --lexicon)."),
-    emotion_wheel: str = typer.Option("", "--emotion-wheel", help="--task multilabel: the MER emotion_wheel/ folder (format.csv, synonym.xlsx, wheel1-5.xlsx): word forms merged in the class list, emotion-wheel F1 (MER-FG metric) in metrics.json."),
-    decoder: str = typer.Option("separate", "--decoder", help="separate | jdev (joint emotion-valence decoding)"),
-    loss_weighting: str = typer.Option("fixed", "--loss-weighting", help="fixed | uncertainty (Wang et al., MER 2023: uncertainty-weighted multi-task loss)"),
-    class_weights: bool = typer.Option(False, "--class-weights", help="Balanced class weights in the cross-entropy."),
-    folds: str = typer.Option("auto", "--folds", help="auto (leave-one-speaker-out when every sample has a speaker, else stratified 5-fold, stated as speaker-dependent) | K (stratified k-fold) | speaker (leave-one-speaker-out) | split | file:PATH (fold lists: an EmoBox data/<dataset> folder or a name,fold CSV)"),
-    test_split: List[str] = typer.Option([], "--test-split", help="Partition(s) held out as test set (fold models averaged)."),
-    train_splits: List[str] = typer.Option([], "--train-splits", help="Evaluation partition(s) (test, test1, test2, test3) allowed into the cross-validation pool; by default they never enter training."),
-    normalize: str = typer.Option("global", "--normalize", help="none | global (training-fold statistics; the default, shared with emo fuse sweep) | speaker"),
-    seed: int = typer.Option(0, "--seed"),
-    seeds: int = typer.Option(0, "--seeds", help="Models per fold, outputs averaged (0 = auto: 5 below 2000 training samples, else 1)."),
-    epochs: int = typer.Option(100, "--epochs", help="Maximum epochs (early stopping on the inner validation split)."),
-    patience: int = typer.Option(0, "--patience", help="Epochs without a lower validation loss before stopping (0 = auto: 15 small, 5 large)."),
-    lr: float = typer.Option(1e-3, "--lr"),
-    weight_decay: float = typer.Option(1e-2, "--weight-decay"),
-    label_smoothing: float = typer.Option(0.1, "--label-smoothing", help="Cross-entropy label smoothing."),
-    batch_size: int = typer.Option(0, "--batch-size", help="0 = auto: 32 below 2000 training samples, else 256."),
-    hidden: int = typer.Option(256, "--hidden"),
-    dropout: float = typer.Option(0.5, "--dropout"),
-    device: str = typer.Option("cpu", "--device"),
-    threads: int = typer.Option(0, "--threads", help="torch threads for training (0 = auto: 1 below 2000 training samples, else all cores; 1 is best on a busy CPU)."),
-    frames: bool = typer.Option(False, "--frames", "--sequence", help="Encoders whose store has frame-level features (emo extract --frames) feed an LSTM whose output is their token."),
-    frame_bidirectional: bool = typer.Option(True, "--bidirectional/--unidirectional", help="With --frames: bidirectional LSTM."),
-    frame_pooling: str = typer.Option("mean", "--frame-pooling", help="With --frames: mean (of the LSTM outputs over the valid frames) | last (final hidden states)."),
-    batched: bool = typer.Option(True, "--batched/--sequential", help="Train every fold x seed at once as one batched model (default), or one model after another (the reference loop)."),
-    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw | lbfgs (full-batch L-BFGS to the optimum; --head linear only)."),
-    threshold: float = typer.Option(0.18, "--threshold", help="--task multilabel: a label is predicted when its probability exceeds this (UniVA: 0.18)."),
-    tune_threshold: bool = typer.Option(False, "--tune-threshold", help="--task multilabel: choose the threshold on the folds' inner-validation rows (micro-F1 over a grid; never on evaluation rows); config.json records it and emo score uses it."),
-    univa: bool = typer.Option(False, "--univa/--no-univa", help="UniVA losses (needs --head univa): VA-driven contrastive loss per modality + emotion-correlation prior; unlabelled clips with a valence-arousal join training."),
-    univa_lambda: float = typer.Option(0.3, "--univa-lambda", help="UniVA eq. 11: L = λ Σ_m L_CL + (1 − λ) L_KL + η."),
-    univa_delta: float = typer.Option(0.1, "--univa-delta", help="UniVA: valence-arousal distance below which two clips are positives."),
-    univa_tau: float = typer.Option(0.07, "--univa-tau", help="UniVA: temperature of the contrastive loss."),
-    univa_eta: float = typer.Option(1.0, "--univa-eta", help="UniVA: weight of the emotion-correlation prior η (1 in eq. 11; 0 leaves it out). With anti-correlated classes η favours one class for every clip; see the docs."),
-    va_source: str = typer.Option("auto", "--va-source", help="Valence-arousal of a clip for --univa: auto | dataset (its columns) | label (NRC-VAD of its label) | transcript (NRC-VAD of its words)."),
-    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="NRC-VAD lexicon file for --univa and --vad-targets lexicon (default: $EMO_LEXICON or emo's data directory)."),
-    pseudo_labels: Optional[Path] = typer.Option(None, "--pseudo-labels", help="pseudo.csv of emo fuse pseudo-label: added to the training part of every fold (never validation or evaluation)."),
-    pseudo_weight: float = typer.Option(0.5, "--pseudo-weight", help="Loss weight of a pseudo-labelled clip (labelled clips: 1)."),
-    frame_encoder: str = typer.Option("lstm", "--frame-encoder", help="With --frames: lstm | textcnn (Kim 2014: widths 3,4,5 x 100 maps, max-over-time)."),
-    frame_tokens: bool = typer.Option(False, "--frame-tokens", help="With --frames --head transformer: attend over every frame token of every modality (padding-masked) instead of one pooled token per input."),
-    max_frame_tokens: int = typer.Option(64, "--max-frame-tokens", help="With --frame-tokens: most frames per input stream (longer sequences are evenly subsampled)."),
-    align: str = typer.Option("strict", "--align", help="strict | intersect (for stores with different samples)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (runs/NAME). Required (here or in --config)."),
-    repeats: int = typer.Option(1, "--repeats", min=1, help="Independent reseeded repetitions of the whole cross-validation: mean ± std and a 95% group-bootstrap interval (others in OUT/repeats/)."),
-    restart: bool = typer.Option(False, "--restart", help="Discard the finished folds of an interrupted run with this --out instead of continuing it."),
-    allow_rare_classes: bool = typer.Option(False, "--allow-rare-classes", help="Train even when a class has fewer than 2 labelled samples (refused by default: usually a typo in the labels)."),
-    augmented: List[str] = typer.Option([], "--augmented", help="ENCODER+TAG store (emo extract --augment) whose copies of the training clips join training (never the validation or evaluation clips); repeatable."),
-    evaluate_on: Optional[str] = typer.Option(None, "--evaluate-on", help="TAG: evaluate on the ENCODER+TAG copies of the evaluated clips instead of the clean clips."),
-) -> None:
+@app.command(cls=GroupedCommand)
+@command(RunOptions, TrainConfig, read_config=read_config_file,
+         config_help="Experiment file (YAML or JSON) with option values, or a run's config.json to reproduce that run; "
+                     "options given on the command line override it.",
+         panels=(INPUTS, HEAD, TASK, OPTIM, PROTOCOL, METHODS, OUTPUT))
+def train(ctx: typer.Context, run: RunOptions, cfg: TrainConfig) -> None:
     """Train a fusion head with cross-validation and write a run directory.
 
     Early stopping uses an inner validation split held out from the training folds (one training speaker for --folds speaker, a stratified 10% for k-fold, the dev partition for split), so the evaluation fold stays unseen. Prints fold metrics, mean ± std and pooled out-of-fold metrics.
 
     Settings can come from a file: --config exp.yaml (option names as keys), or --config runs/X/config.json to reproduce run X (give a new --out). Options on the command line override the file; the run records the full command.
     """
-    from dataclasses import fields
+    import time
 
     from emo.exitcodes import ExitCode
     from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
-    from emo.fuse.config import ConfigFileError, TrainConfig, read_config_file
     from emo.fuse.data import FeatureError
-    from emo.fuse.options import command_line, merge_config_file
+    from emo.fuse.multitask import LabelTask, MultiConfig, is_multitask, multitask_table, train_multitask
     from emo.fuse.protocols import ProtocolError
-    from emo.fuse.report import results_table
+    from emo.fuse.report import repeats_table, results_table, training_speed
     from emo.fuse.train import train as train_run
 
-    values = {k: v for k, v in ctx.params.items()}
-    if config is not None:
-        try:
-            values = merge_config_file(ctx, values, read_config_file(config), source=str(config))
-        except ConfigFileError as e:
-            raise typer.BadParameter(str(e), param_hint="--config") from None
-    for name in ("features_dir", "out", "lexicon", "pseudo_labels"):
-        if values[name] is not None:
-            values[name] = Path(values[name])
-    missing = [f"--{n.replace('_', '-')}" for n in ("dataset", "features", "out") if not values[n]]
-    if missing:
-        raise typer.BadParameter(f"missing {', '.join(missing)} (give it on the command line or in --config)")
-    if config is not None and (config.parent / "config.json").resolve() == (values["out"] / "config.json").resolve():
-        raise typer.BadParameter(f"--out {values['out']} is the run being reproduced; give a new run directory")
-    v = values
     try:
-        specs = _features_with_layers(list(v["features"]), list(v["layers"]))
-    except (FeatureError, StoreError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(ExitCode.ERROR) from None
-    from emo.fuse.multitask import MultiConfig, is_multitask, multitask_table, parse_tasks, train_multitask
-
-    multi = is_multitask(v["task"], list(v["label_column"]))
-    cfg = TrainConfig(**{f.name: v[f.name] for f in fields(TrainConfig)} | ({"task": "discrete"} if multi else {}))
-    try:
-        cfg.validate()
-        if multi:
-            parse_tasks(v["task"], list(v["label_column"]))
-            MultiConfig(v["joint"]).validate()
-            if v["repeats"] > 1:
-                raise ValueError("--repeats is not available for multi-task runs (--task A+B)")
-        elif v["joint"] != "none":
-            raise ValueError(f"--joint {v['joint']} needs several tasks (--task A+B)")
+        run.validate(cfg)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    command = command_line(ctx, {**v, "features": specs, "layers": []}, skip=("config",))
-    import time
-
+    config = ctx.params.get("config")
+    if config is not None and (config.parent / "config.json").resolve() == (run.out / "config.json").resolve():
+        raise typer.BadParameter(f"--out {run.out} is the run being reproduced; give a new run directory")
+    try:
+        specs = run.feature_specs()
+    except FeatureError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    command = command_line(ctx, {**ctx.params, "features": [str(s) for s in specs], "layers": []})
+    progress = lambda line: typer.echo(line, err=True)  # noqa: E731
     t0 = time.perf_counter()
-    if multi:
+    if is_multitask(cfg.task, list(run.label_column)):
         try:
-            result, run_config = train_multitask(v["features_dir"], v["dataset"], specs, cfg, v["task"], list(v["label_column"]),
-                                                 MultiConfig(v["joint"]), protocol=v["folds"], out=v["out"], align=v["align"],
-                                                 test_splits=list(v["test_split"]) or None, command=command,
-                                                 progress=lambda line: typer.echo(line, err=True),
-                                                 augmented=list(v["augmented"]), evaluate_on=v["evaluate_on"])
+            result, run_config = train_multitask(run.features_dir, run.dataset, specs, replace(cfg, task="discrete"), cfg.task,
+                                                 list(run.label_column), MultiConfig(run.joint), protocol=run.folds, out=run.out,
+                                                 align=run.align, test_splits=list(run.test_split) or None, command=command,
+                                                 progress=progress, augmented=list(run.augmented), evaluate_on=run.evaluate_on)
         except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(ExitCode.ERROR) from None
-        from emo.fuse.multitask import LabelTask
-
         typer.echo(multitask_table(result, [LabelTask(t["name"], t["column"], tuple(t["classes"])) for t in run_config["tasks"]]))
-        typer.echo(f"run written to {v['out']}")
+        typer.echo(f"run written to {run.out}")
         return
     try:
-        result, run_config = train_run(v["features_dir"], v["dataset"], specs, cfg, protocol=v["folds"], out=v["out"], align=v["align"],
-                              test_splits=list(v["test_split"]) or None, command=command,
-                              progress=lambda line: typer.echo(line, err=True), repeats=v["repeats"], restart=v["restart"],
-                              train_splits=list(v["train_splits"]) or None,
-                              pseudo_labels=v["pseudo_labels"], pseudo_weight=v["pseudo_weight"], lexicon=v["lexicon"],
-                              allow_rare_classes=v["allow_rare_classes"], augmented=list(v["augmented"]), evaluate_on=v["evaluate_on"])
+        result, run_config = train_run(run.features_dir, run.dataset, specs, cfg, protocol=run.folds, out=run.out, align=run.align,
+                                       test_splits=list(run.test_split) or None, command=command, progress=progress,
+                                       repeats=run.repeats, restart=run.restart, train_splits=list(run.train_splits) or None,
+                                       pseudo_labels=run.pseudo_labels, pseudo_weight=run.pseudo_weight, lexicon=run.lexicon,
+                                       allow_rare_classes=run.allow_rare_classes, augmented=list(run.augmented),
+                                       evaluate_on=run.evaluate_on)
     except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, KeyError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR) from None
-    out = v["out"]
     typer.echo(results_table(result, cfg.task))
-    if v["repeats"] > 1:
-        from emo.fuse.report import repeats_table
-
+    if run.repeats > 1:
         typer.echo(repeats_table(run_config["repeats_summary"]))
-    typer.echo(f"run written to {out}")
+    typer.echo(f"run written to {run.out}")
+    typer.echo(training_speed(sum(len(s) for s in result.states) * run.repeats, time.perf_counter() - t0))
+
+
+@app.command("sweep", cls=GroupedCommand)
+@command(SweepOptions, panels=(INPUTS, LAYERS, HEAD, TASK, OPTIM, PROTOCOL, OUTPUT))
+def sweep_cmd(ctx: typer.Context, o: SweepOptions) -> None:
+    """Layer ablation: one probe per layer (or window of layers) per fold; writes sweep.csv, sweep.json
+    and sweep.png into --out and reuses finished cells when rerun."""
+    import shlex
+    import time
+
+    from emo.exitcodes import ExitCode
+    from emo.extract.datasets.base import DatasetError
+    from emo.extract.spec import spec_name
+    from emo.extract.store import StoreError
+    from emo.fuse.atomic import write_json
+    from emo.fuse.data import FeatureError
+    from emo.fuse.multitask import is_multitask
+    from emo.fuse.protocols import ProtocolError
     from emo.fuse.report import training_speed
+    from emo.fuse.sweep import SweepError, run_sweep, sweep_repeats
+    from emo.optspec import resolved_options
 
-    typer.echo(training_speed(sum(len(s) for s in result.states) * v["repeats"], time.perf_counter() - t0))
+    out = o.out or Path("runs") / f"sweep-{o.dataset}-{spec_name(o.features)}-w{o.window}-{o.head}"
+    multi = is_multitask(o.task, list(o.label_column))
+    cfg = o.train_config(task="discrete" if multi else None)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    t0 = time.perf_counter()
+    try:
+        if multi:
+            cfg = replace(cfg, task=o.task)  # run_sweep parses the tasks (and says what is wrong with them)
+        summary = run_sweep(o.features_dir, o.dataset, o.features, o.layers or None, o.window, o.stride, cfg, o.folds, o.metric or None, out,
+                            test_splits=list(o.test_split) or None, progress=o.progress,
+                            log=lambda line: typer.echo(line, err=True) if line.startswith(("warning", "sequential", "AdamW", "protocol")) else None,
+                            train_splits=list(o.train_splits) or None, label_columns=list(o.label_column), joint=o.joint,
+                            allow_rare_classes=o.allow_rare_classes)
+    except SweepError as e:  # settings that do not fit the data (window, metric): the command line is wrong
+        raise typer.BadParameter(str(e)) from None
+    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, OSError) as e:  # WheelError is a ValueError
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    summary["command"] = shlex.join(command_line(ctx, {**ctx.params, "out": out}))
+    summary["options"] = resolved_options(replace(o, out=out))  # the resolved config: --config OUT/sweep.json reads it back
+    write_json(Path(out) / "sweep.json", summary)
+    if o.repeats > 1:
+        try:
+            rep = sweep_repeats(o.features_dir, o.dataset, o.features, o.layers or None, o.window, o.stride, cfg, o.folds, o.metric or None,
+                                out, repeats=o.repeats, progress=o.progress, test_splits=list(o.test_split) or None,
+                                train_splits=list(o.train_splits) or None)
+        except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(ExitCode.ERROR) from None
+        typer.echo(f"{'window':>10}  {rep['reported'] + ' over ' + str(o.repeats) + ' repeats':>32}")
+        for r in rep["rows"]:
+            star = " *" if r["window"] == rep["best"]["window"] else ""
+            typer.echo(f"{r['window']:>10}  {r['mean']:>24.4f} ± {r['std']:.4f}{star}")
+        typer.echo(f"selected window {rep['best']['window']} on the repeat mean; wrote {out}/sweep_repeats.json")
+        return
+    m = summary["metric"]
+    typer.echo(summary["protocol_record"]["statement"])  # issue 23: how the numbers below were obtained
+    test = any(f"test_{m}_mean" in r for r in summary["rows"])
+    # multi-label sweeps: the other multi-label metrics (means over folds) next to the selection metric
+    extra = [k for k in ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1", "wheel_f1")
+             if "label_space" in summary and k != m and f"{k}_mean" in summary["rows"][0]]
+    typer.echo(f"{'window':>10}  {m + ' mean':>14}  {'std':>7}" + (f"  {'test ' + m:>14}" if test else "") +
+               "".join(f"  {k:>12}" for k in extra))
+    for r in summary["rows"]:
+        star = " *" if r["window"] == summary["best"]["window"] else ""
+        typer.echo(f"{r['window']:>10}  {r[m + '_mean']:>14.4f}  {r[m + '_std']:>7.4f}" +
+                   (f"  {r['test_' + m + '_mean']:>14.4f}" if test else "") + "".join(f"  {r[k + '_mean']:>12.4f}" for k in extra) + star)
+    if "label_space" in summary:
+        typer.echo(f"multi-label: {len(summary['label_space']['classes'])} labels, predicted when p > ζ = {summary['threshold']}"
+                   + (f"; emotion-wheel F1 with {summary['emotion_wheel']['dir']}" if summary.get("emotion_wheel") else ""))
+    typer.echo(f"selected window {summary['best']['window']} on {summary['selected_on']}; "
+               f"{summary['trained']} cell(s) trained, {summary['reused']} reused; wrote {out}/sweep.csv, sweep.json, sweep.png")
+    typer.echo(training_speed(summary["models_trained"], time.perf_counter() - t0))
+
+@app.command("ensemble", cls=GroupedCommand)
+@command(EnsembleOptions, panels=PANELS, unpack=True)
+def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, step: float, max_points: int, seed: int, optimistic: bool, threshold: Optional[float], emotion_wheel: str) -> None:
+    """Decision-level fusion (posterior level, after Wang et al., MER 2023): weighted sum of the runs' posteriors and valences,
+    weights summing to 1, tuned on validation (out-of-fold) predictions. The reported validation
+    score is nested: each evaluation group (speaker or fold) is fused with weights tuned on the others."""
+    import shlex
+
+    from emo.exitcodes import ExitCode
+    from emo.fuse.atomic import write_json
+    from emo.fuse.ensemble import METRICS, EnsembleError, ensemble
+    from emo.fuse.run import RunError
+
+    if len(runs) < 2:
+        raise typer.BadParameter("give at least two run directories to fuse")
+    if metric and metric not in METRICS:
+        raise typer.BadParameter(f"unknown --metric {metric!r}; use one of {', '.join(METRICS)}")
+    if not 0 < step <= 1:
+        raise typer.BadParameter(f"--step must be in (0, 1], not {step}")
+    try:
+        res = ensemble(runs, out, metric or None, step, max_points, seed, optimistic, threshold, emotion_wheel or None)
+    except (EnsembleError, RunError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    res["command"] = shlex.join(["emo", "fuse", "ensemble", *map(str, runs), "--out", str(out), *(["--metric", metric] if metric else []),
+                                 "--step", str(step), "--max-points", str(max_points), "--seed", str(seed),
+                                 *(["--optimistic"] if optimistic else []),
+                                 *(["--threshold", str(threshold)] if threshold is not None else []),
+                                 *(["--emotion-wheel", emotion_wheel] if emotion_wheel else [])])
+    res["options"] = current_options(ctx)  # the resolved config: --config OUT/ensemble.json reads it back
+    write_json(Path(out) / "ensemble.json", res)
+    m = res["metric"]
+    typer.echo(res["protocol"].get("statement", ""))
+    typer.echo(f"{'run':<40} {'weight':>7} {'val ' + m:>18}" + (f" {'test ' + m:>18}" if "runs" in res.get("test", {}) else ""))
+    for r in res["runs"]:
+        line = f"{r[-40:]:<40} {res['weights'][r]:>7.3f} {res['validation']['runs'][r][m]:>18.4f}"
+        if "runs" in res.get("test", {}):
+            line += f" {res['test']['runs'][r][m]:>18.4f}"
+        typer.echo(line)
+    label = "fused, nested" if res["validation"]["nested"] else "fused, optimistic"
+    wcol = "per grp" if res["validation"]["nested"] else "above"  # nested: each group's own weights (ensemble.json)
+    line = f"{label:<40} {wcol:>7} {res['validation']['fused'][m]:>18.4f}"
+    if "runs" in res.get("test", {}):
+        line += f" {res['test']['fused'][m]:>18.4f}"
+    typer.echo(line)
+    if "fused_optimistic" in res["validation"]:
+        typer.echo(f"{'fused, optimistic (same rows)':<40} {'':>7} {res['validation']['fused_optimistic'][m]:>18.4f}")
+    if "multilabel" in res:  # every multi-label metric of the fused predictions
+        shown = [k for k in ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1", "wheel_f1") if k in res["validation"]["fused"]]
+        for part in ("validation", "test"):
+            if "fused" in res.get(part, {}):
+                typer.echo(f"fused {part} at threshold {res['multilabel']['threshold']}: "
+                           + ", ".join(f"{k} {res[part]['fused'][k]:.4f}" for k in shown))
+    if "interval" in res:
+        ci = res["interval"]
+        typer.echo(f"{int(ci['level'] * 100)}% bootstrap interval of fused {ci['metric']} ({ci['n_boot']} replicates over "
+                   f"{ci['n_groups']} evaluation groups): {ci['estimate']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]")
+    for w in res.get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
+    from emo.fuse.report import write_ensemble_report
+
+    write_ensemble_report(Path(out), res)  # again, with the command
+    typer.echo(f"wrote {out}/ensemble.json, {out}/predictions.csv and {out}/report.md")
 
 
-from emo.fuse.sweep import sweep_cmd  # noqa: E402  (numpy and typer only; torch loads inside the command)
-
-app.command("sweep")(sweep_cmd)
-
-from emo.fuse.ensemble import ensemble_cmd  # noqa: E402  (numpy and typer only)
-
-app.command("ensemble")(ensemble_cmd)
-
-
-@app.command("report")
-def report_cmd(run: Path = typer.Argument(..., help="A run directory written by emo fuse train.")) -> None:
+@app.command("report", cls=GroupedCommand)
+@command(ReportOptions, panels=PANELS, unpack=True)
+def report_cmd(run: Path) -> None:
     """(Re)write a run's report.md and confusion-matrix PNG from its config.json and metrics.json."""
     import json
 
@@ -218,11 +251,35 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory written by 
         raise typer.Exit(ExitCode.ERROR) from None
 
 
-from emo.fuse.compare import compare_cmd  # noqa: E402  (numpy and typer only)
+@app.command("compare", cls=GroupedCommand)
+@command(CompareOptions, panels=PANELS, unpack=True)
+def compare_cmd(ctx: typer.Context, run_a: Path, run_b: Path, metric: str, group: str, n_boot: int, seed: int, out: Path) -> None:
+    """Paired bootstrap of metric(A) - metric(B) over evaluation groups, with its 95% interval."""
+    from emo.exitcodes import ExitCode
+    from emo.fuse.compare import METRICS, compare
+    from emo.fuse.stats import StatsError
 
-app.command("compare")(compare_cmd)
+    if metric and metric not in METRICS:
+        raise typer.BadParameter(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    if group not in ("auto", "fold", "speaker", "sample"):
+        raise typer.BadParameter(f"--group must be auto, fold, speaker or sample, not {group!r}")
+    try:
+        res = compare(run_a, run_b, metric or None, group, n_boot, seed)
+    except StatsError as e:  # runs that cannot be compared (missing, different rows, labels, outputs)
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
+    m = res["metric"]
+    typer.echo(f"{m} A = {res['a_value']:.4f}  ({run_a})")
+    typer.echo(f"{m} B = {res['b_value']:.4f}  ({run_b})")
+    typer.echo(f"A - B = {res['difference']:+.4f}, {int(res['level'] * 100)}% interval [{res['low']:+.4f}, {res['high']:+.4f}] "
+               f"({res['n_boot']} paired replicates over {res['n_groups']} {res['group']} groups); "
+               f"fraction of replicates with A - B <= 0: {res['p_le_0']:.3f}")
+    if out is not None:
+        from emo.fuse.run import write_json
+
+        write_json(out, {**res, "options": current_options(ctx)})
 
 from emo.fuse.semi_cli import align_cmd, pseudo_label_cmd  # noqa: E402  (typer only; torch loads inside the commands)
 
-app.command("align")(align_cmd)
-app.command("pseudo-label")(pseudo_label_cmd)
+app.command("align", cls=GroupedCommand)(align_cmd)
+app.command("pseudo-label", cls=GroupedCommand)(pseudo_label_cmd)

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import typer
 
 from emo.fuse.stats import N_BOOT, StatsError, bootstrap_ci, class_metric, paired_bootstrap
 
 #: Metrics the comparison and interval commands understand, per output kind.
 CLASS_METRICS = ("uar", "waf", "accuracy")
 VALENCE_METRICS = ("valence_ccc", "valence_mse")
+#: Every metric emo fuse compare takes.
+METRICS = CLASS_METRICS + VALENCE_METRICS
 
 
 @dataclass
@@ -224,36 +225,3 @@ def compare(path_a: str | Path, path_b: str | Path, metric: str | None = None, g
     out = {"a": str(a.path), "b": str(b.path), "metric": metric, "group": unit, "n": len(a.names),
            "a_value": res.pop("a"), "b_value": res.pop("b")}
     return {**out, **res}
-
-
-def compare_cmd(
-    run_a: Path = typer.Argument(..., help="Run or ensemble directory A."),
-    run_b: Path = typer.Argument(..., help="Run or ensemble directory B (same dataset and protocol)."),
-    metric: str = typer.Option("", "--metric", help=f"One of {', '.join(CLASS_METRICS + VALENCE_METRICS)} (default uar, or valence_ccc for valence runs)."),
-    group: str = typer.Option("auto", "--group", help="Resampling unit: auto | fold | speaker | sample (auto: the held-out speaker for leave-one-speaker-out, else the manifest's speaker, else the sample)."),
-    n_boot: int = typer.Option(N_BOOT, "--n-boot", help="Bootstrap replicates."),
-    seed: int = typer.Option(0, "--seed"),
-    out: Path = typer.Option(None, "--out", help="Also write the result as JSON here."),
-) -> None:
-    """Paired bootstrap of metric(A) - metric(B) over evaluation groups, with its 95% interval."""
-    from emo.exitcodes import ExitCode
-
-    if metric and metric not in CLASS_METRICS + VALENCE_METRICS:
-        raise typer.BadParameter(f"unknown metric {metric!r}; use one of {', '.join(CLASS_METRICS + VALENCE_METRICS)}")
-    if group not in ("auto", "fold", "speaker", "sample"):
-        raise typer.BadParameter(f"--group must be auto, fold, speaker or sample, not {group!r}")
-    try:
-        res = compare(run_a, run_b, metric or None, group, n_boot, seed)
-    except StatsError as e:  # runs that cannot be compared (missing, different rows, labels, outputs)
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(ExitCode.ERROR) from None
-    m = res["metric"]
-    typer.echo(f"{m} A = {res['a_value']:.4f}  ({run_a})")
-    typer.echo(f"{m} B = {res['b_value']:.4f}  ({run_b})")
-    typer.echo(f"A - B = {res['difference']:+.4f}, {int(res['level'] * 100)}% interval [{res['low']:+.4f}, {res['high']:+.4f}] "
-               f"({res['n_boot']} paired replicates over {res['n_groups']} {res['group']} groups); "
-               f"fraction of replicates with A - B <= 0: {res['p_le_0']:.3f}")
-    if out is not None:
-        from emo.fuse.run import write_json
-
-        write_json(out, res)

@@ -1,26 +1,128 @@
-"""Training settings of ``emo fuse train``: :class:`TrainConfig` (head, decoder, optimisation),
-and experiment files (:func:`read_config_file`): ``emo fuse train --config exp.yaml`` or
-``--config runs/X/config.json``.
+"""Training settings of ``emo fuse train``: :class:`TrainConfig`, composed of :class:`HeadConfig`
+(the model), :class:`OptimConfig` (fitting) and :class:`MethodConfig` (task and paper methods).
 
-Every :class:`TrainConfig` field is an option of ``emo fuse train`` of the same name (``lr`` is
-``--lr``, ``frame_bidirectional`` is ``--bidirectional/--unidirectional``) with the same default;
-the other options (:data:`RUN_OPTIONS`) say what to train on, how to evaluate and where to write.
-``tests/test_fuse_config.py`` fails when the two disagree.
+Each field declares its command-line option (:func:`emo.optspec.opt`: help, ``--help`` group,
+choices); ``emo fuse train`` and ``emo fuse sweep`` are generated from them (:mod:`emo.cliargs`).
+The other options of ``emo fuse train`` and experiment files: :mod:`emo.fuse.options`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
+from emo.optspec import check_choices, lazy_choices, opt
 from emo.fuse.inputs import FeatureInput, as_inputs
 
 
+head_names = lazy_choices("emo.fuse.heads", "HEADS")
+
+#: ``--help`` groups of ``emo fuse train`` (typer's ``rich_help_panel``).
+INPUTS, HEAD, TASK, OPTIM, PROTOCOL, METHODS, OUTPUT = "Inputs", "Head", "Task", "Optimisation", "Protocol", "Methods", "Output"
+
+
 @dataclass
-class TrainConfig:
+class HeadConfig:
+    """The model: fusion head, its layer weighting, frame-level encoders and the decoder
+    (:meth:`model_args`, :class:`emo.fuse.model.FusionModel`)."""
+
+    head: str = opt("afg", "Fusion head (a registered one: emo.fuse.heads.register_head; univa: per-modality encoders, for --univa).",
+                    group=HEAD, choices=head_names)
+    structure: Literal[1, 2, 3] = opt(1, "AFG structure (MER 2023 paper, Fig. 1).", group=HEAD)
+    afg_scores: str = opt("concat", "AFG attention scores: concat (eq. 2 of the MER 2023 paper: from all N features concatenated) "
+                          "or per-input (each feature scored alone).", group=HEAD, choices=lazy_choices("emo.fuse.heads", "AFG_SCORES"))
+    layer_weights: bool = opt(False, "Learnable weighted sum over each encoder's layers.", group=HEAD)
+    layer_weights_init: str = opt("18", "With --layer-weights: the layer whose weight starts at 1 (others 0; 1/L each when absent).", group=HEAD)
+    decoder: str = opt("separate", "Decoder: jdev = joint emotion-valence decoding.", group=HEAD,
+                       choices=lazy_choices("emo.fuse.decoders", "DECODERS"))
+    hidden: int = opt(256, "Hidden width of the head.", group=HEAD)
+    dropout: float = opt(0.5, "Dropout of the head.", group=HEAD)
+    frames: bool = opt(False, "Encoders whose store has frame-level features (emo extract --frames) feed an LSTM whose output is their token.",
+                       group=HEAD, flags=("--frames", "--sequence"))
+    frame_bidirectional: bool = opt(True, "With --frames: bidirectional LSTM.", group=HEAD, flags=("--bidirectional/--unidirectional",))
+    frame_pooling: str = opt("mean", "With --frames: mean (of the LSTM outputs over the valid frames) or last (final hidden states).",
+                             group=HEAD, choices=lazy_choices("emo.fuse.frames", "FRAME_POOLING"))
+    frame_encoder: str = opt("lstm", "With --frames: lstm or textcnn (Kim 2014: widths 3,4,5 x 100 maps, max-over-time).",
+                             group=HEAD, choices=lazy_choices("emo.fuse.sequence", "FRAME_ENCODERS"))
+    frame_tokens: bool = opt(False, "With --frames --head transformer: attend over every frame token of every modality "
+                             "(padding-masked) instead of one pooled token per input.", group=HEAD)
+    max_frame_tokens: int = opt(64, "With --frame-tokens: most frames per input stream (longer sequences are evenly subsampled).", group=HEAD)
+
+    def model_args(self, inputs: Iterable[FeatureInput | Mapping[str, Any]], n_classes: int, task: str) -> dict[str, Any]:
+        """Keyword arguments of :class:`emo.fuse.model.FusionModel` (saved in a run's config as JSON:
+        ``inputs`` as :meth:`emo.fuse.inputs.FeatureInput.model_dict` dicts)."""
+        args = {"inputs": [inp.model_dict() for inp in as_inputs(inputs)],
+                "head": self.head, "structure": self.structure, "layer_weights": self.layer_weights,
+                "layer_weights_init": self.layer_weights_init, "task": task, "n_classes": n_classes,
+                "decoder": self.decoder, "hidden": self.hidden, "dropout": self.dropout}
+        if self.head == "afg":
+            args["afg_scores"] = self.afg_scores
+        if any(a["frames"] for a in args["inputs"]):
+            args.update(frame_bidirectional=self.frame_bidirectional, frame_pooling=self.frame_pooling)
+            if self.frame_encoder != "lstm":
+                args["frame_encoder"] = self.frame_encoder
+            if self.frame_tokens:
+                args.update(frame_tokens=True, max_frame_tokens=self.max_frame_tokens)
+        return args
+
+
+@dataclass
+class OptimConfig:
+    """How each model is fitted: optimiser, schedule, seeds, normalisation, threads (the trainers:
+    :mod:`emo.fuse.fit`, :mod:`emo.fuse.batched`)."""
+
+    epochs: int = opt(100, "Maximum epochs (early stopping on the inner validation split).", group=OPTIM)
+    lr: float = opt(1e-3, "Learning rate.", group=OPTIM)
+    weight_decay: float = opt(1e-2, "AdamW decoupled weight decay; with L-BFGS the L2 coefficient (weight_decay/2)·||W||².", group=OPTIM)
+    batch_size: int = opt(0, "0 = auto: 32 below 2000 training samples, else 256.", group=OPTIM)
+    patience: int = opt(0, "Epochs without a lower validation loss before stopping (0 = auto: 15 small, 5 large).", group=OPTIM)
+    seeds: int = opt(0, "Models per fold, outputs averaged (0 = auto: 5 below 2000 training samples, else 1).", group=OPTIM)
+    seed: int = opt(0, "First seed (models use seed, seed+1, ...).", group=OPTIM)
+    normalize: str = opt("global", "Feature normalisation: global (training-fold statistics; the default, shared with emo fuse sweep) "
+                         "or per speaker.", group=OPTIM, choices=lazy_choices("emo.fuse.data", "NORMALIZE"))
+    label_smoothing: float = opt(0.1, "Cross-entropy label smoothing.", group=OPTIM)
+    class_weights: bool = opt(False, "Balanced class weights in the cross-entropy.", group=OPTIM)
+    loss_weighting: Literal["fixed", "uncertainty"] = opt(
+        "fixed", "Multi-task loss: fixed or uncertainty (Wang et al., MER 2023: uncertainty-weighted).", group=OPTIM)
+    optimizer: Literal["adamw", "lbfgs"] = opt("adamw", "adamw, or lbfgs (full-batch L-BFGS to the optimum; --head linear only).", group=OPTIM)
+    batched: bool = opt(True, "Train every fold x seed at once as one batched model (default), or one model after another (the reference loop).",
+                        group=OPTIM, flags=("--batched/--sequential",))
+    device: str = opt("cpu", "torch device.", group=OPTIM)
+    threads: int = opt(0, "torch threads for training (0 = auto: 1 below 2000 training samples, else all cores; 1 is best on a busy CPU).",
+                       group=OPTIM)
+
+
+@dataclass
+class MethodConfig:
+    """What is predicted and the paper methods on top: the task, multi-label thresholds, VAD
+    targets, UniVA (:mod:`emo.fuse.univa`)."""
+
+    task: str = opt("discrete", "discrete | valence | vad | discrete+valence | discrete+vad | multilabel (several emotions per clip: "
+                    "KL loss, threshold), or label columns NAME[+NAME...] (emotion = the dataset's emotion label; e.g. emotion+intent: "
+                    "one classifier per task, JRBM).", group=TASK)
+    vad_targets: Literal["dataset", "lexicon"] = opt(
+        "dataset", "VAD targets: dataset (its valence/arousal/dominance columns) or lexicon (the NRC-VAD point of each discrete label, "
+        "neutral = origin; the file: --lexicon).", group=TASK)
+    emotion_wheel: str = opt("", "--task multilabel: the MER emotion_wheel/ folder (format.csv, synonym.xlsx, wheel1-5.xlsx): word forms "
+                             "merged in the class list, emotion-wheel F1 (MER-FG metric) in metrics.json.", group=TASK)
+    threshold: float = opt(0.18, "--task multilabel: a label is predicted when its probability exceeds this (UniVA: 0.18).", group=TASK)
+    tune_threshold: bool = opt(False, "--task multilabel: choose the threshold on the folds' inner-validation rows (micro-F1 over a grid; "
+                               "never on evaluation rows); config.json records it and emo score uses it.", group=TASK)
+    univa: bool = opt(False, "UniVA losses (needs --head univa): VA-driven contrastive loss per modality + emotion-correlation prior; "
+                      "unlabelled clips with a valence-arousal join training.", group=METHODS, flags=("--univa/--no-univa",))
+    univa_lambda: float = opt(0.3, "UniVA eq. 11: L = λ Σ_m L_CL + (1 − λ) L_KL + η.", group=METHODS)
+    univa_delta: float = opt(0.1, "UniVA: valence-arousal distance below which two clips are positives.", group=METHODS)
+    univa_tau: float = opt(0.07, "UniVA: temperature of the contrastive loss.", group=METHODS)
+    univa_eta: float = opt(1.0, "UniVA: weight of the emotion-correlation prior η (1 in eq. 11; 0 leaves it out). With anti-correlated "
+                           "classes η favours one class for every clip; see the docs.", group=METHODS)
+    va_source: Literal["auto", "dataset", "label", "transcript"] = opt(
+        "auto", "Valence-arousal of a clip for --univa: dataset (its columns), label (NRC-VAD of its label) or transcript "
+        "(NRC-VAD of its words).", group=METHODS)
+
+
+@dataclass
+class TrainConfig(HeadConfig, OptimConfig, MethodConfig):
     """Head, decoder and optimisation settings (the CLI options of ``emo fuse train``).
 
     ``seeds`` models with seeds ``seed, seed+1, ...`` are trained per fold and their outputs
@@ -58,51 +160,28 @@ class TrainConfig:
     prior (eq. 11, weight λ = ``univa_lambda``, positives within ``univa_delta``, temperature
     ``univa_tau``, valence-arousal from ``va_source``: auto, dataset, label or transcript; η weighted by
     ``univa_eta``, 1 in eq. 11, 0 to leave it out).
+    The fields come from three parts, each a dataclass of its own that a module can take alone:
+    :class:`HeadConfig` (the model), :class:`OptimConfig` (fitting) and :class:`MethodConfig`
+    (task and paper methods); :meth:`head_part`, :meth:`optim_part` and :meth:`method_part` cut
+    them out. The fields stay flat (``cfg.lr``), so a run's ``config.json`` keeps its flat
+    ``training`` mapping and runs written before the split load unchanged. Every field is an
+    option of ``emo fuse train`` (generated: :mod:`emo.cliargs`).
     """
-
-    head: str = "afg"
-    structure: int = 1
-    afg_scores: str = "concat"
-    layer_weights: bool = False
-    layer_weights_init: str = "18"
-    task: str = "discrete"
-    decoder: str = "separate"
-    loss_weighting: str = "fixed"
-    class_weights: bool = False
-    hidden: int = 256
-    dropout: float = 0.5
-    epochs: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    batch_size: int = 0  # 0 = auto (see resolve)
-    patience: int = 0  # 0 = auto
-    seeds: int = 0  # 0 = auto
-    seed: int = 0
-    normalize: str = "global"
-    label_smoothing: float = 0.1
-    device: str = "cpu"
-    threads: int = 0  # 0 = auto (see resolve)
-    frames: bool = False
-    frame_bidirectional: bool = True
-    frame_pooling: str = "mean"
-    batched: bool = True
-    optimizer: str = "adamw"
-    vad_targets: str = "dataset"  # dataset | lexicon (the NRC-VAD of each discrete label; emo.lexicon.bridge; file: train(lexicon=))
-    emotion_wheel: str = ""  # MER emotion_wheel/ folder: wheel F1 of multi-label runs (emo.lexicon.wheel)
-    threshold: float = 0.18
-    tune_threshold: bool = False
-    univa: bool = False
-    univa_lambda: float = 0.3
-    univa_delta: float = 0.1
-    univa_tau: float = 0.07
-    univa_eta: float = 1.0
-    va_source: str = "auto"
-    frame_encoder: str = "lstm"
-    frame_tokens: bool = False
-    max_frame_tokens: int = 64
 
     #: Training-set size from which the large-data recipe applies (``resolve``).
     LARGE = 2000
+
+    def head_part(self) -> HeadConfig:
+        """The :class:`HeadConfig` fields of this config."""
+        return _part(HeadConfig, self)
+
+    def optim_part(self) -> OptimConfig:
+        """The :class:`OptimConfig` fields of this config."""
+        return _part(OptimConfig, self)
+
+    def method_part(self) -> MethodConfig:
+        """The :class:`MethodConfig` fields of this config."""
+        return _part(MethodConfig, self)
 
     def resolve(self, n_train: int) -> "TrainConfig":
         """Fill the ``0`` (auto) settings from the training-set size.
@@ -119,44 +198,31 @@ class TrainConfig:
                        threads=self.threads or (cores if large else 1))
 
     def validate(self) -> None:
-        """Raises ValueError naming the first bad setting."""
-        from emo.fuse.data import NORMALIZE
-        from emo.fuse.decoders import DECODERS, TASKS
-        from emo.fuse.frames import FRAME_POOLING
-        from emo.fuse.heads import AFG_SCORES, HEADS
-        from emo.fuse.sequence import FRAME_ENCODERS
+        """Every rule on the training settings, in one place: each choice field among its choices
+        (:func:`emo.cliargs.check_choices`; the head among the registered ones), ranges, and the
+        combinations that exclude each other. Raises ValueError naming the first bad setting."""
+        from emo.fuse.decoders import TASKS
 
+        check_choices(self)
         checks = [
-            (self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, not {self.head!r}"),
-            (self.structure in (1, 2, 3), f"--structure must be 1, 2 or 3, not {self.structure!r}"),
-            (self.afg_scores in AFG_SCORES, f"--afg-scores must be one of {', '.join(AFG_SCORES)}, not {self.afg_scores!r}"),
             (self.task in TASKS, f"--task must be one of {', '.join(TASKS)}, not {self.task!r}"),
-            (self.decoder in DECODERS, f"--decoder must be one of {', '.join(DECODERS)}, not {self.decoder!r}"),
             (self.decoder != "jdev" or self.task == "discrete+valence", "--decoder jdev needs --task discrete+valence"),
-            (self.loss_weighting in ("fixed", "uncertainty"), f"--loss-weighting must be fixed or uncertainty, not {self.loss_weighting!r}"),
-            (self.normalize in NORMALIZE, f"--normalize must be one of {', '.join(NORMALIZE)}, not {self.normalize!r}"),
             (self.epochs >= 1, "--epochs must be >= 1"),
             (self.batch_size >= 0 and self.seeds >= 0 and self.patience >= 0, "--batch-size, --seeds and --patience must be >= 1 (or 0 for auto)"),
             (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1,
              "--lr must be > 0, --weight-decay >= 0, --dropout and --label-smoothing in [0, 1)"),
             (self.hidden >= 1, "--hidden must be >= 1"),
-            (self.optimizer in ("adamw", "lbfgs"), f"--optimizer must be adamw or lbfgs, not {self.optimizer!r}"),
             (not self.emotion_wheel or self.task == "multilabel", "--emotion-wheel scores open-vocabulary words: needs --task multilabel"),
-            (self.vad_targets in ("dataset", "lexicon"), f"--vad-targets must be dataset or lexicon, not {self.vad_targets!r}"),
             (self.vad_targets == "dataset" or self.task in ("vad", "discrete+vad"),
              "--vad-targets lexicon needs --task vad or discrete+vad"),
-            (self.frame_pooling in FRAME_POOLING, f"--frame-pooling must be one of {', '.join(FRAME_POOLING)}, not {self.frame_pooling!r}"),
             (not (self.frames and self.frame_bidirectional and self.hidden < 2), "--frames with a bidirectional LSTM needs --hidden >= 2"),
             (0.0 < self.threshold < 1.0, f"--threshold must be in (0, 1), not {self.threshold}"),
             (0.0 <= self.univa_lambda < 1.0, f"--univa-lambda must be in [0, 1), not {self.univa_lambda}"),
             (self.univa_delta > 0 and self.univa_tau > 0 and self.univa_eta >= 0, "--univa-delta and --univa-tau must be > 0, --univa-eta >= 0"),
-            (self.va_source in ("auto", "dataset", "label", "transcript"),
-             f"--va-source must be auto, dataset, label or transcript, not {self.va_source!r}"),
             (not self.univa or self.head == "univa", "--univa needs --head univa (per-modality encoders for the contrastive losses)"),
             (not self.univa or self.task in ("discrete", "multilabel"), "--univa needs --task discrete or multilabel"),
             (not (self.class_weights and (self.univa or self.task == "multilabel" or self.head == "univa")),
              "--class-weights is not supported with --task multilabel, --univa or --head univa (KL-divergence training)"),
-            (self.frame_encoder in FRAME_ENCODERS, f"--frame-encoder must be one of {', '.join(FRAME_ENCODERS)}, not {self.frame_encoder!r}"),
             (not self.frame_tokens or (self.frames and self.head == "transformer"), "--frame-tokens needs --frames and --head transformer"),
             (self.max_frame_tokens >= 1, "--max-frame-tokens must be >= 1"),
         ]
@@ -164,132 +230,35 @@ class TrainConfig:
             if not ok:
                 raise ValueError(msg)
 
-    def model_args(self, inputs: Iterable[FeatureInput | Mapping[str, Any]], n_classes: int) -> dict[str, Any]:
-        """Keyword arguments of :class:`emo.fuse.model.FusionModel` (saved in a run's config as JSON:
-        ``inputs`` as :meth:`emo.fuse.inputs.FeatureInput.model_dict` dicts)."""
-        args = {"inputs": [inp.model_dict() for inp in as_inputs(inputs)],
-                "head": self.head, "structure": self.structure, "layer_weights": self.layer_weights,
-                "layer_weights_init": self.layer_weights_init, "task": self.task, "n_classes": n_classes,
-                "decoder": self.decoder, "hidden": self.hidden, "dropout": self.dropout}
-        if self.head == "afg":
-            args["afg_scores"] = self.afg_scores
-        if any(a["frames"] for a in args["inputs"]):
-            args.update(frame_bidirectional=self.frame_bidirectional, frame_pooling=self.frame_pooling)
-            if self.frame_encoder != "lstm":
-                args["frame_encoder"] = self.frame_encoder
-            if self.frame_tokens:
-                args.update(frame_tokens=True, max_frame_tokens=self.max_frame_tokens)
-        return args
+    def model_args(self, inputs: Iterable[FeatureInput | Mapping[str, Any]], n_classes: int) -> dict[str, Any]:  # type: ignore[override]
+        """Keyword arguments of :class:`emo.fuse.model.FusionModel` for this config's task
+        (:meth:`HeadConfig.model_args`)."""
+        return HeadConfig.model_args(self.head_part(), inputs, n_classes, self.task)
 
 
-#: Options of ``emo fuse train`` that are not :class:`TrainConfig` fields: the data, the
-#: evaluation protocol and the output (the keys an experiment file may hold besides the fields).
-RUN_OPTIONS = ("dataset", "features", "layers", "features_dir", "folds", "test_split", "train_splits", "align", "out", "repeats", "restart",
-               "pseudo_labels", "pseudo_weight", "lexicon", "allow_rare_classes", "label_column", "joint", "augmented", "evaluate_on")
+def _part(cls: type, cfg: Any) -> Any:
+    return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
-class ConfigFileError(ValueError):
-    """An experiment file that cannot be used (unreadable, not a mapping, unknown keys), named in the message."""
-
-
-def config_keys() -> tuple[str, ...]:
-    """Every key an experiment file may hold: :data:`RUN_OPTIONS` and the :class:`TrainConfig` fields."""
-    return RUN_OPTIONS + tuple(f.name for f in fields(TrainConfig))
-
-
-def _from_run_config(d: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """The options that reproduce a run from its ``config.json`` (written by :func:`emo.fuse.train.train`):
-    dataset, features directory, the feature specs with their layers and sources, the protocol
-    and every training setting as the run resolved it (``out`` is not taken over)."""
-    proto = d.get("protocol") or {}
-    training = d.get("training")
-    if not isinstance(training, Mapping) or not isinstance(proto, Mapping):
-        raise ConfigFileError(f"{path}: a run config needs 'training' and 'protocol' mappings")
-    out: dict[str, Any] = {"dataset": d.get("dataset"), "features": list(d.get("feature_specs") or [])}
-    if d.get("features_dir") is not None:
-        out["features_dir"] = d["features_dir"]
-    for key, opt in (("folds", "folds"), ("align", "align"), ("test_splits", "test_split")):
-        if proto.get(key) is not None:
-            out[opt] = proto[key]
-    pl = d.get("pseudo_labels")
-    if isinstance(pl, Mapping) and pl.get("file"):  # issue 14: the run trained with pseudo-labels
-        out["pseudo_labels"], out["pseudo_weight"] = pl["file"], pl.get("weight", 0.5)
-    univa = d.get("univa")
-    if isinstance(univa, Mapping) and (univa.get("va") or {}).get("lexicon"):
-        out["lexicon"] = univa["va"]["lexicon"]
-    unknown = sorted(set(training) - {f.name for f in fields(TrainConfig)})
-    if unknown:
-        raise ConfigFileError(f"{path}: training setting(s) {', '.join(unknown)} unknown to this emo version")
-    out.update(training)
-    rep = d.get("repeat")
-    if isinstance(rep, Mapping) and rep.get("index") == 0 and rep.get("of"):
-        out["repeats"] = int(rep["of"])  # the main run of --repeats N: reproduce all N (its repeats/seed-S are single runs)
-    if d.get("kind") == "multitask":  # emo.fuse.multitask: the tasks, their columns and the joint module
-        out["task"] = d["task"]
-        out["label_column"] = [f"{t['name']}={t['column']}" for t in d.get("tasks", [])
-                               if t["column"] != t["name"] and not (t["column"] == "discrete" and t["name"] == "emotion")]
-        out["joint"] = (d.get("joint") or {}).get("joint", "none")
-    aug = d.get("augmentation")
-    if isinstance(aug, Mapping):  # emo.fuse.augmented
-        out["augmented"] = list(aug.get("augmented") or [])
-        if aug.get("evaluate_on") not in (None, "clean"):
-            out["evaluate_on"] = aug["evaluate_on"]
-    return out
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read an experiment file into ``emo fuse train`` option values, keyed by option name
-    (underscores: ``features_dir``, ``batch_size``).
-
-    Formats: YAML (``.yaml``/``.yml``, PyYAML ``safe_load``) or JSON (any other suffix). Two layouts:
-
-    * an experiment file: a mapping of option names (``-`` or ``_``) to values, lists for the
-      repeatable options (``features``, ``test_split``; a single string is one item), optionally
-      with the training settings nested under ``training:``;
-    * a run's ``config.json`` (recognised by its ``training`` and ``feature_specs`` keys): the
-      options that reproduce that run (:func:`_from_run_config`), the ``--out`` excepted; for
-      the main directory of a ``--repeats N`` run, all N repeats (a ``repeats/seed-S/config.json``
-      reproduces that one repeat).
-
-    Values are not type-checked here (the CLI converts and validates them like typed options).
+def check_run_rules(cfg: TrainConfig, *, repeats: int = 1, pseudo_labels: Any = None, augmented: Iterable[str] = (),
+                    evaluate_on: str | None = None, fold_stores: bool = False) -> None:
+    """The rules between a run's options and its training settings, in one place (the CLI checks
+    them before anything loads, :meth:`emo.fuse.options.RunOptions.validate`; :func:`emo.fuse.train.train`
+    again for library callers, with ``fold_stores`` = per-fold HLFT stores found).
 
     Raises:
-        ConfigFileError: the file is missing or unreadable, not a mapping, or has unknown keys
-            (named, with the accepted ones).
+        ValueError: the first rule broken, naming the options.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigFileError(f"cannot read config file {path}: {e.strerror or e}") from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:  # pragma: no cover - PyYAML is a dependency
-            raise ConfigFileError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or write the file as JSON") from None
-        try:
-            d = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigFileError(f"{path}: invalid YAML ({e})") from None
-    else:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigFileError(f"{path}: invalid JSON ({e})") from None
-    if d is None:
-        d = {}
-    if not isinstance(d, Mapping):
-        raise ConfigFileError(f"{path}: expected a mapping of option names to values, got {type(d).__name__}")
-    if "training" in d and "feature_specs" in d:
-        return _from_run_config(d, path)
-    flat: dict[str, Any] = {}
-    for k, v in d.items():
-        if k == "training" and isinstance(v, Mapping):
-            for k2, v2 in v.items():
-                flat[str(k2).replace("-", "_")] = v2
-        else:
-            flat[str(k).replace("-", "_")] = v
-    unknown = sorted(set(flat) - set(config_keys()))
-    if unknown:
-        raise ConfigFileError(f"{path}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(config_keys())}")
-    return flat
+    cfg.validate()
+    augmenting = bool(list(augmented)) or bool(evaluate_on)
+    checks = [
+        (repeats >= 1, f"--repeats must be >= 1, got {repeats}"),
+        (not (pseudo_labels is not None and cfg.class_weights),
+         "--class-weights is not supported with --pseudo-labels (weighted KL-divergence training)"),
+        (not (repeats > 1 and augmenting), "--repeats cannot be combined with --augmented/--evaluate-on"),
+        (not (augmenting and (pseudo_labels is not None or cfg.univa or fold_stores)),
+         "--augmented/--evaluate-on cannot be combined with --pseudo-labels, --univa or per-fold HLFT stores"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)

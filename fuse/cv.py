@@ -3,7 +3,7 @@ predictions out, no files; what ``emo fuse train`` and ``emo fuse sweep`` call) 
 :class:`CVResult`.
 
 Speed: features are preloaded float32 tensors; each model trains with shuffled minibatches
-indexed straight from those tensors (:mod:`emo.fuse.batching`), AdamW, and early stopping on
+indexed straight from those tensors (:mod:`emo.fuse.minibatch`), AdamW, and early stopping on
 the inner validation loss (:func:`emo.fuse.fit.fit_model`). The evaluation fold is never used
 for training, early stopping or normalisation statistics of the global kind.
 """
@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from emo.fuse.batching import torch_inputs
+from emo.fuse.minibatch import torch_inputs
 from emo.fuse.config import TrainConfig
 from emo.fuse.fit import average_outputs, class_weight_balanced, diagnostics, fit_model, predict_model
 from emo.fuse.inputs import FeatureInput, as_inputs

@@ -57,10 +57,9 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
-import typer
 
 from emo.fuse.atomic import write_csv, write_json
 
@@ -798,75 +797,3 @@ def _multilabel_setup(runs: list[RunPredictions], threshold: float | None,
                     raise EnsembleError(f"{r.path}: {len(missing)} predicted sample(s) are not in the manifest "
                                         f"{where / 'samples.csv'} (e.g. {missing[0]!r})")
     return MultiLabelScoring(float(threshold), list(runs[0].classes or []), wheels), words
-
-
-def ensemble_cmd(
-    runs: list[Path] = typer.Argument(..., help="Run directories written by emo fuse train (two or more)."),
-    out: Path = typer.Option(..., "--out", help="Directory for ensemble.json and the fused predictions.csv."),
-    metric: str = typer.Option("", "--metric", help=f"Validation metric to maximise: {', '.join(METRICS)} "
-                               "(default waf; mer2023_score for discrete+valence; valence_mse for valence; "
-                               "multilabel: wheel_f1 with --emotion-wheel, else micro_f1; *mse and hamming_loss are minimised)."),
-    step: float = typer.Option(0.05, "--step", help="Simplex grid spacing of the weights."),
-    max_points: int = typer.Option(20000, "--max-points", help="Above this many grid points, sample the simplex instead."),
-    seed: int = typer.Option(0, "--seed"),
-    optimistic: bool = typer.Option(False, "--optimistic", help="Also report the same-data score (weights tuned and scored on the same rows; biased upwards)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Multi-label runs: a label is predicted when its fused probability exceeds this (default: the runs' training --threshold)."),
-    emotion_wheel: str = typer.Option("", "--emotion-wheel", help="Multi-label runs: the MER emotion_wheel/ folder; reports the emotion-wheel F1 (MER-FG) and tunes the weights on it."),
-) -> None:
-    """Decision-level fusion (posterior level, after Wang et al., MER 2023): weighted sum of the runs' posteriors and valences,
-    weights summing to 1, tuned on validation (out-of-fold) predictions. The reported validation
-    score is nested: each evaluation group (speaker or fold) is fused with weights tuned on the others."""
-    import shlex
-
-    from emo.exitcodes import ExitCode
-    from emo.fuse.run import RunError
-
-    if len(runs) < 2:
-        raise typer.BadParameter("give at least two run directories to fuse")
-    if metric and metric not in METRICS:
-        raise typer.BadParameter(f"unknown --metric {metric!r}; use one of {', '.join(METRICS)}")
-    if not 0 < step <= 1:
-        raise typer.BadParameter(f"--step must be in (0, 1], not {step}")
-    try:
-        res = ensemble(runs, out, metric or None, step, max_points, seed, optimistic, threshold, emotion_wheel or None)
-    except (EnsembleError, RunError, OSError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(ExitCode.ERROR) from None
-    res["command"] = shlex.join(["emo", "fuse", "ensemble", *map(str, runs), "--out", str(out), *(["--metric", metric] if metric else []),
-                                 "--step", str(step), "--max-points", str(max_points), "--seed", str(seed),
-                                 *(["--optimistic"] if optimistic else []),
-                                 *(["--threshold", str(threshold)] if threshold is not None else []),
-                                 *(["--emotion-wheel", emotion_wheel] if emotion_wheel else [])])
-    write_json(Path(out) / "ensemble.json", res)
-    m = res["metric"]
-    typer.echo(res["protocol"].get("statement", ""))
-    typer.echo(f"{'run':<40} {'weight':>7} {'val ' + m:>18}" + (f" {'test ' + m:>18}" if "runs" in res.get("test", {}) else ""))
-    for r in res["runs"]:
-        line = f"{r[-40:]:<40} {res['weights'][r]:>7.3f} {res['validation']['runs'][r][m]:>18.4f}"
-        if "runs" in res.get("test", {}):
-            line += f" {res['test']['runs'][r][m]:>18.4f}"
-        typer.echo(line)
-    label = "fused, nested" if res["validation"]["nested"] else "fused, optimistic"
-    wcol = "per grp" if res["validation"]["nested"] else "above"  # nested: each group's own weights (ensemble.json)
-    line = f"{label:<40} {wcol:>7} {res['validation']['fused'][m]:>18.4f}"
-    if "runs" in res.get("test", {}):
-        line += f" {res['test']['fused'][m]:>18.4f}"
-    typer.echo(line)
-    if "fused_optimistic" in res["validation"]:
-        typer.echo(f"{'fused, optimistic (same rows)':<40} {'':>7} {res['validation']['fused_optimistic'][m]:>18.4f}")
-    if "multilabel" in res:  # every multi-label metric of the fused predictions
-        shown = [k for k in ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1", "wheel_f1") if k in res["validation"]["fused"]]
-        for part in ("validation", "test"):
-            if "fused" in res.get(part, {}):
-                typer.echo(f"fused {part} at threshold {res['multilabel']['threshold']}: "
-                           + ", ".join(f"{k} {res[part]['fused'][k]:.4f}" for k in shown))
-    if "interval" in res:
-        ci = res["interval"]
-        typer.echo(f"{int(ci['level'] * 100)}% bootstrap interval of fused {ci['metric']} ({ci['n_boot']} replicates over "
-                   f"{ci['n_groups']} evaluation groups): {ci['estimate']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]")
-    for w in res.get("warnings", []):
-        typer.echo(f"warning: {w}", err=True)
-    from emo.fuse.report import write_ensemble_report
-
-    write_ensemble_report(Path(out), res)  # again, with the command
-    typer.echo(f"wrote {out}/ensemble.json, {out}/predictions.csv and {out}/report.md")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from emo.fuse.batching import eval_batches, scatter, seq_lengths, train_batches
+from emo.fuse.minibatch import eval_batches, scatter, seq_lengths, train_batches
 from emo.fuse.config import TrainConfig
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -80,6 +81,36 @@ class Token:
     modality: str
     layer: str
     dim: int
+
+
+#: Fusion heads by name: ``name -> build(tokens, hidden=, dropout=, structure=, afg_scores=) -> nn.Module``
+#: (the module has ``out_dim`` and ``forward(xs: list of (B, D_t)) -> (z (B, out_dim), info dict)``).
+#: Filled by :func:`register_head` where each head is defined; ``--head`` takes any key.
+HEADS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_head(name: str, build: Callable[..., nn.Module] | None = None) -> Callable:
+    """Class decorator (timm's ``@register_model`` habit): register a fusion head as ``name``.
+
+    Adding a head is one file: define an ``nn.Module`` taking ``(tokens, hidden, dropout)`` with
+    ``out_dim`` and ``forward(xs) -> (z, info)``, decorate it, and import the module (a plug-in:
+    ``emo --plugin MODULE`` or ``EMO_PLUGINS=MODULE``; see ``docs/cli.md``). The batched trainer,
+    the CLI's ``--head`` and its choices need no edit.
+
+    Args:
+        name: the ``--head`` value (must be new).
+        build: ``build(tokens, hidden=, dropout=, structure=, afg_scores=)``; default
+            ``cls(tokens, hidden, dropout)``.
+
+    Raises:
+        ValueError: ``name`` already registered.
+    """
+    def deco(cls):
+        if name in HEADS:
+            raise ValueError(f"fusion head {name!r} is already registered ({HEADS[name]})")
+        HEADS[name] = build or (lambda tokens, hidden, dropout, **_: cls(tokens, hidden, dropout))
+        return cls
+    return deco
 
 
 class LayerWeights(nn.Module):
@@ -158,6 +189,8 @@ class AFG(nn.Module):
         return torch.einsum("bn,bnh->bh", alpha, h), alpha  # eq. 3
 
 
+@register_head("afg", lambda tokens, hidden, dropout, structure=1, afg_scores="concat", **_:
+               AFGHead(tokens, hidden, dropout, structure, afg_scores))
 class AFGHead(nn.Module):
     """The three AFG fusion structures of Wang et al., MER 2023, Fig. 1.
 
@@ -213,6 +246,7 @@ class AFGHead(nn.Module):
         return z, {"attention": a}
 
 
+@register_head("attention")
 class AttentionFusion(nn.Module):
     """Attention fusion of Zhao, Chen, Li, Jiang, Xie, "Improving Multimodal Emotion Recognition by
     Leveraging Acoustic Adaptation and Visual Alignment" (MRAC '24): a per-input MLP maps each token to a common dimension (256),
@@ -238,6 +272,7 @@ class AttentionFusion(nn.Module):
         return z, {"attention": alpha.squeeze(-1)}
 
 
+@register_head("transformer")
 class TransformerFusion(nn.Module):
     """Transformer fusion over modality tokens (after Lin, Li, Li, Li, "Multi-modal Fusion for
     Emotion and Intention Joint Understanding", ICASSP 2025 MEIJU challenge): each token is
@@ -270,6 +305,7 @@ class TransformerFusion(nn.Module):
         return self.norm(self.encoder(h)[:, 0]), {}
 
 
+@register_head("mlp")
 class MLPHead(nn.Module):
     """Baseline: concatenate all tokens, two ``Linear → ReLU → Dropout`` layers of width H."""
 
@@ -284,6 +320,7 @@ class MLPHead(nn.Module):
         return self.net(torch.cat(xs, dim=1)), {}
 
 
+@register_head("linear", lambda tokens, **_: LinearProbe(tokens))
 class LinearProbe(nn.Module):
     """Baseline for layer sweeps: ``z`` is the concatenated tokens, so the decoder on top is a
     linear (multinomial logistic / least-squares) model of the features."""
@@ -296,6 +333,7 @@ class LinearProbe(nn.Module):
         return torch.cat(xs, dim=1), {}
 
 
+@register_head("univa")
 class UniVAHead(nn.Module):
     """Per-modality encoders, fusion, and projection heads for UniVA (the model whose loss is eq. 11).
 
@@ -337,23 +375,10 @@ class UniVAHead(nn.Module):
         return out
 
 
-HEADS = ("afg", "attention", "transformer", "mlp", "linear", "univa")
-
-
 def build_head(name: str, tokens: list[Token], hidden: int, dropout: float, structure: int = 1,
                afg_scores: str = "concat") -> nn.Module:
-    """Construct the head called ``name`` (one of :data:`HEADS`; ``afg_scores``: :data:`AFG_SCORES`,
-    AFG only). Raises ValueError for unknown names."""
-    if name == "afg":
-        return AFGHead(tokens, hidden, dropout, structure, afg_scores)
-    if name == "attention":
-        return AttentionFusion(tokens, hidden, dropout)
-    if name == "transformer":
-        return TransformerFusion(tokens, hidden, dropout)
-    if name == "mlp":
-        return MLPHead(tokens, hidden, dropout)
-    if name == "linear":
-        return LinearProbe(tokens)
-    if name == "univa":
-        return UniVAHead(tokens, hidden, dropout)
-    raise ValueError(f"unknown head {name!r}; use one of {', '.join(HEADS)}")
+    """Construct the head registered as ``name`` (:data:`HEADS`; ``structure`` and ``afg_scores``:
+    :data:`AFG_SCORES`, AFG only; other heads ignore them). Raises ValueError for unknown names."""
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; use one of {', '.join(HEADS)}")
+    return HEADS[name](tokens, hidden=hidden, dropout=dropout, structure=structure, afg_scores=afg_scores)

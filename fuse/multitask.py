@@ -433,7 +433,7 @@ def _train_multitask_cv(blocks, inputs, y, tasks, folds, cfg, multi, speakers, t
 
     from emo.fuse.data import Normalizer
     from emo.fuse.metrics import summarize
-    from emo.fuse.batching import torch_inputs
+    from emo.fuse.minibatch import torch_inputs
     from emo.fuse.cv import CVResult, fold_inputs
     from emo.fuse.fit import average_outputs, class_weight_balanced, fit_model, predict_model
 

@@ -263,7 +263,7 @@ class Run:
             RunError: missing encoder, wrong shape, or utterance vectors where the run needs frames (named).
         """
         from emo.fuse.data import FeatureError, Frames
-        from emo.fuse.batching import torch_inputs
+        from emo.fuse.minibatch import torch_inputs
         from emo.fuse.fit import average_outputs, predict_model
 
         n = None

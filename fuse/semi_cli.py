@@ -7,26 +7,21 @@ from pathlib import Path
 
 import typer
 
+from emo.cliargs import command, current_options
+from emo.fuse.config import INPUTS, METHODS, OPTIM, OUTPUT, PROTOCOL, TASK
+from emo.fuse.options import AlignOptions, PseudoLabelOptions
 
-def align_cmd(
-    dataset: str = typer.Option(..., "--dataset", help="Dataset name (the folder under --features-dir)."),
-    source: str = typer.Option(..., "--source", help="Visual feature spec with one layer, e.g. clip_vit_l:proj."),
-    target: str = typer.Option(..., "--target", help="Audio feature spec with one layer, e.g. hubert_large:18."),
-    out: Path = typer.Option(..., "--out", help="Run directory (clipla.safetensors + align.json)."),
-    features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
-    epochs: int = typer.Option(100, "--epochs", help="Training epochs (fixed; no early stopping)."),
-    batch_size: int = typer.Option(1024, "--batch-size", help="Clips per InfoNCE batch (paper: 1024)."),
-    lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate (paper: 1e-4)."),
-    holdout: float = typer.Option(0.1, "--holdout", help="Fraction of clips held out for the retrieval report."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device"),
-    write: bool = typer.Option(False, "--write", help="Also write the aligned features as the store <source>+clipla.h5."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="With --write: replace an existing derived store of other provenance."),
-) -> None:
+#: ``--help`` group order.
+PANELS = (INPUTS, TASK, PROTOCOL, METHODS, OPTIM, OUTPUT)
+
+
+@command(AlignOptions, panels=PANELS, unpack=True)
+def align_cmd(ctx: typer.Context, dataset: str, source: str, target: str, out: Path, features_dir: Path, epochs: int, batch_size: int, lr: float, holdout: float, seed: int, device: str, write: bool, overwrite: bool) -> None:
     """CLIPL-A (MRAC '24 eq. 5-7): align a visual feature to an audio feature with a vision MLP and a symmetric
     InfoNCE; uses every clip with both features (labels never read); reports audio<->video retrieval on held-out clips."""
     from emo.extract.store import StoreError
     from emo.fuse.align import AlignError, align, write_aligned_store
+    from emo.fuse.atomic import write_json
     from emo.fuse.data import FeatureError
 
     command = ["emo", "fuse", "align", "--dataset", dataset, "--features-dir", str(features_dir), "--source", source,
@@ -52,21 +47,14 @@ def align_cmd(
                 typer.echo(f"{when + ' ' + d.replace('_to_', '->'):<22}{m['R@1']:>8.3f}{m['R@5']:>8.3f}{m['R@10']:>8.3f}{m['median_rank']:>13.1f}")
         c = ho["chance"]
         typer.echo(f"{'chance':<22}{c['R@1']:>8.3f}{c['R@5']:>8.3f}{c['R@10']:>8.3f}{c['median_rank']:>13.1f}")
+    write_json(out / "options.json", {"command": command, "options": current_options(ctx)})  # --config reads it back
     typer.echo(f"run written to {out}")
     if path is not None:
         typer.echo(f"aligned features written to {path} (use --features {path.stem})")
 
 
-def pseudo_label_cmd(
-    run: Path = typer.Option(..., "--run", help="Run directory of emo fuse train (discrete task)."),
-    dataset: str = typer.Option(..., "--dataset", help="Dataset whose clips are pseudo-labelled."),
-    out: Path = typer.Option(..., "--out", help="pseudo.csv to write (provenance in <out>.json)."),
-    features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
-    subset: str = typer.Option("unlabeled", "--subset", help="unlabeled (clips without labels or in the unlabeled partition) | a partition name | all."),
-    threshold: float = typer.Option(0.9, "--threshold", help="Keep clips whose top class probability is at least this."),
-    top_k: int = typer.Option(0, "--top-k", help="Keep at most this many clips per class, the most confident (0 = no limit)."),
-    align: str = typer.Option("intersect", "--align", help="strict | intersect (for stores with different samples)"),
-) -> None:
+@command(PseudoLabelOptions, panels=PANELS, unpack=True)
+def pseudo_label_cmd(run: Path, dataset: str, out: Path, features_dir: Path, subset: str, threshold: float, top_k: int, align: str) -> None:
     """Score unlabelled clips with a run's fold ensemble and keep the confident ones as pseudo-labels
     (for emo fuse train --pseudo-labels)."""
     from emo.extract.datasets.base import DatasetError

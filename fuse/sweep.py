@@ -30,22 +30,18 @@ import json
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any, Callable
 
 import numpy as np
-import typer
 
 from emo.fuse.atomic import write_csv, write_json, write_with
 from emo.fuse.config import TrainConfig
+from emo.fuse.options import SWEEP_DEFAULTS
 
 #: Default selection metric per task (higher is better unless :func:`lower_is_better`).
 DEFAULT_METRIC = {"discrete": "waf", "valence": "valence_ccc", "vad": "vad_ccc", "discrete+valence": "mer2023_score",
                   "discrete+vad": "waf"}
 
-#: Training settings a sweep uses unless told otherwise: the linear probe fitted by full-batch
-#: L-BFGS (convex: one model per cell, no seeds), every cell at once (emo.fuse.batched).
-SWEEP_DEFAULTS = {"head": "linear", "seeds": 1, "batch_size": 0, "patience": 0, "epochs": 100, "optimizer": "lbfgs"}  # 0 = auto by training-set size (TrainConfig.resolve)
-# every other setting (normalisation, weight decay, dropout, lr, hidden) is TrainConfig's default, shared with emo fuse train
 
 
 class SweepError(ValueError):
@@ -248,7 +244,6 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     from emo.extract.datasets.base import read_manifest
     from emo.extract.layers import LayerSpecError, parse_layers
     from emo.extract.store import FeatureStore, store_path
-    from emo.fuse.config import TrainConfig
     from emo.fuse.cv import train_cv
     from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, parse_feature_spec, store_layers, store_modality, targets
     from emo.fuse.decoders import task_parts
@@ -599,7 +594,6 @@ def sweep_repeats(features_dir: str | Path, dataset: str, feature: str, layers: 
     """
     from dataclasses import replace
 
-    from emo.fuse.config import TrainConfig
     from emo.fuse.stats import mean_std
 
     if repeats < 2:
@@ -627,125 +621,3 @@ def sweep_repeats(features_dir: str | Path, dataset: str, feature: str, layers: 
            "selected_on": summaries[0].get("selected_on")}
     write_json(Path(out) / "sweep_repeats.json", res)
     return res
-
-
-#: TrainConfig's defaults: the sweep's options share them with emo fuse train.
-_D = TrainConfig()
-
-
-def sweep_cmd(
-    ctx: typer.Context,
-    dataset: str = typer.Option(..., "--dataset", help="Dataset name (the folder under --features-dir)."),
-    features: str = typer.Option(..., "--features", help="One encoder spec NAME[=SOURCE][:LAYERS]."),
-    layers: str = typer.Option("", "--layers", help="Layers to sweep (0-24); default: the spec's or all stored."),
-    features_dir: Path = typer.Option(Path("features"), "--features-dir", help="Where emo extract wrote the stores."),
-    window: int = typer.Option(1, "--window", help="Consecutive layers per probe (1, 3, 6, ...)."),
-    stride: int = typer.Option(1, "--stride", help="Step between windows."),
-    head: str = typer.Option(SWEEP_DEFAULTS["head"], "--head", help="linear | mlp | afg (any emo fuse head)."),
-    task: str = typer.Option("discrete", "--task", help="discrete | valence | vad | discrete+valence | multilabel (several emotion words per clip; metric micro_f1, or wheel_f1 with --emotion-wheel), or label columns A+B (multi-task; metric jrbm)."),
-    threshold: float = typer.Option(_D.threshold, "--threshold", help="--task multilabel: a label is predicted when its probability exceeds this (ζ, as emo fuse train)."),
-    emotion_wheel: str = typer.Option("", "--emotion-wheel", help="--task multilabel: the MER emotion_wheel/ folder: word forms merged in the class list, emotion-wheel F1 per cell (the default selection metric)."),
-    label_column: List[str] = typer.Option([], "--label-column", help="NAME=COLUMN for a multi-task --task (as emo fuse train)."),
-    joint: str = typer.Option("none", "--joint", help="Multi-task: none | crossattn | shared (as emo fuse train)."),
-    folds: str = typer.Option("auto", "--folds", help="auto (leave-one-speaker-out when every sample has a speaker, else stratified 5-fold, stated as speaker-dependent) | K | speaker | split (select on dev, report test) | file:PATH (fold lists, e.g. EmoBox)."),
-    allow_rare_classes: bool = typer.Option(False, "--allow-rare-classes", help="Sweep even when a class has fewer than 2 labelled samples (refused by default, as emo fuse train)."),
-    metric: str = typer.Option("", "--metric", help="Score to plot/select (default: waf, valence_ccc, vad_ccc, mer2023_score or, multilabel, micro_f1 / wheel_f1 by task; hamming_loss and *mse are minimised)."),
-    normalize: str = typer.Option(_D.normalize, "--normalize", help="none | global | speaker (default shared with emo fuse train)"),
-    seed: int = typer.Option(0, "--seed"),
-    seeds: int = typer.Option(SWEEP_DEFAULTS["seeds"], "--seeds", help="Models per cell (split: seed repeats)."),
-    epochs: int = typer.Option(SWEEP_DEFAULTS["epochs"], "--epochs"),
-    patience: int = typer.Option(SWEEP_DEFAULTS["patience"], "--patience"),
-    lr: float = typer.Option(_D.lr, "--lr"),
-    weight_decay: float = typer.Option(_D.weight_decay, "--weight-decay", help="AdamW decoupled weight decay; with L-BFGS the L2 coefficient (weight_decay/2)·||W||²."),
-    batch_size: int = typer.Option(SWEEP_DEFAULTS["batch_size"], "--batch-size"),
-    hidden: int = typer.Option(_D.hidden, "--hidden"),
-    dropout: float = typer.Option(_D.dropout, "--dropout"),
-    label_smoothing: float = typer.Option(_D.label_smoothing, "--label-smoothing"),
-    optimizer: str = typer.Option(SWEEP_DEFAULTS["optimizer"], "--optimizer", help="lbfgs (linear probe to its optimum) | adamw (minibatches, early stopping; other heads always)."),
-    batched: bool = typer.Option(True, "--batched/--sequential", help="Train every remaining cell at once (default) or cell by cell."),
-    class_weights: bool = typer.Option(False, "--class-weights"),
-    test_split: List[str] = typer.Option([], "--test-split", help="Partition(s) reported as the test set (split: default test; K/speaker: held out of the folds, scored by each fold's probe)."),
-    train_splits: List[str] = typer.Option([], "--train-splits", help="Evaluation partition(s) (test, test1, test2, test3) allowed into the folds; by default they never enter training."),
-    device: str = typer.Option("cpu", "--device"),
-    out: Path = typer.Option(None, "--out", help="Output directory (default runs/sweep-DATASET-ENCODER-wWINDOW-HEAD)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the cells (stderr)."),
-    repeats: int = typer.Option(1, "--repeats", min=1, help="Repeat the whole sweep with N seeds (others in OUT/repeats/); report each window's mean ± std over repeats and select on the mean."),
-) -> None:
-    """Layer ablation: one probe per layer (or window of layers) per fold; writes sweep.csv, sweep.json
-    and sweep.png into --out and reuses finished cells when rerun."""
-    import shlex
-
-    from emo.exitcodes import ExitCode
-    from emo.extract.datasets.base import DatasetError
-    from emo.extract.spec import spec_name
-    from emo.extract.store import StoreError
-    from emo.fuse.config import TrainConfig
-    from emo.fuse.data import FeatureError
-    from emo.fuse.options import command_line
-    from emo.fuse.protocols import ProtocolError
-
-    name = spec_name(features)
-    out = out or Path("runs") / f"sweep-{dataset}-{name}-w{window}-{head}"
-    from emo.fuse.multitask import is_multitask
-
-    multi = is_multitask(task, list(label_column))
-    cfg = TrainConfig(head=head, task="discrete" if multi else task, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                      batch_size=batch_size, patience=patience, seeds=seeds, seed=seed, normalize=normalize,
-                      class_weights=class_weights, device=device, label_smoothing=label_smoothing, optimizer=optimizer,
-                      batched=batched, threshold=threshold, emotion_wheel=emotion_wheel)
-    try:
-        cfg.validate()
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    import time
-
-    t0 = time.perf_counter()
-    try:
-        if multi:
-            cfg = replace(cfg, task=task)  # run_sweep parses the tasks (and says what is wrong with them)
-        summary = run_sweep(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out,
-                            test_splits=list(test_split) or None, progress=progress,
-                            log=lambda line: typer.echo(line, err=True) if line.startswith(("warning", "sequential", "AdamW", "protocol")) else None,
-                            train_splits=list(train_splits) or None, label_columns=list(label_column), joint=joint,
-                            allow_rare_classes=allow_rare_classes)
-    except SweepError as e:  # settings that do not fit the data (window, metric): the command line is wrong
-        raise typer.BadParameter(str(e)) from None
-    except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, OSError) as e:  # WheelError is a ValueError
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(ExitCode.ERROR) from None
-    summary["command"] = shlex.join(command_line(ctx, {**ctx.params, "out": out}))
-    write_json(Path(out) / "sweep.json", summary)
-    if repeats > 1:
-        try:
-            rep = sweep_repeats(features_dir, dataset, features, layers or None, window, stride, cfg, folds, metric or None, out,
-                                repeats=repeats, progress=progress, test_splits=list(test_split) or None,
-                                train_splits=list(train_splits) or None)
-        except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(ExitCode.ERROR) from None
-        typer.echo(f"{'window':>10}  {rep['reported'] + ' over ' + str(repeats) + ' repeats':>32}")
-        for r in rep["rows"]:
-            star = " *" if r["window"] == rep["best"]["window"] else ""
-            typer.echo(f"{r['window']:>10}  {r['mean']:>24.4f} ± {r['std']:.4f}{star}")
-        typer.echo(f"selected window {rep['best']['window']} on the repeat mean; wrote {out}/sweep_repeats.json")
-        return
-    m = summary["metric"]
-    typer.echo(summary["protocol_record"]["statement"])
-    test = any(f"test_{m}_mean" in r for r in summary["rows"])
-    # multi-label sweeps: the other multi-label metrics (means over folds) next to the selection metric
-    extra = [k for k in ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1", "wheel_f1")
-             if "label_space" in summary and k != m and f"{k}_mean" in summary["rows"][0]]
-    typer.echo(f"{'window':>10}  {m + ' mean':>14}  {'std':>7}" + (f"  {'test ' + m:>14}" if test else "") +
-               "".join(f"  {k:>12}" for k in extra))
-    for r in summary["rows"]:
-        star = " *" if r["window"] == summary["best"]["window"] else ""
-        typer.echo(f"{r['window']:>10}  {r[m + '_mean']:>14.4f}  {r[m + '_std']:>7.4f}" +
-                   (f"  {r['test_' + m + '_mean']:>14.4f}" if test else "") + "".join(f"  {r[k + '_mean']:>12.4f}" for k in extra) + star)
-    if "label_space" in summary:
-        typer.echo(f"multi-label: {len(summary['label_space']['classes'])} labels, predicted when p > ζ = {summary['threshold']}"
-                   + (f"; emotion-wheel F1 with {summary['emotion_wheel']['dir']}" if summary.get("emotion_wheel") else ""))
-    typer.echo(f"selected window {summary['best']['window']} on {summary['selected_on']}; "
-               f"{summary['trained']} cell(s) trained, {summary['reused']} reused; wrote {out}/sweep.csv, sweep.json, sweep.png")
-    from emo.fuse.report import training_speed
-
-    typer.echo(training_speed(summary["models_trained"], time.perf_counter() - t0))

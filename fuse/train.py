@@ -5,7 +5,7 @@ It loads features and labels (:mod:`emo.fuse.data`), builds the protocol's folds
 (:func:`emo.fuse.cv.train_cv`) and writes the run directory (:func:`emo.fuse.run.save_run`).
 
 The pieces live in their own modules: :mod:`emo.fuse.config` (:class:`TrainConfig`),
-:mod:`emo.fuse.batching` (minibatches), :mod:`emo.fuse.fit` (one model's fit loop),
+:mod:`emo.fuse.minibatch` (minibatches), :mod:`emo.fuse.fit` (one model's fit loop),
 :mod:`emo.fuse.cv` (:func:`train_cv`, :class:`CVResult`), :mod:`emo.fuse.protocols` (folds),
 :mod:`emo.fuse.report` (tables). Their public names are re-exported here for scripts written
 against the single ``emo.fuse.train`` module.
@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from emo.fuse.config import TrainConfig
+from emo.fuse.config import TrainConfig, check_run_rules
 from emo.fuse.contract import input_contract
 from emo.fuse.cv import CVResult, train_cv
 from emo.fuse.fit import average_outputs, fit_model, predict_model
@@ -101,19 +101,13 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     from emo.fuse.runcheck import check_run_out
     from emo.fuse.tune import rename_fold_inputs, resolve_fold_features, train_cv_fold_stores
 
-    cfg.validate()
-    if repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    check_run_rules(cfg, repeats=repeats, pseudo_labels=pseudo_labels, augmented=augmented or (), evaluate_on=evaluate_on)
     if out is not None:
         check_run_out(out)  # a bad --out fails now, not after hours of training
-    if pseudo_labels is not None and cfg.class_weights:
-        raise ValueError("--class-weights is not supported with --pseudo-labels (weighted KL-divergence training)")
     # HLFT features come as one store per fold (emo extract --adapters): fold k reads fold k's store
     features, fold_features = resolve_fold_features(features_dir, dataset, features)
-    if repeats > 1 and (augmented or evaluate_on):
-        raise ValueError("--repeats cannot be combined with --augmented/--evaluate-on")
-    if (augmented or evaluate_on) and (pseudo_labels is not None or cfg.univa or fold_features):
-        raise ValueError("--augmented/--evaluate-on cannot be combined with --pseudo-labels, --univa or per-fold HLFT stores")
+    check_run_rules(cfg, repeats=repeats, pseudo_labels=pseudo_labels, augmented=augmented or (), evaluate_on=evaluate_on,
+                    fold_stores=bool(fold_features))
     fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
     rename_fold_inputs(fs, fold_features)
     if test_splits is None:

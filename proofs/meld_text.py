@@ -80,7 +80,7 @@ def main() -> None:
                              "sentences_per_second": None if resumed else round(len(samples) / dt, 1)}
         if spec.name == "minilm":
             # in-run throughput of the encoder alone (batches packed by token cost, as the engine does)
-            from emo.extract.batching import pack
+            from emo.extract.packing import pack
             from emo.extract.encoders.base import TextInput
 
             items = [TextInput(s.name, s.transcript) for s in samples[:512]]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import link_clips, tiny_hubert
 
-from emo.extract.batching import pack, padding_fraction
+from emo.extract.packing import pack, padding_fraction
 from emo.extract.datasets import get_dataset
 from emo.extract.encoders.base import AudioInput, Encoded, Encoder
 from emo.extract.engine import Extractor

@@ -209,7 +209,7 @@ def test_nms_min_drops_a_box_nested_in_another():
 def test_fetch_cli_reports_errors(tmp_path):
     from typer.testing import CliRunner
 
-    from emo.extract.models import app
+    from emo.extract.cli import models_app as app
 
     runner = CliRunner()
     r = runner.invoke(app, ["fetch", "nosuchmodel"])

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from emo.exitcodes import ExitCode
-from emo.fuse.config import RUN_OPTIONS, ConfigFileError, TrainConfig, read_config_file
+from emo.fuse.config import TrainConfig
+from emo.fuse.options import RUN_OPTIONS, ConfigFileError, read_config_file
 
 #: TrainConfig fields whose option flag is not ``--<field-with-dashes>`` (the flag pair reads better).
 FLAG_ALIASES = {"frame_bidirectional": "--bidirectional"}

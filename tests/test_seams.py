@@ -330,13 +330,11 @@ def test_make_features_passes_text_column_and_name():
 
 
 def test_subset_defaults_and_submission(tmp_path):
-    import typer
-
     from emo.pipeline import resolve_subset, write_submission
 
     assert resolve_subset("mer2026", None) == "unlabeled" and resolve_subset("mer2025", "train") == "labeled"
     assert resolve_subset("mer2024", None) == "all" and resolve_subset(None, None) is None
-    with pytest.raises(typer.BadParameter):
+    with pytest.raises(ValueError, match="--subset applies"):
         resolve_subset("folder", "candidates")
     scores = tmp_path / "p.csv"
     scores.write_text("name,relpath,path,split,status,flags,normalization,pred\n"

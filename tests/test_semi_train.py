@@ -98,7 +98,7 @@ def test_univa_and_pseudo_labels_end_to_end(tmp_path):
     for f in folds["folds"]:
         assert pseudo_names <= set(f["train"]) and not pseudo_names & (set(f["val"]) | set(f["test"]))
     # reproducing the run from its config.json takes the pseudo-labels over
-    from emo.fuse.config import read_config_file
+    from emo.fuse.options import read_config_file
 
     again = read_config_file(tmp_path / "r1" / "config.json")
     assert again["pseudo_labels"] == str(tmp_path / "pseudo.csv") and again["pseudo_weight"] == 0.5

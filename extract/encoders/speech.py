@@ -199,7 +199,7 @@ class SpeechEncoder(SpeechLayers, Encoder):
     def encode(self, batch: list[AudioInput]) -> list[Encoded]:
         import torch
 
-        from emo.extract.batching import pack
+        from emo.extract.packing import pack
 
         sr = self.sample_rate
         chunk = int(self.chunk_seconds * sr)
