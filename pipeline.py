@@ -117,7 +117,14 @@ def _reusable(store, inp: FeatureInput, face_detector: str | None) -> str | None
             return f"{k}: store has {b!r}, the run was trained on {a!r}"
     if not trained.get("weights_hash") and store.attrs.get("weights_hash"):
         return "the run records no weights hash to compare with"
-    missing = [k for k in inp.layers if k not in store.layers]
+    from emo.extract.combine import parts_of  # a combination (mean(21-24)) needs the layers it combines
+    from emo.extract.layers import LayerSpecError
+
+    try:
+        needed = [p for k in inp.layers for p in parts_of(k, store.layers)[1]]
+    except LayerSpecError as e:
+        return str(e)
+    missing = [k for k in needed if k not in store.layers]
     if missing:
         return f"no layer(s) {', '.join(missing)}"
     if inp.frames and not store.has_frames:

@@ -1,42 +1,42 @@
-"""Fusion-stage speed: the fold-parallel (batched) trainer against the sequential loop and scikit-learn.
+"""Fusion-stage cost, fair to the peer: ``emo fuse train`` against scikit-learn at the same thread count.
 
-Small-data recipe (leave-one-speaker-out, 5 seeds per fold, ``--normalize speaker``), eGeMAPS-sized
-utterance features (88-d):
+Protocol (both corpora): leave-one-speaker-out, per-speaker standardisation (``--normalize speaker``;
+scikit-learn: a ``StandardScaler`` per speaker), pooled UAR over the held-out speakers.
 
-* **EmoDB** (535 x 88, 10 speakers, 7 classes; the real corpus, eGeMAPS extracted with
-  ``emo extract --encoder egemaps`` when ``$EMO_SHARED_DATA/emodb`` exists; skipped otherwise);
-* **RAVDESS-sized synthetic** (1,434 x 88, 24 speakers, 8 classes; :func:`write_ravdess_like`:
-  correlated features, class centres, per-speaker offsets and scales).
+* **EmoDB** (535 x 88 eGeMAPS, 10 speakers, 7 classes; ``emo extract --encoder egemaps`` of
+  ``$EMO_SHARED_DATA/emodb``, skipped without it) and the **1,434-clip synthetic set**
+  (:func:`write_ravdess_like`: 24 speakers, 8 classes, 88-d correlated features).
+* **emo**: the default ``emo fuse train --folds speaker --normalize speaker`` (AFG head, recipe
+  ``auto`` -> ``lbfgs``) with seeds 0, 1, 2 (its initial weights are the only random part: spread
+  of pooled UAR), and for the UAR-vs-time plot ``--head linear``, ``--head mlp`` and the previous
+  default ``--recipe adamw`` (5 seeds per fold, minibatches).
+* **peers** (:data:`PEERS`), each in its own process: ``LogisticRegression(max_iter=5000)``,
+  ``SVC()`` and ``MLPClassifier((256,), solver="lbfgs", alpha=10, max_iter=300)``.
+* **threads**: every process is pinned to the same count ``T`` (``EMO_BENCH_THREADS``, default 1):
+  ``OMP/OPENBLAS/MKL_NUM_THREADS=T`` in its environment, ``threadpoolctl.threadpool_limits(T)``
+  around the scikit-learn fits and ``emo fuse train --threads T``; the counts are recorded, with
+  ``threadpoolctl``'s view of the BLAS libraries.
+* **times**: process wall time (interpreter start, imports, loading, training, writing) and fit
+  time (scikit-learn: the fold loop; emo: ``metrics.json`` ``timing.train_seconds``), time to the
+  first fold; the machine's float32 matmul peak (:func:`matmul_peak`, same run, ``T`` threads).
+* **MER 2024 size** (5,030 clips, synthetic, :func:`write_synthetic`): 5-fold AFG over HuBERT
+  layers 16-21 + CLIP + MANet (large data: the minibatch recipe), with its training FLOPs
+  (``torch.utils.flop_counter``) over its training time as a fraction of the matmul peak; and the
+  25-layer x 5-fold linear probe sweep (L-BFGS).
 
-For each: wall time of ``emo fuse train --head afg --folds speaker --normalize speaker``
-batched (the default) and ``--sequential``, as subprocesses, and of scikit-learn's
-``LogisticRegression`` (per-speaker ``StandardScaler``, same leave-one-speaker-out folds) as a
-subprocess of this script (``--sklearn``), with pooled UAR of each. Targets (RAVDESS-sized set):
-batched >= 10x faster than sequential; batched <= 3x scikit-learn's wall time with UAR >= its UAR.
-EmoDB also runs both paths with ``--dropout 0`` (the same arithmetic model by model): pooled UAR
-and WAF must agree within 0.005.
+Targets (``targets`` in the result, pass/fail, nothing asserted): default emo wall <= 2x the
+LR process's and training <= 5x LR's fit on both sets; emo's UAR >= the best peer's; spread over
+3 seeds <= 0.003; MER AFG >= 50 % of matmul peak; sweep <= 5 s of compute. A UAR-vs-time plot
+(``results/bench_fuse_pareto.png``). The 1-minute load average before and after is recorded.
 
-MER 2024 size (5,030 utterances, synthetic, :func:`write_synthetic`): ``hubert_large`` 25 layers
-x 1024, ``clip_vit_l`` 768, ``manet`` 512:
-
-1. ``emo fuse train --features hubert_large:16-21 --features clip_vit_l --features manet
-   --head afg --folds 5`` (batched default; target 10 s) and with ``--sequential``;
-2. ``emo fuse sweep --features hubert_large --layers 0-24 --folds 5 --head linear`` (125 cells,
-   L-BFGS probes, the default; target 10 s), with ``--optimizer adamw`` (all cells batched) and
-   with ``--sequential --optimizer adamw`` (the AdamW loop cell by cell, as before).
-
-All times are wall clock, subprocesses (interpreter start-up and imports included); the
-1-minute load average before and after is recorded (this is a shared machine). Nothing is
-asserted: targets and pass/fail flags are in the result. Run alone:
-``.venv/bin/python bench/bench_fuse.py [--gpu]`` (writes ``results/bench_fuse.json`` through
-``bench/run_all.py``'s writer); ``--skip-sequential`` leaves out the slow sequential runs.
+Run: ``.venv/bin/python bench/run_all.py --only fuse`` (or ``make bench``), about 10 minutes on an idle 2-core machine
+(``EMO_BENCH_THREADS=2`` for two threads; ``EMO_BENCH_MER=0`` skips the MER-size part).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -51,10 +51,12 @@ ROOT = Path(__file__).resolve().parents[1]
 N, N_CLASSES = 5030, 6
 ENCODERS = {"hubert_large": ([str(i) for i in range(25)], 1024, "audio"), "clip_vit_l": (["proj"], 768, "face"),
             "manet": (["functionals"], 512, "face")}
-TARGET_TRAIN_S, TARGET_SWEEP_S = 10.0, 10.0
-TARGET_SPEEDUP, TARGET_SKLEARN_RATIO = 10.0, 3.0
 #: RAVDESS-sized synthetic set: utterances, speakers, classes, feature dimension.
 RAV_N, RAV_SPEAKERS, RAV_CLASSES, RAV_DIM = 1434, 24, 8, 88
+TARGET_WALL_RATIO, TARGET_FIT_RATIO, TARGET_SPREAD, TARGET_PEAK, TARGET_SWEEP_S = 2.0, 5.0, 0.003, 0.5, 5.0
+#: scikit-learn peers: name -> constructor source (evaluated in the peer process).
+PEERS = {"sklearn_lr": "LogisticRegression(max_iter=5000)", "sklearn_svc": "SVC()",
+         "sklearn_mlp_lbfgs": "MLPClassifier((256,), solver='lbfgs', alpha=10.0, max_iter=300, random_state=0)"}
 
 
 def write_synthetic(root: Path, dataset: str = "mer2024_synth", seed: int = 0) -> Path:
@@ -130,39 +132,6 @@ def write_ravdess_like(root: Path, dataset: str = "ravdess_synth", seed: int = 0
     return root
 
 
-def sklearn_reference(features_dir: str | Path, dataset: str, encoder: str = "egemaps") -> dict:
-    """scikit-learn under the same protocol as ``emo fuse train --folds speaker --normalize speaker``:
-    per-speaker ``StandardScaler``, ``LogisticRegression(max_iter=5000)``, the same leave-one-speaker-out
-    evaluation folds (trained on every other speaker); pooled UAR. ``fit_seconds``: scaling and the
-    fold loop, without loading."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import LeaveOneGroupOut
-    from sklearn.preprocessing import StandardScaler
-
-    from emo.fuse.data import load_features, targets
-    from emo.fuse.metrics import classification_metrics
-
-    fs = load_features(features_dir, dataset, [encoder])
-    y, _ = targets(fs.samples, "discrete", fs.classes)
-    y = y["discrete"]
-    t = time.perf_counter()
-    x = fs.blocks[encoder][:, 0].astype(np.float64)
-    spk = np.asarray(fs.speakers)
-    xn = np.empty_like(x)
-    for s_ in np.unique(spk):
-        xn[spk == s_] = StandardScaler().fit_transform(x[spk == s_])
-    pred = np.empty(len(y), dtype=np.int64)
-    folds = 0
-    for tr, te in LeaveOneGroupOut().split(xn, y, spk):
-        pred[te] = LogisticRegression(max_iter=5000).fit(xn[tr], y[tr]).predict(xn[te])
-        folds += 1
-    m = classification_metrics(y, pred, len(fs.classes))
-    return {"uar": m["uar"], "waf": m["waf"], "folds": folds, "fit_seconds": round(time.perf_counter() - t, 3)}
-
-
-_TIMING = re.compile(r"trained (\d+) models? in ([0-9.]+) s")
-
-
 def _run(cmd: list[str], timeout: float) -> tuple[float | None, str]:
     """(wall seconds or None when killed after ``timeout``, stdout) of ``cmd`` (argv list, no shell).
 
@@ -180,62 +149,290 @@ def _run(cmd: list[str], timeout: float) -> tuple[float | None, str]:
     return dt, p.stdout + p.stderr
 
 
-def _train_record(cmd: list[str], run: Path, timeout: float, tmp: Path) -> dict:
-    wall, out = _run(cmd, timeout)
-    rec: dict = {"command": shlex.join(["emo", *cmd[1:]]).replace(str(tmp), "$TMP")}
-    if wall is None:
-        rec["timed_out_after_seconds"] = timeout
-        return rec
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment of a benchmarked process: BLAS/OpenMP pools of ``threads`` threads."""
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[k] = str(threads)
+    return env
+
+
+def peer_fit(features_dir: str, dataset: str, peer: str, threads: int) -> dict:
+    """One scikit-learn peer under the benchmark protocol, its BLAS pinned with ``threadpool_limits``.
+    Returns pooled UAR/WAF, ``fit_seconds`` (scaling + the fold loop, without loading), thread info."""
+    from sklearn.linear_model import LogisticRegression  # noqa: F401  (names used by PEERS)
+    from sklearn.model_selection import LeaveOneGroupOut
+    from sklearn.neural_network import MLPClassifier  # noqa: F401
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC  # noqa: F401
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from emo.fuse.data import load_features, targets
+    from emo.fuse.metrics import classification_metrics
+
+    fs = load_features(features_dir, dataset, ["egemaps"])
+    y, _ = targets(fs.samples, "discrete", fs.classes)
+    y = y["discrete"]
+    with threadpool_limits(limits=threads):
+        t = time.perf_counter()
+        x = fs.blocks["egemaps"][:, 0].astype(np.float64)
+        spk = np.asarray(fs.speakers)
+        xn = np.empty_like(x)
+        for s_ in np.unique(spk):
+            xn[spk == s_] = StandardScaler().fit_transform(x[spk == s_])
+        pred = np.empty(len(y), dtype=np.int64)
+        for tr, te in LeaveOneGroupOut().split(xn, y, spk):
+            pred[te] = eval(PEERS[peer]).fit(xn[tr], y[tr]).predict(xn[te])  # noqa: S307  (constant expressions of PEERS)
+        fit_s = time.perf_counter() - t
+        pools = [{k: d.get(k) for k in ("user_api", "internal_api", "num_threads")} for d in threadpool_info()]
+    m = classification_metrics(y, pred, len(fs.classes))
+    return {"uar": round(m["uar"], 4), "waf": round(m["waf"], 4), "fit_seconds": round(fit_s, 3), "threads": threads,
+            "threadpools": pools, "estimator": PEERS[peer]}
+
+
+def matmul_peak(threads: int, n: int = 2048, reps: int = 5) -> dict:
+    """Measured float32 matmul rate of this machine (torch, ``threads`` intra-op threads): the best of
+    ``reps`` (n x n) @ (n x n) products, 2 n³ FLOPs each. Returns ``gflops`` and the settings."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(reps))
+    finally:
+        torch.set_num_threads(prev)
+    return {"gflops": round(2 * n**3 / best / 1e9, 1), "n": n, "threads": threads, "dtype": "float32", "best_of": reps}
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def emo_run(cmd: list[str], run: Path, timeout: float, tmp: Path, threads: int) -> dict:
+    """``emo fuse train`` as a pinned subprocess: wall time, pooled UAR/WAF, recipe, timing."""
+    t = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=thread_env(threads))  # noqa: S603
+    except subprocess.TimeoutExpired:
+        return {"command": _rel(shlex.join(["emo", *cmd[1:]]), tmp), "timed_out_after_seconds": timeout}
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
     m = json.loads((run / "metrics.json").read_text())
     c = json.loads((run / "config.json").read_text())
-    rec.update({"subprocess_seconds": round(wall, 2), "uar": round(m["pooled"]["uar"], 4), "waf": round(m["pooled"]["waf"], 4),
-                "folds": m["n_folds"], "seeds_per_fold": c["training"]["seeds"]})
-    hit = _TIMING.search(out)
-    if hit:
-        rec.update({"models": int(hit.group(1)), "train_seconds": float(hit.group(2))})
-    return rec
+    tm = m.get("timing", {})
+    return {"command": _rel(shlex.join(["emo", *cmd[1:]]), tmp), "process_seconds": round(wall, 2),
+            "train_seconds": tm.get("train_seconds"), "seconds_to_first_fold": tm.get("seconds_to_first_fold"),
+            "startup_seconds": tm.get("startup_seconds"), "uar": round(m["pooled"]["uar"], 4), "waf": round(m["pooled"]["waf"], 4),
+            "recipe": m.get("recipe"), "seeds_per_fold": c["training"]["seeds"], "threads": c["training"]["threads"],
+            "folds": m["n_folds"]}
 
 
-def small_data(label: str, feat: Path, dataset: str, tmp: Path, device: str, timeout: float, sequential: bool = True,
-               equivalence: bool = False) -> dict:
-    """Batched vs sequential ``emo fuse train --head afg`` vs scikit-learn on one leave-one-speaker-out set.
+def peer_run(feat: Path, dataset: str, peer: str, timeout: float, threads: int) -> dict:
+    """One peer in its own pinned process (``--peer``): process wall time and its fit record."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--peer", str(feat), dataset, peer, str(threads)]
+    t = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=thread_env(threads))  # noqa: S603
+    except subprocess.TimeoutExpired:
+        return {"timed_out_after_seconds": timeout}
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        raise RuntimeError(f"peer {peer} failed:\n{p.stderr[-3000:]}")
+    return {"process_seconds": round(wall, 2), **json.loads(p.stdout.strip().splitlines()[-1])}
 
-    ``equivalence``: also both paths with ``--dropout 0`` (same arithmetic model by model; with dropout
-    the two paths draw different random masks), whose pooled UAR/WAF must agree within 0.005."""
+
+def _rel(text: str, tmp: Path) -> str:
+    return text.replace(str(tmp), "$TMP").replace(str(ROOT) + "/", "").replace(sys.executable, "python")
+
+
+def small_set(label: str, feat: Path, dataset: str, tmp: Path, timeout: float, threads: int) -> dict:
+    """emo's default (3 seeds), its other recipes and the peers on one leave-one-speaker-out set."""
     emo = str(Path(sys.executable).with_name("emo"))
-    base = [emo, "fuse", "train", "--dataset", dataset, "--features-dir", str(feat), "--features", "egemaps", "--head", "afg",
-            "--folds", "speaker", "--normalize", "speaker", "--device", device]
-    res: dict = {"dataset": label}
-    res["batched"] = _train_record(base + ["--out", str(tmp / f"{dataset}_b")], tmp / f"{dataset}_b", timeout, tmp)
-    if sequential:
-        res["sequential"] = _train_record(base + ["--sequential", "--out", str(tmp / f"{dataset}_s")], tmp / f"{dataset}_s", timeout, tmp)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--sklearn", str(feat), dataset]
-    wall, out = _run(cmd, timeout)
-    sk = json.loads(out.strip().splitlines()[-1]) if wall is not None else {"timed_out_after_seconds": timeout}
-    sk.update({"subprocess_seconds": None if wall is None else round(wall, 2),
-               "what": "per-speaker StandardScaler + LogisticRegression(max_iter=5000), leave-one-speaker-out"})
-    res["sklearn_logreg"] = sk
-    if equivalence and sequential:  # dropout 0: the batched path is the sequential arithmetic, model by model
-        eq = {}
-        for tag, extra in (("batched", []), ("sequential", ["--sequential"])):
-            eq[tag] = _train_record(base + ["--dropout", "0", *extra, "--out", str(tmp / f"{dataset}_d0_{tag}")],
-                                    tmp / f"{dataset}_d0_{tag}", timeout, tmp)
-        if "uar" in eq["batched"] and "uar" in eq["sequential"]:
-            eq["abs_diff_uar"] = round(abs(eq["batched"]["uar"] - eq["sequential"]["uar"]), 4)
-            eq["abs_diff_waf"] = round(abs(eq["batched"]["waf"] - eq["sequential"]["waf"]), 4)
-        res["same_numbers_dropout0"] = eq
-    b, s = res["batched"].get("subprocess_seconds"), (res.get("sequential") or {}).get("subprocess_seconds")
-    if b and s:
-        res["speedup_batched_vs_sequential"] = round(s / b, 2)
-    if b and sk.get("subprocess_seconds"):
-        res["batched_over_sklearn_time"] = round(b / sk["subprocess_seconds"], 2)
-        res["uar_batched_minus_sklearn"] = round(res["batched"]["uar"] - sk["uar"], 4)
+    base = [emo, "fuse", "train", "--dataset", dataset, "--features-dir", str(feat), "--features", "egemaps",
+            "--folds", "speaker", "--normalize", "speaker", "--threads", str(threads)]
+    res: dict = {"dataset": label, "emo": {}, "peers": {}}
+    for seed in (0, 1, 2):
+        out = tmp / f"{dataset}_default_{seed}"
+        res["emo"][f"default_seed{seed}"] = emo_run(base + ["--seed", str(seed), "--out", str(out)], out, timeout, tmp, threads)
+    for tag, extra in (("linear", ["--head", "linear"]), ("mlp", ["--head", "mlp"]), ("afg_adamw_5seeds", ["--recipe", "adamw"])):
+        out = tmp / f"{dataset}_{tag}"
+        res["emo"][tag] = emo_run(base + extra + ["--out", str(out)], out, timeout, tmp, threads)
+    for peer in PEERS:
+        res["peers"][peer] = peer_run(feat, dataset, peer, timeout, threads)
+    d = [res["emo"][f"default_seed{s}"] for s in (0, 1, 2)]
+    if all("uar" in r for r in d):
+        uars = [r["uar"] for r in d]
+        res["default_uar_seeds"] = uars
+        res["default_uar_spread"] = round(max(uars) - min(uars), 4)
+    lr = res["peers"]["sklearn_lr"]
+    if "uar" in d[0] and "fit_seconds" in lr:
+        res["default_over_lr_process"] = round(d[0]["process_seconds"] / lr["process_seconds"], 2)
+        res["default_over_lr_fit"] = round(d[0]["train_seconds"] / max(lr["fit_seconds"], 1e-9), 2)
+        best = max(res["peers"], key=lambda k: res["peers"][k].get("uar", -1))
+        res["best_peer"] = best
+        res["default_uar_minus_best_peer"] = round(d[0]["uar"] - res["peers"][best]["uar"], 4)
     return res
 
 
+def training_flops(run: Path) -> float | None:
+    """FLOPs of the training passes of an AdamW run (forward + backward per training row per epoch,
+    counted with ``torch.utils.flop_counter`` on the run's own model, times each fold's epochs;
+    validation passes and the optimiser step not included, so the fraction of peak is a lower bound)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from emo.fuse.model import FusionModel
+
+    c = json.loads((run / "config.json").read_text())
+    m = json.loads((run / "metrics.json").read_text())
+    folds = json.loads((run / "folds.json").read_text()) if (run / "folds.json").exists() else None
+    model = FusionModel(**c["model"])
+    B = 256
+    xs = [torch.randn(B, len(i["layers"]), i["dim"]) for i in c["model"]["inputs"]]
+    with FlopCounterMode(display=False) as fc:
+        out = model(xs)
+        torch.nn.functional.cross_entropy(out["logits"], torch.zeros(B, dtype=torch.long)).backward()
+    per_row = fc.get_total_flops() / B
+    total = 0.0
+    for k, f in enumerate(m["folds"]):
+        n_train = c["folds"][k]["n_train"] if "folds" in c and "n_train" in c["folds"][k] else None
+        if n_train is None and folds is not None:
+            n_train = len(folds[k]["train"]) if isinstance(folds, list) else None
+        if n_train is None:
+            return None
+        epochs = f.get("epochs") or c.get("fold_epochs", [None])[k]
+        if epochs is None:
+            return None
+        total += per_row * n_train * sum(epochs if isinstance(epochs, list) else [epochs])
+    return total
+
+
+def main(gpu: bool = False, timeout: float = 1800.0) -> dict:
+    """Run the benchmark (module docstring); returns the measured numbers."""
+    import platform
+
+    import sklearn
+    import threadpoolctl
+    import torch
+
+    threads = int(os.environ.get("EMO_BENCH_THREADS", "1"))
+    emo = str(Path(sys.executable).with_name("emo"))
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()  # noqa: S603
+    dirty = bool(subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout.strip())  # noqa: S603
+    res: dict = {"units": "seconds (wall clock); UAR pooled over held-out speakers", "commit": commit, "dirty": dirty,
+                 "versions": {"python": platform.python_version(), "torch": torch.__version__, "sklearn": sklearn.__version__,
+                              "numpy": np.__version__, "threadpoolctl": threadpoolctl.__version__},
+                 "threads": threads, "cpu_cores": os.cpu_count(), "load_average_1min_before": round(os.getloadavg()[0], 2),
+                 "matmul_peak": matmul_peak(threads)}
+    targets: dict = {}
+    with tempfile.TemporaryDirectory(prefix="emo-bench-fuse-") as tmp:
+        tmp = Path(tmp)
+        sets: dict = {}
+        feat = _emodb_features(tmp, timeout)
+        if feat is not None:
+            sets["emodb"] = small_set("EmoDB eGeMAPS (535 x 88, 10 speakers, 7 classes)", feat, "emodb", tmp, timeout, threads)
+        else:
+            sets["emodb"] = {"skipped": "EmoDB not found (set EMO_SHARED_DATA)"}
+        _checkpoint({**res, "sets": sets})
+        write_ravdess_like(tmp / "rav")
+        sets["synthetic_1434"] = small_set(f"synthetic ({RAV_N} x {RAV_DIM}, {RAV_SPEAKERS} speakers, {RAV_CLASSES} classes)",
+                                           tmp / "rav", "ravdess_synth", tmp, timeout, threads)
+        res["sets"] = sets
+        _checkpoint(res)
+        for name, r in sets.items():
+            if "default_over_lr_process" not in r:
+                continue
+            targets[f"{name}_process_le_2x_lr"] = {"target": TARGET_WALL_RATIO, "measured": r["default_over_lr_process"],
+                                                  "pass": r["default_over_lr_process"] <= TARGET_WALL_RATIO}
+            targets[f"{name}_train_le_5x_lr_fit"] = {"target": TARGET_FIT_RATIO, "measured": r["default_over_lr_fit"],
+                                                    "pass": r["default_over_lr_fit"] <= TARGET_FIT_RATIO}
+            targets[f"{name}_uar_ge_best_peer"] = {"target": 0.0, "measured": r["default_uar_minus_best_peer"],
+                                                  "best_peer": r["best_peer"], "pass": r["default_uar_minus_best_peer"] >= 0.0}
+            targets[f"{name}_seed_spread_le_0.003"] = {"target": TARGET_SPREAD, "measured": r["default_uar_spread"],
+                                                      "pass": r["default_uar_spread"] <= TARGET_SPREAD}
+        res["pareto_plot"] = pareto_plot(sets, ROOT / "results" / "bench_fuse_pareto.png")
+        if os.environ.get("EMO_BENCH_MER", "1") != "0":
+            mer: dict = {"n_samples": N, "n_classes": N_CLASSES}
+            write_synthetic(tmp / "features")
+            fdir = str(tmp / "features")
+            out = tmp / "run_afg"
+            cmd = [emo, "fuse", "train", "--dataset", "mer2024_synth", "--features-dir", fdir, "--features", "hubert_large:16-21",
+                   "--features", "clip_vit_l", "--features", "manet", "--head", "afg", "--folds", "5", "--threads", str(threads),
+                   "--out", str(out)]
+            mer["train_afg"] = r = emo_run(cmd, out, timeout, tmp, threads)
+            if "train_seconds" in r:
+                fl = training_flops(out)
+                if fl is not None:
+                    r["training_gflop"] = round(fl / 1e9, 1)
+                    r["gflops_achieved"] = round(fl / 1e9 / r["train_seconds"], 2)
+                    r["fraction_of_matmul_peak"] = round(fl / 1e9 / r["train_seconds"] / res["matmul_peak"]["gflops"], 3)
+                    targets["mer_afg_ge_50pct_matmul_peak"] = {"target": TARGET_PEAK, "measured": r["fraction_of_matmul_peak"],
+                                                               "pass": r["fraction_of_matmul_peak"] >= TARGET_PEAK}
+            _checkpoint({**res, "mer2024": mer})
+            out = tmp / "sweep"
+            cmd = [emo, "fuse", "sweep", "--dataset", "mer2024_synth", "--features-dir", fdir, "--features", "hubert_large",
+                   "--layers", "0-24", "--folds", "5", "--head", "linear", "--out", str(out)]
+            t = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=thread_env(threads), check=True)  # noqa: S603
+            wall = time.perf_counter() - t
+            sw = json.loads((out / "sweep.json").read_text())
+            compute = sum(float(c.get("seconds", 0.0)) for c in sw["cells"]) if isinstance(sw["cells"], list) else None
+            mer["sweep_linear"] = {"command": _rel(shlex.join(["emo", *cmd[1:]]), tmp), "process_seconds": round(wall, 2),
+                                   "compute_seconds": None if compute is None else round(compute, 2), "cells": len(sw["cells"]),
+                                   "best_layer": sw["best"]["window"]}
+            if compute is not None:
+                targets["sweep_25x5_le_5s_compute"] = {"target": TARGET_SWEEP_S, "measured": round(compute, 2), "pass": compute <= TARGET_SWEEP_S}
+            res["mer2024"] = mer
+    res["targets"] = targets
+    res["load_average_1min_after"] = round(os.getloadavg()[0], 2)
+    res["pass"] = bool(targets) and all(t["pass"] for t in targets.values())
+    (ROOT / "results" / "bench_fuse.partial.json").unlink(missing_ok=True)
+    return res
+
+
+def pareto_plot(sets: dict, path: Path) -> str | None:
+    """UAR against process wall time, emo's recipes and the peers, one panel per set; the default marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = {k: v for k, v in sets.items() if "emo" in v}
+    if not done:
+        return None
+    fig, axes = plt.subplots(1, len(done), figsize=(6 * len(done), 4.5), squeeze=False)
+    for ax, (name, r) in zip(axes[0], done.items()):
+        pts = [(f"emo {k}", v) for k, v in r["emo"].items() if "uar" in v and not (k.startswith("default_seed") and k != "default_seed0")]
+        pts += [(k, v) for k, v in r["peers"].items() if "uar" in v]
+        for label, v in pts:
+            default = label == "emo default_seed0"
+            ax.scatter(v["process_seconds"], v["uar"], marker="*" if default else ("o" if label.startswith("emo") else "s"),
+                       s=160 if default else 50, color="C3" if default else ("C0" if label.startswith("emo") else "C1"))
+            ax.annotate(label.replace("default_seed0", "default (AFG, lbfgs recipe)"), (v["process_seconds"], v["uar"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("process wall time (s, log)")
+        ax.set_ylabel("pooled UAR")
+        ax.set_title(name)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return str(path.relative_to(ROOT))
+
+
 def _checkpoint(res: dict) -> None:
-    """Write what is measured so far to ``results/bench_fuse.partial.json`` (atomic), so a run cut
-    short still leaves its finished measurements; the complete result replaces it at the end."""
+    """Write what is measured so far to ``results/bench_fuse.partial.json``, so a run cut short still
+    leaves its finished measurements; the complete result replaces it at the end."""
     out = ROOT / "results" / "bench_fuse.partial.json"
     tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
@@ -256,118 +453,13 @@ def _emodb_features(tmp: Path, timeout: float) -> Path | None:
     return feat if wall is not None else None
 
 
-def main(gpu: bool = False, timeout: float = 900.0, sequential: bool | None = None) -> dict:
-    """Run the fusion benchmarks (see module docstring); returns the measured numbers.
-
-    A command still running after ``timeout`` seconds is killed and recorded as
-    ``timed_out_after_seconds`` (and fails its target). ``sequential=False`` (default: the
-    environment variable ``EMO_BENCH_SEQUENTIAL`` is not ``0``) skips the sequential reference runs.
-
-    Raises:
-        RuntimeError: ``gpu`` without CUDA, or a command that fails.
-    """
-    import torch
-
-    if sequential is None:
-        sequential = os.environ.get("EMO_BENCH_SEQUENTIAL", "1") != "0"
-    device = "cuda" if gpu else "cpu"
-    if gpu and not torch.cuda.is_available():
-        raise RuntimeError("--gpu given but CUDA is not available")
-    emo = str(Path(sys.executable).with_name("emo"))
-    res: dict = {"units": "seconds (wall clock, subprocesses)", "device": device, "cpu_cores": os.cpu_count(),
-                 "load_average_1min_before": round(os.getloadavg()[0], 2)}
-    targets: dict = {}
-    with tempfile.TemporaryDirectory(prefix="emo-bench-fuse-") as tmp:
-        tmp = Path(tmp)
-        # --- small-data recipe: EmoDB and a RAVDESS-sized synthetic set ---------------------------
-        small: dict = {}
-        feat = _emodb_features(tmp, timeout)
-        if feat is not None:
-            small["emodb_egemaps"] = small_data("EmoDB eGeMAPS (535 x 88, 10 speakers, 7 classes)", feat, "emodb", tmp, device,
-                                                timeout, sequential, equivalence=True)
-            _checkpoint({**res, "small_data": small})
-            eq = small["emodb_egemaps"].get("same_numbers_dropout0", {})
-            if "abs_diff_uar" in eq:
-                targets["emodb_batched_equals_sequential_within_0.005"] = {
-                    "target": 0.005, "measured": max(eq["abs_diff_uar"], eq["abs_diff_waf"]),
-                    "pass": max(eq["abs_diff_uar"], eq["abs_diff_waf"]) <= 0.005, "what": "pooled UAR/WAF, --dropout 0"}
-        else:
-            small["emodb_egemaps"] = {"skipped": "EmoDB not found (set EMO_SHARED_DATA)"}
-        write_ravdess_like(tmp / "rav")
-        r = small_data(f"RAVDESS-sized synthetic ({RAV_N} x {RAV_DIM}, {RAV_SPEAKERS} speakers, {RAV_CLASSES} classes)",
-                       tmp / "rav", "ravdess_synth", tmp, device, timeout, sequential)
-        small["ravdess_sized"] = r
-        res["small_data"] = small
-        _checkpoint(res)
-        if "speedup_batched_vs_sequential" in r:
-            targets["ravdess_batched_speedup_ge_10x"] = {"target": TARGET_SPEEDUP, "measured": r["speedup_batched_vs_sequential"],
-                                                         "pass": r["speedup_batched_vs_sequential"] >= TARGET_SPEEDUP}
-        if "batched_over_sklearn_time" in r:
-            targets["ravdess_batched_within_3x_sklearn"] = {"target": TARGET_SKLEARN_RATIO, "measured": r["batched_over_sklearn_time"],
-                                                            "pass": r["batched_over_sklearn_time"] <= TARGET_SKLEARN_RATIO}
-            targets["ravdess_uar_at_least_sklearn"] = {"target": 0.0, "measured": r["uar_batched_minus_sklearn"],
-                                                       "pass": r["uar_batched_minus_sklearn"] >= 0.0}
-
-        # --- MER 2024 size ----------------------------------------------------------------------
-        mer: dict = {"n_samples": N, "n_classes": N_CLASSES,
-                     "features": {k: {"layers": f"{v[0][0]}-{v[0][-1]}" if len(v[0]) > 1 else v[0][0], "dim": v[1]} for k, v in ENCODERS.items()}}
-        t = time.perf_counter()
-        write_synthetic(tmp / "features")
-        mer["write_store_seconds"] = round(time.perf_counter() - t, 2)
-        mer["store_mb"] = round(sum(p.stat().st_size for p in (tmp / "features").rglob("*.h5")) / 2**20, 1)
-        feat = str(tmp / "features")
-        cmd = [emo, "fuse", "train", "--dataset", "mer2024_synth", "--features-dir", feat, "--features", "hubert_large:16-21",
-               "--features", "clip_vit_l", "--features", "manet", "--head", "afg", "--folds", "5",
-               "--device", device]
-        mer["train_afg"] = _train_record(cmd + ["--out", str(tmp / "run_afg")], tmp / "run_afg", timeout, tmp)
-        if sequential:
-            mer["train_afg_sequential"] = _train_record(cmd + ["--sequential", "--out", str(tmp / "run_afg_s")], tmp / "run_afg_s", timeout, tmp)
-        _checkpoint({**res, "mer2024": mer})
-        w = mer["train_afg"].get("subprocess_seconds")
-        targets["mer2024_afg_5fold_le_10s"] = {"target": TARGET_TRAIN_S, "measured": w, "pass": w is not None and w <= TARGET_TRAIN_S}
-        for tag, extra in (("sweep_linear", []), ("sweep_linear_adamw_batched", ["--optimizer", "adamw"]),
-                           ("sweep_linear_adamw_sequential", ["--sequential", "--optimizer", "adamw"])):
-            if "--sequential" in extra and not sequential:
-                continue
-            out = tmp / tag
-            cmd = [emo, "fuse", "sweep", "--dataset", "mer2024_synth", "--features-dir", feat, "--features", "hubert_large",
-                   "--layers", "0-24", "--folds", "5", "--head", "linear", "--device", device, *extra, "--out", str(out)]
-            wall, _ = _run(cmd, timeout)
-            rec: dict = {"command": shlex.join(["emo", *cmd[1:]]).replace(str(tmp), "$TMP")}
-            if wall is None:
-                rec.update({"timed_out_after_seconds": timeout, "cells_finished": len(list((out / "cells").glob("*.json"))), "cells": 125})
-            else:
-                sw = json.loads((out / "sweep.json").read_text())
-                rec.update({"subprocess_seconds": round(wall, 2), "cells": len(sw["cells"]),
-                            "optimizer": sw["training"].get("optimizer", "adamw"),
-                            "best_layer": sw["best"]["window"], "best_waf": round(sw["best"]["waf"], 4)})
-                if not extra:  # everything cached: start-up, reading and plotting only
-                    wall2, _ = _run(cmd, timeout)
-                    rec["rerun_all_cached_seconds"] = None if wall2 is None else round(wall2, 2)
-            mer[tag] = rec
-            _checkpoint({**res, "mer2024": mer})
-        w = mer["sweep_linear"].get("subprocess_seconds")
-        targets["mer2024_linear_sweep_25x5_le_10s"] = {"target": TARGET_SWEEP_S, "measured": w, "pass": w is not None and w <= TARGET_SWEEP_S,
-                                                       "what": "default sweep: L-BFGS probes, all cells batched"}
-        w2 = mer["sweep_linear_adamw_batched"].get("subprocess_seconds")
-        targets["mer2024_linear_sweep_25x5_le_10s_adamw_batched"] = {"target": TARGET_SWEEP_S, "measured": w2,
-                                                                     "pass": w2 is not None and w2 <= TARGET_SWEEP_S,
-                                                                     "what": "--optimizer adamw: minibatch AdamW + early stopping, all cells batched"}
-        res["mer2024"] = mer
-    res["targets"] = targets
-    res["load_average_1min_after"] = round(os.getloadavg()[0], 2)
-    res["pass"] = bool(targets) and all(t["pass"] for t in targets.values())
-    (ROOT / "results" / "bench_fuse.partial.json").unlink(missing_ok=True)
-    return res
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--sklearn":
-        print(json.dumps(sklearn_reference(sys.argv[2], sys.argv[3])))
+    if len(sys.argv) == 6 and sys.argv[1] == "--peer":
+        print(json.dumps(peer_fit(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))))
         sys.exit(0)
     gpu = "--gpu" in sys.argv
-    if "--skip-sequential" in sys.argv:
-        os.environ["EMO_BENCH_SEQUENTIAL"] = "0"
     sys.path.insert(0, str(ROOT / "bench"))
     import run_all
 

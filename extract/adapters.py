@@ -51,15 +51,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from emo.extract.types import AdapterError  # noqa: F401  (defined without torch, so `emo extract` can catch it without importing torch)
+
 #: Bottleneck dimension d̂ of eq. 1 (the paper's value).
 ADAPTER_DIM = 128
 
 #: Metadata format of a saved adapter set.
 ADAPTER_FORMAT = "emo-hlft-adapters-1"
-
-
-class AdapterError(RuntimeError):
-    """An encoder whose layers cannot take adapters, a bad window, or an unusable adapter file."""
 
 
 # ---------------------------------------------------------------------------

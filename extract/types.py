@@ -141,3 +141,9 @@ def autocast_dtype(device: str):
     import torch
 
     return torch.bfloat16 if device.startswith("cuda") else None
+
+
+class AdapterError(RuntimeError):
+    """An encoder whose layers cannot take adapters, a bad window, or an unusable adapter file
+    (raised by :mod:`emo.extract.adapters`; defined here, without torch, so that ``emo extract``
+    can catch it without importing torch)."""

@@ -604,6 +604,8 @@ def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: di
     ``optimizer="lbfgs"``: the linear probe is fitted by :func:`fit_linear_lbfgs` (one model per
     fold: the optimum does not depend on the seed); configurations it cannot fit
     (:func:`lbfgs_unsupported`) use AdamW, with the reason passed to ``log``.
+    ``optimizer="path"``: the lbfgs recipe (:func:`fit_lbfgs_path`; ``cfg.seeds`` models per fold,
+    ``cfg.l2`` fixed or 0 = chosen per fold along :data:`L2_PATH`).
 
     Raises:
         ValueError: as :func:`emo.fuse.cv.train_cv`.
@@ -631,8 +633,8 @@ def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: di
                 optimizer = "adamw"
                 if log:
                     log(f"AdamW instead of L-BFGS: {why}")
-        elif optimizer != "adamw":
-            raise ValueError(f"optimizer must be adamw or lbfgs, not {optimizer!r}")
+        elif optimizer not in ("adamw", "path"):
+            raise ValueError(f"optimizer must be adamw, lbfgs or path, not {optimizer!r}")
         return _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log, optimizer, fold_cache)
     finally:
         torch.set_num_threads(prev)
@@ -684,7 +686,12 @@ def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_i
         for s in range(1 if optimizer == "lbfgs" else cfg.seeds):
             jobs.append(Job(np.asarray(fold.train), np.asarray(fold.val), cfg.seed + s, None, jn, cwf))
             fold_of.append(fi)
-    fit = (fit_linear_lbfgs if optimizer == "lbfgs" else fit_batched)(xs, yn, jobs, cfg, model_args, log) if jobs else None
+    if not jobs:
+        fit = None
+    elif optimizer == "path":  # the lbfgs recipe: every fold in one full-batch solve, l2 chosen per fold
+        fit = fit_lbfgs_path(xs, yn, jobs, cfg, model_args, log, l2=cfg.l2 or None)
+    else:
+        fit = (fit_linear_lbfgs if optimizer == "lbfgs" else fit_batched)(xs, yn, jobs, cfg, model_args, log)
     per_fold_s = fit.seconds / max(1, len(set(fold_of))) if fit else 0.0
     fold_rows, states, diags, oof_parts, test_outs = [], [], [], [], []
     for fi, fold in enumerate(folds):
@@ -989,3 +996,281 @@ def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
     if log:
         log(f"L-BFGS: {K} linear probes, {iters} iterations, {nev[0]} evaluations")
     return BatchedFit(models, infos, time.perf_counter() - t0, 1, iters, {"evaluations": nev[0]})
+
+
+# ---------------------------------------------------------------------------
+# The deterministic full-batch recipe (``--recipe lbfgs``): every fold in one L-BFGS solve,
+# the L2 strength chosen per fold on its inner-validation rows along a warm-started path
+# ---------------------------------------------------------------------------
+
+#: L2 path of the lbfgs recipe, weakest first: the coefficient ``l2`` of ``0.5 * l2 * ||W||²``
+#: added to each fold's *mean* training loss (scikit-learn's ``C = 1 / (l2 * n_train)``; its
+#: ``MLPClassifier(alpha)`` is ``l2 = alpha / n_train``). Half-decade steps as
+#: ``LogisticRegressionCV(Cs=...)`` would use them; the path stops once every fold's
+#: inner-validation loss has risen for :data:`PATH_PATIENCE` consecutive points. Weakest first
+#: (``LogisticRegressionCV`` goes strongest first, which is equivalent for a convex head): a
+#: non-convex head warm-started from a strongly regularised solution sits near the all-zero
+#: saddle of a ReLU network, whose gradient is below any tolerance, and never leaves it.
+L2_PATH = (0.001, 0.003, 0.01, 0.03, 0.1)
+PATH_PATIENCE = 2
+#: L-BFGS iterations at most per point of the path (warm-started: an approximate solve that ranks
+#: the points), and for the final solve (the refit, or a fixed ``l2``), for the linear head (convex,
+#: float64) and the other heads; and the gradient tolerance (largest entry of the gradient of the
+#: summed per-fold objectives, i.e. of each fold's own objective).
+PATH_MAX_ITER = {"linear": 100, "other": 40}
+FINAL_MAX_ITER = {"linear": 500, "other": 150}
+PATH_TOL = {"linear": 1e-7, "other": 1e-4}
+#: The full-batch recipe holds every fold's gathered training rows at once (models x rows x
+#: features); above this many bytes it does not "fit" and the minibatch recipe runs instead.
+RECIPE_MAX_BYTES = 3 << 30
+#: Heads the full-batch recipe trains (deterministic with dropout off; univa: soft targets).
+RECIPE_HEADS = ("linear", "mlp", "afg", "attention", "transformer")
+
+
+def choose_recipe(cfg, inputs, n_models: int, rows_per_model: int, y: dict | None = None,
+                  speakers_missing: bool = False, other: str | None = None) -> dict[str, Any]:
+    """The training recipe of a run and why: ``{"recipe": "lbfgs" | "adamw", "reason": str, "requested": cfg.recipe}``.
+
+    ``auto`` (the default) picks ``lbfgs`` (:func:`fit_lbfgs_path`: deterministic full-batch
+    L-BFGS of every fold at once, L2 chosen per fold on its inner-validation rows) for
+    utterance-level inputs that fit in memory with fewer than ``TrainConfig.LARGE`` (2000) training
+    rows per fold, and ``adamw`` (minibatches, early stopping, ``seeds`` averaged) otherwise: large
+    training sets (each L-BFGS iteration is a full pass; an AdamW epoch makes many steps), frame-level inputs, multi-label / UniVA / pseudo-labelled
+    (soft-target) training, uncertainty loss weighting, ``--sequential``, per-fold stores
+    (``other``), or more than :data:`RECIPE_MAX_BYTES` of gathered training inputs.
+
+    Args:
+        cfg: :class:`emo.fuse.config.TrainConfig` (``recipe``: auto | lbfgs | adamw).
+        inputs: the run's :class:`emo.fuse.inputs.FeatureInput` list.
+        n_models: models solved together (folds); rows_per_model: the largest fold's training + validation rows.
+        y: the label dict (soft-target keys ``multihot``/``weight``/``va`` rule the recipe out).
+        other: a reason from the caller that rules the full-batch recipe out.
+
+    Raises:
+        ValueError: ``recipe="lbfgs"`` requested for a configuration it cannot train (the reason).
+    """
+    from emo.fuse.inputs import as_inputs
+
+    inputs = as_inputs(inputs)
+    if cfg.recipe == "adamw":
+        return {"recipe": "adamw", "reason": "--recipe adamw", "requested": "adamw"}
+    why = other or batched_unsupported(cfg, inputs, speakers_missing, y)
+    if why is None and cfg.head not in RECIPE_HEADS:
+        why = f"--head {cfg.head} trains with soft targets / contrastive losses (minibatch recipe)"
+    if why is None and cfg.loss_weighting != "fixed":
+        why = "--loss-weighting uncertainty learns its weights by minibatch descent"
+    if why is None and not cfg.batched:
+        why = "--sequential"
+    if why is None and rows_per_model >= cfg.LARGE and cfg.recipe == "auto":
+        why = (f"{rows_per_model} training rows per fold (>= {cfg.LARGE}): minibatch epochs reach the optimum in "
+               "fewer passes over the data than full-batch L-BFGS iterations")
+    if why is None:
+        feat = sum(len(inp.layers) * inp.dim for inp in inputs)
+        need = 2 * n_models * rows_per_model * feat * 4
+        if need > RECIPE_MAX_BYTES:
+            why = (f"the full-batch inputs of {n_models} folds ({need / 2**30:.1f} GiB) exceed "
+                   f"{RECIPE_MAX_BYTES / 2**30:.0f} GiB: minibatches")
+    if why is not None:
+        if cfg.recipe == "lbfgs":
+            raise ValueError(f"--recipe lbfgs cannot train this run: {why}")
+        return {"recipe": "adamw", "reason": why, "requested": cfg.recipe}
+    return {"recipe": "lbfgs", "requested": cfg.recipe,
+            "reason": "utterance-level inputs that fit in memory: deterministic full-batch L-BFGS of every fold at once"}
+
+
+def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
+                   log: Callable[[str], None] | None = None, l2: float | None = None, refit: bool = True,
+                   path: tuple[float, ...] = L2_PATH, dtype=None) -> BatchedFit:
+    """Fit every job's :class:`emo.fuse.model.FusionModel` by full-batch L-BFGS, all jobs in one solve.
+
+    The parameters of the K models are stacked ((K, ...) leaves) and the model runs under
+    ``torch.vmap(torch.func.functional_call)``; the objective is the *sum* of the K per-model
+    objectives, each on its own rows, so each model's gradient is its own objective's gradient
+    and one ``torch.optim.LBFGS`` (strong Wolfe line search) over the concatenation reaches every
+    model's stationary point. Per model k::
+
+        J_k(θ) = task losses of model k over its rows (mean cross-entropy with the configured class
+                 weights and label smoothing; MSE of valence / VAD)  +  0.5 · l2_k · Σ ||W||²
+
+    over the weight matrices (biases, 1-d parameters and layer weights unpenalised, as the AdamW
+    recipe's decay groups). Dropout is off (``model_args["dropout"]`` should be 0; the model runs in
+    eval mode), so the fit is deterministic given the initial weights (``torch.manual_seed(job.seed)``).
+    For the linear head (convex: the multinomial logistic / least-squares model) the solve runs in
+    float64 from the same start and its optimum is scikit-learn's
+    ``LogisticRegression(C=1 / (l2 * n_rows))`` (``tests/test_fuse_recipe.py``).
+
+    Choosing ``l2`` (``l2=None``): the path :data:`L2_PATH`, weakest first, each point warm-started
+    from the previous solution (as ``LogisticRegressionCV`` does); after each point every model's
+    inner-validation loss (cross-entropy / MSE without weights or smoothing) is computed and each
+    model keeps the point with the lowest (the path stops early once every model's loss has risen
+    :data:`PATH_PATIENCE` times in a row). With ``refit`` the chosen point is refitted on the
+    model's training + inner-validation rows (warm-started; ``LogisticRegressionCV(refit=True)``).
+    With a fixed ``l2`` one solve on the training rows.
+
+    Args:
+        xs, y, jobs, model_args, log: as :func:`fit_batched` (``Job.val`` rows choose l2).
+        cfg: resolved :class:`emo.fuse.config.TrainConfig` (device, label smoothing, decoder).
+        l2: fixed L2 coefficient (``None``: chosen along ``path``). refit: see above.
+        dtype: torch dtype of the solve (default float64 for the linear head, else float32).
+
+    Returns:
+        :class:`BatchedFit`; ``info`` per model: ``epochs`` (L-BFGS iterations, all solves),
+        ``best_epoch`` (same), ``best_val_loss``, ``optimizer: "lbfgs"``, ``l2`` (chosen),
+        ``path`` (``[[l2, val_loss], ...]``), ``refit`` (bool), ``converged`` (final gradient below tolerance).
+
+    Raises:
+        ValueError: models of different parameter shapes, jobs without training/validation rows.
+        FloatingPointError: the objective became non-finite (inputs with inf/NaN).
+    """
+    import copy
+
+    import torch
+    from torch.func import functional_call
+
+    t0 = time.perf_counter()
+    dev = cfg.device
+    K = len(jobs)
+    for j in jobs:
+        if len(j.train) == 0 or len(j.val) == 0:
+            raise ValueError("every job needs training and validation rows")
+    linear = (model_args.get("head") == "linear")
+    dt = dtype or (torch.float64 if linear else torch.float32)
+    ytr = [{k: v[j.train] for k, v in y.items()} for j in jobs]
+    models = [init_model(j.model_args or model_args, j.seed, ytr[i], cfg.decoder, dev) for i, j in enumerate(jobs)]
+    names = [n for n, _ in models[0].named_parameters()]
+    shapes = [tuple(p.shape) for _, p in models[0].named_parameters()]
+    for m in models:
+        if [tuple(p.shape) for _, p in m.named_parameters()] != shapes:
+            raise ValueError("models of one batch must have the same parameter shapes")
+    decay = [not _no_decay(n, p) for n, p in models[0].named_parameters()]
+    base = copy.deepcopy(models[0]).to(dt).eval()
+    P = [torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(dt).requires_grad_(True) for n in names]
+    yt = {k: torch.as_tensor(v, device=dev) for k, v in y.items()}
+    yt = {k: (v.to(dt) if v.is_floating_point() else v) for k, v in yt.items()}
+    cw = None
+    if any(j.class_weight is not None for j in jobs):
+        c = len(next(j.class_weight for j in jobs if j.class_weight is not None))
+        cw = torch.as_tensor(np.stack([j.class_weight if j.class_weight is not None else np.ones(c, np.float32)
+                                       for j in jobs]), device=dev).to(dt)
+    ls = float(cfg.label_smoothing)
+
+    def gather(rows: list[np.ndarray]):
+        """Per input (K, R, L, D) inputs of every model on its rows (padded with its first row), the
+        (K, R) mask and the labels."""
+        rmax = max(len(r) for r in rows)
+        idx = torch.as_tensor(np.stack([np.concatenate([r, np.full(rmax - len(r), r[0])]) for r in rows]), device=dev)
+        mask = torch.as_tensor(np.stack([np.arange(rmax) < len(r) for r in rows]), device=dev)
+        out = []
+        for i, x in enumerate(xs):
+            if jobs[0].cols is not None and jobs[0].cols[i] is not None:
+                c = torch.as_tensor(np.stack([j.cols[i] for j in jobs]), device=dev)
+                g = x[idx[:, :, None], c[:, None, :]]
+            else:
+                g = x[idx]
+            g = g.to(dt)
+            if jobs[0].norm is not None and jobs[0].norm[i] is not None:
+                m = torch.as_tensor(np.stack([j.norm[i][0] for j in jobs]), device=dev).to(dt)
+                s = torch.as_tensor(np.stack([j.norm[i][1] for j in jobs]), device=dev).to(dt)
+                g = (g - m[:, None]) / s[:, None]
+            out.append(g)
+        return out, mask, {k: v[idx] for k, v in yt.items()}
+
+    def per_model(p, xb, yb, mb, cwb, smoothing):
+        out = functional_call(base, dict(zip(names, p)), (xb,))
+        return sum(masked_task_losses(out, yb, mb, cwb, smoothing).values())
+
+    def losses(data, weighted: bool):
+        xb, mb, yb = data
+        use_cw = cw if weighted else None
+        fn = torch.vmap(lambda p, a, b, c, d: per_model(p, a, b, c, d, ls if weighted else 0.0),
+                        in_dims=(0, 0, 0, 0, 0 if use_cw is not None else None))
+        return fn(P, xb, yb, mb, use_cw)  # (K,)
+
+    lam = torch.zeros(K, dtype=dt, device=dev)
+    iters = np.zeros(K, dtype=int)
+    nev = [0]
+    converged = [False]
+
+    def solve(data, max_iter: int) -> None:
+        opt = torch.optim.LBFGS(P, lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
+                                tolerance_change=1e-12 if dt == torch.float64 else 1e-9, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            pen = sum((lam * (p * p).flatten(1).sum(1)).sum() for p, d in zip(P, decay) if d)
+            loss = losses(data, True).sum() + 0.5 * pen
+            loss.backward()
+            nev[0] += 1
+            return loss
+
+        opt.step(closure)
+        n = int(opt.state[opt._params[0]].get("n_iter", 0))
+        iters[:] += n
+        with torch.no_grad():
+            if not all(torch.isfinite(p).all() for p in P):
+                raise FloatingPointError("the full-batch L-BFGS fit diverged (non-finite weights); check the inputs "
+                                         "for inf/NaN or use --recipe adamw")
+        g = torch.cat([p.grad.flatten() for p in P if p.grad is not None]) if all(p.grad is not None for p in P) else None
+        converged[0] = bool(g is not None and float(g.abs().max()) <= tol)
+
+    max_iter = PATH_MAX_ITER["linear" if linear else "other"]
+    final_iter = FINAL_MAX_ITER["linear" if linear else "other"]
+    tol = PATH_TOL["linear" if linear else "other"]
+    with _vmappable_attention(), heap_allocations():
+        train_data = gather([np.asarray(j.train) for j in jobs])
+        val_data = gather([np.asarray(j.val) for j in jobs])
+        hist: list[list[list[float]]] = [[] for _ in jobs]
+        if l2 is not None:
+            lam.fill_(float(l2))
+            solve(train_data, final_iter)
+            with torch.no_grad():
+                best_val = losses(val_data, False).cpu().numpy().astype(float)
+            chosen = np.full(K, float(l2))
+            for k in range(K):
+                hist[k].append([float(l2), float(best_val[k])])
+        else:
+            best_val = np.full(K, math.inf)
+            chosen = np.full(K, path[0], dtype=float)
+            best_P = [p.detach().clone() for p in P]
+            rises = np.zeros(K, dtype=int)
+            prev = np.full(K, math.inf)
+            for a in path:
+                lam.fill_(float(a))
+                solve(train_data, max_iter)
+                with torch.no_grad():
+                    vl = losses(val_data, False).cpu().numpy().astype(float)
+                if not np.all(np.isfinite(vl)):
+                    raise FloatingPointError(f"non-finite inner-validation loss at l2={a} (inputs with inf/NaN?)")
+                better = vl < best_val - 1e-9
+                for k in np.flatnonzero(better):
+                    for q in range(len(P)):
+                        best_P[q][k] = P[q].detach()[k]
+                best_val = np.where(better, vl, best_val)
+                chosen = np.where(better, a, chosen)
+                rises = np.where(vl > prev, rises + 1, 0)
+                prev = vl
+                for k in range(K):
+                    hist[k].append([float(a), float(vl[k])])
+                if np.all(rises >= PATH_PATIENCE):
+                    break
+            with torch.no_grad():
+                for q in range(len(P)):
+                    P[q].copy_(best_P[q])
+            lam.copy_(torch.as_tensor(chosen, dtype=dt, device=dev))
+        if refit:
+            del train_data
+            solve(gather([np.sort(np.concatenate([j.train, j.val])) for j in jobs]), final_iter)
+    out_models, infos = [], []
+    with torch.no_grad():
+        for k, m in enumerate(models):
+            for n, p in zip(names, P):
+                dict(m.named_parameters())[n].copy_(p[k].to(torch.float32))
+            m.eval()
+            out_models.append(m)
+            infos.append({"epochs": int(iters[k]), "best_epoch": int(iters[k]), "best_val_loss": float(best_val[k]),
+                          "optimizer": "lbfgs", "l2": float(chosen[k]), "path": hist[k], "refit": bool(refit),
+                          "converged": converged[0]})
+    if log:
+        log(f"L-BFGS recipe: {K} models in one solve, {int(iters.max())} iterations, {nev[0]} evaluations, "
+            f"l2 chosen {sorted(set(float(c) for c in chosen))}{', refitted on train + inner validation' if refit else ''}")
+    return BatchedFit(out_models, infos, time.perf_counter() - t0, 1, int(iters.max()), {"evaluations": nev[0]})

@@ -283,3 +283,7 @@ from emo.fuse.semi_cli import align_cmd, pseudo_label_cmd  # noqa: E402  (typer 
 
 app.command("align", cls=GroupedCommand)(align_cmd)
 app.command("pseudo-label", cls=GroupedCommand)(pseudo_label_cmd)
+
+from emo.fuse.search_cli import search_cmd  # noqa: E402  (typer only; numpy and torch load inside the command)
+
+app.command("search", cls=GroupedCommand)(search_cmd)

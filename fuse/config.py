@@ -15,6 +15,9 @@ from typing import Any, Iterable, Literal, Mapping
 from emo.optspec import check_choices, lazy_choices, opt
 from emo.fuse.inputs import FeatureInput, as_inputs
 
+#: Training recipes (``--recipe``; :func:`emo.fuse.batched.choose_recipe`).
+RECIPES = ("auto", "lbfgs", "adamw")
+
 
 head_names = lazy_choices("emo.fuse.heads", "HEADS")
 
@@ -91,6 +94,15 @@ class OptimConfig:
     device: str = opt("cpu", "torch device.", group=OPTIM)
     threads: int = opt(0, "torch threads for training (0 = auto: 1 below 2000 training samples, else all cores; 1 is best on a busy CPU).",
                        group=OPTIM)
+    recipe: Literal["auto", "lbfgs", "adamw"] = opt(
+        "auto", "Training recipe: auto (lbfgs for utterance-level inputs that fit in memory with < 2000 training rows per fold, "
+        "else adamw; the run records which and why), lbfgs (every fold in one deterministic full-batch L-BFGS solve, L2 chosen "
+        "per fold on the inner-validation rows, dropout off, one model per fold; --lr, --epochs, --batch-size, --patience, "
+        "--weight-decay do not apply) or adamw (minibatches, early stopping, --seeds averaged). See docs/training_recipes.md.",
+        group=OPTIM)
+    l2: float = opt(0.0, "--recipe lbfgs: L2 coefficient of 0.5*||W||^2 on the mean training loss (scikit-learn C = 1/(l2 * n_train)); "
+                    "0 = chosen per fold on the inner-validation rows along a warm-started path, then refitted on train + validation.",
+                    group=OPTIM)
 
 
 @dataclass
@@ -160,6 +172,18 @@ class TrainConfig(HeadConfig, OptimConfig, MethodConfig):
     prior (eq. 11, weight λ = ``univa_lambda``, positives within ``univa_delta``, temperature
     ``univa_tau``, valence-arousal from ``va_source``: auto, dataset, label or transcript; η weighted by
     ``univa_eta``, 1 in eq. 11, 0 to leave it out).
+    ``recipe`` (:func:`emo.fuse.batched.choose_recipe`, ``docs/training_recipes.md``): ``auto``
+    (default) trains utterance-level inputs that fit in memory, below ``LARGE`` training rows per
+    fold, with ``lbfgs`` and everything else with ``adamw``. ``lbfgs``: every fold's model in one
+    deterministic full-batch L-BFGS solve (:func:`emo.fuse.batched.fit_lbfgs_path`), dropout off,
+    one model per fold (``seeds`` when given explicitly), L2 strength ``l2`` (the coefficient of
+    ``0.5·||W||²`` on the mean training loss; scikit-learn's ``C = 1/(l2·n_train)``) or, with
+    ``l2 = 0``, chosen per fold on its inner-validation rows along a warm-started path and refitted
+    on training + inner-validation rows (as ``LogisticRegressionCV``); ``lr``, ``batch_size``,
+    ``epochs``, ``patience``, ``dropout`` and ``weight_decay`` then do not apply. ``adamw``:
+    minibatch AdamW with early stopping and ``seeds`` models averaged. The run records the recipe
+    and why (``config.json`` / ``metrics.json`` ``recipe``, printed).
+
     The fields come from three parts, each a dataclass of its own that a module can take alone:
     :class:`HeadConfig` (the model), :class:`OptimConfig` (fitting) and :class:`MethodConfig`
     (task and paper methods); :meth:`head_part`, :meth:`optim_part` and :meth:`method_part` cut
@@ -225,6 +249,7 @@ class TrainConfig(HeadConfig, OptimConfig, MethodConfig):
              "--class-weights is not supported with --task multilabel, --univa or --head univa (KL-divergence training)"),
             (not self.frame_tokens or (self.frames and self.head == "transformer"), "--frame-tokens needs --frames and --head transformer"),
             (self.max_frame_tokens >= 1, "--max-frame-tokens must be >= 1"),
+            (self.l2 >= 0 and self.l2 == self.l2, f"--l2 must be >= 0 (0 = chosen on the inner validation rows), not {self.l2}"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -25,6 +25,7 @@ from emo.fuse.runcheck import require_finite
 #: Provenance attributes copied from each store into a run's config.
 PROVENANCE_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "modality", "dtype", "emo_version", "created",
                    "derived_from",  # derived stores (CLIPL-A): how to recompute them (emo score)
+                   "import_kind", "import_folder", "import_files", "import_hash",  # emo store import: where they came from
                    # issue 23: what else changes an input value, for the run's input_contract (emo.fuse.contract)
                    "dataset_options", "face_detector", "face_weights_hash", "face_size", "face_template", "max_side",
                    "lexicon_hash", "max_seconds")
@@ -242,16 +243,27 @@ def _require_finite_frames(frames: "Frames", names: list[str], what: str) -> Non
 
 def store_layers(spec: FeatureSpec, store, layers: list[str] | None = None) -> list[str]:
     """The layer keys of ``store`` to use for ``spec``: ``layers`` if given, else the spec's, else all stored.
+    Layer combinations are resolved against the store (``mean(last4)`` -> ``mean(21-24)``,
+    :func:`emo.extract.combine.resolve`).
 
     Raises:
         FeatureError: the spec names a source other than the store's, or a layer the store lacks.
     """
-    from emo.extract.layers import format_layers
+    from emo.extract.layers import LayerSpecError, format_layers, is_combination
 
     if spec.source and store.attrs.get("source") and spec.source != store.attrs.get("source"):
         raise FeatureError(f"{store.path}: extracted from source {store.attrs.get('source')!r}, but --features asks for {spec.source!r}")
     keys = list(layers) if layers else (list(spec.layers) if spec.layers else list(store.layers))
-    missing = [k for k in keys if k not in store.layers]
+    if any(is_combination(k) for k in keys):  # mean(last4) -> mean(21-24); parts must be stored
+        from emo.extract.combine import parts_of, resolve
+
+        try:
+            keys = list(dict.fromkeys(resolve(k, store.layers) for k in keys))
+            for k in keys:
+                parts_of(k, store.layers)
+        except LayerSpecError as e:
+            raise FeatureError(f"{store.path}: {e}") from None
+    missing = [k for k in keys if k not in store.layers and not is_combination(k)]
     if missing:
         raise FeatureError(f"{store.path}: no layer(s) {', '.join(missing)}; stored: {format_layers(store.layers)}")
     return keys
@@ -283,6 +295,7 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
         emo.extract.datasets.DatasetError: missing manifest.
     """
     from emo.extract.datasets.base import read_manifest
+    from emo.extract.combine import combination_provenance, layer_dim
     from emo.extract.layers import format_layers
     from emo.extract.store import FeatureStore, store_path
 
@@ -302,7 +315,7 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
     for spec in specs:
         st = FeatureStore(store_path(features_dir, dataset, spec.name))
         layers = store_layers(spec, st)
-        dims = {st.dims[k] for k in layers}
+        dims = {layer_dim(st, k) for k in layers}
         if len(dims) > 1:
             raise FeatureError(f"{st.path}: selected layers {format_layers(layers)} differ in dimension ({sorted(dims)}); select layers of one size")
         unknown = [n for n in st.names if n not in by_name]
@@ -343,9 +356,12 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
             _require_finite_frames(blocks[spec.name], names, str(st.path))
         else:
             blocks[spec.name] = st.read(layers, names)
-            dim = int(st.dims[layers[0]])
+            dim = layer_dim(st, layers[0])
             require_finite(blocks[spec.name], names, str(st.path))  # NaN/inf never reach training
         prov = {k: st.attrs[k] for k in PROVENANCE_KEYS if k in st.attrs}
+        combined = combination_provenance(layers, st.layers)
+        if combined:  # virtual layers computed from the store (emo.extract.combine): what and how
+            prov["layer_combinations"] = combined
         src = st.attrs.get("source") or None
         full = str(FeatureSpec(spec.name, src, tuple(layers) if (spec.layers or len(st.layers) > 1) else None))
         inputs.append(FeatureInput(spec.name, store_modality(spec.name, st.attrs), layers, dim, seq, full, prov))

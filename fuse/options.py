@@ -150,6 +150,8 @@ def _from_run_config(d: Mapping[str, Any], path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigFileError(f"{path}: training setting(s) {', '.join(unknown)} unknown to this emo version")
     out.update(training)
+    if "recipe" not in training:  # written before --recipe existed: those runs trained with minibatch AdamW
+        out["recipe"] = "adamw"
     rep = d.get("repeat")
     if isinstance(rep, Mapping) and rep.get("index") == 0 and rep.get("of"):
         out["repeats"] = int(rep["of"])  # the main run of --repeats N: reproduce all N (its repeats/seed-S are single runs)

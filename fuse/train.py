@@ -13,6 +13,7 @@ against the single ``emo.fuse.train`` module.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -101,6 +102,17 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     from emo.fuse.runcheck import check_run_out
     from emo.fuse.tune import rename_fold_inputs, resolve_fold_features, train_cv_fold_stores
 
+    t_call = time.perf_counter()
+    t_process = process_seconds()
+    clock = {"first_fold": None}
+    if progress is not None or out is not None:  # the first finished fold ("fold 1/K ...") marks the time to first fold
+        user_progress = progress
+
+        def progress(line: str, _p=user_progress) -> None:
+            if clock["first_fold"] is None and line.startswith("fold "):
+                clock["first_fold"] = time.perf_counter()
+            if _p is not None:
+                _p(line)
     check_run_rules(cfg, repeats=repeats, pseudo_labels=pseudo_labels, augmented=augmented or (), evaluate_on=evaluate_on)
     if out is not None:
         check_run_out(out)  # a bad --out fails now, not after hours of training
@@ -139,9 +151,17 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     if progress:
         progress(f"protocol: {why}")
     runs = []
+    t_train = time.perf_counter()
     for r in range(repeats):
         cfg_r = replace(cfg, seed=cfg.seed + REPEAT_STRIDE * r)
         folds, test_idx = make_folds(protocol, fs, y, rows, cfg_r.seed, test_splits, train_splits)
+        recipe = select_recipe(cfg_r, fs, folds, y, fold_features, pseudo_labels, augmented or evaluate_on)
+        if recipe["recipe"] == "lbfgs":  # deterministic: dropout off, one model per fold unless --seeds says otherwise
+            cfg_r = replace(cfg_r, recipe="lbfgs", dropout=0.0, seeds=cfg_r.seeds or 1)
+        elif cfg_r.recipe == "auto":
+            cfg_r = replace(cfg_r, recipe="adamw")
+        if progress and r == 0:
+            progress(f"recipe: {recipe['recipe']} ({recipe['reason']})")
         cfg_r = cfg_r.resolve(max((len(f.train) for f in folds), default=0))  # the run records the settings used
         disc = task_parts(cfg_r.task)[0]
         n_classes = len(classes) if disc else 0
@@ -185,6 +205,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             if progress and r == 0:
                 for w in warn:
                     progress(f"warning: {w}")
+        config["recipe"] = recipe
         config["input_contract"] = input_contract(fs.inputs, fs.samples, cfg_r.normalize)  # what emo score must match
         config.update(label_scales(cfg_r, fs, lexicon))
         config.update(semi_info)
@@ -204,6 +225,11 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         if fold_features:
             result = train_cv_fold_stores(blocks, fold_features, None, names, fs.inputs, y_r, folds, cfg_r,
                                           n_classes, speakers, test_idx, progress)
+        elif recipe["recipe"] == "lbfgs":  # every fold in one full-batch L-BFGS solve (emo.fuse.batched.fit_lbfgs_path)
+            from emo.fuse.batched import train_cv_batched
+
+            result = train_cv_batched(blocks, fs.inputs, y_r, folds, cfg_r, n_classes, speakers, test_idx, progress,
+                                      log=progress, optimizer="path", fold_cache=cache)
         elif cfg_r.batched or cfg_r.optimizer == "lbfgs":  # every fold x seed at once (emo.fuse.batched)
             from emo.fuse.batched import train_cv_batched
 
@@ -226,6 +252,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             config["training"]["threshold"] = result.threshold_tuning["threshold"]
             config["threshold_tuning"] = result.threshold_tuning
         runs.append((result, config, folds, test_idx, names, y_save))
+    train_s = time.perf_counter() - t_train
     result, config, folds, test_idx, names, y_save = runs[0]
     if cfg.emotion_wheel:  # MER-FG: the emotion-wheel F1 of the pooled out-of-fold multi-label predictions
         config["emotion_wheel"] = add_wheel_metrics(result, fs.samples, config["classes"], cfg.emotion_wheel,
@@ -243,6 +270,7 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
             summary = repeats_summary([r[0] for r in runs], fs, y, config)
             config["repeats_summary"] = summary
             _add_to_metrics(Path(out) / "metrics.json", summary)
+        _add_timing(Path(out) / "metrics.json", config["recipe"], timing(t_call, t_process, clock["first_fold"], train_s))
         if resume:
             import shutil
 
@@ -250,6 +278,68 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     elif repeats > 1:
         config["repeats_summary"] = repeats_summary([r[0] for r in runs], fs, y, config)
     return result, config
+
+
+def select_recipe(cfg: TrainConfig, fs, folds: list, y: dict[str, np.ndarray], fold_features=None, pseudo_labels=None,
+                  augmented=None) -> dict[str, Any]:
+    """The run's training recipe and why (:func:`emo.fuse.batched.choose_recipe`): ``lbfgs`` for
+    utterance-level inputs that fit in memory, ``adamw`` otherwise; recorded in ``config.json``
+    and ``metrics.json`` under ``recipe`` and printed.
+
+    Raises:
+        ValueError: ``--recipe lbfgs`` for a run it cannot train (the reason).
+    """
+    from emo.fuse.batched import choose_recipe
+
+    other = None
+    if fold_features:
+        other = "per-fold feature stores (HLFT adapters) train fold by fold"
+    elif pseudo_labels is not None or cfg.univa:
+        other = "pseudo-labelled / UniVA rows (soft targets, row weights) train in the minibatch loop"
+    elif cfg.task not in ("discrete", "valence", "vad", "discrete+valence"):
+        other = f"--task {cfg.task} trains in the minibatch loop"
+    elif augmented:
+        other = "--augmented/--evaluate-on rows train in the minibatch loop"
+    speakers = fs.speakers
+    missing = cfg.normalize == "speaker" and any(not s for s in speakers)
+    rows = max((len(f.train) + len(f.val) for f in folds), default=0)
+    return choose_recipe(cfg, fs.inputs, len(folds) * max(1, cfg.seeds), rows, y, missing, other)
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; ``None`` elsewhere), so that a run can
+    report its cold-start cost (imports, loading) and not only the time spent in :func:`train`."""
+    try:
+        import os
+
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def timing(t_call: float, t_process: float | None, t_first: float | None, train_s: float) -> dict[str, Any]:
+    """``metrics.json`` ``timing``: seconds from process start (or, where unknown, from the
+    :func:`train` call) to the first finished fold and to the end of training + writing, and the
+    training time (cross-validation of every repeat)."""
+    now = time.perf_counter()
+    offset = t_process if t_process is not None else 0.0
+    return {"since": "process start" if t_process is not None else "train() call",
+            "startup_seconds": round(offset, 3),
+            "seconds_to_first_fold": None if t_first is None else round(offset + t_first - t_call, 3),
+            "train_seconds": round(train_s, 3), "total_seconds": round(offset + now - t_call, 3)}
+
+
+def _add_timing(path: Path, recipe: dict[str, Any], t: dict[str, Any]) -> None:
+    import json
+
+    from emo.fuse.run import write_json
+
+    m = json.loads(path.read_text(encoding="utf-8"))
+    m["recipe"] = recipe
+    m["timing"] = t
+    write_json(path, m)
 
 
 def check_class_counts(classes: list[str], labels: np.ndarray, allow_rare: bool = False,

@@ -22,6 +22,7 @@ OLD_FLAT = ("head structure afg_scores layer_weights layer_weights_init task dec
             "epochs lr weight_decay batch_size patience seeds seed normalize label_smoothing device threads frames "
             "frame_bidirectional frame_pooling batched optimizer vad_targets emotion_wheel threshold tune_threshold univa "
             "univa_lambda univa_delta univa_tau univa_eta va_source frame_encoder frame_tokens max_frame_tokens").split()
+NEW_FIELDS = {"recipe", "l2"}  # issue 24: the training recipe (a run without them trained with AdamW)
 
 
 def test_fuse_train_help_is_grouped_by_concern_when_piped():
@@ -38,7 +39,7 @@ def test_fuse_train_help_is_grouped_by_concern_when_piped():
 def test_trainconfig_parts_partition_the_flat_fields_and_old_config_loads():
     parts = [{f.name for f in fields(c)} for c in (HeadConfig, OptimConfig, MethodConfig)]
     assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
-    assert set().union(*parts) == {f.name for f in fields(TrainConfig)} == set(OLD_FLAT)
+    assert set().union(*parts) == {f.name for f in fields(TrainConfig)} == set(OLD_FLAT) | NEW_FIELDS
     cfg = TrainConfig(head="mlp", lr=0.01, univa_tau=0.2)
     assert asdict(cfg.head_part())["head"] == "mlp" and cfg.optim_part().lr == 0.01 and cfg.method_part().univa_tau == 0.2
     old = {n: getattr(TrainConfig(), n) for n in OLD_FLAT}  # a config.json "training" written by the old code
@@ -119,7 +120,7 @@ def test_a_run_with_the_old_flat_config_still_loads_and_predicts(tmp_path):
     r = CliRunner().invoke(app, [*args, "--out", str(run)])
     assert r.exit_code == 0, r.output
     conf = json.loads((run / "config.json").read_text())
-    assert set(conf["training"]) == set(OLD_FLAT)
+    assert set(conf["training"]) == set(OLD_FLAT) | NEW_FIELDS
     # the old code wrote the same mapping (field order then: OLD_FLAT); rewrite it in that order
     conf["training"] = {k: conf["training"][k] for k in OLD_FLAT}
     (run / "config.json").write_text(json.dumps(conf))
@@ -128,4 +129,5 @@ def test_a_run_with_the_old_flat_config_still_loads_and_predicts(tmp_path):
     assert probs.shape == (len(fs.names), len(conf["classes"])) and np.isfinite(probs).all()
     r = CliRunner().invoke(app, ["fuse", "train", "--config", str(run / "config.json"), "--out", str(tmp_path / "again")])
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "again" / "config.json").read_text())["training"] == conf["training"]
+    again = json.loads((tmp_path / "again" / "config.json").read_text())["training"]
+    assert {k: again[k] for k in OLD_FLAT} == conf["training"] and again["recipe"] == "adamw"  # as the old code trained it

@@ -68,7 +68,7 @@ def test_run_config_json_gives_the_options_of_that_run(tmp_path):
     p.write_text(json.dumps(run))
     assert read_config_file(p) == {"dataset": "synth", "features_dir": "feats", "features": run["feature_specs"], "folds": "speaker",
                                    "align": "intersect", "test_split": ["test"], "head": "afg", "seed": 3, "batch_size": 32,
-                                   "repeats": 4}
+                                   "repeats": 4, "recipe": "adamw"}  # a run without 'recipe' was trained with AdamW (issue 24)
     p.write_text(json.dumps({**run, "repeat": {"index": 2, "of": 4, "seed": 2003}}))
     assert "repeats" not in read_config_file(p)  # one repeat's own directory: that single run
     p.write_text(json.dumps({**run, "training": {"head": "afg", "new_knob": 1}}))

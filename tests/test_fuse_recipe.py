@@ -1,0 +1,144 @@
+"""The deterministic full-batch recipe (``--recipe lbfgs``, emo.fuse.batched.fit_lbfgs_path), its
+automatic choice, and the import set of the training and weight-free extraction commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from emo.fuse.batched import L2_PATH, choose_recipe, train_cv_batched
+from emo.fuse.config import TrainConfig
+from emo.fuse.inputs import FeatureInput
+from emo.fuse.protocols import leave_one_speaker_out
+
+
+def _data(n: int = 150, c: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    a = rng.normal(size=(n, 1, 12)).astype(np.float32)
+    a[:, 0, :c] += 2.0 * np.eye(c)[y]
+    inputs = [{"name": "a", "modality": "audio", "layers": ["0"], "dim": 12}]
+    speakers = [f"s{i % 5}" for i in range(n)]
+    return {"a": a}, inputs, {"discrete": y.astype(np.int64)}, speakers
+
+
+def test_linear_recipe_equals_sklearn_logistic_regression():
+    """--head linear at a fixed --l2 is scikit-learn's multinomial LogisticRegression at
+    C = 1 / (l2 * n): its objective C * sum(loss) + 0.5 ||W||² (intercept unpenalised) is n*C times ours."""
+    from sklearn.linear_model import LogisticRegression
+
+    blocks, inputs, y, speakers = _data()
+    l2 = 0.02
+    cfg = TrainConfig(head="linear", recipe="lbfgs", l2=l2, label_smoothing=0.0, dropout=0.0, seeds=1, normalize="none", threads=1)
+    folds = leave_one_speaker_out(speakers, 0)
+    res = train_cv_batched(blocks, inputs, y, folds, cfg, 3, speakers, optimizer="path")
+    x = blocks["a"][:, 0].astype(np.float64)
+    for k, fold in enumerate(folds):
+        rows = np.sort(np.concatenate([fold.train, fold.val]))  # the chosen l2 is refitted on train + inner validation
+        sk = LogisticRegression(C=1.0 / (l2 * len(rows)), tol=1e-12, max_iter=100000).fit(x[rows], y["discrete"][rows])
+        got = res.oof["probs"][res.oof["fold"] == k]
+        want = sk.predict_proba(x[res.oof["index"][res.oof["fold"] == k]])
+        assert np.abs(got - want).max() < 1e-4, (k, np.abs(got - want).max())
+    assert all(i["l2"] == l2 and i["optimizer"] == "lbfgs" for d in res.diagnostics for i in d["fits"])
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp", "afg", "attention"])
+def test_recipe_is_deterministic_and_chooses_l2_per_fold_on_inner_validation(head):
+    blocks, inputs, y, speakers = _data()
+    cfg = TrainConfig(head=head, recipe="lbfgs", hidden=8, dropout=0.0, seeds=1, threads=1)
+    folds = leave_one_speaker_out(speakers, 0)
+    a = train_cv_batched(blocks, inputs, y, folds, cfg, 3, speakers, optimizer="path")
+    b = train_cv_batched(blocks, inputs, y, folds, cfg, 3, speakers, optimizer="path")
+    np.testing.assert_array_equal(a.oof["probs"], b.oof["probs"])  # full batch, no dropout: bitwise the same
+    assert a.pooled["uar"] > 0.75  # learns the informative dimensions (chance: 0.33)
+    for d in a.diagnostics:
+        (info,) = d["fits"]  # one model per fold: no seed averaging
+        path = info["path"]
+        assert [p[0] for p in path] == list(L2_PATH[:len(path)]) and len(path) >= 1
+        assert info["l2"] == min(path, key=lambda p: p[1])[0]  # the lowest inner-validation loss
+        assert info["refit"] is True
+
+
+def test_choose_recipe_auto_and_reasons(monkeypatch):
+    import emo.fuse.batched as batched
+
+    inp = [FeatureInput("a", "audio", ["0"], 12)]
+    auto = choose_recipe(TrainConfig(), inp, 10, 500)
+    assert auto["recipe"] == "lbfgs" and auto["requested"] == "auto"
+    frames = choose_recipe(TrainConfig(frames=True), [FeatureInput("a", "audio", ["0"], 12, frames=True)], 10, 500)
+    assert frames["recipe"] == "adamw" and "frame-level" in frames["reason"]
+    with pytest.raises(ValueError, match="--recipe lbfgs"):
+        choose_recipe(TrainConfig(recipe="lbfgs", frames=True), [FeatureInput("a", "audio", ["0"], 12, frames=True)], 10, 500)
+    assert choose_recipe(TrainConfig(recipe="adamw"), inp, 10, 500)["recipe"] == "adamw"
+    assert choose_recipe(TrainConfig(head="univa"), inp, 10, 500)["recipe"] == "adamw"
+    large = choose_recipe(TrainConfig(), inp, 5, 4500)  # MER-size folds: minibatch epochs
+    assert large["recipe"] == "adamw" and "4500 training rows" in large["reason"]
+    assert choose_recipe(TrainConfig(recipe="lbfgs"), inp, 5, 4500)["recipe"] == "lbfgs"  # asked for: trained so
+    monkeypatch.setattr(batched, "RECIPE_MAX_BYTES", 1000)
+    big = choose_recipe(TrainConfig(), inp, 10, 500)
+    assert big["recipe"] == "adamw" and "exceed" in big["reason"]
+    with pytest.raises(ValueError, match="--recipe"):
+        TrainConfig(recipe="sgd").validate()
+
+
+def test_train_records_recipe_and_timing(tmp_path):
+    from test_fuse_run import make_dataset
+
+    from emo.fuse.train import train
+
+    feats = make_dataset(tmp_path)
+    lines = []
+    res, config = train(feats, "synth", ["egemaps"], TrainConfig(head="afg", hidden=8), protocol="speaker",
+                        out=tmp_path / "run", progress=lines.append)
+    assert config["recipe"]["recipe"] == "lbfgs" and config["training"]["recipe"] == "lbfgs"
+    assert config["training"]["dropout"] == 0.0 and config["training"]["seeds"] == 1
+    assert any(line.startswith("recipe: lbfgs (") for line in lines)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["recipe"] == config["recipe"]
+    t = m["timing"]
+    assert 0 < t["seconds_to_first_fold"] <= t["total_seconds"] and t["train_seconds"] <= t["total_seconds"]
+    # the minibatch recipe when asked, recorded as such (seeds averaged, dropout kept)
+    _, c2 = train(feats, "synth", ["egemaps"], TrainConfig(head="afg", hidden=8, recipe="adamw", epochs=2, seeds=2),
+                  protocol="speaker", out=tmp_path / "run2")
+    assert c2["recipe"] == {"recipe": "adamw", "reason": "--recipe adamw", "requested": "adamw"}
+    assert c2["training"]["dropout"] == 0.5 and c2["training"]["seeds"] == 2
+
+
+HEAVY = ("transformers", "open_clip", "cv2", "dask")
+
+
+def test_fuse_train_and_weight_free_extraction_import_only_what_they_need(tmp_path, shared):
+    """`emo fuse train` imports no transformers / open_clip / cv2 / dask; `emo extract` with
+    eGeMAPS imports no torch (checked in a fresh interpreter through sys.modules)."""
+    from test_fuse_run import make_dataset
+
+    feats = make_dataset(tmp_path)
+    code = (
+        "import sys, json\nfrom typer.testing import CliRunner\nfrom emo.cli import app\n"
+        "r = CliRunner().invoke(app, sys.argv[1:])\n"
+        "print(json.dumps({'code': r.exit_code, 'out': r.output[-2000:], 'mods': sorted(m.split('.')[0] for m in sys.modules)}))\n")
+
+    def run(*args):
+        p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)  # noqa: S603
+        assert p.returncode == 0, p.stderr[-2000:]
+        d = json.loads(p.stdout.strip().splitlines()[-1])
+        assert d["code"] == 0, d["out"]
+        return set(d["mods"])
+
+    mods = run("fuse", "train", "--dataset", "synth", "--features", "egemaps", "--features-dir", str(feats),
+               "--folds", "speaker", "--hidden", "8", "--out", str(tmp_path / "r"))
+    assert "torch" in mods and not (mods & set(HEAVY)), sorted(mods & set(HEAVY))
+    root = tmp_path / "emodb"
+    (root / "wav").mkdir(parents=True)
+    lines = (shared / "emodb" / "labels.csv").read_text(encoding="utf-8").splitlines()
+    keep = [ln for ln in lines[1:] if ln.startswith("wav/03a01")][:2]
+    (root / "labels.csv").write_text("\n".join([lines[0], *keep]) + "\n", encoding="utf-8")
+    for ln in keep:
+        rel = ln.split(",")[0]
+        (root / rel).symlink_to(shared / "emodb" / rel)
+    mods = run("extract", "--dataset", "emodb", "--root", str(root), "--encoder", "egemaps", "--out", str(tmp_path / "f"), "--no-progress")
+    assert "torch" not in mods and not (mods & set(HEAVY))
