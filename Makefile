@@ -20,7 +20,7 @@ SHARED ?= ../shared/data
 
 RUFF := $(VENV)/bin/ruff
 
-.PHONY: install test lint features demo proofs bench bench-gpu models-mtcnn clean
+.PHONY: install test test-fast lint features demo proofs bench bench-gpu models-mtcnn clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+# the inner loop: no test marked slow, none that reads the real recordings (under 2 minutes on 2 cores)
+test-fast: install
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow and not shared"
 
 lint: install
 	$(RUFF) check .

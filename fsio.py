@@ -25,6 +25,14 @@ then swapped into place (``renameat2(RENAME_EXCHANGE)`` where the kernel and lib
 two renames: previous -> ``.<name>.old-*``, new -> name); the previous directory is kept
 until the new one is complete, then removed.
 
+Moves (:func:`move_file`): a file renamed to another name in the same file system, both
+directories fsync-ed; a destination that exists or is a link is refused. Content hashes
+(:func:`sha256_file`): the one SHA-256-of-a-file helper of the package. Safetensors
+(:func:`write_safetensors`): canonical bytes, so identical weights give an identical file.
+
+This is the only module that calls ``os.replace``/``os.rename`` (``tests/test_architecture.py``
+fails on any other call).
+
 CSV cells (:func:`csv_cell`): formula-injection escaping after the OWASP "CSV Injection"
 recommendation: a cell that begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is
 prefixed with a single quote ``'`` (the spreadsheet then shows it as text) and the csv module
@@ -41,13 +49,14 @@ import csv
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import json
 import os
 import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,12 +69,17 @@ __all__ = [
     "csv_cell",
     "csv_unescape",
     "fsync_dir",
+    "move_file",
     "open_nofollow",
     "remove_stale_tmp",
+    "safetensors_bytes",
+    "sha256_file",
     "write_bytes",
     "write_csv",
     "write_json",
+    "write_safetensors",
     "write_text",
+    "write_with",
 ]
 
 #: File mode of files emo creates (before the umask is *not* applied: mkstemp creates 0600, we chmod).
@@ -202,6 +216,21 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     fsync_dir(target.parent)
 
 
+def write_with(path: str | os.PathLike, write: Callable[[Path], Any], suffix: str = "") -> Path:
+    """Atomically create ``path`` with a writer that needs a file name (matplotlib's ``savefig``,
+    h5py): ``write(tmp)`` writes the temporary file (:func:`atomic_path`, suffix ``suffix`` or
+    ``path``'s own, for writers that pick the format from the name), which then replaces ``path``.
+
+    Raises:
+        whatever ``write`` raises (the temporary file is removed); :class:`UnsafePathError` when
+        ``path`` is a symbolic link.
+    """
+    path = Path(path)
+    with atomic_path(path, suffix=suffix or path.suffix) as tmp:
+        write(tmp)
+    return path
+
+
 def write_bytes(path: str | os.PathLike, data: bytes, perm: int = DEFAULT_PERM) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_open`). Returns ``path``."""
     with atomic_open(path, "wb", perm=perm) as fh:
@@ -226,6 +255,81 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1, allow_
     """
     text = json.dumps(obj, indent=indent, allow_nan=allow_nan, sort_keys=sort_keys, ensure_ascii=False)
     return write_text(path, text + "\n")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Full SHA-256 hex digest (64 hex digits) of a file's content, streamed in 1 MiB blocks.
+
+    The package's one file-hash helper (weight files, checkpoints, adapters, stores, run files).
+
+    Raises:
+        OSError: the file cannot be read; the message names it (same ``errno``; the subclass of
+            the original error, e.g. :class:`FileNotFoundError`, is kept).
+    """
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise type(e)(e.errno, f"{path}: cannot read ({e.strerror or e})") from None
+    return h.hexdigest()
+
+
+def move_file(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Rename ``src`` to ``dest`` (same file system) and fsync both directories.
+
+    Raises:
+        UnsafePathError: ``src`` or ``dest`` is a symbolic link.
+        FileExistsError: ``dest`` exists (a move never overwrites).
+        OSError: the rename failed (``src`` is then unchanged).
+    """
+    s, d = check_not_link(src), check_not_link(dest)
+    if d.exists():
+        raise FileExistsError(errno.EEXIST, f"{d}: exists; refusing to move {s} over it")
+    os.rename(s, d)
+    fsync_dir(d.parent)
+    if s.parent != d.parent:
+        fsync_dir(s.parent)
+    return d
+
+
+def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors file of ``tensors`` (name -> numpy array) with ``metadata``, as canonical bytes.
+
+    ``safetensors`` serialises the ``__metadata__`` map in hash order, which changes from process
+    to process, so two runs with bit-identical weights gave checkpoints with different bytes (and
+    SHA-256). Here the header is re-serialised with ``__metadata__`` keys sorted (tensor entries
+    keep the library's order, which is deterministic: by dtype alignment, then name), padded with
+    spaces to a multiple of 8 bytes as the format requires; tensor data is unchanged.
+    Readers (``safetensors.safe_open``/``load_file``) see the same tensors and metadata.
+
+    Returns:
+        bytes: 8-byte little-endian header length, JSON header, raw tensor data.
+    """
+    import struct
+
+    from safetensors.numpy import save
+
+    raw = save(tensors, metadata=metadata)
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    canon = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | header
+    text = json.dumps(canon, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + raw[8 + n:]
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` (name -> numpy array or torch tensor) as a safetensors file atomically, with
+    canonical bytes (:func:`safetensors_bytes`), so identical weights give an identical file and SHA-256.
+
+    Torch tensors are detached, moved to the CPU and converted to numpy (bfloat16 is refused by numpy:
+    convert first).
+    """
+    arrays = {k: (v.detach().cpu().contiguous().numpy() if hasattr(v, "detach") else v) for k, v in tensors.items()}
+    return write_bytes(path, safetensors_bytes(arrays, metadata))
 
 
 def csv_cell(value: Any) -> Any:

@@ -32,6 +32,7 @@ import numpy as np
 
 from emo import fsio
 from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
+from emo.extract.media import DEFAULT_FPS
 
 if TYPE_CHECKING:
     from emo.fuse.inputs import FeatureInput
@@ -472,7 +473,7 @@ def resolve_inputs(paths, run_dir, out_csv, *, adapter=None, transcripts=None, f
             specs[src.name] = parse_encoder_spec(format_spec(src.name, have.source, [*have.layers, d["layer"]]))
         elif have is None:
             specs[src.name] = src
-    fps = next((float(i.provenance["fps"]) for i in run.inputs if i.provenance.get("fps")), 2.0)
+    fps = next((float(i.provenance["fps"]) for i in run.inputs if i.provenance.get("fps")), DEFAULT_FPS)
     return ScoreJob(run, samples, adapter, relpaths, specs, derived, hlft, fps, face_detector, modalities, spk, norm)
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emo.extract.media import DEFAULT_FPS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: MER 2024: 5,030 labelled + 115,595 unlabelled clips, about 106 h in all (the issue's figures).
@@ -273,7 +275,7 @@ def _decoded_frames(n: int) -> list[np.ndarray]:
     frames: list[np.ndarray] = []
     for f in files:
         try:
-            fr, _ = load_frames(f, 2.0, max_frames=4, max_side=640)
+            fr, _ = load_frames(f, DEFAULT_FPS, max_frames=4, max_side=640)
         except Exception:
             continue
         frames.extend(list(fr))
@@ -321,7 +323,7 @@ def bench_decode(gpu: bool) -> dict:
     workers = os.cpu_count() or 2
     out = {"clips": len(samples), "what": "audio 16 kHz mono + frames at 2 fps (max side 640)"}
     # as the engine decodes: audio and frames, 16 kHz, 2 fps, max side 640, whole clips
-    decode = functools.partial(decode_sample, need_audio=True, need_frames=True, sample_rate=16000, fps=2.0,
+    decode = functools.partial(decode_sample, need_audio=True, need_frames=True, sample_rate=16000, fps=DEFAULT_FPS,
                                max_side=640, max_seconds=None)
     n = len(samples)
     for kind, cls in (("threads", cf.ThreadPoolExecutor), ("processes", cf.ProcessPoolExecutor)):
@@ -336,7 +338,7 @@ def bench_decode(gpu: bool) -> dict:
     return out
 
 
-def project_mer2024(h: dict, clip: dict, mtcnn: dict, dec: dict, fps: float = 2.0) -> dict:
+def project_mer2024(h: dict, clip: dict, mtcnn: dict, dec: dict, fps: float = DEFAULT_FPS) -> dict:
     """Hours for a MER-2024-sized run from the measured rates (audio + faces + CLIP)."""
     audio_s = MER2024_HOURS * 3600
     frames = audio_s * fps

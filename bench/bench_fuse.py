@@ -61,8 +61,6 @@ PEERS = {"sklearn_lr": "LogisticRegression(max_iter=5000)", "sklearn_svc": "SVC(
 
 def write_synthetic(root: Path, dataset: str = "mer2024_synth", seed: int = 0) -> Path:
     """Write the synthetic feature root described in the module docstring; returns ``root``."""
-    import h5py
-
     from emo.extract.datasets import MER_CLASSES, Sample, write_manifest
 
     rng = np.random.default_rng(seed)
@@ -70,40 +68,32 @@ def write_synthetic(root: Path, dataset: str = "mer2024_synth", seed: int = 0) -
     names = [f"sample_{i:05d}" for i in range(N)]
     samples = [Sample(name=n, media=None, discrete=MER_CLASSES[c], split="train") for n, c in zip(names, y)]
     write_manifest(root / dataset, types.SimpleNamespace(name=dataset, root=root, classes=MER_CLASSES), samples)
-    s = h5py.string_dtype("utf-8")
     for enc, (layers, d, modality) in ENCODERS.items():
         centers = rng.normal(size=(N_CLASSES, d)).astype(np.float32)
-        with h5py.File(root / dataset / f"{enc}.h5", "w") as f:
-            f.attrs.update({"schema": 1, "encoder": enc, "source": "synthetic", "weights_hash": "0" * 16, "pooling": "mean",
-                            "modality": modality, "layers": json.dumps(layers), "dims": json.dumps({k: d for k in layers}),
-                            "dtype": "float16", "frames": False, "dataset": dataset})
-            f.create_dataset("names", data=np.array(names, dtype=object), dtype=s)
-            f.create_dataset("flags", data=np.zeros(N, np.uint8))
-            for j, k in enumerate(layers):
-                # class signal peaks in the upper-middle layers, as in HuBERT-large on emotion
-                snr = 0.15 * np.exp(-((j - 18) / 6.0) ** 2) if len(layers) > 1 else 0.1
-                x = rng.standard_normal((N, d), dtype=np.float32) + snr * centers[y]
-                f.create_dataset(f"layers/{k}", data=x.astype(np.float16), chunks=(min(N, 1024), d))
-            f.create_dataset("failed/names", data=np.array([], dtype=object), dtype=s)
-            f.create_dataset("failed/errors", data=np.array([], dtype=object), dtype=s)
+        x = np.empty((N, len(layers), d), np.float16)
+        for j in range(len(layers)):
+            # class signal peaks in the upper-middle layers, as in HuBERT-large on emotion
+            snr = 0.15 * np.exp(-((j - 18) / 6.0) ** 2) if len(layers) > 1 else 0.1
+            x[:, j] = rng.standard_normal((N, d), dtype=np.float32) + snr * centers[y]
+        write_store(root / dataset / f"{enc}.h5", enc, names, x, layers, modality, dataset)
     return root
 
 
 def write_store(path: Path, encoder: str, names: list[str], x: np.ndarray, layers: list[str], modality: str, dataset: str) -> Path:
-    """Write an utterance-level feature store (schema of :mod:`emo.extract.store`, float16) of ``x`` (N, L, D)."""
-    import h5py
+    """Write an utterance-level float16 feature store of ``x`` (N, L, D) through the store writer
+    (:class:`emo.extract.store.StoreWriter`: the real schema, provenance attributes and atomic shards)."""
+    from emo.extract.store import StoreWriter
+    from emo.extract.types import Encoded
 
-    s = h5py.string_dtype("utf-8")
-    with h5py.File(path, "w") as f:
-        f.attrs.update({"schema": 1, "encoder": encoder, "source": "synthetic", "weights_hash": "0" * 16, "pooling": "mean",
-                        "modality": modality, "layers": json.dumps(layers), "dims": json.dumps({k: int(x.shape[2]) for k in layers}),
-                        "dtype": "float16", "frames": False, "dataset": dataset})
-        f.create_dataset("names", data=np.array(names, dtype=object), dtype=s)
-        f.create_dataset("flags", data=np.zeros(len(names), np.uint8))
-        for j, k in enumerate(layers):
-            f.create_dataset(f"layers/{k}", data=x[:, j].astype(np.float16))
-        f.create_dataset("failed/names", data=np.array([], dtype=object), dtype=s)
-        f.create_dataset("failed/errors", data=np.array([], dtype=object), dtype=s)
+    prov = {"encoder": encoder, "source": "synthetic", "weights_hash": "0" * 16, "pooling": "mean", "modality": modality,
+            "dims": json.dumps({k: int(x.shape[2]) for k in layers}), "dataset": dataset}
+    w = StoreWriter(path, prov, list(layers), overwrite=True, shard_size=1024, flush_seconds=None)
+    try:
+        for i, n in enumerate(names):
+            w.add(n, Encoded(layers={k: x[i, j] for j, k in enumerate(layers)}))
+        w.finalize()
+    finally:
+        w.close()
     return path
 
 
@@ -423,10 +413,10 @@ def pareto_plot(sets: dict, path: Path) -> str | None:
         ax.set_title(name)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from emo import fsio
+
+    fsio.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".png")
     plt.close(fig)
-    os.replace(tmp, path)
     return str(path.relative_to(ROOT))
 
 
@@ -434,9 +424,9 @@ def _checkpoint(res: dict) -> None:
     """Write what is measured so far to ``results/bench_fuse.partial.json``, so a run cut short still
     leaves its finished measurements; the complete result replaces it at the end."""
     out = ROOT / "results" / "bench_fuse.partial.json"
-    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    from emo import fsio
+
+    fsio.write_text(out, json.dumps(res, indent=2, default=str) + "\n")
 
 
 def _emodb_features(tmp: Path, timeout: float) -> Path | None:

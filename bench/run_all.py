@@ -10,7 +10,9 @@ Convention (how to add a benchmark):
   report ratios and rates, not full-size numbers); ``gpu=True`` is the full-size run
   on a CUDA device.
 * This runner imports each module by path, calls ``main``, adds ``command``,
-  ``benchmark``, ``gpu``, ``machine`` and ``seconds`` fields, and writes
+  ``benchmark``, ``gpu``, ``machine``, ``seconds`` and ``generated_by`` (commit, dirty flag,
+  package versions: ``proofs/_common.py``'s :func:`write_result`, which also makes paths
+  relative to the project or the data root) fields, and writes
   ``results/bench_<topic>.json`` (CPU) or ``results/bench_<topic>_gpu.json`` (GPU).
   A failing benchmark is reported and makes the exit status 1; the others still run.
 * Every module also runs alone: ``python bench/bench_<topic>.py [--gpu]``.
@@ -33,6 +35,8 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import write_result  # noqa: E402  (one result writer for proofs and benchmarks)
 
 
 def machine() -> dict:
@@ -80,10 +84,8 @@ def run_one(path: Path, gpu: bool, out_dir: Path, command: str) -> Path:
         raise TypeError(f"{path}: main() returned {type(res).__name__}, not a dict")
     doc = {"benchmark": path.stem, "command": command, "gpu": gpu, "machine": machine(),
            "seconds": round(time.time() - t0, 1), **res}
-    out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{path.stem}{'_gpu' if gpu else ''}.json"
-    out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    return out
+    return write_result(out, json.loads(json.dumps(doc, default=str)), quiet=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("error: --gpu given but CUDA is not available on this machine", file=sys.stderr)
             return 1
-    command = " ".join([".venv/bin/python", "bench/run_all.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python", "bench/run_all.py", *(argv if argv is not None else sys.argv[1:])])
     status = 0
     for f in discover(a.only):
         print(f"== {f.stem} ({'gpu' if a.gpu else 'cpu'})", flush=True)

@@ -37,7 +37,7 @@ The frozen layers always run in eval mode (no dropout, no LayerDrop), also while
 train: the paper is silent, and this keeps the cached and the full path identical.
 
 Adapter sets are saved as safetensors (:func:`save_adapters`) with their settings in the file's
-metadata, and identified by the file's SHA-256 (:func:`file_sha256`).
+metadata, and identified by the file's SHA-256 (:func:`emo.fsio.sha256_file`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from emo import fsio
 from emo.extract.types import AdapterError  # noqa: F401  (defined without torch, so `emo extract` can catch it without importing torch)
+from emo.fsio import sha256_file
 
 #: Bottleneck dimension d̂ of eq. 1 (the paper's value).
 ADAPTER_DIM = 128
@@ -420,17 +422,8 @@ def load_encoder_model(source: str, attention: str = "sdpa") -> nn.Module:
     return model
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Full SHA-256 hex digest of a file's content (64 hex digits), streamed in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
-    """Write a safetensors file via ``path.tmp`` + fsync + rename; refuses to write through a symlink.
+    """Write a safetensors file atomically (:func:`emo.fsio.atomic_path`); refuses to write through a symlink.
 
     Raises:
         AdapterError: ``path`` is a symbolic link.
@@ -441,15 +434,8 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.Pat
     if path.is_symlink():
         raise AdapterError(f"refusing to write {path}: it is a symbolic link")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with fsio.atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -471,7 +457,7 @@ def save_adapters(window: AdaptedWindow, path: str | os.PathLike, extra_tensors:
             "bottleneck": str(window.bottleneck), "hidden_size": str(window.hidden_size),
             "model_type": str(getattr(window.config, "model_type", "")), "info": json.dumps(info or {}, sort_keys=True)}
     atomic_save_safetensors(tensors, path, meta)
-    return file_sha256(path)
+    return sha256_file(path)
 
 
 def read_adapter_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -519,7 +505,7 @@ def load_adapters(window: AdaptedWindow, path: str | os.PathLike) -> dict[str, A
         window.adapters.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise AdapterError(f"{path}: {e}") from None
-    return {**meta, "sha256": file_sha256(path)}
+    return {**meta, "sha256": sha256_file(path)}
 
 
 # ---------------------------------------------------------------------------
@@ -621,7 +607,7 @@ def hlft_run_encoders(spec: Any, run_dir: str | os.PathLike, device: str = "cpu"
     out = []
     for k, fold in enumerate(cfg.get("folds") or []):
         path = run / fold["adapter_file"]
-        sha = file_sha256(path) if path.is_file() else None
+        sha = sha256_file(path) if path.is_file() else None
         if sha != fold.get("sha256"):
             raise AdapterError(f"{path}: {'missing' if sha is None else 'SHA-256 differs from the run record'}")
         enc = spec.build(device=device, frames=frames, **opts)

@@ -18,14 +18,17 @@ models_app = typer.Typer(no_args_is_help=True, help="Encoders and model weights.
 
 
 def write_resolved_options(ctx: typer.Context, o: ExtractOptions, path: Path) -> None:
-    """Write the command and the option values ``emo extract`` runs with (its resolved config;
-    ``emo extract --config PATH`` reads it back) atomically to ``path``."""
+    """Write the command and the option values ``emo extract`` ran with (its resolved config;
+    ``emo extract --config PATH`` reads it back) atomically to ``path``, after the stores (a
+    failed write is a warning)."""
     from emo import fsio
     from emo.cliargs import command_line
     from emo.optspec import resolved_options
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fsio.write_json(path, {"command": command_line(ctx, ctx.params), "options": resolved_options(o)})
+    try:
+        fsio.write_json(path, {"command": command_line(ctx, ctx.params), "options": resolved_options(o)})
+    except OSError as e:  # the stores are written; only this record is missing
+        typer.echo(f"warning: cannot write {path}: {e}", err=True)
 
 
 @command(ExtractOptions, panels=(DATASET, ENCODERS, AUGMENT, RUNTIME, OUTPUT))
@@ -63,7 +66,6 @@ def extract(ctx: typer.Context, o: ExtractOptions) -> None:
         adapter = get_dataset(o.dataset, str(o.root), text_column=o.text_column, subset=o.subset, track=o.track,
                               label_source=o.label_source, labels=str(o.labels) if o.labels else None, dataset_name=o.name)
         samples = adapter.samples()
-        write_resolved_options(ctx, o, Path(o.out) / adapter.dataset / "extract_options.json")
         if o.limit is not None:
             samples = samples[:o.limit]
         opts = {"batch_seconds": o.batch_seconds} if o.batch_seconds else {}
@@ -100,6 +102,7 @@ def extract(ctx: typer.Context, o: ExtractOptions) -> None:
             with model_loading_bars(o.progress):  # also in the workers (environment variable)
                 summary = run_distributed(config, adapter, samples, o.out, scheduler=o.scheduler, workers=o.workers,
                                           shard_size=o.shard_size, overwrite=o.overwrite, progress=o.progress)
+            write_resolved_options(ctx, o, Path(o.out) / adapter.dataset / "extract_options.json")
             typer.echo(summary.table())
             if summary.n_failed:
                 raise typer.Exit(ExitCode.PARTIAL)
@@ -128,6 +131,7 @@ def extract(ctx: typer.Context, o: ExtractOptions) -> None:
             OSError, AdapterError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(ExitCode.ERROR)
+    write_resolved_options(ctx, o, Path(o.out) / adapter.dataset / "extract_options.json")
     typer.echo(summary.table())
     if summary.n_failed:
         raise typer.Exit(ExitCode.PARTIAL)

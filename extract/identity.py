@@ -15,7 +15,7 @@ blocks (first, middle, last); files up to 3 MiB are hashed completely.** Why:
   extensions; 128 bits is ample for accidental collisions (this is not a security boundary:
   a deliberate same-size edit that spares the three blocks is not detected; use
   ``full=True`` (a complete blake2b) when that matters, e.g. for checkpoints, which
-  :func:`sha256_file` covers).
+  :func:`emo.fsio.sha256_file` covers).
 
 Identity = ``(size, hash)``. ``path`` and ``mtime`` are recorded for messages but do not decide
 identity: a copied or touched file with the same content is the same sample (no recomputation),
@@ -129,22 +129,6 @@ def describe_change(old: SampleIdentity | dict[str, Any], new: SampleIdentity) -
     if o.scheme != new.scheme:
         return f"identity scheme changed ({o.scheme} -> {new.scheme}){where}"
     return f"content changed (same size, different bytes){where}"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Full SHA-256 hex digest of a file (checkpoints; ``run dir`` integrity).
-
-    Raises:
-        IdentityError: the file cannot be read.
-    """
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError as e:
-        raise IdentityError(e.errno, f"{path}: cannot read ({e.strerror or e})") from None
-    return h.hexdigest()
 
 
 # -- store provenance: everything besides the encoder that changes a store's values ----------------

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from emo.extract.datasets import dataset_names
+from emo.extract.media import DEFAULT_FPS
 from emo.optspec import opt
 
 #: ``--help`` groups of ``emo extract``.
@@ -25,7 +26,7 @@ class ExtractOptions:
     device: str = opt('auto', 'auto (cuda when available, else cpu), cpu, cuda or cuda:N (bf16 autocast on GPU).', group=RUNTIME, flags=('--device',))
     batch_seconds: Optional[float] = opt(None, 'Padded audio seconds per forward pass (default 200 GPU / 60 CPU).', group=RUNTIME, flags=('--batch-seconds',))
     frames: bool = opt(False, 'Also store frame-level features (ragged, per layer).', group=ENCODERS, flags=('--frames',))
-    fps: float = opt(2.0, 'Face-frame sampling rate, frames per second.', group=ENCODERS, flags=('--fps',))
+    fps: float = opt(DEFAULT_FPS, 'Face-frame sampling rate, frames per second.', group=ENCODERS, flags=('--fps',))
     face_detector: str = opt('mtcnn', 'mtcnn or haar (no download).', group=ENCODERS, flags=('--face-detector',))
     mtcnn_weights: Optional[Path] = opt(None, 'Directory with pnet.pt, rnet.pt, onet.pt.', group=ENCODERS, flags=('--mtcnn-weights',))
     text_column: Optional[str] = opt(None, 'Transcript column (e.g. chinese, english, sentence).', group=DATASET, flags=('--text-column',))

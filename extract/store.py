@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -268,53 +267,56 @@ def describe_mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 class _Lock:
-    """Advisory ``flock`` on ``<store>.lock`` holding the owner's PID.
+    """Advisory lock on ``<store>.lock`` (:class:`filelock.FileLock`: ``flock``, ``O_NOFOLLOW``) holding the owner's PID.
 
     ``flock`` dies with its process, so a lock left by a killed run is stale by
-    construction and is taken over silently.
+    construction and is taken over silently. The lock file is kept on release
+    (``preserve_lock_file``), so the last holder's PID stays readable.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd: int | None = None
+        self.lock = None
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`StoreLockedError` naming the holder's PID.
 
         Raises:
-            StoreLockedError: another live process holds it.
-            StoreError: the lock file cannot be created (read-only directory, ...).
+            StoreLockedError: another live process (or another writer in this one) holds it.
+            StoreError: the lock file cannot be created (read-only directory, a symbolic link, ...).
         """
+        import filelock
+
+        def write_pid(fd: int) -> None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = fsio.open_nofollow(self.path, os.O_RDWR | os.O_CREAT)  # a planted link is refused, never followed
+            fsio.check_not_link(self.path)  # a planted link is refused, never followed (filelock opens O_NOFOLLOW too)
+            lock = filelock.FileLock(self.path, timeout=0, thread_local=False, preserve_lock_file=True,
+                                     on_acquired=write_pid)
+            lock.acquire()
         except fsio.UnsafePathError as e:
             raise StoreError(f"lock file {e}") from None
-        except OSError as e:
-            raise StoreError(f"cannot create lock file {self.path}: {_io_reason(e)}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+        except filelock.Timeout:
             try:
-                pid = os.read(fd, 64).decode().strip() or "?"
+                pid = self.path.read_text().strip() or "?"
             except OSError:
                 pid = "?"
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise StoreLockedError(f"store {self.path.with_suffix('.h5')} is in use by PID {pid} (lock {self.path})") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self.fd = fd
+            raise StoreLockedError(f"store {self.path.with_suffix('.h5')} is in use by PID {pid} (lock {self.path})") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(f"lock file {self.path}: is a symbolic link; emo never opens links here: remove it") from None
+            raise StoreError(f"cannot create lock file {self.path}: {_io_reason(e)}") from None
+        self.lock = lock
 
     def release(self) -> None:
-        if self.fd is not None:
+        if self.lock is not None:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                self.lock.release()
             finally:
-                os.close(self.fd)
-                self.fd = None
-
+                self.lock = None
 
 
 def _parts_dir(path: Path) -> Path:

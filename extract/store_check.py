@@ -158,7 +158,6 @@ def quarantine(path: str | os.PathLike, problem: str) -> Path:
     qdir.mkdir(exist_ok=True)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     dest = qdir / f"{p.name}.{stamp}"
-    os.rename(p, dest)
-    fsio.fsync_dir(p.parent)
+    fsio.move_file(p, dest)
     fsio.write_text(qdir / f"{dest.name}.reason.txt", f"{p}: {problem}\n")
     return dest

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emo import compat
 from emo.extract.media import iter_audio
 
 #: Clips longer than this (seconds, by the container's duration) are streamed instead of decoded whole.
@@ -225,7 +226,7 @@ def egemaps_stream(smile, windows: Iterable[np.ndarray], sample_rate: int = 1600
 
     Returns:
         float64 (88,) functionals in ``smile.feature_names`` order, compared with
-        ``smile.process_signal`` of the concatenated signal (tests/test_issue11_round3.py, EmoDB):
+        ``smile.process_signal`` of the concatenated signal (tests/test_extract_streaming_egemaps.py, EmoDB):
         the 26 openSMILE-computed values (F0, loudness, temporal) bit for bit; the 62 means and
         stddev/means within 1e-6 relative when openSMILE leaves out the tail frames listed in
         :data:`_MOMENT_LEVELS` (27 of 30 files), otherwise by one frame's weight (measured 5.6e-3
@@ -247,9 +248,7 @@ def egemaps_stream(smile, windows: Iterable[np.ndarray], sample_rate: int = 1600
                                        feature_level="func",
                                        options={**smile.options,
                                                 "bufferModeConf": str(Path(smile.default_config_root) / "shared/BufferMode.conf.inc")})
-        opts = stream_smile._options()
-        opts.update(source=str(src), sampleRate=int(sample_rate), nBits=16)
-        engine = stream_smile._smile(opts)
+        engine = compat.smile_engine(stream_smile, source=str(src), sampleRate=int(sample_rate), nBits=16)
         rows: list[np.ndarray] = []
         engine.external_sink_set_callback_ex(ocfg.EXTERNAL_OUTPUT_COMPONENT, lambda data, meta: rows.append(np.array(data)))
         moments: list[tuple[list[str], _Moments, bool]] = []

@@ -85,13 +85,26 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pth.tar", 
 
 
 def hash_weights(source: str | os.PathLike | None, extra: str = "") -> str:
-    """Hash local weight files (a file, or every weight file in a directory).
+    """The ``weights_hash`` of a store: what identifies the weights that computed it.
 
-    A hub id that is not a local path hashes its name (the hub revision is not
-    reachable offline). Files are hashed by content, streamed in 1 MiB blocks.
+    What is hashed (SHA-256, first 16 hex digits), exactly:
+
+    * ``source`` is an existing **file**: its name and its bytes;
+    * ``source`` is an existing **directory** (a local ``from_pretrained`` folder): for every file
+      below it whose name ends in ``.safetensors .bin .pt .pth .ckpt .pth.tar .onnx``, in sorted
+      path order, its name and its bytes (config and tokenizer files are not hashed);
+    * anything else (a **hub id** such as ``facebook/hubert-large-ll60k``, or a local path
+      that does not exist): the string ``"hub:" + source`` only. The weights are *not* read,
+      even when a copy sits in the local Hugging Face cache, because the hub revision cannot be
+      checked offline: two stores from the same hub id are treated as the same weights. To tie a
+      store to weight bytes, pass the local directory (``--encoder NAME=PATH``) instead of the id;
+    * then ``extra`` (encoder options that change the values) is appended.
+
+    Files are streamed in 1 MiB blocks. Encoders without weight files record other strings
+    (``opensmile-<version>``, ``librosa-<version>``, ``random`` for untrained weights).
 
     Returns:
-        16 hex digits, or ``""`` for ``None``.
+        16 hex digits, or ``""`` for ``None`` with no ``extra``.
     """
     if source is None or str(source) == "":
         return hashlib.sha256(extra.encode()).hexdigest()[:16] if extra else ""

@@ -3,7 +3,7 @@
 Modules, roughly from the lower layers up (no import cycles, not even through imports inside functions):
 
 * :mod:`~emo.fuse.inputs` (:class:`~emo.fuse.inputs.FeatureInput`: what a model knows of each input),
-  :mod:`~emo.fuse.atomic` (atomic file writing), :mod:`~emo.fuse.metrics`,
+  :mod:`~emo.fuse.metrics`,
   :mod:`~emo.fuse.protocols` (CV folds, :func:`~emo.fuse.protocols.make_folds`);
 * :mod:`~emo.fuse.data` (feature/label loading, normalisation);
 * :mod:`~emo.fuse.frames` (packed frame sequences, the frame LSTM), :mod:`~emo.fuse.heads` (AFG,

@@ -24,10 +24,8 @@ weights hash, file SHA-256) and the MLP file (SHA-256), usable by ``emo fuse tra
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from emo import fsio
 
 #: CLIP's initial temperature and the largest logit scale it allows (Radford et al. 2021).
 INIT_TEMPERATURE = 0.07
@@ -235,14 +235,6 @@ def train_alignment(video: np.ndarray, audio: np.ndarray, *, epochs: int = 100, 
 # Stores in, run directory and derived store out
 # ---------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _one_layer(features_dir, dataset: str, spec_text: str):
     from emo.extract.store import FeatureStore, store_path
     from emo.fuse.data import parse_feature_spec, store_layers
@@ -259,7 +251,7 @@ def _store_record(st, layer: str) -> dict[str, Any]:
     """What an alignment records of a store: path, encoder, its ``source`` attribute (the ``=SOURCE`` of the
     extraction spec; "" for the encoder's default), layer, weights hash, file SHA-256 and modality."""
     return {"path": str(Path(st.path).resolve()), "encoder": st.attrs.get("encoder"), "encoder_source": st.attrs.get("source", ""),
-            "layer": layer, "weights_hash": st.attrs.get("weights_hash"), "sha256": _sha256(Path(st.path)),
+            "layer": layer, "weights_hash": st.attrs.get("weights_hash"), "sha256": fsio.sha256_file(Path(st.path)),
             "modality": st.attrs.get("modality")}
 
 
@@ -323,20 +315,17 @@ def align(features_dir: str | Path, dataset: str, source: str, target: str, out:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mlp_path = out / MLP_FILE
-    tmp = out / (MLP_FILE + f".{os.getpid()}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, mlp_path)
+    with fsio.atomic_path(mlp_path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     config = {
         "method": "CLIPL-A (Zhao et al., MRAC '24, eq. 5-7)", "command": command, "dataset": dataset,
         "features_dir": str(features_dir), "source": {**_store_record(s_st, s_layer), "spec": source},
         "target": {**_store_record(t_st, t_layer), "spec": target}, "d_v": int(video.shape[1]), "d_a": int(audio.shape[1]),
         "n_shared": len(keep), "excluded_all_zero": excluded, "holdout_names": [names[i] for i in info["holdout_index"]],
-        "mlp_file": MLP_FILE, "mlp_sha256": _sha256(mlp_path), "labels_read": False,
+        "mlp_file": MLP_FILE, "mlp_sha256": fsio.sha256_file(mlp_path), "labels_read": False,
         **{k: v for k, v in info.items() if k != "holdout_index"},
     }
-    tmp = out / (CONFIG_FILE + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    os.replace(tmp, out / CONFIG_FILE)
+    fsio.write_text(out / CONFIG_FILE, json.dumps(config, indent=2))
     return config
 
 
@@ -353,7 +342,7 @@ def load_alignment(run_dir: str | Path) -> tuple[CLIPLA, dict[str, Any]]:
     if not cfg_path.is_file() or not mlp_path.is_file():
         raise AlignError(f"{run_dir} is not a CLIPL-A run (needs {CONFIG_FILE} and {MLP_FILE}; run `emo fuse align` first)")
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if _sha256(mlp_path) != cfg.get("mlp_sha256"):
+    if fsio.sha256_file(mlp_path) != cfg.get("mlp_sha256"):
         raise AlignError(f"{mlp_path}: SHA-256 differs from the one recorded in {cfg_path} (file changed after training)")
     model = CLIPLA(int(cfg["d_v"]), int(cfg["d_a"]))
     model.load_state_dict(load_file(str(mlp_path)))
@@ -393,7 +382,7 @@ def write_aligned_store(run_dir: str | Path, features_dir: str | Path | None = N
     dataset = dataset or cfg["dataset"]
     src = cfg["source"]
     st = FeatureStore(store_path(features_dir, dataset, src["encoder"]))
-    if Path(st.path).resolve() == Path(src["path"]) and _sha256(Path(st.path)) != src["sha256"]:
+    if Path(st.path).resolve() == Path(src["path"]) and fsio.sha256_file(Path(st.path)) != src["sha256"]:
         raise AlignError(f"{st.path} changed since the alignment was trained (SHA-256 differs); retrain with emo fuse align")
     if st.attrs.get("weights_hash") != src.get("weights_hash"):
         raise AlignError(f"{st.path} holds features of weights {st.attrs.get('weights_hash')}, the alignment was trained on "

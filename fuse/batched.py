@@ -54,6 +54,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from emo import compat
 from emo.fuse.protocols import Fold
 from emo.fuse.stopping import MIN_DELTA
 
@@ -439,7 +440,7 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
             views[rows, "steps"] = [steps_t[int(lv[r])] for r in rows]
         torch._foreach_add_(views[rows, "steps"], 1.0)
         for ps, gs, ms, vs, ss, wd in views[rows]:
-            torch._fused_adamw_(ps, gs, ms, vs, [], ss, lr=float(cfg.lr), beta1=0.9, beta2=0.999, weight_decay=wd,
+            compat.fused_adamw_(ps, gs, ms, vs, [], ss, lr=float(cfg.lr), beta1=0.9, beta2=0.999, weight_decay=wd,
                                 eps=1e-8, amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
 
     # validation inputs of every model, gathered once (padded with the model's first val row, masked)
@@ -969,7 +970,7 @@ def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
         return loss
 
     opt.step(closure)
-    iters = int(opt.state[opt._params[0]].get("n_iter", 0))
+    iters = int(opt.state[compat.lbfgs_params(opt)[0]].get("n_iter", 0))
     with torch.no_grad():
         z = outputs(W, b)
         vl = model_losses(z, vmask, None, 0.0).cpu().numpy()
@@ -1204,7 +1205,7 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
             return loss
 
         opt.step(closure)
-        n = int(opt.state[opt._params[0]].get("n_iter", 0))
+        n = int(opt.state[compat.lbfgs_params(opt)[0]].get("n_iter", 0))
         iters[:] += n
         with torch.no_grad():
             if not all(torch.isfinite(p).all() for p in P):

@@ -99,7 +99,7 @@ def sweep_cmd(ctx: typer.Context, o: SweepOptions) -> None:
     from emo.extract.datasets.base import DatasetError
     from emo.extract.spec import spec_name
     from emo.extract.store import StoreError
-    from emo.fuse.atomic import write_json
+    from emo.fsio import write_json
     from emo.fuse.data import FeatureError
     from emo.fuse.multitask import is_multitask
     from emo.fuse.protocols import ProtocolError
@@ -173,7 +173,7 @@ def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, s
     import shlex
 
     from emo.exitcodes import ExitCode
-    from emo.fuse.atomic import write_json
+    from emo.fsio import write_json
     from emo.fuse.ensemble import METRICS, EnsembleError, ensemble
     from emo.fuse.run import RunError
 

@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from emo.fuse.atomic import write_csv, write_json
+from emo.fsio import write_csv, write_json
 
 #: Default selection metric per task.
 DEFAULT_METRIC = {"discrete": "waf", "discrete+valence": "mer2023_score", "valence": "valence_mse", "vad": "vad_mse",

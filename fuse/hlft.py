@@ -25,12 +25,12 @@ The model (:class:`HLFTModel`), from the cached hidden state entering layer ``a`
 
 At evaluation nothing is masked: prediction = ``FC(MLP(f))``. Recipe (paper): batch 16,
 Adam, lr 1e-4, weight decay 0.02 (Adam's L2 term); early stopping on the inner validation split
-of each fold (its CE loss, or its WAF with ``select="waf"``). One adapter set per fold.
+of each fold (its CE loss, or its WAF with ``select="waf"``), by :class:`emo.fuse.stopping.EarlyStopping`
+(the one rule of every loop: improvement = decrease by more than ``MIN_DELTA`` = 1e-5). One adapter set per fold.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +42,7 @@ import torch
 from emo.extract.adapters import AdaptedWindow, masked_mean, pad_sequences
 from emo.fuse.heads import LayerWeights
 from emo.fuse.protocols import Fold
+from emo.fuse.stopping import EarlyStopping
 from torch import nn
 
 
@@ -325,7 +326,7 @@ def fit_hlft(window: AdaptedWindow, seqs_tr: Sequence[np.ndarray], y_tr: np.ndar
         ytr = torch.as_tensor(np.asarray(y_tr), dtype=torch.long)
         yva = np.asarray(y_va)
         info = FitInfo()
-        best_state, wait = None, 0
+        stop = EarlyStopping(cfg.patience, keep=_trainable_key)
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             tot, nb = {"loss": 0.0, "ce": 0.0, "mlm": 0.0}, 0
@@ -354,15 +355,11 @@ def fit_hlft(window: AdaptedWindow, seqs_tr: Sequence[np.ndarray], y_tr: np.ndar
                          f"val ce {val_ce:.4f}, val WAF {val_waf:.4f}")
             score = val_ce if cfg.select == "loss" else -val_waf
             info.epochs = epoch
-            if score < info.best_score - 1e-6:
-                info.best_score, info.best_epoch, wait = score, epoch, 0
-                best_state = copy.deepcopy({k: v for k, v in model.state_dict().items() if _trainable_key(k)})
-            else:
-                wait += 1
-                if wait >= cfg.patience:
-                    break
-        if best_state is not None:
-            model.load_state_dict(best_state, strict=False)
+            done = stop.update(epoch, score, model)
+            info.best_score, info.best_epoch = stop.best, stop.best_epoch
+            if done:
+                break
+        stop.restore(model)
         model.eval()
         info.seconds = time.perf_counter() - t0
         return model, info

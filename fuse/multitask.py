@@ -627,10 +627,10 @@ def save_multitask_run(out: str | Path, config: dict[str, Any], result, names: l
     ``predictions.csv`` (name, fold, then per task ``<task>_true``, ``<task>_pred``, ``<task>_prob_<class>``)."""
     import datetime as _dt
 
-    from emo.fuse.atomic import write_safetensors
+    from emo.fsio import write_safetensors
 
     from emo import __version__
-    from emo.fuse.atomic import write_csv, write_json
+    from emo.fsio import write_csv, write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,14 +21,14 @@ Iterating (re-labelling with the new run, retraining) is a loop a user scripts; 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from emo import fsio
 
 FOLDS_FILE = "folds.json"
 UNLABELLED = ("unlabeled", "unlabelled")
@@ -42,9 +42,7 @@ def _atomic_text(path: Path, text: str) -> None:
     path = Path(path)
     if path.is_symlink():
         raise PseudoLabelError(f"{path} is a symbolic link; emo does not write through links")
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    fsio.write_text(path, text)
 
 
 def write_fold_names(run_dir: str | Path, names: list[str], folds: list, test_idx: np.ndarray | None = None) -> Path:
@@ -74,10 +72,6 @@ def seen_names(run_dir: str | Path) -> set[str]:
         raise PseudoLabelError(f"{path} not found: the run does not record which clips it trained on; retrain it with this emo")
     d = json.loads(path.read_text(encoding="utf-8"))
     return {n for f in d["folds"] for part in ("train", "val") for n in f[part]}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def select_rows(samples: list, subset: str | None) -> np.ndarray:
@@ -148,15 +142,13 @@ def pseudo_label(run_dir: str | Path, features_dir: str | Path, dataset: str, ou
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.is_symlink():
         raise PseudoLabelError(f"{out} is a symbolic link; emo does not write through links")
-    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with fsio.atomic_open(out, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["name", "label", "confidence", *[f"prob_{c}" for c in run.classes]])
         for k in keep:
             w.writerow([fs.names[rows[k]], run.classes[label[k]], f"{conf[k]:.6f}", *[f"{p:.6f}" for p in probs[k]]])
-    os.replace(tmp, out)
     meta = {
-        "command": command, "run": str(Path(run_dir).resolve()), "run_config_sha256": _sha256(Path(run_dir) / "config.json"),
+        "command": command, "run": str(Path(run_dir).resolve()), "run_config_sha256": fsio.sha256_file(Path(run_dir) / "config.json"),
         "dataset": dataset, "features_dir": str(features_dir), "feature_specs": run.feature_specs, "subset": subset,
         "threshold": threshold, "top_k": top_k, "classes": run.classes, "n_scored": int(len(rows)),
         "n_skipped_training_clips": len(skipped_seen), "n_kept": int(len(keep)),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from emo.fuse.atomic import write_text, write_with
+from emo.fsio import write_text, write_with
 
 if TYPE_CHECKING:
     from emo.fuse.cv import CVResult

@@ -117,7 +117,7 @@ class FoldCache:
         """Keep fold ``k``: ``states`` (per seed, name -> torch tensor), ``outputs`` on its evaluation
         rows (name -> array), ``test_outputs`` (per seed, on the held-out test rows; may be empty) and
         its metrics ``row`` (JSON-serialisable)."""
-        from emo.fuse.atomic import write_safetensors
+        from emo.fsio import write_safetensors
 
         tensors: dict[str, np.ndarray] = {}
         for j, st in enumerate(states):

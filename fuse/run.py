@@ -18,7 +18,7 @@ when complete (:func:`emo.fsio.atomic_dir`; the previous run stays in place unti
 kill while saving never leaves a mix of old and new folds. ``config.json`` records the SHA-256
 of every checkpoint (``folds[k]["sha256"]``); :meth:`Run.models` verifies them before loading
 (:func:`emo.fuse.runcheck.verify_checkpoints`) and refuses non-finite weights. Checkpoints are
-written with canonical bytes (:func:`emo.fuse.atomic.write_safetensors`: the safetensors library
+written with canonical bytes (:func:`emo.fsio.write_safetensors`: the safetensors library
 orders its metadata map by hash, differently in every process), so retraining with the same
 settings gives bit-identical checkpoint files and digests.
 """
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from emo import __version__
-from emo.fuse.atomic import write_csv, write_json, write_safetensors
+from emo.fsio import write_csv, write_json, write_safetensors
 from emo.fuse.inputs import FeatureInput, as_inputs
 from emo.fuse.report import write_report
 

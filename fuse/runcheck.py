@@ -68,7 +68,7 @@ def check_run_out(out: str | os.PathLike) -> Path:
 
 def checkpoint_digests(run_dir: str | os.PathLike, files: Sequence[str]) -> dict[str, str]:
     """SHA-256 hex digest of each file (name relative to ``run_dir``)."""
-    from emo.extract.identity import sha256_file
+    from emo.fsio import sha256_file
 
     return {f: sha256_file(Path(run_dir) / f) for f in files}
 
@@ -103,7 +103,7 @@ def verify_checkpoints(run_dir: str | os.PathLike, config: dict[str, Any]) -> No
     Raises:
         RunDirError: a missing checkpoint ("incomplete run") or a digest mismatch, naming the file.
     """
-    from emo.extract.identity import sha256_file
+    from emo.fsio import sha256_file
 
     p = Path(run_dir)
     legacy = []

@@ -1075,7 +1075,7 @@ def write_final_runs(out: Path, fs, data: SearchData, members: list[Candidate], 
         written.append({"dir": str(d.relative_to(out)) if len(members) > 1 else "run", "candidate": c.label(),
                         "weight": float(weights[i])})
     if len(members) > 1:
-        from emo.fuse.atomic import write_json
+        from emo.fsio import write_json
 
         write_json(out / "members" / "weights.json", {"members": written,
                                                       "fuse": "p = sum_i w_i p_i over the members' class posteriors"})
@@ -1084,7 +1084,7 @@ def write_final_runs(out: Path, fs, data: SearchData, members: list[Candidate], 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
     """search.json, leaderboard.csv, report.md and the plots (all written atomically)."""
-    from emo.fuse.atomic import write_csv, write_json
+    from emo.fsio import write_csv, write_json
 
     write_json(out / "search.json", result)
     write_csv(out / "leaderboard.csv", [{k: v for k, v in r.items() if k != "config"} for r in result["leaderboard"]])

@@ -21,7 +21,7 @@ def align_cmd(ctx: typer.Context, dataset: str, source: str, target: str, out: P
     InfoNCE; uses every clip with both features (labels never read); reports audio<->video retrieval on held-out clips."""
     from emo.extract.store import StoreError
     from emo.fuse.align import AlignError, align, write_aligned_store
-    from emo.fuse.atomic import write_json
+    from emo.fsio import write_json
     from emo.fuse.data import FeatureError
 
     command = ["emo", "fuse", "align", "--dataset", dataset, "--features-dir", str(features_dir), "--source", source,

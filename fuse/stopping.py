@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 #: Smallest decrease of the validation loss (nats / squared label units) that counts as an improvement.
@@ -22,6 +23,9 @@ class EarlyStopping:
 
     Args:
         patience: epochs without improvement before stopping (>= 1).
+        keep: when given, only state-dict entries whose key it accepts are copied and restored
+            (``load_state_dict(strict=False)``), e.g. HLFT keeps adapters and head but not the
+            frozen encoder layers; default: the whole state.
 
     Attributes:
         best: lowest validation loss so far (``inf`` before the first epoch).
@@ -38,10 +42,11 @@ class EarlyStopping:
         stop.restore(model)
     """
 
-    def __init__(self, patience: int) -> None:
+    def __init__(self, patience: int, keep: Callable[[str], bool] | None = None) -> None:
         if patience < 1:
             raise ValueError(f"patience must be >= 1, got {patience}")
         self.patience = int(patience)
+        self.keep = keep
         self.best = math.inf
         self.best_epoch = 0
         self.wait = 0
@@ -52,7 +57,10 @@ class EarlyStopping:
         ``state_dict`` is deep-copied on improvement). Returns True when training should stop."""
         if loss < self.best - MIN_DELTA:
             self.best, self.best_epoch, self.wait = float(loss), int(epoch), 0
-            self._state = copy.deepcopy(module.state_dict())
+            state = module.state_dict()
+            if self.keep is not None:
+                state = {k: v for k, v in state.items() if self.keep(k)}
+            self._state = copy.deepcopy(state)
             return False
         self.wait += 1
         return self.wait >= self.patience
@@ -60,7 +68,7 @@ class EarlyStopping:
     def restore(self, module) -> None:
         """Load the best state into ``module`` (unchanged when no epoch improved, e.g. zero epochs)."""
         if self._state is not None:
-            module.load_state_dict(self._state)
+            module.load_state_dict(self._state, strict=self.keep is None)
 
     def info(self, epochs: int) -> dict[str, Any]:
         """``{"epochs", "best_epoch", "best_val_loss"}`` for a run's fit record."""

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from emo.fuse.atomic import write_csv, write_json, write_with
+from emo.fsio import write_csv, write_json, write_with
 from emo.fuse.config import TrainConfig
 from emo.fuse.options import SWEEP_DEFAULTS
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from emo import fsio
 from emo.fuse.hlft import HLFTConfig
 from emo.fuse.protocols import Fold
 
@@ -72,11 +73,7 @@ def build_folds(protocol: str, y: np.ndarray, speakers: list[str | None], splits
 def _atomic_text(path: Path, text: str) -> None:
     if path.is_symlink():
         raise TuneError(f"refusing to write {path}: it is a symbolic link")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fsio.write_text(path, text)
 
 
 def tune_hlft(features_dir: str | Path, dataset: str, encoder: str, layers: str = "16-21", protocol: str = "5",
@@ -106,7 +103,6 @@ def tune_hlft(features_dir: str | Path, dataset: str, encoder: str, layers: str 
     """
     from emo.extract.adapters import (
         AdaptedWindow,
-        file_sha256,
         load_encoder_model,
         parse_window,
     )
@@ -162,7 +158,7 @@ def tune_hlft(features_dir: str | Path, dataset: str, encoder: str, layers: str 
                         "exclude them from the dataset")
     model = load_encoder_model(src)
     window = AdaptedWindow(model, first, last)
-    prefix_sha = file_sha256(path)
+    prefix_sha = fsio.sha256_file(path)
     provenance = {k: attrs.get(k) for k in ("encoder", "source", "weights_hash", "model_type", "modality", "pooling",
                                             "sample_rate", "normalize", "special_tokens", "tokenizer", "max_tokens")
                   if attrs.get(k) is not None}
@@ -197,8 +193,7 @@ def tune_hlft(features_dir: str | Path, dataset: str, encoder: str, layers: str 
         fold_of = np.full(len(names), -1)
         for k, f in enumerate(folds):
             fold_of[f.test] = k
-        tmp = outdir / "predictions.csv.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with fsio.atomic_open(outdir / "predictions.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["name", "fold", "label", "prediction", *[f"p_{c}" for c in classes]])
             for i, n in enumerate(names):
@@ -206,7 +201,6 @@ def tune_hlft(features_dir: str | Path, dataset: str, encoder: str, layers: str 
                     continue
                 p = res["oof_probs"][i]
                 w.writerow([n, fold_of[i], classes[y[i]], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
-        os.replace(tmp, outdir / "predictions.csv")
     return {"config": config, "metrics": metrics}
 
 
@@ -387,7 +381,7 @@ def hlft_score_encoders(inp: Any, device: str = "cpu", **options: Any) -> list:
     Raises:
         TuneError: an adapter file that is missing or changed since training.
     """
-    from emo.extract.adapters import adapt_encoder, file_sha256
+    from emo.extract.adapters import adapt_encoder
     from emo.extract.registry import parse_encoder_spec
     from emo.extract.spec import format_spec
 
@@ -396,7 +390,7 @@ def hlft_score_encoders(inp: Any, device: str = "cpu", **options: Any) -> list:
     out = []
     for fa in prov["hlft_fold_adapters"]:
         f = Path(fa["file"] or "")
-        if not f.is_file() or file_sha256(f) != fa["sha256"]:
+        if not f.is_file() or fsio.sha256_file(f) != fa["sha256"]:
             raise TuneError(f"{inp['name']}: adapter file {f} of fold {fa['fold']} is {'missing' if not f.is_file() else 'changed'} "
                             "since training (SHA-256 recorded in the run)")
         opts = dict(options)

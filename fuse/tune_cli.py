@@ -19,7 +19,7 @@ def hlft(ctx: typer.Context, o: TuneOptions) -> None:
     from emo.extract.adapters import AdapterError
     from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
-    from emo.fuse.atomic import write_json
+    from emo.fsio import write_json
     from emo.fuse.tune import results_table, tune_hlft
     from emo.optspec import resolved_options
 

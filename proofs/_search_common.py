@@ -87,6 +87,8 @@ def summary(s: dict) -> dict:
 
 def write(name: str, data: dict) -> Path:
     p = ROOT / "results" / f"{name}.json"
-    p.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    from _common import write_result  # the proofs' one result writer (generated_by, portable paths, atomic)
+
+    write_result(Path(p), data, quiet=True)
     print(json.dumps(data, indent=1)[:2500])
     return p

@@ -15,10 +15,8 @@ Writes ``results/av_visual.json``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
+from emo.extract.media import DEFAULT_FPS  # noqa: E402
 
 
 def save_hf_clip_vit_l(d: Path) -> None:
@@ -43,13 +44,12 @@ def save_hf_clip_vit_l(d: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
-    ap.add_argument("--fps", type=float, default=2.0)
+    ap = parser(__doc__)
+    ap.add_argument("--fps", type=float, default=DEFAULT_FPS)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--timing-clips", type=int, default=4, help="clips whose face crops are used for timing")
     ap.add_argument("--out", default=str(ROOT / "results" / "av_visual.json"))
-    args = ap.parse_args()
+    args = parse(ap)
     shared = Path(args.shared)
     av = shared / "av"
     if not (av / "clips.csv").is_file():
@@ -135,10 +135,9 @@ def main() -> None:
         result["encoders"] = encoders
         result["ok"] = len(expected) - len(lost_all)
         result["lost"] = sorted(lost_all)
-        result["command"] = " ".join([Path(sys.executable).name, "proofs/av_visual.py", "--shared", str(shared)])
+        result["command"] = command_line()
         result["extract_command"] = " ".join(cmd).replace(str(tmp), "$TMP")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(args.out, result, quiet=True)
     print(json.dumps({k: v for k, v in result.items() if k != "extract_log_tail"}, indent=2))
 
 

@@ -30,7 +30,6 @@ Run: ``.venv/bin/python proofs/bad_inputs.py --shared /work/shared/data``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -45,6 +44,8 @@ import h5py
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
 
 ENC = {"hubert_large": "audio", "egemaps": "audio", "resnet50": "face"}
@@ -122,10 +123,9 @@ def _label_cases(work: Path, shared: Path, model: Path) -> list[dict]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--out", default=str(ROOT / "results" / "bad_inputs.json"))
-    a = ap.parse_args()
+    a = parse(ap)
     shared = Path(a.shared)
     if not (shared / "av").is_dir():
         print(f"no clips at {shared / 'av'}: pass --shared", file=sys.stderr)
@@ -206,7 +206,7 @@ def main() -> int:
     classes = reliability_cases(work / "classes", shared, log=lambda line: print(line, flush=True))
     n_cases = len(details) + len(labels) + len(classes)
     result = {
-        "command": f"{Path(sys.executable).name} proofs/bad_inputs.py --shared {a.shared}",
+        "command": command_line(),
         "cases": n_cases,
         "handled": handled + sum(x["handled"] for x in labels) + sum(x["handled"] for x in classes),
         "crashed": crashed + int(run_crashed) + sum(x["crashed"] for x in labels) + sum(x["crashed"] for x in classes),
@@ -228,8 +228,7 @@ def main() -> int:
         "class_cases": classes,
         "encoders": ["hubert_large (tiny random, layers 1-4)", "egemaps", "resnet50=random:4 (haar faces, 2 fps)"],
     }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    write_result(a.out, result, quiet=True)
     print(json.dumps({k: v for k, v in result.items() if k not in ("media_cases", "label_cases", "class_cases")}, indent=2, ensure_ascii=False))
     for d in details + labels + classes:
         if not d["handled"]:

@@ -17,7 +17,6 @@ not see (above chance) or not, not how good CLIPL-A is with CLIP features.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -31,10 +30,9 @@ sys.path.insert(0, str(ROOT / "proofs"))
 
 
 def main() -> None:
-    from _common import command_line, emo, write_result
+    from _common import command_line, emo, parse, parser, write_result
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--work", default=str(ROOT / "features" / "_proofs" / "clipla_av"))
     ap.add_argument("--visual", default="resnet50=random", help="face encoder spec for emo extract")
     ap.add_argument("--visual-layer", default="4")
@@ -42,7 +40,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = parse(ap)
     shared, work = Path(args.shared), Path(args.work)
     av = shared / "av"
     if not (av / "clips.csv").is_file():

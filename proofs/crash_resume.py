@@ -44,20 +44,21 @@ import h5py
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
 
 ENCODERS = ("hubert_large", "egemaps")
 
 
 def _args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--clips", type=int, default=8, help="clips per extraction (spread over all sources)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "results" / "crash_resume.json"))
     ap.add_argument("--fuse-trials", type=int, default=12, help="kills of emo fuse train saving and of emo score")
-    return ap.parse_args()
+    return parse(ap)
 
 
 def _cmd(root: Path, out: Path, model: Path) -> list[str]:
@@ -318,7 +319,7 @@ def main() -> int:
 
     def _result() -> dict:
         return {
-            "command": f"{Path(sys.executable).name} proofs/crash_resume.py --shared {a.shared} --trials {a.trials} --clips {a.clips}",
+            "command": command_line(),
             "trials": len(trials),
             "complete": len(trials) == a.trials,
             "identical": totals["identical"],
@@ -394,8 +395,7 @@ def main() -> int:
         totals["identical"] += int(close and r.returncode == 0)
         totals["bitwise_identical"] += int(bitwise)
         trials.append(info)
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(_result(), indent=2))  # partial results survive an interrupted proof
+        write_result(a.out, _result(), quiet=True)  # partial results survive an interrupted proof
         print(f"trial {t:2d} {kind:6s} {info['trigger']:38s} finished@kill={info['finished_at_kill']} "
               f"skipped={skipped} bitwise={bitwise} max|d|={max_abs:.2g} unreadable={unreadable + u2} lost={lost}",
               flush=True)
@@ -403,8 +403,7 @@ def main() -> int:
     if a.fuse_trials:
         fs_trials.extend(fuse_and_score_trials(shared, work, a.fuse_trials, rng))
     result = _result()
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
+    write_result(a.out, result, quiet=True)
     print(json.dumps({k: v for k, v in result.items() if k != "trial_details"}, indent=2))
     ok = result["identical"] == result["trials"] and not result["unreadable_files"] and not result["lost_samples"]
     if fs_trials:

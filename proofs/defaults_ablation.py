@@ -14,7 +14,6 @@ eGeMAPS into ``features/`` when missing).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
 EMO = [str(Path(sys.executable).with_name("emo"))]
 
 SETTINGS = {
@@ -39,11 +40,10 @@ SEEDS = (0, 1000, 2000)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features"))
     ap.add_argument("--runs", default=str(ROOT / "runs" / "defaults_ablation"))
-    a = ap.parse_args()
+    a = parse(ap)
     feats = Path(a.features)
     if not (feats / "emodb" / "egemaps.h5").is_file():
         subprocess.run(EMO + ["extract", "--dataset", "emodb", "--root", str(Path(a.shared) / "emodb"), "--encoder", "egemaps",
@@ -77,12 +77,10 @@ def main() -> None:
            "metric": f"pooled UAR over all out-of-fold predictions, mean and std over {len(SEEDS)} runs (--seed {', '.join(map(str, SEEDS))})",
            "settings": rows, "default_minus_alternative_uar": diffs,
            "decision": {k: ("keep emo's default" if d >= 0 else "the alternative is better here") for k, d in diffs.items()},
-           "command": ".venv/bin/python proofs/defaults_ablation.py --shared " + shlex.quote(a.shared),
+           "command": command_line(),
            "load_average_1min": round(os.getloadavg()[0], 2)}
     out = ROOT / "results" / "defaults_ablation.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    write_result(out, res, quiet=True)
     print(json.dumps(res, indent=2))
 
 

@@ -18,9 +18,7 @@ Usage: ``.venv/bin/python proofs/emodb_egemaps.py --shared /work/shared/data``
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -29,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import ROOT, emo  # noqa: E402  (proofs/ is on sys.path when run as a script)
+from _common import ROOT, command_line, emo, parse, parser, write_result  # noqa: E402  (proofs/ is on sys.path when run as a script)
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
@@ -65,11 +63,10 @@ def sklearn_reference(features: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features"), help="feature root (emo extract --out)")
     ap.add_argument("--run", default=str(ROOT / "runs" / "emodb_egemaps"), help="run directory to write")
-    a = ap.parse_args()
+    a = parse(ap)
     shared = Path(a.shared).resolve()
     if not (shared / "emodb").is_dir():
         sys.exit(f"EmoDB not found under {shared} (pass --shared or set EMO_SHARED_DATA)")
@@ -98,11 +95,11 @@ def main() -> None:
                           "(10 leave-one-speaker-out folds); *_fold_mean: mean of the per-speaker-fold values",
         "train_seconds": round(train_s, 1), "training": config["training"],
         "fuse_command": "emo " + " ".join(shlex.quote(x) for x in train_args),
-        "command": ".venv/bin/python proofs/emodb_egemaps.py --shared " + shlex.quote(str(a.shared)),
+        "command": command_line(),
     }
     out = ROOT / "results" / "emodb_egemaps.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(out, result, quiet=True)
     print(json.dumps({k: v for k, v in result.items() if k not in ("confusion", "training")}, indent=2))
 
 

@@ -25,9 +25,7 @@ over the 10 speaker folds.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -35,18 +33,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features" / "proof_emodb_fusion"), help="feature root (--out of emo extract)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "proof_emodb_fusion"), help="where the run directories go")
     ap.add_argument("--out", default=str(ROOT / "results" / "emodb_fusion.json"))
     ap.add_argument("--head", default="afg", choices=["afg", "attention", "mlp"])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--also-heads", default="attention", help="comma list of further heads run side by side (same folds)")
-    args = ap.parse_args()
+    args = parse(ap)
 
     from emo.extract.store import store_path
     from emo.fuse.config import TrainConfig
@@ -111,7 +110,7 @@ def main() -> None:
 
     best_single = max(res["egemaps"]["uar"], res["mfcc"]["uar"])
     result = {
-        "command": shlex.join([".venv/bin/python", "proofs/emodb_fusion.py", *sys.argv[1:]]),
+        "command": command_line(),
         "dataset": "EmoDB (Burkhardt et al., Interspeech 2005): 535 utterances, 10 speakers, 7 emotions",
         "protocol": "leave-one-speaker-out; metrics over pooled out-of-fold predictions (per_fold_*: mean/std over the 10 speakers)",
         "training": settings,
@@ -125,7 +124,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    write_result(out, result, quiet=True)
     print(json.dumps({k: result[k] for k in ("egemaps", "mfcc", "fused", "decision_fusion", "decision_fusion_nested", "fused_minus_best_single_uar")}, indent=1))
 
 

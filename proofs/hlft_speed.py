@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
 WINDOW = (16, 21)
 
 
@@ -117,8 +119,7 @@ def child(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--work", default=str(ROOT / "features" / "_proofs" / "hlft_speed"))
     ap.add_argument("--clips", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
@@ -128,7 +129,7 @@ def main() -> None:
     ap.add_argument("--method", choices=["cached", "full"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = parse(ap)
     if args.method:
         args.clips = str(Path(args.work) / "clips.json")
         child(args)
@@ -182,7 +183,7 @@ def main() -> None:
 
     audio_s = sum(len(load_audio(p, 16000, max_seconds=args.max_seconds)) for p in sel) / 16000
     result = {
-        "command": " ".join(["python", "proofs/hlft_speed.py", *sys.argv[1:]]),
+        "command": command_line(),
         "model": "HuBERT-large architecture (chinese-hubert-large config: 24 x 1024, stable layer norm), random init, seed 0",
         "data": f"{len(sel)} EmoDB clips (every {max(1, 535 // args.clips)}th file), first {args.max_seconds} s each, "
                 f"{audio_s:.1f} s of audio in all",
@@ -213,7 +214,7 @@ def main() -> None:
             "(input gradients plus the adapters' weight gradients) and autograd bookkeeping cost more than a forward, "
             "while the no_grad prefix runs lean inference kernels.")
     out = ROOT / "results" / "hlft_speed.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result, quiet=True)
     print(json.dumps(result, indent=2))
 
 

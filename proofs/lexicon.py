@@ -19,10 +19,7 @@ Writes results/lexicon.json (and results/lexicon_clusters.png):
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -30,14 +27,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
 RADII = (0.1, 0.15, 0.2, 0.25, 0.3)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", type=Path, default=Path(os.environ.get("EMO_SHARED_DATA", ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "lexicon.json")
-    args = ap.parse_args(argv)
+    args = parse(ap, argv)
 
     from emo.lexicon.classifier import VADClassifier
     from emo.lexicon.correlation import correlation_matrix
@@ -54,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     vocabs = {"affect": affect_vocabulary(lex), "emolex": emotion_vocabulary(lex, lex_dir)}
 
     res: dict = {
-        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "proofs/lexicon.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line(),
         "lexicon": {"nrc_vad_words": len(lex), "emolex_words": len(emolex), "score_mapping": "2x - 1, [0, 1] -> [-1, 1]"},
         "vocabulary": {
             "default": "affect",
@@ -127,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     res["seconds"] = round(time.perf_counter() - t0, 2)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    write_result(args.out, res, quiet=True)
     _plot(vocabs["affect"], VADClassifier("mer", vocabulary=vocabs["affect"], lexicon=lex), lex, args.out.with_name("lexicon_clusters.png"))
     print(json.dumps({k: res[k] for k in ("mean_words_at_radius_0.25", "mean_words_at_radius_0.25_emolex",
                                           "basic_words_own_cluster_all_sets_ok", "round_trip_accuracy")}, indent=2))

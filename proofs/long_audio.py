@@ -18,9 +18,7 @@ Run: ``flock /work/coord/heavy.lock nice -n 5 python proofs/long_audio.py --shar
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
 
 _WRAP = ("import resource, subprocess, sys, time; t = time.monotonic(); "
@@ -74,12 +74,11 @@ def peak_rss(clip: Path, out: Path, spec: str) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--minutes", default="1,10,30,60")
     ap.add_argument("--encoders", default="egemaps,mfcc,hubert_large")
     ap.add_argument("--out", default=str(ROOT / "results" / "long_audio.json"))
-    a = ap.parse_args()
+    a = parse(ap)
     from helpers import tiny_hubert
 
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -108,7 +107,7 @@ def main() -> int:
         ok &= within
         summary[e] = {"ratio_longest_to_shortest": round(ratio, 2), "within_1.5x": within}
     result = {
-        "command": "python " + " ".join(sys.argv),
+        "command": command_line(),
         "uptime_before": uptime,
         "clip": "16 kHz mono int16 wav of EmoDB utterances end to end (real speech), built per length",
         "encoders": {"egemaps": "openSMILE eGeMAPSv02 functionals", "mfcc": "librosa MFCC 40 + deltas, mean/std",
@@ -116,8 +115,7 @@ def main() -> int:
         "minutes": minutes, "peak_rss": res, "summary": summary, "target": "longest / shortest <= 1.5",
         "all_within_target": ok,
     }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(a.out, result, quiet=True)
     print(json.dumps(summary, indent=2))
     return 0 if ok else 1
 

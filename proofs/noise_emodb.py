@@ -24,7 +24,6 @@ Usage: ``.venv/bin/python proofs/noise_emodb.py --shared /work/shared/data``
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -32,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import ROOT, emo  # noqa: E402  (proofs/ is on sys.path when run as a script)
+from _common import ROOT, command_line, emo, parse, parser, write_result  # noqa: E402  (proofs/ is on sys.path when run as a script)
 
 
 #: Feature normalisations compared (each: 6 runs).
@@ -45,11 +44,10 @@ def run(args: list[str]):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features" / "proofs15"), help="feature root (emo extract --out)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "noise_emodb"), help="where the run directories go")
-    a = ap.parse_args()
+    a = parse(ap)
     shared = Path(a.shared).resolve()
     root = shared / "emodb"
     if not root.is_dir():
@@ -95,12 +93,12 @@ def main() -> None:
             "stores": prov, "extract_seconds": round(extract_s, 1),
             "commands": {"extract_clean": "emo " + " ".join(shlex.quote(x) for x in clean_cmd),
                          "extract_augmented": "emo " + " ".join(shlex.quote(x) for x in aug_cmd), **commands},
-            "command": ".venv/bin/python proofs/noise_emodb.py --shared " + shlex.quote(str(a.shared)),
+            "command": command_line(),
             "load_average_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
         }
         out = ROOT / "results" / "noise_emodb.json"
         out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_result(out, result, quiet=True)
         print(json.dumps({k: result[k] for k in ("uar", "uar_drop_from_clean")}, indent=2), flush=True)
 
     done: list[str] = []

@@ -16,15 +16,14 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import parse, parser  # noqa: E402
 from _search_common import ROOT, provenance, rel, run_search, summary, write  # noqa: E402
 
 STORES = ("egemaps", "mfcc", "compare", "egemaps_lld")
@@ -39,14 +38,13 @@ def store_attrs(path: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features" / "search"), help="feature root (emo extract --out)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "search_emodb"), help="search output directory")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--budget", default="", help="--budget of the search (default: the whole default space)")
     ap.add_argument("--ensemble", type=int, default=3)
-    args = ap.parse_args()
+    args = parse(ap)
     shared, feats = Path(args.shared), Path(args.features)
     t0 = time.perf_counter()
     missing = [e for e in STORES if not (feats / "emodb" / f"{e}.h5").is_file()]

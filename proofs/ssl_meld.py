@@ -23,7 +23,6 @@ Metric: test WAF (weighted F1 over MELD's 7 emotions).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -39,17 +38,16 @@ sys.path.insert(0, str(ROOT / "proofs"))
 
 
 def main() -> None:
-    from _common import command_line, emo, write_result
+    from _common import command_line, emo, parse, parser, write_result
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__)
     ap.add_argument("--work", default=str(ROOT / "features" / "_proofs" / "ssl_meld"))
     ap.add_argument("--fraction", type=float, default=0.1, help="fraction of training labels kept")
     ap.add_argument("--seed", type=int, default=0, help="seed of the labelled subset and of the runs")
     ap.add_argument("--seeds", type=int, default=3, help="models per run (averaged)")
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--layer", default="4")
-    args = ap.parse_args()
+    args = parse(ap)
     shared, work = Path(args.shared), Path(args.work)
     lexicon = shared / "lexicon" / "NRC-VAD-Lexicon.txt"
     if not (shared / "text" / "meld").is_dir():

@@ -11,6 +11,9 @@ Rules (README "Architecture"):
 3. No module imports another module's private (``_name``) names.
 4. Safe loading: every ``torch.load`` passes ``weights_only=True``; no ``np.load(allow_pickle=True)``
    (shell and pickle use are ruff's S rules, ``make lint``).
+5. Files are written and renamed only by ``emo.fsio``: no ``os.replace``/``os.rename`` elsewhere
+   (package, proofs, bench).
+6. Private attributes of third-party libraries are used only in ``emo.compat``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ NOT_PACKAGE = {"tests", "proofs", "bench", "results", "build", "dist", "features
 
 #: Top-level unit -> layer; lower layers never import higher ones.
 LAYERS: dict[str, int] = {
-    "emo": 0, "emo.fsio": 0, "emo.exitcodes": 0, "emo.optspec": 0, "emo.cliargs": 0,
+    "emo": 0, "emo.fsio": 0, "emo.exitcodes": 0, "emo.compat": 0, "emo.optspec": 0, "emo.cliargs": 0,
     "emo.lexicon": 1,
     "emo.extract": 2,
     "emo.fuse": 3,
@@ -258,3 +261,58 @@ def test_safe_loading(graph):
                 if isinstance(v, ast.Constant) and v.value is True:
                     bad.append(f"{p.relative_to(ROOT)}:{node.lineno}: np.load(allow_pickle=True)")
     assert not bad, bad
+
+
+def _script_files(mods: dict[str, Path]) -> list[Path]:
+    return list(mods.values()) + sorted((ROOT / "proofs").glob("*.py")) + sorted((ROOT / "bench").glob("*.py"))
+
+
+#: Calls that rename files; only emo.fsio may make them (it fsyncs and refuses links).
+RENAMES = {"os.replace", "os.rename", "os.renames", "shutil.move"}
+
+
+def _renames(path: Path) -> list[str]:
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and _call_name(node) in RENAMES:
+            bad.append(f"{path.name}:{node.lineno}: {_call_name(node)}(")
+        if isinstance(node, ast.ImportFrom) and node.module in ("os", "shutil"):
+            bad += [f"{path.name}:{node.lineno}: from {node.module} import {a.name}" for a in node.names
+                    if f"{node.module}.{a.name}" in RENAMES]
+    return bad
+
+
+def test_renames_only_in_fsio(graph, tmp_path):
+    """Every tmp-then-replace goes through emo.fsio (mkstemp, fsync, link check): no os.replace/os.rename elsewhere."""
+    mods, _ = graph
+    bad = [b for p in _script_files(mods) if p != ROOT / "fsio.py" for b in _renames(p)]
+    assert not bad, bad
+    assert _renames(ROOT / "fsio.py")  # the guard sees fsio's own renames, so it would see others
+    planted = tmp_path / "x.py"
+    planted.write_text("import os\nfrom shutil import move\nos.replace('a', 'b')\n", encoding="utf-8")
+    assert len(_renames(planted)) == 2
+
+
+#: Private names of third-party libraries emo relies on; they are used only in emo/compat.py.
+PRIVATE_THIRD_PARTY = {"_fused_adamw_", "_params", "_embeds", "_pool", "_options", "_smile"}
+
+
+def _private_uses(path: Path) -> list[str]:
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (isinstance(node, ast.Attribute) and node.attr in PRIVATE_THIRD_PARTY
+                and not (isinstance(node.value, ast.Name) and node.value.id == "self")):
+            bad.append(f"{path.name}:{node.lineno}: .{node.attr}")
+        if isinstance(node, ast.Call) and _call_name(node) in ("getattr", "hasattr") and len(node.args) > 1:
+            a = node.args[1]
+            if isinstance(a, ast.Constant) and a.value in PRIVATE_THIRD_PARTY:
+                bad.append(f"{path.name}:{node.lineno}: {_call_name(node)}(..., {a.value!r})")
+    return bad
+
+
+def test_private_third_party_only_in_compat(graph):
+    """torch._fused_adamw_, optimizer._params, open_clip _embeds/_pool, opensmile _options/_smile: emo.compat only."""
+    mods, _ = graph
+    bad = [b for p in _script_files(mods) if p != ROOT / "compat.py" for b in _private_uses(p)]
+    assert not bad, bad
+    assert _private_uses(ROOT / "compat.py")  # the guard recognises the uses it forbids elsewhere

@@ -216,7 +216,7 @@ def test_titles_and_authors_are_canonical():
 
 def test_readme_sources_list_names_all_five_papers_canonically():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    m = re.search(r"^#{2,3} Sources\n(.*?)(?=^#{1,3} )", readme, re.S | re.M)
+    m = re.search(r"^#{2,3} Sources\n(.*?)(?=^#{1,3} |\Z)", readme, re.S | re.M)
     assert m, "README has no 'Sources' section"
     assert len(re.findall(r"^#{2,3} Sources$", readme, re.M)) == 1, "one Sources section, not two"
     items = re.split(r"\n(?=\d+\. )", m.group(1))[1:]

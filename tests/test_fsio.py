@@ -187,3 +187,54 @@ def test_remove_stale_tmp_only_removes_tmp_and_never_follows(tmp_path):
     (tmp_path / "s.h5").write_text("store")
     removed = fsio.remove_stale_tmp(tmp_path, "s.h5")
     assert len(removed) == 2 and (victim / "f").exists() and (tmp_path / "s.h5").exists()
+
+
+def test_sha256_file_streams_and_names_unreadable_file(tmp_path):
+    import hashlib
+
+    p = tmp_path / "w.bin"
+    data = os.urandom((1 << 20) + 17)  # more than one 1 MiB block
+    p.write_bytes(data)
+    assert fsio.sha256_file(p) == hashlib.sha256(data).hexdigest()
+    with pytest.raises(FileNotFoundError, match="nope.bin: cannot read"):
+        fsio.sha256_file(tmp_path / "nope.bin")
+
+
+def test_move_file_never_overwrites_or_follows_links(tmp_path):
+    src, dest = tmp_path / "a", tmp_path / "q" / "a.1"
+    src.write_text("x")
+    dest.parent.mkdir()
+    assert fsio.move_file(src, dest) == dest and dest.read_text() == "x" and not src.exists()
+    src.write_text("y")
+    with pytest.raises(FileExistsError, match="refusing to move"):
+        fsio.move_file(src, dest)
+    assert dest.read_text() == "x" and src.read_text() == "y"
+    link = tmp_path / "link"
+    link.symlink_to(src)
+    with pytest.raises(UnsafePathError):
+        fsio.move_file(link, tmp_path / "q" / "b")
+    assert src.read_text() == "y"
+
+
+def test_write_with_gives_the_writer_a_temporary_name_with_the_suffix(tmp_path):
+    seen = []
+
+    def write(tmp):
+        seen.append(tmp)
+        tmp.write_text("png-bytes")
+
+    out = fsio.write_with(tmp_path / "fig.png", write)
+    assert out.read_text() == "png-bytes" and seen[0].name.endswith(".png") and seen[0] != out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+
+
+def test_write_safetensors_canonical_for_numpy_and_torch(tmp_path):
+    import torch
+    from safetensors.numpy import load_file
+
+    a = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    fsio.write_safetensors(tmp_path / "a.safetensors", a, {"z": "1", "a": "2"})
+    fsio.write_safetensors(tmp_path / "b.safetensors", {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)},
+                           {"a": "2", "z": "1"})
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    np.testing.assert_array_equal(load_file(tmp_path / "a.safetensors")["w"], a["w"])

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from emo.fsio import sha256_file as file_sha256
 from emo.extract.adapters import (
     AdaptedWindow,
     AdapterError,
     BottleneckAdapter,
     compute_prefix,
-    file_sha256,
     frame_mask,
     layer_stack,
     load_adapters,

@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 from emo.extract import identity as ident
-from emo.extract.identity import IdentityError, describe_change, identify, sha256_file
+from emo.extract.identity import IdentityError, describe_change, identify
+from emo.fsio import sha256_file
 
 
 def test_same_content_same_identity_across_copy_and_touch(tmp_path):

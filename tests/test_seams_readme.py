@@ -1,4 +1,4 @@
-"""Issue 23: every shell command of the README's MER 2025 / 2026 block runs, as written, against
+"""Issue 23: every shell command of the MER 2025 / 2026 block (docs/mer-challenges.md, linked from the README) runs, as written, against
 MER-shaped fixtures built from the real av clips (tests/mer_fixtures.py); only the /data/... paths
 are replaced by the fixtures' and ``make features`` runs the ``emo extract`` line it prints."""
 
@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def readme_mer_commands() -> list[str]:
     """The commands of the first bash block under '## MER 2025 / 2026' (continuations joined, comments dropped)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    sec = text[text.index("## MER 2025 / 2026"):]
+    text = (ROOT / "docs" / "mer-challenges.md").read_text(encoding="utf-8")
+    sec = text[text.index("## MER 2025 / 2026:"):]
     block = re.search(r"```bash\n(.*?)```", sec, re.S).group(1)
     joined = re.sub(r"\\\n\s*", " ", block)
     return [ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.strip().startswith("#")]

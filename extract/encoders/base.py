@@ -109,5 +109,6 @@ class Encoder(ABC):
         }
 
     def weights_hash(self) -> str:
-        """SHA-256 (first 16 hex digits) of the weights files for a local source; ``""`` otherwise."""
+        """:func:`~emo.extract.types.hash_weights` of the source: weight-file bytes for a local file or
+        directory, the ``"hub:<id>"`` string for a hub id (weights not read), ``""`` for no source."""
         return hash_weights(self.source)

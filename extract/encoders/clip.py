@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from emo import compat
 from emo.extract.encoders.face import FaceFrameEncoder, ImagePreprocess
 from emo.extract.registry import register_encoder
 from emo.extract.types import EncoderError, hash_weights
@@ -83,7 +84,7 @@ class OpenClipEncoder(FaceFrameEncoder):
             raise EncoderError(f"{name}: open_clip cannot build {what}: {type(e).__name__}: {e}") from e
         visual = model.visual
         del model  # the text tower is never used
-        for attr in ("_embeds", "_pool", "transformer", "proj"):
+        for attr in ("conv1", "ln_pre", "ln_post", "transformer", "proj"):
             if not hasattr(visual, attr):
                 raise EncoderError(f"{name}: {model_name} has no ViT image tower (missing {attr}); use a ViT CLIP")
         self.n_blocks = len(visual.transformer.resblocks)
@@ -137,7 +138,7 @@ class OpenClipEncoder(FaceFrameEncoder):
     def forward_frames(self, pixels) -> dict[str, Any]:
         """CLS token after ``ln_pre`` and after each kept block; ``proj`` as ``encode_image``."""
         v = self.model
-        x = v._embeds(pixels)  # (N, L, width), after ln_pre
+        x = compat.clip_vit_embeds(v, pixels)  # (N, L, width), after ln_pre
         batch_first = getattr(v.transformer, "batch_first", True)
         out = {}
         if "0" in self.layers:
@@ -151,7 +152,7 @@ class OpenClipEncoder(FaceFrameEncoder):
         if "proj" in self.layers:
             if not batch_first:
                 x = x.transpose(0, 1)
-            pooled, _ = v._pool(x)
+            pooled, _ = compat.clip_vit_pool(v, x)
             out["proj"] = pooled @ v.proj if v.proj is not None else pooled
         return out
 

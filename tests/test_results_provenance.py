@@ -1,0 +1,111 @@
+"""results/*.json are tied to the code that made them: the proofs' one result writer
+(``proofs/_common.py``) records command, commit, dirty flag and package versions, and no result
+file holds a machine's absolute paths."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Result files written before the provenance block existed; each is removed from this set when its
+#: proof is re-run (the test below fails when the set and the files disagree, in either direction).
+WITHOUT_PROVENANCE = {
+    "av_extract", "av_visual", "bad_inputs", "bench_extract", "bench_fuse", "clipla_av", "crash_resume",
+    "defaults_ablation", "emodb_fusion", "emodb_repeats", "faces", "faces_fer", "hlft_meld", "hlft_speed",
+    "joint_meld", "long_audio", "long_audio_before", "meld_sweep", "meld_text", "noise_emodb", "score_reuse",
+    "search_emodb", "ssl_meld", "vad_bridge_emodb",
+}
+#: A machine-specific absolute path inside a JSON string.
+ABSOLUTE = re.compile(r"(?:^|[\s\"'=:(])(/(?:work|home|root|tmp|Users|mnt|data/)\S*)")
+
+
+@pytest.fixture(scope="module")
+def common():
+    spec = importlib.util.spec_from_file_location("proofs_common", ROOT / "proofs" / "_common.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_write_result_records_provenance_and_relative_paths(common, tmp_path):
+    shared = tmp_path / "data"
+    shared.mkdir()
+    tmpdir = Path(tempfile.gettempdir()) / "emo-proof-x1y2"
+    data = {"store": str(common.ROOT / "features" / "emodb" / "egemaps.h5"), "root": str(shared / "emodb"),
+            "scratch": f"{tmpdir}/clips/a.wav", "command": f"python proofs/x.py --shared {shared}", "uar": 0.5}
+    out = common.write_result(tmp_path / "x.json", data, quiet=True, shared=shared)
+    doc = json.loads(out.read_text())
+    assert doc["store"] == "features/emodb/egemaps.h5"
+    assert doc["root"] == "$EMO_SHARED_DATA/emodb" and doc["scratch"] == "$TMP/clips/a.wav"
+    assert doc["uar"] == 0.5 and doc["command"] == "python proofs/x.py --shared $EMO_SHARED_DATA"
+    prov = doc["generated_by"]
+    assert set(prov) >= {"command", "commit", "dirty", "packages"}
+    assert prov["packages"]["torch"] and prov["packages"]["python"] and prov["packages"]["emo"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    if head.returncode == 0:
+        assert prov["commit"] == head.stdout.strip() and isinstance(prov["dirty"], bool)
+    else:
+        assert prov["commit"] is None and prov["dirty"] is None
+
+
+def test_one_parser_for_every_proof(common, tmp_path, monkeypatch):
+    ap = common.parser("Title line.\n\nmore", out=tmp_path / "r.json")
+    ap.add_argument("--seeds", type=int, default=1)
+    a = common.parse(ap, ["--shared", str(tmp_path), "--seeds", "3"])
+    assert a.shared == tmp_path.resolve() and a.out == tmp_path / "r.json" and a.seeds == 3
+    assert ap.description == "Title line."
+    with pytest.raises(SystemExit) as e:
+        common.parse(common.parser(None), ["--shared", str(tmp_path / "missing")])
+    assert e.value.code == 2
+    monkeypatch.setattr(sys, "argv", ["proofs/x.py", "--shared", str(tmp_path)])
+    common.parse(common.parser(None))
+    assert common.command_line().startswith("python proofs/x.py --shared ")
+
+
+def test_every_proof_uses_the_common_parser_and_writer():
+    for p in sorted((ROOT / "proofs").glob("*.py")):
+        if p.name.startswith("_") or p.name == "run_all.py":
+            continue
+        text = p.read_text(encoding="utf-8")
+        assert "argparse.ArgumentParser(" not in text, f"{p.name}: builds its own parser"
+        writer = text + "".join((ROOT / "proofs" / f"{m}.py").read_text(encoding="utf-8")
+                                for m in re.findall(r"^from (_\w+) import", text, re.M)
+                                if (ROOT / "proofs" / f"{m}.py").is_file())
+        assert re.search(r"\b(parse_args|parse)\(", text) and "write_result(" in writer, p.name
+        assert not re.search(r"write_text\(json\.dumps\((result|res|out|_result\(\))\b", text), f"{p.name}: writes its result by hand"
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+def test_result_files_have_provenance_and_no_absolute_paths():
+    files = sorted((ROOT / "results").glob("*.json"))
+    assert files
+    missing, absolute = set(), []
+    for f in files:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+        prov = doc.get("generated_by")
+        if prov is None:
+            missing.add(f.stem)
+        else:
+            assert {"command", "commit", "dirty", "packages"} <= set(prov), f.name
+        absolute += [f"{f.name}: {m.group(1)}" for s in _strings(doc) for m in ABSOLUTE.finditer(s)]
+    assert not absolute, absolute[:10]
+    assert missing == WITHOUT_PROVENANCE, (missing - WITHOUT_PROVENANCE, WITHOUT_PROVENANCE - missing)
