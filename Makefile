@@ -13,6 +13,9 @@ MODELS ?= hubert_large:16-21 egemaps
 OUT ?= features
 DEVICE ?= auto
 LEXICON ?=
+# make features: TEXT_COLUMN= (transcript column, e.g. english for MER's NRC-VAD) and NAME= (store folder, e.g. mer2026-t2)
+TEXT_COLUMN ?=
+NAME ?=
 SHARED ?= ../shared/data
 
 RUFF := $(VENV)/bin/ruff
@@ -38,7 +41,7 @@ lint: install
 	$(RUFF) check .
 
 features: install
-	$(EMO) extract --dataset $(DATASET) --root $(DATA_ROOT) $(foreach m,$(MODELS),--encoder $(m)) --out $(OUT) --device $(DEVICE) $(if $(LEXICON),--lexicon $(LEXICON)) $(if $(TRACK),--track $(TRACK))
+	$(EMO) extract --dataset $(DATASET) --root $(DATA_ROOT) $(foreach m,$(MODELS),--encoder $(m)) --out $(OUT) --device $(DEVICE) $(if $(LEXICON),--lexicon $(LEXICON)) $(if $(TRACK),--track $(TRACK)) $(if $(TEXT_COLUMN),--text-column $(TEXT_COLUMN)) $(if $(NAME),--name $(NAME))
 
 demo: install
 	$(PY) -m emo.demo --out demo

@@ -74,7 +74,14 @@ def score_cmd(
     track: Optional[str] = typer.Option(None, "--track", help="With --dataset mer2025/mer2026: the track (1, 2 or 3)."),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda or cuda:N."),
     cache: Optional[Path] = typer.Option(None, help="Keep extracted features here (default: temporary)."),
-    face_detector: str = typer.Option("mtcnn", help="mtcnn or haar, for runs with face features."),
+    face_detector: Optional[str] = typer.Option(None, help="mtcnn or haar, for runs with face features (default: the run's detector; another is refused)."),
+    subset: Optional[str] = typer.Option(None, "--subset", help="With --dataset mer2023-mer2026: candidates (the clips to predict; default for mer2025/mer2026) | train (the labelled clips: in-sample for the fold models that saw them) | all."),
+    submission: Optional[Path] = typer.Option(None, "--submission", help="Also write the challenge's submission file here (MER 2025/2026: name,discrete for Track 1; name,openset for Track 2), candidates only."),
+    speakers: Optional[Path] = typer.Option(None, "--speakers", help="CSV with name and a speaker column (--speaker-column), for runs trained with --normalize speaker (with --dataset: its speakers by default)."),
+    speaker_column: str = typer.Option("speaker", "--speaker-column", help="The speaker column of --speakers."),
+    speaker_fallback: str = typer.Option("refuse", "--speaker-fallback", help="--normalize speaker runs, clips whose speaker is unknown or has fewer than --min-speaker-clips clips: refuse | global (each fold's global training statistics; written into every row)."),
+    min_speaker_clips: int = typer.Option(5, "--min-speaker-clips", min=1, help="Fewest scored clips of a speaker whose own statistics normalise them."),
+    audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Pre-extracted wav files (NAME.wav) that audio encoders read instead of the media's own track (MER 2025/2026 training reads audio/NAME.wav)."),
     mtcnn_weights: Optional[Path] = typer.Option(None, help="Directory with pnet.pt, rnet.pt, onet.pt."),
     progress: bool = typer.Option(True, help="Show progress bars (also the model-loading bars of the Hugging Face libraries)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow encoders whose model repository ships Python code (Baichuan2) to run it (review it first)."),
@@ -94,7 +101,7 @@ def score_cmd(
     from emo.extract.types import EncoderError
     from emo.fuse.run import RunError
     from emo.exitcodes import interrupt_message
-    from emo.pipeline import ScoreInterrupted, score
+    from emo.pipeline import SPEAKER_FALLBACKS, ScoreInterrupted, resolve_subset, score, write_submission
 
     if (dataset is None) != (root is None):
         raise typer.BadParameter("--dataset and --root go together")
@@ -103,7 +110,14 @@ def score_cmd(
     if dataset is None and not paths:
         raise typer.BadParameter("give files/folders to score, or --dataset NAME --root DIR")
     try:
-        adapter = get_dataset(dataset, str(root), text_column=text_column, track=track, dataset_name=name) if dataset else None
+        mer_subset = resolve_subset(dataset, subset)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if speaker_fallback not in SPEAKER_FALLBACKS:
+        raise typer.BadParameter(f"--speaker-fallback must be one of {', '.join(SPEAKER_FALLBACKS)}")
+    try:
+        extra = {"subset": mer_subset} if mer_subset else {}
+        adapter = get_dataset(dataset, str(root), text_column=text_column, track=track, dataset_name=name, **extra) if dataset else None
         fdir = features_dir
         if fdir is not None and adapter is not None and (fdir / adapter.dataset).is_dir():
             fdir = fdir / adapter.dataset
@@ -112,7 +126,11 @@ def score_cmd(
                         mtcnn_weights=str(mtcnn_weights) if mtcnn_weights else None, progress=progress,
                         transcripts=transcripts, adapter=adapter, features_dir=fdir, lexicon=lexicon,
                         warn=lambda m: typer.echo(f"warning: {m}", err=True), radius=radius, vocabulary=vocabulary,
-                        vad_labels=vad_labels, trust_remote_code=trust_remote_code)
+                        vad_labels=vad_labels, trust_remote_code=trust_remote_code, speakers=speakers,
+                        speaker_column=speaker_column, speaker_fallback=speaker_fallback,
+                        min_speaker_clips=min_speaker_clips, audio_dir=audio_dir)
+        if submission is not None:
+            typer.echo(f"submission: {write_submission(out, submission, track)}")
     except ScoreInterrupted as e:
         typer.echo(interrupt_message(f"{e.done} of {e.n} files scored and written to {e.out}; the other rows have status "
                                      "'interrupted' (the CSV is incomplete); rerun the same command to resume"), err=True)

@@ -97,8 +97,9 @@ def main() -> None:
     step("train", emo + ["fuse", "train", "--dataset", "demo", "--features-dir", str(out / "features"),
                          "--features", "egemaps", "--features", "mfcc", "--head", "afg", "--task", "discrete",
                          "--folds", "speaker", "--normalize", "speaker", "--out", str(out / "runs" / "afg")])
+    # the new clips have no speaker: a --normalize speaker run needs the documented fallback (written into every row)
     step("score", emo + ["score", str(new), "--run", str(out / "runs" / "afg"), "--out", str(out / "predictions.csv"),
-                         "--no-progress"])
+                         "--speaker-fallback", "global", "--no-progress"])
     print("\nDemo predictions on unseen generated clips (true class in the file name):")
     with open(out / "predictions.csv", newline="") as fh:
         for row in csv.DictReader(fh):

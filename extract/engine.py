@@ -380,6 +380,10 @@ class Extractor:
             raise DatasetError(f"{adapter.name}: no media files under {adapter.root} (searched for "
                                "audio/video files recursively); check --root")
         ds_dir = check_writable(self.out / adapter.dataset)  # read-only --out: clear error before any work
+        for enc in self.encoders:  # dataset-level checks of an encoder (nrc_vad: zero lexicon coverage is an error)
+            check = getattr(enc, "check_dataset", None)
+            if check is not None:
+                check(samples, adapter)
         self._ids = identities(samples)
         ensure_signal_handlers()  # SIGINT/SIGTERM recorded even when a C callback swallows them
         writers: list[StoreWriter] = []

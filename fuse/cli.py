@@ -120,8 +120,9 @@ def sweep_cmd(ctx: typer.Context, o: SweepOptions) -> None:
             cfg = replace(cfg, task=o.task)  # run_sweep parses the tasks (and says what is wrong with them)
         summary = run_sweep(o.features_dir, o.dataset, o.features, o.layers or None, o.window, o.stride, cfg, o.folds, o.metric or None, out,
                             test_splits=list(o.test_split) or None, progress=o.progress,
-                            log=lambda line: typer.echo(line, err=True) if line.startswith(("warning", "sequential", "AdamW")) else None,
-                            train_splits=list(o.train_splits) or None, label_columns=list(o.label_column), joint=o.joint)
+                            log=lambda line: typer.echo(line, err=True) if line.startswith(("warning", "sequential", "AdamW", "protocol")) else None,
+                            train_splits=list(o.train_splits) or None, label_columns=list(o.label_column), joint=o.joint,
+                            allow_rare_classes=o.allow_rare_classes)
     except SweepError as e:  # settings that do not fit the data (window, metric): the command line is wrong
         raise typer.BadParameter(str(e)) from None
     except (FeatureError, ProtocolError, StoreError, DatasetError, ValueError, OSError) as e:  # WheelError is a ValueError
@@ -145,6 +146,7 @@ def sweep_cmd(ctx: typer.Context, o: SweepOptions) -> None:
         typer.echo(f"selected window {rep['best']['window']} on the repeat mean; wrote {out}/sweep_repeats.json")
         return
     m = summary["metric"]
+    typer.echo(summary["protocol_record"]["statement"])  # issue 23: how the numbers below were obtained
     test = any(f"test_{m}_mean" in r for r in summary["rows"])
     # multi-label sweeps: the other multi-label metrics (means over folds) next to the selection metric
     extra = [k for k in ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1", "wheel_f1")
@@ -204,6 +206,7 @@ def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, s
     res["options"] = current_options(ctx)  # the resolved config: --config OUT/ensemble.json reads it back
     write_json(Path(out) / "ensemble.json", fsio.seal_json(res))  # content SHA-256: checked where it is read back
     m = res["metric"]
+    typer.echo(res["protocol"].get("statement", ""))
     typer.echo(f"{'run':<40} {'weight':>7} {'val ' + m:>18}" + (f" {'test ' + m:>18}" if "runs" in res.get("test", {}) else ""))
     for r in res["runs"]:
         line = f"{r[-40:]:<40} {res['weights'][r]:>7.3f} {res['validation']['runs'][r][m]:>18.4f}"
@@ -211,7 +214,8 @@ def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, s
             line += f" {res['test']['runs'][r][m]:>18.4f}"
         typer.echo(line)
     label = "fused, nested" if res["validation"]["nested"] else "fused, optimistic"
-    line = f"{label:<40} {1.0:>7.3f} {res['validation']['fused'][m]:>18.4f}"
+    wcol = "per grp" if res["validation"]["nested"] else "above"  # nested: each group's own weights (ensemble.json)
+    line = f"{label:<40} {wcol:>7} {res['validation']['fused'][m]:>18.4f}"
     if "runs" in res.get("test", {}):
         line += f" {res['test']['fused'][m]:>18.4f}"
     typer.echo(line)
@@ -223,7 +227,16 @@ def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, s
             if "fused" in res.get(part, {}):
                 typer.echo(f"fused {part} at threshold {res['multilabel']['threshold']}: "
                            + ", ".join(f"{k} {res[part]['fused'][k]:.4f}" for k in shown))
-    typer.echo(f"wrote {out}/ensemble.json and {out}/predictions.csv")
+    if "interval" in res:
+        ci = res["interval"]
+        typer.echo(f"{int(ci['level'] * 100)}% bootstrap interval of fused {ci['metric']} ({ci['n_boot']} replicates over "
+                   f"{ci['n_groups']} evaluation groups): {ci['estimate']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]")
+    for w in res.get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
+    from emo.fuse.report import write_ensemble_report
+
+    write_ensemble_report(Path(out), res)  # again, with the command
+    typer.echo(f"wrote {out}/ensemble.json, {out}/predictions.csv and {out}/report.md")
 
 
 @app.command("report", cls=GroupedCommand)

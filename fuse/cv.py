@@ -42,6 +42,10 @@ class CVResult:
         threshold_tuning: with ``cfg.tune_threshold`` (multi-label): ``{"threshold"`` (the chosen ζ,
             used for every metric above), ``"given"``, ``"metric"``, ``"grid"``, ``"rows"`` (inner-validation
             predictions it was tuned on), ``"validation_metrics"}``; else None.
+        protocol: the run's protocol record (:func:`emo.fuse.protocols.protocol_record`), set by
+            :func:`emo.fuse.train.train`; printed as the table's first line.
+        warnings: fold and result warnings (class names, degenerate results), printed under the table.
+        label: which result the table shows (``repeat 1 of 3 (seed 0)``) when there are several.
     """
 
     folds: list[dict[str, Any]]
@@ -53,6 +57,9 @@ class CVResult:
     normalizers: list
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
     threshold_tuning: dict[str, Any] | None = None
+    protocol: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    label: str = ""
 
 
 def fold_inputs(blocks, inputs, fold: Fold, normalize: str, base_norm, speakers, device: str, xs_shared=None):

@@ -25,7 +25,10 @@ from emo.fuse.runcheck import require_finite
 #: Provenance attributes copied from each store into a run's config.
 PROVENANCE_KEYS = ("encoder", "source", "weights_hash", "pooling", "sample_rate", "fps", "modality", "dtype", "emo_version", "created",
                    "derived_from",  # derived stores (CLIPL-A): how to recompute them (emo score)
-                   "import_kind", "import_folder", "import_files", "import_hash")  # emo store import: where they came from
+                   "import_kind", "import_folder", "import_files", "import_hash",  # emo store import: where they came from
+                   # issue 23: what else changes an input value, for the run's input_contract (emo.fuse.contract)
+                   "dataset_options", "face_detector", "face_weights_hash", "face_size", "face_template", "max_side",
+                   "lexicon_hash", "max_seconds")
 
 
 class FeatureError(ValueError):

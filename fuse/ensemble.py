@@ -734,11 +734,44 @@ def ensemble(run_dirs: list[str | Path], out: str | Path, metric: str | None = N
                                             for r, p in zip(runs, tst)},
                                    "fused": _metrics(fused_test, ty, tmask, n_classes, ml, test_words)})
         rows += _pred_rows(tnames, "test", fused_test, ty, base.classes, ["test"] * len(tnames), thr)
+    result.update(_ensemble_extras(runs, result, fused_val, y, mask, groups, n_classes, base.classes, metric, seed))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "predictions.csv", rows)
     write_json(out / "ensemble.json", result)
+    from emo.fuse.report import write_ensemble_report
+
+    write_ensemble_report(out, result)
     return result
+
+
+def _ensemble_extras(runs, result, fused_val, y, mask, groups, n_classes, classes, metric, seed) -> dict[str, Any]:
+    """Issue 23: the members' protocol (refused when they differ), a 95 % group-bootstrap interval of
+    the fused validation metric (resampling the evaluation groups: folds, i.e. speakers under
+    leave-one-speaker-out), and degenerate-result warnings of the fused predictions."""
+    from emo.fuse.metrics import degenerate_warnings, evaluate
+    from emo.fuse.stats import StatsError, bootstrap_ci, class_metric
+
+    protos = [(r.config or {}).get("protocol") or {} for r in runs]
+    kinds = {(p.get("folds"), p.get("speaker_independent")) for p in protos}
+    if len(kinds) > 1:
+        raise EnsembleError(f"the runs were evaluated under different protocols ({sorted(map(str, kinds))}); fuse runs of one protocol")
+    extra: dict[str, Any] = {"protocol": protos[0] if protos and protos[0] else {"statement": "protocol: not recorded by the member runs"}}
+    warnings: list[str] = []
+    if n_classes and "probs" in fused_val and metric in ("uar", "waf", "accuracy") and "discrete" in y:
+        yv, pv = y["discrete"][mask], fused_val["probs"][mask].argmax(1)
+        try:
+            ci = bootstrap_ci(lambda rows: class_metric(yv[rows], pv[rows], n_classes, metric), groups[mask], seed=seed)
+            extra["interval"] = {"metric": metric, "group": "evaluation group (fold)", "of": "fused validation predictions", **ci}
+        except StatsError as e:
+            warnings.append(f"no interval: {e}")
+        m = evaluate({"probs": fused_val["probs"][mask]}, {"discrete": yv}, n_classes)
+        warnings += degenerate_warnings(m, classes, "fused validation")
+    extra["warnings"] = warnings
+    import datetime as _dt
+
+    extra["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return extra
 
 
 def _pred_rows(names, part, outs, y, classes, groups, threshold: float | None = None) -> list[dict[str, Any]]:

@@ -210,3 +210,34 @@ def multilabel_wheel_metrics(probs: np.ndarray, classes: list[str], true_words: 
         raise ValueError("multilabel_wheel_metrics: non-finite probabilities")
     pred = [[classes[j] for j in (np.flatnonzero(row > threshold) if (row > threshold).any() else [int(row.argmax())])] for row in p]
     return wheel_metrics(pred, [list(t) for t in true_words], wheels, level)
+
+
+def degenerate_warnings(metrics: dict[str, Any], classes: list[str] | None, where: str = "pooled") -> list[str]:
+    """Warnings for a classification result that is not a model of the classes (empty when fine).
+
+    * one predicted class for every row: the confusion matrix (rows true, columns predicted) has
+      a single non-zero column; the warning names the class;
+    * chance-level UAR: ``uar <= 1/C + 0.02`` with ``C`` the classes present among the true labels
+      (a classifier that guesses, or predicts one class, scores ``1/C`` in expectation).
+
+    Args:
+        metrics: a dict of :func:`classification_metrics` (``confusion``, ``uar``).
+        classes: class names in confusion-matrix order (indices are shown without them).
+        where: which predictions (``pooled``, ``test``, a fold's name), for the message.
+    """
+    cm = metrics.get("confusion")
+    if cm is None:
+        return []
+    cm = np.asarray(cm)
+    if cm.size == 0 or cm.sum() == 0:
+        return []
+    name = (lambda j: classes[j]) if classes and len(classes) == cm.shape[1] else (lambda j: str(j))  # noqa: E731
+    out = []
+    cols = np.flatnonzero(cm.sum(0))
+    present = int((cm.sum(1) > 0).sum())
+    if len(cols) == 1 and present > 1:
+        out.append(f"{where}: degenerate result: every one of the {int(cm.sum())} rows is predicted {name(int(cols[0]))!r}")
+    uar = metrics.get("uar")
+    if uar is not None and present > 1 and float(uar) <= 1.0 / present + 0.02:
+        out.append(f"{where}: chance-level UAR {float(uar):.4f} (chance for {present} classes is {1.0 / present:.4f})")
+    return out

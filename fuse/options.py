@@ -37,7 +37,9 @@ class RunOptions:
                      "module, MEIJU) | shared (one head, one classifier per task).", group=TASK)
     lexicon: Optional[Path] = opt(None, "NRC-VAD lexicon file for --univa and --vad-targets lexicon (default: $EMO_LEXICON or emo's data "
                                   "directory).", group=TASK)
-    folds: str = opt("5", "K (stratified k-fold) | speaker (leave-one-speaker-out) | split", group=PROTOCOL)
+    folds: str = opt("auto", "auto (leave-one-speaker-out when every sample has a speaker, else stratified 5-fold, stated as "
+                     "speaker-dependent) | K (stratified k-fold) | speaker (leave-one-speaker-out) | split | file:PATH (fold lists: "
+                     "an EmoBox data/<dataset> folder or a name,fold CSV)", group=PROTOCOL)
     test_split: List[str] = opt([], "Partition(s) held out as test set (fold models averaged).", group=PROTOCOL)
     train_splits: List[str] = opt([], "Evaluation partition(s) (test, test1, test2, test3) allowed into the cross-validation pool; by "
                                   "default they never enter training.", group=PROTOCOL)
@@ -254,7 +256,10 @@ class SweepOptions:
                               "in the class list, emotion-wheel F1 per cell (the default selection metric).")
     label_column: List[str] = like(RunOptions, "label_column", help="NAME=COLUMN for a multi-task --task (as emo fuse train).")
     joint: str = like(RunOptions, "joint", help="Multi-task: none | crossattn | shared (as emo fuse train).")
-    folds: str = like(RunOptions, "folds", help="K | speaker | split (select on dev, report test).")
+    folds: str = like(RunOptions, "folds", help="auto (leave-one-speaker-out when every sample has a speaker, else stratified 5-fold, "
+                      "stated as speaker-dependent) | K | speaker | split (select on dev, report test) | file:PATH (fold lists, e.g. EmoBox).")
+    allow_rare_classes: bool = like(RunOptions, "allow_rare_classes", help="Sweep even when a class has fewer than 2 labelled samples "
+                                    "(refused by default, as emo fuse train).")
     metric: str = opt("", "Score to plot/select (default: waf, valence_ccc, vad_ccc, mer2023_score or, multilabel, micro_f1 / wheel_f1 "
                       "by task; hamming_loss and *mse are minimised).", group=PROTOCOL)
     normalize: str = like(TrainConfig, "normalize")
@@ -302,7 +307,7 @@ class TuneOptions:
                                        "extract it with ENCODER:A-1 --frames).", group=INPUTS)
     source: Optional[str] = opt(None, "Checkpoint to load (default: the store's recorded source).", group=INPUTS)
     task: str = opt("discrete", "discrete (HLFT's loss is a classification loss, eq. 2).", group=TASK)
-    folds: str = like(RunOptions, "folds")
+    folds: str = like(RunOptions, "folds", "5", help="K (stratified k-fold) | speaker (leave-one-speaker-out) | split")
     test_split: List[str] = like(RunOptions, "test_split", help="With --folds split: the test partition(s) (default test).")
     layer_weights_init: str = opt("18", "Layer whose weight starts at 1.0, or uniform.", group=METHODS)
     mask_prob: float = opt(0.065, "HuBERT span-masking probability per frame.", group=METHODS)

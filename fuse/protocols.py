@@ -13,6 +13,7 @@ validation speaker is unseen like the test speaker; for the predefined split, th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -152,6 +153,209 @@ def predefined_split(splits: list[str | None], y: np.ndarray | None, test_splits
 EVAL_SPLITS = ("test", "test1", "test2", "test3")
 
 
+#: The ``--folds`` default: speaker-independent folds whenever the data know speakers.
+AUTO = "auto"
+
+#: Fewest speakers for which ``--folds auto`` chooses leave-one-speaker-out (train, validation, test speaker).
+MIN_AUTO_SPEAKERS = 3
+
+#: Prefix of ``--folds file:PATH``: fold lists read from files (:func:`read_fold_lists`).
+FILE_PREFIX = "file:"
+
+
+def resolve_protocol(protocol: str, speakers: list[str | None]) -> tuple[str, str]:
+    """The protocol ``--folds auto`` stands for, and why (one sentence for the run's record).
+
+    ``auto``: leave-one-speaker-out (``speaker``) when every sample of the pool has a speaker and
+    there are at least :data:`MIN_AUTO_SPEAKERS`; else stratified 5-fold, which mixes speakers (or
+    unknown speakers) between training and test, and the reason says so. Any other value is
+    returned as given (``"asked for with --folds X"``).
+
+    Args:
+        protocol: the ``--folds`` value. speakers: speaker id per sample of the cross-validation pool.
+    """
+    if protocol != AUTO:
+        return protocol, f"asked for with --folds {protocol}"
+    known = [s for s in speakers if s not in (None, "")]
+    n_spk = len(set(known))
+    if known and len(known) == len(speakers) and n_spk >= MIN_AUTO_SPEAKERS:
+        return "speaker", f"--folds auto: every sample has a speaker ({n_spk} speakers), so leave-one-speaker-out"
+    if not known:
+        why = "the dataset records no speakers"
+    elif len(known) < len(speakers):
+        why = f"{len(speakers) - len(known)} of {len(speakers)} samples have no speaker"
+    else:
+        why = f"only {n_spk} speaker(s)"
+    return "5", f"--folds auto: {why}, so stratified 5-fold (speaker-dependent: test speakers may also be in training)"
+
+
+def read_fold_lists(path: str | Path, names: list[str]) -> list[tuple[str, set[str]]]:
+    """Predefined evaluation folds from files: ``[(fold name, names of its test samples)]``.
+
+    Two layouts:
+
+    * EmoBox (Ma et al., 2024): a folder with ``fold_<k>/<dataset>_test_fold_<k>.jsonl`` (one JSON
+      object per line, ``key`` = ``<dataset>-<utterance>``); the ``<dataset>-`` prefix is removed
+      when the remainder is a sample name. The train lists are read only to check that they are the
+      complement of the test lists.
+    * a CSV ``name,fold``: the fold in which each sample is evaluated.
+
+    Args:
+        path: the folder or CSV. names: the sample names of the feature set (for matching keys).
+
+    Raises:
+        ProtocolError: no fold files, unreadable lines, a key that names no sample (with an example
+            and the count), a sample in two test folds.
+    """
+    import csv
+    import json
+
+    path = Path(path)
+    known = set(names)
+
+    def match(key: str, where: str) -> str:
+        if key in known:
+            return key
+        if "-" in key and key.split("-", 1)[1] in known:
+            return key.split("-", 1)[1]
+        raise ProtocolError(f"{where}: {key!r} names no sample of the features (names look like {names[0]!r})")
+
+    folds: list[tuple[str, set[str]]] = []
+    if path.is_dir():
+        dirs = sorted((d for d in path.glob("fold_*") if d.is_dir()), key=lambda d: (len(d.name), d.name))
+        for d in dirs:
+            tests = sorted(d.glob("*_test_fold_*.jsonl"))
+            if len(tests) != 1:
+                raise ProtocolError(f"{d}: expected one *_test_fold_*.jsonl file, found {len(tests)}")
+            got: set[str] = set()
+            for i, line in enumerate(tests[0].read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    key = json.loads(line)["key"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise ProtocolError(f"{tests[0]} line {i}: not a JSON object with a 'key'") from None
+                got.add(match(str(key), f"{tests[0]} line {i}"))
+            folds.append((d.name, got))
+        if not folds:
+            raise ProtocolError(f"{path}: no fold_<k>/ folders (EmoBox layout: fold_<k>/<dataset>_test_fold_<k>.jsonl)")
+    elif path.is_file():
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"name", "fold"} <= set(reader.fieldnames):
+                raise ProtocolError(f"{path}: a fold list CSV needs the columns name,fold; found {reader.fieldnames}")
+            by: dict[str, set[str]] = {}
+            for i, row in enumerate(reader, 2):
+                by.setdefault(str(row["fold"]).strip(), set()).add(match(row["name"].strip(), f"{path} row {i}"))
+        folds = [(f"fold_{k}", v) for k, v in sorted(by.items())]
+    else:
+        raise ProtocolError(f"--folds file:{path}: no such file or folder")
+    seen: dict[str, str] = {}
+    for name, members in folds:
+        for m in members:
+            if m in seen:
+                raise ProtocolError(f"{path}: sample {m!r} is in the test lists of both {seen[m]} and {name}")
+            seen[m] = name
+    return folds
+
+
+def folds_from_lists(lists: list[tuple[str, set[str]]], names: list[str], pool: np.ndarray, y: np.ndarray | None,
+                     seed: int) -> tuple[list[Fold], int]:
+    """:class:`Fold` objects over ``pool`` (row indices) from :func:`read_fold_lists`: each fold tests
+    its listed samples and trains on the rest of the pool (inner validation: a stratified 10 % of
+    that, seeded). Returns (folds, number of pool rows in no test list: they train in every fold
+    and are never evaluated).
+
+    Raises:
+        ProtocolError: a fold without test samples in the pool.
+    """
+    pos = {names[i]: i for i in pool}
+    in_any: set[int] = set()
+    folds = []
+    for k, (name, members) in enumerate(lists):
+        te = np.asarray(sorted(pos[m] for m in members if m in pos), dtype=np.int64)
+        if len(te) == 0:
+            raise ProtocolError(f"fold list {name}: none of its {len(members)} samples is labelled in the pool")
+        in_any |= set(te.tolist())
+        tr = np.setdiff1d(pool, te)
+        tr, va = inner_validation(tr, y, seed + 1000 + k)
+        folds.append(Fold(name, tr, va, te))
+    return folds, int(len(pool) - len(in_any))
+
+
+def speaker_overlap(folds: list[Fold], speakers: list[str | None]) -> dict:
+    """Whether ``folds`` keep test speakers out of training: ``{"speaker_independent": bool | None,
+    "n_speakers", "folds_mixed"`` (folds whose test speakers also train or validate),
+    ``"shared_speakers"`` (the most test speakers any fold shares with its training part)}.
+    ``speaker_independent`` is None when a row used by a fold has no speaker (cannot be known)."""
+    rows = np.unique(np.concatenate([np.concatenate([f.train, f.val, f.test]) for f in folds])) if folds else np.zeros(0, int)
+    spk = [speakers[i] for i in rows]
+    if not spk or any(s in (None, "") for s in spk):
+        return {"speaker_independent": None, "n_speakers": len({s for s in spk if s}), "folds_mixed": None, "shared_speakers": None}
+    mixed, most = 0, 0
+    for f in folds:
+        shared = {speakers[i] for i in f.test} & {speakers[i] for i in np.concatenate([f.train, f.val])}
+        mixed += bool(shared)
+        most = max(most, len(shared))
+    return {"speaker_independent": mixed == 0, "n_speakers": len(set(spk)), "folds_mixed": mixed, "shared_speakers": most}
+
+
+_KINDS = {"speaker": "leave-one-speaker-out", "split": "predefined split"}
+_INNER = {"speaker": "one training speaker per fold (seeded)", "split": "the dev partition, else a stratified 10% of train"}
+
+
+def protocol_record(requested: str, used: str, why: str, folds: list[Fold], speakers: list[str | None],
+                    normalize: str, extra: dict | None = None) -> dict:
+    """The ``protocol`` record of a run's ``config.json`` and ``metrics.json``: ``kind``, ``folds``
+    (``--folds`` as resolved), ``requested``, ``n_folds``, ``grouping`` (``speaker`` or None),
+    ``speaker_independent`` (measured on the folds by :func:`speaker_overlap`: True, False or None
+    when speakers are unknown), ``inner_validation``, ``normalization`` (mode and where its
+    statistics come from), ``reason`` and ``statement`` (one sentence for tables and reports)."""
+    kind = _KINDS.get(used) or ("fold lists from " + used[len(FILE_PREFIX):] if used.startswith(FILE_PREFIX)
+                                 else f"stratified {used}-fold")
+    ov = speaker_overlap(folds, speakers)
+    norm = {"none": "none", "global": "global: each fold's training + inner-validation rows",
+            "speaker": "speaker: each speaker's own statistics (all of that speaker's clips, labels unused)"}.get(normalize, normalize)
+    rec = {"kind": kind, "folds": used, "requested": requested, "n_folds": len(folds),
+           "grouping": "speaker" if used == "speaker" else None, **ov,
+           "inner_validation": _INNER.get(used, "stratified 10% of each fold's training part (seeded)"),
+           "normalization": norm, "reason": why, **(extra or {})}
+    rec["statement"] = protocol_statement(rec)
+    return rec
+
+
+def protocol_statement(rec: dict) -> str:
+    """One line for the top of a results table and ``report.md``: the protocol in words, led by
+    ``SPEAKER-DEPENDENT`` when test speakers were also in training and ``speakers unknown`` when
+    that cannot be checked."""
+    si = rec.get("speaker_independent")
+    n = rec.get("n_folds")
+    head = (f"speaker-independent {rec['kind']} ({n} folds; no test speaker in training)" if si
+            else (f"SPEAKER-DEPENDENT {rec['kind']} ({n} folds; {rec.get('folds_mixed')} of {n} folds share up to "
+                  f"{rec.get('shared_speakers')} speakers between training and test)" if si is False
+                  else f"{rec['kind']} ({n} folds; speakers unknown, so speaker independence cannot be checked)"))
+    return (f"protocol: {head}; inner validation: {rec.get('inner_validation')}; normalisation: {rec.get('normalization')} "
+            f"[{rec.get('reason')}]")
+
+
+def cv_pool(splits, rows: np.ndarray, test_splits: list[str], train_splits: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(cross-validation pool, held-out test rows) of ``rows`` (int indices) given each row's partition
+    ``splits`` (see :func:`make_folds`)."""
+    splits = np.asarray([s or "" for s in splits], dtype=object)
+    is_test = np.isin(splits[rows], test_splits) if test_splits else np.zeros(len(rows), bool)
+    held = np.isin(splits[rows], [s_ for s_ in EVAL_SPLITS if s_ not in (train_splits or [])]) & ~is_test
+    return rows[~is_test & ~held], rows[is_test]
+
+
+def resolve_for(protocol: str, fs, rows: np.ndarray, test_splits: list[str], train_splits: list[str] | None = None) -> tuple[str, str]:
+    """:func:`resolve_protocol` over the cross-validation pool :func:`make_folds` would use."""
+    if protocol != AUTO:
+        return resolve_protocol(protocol, [])
+    pool, _ = cv_pool(fs.splits, rows, test_splits, train_splits)
+    speakers = fs.speakers
+    return resolve_protocol(protocol, [speakers[i] for i in pool])
+
+
 def make_folds(protocol: str, fs, y: dict[str, np.ndarray], rows: np.ndarray, seed: int, test_splits: list[str],
                train_splits: list[str] | None = None) -> tuple[list[Fold], np.ndarray | None]:
     """Folds over ``rows`` (labelled samples of the CV pool) for ``--folds`` = ``K``, ``speaker`` or ``split``;
@@ -173,38 +377,43 @@ def make_folds(protocol: str, fs, y: dict[str, np.ndarray], rows: np.ndarray, se
     if protocol == "split":
         folds = predefined_split([raw_splits[i] for i in rows], None if yd is None else yd[rows], test_splits, seed)
         return [Fold(f.name, rows[f.train], rows[f.val], rows[f.test]) for f in folds], None
-    is_test = np.isin(splits[rows], test_splits) if test_splits else np.zeros(len(rows), bool)
-    held = np.isin(splits[rows], [s_ for s_ in EVAL_SPLITS if s_ not in (train_splits or [])]) & ~is_test
-    pool, test = rows[~is_test & ~held], rows[is_test]
+    pool, test = cv_pool(splits, rows, test_splits, train_splits)
     if len(pool) == 0:
         raise ProtocolError(f"no samples left for cross-validation: every labelled sample is in an evaluation partition "
                             f"({sorted(set(splits[rows]))}); name the ones to train on with --train-splits")
+    if protocol == AUTO:
+        protocol = resolve_protocol(protocol, [speakers[i] for i in pool])[0]
+    if protocol.startswith(FILE_PREFIX):
+        lists = read_fold_lists(protocol[len(FILE_PREFIX):], fs.names)
+        folds, _ = folds_from_lists(lists, fs.names, pool, yd, seed)
+        return folds, (test if len(test) else None)
     if protocol == "speaker":
         folds = leave_one_speaker_out([speakers[i] for i in pool], seed)
     else:
         try:
             k = int(protocol)
         except ValueError:
-            raise ProtocolError(f"--folds must be a number of folds, 'speaker' or 'split', not {protocol!r}") from None
+            raise ProtocolError(f"--folds must be auto, a number of folds, 'speaker', 'split' or file:PATH, not {protocol!r}") from None
         folds = stratified_kfold(None if yd is None else yd[pool], k, seed, n=len(pool))
     folds = [Fold(f.name, pool[f.train], pool[f.val], pool[f.test]) for f in folds]
     return folds, (test if len(test) else None)
 
 
-def fold_warnings(folds: list[Fold], y: np.ndarray | None, n_classes: int) -> list[str]:
+def fold_warnings(folds: list[Fold], y: np.ndarray | None, n_classes: int, classes: list[str] | None = None) -> list[str]:
     """Warnings about folds that cannot represent every class (discrete tasks; ``y`` int class
     indices over all rows): a class absent from a fold's training rows, or an inner validation
-    split with fewer samples than classes (at least one class unseen by early stopping). Empty
-    list when all is well or ``y`` is None."""
+    split with fewer samples than classes (at least one class unseen by early stopping). Classes
+    are named by ``classes`` when given (else by index). Empty list when all is well or ``y`` is None."""
     if y is None or n_classes < 2:
         return []
+    label = (lambda idx: [classes[i] for i in idx]) if classes and len(classes) >= n_classes else (lambda idx: idx)  # noqa: E731
     out = []
     for f in folds:
         missing = sorted(set(range(n_classes)) - set(np.unique(y[f.train]).tolist()))
         if missing:
-            out.append(f"fold {f.name}: class(es) {missing} absent from the training rows; the model never sees them")
+            out.append(f"fold {f.name}: class(es) {label(missing)} absent from the training rows; the model never sees them")
         vmiss = sorted(set(range(n_classes)) - set(np.unique(y[f.val]).tolist()))
         if vmiss:
-            out.append(f"fold {f.name}: the inner validation split ({len(f.val)} samples) lacks class(es) {vmiss}; "
+            out.append(f"fold {f.name}: the inner validation split ({len(f.val)} samples) lacks class(es) {label(vmiss)}; "
                        "early stopping does not see them")
     return out

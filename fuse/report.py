@@ -33,13 +33,20 @@ def results_table(result: "CVResult", task: str) -> str:
     accepted for the callers' symmetry; the columns are the metrics present."""
     keys = [k for k in TABLE_METRICS if k in result.summary["mean"]]
     w = max([len(r["name"]) for r in result.folds] + [10])
-    lines = [f"{'fold':<{w}}  {'n':>5}  " + "  ".join(f"{k:>13}" for k in keys)]
+    lines = []
+    proto = getattr(result, "protocol", None)
+    if proto and proto.get("statement"):  # issue 23: the first line says how the numbers were obtained
+        lines.append(proto["statement"])
+    if getattr(result, "label", ""):
+        lines.append(f"folds and pooled below: {result.label}")
+    lines.append(f"{'fold':<{w}}  {'n':>5}  " + "  ".join(f"{k:>13}" for k in keys))
     for r in result.folds:
         lines.append(f"{r['name']:<{w}}  {r['n_test']:>5}  " + "  ".join(f"{r['metrics'][k]:>13.4f}" for k in keys))
     lines.append(f"{'mean ± std':<{w}}  {'':>5}  " + "  ".join(f"{result.summary['mean'][k]:>6.4f}±{result.summary['std'][k]:.4f}" for k in keys))
     lines.append(f"{'pooled':<{w}}  {len(result.oof['index']):>5}  " + "  ".join(f"{result.pooled[k]:>13.4f}" for k in keys))
     if result.test and "metrics" in result.test:
         lines.append(f"{'test':<{w}}  {len(result.test['index']):>5}  " + "  ".join(f"{result.test['metrics'][k]:>13.4f}" for k in keys))
+    lines += [f"warning: {x}" for x in getattr(result, "warnings", [])]
     return "\n".join(lines)
 
 
@@ -158,29 +165,56 @@ def _repeats_markdown(metrics: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def report_markdown(config: Mapping[str, Any], metrics: Mapping[str, Any], images: Mapping[str, str] | None = None) -> str:
+def relative_paths(command: list[Any], run_dir: str | Path | None) -> list[str]:
+    """``command`` with every absolute path argument written relative to ``run_dir`` (so a report
+    pasted elsewhere holds no local absolute paths); other arguments unchanged."""
+    import os
+
+    out = []
+    for tok in map(str, command):
+        key, eq, val = tok.partition("=") if (tok.startswith("--") and "=" in tok) else ("", "", tok)
+        if run_dir is not None and os.path.isabs(val):
+            val = os.path.relpath(val, os.path.abspath(run_dir))
+        out.append(f"{key}{eq}{val}" if eq else val)
+    return out
+
+
+def report_markdown(config: Mapping[str, Any], metrics: Mapping[str, Any], images: Mapping[str, str] | None = None,
+                    run_dir: str | Path | None = None) -> str:
     """The text of ``report.md`` from a run's ``config.json`` and ``metrics.json`` contents;
-    ``images``: ``{"pooled": "confusion.png", "test": ...}`` file names to link."""
+    ``images``: ``{"pooled": "confusion.png", "test": ...}`` file names to link. It starts with the
+    protocol statement (:func:`emo.fuse.protocols.protocol_statement`), lists every warning, the
+    training time, and shows absolute paths of the command relative to ``run_dir``."""
     images = images or {}
     tr = config.get("training", {})
     proto = config.get("protocol", {})
     classes = config.get("classes")
     lines = [f"# Run report: {config.get('dataset', '?')} · {config.get('task', '?')} · {tr.get('head', '?')}", ""]
+    statement = (metrics.get("protocol") or proto).get("statement")
+    if statement:
+        lines += [f"**{statement[0].upper() + statement[1:]}**", ""]
     facts = [("dataset", config.get("dataset")), ("task", config.get("task")),
              ("features", ", ".join(f"`{s}`" for s in config.get("feature_specs", []))),
              ("head", f"{tr.get('head')}" + (f" (structure {tr.get('structure')})" if tr.get("head") == "afg" else "")),
              ("decoder", tr.get("decoder")), ("protocol", f"--folds {proto.get('folds')} ({metrics.get('n_folds', '?')} folds, "
                                                          f"inner validation: {proto.get('inner_validation', '?')})"),
              ("samples", f"{proto.get('n_labelled', '?')} labelled of {proto.get('n_samples', '?')}"),
-             ("emo", f"{config.get('emo_version', '?')}, {config.get('created', '')}")]
+             ("emo", f"{config.get('emo_version', '?')}, {config.get('created', '')}"),
+             ("training time", f"{metrics['seconds']:.1f} s" if isinstance(metrics.get("seconds"), (int, float)) else None)]
     lines += [f"- **{k}**: {v}" for k, v in facts if v not in (None, "")]
     if config.get("command"):
         import shlex
 
-        lines += ["", "```", shlex.join(map(str, config["command"])), "```"]
+        lines += ["", "```", shlex.join(relative_paths(config["command"], run_dir)), "```"]
+    warns = metrics.get("warnings") or config.get("warnings") or []
+    if warns:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warns]
     lines += ["", "## Metrics", "", metrics_markdown(metrics), ""]
     lines.append("Per fold: the fold's evaluation part, outputs averaged over its seed models. Mean ± std: over folds "
                  "(population std). Pooled: all out-of-fold predictions together.")
+    wheel = {k: v for k, v in (metrics.get("pooled") or {}).items() if k.startswith("wheel") and isinstance(v, (int, float))}
+    if wheel:  # MER-FG (Track 2): the emotion-wheel metrics of the pooled predictions
+        lines += ["", "Emotion-wheel metrics (pooled out-of-fold): " + ", ".join(f"{k} {_num(v)}" for k, v in sorted(wheel.items()))]
     lines += _repeats_markdown(metrics)
     pooled_cm = metrics.get("pooled", {}).get("confusion")
     if classes and pooled_cm is not None:
@@ -221,7 +255,7 @@ def write_report(run_dir: str | Path, config: Mapping[str, Any], metrics: Mappin
                 title = f"{config.get('dataset', '')} · {config.get('training', {}).get('head', '')} · {part}"
                 save_confusion_png(run_dir / name, src["confusion"], list(classes), title)
                 images[part] = name
-    return write_text(run_dir / "report.md", report_markdown(config, metrics, images))
+    return write_text(run_dir / "report.md", report_markdown(config, metrics, images, run_dir))
 
 
 
@@ -240,3 +274,49 @@ def repeats_table(summary: dict[str, Any]) -> str:
 def training_speed(n: int, seconds: float) -> str:
     """The closing line of ``emo fuse train``/``sweep``: ``n`` models trained, wall seconds, models per second."""
     return f"trained {n} model{'s' if n != 1 else ''} in {seconds:.2f} s ({n / max(seconds, 1e-9):.2f} models/s)"
+
+
+def ensemble_report_markdown(result: Mapping[str, Any], run_dir: str | Path | None = None) -> str:
+    """``report.md`` of ``emo fuse ensemble`` from its ``ensemble.json``: protocol statement, member
+    runs with their weights and validation (and test) metric, the fused row (nested: each evaluation
+    group's own weights, so no single weight is shown), the bootstrap interval and the warnings.
+    Run paths are shown relative to ``run_dir``."""
+    import os
+
+    m = result.get("metric", "?")
+    rel = (lambda p: os.path.relpath(p, os.path.abspath(run_dir)) if run_dir is not None and os.path.isabs(str(p)) else str(p))  # noqa: E731
+    st = (result.get("protocol") or {}).get("statement")
+    lines = ["# Ensemble report", ""]
+    if st:
+        lines += [f"**{st[0].upper() + st[1:]}**", ""]
+    lines += [f"- **method**: {result.get('method', '')}", f"- **selection metric**: {m}",
+              f"- **validation**: {result.get('validation', {}).get('note', '')}"]
+    if result.get("created"):
+        lines.append(f"- **time**: {result['created']}")
+    if result.get("command"):
+        import shlex
+
+        lines += ["", "```", shlex.join(relative_paths(shlex.split(str(result["command"])), run_dir)), "```"]
+    test = "runs" in (result.get("test") or {})
+    lines += ["", _md_row(["run", "weight", f"validation {m}", *([f"test {m}"] if test else [])]),
+              _md_row(["---", "---:", "---:", *(["---:"] if test else [])])]
+    for r in result.get("runs", []):
+        lines.append(_md_row([f"`{rel(r)}`", _num(result["weights"].get(r), 3), _num(result["validation"]["runs"][r].get(m)),
+                              *([_num(result["test"]["runs"][r].get(m))] if test else [])]))
+    nested = result.get("validation", {}).get("nested")
+    lines.append(_md_row(["**fused, nested**" if nested else "**fused (weights above)**",
+                          "per held-out group" if nested else "", _num(result["validation"]["fused"].get(m)),
+                          *([_num(result["test"]["fused"].get(m))] if test else [])]))
+    ci = result.get("interval")
+    if isinstance(ci, Mapping) and "low" in ci:
+        lines += ["", f"{int(round(float(ci.get('level', 0.95)) * 100))} % bootstrap interval of the fused {ci.get('metric')} "
+                      f"({ci.get('n_boot')} replicates over {ci.get('n_groups')} evaluation groups): "
+                      f"{_num(ci.get('estimate'))} [{_num(ci.get('low'))}, {_num(ci.get('high'))}]"]
+    if result.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in result["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_ensemble_report(out: str | Path, result: Mapping[str, Any]) -> Path:
+    """Write :func:`ensemble_report_markdown` to ``out/report.md`` atomically."""
+    return write_text(Path(out) / "report.md", ensemble_report_markdown(result, out))

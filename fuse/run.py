@@ -96,6 +96,10 @@ def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], 
                **result.summary, "pooled": result.pooled, "n": int(len(result.oof["index"])), "n_folds": len(result.folds)}
     if result.test is not None and "metrics" in result.test:
         metrics["test"] = result.test["metrics"]
+    if config.get("protocol"):  # issue 23: every result states its protocol and its warnings
+        metrics["protocol"] = config["protocol"]
+    metrics["warnings"] = list(config.get("warnings", []))
+    metrics["seconds"] = round(sum(float(r.get("seconds", 0.0)) for r in result.folds), 3)
     write_json(out / "metrics.json", metrics)
     classes = config.get("classes")
     threshold = (config.get("training") or {}).get("threshold")
@@ -235,7 +239,7 @@ class Run:
         return self._normalizers[k]
 
     def predict(self, features: dict[str, Any], speakers: list[str | None] | None = None,
-                folds: list[int] | None = None) -> dict[str, np.ndarray]:
+                folds: list[int] | None = None, speaker_stats: dict | None = None) -> dict[str, np.ndarray]:
         """Predict with the mean over fold models (and their seeds).
 
         Args:
@@ -248,6 +252,10 @@ class Run:
                 seen at training time uses its stored statistics; unknown speakers (and ``None``)
                 fall back to each fold's global training statistics.
             folds: average only these fold models (default: all).
+            speaker_stats: for ``--normalize speaker`` runs, per-speaker statistics of the scored
+                clips themselves (``Normalizer("speaker").fit(...).speaker``: encoder -> speaker ->
+                (mean, std)); they replace the training speakers' statistics (``emo score`` passes
+                them, issue 23). Speakers without an entry use each fold's global statistics.
 
         Returns:
             ``{"probs": (N, C)}`` for discrete tasks, ``{"valence": (N,)}``, ``{"vad": (N, 3)}`` as the task has them (float32).
@@ -295,7 +303,13 @@ class Run:
         outs = []
         models = self.models()
         for k in (range(self.n_folds) if folds is None else folds):
-            xb = self.normalizer(k).transform(blocks, speakers)
+            norm = self.normalizer(k)
+            if speaker_stats is not None:
+                import copy
+
+                norm = copy.copy(norm)
+                norm.speaker = speaker_stats
+            xb = norm.transform(blocks, speakers)
             xs = torch_inputs(xb, self.inputs, "cpu")
             outs.append(average_outputs([predict_model(m, xs) for m in models[k]]))
         return average_outputs(outs)

@@ -116,6 +116,32 @@ def layer_windows(layers: list[str], window: int = 1, stride: int = 1) -> list[t
     return [tuple(layers[i:i + window]) for i in range(0, len(layers) - window + 1, stride)]
 
 
+def sized_windows(layers: list[str], dims: dict[str, int], window: int = 1, stride: int = 1) -> list[tuple[str, ...]]:
+    """:func:`layer_windows` within each run of consecutive layers of one size (``dims``: layer ->
+    feature dimension), so no window mixes sizes: fer_xception's ``1,2,3,4,logits`` (16/32/64/128/7-d)
+    with ``--window 1`` gives five windows, CLIP's ``0..24`` and ``proj`` never share a window.
+
+    Raises:
+        SweepError: bad ``window``/``stride``, or no run of equal-sized layers as long as ``window``
+            (the sizes are named).
+    """
+    runs: list[list[str]] = []
+    for k in layers:
+        if runs and dims[runs[-1][-1]] == dims[k]:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    if len(runs) <= 1:  # one size: the plain windows (and their messages)
+        return layer_windows(layers, window, stride)
+    if window < 1 or stride < 1:
+        raise SweepError(f"--window and --stride must be >= 1 (got window {window}, stride {stride})")
+    out = [w for run in runs if len(run) >= window for w in layer_windows(run, window, stride)]
+    if not out:
+        raise SweepError(f"--window {window}: no {window} consecutive layers of one size "
+                         f"({', '.join(f'{r[0]}..{r[-1]}: {dims[r[0]]}-d' for r in runs)})")
+    return out
+
+
 def window_label(win: tuple[str, ...]) -> str:
     """Short label of a window: ``"18"`` for one layer, ``"16-21"`` for a numeric run, else keys joined by ``+``."""
     if len(win) == 1:
@@ -156,11 +182,11 @@ def _scalars(m: dict[str, Any]) -> dict[str, float]:
 
 
 def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str | list[str] | None = None,
-              window: int = 1, stride: int = 1, cfg=None, protocol: str = "5", metric: str | None = None,
+              window: int = 1, stride: int = 1, cfg=None, protocol: str = "auto", metric: str | None = None,
               out: str | Path = "runs/sweep", align: str = "strict", test_splits: list[str] | None = None,
               progress: bool = True, log: Callable[[str], None] | None = None,
               train_splits: list[str] | None = None, label_columns: list[str] | None = None,
-              joint: str = "none") -> dict[str, Any]:
+              joint: str = "none", allow_rare_classes: bool = False) -> dict[str, Any]:
     """Train one probe per layer window and fold, reusing cached cells; write sweep.csv/json/png.
 
     Multi-task (``cfg.task`` = ``A+B`` label columns, ``label_columns``/``joint`` as in ``emo fuse
@@ -184,7 +210,13 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         window, stride: see :func:`layer_windows`. A window's layers enter the head as separate
             tokens (the linear probe concatenates them, AFG attends over them).
         cfg: :class:`emo.fuse.config.TrainConfig` (default: :data:`SWEEP_DEFAULTS`).
-        protocol: ``"K"``, ``"speaker"`` or ``"split"`` (see module docstring).
+        protocol: ``"auto"`` (leave-one-speaker-out when every sample has a speaker, else 5-fold;
+            :func:`emo.fuse.protocols.resolve_protocol`), ``"K"``, ``"speaker"``, ``"split"`` or
+            ``"file:PATH"`` (see module docstring); ``sweep.json`` holds its ``protocol_record``.
+        allow_rare_classes: as ``emo fuse train``: classes with fewer than 2 labelled samples are
+            refused unless this is set.
+        Layers of different sizes are read one size at a time and windows never mix sizes
+        (:func:`sized_windows`).
         metric: the score plotted and used to select a window (default :func:`default_metric` of the task).
         out: output directory (``cells/``, ``sweep.csv``, ``sweep.json``, ``sweep.png``).
         align: passed to :func:`emo.fuse.data.load_features`.
@@ -216,7 +248,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     from emo.fuse.data import FeatureError, FeatureSet, FeatureSpec, parse_feature_spec, store_layers, store_modality, targets
     from emo.fuse.decoders import task_parts
     from emo.fuse.inputs import FeatureInput
-    from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, fold_warnings, make_folds, predefined_split
+    from emo.fuse.protocols import DEV_SPLITS, Fold, ProtocolError, fold_warnings, make_folds, predefined_split, protocol_record, resolve_for
 
     from emo.fuse.multitask import MultiConfig, is_multitask, parse_tasks, task_targets, train_multitask_cv
 
@@ -238,7 +270,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     out = Path(out)
     store = FeatureStore(store_path(features_dir, dataset, spec.name))
     keys = store_layers(spec, store, layers)
-    windows = layer_windows(keys, window, stride)
+    windows = sized_windows(keys, {k: int(store.dims[k]) for k in keys}, window, stride)
     metric = metric or ("jrbm" if multi_task else None if cfg.task == "multilabel" else default_metric(cfg.task))
 
     # samples and labels from the manifest, aligned like load_features (no feature read yet)
@@ -290,6 +322,14 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     rows = np.flatnonzero(mask)
     disc = task_parts(cfg.task)[0]
     n_classes = len(fs.classes) if disc else 0
+    if disc and not multi_task and not multilabel and fs.classes:  # the refusal emo fuse train applies
+        from emo.fuse.train import check_class_counts
+
+        check_class_counts(fs.classes, y["discrete"][rows], allow_rare_classes, log)
+    requested = protocol
+    protocol, why = resolve_for(protocol, fs, rows, list(test_splits or []), train_splits)
+    if log:
+        log(f"protocol: {why}")
     test_idx = None
     if protocol == "split":
         test_splits = test_splits or ["test"]
@@ -313,7 +353,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         reps = [(r, f"seed{cfg.seed + r}", fold) for r in range(n_reps)]
     else:
         folds, test_idx = make_folds(protocol, fs, y, rows, cfg.seed, list(test_splits or []), train_splits)
-        for w in fold_warnings(folds, y.get("discrete") if disc else None, n_classes):
+        for w in fold_warnings(folds, y.get("discrete") if disc else None, n_classes, fs.classes if disc else None):
             if log:
                 log(f"warning: {w}")
         reps = [(k, f.name, f) for k, f in enumerate(folds)]
@@ -350,14 +390,17 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
             pass
         todo.append(c)
 
-    if todo:
-        need = [k for k in keys if any(k in c.window for c in todo)]
-        x = store.read(need, names)  # (N, L_needed, D), only the layers the remaining cells use
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}", unit="cell",
+               disable=not progress or not todo, dynamic_ncols=True)
+    # layers of different sizes (fer_xception 16/32/64/128/7, CLIP 0-24 + proj) are read one size at a time
+    by_dim: dict[int, list[_Cell]] = {}
+    for c in todo:
+        by_dim.setdefault(int(store.dims[c.window[0]]), []).append(c)
+    for dim, group in by_dim.items():
+        need = [k for k in keys if any(k in c.window for c in group)]
+        x = store.read(need, names)  # (N, L_needed, D), only the layers of this size the remaining cells use
         col = {k: j for j, k in enumerate(need)}
         modality = store_modality(spec.name, store.attrs)
-        dim = int(store.dims[need[0]])
-        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}", unit="cell",
-                   disable=not progress, dynamic_ncols=True)
         fold_of = {r: f for r, _, f in reps}
         batched = None
         if (cell_cfg.batched or cell_cfg.optimizer == "lbfgs") and not multi_task:  # every remaining cell at once (emo.fuse.batched)
@@ -366,8 +409,8 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
             rcfg = cell_cfg.resolve(max(len(f.train) for f in fold_of.values()))
             batched = train_cells(x, FeatureInput(spec.name, modality, [], dim),
                                   [([col[k] for k in c.window], fold_of[c.rep], cfg.seed + c.rep if protocol == "split" else cfg.seed)
-                                   for c in todo], rcfg, y, n_classes, fs.speakers, test_idx, log)
-        for ci, c in enumerate(todo):
+                                   for c in group], rcfg, y, n_classes, fs.speakers, test_idx, log)
+        for ci, c in enumerate(group):
             fold = fold_of[c.rep]
             if batched is not None:
                 fr = batched[ci]
@@ -418,7 +461,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
             bar.update(1)
             if log:
                 log(f"{window_label(c.window)} {c.rep_name}: {metric} {d['metrics'][metric]:.4f}")
-        bar.close()
+    bar.close()
 
     # aggregate per window
     table = []
@@ -458,6 +501,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     summary = {
         "command": None, "dataset": fs.dataset, "feature": str(FeatureSpec(spec.name, store.attrs.get("source") or None, tuple(keys))),
         "store": prov, "metric": metric, "higher_is_better": not lower_is_better(metric), "protocol": protocol,
+        "protocol_record": protocol_record(requested, protocol, why, [f for _, _, f in reps], fs.speakers, cfg.normalize),
         "selected_on": selected_on, "window": window, "stride": stride, "training": asdict(cfg),
         "n_samples": len(names), "n_labelled": int(mask.sum()), "rows": table,
         **({"tasks": [t.as_dict() for t in tasks], "joint": joint} if multi_task else {}),
@@ -534,7 +578,7 @@ def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path:
 
 
 def sweep_repeats(features_dir: str | Path, dataset: str, feature: str, layers: str | list[str] | None = None,
-                  window: int = 1, stride: int = 1, cfg=None, protocol: str = "5", metric: str | None = None,
+                  window: int = 1, stride: int = 1, cfg=None, protocol: str = "auto", metric: str | None = None,
                   out: str | Path = "runs/sweep", repeats: int = 2, progress: bool = True, **kw: Any) -> dict[str, Any]:
     """:func:`run_sweep` ``repeats`` times with seeds ``seed + 1000 r`` (k-fold assignments and inner
     validation splits redrawn), repeat 0 in ``out`` and the others in ``out/repeats/seed-S/``, and the

@@ -21,10 +21,11 @@ from typing import Any, Callable
 import numpy as np
 
 from emo.fuse.config import TrainConfig, check_run_rules
+from emo.fuse.contract import input_contract
 from emo.fuse.cv import CVResult, train_cv
 from emo.fuse.fit import average_outputs, fit_model, predict_model
-from emo.fuse.metrics import evaluate
-from emo.fuse.protocols import fold_warnings, make_folds
+from emo.fuse.metrics import degenerate_warnings, evaluate
+from emo.fuse.protocols import fold_warnings, make_folds, protocol_record, resolve_for
 from emo.fuse.report import results_table, write_report
 from emo.fuse.run import save_run
 
@@ -49,7 +50,7 @@ def fingerprint(config: dict[str, Any], folds: list, test_idx: np.ndarray | None
     return fp
 
 
-def train(features_dir: str | Path, dataset: str, features: list[str], cfg: TrainConfig, protocol: str = "5",
+def train(features_dir: str | Path, dataset: str, features: list[str], cfg: TrainConfig, protocol: str = "auto",
           out: str | Path | None = None, align: str = "strict", test_splits: list[str] | None = None,
           command: list[str] | None = None, progress: Callable[[str], None] | None = None,
           repeats: int = 1, resume: bool = True, restart: bool = False, pseudo_labels: str | Path | None = None,
@@ -60,7 +61,12 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
 
     Args:
         features_dir, dataset, features: see :func:`emo.fuse.data.load_features`.
-        cfg: :class:`TrainConfig`. protocol: ``"5"`` (k-fold), ``"speaker"`` or ``"split"``.
+        cfg: :class:`TrainConfig`. protocol: ``"auto"`` (default: leave-one-speaker-out when every
+            sample has a speaker, else stratified 5-fold, stated as speaker-dependent;
+            :func:`emo.fuse.protocols.resolve_protocol`), ``"K"`` (k-fold), ``"speaker"``, ``"split"``
+            or ``"file:PATH"`` (fold lists, e.g. EmoBox's; :func:`emo.fuse.protocols.read_fold_lists`).
+            The run's ``config.json`` and ``metrics.json`` carry the ``protocol`` record
+            (:func:`emo.fuse.protocols.protocol_record`).
         out: run directory (``None``: write nothing). align: ``strict``/``intersect``.
         test_splits: partitions held out as the test set (default for ``split``: ``["test"]``).
         train_splits: evaluation partitions (:data:`emo.fuse.protocols.EVAL_SPLITS`, e.g. MER 2023's
@@ -140,6 +146,10 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         import shutil
 
         shutil.rmtree(partial_dir(out))
+    requested = protocol
+    protocol, why = resolve_for(protocol, fs, rows, test_splits, train_splits)  # --folds auto: speakers known -> speaker
+    if progress:
+        progress(f"protocol: {why}")
     runs = []
     t_train = time.perf_counter()
     for r in range(repeats):
@@ -170,24 +180,33 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
                                       "va": semi_info.pop("univa_va"), "unlabelled_rows": semi_info.pop("unlabelled_rows"),
                                       "correlation": None if M is None else M.round(6).tolist(), "correlation_note": why,
                                       "source": "Zheng, Yu, Xia, UniVA, eq. 3-11"}
+                if M is not None and cfg_r.univa_eta > 0:  # issue 23: eq. 9's η rewards one constant class
+                    from emo.fuse.univa import eta_vertex_minimum
+
+                    vm = eta_vertex_minimum(M, classes)
+                    semi_info["univa"]["eta_vertex_minimum"] = vm
+                    if vm["collapses"] and progress and r == 0:
+                        progress(f"warning: UniVA η (eq. 9, weight {cfg_r.univa_eta:g}) is negative when every clip is predicted one of "
+                                 f"{vm['negative']} (down to {vm['eta_min']:.3f} for {vm['argmin']!r}) and 0 for a uniform prediction: "
+                                 "eq. 11 rewards predicting one class for every clip (try --univa-eta 0 or a small weight)")
         config = {
             "command": command, "dataset": fs.dataset, "features_dir": str(features_dir),
             "feature_specs": [inp.spec for inp in fs.inputs], "inputs": [inp.to_dict() for inp in fs.inputs],
             "task": cfg_r.task, "classes": classes if disc else None,
             "model": cfg_r.model_args(fs.inputs, n_classes), "training": asdict(cfg_r),
-            "protocol": {"folds": protocol, "seed": cfg_r.seed, "align": align, "test_splits": test_splits,
+            "protocol": {**protocol_record(requested, protocol, why, folds, fs.speakers, cfg_r.normalize),
+                         "seed": cfg_r.seed, "align": align, "test_splits": test_splits,
                          "train_splits": list(train_splits or []),
-                         "n_samples": len(fs.names), "n_labelled": int(mask.sum()),
-                         "inner_validation": "one training speaker" if protocol == "speaker" else
-                         ("dev partition or 10% of train" if protocol == "split" else "stratified 10% of the training folds")},
+                         "n_samples": len(fs.names), "n_labelled": int(mask.sum())},
         }
-        warn = fold_warnings(folds, y.get("discrete") if disc else None, n_classes)
+        warn = fold_warnings(folds, y.get("discrete") if disc else None, n_classes, classes if disc else None)
         if warn:
             config["warnings"] = warn
             if progress and r == 0:
                 for w in warn:
                     progress(f"warning: {w}")
         config["recipe"] = recipe
+        config["input_contract"] = input_contract(fs.inputs, fs.samples, cfg_r.normalize)  # what emo score must match
         config.update(label_scales(cfg_r, fs, lexicon))
         config.update(semi_info)
         if label_space is not None:
@@ -218,6 +237,17 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
                                       log=progress, optimizer=cfg_r.optimizer, fold_cache=cache)
         else:
             result = train_cv(blocks, fs.inputs, y_r, folds, cfg_r, n_classes, speakers, test_idx, progress, cache)
+        degenerate = degenerate_warnings(result.pooled, classes if disc else None, "pooled out-of-fold")
+        if result.test is not None and "metrics" in result.test:
+            degenerate += degenerate_warnings(result.test["metrics"], classes if disc else None, "held-out test")
+        if degenerate:
+            config["warnings"] = config.get("warnings", []) + degenerate
+            if progress and r == 0:
+                for w in degenerate:
+                    progress(f"warning: {w}")
+        result.protocol, result.warnings = config["protocol"], list(config.get("warnings", []))
+        if repeats > 1:
+            result.label = f"repeat {r + 1} of {repeats} (seed {cfg_r.seed}); the other repeats are summarised below"
         if result.threshold_tuning is not None:  # ζ chosen on inner-validation rows: the run's threshold from now on
             config["training"]["threshold"] = result.threshold_tuning["threshold"]
             config["threshold_tuning"] = result.threshold_tuning

@@ -396,3 +396,36 @@ def soft_fit(xs_tr: list, y_tr: dict[str, np.ndarray], xs_va: list, y_va: dict[s
     return fit_soft_model(xs_tr, t_tr, w_tr, xs_va, soft(y_va), model_args, lr=cfg.lr, weight_decay=cfg.weight_decay,
                           epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size, seed=seed, device=cfg.device,
                           univa=univa, va_tr=y_tr.get("va"), known_tr=y_tr.get("va_known"), M=M)
+
+
+def eta_vertex_minimum(M, classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """Why UniVA with η (eq. 11) can predict one class for every clip: η's value at one-hot predictions.
+
+    For one sample, eq. 9 is ``η(ŷ) = Σ_{j,l} M_jl (ŷ_j − ŷ_l)² = 2 ŷᵀ(diag(r) − M) ŷ`` with ``r`` the
+    row sums of ``M``. A uniform ŷ gives 0; a one-hot ŷ on class k gives ``2 Σ_{l≠k} M_kl``. Eq. 8's
+    cosines are negative between labels of opposite valence, so for some classes that sum is negative:
+    predicting such a class for every sample, whatever the input, makes η negative (below any balanced
+    prediction), and these one-hot points are local minima of η. With eq. 11's unit weight, η
+    (MELD with NRC-VAD: −4.97 at ``joy``, −3.25 at ``neutral`` and ``surprise``) outweighs the KL term
+    (``log 7`` = 1.95 for a uniform prediction), so a model whose features separate the classes
+    weakly lowers its loss most by committing every clip to one of them (``results/seams.json``,
+    finding 7: every MELD test utterance ``neutral``).
+
+    Args:
+        M: (C, C) correlation matrix (eq. 8). classes: names, for the result.
+
+    Returns:
+        ``{"one_hot": {class: η}, "uniform": 0.0, "argmin": class with the lowest one-hot η,
+        "eta_min": float, "negative": classes whose one-hot η is < 0 (sorted by η),
+        "collapses": bool (any)}``.
+    """
+    m = np.asarray(M, dtype=np.float64)
+    m = (m + m.T) / 2
+    c = m.shape[0]
+    off = m.sum(1) - np.diag(m)
+    names = list(classes) if classes is not None and len(classes) == c else [str(i) for i in range(c)]
+    vals = {names[k]: round(float(2 * off[k]), 6) for k in range(c)}
+    k = int(np.argmin(off))
+    neg = [names[j] for j in np.argsort(off) if off[j] < 0]
+    return {"one_hot": vals, "uniform": 0.0, "argmin": names[k], "eta_min": round(float(2 * off[k]), 6),
+            "negative": neg, "collapses": bool(neg)}

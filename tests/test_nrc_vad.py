@@ -56,7 +56,8 @@ def test_mean_vad_and_coverage(lex_path):
 def test_no_text_gives_zeros_and_flag(lex_path, text):
     enc = NRCVADEncoder("nrc_vad", lexicon=str(lex_path))
     (e,) = enc.encode([TextInput("x", text)])
-    assert e.flags == {"no_text"}
+    # issue 23: no_text means an empty transcript only; a transcript without lexicon words is zeros, coverage 0
+    assert e.flags == ({"no_text"} if not (text or "").strip() else set())
     v = e.layers["vad"]
     assert v.shape == (4,) and v.dtype == np.float32 and not v.any()
 
@@ -109,8 +110,9 @@ def test_real_meld_transcripts(shared, monkeypatch):
     assert x.shape == (len(df), 4) and np.isfinite(x).all()
     assert (np.abs(x[:, :3]) <= 1).all() and ((x[:, 3] >= 0) & (x[:, 3] <= 1)).all()
     flagged = np.array(["no_text" in o.flags for o in out])
-    assert (x[flagged] == 0).all() and (x[~flagged, 3] > 0).all()
-    assert flagged.mean() < 0.5
+    assert (x[flagged] == 0).all() and not flagged.any()  # every MELD utterance has text: no_text = empty only
+    uncovered = x[:, 3] == 0  # utterances with no lexicon word ("Okay!"): zeros, coverage 0, no flag
+    assert (x[uncovered] == 0).all() and uncovered.mean() < 0.5
     valence = pd.Series(x[:, 0]).groupby(df["Emotion"].to_numpy()).mean()
     assert valence["joy"] > valence["sadness"] and valence["joy"] > valence["disgust"]
 

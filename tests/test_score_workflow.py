@@ -78,7 +78,7 @@ def test_files_without_transcripts_warn_and_flag(trained, tmp_path):
     by = {x["name"]: x for x in rows}
     assert "t00" in by and "clips/t00" not in by  # the dataset naming rule: file stem
     assert by["t00"]["relpath"] == "clips/sub/t00.wav" and by["t10"]["relpath"] == "clips/t10.wav"
-    assert list(rows[0])[:6] == ["name", "relpath", "path", "status", "flags", "pred"]
+    assert list(rows[0])[:8] == ["name", "relpath", "path", "split", "status", "flags", "normalization", "pred"]
 
 
 def test_transcripts_csv_and_dataset_adapter(trained, tmp_path):

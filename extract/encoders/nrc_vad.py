@@ -5,9 +5,12 @@ tokens found in NRC-VAD (each in [-1, 1], Mohammad 2018, mapped with 2x - 1),
 and coverage, the fraction of word tokens found (in [0, 1]). Tokens are runs of
 letters with inner apostrophes, lower-cased (:func:`emo.lexicon.nrc.tokenize`).
 
-An empty or missing transcript, or one with no word in the lexicon (a Chinese
-transcript, for instance: NRC-VAD v1 is English), gives the zero vector and the
-``no_text`` flag; it never raises.
+An empty or missing transcript gives the zero vector and the ``no_text`` flag (``no_text``
+means an empty transcript, nothing else). A transcript with no word in the lexicon gives the
+zero vector without a flag (its coverage, the fourth value, is 0). Over a whole dataset, zero
+coverage is an error (:meth:`NRCVADEncoder.check_dataset`, called by the extractor before any
+work): the usual cause is the wrong transcript column (MER's ``chinese`` with the English
+NRC-VAD v1), and the message names the column and suggests the right one.
 
 The lexicon comes from the ``lexicon`` option (a file or folder), else
 ``$EMO_LEXICON``, else emo's data directory (:mod:`emo.lexicon.nrc`). Its
@@ -81,7 +84,7 @@ class NRCVADEncoder(Encoder):
 
         Returns:
             ``Encoded(layers={"vad": float32 (4,)})``; zeros and ``flags={"no_text"}`` when the
-            text is empty, ``None`` or has no word in the lexicon.
+            text is empty or ``None``; zeros without a flag when it has no word in the lexicon.
         """
         from emo.lexicon.nrc import text_vad
 
@@ -94,10 +97,34 @@ class NRCVADEncoder(Encoder):
             if coverage > 0:
                 vec[:3] = vad
                 vec[3] = coverage
-            else:
+            elif not (isinstance(text, str) and text.strip()):
                 flags.add("no_text")
             out.append(Encoded(layers={k: vec.copy() for k in self.layers}, flags=flags))
         return out
+
+    def check_dataset(self, samples, adapter=None) -> dict[str, Any]:
+        """Coverage of the lexicon over the transcripts of ``samples`` (before extraction).
+
+        Returns:
+            ``{"transcripts": samples with a non-empty transcript, "covered": those with at least
+            one lexicon word, "column": the adapter's transcript column or None}``.
+
+        Raises:
+            EncoderError: transcripts exist but none has a single word in the lexicon; the message
+                names the column and suggests the right one (``--text-column english`` for MER).
+        """
+        from emo.lexicon.nrc import text_vad
+
+        texts = [s.transcript for s in samples if isinstance(s.transcript, str) and s.transcript.strip()]
+        covered = sum(text_vad(t, self.lexicon)[1] > 0 for t in texts)
+        column = text_column_of(adapter)
+        if texts and covered == 0:
+            hint = ("--text-column english" if column in ("chinese", "a1", "a2") or (adapter is not None and
+                    str(getattr(adapter, "name", "")).startswith("mer")) else "--text-column with an English transcript column")
+            raise EncoderError(f"{self.name}: none of the {len(texts)} transcripts (column {column or 'default'!r}) has a word in "
+                               f"the lexicon {self.lexicon.path.name} (NRC-VAD v1 is English): every vector would be zero; "
+                               f"pass {hint}")
+        return {"transcripts": len(texts), "covered": int(covered), "column": column}
 
     def weights_hash(self) -> str:
         """hash_weights of the lexicon file (SHA-256 of name and content, 16 hex digits)."""
@@ -108,3 +135,16 @@ class NRCVADEncoder(Encoder):
         p = super().provenance()
         p.update({"source": str(self.lexicon.path), "lexicon": str(self.lexicon.path), "lexicon_hash": self._hash})
         return p
+
+
+def text_column_of(adapter) -> str | None:
+    """The transcript column a dataset adapter reads (its ``text_column`` option, or MER's default
+    ``chinese``), or None when unknown."""
+    if adapter is None:
+        return None
+    col = (getattr(adapter, "options", None) or {}).get("text_column")
+    if col:
+        return str(col).strip().lower()
+    if str(getattr(adapter, "name", "")).startswith("mer"):
+        return "a1" if str(getattr(adapter, "track", "")) == "3" else "chinese"
+    return None
