@@ -175,9 +175,11 @@ class FoldCache:
             q = self.dir / "quarantine"
             q.mkdir(exist_ok=True)
             for f in (ck, js, sums):
-                if f.is_file():
-                    os.rename(f, q / f.name)  # same directory tree: a rename, nothing copied
-            fsio.fsync_dir(self.dir)
+                if f.is_file():  # same directory tree: a rename, nothing copied; an earlier quarantined copy is kept
+                    dest, n = q / f.name, 1
+                    while dest.exists():
+                        dest, n = q / f"{f.name}.{n}", n + 1
+                    fsio.move_file(f, dest)
             warnings.warn(f"resume: fold {k} not reused: {why}; moved to {q} and recomputed", stacklevel=2)
         return False
 

@@ -283,7 +283,7 @@ def _classes_only(a, work: Path, shared: Path, model: Path) -> int:
         "encoders": prev.get("encoders", []),
     }
     result["crashed"] += sum(bool(x.get("crashed")) for x in rows)
-    Path(a.out).write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    write_result(a.out, result, quiet=True)
     print(json.dumps({k: v for k, v in result.items() if k not in ("media_cases", "label_cases", "class_cases")}, indent=2,
                      ensure_ascii=False))
     for d in rows:

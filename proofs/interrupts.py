@@ -22,15 +22,13 @@ uniform random delay over the reference command's duration, and checks:
 Writes ``results/interrupts.json``: per phase ``trials``, ``exit_0``, ``exit_130``, ``complete_identical``,
 ``marked_incomplete``, ``wrong`` (must be 0), ``resumed_identical`` / ``resumed``; per-trial rows; ``command``.
 
-Run: ``.venv/bin/python proofs/interrupts.py --shared /work/shared/data``.
+Run: ``.venv/bin/python proofs/interrupts.py`` (``--shared`` defaults to ``$EMO_SHARED_DATA`` or ``../shared/data``).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import os
 import random
 import shutil
 import signal
@@ -44,6 +42,9 @@ import h5py
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import parse, parser, write_result  # noqa: E402
+
 EMO = [sys.executable, "-m", "emo.cli"]
 TRAIN = ["--folds", "4", "--epochs", "20", "--seeds", "1", "--hidden", "16", "--head", "mlp", "--normalize", "global"]
 
@@ -132,8 +133,7 @@ def _score_verdict(out: Path, ref_rows: dict[str, dict]) -> tuple[str, str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    ap = parser(__doc__, out=ROOT / "results" / "interrupts.json")
     ap.add_argument("--trials", type=int, default=20, help="per phase (extract, train, score)")
     ap.add_argument("--resume-every", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
@@ -141,8 +141,7 @@ def main() -> int:
     ap.add_argument("--anchored", type=float, default=0.0,
                     help="if > 0: the random delay (0..this many seconds) counts from the moment the work starts (the store's "
                          "shard folder, the partial-run folder, the score cache's shard folder appear), not from the command's start")
-    ap.add_argument("--out", default=str(ROOT / "results" / "interrupts.json"))
-    a = ap.parse_args()
+    a = parse(ap)
     rng = random.Random(a.seed)
     work = Path(tempfile.mkdtemp(prefix="emo-int-"))
     root = work / "root"
@@ -218,7 +217,7 @@ def main() -> int:
             "resumed": len(resumed), "resumed_identical": sum(t["resumed"]["outcome"] == "complete_identical" and t["resumed"]["exit"] == 0
                                                               for t in resumed),
             "details": trials}
-        Path(a.out).write_text(json.dumps(result, indent=2))
+        write_result(a.out, result, quiet=True)
     summary = {p: {k: v for k, v in d.items() if k != "details"} for p, d in result["phases"].items()}
     print(json.dumps(summary, indent=2))
     ok = all(d["wrong"] == 0 and d["crashed"] == 0 and d["signal_not_named"] == 0 and d["resumed_identical"] == d["resumed"]

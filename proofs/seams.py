@@ -29,10 +29,8 @@ commit (``--label before``, run from a ``git worktree`` at 20e060e) and this bra
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -43,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import parse, parser, write_result  # noqa: E402
 EMO = [sys.executable, "-m", "emo.cli"]
 CHINESE = "我今天很高兴也有一点担心"  # stand-in transcript for the chinese column (no Chinese text in the shared data)
 
@@ -468,20 +468,17 @@ def summary(before: dict, after: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=os.environ.get("EMO_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
-    ap.add_argument("--work", default=str(ROOT / "features" / "_proofs" / "seams"))
+    ap = parser(__doc__, work=ROOT / "features" / "_proofs" / "seams")
     ap.add_argument("--label", default="after", help="before (fork commit) or after (this branch)")
     ap.add_argument("--out", default=None, help="result file (default results/seams.json for after, else WORK/seams_LABEL.json)")
     ap.add_argument("--merge", default=None, help="a --label before result to put beside this one")
     ap.add_argument("--only", default="", help="comma list of findings to run (1,2a,2b,2c4,3,5,6,7)")
     ap.add_argument("--combine", nargs=2, metavar=("AFTER", "BEFORE"), help="only combine two result files into --out")
-    a = ap.parse_args()
+    a = parse(ap)
     if a.combine:
         after, before = jload(Path(a.combine[0])), jload(Path(a.combine[1]))
         res = {"issue": 23, "summary": summary(before, after), "after": after, "before": before}
-        dest = Path(a.out or ROOT / "results" / "seams.json")
-        dest.write_text(json.dumps(res, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        dest = write_result(Path(a.out or ROOT / "results" / "seams.json"), res, quiet=True)
         print(f"wrote {dest}", file=sys.stderr)
         return
     shared, work = Path(a.shared).resolve(), Path(a.work).resolve()
@@ -512,8 +509,7 @@ def main() -> None:
         before = jload(Path(a.merge))
         res = {"issue": 23, "summary": summary(before, res), "after": res, "before": before}
     dest = Path(a.out) if a.out else (ROOT / "results" / "seams.json" if a.label == "after" else work / f"seams_{a.label}.json")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(res, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    write_result(dest, res, quiet=True)
     print(f"wrote {dest}", file=sys.stderr)
 
 
