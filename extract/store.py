@@ -460,10 +460,11 @@ class StoreWriter:
                 self.quarantined.append(f"{src}: {e.problem}; moved to {dest}, its samples are recomputed")
                 continue
             diffs = foreign_differences(old, self.attrs)
-            if diffs and src != self.path:  # a shard of another encoder/layer set/dataset/settings: set aside, named
+            own = all(old.get(k) == self.attrs.get(k) for k in ("encoder", "dataset", "layers"))
+            if diffs and src != self.path and not own:  # a shard of another encoder/layer set/dataset: set aside, named
                 self.quarantined.append(_quarantine_foreign(src, diffs))
                 continue
-            if diffs:
+            if diffs:  # this store's own earlier work with other settings: refused, never mixed or discarded
                 n_old = int(old.get("n_samples") or 0)
                 held = f"the {n_old} samples it holds" if n_old else "the samples it holds"
                 raise StoreError(

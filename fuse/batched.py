@@ -56,6 +56,7 @@ import numpy as np
 
 from emo import compat
 from emo.fuse.protocols import Fold
+from emo.fuse.runcheck import NonFiniteError
 from emo.fuse.stopping import MIN_DELTA
 
 #: Most gathered input values (models x rows x features, float32) held at once for one chunk of
@@ -975,7 +976,7 @@ def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
         z = outputs(W, b)
         vl = model_losses(z, vmask, None, 0.0).cpu().numpy()
         if not torch.isfinite(W).all():
-            raise FloatingPointError("L-BFGS probe diverged (non-finite weights); check the inputs for inf/NaN or use --optimizer adamw")
+            raise NonFiniteError("L-BFGS probe diverged (non-finite weights); check the inputs for inf/NaN or use --optimizer adamw")
     models, infos = [], []
     for k, j in enumerate(jobs):
         m = init_model(j.model_args or model_args, j.seed, {kk: v[j.train] for kk, v in y.items()}, cfg.decoder, dev)
@@ -1121,7 +1122,7 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
 
     Raises:
         ValueError: models of different parameter shapes, jobs without training/validation rows.
-        FloatingPointError: the objective became non-finite (inputs with inf/NaN).
+        emo.fuse.runcheck.NonFiniteError: the objective became non-finite (inputs with inf/NaN).
     """
     import copy
 
@@ -1209,7 +1210,7 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
         iters[:] += n
         with torch.no_grad():
             if not all(torch.isfinite(p).all() for p in P):
-                raise FloatingPointError("the full-batch L-BFGS fit diverged (non-finite weights); check the inputs "
+                raise NonFiniteError("the full-batch L-BFGS fit diverged (non-finite weights); check the inputs "
                                          "for inf/NaN or use --recipe adamw")
         g = torch.cat([p.grad.flatten() for p in P if p.grad is not None]) if all(p.grad is not None for p in P) else None
         converged[0] = bool(g is not None and float(g.abs().max()) <= tol)
@@ -1241,7 +1242,7 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
                 with torch.no_grad():
                     vl = losses(val_data, False).cpu().numpy().astype(float)
                 if not np.all(np.isfinite(vl)):
-                    raise FloatingPointError(f"non-finite inner-validation loss at l2={a} (inputs with inf/NaN?)")
+                    raise NonFiniteError(f"non-finite inner-validation loss at l2={a} (inputs with inf/NaN?)")
                 better = vl < best_val - 1e-9
                 for k in np.flatnonzero(better):
                     for q in range(len(P)):

@@ -123,6 +123,7 @@ def test_a_run_with_the_old_flat_config_still_loads_and_predicts(tmp_path):
     assert set(conf["training"]) == set(OLD_FLAT) | NEW_FIELDS
     # the old code wrote the same mapping (field order then: OLD_FLAT); rewrite it in that order
     conf["training"] = {k: conf["training"][k] for k in OLD_FLAT}
+    conf.pop("content_sha256", None)  # the old code wrote no content seal either
     (run / "config.json").write_text(json.dumps(conf))
     fs = load_features(feats, "synth", conf["feature_specs"])
     probs = load_run(run).predict(fs.blocks)["probs"]

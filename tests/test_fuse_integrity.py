@@ -73,10 +73,16 @@ def test_non_finite_loss_stops_the_fold(tmp_path):
     for trainer in ("--sequential", "--batched"):  # both loops carry the guard
         out = tmp_path / f"run{trainer}"
         r = CliRunner().invoke(app, TRAIN + ["--features-dir", str(feats), "--lr", "10", "--normalize", "none", trainer,
-                                             "--out", str(out)])
+                                             "--recipe", "adamw", "--out", str(out)])
         assert r.exit_code == ExitCode.ERROR, r.output
         assert "loss became non-finite" in r.output and ("fold" in r.output or "seed" in r.output)
         assert not out.exists()
+    # the full-batch L-BFGS recipe: a clean error too (exit 1, no traceback), nothing written
+    out = tmp_path / "run-lbfgs"
+    r = CliRunner().invoke(app, TRAIN + ["--features-dir", str(feats), "--normalize", "none", "--recipe", "lbfgs",
+                                         "--out", str(out)])
+    assert r.exit_code == ExitCode.ERROR and r.exception is None or isinstance(r.exception, SystemExit), r.output
+    assert "non-finite" in r.output and not out.exists()
 
 
 def test_checkpoint_sha256_recorded_and_verified(tmp_path):
@@ -98,6 +104,7 @@ def test_nan_weights_refused_even_with_matching_hash(tmp_path):
     from safetensors.numpy import load_file, save_file
 
     from emo.fuse.run import RunError, load_run
+    from emo.fsio import seal_json
     from emo.fuse.runcheck import checkpoint_digests
 
     run = _train(tmp_path)
@@ -106,7 +113,7 @@ def test_nan_weights_refused_even_with_matching_hash(tmp_path):
     save_file(t, str(ck), metadata={"fold": "0", "seeds": "1"})
     cfg = json.loads((run / "config.json").read_text())
     cfg["folds"][0]["sha256"] = checkpoint_digests(run, ["fold-0.safetensors"])["fold-0.safetensors"]
-    (run / "config.json").write_text(json.dumps(cfg))
+    (run / "config.json").write_text(json.dumps(seal_json(cfg)))  # a consistent forgery: hashes and seal both match
     with pytest.raises(RunError, match="non-finite weights"):
         load_run(run).models()
 
