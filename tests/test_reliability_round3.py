@@ -102,7 +102,9 @@ def test_finding1_interrupt_swallowed_by_a_ctypes_callback_never_stores_the_clip
     assert 0 < len(st.names) < len(samples)  # finished clips kept, the rest not done
     got = st.read(["stats"])
     want = ref.read(["stats"], st.names)
-    assert np.array_equal(got, want)  # no zero row from the clip in flight
+    assert not (got == 0).all(axis=(1, 2)).any()  # no zero row from the clip in flight
+    # the same clips as an uninterrupted run (float32 MFCC statistics agree to rounding across processes/threads)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_finding1_sigterm_during_extract_exits_130_and_keeps_finished_clips(mini, tmp_path):
