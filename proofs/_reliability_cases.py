@@ -357,6 +357,7 @@ def c2_checkpoint_nan_rehashed(c: Ctx) -> dict:
             e["sha256"] = digest
     if "checkpoints" in cfg:
         cfg["checkpoints"]["fold-0.safetensors"] = digest
+    cfg.pop("content_sha256", None)  # as a run written before config seals: nothing else catches the NaN weights
     (run / "config.json").write_text(json.dumps(cfg, indent=1))
     out = c.work / "c2h.csv"
     r = c.score(run, out, c.spare[0])
@@ -468,7 +469,9 @@ def c3_ensemble_out_file_symlink(c: Ctx) -> dict:
     out = c.work / "c3e"
     out.mkdir()
     (out / "ensemble.json").symlink_to(c.victim)
-    r = emo("fuse", "ensemble", c.run, c.copy_run("c3e-b"), "--out", out)
+    other = c.work / "c3e-b"  # a second, different run (an identical copy is refused before the output is checked)
+    assert c.train(c.feats, other, "--seed", "1").rc == 0
+    r = emo("fuse", "ensemble", c.run, other, "--out", out)
     return verdict("ensemble_out_symlink", 3, r, ERROR, "ensemble.json", ["symbolic link", "symlink"], intact=c.victim_ok())
 
 
