@@ -58,7 +58,7 @@ def test_readme_shows_only_commands_this_file_runs():
 def test_readme_make_targets_exist(target):
     """``make -n`` prints the recipe without running it: the target exists and runs what the README says."""
     assert f"make {target}" in readme_commands()
-    r = subprocess.run(["make", "-n", target], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(["make", "--no-print-directory", "-n", target], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     want = {"demo": "-m emo.demo", "test": "-m pytest"}[target]
     assert want in r.stdout, r.stdout

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Result files written before the provenance block existed; each is removed from this set when its
 #: proof is re-run (the test below fails when the set and the files disagree, in either direction).
 WITHOUT_PROVENANCE = {
-    "av_extract", "av_visual", "bad_inputs", "bench_extract", "bench_fuse", "clipla_av", "crash_resume",
+    "av_extract", "av_visual", "bench_extract", "bench_fuse", "clipla_av", "crash_resume",
     "defaults_ablation", "emodb_fusion", "emodb_repeats", "faces", "faces_fer", "hlft_meld", "hlft_speed",
     "joint_meld", "long_audio", "long_audio_before", "meld_sweep", "meld_text", "noise_emodb", "score_reuse",
     "search_emodb", "ssl_meld", "vad_bridge_emodb", "seams", "interrupts", "interrupts_anchored", "search_meld",

@@ -325,7 +325,7 @@ def test_make_features_passes_text_column_and_name():
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run(["make", "-n", "features", "DATASET=mer2026", "MODELS=nrc_vad", "TEXT_COLUMN=english", "NAME=mer2026-t2",
+    r = subprocess.run(["make", "--no-print-directory", "-n", "features", "DATASET=mer2026", "MODELS=nrc_vad", "TEXT_COLUMN=english", "NAME=mer2026-t2",
                         "VENV=/nonexistent"], capture_output=True, text=True, cwd=root)
     last = r.stdout.strip().splitlines()[-1]
     assert "--text-column english" in last and "--name mer2026-t2" in last

@@ -52,7 +52,7 @@ def test_readme_mer_block_runs(shared, tmp_path):
             cmd = cmd.replace(a, b)
         argv = shlex.split(cmd)
         if argv[0] == "make":
-            dry = subprocess.run(["make", "-n", *argv[1:], f"VENV={Path(sys.executable).parent.parent}"], cwd=ROOT,
+            dry = subprocess.run(["make", "--no-print-directory", "-n", *argv[1:], f"VENV={Path(sys.executable).parent.parent}"], cwd=ROOT,
                                  capture_output=True, text=True)
             argv = shlex.split(dry.stdout.strip().splitlines()[-1])
             assert Path(argv[0]).name == "emo" and argv[1] == "extract", dry.stdout
