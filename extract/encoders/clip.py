@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from emo import compat
-from emo.extract.encoders.face import FaceFrameEncoder, ImagePreprocess
+from emo.extract.encoders.face import cls_per_layer, FaceFrameEncoder, ImagePreprocess
 from emo.extract.registry import register_encoder
 from emo.extract.types import EncoderError, hash_weights
 
@@ -239,10 +239,7 @@ class HFClipEncoder(FaceFrameEncoder):
     def forward_frames(self, pixels) -> dict[str, Any]:
         """``hidden_states[k][:, 0]`` for the selected k, ``image_embeds`` for ``proj``."""
         out = self.model(pixel_values=pixels, output_hidden_states=True)
-        res = {k: out.hidden_states[int(k)][:, 0] for k in self.layers if k != "proj"}
-        if "proj" in self.layers:
-            res["proj"] = out.image_embeds
-        return res
+        return cls_per_layer(out, self.layers, "proj", "image_embeds")
 
     def weights_hash(self) -> str:
         """Content hash of a local directory's weights, hash of the hub id otherwise."""

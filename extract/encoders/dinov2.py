@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emo.extract.encoders.face import IMAGENET_MEAN, IMAGENET_STD, FaceFrameEncoder, ImagePreprocess
+from emo.extract.encoders.face import cls_per_layer, IMAGENET_MEAN, IMAGENET_STD, FaceFrameEncoder, ImagePreprocess
 from emo.extract.registry import register_encoder
 from emo.extract.types import EncoderError, hash_weights
 
@@ -101,10 +101,7 @@ class Dinov2Encoder(FaceFrameEncoder):
     def forward_frames(self, pixels) -> dict[str, Any]:
         """``hidden_states[k][:, 0]`` for the selected k; ``pooler_output`` for ``pooled``."""
         out = self.model(pixel_values=pixels, output_hidden_states=True)
-        res = {k: out.hidden_states[int(k)][:, 0] for k in self.layers if k != "pooled"}
-        if "pooled" in self.layers:
-            res["pooled"] = out.pooler_output
-        return res
+        return cls_per_layer(out, self.layers, "pooled", "pooler_output")
 
     def weights_hash(self) -> str:
         return hash_weights(self.source)

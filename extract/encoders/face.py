@@ -241,6 +241,17 @@ class FaceFrameEncoder(Encoder):
 # ---------------------------------------------------------------------------
 
 
+def cls_per_layer(out, layers: list[str], named: str, attr: str) -> dict[str, Any]:
+    """Per-layer CLS tokens of a transformers vision model's output: ``out.hidden_states[k][:, 0]``
+    (shape ``(n_frames, width)``) for each numeric layer ``k`` in ``layers``, and ``out.<attr>`` under
+    the one named layer ``named`` (CLIP's ``proj`` = ``image_embeds``, DINOv2's ``pooled`` =
+    ``pooler_output``), read only when it is asked for."""
+    res = {k: out.hidden_states[int(k)][:, 0] for k in layers if k != named}
+    if named in layers:
+        res[named] = getattr(out, attr)
+    return res
+
+
 def load_state_dict_file(path: str | Path, who: str) -> dict:
     """Load a state dict safely from ``.safetensors`` or ``.pt/.pth/.pth.tar/.ckpt``.
 
