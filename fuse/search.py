@@ -658,7 +658,10 @@ def execute(units: list[Unit], data: SearchData, cache: UnitCache, workers: int 
 
         client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
         try:
-            dref = client.scatter(data, broadcast=True)
+            # hash=False: a fresh key per call. With the default content hash, the next halving round
+            # scattered the same key while the previous round's release was still in flight, and the
+            # scheduler dropped the data under the new round's units ("lost dependencies").
+            dref = client.scatter(data, broadcast=True, hash=False)
             pending = {}
             it = iter(todo)
             nslots = max(1, sum(client.nthreads().values()))
