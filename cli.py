@@ -174,7 +174,7 @@ def load_plugins(modules: list[str]) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print emo's version and exit."),
     plugin: List[str] = typer.Option([], "--plugin", help="Import this module first (repeatable; also $EMO_PLUGINS, comma-separated): "
-                                     "its registered fusion heads (emo.fuse.heads.register_head) or encoders become choices."),
+                                     "its registered fusion heads (emo.fuse.model.heads.register_head) or encoders become choices."),
 ) -> None:
     """emo: multimodal emotion recognition. Extract layer-wise features once, fuse them fast."""
     load_plugins(list(plugin))

@@ -45,7 +45,7 @@ def opt(default: Any = MISSING, help: str = "", *, group: str | None = None, fla
 
 def lazy_choices(module: str, name: str) -> Callable[[], tuple]:
     """Choices read from ``module.name`` when needed (help shown, value checked): the module may
-    import torch, and a registry (``emo.fuse.heads.HEADS``) may grow by plug-ins."""
+    import torch, and a registry (``emo.fuse.model.heads.HEADS``) may grow by plug-ins."""
     def choices() -> tuple:
         import importlib
 

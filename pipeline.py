@@ -36,7 +36,7 @@ from emo.extract.datasets.base import MEDIA_SUFFIXES, DatasetAdapter, Sample
 from emo.extract.media import DEFAULT_FPS
 
 if TYPE_CHECKING:
-    from emo.fuse.inputs import FeatureInput
+    from emo.fuse.training.inputs import FeatureInput
 
 
 class FileList(DatasetAdapter):
@@ -190,7 +190,7 @@ def apply_derived(d: dict[str, Any], x: np.ndarray) -> np.ndarray:
     Raises:
         emo.fuse.run.RunError: the MLP file or its alignment run is missing, or its SHA-256 differs.
     """
-    from emo.fuse.align import AlignError, apply_alignment, load_alignment
+    from emo.fuse.methods.align import AlignError, apply_alignment, load_alignment
     from emo.fuse.run import RunError
 
     mlp = Path(d["mlp_file"])
@@ -419,7 +419,7 @@ def resolve_inputs(paths, run_dir, out_csv, *, adapter=None, transcripts=None, f
                    speaker_column="speaker", speaker_fallback="refuse", min_speaker_clips=MIN_SPEAKER_CLIPS,
                    audio_dir=None, note=print) -> ScoreJob:
     """Stage 1 of :func:`score`: load the run, list the samples (transcripts, speakers, audio files),
-    check them against the run's ``input_contract`` (:func:`emo.fuse.contract.contract_differences`)
+    check them against the run's ``input_contract`` (:func:`emo.fuse.eval.contract.contract_differences`)
     and resolve what to extract. Nothing is extracted here.
 
     Raises:
@@ -428,9 +428,9 @@ def resolve_inputs(paths, run_dir, out_csv, *, adapter=None, transcripts=None, f
     """
     from emo.extract.registry import parse_encoder_spec
     from emo.extract.spec import format_spec, spec_name
-    from emo.fuse.contract import audio_source, contract_differences
+    from emo.fuse.eval.contract import audio_source, contract_differences
     from emo.fuse.run import RunError, load_run
-    from emo.fuse.tune import hlft_inputs
+    from emo.fuse.methods.tune import hlft_inputs
 
     run = load_run(run_dir)
     out_csv = fsio.check_not_link(out_csv)  # a bad output is refused before any extraction
@@ -468,8 +468,8 @@ def resolve_inputs(paths, run_dir, out_csv, *, adapter=None, transcripts=None, f
     if speakers is not None:
         spk = {s.name: None for s in samples} | {k: v or None for k, v in read_speakers(speakers, speaker_column).items()}
     norm = speaker_normalization(run, samples, spk, speaker_fallback, min_speaker_clips)
-    hlft = hlft_inputs(run.inputs)  # per-fold HLFT features: fold k's model gets fold k's adapters (emo.fuse.tune)
-    derived = derived_inputs(run.inputs)  # CLIPL-A stores: recomputed from their source encoder (emo.fuse.align)
+    hlft = hlft_inputs(run.inputs)  # per-fold HLFT features: fold k's model gets fold k's adapters (emo.fuse.methods.tune)
+    derived = derived_inputs(run.inputs)  # CLIPL-A stores: recomputed from their source encoder (emo.fuse.methods.align)
     specs = {s.name: s for s in (parse_encoder_spec(t) for t in run.feature_specs
                                  if spec_name(t) not in hlft and spec_name(t) not in derived)}
     for n, d in derived.items():
@@ -532,7 +532,7 @@ def reuse_or_extract(job: ScoreJob, features_dir, cache, device, mtcnn_weights, 
     from emo.extract.store import FeatureStore, store_path
     from emo.extract.types import resolve_device
     from emo.fuse.run import RunError
-    from emo.fuse.tune import hlft_score_encoders
+    from emo.fuse.methods.tune import hlft_score_encoders
 
     run, samples, specs = job.run, job.samples, job.specs
     device = resolve_device(device)
@@ -652,7 +652,7 @@ def predict_scores(job: ScoreJob, got: ScoreFeatures) -> dict[str, np.ndarray]:
     run = job.run
     spk, stats = None, None
     if (run.config.get("normalization") or {}).get("mode") == "speaker":
-        from emo.fuse.data import Frames, Normalizer
+        from emo.fuse.training.data import Frames, Normalizer
 
         own = [job.speakers.get(x) if job.normalization.get(x, "").startswith("speaker:") else None for x in got.names]
         rows = np.flatnonzero([s is not None for s in own])
@@ -669,7 +669,7 @@ def predict_scores(job: ScoreJob, got: ScoreFeatures) -> dict[str, np.ndarray]:
 def write_scores(job: ScoreJob, got: ScoreFeatures, preds: dict[str, np.ndarray], bridge, out_csv: Path, note) -> int:
     """Stage 4 of :func:`score`: one CSV row per sample (see :func:`score` for the columns; a failed
     clip or a non-finite prediction is an error row), written atomically. Returns the rows scored."""
-    from emo.fuse.runcheck import nonfinite_rows
+    from emo.fuse.eval.runcheck import nonfinite_rows
 
     run, failed = job.run, got.failed
     index = {x: i for i, x in enumerate(got.names)}
@@ -679,7 +679,7 @@ def write_scores(job: ScoreJob, got: ScoreFeatures, preds: dict[str, np.ndarray]
     if "probs" in preds:
         cols += ["pred"] + [f"prob_{c}" for c in classes]
     if multilabel:  # the run's ζ (given, or tuned on inner-validation rows: --tune-threshold)
-        from emo.fuse.multilabel import DEFAULT_THRESHOLD, predict_multihot
+        from emo.fuse.methods.multilabel import DEFAULT_THRESHOLD, predict_multihot
 
         zeta = float((run.config.get("training") or {}).get("threshold", DEFAULT_THRESHOLD))
         cols += ["labels"]
@@ -783,7 +783,7 @@ def vad_bridge(config: dict[str, Any], lexicon, radius: float, vocabulary, vad_l
     Raises:
         ValueError: bad radius, vocabulary or label names (before any extraction).
     """
-    from emo.fuse.decoders import task_parts
+    from emo.fuse.model.decoders import task_parts
     from emo.lexicon.bridge import VADBridge
     from emo.lexicon.labels import label_set
     from emo.lexicon.nrc import LexiconNotFoundError

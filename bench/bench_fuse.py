@@ -158,8 +158,8 @@ def peer_fit(features_dir: str, dataset: str, peer: str, threads: int) -> dict:
     from sklearn.svm import SVC  # noqa: F401
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from emo.fuse.data import load_features, targets
-    from emo.fuse.metrics import classification_metrics
+    from emo.fuse.training.data import load_features, targets
+    from emo.fuse.eval.metrics import classification_metrics
 
     fs = load_features(features_dir, dataset, ["egemaps"])
     y, _ = targets(fs.samples, "discrete", fs.classes)
@@ -277,7 +277,7 @@ def training_flops(run: Path) -> float | None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from emo.fuse.model import FusionModel
+    from emo.fuse.model.multimodal import FusionModel
 
     c = json.loads((run / "config.json").read_text())
     m = json.loads((run / "metrics.json").read_text())

@@ -1,7 +1,7 @@
 """The one grammar of encoder and feature specs: ``NAME[=SOURCE][:LAYERS]``.
 
 Used by ``emo extract --encoder`` (:func:`emo.extract.registry.parse_encoder_spec`), by the
-fusion stage's ``--features`` (:func:`emo.fuse.data.parse_feature_spec`) and by ``emo fuse sweep``:
+fusion stage's ``--features`` (:func:`emo.fuse.training.data.parse_feature_spec`) and by ``emo fuse sweep``:
 
     hubert_large                         default source, default layers
     hubert_large:16-21                   layers 16..21

@@ -35,11 +35,11 @@ def train(ctx: typer.Context, run: RunOptions, cfg: TrainConfig) -> None:
     from emo.exitcodes import ExitCode
     from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
-    from emo.fuse.data import FeatureError
-    from emo.fuse.multitask import LabelTask, MultiConfig, is_multitask, multitask_table, train_multitask
-    from emo.fuse.protocols import ProtocolError
-    from emo.fuse.report import repeats_table, results_table, training_speed
-    from emo.fuse.train import train as train_run
+    from emo.fuse.training.data import FeatureError
+    from emo.fuse.methods.multitask import LabelTask, MultiConfig, is_multitask, multitask_table, train_multitask
+    from emo.fuse.eval.protocols import ProtocolError
+    from emo.fuse.eval.report import repeats_table, results_table, training_speed
+    from emo.fuse.training.train import train as train_run
 
     try:
         run.validate(cfg)
@@ -100,11 +100,11 @@ def sweep_cmd(ctx: typer.Context, o: SweepOptions) -> None:
     from emo.extract.spec import spec_name
     from emo.extract.store import StoreError
     from emo.fsio import write_json
-    from emo.fuse.data import FeatureError
-    from emo.fuse.multitask import is_multitask
-    from emo.fuse.protocols import ProtocolError
-    from emo.fuse.report import training_speed
-    from emo.fuse.sweep import SweepError, run_sweep, sweep_repeats
+    from emo.fuse.training.data import FeatureError
+    from emo.fuse.methods.multitask import is_multitask
+    from emo.fuse.eval.protocols import ProtocolError
+    from emo.fuse.eval.report import training_speed
+    from emo.fuse.eval.sweep import SweepError, run_sweep, sweep_repeats
     from emo.optspec import resolved_options
 
     out = o.out or Path("runs") / f"sweep-{o.dataset}-{spec_name(o.features)}-w{o.window}-{o.head}"
@@ -177,7 +177,7 @@ def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, s
 
     from emo import fsio
     from emo.fsio import write_json
-    from emo.fuse.ensemble import METRICS, EnsembleError, EnsembleUsageError, ensemble
+    from emo.fuse.eval.ensemble import METRICS, EnsembleError, EnsembleUsageError, ensemble
     from emo.fuse.run import RunError
 
     if len(runs) < 2:
@@ -233,7 +233,7 @@ def ensemble_cmd(ctx: typer.Context, runs: list[Path], out: Path, metric: str, s
                    f"{ci['n_groups']} evaluation groups): {ci['estimate']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]")
     for w in res.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
-    from emo.fuse.report import write_ensemble_report
+    from emo.fuse.eval.report import write_ensemble_report
 
     write_ensemble_report(Path(out), res)  # again, with the command
     typer.echo(f"wrote {out}/ensemble.json, {out}/predictions.csv and {out}/report.md")
@@ -246,7 +246,7 @@ def report_cmd(run: Path) -> None:
     import json
 
     from emo.exitcodes import ExitCode
-    from emo.fuse.report import write_report
+    from emo.fuse.eval.report import write_report
 
     try:
         config = json.loads((run / "config.json").read_text(encoding="utf-8"))
@@ -266,8 +266,8 @@ def report_cmd(run: Path) -> None:
 def compare_cmd(ctx: typer.Context, run_a: Path, run_b: Path, metric: str, group: str, n_boot: int, seed: int, out: Path) -> None:
     """Paired bootstrap of metric(A) - metric(B) over evaluation groups, with its 95% interval."""
     from emo.exitcodes import ExitCode
-    from emo.fuse.compare import METRICS, compare
-    from emo.fuse.stats import StatsError
+    from emo.fuse.eval.compare import METRICS, compare
+    from emo.fuse.eval.stats import StatsError
 
     if metric and metric not in METRICS:
         raise typer.BadParameter(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")

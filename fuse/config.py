@@ -13,13 +13,13 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Iterable, Literal, Mapping
 
 from emo.optspec import check_choices, lazy_choices, opt
-from emo.fuse.inputs import FeatureInput, as_inputs
+from emo.fuse.training.inputs import FeatureInput, as_inputs
 
-#: Training recipes (``--recipe``; :func:`emo.fuse.batched.choose_recipe`).
+#: Training recipes (``--recipe``; :func:`emo.fuse.training.batched.choose_recipe`).
 RECIPES = ("auto", "lbfgs", "adamw")
 
 
-head_names = lazy_choices("emo.fuse.heads", "HEADS")
+head_names = lazy_choices("emo.fuse.model.heads", "HEADS")
 
 #: ``--help`` groups of ``emo fuse train`` (typer's ``rich_help_panel``).
 INPUTS, HEAD, TASK, OPTIM, PROTOCOL, METHODS, OUTPUT = "Inputs", "Head", "Task", "Optimisation", "Protocol", "Methods", "Output"
@@ -28,33 +28,33 @@ INPUTS, HEAD, TASK, OPTIM, PROTOCOL, METHODS, OUTPUT = "Inputs", "Head", "Task",
 @dataclass
 class HeadConfig:
     """The model: fusion head, its layer weighting, frame-level encoders and the decoder
-    (:meth:`model_args`, :class:`emo.fuse.model.FusionModel`)."""
+    (:meth:`model_args`, :class:`emo.fuse.model.multimodal.FusionModel`)."""
 
-    head: str = opt("afg", "Fusion head (a registered one: emo.fuse.heads.register_head; univa: per-modality encoders, for --univa).",
+    head: str = opt("afg", "Fusion head (a registered one: emo.fuse.model.heads.register_head; univa: per-modality encoders, for --univa).",
                     group=HEAD, choices=head_names)
     structure: Literal[1, 2, 3] = opt(1, "AFG structure (MER 2023 paper, Fig. 1).", group=HEAD)
     afg_scores: str = opt("concat", "AFG attention scores: concat (eq. 2 of the MER 2023 paper: from all N features concatenated) "
-                          "or per-input (each feature scored alone).", group=HEAD, choices=lazy_choices("emo.fuse.heads", "AFG_SCORES"))
+                          "or per-input (each feature scored alone).", group=HEAD, choices=lazy_choices("emo.fuse.model.heads", "AFG_SCORES"))
     layer_weights: bool = opt(False, "Learnable weighted sum over each encoder's layers.", group=HEAD)
     layer_weights_init: str = opt("18", "With --layer-weights: the layer whose weight starts at 1 (others 0; 1/L each when absent).", group=HEAD)
     decoder: str = opt("separate", "Decoder: jdev = joint emotion-valence decoding.", group=HEAD,
-                       choices=lazy_choices("emo.fuse.decoders", "DECODERS"))
+                       choices=lazy_choices("emo.fuse.model.decoders", "DECODERS"))
     hidden: int = opt(256, "Hidden width of the head.", group=HEAD)
     dropout: float = opt(0.5, "Dropout of the head.", group=HEAD)
     frames: bool = opt(False, "Encoders whose store has frame-level features (emo extract --frames) feed an LSTM whose output is their token.",
                        group=HEAD, flags=("--frames", "--sequence"))
     frame_bidirectional: bool = opt(True, "With --frames: bidirectional LSTM.", group=HEAD, flags=("--bidirectional/--unidirectional",))
     frame_pooling: str = opt("mean", "With --frames: mean (of the LSTM outputs over the valid frames) or last (final hidden states).",
-                             group=HEAD, choices=lazy_choices("emo.fuse.frames", "FRAME_POOLING"))
+                             group=HEAD, choices=lazy_choices("emo.fuse.model.frames", "FRAME_POOLING"))
     frame_encoder: str = opt("lstm", "With --frames: lstm or textcnn (Kim 2014: widths 3,4,5 x 100 maps, max-over-time).",
-                             group=HEAD, choices=lazy_choices("emo.fuse.sequence", "FRAME_ENCODERS"))
+                             group=HEAD, choices=lazy_choices("emo.fuse.model.sequence", "FRAME_ENCODERS"))
     frame_tokens: bool = opt(False, "With --frames --head transformer: attend over every frame token of every modality "
                              "(padding-masked) instead of one pooled token per input.", group=HEAD)
     max_frame_tokens: int = opt(64, "With --frame-tokens: most frames per input stream (longer sequences are evenly subsampled).", group=HEAD)
 
     def model_args(self, inputs: Iterable[FeatureInput | Mapping[str, Any]], n_classes: int, task: str) -> dict[str, Any]:
-        """Keyword arguments of :class:`emo.fuse.model.FusionModel` (saved in a run's config as JSON:
-        ``inputs`` as :meth:`emo.fuse.inputs.FeatureInput.model_dict` dicts)."""
+        """Keyword arguments of :class:`emo.fuse.model.multimodal.FusionModel` (saved in a run's config as JSON:
+        ``inputs`` as :meth:`emo.fuse.training.inputs.FeatureInput.model_dict` dicts)."""
         args = {"inputs": [inp.model_dict() for inp in as_inputs(inputs)],
                 "head": self.head, "structure": self.structure, "layer_weights": self.layer_weights,
                 "layer_weights_init": self.layer_weights_init, "task": task, "n_classes": n_classes,
@@ -73,7 +73,7 @@ class HeadConfig:
 @dataclass
 class OptimConfig:
     """How each model is fitted: optimiser, schedule, seeds, normalisation, threads (the trainers:
-    :mod:`emo.fuse.fit`, :mod:`emo.fuse.batched`)."""
+    :mod:`emo.fuse.training.fit`, :mod:`emo.fuse.training.batched`)."""
 
     epochs: int = opt(100, "Maximum epochs (early stopping on the inner validation split).", group=OPTIM)
     lr: float = opt(1e-3, "Learning rate.", group=OPTIM)
@@ -83,7 +83,7 @@ class OptimConfig:
     seeds: int = opt(0, "Models per fold, outputs averaged (0 = auto: 5 below 2000 training samples, else 1).", group=OPTIM)
     seed: int = opt(0, "First seed (models use seed, seed+1, ...).", group=OPTIM)
     normalize: str = opt("global", "Feature normalisation: global (training-fold statistics; the default, shared with emo fuse sweep) "
-                         "or per speaker.", group=OPTIM, choices=lazy_choices("emo.fuse.data", "NORMALIZE"))
+                         "or per speaker.", group=OPTIM, choices=lazy_choices("emo.fuse.training.data", "NORMALIZE"))
     label_smoothing: float = opt(0.1, "Cross-entropy label smoothing.", group=OPTIM)
     class_weights: bool = opt(False, "Balanced class weights in the cross-entropy.", group=OPTIM)
     loss_weighting: Literal["fixed", "uncertainty"] = opt(
@@ -108,7 +108,7 @@ class OptimConfig:
 @dataclass
 class MethodConfig:
     """What is predicted and the paper methods on top: the task, multi-label thresholds, VAD
-    targets, UniVA (:mod:`emo.fuse.univa`)."""
+    targets, UniVA (:mod:`emo.fuse.methods.univa`)."""
 
     task: str = opt("discrete", "discrete | valence | vad | discrete+valence | discrete+vad | multilabel (several emotions per clip: "
                     "KL loss, threshold), or label columns NAME[+NAME...] (emotion = the dataset's emotion label; e.g. emotion+intent: "
@@ -143,16 +143,16 @@ class TrainConfig(HeadConfig, OptimConfig, MethodConfig):
     threads while training (0 = auto: 1 for the small-data recipe, whose matrix products are too
     small to split, every available core for the large-data recipe; on a CPU shared with other
     jobs, 1 is often fastest). ``frames``: encoders whose
-    store holds frame-level features feed a :class:`emo.fuse.frames.FrameLSTM` (bidirectional
+    store holds frame-level features feed a :class:`emo.fuse.model.frames.FrameLSTM` (bidirectional
     per ``frame_bidirectional``, pooled by ``frame_pooling``: ``mean`` (default) or ``last``) whose output
-    is their token; ``frame_encoder="textcnn"`` uses a :class:`emo.fuse.sequence.TextCNN` (Kim 2014)
+    is their token; ``frame_encoder="textcnn"`` uses a :class:`emo.fuse.model.sequence.TextCNN` (Kim 2014)
     instead. ``frame_tokens`` (transformer head only): every frame of every frame-level input is a
-    token of :class:`emo.fuse.sequence.FrameTokenTransformer`, at most ``max_frame_tokens`` per
+    token of :class:`emo.fuse.model.sequence.FrameTokenTransformer`, at most ``max_frame_tokens`` per
     stream (even subsampling). ``batched`` (default; ``--sequential`` turns it off): every fold x seed trains
-    at once as one batched model (:mod:`emo.fuse.batched`, same semantics as the sequential loop;
+    at once as one batched model (:mod:`emo.fuse.training.batched`, same semantics as the sequential loop;
     frame-level inputs fall back to the loop with a logged reason). ``optimizer``: ``adamw``
     (minibatches, early stopping) or ``lbfgs`` (full-batch L-BFGS to the optimum of the
-    L2-regularised linear probe, :func:`emo.fuse.batched.fit_linear_lbfgs`; the sweep's default;
+    L2-regularised linear probe, :func:`emo.fuse.training.batched.fit_linear_lbfgs`; the sweep's default;
     other heads use AdamW, with a logged reason). ``afg_scores``: how AFG scores its inputs
     (``concat``: eq. 2 of Wang et al., MER 2023; ``per-input``: emo's earlier form).
 
@@ -165,17 +165,17 @@ class TrainConfig(HeadConfig, OptimConfig, MethodConfig):
     ``emo fuse sweep``. A run's ``config.json`` records every field under ``training``.
 
     ``tune_threshold`` (``--task multilabel``): ζ is chosen on the inner-validation rows of the
-    folds instead (:func:`emo.fuse.cv.train_cv`), and the run records the chosen value.
+    folds instead (:func:`emo.fuse.eval.cv.train_cv`), and the run records the chosen value.
 
-    Issue 14 (:mod:`emo.fuse.semi`): ``threshold`` is the multi-label decision threshold ζ of
+    Issue 14 (:mod:`emo.fuse.methods.semi`): ``threshold`` is the multi-label decision threshold ζ of
     ``task="multilabel"`` (UniVA: 0.18); ``univa`` adds UniVA's VA-driven contrastive losses and η
     prior (eq. 11, weight λ = ``univa_lambda``, positives within ``univa_delta``, temperature
     ``univa_tau``, valence-arousal from ``va_source``: auto, dataset, label or transcript; η weighted by
     ``univa_eta``, 1 in eq. 11, 0 to leave it out).
-    ``recipe`` (:func:`emo.fuse.batched.choose_recipe`, ``docs/training_recipes.md``): ``auto``
+    ``recipe`` (:func:`emo.fuse.training.batched.choose_recipe`, ``docs/training_recipes.md``): ``auto``
     (default) trains utterance-level inputs that fit in memory, below ``LARGE`` training rows per
     fold, with ``lbfgs`` and everything else with ``adamw``. ``lbfgs``: every fold's model in one
-    deterministic full-batch L-BFGS solve (:func:`emo.fuse.batched.fit_lbfgs_path`), dropout off,
+    deterministic full-batch L-BFGS solve (:func:`emo.fuse.training.batched.fit_lbfgs_path`), dropout off,
     one model per fold (``seeds`` when given explicitly), L2 strength ``l2`` (the coefficient of
     ``0.5·||W||²`` on the mean training loss; scikit-learn's ``C = 1/(l2·n_train)``) or, with
     ``l2 = 0``, chosen per fold on its inner-validation rows along a warm-started path and refitted
@@ -225,7 +225,7 @@ class TrainConfig(HeadConfig, OptimConfig, MethodConfig):
         """Every rule on the training settings, in one place: each choice field among its choices
         (:func:`emo.cliargs.check_choices`; the head among the registered ones), ranges, and the
         combinations that exclude each other. Raises ValueError naming the first bad setting."""
-        from emo.fuse.decoders import TASKS
+        from emo.fuse.model.decoders import TASKS
 
         check_choices(self)
         checks = [
@@ -256,7 +256,7 @@ class TrainConfig(HeadConfig, OptimConfig, MethodConfig):
                 raise ValueError(msg)
 
     def model_args(self, inputs: Iterable[FeatureInput | Mapping[str, Any]], n_classes: int) -> dict[str, Any]:  # type: ignore[override]
-        """Keyword arguments of :class:`emo.fuse.model.FusionModel` for this config's task
+        """Keyword arguments of :class:`emo.fuse.model.multimodal.FusionModel` for this config's task
         (:meth:`HeadConfig.model_args`)."""
         return HeadConfig.model_args(self.head_part(), inputs, n_classes, self.task)
 
@@ -268,7 +268,7 @@ def _part(cls: type, cfg: Any) -> Any:
 def check_run_rules(cfg: TrainConfig, *, repeats: int = 1, pseudo_labels: Any = None, augmented: Iterable[str] = (),
                     evaluate_on: str | None = None, fold_stores: bool = False) -> None:
     """The rules between a run's options and its training settings, in one place (the CLI checks
-    them before anything loads, :meth:`emo.fuse.options.RunOptions.validate`; :func:`emo.fuse.train.train`
+    them before anything loads, :meth:`emo.fuse.options.RunOptions.validate`; :func:`emo.fuse.training.train.train`
     again for library callers, with ``fold_stores`` = per-fold HLFT stores found).
 
     Raises:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, List, Literal, Mapping, Optional
 
 from emo.fuse.config import INPUTS, METHODS, OPTIM, OUTPUT, PROTOCOL, TASK, TrainConfig, check_run_rules
-from emo.fuse.stats import N_BOOT
+from emo.fuse.eval.stats import N_BOOT
 from emo.optspec import lazy_choices, like, opt
 
 
@@ -65,7 +65,7 @@ class RunOptions:
             ValueError: ``--layers`` with several ``--features``, given twice, or with a spec that
                 names layers; a malformed spec (FeatureError).
         """
-        from emo.fuse.data import parse_feature_spec
+        from emo.fuse.training.data import parse_feature_spec
 
         specs = [parse_feature_spec(f) for f in self.features]
         if not self.layers:
@@ -80,7 +80,7 @@ class RunOptions:
     def validate(self, cfg: TrainConfig) -> None:
         """The rules between the run options and the training settings (and the training
         settings' own, :meth:`TrainConfig.validate`), in one place. Raises ValueError."""
-        from emo.fuse.multitask import MultiConfig, is_multitask, parse_tasks
+        from emo.fuse.methods.multitask import MultiConfig, is_multitask, parse_tasks
 
         missing = [f"--{n.replace('_', '-')}" for n in ("dataset", "features", "out") if not getattr(self, n)]
         if missing:
@@ -104,7 +104,7 @@ def with_layers(spec: Any, layers: str) -> Any:
         FeatureError: a malformed layer spec.
     """
     from emo.extract.layers import LayerSpecError, parse_layers
-    from emo.fuse.data import FeatureError
+    from emo.fuse.training.data import FeatureError
 
     try:
         return replace(spec, layers=tuple(parse_layers(layers)))
@@ -127,7 +127,7 @@ def config_keys() -> tuple[str, ...]:
 
 
 def _from_run_config(d: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """The options that reproduce a run from its ``config.json`` (written by :func:`emo.fuse.train.train`):
+    """The options that reproduce a run from its ``config.json`` (written by :func:`emo.fuse.training.train.train`):
     dataset, features directory, the feature specs with their layers and sources, the protocol
     and every training setting as the run resolved it (``out`` is not taken over)."""
     proto = d.get("protocol") or {}
@@ -155,13 +155,13 @@ def _from_run_config(d: Mapping[str, Any], path: Path) -> dict[str, Any]:
     rep = d.get("repeat")
     if isinstance(rep, Mapping) and rep.get("index") == 0 and rep.get("of"):
         out["repeats"] = int(rep["of"])  # the main run of --repeats N: reproduce all N (its repeats/seed-S are single runs)
-    if d.get("kind") == "multitask":  # emo.fuse.multitask: the tasks, their columns and the joint module
+    if d.get("kind") == "multitask":  # emo.fuse.methods.multitask: the tasks, their columns and the joint module
         out["task"] = d["task"]
         out["label_column"] = [f"{t['name']}={t['column']}" for t in d.get("tasks", [])
                                if t["column"] != t["name"] and not (t["column"] == "discrete" and t["name"] == "emotion")]
         out["joint"] = (d.get("joint") or {}).get("joint", "none")
     aug = d.get("augmentation")
-    if isinstance(aug, Mapping):  # emo.fuse.augmented
+    if isinstance(aug, Mapping):  # emo.fuse.methods.augmented
         out["augmented"] = list(aug.get("augmented") or [])
         if aug.get("evaluate_on") not in (None, "clean"):
             out["evaluate_on"] = aug["evaluate_on"]
@@ -230,7 +230,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 LAYERS = "Layers"
 
 #: Training settings a sweep uses unless told otherwise: the linear probe fitted by full-batch
-#: L-BFGS (convex: one model per cell, no seeds), every cell at once (emo.fuse.batched); every
+#: L-BFGS (convex: one model per cell, no seeds), every cell at once (emo.fuse.training.batched); every
 #: other setting (normalisation, weight decay, dropout, lr, hidden) is TrainConfig's default,
 #: shared with emo fuse train.
 SWEEP_DEFAULTS = {"head": "linear", "seeds": 1, "batch_size": 0, "patience": 0, "epochs": 100, "optimizer": "lbfgs"}
@@ -238,7 +238,7 @@ SWEEP_DEFAULTS = {"head": "linear", "seeds": 1, "batch_size": 0, "patience": 0, 
 
 @dataclass(kw_only=True)
 class SweepOptions:
-    """The options of ``emo fuse sweep`` (:func:`emo.fuse.sweep.run_sweep`): the training settings
+    """The options of ``emo fuse sweep`` (:func:`emo.fuse.eval.sweep.run_sweep`): the training settings
     it shares with ``emo fuse train`` are declared once, on :class:`TrainConfig` (:func:`like`)."""
 
     dataset: str = like(RunOptions, "dataset", ..., help="Dataset name (the folder under --features-dir).")
@@ -296,8 +296,8 @@ class SweepOptions:
 
 @dataclass(kw_only=True)
 class TuneOptions:
-    """The options of ``emo tune hlft`` (:func:`emo.fuse.tune.tune_hlft`; the adapter training
-    settings become an :class:`emo.fuse.hlft.HLFTConfig`, :meth:`hlft_config`)."""
+    """The options of ``emo tune hlft`` (:func:`emo.fuse.methods.tune.tune_hlft`; the adapter training
+    settings become an :class:`emo.fuse.methods.hlft.HLFTConfig`, :meth:`hlft_config`)."""
 
     dataset: str = like(RunOptions, "dataset", ..., help="Dataset name (the folder under --features-dir).")
     encoder: str = opt(..., "Encoder (store) name, e.g. hubert_large.", group=INPUTS)
@@ -325,8 +325,8 @@ class TuneOptions:
     out: Path = opt(Path("runs/hlft"), "Run directory.", group=OUTPUT)
 
     def hlft_config(self) -> Any:
-        """The :class:`emo.fuse.hlft.HLFTConfig` of these options."""
-        from emo.fuse.hlft import HLFTConfig
+        """The :class:`emo.fuse.methods.hlft.HLFTConfig` of these options."""
+        from emo.fuse.methods.hlft import HLFTConfig
 
         return HLFTConfig(init_layer=self.layer_weights_init, mask_prob=self.mask_prob, mask_span=self.mask_span,
                           batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, optimizer=self.optimizer,
@@ -336,13 +336,13 @@ class TuneOptions:
 
 @dataclass(kw_only=True)
 class EnsembleOptions:
-    """The options of ``emo fuse ensemble`` (:func:`emo.fuse.ensemble.ensemble`)."""
+    """The options of ``emo fuse ensemble`` (:func:`emo.fuse.eval.ensemble.ensemble`)."""
 
     runs: List[Path] = opt(..., "Run directories written by emo fuse train (two or more).", argument=True)
     out: Path = opt(..., "Directory for ensemble.json and the fused predictions.csv.", group=OUTPUT)
     metric: str = opt("", "Validation metric to maximise (default waf; mer2023_score for discrete+valence; valence_mse for valence; "
                       "multilabel: wheel_f1 with --emotion-wheel, else micro_f1; *mse and hamming_loss are minimised).",
-                      group=PROTOCOL, choices=lazy_choices("emo.fuse.ensemble", "METRICS"))
+                      group=PROTOCOL, choices=lazy_choices("emo.fuse.eval.ensemble", "METRICS"))
     step: float = opt(0.05, "Simplex grid spacing of the weights.", group=PROTOCOL)
     max_points: int = opt(20000, "Above this many grid points, sample the simplex instead.", group=PROTOCOL)
     seed: int = opt(0, "Seed of the simplex sample.", group=PROTOCOL)
@@ -356,12 +356,12 @@ class EnsembleOptions:
 
 @dataclass(kw_only=True)
 class CompareOptions:
-    """The options of ``emo fuse compare`` (:func:`emo.fuse.compare.compare`)."""
+    """The options of ``emo fuse compare`` (:func:`emo.fuse.eval.compare.compare`)."""
 
     run_a: Path = opt(..., "Run or ensemble directory A.", argument=True)
     run_b: Path = opt(..., "Run or ensemble directory B (same dataset and protocol).", argument=True)
     metric: str = opt("", "Metric (default uar, or valence_ccc for valence runs).", group=PROTOCOL,
-                      choices=lazy_choices("emo.fuse.compare", "METRICS"))
+                      choices=lazy_choices("emo.fuse.eval.compare", "METRICS"))
     group: Literal["auto", "fold", "speaker", "sample"] = opt(
         "auto", "Resampling unit (auto: the held-out speaker for leave-one-speaker-out, else the manifest's speaker, else the sample).",
         group=PROTOCOL)
@@ -379,7 +379,7 @@ class ReportOptions:
 
 @dataclass(kw_only=True)
 class AlignOptions:
-    """The options of ``emo fuse align`` (CLIPL-A, :func:`emo.fuse.align.align`)."""
+    """The options of ``emo fuse align`` (CLIPL-A, :func:`emo.fuse.methods.align.align`)."""
 
     dataset: str = like(RunOptions, "dataset", ..., help="Dataset name (the folder under --features-dir).")
     source: str = opt(..., "Visual feature spec with one layer, e.g. clip_vit_l:proj.", group=INPUTS)
@@ -398,7 +398,7 @@ class AlignOptions:
 
 @dataclass(kw_only=True)
 class PseudoLabelOptions:
-    """The options of ``emo fuse pseudo-label`` (:func:`emo.fuse.pseudo.pseudo_label`)."""
+    """The options of ``emo fuse pseudo-label`` (:func:`emo.fuse.methods.pseudo.pseudo_label`)."""
 
     run: Path = opt(..., "Run directory of emo fuse train (discrete task).", group=INPUTS)
     dataset: str = opt(..., "Dataset whose clips are pseudo-labelled.", group=INPUTS)

@@ -10,14 +10,14 @@ Layout::
     fold-K.safetensors   the fold's models (one per seed, keys prefixed ``s<j>.``); no pickles
     metrics.json         per-fold metrics, mean/std over folds, pooled out-of-fold metrics, test metrics
     predictions.csv      name, fold, true, pred, prob_<class>..., valence_true, valence, ...
-    report.md            metrics table, per-class precision/recall, confusion matrix (:mod:`emo.fuse.report`)
+    report.md            metrics table, per-class precision/recall, confusion matrix (:mod:`emo.fuse.eval.report`)
     confusion.png        pooled out-of-fold confusion matrix (discrete tasks; confusion-test.png for a test set)
 
 Integrity (issue 11): a run directory is written into a temporary sibling and renamed into place
 when complete (:func:`emo.fsio.atomic_dir`; the previous run stays in place until then), so a
 kill while saving never leaves a mix of old and new folds. ``config.json`` records the SHA-256
 of every checkpoint (``folds[k]["sha256"]``); :meth:`Run.models` verifies them before loading
-(:func:`emo.fuse.runcheck.verify_checkpoints`) and refuses non-finite weights. Checkpoints are
+(:func:`emo.fuse.eval.runcheck.verify_checkpoints`) and refuses non-finite weights. Checkpoints are
 written with canonical bytes (:func:`emo.fsio.write_safetensors`: the safetensors library
 orders its metadata map by hash, differently in every process), so retraining with the same
 settings gives bit-identical checkpoint files and digests.
@@ -33,8 +33,8 @@ import numpy as np
 
 from emo import __version__
 from emo.fsio import write_csv, write_json, write_safetensors
-from emo.fuse.inputs import FeatureInput, as_inputs
-from emo.fuse.report import write_report
+from emo.fuse.training.inputs import FeatureInput, as_inputs
+from emo.fuse.eval.report import write_report
 
 __all__ = ["RunError", "Run", "load_run", "read_config", "save_run", "prediction_columns", "write_csv", "write_json"]
 
@@ -44,21 +44,21 @@ class RunError(ValueError):
 
 
 def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], folds: list, y: dict[str, np.ndarray]) -> Path:
-    """Write a run directory (see module docstring) from a :class:`emo.fuse.cv.CVResult`.
+    """Write a run directory (see module docstring) from a :class:`emo.fuse.eval.cv.CVResult`.
 
     Args:
         out: directory; written as a whole into a temporary sibling and swapped into place when
             complete (:func:`emo.fsio.atomic_dir`): a previous run there is replaced only then.
-        config: the run config (:func:`emo.fuse.train.train`); fold entries and normalisation are added here.
-        result: :class:`emo.fuse.cv.CVResult`; names: sample name per row; folds: the
-            :class:`emo.fuse.protocols.Fold` list; y: label arrays per row.
+        config: the run config (:func:`emo.fuse.training.train.train`); fold entries and normalisation are added here.
+        result: :class:`emo.fuse.eval.cv.CVResult`; names: sample name per row; folds: the
+            :class:`emo.fuse.eval.protocols.Fold` list; y: label arrays per row.
 
     Raises:
-        emo.fuse.runcheck.RunDirError: ``out`` is unusable (checked again here; ``emo fuse train``
+        emo.fuse.eval.runcheck.RunDirError: ``out`` is unusable (checked again here; ``emo fuse train``
             checks it before training).
     """
     from emo import fsio
-    from emo.fuse.runcheck import check_run_out
+    from emo.fuse.eval.runcheck import check_run_out
 
     check_run_out(out, lock=False)  # `emo fuse train` locked the run directory when it started
     with fsio.atomic_dir(out) as tmp:
@@ -67,7 +67,7 @@ def save_run(out: str | Path, config: dict[str, Any], result, names: list[str], 
 
 
 def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], folds: list, y: dict[str, np.ndarray]) -> Path:
-    from emo.fuse.runcheck import checkpoint_digests
+    from emo.fuse.eval.runcheck import checkpoint_digests
 
     config = dict(config)
     config["emo_version"] = __version__
@@ -129,7 +129,7 @@ def prediction_columns(outs: dict[str, np.ndarray], r: int, y: dict[str, np.ndar
     """
     row: dict[str, str] = {}
     if "probs" in outs and "multihot" in y:  # --task multilabel: ;-separated label lists (threshold ζ)
-        from emo.fuse.multilabel import DEFAULT_THRESHOLD, predict_multihot
+        from emo.fuse.methods.multilabel import DEFAULT_THRESHOLD, predict_multihot
 
         pred = predict_multihot(outs["probs"][r:r + 1], DEFAULT_THRESHOLD if threshold is None else threshold)[0]
         row["true"] = ";".join(c for c, t in zip(classes, y["multihot"][i]) if t > 0)
@@ -156,7 +156,7 @@ class Run:
         path: the run directory. config: parsed ``config.json``. classes: class order (discrete
         tasks) or None. task: the task name. feature_specs: encoder specs with layers, as
         ``emo extract --encoder`` takes them (e.g. ``"hubert_large=TencentGameMate/chinese-hubert-large:16-21"``).
-        inputs: one :class:`emo.fuse.inputs.FeatureInput` per encoder (``name``, ``modality``,
+        inputs: one :class:`emo.fuse.training.inputs.FeatureInput` per encoder (``name``, ``modality``,
         ``layers``, ``dim``, ``frames`` (frame-level input: :meth:`predict` wants its frame
         sequences), ``spec``, ``provenance``).
     """
@@ -193,7 +193,7 @@ class Run:
         if self._models is None:
             from safetensors.torch import load_file
 
-            from emo.fuse.model import FusionModel
+            from emo.fuse.model.multimodal import FusionModel
 
             self._models = []
             for entry in self.config["folds"]:
@@ -224,10 +224,10 @@ class Run:
         return self._models
 
     def normalizer(self, k: int):
-        """The :class:`emo.fuse.data.Normalizer` of fold ``k`` (global stats of that fold, shared speaker
+        """The :class:`emo.fuse.training.data.Normalizer` of fold ``k`` (global stats of that fold, shared speaker
         stats), built from the config once per run (not per :meth:`predict` call)."""
         if self._normalizers is None:
-            from emo.fuse.data import Normalizer
+            from emo.fuse.training.data import Normalizer
 
             n = self.config["normalization"]
             speaker = Normalizer.from_dict({"mode": n["mode"], "speaker": n.get("speaker", {})}).speaker
@@ -247,7 +247,7 @@ class Run:
                 For frame-level inputs (:attr:`frame_inputs`), under the key ``name`` or
                 ``f"{name}/frames"``: a list of N arrays (T_i, D) (single-layer input) or (T_i, L, D)
                 (frames of the run's layers, T_i may differ per sample and may be 0), or an
-                :class:`emo.fuse.data.Frames`, as :func:`emo.fuse.data.read_frames` returns from a store.
+                :class:`emo.fuse.training.data.Frames`, as :func:`emo.fuse.training.data.read_frames` returns from a store.
             speakers: speaker per sample, for runs trained with ``--normalize speaker``: a speaker
                 seen at training time uses its stored statistics; unknown speakers (and ``None``)
                 fall back to each fold's global training statistics.
@@ -263,9 +263,9 @@ class Run:
         Raises:
             RunError: missing encoder, wrong shape, or utterance vectors where the run needs frames (named).
         """
-        from emo.fuse.data import FeatureError, Frames
-        from emo.fuse.minibatch import torch_inputs
-        from emo.fuse.fit import average_outputs, predict_model
+        from emo.fuse.training.data import FeatureError, Frames
+        from emo.fuse.training.minibatch import torch_inputs
+        from emo.fuse.training.fit import average_outputs, predict_model
 
         n = None
         blocks: dict[str, Any] = {}
@@ -340,7 +340,7 @@ def load_run(run_dir: str | Path) -> Run:
             or lacks required keys, a missing checkpoint or one whose SHA-256 differs from the
             recorded one (corrupt bytes, or a fold file of another run).
     """
-    from emo.fuse.runcheck import RunDirError, check_run_dir
+    from emo.fuse.eval.runcheck import RunDirError, check_run_dir
 
     path = Path(run_dir)
     if not path.exists():
@@ -365,7 +365,7 @@ def load_run(run_dir: str | Path) -> Run:
     if config.get("kind") == "multitask":
         raise RunError(f"{cfg_path}: a multi-task run (--task {config['task']}); loading it for prediction and scoring "
                        "is not supported yet (its predictions.csv holds every task's out-of-fold predictions)")
-    from emo.fuse.runcheck import RunDirError, verify_checkpoints
+    from emo.fuse.eval.runcheck import RunDirError, verify_checkpoints
 
     try:
         verify_checkpoints(path, config)  # every checkpoint present, with the SHA-256 recorded at training

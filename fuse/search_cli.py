@@ -38,9 +38,9 @@ def search_cmd(
     from emo.exitcodes import ExitCode
     from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
-    from emo.fuse.data import FeatureError
-    from emo.fuse.protocols import ProtocolError
-    from emo.fuse.search import SEARCH_METRICS, SearchError, Space, parse_budget, search
+    from emo.fuse.training.data import FeatureError
+    from emo.fuse.eval.protocols import ProtocolError
+    from emo.fuse.eval.search import SEARCH_METRICS, SearchError, Space, parse_budget, search
 
     if metric not in SEARCH_METRICS:
         raise typer.BadParameter(f"must be one of {', '.join(SEARCH_METRICS)}", param_hint="--metric")

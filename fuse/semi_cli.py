@@ -20,9 +20,9 @@ def align_cmd(ctx: typer.Context, dataset: str, source: str, target: str, out: P
     """CLIPL-A (MRAC '24 eq. 5-7): align a visual feature to an audio feature with a vision MLP and a symmetric
     InfoNCE; uses every clip with both features (labels never read); reports audio<->video retrieval on held-out clips."""
     from emo.extract.store import StoreError
-    from emo.fuse.align import AlignError, align, write_aligned_store
+    from emo.fuse.methods.align import AlignError, align, write_aligned_store
     from emo.fsio import write_json
-    from emo.fuse.data import FeatureError
+    from emo.fuse.training.data import FeatureError
 
     command = ["emo", "fuse", "align", "--dataset", dataset, "--features-dir", str(features_dir), "--source", source,
                "--target", target, "--out", str(out), "--epochs", str(epochs), "--batch-size", str(batch_size),
@@ -59,8 +59,8 @@ def pseudo_label_cmd(run: Path, dataset: str, out: Path, features_dir: Path, sub
     (for emo fuse train --pseudo-labels)."""
     from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
-    from emo.fuse.data import FeatureError
-    from emo.fuse.pseudo import PseudoLabelError, pseudo_label
+    from emo.fuse.training.data import FeatureError
+    from emo.fuse.methods.pseudo import PseudoLabelError, pseudo_label
     from emo.fuse.run import RunError
 
     command = ["emo", "fuse", "pseudo-label", *sys.argv[3:]] if len(sys.argv) > 3 else None

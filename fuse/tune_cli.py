@@ -20,7 +20,7 @@ def hlft(ctx: typer.Context, o: TuneOptions) -> None:
     from emo.extract.datasets.base import DatasetError
     from emo.extract.store import StoreError
     from emo.fsio import write_json
-    from emo.fuse.tune import results_table, tune_hlft
+    from emo.fuse.methods.tune import results_table, tune_hlft
     from emo.optspec import resolved_options
 
     cfg = o.hlft_config()

@@ -1150,7 +1150,7 @@ def c7_sigterm_extract(c: Ctx) -> dict:
 
 
 def _train_interrupt(c: Ctx, case: str, sig) -> dict:
-    from emo.fuse.resume import FoldCache
+    from emo.fuse.training.resume import FoldCache
 
     out = c.work / f"c7{case}"
     part = c.work / f".c7{case}.partial" / "seed-0"

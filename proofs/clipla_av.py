@@ -49,7 +49,7 @@ def main() -> None:
 
     from emo.extract.faces.weights import default_mtcnn_dir
     from emo.extract.store import FeatureStore, store_path
-    from emo.fuse.align import train_alignment
+    from emo.fuse.methods.align import train_alignment
 
     t_all = time.perf_counter()
     vis_name = args.visual.split("=", 1)[0]

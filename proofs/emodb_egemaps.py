@@ -41,8 +41,8 @@ def sklearn_reference(features: Path) -> dict:
     from sklearn.model_selection import LeaveOneGroupOut
     from sklearn.preprocessing import StandardScaler
 
-    from emo.fuse.data import load_features, targets
-    from emo.fuse.metrics import classification_metrics
+    from emo.fuse.training.data import load_features, targets
+    from emo.fuse.eval.metrics import classification_metrics
 
     fs = load_features(features, "emodb", ["egemaps"])
     y, _ = targets(fs.samples, "discrete", fs.classes)

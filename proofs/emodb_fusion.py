@@ -49,8 +49,8 @@ def main() -> None:
 
     from emo.extract.store import store_path
     from emo.fuse.config import TrainConfig
-    from emo.fuse.ensemble import ensemble
-    from emo.fuse.train import train
+    from emo.fuse.eval.ensemble import ensemble
+    from emo.fuse.training.train import train
 
     shared = Path(args.shared)
     feats, runs = Path(args.features), Path(args.runs)

@@ -59,10 +59,10 @@ def main() -> None:
     from emo.extract.encoders.text import TextEncoder
     from emo.extract.engine import Extractor
     from emo.extract.store import FeatureStore
-    from emo.fuse.hlft import HLFTConfig, fit_hlft, pooled_layers, predict_hlft
-    from emo.fuse.metrics import classification_metrics
-    from emo.fuse.protocols import Fold
-    from emo.fuse.train import TrainConfig, train_cv
+    from emo.fuse.methods.hlft import HLFTConfig, fit_hlft, pooled_layers, predict_hlft
+    from emo.fuse.eval.metrics import classification_metrics
+    from emo.fuse.eval.protocols import Fold
+    from emo.fuse.training.train import TrainConfig, train_cv
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score

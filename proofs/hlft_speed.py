@@ -60,7 +60,7 @@ def child(args) -> None:
     from emo.extract.datasets.emodb import EMODB_CODES
     from emo.extract.media import load_audio
     from emo.extract.store import FeatureStore
-    from emo.fuse.hlft import HLFTModel, hlft_loss, span_mask
+    from emo.fuse.methods.hlft import HLFTModel, hlft_loss, span_mask
 
     torch.manual_seed(0)
     model = load_encoder_model(args.model, "sdpa")

@@ -89,7 +89,7 @@ def _predictions(run: Path) -> list[dict]:
 
 
 def _train_verdict(out: Path, ref_rows: list[dict]) -> tuple[str, str]:
-    from emo.fuse.resume import FoldCache, partial_dir
+    from emo.fuse.training.resume import FoldCache, partial_dir
 
     if (out / "config.json").is_file():
         from emo.fuse.run import RunError, load_run

@@ -81,7 +81,7 @@ def main() -> None:
             row["joint_gates"] = [[round(g, 3) for g in gs] for d in cfg["diagnostics"] for gs in d.get("joint_gates", [])]
         res[name] = row
         commands[name] = "emo " + " ".join(shlex.quote(x) for x in args)
-    from emo.fuse.multitask import jrbm
+    from emo.fuse.methods.multitask import jrbm
 
     e, s = raw["emotion_alone"], raw["sentiment_alone"]
     res["emotion_alone + sentiment_alone"] = {"emotion_waf": round(e["emotion_waf"], 4), "sentiment_waf": round(s["sentiment_waf"], 4),

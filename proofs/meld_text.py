@@ -49,9 +49,9 @@ def main() -> None:
     from emo.extract.engine import Extractor
     from emo.extract.registry import parse_encoder_spec
     from emo.fuse.config import TrainConfig
-    from emo.fuse.cv import train_cv
-    from emo.fuse.data import load_features, targets
-    from emo.fuse.protocols import Fold
+    from emo.fuse.eval.cv import train_cv
+    from emo.fuse.training.data import load_features, targets
+    from emo.fuse.eval.protocols import Fold
 
     torch.set_num_threads(os.cpu_count() or 1)
     shared = Path(args.shared)

@@ -56,7 +56,7 @@ def main() -> None:
     from sklearn.model_selection import train_test_split
 
     from emo.extract.datasets.base import DATASET_JSON, read_manifest
-    from emo.fuse.pseudo import read_pseudo_labels
+    from emo.fuse.methods.pseudo import read_pseudo_labels
 
     t_all = time.perf_counter()
     full = work / "full"

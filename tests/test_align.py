@@ -13,7 +13,7 @@ import torch
 from emo.extract.datasets.base import Sample, write_manifest
 from emo.extract.types import Encoded
 from emo.extract.store import FeatureStore, StoreWriter
-from emo.fuse.align import (
+from emo.fuse.methods.align import (
     CLIPLA, MAX_LOGIT_SCALE, AlignError, VisionMLP, align, info_nce, load_alignment, retrieval_metrics, train_alignment,
     write_aligned_store,
 )
@@ -99,7 +99,7 @@ def _stores(root, video, audio, no_face=()):
 
 
 def test_align_run_and_derived_store(tmp_path):
-    from emo.fuse.data import load_features
+    from emo.fuse.training.data import load_features
 
     video, audio = _pairs(120)
     feats = _stores(tmp_path, video, audio, no_face={"c005"})

@@ -5,7 +5,7 @@ Rules (README "Architecture"):
 
 1. Layers, lowest first: {emo (package __init__), emo.fsio, emo.exitcodes, emo.optspec, emo.cliargs} < emo.lexicon < emo.extract < emo.fuse
    < emo.pipeline < {emo.cli, emo.demo}. A module may import only its own layer or lower ones;
-   a unit is a top-level subpackage or module, so new modules (``emo.fuse.align``,
+   a unit is a top-level subpackage or module, so new modules (``emo.fuse.methods.align``,
    ``emo.extract.adapters``) are placed by their prefix. A new top-level unit must be added below.
 2. No cycle between top-level units, and no cycle between modules.
 3. No module imports another module's private (``_name``) names.
@@ -98,7 +98,7 @@ def graph():
 
 def test_every_unit_has_a_layer(graph):
     mods, _ = graph
-    assert "emo.extract.store" in mods and "emo.fuse.data" in mods and "emo.cli" in mods  # the walk finds the package
+    assert "emo.extract.store" in mods and "emo.fuse.training.data" in mods and "emo.cli" in mods  # the walk finds the package
     missing = sorted({unit(m) for m in mods} - set(LAYERS))
     assert not missing, f"new top-level unit(s) {missing}: give each a layer in tests/test_architecture.py LAYERS"
 
@@ -220,13 +220,13 @@ def test_rules_catch_what_they_should(tmp_path):
     pkg.mkdir()
     (tmp_path / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
-    (pkg / "a.py").write_text("def f():\n    from emo.fuse.train import _inputs\n    from .b import g\n")
+    (pkg / "a.py").write_text("def f():\n    from emo.fuse.training.train import _inputs\n    from .b import g\n")
     (pkg / "b.py").write_text("import emo.extract.a\n")
     mods = package_modules(tmp_path)
     assert set(mods) == {"emo", "emo.extract", "emo.extract.a", "emo.extract.b"}
     imps = imports("emo.extract.a", mods["emo.extract.a"], set(mods))
-    assert ("emo.fuse.train", "_inputs", 2) in imps and ("emo.extract.b", "g", 3) in imps
-    assert LAYERS[unit("emo.fuse.train")] > LAYERS[unit("emo.extract.a")]
+    assert ("emo.fuse.training.train", "_inputs", 2) in imps and ("emo.extract.b", "g", 3) in imps
+    assert LAYERS[unit("emo.fuse.training.train")] > LAYERS[unit("emo.extract.a")]
     assert _cycles({"a", "b"}, {"a": {"b"}, "b": {"a"}}) == [["a", "b"]]
 
 

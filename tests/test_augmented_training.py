@@ -11,8 +11,8 @@ import pytest
 from emo.extract.datasets.base import Sample, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import StoreWriter
-from emo.fuse.augmented import apply_augmentation, expand_with_copies, load_copy_groups, split_store_name
-from emo.fuse.protocols import Fold
+from emo.fuse.methods.augmented import apply_augmentation, expand_with_copies, load_copy_groups, split_store_name
+from emo.fuse.eval.protocols import Fold
 
 CLASSES = ["a", "b"]
 
@@ -45,7 +45,7 @@ def test_split_store_name():
 
 
 def test_copies_join_training_rows_only(tmp_path):
-    from emo.fuse.data import load_features
+    from emo.fuse.training.data import load_features
 
     feats = make(tmp_path, skip_noisy=2)
     fs = load_features(feats, "d", ["egemaps"])
@@ -76,7 +76,7 @@ def test_copies_join_training_rows_only(tmp_path):
 
 
 def test_refuses_copies_of_other_weights_and_unknown_encoders(tmp_path):
-    from emo.fuse.data import load_features
+    from emo.fuse.training.data import load_features
 
     feats = make(tmp_path, clean_hash="other")
     fs = load_features(feats, "d", ["egemaps"])
@@ -87,7 +87,7 @@ def test_refuses_copies_of_other_weights_and_unknown_encoders(tmp_path):
 
 
 def test_apply_augmentation_evaluate_only_and_config_info(tmp_path):
-    from emo.fuse.data import load_features
+    from emo.fuse.training.data import load_features
 
     feats = make(tmp_path)
     fs = load_features(feats, "d", ["egemaps"])

@@ -100,7 +100,7 @@ EQ_MARKERS: list[tuple[str, set[int] | None]] = [
 ]
 EQ_RE = re.compile(r"\b[Ee]q(?:uation)?s?\.? ?(\d+)[a-z]?(?: ?[–/-] ?(\d+))?(?: of (\w+))?")
 #: Files whose citations of Wang et al. may carry no equation number at all (JDEV, uncertainty loss).
-NO_EQ_FILES = ("fuse/decoders.py", "fuse/losses.py")
+NO_EQ_FILES = ("fuse/model/decoders.py", "fuse/model/losses.py")
 #: Short forms "X et al., <venue>" and the first author the venue belongs to.
 SHORT_FORMS: list[tuple[str, str]] = [
     (r"(\w+) et al\.?,? \(?(?:MRAC|MER ?2024\b)", "Zhao"),
@@ -186,8 +186,8 @@ def _scan(check) -> list[str]:
 
 def test_the_scan_covers_the_code_docs_proofs_and_tests():
     names = {str(p.relative_to(ROOT)) for p in source_files()}
-    for must in ("README.md", "fuse/heads.py", "fuse/decoders.py", "fuse/losses.py", "fuse/ensemble.py",
-                 "fuse/align.py", "fuse/hlft.py", "fuse/univa.py", "lexicon/correlation.py", "proofs/emodb_fusion.py",
+    for must in ("README.md", "fuse/model/heads.py", "fuse/model/decoders.py", "fuse/model/losses.py", "fuse/eval/ensemble.py",
+                 "fuse/methods/align.py", "fuse/methods/hlft.py", "fuse/methods/univa.py", "lexicon/correlation.py", "proofs/emodb_fusion.py",
                  "tests/test_fuse_afg.py"):
         assert must in names, must
     assert not any(n.startswith("results/") for n in names) and "tests/test_citations.py" not in names

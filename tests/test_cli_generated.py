@@ -110,7 +110,7 @@ def test_a_run_with_the_old_flat_config_still_loads_and_predicts(tmp_path):
     from test_fuse_run import make_dataset
 
     from emo.cli import app
-    from emo.fuse.data import load_features
+    from emo.fuse.training.data import load_features
     from emo.fuse.run import load_run
 
     feats = make_dataset(tmp_path, n=45)

@@ -1,5 +1,5 @@
 """A fusion head defined in this file only (no edit to emo) trains from the command line: the head
-registry (emo.fuse.heads.register_head) and the --plugin option / $EMO_PLUGINS (docs/cli.md)."""
+registry (emo.fuse.model.heads.register_head) and the --plugin option / $EMO_PLUGINS (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from emo.fuse.heads import HEADS, register_head
+from emo.fuse.model.heads import HEADS, register_head
 
 HERE = Path(__file__).resolve().parent
 

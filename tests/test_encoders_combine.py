@@ -63,7 +63,7 @@ def test_store_reads_combinations(tmp_path):
 def test_fuse_train_with_last_four_mean_records_the_combination(tmp_path):
     """A MERTools-style last-four mean and a layer window from one store, one command apart."""
     from emo.extract.datasets.base import Sample, write_manifest
-    from emo.fuse.data import load_features
+    from emo.fuse.training.data import load_features
     from helpers import run_emo
 
     feats = tmp_path / "features"

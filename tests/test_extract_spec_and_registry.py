@@ -15,7 +15,7 @@ from emo.extract.datasets import DatasetAdapter, Sample, dataset_names, get_data
 from emo.extract.registry import encoder_modality, encoders, parse_encoder_spec, register_encoder
 from emo.extract.spec import Spec, SpecError, format_spec, parse_spec, split_spec
 from emo.extract.types import Encoded, resolve_device
-from emo.fuse.data import FeatureError, parse_feature_spec
+from emo.fuse.training.data import FeatureError, parse_feature_spec
 
 
 @pytest.mark.parametrize("text, parts", [

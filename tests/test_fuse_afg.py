@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emo.fuse.heads import AFG, AFGHead, Token
+from emo.fuse.model.heads import AFG, AFGHead, Token
 
 
 def test_afg_eq2_scores_the_concatenation_of_all_features():

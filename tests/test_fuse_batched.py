@@ -1,4 +1,4 @@
-"""The fold-parallel trainer (emo.fuse.batched) against the sequential loop (emo.fuse.train)."""
+"""The fold-parallel trainer (emo.fuse.training.batched) against the sequential loop (emo.fuse.training.train)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from emo.fuse.batched import (Job, batched_unsupported, fit_batched, fit_linear_lbfgs, masked_task_losses,
+from emo.fuse.training.batched import (Job, batched_unsupported, fit_batched, fit_linear_lbfgs, masked_task_losses,
                               train_cv_batched)
-from emo.fuse.losses import task_losses
-from emo.fuse.protocols import leave_one_speaker_out, stratified_kfold
+from emo.fuse.model.losses import task_losses
+from emo.fuse.eval.protocols import leave_one_speaker_out, stratified_kfold
 from emo.fuse.config import TrainConfig
-from emo.fuse.cv import train_cv
+from emo.fuse.eval.cv import train_cv
 
 
 def _data(n: int = 120, c: int = 3, seed: int = 0):
@@ -186,9 +186,9 @@ def test_lbfgs_sweep_cells_share_a_design_per_window():
 
 
 def test_batched_run_resumes_finished_folds_and_trains_only_the_rest(tmp_path, monkeypatch):
-    import emo.fuse.metrics as metrics
-    from emo.fuse.resume import partial_dir
-    from emo.fuse.train import train
+    import emo.fuse.eval.metrics as metrics
+    from emo.fuse.training.resume import partial_dir
+    from emo.fuse.training.train import train
     from test_fuse_run import make_dataset
 
     feats = make_dataset(tmp_path)

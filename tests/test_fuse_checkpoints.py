@@ -51,7 +51,7 @@ def test_same_training_twice_gives_bitwise_identical_checkpoints(tmp_path):
     'bitwise=False' for runs whose weights were equal)."""
     from emo.fuse.config import TrainConfig
     from emo.fuse.run import load_run
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     feats = make_dataset(tmp_path, n=45)
     cfg = TrainConfig(head="mlp", epochs=3, patience=3, hidden=8, seeds=1, lr=1e-2, normalize="global", threads=1)
@@ -78,7 +78,7 @@ def test_load_run_names_the_previous_run_left_by_a_non_atomic_swap(tmp_path):
 
     feats = make_dataset(tmp_path, n=45)
     from emo.fuse.config import TrainConfig
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     run = tmp_path / "runs" / "r"
     train(feats, "synth", ["egemaps"], TrainConfig(head="mlp", epochs=2, hidden=8, seeds=1, threads=1), protocol="5",

@@ -1,4 +1,4 @@
-"""Decision-level fusion (emo.fuse.ensemble, posterior level after Wang et al., MER 2023) on synthetic runs with known answers."""
+"""Decision-level fusion (emo.fuse.eval.ensemble, posterior level after Wang et al., MER 2023) on synthetic runs with known answers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from emo.extract.datasets.base import read_csv
-from emo.fuse.ensemble import (
+from emo.fuse.eval.ensemble import (
     EnsembleError,
     _class_scores,
     ensemble,
@@ -63,7 +63,7 @@ def folds_for(n, n_test=0):
 
 
 def test_fast_class_scores_match_sklearn():
-    from emo.fuse.metrics import classification_metrics
+    from emo.fuse.eval.metrics import classification_metrics
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 5, 300)
@@ -240,13 +240,13 @@ def test_mismatched_runs_are_refused(tmp_path):
 
 
 def test_ensemble_of_real_training_runs_and_cli(tmp_path):
-    """Two runs trained by emo.fuse.train on different layers of a synthetic store, fused via the CLI."""
+    """Two runs trained by emo.fuse.training.train on different layers of a synthetic store, fused via the CLI."""
     from test_fuse_sweep import make_dataset
     from typer.testing import CliRunner
 
     from emo.cli import app
     from emo.fuse.config import TrainConfig
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     root, _ = make_dataset(tmp_path / "feat", n=120, n_layers=2, informative=(0,))
     cfg = TrainConfig(head="linear", seeds=1, epochs=15, patience=4, lr=1e-2, batch_size=64, normalize="global")
@@ -268,7 +268,7 @@ def test_split_runs_tune_on_dev_and_report_test(tmp_path):
     from test_fuse_sweep import make_dataset
 
     from emo.fuse.config import TrainConfig
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     splits = ["train"] * 90 + ["dev"] * 30 + ["test"] * 30
     root, _ = make_dataset(tmp_path / "feat", n=150, n_layers=2, informative=(1,), splits=splits)

@@ -16,7 +16,7 @@ from emo.exitcodes import ExitCode
 from emo.extract.datasets.base import Sample, read_csv, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import FeatureStore, StoreWriter
-from emo.fuse.data import FeatureError, Frames, Normalizer, load_features, read_frames
+from emo.fuse.training.data import FeatureError, Frames, Normalizer, load_features, read_frames
 
 CLASSES = ["calm", "tense"]
 
@@ -68,7 +68,7 @@ def make_frame_dataset(root: Path, n: int = 72, seed: int = 0) -> Path:
 # ---------------------------------------------------------------------------
 
 def test_frames_pack_select_pad_and_pool():
-    from emo.fuse.frames import PackedFrames
+    from emo.fuse.model.frames import PackedFrames
 
     rng = np.random.default_rng(1)
     seqs = [rng.normal(size=(t, 2, 3)).astype(np.float32) for t in (4, 0, 7, 2)]
@@ -112,7 +112,7 @@ def test_frame_normalisation_uses_all_training_frames():
 
 @pytest.mark.parametrize("pooling,bidirectional", [("mean", True), ("last", True), ("last", False)])
 def test_frame_lstm_ignores_padding(pooling, bidirectional):
-    from emo.fuse.frames import FrameLSTM
+    from emo.fuse.model.frames import FrameLSTM
 
     torch.manual_seed(0)
     lstm = FrameLSTM(3, 8, bidirectional, pooling).eval()
@@ -129,9 +129,9 @@ def test_frame_lstm_ignores_padding(pooling, bidirectional):
 
 def test_length_sorted_evaluation_batches_keep_row_order(monkeypatch):
     from emo.fuse import minibatch as batching
-    from emo.fuse.fit import predict_model
-    from emo.fuse.frames import PackedFrames
-    from emo.fuse.model import FusionModel
+    from emo.fuse.training.fit import predict_model
+    from emo.fuse.model.frames import PackedFrames
+    from emo.fuse.model.multimodal import FusionModel
 
     rng = np.random.default_rng(4)
     fr = Frames.from_list([rng.normal(size=(int(t), 2, 3)).astype(np.float32) for t in rng.integers(0, 20, size=17)])
@@ -154,7 +154,7 @@ def test_frame_lstm_equals_packed_bidirectional_lstm(pooling):
     """The masked two-LSTM implementation computes what a packed bidirectional nn.LSTM computes."""
     from torch import nn
 
-    from emo.fuse.frames import FrameLSTM
+    from emo.fuse.model.frames import FrameLSTM
 
     torch.manual_seed(1)
     m = FrameLSTM(5, 12, True, pooling)
@@ -178,8 +178,8 @@ def test_frame_lstm_equals_packed_bidirectional_lstm(pooling):
 
 def test_sequence_model_beats_utterance_pooling_on_temporal_order():
     from emo.fuse.config import TrainConfig
-    from emo.fuse.cv import train_cv
-    from emo.fuse.protocols import stratified_kfold
+    from emo.fuse.eval.cv import train_cv
+    from emo.fuse.eval.protocols import stratified_kfold
 
     seqs, y = order_sequences(120)
     fr = Frames.from_list(seqs)
@@ -218,7 +218,7 @@ def test_load_features_with_frames(tmp_path):
 def test_run_round_trip_with_frames(tmp_path):
     from emo.fuse.config import TrainConfig
     from emo.fuse.run import RunError, load_run
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     feats = make_frame_dataset(tmp_path)
     cfg = TrainConfig(head="afg", structure=3, layer_weights=True, frames=True, epochs=6, patience=6,

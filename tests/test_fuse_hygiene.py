@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from emo.fuse.protocols import Fold, ProtocolError, fold_warnings, make_folds
+from emo.fuse.eval.protocols import Fold, ProtocolError, fold_warnings, make_folds
 
 
 def _fs(n: int = 80):
@@ -49,7 +49,7 @@ def test_leave_one_out_sweep_selects_on_pooled_out_of_fold_metrics(tmp_path):
     from test_fuse_sweep import make_dataset
 
     from emo.fuse.config import TrainConfig
-    from emo.fuse.sweep import run_sweep
+    from emo.fuse.eval.sweep import run_sweep
 
     root, _ = make_dataset(tmp_path, n=24, n_layers=3, informative=(1,))
     cfg = TrainConfig(head="linear", seeds=1, optimizer="lbfgs", normalize="global")

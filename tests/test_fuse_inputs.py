@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from emo.fuse.config import TrainConfig
-from emo.fuse.inputs import FeatureInput, as_inputs
-from emo.fuse.model import FusionModel
+from emo.fuse.training.inputs import FeatureInput, as_inputs
+from emo.fuse.model.multimodal import FusionModel
 
 D = {"name": "hubert_large", "modality": "audio", "layers": ["16", "17"], "dim": 8, "frames": False,
      "spec": "hubert_large=src:16-17", "provenance": {"weights_hash": "abc"}}

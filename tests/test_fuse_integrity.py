@@ -105,7 +105,7 @@ def test_nan_weights_refused_even_with_matching_hash(tmp_path):
 
     from emo.fuse.run import RunError, load_run
     from emo.fsio import seal_json
-    from emo.fuse.runcheck import checkpoint_digests
+    from emo.fuse.eval.runcheck import checkpoint_digests
 
     run = _train(tmp_path)
     ck = run / "fold-0.safetensors"
@@ -119,7 +119,7 @@ def test_nan_weights_refused_even_with_matching_hash(tmp_path):
 
 
 def test_ensemble_refuses_nan_predictions(tmp_path):
-    from emo.fuse.ensemble import EnsembleError, ensemble
+    from emo.fuse.eval.ensemble import EnsembleError, ensemble
 
     a, b = _train(tmp_path, "a"), _train(tmp_path, "b", "--seed", "3")
     p = b / "predictions.csv"
@@ -178,7 +178,7 @@ def test_score_refuses_unfinished_temporary_run(tmp_path):
 
 
 def test_rare_class_refused_unless_allowed(tmp_path):
-    from emo.fuse.train import check_class_counts
+    from emo.fuse.training.train import check_class_counts
 
     lines = []
     counts = check_class_counts(["a", "b", "angyr"], np.array([0, 0, 1, 1, 2]), True, lines.append)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from emo.fuse.config import TrainConfig
-from emo.fuse.fit import fit_model, predict_model
-from emo.fuse.heads import AFGHead, Token
-from emo.fuse.losses import UncertaintyLoss
-from emo.fuse.model import FusionModel
+from emo.fuse.training.fit import fit_model, predict_model
+from emo.fuse.model.heads import AFGHead, Token
+from emo.fuse.model.losses import UncertaintyLoss
+from emo.fuse.model.multimodal import FusionModel
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""emo.fuse.metrics against scikit-learn / scipy and the defining equations; emo.fuse.protocols."""
+"""emo.fuse.eval.metrics against scikit-learn / scipy and the defining equations; emo.fuse.eval.protocols."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, mean_squared_error
 
-from emo.fuse.metrics import ccc, classification_metrics, mer2023_score, regression_metrics, summarize, vad_metrics
-from emo.fuse.protocols import ProtocolError, inner_validation, leave_one_speaker_out, predefined_split, stratified_kfold
+from emo.fuse.eval.metrics import ccc, classification_metrics, mer2023_score, regression_metrics, summarize, vad_metrics
+from emo.fuse.eval.protocols import ProtocolError, inner_validation, leave_one_speaker_out, predefined_split, stratified_kfold
 
 
 def test_classification_metrics_match_sklearn():

@@ -1,4 +1,4 @@
-"""The deterministic full-batch recipe (``--recipe lbfgs``, emo.fuse.batched.fit_lbfgs_path), its
+"""The deterministic full-batch recipe (``--recipe lbfgs``, emo.fuse.training.batched.fit_lbfgs_path), its
 automatic choice, and the import set of the training and weight-free extraction commands."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from emo.fuse.batched import L2_PATH, choose_recipe, train_cv_batched
+from emo.fuse.training.batched import L2_PATH, choose_recipe, train_cv_batched
 from emo.fuse.config import TrainConfig
-from emo.fuse.inputs import FeatureInput
-from emo.fuse.protocols import leave_one_speaker_out
+from emo.fuse.training.inputs import FeatureInput
+from emo.fuse.eval.protocols import leave_one_speaker_out
 
 
 def _data(n: int = 150, c: int = 3, seed: int = 0):
@@ -64,7 +64,7 @@ def test_recipe_is_deterministic_and_chooses_l2_per_fold_on_inner_validation(hea
 
 
 def test_choose_recipe_auto_and_reasons(monkeypatch):
-    import emo.fuse.batched as batched
+    import emo.fuse.training.batched as batched
 
     inp = [FeatureInput("a", "audio", ["0"], 12)]
     auto = choose_recipe(TrainConfig(), inp, 10, 500)
@@ -88,7 +88,7 @@ def test_choose_recipe_auto_and_reasons(monkeypatch):
 def test_train_records_recipe_and_timing(tmp_path):
     from test_fuse_run import make_dataset
 
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     feats = make_dataset(tmp_path)
     lines = []

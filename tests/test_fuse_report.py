@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from emo.fuse.report import per_class_scores, report_markdown, write_report
+from emo.fuse.eval.report import per_class_scores, report_markdown, write_report
 
 
 def test_per_class_scores_match_sklearn_and_mark_undefined():
@@ -31,7 +31,7 @@ def _toy(tmp_path, task="discrete", repeats=1):
     from test_fuse_run import make_dataset
 
     from emo.fuse.config import TrainConfig
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     feats = make_dataset(tmp_path, splits=True)
     out = tmp_path / "run"

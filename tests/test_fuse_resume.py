@@ -1,4 +1,4 @@
-"""Resumable cross-validation (emo.fuse.resume): finished folds kept, configuration changes refused."""
+"""Resumable cross-validation (emo.fuse.training.resume): finished folds kept, configuration changes refused."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emo.fuse.resume import FoldCache, ResumeError, partial_dir, rows_hash
+from emo.fuse.training.resume import FoldCache, ResumeError, partial_dir, rows_hash
 
 
 def test_fold_cache_round_trip_and_refusal(tmp_path):
@@ -49,8 +49,8 @@ def _cfg():
 def test_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch):
     """A run killed after two finished folds continues from the third and writes the same predictions
     (bitwise) as an uninterrupted run; the finished folds are not retrained."""
-    import emo.fuse.cv as cv
-    from emo.fuse.train import train
+    import emo.fuse.eval.cv as cv
+    from emo.fuse.training.train import train
     from test_fuse_run import make_dataset
 
     feats = make_dataset(tmp_path)
@@ -88,7 +88,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch):
 def test_repeats_report_mean_std_and_interval(tmp_path):
     import json
 
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
     from test_fuse_run import make_dataset
 
     feats = make_dataset(tmp_path)

@@ -54,9 +54,9 @@ FAST = ["--epochs", "8", "--patience", "8", "--hidden", "16", "--seeds", "2", "-
 
 def test_train_writes_run_and_load_run_reproduces_predictions(tmp_path):
     from emo.fuse.config import TrainConfig
-    from emo.fuse.data import load_features
+    from emo.fuse.training.data import load_features
     from emo.fuse.run import load_run
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     feats = make_dataset(tmp_path)
     cfg = TrainConfig(head="afg", structure=3, epochs=8, patience=8, hidden=16, seeds=2, lr=1e-2, normalize="speaker")
@@ -96,9 +96,9 @@ def test_train_writes_run_and_load_run_reproduces_predictions(tmp_path):
 
 def test_predefined_test_set_is_scored_by_averaged_fold_models(tmp_path):
     from emo.fuse.config import TrainConfig
-    from emo.fuse.data import load_features
+    from emo.fuse.training.data import load_features
     from emo.fuse.run import load_run
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     feats = make_dataset(tmp_path, splits=True)
     cfg = TrainConfig(head="attention", task="discrete+valence", decoder="jdev", loss_weighting="uncertainty",
@@ -164,7 +164,7 @@ def test_cli_refuses_mismatched_stores_unless_intersect(tmp_path):
 
 
 def test_loader_errors_name_the_problem(tmp_path):
-    from emo.fuse.data import FeatureError, load_features, parse_feature_spec
+    from emo.fuse.training.data import FeatureError, load_features, parse_feature_spec
 
     feats = make_dataset(tmp_path, n=30)
     with pytest.raises(FeatureError, match="no layer.*7"):

@@ -1,4 +1,4 @@
-"""emo fuse search (emo.fuse.search): space, nesting (no evaluation row reaches a choice), resume,
+"""emo fuse search (emo.fuse.eval.search): space, nesting (no evaluation row reaches a choice), resume,
 processes and dask giving the same numbers, the run directory, the openSMILE stores, the CLI."""
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def test_processes_and_dask_give_the_same_numbers(tmp_path):
 
 
 def test_split_protocol_selects_on_dev_and_writes_a_run_emo_score_loads(tmp_path):
-    from emo.fuse.data import load_features
+    from emo.fuse.training.data import load_features
     from emo.fuse.run import load_run
 
     make_toy(tmp_path, splits=True)

@@ -1,4 +1,4 @@
-"""Bootstrap intervals and paired comparisons (emo.fuse.stats, emo.fuse.compare) on synthetic runs."""
+"""Bootstrap intervals and paired comparisons (emo.fuse.eval.stats, emo.fuse.eval.compare) on synthetic runs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from emo.exitcodes import ExitCode
-from emo.fuse.compare import compare, interval, read_eval_rows
-from emo.fuse.stats import StatsError, bootstrap_ci, mean_std, paired_bootstrap
+from emo.fuse.eval.compare import compare, interval, read_eval_rows
+from emo.fuse.eval.stats import StatsError, bootstrap_ci, mean_std, paired_bootstrap
 
 from test_fuse_ensemble import CLASSES, informative_probs, softmax, write_run
 
@@ -101,8 +101,8 @@ def test_compare_cli(tmp_path):
 
 
 def test_class_metric_equals_scikit_learn():
-    from emo.fuse.metrics import classification_metrics
-    from emo.fuse.stats import class_metric
+    from emo.fuse.eval.metrics import classification_metrics
+    from emo.fuse.eval.stats import class_metric
 
     rng = np.random.default_rng(7)
     for _ in range(20):

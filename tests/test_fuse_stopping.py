@@ -1,11 +1,11 @@
-"""The one early-stopping rule of every fusion training loop (emo.fuse.stopping)."""
+"""The one early-stopping rule of every fusion training loop (emo.fuse.training.stopping)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from emo.fuse.stopping import MIN_DELTA, EarlyStopping
+from emo.fuse.training.stopping import MIN_DELTA, EarlyStopping
 
 
 def test_stops_after_patience_epochs_without_improvement_and_restores_the_best_state():

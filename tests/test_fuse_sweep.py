@@ -1,4 +1,4 @@
-"""Layer sweeps (emo.fuse.sweep): windows, cell cache, layer-selective reads, outputs, CLI."""
+"""Layer sweeps (emo.fuse.eval.sweep): windows, cell cache, layer-selective reads, outputs, CLI."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from emo.extract.datasets.base import Sample, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import StoreWriter
 from emo.fuse.config import TrainConfig
-from emo.fuse.sweep import SweepError, default_metric, layer_windows, lower_is_better, run_sweep, window_label
+from emo.fuse.eval.sweep import SweepError, default_metric, layer_windows, lower_is_better, run_sweep, window_label
 
 CLASSES = ["neutral", "angry", "happy"]
 
@@ -97,7 +97,7 @@ def test_sweep_finds_informative_layer_and_reuses_cells(tmp_path, monkeypatch):
     assert on_disk["best"]["window"] == "2" and len(on_disk["cells"]) == 12
 
     # second run: every cell is reused, nothing is trained and no layer is read
-    import emo.fuse.cv as train_mod
+    import emo.fuse.eval.cv as train_mod
 
     def boom(*a, **k):
         raise AssertionError("a cached cell was retrained")
@@ -165,7 +165,7 @@ def test_sweep_split_selects_on_dev_reports_test(tmp_path):
 def test_sweep_bad_input(tmp_path):
     root, _ = make_dataset(tmp_path / "feat", n=60, n_layers=3)
     from emo.extract.store import StoreError
-    from emo.fuse.data import FeatureError
+    from emo.fuse.training.data import FeatureError
 
     with pytest.raises(FeatureError, match=r"enc\.h5: no layer\(s\) 3, 4, 5, 6, 7; stored: 0-2"):
         run_sweep(root, "toy", "enc", "0-7", cfg=TrainConfig(**FAST), out=tmp_path / "a", progress=False)

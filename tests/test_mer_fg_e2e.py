@@ -125,7 +125,7 @@ def test_mer2025_track2_manifest_carries_the_words(shared, tmp_path):
     """Track 2 extracted under its own --name: the manifest holds each clip's open-vocabulary words,
     which score against themselves with emotion-wheel F1 = 1."""
     from emo.extract.datasets import read_manifest
-    from emo.fuse.metrics import wheel_metrics
+    from emo.fuse.eval.metrics import wheel_metrics
 
     data = tmp_path / "mer2025"
     info = build_mer_pool(shared / "av", data, 2025, wavs=0)
@@ -167,7 +167,7 @@ def test_mer2025_track2_manifest_carries_the_words(shared, tmp_path):
     with open(preds, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["status"] == "ok"]
     assert rows
-    from emo.fuse.multilabel import predict_multihot
+    from emo.fuse.methods.multilabel import predict_multihot
 
     classes = config["classes"]
     probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])

@@ -1,11 +1,11 @@
-"""Multi-label task (UniVA eq. 7, 10, threshold ζ, HHMPN metrics): emo.fuse.multilabel."""
+"""Multi-label task (UniVA eq. 7, 10, threshold ζ, HHMPN metrics): emo.fuse.methods.multilabel."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from emo.fuse.multilabel import (
+from emo.fuse.methods.multilabel import (
     DEFAULT_THRESHOLD,
     LabelSpace,
     MultiLabelError,

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from emo.extract.datasets.base import Sample, write_manifest
 from emo.fuse.config import TrainConfig
-from emo.fuse.ensemble import EnsembleError, MultiLabelScoring, ensemble, multilabel_scores
-from emo.fuse.metrics import multilabel_wheel_metrics
-from emo.fuse.multilabel import multilabel_metrics, predict_multihot
-from emo.fuse.sweep import lower_is_better, run_sweep
+from emo.fuse.eval.ensemble import EnsembleError, MultiLabelScoring, ensemble, multilabel_scores
+from emo.fuse.eval.metrics import multilabel_wheel_metrics
+from emo.fuse.methods.multilabel import multilabel_metrics, predict_multihot
+from emo.fuse.eval.sweep import lower_is_better, run_sweep
 from emo.lexicon.wheel import load_wheels, wheel_scores
 
 #: Raw words of the clips; with the real wheels' word forms they become the classes
@@ -135,7 +135,7 @@ def test_multilabel_sweep_without_wheels_selects_on_micro_f1_or_hamming(tmp_path
     h = run_sweep(root, "mlt", "enc", "0-1", cfg=cfg, protocol="3", metric="hamming_loss", out=tmp_path / "a", progress=False)
     assert h["reused"] == 6 and h["trained"] == 0 and h["higher_is_better"] is False
     assert h["best"]["window"] == min(h["rows"], key=lambda r: r["hamming_loss_mean"])["window"] == "1"
-    from emo.fuse.sweep import SweepError
+    from emo.fuse.eval.sweep import SweepError
 
     with pytest.raises(SweepError, match="wheel_f1.*not computed for --task multilabel without --emotion-wheel"):
         run_sweep(root, "mlt", "enc", "0-1", cfg=cfg, protocol="3", metric="wheel_f1", out=tmp_path / "b", progress=False)
@@ -189,7 +189,7 @@ def test_vectorised_search_scores_equal_the_reference_metrics(shared):
 
 
 def train_ml_runs(root: Path, tmp_path: Path, wheel_dir: Path | None, layers=("0", "1"), threshold: float = 0.2) -> list[Path]:
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     cfg = TrainConfig(head="linear", task="multilabel", emotion_wheel=str(wheel_dir or ""), threshold=threshold, seeds=1,
                       epochs=30, patience=5, lr=0.02, batch_size=16, batched=False)
@@ -309,7 +309,7 @@ def test_mismatched_runs_are_refused_with_the_runs_named(tmp_path):
 def test_split_protocol_multilabel_sweep_and_ensemble(shared, tmp_path):
     """--folds split: the sweep selects on dev and reports test; the ensemble tunes on the runs' models
     applied to the dev partition (multi-hot targets through the runs' word forms) and reports test."""
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     wheel_dir = shared / "emotion_wheel"
     wheels = load_wheels(wheel_dir)
@@ -372,8 +372,8 @@ def test_tune_threshold_uses_inner_validation_rows_only_and_the_run_keeps_the_va
     """``--tune-threshold``: ζ is chosen on each fold's inner-validation predictions (the rows the
     fold's models were early-stopped on, never its evaluation rows), every metric and the run's
     predictions use it, and config.json records it as the run's threshold (what emo score reads)."""
-    import emo.fuse.multilabel as ml
-    from emo.fuse.train import train
+    import emo.fuse.methods.multilabel as ml
+    from emo.fuse.training.train import train
 
     root, words = make_ml_dataset(tmp_path / "feat", n=120)
     seen = []
@@ -408,8 +408,8 @@ def test_tune_threshold_uses_inner_validation_rows_only_and_the_run_keeps_the_va
 
 
 def test_tune_threshold_refused_for_single_label_tasks(tmp_path):
-    from emo.fuse.cv import train_cv
-    from emo.fuse.protocols import stratified_kfold
+    from emo.fuse.eval.cv import train_cv
+    from emo.fuse.eval.protocols import stratified_kfold
 
     rng = np.random.default_rng(0)
     y = {"discrete": rng.integers(0, 2, 40)}

@@ -12,7 +12,7 @@ import pytest
 from emo.extract.datasets.base import Sample, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import StoreWriter
-from emo.fuse.multitask import (
+from emo.fuse.methods.multitask import (
     LabelTask,
     MultiConfig,
     is_multitask,
@@ -23,9 +23,9 @@ from emo.fuse.multitask import (
     train_multitask,
     train_multitask_cv,
 )
-from emo.fuse.protocols import Fold
+from emo.fuse.eval.protocols import Fold
 from emo.fuse.config import TrainConfig
-from emo.fuse.cv import train_cv
+from emo.fuse.eval.cv import train_cv
 
 EMO = ["neutral", "angry", "happy"]
 INTENTS = ["agreeing", "questioning"]
@@ -90,7 +90,7 @@ def test_parse_tasks_and_targets():
     assert tasks[0].classes == tuple(EMO) and tasks[1].classes == ("agreeing", "questioning")
     assert y["emotion"].tolist() == [2, 1, 0] and y["intent"].tolist() == [1, 0, -1]
     assert mask.tolist() == [True, True, False]
-    from emo.fuse.data import FeatureError
+    from emo.fuse.training.data import FeatureError
 
     with pytest.raises(FeatureError, match="no sample has a 'topic' label"):
         task_targets(samples, parse_tasks("emotion+topic"), EMO)

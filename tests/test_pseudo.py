@@ -12,8 +12,8 @@ import pytest
 from emo.extract.datasets.base import Sample, write_manifest
 from emo.extract.types import Encoded
 from emo.extract.store import StoreWriter
-from emo.fuse.protocols import Fold
-from emo.fuse.pseudo import (
+from emo.fuse.eval.protocols import Fold
+from emo.fuse.methods.pseudo import (
     PseudoLabelError, add_pseudo_labels, pseudo_label, read_pseudo_labels, seen_names, select_rows, write_fold_names,
 )
 
@@ -37,8 +37,8 @@ def _dataset(root, n_lab=60, n_unl=40, seed=0):
 
 
 def _train(feats, out):
-    from emo.fuse.data import load_features, targets
-    from emo.fuse.train import TrainConfig, make_folds, train
+    from emo.fuse.training.data import load_features, targets
+    from emo.fuse.training.train import TrainConfig, make_folds, train
 
     cfg = TrainConfig(head="mlp", epochs=15, patience=15, hidden=16, seeds=1, lr=1e-2)
     train(feats, "toy", ["egemaps"], cfg, protocol="split", out=out)
@@ -85,7 +85,7 @@ def test_pseudo_labels_never_reach_an_evaluation_fold(tmp_path):
         assert not set(rows) & (set(f.val) | set(f.test))
     assert np.all(weight[rows] == 0.5) and np.all(weight[mask] == 1.0)
     # a 5-fold CV over all labelled clips: the pseudo-labelling run trained on evaluation clips -> refused
-    from emo.fuse.protocols import stratified_kfold
+    from emo.fuse.eval.protocols import stratified_kfold
 
     lab = np.flatnonzero(mask)
     cv = [Fold(f.name, lab[f.train], lab[f.val], lab[f.test]) for f in stratified_kfold(None, 5, 0, n=len(lab))]

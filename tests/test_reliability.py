@@ -312,7 +312,7 @@ def test_cli_other_checkpoint_refused_then_overwrite(shared, tmp_path):
 
 def test_fuse_refuses_stores_with_different_samples(tmp_path):
     from emo.extract.datasets import Sample, write_manifest
-    from emo.fuse.data import FeatureError, load_features
+    from emo.fuse.training.data import FeatureError, load_features
 
     class _DS:
         name, root, classes = "toy", tmp_path, ["a", "b"]

@@ -132,10 +132,10 @@ def test_finding1_sigterm_during_extract_exits_130_and_keeps_finished_clips(mini
 
 # ---------------------------------------------------------------------------------------------- finding 2
 def _killed_partial(tmp_path, monkeypatch):
-    import emo.fuse.cv as cv
+    import emo.fuse.eval.cv as cv
     from emo.fuse.config import TrainConfig
-    from emo.fuse.resume import partial_dir
-    from emo.fuse.train import train
+    from emo.fuse.training.resume import partial_dir
+    from emo.fuse.training.train import train
     from test_fuse_run import make_dataset
 
     feats = make_dataset(tmp_path)
@@ -172,7 +172,7 @@ def test_finding2_resume_recomputes_a_fold_with_flipped_bytes(tmp_path, monkeypa
 
 
 def test_finding2_truncated_fold_and_invalid_json_are_named(tmp_path, monkeypatch):
-    from emo.fuse.resume import FoldCache, ResumeError
+    from emo.fuse.training.resume import FoldCache, ResumeError
 
     feats, cfg, part, train = _killed_partial(tmp_path, monkeypatch)
     ck = part / "fold-0.safetensors"
@@ -290,7 +290,7 @@ def test_finding5_every_label_reader_is_the_strict_one():
     root = Path(__file__).resolve().parents[1]
     offenders = []
     for rel in ("extract/datasets/mer.py", "extract/datasets/mer2025.py", "extract/datasets/meld.py", "extract/datasets/folder.py",
-                "extract/augment.py", "fuse/pseudo.py"):
+                "extract/augment.py", "fuse/methods/pseudo.py"):
         text = (root / rel).read_text(encoding="utf-8")
         if "csv.DictReader" in text or "csv.reader" in text:
             offenders.append(rel)

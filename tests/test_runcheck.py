@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emo.fuse.runcheck import (
+from emo.fuse.eval.runcheck import (
     NonFiniteError, RunDirError, check_run_dir, check_run_out, checkpoint_digests, nonfinite_rows,
     require_finite, verify_checkpoints,
 )

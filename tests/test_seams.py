@@ -14,7 +14,7 @@ import pytest
 from emo.extract.datasets.base import Sample, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import StoreWriter
-from emo.fuse.protocols import (
+from emo.fuse.eval.protocols import (
     Fold,
     ProtocolError,
     folds_from_lists,
@@ -110,7 +110,7 @@ def test_fold_lists_refuse_unknown_names_and_double_tests(tmp_path):
 
 def test_train_default_states_a_speaker_independent_protocol(tmp_path):
     from emo.fuse.config import TrainConfig
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     _toy(tmp_path)
     cfg = TrainConfig(head="linear", seeds=1, epochs=20, batch_size=32, patience=5)
@@ -120,7 +120,7 @@ def test_train_default_states_a_speaker_independent_protocol(tmp_path):
     assert m["protocol"]["requested"] == "auto" and m["n_folds"] == 6
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Protocol: speaker-independent leave-one-speaker-out" in report and "training time" in report
-    from emo.fuse.report import results_table
+    from emo.fuse.eval.report import results_table
 
     assert results_table(res, "discrete").splitlines()[0].startswith("protocol: speaker-independent")
     res5, _ = train(tmp_path, "toy", ["enc"], cfg, protocol="5")
@@ -129,7 +129,7 @@ def test_train_default_states_a_speaker_independent_protocol(tmp_path):
 
 def test_train_without_speakers_says_speakers_unknown(tmp_path):
     from emo.fuse.config import TrainConfig
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
 
     _toy(tmp_path, speakers=False)
     res, config = train(tmp_path, "toy", ["enc"], TrainConfig(head="linear", seeds=1, epochs=10, batch_size=32))
@@ -141,7 +141,7 @@ def test_train_without_speakers_says_speakers_unknown(tmp_path):
 
 
 def test_degenerate_warnings_name_the_class():
-    from emo.fuse.metrics import classification_metrics, degenerate_warnings
+    from emo.fuse.eval.metrics import classification_metrics, degenerate_warnings
 
     y = np.array([0, 1, 2, 0, 1, 2])
     m = classification_metrics(y, np.zeros(6, int), 3)
@@ -151,7 +151,7 @@ def test_degenerate_warnings_name_the_class():
 
 
 def test_fold_warnings_name_classes():
-    from emo.fuse.protocols import fold_warnings
+    from emo.fuse.eval.protocols import fold_warnings
 
     y = np.array([0, 0, 1, 1, 2, 2])
     f = Fold("f", np.array([0, 1, 2, 3]), np.array([0]), np.array([4, 5]))
@@ -163,8 +163,8 @@ def test_univa_eta_minimum_is_a_constant_class_on_meld(shared):
     """UniVA eq. 9 on MELD's classes (NRC-VAD): one-hot predictions of joy, neutral or surprise make η
     negative (uniform: 0), and gradient descent on η alone ends at a one-hot prediction."""
     from emo.extract.datasets.meld import MELD_CLASSES
-    from emo.fuse.semi import correlation_for
-    from emo.fuse.univa import eta_vertex_minimum
+    from emo.fuse.methods.semi import correlation_for
+    from emo.fuse.methods.univa import eta_vertex_minimum
     from emo.lexicon.correlation import correlation_prior_loss
 
     M, _ = correlation_for(list(MELD_CLASSES), shared / "lexicon" / "NRC-VAD-Lexicon.txt")
@@ -192,7 +192,7 @@ def test_univa_eta_minimum_is_a_constant_class_on_meld(shared):
 
 
 def test_report_paths_relative_and_ensemble_report(tmp_path):
-    from emo.fuse.report import ensemble_report_markdown, relative_paths
+    from emo.fuse.eval.report import ensemble_report_markdown, relative_paths
 
     run = tmp_path / "runs" / "x"
     assert relative_paths(["emo", "--out", str(run), f"--features-dir={tmp_path / 'f'}", "--dataset"], run) == \
@@ -209,7 +209,7 @@ def test_report_paths_relative_and_ensemble_report(tmp_path):
 
 
 def test_sized_windows_never_mix_sizes():
-    from emo.fuse.sweep import SweepError, sized_windows
+    from emo.fuse.eval.sweep import SweepError, sized_windows
 
     dims = {"1": 16, "2": 32, "3": 64, "4": 128, "logits": 7}
     assert sized_windows(list(dims), dims) == [("1",), ("2",), ("3",), ("4",), ("logits",)]
@@ -221,7 +221,7 @@ def test_sized_windows_never_mix_sizes():
 
 def test_sweep_reads_layers_of_different_sizes_and_refuses_rare_classes(tmp_path):
     from emo.fuse.config import TrainConfig
-    from emo.fuse.sweep import run_sweep
+    from emo.fuse.eval.sweep import run_sweep
 
     _toy(tmp_path, dims=(4, 8, 3))
     cfg = TrainConfig(head="linear", seeds=1, epochs=10, batch_size=32, optimizer="lbfgs")
@@ -238,7 +238,7 @@ def test_sweep_reads_layers_of_different_sizes_and_refuses_rare_classes(tmp_path
 
 
 def test_contract_differences_name_what_differs():
-    from emo.fuse.contract import audio_source, contract_differences
+    from emo.fuse.eval.contract import audio_source, contract_differences
 
     c = {"inputs": {"egemaps": {"modality": "audio", "audio_source": "wav"},
                     "fer": {"modality": "face", "face_detector": "mtcnn"},
@@ -270,9 +270,9 @@ def test_score_speaker_run_uses_own_statistics(tmp_path):
     """A --normalize speaker run: predictions with own statistics equal a run on pre-normalised
     features; unknown speakers refused; the fallback labelled in every row."""
     from emo.fuse.config import TrainConfig
-    from emo.fuse.data import Normalizer
+    from emo.fuse.training.data import Normalizer
     from emo.fuse.run import RunError, load_run
-    from emo.fuse.train import train
+    from emo.fuse.training.train import train
     from emo.pipeline import ScoreFeatures, ScoreJob, predict_scores, speaker_normalization
 
     names = _toy(tmp_path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from emo.extract.datasets.base import Sample
-from emo.fuse.protocols import Fold
-from emo.fuse.semi import multilabel_evaluate, multilabel_targets, prepare_semi
+from emo.fuse.eval.protocols import Fold
+from emo.fuse.methods.semi import multilabel_evaluate, multilabel_targets, prepare_semi
 from helpers import write_lexicon
 
 
@@ -50,6 +50,6 @@ def test_folder_labels_emotions_column(tmp_path):
     (tmp_path / "labels.csv").write_text("name,emotion,emotions\na,happy,Happy; surprised;happy\nb,sad,\nc,,worried\n")
     s = {x.name: x for x in Folder(tmp_path).samples()}
     assert s["a"].emotions == ["happy", "surprised"] and s["b"].emotions is None and s["c"].emotions == ["worried"]
-    from emo.fuse.multilabel import sample_words
+    from emo.fuse.methods.multilabel import sample_words
 
     assert [sample_words(s[n]) for n in "abc"] == [["happy", "surprised"], ["sad"], ["worried"]]

@@ -75,7 +75,7 @@ def test_univa_and_pseudo_labels_end_to_end(tmp_path):
                        "--lexicon", str(lex))
     assert cfg["univa"]["va"]["source"] == "transcript" and cfg["univa"]["unlabelled_rows"] == 60
     assert cfg["univa"]["eta_weight"] == 0.0 and cfg["training"]["univa_lambda"] == 0.3
-    from emo.fuse.data import load_features
+    from emo.fuse.training.data import load_features
     from emo.fuse.run import load_run
 
     fs = load_features(feats, "toy", ["egemaps", "minilm"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emo.fuse.frames import PackedFrames
-from emo.fuse.sequence import FrameTokenTransformer, TextCNN, subsample_index
+from emo.fuse.model.frames import PackedFrames
+from emo.fuse.model.sequence import FrameTokenTransformer, TextCNN, subsample_index
 
 INPUTS = [{"name": "hubert", "modality": "audio", "layers": ["1", "2"], "dim": 6, "frames": True},
           {"name": "clip", "modality": "face", "layers": ["proj"], "dim": 5, "frames": True},
@@ -86,9 +86,9 @@ def test_train_cv_with_frame_tokens_and_textcnn():
     import numpy as np
 
     from emo.fuse.config import TrainConfig
-    from emo.fuse.cv import train_cv
-    from emo.fuse.data import Frames
-    from emo.fuse.protocols import Fold
+    from emo.fuse.eval.cv import train_cv
+    from emo.fuse.training.data import Frames
+    from emo.fuse.eval.protocols import Fold
 
     rng = np.random.default_rng(0)
     n = 48

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from emo.extract.datasets.base import Sample
-from emo.fuse.univa import (
+from emo.fuse.methods.univa import (
     UniVAConfig, UniVAError, UniVAHead, fit_soft_model, sample_va, univa_loss, va_contrastive_loss, va_positives,
 )
 from helpers import write_lexicon

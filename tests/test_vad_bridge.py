@@ -84,7 +84,7 @@ def test_lexicon_commands_refuse_out_of_range(tmp_path):
 
 
 def test_macro_precision_recall_hand_computed():
-    from emo.fuse.metrics import classification_metrics
+    from emo.fuse.eval.metrics import classification_metrics
 
     # classes 0, 1, 2 present; true [0 0 1 1 2], pred [0 1 1 1 0]
     m = classification_metrics(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), 4)

@@ -172,7 +172,7 @@ def test_xlsx_with_a_dtd_is_refused(tmp_path):
 
 
 def test_fuse_wheel_metrics_hook(toy):
-    from emo.fuse.metrics import wheel_metrics
+    from emo.fuse.eval.metrics import wheel_metrics
 
     m = wheel_metrics([["happy"], ["vexed"]], [["glad"], ["calm"]], toy)
     # s1: {joy} vs {joy}: 1, 1; s2: {anger} vs {joy}: 0, 0 -> P = R = F = 0.5 on every wheel
@@ -183,7 +183,7 @@ def test_fuse_wheel_metrics_hook(toy):
 def test_multilabel_wheel_metrics_thresholds_the_probabilities(toy):
     import numpy as np
 
-    from emo.fuse.metrics import multilabel_wheel_metrics
+    from emo.fuse.eval.metrics import multilabel_wheel_metrics
 
     classes = ["glad", "irritated", "calm"]
     probs = np.array([[0.6, 0.3, 0.1], [0.1, 0.15, 0.75]])
@@ -200,8 +200,8 @@ def test_add_wheel_metrics_to_a_cv_result(toy):
     import numpy as np
 
     from emo.extract.datasets.base import Sample
-    from emo.fuse.cv import CVResult
-    from emo.fuse.train import add_wheel_metrics
+    from emo.fuse.eval.cv import CVResult
+    from emo.fuse.training.train import add_wheel_metrics
 
     samples = [Sample("a", None, emotions=["merry"]), Sample("b", None, emotions=["vexed"]), Sample("c", None)]
     res = CVResult(folds=[], summary={}, pooled={"x": 1.0},

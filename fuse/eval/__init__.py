@@ -1,0 +1,1 @@
+"""emo.fuse.eval: see docs/architecture.md."""

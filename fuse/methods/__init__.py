@@ -1,0 +1,1 @@
+"""emo.fuse.methods: see docs/architecture.md."""

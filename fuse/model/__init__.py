@@ -1,0 +1,1 @@
+"""emo.fuse.model.multimodal: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""emo.fuse.training: see docs/architecture.md."""

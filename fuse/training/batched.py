@@ -1,0 +1,1278 @@
+"""Fold-parallel training: every fold x seed of a cross-validation (and every cell of a layer
+sweep that shares shapes) trained as one batched model.
+
+The small-data recipe trains e.g. 24 folds x 5 seeds = 120 tiny heads. Trained one after the
+other, each spends its time in Python's per-minibatch loop, not in arithmetic. Here the K
+models' parameters are stacked (:func:`torch.func.stack_module_state`-style: one (K, ...) leaf
+tensor per parameter name) and the *existing* :class:`emo.fuse.model.multimodal.FusionModel` is run under
+``torch.vmap(torch.func.functional_call)``, so one optimisation step updates all K models:
+
+* **Same models.** Model ``k`` is built exactly as the sequential path builds it
+  (``torch.manual_seed(seed_k)``, then ``FusionModel(**model_args)``, the regression biases set
+  to its fold's training mean), so the initial weights are identical.
+* **Same minibatches.** Each model draws its own epoch permutations from its own
+  ``torch.Generator().manual_seed(seed_k)`` exactly like the sequential loop (a random
+  permutation cut into batches of ``batch_size``, a last batch of one sample dropped) and gets
+  its fold's rows through index tensors; models with fewer batches per epoch, and smaller last
+  batches, are padded and masked (a masked step leaves the model, its AdamW moments and its
+  step count untouched).
+* **Same losses.** Per-model masked means equal to :func:`emo.fuse.model.losses.task_losses`
+  (cross-entropy with the same class weights and label smoothing, MSE), the uncertainty
+  loss through the same :class:`emo.fuse.model.losses.UncertaintyLoss` module.
+* **Same optimiser.** AdamW is elementwise, so AdamW on per-model row views of the stacked
+  parameters, gradients and moments, with a step count per model (bias correction per model)
+  and the sequential parameter groups (no weight decay on biases, 1-d parameters and layer
+  weights), is K independent AdamWs. The kernel is the sequential path's own
+  (``torch.optim.AdamW(fused=True)``'s ``torch._fused_adamw_``; Loshchilov & Hutter 2019,
+  Algorithm 2), so each model's update is the sequential arithmetic.
+* **Same early stopping.** After every epoch each model's inner-validation loss (mean
+  cross-entropy + MSE without class weights or smoothing, as the sequential loop) is
+  compared with its own best; a model that has waited ``patience`` epochs stops: its
+  parameters freeze (no further updates) and its best state is kept. Stopped models leave
+  the stack at once, so later epochs cost only what the running models need.
+
+With ``dropout > 0`` the dropout masks come from ``vmap(..., randomness="different")``, a
+different random stream than the sequential loop's: results then agree statistically, not
+bitwise. With ``dropout = 0`` the per-fold predictions agree to float tolerance
+(``tests/test_fuse_batched.py``).
+
+Heads that cannot run batched fall back to the sequential loop with a logged reason
+(:func:`batched_unsupported`): frame-level inputs (the :class:`emo.fuse.model.frames.FrameLSTM` pads
+each minibatch to its own length and ``nn.LSTM`` has no vmap batching rule), per-fold
+speaker normalisation of rows without a speaker, and non-CPU/CUDA devices.
+
+The linear probe also has a full-batch L-BFGS fit (:func:`fit_linear_lbfgs`; convex, no early
+stopping), the sweep's default probe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from emo import compat
+from emo.fuse.eval.protocols import Fold
+from emo.fuse.eval.runcheck import NonFiniteError
+from emo.fuse.training.stopping import MIN_DELTA
+
+#: Most gathered input values (models x rows x features, float32) held at once for one chunk of
+#: models: 2**26 values = 256 MiB. Larger jobs are split into chunks of models trained in turn.
+CHUNK_ELEMENTS = 1 << 26
+
+
+@dataclass
+class Job:
+    """One model to train in a batch.
+
+    Attributes:
+        train, val: int64 row indices (into the shared inputs) of the training and inner
+            validation rows, in the order the sequential path indexes them (sorted).
+        seed: torch seed of the model (initialisation, minibatch order, dropout).
+        cols: per input, int64 indices into that input's layer axis (``None``: all layers);
+            lets sweep cells with different layer windows share one batch.
+        norm: per input, ``(mean, std)`` float32 arrays over the selected layers (L_sel, D) of a
+            per-model standardisation ``(x - mean) / std`` (``None``: inputs used as they are).
+        class_weight: optional float32 (C,) cross-entropy weights.
+        model_args: keyword arguments of :class:`emo.fuse.model.multimodal.FusionModel` for this model
+            (``None``: the batch's shared ``model_args``). Must give the same parameter shapes.
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    seed: int
+    cols: list[np.ndarray] | None = None
+    norm: list[tuple[np.ndarray, np.ndarray]] | None = None
+    class_weight: np.ndarray | None = None
+    model_args: dict[str, Any] | None = None
+
+
+@dataclass
+class BatchedFit:
+    """What :func:`fit_batched` returns: per job (in job order) the trained model (eval mode, best
+    inner-validation weights) and its info dict (``epochs``, ``best_epoch``, ``best_val_loss``,
+    and ``loss_weights`` with uncertainty weighting), plus timing."""
+
+    models: list[Any]
+    infos: list[dict[str, Any]]
+    seconds: float
+    chunks: int
+    steps: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def batched_unsupported(cfg, inputs: list[dict], speakers_missing: bool = False, y: dict | None = None) -> str | None:
+    """Why a configuration cannot train batched (then the sequential loop runs), or None.
+
+    Args:
+        cfg: :class:`emo.fuse.config.TrainConfig`. inputs: the run's input dicts.
+        speakers_missing: ``normalize="speaker"`` and some rows lack a speaker (they would be
+            normalised with per-fold statistics mixed with per-speaker ones).
+    """
+    if cfg.frames or any(inp.get("frames", False) if isinstance(inp, dict) else inp.frames for inp in inputs):
+        return ("frame-level inputs: the FrameLSTM pads every minibatch to its own longest sequence and "
+                "nn.LSTM has no vmap batching rule")
+    if getattr(cfg, "task", "discrete") not in ("discrete", "valence", "vad", "discrete+valence", "multilabel"):
+        return f"--task {cfg.task} is not wired into the batched trainer yet"
+    if getattr(cfg, "task", "") == "multilabel" or getattr(cfg, "head", "") == "univa" or getattr(cfg, "univa", False):
+        return "multi-label / UniVA training (soft targets, contrastive losses) runs in the sequential loop"
+    if y is not None and any(k in y for k in ("multihot", "weight", "va")):
+        return "pseudo-labelled or soft-target rows (row weights, KL loss) run in the sequential loop"
+    if cfg.normalize == "speaker" and speakers_missing:
+        return "--normalize speaker with samples that have no speaker (per-fold fallback statistics)"
+    dev = str(cfg.device)
+    if not (dev == "cpu" or dev.startswith("cuda")):
+        return f"device {dev!r}: the batched path is tested on cpu and cuda only"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Pieces shared with the sequential loop's semantics
+# ---------------------------------------------------------------------------
+
+def epoch_batches(n: int, bs: int, gen) -> list:
+    """One epoch's minibatches (int64 index tensors into the n training rows), exactly as the
+    sequential loop draws them for utterance-level inputs: ``torch.randperm(n, generator=gen)``
+    cut into batches of ``bs``; a last batch of one sample is dropped."""
+    import torch
+
+    perm = torch.randperm(n, generator=gen)
+    stop = n - (1 if n % bs == 1 and n > 1 else 0)
+    return [perm[s:s + bs] for s in range(0, stop, bs)]
+
+
+def masked_task_losses(out: dict, y: dict, mask, class_weight=None, label_smoothing: float = 0.0) -> dict:
+    """:func:`emo.fuse.model.losses.task_losses` over the rows where ``mask`` (bool (B,)) is true:
+    cross-entropy (weighted mean over the masked rows as ``F.cross_entropy`` with ``weight`` and
+    ``label_smoothing``; the denominator is the summed weight of the rows' classes), MSE of
+    ``valence`` (B,) and of ``vad`` (B, 3) (mean over rows and the 3 dimensions)."""
+    import torch
+    from torch.nn import functional as F
+
+    n = mask.sum().clamp(min=1).to(torch.float32)
+    losses = {}
+    if "logits" in out:
+        yd = y["discrete"]
+        per = F.cross_entropy(out["logits"], yd, weight=class_weight, label_smoothing=label_smoothing, reduction="none")
+        den = torch.where(mask, class_weight[yd], 0.0).sum() if class_weight is not None else n
+        losses["discrete"] = torch.where(mask, per, 0.0).sum() / den
+    if "valence" in out:
+        losses["valence"] = torch.where(mask, (out["valence"] - y["valence"]) ** 2, 0.0).sum() / n
+    if "vad" in out:
+        losses["vad"] = torch.where(mask, ((out["vad"] - y["vad"]) ** 2).mean(-1), 0.0).sum() / n
+    return losses
+
+
+def init_model(model_args: dict, seed: int, y_train: dict[str, np.ndarray], decoder: str, device: str = "cpu"):
+    """The :class:`FusionModel` the sequential path starts from for ``seed``: ``torch.manual_seed(seed)``,
+    construction, then regression outputs started at the training mean (valence/VAD bias, weights x 0.1;
+    JDEV: the combination bias)."""
+    import torch
+
+    from emo.fuse.model.multimodal import FusionModel
+
+    torch.manual_seed(seed)
+    model = FusionModel(**model_args).to(device)
+    with torch.no_grad():
+        dec = model.decoder
+        if getattr(dec, "valence", None) is not None and "valence" in y_train and decoder == "separate":
+            dec.valence.weight.mul_(0.1)
+            dec.valence.bias.fill_(float(np.mean(y_train["valence"], dtype=np.float32)))
+        if getattr(dec, "vad", None) is not None:
+            dec.vad.weight.mul_(0.1)
+            dec.vad.bias.copy_(torch.as_tensor(np.asarray(y_train["vad"], dtype=np.float32).mean(0)))
+        if decoder == "jdev":
+            dec.combine.bias.fill_(float(np.mean(y_train["valence"], dtype=np.float32)))
+    return model
+
+
+def _no_decay(name: str, p) -> bool:
+    """The sequential loop's parameter groups: biases, 1-d parameters and layer weights get no weight decay."""
+    return p.ndim < 2 or name.startswith("pool.")
+
+
+def job_inputs(xs: list, job: Job, rows: np.ndarray) -> list:
+    """The model inputs of ``job`` on ``rows``: per input, the (n, L_sel, D) float32 tensor
+    after its column selection and standardisation (what the sequential path feeds that fold)."""
+    import torch
+
+    r = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=xs[0].device)
+    out = []
+    for i, x in enumerate(xs):
+        if job.cols is not None and job.cols[i] is not None:  # rows and layers in one gather (no copy of every layer)
+            g = x[r[:, None], torch.as_tensor(job.cols[i], device=x.device)[None, :]]
+        else:
+            g = x[r]
+        if job.norm is not None and job.norm[i] is not None:
+            m, s = job.norm[i]
+            g = (g - torch.as_tensor(m, device=x.device)) / torch.as_tensor(s, device=x.device)
+        out.append(g)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The batched fit
+# ---------------------------------------------------------------------------
+
+def fit_batched(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
+                log: Callable[[str], None] | None = None, on_epoch: Callable | None = None) -> BatchedFit:
+    """Train one model per job, all at once, with the sequential loop's semantics (module docstring).
+
+    Args:
+        xs: one float32 tensor (N, L_i, D_i) per input (raw or already normalised rows; per-job
+            column selection and standardisation come from ``Job.cols``/``Job.norm``).
+        y: numpy labels over the N rows (``discrete`` int64, ``valence`` (N,), ``vad`` (N, 3));
+            only the keys the task needs; rows used by a job must be labelled.
+        jobs: the models to train (see :class:`Job`).
+        cfg: a resolved :class:`emo.fuse.config.TrainConfig` (batch size, patience, epochs, lr,
+            weight decay, label smoothing, loss weighting, device).
+        model_args: :class:`FusionModel` arguments shared by the jobs (unless a job has its own).
+        log: optional callable receiving progress lines.
+        on_epoch: optional callable ``(epoch, ids, params, running)`` after every epoch: ``ids``
+            (k,) the job indices of the models still stacked, ``params`` their (k, P) flat
+            parameters (a detached copy), ``running`` (n_jobs,) bool (for inspection and tests).
+
+    Returns:
+        :class:`BatchedFit`.
+
+    Raises:
+        ValueError: jobs whose models differ in parameter shapes, empty train/val rows.
+    """
+
+    from emo.fuse.model.heads import uniform_dropout_masks
+
+    t0 = time.perf_counter()
+    for j in jobs:
+        if len(j.train) == 0 or len(j.val) == 0:
+            raise ValueError("every job needs training and validation rows")
+    feat = sum(int(np.prod(x.shape[1:])) if (jobs[0].cols is None or jobs[0].cols[i] is None)
+               else len(jobs[0].cols[i]) * int(x.shape[2]) for i, x in enumerate(xs))
+    rows_per_model = max(min(cfg.batch_size, len(j.train)) for j in jobs) + max(len(j.val) for j in jobs)
+    per_chunk = max(1, CHUNK_ELEMENTS // max(1, feat * rows_per_model))
+    models: list[Any] = [None] * len(jobs)
+    infos: list[dict] = [{} for _ in jobs]
+    steps = 0
+    chunks = 0
+    for start in range(0, len(jobs), per_chunk):
+        idx = list(range(start, min(len(jobs), start + per_chunk)))
+        with _vmappable_attention(), heap_allocations(), uniform_dropout_masks():
+            hook = None if on_epoch is None else (lambda e, ids, p, run, _o=start: on_epoch(e, ids + _o, p, run))
+            ms, inf, st = _fit_chunk(xs, y, [jobs[i] for i in idx], cfg, model_args, log, hook)
+        for i, m, d in zip(idx, ms, inf):
+            models[i], infos[i] = m, d
+        steps += st
+        chunks += 1
+    return BatchedFit(models, infos, time.perf_counter() - t0, chunks, steps)
+
+
+class heap_allocations:
+    """Serve large CPU tensors from the heap while training batched (glibc only; elsewhere a no-op).
+
+    The batched step allocates and frees the same few MB-sized tensors thousands of times. glibc
+    hands allocations above ``M_MMAP_THRESHOLD`` to ``mmap`` and returns them at ``free``, so every
+    step page-faults its buffers in again (an elementwise op on 1M floats: 2.2 ms instead of 0.3 ms on
+    the reference machine). Inside the block, allocations up to 32 MiB (glibc's maximum threshold) come from the heap and freed
+    memory is kept (``M_TRIM_THRESHOLD``); afterwards glibc's defaults are restored and the heap
+    is trimmed (``malloc_trim``). The effect of jemalloc/tcmalloc that PyTorch's CPU performance
+    guide recommends, without a preloaded library. ``EMO_MALLOC_TUNING=0`` turns it off.
+    """
+
+    #: mallopt parameters (glibc malloc.h) and glibc's defaults.
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    DEFAULTS = {M_TRIM_THRESHOLD: 128 * 1024, M_MMAP_THRESHOLD: 128 * 1024}
+
+    def __enter__(self):
+        import ctypes
+        import ctypes.util
+        import os
+        import sys
+
+        self._libc = None
+        if sys.platform != "linux" or os.environ.get("EMO_MALLOC_TUNING", "1") == "0":
+            return self
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.mallopt, libc.malloc_trim  # noqa: B018 - glibc only (musl has neither)
+        except (OSError, AttributeError):
+            return self
+        if libc.mallopt(self.M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(self.M_TRIM_THRESHOLD, 1 << 30):
+            self._libc = libc
+        return self
+
+    def __exit__(self, *exc):
+        if self._libc is not None:
+            for k, v in self.DEFAULTS.items():
+                self._libc.mallopt(k, v)
+            self._libc.malloc_trim(0)
+        return False
+
+
+class _vmappable_attention:
+    """Attention kernels with vmap batching rules while training batched: the math
+    scaled-dot-product attention (the CPU flash kernel and the transformer encoder fast path have
+    none and would run model by model). Same results to float rounding."""
+
+    def __enter__(self):
+        import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        self._fast = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        self._ctx = sdpa_kernel([SDPBackend.MATH])
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        self._ctx.__exit__(*exc)
+        torch.backends.mha.set_fastpath_enabled(self._fast)
+        return False
+
+
+def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
+    """Train the models of ``jobs`` together (see the module docstring).
+
+    Parameters live stacked: one leaf tensor (k, *shape) per parameter name, over the k models
+    still running (no per-step stacking). One AdamW step updates every model that took a
+    minibatch: the fused kernel of :class:`torch.optim.AdamW` (``torch._fused_adamw_``, the
+    sequential path's optimiser) runs on per-model row views of the stacked parameters,
+    gradients and moments, each with that model's own step count, so the arithmetic is the
+    sequential optimiser's, model by model. When models stop, the stack shrinks to the running
+    ones (their rows, moments and step counts are carried over).
+    """
+    import torch
+    from torch.func import functional_call
+
+    from emo.fuse.model.losses import UncertaintyLoss
+
+    dev = cfg.device
+    K = len(jobs)
+    ytr = [{k: v[j.train] for k, v in y.items()} for j in jobs]
+    models = [init_model(j.model_args or model_args, j.seed, ytr[i], cfg.decoder, dev) for i, j in enumerate(jobs)]
+    use_unc = cfg.loss_weighting == "uncertainty" and cfg.task == "discrete+valence"
+    uncs = [UncertaintyLoss().to(dev) for _ in jobs] if use_unc else None
+    names = [n for n, _ in models[0].named_parameters()]
+    shapes = [tuple(p.shape) for _, p in models[0].named_parameters()]
+    per_model = []
+    for k, m in enumerate(models):
+        ps = dict(m.named_parameters())
+        if [tuple(ps[n].shape) for n in names] != shapes or len(ps) != len(names):
+            raise ValueError("models of one batch must have the same parameter shapes")
+        per_model.append([ps[n].detach() for n in names] + ([uncs[k].log_delta.detach()] if uncs else []))
+    pnames = names + (["unc.log_delta"] if uncs else [])
+    decays = [0.0 if _no_decay(n, p) else float(cfg.weight_decay) for n, p in zip(names, per_model[0])] + ([0.0] if uncs else [])
+    # the stacked state of the running models: parameters (leaves), persistent gradient buffers,
+    # AdamW moments, per-model step counts (float32 0-d tensors, as torch.optim keeps them on cpu)
+    P = [torch.stack([per_model[k][q] for k in range(K)]).requires_grad_(True) for q in range(len(pnames))]
+    for p in P:
+        p.grad = torch.zeros_like(p)
+    M = [torch.zeros_like(p) for p in P]
+    V = [torch.zeros_like(p) for p in P]
+    steps_t = [torch.zeros((), dtype=torch.float32, device=dev) for _ in range(K)]
+    best_P = [p.detach().clone() for p in P]  # (K, ...) best weights of every model of the chunk
+    base = models[0]
+    unc_base = uncs[0] if uncs else None
+    groups = sorted(set(decays))
+
+    yt = {k: torch.as_tensor(v, device=dev) for k, v in y.items()}
+    n_in = len(xs)
+    cols = []
+    for i in range(n_in):
+        if jobs[0].cols is None or jobs[0].cols[i] is None:
+            cols.append(None)
+        else:
+            cols.append(torch.as_tensor(np.stack([j.cols[i] for j in jobs]), device=dev))
+    norms = []
+    for i in range(n_in):
+        if jobs[0].norm is None or jobs[0].norm[i] is None:
+            norms.append(None)
+        else:
+            norms.append((torch.as_tensor(np.stack([j.norm[i][0] for j in jobs]), device=dev),
+                          torch.as_tensor(np.stack([j.norm[i][1] for j in jobs]), device=dev)))
+    cw = None
+    if any(j.class_weight is not None for j in jobs):
+        c = len(next(j.class_weight for j in jobs if j.class_weight is not None))
+        cw = torch.as_tensor(np.stack([j.class_weight if j.class_weight is not None else np.ones(c, np.float32)
+                                       for j in jobs]).astype(np.float32), device=dev)
+
+    def gather(live: torch.Tensor, idx: torch.Tensor) -> list:
+        """Inputs of the models ``live`` (k,) on rows ``idx`` (k, B) → per input (k, B, L, D)."""
+        out = []
+        for i, x in enumerate(xs):
+            if cols[i] is None:
+                g = x[idx]
+            else:
+                g = x[idx[:, :, None], cols[i][live][:, None, :]]
+            if norms[i] is not None:
+                g = (g - norms[i][0][live][:, None]) / norms[i][1][live][:, None]
+            out.append(g)
+        return out
+
+    ls = float(cfg.label_smoothing)
+
+    def per_model_loss(p: list, xb: list, yb: dict, mb, cwb, train: bool):
+        out = functional_call(base, dict(zip(names, p[:len(names)])), (xb,))
+        losses = masked_task_losses(out, yb, mb, cwb if train else None, ls if train else 0.0)
+        if train and unc_base is not None:
+            return functional_call(unc_base, {"log_delta": p[-1]}, (losses["discrete"], losses["valence"]))
+        return sum(losses.values())
+
+    def loss_of(p, xb, yb, mb, cwb, train):
+        in_dims = (0, 0, 0, 0, 0 if cwb is not None else None)
+        fn = torch.vmap(lambda a, b, c, d, e: per_model_loss(a, b, c, d, e, train), in_dims=in_dims, randomness="different")
+        return fn(p, xb, yb, mb, cwb)
+
+    views: dict = {}  # per (rows of the stack) the per-model views AdamW works on, built once per stack
+
+    def adamw_step(rows: tuple[int, ...]) -> None:
+        """One torch.optim.AdamW(fused=True) step for the stacked rows ``rows`` (each its own model)."""
+        if views.get("grads") is not P[0].grad:  # autograd accumulates into the buffers in place; if it ever did not
+            views.clear()
+            views["grads"] = P[0].grad
+        if rows not in views:
+            views[rows] = [([P[q].data[r] for q in qs for r in rows], [P[q].grad[r] for q in qs for r in rows],
+                            [M[q][r] for q in qs for r in rows], [V[q][r] for q in qs for r in rows],
+                            [steps_t[int(lv[r])] for q in qs for r in rows], wd)
+                           for wd in groups for qs in [[q for q in range(len(P)) if decays[q] == wd]]]
+            views[rows, "steps"] = [steps_t[int(lv[r])] for r in rows]
+        torch._foreach_add_(views[rows, "steps"], 1.0)
+        for ps, gs, ms, vs, ss, wd in views[rows]:
+            compat.fused_adamw_(ps, gs, ms, vs, [], ss, lr=float(cfg.lr), beta1=0.9, beta2=0.999, weight_decay=wd,
+                                eps=1e-8, amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
+
+    # validation inputs of every model, gathered once (padded with the model's first val row, masked)
+    vmax = max(len(j.val) for j in jobs)
+    vidx = torch.as_tensor(np.stack([np.concatenate([j.val, np.full(vmax - len(j.val), j.val[0])]) for j in jobs]), device=dev)
+    vmask = torch.as_tensor(np.stack([np.arange(vmax) < len(j.val) for j in jobs]), device=dev)
+    xv = gather(torch.arange(K, device=dev), vidx)
+    yv = {k: v[vidx] for k, v in yt.items()}
+
+    gens = [torch.Generator().manual_seed(j.seed) for j in jobs]
+    ntr = [len(j.train) for j in jobs]
+    bs = [min(cfg.batch_size, n) for n in ntr]
+    bmax = max(bs)
+    trains = [np.asarray(j.train, dtype=np.int64) for j in jobs]
+    best = np.full(K, math.inf)
+    best_epoch = np.zeros(K, dtype=int)
+    wait = np.zeros(K, dtype=int)
+    epochs = np.zeros(K, dtype=int)
+    running = np.ones(K, dtype=bool)
+    lv = np.arange(K)  # the models still stacked (row r of P is model lv[r])
+    steps = 0
+    for epoch in range(1, cfg.epochs + 1):
+        if not running[lv].any():
+            break
+        live = torch.as_tensor(lv, device=dev)
+        # this epoch's minibatches of every running model (its own permutation), padded to the longest plan
+        plans = []
+        for g in lv:
+            g = int(g)
+            perm = torch.randperm(ntr[g], generator=gens[g]).numpy()
+            stop = ntr[g] - (1 if ntr[g] % bs[g] == 1 and ntr[g] > 1 else 0)
+            plans.append((trains[g][perm[:stop]], bs[g]))
+        T = max(-(-len(r) // b) for r, b in plans)
+        idx = np.empty((len(lv), T * bmax), dtype=np.int64)
+        msk = np.zeros((len(lv), T * bmax), dtype=bool)
+        for r, (rows, b) in enumerate(plans):
+            idx[r] = rows[0] if len(rows) else trains[int(lv[r])][0]
+            if b == bmax:
+                idx[r, :len(rows)] = rows
+                msk[r, :len(rows)] = True
+            else:  # a fold smaller than the batch size: its batches are shorter, one per row of the plan
+                for t in range(-(-len(rows) // b)):
+                    part = rows[t * b:(t + 1) * b]
+                    idx[r, t * bmax:t * bmax + len(part)] = part
+                    msk[r, t * bmax:t * bmax + len(part)] = True
+        idx = idx.reshape(len(lv), T, bmax).transpose(1, 0, 2)
+        msk = msk.reshape(len(lv), T, bmax).transpose(1, 0, 2)
+        idx_t = torch.as_tensor(np.ascontiguousarray(idx), device=dev)
+        msk_t = torch.as_tensor(np.ascontiguousarray(msk), device=dev)
+        act = msk.any(-1)  # (T, k): the model takes a step
+        cw_live = cw[live] if cw is not None else None
+        base.train()
+        finite = torch.ones(len(lv), dtype=torch.bool, device=dev)  # per model, checked once per epoch (no sync per step)
+        act_dev = torch.as_tensor(act, device=dev)  # padded steps (no rows: 0/0 losses) are not checked
+        all_rows = tuple(range(len(lv)))
+        for t in range(T):
+            xb = gather(live, idx_t[t])
+            yb = {k: v[idx_t[t]] for k, v in yt.items()}
+            for p in P:
+                p.grad.zero_()
+            model_losses_t = loss_of(P, xb, yb, msk_t[t], cw_live, True)
+            finite &= torch.isfinite(model_losses_t.detach()) | ~act_dev[t]
+            model_losses_t.sum().backward()
+            adamw_step(all_rows if act[t].all() else tuple(int(r) for r in np.flatnonzero(act[t])))
+            steps += 1
+        # per-model inner-validation loss (no class weights, no smoothing: as the sequential loop)
+        base.eval()
+        with torch.no_grad():
+            vl = loss_of([p.detach() for p in P], [x[live] for x in xv], {k: v[live] for k, v in yv.items()},
+                         vmask[live], None, False).double().cpu().numpy()
+        fin = finite.cpu().numpy()
+        bad = [(int(g), "training") for r, g in enumerate(lv) if running[g] and not fin[r]]
+        bad += [(int(g), "validation") for r, g in enumerate(lv) if running[g] and fin[r] and not np.isfinite(vl[r])]
+        if bad:  # the same guard as the sequential loop (emo.fuse.training.fit): never a NaN model, never NaN predictions
+            from emo.fuse.eval.runcheck import NonFiniteError
+
+            g, which = bad[0]
+            raise NonFiniteError(
+                f"the {which} loss became non-finite (NaN/inf) in epoch {epoch} (model {g}, seed {jobs[g].seed}; "
+                f"{len(bad)} of {len(lv)} models): inputs too large or a learning rate of {cfg.lr} too high; "
+                "try --normalize global or a lower --lr")
+        improved = []
+        for r, g in enumerate(lv):
+            g = int(g)
+            if not running[g]:
+                continue
+            epochs[g] = epoch
+            if vl[r] < best[g] - MIN_DELTA:  # the rule of emo.fuse.training.stopping
+                best[g], best_epoch[g], wait[g] = vl[r], epoch, 0
+                improved.append((r, g))
+            else:
+                wait[g] += 1
+                if wait[g] >= cfg.patience:
+                    running[g] = False
+        if improved:
+            rr = torch.as_tensor([r for r, _ in improved], device=dev)
+            gg = torch.as_tensor([g for _, g in improved], device=dev)
+            with torch.no_grad():
+                for q, p in enumerate(P):
+                    best_P[q].index_copy_(0, gg, p.detach().index_select(0, rr))
+        if on_epoch is not None:
+            with torch.no_grad():
+                flat = torch.cat([p.detach().reshape(len(lv), -1) for p in P], 1).clone()
+            on_epoch(epoch, lv.copy(), flat, running.copy())
+        # stopped models leave the stack: keep the running rows of parameters, moments and steps
+        keep_r = np.flatnonzero(running[lv])
+        if 0 < len(keep_r) < len(lv):
+            kr = torch.as_tensor(keep_r, device=dev)
+            with torch.no_grad():
+                P = [p.detach().index_select(0, kr).requires_grad_(True) for p in P]
+                for p in P:
+                    p.grad = torch.zeros_like(p)
+                M = [m.index_select(0, kr) for m in M]
+                V = [v.index_select(0, kr) for v in V]
+            lv = lv[keep_r]
+            views.clear()
+    if log:
+        log(f"batched: {K} models, {steps} steps, epochs {epochs.min()}-{epochs.max()}")
+    infos = []
+    with torch.no_grad():
+        for g, m in enumerate(models):
+            ps = dict(m.named_parameters())
+            for q, n in enumerate(names):
+                ps[n].copy_(best_P[q][g])
+            if uncs is not None:
+                uncs[g].log_delta.copy_(best_P[-1][g])
+            m.eval()
+            info: dict[str, Any] = {"epochs": int(epochs[g]), "best_epoch": int(best_epoch[g]), "best_val_loss": float(best[g])}
+            if uncs is not None:
+                info["loss_weights"] = list(uncs[g].weights)
+            infos.append(info)
+    for m in models:
+        m.requires_grad_(False)
+    return models, infos, steps
+
+
+# ---------------------------------------------------------------------------
+# Cross-validation on top of the batched fit (drop-in for emo.fuse.eval.cv.train_cv)
+# ---------------------------------------------------------------------------
+
+def _check_blocks(blocks, inputs) -> None:
+    from emo.fuse.training.data import Frames
+
+    for inp in inputs:
+        x = blocks.get(inp.name)
+        shape = None if x is None else ((len(x), *x.frame_shape) if isinstance(x, Frames) else x.shape)
+        if shape is None or len(shape) != 3 or shape[1] != len(inp.layers) or shape[2] != inp.dim:
+            raise ValueError(f"features {inp.name!r}: expected (N, {len(inp.layers)}, {inp.dim}), got {shape}")
+
+
+def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: dict[str, np.ndarray], folds: list[Fold],
+                     cfg, n_classes: int = 0, speakers: list[str | None] | None = None,
+                     test_idx: np.ndarray | None = None, progress: Callable[[str], None] | None = None,
+                     log: Callable[[str], None] | None = None, optimizer: str = "adamw", fold_cache: Any = None):
+    """:func:`emo.fuse.eval.cv.train_cv` with every fold x seed trained as one batched model.
+
+    Same arguments, same :class:`emo.fuse.eval.cv.CVResult` (fold rows, pooled out-of-fold metrics,
+    test-set averages, per-fold states, normalisers, diagnostics); fold rows' ``seconds`` are the
+    batched fit's time split evenly over the folds. When :func:`batched_unsupported` gives a
+    reason, it is passed to ``log`` and the sequential :func:`emo.fuse.eval.cv.train_cv` runs instead.
+
+    ``optimizer="lbfgs"``: the linear probe is fitted by :func:`fit_linear_lbfgs` (one model per
+    fold: the optimum does not depend on the seed); configurations it cannot fit
+    (:func:`lbfgs_unsupported`) use AdamW, with the reason passed to ``log``.
+    ``optimizer="path"``: the lbfgs recipe (:func:`fit_lbfgs_path`; ``cfg.seeds`` models per fold,
+    ``cfg.l2`` fixed or 0 = chosen per fold along :data:`L2_PATH`).
+
+    Raises:
+        ValueError: as :func:`emo.fuse.eval.cv.train_cv`.
+    """
+    import torch
+
+    from emo.fuse.eval.cv import train_cv
+    from emo.fuse.training.inputs import as_inputs
+
+    inputs = as_inputs(inputs)
+    speakers_missing = speakers is None or any(not s for s in speakers)
+    reason = batched_unsupported(cfg, inputs, speakers_missing and cfg.normalize == "speaker", y)
+    if reason is not None:
+        if log:
+            log(f"sequential training: {reason}")
+        return train_cv(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, fold_cache)
+    cfg = cfg.resolve(max((len(f.train) for f in folds), default=0))
+    cfg.validate()
+    prev = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    try:
+        if optimizer == "lbfgs":
+            why = lbfgs_unsupported(cfg)
+            if why is not None:
+                optimizer = "adamw"
+                if log:
+                    log(f"AdamW instead of L-BFGS: {why}")
+        elif optimizer not in ("adamw", "path"):
+            raise ValueError(f"optimizer must be adamw, lbfgs or path, not {optimizer!r}")
+        return _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log, optimizer, fold_cache)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log, optimizer="adamw", fold_cache=None):
+    import torch
+
+    from emo.fuse.eval.cv import CVResult
+    from emo.fuse.training.data import Normalizer
+    from emo.fuse.training.fit import average_outputs, class_weight_balanced, diagnostics, predict_model
+    from emo.fuse.eval.metrics import evaluate, summarize
+
+    _check_blocks(blocks, inputs)
+    disc = "discrete" in y and cfg.task in ("discrete", "discrete+valence")
+    if disc and n_classes < 2:
+        raise ValueError("discrete tasks need n_classes >= 2")
+    model_args = cfg.model_args(inputs, n_classes)
+    needed = {k for k in ("discrete", "valence", "vad") if k in y and (k != "discrete" or disc)}
+    base_norm = Normalizer(cfg.normalize)
+    if cfg.normalize == "speaker":
+        if speakers is None:
+            raise ValueError("--normalize speaker needs speaker ids")
+        base_norm.fit(blocks, np.arange(len(speakers)), speakers)
+        # every row has a speaker (batched_unsupported): per-speaker statistics are fold independent
+        base_norm.global_ = Normalizer("global").fit(blocks, np.arange(len(speakers))).global_
+        shared = base_norm.transform(blocks, speakers)
+    else:
+        shared = Normalizer("none").transform(blocks)
+    xs = [torch.as_tensor(np.ascontiguousarray(shared[inp.name], dtype=np.float32), device=cfg.device) for inp in inputs]
+    del shared
+    jobs, norms, fold_of = [], [], []
+    yn = {k: y[k] for k in needed}
+    for fi, fold in enumerate(folds):
+        if len(fold.train) == 0 or len(fold.val) == 0 or len(fold.test) == 0:
+            raise ValueError(f"fold {fold.name}: empty train/val/test split")
+        norm = Normalizer(cfg.normalize)
+        jn = None
+        if cfg.normalize == "global":
+            norm.global_ = Normalizer("global").fit(blocks, np.concatenate([fold.train, fold.val])).global_
+            jn = [norm.global_[inp.name] for inp in inputs]
+        elif cfg.normalize == "speaker":
+            norm.global_ = Normalizer("global").fit(blocks, np.concatenate([fold.train, fold.val])).global_
+            norm.speaker = base_norm.speaker
+        norms.append(norm)
+        if fold_cache is not None and fold_cache.has(fi):  # finished in an interrupted run: reused below
+            continue
+        cwf = class_weight_balanced(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None
+        for s in range(1 if optimizer == "lbfgs" else cfg.seeds):
+            jobs.append(Job(np.asarray(fold.train), np.asarray(fold.val), cfg.seed + s, None, jn, cwf))
+            fold_of.append(fi)
+    if not jobs:
+        fit = None
+    elif optimizer == "path":  # the lbfgs recipe: every fold in one full-batch solve, l2 chosen per fold
+        fit = fit_lbfgs_path(xs, yn, jobs, cfg, model_args, log, l2=cfg.l2 or None)
+    else:
+        fit = (fit_linear_lbfgs if optimizer == "lbfgs" else fit_batched)(xs, yn, jobs, cfg, model_args, log)
+    per_fold_s = fit.seconds / max(1, len(set(fold_of))) if fit else 0.0
+    fold_rows, states, diags, oof_parts, test_outs = [], [], [], [], []
+    for fi, fold in enumerate(folds):
+        ks = [k for k, f in enumerate(fold_of) if f == fi]
+        if not ks:  # from the fold cache
+            fold_states, out, fold_test, row = fold_cache.load(fi)
+            diags.append(row.pop("diagnostics", {}))
+            oof_parts.append((fold.test, fi, out))
+            states.append(fold_states)
+            test_outs.extend(fold_test)
+            fold_rows.append({**row, "resumed": True})
+            if progress:
+                progress(f"fold {fi + 1}/{len(folds)} {fold.name}: finished in an earlier run (resumed)")
+            continue
+        t0 = time.perf_counter()
+        xte = job_inputs(xs, jobs[ks[0]], fold.test)
+        outs = [predict_model(fit.models[k], xte) for k in ks]
+        fold_test = []
+        if test_idx is not None and len(test_idx):
+            xtt = job_inputs(xs, jobs[ks[0]], test_idx)
+            fold_test = [predict_model(fit.models[k], xtt) for k in ks]
+            test_outs += fold_test
+        diag = diagnostics(fit.models[ks[0]], job_inputs(xs, jobs[ks[0]], fold.train))
+        diag["fits"] = [fit.infos[k] for k in ks]
+        diags.append(diag)
+        out = average_outputs(outs)
+        metrics = evaluate(out, {k: y[k][fold.test] for k in needed}, n_classes)
+        oof_parts.append((fold.test, fi, out))
+        fold_states = [{k: v.detach().cpu().clone() for k, v in fit.models[k].state_dict().items()} for k in ks]
+        states.append(fold_states)
+        row = {**fold.as_dict(), "metrics": metrics, "epochs": [fit.infos[k]["epochs"] for k in ks],
+               "seconds": round(per_fold_s + time.perf_counter() - t0, 3)}
+        fold_rows.append(row)
+        if fold_cache is not None:
+            fold_cache.save(fi, fold_states, out, fold_test, {**row, "diagnostics": diag})
+        if progress:
+            progress(f"fold {fi + 1}/{len(folds)} {fold.name}: trained in {row['seconds']:.1f} s (batched with the other folds)")
+    idx = np.concatenate([p[0] for p in oof_parts])
+    oof = {"index": idx, "fold": np.concatenate([np.full(len(p[0]), p[1]) for p in oof_parts])}
+    for k in oof_parts[0][2]:
+        oof[k] = np.concatenate([p[2][k] for p in oof_parts])
+    pooled = evaluate({k: oof[k] for k in ("probs", "valence", "vad") if k in oof}, {k: y[k][idx] for k in needed}, n_classes)
+    test = None
+    if test_idx is not None and len(test_idx):
+        tout = average_outputs(test_outs)
+        test = {"index": np.asarray(test_idx), **tout}
+        if all(np.all(np.isfinite(y[k][test_idx])) if k != "discrete" else np.all(y[k][test_idx] >= 0) for k in needed):
+            test["metrics"] = evaluate(tout, {k: y[k][test_idx] for k in needed}, n_classes)
+    return CVResult(fold_rows, summarize([r["metrics"] for r in fold_rows]), pooled, oof, test, states, norms, diags)
+
+
+def train_cells(x: np.ndarray, inp, cells: list[tuple[list[int], Fold, int]], cfg, y: dict[str, np.ndarray], n_classes: int,
+                speakers: list[str | None] | None = None, test_idx: np.ndarray | None = None,
+                log: Callable[[str], None] | None = None) -> list[dict[str, Any]] | None:
+    """Train the cells of a layer sweep (:mod:`emo.fuse.eval.sweep`) together: cell ``(cols, fold, seed)``
+    is the probe on layers ``x[:, cols]`` of one encoder, trained on ``fold`` with ``cfg.seeds``
+    models (seeds ``seed, seed+1, ...``), as :func:`emo.fuse.eval.cv.train_cv` on that fold alone would
+    (per-cell global normalisation on the fold's train + validation rows). With
+    ``cfg.optimizer == "lbfgs"`` and a linear head, :func:`fit_linear_lbfgs` (one model per cell);
+    otherwise :func:`fit_batched`.
+
+    Args:
+        x: float32 (N, L, D) features of the encoder's needed layers; inp: its
+            :class:`emo.fuse.training.inputs.FeatureInput` (``layers`` replaced per cell).
+        cells: (column indices into L, fold, seed) per cell; every cell has the same number of columns.
+        cfg: resolved :class:`emo.fuse.config.TrainConfig`; y, n_classes, speakers, test_idx: as ``train_cv``.
+
+    Returns:
+        Per cell ``{"n_train", "n_val", "n_test", "epochs", "seconds", "metrics", "test_metrics"?, "pred"}``
+        (``pred``: the evaluation rows' ``index`` and averaged outputs),
+        or None when the configuration cannot train batched (:func:`batched_unsupported`; then the
+        caller trains cell by cell), with the reason passed to ``log``.
+    """
+    import torch
+
+    from emo.fuse.training.data import Normalizer
+    from emo.fuse.training.fit import average_outputs, class_weight_balanced, predict_model
+    from emo.fuse.eval.metrics import evaluate
+
+    missing = speakers is None or any(not s for s in speakers)
+    reason = batched_unsupported(cfg, [inp], missing and cfg.normalize == "speaker", y)
+    if reason is not None:
+        if log:
+            log(f"sequential training: {reason}")
+        return None
+    disc = "discrete" in y and cfg.task in ("discrete", "discrete+valence")
+    needed = {k for k in ("discrete", "valence", "vad") if k in y and (k != "discrete" or disc)}
+    lbfgs = cfg.optimizer == "lbfgs" and lbfgs_unsupported(cfg) is None
+    if cfg.optimizer == "lbfgs" and not lbfgs and log:
+        log(f"AdamW instead of L-BFGS: {lbfgs_unsupported(cfg)}")
+    if cfg.normalize == "speaker":
+        bn = Normalizer("speaker").fit({inp.name: x}, np.arange(len(x)), speakers)
+        x = bn.transform({inp.name: x}, speakers)[inp.name]
+    xs = [torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=cfg.device)]
+    jobs, cell_of = [], []
+    for ci, (cols, fold, seed) in enumerate(cells):
+        cols = np.asarray(cols, dtype=np.int64)
+        norm = None
+        if cfg.normalize == "global":
+            rows = np.concatenate([fold.train, fold.val])  # only these rows and layers are copied
+            st = Normalizer("global").fit({inp.name: x[rows[:, None], cols[None, :]]}, np.arange(len(rows))).global_[inp.name]
+            norm = [st]
+        args = cfg.model_args([replace(inp, layers=[str(c) for c in cols])], n_classes)
+        cw = class_weight_balanced(y["discrete"][fold.train], n_classes) if (cfg.class_weights and disc) else None
+        for s in range(1 if lbfgs else cfg.seeds):
+            jobs.append(Job(np.asarray(fold.train), np.asarray(fold.val), seed + s, [cols], norm, cw, args))
+            cell_of.append(ci)
+    yn = {k: y[k] for k in needed}
+    prev = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    try:
+        fit = (fit_linear_lbfgs if lbfgs else fit_batched)(xs, yn, jobs, cfg, jobs[0].model_args, log)
+    finally:
+        torch.set_num_threads(prev)
+    per_cell = fit.seconds / max(1, len(cells))
+    out = []
+    for ci, (cols, fold, seed) in enumerate(cells):
+        ks = [k for k, c in enumerate(cell_of) if c == ci]
+        pred = average_outputs([predict_model(fit.models[k], job_inputs(xs, jobs[k], fold.test)) for k in ks])
+        d: dict[str, Any] = {"n_train": int(len(fold.train)), "n_val": int(len(fold.val)), "n_test": int(len(fold.test)),
+                             "epochs": [fit.infos[k]["epochs"] for k in ks], "seconds": round(per_cell, 4),
+                             "metrics": evaluate(pred, {k: y[k][fold.test] for k in needed}, n_classes),
+                             "pred": {"index": np.asarray(fold.test), **pred}}
+        if test_idx is not None and len(test_idx):
+            tp = average_outputs([predict_model(fit.models[k], job_inputs(xs, jobs[k], test_idx)) for k in ks])
+            if all(np.all(np.isfinite(y[k][test_idx])) if k != "discrete" else np.all(y[k][test_idx] >= 0) for k in needed):
+                d["test_metrics"] = evaluate(tp, {k: y[k][test_idx] for k in needed}, n_classes)
+        out.append(d)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Full-batch L-BFGS for the linear probe
+# ---------------------------------------------------------------------------
+
+#: L-BFGS settings of :func:`fit_linear_lbfgs`: at most this many iterations over all models,
+#: stopping earlier when the largest gradient entry falls below ``LBFGS_TOL``.
+LBFGS_MAX_ITER, LBFGS_TOL = 500, 1e-5
+
+
+def lbfgs_unsupported(cfg) -> str | None:
+    """Why :func:`fit_linear_lbfgs` cannot fit ``cfg`` (then the AdamW path runs), or None."""
+    if cfg.head != "linear":
+        return f"--head {cfg.head} is not convex (L-BFGS fits the linear probe only)"
+    if cfg.layer_weights:
+        return "--layer-weights make the probe bilinear"
+    if cfg.decoder != "separate" or cfg.loss_weighting != "fixed":
+        return "JDEV / uncertainty weighting are not convex"
+    if cfg.frames:
+        return "frame-level inputs"
+    return None
+
+
+def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
+                     log: Callable[[str], None] | None = None) -> BatchedFit:
+    """Fit the linear probe (:class:`emo.fuse.model.heads.LinearProbe` + separate linear decoders) of every
+    job to convergence by full-batch L-BFGS (``torch.optim.LBFGS``, strong Wolfe line search).
+
+    Objective of model k (convex): the task losses of :func:`masked_task_losses` over its training
+    rows (cross-entropy with the configured class weights and label smoothing; MSE for valence /
+    VAD) plus ``weight_decay / 2 * ||W_k||²`` on the decoder weights (biases unpenalised), i.e.
+    L2 regularisation with the coefficient whose gradient ``weight_decay * W`` is the sequential
+    path's decoupled weight decay (exactly so for SGD; with AdamW the decay is rescaled by the
+    adaptive step, a difference this choice resolves towards the standard penalised likelihood).
+    For cross-entropy without smoothing or class weights this is scikit-learn's
+    ``LogisticRegression(C=1 / (weight_decay * n_train))``. No early stopping: the inner
+    validation rows are only scored (``best_val_loss``); seeds do not matter (unique optimum).
+
+    The K objectives are separable, so one L-BFGS on their sum reaches every model's own optimum;
+    jobs sharing the same layer columns share their design matrix (one matrix product per group
+    of jobs and evaluation), and per-model standardisation is folded into the weights
+    (``((x - m) / s) W = x (W / s) - (m / s) W``), so inputs are never copied per model.
+
+    Args/Returns/Raises: as :func:`fit_batched`; ``info`` per model: ``epochs`` (L-BFGS
+    iterations), ``best_epoch`` (same), ``best_val_loss``, ``optimizer: "lbfgs"``.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    reason = lbfgs_unsupported(cfg)
+    if reason:
+        raise ValueError(f"L-BFGS probe: {reason}")
+    dev = cfg.device
+    K = len(jobs)
+    disc, val, vad = ("discrete" in y and cfg.task in ("discrete", "discrete+valence"),
+                      cfg.task in ("valence", "discrete+valence"), cfg.task == "vad")
+    C = int(model_args.get("n_classes", 0)) if disc else 0
+    n_out = C + (1 if val else 0) + (3 if vad else 0)
+    # design matrices per group of jobs with the same columns
+    def key(j: Job):
+        return tuple(None if (j.cols is None or j.cols[i] is None) else tuple(int(c) for c in j.cols[i]) for i in range(len(xs)))
+
+    groups: dict[tuple, list[int]] = {}
+    for k, j in enumerate(jobs):
+        groups.setdefault(key(j), []).append(k)
+    designs = {}
+    for g in groups:
+        parts = []
+        for i, x in enumerate(xs):
+            sel = x if g[i] is None else (x[:, g[i][0]] if len(g[i]) == 1 else x[:, list(g[i])])
+            parts.append(sel if sel.ndim == 2 else sel.reshape(len(x), -1))
+        designs[g] = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+    F_ = int(next(iter(designs.values())).shape[1])
+    if any(int(d.shape[1]) != F_ for d in designs.values()):
+        raise ValueError("jobs of one L-BFGS batch must have the same feature dimension")
+    mu = torch.zeros(K, F_, device=dev)
+    sd = torch.ones(K, F_, device=dev)
+    for k, j in enumerate(jobs):
+        if j.norm is not None and all(n is not None for n in j.norm):
+            mu[k] = torch.as_tensor(np.concatenate([n[0].reshape(-1) for n in j.norm]), device=dev)
+            sd[k] = torch.as_tensor(np.concatenate([n[1].reshape(-1) for n in j.norm]), device=dev)
+    N = len(xs[0])
+    tmask = torch.zeros(K, N, dtype=torch.bool, device=dev)
+    vmask = torch.zeros(K, N, dtype=torch.bool, device=dev)
+    for k, j in enumerate(jobs):
+        tmask[k, torch.as_tensor(j.train)] = True
+        vmask[k, torch.as_tensor(j.val)] = True
+    safe = {}
+    for name, v in y.items():  # unlabelled rows are never in a mask; give them harmless values
+        t = torch.as_tensor(v, device=dev)
+        safe[name] = torch.where(t >= 0, t, 0) if name == "discrete" else torch.nan_to_num(t)
+    cw = None
+    if any(j.class_weight is not None for j in jobs) and disc:
+        cw = torch.as_tensor(np.stack([j.class_weight if j.class_weight is not None else np.ones(C, np.float32) for j in jobs]), device=dev)
+    W = torch.zeros(K, F_, n_out, device=dev, requires_grad=True)
+    b0 = torch.zeros(K, n_out, device=dev)
+    if val:
+        b0[:, C] = torch.as_tensor([float(np.mean(y["valence"][j.train])) for j in jobs], device=dev)
+    if vad:
+        b0[:, C + (1 if val else 0):] = torch.as_tensor(np.stack([np.mean(y["vad"][j.train], 0) for j in jobs]), device=dev)
+    b = b0.clone().requires_grad_(True)
+    ls, wd = float(cfg.label_smoothing), float(cfg.weight_decay)
+    order = [k for g in groups.values() for k in g]
+    inv = torch.as_tensor(np.argsort(order), device=dev)
+
+    def outputs(Wt, bt):
+        """(K, N, n_out) outputs of every model on every row (standardisation folded into the weights)."""
+        A = Wt / sd[:, :, None]  # (K, F, n_out)
+        c = bt - torch.einsum("kf,kfo->ko", mu / sd, Wt)
+        outs = []
+        for g, ks in groups.items():
+            kt = torch.as_tensor(ks, device=dev)
+            z = designs[g] @ A[kt].permute(1, 0, 2).reshape(F_, -1)  # (N, Kg*n_out)
+            outs.append(z.reshape(N, len(ks), n_out).permute(1, 0, 2))
+        z = torch.cat(outs)[inv] + c[:, None, :]
+        return z
+
+    def split(z):
+        d = {}
+        if disc:
+            d["logits"] = z[..., :C]
+        if val:
+            d["valence"] = z[..., C]
+        if vad:
+            d["vad"] = z[..., C + (1 if val else 0):]
+        return d
+
+    ys = {k: v for k, v in safe.items()}
+
+    def model_losses(z, mask, cwk, smoothing):
+        f = torch.vmap(lambda o, m, w: sum(masked_task_losses(o, ys, m, w, smoothing).values()),
+                       in_dims=(0, 0, 0 if cwk is not None else None))
+        return f(split(z), mask, cwk)
+
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=LBFGS_MAX_ITER, history_size=20, tolerance_grad=LBFGS_TOL,
+                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    nev = [0]
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        z = outputs(W, b)
+        loss = model_losses(z, tmask, cw, ls).sum() + 0.5 * wd * (W * W).sum()
+        loss.backward()
+        nev[0] += 1
+        return loss
+
+    opt.step(closure)
+    iters = int(opt.state[compat.lbfgs_params(opt)[0]].get("n_iter", 0))
+    with torch.no_grad():
+        z = outputs(W, b)
+        vl = model_losses(z, vmask, None, 0.0).cpu().numpy()
+        if not torch.isfinite(W).all():
+            raise NonFiniteError("L-BFGS probe diverged (non-finite weights); check the inputs for inf/NaN or use --optimizer adamw")
+    models, infos = [], []
+    for k, j in enumerate(jobs):
+        m = init_model(j.model_args or model_args, j.seed, {kk: v[j.train] for kk, v in y.items()}, cfg.decoder, dev)
+        with torch.no_grad():
+            dec = m.decoder
+            if disc:
+                dec.emotion.weight.copy_(W[k, :, :C].T)
+                dec.emotion.bias.copy_(b[k, :C])
+            if val:
+                dec.valence.weight.copy_(W[k, :, C:C + 1].T)
+                dec.valence.bias.copy_(b[k, C:C + 1])
+            if vad:
+                o = C + (1 if val else 0)
+                dec.vad.weight.copy_(W[k, :, o:].T)
+                dec.vad.bias.copy_(b[k, o:])
+        m.eval()
+        models.append(m)
+        infos.append({"epochs": iters, "best_epoch": iters, "best_val_loss": float(vl[k]), "optimizer": "lbfgs"})
+    if log:
+        log(f"L-BFGS: {K} linear probes, {iters} iterations, {nev[0]} evaluations")
+    return BatchedFit(models, infos, time.perf_counter() - t0, 1, iters, {"evaluations": nev[0]})
+
+
+# ---------------------------------------------------------------------------
+# The deterministic full-batch recipe (``--recipe lbfgs``): every fold in one L-BFGS solve,
+# the L2 strength chosen per fold on its inner-validation rows along a warm-started path
+# ---------------------------------------------------------------------------
+
+#: L2 path of the lbfgs recipe, weakest first: the coefficient ``l2`` of ``0.5 * l2 * ||W||²``
+#: added to each fold's *mean* training loss (scikit-learn's ``C = 1 / (l2 * n_train)``; its
+#: ``MLPClassifier(alpha)`` is ``l2 = alpha / n_train``). Half-decade steps as
+#: ``LogisticRegressionCV(Cs=...)`` would use them; the path stops once every fold's
+#: inner-validation loss has risen for :data:`PATH_PATIENCE` consecutive points. Weakest first
+#: (``LogisticRegressionCV`` goes strongest first, which is equivalent for a convex head): a
+#: non-convex head warm-started from a strongly regularised solution sits near the all-zero
+#: saddle of a ReLU network, whose gradient is below any tolerance, and never leaves it.
+L2_PATH = (0.001, 0.003, 0.01, 0.03, 0.1)
+PATH_PATIENCE = 2
+#: L-BFGS iterations at most per point of the path (warm-started: an approximate solve that ranks
+#: the points), and for the final solve (the refit, or a fixed ``l2``), for the linear head (convex,
+#: float64) and the other heads; and the gradient tolerance (largest entry of the gradient of the
+#: summed per-fold objectives, i.e. of each fold's own objective).
+PATH_MAX_ITER = {"linear": 100, "other": 40}
+FINAL_MAX_ITER = {"linear": 500, "other": 150}
+PATH_TOL = {"linear": 1e-7, "other": 1e-4}
+#: The full-batch recipe holds every fold's gathered training rows at once (models x rows x
+#: features); above this many bytes it does not "fit" and the minibatch recipe runs instead.
+RECIPE_MAX_BYTES = 3 << 30
+#: Heads the full-batch recipe trains (deterministic with dropout off; univa: soft targets).
+RECIPE_HEADS = ("linear", "mlp", "afg", "attention", "transformer")
+
+
+def choose_recipe(cfg, inputs, n_models: int, rows_per_model: int, y: dict | None = None,
+                  speakers_missing: bool = False, other: str | None = None) -> dict[str, Any]:
+    """The training recipe of a run and why: ``{"recipe": "lbfgs" | "adamw", "reason": str, "requested": cfg.recipe}``.
+
+    ``auto`` (the default) picks ``lbfgs`` (:func:`fit_lbfgs_path`: deterministic full-batch
+    L-BFGS of every fold at once, L2 chosen per fold on its inner-validation rows) for
+    utterance-level inputs that fit in memory with fewer than ``TrainConfig.LARGE`` (2000) training
+    rows per fold, and ``adamw`` (minibatches, early stopping, ``seeds`` averaged) otherwise: large
+    training sets (each L-BFGS iteration is a full pass; an AdamW epoch makes many steps), frame-level inputs, multi-label / UniVA / pseudo-labelled
+    (soft-target) training, uncertainty loss weighting, ``--sequential``, per-fold stores
+    (``other``), or more than :data:`RECIPE_MAX_BYTES` of gathered training inputs.
+
+    Args:
+        cfg: :class:`emo.fuse.config.TrainConfig` (``recipe``: auto | lbfgs | adamw).
+        inputs: the run's :class:`emo.fuse.training.inputs.FeatureInput` list.
+        n_models: models solved together (folds); rows_per_model: the largest fold's training + validation rows.
+        y: the label dict (soft-target keys ``multihot``/``weight``/``va`` rule the recipe out).
+        other: a reason from the caller that rules the full-batch recipe out.
+
+    Raises:
+        ValueError: ``recipe="lbfgs"`` requested for a configuration it cannot train (the reason).
+    """
+    from emo.fuse.training.inputs import as_inputs
+
+    inputs = as_inputs(inputs)
+    if cfg.recipe == "adamw":
+        return {"recipe": "adamw", "reason": "--recipe adamw", "requested": "adamw"}
+    why = other or batched_unsupported(cfg, inputs, speakers_missing, y)
+    if why is None and cfg.head not in RECIPE_HEADS:
+        why = f"--head {cfg.head} trains with soft targets / contrastive losses (minibatch recipe)"
+    if why is None and cfg.loss_weighting != "fixed":
+        why = "--loss-weighting uncertainty learns its weights by minibatch descent"
+    if why is None and not cfg.batched:
+        why = "--sequential"
+    if why is None and rows_per_model >= cfg.LARGE and cfg.recipe == "auto":
+        why = (f"{rows_per_model} training rows per fold (>= {cfg.LARGE}): minibatch epochs reach the optimum in "
+               "fewer passes over the data than full-batch L-BFGS iterations")
+    if why is None:
+        feat = sum(len(inp.layers) * inp.dim for inp in inputs)
+        need = 2 * n_models * rows_per_model * feat * 4
+        if need > RECIPE_MAX_BYTES:
+            why = (f"the full-batch inputs of {n_models} folds ({need / 2**30:.1f} GiB) exceed "
+                   f"{RECIPE_MAX_BYTES / 2**30:.0f} GiB: minibatches")
+    if why is not None:
+        if cfg.recipe == "lbfgs":
+            raise ValueError(f"--recipe lbfgs cannot train this run: {why}")
+        return {"recipe": "adamw", "reason": why, "requested": cfg.recipe}
+    return {"recipe": "lbfgs", "requested": cfg.recipe,
+            "reason": "utterance-level inputs that fit in memory: deterministic full-batch L-BFGS of every fold at once"}
+
+
+def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
+                   log: Callable[[str], None] | None = None, l2: float | None = None, refit: bool = True,
+                   path: tuple[float, ...] = L2_PATH, dtype=None) -> BatchedFit:
+    """Fit every job's :class:`emo.fuse.model.multimodal.FusionModel` by full-batch L-BFGS, all jobs in one solve.
+
+    The parameters of the K models are stacked ((K, ...) leaves) and the model runs under
+    ``torch.vmap(torch.func.functional_call)``; the objective is the *sum* of the K per-model
+    objectives, each on its own rows, so each model's gradient is its own objective's gradient
+    and one ``torch.optim.LBFGS`` (strong Wolfe line search) over the concatenation reaches every
+    model's stationary point. Per model k::
+
+        J_k(θ) = task losses of model k over its rows (mean cross-entropy with the configured class
+                 weights and label smoothing; MSE of valence / VAD)  +  0.5 · l2_k · Σ ||W||²
+
+    over the weight matrices (biases, 1-d parameters and layer weights unpenalised, as the AdamW
+    recipe's decay groups). Dropout is off (``model_args["dropout"]`` should be 0; the model runs in
+    eval mode), so the fit is deterministic given the initial weights (``torch.manual_seed(job.seed)``).
+    For the linear head (convex: the multinomial logistic / least-squares model) the solve runs in
+    float64 from the same start and its optimum is scikit-learn's
+    ``LogisticRegression(C=1 / (l2 * n_rows))`` (``tests/test_fuse_recipe.py``).
+
+    Choosing ``l2`` (``l2=None``): the path :data:`L2_PATH`, weakest first, each point warm-started
+    from the previous solution (as ``LogisticRegressionCV`` does); after each point every model's
+    inner-validation loss (cross-entropy / MSE without weights or smoothing) is computed and each
+    model keeps the point with the lowest (the path stops early once every model's loss has risen
+    :data:`PATH_PATIENCE` times in a row). With ``refit`` the chosen point is refitted on the
+    model's training + inner-validation rows (warm-started; ``LogisticRegressionCV(refit=True)``).
+    With a fixed ``l2`` one solve on the training rows.
+
+    Args:
+        xs, y, jobs, model_args, log: as :func:`fit_batched` (``Job.val`` rows choose l2).
+        cfg: resolved :class:`emo.fuse.config.TrainConfig` (device, label smoothing, decoder).
+        l2: fixed L2 coefficient (``None``: chosen along ``path``). refit: see above.
+        dtype: torch dtype of the solve (default float64 for the linear head, else float32).
+
+    Returns:
+        :class:`BatchedFit`; ``info`` per model: ``epochs`` (L-BFGS iterations, all solves),
+        ``best_epoch`` (same), ``best_val_loss``, ``optimizer: "lbfgs"``, ``l2`` (chosen),
+        ``path`` (``[[l2, val_loss], ...]``), ``refit`` (bool), ``converged`` (final gradient below tolerance).
+
+    Raises:
+        ValueError: models of different parameter shapes, jobs without training/validation rows.
+        emo.fuse.eval.runcheck.NonFiniteError: the objective became non-finite (inputs with inf/NaN).
+    """
+    import copy
+
+    import torch
+    from torch.func import functional_call
+
+    t0 = time.perf_counter()
+    dev = cfg.device
+    K = len(jobs)
+    for j in jobs:
+        if len(j.train) == 0 or len(j.val) == 0:
+            raise ValueError("every job needs training and validation rows")
+    linear = (model_args.get("head") == "linear")
+    dt = dtype or (torch.float64 if linear else torch.float32)
+    ytr = [{k: v[j.train] for k, v in y.items()} for j in jobs]
+    models = [init_model(j.model_args or model_args, j.seed, ytr[i], cfg.decoder, dev) for i, j in enumerate(jobs)]
+    names = [n for n, _ in models[0].named_parameters()]
+    shapes = [tuple(p.shape) for _, p in models[0].named_parameters()]
+    for m in models:
+        if [tuple(p.shape) for _, p in m.named_parameters()] != shapes:
+            raise ValueError("models of one batch must have the same parameter shapes")
+    decay = [not _no_decay(n, p) for n, p in models[0].named_parameters()]
+    base = copy.deepcopy(models[0]).to(dt).eval()
+    P = [torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(dt).requires_grad_(True) for n in names]
+    yt = {k: torch.as_tensor(v, device=dev) for k, v in y.items()}
+    yt = {k: (v.to(dt) if v.is_floating_point() else v) for k, v in yt.items()}
+    cw = None
+    if any(j.class_weight is not None for j in jobs):
+        c = len(next(j.class_weight for j in jobs if j.class_weight is not None))
+        cw = torch.as_tensor(np.stack([j.class_weight if j.class_weight is not None else np.ones(c, np.float32)
+                                       for j in jobs]), device=dev).to(dt)
+    ls = float(cfg.label_smoothing)
+
+    def gather(rows: list[np.ndarray]):
+        """Per input (K, R, L, D) inputs of every model on its rows (padded with its first row), the
+        (K, R) mask and the labels."""
+        rmax = max(len(r) for r in rows)
+        idx = torch.as_tensor(np.stack([np.concatenate([r, np.full(rmax - len(r), r[0])]) for r in rows]), device=dev)
+        mask = torch.as_tensor(np.stack([np.arange(rmax) < len(r) for r in rows]), device=dev)
+        out = []
+        for i, x in enumerate(xs):
+            if jobs[0].cols is not None and jobs[0].cols[i] is not None:
+                c = torch.as_tensor(np.stack([j.cols[i] for j in jobs]), device=dev)
+                g = x[idx[:, :, None], c[:, None, :]]
+            else:
+                g = x[idx]
+            g = g.to(dt)
+            if jobs[0].norm is not None and jobs[0].norm[i] is not None:
+                m = torch.as_tensor(np.stack([j.norm[i][0] for j in jobs]), device=dev).to(dt)
+                s = torch.as_tensor(np.stack([j.norm[i][1] for j in jobs]), device=dev).to(dt)
+                g = (g - m[:, None]) / s[:, None]
+            out.append(g)
+        return out, mask, {k: v[idx] for k, v in yt.items()}
+
+    def per_model(p, xb, yb, mb, cwb, smoothing):
+        out = functional_call(base, dict(zip(names, p)), (xb,))
+        return sum(masked_task_losses(out, yb, mb, cwb, smoothing).values())
+
+    def losses(data, weighted: bool):
+        xb, mb, yb = data
+        use_cw = cw if weighted else None
+        fn = torch.vmap(lambda p, a, b, c, d: per_model(p, a, b, c, d, ls if weighted else 0.0),
+                        in_dims=(0, 0, 0, 0, 0 if use_cw is not None else None))
+        return fn(P, xb, yb, mb, use_cw)  # (K,)
+
+    lam = torch.zeros(K, dtype=dt, device=dev)
+    iters = np.zeros(K, dtype=int)
+    nev = [0]
+    converged = [False]
+
+    def solve(data, max_iter: int) -> None:
+        opt = torch.optim.LBFGS(P, lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
+                                tolerance_change=1e-12 if dt == torch.float64 else 1e-9, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            pen = sum((lam * (p * p).flatten(1).sum(1)).sum() for p, d in zip(P, decay) if d)
+            loss = losses(data, True).sum() + 0.5 * pen
+            loss.backward()
+            nev[0] += 1
+            return loss
+
+        opt.step(closure)
+        n = int(opt.state[compat.lbfgs_params(opt)[0]].get("n_iter", 0))
+        iters[:] += n
+        with torch.no_grad():
+            if not all(torch.isfinite(p).all() for p in P):
+                raise NonFiniteError("the full-batch L-BFGS fit diverged (non-finite weights); check the inputs "
+                                         "for inf/NaN or use --recipe adamw")
+        g = torch.cat([p.grad.flatten() for p in P if p.grad is not None]) if all(p.grad is not None for p in P) else None
+        converged[0] = bool(g is not None and float(g.abs().max()) <= tol)
+
+    max_iter = PATH_MAX_ITER["linear" if linear else "other"]
+    final_iter = FINAL_MAX_ITER["linear" if linear else "other"]
+    tol = PATH_TOL["linear" if linear else "other"]
+    with _vmappable_attention(), heap_allocations():
+        train_data = gather([np.asarray(j.train) for j in jobs])
+        val_data = gather([np.asarray(j.val) for j in jobs])
+        hist: list[list[list[float]]] = [[] for _ in jobs]
+        if l2 is not None:
+            lam.fill_(float(l2))
+            solve(train_data, final_iter)
+            with torch.no_grad():
+                best_val = losses(val_data, False).cpu().numpy().astype(float)
+            chosen = np.full(K, float(l2))
+            for k in range(K):
+                hist[k].append([float(l2), float(best_val[k])])
+        else:
+            best_val = np.full(K, math.inf)
+            chosen = np.full(K, path[0], dtype=float)
+            best_P = [p.detach().clone() for p in P]
+            rises = np.zeros(K, dtype=int)
+            prev = np.full(K, math.inf)
+            for a in path:
+                lam.fill_(float(a))
+                solve(train_data, max_iter)
+                with torch.no_grad():
+                    vl = losses(val_data, False).cpu().numpy().astype(float)
+                if not np.all(np.isfinite(vl)):
+                    raise NonFiniteError(f"non-finite inner-validation loss at l2={a} (inputs with inf/NaN?)")
+                better = vl < best_val - 1e-9
+                for k in np.flatnonzero(better):
+                    for q in range(len(P)):
+                        best_P[q][k] = P[q].detach()[k]
+                best_val = np.where(better, vl, best_val)
+                chosen = np.where(better, a, chosen)
+                rises = np.where(vl > prev, rises + 1, 0)
+                prev = vl
+                for k in range(K):
+                    hist[k].append([float(a), float(vl[k])])
+                if np.all(rises >= PATH_PATIENCE):
+                    break
+            with torch.no_grad():
+                for q in range(len(P)):
+                    P[q].copy_(best_P[q])
+            lam.copy_(torch.as_tensor(chosen, dtype=dt, device=dev))
+        if refit:
+            del train_data
+            solve(gather([np.sort(np.concatenate([j.train, j.val])) for j in jobs]), final_iter)
+    out_models, infos = [], []
+    with torch.no_grad():
+        for k, m in enumerate(models):
+            for n, p in zip(names, P):
+                dict(m.named_parameters())[n].copy_(p[k].to(torch.float32))
+            m.eval()
+            out_models.append(m)
+            infos.append({"epochs": int(iters[k]), "best_epoch": int(iters[k]), "best_val_loss": float(best_val[k]),
+                          "optimizer": "lbfgs", "l2": float(chosen[k]), "path": hist[k], "refit": bool(refit),
+                          "converged": converged[0]})
+    if log:
+        log(f"L-BFGS recipe: {K} models in one solve, {int(iters.max())} iterations, {nev[0]} evaluations, "
+            f"l2 chosen {sorted(set(float(c) for c in chosen))}{', refitted on train + inner validation' if refit else ''}")
+    return BatchedFit(out_models, infos, time.perf_counter() - t0, 1, int(iters.max()), {"evaluations": nev[0]})
