@@ -408,3 +408,100 @@ class PseudoLabelOptions:
     threshold: float = opt(0.9, "Keep clips whose top class probability is at least this.", group=METHODS)
     top_k: int = opt(0, "Keep at most this many clips per class, the most confident (0 = no limit).", group=METHODS)
     align: Literal["strict", "intersect"] = like(RunOptions, "align", "intersect")
+
+
+#: ``--help`` groups of ``emo fuse search`` besides the shared ones.
+SPACE, SEARCH, PARALLEL = "Search space", "Search", "Parallel"
+
+
+@dataclass(kw_only=True)
+class SearchOptions:
+    """The options of ``emo fuse search`` (:func:`emo.fuse.eval.search.search`).
+
+    The search space is the option ``space``: the keys of :class:`emo.fuse.eval.search.Space`
+    (``stores``, ``combine``, ``heads``, ``weight_decay``, ``hidden``, ``dropout``,
+    ``class_weights``) written straight into ``--config FILE`` (:func:`read_search_config`, so
+    ``--config space.yaml`` is the space and may hold options too), or ``--space`` with a YAML/JSON
+    file or the space as JSON text (what the command records in ``search.json``)."""
+
+    dataset: str = like(RunOptions, "dataset", ..., help="Dataset name (the folder under --features-dir).")
+    features_dir: Path = like(RunOptions, "features_dir")
+    store: List[str] = opt([], "Stores of the default space (repeatable; default: every store of the dataset).", group=INPUTS)
+    space: str = opt("", "Search space: a YAML/JSON file or JSON text with stores (with layers/windows), combine, heads, weight_decay, "
+                     "hidden, dropout, class_weights; these keys may also stand in --config FILE. Default: every store present, "
+                     "single layers + 3-layer windows + all layers, the L-BFGS linear probe over weight decays 0.01, 0.1, 1, with "
+                     "and without class weights.", group=SPACE)
+    folds: str = opt("speaker", "Outer folds: speaker (leave-one-speaker-out) | K (stratified k-fold) | split (train/test; dev "
+                     "selects).", group=PROTOCOL)
+    inner_folds: int = opt(0, "Inner folds per outer fold: 0 = one per training speaker (speaker), K-1 (k-fold); N = N speaker "
+                           "groups.", group=PROTOCOL, min=0)
+    metric: str = opt("uar", "Ranks the candidates and is reported.", group=PROTOCOL,
+                      choices=lazy_choices("emo.fuse.eval.search", "SEARCH_METRICS"))
+    n_boot: int = opt(N_BOOT, "Speaker-bootstrap replicates of the intervals.", group=PROTOCOL, min=1)
+    seed: int = opt(0, "Candidate order (budgets), weight search and bootstrap seed.", group=PROTOCOL)
+    budget: str = opt("", "Wall time (300s, 5m, 1h) or number of candidates (40); default: the whole space.", group=SEARCH)
+    ensemble: int = opt(3, "Members of the decision ensemble chosen in each fold (1: the best candidate alone).", group=SEARCH, min=1)
+    halving: int = opt(3, "Successive halving eta: rung 0 on 1/eta of the inner folds, the best 1/eta go on (0 or 1: off).",
+                       group=SEARCH, min=0)
+    workers: int = opt(0, "Local worker processes, one torch thread each (0 = the number of CPUs).", group=PARALLEL, min=0)
+    scheduler: str = opt("", "Address of a dask scheduler (tcp://host:8786): run the candidates on that cluster instead.", group=PARALLEL)
+    out: Path = opt(..., "Output directory: search.json (with the resolved options), leaderboard.csv, report.md, plots, run/, "
+                    "cache/ (rerun to resume).", group=OUTPUT)
+    write_run: bool = opt(True, "Refit the chosen configuration on all data and write OUT/run (--no-run: do not).", group=OUTPUT,
+                          flags=("--run/--no-run",))
+
+    def validate(self) -> None:
+        """Every rule on the search options (choices, ``--folds``, ``--budget``); the space is read by
+        :meth:`read_space`. Raises ValueError naming the option."""
+        from emo.fuse.eval.search import parse_budget
+        from emo.optspec import check_choices
+
+        check_choices(self)
+        if self.folds not in ("speaker", "split") and not (self.folds.isdigit() and int(self.folds) >= 2):
+            raise ValueError(f"--folds must be speaker, split or an integer K >= 2, not {self.folds!r}")
+        parse_budget(self.budget)  # SearchError is a ValueError
+
+    def read_space(self) -> Any:
+        """The :class:`emo.fuse.eval.search.Space` of ``space`` (None: the default space).
+
+        Raises:
+            SearchError: an unreadable file or a bad space (named).
+        """
+        from emo.fuse.eval.search import Space
+
+        s = self.space.strip()
+        if not s:
+            return None
+        if s.startswith("{"):
+            try:
+                d = json.loads(s)
+            except json.JSONDecodeError as e:
+                from emo.fuse.eval.search import SearchError
+
+                raise SearchError(f"--space: not a file and not valid JSON ({e})") from None
+            return Space.from_dict(d, "--space")
+        return Space.read(s)
+
+
+def read_search_config(path: str | Path) -> dict[str, Any]:
+    """Read ``emo fuse search --config FILE`` (YAML or JSON, :func:`emo.optspec.read_options_file`):
+    option names as keys, and the search space's keys (:class:`emo.fuse.eval.search.Space`: ``stores``,
+    ``heads``, ...; top-level or nested under ``space:``) gathered into the ``space`` option as JSON
+    text. ``OUT/search.json`` reads back its recorded options.
+
+    Raises:
+        ValueError: unreadable file, a bad space (the file named), or a space given both as keys and as ``space``.
+    """
+    from dataclasses import asdict
+
+    from emo.fuse.eval.search import Space
+    from emo.optspec import read_options_file
+
+    values = read_options_file(path)
+    keys = [f.name for f in fields(Space)]
+    given = {k: values.pop(k) for k in keys if k in values}
+    if given:
+        if values.get("space"):
+            raise ValueError(f"{path}: the search space is given twice (space: and {', '.join(given)}); keep one")
+        values["space"] = json.dumps(asdict(Space.from_dict(given, str(path))))
+    return values

@@ -70,7 +70,7 @@ def test_layers_is_a_structured_field():
         RunOptions(features=["a:1-2"], layers=["1"]).feature_specs()
 
 
-@pytest.mark.parametrize("path", [("fuse", "sweep"), ("tune", "hlft"), ("extract",)])
+@pytest.mark.parametrize("path", [("fuse", "sweep"), ("fuse", "search"), ("tune", "hlft"), ("extract",)])
 def test_every_generated_command_takes_config(path, tmp_path):
     from emo.cli import app
 

@@ -13,7 +13,7 @@ import pytest
 from emo.extract.datasets.base import Sample, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import StoreWriter
-from emo.fuse import search as S
+from emo.fuse.eval import search as S
 
 CLASSES = ["neutral", "angry", "happy"]
 
@@ -209,22 +209,148 @@ def test_opensmile_sets_on_a_real_clip(shared):
     assert lld.provenance()["feature_level"] == "LowLevelDescriptors"
 
 
-def test_cli_search_and_bad_values(tmp_path):
+def _doc():
+    return (Path(__file__).resolve().parents[1] / "docs" / "search.md").read_text()
+
+
+def test_cli_search_runs_every_command_docs_search_md_shows(tmp_path):
+    """The doc's commands, in order, on the toy dataset: the default space (3-candidate budget), the
+    doc's space.yaml (its stores swapped for the toy's), and the rerun from OUT/search.json."""
+    import re
+    import shlex
+    import textwrap
+
     from tests.helpers import run_emo
 
-    import shlex
+    from emo.fuse.options import read_search_config
 
     make_toy(tmp_path)
-    # the command docs/search.md shows, on the toy dataset, with a 3-candidate budget
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "search.md").read_text()
-    line = next(x for x in doc.splitlines() if x.startswith("emo fuse search "))
-    argv = shlex.split(line)[1:]
-    for opt, val in (("--dataset", "toy"), ("--features-dir", str(tmp_path)), ("--out", str(tmp_path / "s"))):
-        argv[argv.index(opt) + 1] = val
-    r = run_emo(*argv, "--budget", "3", "--workers", "1", "--ensemble", "1")
-    assert "nested UAR" in r.stdout and (tmp_path / "s" / "run" / "config.json").is_file()
-    assert json.loads((tmp_path / "s" / "search.json").read_text())["space"]["n_candidates_evaluated"] == 3
-    run_emo("fuse", "search", "--dataset", "toy", "--features-dir", str(tmp_path), "--budget", "soon", "--out", str(tmp_path / "x"), ok=(2,))
-    run_emo("fuse", "search", "--dataset", "toy", "--features-dir", str(tmp_path), "--metric", "f1", "--out", str(tmp_path / "x"), ok=(2,))
+    doc = _doc()
+    yaml_block = textwrap.dedent(re.search(r"```yaml\n(.*?)```", doc, re.S).group(1))
+    shown = read_search_config(_write(tmp_path / "doc_space.yaml", yaml_block))  # the doc's YAML is a valid --config
+    assert set(json.loads(shown["space"])) >= {"stores", "heads", "weight_decay"}
+    _write(tmp_path / "space.yaml", yaml_block.replace("name: minilm", "name: good").replace("name: egemaps", "name: noise")
+           .replace("combine: [1]", "combine: [1]\nbudget: 3\nworkers: 1\nensemble: 1\nn_boot: 100"))
+    lines = [x for x in doc.split("```bash\n")[1].split("```")[0].splitlines() if x.startswith("emo fuse search ")]
+    assert len(lines) == 3
+    outs = {}
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        for opt, val in (("--dataset", "toy"), ("--features-dir", str(tmp_path))):
+            if opt in argv:
+                argv[argv.index(opt) + 1] = val
+        if "--out" in argv:
+            argv[argv.index("--out") + 1] = outs.setdefault(argv[argv.index("--out") + 1], str(tmp_path / f"s{len(outs)}"))
+        for i, a in enumerate(argv):
+            if a == "space.yaml":
+                argv[i] = str(tmp_path / "space.yaml")
+            elif a.endswith("/search.json"):
+                argv[i] = str(Path(outs[a.rsplit("/", 1)[0]]) / "search.json")
+        extra = ["--budget", "3", "--workers", "1", "--ensemble", "1", "--n-boot", "100"] if "--config" not in line else []
+        r = run_emo(*argv, *extra)
+        assert "nested UAR" in r.stdout, r.stdout
+    first, space_run = (json.loads((Path(o) / "search.json").read_text()) for o in outs.values())
+    assert first["space"]["n_candidates_evaluated"] == 3 and (Path(outs["runs/search-emodb"]) / "run" / "config.json").is_file()
+    assert first["options"]["budget"] == "3" and first["options"]["space"] == ""
+    # the doc's space.yaml: its stores (good: windows 1-3 + all = 6 specs, noise), its options from the same file
+    assert space_run["options"]["budget"] == "3" and space_run["options"]["ensemble"] == 1
+    assert json.loads(space_run["options"]["space"])["stores"][0] == {"name": "good", "windows": [1, 2, 3]}
+    assert {s["name"] for s in space_run["space"]["definition"]["stores"]} == {"good", "noise"}
+
+
+def _write(p: Path, text: str) -> Path:
+    p.write_text(text)
+    return p
+
+
+def test_cli_options_are_generated_from_search_options(tmp_path):
+    """Every option of emo fuse search is a SearchOptions field (no hand-written option), grouped in
+    --help; a field added to the dataclass appears in --help and reaches the command body."""
+    from dataclasses import dataclass, fields
+
+    import typer
+    from typer.testing import CliRunner
+
+    from emo.cliargs import GroupedCommand, command
+    from emo.cli import app
+    from emo.fuse import search_cli
+    from emo.fuse.options import SearchOptions
+    from emo.optspec import flag_of, opt
+
+    cmd = typer.main.get_command(app).commands["fuse"].commands["search"]
+    assert sorted(p.name for p in cmd.params) == sorted(["config", *(f.name for f in fields(SearchOptions))])
+    r = CliRunner().invoke(app, ["fuse", "search", "--help"], terminal_width=120)
+    sections = [x[:-1] for x in r.output.splitlines() if x.endswith(":") and not x.startswith(" ")]
+    assert sections[:6] == ["Inputs", "Search space", "Protocol", "Search", "Parallel", "Output"], r.output
+    for f in fields(SearchOptions):
+        assert flag_of(f) in r.output, f.name
+    protocol = r.output.split("\nProtocol:")[1].split("\nSearch:")[0]
+    assert "--metric" in protocol and "One of: uar, waf, accuracy" in " ".join(protocol.split()) and "--budget" not in protocol
+
+    @dataclass(kw_only=True)
+    class Extended(SearchOptions):
+        max_members_per_store: int = opt(2, "A new search option, declared only here.", group="Search")
+
+    got = []
+    test_app = typer.Typer(rich_markup_mode=None)  # plain help, as emo.cli gives when piped
+    test_app.command("search", cls=GroupedCommand)(command(Extended, read_config=search_cli.read_search_config,
+                                                          panels=search_cli.PANELS)(lambda ctx, o: got.append(o)))
+    test_app.command("other")(lambda: None)
+    r = CliRunner().invoke(test_app, ["search", "--help"], terminal_width=120)
+    search_section = r.output.split("\nSearch:")[1].split("\nParallel:")[0]
+    assert "--max-members-per-store" in search_section and "A new search option" in search_section, r.output
+    cfg = _write(tmp_path / "x.yaml", "max_members_per_store: 5\nstores: [good]\n")
+    r = CliRunner().invoke(test_app, ["search", "--config", str(cfg), "--dataset", "toy", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert got[0].max_members_per_store == 5 and json.loads(got[0].space)["stores"] == [{"name": "good"}]
+
+
+def test_cli_config_round_trip_reuses_every_unit(tmp_path, monkeypatch):
+    """--config FILE (space keys + options) runs; OUT/search.json records the resolved options, and
+    --config OUT/search.json reruns the same search (same options, every unit from the cache)."""
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+
+    make_toy(tmp_path)
+    exp = _write(tmp_path / "exp.yaml", f"dataset: toy\nfeatures-dir: {tmp_path}\nout: {tmp_path / 'o'}\nworkers: 1\n"
+                 "ensemble: 2\nhalving: 0\nn_boot: 50\nmetric: waf\nspace:\n  stores: [{name: good, windows: [1]}, noise]\n"
+                 "  weight_decay: [0.1]\n  class_weights: [false]\n")
+    r = CliRunner().invoke(app, ["fuse", "search", "--config", str(exp), "--no-run", "--seed", "3"])
+    assert r.exit_code == 0, r.output
+    first = json.loads((tmp_path / "o" / "search.json").read_text())
+    opts = first["options"]
+    assert (opts["metric"], opts["ensemble"], opts["halving"], opts["n_boot"], opts["seed"], opts["write_run"]) == ("waf", 2, 0, 50, 3, False)
+    assert json.loads(opts["space"])["weight_decay"] == [0.1] and first["space"]["n_candidates_evaluated"] == 5
+    assert not (tmp_path / "o" / "run").exists()
+    assert first["command"][:3] == ["emo", "fuse", "search"] and "--space" in first["command"]  # reproducible without the file
+    monkeypatch.setattr(S, "run_unit", lambda u, d=None: (_ for _ in ()).throw(AssertionError(f"retrained {u.tag}")))
+    r = CliRunner().invoke(app, ["fuse", "search", "--config", str(tmp_path / "o" / "search.json")])
+    assert r.exit_code == 0, r.output
+    again = json.loads((tmp_path / "o" / "search.json").read_text())
+    assert again["options"] == opts and again["nested"] == first["nested"]
+    assert [pf["chosen"] for pf in again["per_fold"]] == [pf["chosen"] for pf in first["per_fold"]]
+    # the recorded command line reproduces it too
+    r = CliRunner().invoke(app, first["command"][1:])
+    assert r.exit_code == 0 and json.loads((tmp_path / "o" / "search.json").read_text())["options"] == opts, r.output
+
+
+def test_cli_bad_values_exit_2(tmp_path):
+    from tests.helpers import run_emo
+
+    make_toy(tmp_path)
+    base = ("fuse", "search", "--dataset", "toy", "--features-dir", str(tmp_path), "--out", str(tmp_path / "x"))
+    for bad, says in ((["--budget", "soon"], "--budget must be"), (["--metric", "f1"], "--metric must be one of uar, waf, accuracy"),
+                      (["--folds", "1"], "--folds must be"), (["--folds", "loso"], "--folds must be"),
+                      (["--ensemble", "0"], "--ensemble"), (["--space", "{\"stores\": [\"good\"], \"heads\": [\"svm\"]}"], "head 'svm'"),
+                      (["--space", str(tmp_path / "missing.yaml")], "missing.yaml")):
+        r = run_emo(*base, *bad, ok=(2,))
+        assert says in r.stderr, (bad, r.stderr)
+    for text, says in (("stores: [good]\nheads: [svm]\n", "head 'svm'"), ("lr: 0.1\n", "lr is not an option"),
+                       ("stores: [good]\nspace: other.yaml\n", "given twice"), ("budget: [1, 2]\n", "takes one value")):
+        cfg = _write(tmp_path / "bad.yaml", text)
+        r = run_emo(*base, "--config", str(cfg), ok=(2,))
+        assert says in r.stderr and "bad.yaml" in r.stderr, (text, r.stderr)
+    assert not (tmp_path / "x").exists()  # refused before anything was written
     r = run_emo("fuse", "search", "--dataset", "nope", "--features-dir", str(tmp_path), "--out", str(tmp_path / "x"), ok=(1,))
     assert "no feature stores found" in r.stderr

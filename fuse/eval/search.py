@@ -823,7 +823,8 @@ def load_search_data(features_dir: str | Path, dataset: str, stores: list[str] |
 def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space | None = None, protocol: str = "speaker",
            metric: str = "uar", budget: str | int | None = None, ensemble: int = 3, halving: int = 3, inner_folds: int = 0,
            workers: int = 1, scheduler: Any = None, seed: int = 0, n_boot: int = 2000, stores: list[str] | None = None,
-           write_run: bool = True, progress: Callable[[str], None] | None = None, command: list[str] | None = None) -> dict[str, Any]:
+           write_run: bool = True, progress: Callable[[str], None] | None = None, command: list[str] | None = None,
+           options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the nested search (module docstring) and write ``out`` (``search.json``, ``leaderboard.csv``,
     ``report.md``, plots, ``run/`` and ``cache/``).
 
@@ -835,6 +836,9 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
         ensemble: members of the decision ensemble chosen per fold (1: the best candidate alone).
         halving: eta of successive halving (<= 1: off). inner_folds: 0 = one per speaker.
         workers / scheduler: local processes / a dask Client or address. seed: candidate order, weights.
+        command: the argv recorded in ``search.json`` and the run directories. options: the command's
+            resolved options (:class:`emo.fuse.options.SearchOptions`), recorded as ``search.json``
+            ``options`` (``emo fuse search --config OUT/search.json`` reads them back).
 
     Returns:
         The ``search.json`` dict.
@@ -1017,7 +1021,7 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
     lb.sort(key=lambda r: -r["inner_score"])
     gap = optimistic["estimate"] - nested_ci["estimate"]
     result = {
-        "command": command, "dataset": dataset, "features_dir": str(features_dir), "protocol": protocol,
+        "command": command, "options": options, "dataset": dataset, "features_dir": str(features_dir), "protocol": protocol,
         "metric": metric, "normalize": data.normalize, "n_labelled": int(len(rows)), "n_evaluated": int(len(ev)),
         "classes": data.classes, "stores": {k: {"layers": v.layers, "dim": v.dim, "provenance": v.provenance}
                                             for k, v in sorted(data.inputs.items())},
