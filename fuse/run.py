@@ -36,7 +36,11 @@ from emo.fsio import write_csv, write_json, write_safetensors
 from emo.fuse.training.inputs import FeatureInput, as_inputs
 from emo.fuse.eval.report import write_report
 
-__all__ = ["RunError", "Run", "load_run", "read_config", "save_run", "prediction_columns", "write_csv", "write_json"]
+__all__ = ["RunError", "Run", "EnsembleRun", "ENSEMBLE_KIND", "load_run", "read_config", "save_run", "write_ensemble_config",
+           "prediction_columns", "write_csv", "write_json"]
+
+#: ``config.json`` ``kind`` of a decision-ensemble run directory (:class:`EnsembleRun`).
+ENSEMBLE_KIND = "decision-ensemble"
 
 
 class RunError(ValueError):
@@ -315,6 +319,147 @@ class Run:
         return average_outputs(outs)
 
 
+class EnsembleRun:
+    """A decision ensemble of runs as one run directory: ``config.json`` (``kind``
+    :data:`ENSEMBLE_KIND`) names member run directories inside it (``members/<k>-<id>/``, each a
+    complete ``emo fuse train``-style run) and their weights; :meth:`predict` returns the weighted
+    sum of the members' class posteriors, ``p = sum_i w_i p_i`` (the posterior-level fusion of
+    ``emo fuse ensemble``, Wang et al., MER 2023). Written by ``emo fuse search`` for an ensemble
+    of more than one member (:func:`write_ensemble_config`); ``emo score --run`` applies it like a run.
+
+    Attributes (as :class:`Run`):
+        path, config, classes, task. inputs: per store one :class:`emo.fuse.training.inputs.FeatureInput`
+        holding the union of the members' layers (what is extracted or read once). feature_specs:
+        their specs. members: the member :class:`Run` objects. weights: float (M,), summing to 1.
+    """
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        cfg_path = path / "config.json"
+        self.path = path
+        self.config = config
+        self.task: str = config["task"]
+        self.classes: list[str] | None = config.get("classes")
+        if self.task != "discrete":
+            raise RunError(f"{cfg_path}: a decision ensemble of {self.task!r} runs is not supported (discrete only)")
+        try:
+            self.inputs: list[FeatureInput] = as_inputs(config["inputs"])
+        except (ValueError, TypeError) as e:
+            raise RunError(f"{cfg_path}: bad inputs entry ({e})") from None
+        self.feature_specs: list[str] = list(config["feature_specs"])
+        entries = config["members"]
+        if not isinstance(entries, list) or not entries:
+            raise RunError(f"{cfg_path}: 'members' must be a non-empty list")
+        self.members: list[Run] = []
+        for m in entries:
+            rel = _member_dir(m.get("dir"), cfg_path)
+            member = load_run(path / rel)
+            if not isinstance(member, Run):
+                raise RunError(f"{path / rel}: a member must be a single run, not another ensemble")
+            if member.task != self.task or member.classes != self.classes:
+                raise RunError(f"{path / rel}: task or classes differ from the ensemble's ({member.task}, {member.classes})")
+            if member.frame_inputs:
+                raise RunError(f"{path / rel}: frame-level members are not supported in a decision ensemble")
+            union = {inp.name: inp for inp in self.inputs}
+            for inp in member.inputs:
+                u = union.get(inp.name)
+                if u is None or not set(inp.layers) <= set(u.layers) or u.dim != inp.dim \
+                        or u.provenance.get("weights_hash") != inp.provenance.get("weights_hash"):
+                    raise RunError(f"{path / rel}: input {inp.name} {inp.layers} is not among the ensemble's inputs "
+                                   f"(layers, dimension and weights_hash must match {cfg_path})")
+            self.members.append(member)
+        w = np.asarray([float(m.get("weight", float("nan"))) for m in entries], dtype=np.float64)
+        if not (np.all(np.isfinite(w)) and np.all(w >= 0) and abs(w.sum() - 1.0) < 1e-6):
+            raise RunError(f"{cfg_path}: member weights must be finite, >= 0 and sum to 1, got {w.tolist()}")
+        self.weights = w
+        modes = {(m.config.get("normalization") or {}).get("mode") for m in self.members}
+        if modes != {(config.get("normalization") or {}).get("mode")}:
+            raise RunError(f"{cfg_path}: the members' normalisation modes {sorted(map(str, modes))} differ from the ensemble's")
+
+    @property
+    def frame_inputs(self) -> list[str]:
+        """Always empty: members read utterance vectors."""
+        return []
+
+    @property
+    def n_folds(self) -> int:
+        """1: the members are applied together."""
+        return 1
+
+    def predict(self, features: dict[str, Any], speakers: list[str | None] | None = None,
+                folds: list[int] | None = None, speaker_stats: dict | None = None) -> dict[str, np.ndarray]:
+        """``{"probs": float32 (N, C)}`` = ``sum_i w_i p_i``, ``p_i`` the member's :meth:`Run.predict` on
+        its own layers, cut out of ``features`` (encoder -> float32 (N, L, D) in the layer order of
+        :attr:`inputs`); ``speakers`` and ``speaker_stats`` (statistics over :attr:`inputs`' layers)
+        are passed on, cut the same way. ``folds`` must be None or ``[0]``.
+
+        Raises:
+            RunError: missing encoder or wrong shape (named).
+        """
+        if folds not in (None, [0]):
+            raise RunError(f"{self.path}: a decision ensemble has one fold (0), not {folds}")
+        arrays = {}
+        for inp in self.inputs:
+            x = features.get(inp.name)
+            if x is None:
+                raise RunError(f"{self.path}: features for {inp.name!r} missing (the ensemble needs {', '.join(self.feature_specs)})")
+            x = np.asarray(x)
+            if x.ndim != 3 or tuple(x.shape[1:]) != (len(inp.layers), inp.dim):
+                raise RunError(f"{self.path}: features {inp.name!r} have shape {x.shape}, the ensemble needs "
+                               f"(N, {len(inp.layers)}, {inp.dim}) (layers {inp.layers})")
+            arrays[inp.name] = x
+        union = {inp.name: inp.layers for inp in self.inputs}
+        total = None
+        for w, member in zip(self.weights, self.members):
+            idx = {inp.name: [union[inp.name].index(k) for k in inp.layers] for inp in member.inputs}
+            feats = {n: arrays[n][:, i] for n, i in idx.items()}
+            stats = None if speaker_stats is None else {
+                n: {spk: (mean[i], std[i]) for spk, (mean, std) in speaker_stats.get(n, {}).items()} for n, i in idx.items()}
+            p = np.asarray(member.predict(feats, speakers=speakers, speaker_stats=stats)["probs"], dtype=np.float64)
+            total = w * p if total is None else total + w * p
+        return {"probs": total.astype(np.float32)}
+
+
+def write_ensemble_config(out: str | Path, members: list[tuple[str, float]], inputs: list[FeatureInput],
+                          extra: dict[str, Any]) -> Path:
+    """Write ``out/config.json`` of a decision-ensemble run (:class:`EnsembleRun`) whose member run
+    directories are already under ``out``.
+
+    Args:
+        members: (directory relative to ``out``, weight) per member; weights sum to 1.
+        inputs: per store the union of the members' layers (the order the scored features come in).
+        extra: further keys (``command``, ``dataset``, ``search``...).
+
+    Raises:
+        RunError: the written directory does not load (:func:`load_run`): a member missing, layers
+            outside ``inputs``, weights not summing to 1.
+    """
+    from emo import fsio
+
+    out = Path(out)
+    first = read_config(out / _member_dir(members[0][0], out / "config.json") / "config.json")
+    config = {**extra, "kind": ENSEMBLE_KIND, "task": first["task"], "classes": first.get("classes"),
+              "feature_specs": [inp.spec or inp.name for inp in inputs], "inputs": [inp.to_dict() for inp in inputs],
+              "normalization": {"mode": (first.get("normalization") or {}).get("mode", "none")},
+              "members": [{"dir": d, "weight": float(w)} for d, w in members],
+              "fuse": "p = sum_i w_i p_i over the members' class posteriors", "emo_version": __version__,
+              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    EnsembleRun(out, config)  # the directory loads with this config: checked before it is written
+    write_json(out / "config.json", fsio.seal_json(config))
+    return out / "config.json"
+
+
+def _member_dir(d: Any, cfg_path: Path) -> Path:
+    """A member directory of an ensemble run: a relative path inside the run directory.
+
+    Raises:
+        RunError: absolute, empty, or leaving the run directory (``..``), naming ``cfg_path``.
+    """
+    rel = Path(str(d or ""))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise RunError(f"{cfg_path}: member directory {d!r} must be a path inside the run directory")
+    return rel
+
+
 def read_config(cfg_path: str | Path, kind: str = "run configuration") -> dict[str, Any]:
     """Read a run's ``config.json`` and verify its content SHA-256 (:func:`emo.fsio.seal_json`, written by
     emo since issue 25; an older run without it is read unverified).
@@ -331,8 +476,9 @@ def read_config(cfg_path: str | Path, kind: str = "run configuration") -> dict[s
         raise RunError(f"{e}; retrain the run (emo never guesses which value was changed)") from None
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """Open a run directory written by ``emo fuse train``.
+def load_run(run_dir: str | Path) -> Run | EnsembleRun:
+    """Open a run directory written by ``emo fuse train`` (or a decision-ensemble run of ``emo fuse
+    search``: :class:`EnsembleRun`, same interface for prediction).
 
     Raises:
         RunError: an unfinished temporary directory, a run directory missing after a killed replacement
@@ -359,6 +505,11 @@ def load_run(run_dir: str | Path) -> Run:
     if not cfg_path.is_file():
         raise RunError(f"{cfg_path} not found: not an emo run directory")
     config = read_config(cfg_path)
+    if config.get("kind") == ENSEMBLE_KIND:
+        missing = [k for k in ("task", "feature_specs", "inputs", "members", "normalization") if k not in config]
+        if missing:
+            raise RunError(f"{cfg_path}: missing key(s) {', '.join(missing)}")
+        return EnsembleRun(path, config)
     missing = [k for k in ("task", "feature_specs", "inputs", "model", "folds", "normalization") if k not in config]
     if missing:
         raise RunError(f"{cfg_path}: missing key(s) {', '.join(missing)}")

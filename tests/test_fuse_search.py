@@ -354,3 +354,93 @@ def test_cli_bad_values_exit_2(tmp_path):
     assert not (tmp_path / "x").exists()  # refused before anything was written
     r = run_emo("fuse", "search", "--dataset", "nope", "--features-dir", str(tmp_path), "--out", str(tmp_path / "x"), ok=(1,))
     assert "no feature stores found" in r.stderr
+
+
+def test_run_dir_of_an_ensemble_scores_the_weighted_ensemble(tmp_path):
+    """OUT/run of a several-member choice is a decision-ensemble run: loading it and predicting gives
+    sum_i w_i p_i of the refitted members (not the largest-weight member alone), the same fused
+    posteriors the search's refit computes; two members on overlapping layers of one store share it."""
+    from emo.fuse.run import EnsembleRun, RunError, load_run, write_ensemble_config
+    from emo.fuse.training.data import Normalizer, load_features
+
+    make_toy(tmp_path)
+    fs, data, rows = S.load_search_data(tmp_path, "toy", None)
+    assert data.normalize == "speaker"
+    members = [S.Candidate(("good:1",), "linear", 0.1), S.Candidate(("good:0-2",), "linear", 1.0), S.Candidate(("noise",), "linear", 0.1)]
+    weights = [0.3, 0.5, 0.2]
+    info = S.write_final_runs(tmp_path / "out", fs, data, members, weights, rows, tmp_path, "toy", ["emo", "fuse", "search"])
+    assert info["kind"] == "decision-ensemble" and [m["weight"] for m in info["members"]] == [0.5, 0.3, 0.2]  # largest first
+    run = load_run(tmp_path / "out" / "run")
+    assert isinstance(run, EnsembleRun) and len(run.members) == 3 and np.allclose(run.weights, [0.5, 0.3, 0.2])
+    assert [(i.name, i.layers) for i in run.inputs] == [("good", ["0", "1", "2"]), ("noise", ["0"])]
+
+    def own(specs):  # features and own-speaker statistics, as emo score computes them for the scored clips
+        f = load_features(tmp_path, "toy", specs)
+        return f.blocks, Normalizer("speaker").fit(f.blocks, np.arange(len(f.names)), f.speakers).speaker
+
+    spk = fs.speakers
+    blocks, stats = own(run.feature_specs)
+    p = run.predict(blocks, spk, speaker_stats=stats)["probs"]
+    parts = []
+    for m in run.members:
+        b, st = own(m.feature_specs)
+        parts.append(m.predict(b, spk, speaker_stats=st)["probs"])
+    assert np.allclose(p, sum(w * q for w, q in zip(run.weights, parts)), atol=1e-6)
+    assert np.abs(p - parts[0]).max() > 1e-2  # not the largest-weight member alone
+    # the search's own fused refit predictions (fast L-BFGS path; the same optimum)
+    ref = S.fuse(members, weights, {c: S.fit_predict(c, data, [(rows, rows)])[0] for c in members})
+    assert np.abs(p[rows] - ref).max() < 5e-3
+    with pytest.raises(RunError, match="inside the run directory"):
+        write_ensemble_config(tmp_path / "out" / "run", [("../elsewhere", 1.0)], run.inputs, {})
+    with pytest.raises(RunError, match="sum to 1"):
+        write_ensemble_config(tmp_path / "out" / "run", [(m["dir"][len("run/"):], 0.4) for m in info["members"]], run.inputs, {})
+
+
+def test_emo_score_applies_the_ensemble_run_dir(tmp_path):
+    """emo score --run OUT/run on audio files: the probabilities are the weighted ensemble of the
+    two members (eGeMAPS functionals and eGeMAPS LLD statistics), each applied to its own store."""
+    import csv
+
+    from scipy.io import wavfile
+    from typer.testing import CliRunner
+
+    from emo.cli import app
+    from emo.extract.datasets import get_dataset
+    from emo.extract.engine import Extractor
+    from emo.extract.registry import parse_encoder_spec
+    from emo.fuse.run import load_run
+    from emo.fuse.training.data import load_features
+
+    data = tmp_path / "clips"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    sr, rows = 16000, []
+    for i in range(18):
+        hi = i % 2 == 1
+        t = np.arange(int(0.5 * sr)) / sr
+        x = 0.4 * np.sin(2 * np.pi * (rng.uniform(600, 900) if hi else rng.uniform(150, 250)) * t) + 0.01 * rng.normal(size=t.size)
+        wavfile.write(data / f"t{i:02d}.wav", sr, (x * 32767).astype(np.int16))
+        rows.append(f"t{i:02d},{'high' if hi else 'low'}")
+    (data / "labels.csv").write_text("name,discrete\n" + "\n".join(rows) + "\n")
+    feats = tmp_path / "features"
+    Extractor([parse_encoder_spec("egemaps"), parse_encoder_spec("egemaps_lld")], out=feats, progress=False).run(
+        get_dataset("folder", str(data), dataset_name="folder"))
+    fs, sd, lab = S.load_search_data(feats, "folder", None)
+    assert sd.normalize == "global"  # no speakers
+    members = [S.Candidate(("egemaps",), "linear", 1.0), S.Candidate(("egemaps_lld",), "linear", 1.0)]
+    S.write_final_runs(tmp_path / "s", fs, sd, members, [0.65, 0.35], lab, feats, "folder", None)
+    r = CliRunner().invoke(app, ["score", "--dataset", "folder", "--name", "folder", "--root", str(data), "--features-dir",
+                                 str(feats / "folder"), "--run", str(tmp_path / "s" / "run"), "--out", str(tmp_path / "p.csv"),
+                                 "--no-progress", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    with open(tmp_path / "p.csv", newline="") as fh:
+        got = {x["name"]: x for x in csv.DictReader(fh)}
+    run = load_run(tmp_path / "s" / "run")
+    want = 0
+    for w, m in zip(run.weights, run.members):
+        f = load_features(feats, "folder", m.feature_specs)
+        want = want + w * m.predict(f.blocks)["probs"]
+    names = load_features(feats, "folder", run.feature_specs).names
+    hi = run.classes.index("high")
+    assert len(got) == 18 and all(got[n]["status"] == "ok" for n in names)
+    assert max(abs(float(got[n]["prob_high"]) - want[i, hi]) for i, n in enumerate(names)) < 1e-4

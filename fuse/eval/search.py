@@ -1049,20 +1049,32 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
 
 def write_final_runs(out: Path, fs, data: SearchData, members: list[Candidate], weights: list[float], rows: np.ndarray,
                      features_dir, dataset: str, command) -> dict[str, Any]:
-    """Refit each chosen member on ``rows`` and write emo run directories (:func:`emo.fuse.run.save_run`):
-    ``OUT/run`` (the member with the largest weight) and, for an ensemble, ``OUT/members/<k>-<id>``
-    for every member plus ``OUT/members/weights.json``. Each is a one-fold run (fold ``all``) that
-    ``emo score`` applies unchanged; its metrics.json holds in-sample numbers, labelled so."""
-    from emo.fuse.training.data import targets  # noqa: F401
-    from emo.fuse.run import save_run
+    """Refit each chosen member on ``rows`` and write ``OUT/run``, which ``emo score --run`` applies.
 
-    written = []
+    One member: ``OUT/run`` is an emo run directory (:func:`emo.fuse.run.save_run`), a one-fold run
+    (fold ``all``). Several: ``OUT/run`` is a decision-ensemble run (:class:`emo.fuse.run.EnsembleRun`):
+    ``run/members/<k>-<id>/`` holds each member's run and ``run/config.json`` their weights, so
+    ``emo score`` predicts ``sum_i w_i p_i``, the weighted ensemble the search chose, as the nested
+    estimate scored it (each member refitted on all selection rows). The whole directory is written
+    atomically (:func:`emo.fsio.atomic_dir`). Each member's metrics.json holds in-sample numbers,
+    labelled so.
+
+    Returns:
+        ``{"run": "run", "kind": "run" | "decision-ensemble", "members": [{"dir", "candidate", "weight"}]}``
+        (``dir`` relative to ``out``).
+    """
+    import shutil
+
+    from emo import fsio
+    from emo.fuse.run import ENSEMBLE_KIND, save_run, write_ensemble_config
+
     order = np.argsort(-np.asarray(weights), kind="stable")
-    for rank, i in enumerate(order):
+    fitted = []
+    for i in order:
         c = members[i]
         _, res, folds = fit_predict(c, data, [(rows, rows)], threads=max(1, (os.cpu_count() or 1)), return_result=True)
         cfg = train_config(c, data, 1).resolve(len(folds[0].train))
-        blocks, inputs = data.candidate_inputs(c)
+        _, inputs = data.candidate_inputs(c)
         config = {"command": command, "dataset": dataset, "features_dir": str(features_dir),
                   "feature_specs": [inp.spec for inp in inputs], "inputs": [inp.to_dict() for inp in inputs],
                   "task": "discrete", "classes": data.classes, "model": cfg.model_args(inputs, len(data.classes)),
@@ -1073,20 +1085,42 @@ def write_final_runs(out: Path, fs, data: SearchData, members: list[Candidate], 
                   "search": {"candidate": c.key(), "weight": float(weights[i]), "members": len(members),
                              "note": "refitted on all selection rows by emo fuse search; metrics.json is in-sample (the "
                                      "honest estimate is the nested one in search.json)"}}
-        if rank == 0:
-            save_run(out / "run", config, res, data.names, folds, data.y)
-        d = out / "members" / f"{rank}-{c.id}"
-        if len(members) > 1:
-            (out / "members").mkdir(exist_ok=True)
-            save_run(d, config, res, data.names, folds, data.y)
-        written.append({"dir": str(d.relative_to(out)) if len(members) > 1 else "run", "candidate": c.label(),
-                        "weight": float(weights[i])})
-    if len(members) > 1:
-        from emo.fsio import write_json
+        fitted.append((c, float(weights[i]), config, res, folds))
+    stale = out / "members"
+    if (stale / "weights.json").is_file():  # the layout before the ensemble run directory: members beside run/
+        shutil.rmtree(stale)
+    if len(fitted) == 1:
+        c, w, config, res, folds = fitted[0]
+        save_run(out / "run", config, res, data.names, folds, data.y)
+        return {"run": "run", "kind": "run", "members": [{"dir": "run", "candidate": c.label(), "weight": w}]}
+    written = []
+    with fsio.atomic_dir(out / "run") as tmp:
+        for rank, (c, w, config, res, folds) in enumerate(fitted):
+            d = f"members/{rank}-{c.id}"
+            save_run(tmp / d, config, res, data.names, folds, data.y)
+            written.append({"dir": f"run/{d}", "candidate": c.label(), "weight": w})
+        write_ensemble_config(tmp, [(m["dir"][len("run/"):], m["weight"]) for m in written], union_inputs(data, members),
+                              {"command": command, "dataset": dataset, "features_dir": str(features_dir),
+                               "search": {"members": [c.key() for c, *_ in fitted], "labels": [c.label() for c, *_ in fitted],
+                                          "note": "the decision ensemble chosen by emo fuse search, each member refitted on "
+                                                  "all selection rows; the honest estimate is the nested one in search.json"}})
+    return {"run": "run", "kind": ENSEMBLE_KIND, "members": written}
 
-        write_json(out / "members" / "weights.json", {"members": written,
-                                                      "fuse": "p = sum_i w_i p_i over the members' class posteriors"})
-    return {"run": "run", "members": written}
+
+def union_inputs(data: SearchData, members: list[Candidate]) -> list:
+    """Per store used by ``members``, one :class:`emo.fuse.training.inputs.FeatureInput` with the union of
+    their layers in store order (what ``emo score`` extracts or reads once for the ensemble)."""
+    layers: dict[str, set[str]] = {}
+    for c in members:
+        _, inputs = data.candidate_inputs(c)
+        for inp in inputs:
+            layers.setdefault(inp.name, set()).update(inp.layers)
+    out = []
+    for name in sorted(layers):
+        inp = data.inputs[name]
+        sel = [k for k in inp.layers if k in layers[name]]
+        out.append(replace(inp, layers=sel, spec=f"{(inp.spec or name).split(':')[0]}:{','.join(sel)}"))
+    return out
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
@@ -1176,8 +1210,9 @@ def report_markdown(r: dict[str, Any], plots: list[str]) -> str:
     fin = r["final"]
     lines += ["", "## Final configuration (`run/`)", "", f"{fin['how']}: " +
               " + ".join(f"{w:.2f} x {lab}" for lab, w in zip(fin["labels"], fin["weights"])) + ".",
-              "Apply it with `emo score --run OUT/run ...`" + (" (and each run under `members/`, fused with `members/weights.json`)."
-                                                                 if len(fin["labels"]) > 1 else "."),
+              "Apply it with `emo score --run OUT/run ...`" + (": a decision-ensemble run (each member's run under `run/members/`, "
+                                                                 "their weights in `run/config.json`), so emo score predicts the same "
+                                                                 "weighted sum of posteriors the search chose." if len(fin["labels"]) > 1 else "."),
               "", "## Leaderboard (top 30 by mean inner score)", "",
               f"| candidate | inner {m} | full inner folds % | outer {m} (same data) | seconds | chosen |", "|---|---|---|---|---|---|"]
     for row in r["leaderboard"][:30]:
