@@ -28,8 +28,9 @@ from emo.fuse.training.fit import average_outputs, fit_model, predict_model
 from emo.fuse.eval.metrics import degenerate_warnings, evaluate
 from emo.fuse.eval.protocols import fold_warnings, make_folds, protocol_record
 from emo.fuse.eval.report import results_table, write_report
+from emo.fuse.eval.runcheck import check_run_out
 from emo.fuse.run import save_run
-from emo.fuse.training.plan import FoldPlan, RunData
+from emo.fuse.training.plan import FoldPlan, MethodContext, RunData, apply_methods, fit_plan, make_plan
 from emo.fuse.training.resume import FoldCache, partial_dir
 
 __all__ = ["TrainConfig", "CVResult", "train_cv", "train", "fit_model", "predict_model", "average_outputs", "evaluate",
@@ -84,16 +85,13 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         augmented, evaluate_on: augmented copies that join training / replace the evaluated clips
             (:mod:`emo.fuse.methods.augmented`).
 
-    Returns:
-        (result of repeat 0, its config).
+    Returns: (result of repeat 0, its config).
 
     Raises:
         ValueError: options that exclude each other (:func:`emo.fuse.config.check_run_rules`), rare classes.
         emo.fuse.training.resume.ResumeError: a partial run with a different configuration exists (named).
     """
-    from emo.fuse.eval.runcheck import check_run_out
     from emo.fuse.methods.tune import find_fold_stores
-    from emo.fuse.training.plan import MethodContext, apply_methods, fit_plan, make_plan
 
     clock = RunClock(progress, watch=out is not None)
     progress = clock.progress
