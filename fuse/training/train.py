@@ -1,8 +1,11 @@
 """``emo fuse train``'s Python entry point: :func:`train` (stores in, run directory out).
 
-It loads features and labels (:mod:`emo.fuse.training.data`), builds the protocol's folds
-(:func:`emo.fuse.eval.protocols.make_folds`), trains with cross-validation
-(:func:`emo.fuse.eval.cv.train_cv`) and writes the run directory (:func:`emo.fuse.run.save_run`).
+One sequence: check the run rules (:func:`emo.fuse.config.check_run_rules`) -> load features and
+targets (:func:`load_run_data`) -> resolve the protocol -> per repeat: the fold plan
+(:func:`emo.fuse.training.plan.make_plan`), its recipe (:func:`plan_recipe`), the paper methods'
+plug-ins (:func:`emo.fuse.training.plan.apply_methods`), the config (:func:`run_config`), the fit
+(:func:`emo.fuse.training.plan.fit_plan`), warnings (:func:`finish_repeat`) -> write the run
+directory (:func:`write_runs`, :func:`emo.fuse.run.save_run`).
 
 The pieces live in their own modules: :mod:`emo.fuse.config` (:class:`TrainConfig`),
 :mod:`emo.fuse.training.minibatch` (minibatches), :mod:`emo.fuse.training.fit` (one model's fit loop),
