@@ -128,7 +128,7 @@ def test_frame_lstm_ignores_padding(pooling, bidirectional):
 
 
 def test_length_sorted_evaluation_batches_keep_row_order(monkeypatch):
-    from emo.fuse import minibatch as batching
+    from emo.fuse.training import minibatch as batching
     from emo.fuse.training.fit import predict_model
     from emo.fuse.model.frames import PackedFrames
     from emo.fuse.model.multimodal import FusionModel

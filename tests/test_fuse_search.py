@@ -13,7 +13,7 @@ import pytest
 from emo.extract.datasets.base import Sample, write_manifest
 from emo.extract.encoders.base import Encoded
 from emo.extract.store import StoreWriter
-from emo.fuse import search as S
+from emo.fuse.eval import search as S
 
 CLASSES = ["neutral", "angry", "happy"]
 
