@@ -75,6 +75,8 @@ def test_univa_and_pseudo_labels_end_to_end(tmp_path):
                        "--lexicon", str(lex))
     assert cfg["univa"]["va"]["source"] == "transcript" and cfg["univa"]["unlabelled_rows"] == 60
     assert cfg["univa"]["eta_weight"] == 0.0 and cfg["training"]["univa_lambda"] == 0.3
+    # the protocol record keeps its own reason (train() once overwrote it with the eq. 8 correlation note)
+    assert cfg["protocol"]["reason"] == "asked for with --folds split" and cfg["univa"]["correlation_note"].startswith("cosine")
     from emo.fuse.training.data import load_features
     from emo.fuse.run import load_run
 

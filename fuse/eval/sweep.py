@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -203,6 +203,12 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     ``wheel_f1`` with wheels, else ``micro_f1`` (:func:`multilabel_metric`). Each cell file keeps its
     predicted label sets (``predictions``: ``index``, ``labels`` with ``p > ζ``, ``top`` argmax).
 
+    Steps: settings (:func:`_sweep_settings`) -> samples and targets from the manifest
+    (:func:`_sweep_labels`) -> the protocol's folds or seeds (:func:`_sweep_reps`) -> one cell per
+    (window, fold) with its key (:func:`_plan_cells`) -> reuse finished cells (:func:`_reuse_cells`)
+    -> train the rest (:func:`_train_cells`) -> one row per window (:func:`_window_rows`) -> write
+    ``sweep.csv``, ``sweep.png``, ``sweep.json`` (:func:`_sweep_summary`).
+
     Args:
         features_dir: the ``--out`` of ``emo extract``; dataset: its sub-folder.
         feature: one encoder spec ``NAME[=SOURCE][:LAYERS]`` (see :func:`emo.fuse.training.data.parse_feature_spec`).
@@ -239,21 +245,38 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         emo.fuse.eval.protocols.ProtocolError, emo.extract.datasets.DatasetError: unusable data
         (the messages name the file).
     """
-    from tqdm.auto import tqdm
-
-    from emo.extract.datasets.base import read_manifest
-    from emo.extract.layers import LayerSpecError, parse_layers
     from emo.extract.store import FeatureStore, store_path
-    from emo.fuse.eval.cv import train_cv
-    from emo.fuse.training.data import FeatureError, FeatureSet, FeatureSpec, parse_feature_spec, store_layers, store_modality, targets
-    from emo.fuse.model.decoders import task_parts
-    from emo.fuse.training.inputs import FeatureInput
-    from emo.fuse.eval.protocols import DEV_SPLITS, Fold, ProtocolError, fold_warnings, make_folds, predefined_split, protocol_record, resolve_for
+    from emo.fuse.training.data import parse_feature_spec, store_layers
 
-    from emo.fuse.methods.multitask import MultiConfig, is_multitask, parse_tasks, task_targets, train_multitask_cv
+    cfg, multi_task, task_specs, layers = _sweep_settings(cfg, label_columns, joint, layers)
+    spec = parse_feature_spec(feature) if isinstance(feature, str) else feature
+    out = Path(out)
+    store = FeatureStore(store_path(features_dir, dataset, spec.name))
+    keys = store_layers(spec, store, layers)
+    windows = sized_windows(keys, {k: int(store.dims[k]) for k in keys}, window, stride)
+    metric = metric or ("jrbm" if multi_task else None if cfg.task == "multilabel" else default_metric(cfg.task))
+    lab, cfg, metric = _sweep_labels(features_dir, dataset, store, cfg, metric, protocol, align, test_splits, multi_task,
+                                     task_specs, allow_rare_classes, log)
+    lab.label_columns, lab.joint = label_columns, joint
+    reps = _sweep_reps(lab, cfg, protocol, dataset, test_splits, train_splits, multi_task, log)
+    cells, cell_cfg, prov = _plan_cells(windows, reps, store, lab, cfg, align, out)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    results, todo = _reuse_cells(cells)
+    _train_cells(todo, len(cells), results, store, spec.name, keys, lab, reps, cfg, cell_cfg, metric, progress, log)
+    table = _window_rows(windows, reps, results, lab, cfg, out)
+    return _sweep_summary(out, table, cells, todo, results, lab, reps, cfg, metric, spec.name, keys, store, prov,
+                          window, stride, train_splits)
+
+
+def _sweep_settings(cfg, label_columns: list[str] | None, joint: str, layers):
+    """The sweep's training settings (multi-task: the first task trains as ``discrete``), its
+    multi-task string and task specs (or ``None``), and ``layers`` parsed. Raises SweepError."""
+    from emo.extract.layers import LayerSpecError, parse_layers
+    from emo.fuse.methods.multitask import MultiConfig, is_multitask, parse_tasks
 
     cfg = cfg or TrainConfig(**SWEEP_DEFAULTS)
     multi_task = cfg.task if is_multitask(cfg.task, label_columns) else None
+    task_specs = None
     if multi_task:
         task_specs = parse_tasks(multi_task, label_columns)
         MultiConfig(joint).validate()
@@ -261,19 +284,49 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
     cfg.validate()
     if cfg.layer_weights:
         raise SweepError("a layer sweep probes layers separately; --layer-weights does not apply")
-    spec = parse_feature_spec(feature) if isinstance(feature, str) else feature
     if isinstance(layers, str):
         try:
             layers = parse_layers(layers)
         except LayerSpecError as e:
             raise SweepError(f"--layers: {e}") from None
-    out = Path(out)
-    store = FeatureStore(store_path(features_dir, dataset, spec.name))
-    keys = store_layers(spec, store, layers)
-    windows = sized_windows(keys, {k: int(store.dims[k]) for k in keys}, window, stride)
-    metric = metric or ("jrbm" if multi_task else None if cfg.task == "multilabel" else default_metric(cfg.task))
+    return cfg, multi_task, task_specs, layers
 
-    # samples and labels from the manifest, aligned like load_features (no feature read yet)
+
+@dataclass
+class _Labels:
+    """A sweep's samples and targets (from the manifest, no feature read): the feature set ``fs``
+    (names, samples, classes; no blocks), ``y``/``mask``, the multi-task ``tasks``, the multi-label
+    ``label_space``, ``true_words`` and ``wheels``, and the run's multi-task options."""
+
+    fs: Any
+    y: dict[str, np.ndarray]
+    mask: np.ndarray
+    multi_task: str | None = None
+    tasks: list = field(default_factory=list)
+    label_space: Any = None
+    true_words: list | None = None
+    wheels: Any = None
+    label_columns: list[str] | None = None
+    joint: str = "none"
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.flatnonzero(self.mask)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.label_space is not None
+
+    @property
+    def names(self) -> list[str]:
+        return self.fs.names
+
+
+def _manifest_samples(features_dir: str | Path, dataset: str, store, align: str):
+    """(manifest metadata, the store's samples in manifest order), aligned like ``load_features``."""
+    from emo.extract.datasets.base import read_manifest
+    from emo.fuse.training.data import FeatureError
+
     meta, samples = read_manifest(Path(features_dir) / dataset)
     in_store = set(store.names)
     unknown = in_store - {s.name for s in samples}
@@ -285,52 +338,108 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         raise FeatureError(f"{store.path}: store and manifest differ")
     if not samples:
         raise FeatureError(f"{store.path}: no samples")
-    names = [s.name for s in samples]
-    fs = FeatureSet(names, {}, [], samples, meta.get("classes"), meta.get("dataset", dataset))
-    multilabel = cfg.task == "multilabel"
-    wheels, label_space, true_words = None, None, None
-    if multilabel:  # as emo fuse train: the label list from the words of the CV pool (outside the test partitions)
-        from emo.fuse.methods.multilabel import sample_words
-        from emo.fuse.methods.semi import multilabel_targets
+    return meta, samples
 
-        if cfg.emotion_wheel:  # MER-FG: one class per word family (word forms), emotion-wheel F1 per cell
-            from emo.lexicon.wheel import load_wheels
 
-            wheels = load_wheels(cfg.emotion_wheel)
-        sp_all = np.asarray([s or "" for s in fs.splits], dtype=object)
-        held_splits = list(test_splits or (["test"] if protocol == "split" else []))
-        y, mask, label_space = multilabel_targets(samples, np.flatnonzero(~np.isin(sp_all, held_splits)),
-                                                  word_map=None if wheels is None else wheels.base_form)
-        fs.classes = label_space.classes
-        true_words = [sample_words(s) or [] for s in samples]
-        if metric is None:
-            metric = multilabel_metric(wheels is not None)
-        known = ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1") + (
-            ("wheel_f1", "wheel_precision", "wheel_recall", *(f"wheel{k}_f1" for k in range(1, 6))) if wheels is not None else ())
-        if metric not in known:
-            raise SweepError(f"--metric {metric!r} is not computed for --task multilabel"
-                             + (" without --emotion-wheel DIR" if metric.startswith("wheel") else "") + f"; available: {', '.join(known)}")
-        if cfg.optimizer == "lbfgs" or cfg.batched:  # KL loss on soft targets: the sequential AdamW loop (emo.fuse.methods.univa.soft_fit)
-            if log and cfg.optimizer == "lbfgs":
-                log("AdamW instead of L-BFGS: multi-label training (KL loss on normalised multi-hot targets) runs in the sequential loop")
-            cfg = replace(cfg, optimizer="adamw", batched=False)
-    if multi_task:
+def _sweep_labels(features_dir, dataset: str, store, cfg, metric: str | None, protocol: str, align: str,
+                  test_splits: list[str] | None, multi_task: str | None, task_specs, allow_rare_classes: bool,
+                  log: Callable[[str], None] | None):
+    """(:class:`_Labels`, cfg, metric): the targets of ``cfg.task`` as ``emo fuse train`` builds them
+    (multi-label: the label list from the words of the CV pool, the default metric, the sequential
+    AdamW loop; the class-count refusal for discrete tasks). Raises SweepError on a metric the
+    multi-label task does not compute."""
+    from emo.fuse.model.decoders import task_parts
+    from emo.fuse.training.data import FeatureSet, targets
+
+    meta, samples = _manifest_samples(features_dir, dataset, store, align)
+    fs = FeatureSet([s.name for s in samples], {}, [], samples, meta.get("classes"), meta.get("dataset", dataset))
+    lab = None
+    if cfg.task == "multilabel":  # as emo fuse train: the label list from the words of the CV pool (outside the test partitions)
+        lab, cfg, metric = _multilabel_labels(fs, cfg, metric, protocol, test_splits, log)
+    elif multi_task:
+        from emo.fuse.methods.multitask import task_targets
+
         tasks, y, mask = task_targets(samples, task_specs, fs.classes)
         y["discrete"] = y[tasks[0].name]  # folds are stratified on the first task
-    elif not multilabel:
-        y, mask = targets(samples, cfg.task, fs.classes, cfg.vad_targets)
-    rows = np.flatnonzero(mask)
-    disc = task_parts(cfg.task)[0]
-    n_classes = len(fs.classes) if disc else 0
-    if disc and not multi_task and not multilabel and fs.classes:  # the refusal emo fuse train applies
+        lab = _Labels(fs, y, mask, multi_task, tasks)
+    else:
+        lab = _Labels(fs, *targets(samples, cfg.task, fs.classes, cfg.vad_targets))
+    if task_parts(cfg.task)[0] and not multi_task and not lab.multilabel and fs.classes:  # the refusal emo fuse train applies
         from emo.fuse.training.train import check_class_counts
 
-        check_class_counts(fs.classes, y["discrete"][rows], allow_rare_classes, log)
+        check_class_counts(fs.classes, lab.y["discrete"][lab.rows], allow_rare_classes, log)
+    return lab, cfg, metric
+
+
+def _multilabel_labels(fs, cfg, metric: str | None, protocol: str, test_splits: list[str] | None, log):
+    """:func:`_sweep_labels` for ``--task multilabel``."""
+    from emo.fuse.methods.multilabel import sample_words
+    from emo.fuse.methods.semi import multilabel_targets
+
+    wheels = None
+    if cfg.emotion_wheel:  # MER-FG: one class per word family (word forms), emotion-wheel F1 per cell
+        from emo.lexicon.wheel import load_wheels
+
+        wheels = load_wheels(cfg.emotion_wheel)
+    sp_all = np.asarray([s or "" for s in fs.splits], dtype=object)
+    held_splits = list(test_splits or (["test"] if protocol == "split" else []))
+    y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp_all, held_splits)),
+                                              word_map=None if wheels is None else wheels.base_form)
+    fs.classes = label_space.classes
+    true_words = [sample_words(s) or [] for s in fs.samples]
+    if metric is None:
+        metric = multilabel_metric(wheels is not None)
+    known = ("ml_accuracy", "hamming_loss", "micro_f1", "macro_f1") + (
+        ("wheel_f1", "wheel_precision", "wheel_recall", *(f"wheel{k}_f1" for k in range(1, 6))) if wheels is not None else ())
+    if metric not in known:
+        raise SweepError(f"--metric {metric!r} is not computed for --task multilabel"
+                         + (" without --emotion-wheel DIR" if metric.startswith("wheel") else "") + f"; available: {', '.join(known)}")
+    if cfg.optimizer == "lbfgs" or cfg.batched:  # KL loss on soft targets: the sequential AdamW loop (emo.fuse.methods.univa.soft_fit)
+        if log and cfg.optimizer == "lbfgs":
+            log("AdamW instead of L-BFGS: multi-label training (KL loss on normalised multi-hot targets) runs in the sequential loop")
+        cfg = replace(cfg, optimizer="adamw", batched=False)
+    return _Labels(fs, y, mask, label_space=label_space, true_words=true_words, wheels=wheels), cfg, metric
+
+
+@dataclass
+class _Reps:
+    """The repeats of every window: ``(index, name, fold)`` for each fold (or, for ``split``, each seed of
+    the one train/dev fold), the resolved ``protocol`` (``requested``, ``why``), held-out ``test_idx``
+    and ``test_splits``, and ``pooled`` (an evaluation fold of fewer than 2 samples: windows are scored
+    on their pooled out-of-fold predictions)."""
+
+    reps: list[tuple[int, str, Any]]
+    protocol: str
+    requested: str
+    why: str
+    test_idx: np.ndarray | None
+    test_splits: list[str] | None
+    pooled: bool
+
+    @property
+    def tag(self) -> str:
+        return "seed" if self.protocol == "split" else "fold"
+
+    @property
+    def split(self) -> bool:
+        return self.protocol == "split"
+
+    def fold_of(self) -> dict[int, Any]:
+        return {r: f for r, _, f in self.reps}
+
+
+def _sweep_reps(lab: _Labels, cfg, protocol: str, dataset: str, test_splits: list[str] | None,
+                train_splits: list[str] | None, multi_task: str | None, log: Callable[[str], None] | None) -> _Reps:
+    """The protocol's folds (printing fold warnings), or for ``split`` one train/dev fold repeated over
+    ``cfg.seeds`` seeds (once for a convex L-BFGS probe). Raises ProtocolError: split without dev."""
+    from emo.fuse.eval.protocols import DEV_SPLITS, Fold, ProtocolError, fold_warnings, make_folds, predefined_split, resolve_for
+    from emo.fuse.model.decoders import task_parts
+
+    fs, y, rows = lab.fs, lab.y, lab.rows
     requested = protocol
     protocol, why = resolve_for(protocol, fs, rows, list(test_splits or []), train_splits)
     if log:
         log(f"protocol: {why}")
-    test_idx = None
     if protocol == "split":
         test_splits = test_splits or ["test"]
         splits = fs.splits  # a property building a list: once, not per row
@@ -341,7 +450,6 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                                 f"(partitions: {sorted(set(sp) - {''})})")
         # train on train, stop early and select on dev, report the test partition(s)
         fold = Fold("split", rows[f0.train], rows[f0.val], rows[f0.val])
-        test_idx = rows[f0.test]
         n_reps = cfg.seeds
         if cfg.optimizer == "lbfgs" and cfg.seeds > 1 and not multi_task:
             from emo.fuse.training.batched import lbfgs_unsupported
@@ -350,34 +458,41 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
                 n_reps = 1
                 if log:
                     log(f"--seeds {cfg.seeds} with the L-BFGS probe: one model per window (its optimum does not depend on the seed)")
-        reps = [(r, f"seed{cfg.seed + r}", fold) for r in range(n_reps)]
-    else:
-        folds, test_idx = make_folds(protocol, fs, y, rows, cfg.seed, list(test_splits or []), train_splits)
-        for w in fold_warnings(folds, y.get("discrete") if disc else None, n_classes, fs.classes if disc else None):
-            if log:
-                log(f"warning: {w}")
-        reps = [(k, f.name, f) for k, f in enumerate(folds)]
-    rep_tag = "seed" if protocol == "split" else "fold"
+        return _Reps([(r, f"seed{cfg.seed + r}", fold) for r in range(n_reps)], protocol, requested, why, rows[f0.test],
+                     test_splits, False)
+    folds, test_idx = make_folds(protocol, fs, y, rows, cfg.seed, list(test_splits or []), train_splits)
+    disc = task_parts(cfg.task)[0]
+    for w in fold_warnings(folds, y.get("discrete") if disc else None, len(fs.classes) if disc else 0, fs.classes if disc else None):
+        if log:
+            log(f"warning: {w}")
     # leave-one-out-like folds (an evaluation fold of fewer than 2 samples): per-fold scores are
     # meaningless, so every window is scored on its pooled out-of-fold predictions (as emo fuse
     # train reports them) and selected on those; the cells then keep their predictions
-    pooled = protocol != "split" and min(len(f.test) for _, _, f in reps) < 2
+    return _Reps([(k, f.name, f) for k, f in enumerate(folds)], protocol, requested, why, test_idx, test_splits,
+                 min(len(f.test) for f in folds) < 2)
 
+
+def _plan_cells(windows: list[tuple[str, ...]], reps: _Reps, store, lab: _Labels, cfg, align: str, out: Path):
+    """(cells, the cells' training settings, the store provenance): one :class:`_Cell` per (window,
+    repeat), its file under ``out/cells`` and its key (a hash of everything that determines it)."""
     prov = {k: store.attrs.get(k) for k in ("encoder", "source", "weights_hash", "pooling", "dtype", "created")}
-    cell_cfg = replace(cfg, seeds=1) if protocol == "split" else cfg
-    base_key = {"store": prov, "n": len(names), "task": multi_task or cfg.task, "protocol": protocol, "align": align,
-                **({"label_columns": list(label_columns or []), "joint": joint} if multi_task else {}),
-                **({"classes": list(fs.classes)} if multilabel else {}),  # ζ and the wheel folder are in cfg
-                "test": None if test_idx is None else _idx_hash(test_idx)}
+    cell_cfg = replace(cfg, seeds=1) if reps.split else cfg
+    base_key = {"store": prov, "n": len(lab.names), "task": lab.multi_task or cfg.task, "protocol": reps.protocol, "align": align,
+                **({"label_columns": list(lab.label_columns or []), "joint": lab.joint} if lab.multi_task else {}),
+                **({"classes": list(lab.fs.classes)} if lab.multilabel else {}),  # ζ and the wheel folder are in cfg
+                "test": None if reps.test_idx is None else _idx_hash(reps.test_idx)}
     cells: list[_Cell] = []
     for wpos, win in enumerate(windows):
-        for r, rname, fold in reps:
-            c = asdict(replace(cell_cfg, seed=cfg.seed + r)) if protocol == "split" else asdict(cell_cfg)
+        for r, rname, fold in reps.reps:
+            c = asdict(replace(cell_cfg, seed=cfg.seed + r)) if reps.split else asdict(cell_cfg)
             key = _hash({**base_key, "layers": list(win), "fold": [rname, _idx_hash(fold.train), _idx_hash(fold.val), _idx_hash(fold.test)],
                          "cfg": {k: v for k, v in c.items() if k != "device"}})
-            cells.append(_Cell(win, wpos, r, rname, out / "cells" / f"{_slug(window_label(win))}-{rep_tag}{r}.json", key))
+            cells.append(_Cell(win, wpos, r, rname, out / "cells" / f"{_slug(window_label(win))}-{reps.tag}{r}.json", key))
+    return cells, cell_cfg, prov
 
-    (out / "cells").mkdir(parents=True, exist_ok=True)
+
+def _reuse_cells(cells: list[_Cell]) -> tuple[dict[tuple[int, int], dict[str, Any]], list[_Cell]]:
+    """(finished cells whose file holds the same key, by (window position, repeat); the cells to train)."""
     results: dict[tuple[int, int], dict[str, Any]] = {}
     todo = []
     for c in cells:
@@ -389,127 +504,173 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         except (OSError, json.JSONDecodeError):
             pass
         todo.append(c)
+    return results, todo
 
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}", unit="cell",
+
+def _train_cells(todo: list[_Cell], n_cells: int, results: dict, store, name: str, keys: list[str], lab: _Labels, reps: _Reps,
+                 cfg, cell_cfg, metric: str, progress: bool, log: Callable[[str], None] | None) -> None:
+    """Train the cells of ``todo`` into ``results`` (and their files), one layer size at a time (fer_xception
+    16/32/64/128/7, CLIP 0-24 + proj): only the layers of that size the remaining cells use are read;
+    batched (every cell at once, :func:`emo.fuse.training.batched.train_cells`) or one cell after another."""
+    from tqdm.auto import tqdm
+
+    from emo.fuse.training.data import store_modality
+    from emo.fuse.training.inputs import FeatureInput
+
+    bar = tqdm(total=n_cells, initial=n_cells - len(todo), desc=f"sweep {name}", unit="cell",
                disable=not progress or not todo, dynamic_ncols=True)
-    # layers of different sizes (fer_xception 16/32/64/128/7, CLIP 0-24 + proj) are read one size at a time
     by_dim: dict[int, list[_Cell]] = {}
     for c in todo:
         by_dim.setdefault(int(store.dims[c.window[0]]), []).append(c)
+    fold_of = reps.fold_of()
     for dim, group in by_dim.items():
         need = [k for k in keys if any(k in c.window for c in group)]
-        x = store.read(need, names)  # (N, L_needed, D), only the layers of this size the remaining cells use
+        x = store.read(need, lab.names)  # (N, L_needed, D), only the layers of this size the remaining cells use
         col = {k: j for j, k in enumerate(need)}
-        modality = store_modality(spec.name, store.attrs)
-        fold_of = {r: f for r, _, f in reps}
+        modality = store_modality(name, store.attrs)
         batched = None
-        if (cell_cfg.batched or cell_cfg.optimizer == "lbfgs") and not multi_task:  # every remaining cell at once (emo.fuse.training.batched)
+        if (cell_cfg.batched or cell_cfg.optimizer == "lbfgs") and not lab.multi_task:  # every remaining cell at once (emo.fuse.training.batched)
             from emo.fuse.training.batched import train_cells
 
             rcfg = cell_cfg.resolve(max(len(f.train) for f in fold_of.values()))
-            batched = train_cells(x, FeatureInput(spec.name, modality, [], dim),
-                                  [([col[k] for k in c.window], fold_of[c.rep], cfg.seed + c.rep if protocol == "split" else cfg.seed)
-                                   for c in group], rcfg, y, n_classes, fs.speakers, test_idx, log)
+            batched = train_cells(x, FeatureInput(name, modality, [], dim),
+                                  [([col[k] for k in c.window], fold_of[c.rep], cfg.seed + c.rep if reps.split else cfg.seed)
+                                   for c in group], rcfg, lab.y, _n_classes(lab, cfg), lab.fs.speakers, reps.test_idx, log)
         for ci, c in enumerate(group):
-            fold = fold_of[c.rep]
             if batched is not None:
-                fr = batched[ci]
-                d = {"key": c.key, "window": window_label(c.window), "layers": list(c.window), rep_tag: c.rep,
-                     "fold_name": c.rep_name, **{k: fr[k] for k in ("n_train", "n_val", "n_test", "epochs", "seconds")},
-                     "metrics": _scalars(fr["metrics"])}
-                if "test_metrics" in fr:
-                    d["test_metrics"] = _scalars(fr["test_metrics"])
-                if pooled:
-                    d["oof"] = {k: np.asarray(v).tolist() for k, v in fr["pred"].items()}
-                write_json(c.path, d)
-                results[(c.wpos, c.rep)] = d
-                if metric not in d["metrics"]:
-                    bar.close()
-                    raise SweepError(f"--metric {metric!r} is not computed for task {cfg.task!r}; available: {', '.join(d['metrics'])}")
-                bar.update(1)
-                if log:
-                    log(f"{window_label(c.window)} {c.rep_name}: {metric} {d['metrics'][metric]:.4f}")
-                continue
-            blocks = {spec.name: x[:, [col[k] for k in c.window]]}
-            inputs = [FeatureInput(spec.name, modality, list(c.window), dim)]
-            ccfg = replace(cell_cfg, seed=cfg.seed + c.rep) if protocol == "split" else cell_cfg
-            if multi_task:
-                res = train_multitask_cv(blocks, inputs, {t.name: y[t.name] for t in tasks}, tasks, [fold], ccfg,
-                                         MultiConfig(joint), fs.speakers, test_idx)
+                d = _batched_cell(c, batched[ci], reps)
             else:
-                res = train_cv(blocks, inputs, y, [fold], ccfg, n_classes, fs.speakers, test_idx)
-            fr = res.folds[0]
-            d = {"key": c.key, "window": window_label(c.window), "layers": list(c.window), rep_tag: c.rep,
-                 "fold_name": c.rep_name, "n_train": fr["n_train"], "n_val": fr["n_val"], "n_test": fr["n_test"],
-                 "epochs": fr["epochs"], "seconds": fr["seconds"], "metrics": _scalars(fr["metrics"])}
-            if res.test is not None and "metrics" in res.test:
-                d["test_metrics"] = _scalars(res.test["metrics"])
-            if multilabel:  # recomputed from the probabilities (+ wheel F1); the label sets at ζ kept for checking
-                d["metrics"], d["predictions"] = _multilabel_cell_metrics(res.oof["probs"], res.oof["index"], y["multihot"],
-                                                                          true_words, fs.classes, ccfg.threshold, wheels)
-                if res.test is not None and "probs" in res.test and mask[res.test["index"]].all():
-                    d["test_metrics"], d["test_predictions"] = _multilabel_cell_metrics(
-                        res.test["probs"], res.test["index"], y["multihot"], true_words, fs.classes, ccfg.threshold, wheels)
-            if pooled:
-                d["oof"] = {k: np.asarray(v).tolist() for k, v in res.oof.items() if k != "fold"}
+                d = _train_cell(c, x[:, [col[k] for k in c.window]], FeatureInput(name, modality, list(c.window), dim),
+                                fold_of[c.rep], lab, reps, cfg, cell_cfg)
             write_json(c.path, d)
             results[(c.wpos, c.rep)] = d
             if metric not in d["metrics"]:
                 bar.close()
                 raise SweepError(f"--metric {metric!r} is not computed for task {cfg.task!r}; available: {', '.join(d['metrics'])}")
-            bar.set_postfix_str(f"{window_label(c.window)} {c.rep_name} {metric} {d['metrics'][metric]:.4f}")
+            if batched is None:
+                bar.set_postfix_str(f"{window_label(c.window)} {c.rep_name} {metric} {d['metrics'][metric]:.4f}")
             bar.update(1)
             if log:
                 log(f"{window_label(c.window)} {c.rep_name}: {metric} {d['metrics'][metric]:.4f}")
     bar.close()
 
-    # aggregate per window
+
+def _n_classes(lab: _Labels, cfg) -> int:
+    from emo.fuse.model.decoders import task_parts
+
+    return len(lab.fs.classes) if task_parts(cfg.task)[0] else 0
+
+
+def _batched_cell(c: _Cell, fr: dict[str, Any], reps: _Reps) -> dict[str, Any]:
+    """The cell file of one cell of :func:`emo.fuse.training.batched.train_cells`."""
+    d = {"key": c.key, "window": window_label(c.window), "layers": list(c.window), reps.tag: c.rep,
+         "fold_name": c.rep_name, **{k: fr[k] for k in ("n_train", "n_val", "n_test", "epochs", "seconds")},
+         "metrics": _scalars(fr["metrics"])}
+    if "test_metrics" in fr:
+        d["test_metrics"] = _scalars(fr["test_metrics"])
+    if reps.pooled:
+        d["oof"] = {k: np.asarray(v).tolist() for k, v in fr["pred"].items()}
+    return d
+
+
+def _train_cell(c: _Cell, xw: np.ndarray, inp, fold, lab: _Labels, reps: _Reps, cfg, cell_cfg) -> dict[str, Any]:
+    """Train one cell on its fold (:func:`emo.fuse.eval.cv.train_cv`, or the multi-task trainer) and
+    return its cell file (multi-label: metrics recomputed from the probabilities, label sets kept)."""
+    from emo.fuse.eval.cv import train_cv
+
+    blocks, inputs = {inp.name: xw}, [inp]
+    ccfg = replace(cell_cfg, seed=cfg.seed + c.rep) if reps.split else cell_cfg
+    y, speakers = lab.y, lab.fs.speakers
+    if lab.multi_task:
+        from emo.fuse.methods.multitask import MultiConfig, train_multitask_cv
+
+        res = train_multitask_cv(blocks, inputs, {t.name: y[t.name] for t in lab.tasks}, lab.tasks, [fold], ccfg,
+                                 MultiConfig(lab.joint), speakers, reps.test_idx)
+    else:
+        res = train_cv(blocks, inputs, y, [fold], ccfg, _n_classes(lab, cfg), speakers, reps.test_idx)
+    fr = res.folds[0]
+    d = {"key": c.key, "window": window_label(c.window), "layers": list(c.window), reps.tag: c.rep,
+         "fold_name": c.rep_name, "n_train": fr["n_train"], "n_val": fr["n_val"], "n_test": fr["n_test"],
+         "epochs": fr["epochs"], "seconds": fr["seconds"], "metrics": _scalars(fr["metrics"])}
+    if res.test is not None and "metrics" in res.test:
+        d["test_metrics"] = _scalars(res.test["metrics"])
+    if lab.multilabel:  # recomputed from the probabilities (+ wheel F1); the label sets at ζ kept for checking
+        d["metrics"], d["predictions"] = _multilabel_cell_metrics(res.oof["probs"], res.oof["index"], y["multihot"],
+                                                                  lab.true_words, lab.fs.classes, ccfg.threshold, lab.wheels)
+        if res.test is not None and "probs" in res.test and lab.mask[res.test["index"]].all():
+            d["test_metrics"], d["test_predictions"] = _multilabel_cell_metrics(
+                res.test["probs"], res.test["index"], y["multihot"], lab.true_words, lab.fs.classes, ccfg.threshold, lab.wheels)
+    if reps.pooled:
+        d["oof"] = {k: np.asarray(v).tolist() for k, v in res.oof.items() if k != "fold"}
+    return d
+
+
+def _window_rows(windows: list[tuple[str, ...]], reps: _Reps, results: dict, lab: _Labels, cfg, out: Path) -> list[dict[str, Any]]:
+    """One ``sweep.csv`` row per window: mean and std over its cells of every scalar metric (and
+    ``test_`` metric), or with ``reps.pooled`` the scores of its pooled out-of-fold predictions."""
+    from emo.fuse.model.decoders import task_parts
+
     table = []
     for wpos, win in enumerate(windows):
-        cs = [results[(wpos, r)] for r, _, _ in reps]
+        cs = [results[(wpos, r)] for r, _, _ in reps.reps]
         row: dict[str, Any] = {"window": window_label(win), "layers": " ".join(win), "center": _window_center(win, wpos), "n": len(cs)}
-        for prefix, field in (("", "metrics"), ("test_", "test_metrics")):
-            if all(field in c for c in cs):
-                for k in cs[0][field]:
-                    v = np.array([c[field][k] for c in cs], dtype=np.float64)
+        for prefix, field_ in (("", "metrics"), ("test_", "test_metrics")):
+            if all(field_ in c for c in cs):
+                for k in cs[0][field_]:
+                    v = np.array([c[field_][k] for c in cs], dtype=np.float64)
                     row[f"{prefix}{k}_mean"] = float(v.mean())
                     row[f"{prefix}{k}_std"] = float(v.std())
-        if pooled:  # scores of the pooled out-of-fold predictions replace the means of one-sample folds
+        if reps.pooled:  # scores of the pooled out-of-fold predictions replace the means of one-sample folds
             from emo.fuse.eval.metrics import evaluate
 
             if not all("oof" in c for c in cs):
                 raise SweepError(f"{out / 'cells'}: cells without out-of-fold predictions; rerun with a new --out")
+            y, disc = lab.y, task_parts(cfg.task)[0]
             idx = np.concatenate([np.asarray(c["oof"]["index"], dtype=np.int64) for c in cs])
             outs = {k: np.concatenate([np.asarray(c["oof"][k], dtype=np.float32) for c in cs]) for k in cs[0]["oof"] if k != "index"}
             needed = [k for k in ("discrete", "valence", "vad", "multihot") if k in y and (k != "discrete" or disc)]
-            if multilabel:
-                pooled_m, _ = _multilabel_cell_metrics(outs["probs"], idx, y["multihot"], true_words, fs.classes, cfg.threshold, wheels)
+            if lab.multilabel:
+                pooled_m, _ = _multilabel_cell_metrics(outs["probs"], idx, y["multihot"], lab.true_words, lab.fs.classes,
+                                                       cfg.threshold, lab.wheels)
             else:
-                pooled_m = _scalars(evaluate(outs, {k: y[k][idx] for k in needed}, n_classes, cfg.threshold))
+                pooled_m = _scalars(evaluate(outs, {k: y[k][idx] for k in needed}, _n_classes(lab, cfg), cfg.threshold))
             for k, val in pooled_m.items():
                 row[f"{k}_mean"], row[f"{k}_std"] = val, 0.0
             row["pooled"] = True
         table.append(row)
+    return table
+
+
+def _sweep_summary(out: Path, table: list[dict[str, Any]], cells: list[_Cell], todo: list[_Cell], results: dict, lab: _Labels,
+                   reps: _Reps, cfg, metric: str, name: str, keys: list[str], store, prov: dict[str, Any], window: int,
+                   stride: int, train_splits: list[str] | None) -> dict[str, Any]:
+    """Select the best window on ``metric``, write ``sweep.csv``, ``sweep.png`` and ``sweep.json`` and
+    return the ``sweep.json`` dict. Raises SweepError: a metric the rows do not have."""
+    from emo.fuse.eval.protocols import protocol_record
+    from emo.fuse.training.data import FeatureSpec
+
     if f"{metric}_mean" not in table[0]:
         raise SweepError(f"--metric {metric!r} is not computed for task {cfg.task!r}; "
                          f"available: {', '.join(k[:-5] for k in table[0] if k.endswith('_mean') and not k.startswith('test_'))}")
     sign = -1.0 if lower_is_better(metric) else 1.0
     best = max(table, key=lambda r: sign * r[f"{metric}_mean"])
+    protocol = reps.protocol
     selected_on = "dev" if protocol == "split" else ("leave-one-speaker-out folds" if protocol == "speaker" else f"{protocol}-fold CV")
-    if pooled:
+    if reps.pooled:
         selected_on += " (pooled out-of-fold predictions: an evaluation fold holds fewer than 2 samples)"
+    fs, wheels = lab.fs, lab.wheels
     summary = {
-        "command": None, "dataset": fs.dataset, "feature": str(FeatureSpec(spec.name, store.attrs.get("source") or None, tuple(keys))),
+        "command": None, "dataset": fs.dataset, "feature": str(FeatureSpec(name, store.attrs.get("source") or None, tuple(keys))),
         "store": prov, "metric": metric, "higher_is_better": not lower_is_better(metric), "protocol": protocol,
-        "protocol_record": protocol_record(requested, protocol, why, [f for _, _, f in reps], fs.speakers, cfg.normalize),
+        "protocol_record": protocol_record(reps.requested, protocol, reps.why, [f for _, _, f in reps.reps], fs.speakers, cfg.normalize),
         "selected_on": selected_on, "window": window, "stride": stride, "training": asdict(cfg),
-        "n_samples": len(names), "n_labelled": int(mask.sum()), "rows": table,
-        **({"tasks": [t.as_dict() for t in tasks], "joint": joint} if multi_task else {}),
-        **({"label_space": label_space.to_dict(), "threshold": cfg.threshold,
+        "n_samples": len(lab.names), "n_labelled": int(lab.mask.sum()), "rows": table,
+        **({"tasks": [t.as_dict() for t in lab.tasks], "joint": lab.joint} if lab.multi_task else {}),
+        **({"label_space": lab.label_space.to_dict(), "threshold": cfg.threshold,
             "emotion_wheel": None if wheels is None else {"dir": str(cfg.emotion_wheel), "level": "level1",
                                                           "source": "MER 2025 baseline wheel_metric_calculation (emo.lexicon.wheel)"}}
-           if multilabel else {}),
-        **({"n_test_partition": int(len(test_idx)), "test_splits": test_splits} if test_idx is not None else {}),
+           if lab.multilabel else {}),
+        **({"n_test_partition": int(len(reps.test_idx)), "test_splits": reps.test_splits} if reps.test_idx is not None else {}),
         "train_splits": list(train_splits or []),
         "best": {"window": best["window"], "layers": best["layers"], metric: best[f"{metric}_mean"], f"{metric}_std": best[f"{metric}_std"],
                  **({f"test_{metric}": best[f"test_{metric}_mean"], f"test_{metric}_std": best[f"test_{metric}_std"]}

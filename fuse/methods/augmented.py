@@ -232,3 +232,19 @@ def apply_augmentation(features_dir: str | Path, dataset: str, fs, y: dict[str, 
             "copies_per_fold": ex["counts"], "groups": {g.tag: {"stores": g.stores, "present": int(g.present.sum()),
                                                                "provenance": g.provenance} for g in groups}}
     return Augmented(ex["blocks"], ex["y"], ex["folds"], ex["test_idx"], ex["names"], ex["speakers"], info)
+
+
+def augment_plan(plan: Any, ctx: Any) -> Any:
+    """Fold-plan plug-in (:mod:`emo.fuse.training.plan`) of ``--augmented``/``--evaluate-on``:
+    :func:`apply_augmentation` on the plan's labels, folds and test rows; the plan's rows become
+    the clean rows plus the copies (``blocks``, ``y``, ``y_true``, ``names``, ``speakers``), its
+    folds gain (or evaluate on) copies, ``info`` gains ``augmentation``. The plan's ``clip_folds``
+    stay: copies are not clips of their own. Unchanged plan when neither option is given."""
+    from dataclasses import replace
+
+    aug = apply_augmentation(ctx.features_dir, ctx.dataset, ctx.fs, plan.y_true, plan.folds, plan.test_idx,
+                             ctx.augmented, ctx.evaluate_on)
+    if aug is None:
+        return plan
+    return replace(plan, blocks=aug.blocks, y=aug.y, y_true=aug.y, folds=aug.folds, test_idx=aug.test_idx,
+                   names=aug.names, speakers=aug.speakers, info={**plan.info, "augmentation": aug.info})

@@ -114,3 +114,27 @@ def multilabel_evaluate(probs: np.ndarray, multihot: np.ndarray, threshold: floa
     from emo.fuse.methods.multilabel import multilabel_metrics, predict_multihot
 
     return multilabel_metrics(multihot > 0, predict_multihot(probs, threshold))
+
+
+def semi_plan(plan: Any, ctx: Any) -> Any:
+    """Fold-plan plug-in (:mod:`emo.fuse.training.plan`) of ``--pseudo-labels`` and ``--univa``:
+    :func:`prepare_semi` adds the pseudo-labelled and unlabelled clips to each fold's training rows
+    (also the plan's ``clip_folds``: they are clips of the run) and the row weights to ``y``; with
+    UniVA, ``y`` gains the eq. 8 matrix (:func:`correlation_for`) and ``info`` the ``univa`` record
+    (:func:`emo.fuse.methods.univa.univa_record`). Unchanged plan when neither option is on."""
+    from dataclasses import replace
+
+    cfg = ctx.cfg
+    if ctx.pseudo_labels is None and not cfg.univa:
+        return plan
+    folds, y, info = prepare_semi(ctx.fs.samples, plan.names, plan.y, plan.mask, plan.folds, plan.test_idx, ctx.classes,
+                                  univa=cfg.univa, va_source=cfg.va_source, lexicon=ctx.lexicon,
+                                  pseudo_labels=ctx.pseudo_labels, pseudo_weight=ctx.pseudo_weight)
+    if cfg.univa:
+        from emo.fuse.methods.univa import univa_record
+
+        M, why = correlation_for(ctx.classes, ctx.lexicon)
+        if M is not None:
+            y["correlation"] = M
+        info["univa"] = univa_record(cfg, M, why, info.pop("univa_va"), info.pop("unlabelled_rows"), ctx.classes, ctx.say)
+    return replace(plan, folds=folds, clip_folds=folds, y=y, info={**plan.info, **info})

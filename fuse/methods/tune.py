@@ -320,28 +320,49 @@ def train_cv_fold_stores(blocks: dict[str, Any], fold_features: dict[str, list[P
                     [d for p in parts for d in p.diagnostics])
 
 
-def resolve_fold_features(features_dir: str | Path, dataset: str, specs: list[str]) -> tuple[list[str], dict[str, list[Path]]]:
-    """For ``emo fuse train``: each ``--features`` spec whose store ``<name>.h5`` does not exist but whose
-    per-fold stores ``<name>.fold<K>.h5`` do (``emo extract --adapters RUN``) is rewritten to load fold 0's
-    store as the stand-in (same layers and dimension); returns (specs to load, name → per-fold stores).
-    Rename the loaded inputs back with :func:`rename_fold_inputs`."""
+def find_fold_stores(features_dir: str | Path, dataset: str, specs: list[str]) -> dict[str, list[Path]]:
+    """The ``--features`` specs of ``emo fuse train`` that name per-fold HLFT stores (``emo extract
+    --adapters RUN``), told by the store layout: ``<name>.h5`` is absent and ``<name>.fold0.h5``,
+    ``<name>.fold1.h5``, ... exist. One ``stat`` per spec when every store exists (the ordinary
+    run); the folder is listed only for a missing store.
+
+    Returns:
+        name -> its per-fold stores in fold order (:func:`fold_stores`); empty for ordinary stores.
+
+    Raises:
+        TuneError: a gap in a name's fold numbers.
+    """
     from emo.extract.spec import parse_spec
     from emo.extract.store import store_path
 
-    out, found = [], {}
+    found = {}
     for text in specs:
-        spec = parse_spec(str(text))
-        if not store_path(features_dir, dataset, spec.name).exists():
-            paths = fold_stores(features_dir, dataset, spec.name)
-            if paths:
-                found[spec.name] = paths
-                text = str(text).replace(spec.name, paths[0].stem, 1)
-        out.append(text)
-    return out, found
+        name = parse_spec(str(text)).name
+        if not store_path(features_dir, dataset, name).exists() and (paths := fold_stores(features_dir, dataset, name)):
+            found[name] = paths
+    return found
+
+
+def load_fold_store_features(features_dir: str | Path, dataset: str, specs: list[str], found: dict[str, list[Path]],
+                             align: str = "strict", frames: bool = False) -> Any:
+    """:func:`emo.fuse.training.data.load_features` of a run with per-fold HLFT stores ``found``
+    (:func:`find_fold_stores`): each such spec loads fold 0's store as the stand-in (same layers and
+    dimension; fold k's features replace it in :func:`train_cv_fold_stores`), and the loaded input
+    gets its own name back with the per-fold stores in its provenance (:func:`rename_fold_inputs`)."""
+    from emo.extract.spec import parse_spec
+    from emo.fuse.training.data import load_features
+
+    texts = []
+    for text in specs:
+        name = parse_spec(str(text)).name
+        texts.append(str(text).replace(name, found[name][0].stem, 1) if name in found else text)
+    fs = load_features(features_dir, dataset, texts, align, frames=frames)
+    rename_fold_inputs(fs, found)
+    return fs
 
 
 def rename_fold_inputs(fs: Any, fold_features: dict[str, list[Path]]) -> None:
-    """Give the stand-in inputs of :func:`resolve_fold_features` their own name back (blocks and inputs
+    """Give the stand-in inputs of :func:`load_fold_store_features` their own name back (blocks and inputs
     of a :class:`emo.fuse.training.data.FeatureSet`, in place) and record the per-fold stores in the provenance."""
     stand_in = {paths[0].stem: name for name, paths in fold_features.items()}
     for inp in fs.inputs:

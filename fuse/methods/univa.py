@@ -429,3 +429,24 @@ def eta_vertex_minimum(M, classes: Sequence[str] | None = None) -> dict[str, Any
     neg = [names[j] for j in np.argsort(off) if off[j] < 0]
     return {"one_hot": vals, "uniform": 0.0, "argmin": names[k], "eta_min": round(float(2 * off[k]), 6),
             "negative": neg, "collapses": bool(neg)}
+
+
+def univa_record(cfg, M: np.ndarray | None, note: str, va_info: dict[str, Any], unlabelled_rows: int,
+                 classes: Sequence[str] | None = None, say=None) -> dict[str, Any]:
+    """The ``univa`` entry of a run's ``config.json``: the loss settings of ``cfg`` (λ, δ, τ, η weight),
+    the valence-arousal source ``va_info`` (:func:`sample_va`), the number of unlabelled training rows,
+    the eq. 8 matrix ``M`` (C, C) rounded to 6 digits (``None`` with the reason ``note``) and, when η
+    is on, :func:`eta_vertex_minimum`; ``say`` receives a warning when eq. 11 rewards predicting one
+    class for every clip (issue 23). Source: Zheng, Yu, Xia, UniVA, eq. 3-11."""
+    rec = {"lambda": cfg.univa_lambda, "delta": cfg.univa_delta, "tau": cfg.univa_tau, "eta_weight": cfg.univa_eta,
+           "va": va_info, "unlabelled_rows": unlabelled_rows,
+           "correlation": None if M is None else M.round(6).tolist(), "correlation_note": note,
+           "source": "Zheng, Yu, Xia, UniVA, eq. 3-11"}
+    if M is not None and cfg.univa_eta > 0:  # issue 23: eq. 9's η rewards one constant class
+        vm = eta_vertex_minimum(M, classes)
+        rec["eta_vertex_minimum"] = vm
+        if vm["collapses"] and say:
+            say(f"warning: UniVA η (eq. 9, weight {cfg.univa_eta:g}) is negative when every clip is predicted one of "
+                f"{vm['negative']} (down to {vm['eta_min']:.3f} for {vm['argmin']!r}) and 0 for a uniform prediction: "
+                "eq. 11 rewards predicting one class for every clip (try --univa-eta 0 or a small weight)")
+    return rec

@@ -1,8 +1,11 @@
 """``emo fuse train``'s Python entry point: :func:`train` (stores in, run directory out).
 
-It loads features and labels (:mod:`emo.fuse.training.data`), builds the protocol's folds
-(:func:`emo.fuse.eval.protocols.make_folds`), trains with cross-validation
-(:func:`emo.fuse.eval.cv.train_cv`) and writes the run directory (:func:`emo.fuse.run.save_run`).
+One sequence: check the run rules (:func:`emo.fuse.config.check_run_rules`) -> load features and
+targets (:func:`load_run_data`) -> resolve the protocol -> per repeat: the fold plan
+(:func:`emo.fuse.training.plan.make_plan`), its recipe (:func:`plan_recipe`), the paper methods'
+plug-ins (:func:`emo.fuse.training.plan.apply_methods`), the config (:func:`run_config`), the fit
+(:func:`emo.fuse.training.plan.fit_plan`), warnings (:func:`finish_repeat`) -> write the run
+directory (:func:`write_runs`, :func:`emo.fuse.run.save_run`).
 
 The pieces live in their own modules: :mod:`emo.fuse.config` (:class:`TrainConfig`),
 :mod:`emo.fuse.training.minibatch` (minibatches), :mod:`emo.fuse.training.fit` (one model's fit loop),
@@ -13,6 +16,7 @@ against the single ``emo.fuse.training.train`` module.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -25,9 +29,12 @@ from emo.fuse.eval.contract import input_contract
 from emo.fuse.eval.cv import CVResult, train_cv
 from emo.fuse.training.fit import average_outputs, fit_model, predict_model
 from emo.fuse.eval.metrics import degenerate_warnings, evaluate
-from emo.fuse.eval.protocols import fold_warnings, make_folds, protocol_record, resolve_for
+from emo.fuse.eval.protocols import fold_warnings, make_folds, protocol_record
 from emo.fuse.eval.report import results_table, write_report
+from emo.fuse.eval.runcheck import check_run_out
 from emo.fuse.run import save_run
+from emo.fuse.training.plan import FoldPlan, MethodContext, RunData, apply_methods, fit_plan, make_plan
+from emo.fuse.training.resume import FoldCache, partial_dir
 
 __all__ = ["TrainConfig", "CVResult", "train_cv", "train", "fit_model", "predict_model", "average_outputs", "evaluate",
            "make_folds", "results_table"]
@@ -57,227 +64,225 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
           pseudo_weight: float = 0.5, lexicon: str | Path | None = None,
           train_splits: list[str] | None = None, allow_rare_classes: bool = False, augmented: list[str] | None = None,
           evaluate_on: str | None = None) -> tuple[CVResult, dict[str, Any]]:
-    """Load features and labels, build the protocol's folds, :func:`train_cv`, and write the run directory.
+    """Load features and labels, then per repeat: the fold plan (:mod:`emo.fuse.training.plan`), its
+    recipe, the paper methods' plug-ins, the fit; then write the run directory.
 
     Args:
-        features_dir, dataset, features: see :func:`emo.fuse.training.data.load_features`.
-        cfg: :class:`TrainConfig`. protocol: ``"auto"`` (default: leave-one-speaker-out when every
-            sample has a speaker, else stratified 5-fold, stated as speaker-dependent;
-            :func:`emo.fuse.eval.protocols.resolve_protocol`), ``"K"`` (k-fold), ``"speaker"``, ``"split"``
-            or ``"file:PATH"`` (fold lists, e.g. EmoBox's; :func:`emo.fuse.eval.protocols.read_fold_lists`).
-            The run's ``config.json`` and ``metrics.json`` carry the ``protocol`` record
-            (:func:`emo.fuse.eval.protocols.protocol_record`).
-        out: run directory (``None``: write nothing). align: ``strict``/``intersect``.
-        test_splits: partitions held out as the test set (default for ``split``: ``["test"]``).
-        train_splits: evaluation partitions (:data:`emo.fuse.eval.protocols.EVAL_SPLITS`, e.g. MER 2023's
-            labelled ``test1``) allowed into the cross-validation pool; by default they never are.
-        command: argv recorded in the config.
-        repeats: N independent repetitions of the whole cross-validation (seed ``seed + 1000 r``;
-            k-fold assignments and inner validation splits are redrawn). Repeat 0 is the run
-            written to ``out``; the others go to ``out/repeats/seed-S/`` (complete run directories),
-            and ``out/metrics.json`` gains ``repeats`` (mean ± std of each pooled metric) and
-            ``interval`` (95 % group-bootstrap interval of the repeat-averaged pooled metric,
-            :mod:`emo.fuse.eval.stats`).
-        pseudo_labels, pseudo_weight: a ``pseudo.csv`` of ``emo fuse pseudo-label`` whose clips join
-            the training part of every fold with this loss weight (:mod:`emo.fuse.methods.pseudo`).
-        lexicon: NRC-VAD file for ``cfg.univa`` (valence-arousal of labels/transcripts, the UniVA eq. 8 matrix).
-        resume: keep each finished fold in ``<parent>/.<out>.partial/`` (:mod:`emo.fuse.training.resume`) and
-            continue from there when rerun with the same configuration. restart: discard it first.
-        allow_rare_classes: accept classes with fewer than 2 labelled samples (by default they are
-            refused: a typo in a label file silently becomes a class of its own).
-        augmented, evaluate_on: ``--augmented ENCODER+TAG`` stores whose copies of the training
-            clips join training, ``--evaluate-on TAG`` copies that replace the evaluated clips
-            (:func:`emo.fuse.methods.augmented.apply_augmentation`; not with ``repeats`` > 1).
+        features_dir, dataset, features: see :func:`emo.fuse.training.data.load_features` (a name with
+            per-fold HLFT stores ``NAME.fold<K>.h5`` trains fold K on fold K's store).
+        cfg: :class:`TrainConfig`. protocol: ``"auto"`` (leave-one-speaker-out when every sample has a
+            speaker, else stratified 5-fold, stated as speaker-dependent), ``"K"``, ``"speaker"``, ``"split"``
+            or ``"file:PATH"`` (:func:`emo.fuse.eval.protocols.resolve_protocol`); recorded as ``protocol``
+            in ``config.json`` and ``metrics.json`` (:func:`emo.fuse.eval.protocols.protocol_record`).
+        out: run directory (``None``: write nothing). align: ``strict``/``intersect``. command: argv recorded.
+        test_splits: partitions held out as the test set (default for ``split``: ``["test"]``);
+            train_splits: evaluation partitions (e.g. MER 2023's ``test1``) allowed into the CV pool.
+        repeats: N repetitions of the whole cross-validation (seed ``seed + 1000 r``; folds redrawn).
+            Repeat 0 is written to ``out``, the others to ``out/repeats/seed-S/``; ``out/metrics.json`` gains
+            ``repeats`` (mean ± std) and ``interval`` (95 % group bootstrap, :mod:`emo.fuse.eval.stats`).
+        pseudo_labels, pseudo_weight: ``pseudo.csv`` of ``emo fuse pseudo-label``, its rows' loss weight.
+        lexicon: NRC-VAD file (UniVA's valence-arousal and eq. 8 matrix; lexicon VAD targets).
+        resume: keep finished folds in ``<parent>/.<out>.partial/`` and continue from them
+            (:mod:`emo.fuse.training.resume`); restart: discard them first.
+        allow_rare_classes: accept classes with fewer than 2 labelled samples (else refused).
+        augmented, evaluate_on: augmented copies that join training / replace the evaluated clips
+            (:mod:`emo.fuse.methods.augmented`).
 
-    Returns:
-        (result of repeat 0, its config).
+    Returns: (result of repeat 0, its config).
 
     Raises:
+        ValueError: options that exclude each other (:func:`emo.fuse.config.check_run_rules`), rare classes.
         emo.fuse.training.resume.ResumeError: a partial run with a different configuration exists (named).
     """
-    from emo.fuse.methods.augmented import apply_augmentation
-    from emo.fuse.training.data import load_features, targets
-    from emo.fuse.model.decoders import task_parts
-    from emo.fuse.training.resume import FoldCache, partial_dir
-    from emo.fuse.eval.runcheck import check_run_out
-    from emo.fuse.methods.tune import rename_fold_inputs, resolve_fold_features, train_cv_fold_stores
+    from emo.fuse.methods.tune import find_fold_stores
 
-    t_call = time.perf_counter()
-    t_process = process_seconds()
-    clock = {"first_fold": None}
-    if progress is not None or out is not None:  # the first finished fold ("fold 1/K ...") marks the time to first fold
-        user_progress = progress
-
-        def progress(line: str, _p=user_progress) -> None:
-            if clock["first_fold"] is None and line.startswith("fold "):
-                clock["first_fold"] = time.perf_counter()
-            if _p is not None:
-                _p(line)
-    check_run_rules(cfg, repeats=repeats, pseudo_labels=pseudo_labels, augmented=augmented or (), evaluate_on=evaluate_on)
+    clock = RunClock(progress, watch=out is not None)
+    progress = clock.progress
+    rules = dict(repeats=repeats, pseudo_labels=pseudo_labels, augmented=augmented or (), evaluate_on=evaluate_on)
+    check_run_rules(cfg, **rules)
     if out is not None:
         check_run_out(out)  # a bad --out fails now, not after hours of training
-    # HLFT features come as one store per fold (emo extract --adapters): fold k reads fold k's store
-    features, fold_features = resolve_fold_features(features_dir, dataset, features)
-    check_run_rules(cfg, repeats=repeats, pseudo_labels=pseudo_labels, augmented=augmented or (), evaluate_on=evaluate_on,
-                    fold_stores=bool(fold_features))
-    fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
-    rename_fold_inputs(fs, fold_features)
+    fold_stores = find_fold_stores(features_dir, dataset, features)  # HLFT: one store per fold (store layout)
+    if fold_stores:
+        check_run_rules(cfg, **rules, fold_stores=True)
+    data = load_run_data(features_dir, dataset, features, cfg, protocol, align, test_splits, train_splits, lexicon,
+                         allow_rare_classes, fold_stores, progress)
+    if out is not None and restart and partial_dir(out).exists():
+        shutil.rmtree(partial_dir(out))
+    if progress:
+        progress(f"protocol: {data.why}")
+    runs = []
+    clock.start_training()
+    for r in range(repeats):
+        say = progress if r == 0 else None
+        cfg_r = replace(cfg, seed=cfg.seed + REPEAT_STRIDE * r)
+        plan = make_plan(data, cfg_r.seed)
+        cfg_r, recipe = plan_recipe(cfg_r, data, plan, pseudo_labels, augmented or evaluate_on, say)
+        ctx = MethodContext(features_dir, dataset, data.fs, cfg_r, data.classes, lexicon, pseudo_labels, pseudo_weight,
+                            list(augmented or []), evaluate_on, say)
+        plan = apply_methods(plan, ctx)
+        config = run_config(data, plan, cfg_r, recipe, command=command, features_dir=features_dir, align=align,
+                            lexicon=lexicon, repeat=(r, repeats), say=say)
+        cache = FoldCache(out, fingerprint(config, plan.folds, plan.test_idx), part=f"seed-{cfg_r.seed}") if (out is not None and resume) else None
+        if progress and repeats > 1:
+            progress(f"repeat {r + 1}/{repeats} (seed {cfg_r.seed})")
+        result = fit_plan(plan, data.fs.inputs, cfg_r, recipe, n_classes_of(config), progress, cache)
+        finish_repeat(result, config, (r, repeats), say)
+        runs.append((result, config, plan))
+    clock.stop_training()
+    result, config, _ = runs[0]
+    if cfg.emotion_wheel:  # MER-FG: the emotion-wheel F1 of the pooled out-of-fold multi-label predictions
+        config["emotion_wheel"] = add_wheel_metrics(result, data.fs.samples, config["classes"], cfg.emotion_wheel,
+                                                    config["training"]["threshold"])
+    if out is not None:
+        write_runs(out, runs, data, clock, resume)
+    elif repeats > 1:
+        config["repeats_summary"] = repeats_summary([r[0] for r in runs], data.fs, data.y, config)
+    return result, config
+
+
+def load_run_data(features_dir: str | Path, dataset: str, features: list[str], cfg: TrainConfig, protocol: str, align: str,
+                  test_splits: list[str] | None, train_splits: list[str] | None, lexicon, allow_rare_classes: bool,
+                  fold_stores: dict[str, list[Path]], progress: Callable[[str], None] | None) -> RunData:
+    """Load the features (per-fold HLFT stores through :func:`emo.fuse.methods.tune.load_fold_store_features`),
+    build the targets (:func:`load_targets`), check the class counts, resolve the protocol."""
+    from emo.fuse.eval.protocols import resolve_for
+    from emo.fuse.training.data import load_features
+
+    if fold_stores:
+        from emo.fuse.methods.tune import load_fold_store_features
+
+        fs = load_fold_store_features(features_dir, dataset, features, fold_stores, align, frames=cfg.frames)
+    else:
+        fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
     if test_splits is None:
         test_splits = ["test"] if protocol == "split" else []
-    classes = fs.classes
-    label_space = None
-    if cfg.task == "multilabel":  # label list from the words of the CV pool (every clip outside the test partitions)
-        from emo.fuse.methods.semi import multilabel_targets
-
-        word_map = None
-        if cfg.emotion_wheel:  # MER-FG: one class per word family (emotion-wheel word forms, format.csv)
-            from emo.lexicon.wheel import load_wheels
-
-            word_map = load_wheels(cfg.emotion_wheel).base_form
-        sp = np.asarray([s or "" for s in fs.splits], dtype=object)
-        y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp, test_splits)), word_map=word_map)
-        classes = label_space.classes
-    else:
-        y, mask = targets(fs.samples, cfg.task, fs.classes, cfg.vad_targets, lexicon)
+    y, mask, classes, label_space = load_targets(fs, cfg, test_splits, lexicon)
     rows = np.flatnonzero(mask)
     if cfg.task in ("discrete", "discrete+valence") and fs.classes:
         check_class_counts(fs.classes, y["discrete"][rows], allow_rare_classes, progress)
-    if out is not None and restart and partial_dir(out).exists():
-        import shutil
+    used, why = resolve_for(protocol, fs, rows, test_splits, train_splits)  # --folds auto: speakers known -> speaker
+    return RunData(fs, y, mask, classes, label_space, used, protocol, why, test_splits, train_splits, fold_stores)
 
-        shutil.rmtree(partial_dir(out))
-    requested = protocol
-    protocol, why = resolve_for(protocol, fs, rows, test_splits, train_splits)  # --folds auto: speakers known -> speaker
-    if progress:
-        progress(f"protocol: {why}")
-    runs = []
-    t_train = time.perf_counter()
-    for r in range(repeats):
-        cfg_r = replace(cfg, seed=cfg.seed + REPEAT_STRIDE * r)
-        folds, test_idx = make_folds(protocol, fs, y, rows, cfg_r.seed, test_splits, train_splits)
-        recipe = select_recipe(cfg_r, fs, folds, y, fold_features, pseudo_labels, augmented or evaluate_on)
-        if recipe["recipe"] == "lbfgs":  # deterministic: dropout off, one model per fold unless --seeds says otherwise
-            cfg_r = replace(cfg_r, recipe="lbfgs", dropout=0.0, seeds=cfg_r.seeds or 1)
-        elif cfg_r.recipe == "auto":
-            cfg_r = replace(cfg_r, recipe="adamw")
-        if progress and r == 0:
-            progress(f"recipe: {recipe['recipe']} ({recipe['reason']})")
-        cfg_r = cfg_r.resolve(max((len(f.train) for f in folds), default=0))  # the run records the settings used
-        disc = task_parts(cfg_r.task)[0]
-        n_classes = len(classes) if disc else 0
-        y_r, semi_info = y, {}
-        if pseudo_labels is not None or cfg_r.univa:  # rows join training parts only (emo.fuse.methods.semi)
-            from emo.fuse.methods.semi import correlation_for, prepare_semi
 
-            folds, y_r, semi_info = prepare_semi(fs.samples, fs.names, y, mask, folds, test_idx, classes, univa=cfg_r.univa,
-                                                 va_source=cfg_r.va_source, lexicon=lexicon, pseudo_labels=pseudo_labels,
-                                                 pseudo_weight=pseudo_weight)
-            if cfg_r.univa:
-                M, why = correlation_for(classes, lexicon)
-                if M is not None:
-                    y_r["correlation"] = M
-                semi_info["univa"] = {"lambda": cfg_r.univa_lambda, "delta": cfg_r.univa_delta, "tau": cfg_r.univa_tau, "eta_weight": cfg_r.univa_eta,
-                                      "va": semi_info.pop("univa_va"), "unlabelled_rows": semi_info.pop("unlabelled_rows"),
-                                      "correlation": None if M is None else M.round(6).tolist(), "correlation_note": why,
-                                      "source": "Zheng, Yu, Xia, UniVA, eq. 3-11"}
-                if M is not None and cfg_r.univa_eta > 0:  # issue 23: eq. 9's η rewards one constant class
-                    from emo.fuse.methods.univa import eta_vertex_minimum
+def load_targets(fs, cfg: TrainConfig, test_splits: list[str], lexicon=None) -> tuple[dict[str, np.ndarray], np.ndarray, list[str] | None, Any]:
+    """``(y, mask, classes, label_space)`` of ``cfg.task``: :func:`emo.fuse.training.data.targets`, or for
+    ``multilabel`` :func:`emo.fuse.methods.semi.multilabel_targets` with the label list from the words of
+    the CV pool (every clip outside ``test_splits``; with ``cfg.emotion_wheel`` one class per
+    emotion-wheel word family, MER-FG). ``label_space`` is ``None`` for the other tasks."""
+    from emo.fuse.training.data import targets
 
-                    vm = eta_vertex_minimum(M, classes)
-                    semi_info["univa"]["eta_vertex_minimum"] = vm
-                    if vm["collapses"] and progress and r == 0:
-                        progress(f"warning: UniVA η (eq. 9, weight {cfg_r.univa_eta:g}) is negative when every clip is predicted one of "
-                                 f"{vm['negative']} (down to {vm['eta_min']:.3f} for {vm['argmin']!r}) and 0 for a uniform prediction: "
-                                 "eq. 11 rewards predicting one class for every clip (try --univa-eta 0 or a small weight)")
-        config = {
-            "command": command, "dataset": fs.dataset, "features_dir": str(features_dir),
-            "feature_specs": [inp.spec for inp in fs.inputs], "inputs": [inp.to_dict() for inp in fs.inputs],
-            "task": cfg_r.task, "classes": classes if disc else None,
-            "model": cfg_r.model_args(fs.inputs, n_classes), "training": asdict(cfg_r),
-            "protocol": {**protocol_record(requested, protocol, why, folds, fs.speakers, cfg_r.normalize),
-                         "seed": cfg_r.seed, "align": align, "test_splits": test_splits,
-                         "train_splits": list(train_splits or []),
-                         "n_samples": len(fs.names), "n_labelled": int(mask.sum())},
-        }
-        warn = fold_warnings(folds, y.get("discrete") if disc else None, n_classes, classes if disc else None)
-        if warn:
-            config["warnings"] = warn
-            if progress and r == 0:
-                for w in warn:
-                    progress(f"warning: {w}")
-        config["recipe"] = recipe
-        config["input_contract"] = input_contract(fs.inputs, fs.samples, cfg_r.normalize)  # what emo score must match
-        config.update(label_scales(cfg_r, fs, lexicon))
-        config.update(semi_info)
-        if label_space is not None:
-            config["label_space"] = label_space.to_dict()
-        if repeats > 1:
-            config["repeat"] = {"index": r, "of": repeats, "seed": cfg_r.seed}
-        blocks, names, speakers, y_save = fs.blocks, fs.names, fs.speakers, y  # predictions.csv shows the true labels (y)
-        aug = apply_augmentation(features_dir, dataset, fs, y, folds, test_idx, augmented, evaluate_on)
-        if aug is not None:  # rows N.. hold augmented copies; folds gain/swap them (training clips only)
-            blocks, y_r, folds, test_idx, names, speakers = aug.blocks, aug.y, aug.folds, aug.test_idx, aug.names, aug.speakers
-            y_save = aug.y
-            config["augmentation"] = aug.info
-        cache = FoldCache(out, fingerprint(config, folds, test_idx), part=f"seed-{cfg_r.seed}") if (out is not None and resume) else None
-        if progress and repeats > 1:
-            progress(f"repeat {r + 1}/{repeats} (seed {cfg_r.seed})")
-        if fold_features:
-            result = train_cv_fold_stores(blocks, fold_features, None, names, fs.inputs, y_r, folds, cfg_r,
-                                          n_classes, speakers, test_idx, progress)
-        elif recipe["recipe"] == "lbfgs":  # every fold in one full-batch L-BFGS solve (emo.fuse.training.batched.fit_lbfgs_path)
-            from emo.fuse.training.batched import train_cv_batched
+    if cfg.task != "multilabel":
+        y, mask = targets(fs.samples, cfg.task, fs.classes, cfg.vad_targets, lexicon)
+        return y, mask, fs.classes, None
+    from emo.fuse.methods.semi import multilabel_targets
 
-            result = train_cv_batched(blocks, fs.inputs, y_r, folds, cfg_r, n_classes, speakers, test_idx, progress,
-                                      log=progress, optimizer="path", fold_cache=cache)
-        elif cfg_r.batched or cfg_r.optimizer == "lbfgs":  # every fold x seed at once (emo.fuse.training.batched)
-            from emo.fuse.training.batched import train_cv_batched
+    word_map = None
+    if cfg.emotion_wheel:  # MER-FG: one class per word family (emotion-wheel word forms, format.csv)
+        from emo.lexicon.wheel import load_wheels
 
-            result = train_cv_batched(blocks, fs.inputs, y_r, folds, cfg_r, n_classes, speakers, test_idx, progress,
-                                      log=progress, optimizer=cfg_r.optimizer, fold_cache=cache)
-        else:
-            result = train_cv(blocks, fs.inputs, y_r, folds, cfg_r, n_classes, speakers, test_idx, progress, cache)
-        degenerate = degenerate_warnings(result.pooled, classes if disc else None, "pooled out-of-fold")
-        if result.test is not None and "metrics" in result.test:
-            degenerate += degenerate_warnings(result.test["metrics"], classes if disc else None, "held-out test")
-        if degenerate:
-            config["warnings"] = config.get("warnings", []) + degenerate
-            if progress and r == 0:
-                for w in degenerate:
-                    progress(f"warning: {w}")
-        result.protocol, result.warnings = config["protocol"], list(config.get("warnings", []))
-        if repeats > 1:
-            result.label = f"repeat {r + 1} of {repeats} (seed {cfg_r.seed}); the other repeats are summarised below"
-        if result.threshold_tuning is not None:  # ζ chosen on inner-validation rows: the run's threshold from now on
-            config["training"]["threshold"] = result.threshold_tuning["threshold"]
-            config["threshold_tuning"] = result.threshold_tuning
-        runs.append((result, config, folds, test_idx, names, y_save))
-    train_s = time.perf_counter() - t_train
-    result, config, folds, test_idx, names, y_save = runs[0]
-    if cfg.emotion_wheel:  # MER-FG: the emotion-wheel F1 of the pooled out-of-fold multi-label predictions
-        config["emotion_wheel"] = add_wheel_metrics(result, fs.samples, config["classes"], cfg.emotion_wheel,
-                                                    config["training"]["threshold"])
-    if out is not None:
-        from emo.fuse.methods.pseudo import write_fold_names
+        word_map = load_wheels(cfg.emotion_wheel).base_form
+    sp = np.asarray([s or "" for s in fs.splits], dtype=object)
+    y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp, test_splits)), word_map=word_map)
+    return y, mask, label_space.classes, label_space
 
-        save_run(out, config, result, names, folds, y_save)
-        write_fold_names(out, names, folds, test_idx)  # what the run saw, for emo fuse pseudo-label
-        for res_r, cfg_dict, folds_r, test_r, names_r, y_rr in runs[1:]:
-            d = Path(out) / "repeats" / f"seed-{cfg_dict['protocol']['seed']}"
-            save_run(d, cfg_dict, res_r, names_r, folds_r, y_rr)
-            write_fold_names(d, names_r, folds_r, test_r)
-        if repeats > 1:
-            summary = repeats_summary([r[0] for r in runs], fs, y, config)
-            config["repeats_summary"] = summary
-            _add_to_metrics(Path(out) / "metrics.json", summary)
-        _add_timing(Path(out) / "metrics.json", config["recipe"], timing(t_call, t_process, clock["first_fold"], train_s))
-        if resume:
-            import shutil
 
-            shutil.rmtree(partial_dir(out), ignore_errors=True)
-    elif repeats > 1:
-        config["repeats_summary"] = repeats_summary([r[0] for r in runs], fs, y, config)
-    return result, config
+def plan_recipe(cfg: TrainConfig, data: RunData, plan: FoldPlan, pseudo_labels=None, augmented=None,
+                say: Callable[[str], None] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+    """The repeat's recipe (:func:`select_recipe`, printed through ``say``) chosen on the protocol's folds,
+    before the methods add rows, and ``cfg`` with it and its auto settings resolved
+    (:meth:`TrainConfig.resolve` from the largest training part)."""
+    recipe = select_recipe(cfg, data.fs, plan.folds, data.y, plan.fold_stores, pseudo_labels, augmented)
+    if recipe["recipe"] == "lbfgs":  # deterministic: dropout off, one model per fold unless --seeds says otherwise
+        cfg = replace(cfg, recipe="lbfgs", dropout=0.0, seeds=cfg.seeds or 1)
+    elif cfg.recipe == "auto":
+        cfg = replace(cfg, recipe="adamw")
+    if say:
+        say(f"recipe: {recipe['recipe']} ({recipe['reason']})")
+    return cfg.resolve(max((len(f.train) for f in plan.folds), default=0)), recipe  # the run records the settings used
+
+
+def run_config(data: RunData, plan: FoldPlan, cfg: TrainConfig, recipe: dict[str, Any], *, command, features_dir, align: str,
+               lexicon, repeat: tuple[int, int], say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The repeat's ``config.json``: inputs, task, model, training settings, the protocol record of the
+    plan's clip folds, fold warnings (printed through ``say``), recipe, input contract, label scales,
+    the methods' ``info``, the multi-label label space and (``repeat`` = (r, of), of > 1) the repeat."""
+    from emo.fuse.model.decoders import task_parts
+
+    fs, classes = data.fs, data.classes
+    disc = task_parts(cfg.task)[0]
+    n_classes = len(classes) if disc else 0
+    config = {
+        "command": command, "dataset": fs.dataset, "features_dir": str(features_dir),
+        "feature_specs": [inp.spec for inp in fs.inputs], "inputs": [inp.to_dict() for inp in fs.inputs],
+        "task": cfg.task, "classes": classes if disc else None,
+        "model": cfg.model_args(fs.inputs, n_classes), "training": asdict(cfg),
+        "protocol": {**protocol_record(data.requested, data.protocol, data.why, plan.clip_folds, fs.speakers, cfg.normalize),
+                     "seed": cfg.seed, "align": align, "test_splits": data.test_splits,
+                     "train_splits": list(data.train_splits or []),
+                     "n_samples": len(fs.names), "n_labelled": int(data.mask.sum())},
+    }
+    warn = fold_warnings(plan.clip_folds, plan.y_true.get("discrete") if disc else None, n_classes, classes if disc else None)
+    if warn:
+        config["warnings"] = warn
+        for w in warn if say else ():
+            say(f"warning: {w}")
+    config["recipe"] = recipe
+    config["input_contract"] = input_contract(fs.inputs, fs.samples, cfg.normalize)  # what emo score must match
+    config.update(label_scales(cfg, fs, lexicon))
+    config.update(plan.info)
+    if data.label_space is not None:
+        config["label_space"] = data.label_space.to_dict()
+    if repeat[1] > 1:
+        config["repeat"] = {"index": repeat[0], "of": repeat[1], "seed": cfg.seed}
+    return config
+
+
+def n_classes_of(config: dict[str, Any]) -> int:
+    """Classes of a run config's discrete / multi-label output (0 for regression only)."""
+    return len(config["classes"]) if config.get("classes") else 0
+
+
+def finish_repeat(result: CVResult, config: dict[str, Any], repeat: tuple[int, int],
+                  say: Callable[[str], None] | None = None) -> None:
+    """After a repeat's fit: degenerate-prediction warnings into ``config`` (printed through ``say``),
+    the protocol and warnings onto ``result``, its label among repeats, and a tuned threshold (ζ chosen on
+    inner-validation rows) as the run's threshold."""
+    classes = config["classes"]
+    degenerate = degenerate_warnings(result.pooled, classes, "pooled out-of-fold")
+    if result.test is not None and "metrics" in result.test:
+        degenerate += degenerate_warnings(result.test["metrics"], classes, "held-out test")
+    if degenerate:
+        config["warnings"] = config.get("warnings", []) + degenerate
+        for w in degenerate if say else ():
+            say(f"warning: {w}")
+    result.protocol, result.warnings = config["protocol"], list(config.get("warnings", []))
+    r, repeats = repeat
+    if repeats > 1:
+        result.label = f"repeat {r + 1} of {repeats} (seed {config['training']['seed']}); the other repeats are summarised below"
+    if result.threshold_tuning is not None:
+        config["training"]["threshold"] = result.threshold_tuning["threshold"]
+        config["threshold_tuning"] = result.threshold_tuning
+
+
+def write_runs(out: str | Path, runs: list, data: RunData, clock: "RunClock", resume: bool) -> None:
+    """Write repeat 0 to ``out`` and the others to ``out/repeats/seed-S/`` (run directory, fold names for
+    ``emo fuse pseudo-label``), the repeats summary and the timing into ``out/metrics.json``, and drop the
+    partial folds (``resume``)."""
+    from emo.fuse.methods.pseudo import write_fold_names
+
+    for k, (res, config, plan) in enumerate(runs):
+        d = Path(out) if k == 0 else Path(out) / "repeats" / f"seed-{config['protocol']['seed']}"
+        save_run(d, config, res, plan.names, plan.folds, plan.y_true)
+        write_fold_names(d, plan.names, plan.folds, plan.test_idx)  # what the run saw, for emo fuse pseudo-label
+    config = runs[0][1]
+    if len(runs) > 1:
+        summary = repeats_summary([r[0] for r in runs], data.fs, data.y, config)
+        config["repeats_summary"] = summary
+        _add_to_metrics(Path(out) / "metrics.json", summary)
+    _add_timing(Path(out) / "metrics.json", config["recipe"], clock.timing())
+    if resume:
+        shutil.rmtree(partial_dir(out), ignore_errors=True)
 
 
 def select_recipe(cfg: TrainConfig, fs, folds: list, y: dict[str, np.ndarray], fold_features=None, pseudo_labels=None,
@@ -329,6 +334,36 @@ def timing(t_call: float, t_process: float | None, t_first: float | None, train_
             "startup_seconds": round(offset, 3),
             "seconds_to_first_fold": None if t_first is None else round(offset + t_first - t_call, 3),
             "train_seconds": round(train_s, 3), "total_seconds": round(offset + now - t_call, 3)}
+
+
+class RunClock:
+    """The timing of one :func:`train` call for ``metrics.json``: the call's start, the first finished
+    fold (seen in the progress lines: ``progress`` wraps the caller's callback, or is ``None`` when
+    there is neither a callback nor a run directory to time), and the training seconds."""
+
+    def __init__(self, progress: Callable[[str], None] | None = None, watch: bool = False):
+        self.t_call = time.perf_counter()
+        self.t_process = process_seconds()
+        self.first_fold: float | None = None
+        self.t_train, self.train_s = 0.0, 0.0
+        self.user = progress
+        self.progress = self._progress if (progress is not None or watch) else None
+
+    def _progress(self, line: str) -> None:
+        if self.first_fold is None and line.startswith("fold "):  # "fold 1/K ..." marks the time to first fold
+            self.first_fold = time.perf_counter()
+        if self.user is not None:
+            self.user(line)
+
+    def start_training(self) -> None:
+        self.t_train = time.perf_counter()
+
+    def stop_training(self) -> None:
+        self.train_s = time.perf_counter() - self.t_train
+
+    def timing(self) -> dict[str, Any]:
+        """:func:`timing` now."""
+        return timing(self.t_call, self.t_process, self.first_fold, self.train_s)
 
 
 def _add_timing(path: Path, recipe: dict[str, Any], t: dict[str, Any]) -> None:
