@@ -300,7 +300,7 @@ def run_sweep(features_dir: str | Path, dataset: str, feature: str, layers: str 
         sp_all = np.asarray([s or "" for s in fs.splits], dtype=object)
         held_splits = list(test_splits or (["test"] if protocol == "split" else []))
         y, mask, label_space = multilabel_targets(samples, np.flatnonzero(~np.isin(sp_all, held_splits)),
-                                                  word_map=None if wheels is None else wheels.base_form)
+                                                  wheels=wheels, allow_rare=allow_rare_classes, log=log)
         fs.classes = label_space.classes
         true_words = [sample_words(s) or [] for s in samples]
         if metric is None:

@@ -129,13 +129,17 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
     if cfg.task == "multilabel":  # label list from the words of the CV pool (every clip outside the test partitions)
         from emo.fuse.methods.semi import multilabel_targets
 
-        word_map = None
+        from emo.fuse.training.data import label_source
+
+        wheels = None
         if cfg.emotion_wheel:  # MER-FG: one class per word family (emotion-wheel word forms, format.csv)
             from emo.lexicon.wheel import load_wheels
 
-            word_map = load_wheels(cfg.emotion_wheel).base_form
+            wheels = load_wheels(cfg.emotion_wheel)
         sp = np.asarray([s or "" for s in fs.splits], dtype=object)
-        y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp, test_splits)), word_map=word_map)
+        y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp, test_splits)), wheels=wheels,
+                                                  allow_rare=allow_rare_classes, source=label_source(features_dir, dataset),
+                                                  log=progress)  # rare/unknown words refused, empty word sets warned (issue 25)
         classes = label_space.classes
     else:
         y, mask = targets(fs.samples, cfg.task, fs.classes, cfg.vad_targets, lexicon)
@@ -200,8 +204,8 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
                          "n_samples": len(fs.names), "n_labelled": int(mask.sum())},
         }
         warn = fold_warnings(folds, y.get("discrete") if disc else None, n_classes, classes if disc else None)
-        if warn:
-            config["warnings"] = warn
+        if warn or label_space is not None and label_space.warnings:
+            config["warnings"] = (label_space.warnings if label_space is not None else []) + warn  # printed by multilabel_targets
             if progress and r == 0:
                 for w in warn:
                     progress(f"warning: {w}")
