@@ -469,8 +469,8 @@ def c3_ensemble_out_file_symlink(c: Ctx) -> dict:
     out = c.work / "c3e"
     out.mkdir()
     (out / "ensemble.json").symlink_to(c.victim)
-    other = c.work / "c3e-b"  # a second, different run (an identical copy is refused before the output is checked)
-    assert c.train(c.feats, other, "--seed", "1").rc == 0
+    other = c.work / "c3e-b"  # a second, different run on the same folds (an identical copy, or other folds, are refused first)
+    assert c.train(c.feats, other, "--hidden", "16").rc == 0
     r = emo("fuse", "ensemble", c.run, other, "--out", out)
     return verdict("ensemble_out_symlink", 3, r, ERROR, "ensemble.json", ["symbolic link", "symlink"], intact=c.victim_ok())
 
