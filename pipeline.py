@@ -470,10 +470,10 @@ def resolve_inputs(paths, run_dir, out_csv, *, adapter=None, transcripts=None, f
     norm = speaker_normalization(run, samples, spk, speaker_fallback, min_speaker_clips)
     hlft = hlft_inputs(run.inputs)  # per-fold HLFT features: fold k's model gets fold k's adapters (emo.fuse.methods.tune)
     derived = derived_inputs(run.inputs)  # CLIPL-A stores: recomputed from their source encoder (emo.fuse.methods.align)
-    specs = {s.name: s for s in (parse_encoder_spec(t) for t in run.feature_specs
+    specs = {s.name: s for s in (_run_spec(run, t) for t in run.feature_specs
                                  if spec_name(t) not in hlft and spec_name(t) not in derived)}
     for n, d in derived.items():
-        src = parse_encoder_spec(d["spec"])
+        src = _run_spec(run, d["spec"])
         have = specs.get(src.name)
         if have is not None and have.layers is not None and d["layer"] not in have.layers:
             specs[src.name] = parse_encoder_spec(format_spec(src.name, have.source, [*have.layers, d["layer"]]))
@@ -481,6 +481,24 @@ def resolve_inputs(paths, run_dir, out_csv, *, adapter=None, transcripts=None, f
             specs[src.name] = src
     fps = next((float(i.provenance["fps"]) for i in run.inputs if i.provenance.get("fps")), DEFAULT_FPS)
     return ScoreJob(run, samples, adapter, relpaths, specs, derived, hlft, fps, face_detector, modalities, spk, norm)
+
+
+def _run_spec(run, text: str):
+    """The extraction spec ``text`` a run recorded, parsed (:func:`emo.extract.registry.parse_encoder_spec`).
+
+    Raises:
+        emo.fuse.run.RunError: an encoder this emo does not know, or a malformed spec, naming the run's
+            ``config.json`` (an edited file, or a run of another emo version or plugin).
+    """
+    from emo.extract.layers import LayerSpecError
+    from emo.extract.registry import UnknownEncoderError, parse_encoder_spec
+    from emo.fuse.run import RunError
+
+    try:
+        return parse_encoder_spec(text)
+    except (UnknownEncoderError, LayerSpecError) as e:
+        raise RunError(f"{Path(run.path) / 'config.json'}: the run's feature spec {text!r} cannot be extracted: {e} "
+                       "(a run of another emo version or plugin, or an edited config.json)") from None
 
 
 def _reusable_stores(job: ScoreJob, features_dir, note) -> tuple[dict[str, Any], dict[str, set[str]]]:
@@ -513,6 +531,16 @@ def _reusable_stores(job: ScoreJob, features_dir, note) -> tuple[dict[str, Any],
         if stale:
             note(f"{p}: {len(stale)} file(s) differ in content from the stored sample of that name "
                  f"(e.g. {sorted(stale)[0]!r}): extracted anew")
+        keep = sorted(held - stale)
+        if keep:  # a NaN/inf row of the store is the store's fault, not the run's: never reused, extracted anew (issue 25)
+            from emo.fuse.eval.runcheck import nonfinite_rows
+
+            bad = {keep[i] for i in nonfinite_rows(_read(st, inp, keep))}
+            if bad:
+                shown = ", ".join(repr(x) for x in sorted(bad)[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+                note(f"{p}: {len(bad)} sample(s) of dataset {st.attrs.get('dataset')!r} hold non-finite features (NaN/inf) in this "
+                     f"store: {shown}; not reused, extracted anew from their files (re-extract the store to repair it)")
+                stale |= bad
         from_store[inp.name] = held - stale
     return reuse, from_store
 
@@ -697,7 +725,10 @@ def write_scores(job: ScoreJob, got: ScoreFeatures, preds: dict[str, np.ndarray]
     by_name = {smp.name: smp for smp in job.samples}
     for key in ("probs", "valence", "vad"):  # never emit NaN as a result: such a row is an error row
         for i in nonfinite_rows(preds[key]) if key in preds else []:
-            failed.setdefault(got.names[i], f"{by_name[got.names[i]].media}: the run's prediction ({key}) is not finite (NaN/inf)")
+            bad_in = [n for n, v in got.feats.items() if not np.all(np.isfinite(np.asarray(v[i], dtype=np.float64)))]
+            failed.setdefault(got.names[i], f"{by_name[got.names[i]].media}: " + (
+                f"its {', '.join(bad_in)} features are not finite (NaN/inf), so the prediction ({key}) is not" if bad_in
+                else f"the run's prediction ({key}) is not finite (NaN/inf)"))
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     rows: list[list[Any]] = []
     for smp in job.samples:

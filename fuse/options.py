@@ -45,8 +45,8 @@ class RunOptions:
                                   "default they never enter training.", group=PROTOCOL)
     repeats: int = opt(1, "Independent reseeded repetitions of the whole cross-validation: mean ± std and a 95% group-bootstrap interval "
                        "(others in OUT/repeats/).", group=PROTOCOL, min=1)
-    allow_rare_classes: bool = opt(False, "Train even when a class has fewer than 2 labelled samples (refused by default: usually a typo "
-                                   "in the labels).", group=PROTOCOL)
+    allow_rare_classes: bool = opt(False, "Train even when a class (--task multilabel: a word) has fewer than 2 labelled samples, or a "
+                                   "word is unknown to --emotion-wheel (refused by default: usually a typo in the labels).", group=PROTOCOL)
     pseudo_labels: Optional[Path] = opt(None, "pseudo.csv of emo fuse pseudo-label: added to the training part of every fold (never "
                                         "validation or evaluation).", group=METHODS)
     pseudo_weight: float = opt(0.5, "Loss weight of a pseudo-labelled clip (labelled clips: 1).", group=METHODS)

@@ -469,8 +469,8 @@ def c3_ensemble_out_file_symlink(c: Ctx) -> dict:
     out = c.work / "c3e"
     out.mkdir()
     (out / "ensemble.json").symlink_to(c.victim)
-    other = c.work / "c3e-b"  # a second, different run (an identical copy is refused before the output is checked)
-    assert c.train(c.feats, other, "--seed", "1").rc == 0
+    other = c.work / "c3e-b"  # a second, different run on the same folds (an identical copy, or other folds, are refused first)
+    assert c.train(c.feats, other, "--hidden", "16").rc == 0
     r = emo("fuse", "ensemble", c.run, other, "--out", out)
     return verdict("ensemble_out_symlink", 3, r, ERROR, "ensemble.json", ["symbolic link", "symlink"], intact=c.victim_ok())
 
@@ -1343,6 +1343,204 @@ def c7_fifo_named(c: Ctx) -> dict:
     return verdict("fifo_in_root_is_named", 7, r, OK, "pipe.wav", ["not a regular file"])
 
 
+# --- issue 25, round four: the rest of finding 8 and the CLIPL-A alignment file
+#: multi-label words per EmoDB emotion letter (every word on many clips)
+ML_WORDS = {"W": "angry;furious", "N": "neutral;calm", "T": "sad;lonely"}
+
+
+def _ml_feats(c: Ctx, name: str, edit: Callable[[list[str], dict[str, str]], None]) -> tuple[Path, Path]:
+    """The corpus clips (links) with a ``name,emotions`` labels.csv (``edit`` changes the cells), extracted as dataset 'ml'."""
+    root = c.work / f"{name}-root"
+    root.mkdir()
+    names = sorted(p.stem for p in c.root.glob("*.wav"))
+    for n in names:
+        (root / f"{n}.wav").symlink_to(c.root / f"{n}.wav")
+    cells = {n: ML_WORDS[n[5]] for n in names}
+    edit(names, cells)
+    labels = root / "labels.csv"
+    labels.write_text("name,emotions\n" + "".join(f"{n},{cells[n]}\n" for n in names), encoding="utf-8")
+    feats = c.work / f"{name}-feats"
+    r = emo("extract", "--dataset", "folder", "--name", "ml", "--root", root, "--encoder", "egemaps", "--out", feats, "--no-progress")
+    assert r.rc == 0, r.text
+    return feats, labels
+
+
+def _ml_train(feats: Path, out: Path, *extra) -> R:
+    return emo("fuse", "train", "--dataset", "ml", "--features", "egemaps", "--features-dir", feats, "--task", "multilabel", *TRAIN,
+               *extra, "--out", out)
+
+
+def _run_warnings(run: Path) -> list[str]:
+    return json.loads((run / "config.json").read_text()).get("warnings", []) if (run / "config.json").is_file() else []
+
+
+def c7_multilabel_empty_sets(c: Ctx) -> dict:
+    feats, labels = _ml_feats(c, "c7ml-empty", lambda names, cells: cells.update({n: "" for n in names[::3]}))
+    out = c.work / "c7ml-empty-run"
+    r = _ml_train(feats, out)
+    warned = any("8 of 24 clips have an empty emotion-word set" in w for w in _run_warnings(out))
+    n = json.loads((out / "config.json").read_text())["protocol"]["n_labelled"] if (out / "config.json").is_file() else None
+    return verdict("multilabel_empty_word_sets_warned", 7, r, OK, str(labels), ["8 of 24 clips have an empty emotion-word set"],
+                   wrong=not warned or n != 16)
+
+
+def c7_multilabel_rare_word(c: Ctx) -> dict:
+    feats, labels = _ml_feats(c, "c7ml-rare", lambda names, cells: cells.update({names[0]: "angyr;furious"}))
+    out = c.work / "c7ml-rare-run"
+    r = _ml_train(feats, out)
+    return verdict("multilabel_word_on_one_clip_refused", 7, r, ERROR, str(labels), ["'angyr' (1 clip"], intact=not out.exists())
+
+
+def c7_multilabel_rare_word_allowed(c: Ctx) -> dict:
+    feats, _ = _ml_feats(c, "c7ml-rare-ok", lambda names, cells: cells.update({names[0]: "angyr;furious"}))
+    out = c.work / "c7ml-rare-ok-run"
+    r = _ml_train(feats, out, "--allow-rare-classes")
+    classes = json.loads((out / "config.json").read_text())["classes"] if (out / "config.json").is_file() else []
+    return verdict("multilabel_word_on_one_clip_allowed", 7, r, OK, None, ["--allow-rare-classes"],
+                   wrong="angyr" not in classes or not any("'angyr'" in w for w in _run_warnings(out)) or has_nan(out / "predictions.csv"))
+
+
+def c7_multilabel_wheel_unknown(c: Ctx) -> dict:
+    def edit(names, cells):
+        for n in [n for n in names if n[5] == "T"][:3]:
+            cells[n] = "sad;sadd"  # a misspelt word on three clips: not rare, but unknown to the wheel
+    feats, labels = _ml_feats(c, "c7ml-wheel", edit)
+    out = c.work / "c7ml-wheel-run"
+    r = _ml_train(feats, out, "--emotion-wheel", c.shared / "emotion_wheel")
+    return verdict("multilabel_word_unknown_to_emotion_wheel_refused", 7, r, ERROR, str(labels), ["'sadd' (3 clips"],
+                   intact=not out.exists())
+
+
+def c7_multilabel_wheel_known(c: Ctx) -> dict:
+    feats, _ = _ml_feats(c, "c7ml-wheel-ok", lambda names, cells: None)  # 'neutral' is not on the wheels: accepted (MER's empty list)
+    out = c.work / "c7ml-wheel-ok-run"
+    r = _ml_train(feats, out, "--emotion-wheel", c.shared / "emotion_wheel")
+    classes = json.loads((out / "config.json").read_text())["classes"] if (out / "config.json").is_file() else []
+    return verdict("multilabel_wheel_words_accepted", 7, r, OK, None, None, wrong="neutral" not in classes or has_nan(out / "predictions.csv"))
+
+
+def _nan_row_feats(c: Ctx, name: str) -> tuple[Path, str]:
+    feats = c.copy_feats(name)
+    with h5py.File(feats / "folder" / "egemaps.h5", "r+") as f:
+        names = [x.decode() for x in f["names"][()]]
+        ds = f["layers"]["functionals"]
+        row = ds[4]
+        row[..., 7] = np.nan
+        ds[4] = row
+    return feats, names[4]
+
+
+def c7_nan_row_reused_by_score(c: Ctx) -> dict:
+    feats, bad = _nan_row_feats(c, "c7nan-score")
+    files = [c.root / f"{bad}.wav", sorted(c.root.glob("*.wav"))[0]]
+    out, fresh = c.work / "c7nan-score.csv", c.work / "c7nan-score-fresh.csv"
+    r = c.score(c.run, out, *files, extra=("--features-dir", str(feats / "folder")))
+    c.score(c.run, fresh, *files)
+    wrong = not out.is_file() or read_csv_rows(out) != read_csv_rows(fresh) or has_nan(out)
+    return verdict("nan_row_in_reused_store_named_not_blamed_on_run", 7, r, OK, str(feats / "folder" / "egemaps.h5"),
+                   [f"dataset 'folder' hold non-finite features (nan/inf) in this store: '{bad}'"], wrong=wrong)
+
+
+def c7_nan_row_train_names_dataset(c: Ctx) -> dict:
+    feats, bad = _nan_row_feats(c, "c7nan-train")
+    out = c.work / "c7nan-train-run"
+    r = c.train(feats, out)
+    return verdict("nan_row_in_store_train_names_store_and_dataset", 7, r, ERROR, str(feats / "folder" / "egemaps.h5"),
+                   [f"(dataset 'folder'): non-finite values (nan/inf) in 1 sample(s): {bad}"], intact=not out.exists())
+
+
+def _unknown_encoder_run(c: Ctx, name: str, sealed: bool) -> dict:
+    from emo import fsio
+
+    run = _edit_config(c, name, lambda cfg: (cfg.__setitem__("feature_specs", ["nosuchencoder"]), cfg.pop("content_sha256", None)))
+    if sealed:  # re-sealed by hand (another emo version, a plugin): the seal verifies, the encoder is still unknown
+        (run / "config.json").write_text(json.dumps(fsio.seal_json(json.loads((run / "config.json").read_text())), indent=1))
+    out = c.work / f"{name}.csv"
+    r = c.score(run, out, c.spare[0])
+    return verdict(f"config_unknown_encoder_{'resealed' if sealed else 'unsealed'}_score", 7, r, ERROR, "config.json",
+                   ["unknown encoder 'nosuchencoder'"], wrong=out.is_file())
+
+
+def c7_config_unknown_encoder_unsealed(c: Ctx) -> dict:
+    return _unknown_encoder_run(c, "c7ue-legacy", sealed=False)
+
+
+def c7_config_unknown_encoder_resealed(c: Ctx) -> dict:
+    return _unknown_encoder_run(c, "c7ue-sealed", sealed=True)
+
+
+def _aligned(c: Ctx) -> tuple[Path, Path]:
+    """CLIPL-A (MFCC stats -> eGeMAPS functionals) on the corpus, its derived store, and a run trained on it (built once)."""
+    feats = c.work / "c7-align-feats"
+    run = c.work / "c7-align-run"
+    if not (run / "config.json").is_file():
+        shutil.copytree(_mfcc_feats(c), feats, symlinks=True, dirs_exist_ok=True)
+        r = emo("fuse", "align", "--dataset", "folder", "--features-dir", feats, "--source", "mfcc:stats", "--target", "egemaps",
+                "--out", feats / "clipla", "--epochs", "5", "--write")
+        assert r.rc == 0, r.text
+        r = emo("fuse", "train", "--dataset", "folder", "--features", "mfcc+clipla", "--features-dir", feats, *TRAIN, "--out", run)
+        assert r.rc == 0, r.text
+    return feats, run
+
+
+def _align_case(c: Ctx, case: str, damage: Callable[[Path], None] | None, want: set[int], hint: str | None,
+                problem: list[str] | None) -> dict:
+    feats, run = _aligned(c)
+    work = c.work / f"c7al-{case}"
+    shutil.copytree(feats / "clipla", work / "clipla")  # a private copy of the alignment run, pointed to by a private derived run
+    run2 = work / "run"
+    shutil.copytree(run, run2)
+    from emo import fsio
+
+    cfg = json.loads((run2 / "config.json").read_text())
+    for inp in cfg["inputs"]:
+        prov = inp.get("provenance") or {}
+        if prov.get("derived_from"):
+            d = json.loads(prov["derived_from"])
+            d["mlp_file"] = str((work / "clipla" / "clipla.safetensors").resolve())
+            prov["derived_from"] = json.dumps(d)
+    (run2 / "config.json").write_text(json.dumps(fsio.seal_json(cfg), indent=1))
+    if damage is not None:
+        damage(work / "clipla")
+    out = work / "scores.csv"
+    r = c.score(run2, out, c.spare[0])
+    return verdict(case, 7, r, want, hint, problem, wrong=has_nan(out) or (0 not in want and out.is_file()))
+
+
+def _flip_align_digit(d: Path) -> None:
+    p = d / "align.json"
+    t = p.read_text()
+    i = t.index('"video_mean"')
+    i += next(k for k, ch in enumerate(t[i:]) if ch.isdigit() and ch != "0")
+    p.write_text(t[:i] + str(int(t[i]) - 1) + t[i + 1:])  # valid JSON, another statistic: the derived features would change
+
+
+def c7_align_intact_scores(c: Ctx) -> dict:
+    return _align_case(c, "align_run_intact_scores", None, OK, None, None)
+
+
+def c7_align_json_flipped(c: Ctx) -> dict:
+    return _align_case(c, "align_json_flipped_digit", _flip_align_digit, ERROR, "align.json", ["sha-256"])
+
+
+def c7_align_json_other_kind(c: Ctx) -> dict:
+    return _align_case(c, "align_json_replaced_by_run_config", lambda d: shutil.copy(c.run / "config.json", d / "align.json"), ERROR,
+                       "align.json", ["not a CLIPL-A alignment"])
+
+
+def c7_align_json_invalid(c: Ctx) -> dict:
+    return _align_case(c, "align_json_truncated", lambda d: _truncate(d / "align.json", 0.5), ERROR, "align.json", ["json"])
+
+
+def c7_align_mlp_flipped(c: Ctx) -> dict:
+    def flip(d: Path) -> None:
+        ck = d / "clipla.safetensors"
+        data = bytearray(ck.read_bytes())
+        data[-40:-36] = b"\xff\xff\xff\x7f"
+        ck.write_bytes(bytes(data))
+    return _align_case(c, "align_mlp_flipped_bytes", flip, ERROR, "clipla.safetensors", ["sha-256"])
+
+
 CASES += [
     c7_store_renamed_train, c7_store_renamed_info, c7_store_renamed_score_reuse, c7_store_info_verify_flipped, c7_store_info_verify_ok,
     c7_store_info_verify_shard, c7_config_classes_shortened, c7_config_unknown_encoder, c7_config_edited_ensemble, c7_config_invalid_json,
@@ -1356,6 +1554,10 @@ CASES += [
     c7_snr_garbage, c7_augment_kind, c7_augment_option, c7_augment_no_source, c7_compare_same, c7_compare_nboot,
     c7_train_out_locked, c7_lock_file_symlink, c7_two_trainings_one_out, c7_compare_different_folds, c7_ensemble_different_folds,
     c7_ensemble_same_folds_ok, c7_compare_same_folds_ok, c7_ensemble_non_numeric, c7_fifo_named,
+    c7_multilabel_empty_sets, c7_multilabel_rare_word, c7_multilabel_rare_word_allowed, c7_multilabel_wheel_unknown,
+    c7_multilabel_wheel_known, c7_nan_row_reused_by_score, c7_nan_row_train_names_dataset, c7_config_unknown_encoder_unsealed,
+    c7_config_unknown_encoder_resealed, c7_align_intact_scores, c7_align_json_flipped, c7_align_json_other_kind, c7_align_json_invalid,
+    c7_align_mlp_flipped,
 ]
 
 
@@ -1368,6 +1570,7 @@ def run_all(work: Path, shared: Path, only: list[str] | None = None, log=print, 
         _mfcc_feats(c)
         _other_run(c, "c7-run2", features="mfcc")
         _other_run(c, "c7-run3", "--folds", "3", features="mfcc")
+        _aligned(c)
         c.copy_run("c7-copy-run")
         ref = c.work / "c7-resume-ref"
         emo("fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", c.feats, "--folds", "4", "--epochs", "60",

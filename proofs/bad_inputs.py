@@ -25,7 +25,9 @@
    ``config.json``, verified resume (flipped, truncated, invalid fold files), foreign shards
    quarantined, the strict CSV reader in the MER 2025/2026 adapters and transcripts, SIGINT/SIGTERM
    during extract/train/score (exit 130, finished work kept, score rows marked), exit 2 for every
-   bad command-line value, run-directory locks, fold agreement in compare/ensemble, FIFOs named.
+   bad command-line value, run-directory locks, fold agreement in compare/ensemble, FIFOs named;
+   multi-label words (empty sets warned, rare and unknown-to-the-wheel words refused), NaN rows in
+   a reused store named, unknown encoders in config.json named, sealed CLIPL-A ``align.json``.
 
 Writes ``results/bad_inputs.json``: ``cases``, ``handled``, ``crashed`` (a traceback or a hang
 counts), ``silently_wrong``, ``lost`` (all three must be 0), per-case details, ``command``.

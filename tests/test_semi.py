@@ -13,7 +13,10 @@ from helpers import write_lexicon
 def test_multilabel_targets_use_the_pool_words():
     s = [Sample("a", None, emotions=["happy", "surprised"]), Sample("b", None, discrete="sad"),
          Sample("c", None, emotions=["angry"]), Sample("d", None)]
-    y, mask, space = multilabel_targets(s, np.array([0, 1]))
+    y, mask, space = multilabel_targets(s, np.array([0, 1]), allow_rare=True)  # one clip per word: kept on request (issue 25)
+    assert "'sad' (1 clip: b)" in space.warnings[0] and "--allow-rare-classes" in space.warnings[0]
+    assert "1 of 4 clips have an empty emotion-word set" in space.warnings[1] and space.warnings[1].count(": d;") == 1
+    assert "1 clips carry only words outside the label list" in space.warnings[2] and space.warnings[2].endswith(": c")
     assert space.classes == ["happy", "sad", "surprised"]
     np.testing.assert_array_equal(y["multihot"], [[1, 0, 1], [0, 1, 0], [0, 0, 0], [0, 0, 0]])
     assert mask.tolist() == [True, True, False, False]

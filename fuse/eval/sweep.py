@@ -355,7 +355,7 @@ def _sweep_labels(features_dir, dataset: str, store, cfg, metric: str | None, pr
     fs = FeatureSet([s.name for s in samples], {}, [], samples, meta.get("classes"), meta.get("dataset", dataset))
     lab = None
     if cfg.task == "multilabel":  # as emo fuse train: the label list from the words of the CV pool (outside the test partitions)
-        lab, cfg, metric = _multilabel_labels(fs, cfg, metric, protocol, test_splits, log)
+        lab, cfg, metric = _multilabel_labels(fs, cfg, metric, protocol, test_splits, allow_rare_classes, log)
     elif multi_task:
         from emo.fuse.methods.multitask import task_targets
 
@@ -371,7 +371,7 @@ def _sweep_labels(features_dir, dataset: str, store, cfg, metric: str | None, pr
     return lab, cfg, metric
 
 
-def _multilabel_labels(fs, cfg, metric: str | None, protocol: str, test_splits: list[str] | None, log):
+def _multilabel_labels(fs, cfg, metric: str | None, protocol: str, test_splits: list[str] | None, allow_rare_classes: bool, log):
     """:func:`_sweep_labels` for ``--task multilabel``."""
     from emo.fuse.methods.multilabel import sample_words
     from emo.fuse.methods.semi import multilabel_targets
@@ -384,7 +384,7 @@ def _multilabel_labels(fs, cfg, metric: str | None, protocol: str, test_splits: 
     sp_all = np.asarray([s or "" for s in fs.splits], dtype=object)
     held_splits = list(test_splits or (["test"] if protocol == "split" else []))
     y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp_all, held_splits)),
-                                              word_map=None if wheels is None else wheels.base_form)
+                                              wheels=wheels, allow_rare=allow_rare_classes, log=log)
     fs.classes = label_space.classes
     true_words = [sample_words(s) or [] for s in fs.samples]
     if metric is None:

@@ -42,6 +42,9 @@ MAX_LOGIT_SCALE = 100.0
 
 MLP_FILE = "clipla.safetensors"
 CONFIG_FILE = "align.json"
+#: The ``kind`` an ``align.json`` records beside its content SHA-256 (:func:`emo.fsio.seal_json`): another
+#: sealed emo file copied over it (a run's ``config.json``) is refused by its kind.
+KIND = "clipla-alignment"
 
 
 class AlignError(ValueError):
@@ -323,8 +326,9 @@ def align(features_dir: str | Path, dataset: str, source: str, target: str, out:
         "target": {**_store_record(t_st, t_layer), "spec": target}, "d_v": int(video.shape[1]), "d_a": int(audio.shape[1]),
         "n_shared": len(keep), "excluded_all_zero": excluded, "holdout_names": [names[i] for i in info["holdout_index"]],
         "mlp_file": MLP_FILE, "mlp_sha256": fsio.sha256_file(mlp_path), "labels_read": False,
-        **{k: v for k, v in info.items() if k != "holdout_index"},
+        **{k: v for k, v in info.items() if k != "holdout_index"}, "kind": KIND,
     }
+    config = fsio.seal_json(config)  # content SHA-256 and kind: checked by load_alignment (issue 25)
     fsio.write_text(out / CONFIG_FILE, json.dumps(config, indent=2))
     return config
 
@@ -332,20 +336,40 @@ def align(features_dir: str | Path, dataset: str, source: str, target: str, out:
 def load_alignment(run_dir: str | Path) -> tuple[CLIPLA, dict[str, Any]]:
     """The trained :class:`CLIPLA` and ``align.json`` of an :func:`align` run directory.
 
+    ``align.json`` is verified against its content SHA-256 and kind (:data:`KIND`; :func:`emo.fsio.seal_json`,
+    written by :func:`align`; an ``align.json`` written before emo sealed it is read unverified, but must
+    still describe a CLIPL-A alignment), then the MLP file against the SHA-256 ``align.json`` records.
+
     Raises:
-        AlignError: missing files, or an MLP file whose SHA-256 differs from the recorded one.
+        AlignError: missing files; an ``align.json`` that is not JSON, was edited or damaged (its content
+            differs from its SHA-256), is of another kind or lacks the alignment's fields; an MLP file
+            whose SHA-256 differs from the recorded one or that does not load. Each names the file.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
     cfg_path, mlp_path = run_dir / CONFIG_FILE, run_dir / MLP_FILE
     if not cfg_path.is_file() or not mlp_path.is_file():
         raise AlignError(f"{run_dir} is not a CLIPL-A run (needs {CONFIG_FILE} and {MLP_FILE}; run `emo fuse align` first)")
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    try:
+        cfg = fsio.read_sealed_json(cfg_path, "CLIPL-A alignment")
+    except fsio.ChecksumError as e:
+        raise AlignError(f"{e}; re-run emo fuse align") from None
+    sealed = bool(cfg.get(fsio.SEAL_KEY))
+    if (cfg.get("kind") != KIND) if sealed else not str(cfg.get("method", "")).startswith("CLIPL-A"):
+        raise AlignError(f"{cfg_path}: not a CLIPL-A alignment (kind {cfg.get('kind', cfg.get('method'))!r}, expected {KIND!r}); "
+                         "give the folder emo fuse align wrote")
+    missing = [k for k in ("d_v", "d_a", "stats", "mlp_sha256", "source", "target") if k not in cfg]
+    if missing:
+        raise AlignError(f"{cfg_path}: CLIPL-A alignment without {', '.join(missing)}; re-run emo fuse align")
     if fsio.sha256_file(mlp_path) != cfg.get("mlp_sha256"):
         raise AlignError(f"{mlp_path}: SHA-256 differs from the one recorded in {cfg_path} (file changed after training)")
     model = CLIPLA(int(cfg["d_v"]), int(cfg["d_a"]))
-    model.load_state_dict(load_file(str(mlp_path)))
+    try:
+        model.load_state_dict(load_file(str(mlp_path)))
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise AlignError(f"{mlp_path}: not the CLIPL-A MLP that {cfg_path} describes ({e})") from None
     return model.eval(), cfg
 
 

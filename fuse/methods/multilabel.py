@@ -64,12 +64,16 @@ class LabelSpace:
         classes: the C label names, sorted alphabetically.
         counts: training occurrences of each label (after mapping), same order.
         word_map_name: description of ``word_map`` (``"identity"`` without one).
+        warnings: what building the targets left out or accepted on request (clips with an empty
+            word set, rare or unknown words under ``--allow-rare-classes``), for the run's
+            ``warnings`` (:func:`emo.fuse.methods.semi.multilabel_targets`); not serialised.
     """
 
     classes: list[str]
     counts: list[int] = field(default_factory=list)
     word_map: Callable[[str], str | None] | None = field(default=None, repr=False, compare=False)
     word_map_name: str = "identity"
+    warnings: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(set(self.classes)) != len(self.classes):

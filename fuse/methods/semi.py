@@ -19,23 +19,114 @@ from typing import Any
 
 import numpy as np
 
+#: ``split`` values that mark clips left unlabelled on purpose (MER candidates, UniVA's unlabelled
+#: pool): a multi-label clip with no word and one of these splits is not warned about.
+UNLABELLED_SPLITS = ("unlabeled", "unlabelled", "candidate")
+
+#: The word the MER 2025/2026 loaders give a clip whose word list is empty (``[]``); the emotion
+#: wheels do not list it, and ``--emotion-wheel`` accepts it.
+NEUTRAL_WORD = "neutral"
+
+#: Fewest clips of the CV pool a multi-label class needs (as ``check_class_counts`` for discrete
+#: labels): a word seen once cannot be in a training and an evaluation fold, and is usually a typo.
+MIN_CLASS_CLIPS = 2
+
+
+def _examples(by_word: dict[str, list[str]], words: int = 5, clips: int = 3) -> str:
+    """``'hapy' (1 clip: a), 'angyr' (2 clips: b, c)`` for at most ``words`` words."""
+    out = []
+    for w, names in list(by_word.items())[:words]:
+        shown = ", ".join(names[:clips]) + (f" and {len(names) - clips} more" if len(names) > clips else "")
+        out.append(f"{w!r} ({len(names)} clip{'s' if len(names) != 1 else ''}: {shown})")
+    more = f" and {len(by_word) - words} more word(s)" if len(by_word) > words else ""
+    return ", ".join(out) + more
+
+
 def multilabel_targets(samples: list, pool_rows: np.ndarray, word_map: Callable[[str], str | None] | None = None,
-                       min_count: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray, Any]:
+                       min_count: int = 1, *, wheels: Any = None, allow_rare: bool = False, source: str = "",
+                       log: Callable[[str], None] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, Any]:
     """Multi-hot targets for ``--task multilabel``.
 
     The label list is built from the words of the rows ``pool_rows`` (the cross-validation pool:
     every labelled sample outside the held-out test partitions); emo's choice: one label list for
     all folds, so fold models share an output layer. Words of other rows outside the list are ignored.
 
+    No word silently becomes a class (issue 25): a label carried by fewer than
+    :data:`MIN_CLASS_CLIPS` pool clips, or (with ``wheels``) a word the emotion wheel does not know
+    (neither in ``format.csv`` nor in ``synonym.xlsx``; :data:`NEUTRAL_WORD` is accepted), is refused,
+    naming the word, its clips and ``source`` (the label file), unless ``allow_rare``
+    (``--allow-rare-classes``), which keeps them with a warning. Clips whose word set is empty
+    (and whose split is not one of :data:`UNLABELLED_SPLITS`) are left out of the supervised loss
+    and of evaluation, as unlabelled clips of a discrete task are; emo warns, with their count and
+    names, rather than refuse, because unlabelled clips are legitimate (UniVA's unlabelled rows).
+
+    Args:
+        samples: the N manifest samples. pool_rows: int indices of the CV pool.
+        word_map: word -> label callable (``None``: identity); default ``wheels.base_form`` with ``wheels``.
+        min_count: see :meth:`emo.fuse.methods.multilabel.LabelSpace.from_words`.
+        wheels: :class:`emo.lexicon.wheel.EmotionWheels` of ``--emotion-wheel`` (word forms, known words).
+        allow_rare: keep rare and unknown words (warned) instead of refusing.
+        source: where the words come from (label file, manifest), for the messages.
+        log: receives ``warning: ...`` lines.
+
     Returns:
         ``(y, mask, space)``: ``y["multihot"]`` float32 (N, C); ``mask`` bool (N,), rows with at
-        least one known word; the :class:`emo.fuse.methods.multilabel.LabelSpace`.
-    """
-    from emo.fuse.methods.multilabel import LabelSpace, sample_words
+        least one known word; the :class:`emo.fuse.methods.multilabel.LabelSpace`, whose
+        ``warnings`` list what was left out or accepted on request.
 
+    Raises:
+        emo.fuse.methods.multilabel.MultiLabelError: no word at all; rare or unknown words without
+            ``allow_rare`` (named with their clips and ``source``).
+    """
+    from emo.fuse.methods.multilabel import LabelSpace, MultiLabelError, sample_words
+
+    if wheels is not None and word_map is None:
+        word_map = wheels.base_form
     words = [sample_words(s) for s in samples]
-    space = LabelSpace.from_words([words[i] for i in pool_rows], word_map=word_map, min_count=min_count)
+    pool = [int(i) for i in pool_rows]
+    where = f" (labels: {source})" if source else ""
+    problems = []
+    if wheels is not None:  # a word the wheel does not know would become a class of its own, never scored by wheel F1
+        plain = LabelSpace([])  # normalise only (lower case, spaces), no mapping
+        unknown: dict[str, list[str]] = {}
+        for i in pool:
+            for w in plain.map_words(words[i]):
+                if w != NEUTRAL_WORD and w not in wheels.forms and w not in wheels.synonyms:
+                    unknown.setdefault(w, []).append(samples[i].name)
+        if unknown:
+            problems.append(f"{len(unknown)} emotion word(s) unknown to the emotion wheel {wheels.directory} (in neither format.csv "
+                            f"nor synonym.xlsx): {_examples(unknown)}")
+    space = LabelSpace.from_words([words[i] for i in pool], word_map=word_map, min_count=min_count)
+    rare = {c for c, n in zip(space.classes, space.counts) if n < MIN_CLASS_CLIPS}
+    if rare:
+        carriers: dict[str, list[str]] = {c: [] for c in space.classes if c in rare}
+        for i in pool:
+            for w in space.map_words(words[i]):
+                if w in carriers:
+                    carriers[w].append(samples[i].name)
+        problems.append(f"{len(rare)} label(s) carried by fewer than {MIN_CLASS_CLIPS} clips, each of which would become a class: "
+                        f"{_examples(carriers)}")
+    if problems:
+        msg = "--task multilabel: " + "; ".join(problems) + where
+        if not allow_rare:
+            raise MultiLabelError(msg + "; a typo in the label file? Fix the labels, or pass --allow-rare-classes to train on them anyway")
+        space.warnings.append(msg + " (kept as classes: --allow-rare-classes)")
     multihot, labelled, _ = space.encode(words)
+    empty = [samples[i].name for i in range(len(samples))
+             if not space.map_words(words[i]) and (samples[i].split or "").strip().lower() not in UNLABELLED_SPLITS]
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        space.warnings.append(f"--task multilabel: {len(empty)} of {len(samples)} clips have an empty emotion-word set and are left "
+                              f"out of the supervised loss and of evaluation: {shown}{where}; write their words (e.g. "
+                              f"'{NEUTRAL_WORD}'), or give them the split 'unlabeled' to leave them out on purpose")
+    outside = [samples[i].name for i in range(len(samples)) if not labelled[i] and space.map_words(words[i])]
+    if outside:
+        shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+        space.warnings.append(f"--task multilabel: {len(outside)} clips carry only words outside the label list of the training pool "
+                              f"(left out of evaluation): {shown}{where}")
+    for w in space.warnings:
+        if log:
+            log(f"warning: {w}")
     return {"multihot": multihot}, labelled, space
 
 

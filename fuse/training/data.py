@@ -353,11 +353,11 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
         if seq:
             blocks[spec.name] = read_frames(st, layers, names)
             dim = blocks[spec.name].frame_shape[1]
-            _require_finite_frames(blocks[spec.name], names, str(st.path))
+            _require_finite_frames(blocks[spec.name], names, f"{st.path} (dataset {dataset!r})")
         else:
             blocks[spec.name] = st.read(layers, names)
             dim = layer_dim(st, layers[0])
-            require_finite(blocks[spec.name], names, str(st.path))  # NaN/inf never reach training
+            require_finite(blocks[spec.name], names, f"{st.path} (dataset {dataset!r})")  # NaN/inf never reach training
         prov = {k: st.attrs[k] for k in PROVENANCE_KEYS if k in st.attrs}
         combined = combination_provenance(layers, st.layers)
         if combined:  # virtual layers computed from the store (emo.extract.combine): what and how
@@ -372,6 +372,32 @@ def load_features(features_dir: str | Path, dataset: str, specs: list[str | Feat
 # ---------------------------------------------------------------------------
 # Targets
 # ---------------------------------------------------------------------------
+
+def label_source(features_dir: str | Path, dataset: str) -> str:
+    """Where the labels of a feature set came from, for messages that must name the file: the label
+    file ``emo extract`` read (``folder``: ``labels=`` or ``<root>/labels.csv``; other adapters: the
+    corpus root) and the manifest copy training reads (``<features_dir>/<dataset>/samples.csv``)."""
+    import json
+
+    from emo.extract.datasets.base import DATASET_JSON, MANIFEST
+
+    ddir = Path(features_dir) / dataset
+    manifest = ddir / MANIFEST
+    try:
+        meta = json.loads((ddir / DATASET_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return str(manifest)
+    root, opts = meta.get("root") or "", meta.get("options") or {}
+    if opts.get("labels"):
+        origin = str(opts["labels"])
+    elif meta.get("adapter") == "folder" and root:
+        origin = str(Path(root) / "labels.csv")
+    elif root:
+        origin = f"the {meta.get('adapter')} label files under {root}"
+    else:
+        return str(manifest)
+    return f"{origin}, as copied into {manifest}"
+
 
 def targets(samples: list[Sample], task: str, classes: list[str] | None, vad_targets: str = "dataset",
             lexicon: str | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:

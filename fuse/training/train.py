@@ -157,7 +157,10 @@ def load_run_data(features_dir: str | Path, dataset: str, features: list[str], c
         fs = load_features(features_dir, dataset, features, align, frames=cfg.frames)
     if test_splits is None:
         test_splits = ["test"] if protocol == "split" else []
-    y, mask, classes, label_space = load_targets(fs, cfg, test_splits, lexicon)
+    from emo.fuse.training.data import label_source
+
+    y, mask, classes, label_space = load_targets(fs, cfg, test_splits, lexicon, allow_rare_classes, progress,
+                                                 label_source(features_dir, dataset))
     rows = np.flatnonzero(mask)
     if cfg.task in ("discrete", "discrete+valence") and fs.classes:
         check_class_counts(fs.classes, y["discrete"][rows], allow_rare_classes, progress)
@@ -165,11 +168,16 @@ def load_run_data(features_dir: str | Path, dataset: str, features: list[str], c
     return RunData(fs, y, mask, classes, label_space, used, protocol, why, test_splits, train_splits, fold_stores)
 
 
-def load_targets(fs, cfg: TrainConfig, test_splits: list[str], lexicon=None) -> tuple[dict[str, np.ndarray], np.ndarray, list[str] | None, Any]:
+def load_targets(fs, cfg: TrainConfig, test_splits: list[str], lexicon=None, allow_rare_classes: bool = False,
+                 progress: Callable[[str], None] | None = None, source: str | None = None,
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray, list[str] | None, Any]:
     """``(y, mask, classes, label_space)`` of ``cfg.task``: :func:`emo.fuse.training.data.targets`, or for
     ``multilabel`` :func:`emo.fuse.methods.semi.multilabel_targets` with the label list from the words of
     the CV pool (every clip outside ``test_splits``; with ``cfg.emotion_wheel`` one class per
-    emotion-wheel word family, MER-FG). ``label_space`` is ``None`` for the other tasks."""
+    emotion-wheel word family, MER-FG). ``label_space`` is ``None`` for the other tasks. Multi-label
+    words carried by fewer than 2 clips or unknown to the wheel are refused unless
+    ``allow_rare_classes``; empty word sets are warned (printed through ``progress``; ``source`` names
+    the label file in messages)."""
     from emo.fuse.training.data import targets
 
     if cfg.task != "multilabel":
@@ -177,13 +185,15 @@ def load_targets(fs, cfg: TrainConfig, test_splits: list[str], lexicon=None) -> 
         return y, mask, fs.classes, None
     from emo.fuse.methods.semi import multilabel_targets
 
-    word_map = None
+    wheels = None
     if cfg.emotion_wheel:  # MER-FG: one class per word family (emotion-wheel word forms, format.csv)
         from emo.lexicon.wheel import load_wheels
 
-        word_map = load_wheels(cfg.emotion_wheel).base_form
+        wheels = load_wheels(cfg.emotion_wheel)
     sp = np.asarray([s or "" for s in fs.splits], dtype=object)
-    y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp, test_splits)), word_map=word_map)
+    y, mask, label_space = multilabel_targets(fs.samples, np.flatnonzero(~np.isin(sp, test_splits)), wheels=wheels,
+                                              allow_rare=allow_rare_classes, source=source or "",
+                                              log=progress)  # rare/unknown words refused, empty word sets warned (issue 25)
     return y, mask, label_space.classes, label_space
 
 
@@ -223,8 +233,9 @@ def run_config(data: RunData, plan: FoldPlan, cfg: TrainConfig, recipe: dict[str
                      "n_samples": len(fs.names), "n_labelled": int(data.mask.sum())},
     }
     warn = fold_warnings(plan.clip_folds, plan.y_true.get("discrete") if disc else None, n_classes, classes if disc else None)
-    if warn:
-        config["warnings"] = warn
+    label_warn = data.label_space.warnings if data.label_space is not None else []  # printed by multilabel_targets
+    if warn or label_warn:
+        config["warnings"] = label_warn + warn
         for w in warn if say else ():
             say(f"warning: {w}")
     config["recipe"] = recipe
