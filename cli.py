@@ -182,7 +182,10 @@ def _root(
 
 def main() -> None:
     """Run the CLI. SIGINT and SIGTERM alike stop every command with exit 130 (:mod:`emo.exitcodes`): click turns an
-    uncaught ``KeyboardInterrupt`` into "Aborted!" and exit 1, which is mapped back here when a signal was recorded."""
+    uncaught ``KeyboardInterrupt`` into "Aborted!" and exit 1, which is mapped back here when a signal was recorded.
+    Once the command has returned, SIGINT and SIGTERM are ignored (:func:`emo.exitcodes.ignore_signals_at_exit`):
+    the exit status is decided and every file is written, and CPython restores the default handlers while it
+    shuts down, so a late SIGTERM would otherwise kill the process (-15) after a complete, correct run."""
     from emo.exitcodes import (ExitCode, check_interrupt, ensure_signal_handlers, interrupt_announced, interrupt_message,
                                 interrupt_pending)
 
@@ -206,6 +209,7 @@ def main() -> None:
         sys.exit(int(ExitCode.INTERRUPTED))
     finally:  # the command is over: a signal during interpreter shutdown is only recorded, never a traceback
         _exitcodes.deferred_interrupts().__enter__()
+        _exitcodes.ignore_signals_at_exit()
 
 
 if __name__ == "__main__":

@@ -123,6 +123,17 @@ def ensure_signal_handlers() -> None:
         install_signal_handlers()
 
 
+def ignore_signals_at_exit() -> None:
+    """Ignore SIGINT and SIGTERM from now on (main thread only): for the end of a command, when its exit
+    status is decided and its files are written. CPython's shutdown puts back the default handler of every
+    signal that has a Python handler (then a SIGTERM kills the process with -15 although nothing is lost);
+    an ignored signal stays ignored. Not for code that carries on working afterwards."""
+    if _threading.current_thread() is not _threading.main_thread():
+        return
+    for sig in (_signal.SIGINT, _signal.SIGTERM):
+        _signal.signal(sig, _signal.SIG_IGN)
+
+
 def interrupt_message(what: str = "finished work is kept; rerun the same command to resume") -> str:
     """One line for stderr: which signal stopped the command and what was kept."""
     global _announced

@@ -401,3 +401,22 @@ def test_finding8_ensemble_non_numeric_probability_is_named(mini, tmp_path):
     (b / "predictions.csv").write_text("\n".join(text) + "\n")
     r = emo("fuse", "ensemble", a, b, "--out", tmp_path / "e")
     assert r.returncode == 1 and "predictions.csv" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_finished_command_ignores_late_signals():
+    """Proof run (issue 25): SIGTERM in the last moments of `emo score`, after the complete CSV was written,
+    killed the process with -15 (CPython puts the default handler back while it shuts down). Once the
+    command has returned, the CLI ignores SIGINT/SIGTERM: the exit status stays the command's own."""
+    import signal
+
+    code = ("import signal, sys\n"
+            "from emo.cli import main\n"
+            "sys.argv = ['emo', '--help']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print(signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, signal.getsignal(signal.SIGINT) == signal.SIG_IGN, rc)\n"
+            "import os; os.kill(os.getpid(), signal.SIGTERM)\n"  # a late SIGTERM: ignored, the exit status stays 0
+            "sys.exit(rc)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert r.stdout.split()[-3:] == ["True", "True", "0"], r.stdout[-500:]
+    assert signal.getsignal(signal.SIGTERM) != signal.SIG_IGN  # this test process is untouched
