@@ -265,3 +265,23 @@ def test_another_sealed_file_in_place_of_align_json_is_refused_by_kind(aligned, 
     shutil.copy(clips["run"] / "config.json", aligned / "align.json")  # sealed and intact, but a training run's config
     with pytest.raises(AlignError, match=r"align\.json: not a CLIPL-A alignment"):
         load_alignment(aligned)
+
+
+def test_a_rare_word_the_emotion_wheel_knows_is_kept_with_a_warning(shared):
+    """With --emotion-wheel, typos are caught as words unknown to the wheel; a wheel word on one clip is a
+    real (rare) family, as OV-MERD has many: kept and warned, never refused (the README's MER 2025 block)."""
+    from emo.extract.datasets import Sample
+    from emo.fuse.methods.semi import multilabel_targets
+    from emo.lexicon.wheel import load_wheels
+
+    wheels = load_wheels(shared / "emotion_wheel")
+    s = [Sample(f"a{i}", None, emotions=["happy"]) for i in range(3)] + [Sample(f"b{i}", None, emotions=["sad"]) for i in range(3)]
+    s.append(Sample("w0", None, emotions=["worried"]))
+    rare_family = wheels.base_form("worried")
+    assert rare_family not in {wheels.base_form("happy"), wheels.base_form("sad")}
+    lines = []
+    y, mask, space = multilabel_targets(s, np.arange(len(s)), wheels=wheels, log=lines.append)
+    assert rare_family in space.classes and mask.all()
+    assert any("w0" in w and "kept" in w for w in space.warnings) and any("w0" in line for line in lines)
+    with pytest.raises(Exception, match="worried|" + rare_family):  # without the wheel: the open-vocabulary rule refuses it
+        multilabel_targets(s, np.arange(len(s)))

@@ -51,11 +51,13 @@ def multilabel_targets(samples: list, pool_rows: np.ndarray, word_map: Callable[
     every labelled sample outside the held-out test partitions); emo's choice: one label list for
     all folds, so fold models share an output layer. Words of other rows outside the list are ignored.
 
-    No word silently becomes a class (issue 25): a label carried by fewer than
-    :data:`MIN_CLASS_CLIPS` pool clips, or (with ``wheels``) a word the emotion wheel does not know
-    (neither in ``format.csv`` nor in ``synonym.xlsx``; :data:`NEUTRAL_WORD` is accepted), is refused,
-    naming the word, its clips and ``source`` (the label file), unless ``allow_rare``
-    (``--allow-rare-classes``), which keeps them with a warning. Clips whose word set is empty
+    No word silently becomes a class (issue 25): without ``wheels`` (open vocabulary) a label carried
+    by fewer than :data:`MIN_CLASS_CLIPS` pool clips (most likely a typo), and with ``wheels`` a word
+    the emotion wheel does not know (neither in ``format.csv`` nor in ``synonym.xlsx``;
+    :data:`NEUTRAL_WORD` is accepted), is refused, naming the word, its clips and ``source`` (the label
+    file), unless ``allow_rare`` (``--allow-rare-classes``), which keeps them with a warning. With
+    ``wheels``, a rare word family the wheel knows is real (OV-MERD has many) and is kept, with a
+    warning: emo's choice, as the papers are silent. Clips whose word set is empty
     (and whose split is not one of :data:`UNLABELLED_SPLITS`) are left out of the supervised loss
     and of evaluation, as unlabelled clips of a discrete task are; emo warns, with their count and
     names, rather than refuse, because unlabelled clips are legitimate (UniVA's unlabelled rows).
@@ -98,19 +100,28 @@ def multilabel_targets(samples: list, pool_rows: np.ndarray, word_map: Callable[
                             f"nor synonym.xlsx): {_examples(unknown)}")
     space = LabelSpace.from_words([words[i] for i in pool], word_map=word_map, min_count=min_count)
     rare = {c for c, n in zip(space.classes, space.counts) if n < MIN_CLASS_CLIPS}
+    rare_note = None
     if rare:
         carriers: dict[str, list[str]] = {c: [] for c in space.classes if c in rare}
         for i in pool:
             for w in space.map_words(words[i]):
                 if w in carriers:
                     carriers[w].append(samples[i].name)
-        problems.append(f"{len(rare)} label(s) carried by fewer than {MIN_CLASS_CLIPS} clips, each of which would become a class: "
-                        f"{_examples(carriers)}")
+        rare_msg = (f"{len(rare)} label(s) carried by fewer than {MIN_CLASS_CLIPS} clips, each of which would become a class: "
+                    f"{_examples(carriers)}")
+        if wheels is None:  # open vocabulary: a word seen once is most likely a typo
+            problems.append(rare_msg)
+        else:  # every word is a known wheel word (unknown ones are refused above): rare families are real, and warned
+            rare_note = f"--task multilabel: {rare_msg}{where} (emotion-wheel words: kept)"
     if problems:
         msg = "--task multilabel: " + "; ".join(problems) + where
         if not allow_rare:
             raise MultiLabelError(msg + "; a typo in the label file? Fix the labels, or pass --allow-rare-classes to train on them anyway")
         space.warnings.append(msg + " (kept as classes: --allow-rare-classes)")
+    if rare_note is not None:
+        space.warnings.append(rare_note)
+        if log is not None:
+            log(f"warning: {rare_note}")
     multihot, labelled, _ = space.encode(words)
     empty = [samples[i].name for i in range(len(samples))
              if not space.map_words(words[i]) and (samples[i].split or "").strip().lower() not in UNLABELLED_SPLITS]
