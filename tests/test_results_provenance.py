@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: proof is re-run (the test below fails when the set and the files disagree, in either direction).
 WITHOUT_PROVENANCE = {
     "av_extract", "av_visual", "bench_extract", "bench_fuse", "clipla_av", "crash_resume",
-    "defaults_ablation", "emodb_repeats", "faces", "faces_fer", "hlft_meld", "hlft_speed",
-    "joint_meld", "long_audio", "long_audio_before", "meld_sweep", "meld_text", "noise_emodb", "score_reuse",
+    "defaults_ablation", "emodb_repeats", "faces", "hlft_meld", "hlft_speed",
+    "joint_meld", "long_audio", "long_audio_before", "meld_sweep", "meld_text", "noise_emodb",
     "search_emodb", "ssl_meld", "seams", "interrupts", "search_meld",
 }
 #: A machine-specific absolute path inside a JSON string.
