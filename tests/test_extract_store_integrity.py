@@ -81,14 +81,20 @@ def test_changed_file_is_recomputed_and_reported(shared, tmp_path):
     assert r.exit_code == 0 and "recomputed" not in r.output
 
 
-@pytest.mark.slow
-def test_other_root_and_settings_refused_naming_the_difference(shared, tmp_path):
+def _two_roots_one_store(shared, tmp_path):
+    """Roots A and B holding the same EmoDB clip; A extracted into ``out``. Returns (A, B, out)."""
     (a,) = _emodb(shared, 1)
     ra, rb, out = tmp_path / "A", tmp_path / "B", tmp_path / "out"
     for d in (ra, rb):
         d.mkdir()
         shutil.copy(a, d / "clip.wav")
     assert _extract(ra, out).exit_code == 0
+    return ra, rb, out
+
+
+@pytest.mark.slow
+def test_other_root_and_settings_refused_naming_the_difference(shared, tmp_path):
+    ra, rb, out = _two_roots_one_store(shared, tmp_path)
     r = _extract(rb, out)
     assert r.exit_code == ExitCode.ERROR and "dataset_root" in r.output and "egemaps.h5" in r.output
     r = _extract(ra, out, "--max-seconds", "1")
@@ -199,12 +205,7 @@ def test_store_info_names_missing_attribute_and_schema(tmp_path):
 
 @pytest.mark.slow
 def test_refused_rerun_leaves_manifest_of_the_store(shared, tmp_path):
-    (a,) = _emodb(shared, 1)
-    ra, rb, out = tmp_path / "A", tmp_path / "B", tmp_path / "out"
-    for d in (ra, rb):
-        d.mkdir()
-        shutil.copy(a, d / "clip.wav")
-    assert _extract(ra, out).exit_code == 0
+    ra, rb, out = _two_roots_one_store(shared, tmp_path)
     assert _extract(rb, out).exit_code == ExitCode.ERROR
     meta = json.loads((out / "folder" / "dataset.json").read_text())
     assert meta["root"] == str(ra.resolve())  # still describes the store's data

@@ -272,6 +272,23 @@ class AttentionFusion(nn.Module):
         return z, {"attention": alpha.squeeze(-1)}
 
 
+def cls_token_encoder(n_tokens: int, hidden: int, n_heads: int, n_layers: int, dropout: float
+                      ) -> tuple[nn.Parameter, nn.Parameter, nn.TransformerEncoder, nn.LayerNorm]:
+    """The [CLS]-token transformer shared by :class:`TransformerFusion` and the frame-token fusion of
+    :mod:`emo.fuse.model.sequence`: token-type embeddings (n_tokens + 1, hidden) and a [CLS] token
+    (1, 1, hidden), both N(0, 0.02²); a pre-norm ``nn.TransformerEncoder`` of ``n_layers`` layers
+    (feed-forward 2·hidden) with ``n_heads`` reduced to the largest divisor of ``hidden`` not above
+    it; the final LayerNorm. Returns ``(type_emb, cls, encoder, norm)``, created in this order (the
+    order of the random draws)."""
+    n_heads = max(h for h in range(1, n_heads + 1) if hidden % h == 0)
+    type_emb = nn.Parameter(torch.zeros(n_tokens + 1, hidden))
+    cls = nn.Parameter(torch.zeros(1, 1, hidden))
+    nn.init.normal_(type_emb, std=0.02)
+    nn.init.normal_(cls, std=0.02)
+    layer = nn.TransformerEncoderLayer(hidden, n_heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
+    return type_emb, cls, nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False), nn.LayerNorm(hidden)
+
+
 @register_head("transformer")
 class TransformerFusion(nn.Module):
     """Transformer fusion over modality tokens (after Lin, Li, Li, Li, "Multi-modal Fusion for
@@ -289,15 +306,8 @@ class TransformerFusion(nn.Module):
                  n_heads: int = 4) -> None:
         super().__init__()
         self.out_dim = hidden
-        n_heads = max(h for h in range(1, n_heads + 1) if hidden % h == 0)
         self.proj = nn.ModuleList(nn.Linear(t.dim, hidden) for t in tokens)
-        self.type_emb = nn.Parameter(torch.zeros(len(tokens) + 1, hidden))
-        self.cls = nn.Parameter(torch.zeros(1, 1, hidden))
-        nn.init.normal_(self.type_emb, std=0.02)
-        nn.init.normal_(self.cls, std=0.02)
-        layer = nn.TransformerEncoderLayer(hidden, n_heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(hidden)
+        self.type_emb, self.cls, self.encoder, self.norm = cls_token_encoder(len(tokens), hidden, n_heads, n_layers, dropout)
 
     def forward(self, xs: list) -> tuple[torch.Tensor, dict]:
         h = torch.stack([p(x) for p, x in zip(self.proj, xs)], dim=1)

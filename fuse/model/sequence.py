@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from emo.fuse.model.frames import PackedFrames
-from emo.fuse.model.heads import Dropout, LayerWeights, Token
+from emo.fuse.model.heads import Dropout, LayerWeights, Token, cls_token_encoder
 
 FRAME_ENCODERS = ("lstm", "textcnn")
 
@@ -184,14 +184,7 @@ class FrameTokenTransformer(nn.Module):
                 self.proj.append(nn.Linear(dim, hidden))
                 self.streams.append((i, j, seq))
                 self.tokens.append(Token(inp["name"], inp["modality"], str(k), dim))
-        n_heads = max(h for h in range(1, n_heads + 1) if hidden % h == 0)
-        self.type_emb = nn.Parameter(torch.zeros(len(self.streams) + 1, hidden))
-        self.cls = nn.Parameter(torch.zeros(1, 1, hidden))
-        nn.init.normal_(self.type_emb, std=0.02)
-        nn.init.normal_(self.cls, std=0.02)
-        layer = nn.TransformerEncoderLayer(hidden, n_heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(hidden)
+        self.type_emb, self.cls, self.encoder, self.norm = cls_token_encoder(len(self.streams), hidden, n_heads, n_layers, dropout)
         self.hidden = hidden
         self.out_dim = hidden
 
