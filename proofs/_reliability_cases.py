@@ -1150,15 +1150,13 @@ def c7_sigterm_extract(c: Ctx) -> dict:
 
 
 def _train_interrupt(c: Ctx, case: str, sig) -> dict:
-    from emo.fuse.training.resume import FoldCache
+    from emo.fuse.training.resume import fold_problem
 
     out = c.work / f"c7{case}"
     part = c.work / f".c7{case}.partial" / "seed-0"
 
     def check() -> tuple[bool, int]:
-        cache = FoldCache.__new__(FoldCache)
-        cache.dir = part
-        return (part / "fold-0.sha256").exists() and cache.problem(0) is None and not out.exists(), 0
+        return (part / "fold-0.sha256").exists() and fold_problem(part, 0) is None and not out.exists(), 0
 
     return _interrupt_case(c, case, ["fuse", "train", "--dataset", "folder", "--features", "egemaps", "--features-dir", c.feats,
                                      "--folds", "4", "--epochs", "60", "--seeds", "1", "--hidden", "32", "--head", "mlp", "--normalize",

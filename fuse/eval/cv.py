@@ -164,15 +164,13 @@ def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, spea
         sel = lambda rows: [x[torch.as_tensor(rows)] for x in xs]  # noqa: E731
         ysel = lambda rows: {**{k: y[k][rows] for k in needed}, **extra}  # noqa: E731
         if fold_cache is not None and fold_cache.has(fi):  # finished before a kill: reuse, do not retrain
-            fold_states, out, fold_test, row = fold_cache.load(fi)
-            diags.append(row.pop("diagnostics", {}))
+            fold_states, out, fold_test, row, diag = fold_cache.resume(fi, fold.name, len(folds), progress)
+            diags.append(diag)
             oof_parts.append((fold.test, fi, out))
             states.append(fold_states)
             norms.append(norm)
             test_outs.extend(fold_test)
-            fold_rows.append({**row, "resumed": True})
-            if progress:
-                progress(f"fold {fi + 1}/{len(folds)} {fold.name}: finished in an earlier run (resumed)")
+            fold_rows.append(row)
             continue
         cw = class_weight_balanced(y["discrete"][fold.train], n_classes) if (cfg.class_weights and "discrete" in needed) else None
         xtr, xva, xte = sel(fold.train), sel(fold.val), sel(fold.test)

@@ -699,14 +699,12 @@ def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_i
     for fi, fold in enumerate(folds):
         ks = [k for k, f in enumerate(fold_of) if f == fi]
         if not ks:  # from the fold cache
-            fold_states, out, fold_test, row = fold_cache.load(fi)
-            diags.append(row.pop("diagnostics", {}))
+            fold_states, out, fold_test, row, diag = fold_cache.resume(fi, fold.name, len(folds), progress)
+            diags.append(diag)
             oof_parts.append((fold.test, fi, out))
             states.append(fold_states)
             test_outs.extend(fold_test)
-            fold_rows.append({**row, "resumed": True})
-            if progress:
-                progress(f"fold {fi + 1}/{len(folds)} {fold.name}: finished in an earlier run (resumed)")
+            fold_rows.append(row)
             continue
         t0 = time.perf_counter()
         xte = job_inputs(xs, jobs[ks[0]], fold.test)

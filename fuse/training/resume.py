@@ -79,6 +79,45 @@ def _atomic(path: Path, write) -> None:
         write(str(tmp))
 
 
+def fold_problem(directory: str | Path, k: int) -> str | None:
+    """Why fold ``k``'s files in the partial directory ``directory`` cannot be reused (``None``: they
+    can): a missing file, a SHA-256 that differs from the recorded one, invalid JSON, unreadable or
+    non-finite tensors; names the file. Reads only: nothing is moved or written (a proof or a tool may
+    inspect a partial run another process is writing)."""
+    from emo.fsio import sha256_file
+
+    d = Path(directory)
+    ck, js, sums = d / f"fold-{k}.safetensors", d / f"fold-{k}.json", d / f"fold-{k}.sha256"
+    for f in (ck, js):
+        if not f.is_file():
+            return f"{f} is missing"
+    if not sums.is_file():
+        return f"{sums} is missing (fold written by an older emo or killed while saving): its files cannot be verified"
+    try:
+        want = json.loads(sums.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{sums}: not valid JSON ({e})"
+    for f in (ck, js):
+        got = sha256_file(f)
+        if not isinstance(want, dict) or want.get(f.name) != got:
+            return f"{f}: SHA-256 {got[:12]}... differs from the one recorded in {sums.name} (damaged or edited file)"
+    try:
+        json.loads(js.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{js}: not valid JSON ({e})"
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(ck), framework="numpy") as fh:
+            for key in fh.keys():
+                a = fh.get_tensor(key)
+                if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                    return f"{ck}: tensor {key} holds NaN or infinity"
+    except Exception as e:  # noqa: BLE001 (safetensors raises its own errors: truncated header, bad offsets)
+        return f"{ck}: not a readable safetensors file ({type(e).__name__}: {e})"
+    return None
+
+
 class FoldCache:
     """Finished folds of one training run (see the module docstring).
 
@@ -123,39 +162,9 @@ class FoldCache:
         return [k for k in ks if self.has(k)]
 
     def problem(self, k: int) -> str | None:
-        """Why fold ``k``'s files cannot be reused (``None``: they can): a missing file, a SHA-256 that
-        differs from the recorded one, invalid JSON, unreadable or non-finite tensors; names the file."""
-        from emo.fsio import sha256_file
-
-        ck, js, sums = self._files(k)
-        for f in (ck, js):
-            if not f.is_file():
-                return f"{f} is missing"
-        if not sums.is_file():
-            return f"{sums} is missing (fold written by an older emo or killed while saving): its files cannot be verified"
-        try:
-            want = json.loads(sums.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return f"{sums}: not valid JSON ({e})"
-        for f in (ck, js):
-            got = sha256_file(f)
-            if not isinstance(want, dict) or want.get(f.name) != got:
-                return f"{f}: SHA-256 {got[:12]}... differs from the one recorded in {sums.name} (damaged or edited file)"
-        try:
-            json.loads(js.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return f"{js}: not valid JSON ({e})"
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(ck), framework="numpy") as fh:
-                for key in fh.keys():
-                    a = fh.get_tensor(key)
-                    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-                        return f"{ck}: tensor {key} holds NaN or infinity"
-        except Exception as e:  # noqa: BLE001 (safetensors raises its own errors: truncated header, bad offsets)
-            return f"{ck}: not a readable safetensors file ({type(e).__name__}: {e})"
-        return None
+        """Why fold ``k``'s files cannot be reused (``None``: they can): :func:`fold_problem` on this
+        partial directory."""
+        return fold_problem(self.dir, k)
 
     def has(self, k: int) -> bool:
         """Whether fold ``k`` finished and its files verify (:meth:`problem`). A fold whose files are present
@@ -236,6 +245,19 @@ class FoldCache:
         n_seeds, n_test = int(meta.get("seeds", len(states))), int(meta.get("test_seeds", len(tests)))
         row = json.loads((self.dir / f"fold-{k}.json").read_text(encoding="utf-8"))
         return [states[j] for j in range(n_seeds)], outputs, [tests[j] for j in range(n_test)], row
+
+    def resume(self, k: int, name: str, n_folds: int, progress=None
+               ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[dict[str, np.ndarray]], dict[str, Any], dict]:
+        """Fold ``k`` finished in an earlier run, as a training loop takes it back:
+        ``(states, outputs, test outputs, row, diagnostics)``, the row marked ``"resumed": True`` and
+        its diagnostics split off; ``progress`` (a callable taking one line) is told. The one place
+        the sequential (:mod:`emo.fuse.eval.cv`) and fold-parallel (:mod:`emo.fuse.training.batched`)
+        loops reuse a fold. Raises :class:`ResumeError` as :meth:`load` does."""
+        states, outputs, tests, row = self.load(k)
+        diag = row.pop("diagnostics", {})
+        if progress:
+            progress(f"fold {k + 1}/{n_folds} {name}: finished in an earlier run (resumed)")
+        return states, outputs, tests, {**row, "resumed": True}, diag
 
     def remove(self) -> None:
         """Delete the partial directory (after the run directory has been written)."""
