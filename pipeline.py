@@ -501,16 +501,18 @@ def _run_spec(run, text: str):
                        "(a run of another emo version or plugin, or an edited config.json)") from None
 
 
-def _reusable_stores(job: ScoreJob, features_dir, note) -> tuple[dict[str, Any], dict[str, set[str]]]:
-    """Stores under ``features_dir`` that can serve the run's inputs (:func:`_reusable`) and, per input,
-    the sample names they hold with unchanged content."""
+def _reusable_stores(job: ScoreJob, features_dir, note) -> tuple[dict[str, Any], dict[str, set[str]], dict[str, dict[str, Any]]]:
+    """Stores under ``features_dir`` that can serve the run's inputs (:func:`_reusable`); per input, the
+    sample names they hold with unchanged content and finite features; and per input the rows read for
+    the finiteness check (``{name: row}``), which :func:`_read_inputs` scores without reading again."""
     from emo.extract.engine import identities
     from emo.extract.store import FeatureStore, StoreError
 
     reuse: dict[str, Any] = {}
     from_store: dict[str, set[str]] = {}
+    held_rows: dict[str, dict[str, Any]] = {}
     if features_dir is None:
-        return reuse, from_store
+        return reuse, from_store, held_rows
     ids_now = identities(job.samples)
     for inp in job.run.inputs:
         p = Path(features_dir) / f"{inp.name}.h5"
@@ -535,14 +537,16 @@ def _reusable_stores(job: ScoreJob, features_dir, note) -> tuple[dict[str, Any],
         if keep:  # a NaN/inf row of the store is the store's fault, not the run's: never reused, extracted anew (issue 25)
             from emo.fuse.eval.runcheck import nonfinite_rows
 
-            bad = {keep[i] for i in nonfinite_rows(_read(st, inp, keep))}
+            rows = _read(st, inp, keep)
+            bad = {keep[i] for i in nonfinite_rows(rows)}
+            held_rows[inp.name] = {x: r for x, r in zip(keep, rows) if x not in bad}
             if bad:
                 shown = ", ".join(repr(x) for x in sorted(bad)[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
                 note(f"{p}: {len(bad)} sample(s) of dataset {st.attrs.get('dataset')!r} hold non-finite features (NaN/inf) in this "
                      f"store: {shown}; not reused, extracted anew from their files (re-extract the store to repair it)")
                 stale |= bad
         from_store[inp.name] = held - stale
-    return reuse, from_store
+    return reuse, from_store, held_rows
 
 
 def reuse_or_extract(job: ScoreJob, features_dir, cache, device, mtcnn_weights, progress, lexicon, trust_remote_code,
@@ -564,7 +568,7 @@ def reuse_or_extract(job: ScoreJob, features_dir, cache, device, mtcnn_weights, 
 
     run, samples, specs = job.run, job.samples, job.specs
     device = resolve_device(device)
-    reuse, from_store = _reusable_stores(job, features_dir, note)
+    reuse, from_store, held_rows = _reusable_stores(job, features_dir, note)
     need = {n: [smp for smp in samples if smp.name not in from_store.get(n, set())] for n in specs}
     tmp = None
     if cache is None and (any(need.values()) or job.hlft):
@@ -621,7 +625,7 @@ def reuse_or_extract(job: ScoreJob, features_dir, cache, device, mtcnn_weights, 
                 raise RunError(f"{n}: the alignment was trained on {d['encoder']} features of weights {d['weights_hash']}, "
                                f"but scoring extracted {now}; score with the same checkpoint")
         names = [smp.name for smp in samples if smp.name not in failed and smp.name not in interrupted]
-        _read_inputs(job, names, reuse, stores, from_store, flags, feats)
+        _read_inputs(job, names, reuse, stores, from_store, flags, feats, held_rows)
         if names and job.hlft:  # fold k: its model on the features of its own adapters
             for k in range(min(len(v) for v in hlft_stores.values())):
                 fk = dict(feats)
@@ -639,9 +643,11 @@ def reuse_or_extract(job: ScoreJob, features_dir, cache, device, mtcnn_weights, 
                          interrupted)
 
 
-def _read_inputs(job: ScoreJob, names: list[str], reuse, stores, from_store, flags, feats) -> None:
+def _read_inputs(job: ScoreJob, names: list[str], reuse, stores, from_store, flags, feats,
+                 held_rows: dict[str, dict[str, Any]] | None = None) -> None:
     """Fill ``feats`` with every (non-HLFT) input of ``names``, from the reused or the new store of
-    each clip (derived inputs through their recorded MLP), and ``flags`` with their store flags."""
+    each clip (derived inputs through their recorded MLP), and ``flags`` with their store flags.
+    Reused rows already read by :func:`_reusable_stores` (``held_rows``) are taken from there."""
     for n, d in job.derived.items():  # the source layer of every clip through the recorded, hash-checked MLP
         enc = d["encoder"]
         have = from_store.get(enc, set())
@@ -663,8 +669,11 @@ def _read_inputs(job: ScoreJob, names: list[str], reuse, stores, from_store, fla
         for src, part in ((reuse.get(n), [x for x in names if x in have]), (stores.get(n), [x for x in names if x not in have])):
             if not part:
                 continue
-            for x, v in zip(part, _read(src, inp, part)):
-                got[x] = v
+            held = (held_rows or {}).get(n, {}) if src is reuse.get(n) else {}
+            unread = [x for x in part if x not in held]
+            got.update({x: held[x] for x in part if x in held})
+            if unread:
+                got.update(zip(unread, _read(src, inp, unread)))
             for x in part:
                 flags[x] |= src.flags(x)
         rows = [got[x] for x in names]

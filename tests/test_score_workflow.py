@@ -138,6 +138,21 @@ def test_features_dir_reuses_matching_stores(trained, tmp_path):
     assert res["reused"]["nrc_vad"] == 0 and any("nrc_vad.h5: not reused (" in n for n in notes), notes
 
 
+def test_reused_store_rows_are_read_once(trained, tmp_path, monkeypatch):
+    """The finiteness check of a reused store and the scoring share one read of its rows."""
+    import emo.pipeline as pipeline
+    from emo.pipeline import score
+
+    tmp, data, lex, feats, run = trained
+    calls: list[tuple[str, int]] = []
+    real = pipeline._read
+    monkeypatch.setattr(pipeline, "_read", lambda st, inp, names: calls.append((inp.name, len(names))) or real(st, inp, names))
+    res = score(None, run, tmp_path / "once.csv", device="cpu", progress=False, lexicon=lex, adapter=_folder(data),
+                features_dir=feats / "folder", warn=lambda m: None)
+    assert res["reused"]["egemaps"] == 24
+    assert [c for c in calls if c[0] == "egemaps"] == [("egemaps", 24)], calls
+
+
 def _folder(root):
     from emo.extract.datasets import get_dataset
 
