@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Result files written before the provenance block existed; each is removed from this set when its
 #: proof is re-run (the test below fails when the set and the files disagree, in either direction).
 WITHOUT_PROVENANCE = {
-    "av_extract", "av_visual", "bench_extract", "bench_fuse", "clipla_av", "crash_resume",
+    "av_extract", "av_visual", "bench_extract", "clipla_av", "crash_resume",
     "defaults_ablation", "emodb_repeats", "faces", "hlft_meld", "hlft_speed",
-    "joint_meld", "long_audio", "long_audio_before", "meld_sweep", "meld_text", "noise_emodb",
+    "joint_meld", "long_audio", "meld_sweep", "meld_text", "noise_emodb",
     "search_emodb", "seams", "interrupts", "search_meld",
 }
 #: A machine-specific absolute path inside a JSON string.
@@ -109,3 +109,16 @@ def test_result_files_have_provenance_and_no_absolute_paths():
         absolute += [f"{f.name}: {m.group(1)}" for s in _strings(doc) for m in ABSOLUTE.finditer(s)]
     assert not absolute, absolute[:10]
     assert missing == WITHOUT_PROVENANCE, (missing - WITHOUT_PROVENANCE, WITHOUT_PROVENANCE - missing)
+
+
+def test_history_files_are_each_explained():
+    """results/history/ holds measurements of code that no longer exists (no provenance possible): each
+    file is named in its README with the commit it measured, and nothing else lives there."""
+    hist = ROOT / "results" / "history"
+    readme = (hist / "README.md").read_text(encoding="utf-8")
+    files = sorted(p.name for p in hist.iterdir() if p.name != "README.md")
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([^`]+)` \|.*?\| (.*?) \|$", readme, re.M)}
+    assert set(files) == set(rows), (files, sorted(rows))
+    for name, code in rows.items():
+        assert re.search(r"`[0-9a-f]{7,40}`", code), (name, code)  # the commit it measured
+        assert "generated_by" not in json.loads((hist / name).read_text(encoding="utf-8"))
