@@ -132,6 +132,23 @@ def test_fit_soft_model_with_univa_losses_learns_and_uses_unlabelled_rows():
         fit_soft_model([x[tr] for x in xs], target[tr], weight[tr], [x[va_rows] for x in xs], target[va_rows], args, univa=cfg)
 
 
+
+def test_a_nan_loss_in_the_univa_loop_is_the_one_non_finite_error():
+    """Every training loop reports a NaN loss as NonFiniteError (the UniVA loop raised a bare UniVAError)."""
+    from emo.fuse.eval.runcheck import NonFiniteError
+
+    xs, y, va = _toy(n=120)
+    xs[0][5, 0, 0] = float("inf")  # one training row with an infinite feature
+    inputs = [{"name": "a", "modality": "audio", "layers": ["0"], "dim": 8}, {"name": "t", "modality": "text", "layers": ["0"], "dim": 4}]
+    args = {"inputs": inputs, "head": "univa", "structure": 1, "layer_weights": False, "layer_weights_init": "0",
+            "task": "discrete", "n_classes": 3, "decoder": "separate", "hidden": 16, "dropout": 0.1}
+    target = np.eye(3, dtype=np.float32)[y]
+    tr, va_rows = np.arange(100), np.arange(100, 120)
+    with pytest.raises(NonFiniteError, match="non-finite training loss at epoch 1") as err:
+        fit_soft_model([x[tr] for x in xs], target[tr], np.ones(100, np.float32), [x[va_rows] for x in xs], target[va_rows],
+                       args, epochs=2, batch_size=200)
+    assert isinstance(err.value, UniVAError)  # callers that catch UniVAError still do
+
 def test_univa_loss_is_eq11():
     torch.manual_seed(0)
     head = UniVAHead([type("T", (), {"modality": "audio", "dim": 3})(), type("T", (), {"modality": "text", "dim": 2})()], 8, 0.0, 4)

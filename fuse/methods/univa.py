@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emo.fuse.eval.runcheck import NonFiniteError
 from emo.fuse.model.heads import UniVAHead
 from emo.fuse.training.stopping import EarlyStopping
 
@@ -42,6 +43,12 @@ VA_SOURCES = ("auto", "dataset", "label", "transcript")
 
 class UniVAError(ValueError):
     """Unusable UniVA settings or data (named)."""
+
+
+class UniVANonFiniteError(UniVAError, NonFiniteError):
+    """A non-finite UniVA training loss: a :class:`UniVAError` that is also the
+    :class:`emo.fuse.eval.runcheck.NonFiniteError` every other training loop raises, so one
+    ``except NonFiniteError`` catches a NaN loss whichever loop produced it."""
 
 
 @dataclass
@@ -297,6 +304,8 @@ def fit_soft_model(xs_tr: list[torch.Tensor], target_tr: np.ndarray, weight_tr: 
 
     Raises:
         UniVAError: shapes that do not match, no labelled training row, non-finite targets.
+        UniVANonFiniteError (a UniVAError and an emo.fuse.eval.runcheck.NonFiniteError): the training
+            loss became NaN or infinite.
     """
     from emo.fuse.methods.multilabel import kl_loss
 
@@ -343,7 +352,8 @@ def fit_soft_model(xs_tr: list[torch.Tensor], target_tr: np.ndarray, weight_tr: 
             loss, parts = univa_loss(out, head, t_tr[idx], w_tr[idx], None if va_t is None else va_t[idx],
                                      None if kn_t is None else kn_t[idx], univa, M_t)
             if not torch.isfinite(loss):
-                raise UniVAError(f"non-finite training loss at epoch {epoch} ({parts})")
+                raise UniVANonFiniteError(f"non-finite training loss at epoch {epoch} ({parts}): inputs too large or "
+                                       f"a learning rate too high; try --normalize global or a lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
