@@ -48,10 +48,13 @@ def main() -> None:
     shared, feats = Path(args.shared), Path(args.features)
     t0 = time.perf_counter()
     missing = [e for e in STORES if not (feats / "emodb" / f"{e}.h5").is_file()]
-    if missing:
-        cmd = [sys.executable, "-m", "emo.cli", "extract", "-d", "emodb", "-r", str(shared / "emodb"), "-o", str(feats),
-               "--device", "cpu", "--no-progress", "--frames"] + [a for e in missing for a in ("-e", e)]
-        subprocess.run(cmd, check=True, cwd=ROOT)
+    # --frames applies to every encoder of one `emo extract`, and the functionals have no frames:
+    # the frame-level store is extracted on its own
+    for encoders, frames in (([e for e in missing if e != "egemaps_lld"], False), ([e for e in missing if e == "egemaps_lld"], True)):
+        if encoders:
+            cmd = [sys.executable, "-m", "emo.cli", "extract", "-d", "emodb", "-r", str(shared / "emodb"), "-o", str(feats),
+                   "--device", "cpu", "--no-progress"] + (["--frames"] if frames else []) + [a for e in encoders for a in ("-e", e)]
+            subprocess.run(cmd, check=True, cwd=ROOT)
     extract_s = time.perf_counter() - t0
     search_args = ["--dataset", "emodb", "--features-dir", str(feats), "--folds", "speaker", "--metric", "uar",
                    "--ensemble", str(args.ensemble), "--workers", str(args.workers), "--out", str(args.out)]
