@@ -333,6 +333,130 @@ class _vmappable_attention:
         return False
 
 
+def _stacked_job_settings(jobs: list[Job], n_inputs: int, dev) -> tuple[list, list, Any]:
+    """The per-model settings of ``jobs`` stacked on a leading model axis (k = ``len(jobs)``).
+
+    Returns:
+        cols: per input, int64 (k, L_sel) layer indices, or ``None`` (all layers).
+        norms: per input, a ``(mean, std)`` pair of float32 (k, L_sel, D) tensors, or ``None``.
+        class_weight: float32 (k, C) cross-entropy weights (ones for a job without), or ``None``
+            when no job has class weights.
+    """
+    import torch
+
+    cols, norms = [], []
+    for i in range(n_inputs):
+        own_cols = jobs[0].cols is not None and jobs[0].cols[i] is not None
+        cols.append(torch.as_tensor(np.stack([j.cols[i] for j in jobs]), device=dev) if own_cols else None)
+        own_norm = jobs[0].norm is not None and jobs[0].norm[i] is not None
+        norms.append((torch.as_tensor(np.stack([j.norm[i][0] for j in jobs]), device=dev),
+                      torch.as_tensor(np.stack([j.norm[i][1] for j in jobs]), device=dev)) if own_norm else None)
+    cw = None
+    if any(j.class_weight is not None for j in jobs):
+        c = len(next(j.class_weight for j in jobs if j.class_weight is not None))
+        cw = torch.as_tensor(np.stack([j.class_weight if j.class_weight is not None else np.ones(c, np.float32)
+                                       for j in jobs]).astype(np.float32), device=dev)
+    return cols, norms, cw
+
+
+def _epoch_plan(lv: np.ndarray, trains: list[np.ndarray], bs: list[int], gens: list) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch's minibatches of the stacked models ``lv`` (each its own permutation, drawn from
+    its own generator exactly as :func:`epoch_batches`), padded to the longest plan.
+
+    Args:
+        lv: int (k,) the models still stacked. trains: per model, int64 training row indices.
+        bs: per model, its batch size. gens: per model, its ``torch.Generator`` (advanced here).
+
+    Returns:
+        idx: int64 (T, k, B) row indices, B = the largest batch size; padding repeats a real row.
+        mask: bool (T, k, B), True on real rows (a step with no real row leaves the model untouched).
+    """
+    import torch
+
+    bmax = max(bs)
+    plans = []
+    for g in lv:
+        g = int(g)
+        n = len(trains[g])
+        perm = torch.randperm(n, generator=gens[g]).numpy()
+        stop = n - (1 if n % bs[g] == 1 and n > 1 else 0)
+        plans.append((trains[g][perm[:stop]], bs[g]))
+    T = max(-(-len(r) // b) for r, b in plans)
+    idx = np.empty((len(lv), T * bmax), dtype=np.int64)
+    msk = np.zeros((len(lv), T * bmax), dtype=bool)
+    for r, (rows, b) in enumerate(plans):
+        idx[r] = rows[0] if len(rows) else trains[int(lv[r])][0]
+        if b == bmax:
+            idx[r, :len(rows)] = rows
+            msk[r, :len(rows)] = True
+        else:  # a fold smaller than the batch size: its batches are shorter, one per row of the plan
+            for t in range(-(-len(rows) // b)):
+                part = rows[t * b:(t + 1) * b]
+                idx[r, t * bmax:t * bmax + len(part)] = part
+                msk[r, t * bmax:t * bmax + len(part)] = True
+    idx = idx.reshape(len(lv), T, bmax).transpose(1, 0, 2)
+    msk = msk.reshape(len(lv), T, bmax).transpose(1, 0, 2)
+    return np.ascontiguousarray(idx), np.ascontiguousarray(msk)
+
+
+def _check_finite_losses(train_finite: np.ndarray, val_loss: np.ndarray, lv: np.ndarray, running: np.ndarray,
+                         epoch: int, jobs: list[Job], lr: float) -> None:
+    """The sequential loop's guard (:mod:`emo.fuse.training.fit`) for the stacked models: never a
+    NaN model, never NaN predictions.
+
+    Args:
+        train_finite: bool (k,) every training step of the epoch had a finite loss.
+        val_loss: float (k,) inner-validation loss after the epoch.
+
+    Raises:
+        NonFiniteError: naming the first running model (and its seed) whose training or
+            validation loss is NaN/inf, and how many models are affected.
+    """
+    bad = [(int(g), "training") for r, g in enumerate(lv) if running[g] and not train_finite[r]]
+    bad += [(int(g), "validation") for r, g in enumerate(lv) if running[g] and train_finite[r] and not np.isfinite(val_loss[r])]
+    if bad:
+        g, which = bad[0]
+        raise NonFiniteError(
+            f"the {which} loss became non-finite (NaN/inf) in epoch {epoch} (model {g}, seed {jobs[g].seed}; "
+            f"{len(bad)} of {len(lv)} models): inputs too large or a learning rate of {lr} too high; "
+            "try --normalize global or a lower --lr")
+
+
+class _StackedStopping:
+    """Early stopping of K stacked models, each by the rule of :mod:`emo.fuse.training.stopping`
+    (an improvement is a drop of more than ``MIN_DELTA``; ``patience`` epochs without one stop it).
+
+    Attributes (numpy, (K,)): ``best`` validation loss, ``best_epoch``, ``epochs`` trained,
+    ``running`` (False once stopped; shared with the caller).
+    """
+
+    def __init__(self, k: int, patience: int) -> None:
+        self.patience = patience
+        self.best = np.full(k, math.inf)
+        self.best_epoch = np.zeros(k, dtype=int)
+        self.wait = np.zeros(k, dtype=int)
+        self.epochs = np.zeros(k, dtype=int)
+        self.running = np.ones(k, dtype=bool)
+
+    def update(self, epoch: int, val_loss: np.ndarray, lv: np.ndarray) -> list[tuple[int, int]]:
+        """Record ``epoch``'s validation losses (k,) of the stacked models ``lv``; returns the
+        ``(stack row, model)`` pairs that improved (their weights are the new best)."""
+        improved = []
+        for r, g in enumerate(lv):
+            g = int(g)
+            if not self.running[g]:
+                continue
+            self.epochs[g] = epoch
+            if val_loss[r] < self.best[g] - MIN_DELTA:
+                self.best[g], self.best_epoch[g], self.wait[g] = val_loss[r], epoch, 0
+                improved.append((r, g))
+            else:
+                self.wait[g] += 1
+                if self.wait[g] >= self.patience:
+                    self.running[g] = False
+        return improved
+
+
 def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
     """Train the models of ``jobs`` together (see the module docstring).
 
@@ -379,25 +503,7 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
     groups = sorted(set(decays))
 
     yt = {k: torch.as_tensor(v, device=dev) for k, v in y.items()}
-    n_in = len(xs)
-    cols = []
-    for i in range(n_in):
-        if jobs[0].cols is None or jobs[0].cols[i] is None:
-            cols.append(None)
-        else:
-            cols.append(torch.as_tensor(np.stack([j.cols[i] for j in jobs]), device=dev))
-    norms = []
-    for i in range(n_in):
-        if jobs[0].norm is None or jobs[0].norm[i] is None:
-            norms.append(None)
-        else:
-            norms.append((torch.as_tensor(np.stack([j.norm[i][0] for j in jobs]), device=dev),
-                          torch.as_tensor(np.stack([j.norm[i][1] for j in jobs]), device=dev)))
-    cw = None
-    if any(j.class_weight is not None for j in jobs):
-        c = len(next(j.class_weight for j in jobs if j.class_weight is not None))
-        cw = torch.as_tensor(np.stack([j.class_weight if j.class_weight is not None else np.ones(c, np.float32)
-                                       for j in jobs]).astype(np.float32), device=dev)
+    cols, norms, cw = _stacked_job_settings(jobs, len(xs), dev)
 
     def gather(live: torch.Tensor, idx: torch.Tensor) -> list:
         """Inputs of the models ``live`` (k,) on rows ``idx`` (k, B) → per input (k, B, L, D)."""
@@ -454,43 +560,19 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
     gens = [torch.Generator().manual_seed(j.seed) for j in jobs]
     ntr = [len(j.train) for j in jobs]
     bs = [min(cfg.batch_size, n) for n in ntr]
-    bmax = max(bs)
     trains = [np.asarray(j.train, dtype=np.int64) for j in jobs]
-    best = np.full(K, math.inf)
-    best_epoch = np.zeros(K, dtype=int)
-    wait = np.zeros(K, dtype=int)
-    epochs = np.zeros(K, dtype=int)
-    running = np.ones(K, dtype=bool)
+    stopping = _StackedStopping(K, cfg.patience)
+    running = stopping.running
     lv = np.arange(K)  # the models still stacked (row r of P is model lv[r])
     steps = 0
     for epoch in range(1, cfg.epochs + 1):
         if not running[lv].any():
             break
         live = torch.as_tensor(lv, device=dev)
-        # this epoch's minibatches of every running model (its own permutation), padded to the longest plan
-        plans = []
-        for g in lv:
-            g = int(g)
-            perm = torch.randperm(ntr[g], generator=gens[g]).numpy()
-            stop = ntr[g] - (1 if ntr[g] % bs[g] == 1 and ntr[g] > 1 else 0)
-            plans.append((trains[g][perm[:stop]], bs[g]))
-        T = max(-(-len(r) // b) for r, b in plans)
-        idx = np.empty((len(lv), T * bmax), dtype=np.int64)
-        msk = np.zeros((len(lv), T * bmax), dtype=bool)
-        for r, (rows, b) in enumerate(plans):
-            idx[r] = rows[0] if len(rows) else trains[int(lv[r])][0]
-            if b == bmax:
-                idx[r, :len(rows)] = rows
-                msk[r, :len(rows)] = True
-            else:  # a fold smaller than the batch size: its batches are shorter, one per row of the plan
-                for t in range(-(-len(rows) // b)):
-                    part = rows[t * b:(t + 1) * b]
-                    idx[r, t * bmax:t * bmax + len(part)] = part
-                    msk[r, t * bmax:t * bmax + len(part)] = True
-        idx = idx.reshape(len(lv), T, bmax).transpose(1, 0, 2)
-        msk = msk.reshape(len(lv), T, bmax).transpose(1, 0, 2)
-        idx_t = torch.as_tensor(np.ascontiguousarray(idx), device=dev)
-        msk_t = torch.as_tensor(np.ascontiguousarray(msk), device=dev)
+        idx, msk = _epoch_plan(lv, trains, bs, gens)
+        T = idx.shape[0]
+        idx_t = torch.as_tensor(idx, device=dev)
+        msk_t = torch.as_tensor(msk, device=dev)
         act = msk.any(-1)  # (T, k): the model takes a step
         cw_live = cw[live] if cw is not None else None
         base.train()
@@ -512,30 +594,8 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
         with torch.no_grad():
             vl = loss_of([p.detach() for p in P], [x[live] for x in xv], {k: v[live] for k, v in yv.items()},
                          vmask[live], None, False).double().cpu().numpy()
-        fin = finite.cpu().numpy()
-        bad = [(int(g), "training") for r, g in enumerate(lv) if running[g] and not fin[r]]
-        bad += [(int(g), "validation") for r, g in enumerate(lv) if running[g] and fin[r] and not np.isfinite(vl[r])]
-        if bad:  # the same guard as the sequential loop (emo.fuse.training.fit): never a NaN model, never NaN predictions
-            from emo.fuse.eval.runcheck import NonFiniteError
-
-            g, which = bad[0]
-            raise NonFiniteError(
-                f"the {which} loss became non-finite (NaN/inf) in epoch {epoch} (model {g}, seed {jobs[g].seed}; "
-                f"{len(bad)} of {len(lv)} models): inputs too large or a learning rate of {cfg.lr} too high; "
-                "try --normalize global or a lower --lr")
-        improved = []
-        for r, g in enumerate(lv):
-            g = int(g)
-            if not running[g]:
-                continue
-            epochs[g] = epoch
-            if vl[r] < best[g] - MIN_DELTA:  # the rule of emo.fuse.training.stopping
-                best[g], best_epoch[g], wait[g] = vl[r], epoch, 0
-                improved.append((r, g))
-            else:
-                wait[g] += 1
-                if wait[g] >= cfg.patience:
-                    running[g] = False
+        _check_finite_losses(finite.cpu().numpy(), vl, lv, running, epoch, jobs, cfg.lr)
+        improved = stopping.update(epoch, vl, lv)
         if improved:
             rr = torch.as_tensor([r for r, _ in improved], device=dev)
             gg = torch.as_tensor([g for _, g in improved], device=dev)
@@ -559,7 +619,16 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
             lv = lv[keep_r]
             views.clear()
     if log:
-        log(f"batched: {K} models, {steps} steps, epochs {epochs.min()}-{epochs.max()}")
+        log(f"batched: {K} models, {steps} steps, epochs {stopping.epochs.min()}-{stopping.epochs.max()}")
+    return models, _restore_best(models, uncs, names, best_P, stopping), steps
+
+
+def _restore_best(models: list, uncs: list | None, names: list[str], best_P: list, stopping: _StackedStopping) -> list[dict]:
+    """Copy each model's best stacked weights (``best_P``: per parameter, (K, ...)) into its own
+    module (eval mode, gradients off); returns per model ``{"epochs", "best_epoch",
+    "best_val_loss"}`` (and ``"loss_weights"`` of the uncertainty loss)."""
+    import torch
+
     infos = []
     with torch.no_grad():
         for g, m in enumerate(models):
@@ -569,13 +638,14 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
             if uncs is not None:
                 uncs[g].log_delta.copy_(best_P[-1][g])
             m.eval()
-            info: dict[str, Any] = {"epochs": int(epochs[g]), "best_epoch": int(best_epoch[g]), "best_val_loss": float(best[g])}
+            info: dict[str, Any] = {"epochs": int(stopping.epochs[g]), "best_epoch": int(stopping.best_epoch[g]),
+                                    "best_val_loss": float(stopping.best[g])}
             if uncs is not None:
                 info["loss_weights"] = list(uncs[g].weights)
             infos.append(info)
     for m in models:
         m.requires_grad_(False)
-    return models, infos, steps
+    return infos
 
 
 # ---------------------------------------------------------------------------
