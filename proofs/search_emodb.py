@@ -8,8 +8,8 @@
    2 cores.
 3. The nested estimate (UAR, speaker bootstrap interval) beside the optimistic same-data estimate
    and the top-10-of-50 protocol; the gap optimistic - nested.
-4. `emo score` applies OUT/run (the chosen configuration refitted on all 535 clips) to the EmoDB
-   wav files, reusing the stores (in-sample agreement, labelled so: the honest number is the nested one).
+4. `emo score --dataset emodb` applies OUT/run (the chosen configuration refitted on all 535 clips)
+   to the EmoDB clips, reusing the stores (in-sample agreement, labelled so: the honest number is the nested one).
 
     python proofs/search_emodb.py --shared /work/shared/data
 """
@@ -63,8 +63,9 @@ def main() -> None:
     s, timing = run_search(search_args)
     # emo score applies the refitted configuration (stores reused: their provenance matches the run)
     scores = Path(args.out) / "score_check.csv"
-    r = subprocess.run([sys.executable, "-m", "emo.cli", "score", str(shared / "emodb" / "wav"), "--run", str(Path(args.out) / "run"),
-                        "--features-dir", str(feats / "emodb"), "--out", str(scores), "--no-progress"],
+    # through the dataset adapter: the run normalises per speaker, and the adapter knows EmoDB's speakers
+    r = subprocess.run([sys.executable, "-m", "emo.cli", "score", "--dataset", "emodb", "--root", str(shared / "emodb"),
+                        "--run", str(Path(args.out) / "run"), "--features-dir", str(feats), "--out", str(scores), "--no-progress"],
                        capture_output=True, text=True, cwd=ROOT)
     score_check = {"exit_code": r.returncode}
     if r.returncode == 0:
@@ -95,6 +96,8 @@ def main() -> None:
         "output_dir": rel(args.out),
     }
     write("search_emodb", res)
+    if r.returncode:
+        sys.exit(f"emo score of OUT/run failed (exit {r.returncode}); recorded as score_check in the result file")
 
 
 if __name__ == "__main__":

@@ -820,6 +820,178 @@ def load_search_data(features_dir: str | Path, dataset: str, stores: list[str] |
     return fs, data, rows
 
 
+class _Rungs:
+    """The units of a nested search and their results (``res``: :func:`execute`'s dict).
+
+    Per candidate: one ``outer`` unit (every outer fold's train -> test), and per outer fold k the
+    inner folds [0, r0) (rung 0) and [r0, n_inner) (rung 1, for the survivors of the halving cut).
+    """
+
+    def __init__(self, outer: list[OuterFold], r0: int, n_inner: int, y: np.ndarray, n_classes: int, metric: str) -> None:
+        self.outer, self.r0, self.n_inner, self.y, self.C, self.metric = outer, r0, n_inner, y, n_classes, metric
+        self.res: dict = {}
+
+    def outer_unit(self, c: Candidate) -> Unit:
+        return Unit(c, "outer", tuple((f.train, f.test) for f in self.outer))
+
+    def inner_unit(self, c: Candidate, k: int, lo: int, hi: int) -> Unit:
+        return Unit(c, f"o{k}i{lo}-{hi}", tuple(self.outer[k].inner[lo:hi]))
+
+    def outer_probs(self, c: Candidate) -> np.ndarray:
+        """float32 (n_rows, C) outer-fold probabilities of ``c`` (NaN on rows no outer fold tests)."""
+        p = np.full((len(self.y), self.C), np.nan, dtype=np.float32)
+        for f, q in zip(self.outer, self.res[self.outer_unit(c).ident][0]):
+            p[np.sort(f.test)] = q
+        return p
+
+    def inner_preds(self, c: Candidate, k: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled inner predictions of candidate c in outer fold k over inner folds [0, hi): (rows, probs)."""
+        ev_rows, ps = [], []
+        for lo_hi in ([(0, self.r0)] + ([(self.r0, hi)] if hi > self.r0 else [])):
+            u = self.inner_unit(c, k, *lo_hi)
+            for (_, ev), q in zip(u.jobs, self.res[u.ident][0]):
+                ev_rows.append(np.sort(ev))
+                ps.append(q)
+        return np.concatenate(ev_rows), np.concatenate(ps)
+
+    def rung0(self, cands: list[Candidate], run: Callable, deadline: float | None) -> list[Candidate]:
+        """Every candidate's outer unit and, per outer fold, its first ``r0`` inner folds; returns the
+        candidates that finished them (before ``deadline``). ``run(units, deadline)`` returns
+        :func:`execute`'s dict. Raises SearchError when no candidate finished."""
+        outer, r0 = self.outer, self.r0
+        shared_train = len(outer) == 1 and len(outer[0].inner) == 1 and np.array_equal(outer[0].inner[0][0], outer[0].train)
+        if shared_train:  # split: the dev and test predictions come from the same fit (train -> dev + test), one unit
+            f0 = outer[0]
+            both = np.union1d(f0.inner[0][1], f0.test)
+            units0 = [Unit(c, "split", ((f0.train, both),)) for c in cands]
+            for ident, (ps, secs) in run(units0, deadline).items():
+                c = next(c for c in cands if c.id == ident[0])
+                p = ps[0]
+                self.res[self.outer_unit(c).ident] = ([p[np.searchsorted(both, np.sort(f0.test))]], secs / 2)
+                self.res[self.inner_unit(c, 0, 0, r0).ident] = ([p[np.searchsorted(both, np.sort(f0.inner[0][1]))]], secs / 2)
+        else:
+            units0 = []
+            for c in cands:
+                units0.append(self.outer_unit(c))
+                units0.extend(self.inner_unit(c, k, 0, r0) for k in range(len(outer)))
+            self.res.update(run(units0, deadline))
+        done = [c for c in cands if self.outer_unit(c).ident in self.res
+                and all(self.inner_unit(c, k, 0, r0).ident in self.res for k in range(len(outer)))]
+        if not done:
+            raise SearchError("the budget ended before any candidate finished; give a larger --budget")
+        return done
+
+    def rung1(self, done: list[Candidate], keep_n: int, run: Callable, deadline: float | None) -> dict[int, tuple]:
+        """Per outer fold: rank ``done`` on rung 0's pooled inner score, keep the best ``keep_n`` and run
+        their remaining inner folds. Returns ``{k: (survivors, rung-0 scores by id)}``."""
+        survivors, rung1 = {}, []
+        for k in range(len(self.outer)):
+            r0_scores = {}
+            for c in done:
+                ri, pi = self.inner_preds(c, k, self.r0)
+                r0_scores[c.id] = score(self.y[ri], pi, self.metric, self.C)
+            surv = sorted(done, key=lambda c: -r0_scores[c.id])[:keep_n]
+            survivors[k] = (surv, r0_scores)
+            if self.r0 < self.n_inner:
+                rung1.extend(self.inner_unit(c, k, self.r0, self.n_inner) for c in surv)
+        self.res.update(run(rung1, deadline))
+        return survivors
+
+
+def _select_per_fold(plan: _Rungs, done: list[Candidate], survivors: dict, seconds: dict[str, float], ensemble: int,
+                     log: Callable[[str], None]) -> tuple[list[dict], np.ndarray, dict[str, int]]:
+    """Inside each outer fold, choose the members and weights on its inner predictions only
+    (:func:`select`), then score the outer fold's test rows with them.
+
+    Returns:
+        per_fold: one record per outer fold (choice, inner and outer scores, rung scores).
+        nested: float64 (n_rows, C) fused outer probabilities (NaN outside the test rows).
+        chosen_counts: how often each ensemble ("w*label + ...") was chosen.
+    """
+    y, C, metric, r0, n_inner = plan.y, plan.C, plan.metric, plan.r0, plan.n_inner
+    nested = np.full((len(y), C), np.nan)
+    per_fold, chosen_counts = [], {}
+    for k, f in enumerate(plan.outer):
+        surv, r0_scores = survivors[k]
+        full = [c for c in surv if r0 == n_inner or plan.inner_unit(c, k, r0, n_inner).ident in plan.res]
+        for c in full:
+            if r0 < n_inner:
+                seconds[c.id] += plan.res[plan.inner_unit(c, k, r0, n_inner).ident][1]
+        preds, rows_k = {}, None
+        for c in full:
+            ri, pi = plan.inner_preds(c, k, n_inner)
+            order_ = np.argsort(ri)
+            rows_k, preds[c] = ri[order_], pi[order_]
+        sel = select(full, preds, y[rows_k], metric, C, ensemble)
+        te = np.sort(f.test)
+        op = {c: plan.outer_probs(c)[te] for c in sel["members"]}
+        nested[te] = fuse(sel["members"], sel["weights"], op)
+        key = " + ".join(f"{w:.2f}*{m.label()}" for m, w in zip(sel["members"], sel["weights"]))
+        chosen_counts[key] = chosen_counts.get(key, 0) + 1
+        per_fold.append({"fold": f.name, "n_train": int(len(f.train)), "n_test": int(len(te)),
+                         "inner_folds": n_inner, "rung0_inner_folds": r0, "candidates": len(done),
+                         "survivors": len(full), "chosen": [m.id for m in sel["members"]],
+                         "chosen_labels": [m.label() for m in sel["members"]], "weights": sel["weights"],
+                         "inner_score": sel["score"], "outer_score": score(y[te], nested[te], metric, C),
+                         "rung0_scores": {c.id: round(v, 4) for c, v in ((c, r0_scores[c.id]) for c in done)},
+                         "inner_scores": {cid: round(v, 4) for cid, v in sel["scores"].items()}})
+        log(f"{f.name}: chose {key} (inner {metric} {sel['score']:.4f}), outer {metric} {per_fold[-1]['outer_score']:.4f}")
+    return per_fold, nested, chosen_counts
+
+
+def _estimates(plan: _Rungs, done: list[Candidate], nested: np.ndarray, speakers, n_boot: int, seed: int) -> dict[str, Any]:
+    """The nested estimate with its group-bootstrap interval (groups: speakers, else outer folds),
+    and beside it the optimistic same-data estimate and MERTools' top-10-of-50 protocol on the same
+    candidates. Returns ``{"ev", "outer_scores", "nested", "optimistic", "top10_of_50"}``."""
+    from emo.fuse.eval.stats import bootstrap_ci
+
+    y, C, metric, outer = plan.y, plan.C, plan.metric, plan.outer
+    ev = np.sort(np.concatenate([f.test for f in outer]))
+    groups = (np.asarray(speakers, dtype=object)[ev] if speakers is not None
+              else np.asarray([f.name for f in outer for _ in f.test], dtype=object)[np.argsort(np.concatenate([f.test for f in outer]))])
+    yt = y[ev]
+
+    def ci(p):
+        if len(set(groups.tolist())) < 2:
+            return {"estimate": score(yt, p, metric, C), "low": None, "high": None,
+                    "note": "one evaluation group: no group bootstrap"}
+        return bootstrap_ci(lambda r: score(yt[r], p[r], metric, C), groups, n_boot=n_boot, seed=seed)
+
+    outer_scores = {c.id: score(yt, plan.outer_probs(c)[ev], metric, C) for c in done}
+    best_outer = max(done, key=lambda c: outer_scores[c.id])
+    rng = np.random.default_rng(seed + 1)
+    n50 = min(50, len(done))
+    draw = rng.choice(len(done), n50, replace=False)
+    top10 = sorted((outer_scores[done[i].id] for i in draw), reverse=True)[:min(10, n50)]
+    nested_ci = ci(nested[ev])
+    optimistic = {"estimate": outer_scores[best_outer.id], "candidate": best_outer.label(), "id": best_outer.id,
+                  "interval": ci(plan.outer_probs(best_outer)[ev]),
+                  "how": "the candidate with the best pooled outer score, chosen on the evaluation folds themselves"}
+    top10_50 = {"estimate": float(np.mean(top10)), "n_drawn": int(n50), "n_top": len(top10),
+                "how": "MERTools protocol: mean outer score of the best 10 of 50 random candidates on the same folds"
+                       + ("" if n50 == 50 else f" (only {n50} candidates evaluated: top {len(top10)} of {n50})")}
+    return {"ev": ev, "outer_scores": outer_scores, "nested": nested_ci, "optimistic": optimistic, "top10_of_50": top10_50}
+
+
+def _leaderboard(done: list[Candidate], per_fold: list[dict], outer_scores: dict[str, float],
+                 seconds: dict[str, float]) -> list[dict[str, Any]]:
+    """One row per evaluated candidate, best mean inner score first (the outer score is labelled
+    same-data: it must not be used to choose)."""
+    counts_by_id: dict[str, int] = {}
+    for pf in per_fold:
+        for cid in pf["chosen"]:
+            counts_by_id[cid] = counts_by_id.get(cid, 0) + 1
+    lb = []
+    for c in done:
+        inner_mean = float(np.mean([pf["inner_scores"].get(c.id, pf["rung0_scores"][c.id]) for pf in per_fold]))
+        rung = int(np.mean([c.id in pf["inner_scores"] for pf in per_fold]) * 100)
+        lb.append({"id": c.id, "candidate": c.label(), "inner_score": round(inner_mean, 4),
+                   "full_inner_folds_pct": rung, "outer_score_same_data": round(outer_scores[c.id], 4),
+                   "seconds": round(seconds[c.id], 2), "chosen_in_folds": counts_by_id.get(c.id, 0), **{"config": c.key()}})
+    lb.sort(key=lambda r: -r["inner_score"])
+    return lb
+
+
 def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space | None = None, protocol: str = "speaker",
            metric: str = "uar", budget: str | int | None = None, ensemble: int = 3, halving: int = 3, inner_folds: int = 0,
            workers: int = 1, scheduler: Any = None, seed: int = 0, n_boot: int = 2000, stores: list[str] | None = None,
@@ -846,8 +1018,6 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
     Raises:
         SearchError, ProtocolError, FeatureError, StoreError: bad input (named).
     """
-    from emo.fuse.eval.stats import bootstrap_ci
-
     t_start = time.monotonic()
     log = progress or (lambda s: None)
     if metric not in SEARCH_METRICS:
@@ -877,148 +1047,33 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
     log(f"search: {len(cands)} of {n_space} candidates, {len(outer)} outer folds x {len(outer[0].inner)} inner folds, "
         f"metric {metric}, normalize {data.normalize}")
 
-    # rung 0: every candidate's outer unit and, per outer fold, its first inner folds
     n_inner = len(outer[0].inner)
     eta = halving if halving > 1 else 1
     r0 = n_inner if eta == 1 or n_inner == 1 else max(1, math.ceil(n_inner / eta))
-
-    def outer_unit(c):
-        return Unit(c, "outer", tuple((f.train, f.test) for f in outer))
-
-    def inner_unit(c, k, lo, hi):
-        return Unit(c, f"o{k}i{lo}-{hi}", tuple(outer[k].inner[lo:hi]))
-
-    shared_train = len(outer) == 1 and len(outer[0].inner) == 1 and np.array_equal(outer[0].inner[0][0], outer[0].train)
-    if shared_train:  # split: the dev and test predictions come from the same fit (train -> dev + test), one unit
-        f0 = outer[0]
-        both = np.union1d(f0.inner[0][1], f0.test)
-        units0 = [Unit(c, "split", ((f0.train, both),)) for c in cands]
-        res = {}
-        for ident, (ps, secs) in execute(units0, data, cache, workers, scheduler, deadline0, log).items():
-            c = next(c for c in cands if c.id == ident[0])
-            p = ps[0]
-            res[outer_unit(c).ident] = ([p[np.searchsorted(both, np.sort(f0.test))]], secs / 2)
-            res[inner_unit(c, 0, 0, r0).ident] = ([p[np.searchsorted(both, np.sort(f0.inner[0][1]))]], secs / 2)
-    else:
-        units0 = []
-        for c in cands:
-            units0.append(outer_unit(c))
-            units0.extend(inner_unit(c, k, 0, r0) for k in range(len(outer)))
-        res = execute(units0, data, cache, workers, scheduler, deadline0, log)
-    done_cands = [c for c in cands if outer_unit(c).ident in res and all(inner_unit(c, k, 0, r0).ident in res for k in range(len(outer)))]
-    if not done_cands:
-        raise SearchError("the budget ended before any candidate finished; give a larger --budget")
-    seconds = {c.id: res[outer_unit(c).ident][1] + sum(res[inner_unit(c, k, 0, r0).ident][1] for k in range(len(outer))) for c in done_cands}
-
-    def outer_probs(c):
-        p = np.full((len(y), C), np.nan, dtype=np.float32)
-        for f, q in zip(outer, res[outer_unit(c).ident][0]):
-            p[np.sort(f.test)] = q
-        return p
-
-    def inner_preds(c, k, hi):
-        """Pooled inner predictions of candidate c in outer fold k over inner folds [0, hi): (rows, probs)."""
-        ev_rows, ps = [], []
-        for lo_hi in ([(0, r0)] + ([(r0, hi)] if hi > r0 else [])):
-            u = inner_unit(c, k, *lo_hi)
-            for (_, ev), q in zip(u.jobs, res[u.ident][0]):
-                ev_rows.append(np.sort(ev))
-                ps.append(q)
-        return np.concatenate(ev_rows), np.concatenate(ps)
-
-    # per outer fold: halving cut on rung 0, rung 1 for the survivors, selection, scoring
-    per_fold, survivors_all = [], {}
+    plan = _Rungs(outer, r0, n_inner, y, C, metric)
+    run = lambda units, until: execute(units, data, cache, workers, scheduler, until, log)  # noqa: E731
+    done_cands = plan.rung0(cands, run, deadline0)
+    seconds = {c.id: plan.res[plan.outer_unit(c).ident][1]
+               + sum(plan.res[plan.inner_unit(c, k, 0, r0).ident][1] for k in range(len(outer))) for c in done_cands}
     keep_n = max(ensemble + 1, math.ceil(len(done_cands) / eta)) if r0 < n_inner else len(done_cands)
-    rung1 = []
-    for k in range(len(outer)):
-        r0_scores = {}
-        for c in done_cands:
-            ri, pi = inner_preds(c, k, r0)
-            r0_scores[c.id] = score(y[ri], pi, metric, C)
-        surv = sorted(done_cands, key=lambda c: -r0_scores[c.id])[:keep_n]
-        survivors_all[k] = (surv, r0_scores)
-        if r0 < n_inner:
-            rung1.extend(inner_unit(c, k, r0, n_inner) for c in surv)
-    res.update(execute(rung1, data, cache, workers, scheduler, deadline, log))
-    nested = np.full((len(y), C), np.nan)
-    chosen_counts: dict[str, int] = {}
-    for k, f in enumerate(outer):
-        surv, r0_scores = survivors_all[k]
-        full = [c for c in surv if r0 == n_inner or inner_unit(c, k, r0, n_inner).ident in res]
-        for c in full:
-            if r0 < n_inner:
-                seconds[c.id] += res[inner_unit(c, k, r0, n_inner).ident][1]
-        preds, rows_k = {}, None
-        for c in full:
-            ri, pi = inner_preds(c, k, n_inner)
-            order_ = np.argsort(ri)
-            rows_k, preds[c] = ri[order_], pi[order_]
-        sel = select(full, preds, y[rows_k], metric, C, ensemble)
-        te = np.sort(f.test)
-        op = {c: outer_probs(c)[te] for c in sel["members"]}
-        nested[te] = fuse(sel["members"], sel["weights"], op)
-        key = " + ".join(f"{w:.2f}*{m.label()}" for m, w in zip(sel["members"], sel["weights"]))
-        chosen_counts[key] = chosen_counts.get(key, 0) + 1
-        per_fold.append({"fold": f.name, "n_train": int(len(f.train)), "n_test": int(len(te)),
-                         "inner_folds": n_inner, "rung0_inner_folds": r0, "candidates": len(done_cands),
-                         "survivors": len(full), "chosen": [m.id for m in sel["members"]],
-                         "chosen_labels": [m.label() for m in sel["members"]], "weights": sel["weights"],
-                         "inner_score": sel["score"], "outer_score": score(y[te], nested[te], metric, C),
-                         "rung0_scores": {c.id: round(v, 4) for c, v in ((c, r0_scores[c.id]) for c in done_cands)},
-                         "inner_scores": {cid: round(v, 4) for cid, v in sel["scores"].items()}})
-        log(f"{f.name}: chose {key} (inner {metric} {sel['score']:.4f}), outer {metric} {per_fold[-1]['outer_score']:.4f}")
-
-    # estimates on the outer rows
-    ev = np.sort(np.concatenate([f.test for f in outer]))
-    groups = (np.asarray(data.speakers, dtype=object)[ev] if data.speakers is not None
-              else np.asarray([f.name for f in outer for _ in f.test], dtype=object)[np.argsort(np.concatenate([f.test for f in outer]))])
-    yt = y[ev]
-
-    def ci(p):
-        if len(set(groups.tolist())) < 2:
-            return {"estimate": score(yt, p, metric, C), "low": None, "high": None,
-                    "note": "one evaluation group: no group bootstrap"}
-        return bootstrap_ci(lambda r: score(yt[r], p[r], metric, C), groups, n_boot=n_boot, seed=seed)
-
-    nested_ev = nested[ev]
-    outer_scores = {c.id: score(yt, outer_probs(c)[ev], metric, C) for c in done_cands}
-    best_outer = max(done_cands, key=lambda c: outer_scores[c.id])
-    rng = np.random.default_rng(seed + 1)
-    n50 = min(50, len(done_cands))
-    draw = rng.choice(len(done_cands), n50, replace=False)
-    top10 = sorted((outer_scores[done_cands[i].id] for i in draw), reverse=True)[:min(10, n50)]
-    nested_ci = ci(nested_ev)
-    optimistic = {"estimate": outer_scores[best_outer.id], "candidate": best_outer.label(), "id": best_outer.id,
-                  "interval": ci(outer_probs(best_outer)[ev]),
-                  "how": "the candidate with the best pooled outer score, chosen on the evaluation folds themselves"}
-    top10_50 = {"estimate": float(np.mean(top10)), "n_drawn": int(n50), "n_top": len(top10),
-                "how": "MERTools protocol: mean outer score of the best 10 of 50 random candidates on the same folds"
-                       + ("" if n50 == 50 else f" (only {n50} candidates evaluated: top {len(top10)} of {n50})")}
+    survivors_all = plan.rung1(done_cands, keep_n, run, deadline)
+    per_fold, nested, chosen_counts = _select_per_fold(plan, done_cands, survivors_all, seconds, ensemble, log)
+    est = _estimates(plan, done_cands, nested, data.speakers, n_boot, seed)
+    ev, yt, outer_scores = est["ev"], y[est["ev"]], est["outer_scores"]
+    nested_ci, optimistic, top10_50 = est["nested"], est["optimistic"], est["top10_of_50"]
 
     # final choice on all data: the outer folds are its inner folds (outer predictions = selection predictions)
     if len(outer) > 1:
-        final = select(done_cands, {c: outer_probs(c)[ev] for c in done_cands}, yt, metric, C, ensemble)
+        final = select(done_cands, {c: plan.outer_probs(c)[ev] for c in done_cands}, yt, metric, C, ensemble)
         final_rows = rows
         final_how = "selected on the outer folds' predictions of all labelled rows, refitted on all labelled rows"
     else:
-        surv, _ = survivors_all[0]
         final = {"members": [c for c in done_cands if c.id in per_fold[0]["chosen"]], "weights": per_fold[0]["weights"],
                  "score": per_fold[0]["inner_score"]}
         final["members"] = sorted(final["members"], key=lambda c: per_fold[0]["chosen"].index(c.id))
         final_rows = outer[0].train
         final_how = "selected on the dev partition, refitted on the train partition"
-    lb = []
-    counts_by_id: dict[str, int] = {}
-    for pf in per_fold:
-        for cid in pf["chosen"]:
-            counts_by_id[cid] = counts_by_id.get(cid, 0) + 1
-    for c in done_cands:
-        inner_mean = float(np.mean([pf["inner_scores"].get(c.id, pf["rung0_scores"][c.id]) for pf in per_fold]))
-        rung = int(np.mean([c.id in pf["inner_scores"] for pf in per_fold]) * 100)
-        lb.append({"id": c.id, "candidate": c.label(), "inner_score": round(inner_mean, 4),
-                   "full_inner_folds_pct": rung, "outer_score_same_data": round(outer_scores[c.id], 4),
-                   "seconds": round(seconds[c.id], 2), "chosen_in_folds": counts_by_id.get(c.id, 0), **{"config": c.key()}})
-    lb.sort(key=lambda r: -r["inner_score"])
+    lb = _leaderboard(done_cands, per_fold, outer_scores, seconds)
     gap = optimistic["estimate"] - nested_ci["estimate"]
     result = {
         "command": command, "options": options, "dataset": dataset, "features_dir": str(features_dir), "protocol": protocol,
