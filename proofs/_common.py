@@ -71,6 +71,7 @@ def parse(ap: argparse.ArgumentParser, argv: list[str] | None = None) -> argpars
     """Parse; ``--shared`` becomes an absolute :class:`Path` that must exist (else exit 2),
     ``--work``/``--out`` become :class:`Path`. Records the arguments for :func:`provenance`."""
     a = ap.parse_args(argv)
+    _STATE["shared_given"] = Path(a.shared).absolute()  # a symlinked data root is written as given, too
     a.shared = Path(a.shared).resolve()
     if not a.shared.is_dir():
         ap.error(f"real data not found at {a.shared} (pass --shared or set EMO_SHARED_DATA)")
@@ -148,8 +149,9 @@ def provenance(command: str | None = None) -> dict[str, Any]:
 def relativize(obj: Any, shared: str | Path | None = None) -> Any:
     """``obj`` with every string made portable: ``<project>/`` removed (relative paths), the data
     root -> ``$EMO_SHARED_DATA``, ``<tempdir>/<name>`` -> ``$TMP``; dicts and lists recursively."""
-    shared = shared if shared is not None else _STATE.get("shared", default_shared())
-    subs = [(re.escape(str(Path(shared).resolve())) + r"(?![\w.-])", "$EMO_SHARED_DATA"),
+    roots = [shared] if shared is not None else [_STATE.get("shared", default_shared()), _STATE.get("shared_given")]
+    roots = sorted({str(Path(r).resolve()) for r in roots if r} | {str(Path(r).absolute()) for r in roots if r}, key=len, reverse=True)
+    subs = [(re.escape(r) + r"(?![\w.-])", "$EMO_SHARED_DATA") for r in roots] + [
             (re.escape(str(ROOT)) + "/", ""), (re.escape(str(ROOT)) + r"(?![\w.-])", "."),
             (re.escape(tempfile.gettempdir().rstrip("/")) + r"/[^/\s\"']+", "$TMP")]
 

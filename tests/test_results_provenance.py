@@ -56,6 +56,18 @@ def test_write_result_records_provenance_and_relative_paths(common, tmp_path):
         assert prov["commit"] is None and prov["dirty"] is None
 
 
+
+def test_a_symlinked_data_root_is_made_portable_as_given_and_resolved(common, tmp_path):
+    """--shared through a symlink: the command line holds the link, parse() resolves it; both become $EMO_SHARED_DATA."""
+    real = tmp_path / "real" / "data"
+    real.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    given = tmp_path / "link" / "data"
+    a = common.parse(common.parser("T."), ["--shared", str(given)])
+    assert a.shared == real.resolve()
+    doc = common.relativize({"command": f"python proofs/x.py --shared {given}", "root": f"{real}/emodb"})
+    assert doc == {"command": "python proofs/x.py --shared $EMO_SHARED_DATA", "root": "$EMO_SHARED_DATA/emodb"}
+
 def test_one_parser_for_every_proof(common, tmp_path, monkeypatch):
     ap = common.parser("Title line.\n\nmore", out=tmp_path / "r.json")
     ap.add_argument("--seeds", type=int, default=1)
