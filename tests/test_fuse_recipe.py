@@ -108,6 +108,26 @@ def test_train_records_recipe_and_timing(tmp_path):
     assert c2["training"]["dropout"] == 0.5 and c2["training"]["seeds"] == 2
 
 
+
+def test_settings_the_lbfgs_recipe_does_not_use_are_said_and_recorded(tmp_path):
+    """--lr / --dropout on a run the auto recipe trains with L-BFGS: a warning and config.json recipe.ignored
+    (they changed nothing: the run equals the one without them), never a silent no-op."""
+    from test_fuse_run import make_dataset
+
+    from emo.fuse.training.train import lbfgs_ignored, train
+
+    assert lbfgs_ignored(TrainConfig()) == [] and lbfgs_ignored(TrainConfig(label_smoothing=0.0, hidden=8)) == []
+    feats = make_dataset(tmp_path)
+    lines = []
+    res, config = train(feats, "synth", ["egemaps"], TrainConfig(head="afg", hidden=8, lr=1e-4, dropout=0.2),
+                        protocol="speaker", out=tmp_path / "run", progress=lines.append)
+    assert config["recipe"]["recipe"] == "lbfgs"
+    assert config["recipe"]["ignored"] == ["--lr 0.0001", "--dropout 0.2"]
+    assert any(ln.startswith("warning: recipe lbfgs does not use --lr 0.0001, --dropout 0.2") for ln in lines), lines
+    plain, c0 = train(feats, "synth", ["egemaps"], TrainConfig(head="afg", hidden=8), protocol="speaker", out=tmp_path / "run0")
+    assert "ignored" not in c0["recipe"]
+    np.testing.assert_array_equal(res.oof["probs"], plain.oof["probs"])
+
 HEAVY = ("transformers", "open_clip", "cv2", "dask")
 
 

@@ -197,6 +197,19 @@ def load_targets(fs, cfg: TrainConfig, test_splits: list[str], lexicon=None, all
     return y, mask, label_space.classes, label_space
 
 
+
+#: Settings of the minibatch AdamW recipe that the full-batch L-BFGS recipe does not use.
+ADAMW_ONLY = ("lr", "epochs", "batch_size", "patience", "weight_decay", "dropout")
+
+
+def lbfgs_ignored(cfg: TrainConfig) -> list[str]:
+    """The AdamW-only settings (:data:`ADAMW_ONLY`) of ``cfg`` that differ from their defaults, as
+    ``--option value`` strings: what a run on the L-BFGS recipe would silently not use."""
+    from dataclasses import fields
+
+    default = {f.name: f.default for f in fields(TrainConfig)}
+    return [f"--{name.replace('_', '-')} {getattr(cfg, name)}" for name in ADAMW_ONLY if getattr(cfg, name) != default[name]]
+
 def plan_recipe(cfg: TrainConfig, data: RunData, plan: FoldPlan, pseudo_labels=None, augmented=None,
                 say: Callable[[str], None] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
     """The repeat's recipe (:func:`select_recipe`, printed through ``say``) chosen on the protocol's folds,
@@ -204,6 +217,12 @@ def plan_recipe(cfg: TrainConfig, data: RunData, plan: FoldPlan, pseudo_labels=N
     (:meth:`TrainConfig.resolve` from the largest training part)."""
     recipe = select_recipe(cfg, data.fs, plan.folds, data.y, plan.fold_stores, pseudo_labels, augmented)
     if recipe["recipe"] == "lbfgs":  # deterministic: dropout off, one model per fold unless --seeds says otherwise
+        ignored = lbfgs_ignored(cfg)
+        if ignored:  # a setting the user changed that this recipe does not use: said, and recorded in the run
+            recipe = {**recipe, "ignored": ignored}
+            if say:
+                say(f"warning: recipe lbfgs does not use {', '.join(ignored)} (full-batch L-BFGS, no dropout; "
+                    "--recipe adamw trains with them)")
         cfg = replace(cfg, recipe="lbfgs", dropout=0.0, seeds=cfg.seeds or 1)
     elif cfg.recipe == "auto":
         cfg = replace(cfg, recipe="adamw")
