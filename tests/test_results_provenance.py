@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WITHOUT_PROVENANCE = {
     "av_extract", "av_visual", "bench_extract", "clipla_av", "crash_resume",
     "defaults_ablation", "emodb_repeats", "faces", "hlft_meld", "hlft_speed",
-    "joint_meld", "long_audio", "meld_sweep", "noise_emodb", "seams",
-    "search_meld",
+    "joint_meld", "long_audio", "noise_emodb", "seams", "search_meld",
 }
 #: A machine-specific absolute path inside a JSON string.
 ABSOLUTE = re.compile(r"(?:^|[\s\"'=:(])(/(?:work|home|root|tmp|Users|mnt|data/)\S*)")
