@@ -147,11 +147,13 @@ def provenance(command: str | None = None) -> dict[str, Any]:
 
 
 def relativize(obj: Any, shared: str | Path | None = None) -> Any:
-    """``obj`` with every string made portable: ``<project>/`` removed (relative paths), the data
-    root -> ``$EMO_SHARED_DATA``, ``<tempdir>/<name>`` -> ``$TMP``; dicts and lists recursively."""
+    """``obj`` with every string made portable: the data root (as given and resolved) ->
+    ``$EMO_SHARED_DATA``, the Python environment (``sys.prefix``) -> ``$VENV``, ``<project>/``
+    removed (relative paths), ``<tempdir>/<name>`` -> ``$TMP``; dicts and lists recursively."""
     roots = [shared] if shared is not None else [_STATE.get("shared", default_shared()), _STATE.get("shared_given")]
     roots = sorted({str(Path(r).resolve()) for r in roots if r} | {str(Path(r).absolute()) for r in roots if r}, key=len, reverse=True)
     subs = [(re.escape(r) + r"(?![\w.-])", "$EMO_SHARED_DATA") for r in roots] + [
+            (re.escape(sys.prefix.rstrip("/")) + "/", "$VENV/"),  # installed packages (a model bundled in a wheel)
             (re.escape(str(ROOT)) + "/", ""), (re.escape(str(ROOT)) + r"(?![\w.-])", "."),
             (re.escape(tempfile.gettempdir().rstrip("/")) + r"/[^/\s\"']+", "$TMP")]
 

