@@ -63,17 +63,22 @@ def main() -> None:
         subprocess.run(cmd, check=True)
     extract_s = time.perf_counter() - t0
 
-    # the trainer's defaults (the same settings as results/emodb_egemaps.json), resolved for this size
-    cfg = TrainConfig(head=args.head, seeds=args.seeds, normalize="speaker").resolve(535)  # EmoDB: the small-data recipe
-    settings = {"head": cfg.head, "hidden": cfg.hidden, "dropout": cfg.dropout, "epochs_max": cfg.epochs, "patience": cfg.patience,
-                "lr": cfg.lr, "batch_size": cfg.batch_size, "seeds_per_fold": cfg.seeds, "normalize": cfg.normalize,
-                "folds": "speaker (leave-one-speaker-out, inner validation = one other training speaker)"}
+    # the trainer's defaults (the same settings as results/emodb_egemaps.json); train() resolves the recipe
+    cfg = TrainConfig(head=args.head, seeds=args.seeds, normalize="speaker")
+    settings: dict = {}  # what the runs were trained with: read back from the first run's config.json below
     res: dict[str, dict] = {}
     for name, specs in (("egemaps", ["egemaps"]), ("mfcc", ["mfcc"]), ("fused", ["egemaps", "mfcc"])):
         t = time.perf_counter()
         r, conf = train(feats, "emodb", specs, cfg, protocol="speaker", out=runs / name,
                         progress=lambda line: print(f"  {name} {line}", file=sys.stderr))
         keys = ("uar", "accuracy", "waf")
+        if not settings:  # the settings the recipe actually used (auto: L-BFGS drops dropout and uses one model per fold)
+            t_ = conf["training"]
+            settings = {"recipe": conf["recipe"], "head": t_["head"], "hidden": t_["hidden"], "dropout": t_["dropout"],
+                        "label_smoothing": t_["label_smoothing"], "seeds_per_fold": t_["seeds"], "normalize": t_["normalize"],
+                        **({"epochs_max": t_["epochs"], "patience": t_["patience"], "lr": t_["lr"], "batch_size": t_["batch_size"]}
+                           if t_["recipe"] == "adamw" else {"l2": t_["l2"] or "chosen per fold on inner validation"}),
+                        "folds": "speaker (leave-one-speaker-out, inner validation = one other training speaker)"}
         res[name] = {"features": conf["feature_specs"], "dims": [i["dim"] for i in conf["inputs"]],
                      **{k: round(r.pooled[k], 4) for k in keys},
                      "per_fold_mean": {k: round(r.summary["mean"][k], 4) for k in keys},

@@ -117,6 +117,9 @@ def test_settings_the_lbfgs_recipe_does_not_use_are_said_and_recorded(tmp_path):
     from emo.fuse.training.train import lbfgs_ignored, train
 
     assert lbfgs_ignored(TrainConfig()) == [] and lbfgs_ignored(TrainConfig(label_smoothing=0.0, hidden=8)) == []
+    # a config read back from a run (resolved for its size, dropout off) is not a user's choice
+    assert lbfgs_ignored(TrainConfig(dropout=0.0).resolve(480), 480) == []
+    assert lbfgs_ignored(TrainConfig(batch_size=64).resolve(480), 480) == ["--batch-size 64"]
     feats = make_dataset(tmp_path)
     lines = []
     res, config = train(feats, "synth", ["egemaps"], TrainConfig(head="afg", hidden=8, lr=1e-4, dropout=0.2),

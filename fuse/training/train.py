@@ -202,13 +202,22 @@ def load_targets(fs, cfg: TrainConfig, test_splits: list[str], lexicon=None, all
 ADAMW_ONLY = ("lr", "epochs", "batch_size", "patience", "weight_decay", "dropout")
 
 
-def lbfgs_ignored(cfg: TrainConfig) -> list[str]:
-    """The AdamW-only settings (:data:`ADAMW_ONLY`) of ``cfg`` that differ from their defaults, as
-    ``--option value`` strings: what a run on the L-BFGS recipe would silently not use."""
+def lbfgs_ignored(cfg: TrainConfig, n_train: int = 0) -> list[str]:
+    """The AdamW-only settings (:data:`ADAMW_ONLY`) of ``cfg`` that a run on the L-BFGS recipe would
+    silently not use, as ``--option value`` strings: those that differ both from their default and
+    from the default resolved for ``n_train`` training rows (a config read back from a run's
+    ``config.json`` holds resolved values), a dropout of 0 excepted (the recipe's own)."""
     from dataclasses import fields
 
     default = {f.name: f.default for f in fields(TrainConfig)}
-    return [f"--{name.replace('_', '-')} {getattr(cfg, name)}" for name in ADAMW_ONLY if getattr(cfg, name) != default[name]]
+    resolved = TrainConfig().resolve(n_train)
+    out = []
+    for name in ADAMW_ONLY:
+        v = getattr(cfg, name)
+        if v not in (default[name], getattr(resolved, name)) and not (name == "dropout" and v == 0.0):
+            out.append(f"--{name.replace('_', '-')} {v}")
+    return out
+
 
 def plan_recipe(cfg: TrainConfig, data: RunData, plan: FoldPlan, pseudo_labels=None, augmented=None,
                 say: Callable[[str], None] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
@@ -217,7 +226,7 @@ def plan_recipe(cfg: TrainConfig, data: RunData, plan: FoldPlan, pseudo_labels=N
     (:meth:`TrainConfig.resolve` from the largest training part)."""
     recipe = select_recipe(cfg, data.fs, plan.folds, data.y, plan.fold_stores, pseudo_labels, augmented)
     if recipe["recipe"] == "lbfgs":  # deterministic: dropout off, one model per fold unless --seeds says otherwise
-        ignored = lbfgs_ignored(cfg)
+        ignored = lbfgs_ignored(cfg, max((len(f.train) for f in plan.folds), default=0))
         if ignored:  # a setting the user changed that this recipe does not use: said, and recorded in the run
             recipe = {**recipe, "ignored": ignored}
             if say:
