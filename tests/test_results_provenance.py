@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: proof is re-run (the test below fails when the set and the files disagree, in either direction).
 WITHOUT_PROVENANCE = {
     "av_extract", "av_visual", "clipla_av", "crash_resume", "faces",
-    "hlft_meld", "hlft_speed", "joint_meld", "long_audio", "noise_emodb",
-    "seams", "search_meld",
+    "hlft_meld", "long_audio", "noise_emodb", "seams", "search_meld",
 }
 #: A machine-specific absolute path inside a JSON string.
 ABSOLUTE = re.compile(r"(?:^|[\s\"'=:(])(/(?:work|home|root|tmp|Users|mnt|data/)\S*)")
