@@ -14,22 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def provenance() -> dict:
-    """Commit, whether the work tree has uncommitted changes, and the versions that change numbers."""
-    def git(*a):
-        r = subprocess.run(["git", *a], capture_output=True, text=True, cwd=ROOT)
-        return r.stdout.strip()
-
-    import numpy
-    import opensmile
-    import sklearn
-    import torch
-
-    from emo import __version__
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "versions": {"emo": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-                         "numpy": numpy.__version__, "scikit-learn": sklearn.__version__, "opensmile": opensmile.__version__},
-            "cpu_count": os.cpu_count()}
+    """The machine's core count. The commit, dirty flag and versions are the result file's
+    ``generated_by`` block (:func:`_common.provenance`, one definition: ``dirty`` ignores
+    ``results/``); this helper recorded its own copies, with a ``dirty`` that counted results/."""
+    return {"cpu_count": os.cpu_count()}
 
 
 def rel(p: Path | str) -> str:
