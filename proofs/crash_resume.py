@@ -18,7 +18,8 @@ after each kill the run directory must be either the previous run or the new one
 (every checkpoint matches its SHA-256) and never a mix; the previous CSV must be intact; the
 rerun must give files bitwise identical to an uninterrupted run: every file, checkpoints and
 ``metrics.json`` included; only ``created`` (wall-clock time) and ``command`` (it names ``--out``)
-in ``config.json`` and the two ``report.md`` lines printing them are left out of the comparison.
+in ``config.json``, the training time (``seconds``, ``timing``) in ``metrics.json`` and the
+``report.md`` lines printing them are left out of the comparison.
 
 Writes ``results/crash_resume.json`` with ``trials``, ``identical``, ``unreadable_files``,
 ``lost_samples`` (plus per-trial details, bitwise and max-abs comparisons, ``command``).
@@ -169,8 +170,9 @@ def _files(d: Path) -> dict[str, bytes]:
 
 def _comparable(files: dict[str, bytes]) -> dict[str, bytes]:
     """A run's files with only what legitimately differs between two runs of the same training removed:
-    ``created`` (wall-clock time) and ``command`` (names the ``--out`` directory) in ``config.json``
-    and the two report lines that print them. Everything else, checkpoints included, must be equal."""
+    ``created`` (wall-clock time) and ``command`` (names the ``--out`` directory) in ``config.json``,
+    the wall-clock ``seconds`` and ``timing`` in ``metrics.json``, and the report lines that print
+    them. Everything else, checkpoints and predictions included, must be equal."""
     files = dict(files)
     if "config.json" in files:
         try:
@@ -181,9 +183,17 @@ def _comparable(files: dict[str, bytes]) -> dict[str, bytes]:
         cfg.pop("content_sha256", None)  # the seal covers created and command: checked by load_run, not compared
         files["config.json"] = json.dumps(cfg, sort_keys=True).encode()
         if "report.md" in files:
-            drop = [str(stamp)] + ([" ".join(command[:3])] if command else [])
+            drop = [str(stamp)] + ([" ".join(command[:3])] if command else []) + ["**training time**"]
             files["report.md"] = b"\n".join(line for line in files["report.md"].split(b"\n")
                                             if not any(x.encode() in line for x in drop if x))
+    if "metrics.json" in files:
+        try:
+            m = json.loads(files["metrics.json"])
+        except ValueError:
+            return files
+        m.pop("seconds", None)  # wall-clock training time and its breakdown: differ between any two runs
+        m.pop("timing", None)
+        files["metrics.json"] = json.dumps(m, sort_keys=True).encode()
     return files
 
 
