@@ -288,6 +288,8 @@ def compare_cmd(ctx: typer.Context, run_a: Path, run_b: Path, metric: str, group
     typer.echo(f"A - B = {res['difference']:+.4f}, {int(res['level'] * 100)}% interval [{res['low']:+.4f}, {res['high']:+.4f}] "
                f"({res['n_boot']} paired replicates over {res['n_groups']} {res['group']} groups); "
                f"fraction of replicates with A - B <= 0: {res['p_le_0']:.3f}")
+    if res.get("note"):
+        typer.echo(f"note: {res['note']}")
     if out is not None:
         from emo.fuse.run import write_json
 

@@ -68,6 +68,28 @@ def test_compare_runs_and_interval(tmp_path):
     assert rev["difference"] == pytest.approx(-res["difference"]) and rev["p_le_0"] == 1.0
 
 
+
+def test_compare_says_when_the_runs_differ_in_recipe(tmp_path):
+    """Two runs on different training recipes: compared (a recipe comparison is legitimate), and the
+    result says the difference includes the recipe; same recipe, no note."""
+    import json
+
+    rng = np.random.default_rng(2)
+    n = 200
+    y = np.arange(n) % 4
+    names = [f"u{i}" for i in range(n)]
+    runs = {}
+    for name, recipe in (("l1", "lbfgs"), ("l2", "lbfgs"), ("a1", "adamw")):
+        runs[name] = write_run(tmp_path / name, names, y, informative_probs(y, rng, 2.0), folds(n))
+        cfg = json.loads((runs[name] / "config.json").read_text())
+        cfg["recipe"] = {"recipe": recipe, "reason": "test", "requested": "auto"}
+        (runs[name] / "config.json").write_text(json.dumps(cfg))
+    same = compare(runs["l1"], runs["l2"], n_boot=50)
+    assert same["a_recipe"] == same["b_recipe"] == "lbfgs" and "note" not in same
+    mixed = compare(runs["l1"], runs["a1"], n_boot=50)
+    assert (mixed["a_recipe"], mixed["b_recipe"]) == ("lbfgs", "adamw")
+    assert "includes the recipe" in mixed["note"]
+
 def test_compare_refuses_different_rows(tmp_path):
     rng = np.random.default_rng(2)
     y = np.arange(100) % 4

@@ -232,7 +232,8 @@ def compare(path_a: str | Path, path_b: str | Path, metric: str | None = None, g
         ``a``, ``b`` (paths), ``metric``, ``group`` (unit), ``n``, ``a_value``, ``b_value``,
         ``difference``, ``low``, ``high`` (percentile interval of the difference), ``p_le_0``
         (fraction of replicates with A not better, for ``*_mse`` metrics read "not worse"),
-        ``level``, ``n_boot``, ``n_groups``, ``seed``.
+        ``level``, ``n_boot``, ``n_groups``, ``seed``; ``a_recipe``, ``b_recipe`` (:func:`run_recipe`)
+        and, when they differ, ``note`` saying so (the difference then includes the recipe).
 
     Raises:
         StatsError: different tasks or classes, different evaluation rows or labels (named).
@@ -257,5 +258,17 @@ def compare(path_a: str | Path, path_b: str | Path, metric: str | None = None, g
     g, unit = groups_for(a, group)
     res = paired_bootstrap(metric_fn(a, metric), metric_fn(b, metric, order_b), g, n_boot, level, seed)
     out = {"a": str(a.path), "b": str(b.path), "metric": metric, "group": unit, "n": len(a.names),
-           "a_value": res.pop("a"), "b_value": res.pop("b")}
+           "a_value": res.pop("a"), "b_value": res.pop("b"), "a_recipe": run_recipe(a), "b_recipe": run_recipe(b)}
+    if out["a_recipe"] and out["b_recipe"] and out["a_recipe"] != out["b_recipe"]:
+        out["note"] = (f"A was trained with recipe {out['a_recipe']} and B with {out['b_recipe']}: the difference "
+                       "includes the recipe (pass --recipe to train both the same way)")
     return {**out, **res}
+
+
+def run_recipe(ev: EvalRows) -> str | None:
+    """The training recipe a run records (``config.json`` ``recipe.recipe``: ``lbfgs`` | ``adamw``);
+    ``None`` for an ensemble directory or a run from before recipes were recorded."""
+    if ev.kind != "run":
+        return None
+    recipe = (ev.config or {}).get("recipe")
+    return recipe.get("recipe") if isinstance(recipe, dict) else None
