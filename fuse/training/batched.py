@@ -57,7 +57,7 @@ import numpy as np
 from emo import compat
 from emo.fuse.eval.protocols import Fold
 from emo.fuse.eval.runcheck import NonFiniteError
-from emo.fuse.training.stopping import MIN_DELTA
+from emo.fuse.training.stopping import improves
 
 #: Most gathered input values (models x rows x features, float32) held at once for one chunk of
 #: models: 2**26 values = 256 MiB. Larger jobs are split into chunks of models trained in turn.
@@ -360,8 +360,8 @@ def _stacked_job_settings(jobs: list[Job], n_inputs: int, dev) -> tuple[list, li
 
 
 def _epoch_plan(lv: np.ndarray, trains: list[np.ndarray], bs: list[int], gens: list) -> tuple[np.ndarray, np.ndarray]:
-    """One epoch's minibatches of the stacked models ``lv`` (each its own permutation, drawn from
-    its own generator exactly as :func:`epoch_batches`), padded to the longest plan.
+    """One epoch's minibatches of the stacked models ``lv`` (each its own :func:`epoch_batches`
+    from its own generator: the sequential loop's draws), padded to the longest plan.
 
     Args:
         lv: int (k,) the models still stacked. trains: per model, int64 training row indices.
@@ -377,10 +377,8 @@ def _epoch_plan(lv: np.ndarray, trains: list[np.ndarray], bs: list[int], gens: l
     plans = []
     for g in lv:
         g = int(g)
-        n = len(trains[g])
-        perm = torch.randperm(n, generator=gens[g]).numpy()
-        stop = n - (1 if n % bs[g] == 1 and n > 1 else 0)
-        plans.append((trains[g][perm[:stop]], bs[g]))
+        order = torch.cat(epoch_batches(len(trains[g]), bs[g], gens[g])).numpy()
+        plans.append((trains[g][order], bs[g]))
     T = max(-(-len(r) // b) for r, b in plans)
     idx = np.empty((len(lv), T * bmax), dtype=np.int64)
     msk = np.zeros((len(lv), T * bmax), dtype=bool)
@@ -424,7 +422,8 @@ def _check_finite_losses(train_finite: np.ndarray, val_loss: np.ndarray, lv: np.
 
 class _StackedStopping:
     """Early stopping of K stacked models, each by the rule of :mod:`emo.fuse.training.stopping`
-    (an improvement is a drop of more than ``MIN_DELTA``; ``patience`` epochs without one stop it).
+    (:func:`~emo.fuse.training.stopping.improves`; ``patience`` epochs without an improvement stop it).
+    The best weights stay stacked in the caller (no per-model state copy, unlike ``EarlyStopping``).
 
     Attributes (numpy, (K,)): ``best`` validation loss, ``best_epoch``, ``epochs`` trained,
     ``running`` (False once stopped; shared with the caller).
@@ -447,7 +446,7 @@ class _StackedStopping:
             if not self.running[g]:
                 continue
             self.epochs[g] = epoch
-            if val_loss[r] < self.best[g] - MIN_DELTA:
+            if improves(val_loss[r], self.best[g]):
                 self.best[g], self.best_epoch[g], self.wait[g] = val_loss[r], epoch, 0
                 improved.append((r, g))
             else:

@@ -18,6 +18,11 @@ from typing import Any
 MIN_DELTA = 1e-5
 
 
+def improves(loss: float, best: float) -> bool:
+    """The improvement rule: ``loss < best - MIN_DELTA`` (every loop, stacked ones included)."""
+    return loss < best - MIN_DELTA
+
+
 class EarlyStopping:
     """Track the best validation loss of one model, keep its best state, say when to stop.
 
@@ -55,7 +60,7 @@ class EarlyStopping:
     def update(self, epoch: int, loss: float, module) -> bool:
         """Record epoch ``epoch``'s validation ``loss`` of ``module`` (a ``torch.nn.Module``; its
         ``state_dict`` is deep-copied on improvement). Returns True when training should stop."""
-        if loss < self.best - MIN_DELTA:
+        if improves(loss, self.best):
             self.best, self.best_epoch, self.wait = float(loss), int(epoch), 0
             state = module.state_dict()
             if self.keep is not None:
