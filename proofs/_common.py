@@ -162,13 +162,16 @@ def relativize(obj: Any, shared: str | Path | None = None) -> Any:
             s = re.sub(pat, lambda _m: rep, s)
         return s
 
-    if isinstance(obj, str):
-        return fix(obj)
-    if isinstance(obj, dict):
-        return {fix(k) if isinstance(k, str) else k: relativize(v, shared) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [relativize(v, shared) for v in obj]
-    return obj
+    def walk(o: Any) -> Any:  # the substitutions are built once per call, not once per nested value
+        if isinstance(o, str):
+            return fix(o)
+        if isinstance(o, dict):
+            return {fix(k) if isinstance(k, str) else k: walk(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [walk(v) for v in o]
+        return o
+
+    return walk(obj)
 
 
 def write_result(name: str | Path, data: dict, quiet: bool = False, shared: str | Path | None = None) -> Path:

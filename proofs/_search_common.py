@@ -1,4 +1,5 @@
-"""Shared bits of proofs/search_*.py: provenance of a result (commit, dirty tree, versions), the
+"""Shared bits of proofs/search_*.py (the commit, dirty flag and versions are each result file's
+``generated_by`` block, written by ``_common.write_result``): the
 search command, and the result record (relative paths only)."""
 
 from __future__ import annotations
@@ -11,13 +12,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def provenance() -> dict:
-    """The machine's core count. The commit, dirty flag and versions are the result file's
-    ``generated_by`` block (:func:`_common.provenance`, one definition: ``dirty`` ignores
-    ``results/``); this helper recorded its own copies, with a ``dirty`` that counted results/."""
-    return {"cpu_count": os.cpu_count()}
 
 
 def rel(p: Path | str) -> str:

