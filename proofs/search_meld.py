@@ -63,7 +63,7 @@ def main() -> None:
                         "-e", f"minilm={model_dir}:0-6", "-o", str(feats), "--device", "cpu", "--no-progress"], check=True, cwd=ROOT)
     extract_s = time.perf_counter() - t0
     default = args.space == "default"
-    if default and args.out == ap.get_default("out"):
+    if default and Path(args.out) == Path(ap.get_default("out")):
         out = out.with_name(out.name + "_default")
     out.mkdir(parents=True, exist_ok=True)
     space = [] if default else ["--config", str(out.parent / "search_meld_space.yaml")]
