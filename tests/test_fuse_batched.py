@@ -162,9 +162,35 @@ def test_lbfgs_probe_is_scikit_learns_l2_logistic_regression():
         np.testing.assert_allclose(res.oof["probs"][res.oof["fold"] == fi], ref.predict_proba(x[f.test]), atol=2e-3)
 
 
-def test_lbfgs_sweep_cells_share_a_design_per_window():
-    # jobs with different layer columns in one L-BFGS batch: each is its own window's probe
+def test_narrow_product_has_the_gradient_of_a_plain_matmul():
+    """The probe's product with the stored transposed design (emo.fuse.training.batched._narrow_times_design):
+    the same value and weight gradient as autograd's ``x @ w.T``; the design gets no gradient."""
+    from emo.fuse.training.batched import _narrow_times_design
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 12, generator=g, dtype=torch.float64)
+    w = torch.randn(7, 12, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(50, 7, generator=g, dtype=torch.float64)
+    (x @ w.T).backward(up)
+    ref = w.grad.clone()
+    w.grad = None
+    d = x.T.contiguous()
+    z = _narrow_times_design(w, d).T
+    torch.testing.assert_close(z, x @ w.T)
+    z.backward(up)
+    torch.testing.assert_close(w.grad, ref)
+    assert torch.autograd.gradcheck(lambda a: _narrow_times_design(a, d), (w.detach().clone().requires_grad_(True),))
+
+
+@pytest.mark.parametrize("narrow_columns", [1, 16])
+def test_lbfgs_sweep_cells_share_a_design_per_window(narrow_columns, monkeypatch):
+    # jobs with different layer columns in one L-BFGS batch: each is its own window's probe, through
+    # the plain product (NARROW_COLUMNS 1) and the transposed-design product (3 folds x 3 classes < 16)
     from sklearn.linear_model import LogisticRegression
+
+    import emo.fuse.training.batched as batched
+
+    monkeypatch.setattr(batched, "NARROW_COLUMNS", narrow_columns)
 
     rng = np.random.default_rng(2)
     n = 150
