@@ -182,6 +182,33 @@ def test_narrow_product_has_the_gradient_of_a_plain_matmul():
     assert torch.autograd.gradcheck(lambda a: _narrow_times_design(a, d), (w.detach().clone().requires_grad_(True),))
 
 
+@pytest.mark.parametrize("weights,smoothing", [(False, 0.0), (True, 0.0), (False, 0.1), (True, 0.1)])
+def test_linear_problem_cross_entropy_is_masked_task_losses(weights, smoothing):
+    """The probe's batched cross-entropy (no vmap) equals masked_task_losses per model, with and
+    without class weights and label smoothing, weighted and unweighted (inner validation)."""
+    from emo.fuse.training.batched import _LinearProblem
+
+    rng = np.random.default_rng(3)
+    n, c, K = 60, 4, 3
+    yy = rng.integers(0, c, n)
+    x = torch.as_tensor(rng.normal(size=(n, 1, 5)).astype(np.float32))
+    rows = [np.sort(rng.choice(n, 40, replace=False)) for _ in range(K)]
+    cws = [rng.uniform(0.5, 2.0, c).astype(np.float32) if weights else None for _ in range(K)]
+    jobs = [Job(r, r, 0, None, None, w) for r, w in zip(rows, cws)]
+    inputs = [{"name": "a", "modality": "audio", "layers": ["0"], "dim": 5}]
+    cfg = TrainConfig(head="linear", label_smoothing=smoothing, threads=1).resolve(100)
+    prob = _LinearProblem([x], {"discrete": yy}, jobs, cfg, cfg.model_args(inputs, c), torch.float64)
+    z = torch.as_tensor(rng.normal(size=(K, n, c)))
+    mask = prob.mask(rows)
+    for weighted in (True, False):
+        got = prob.losses(z, mask, weighted)
+        for k in range(K):
+            cw = torch.as_tensor(cws[k], dtype=torch.float64) if (weighted and weights) else None
+            ref = masked_task_losses({"logits": z[k]}, {"discrete": torch.as_tensor(yy)}, mask[k], cw,
+                                     smoothing if weighted else 0.0)["discrete"]
+            torch.testing.assert_close(got[k], ref)
+
+
 @pytest.mark.parametrize("narrow_columns", [1, 16])
 def test_lbfgs_sweep_cells_share_a_design_per_window(narrow_columns, monkeypatch):
     # jobs with different layer columns in one L-BFGS batch: each is its own window's probe, through
