@@ -182,6 +182,20 @@ def test_narrow_product_has_the_gradient_of_a_plain_matmul():
     assert torch.autograd.gradcheck(lambda a: _narrow_times_design(a, d), (w.detach().clone().requires_grad_(True),))
 
 
+def test_lbfgs_b_minimises_in_place_and_refuses_a_non_finite_objective():
+    from emo.fuse.eval.runcheck import NonFiniteError
+    from emo.fuse.training.batched import lbfgs_b
+
+    target = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    iters, evals, converged = lbfgs_b([w], lambda: ((w - target) ** 2).sum(), 100, 1e-10, 1e-15)
+    assert converged and 0 < iters <= evals
+    torch.testing.assert_close(w.detach(), target)
+    v = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(NonFiniteError, match="non-finite objective"):
+        lbfgs_b([v], lambda: (v.log() * float("inf")).sum(), 10, 1e-8, 1e-12)
+
+
 @pytest.mark.parametrize("weights,smoothing", [(False, 0.0), (True, 0.0), (False, 0.1), (True, 0.1)])
 def test_linear_problem_cross_entropy_is_masked_task_losses(weights, smoothing):
     """The probe's batched cross-entropy (no vmap) equals masked_task_losses per model, with and
