@@ -957,7 +957,7 @@ def _narrow_product():
 def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
                      log: Callable[[str], None] | None = None) -> BatchedFit:
     """Fit the linear probe (:class:`emo.fuse.model.heads.LinearProbe` + separate linear decoders) of every
-    job to convergence by full-batch L-BFGS (``torch.optim.LBFGS``, strong Wolfe line search).
+    job to convergence by full-batch L-BFGS (scipy's L-BFGS-B through :func:`lbfgs_b`, as scikit-learn's ``LogisticRegression``).
 
     Objective of model k (convex): the task losses of :func:`masked_task_losses` over its training
     rows (cross-entropy with the configured class weights and label smoothing; MSE for valence /
