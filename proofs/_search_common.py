@@ -15,12 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rel(p: Path | str) -> str:
-    """``p`` relative to the repository root when inside it."""
-    p = Path(p).resolve()
-    try:
-        return str(p.relative_to(ROOT))
-    except ValueError:
-        return p.name
+    """``p`` relative to the repository root when inside it (as given, e.g. a symlinked ``features/``
+    of a worktree, or after resolving links); else its name."""
+    for q in (Path(p).absolute(), Path(p).resolve()):
+        try:
+            return str(q.relative_to(ROOT))
+        except ValueError:
+            continue
+    return Path(p).name
 
 
 def run_search(args: list[str]) -> tuple[dict, dict]:
