@@ -1001,7 +1001,8 @@ def lbfgs_b(params: list, objective: Callable[[], Any], max_iter: int, tol: floa
     """Minimise ``objective()`` (a scalar torch tensor computed from ``params``, leaf tensors that
     require grad) over ``params`` in place with scipy's L-BFGS-B (``scipy.optimize.minimize``, the
     solver of scikit-learn's ``LogisticRegression`` and ``MLPClassifier(solver="lbfgs")``): history
-    20, Moré–Thuente line search, the iterate kept in float64 and copied into ``params`` (their own
+    10 (scipy's default; with 20 its O(m² n) bookkeeping made ComParE's 30,000-parameter search
+    probes 1.7x slower than ``torch.optim.LBFGS``; with 10, 13.8 s against 12.9 s), Moré–Thuente line search, the iterate kept in float64 and copied into ``params`` (their own
     dtype) for each evaluation. Stops after ``max_iter`` iterations, when the largest gradient entry
     is at most ``tol`` (``gtol``), or when the relative decrease of the objective is at most ``ftol``.
     Its bookkeeping runs in compiled code: about 3 ms per iteration less than ``torch.optim.LBFGS``
@@ -1038,7 +1039,7 @@ def lbfgs_b(params: list, objective: Callable[[], Any], max_iter: int, tol: floa
 
     x0 = torch.cat([p.detach().reshape(-1).double() for p in params]).numpy()
     r = minimize(value_and_grad, x0, jac=True, method="L-BFGS-B",
-                 options={"maxiter": max_iter, "gtol": tol, "ftol": ftol, "maxcor": 20, "maxls": 50})
+                 options={"maxiter": max_iter, "gtol": tol, "ftol": ftol, "maxcor": 10, "maxls": 50})
     if not np.all(np.isfinite(r.x)):
         raise NonFiniteError("the full-batch L-BFGS fit diverged (non-finite weights); check the inputs for inf/NaN "
                              "or use --optimizer adamw / --recipe adamw")
