@@ -224,14 +224,17 @@ def test_linear_problem_cross_entropy_is_masked_task_losses(weights, smoothing):
 
 
 @pytest.mark.parametrize("narrow_columns", [1, 16])
-def test_lbfgs_sweep_cells_share_a_design_per_window(narrow_columns, monkeypatch):
+@pytest.mark.parametrize("lbfgs_b_max_params", [0, 20_000])
+def test_lbfgs_sweep_cells_share_a_design_per_window(narrow_columns, lbfgs_b_max_params, monkeypatch):
     # jobs with different layer columns in one L-BFGS batch: each is its own window's probe, through
-    # the plain product (NARROW_COLUMNS 1) and the transposed-design product (3 folds x 3 classes < 16)
+    # the plain product (NARROW_COLUMNS 1) and the transposed-design product (3 folds x 3 classes < 16),
+    # solved by torch.optim.LBFGS (LBFGS_B_MAX_PARAMS 0) and by scipy's L-BFGS-B
     from sklearn.linear_model import LogisticRegression
 
     import emo.fuse.training.batched as batched
 
     monkeypatch.setattr(batched, "NARROW_COLUMNS", narrow_columns)
+    monkeypatch.setattr(batched, "LBFGS_B_MAX_PARAMS", lbfgs_b_max_params)
 
     rng = np.random.default_rng(2)
     n = 150
