@@ -58,7 +58,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 #: Bumped when the trainer or the unit layout changes (old cache entries are then never reused).
-TRAINER_VERSION = "search-v1"
+#: search-v2 (2026-12-07): the linear probe's solver changed (``_LinearProblem``, L-BFGS-B for
+#: small problems), so its predictions differ from search-v1's within the solver tolerance.
+TRAINER_VERSION = "search-v2"
 #: Default hyper-parameter grid of the default space.
 DEFAULT_WEIGHT_DECAY = (1e-2, 1e-1, 1.0)
 #: Metrics the search can rank by (higher is better).
