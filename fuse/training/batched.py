@@ -998,11 +998,13 @@ def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
 
 
 #: :meth:`_LinearProblem.solve` uses scipy's L-BFGS-B (:func:`lbfgs_b`) up to this many parameters
-#: (models x features x outputs) and ``torch.optim.LBFGS`` above. Measured, one thread: EmoDB's
-#: 10-fold linear path (6,230 parameters) 5.0 s -> 2.4 s in the solver with L-BFGS-B; ComParE
-#: search probes (about 30,000) 12.9 s torch vs 13.8 s; the 25-layer x 5-fold sweep (768,000)
-#: 10.2-12.2 s torch vs 14.2-15.5 s: L-BFGS-B's O(history² x n) bookkeeping and float64 copies grow
-#: with n, torch's bookkeeping is a fixed Python cost per iteration.
+#: (models x features x outputs, plus biases) and ``torch.optim.LBFGS`` above. Measured, one
+#: thread: EmoDB's 10-fold linear path (6,230 parameters) 5.0 s -> 2.4 s in the solver with
+#: L-BFGS-B; the EmoDB search's ComParE probes (20 problems of 9,660-44,618) 12.9 s with torch
+#: against 13.8 s with L-BFGS-B for all of them, a tie; the 25-layer x 5-fold sweep (768,750)
+#: 10.2-12.2 s with torch against 14.2-15.5 s. L-BFGS-B's O(history² x n) bookkeeping and float64
+#: copies grow with n; torch's bookkeeping is a fixed Python cost per iteration. The limit sits in
+#: the measured tie, not at a measured crossover.
 LBFGS_B_MAX_PARAMS = 20_000
 
 
@@ -1010,9 +1012,9 @@ def lbfgs_b(params: list, objective: Callable[[], Any], max_iter: int, tol: floa
     """Minimise ``objective()`` (a scalar torch tensor computed from ``params``, leaf tensors that
     require grad) over ``params`` in place with scipy's L-BFGS-B (``scipy.optimize.minimize``, the
     solver of scikit-learn's ``LogisticRegression`` and ``MLPClassifier(solver="lbfgs")``): history
-    10 (scipy's default; with 20 its O(m² n) bookkeeping made ComParE's 30,000-parameter search
-    probes 1.7x slower than ``torch.optim.LBFGS``; with 10, 13.8 s against 12.9 s), Moré–Thuente line search, the iterate kept in float64 and copied into ``params`` (their own
-    dtype) for each evaluation. Stops after ``max_iter`` iterations, when the largest gradient entry
+    10 (scipy's default; with 20 its O(m² n) bookkeeping made the EmoDB search's ComParE probes
+    1.7x slower than ``torch.optim.LBFGS``; with 10, 13.8 s against 12.9 s), Moré–Thuente line search, the
+    iterate kept in float64 and copied into ``params`` (their own dtype) for each evaluation. Stops after ``max_iter`` iterations, when the largest gradient entry
     is at most ``tol`` (``gtol``), or when the relative decrease of the objective is at most ``ftol``.
     Its bookkeeping runs in compiled code: about 3 ms per iteration less than ``torch.optim.LBFGS``
     on the 2-core reference machine (measured on EmoDB's 10-fold linear path).
@@ -1054,6 +1056,100 @@ def lbfgs_b(params: list, objective: Callable[[], Any], max_iter: int, tol: floa
                              "or use --optimizer adamw / --recipe adamw")
     load(r.x)
     return int(r.nit), nev[0], bool(np.abs(r.jac).max() <= tol)
+
+
+def torch_lbfgs(params: list, objective: Callable[[], Any], max_iter: int, tol: float, tol_change: float) -> tuple[int, int, bool]:
+    """Minimise ``objective()`` over ``params`` in place with ``torch.optim.LBFGS`` (history 20,
+    strong Wolfe line search, ``tolerance_grad=tol``, ``tolerance_change=tol_change``): the solver of
+    the lbfgs recipe's non-linear heads and of linear problems above :data:`LBFGS_B_MAX_PARAMS`.
+
+    Returns:
+        (iterations, evaluations, converged: the largest entry of the last gradient is at most ``tol``).
+
+    Raises:
+        emo.fuse.eval.runcheck.NonFiniteError: the weights became non-finite.
+    """
+    import torch
+
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
+                            tolerance_change=tol_change, line_search_fn="strong_wolfe")
+    nev = [0]
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        loss = objective()
+        loss.backward()
+        nev[0] += 1
+        return loss
+
+    opt.step(closure)
+    iters = int(opt.state[compat.lbfgs_params(opt)[0]].get("n_iter", 0))
+    with torch.no_grad():
+        if not all(torch.isfinite(q).all() for q in params):
+            raise NonFiniteError("the full-batch L-BFGS fit diverged (non-finite weights); check the inputs for inf/NaN "
+                                 "or use --optimizer adamw / --recipe adamw")
+    grads = [q.grad for q in params]
+    converged = all(g is not None for g in grads) and max(float(g.abs().max()) for g in grads) <= tol
+    return iters, nev[0], bool(converged)
+
+
+def _l2_path(params: list, lam, solve: Callable[[int], tuple[int, int, bool]], val_losses: Callable[[], np.ndarray],
+             l2: float | None, path: tuple[float, ...], path_iter: int, final_iter: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """The lbfgs recipe's choice of each model's L2 (:func:`fit_lbfgs_path`), for any stacked problem.
+
+    With a fixed ``l2``: one solve of at most ``final_iter`` iterations. Else the points of ``path``
+    weakest first, each solved (``path_iter`` iterations, warm-started from the previous point) and
+    scored by ``val_losses()`` ((K,) inner-validation losses); each model keeps the point with the
+    lowest loss (its weights are copied per model), and the walk stops once every model's loss has
+    risen :data:`PATH_PATIENCE` times in a row. On return ``params`` hold the chosen weights and
+    ``lam`` (K,) the chosen strengths (the caller refits).
+
+    Args:
+        params: the stacked (K, ...) parameters ``solve`` updates in place. solve(max_iter) ->
+            (iterations, evaluations, converged) of the training objective at the current ``lam``.
+
+    Returns:
+        (chosen (K,) float, best_val (K,) float, hist: per model ``[[l2, val_loss], ...]``).
+
+    Raises:
+        emo.fuse.eval.runcheck.NonFiniteError: a non-finite inner-validation loss.
+    """
+    import torch
+
+    K = len(lam)
+    hist: list[list[list[float]]] = [[] for _ in range(K)]
+    if l2 is not None:
+        lam.fill_(float(l2))
+        solve(final_iter)
+        best_val = val_losses()
+        for k in range(K):
+            hist[k].append([float(l2), float(best_val[k])])
+        return np.full(K, float(l2)), best_val, hist
+    best_val, chosen = np.full(K, math.inf), np.full(K, path[0], dtype=float)
+    best = [q.detach().clone() for q in params]
+    rises, prev = np.zeros(K, dtype=int), np.full(K, math.inf)
+    for a in path:
+        lam.fill_(float(a))
+        solve(path_iter)
+        vl = val_losses()
+        if not np.all(np.isfinite(vl)):
+            raise NonFiniteError(f"non-finite inner-validation loss at l2={a} (inputs with inf/NaN?)")
+        better = vl < best_val - 1e-9
+        with torch.no_grad():
+            for k in np.flatnonzero(better):
+                for q, bq in zip(params, best):
+                    bq[k] = q[k]
+        best_val, chosen = np.where(better, vl, best_val), np.where(better, a, chosen)
+        rises, prev = np.where(vl > prev, rises + 1, 0), vl
+        for k in range(K):
+            hist[k].append([float(a), float(vl[k])])
+        if np.all(rises >= PATH_PATIENCE):
+            break
+    with torch.no_grad():
+        for q, bq in zip(params, best):
+            q.copy_(bq)
+    lam.copy_(torch.as_tensor(chosen, dtype=lam.dtype, device=lam.device))
+    return chosen, best_val, hist
 
 
 class _LinearProblem:
@@ -1118,6 +1214,8 @@ class _LinearProblem:
             self.cw = torch.as_tensor(np.stack([j.class_weight if j.class_weight is not None else np.ones(C, np.float32)
                                                 for j in jobs]), device=dev).to(dtype)
         self.inv = torch.as_tensor(np.argsort([k for ks in self.groups.values() for k in ks]), device=dev)
+        self.group_rows = {g: torch.as_tensor(ks, device=dev) for g, ks in self.groups.items()}  # made once, not per evaluation
+        self.shift = self.mu / self.sd
 
     def start(self):
         """(W (K, F, n_out) zeros, b (K, n_out): regression biases at the training mean), both requiring grad."""
@@ -1147,10 +1245,10 @@ class _LinearProblem:
         import torch
 
         A = W / self.sd[:, :, None]  # (K, F, n_out)
-        c = b - torch.einsum("kf,kfo->ko", self.mu / self.sd, W)
+        c = b - torch.einsum("kf,kfo->ko", self.shift, W)
         outs = []
         for g, ks in self.groups.items():
-            kt = torch.as_tensor(ks, device=self.dev)
+            kt = self.group_rows[g]
             if len(ks) * self.n_out < NARROW_COLUMNS:  # (B @ X.T).T, X.T stored: see _narrow_times_design
                 z = _narrow_times_design(A[kt].permute(0, 2, 1).reshape(-1, self.F), self.designs[g]).T
             else:
@@ -1204,31 +1302,11 @@ class _LinearProblem:
         :data:`LBFGS_B_MAX_PARAMS` parameters, else ``torch.optim.LBFGS`` (strong Wolfe;
         ``tol_change``: its ``tolerance_change``). Returns and raises as :func:`lbfgs_b`."""
 
-        import torch
-
         def objective():
             return self.losses(self.outputs(W, b), mask, True).sum() + 0.5 * (lam[:, None, None] * W * W).sum()
 
-        if W.numel() + b.numel() <= LBFGS_B_MAX_PARAMS:
-            return lbfgs_b([W, b], objective, max_iter, tol, tol_change)
-        opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
-                                tolerance_change=tol_change, line_search_fn="strong_wolfe")
-        nev = [0]
-
-        def closure():
-            opt.zero_grad(set_to_none=True)
-            loss = objective()
-            loss.backward()
-            nev[0] += 1
-            return loss
-
-        opt.step(closure)
-        iters = int(opt.state[compat.lbfgs_params(opt)[0]].get("n_iter", 0))
-        if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
-            raise NonFiniteError("the L-BFGS linear fit diverged (non-finite weights); check the inputs for inf/NaN "
-                                 "or use --optimizer adamw / --recipe adamw")
-        g = [q.grad for q in (W, b)]
-        return iters, nev[0], all(x is not None for x in g) and max(float(x.abs().max()) for x in g) <= tol
+        solver = lbfgs_b if W.numel() + b.numel() <= LBFGS_B_MAX_PARAMS else torch_lbfgs
+        return solver([W, b], objective, max_iter, tol, tol_change)
 
     def val_losses(self, W, b, mask) -> np.ndarray:
         """(K,) float64 unweighted, unsmoothed task losses on the ``mask`` rows."""
@@ -1345,9 +1423,10 @@ def choose_recipe(cfg, inputs, n_models: int, rows_per_model: int, y: dict | Non
 def _fit_linear_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
                      log: Callable[[str], None] | None, l2: float | None, refit: bool, path: tuple[float, ...], dtype,
                      t0: float) -> BatchedFit:
-    """:func:`fit_lbfgs_path` for the linear head: the same path, choice and refit on
-    :class:`_LinearProblem` (the probe's tensor form: no per-model copies of the inputs, no
-    ``vmap`` of the module; 9.1 s -> about 1 s for EmoDB's 10 folds), in ``dtype`` (float64)."""
+    """:func:`fit_lbfgs_path` for the linear head: the same path, choice and refit (:func:`_l2_path`) on
+    :class:`_LinearProblem` (the probe's tensor form: no per-model copies of the inputs, no ``vmap``
+    of the module), in ``dtype`` (float64). EmoDB's 10 folds, one thread: about 5 s of training
+    instead of 9.1 s, the same UAR."""
     import torch
 
     K = len(jobs)
@@ -1356,45 +1435,17 @@ def _fit_linear_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
     tmask, vmask = prob.mask([j.train for j in jobs]), prob.mask([j.val for j in jobs])
     tol, tol_change = PATH_TOL["linear"], (1e-12 if dtype == torch.float64 else 1e-9)
     lam = torch.zeros(K, dtype=dtype, device=prob.dev)
-    iters, nev, converged = 0, 0, False
-    hist: list[list[list[float]]] = [[] for _ in jobs]
-    if l2 is not None:
-        lam.fill_(float(l2))
-        it, ne, converged = prob.solve(W, b, tmask, lam, FINAL_MAX_ITER["linear"], tol, tol_change)
-        iters, nev = iters + it, nev + ne
-        best_val = prob.val_losses(W, b, vmask)
-        chosen = np.full(K, float(l2))
-        for k in range(K):
-            hist[k].append([float(l2), float(best_val[k])])
-    else:
-        best_val, chosen = np.full(K, math.inf), np.full(K, path[0], dtype=float)
-        best = (W.detach().clone(), b.detach().clone())
-        rises, prev = np.zeros(K, dtype=int), np.full(K, math.inf)
-        for a in path:
-            lam.fill_(float(a))
-            it, ne, converged = prob.solve(W, b, tmask, lam, PATH_MAX_ITER["linear"], tol, tol_change)
-            iters, nev = iters + it, nev + ne
-            vl = prob.val_losses(W, b, vmask)
-            if not np.all(np.isfinite(vl)):
-                raise NonFiniteError(f"non-finite inner-validation loss at l2={a} (inputs with inf/NaN?)")
-            better = vl < best_val - 1e-9
-            with torch.no_grad():
-                for k in np.flatnonzero(better):
-                    best[0][k], best[1][k] = W[k], b[k]
-            best_val, chosen = np.where(better, vl, best_val), np.where(better, a, chosen)
-            rises, prev = np.where(vl > prev, rises + 1, 0), vl
-            for k in range(K):
-                hist[k].append([float(a), float(vl[k])])
-            if np.all(rises >= PATH_PATIENCE):
-                break
-        with torch.no_grad():
-            W.copy_(best[0])
-            b.copy_(best[1])
-        lam.copy_(torch.as_tensor(chosen, dtype=dtype, device=prob.dev))
+    runs: list[tuple[int, int, bool]] = []
+
+    def solve(mask, max_iter: int) -> tuple[int, int, bool]:
+        runs.append(prob.solve(W, b, mask, lam, max_iter, tol, tol_change))
+        return runs[-1]
+
+    chosen, best_val, hist = _l2_path([W, b], lam, lambda it: solve(tmask, it), lambda: prob.val_losses(W, b, vmask),
+                                      l2, path, PATH_MAX_ITER["linear"], FINAL_MAX_ITER["linear"])
     if refit:
-        it, ne, converged = prob.solve(W, b, prob.mask([np.concatenate([j.train, j.val]) for j in jobs]), lam,
-                                       FINAL_MAX_ITER["linear"], tol, tol_change)
-        iters, nev = iters + it, nev + ne
+        solve(prob.mask([np.concatenate([j.train, j.val]) for j in jobs]), FINAL_MAX_ITER["linear"])
+    iters, nev, converged = sum(r[0] for r in runs), sum(r[1] for r in runs), runs[-1][2]
     infos = [{"epochs": iters, "best_epoch": iters, "best_val_loss": float(best_val[k]), "optimizer": "lbfgs",
               "l2": float(chosen[k]), "path": hist[k], "refit": bool(refit), "converged": bool(converged)} for k in range(K)]
     if log:
@@ -1515,79 +1566,31 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
         return fn(P, xb, yb, mb, use_cw)  # (K,)
 
     lam = torch.zeros(K, dtype=dt, device=dev)
-    iters = np.zeros(K, dtype=int)
-    nev = [0]
-    converged = [False]
-
-    def solve(data, max_iter: int) -> None:
-        opt = torch.optim.LBFGS(P, lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
-                                tolerance_change=1e-12 if dt == torch.float64 else 1e-9, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad(set_to_none=True)
-            pen = sum((lam * (p * p).flatten(1).sum(1)).sum() for p, d in zip(P, decay) if d)
-            loss = losses(data, True).sum() + 0.5 * pen
-            loss.backward()
-            nev[0] += 1
-            return loss
-
-        opt.step(closure)
-        n = int(opt.state[compat.lbfgs_params(opt)[0]].get("n_iter", 0))
-        iters[:] += n
-        with torch.no_grad():
-            if not all(torch.isfinite(p).all() for p in P):
-                raise NonFiniteError("the full-batch L-BFGS fit diverged (non-finite weights); check the inputs "
-                                         "for inf/NaN or use --recipe adamw")
-        g = torch.cat([p.grad.flatten() for p in P if p.grad is not None]) if all(p.grad is not None for p in P) else None
-        converged[0] = bool(g is not None and float(g.abs().max()) <= tol)
-
-    max_iter = PATH_MAX_ITER["linear" if linear else "other"]
-    final_iter = FINAL_MAX_ITER["linear" if linear else "other"]
+    runs: list[tuple[int, int, bool]] = []
     tol = PATH_TOL["linear" if linear else "other"]
+
+    def solve(data, max_iter: int) -> tuple[int, int, bool]:
+        def objective():
+            pen = sum((lam * (p * p).flatten(1).sum(1)).sum() for p, d in zip(P, decay) if d)
+            return losses(data, True).sum() + 0.5 * pen
+
+        runs.append(torch_lbfgs(P, objective, max_iter, tol, 1e-12 if dt == torch.float64 else 1e-9))
+        return runs[-1]
+
+    def val_losses() -> np.ndarray:
+        with torch.no_grad():
+            return losses(val_data, False).cpu().numpy().astype(float)
+
     with _vmappable_attention(), heap_allocations():
         train_data = gather([np.asarray(j.train) for j in jobs])
         val_data = gather([np.asarray(j.val) for j in jobs])
-        hist: list[list[list[float]]] = [[] for _ in jobs]
-        if l2 is not None:
-            lam.fill_(float(l2))
-            solve(train_data, final_iter)
-            with torch.no_grad():
-                best_val = losses(val_data, False).cpu().numpy().astype(float)
-            chosen = np.full(K, float(l2))
-            for k in range(K):
-                hist[k].append([float(l2), float(best_val[k])])
-        else:
-            best_val = np.full(K, math.inf)
-            chosen = np.full(K, path[0], dtype=float)
-            best_P = [p.detach().clone() for p in P]
-            rises = np.zeros(K, dtype=int)
-            prev = np.full(K, math.inf)
-            for a in path:
-                lam.fill_(float(a))
-                solve(train_data, max_iter)
-                with torch.no_grad():
-                    vl = losses(val_data, False).cpu().numpy().astype(float)
-                if not np.all(np.isfinite(vl)):
-                    raise NonFiniteError(f"non-finite inner-validation loss at l2={a} (inputs with inf/NaN?)")
-                better = vl < best_val - 1e-9
-                for k in np.flatnonzero(better):
-                    for q in range(len(P)):
-                        best_P[q][k] = P[q].detach()[k]
-                best_val = np.where(better, vl, best_val)
-                chosen = np.where(better, a, chosen)
-                rises = np.where(vl > prev, rises + 1, 0)
-                prev = vl
-                for k in range(K):
-                    hist[k].append([float(a), float(vl[k])])
-                if np.all(rises >= PATH_PATIENCE):
-                    break
-            with torch.no_grad():
-                for q in range(len(P)):
-                    P[q].copy_(best_P[q])
-            lam.copy_(torch.as_tensor(chosen, dtype=dt, device=dev))
+        chosen, best_val, hist = _l2_path(P, lam, lambda it: solve(train_data, it), val_losses, l2, path,
+                                          PATH_MAX_ITER["linear" if linear else "other"],
+                                          FINAL_MAX_ITER["linear" if linear else "other"])
         if refit:
             del train_data
-            solve(gather([np.sort(np.concatenate([j.train, j.val])) for j in jobs]), final_iter)
+            solve(gather([np.sort(np.concatenate([j.train, j.val])) for j in jobs]), FINAL_MAX_ITER["linear" if linear else "other"])
+    iters, nev, converged = sum(r[0] for r in runs), sum(r[1] for r in runs), runs[-1][2]
     out_models, infos = [], []
     with torch.no_grad():
         for k, m in enumerate(models):
@@ -1595,10 +1598,10 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
                 dict(m.named_parameters())[n].copy_(p[k].to(torch.float32))
             m.eval()
             out_models.append(m)
-            infos.append({"epochs": int(iters[k]), "best_epoch": int(iters[k]), "best_val_loss": float(best_val[k]),
+            infos.append({"epochs": iters, "best_epoch": iters, "best_val_loss": float(best_val[k]),
                           "optimizer": "lbfgs", "l2": float(chosen[k]), "path": hist[k], "refit": bool(refit),
-                          "converged": converged[0]})
+                          "converged": converged})
     if log:
-        log(f"L-BFGS recipe: {K} models in one solve, {int(iters.max())} iterations, {nev[0]} evaluations, "
+        log(f"L-BFGS recipe: {K} models in one solve, {iters} iterations, {nev} evaluations, "
             f"l2 chosen {sorted(set(float(c) for c in chosen))}{', refitted on train + inner validation' if refit else ''}")
-    return BatchedFit(out_models, infos, time.perf_counter() - t0, 1, int(iters.max()), {"evaluations": nev[0]})
+    return BatchedFit(out_models, infos, time.perf_counter() - t0, 1, iters, {"evaluations": nev})
