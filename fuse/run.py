@@ -327,10 +327,22 @@ class EnsembleRun:
     ``emo fuse ensemble``, Wang et al., MER 2023). Written by ``emo fuse search`` for an ensemble
     of more than one member (:func:`write_ensemble_config`); ``emo score --run`` applies it like a run.
 
+    Members may read frame sequences (runs trained with ``--frames``): a store is then frame-level
+    for the whole ensemble (its input in :attr:`inputs` has ``frames`` true, and so must every
+    member's input of that store; a store is read either as frames or as utterance vectors in one
+    ensemble), and :meth:`predict` takes its frame sequences as :meth:`Run.predict` does.
+
     Attributes (as :class:`Run`):
         path, config, classes, task. inputs: per store one :class:`emo.fuse.training.inputs.FeatureInput`
-        holding the union of the members' layers (what is extracted or read once). feature_specs:
-        their specs. members: the member :class:`Run` objects. weights: float (M,), summing to 1.
+        holding the union of the members' layers (what is extracted or read once; ``frames``: the
+        store is read as frame sequences). feature_specs: their specs. members: the member
+        :class:`Run` objects. weights: float (M,), summing to 1.
+
+    Raises (on construction):
+        RunError: a task other than discrete, a bad inputs entry, a member that is missing, another
+            ensemble, of other task or classes, whose input is not among :attr:`inputs` (layers,
+            dimension, weights_hash) or differs from it in being frame-level (naming the member
+            directory and the input), weights that are not a distribution, differing normalisation modes.
     """
 
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
@@ -357,11 +369,14 @@ class EnsembleRun:
                 raise RunError(f"{path / rel}: a member must be a single run, not another ensemble")
             if member.task != self.task or member.classes != self.classes:
                 raise RunError(f"{path / rel}: task or classes differ from the ensemble's ({member.task}, {member.classes})")
-            if member.frame_inputs:
-                raise RunError(f"{path / rel}: frame-level members are not supported in a decision ensemble")
             union = {inp.name: inp for inp in self.inputs}
             for inp in member.inputs:
                 u = union.get(inp.name)
+                if u is not None and bool(u.frames) != bool(inp.frames):
+                    level = lambda f: "frame-level" if f else "utterance-level"  # noqa: E731
+                    raise RunError(f"{path / rel}: input {inp.name} is {level(inp.frames)} in this member but {level(u.frames)} "
+                                   f"in the ensemble ({cfg_path}): a store is read either as frames or as utterance vectors "
+                                   "in one ensemble")
                 if u is None or not set(inp.layers) <= set(u.layers) or u.dim != inp.dim \
                         or u.provenance.get("weights_hash") != inp.provenance.get("weights_hash"):
                     raise RunError(f"{path / rel}: input {inp.name} {inp.layers} is not among the ensemble's inputs "
@@ -377,8 +392,9 @@ class EnsembleRun:
 
     @property
     def frame_inputs(self) -> list[str]:
-        """Always empty: members read utterance vectors."""
-        return []
+        """Stores the ensemble reads as frame sequences (its members trained with ``--frames`` on them);
+        extract them with ``frames=True``."""
+        return [inp.name for inp in self.inputs if inp.frames]
 
     @property
     def n_folds(self) -> int:
@@ -388,30 +404,72 @@ class EnsembleRun:
     def predict(self, features: dict[str, Any], speakers: list[str | None] | None = None,
                 folds: list[int] | None = None, speaker_stats: dict | None = None) -> dict[str, np.ndarray]:
         """``{"probs": float32 (N, C)}`` = ``sum_i w_i p_i``, ``p_i`` the member's :meth:`Run.predict` on
-        its own layers, cut out of ``features`` (encoder -> float32 (N, L, D) in the layer order of
-        :attr:`inputs`); ``speakers`` and ``speaker_stats`` (statistics over :attr:`inputs`' layers)
-        are passed on, cut the same way. ``folds`` must be None or ``[0]``.
+        its own layers, cut out of ``features``.
+
+        Args:
+            features: encoder name -> float32 (N, L, D) in the layer order of :attr:`inputs`. For a
+                frame-level input (:attr:`frame_inputs`), under ``f"{name}/frames"`` (preferred when
+                present) or ``name``: a list of N arrays (T_i, D) (single-layer input) or (T_i, L, D)
+                (T_i may differ per sample and may be 0), or an :class:`emo.fuse.training.data.Frames`
+                (data (F, L, D)), in the layer order of :attr:`inputs`. Each member gets its own layers
+                under the input's name (a :class:`Frames` sharing ``starts``/``lengths`` for frame inputs).
+            speakers: speaker per sample, passed on to every member.
+            folds: None or ``[0]`` (the ensemble is one fold).
+            speaker_stats: ``{encoder: {speaker: (mean, std)}}`` over :attr:`inputs`' layers, each (L, D)
+                (for a frame input, over the speaker's frames, as ``Normalizer("speaker").fit`` computes
+                them for a :class:`Frames` block); cut to each member's layers the same way and passed on.
 
         Raises:
-            RunError: missing encoder or wrong shape (named).
+            RunError: ``folds`` other than None or ``[0]``; a missing encoder, a wrong shape (per sample,
+                or per frame for a frame input), utterance vectors where the ensemble needs frames,
+                different numbers of samples (named); the members' own errors.
         """
+        from emo.fuse.training.data import FeatureError, Frames
+
         if folds not in (None, [0]):
             raise RunError(f"{self.path}: a decision ensemble has one fold (0), not {folds}")
-        arrays = {}
+        arrays: dict[str, Any] = {}
+        n_rows = None
         for inp in self.inputs:
-            x = features.get(inp.name)
+            name, want = inp.name, (len(inp.layers), inp.dim)
+            x = features.get(f"{name}/frames") if inp.frames and f"{name}/frames" in features else features.get(name)
             if x is None:
-                raise RunError(f"{self.path}: features for {inp.name!r} missing (the ensemble needs {', '.join(self.feature_specs)})")
-            x = np.asarray(x)
-            if x.ndim != 3 or tuple(x.shape[1:]) != (len(inp.layers), inp.dim):
-                raise RunError(f"{self.path}: features {inp.name!r} have shape {x.shape}, the ensemble needs "
-                               f"(N, {len(inp.layers)}, {inp.dim}) (layers {inp.layers})")
-            arrays[inp.name] = x
+                what = "frame sequences" if inp.frames else "features"
+                raise RunError(f"{self.path}: {what} for {name!r} missing (the ensemble needs {', '.join(self.feature_specs)}"
+                               f"{'; frame-level: ' + ', '.join(self.frame_inputs) if self.frame_inputs else ''})")
+            if inp.frames:
+                if isinstance(x, np.ndarray) and x.dtype != object:
+                    raise RunError(f"{self.path}: {name!r} is a frame-level input of this ensemble: pass a list of (T_i, {want[1]}) "
+                                   f"or (T_i, {want[0]}, {want[1]}) arrays, or Frames, not an array of shape {x.shape}")
+                if not isinstance(x, Frames):
+                    try:
+                        x = Frames.from_list(list(x))
+                    except FeatureError as e:
+                        raise RunError(f"{self.path}: frames of {name!r}: {e}") from None
+                shape = (len(x), *x.frame_shape)
+                if len(x) and tuple(shape[1:]) != want:
+                    raise RunError(f"{self.path}: frames of {name!r} are (T, {', '.join(map(str, shape[1:]))}) per sample, "
+                                   f"the ensemble needs (T, {want[0]}, {want[1]}) (layers {inp.layers})")
+            else:
+                x = np.asarray(x)
+                shape = x.shape
+                if x.ndim != 3 or tuple(x.shape[1:]) != want:
+                    raise RunError(f"{self.path}: features {name!r} have shape {x.shape}, the ensemble needs "
+                                   f"(N, {want[0]}, {want[1]}) (layers {inp.layers})")
+            if n_rows is not None and shape[0] != n_rows:
+                raise RunError(f"{self.path}: feature arrays have different numbers of samples")
+            n_rows = shape[0]
+            arrays[name] = x
         union = {inp.name: inp.layers for inp in self.inputs}
+
+        def cut(x, i):  # the member's layers i of a union block: (N, L, D) array or Frames (F, L, D)
+            return Frames(x.data[:, i], x.starts, x.lengths) if isinstance(x, Frames) else x[:, i]
+
         total = None
         for w, member in zip(self.weights, self.members):
             idx = {inp.name: [union[inp.name].index(k) for k in inp.layers] for inp in member.inputs}
-            feats = {n: arrays[n][:, i] for n, i in idx.items()}
+            feats = {n: cut(arrays[n], i) for n, i in idx.items()}
+            # per-speaker (mean, std), each (L, D) over the union's layers (per frame for frame inputs): the same cut
             stats = None if speaker_stats is None else {
                 n: {spk: (mean[i], std[i]) for spk, (mean, std) in speaker_stats.get(n, {}).items()} for n, i in idx.items()}
             p = np.asarray(member.predict(feats, speakers=speakers, speaker_stats=stats)["probs"], dtype=np.float64)
@@ -426,12 +484,14 @@ def write_ensemble_config(out: str | Path, members: list[tuple[str, float]], inp
 
     Args:
         members: (directory relative to ``out``, weight) per member; weights sum to 1.
-        inputs: per store the union of the members' layers (the order the scored features come in).
+        inputs: per store the union of the members' layers (the order the scored features come in);
+            ``frames`` true for a store the members read as frame sequences (all of them, or none).
         extra: further keys (``command``, ``dataset``, ``search``...).
 
     Raises:
         RunError: the written directory does not load (:func:`load_run`): a member missing, layers
-            outside ``inputs``, weights not summing to 1.
+            outside ``inputs``, a member input whose ``frames`` flag differs from its ``inputs`` entry,
+            weights not summing to 1.
     """
     from emo import fsio
 
