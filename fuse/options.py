@@ -420,15 +420,15 @@ class SearchOptions:
 
     The search space is the option ``space``: the keys of :class:`emo.fuse.eval.search.Space`
     (``stores``, ``combine``, ``heads``, ``weight_decay``, ``hidden``, ``dropout``,
-    ``class_weights``) written straight into ``--config FILE`` (:func:`read_search_config`, so
+    ``class_weights``, ``frame_encoder``) written straight into ``--config FILE`` (:func:`read_search_config`, so
     ``--config space.yaml`` is the space and may hold options too), or ``--space`` with a YAML/JSON
     file or the space as JSON text (what the command records in ``search.json``)."""
 
     dataset: str = like(RunOptions, "dataset", ..., help="Dataset name (the folder under --features-dir).")
     features_dir: Path = like(RunOptions, "features_dir")
     store: List[str] = opt([], "Stores of the default space (repeatable; default: every store of the dataset).", group=INPUTS)
-    space: str = opt("", "Search space: a YAML/JSON file or JSON text with stores (with layers/windows), combine, heads, weight_decay, "
-                     "hidden, dropout, class_weights; these keys may also stand in --config FILE. Default: every store present, "
+    space: str = opt("", "Search space: a YAML/JSON file or JSON text with stores (with layers/windows/frames), combine, heads, "
+                     "weight_decay, hidden, dropout, class_weights, frame_encoder; these keys may also stand in --config FILE. Default: every store present, "
                      "single layers + 3-layer windows + all layers, the L-BFGS linear probe over weight decays 0.01, 0.1, 1, with "
                      "and without class weights.", group=SPACE)
     folds: str = opt("speaker", "Outer folds: speaker (leave-one-speaker-out) | K (stratified k-fold) | split (train/test; dev "

@@ -188,6 +188,91 @@ def test_split_protocol_selects_on_dev_and_writes_a_run_emo_score_loads(tmp_path
     assert cfg["search"]["candidate"]["features"] == list(r["final"]["members"][0]["features"])
 
 
+def _frame_store(root: Path, y: np.ndarray, names: list[str], seed: int = 1) -> None:
+    """Store ``seq`` of dataset 'toy': 1 layer, 2..9 frames of 4-d per sample, the class in the frames' mean."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(3, 4)) * 2.0
+    prov = {"encoder": "seq", "source": "synthetic", "weights_hash": "1" * 16, "pooling": "mean", "modality": "audio"}
+    w = StoreWriter(root / "toy" / "seq.h5", prov, ["0"], frames=True)
+    for name, c in zip(names, y):
+        q = (rng.normal(size=(int(rng.integers(2, 10)), 4)) + centers[c]).astype(np.float32)
+        w.add(name, Encoded(layers={"0": q.mean(0)}, frames={"0": q}))
+    w.finalize()
+    w.close()
+
+
+def test_frame_level_stores_are_searched(tmp_path):
+    """A store declared ``frames: true`` is searched as frame sequences by the non-linear heads (the
+    linear probe is skipped for it), utterance candidates keep their ids, a search reads each store one
+    way, and a chosen frame-level candidate is refitted into a run that predicts from frames."""
+    from emo.fuse.run import load_run
+    from emo.fuse.training.data import Frames, load_features
+
+    y = make_toy(tmp_path, splits=True)
+    _frame_store(tmp_path, y, [f"u{i:03d}" for i in range(len(y))])
+    space = {"stores": [{"name": "seq", "frames": True}, {"name": "good", "layers": "1"}], "heads": ["linear", "mlp"],
+             "weight_decay": [0.1], "class_weights": [False], "frame_encoder": ["lstm"]}
+    sp = S.Space.from_dict(space)
+    assert sp.frame_stores == ["seq"]
+    cands = sp.candidates({"seq": ["0"], "good": ["0", "1", "2"]})
+    assert sorted((c.features, c.head, c.frames) for c in cands) == [
+        (("good:1",), "linear", ()), (("good:1",), "mlp", ()), (("seq",), "mlp", ("seq",))]
+    lin = S.Candidate(("good:1",), "linear", 0.1)
+    assert "frames" not in lin.key() and "frame_encoder" not in lin.key()  # utterance ids (and caches) unchanged
+    fr = next(c for c in cands if c.frames)
+    assert S.Candidate.from_key(fr.key()) == fr and "frames(seq: lstm)" in fr.label()
+    with pytest.raises(S.SearchError, match="both with and without frames"):
+        S.Space.from_dict({"stores": [{"name": "seq", "frames": True}, "seq"], "heads": ["mlp"]})
+    with pytest.raises(S.SearchError, match="other than linear"):
+        S.Space.from_dict({"stores": [{"name": "seq", "frames": True}]})
+    with pytest.raises(S.SearchError, match="frame_encoder 'gru'"):
+        S.Space.from_dict({"stores": [{"name": "seq", "frames": True}], "heads": ["mlp"], "frame_encoder": ["gru"]})
+    with pytest.raises(S.SearchError, match="unknown key"):
+        S.Space.from_dict({"stores": [{"name": "seq", "frame": True}], "heads": ["mlp"]})
+    with pytest.raises(Exception, match=r"good\.h5 has no frame-level features"):
+        S.load_search_data(tmp_path, "toy", ["good"], frames=["good"])
+
+    # docs/search.md's frames.yaml (its second YAML block) is a valid space: frames for egemaps_lld only
+    import re
+    import textwrap
+
+    import yaml
+
+    doc_sp = S.Space.from_dict(yaml.safe_load(textwrap.dedent(re.findall(r"```yaml\n(.*?)```", _doc(), re.S)[1])))
+    doc_c = doc_sp.candidates({"egemaps": ["functionals"], "egemaps_lld": ["lld"]})
+    assert sorted((c.features, c.head, c.frames, c.frame_encoder) for c in doc_c) == [
+        (("egemaps",), "linear", (), "lstm"), (("egemaps",), "mlp", (), "lstm"), (("egemaps_lld",), "mlp", ("egemaps_lld",), "textcnn")]
+
+    fs, data, rows = S.load_search_data(tmp_path, "toy", ["seq", "good"], frames=["seq"])
+    assert isinstance(data.blocks["seq"], Frames) and data.inputs["seq"].frames and not data.inputs["good"].frames
+    outer = S.make_outer_folds("speaker", fs, data.y["discrete"], rows, 0, 0)
+    probs = S.fit_predict(fr, data, [(f.train, f.test) for f in outer[:3]])
+    test = np.concatenate([np.sort(f.test) for f in outer[:3]])
+    p = np.concatenate(probs)
+    assert p.shape == (len(test), 3) and np.all(np.isfinite(p))
+    assert (p.argmax(1) == data.y["discrete"][test]).mean() > 0.6  # the frames carry the class (chance 1/3)
+
+    r = S.search(tmp_path, "toy", tmp_path / "out", space=sp, protocol="split", stores=["seq", "good"], ensemble=1, n_boot=50)
+    assert {row["candidate"] for row in r["leaderboard"]} == {c.label() for c in cands}
+    assert r["stores"]["seq"]["layers"] == ["0"]
+    info = S.write_final_runs(tmp_path / "one", fs, data, [fr], [1.0], rows, tmp_path, "toy", None)
+    assert info["kind"] == "run"
+    run = load_run(tmp_path / "one" / "run")
+    assert run.frame_inputs == ["seq"]
+    f = load_features(tmp_path, "toy", run.feature_specs, frames=run.frame_inputs)
+    q = run.predict(f.blocks, f.speakers)["probs"]
+    assert q.shape == (90, 3) and (q.argmax(1) == y).mean() > 0.6
+    # a chosen ensemble with a frame-level member: the ensemble run reads that store as frames
+    S.write_final_runs(tmp_path / "two", fs, data, [fr, lin], [0.6, 0.4], rows, tmp_path, "toy", None)
+    ens = load_run(tmp_path / "two" / "run")
+    assert ens.frame_inputs == ["seq"] and [m.frame_inputs for m in ens.members] == [["seq"], []]
+    f2 = load_features(tmp_path, "toy", ens.feature_specs, frames=ens.frame_inputs)
+    q2 = ens.predict(f2.blocks, f2.speakers)["probs"]
+    parts = [m.predict(load_features(tmp_path, "toy", m.feature_specs, frames=m.frame_inputs).blocks, f2.speakers)["probs"]
+             for m in ens.members]
+    assert np.allclose(q2, sum(w * p for w, p in zip(ens.weights, parts)), atol=1e-6)
+
+
 def test_opensmile_sets_on_a_real_clip(shared):
     import soundfile as sf
 

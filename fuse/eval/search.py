@@ -40,7 +40,9 @@ unit. Units run in local processes (one torch thread each) or on a dask cluster 
 both run the same function on the same inputs and give the same numbers (tested).
 
 The candidate trainer is one function, :func:`fit_predict` (``emo.fuse.training.batched.train_cv_batched``:
-``linear`` = full-batch L-BFGS probe, other heads the batched AdamW recipe).
+``linear`` = full-batch L-BFGS probe, other heads the batched AdamW recipe; candidates whose stores
+are searched as frame sequences, ``frames: true`` in the space, the sequential minibatch loop of
+``emo fuse train --frames``).
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class Candidate:
         weight_decay: L2 coefficient (linear: ``weight_decay / 2 * ||W||^2``; others: AdamW decay).
         hidden: hidden size (heads other than ``linear``). dropout: dropout (same).
         class_weights: balanced class weights in the cross-entropy.
+        frames: the stores among ``features`` read as frame sequences (:class:`emo.fuse.training.data.Frames`,
+            ``emo extract --frames``): each feeds a ``frame_encoder`` (``lstm`` or ``textcnn``,
+            :mod:`emo.fuse.model.frames`) whose output is its token; empty: utterance vectors only.
     """
 
     features: tuple[str, ...]
@@ -94,14 +99,22 @@ class Candidate:
     hidden: int = 256
     dropout: float = 0.5
     class_weights: bool = False
+    frames: tuple[str, ...] = ()
+    frame_encoder: str = "lstm"
 
     def key(self) -> dict[str, Any]:
-        """JSON-able identity (what the cache hash and the leaderboard use)."""
+        """JSON-able identity (what the cache hash and the leaderboard use). Utterance-level candidates
+        have the keys (and so the ids and cache units) they had before frame-level candidates existed."""
         d = asdict(self)
         d["features"] = list(self.features)
         if self.head == "linear":  # no hidden layer: these do not change the model
             d.pop("hidden")
             d.pop("dropout")
+        if self.frames:
+            d["frames"] = list(self.frames)
+        else:
+            d.pop("frames")
+            d.pop("frame_encoder")
         return d
 
     @property
@@ -114,11 +127,13 @@ class Candidate:
         s = f"{'+'.join(self.features)} {self.head} wd={self.weight_decay:g}"
         if self.head != "linear":
             s += f" h={self.hidden} do={self.dropout:g}"
+        if self.frames:
+            s += f" frames({','.join(self.frames)}: {self.frame_encoder})"
         return s + (" cw" if self.class_weights else "")
 
     @classmethod
     def from_key(cls, d: dict[str, Any]) -> "Candidate":
-        return cls(**{**d, "features": tuple(d["features"])})
+        return cls(**{**d, "features": tuple(d["features"]), "frames": tuple(d.get("frames", ()))})
 
 
 def layer_choices(layers: list[str], windows: Iterable[int] = (1, 3), whole: bool = True) -> list[str]:
@@ -149,11 +164,16 @@ class Space:
     """A declared search space (``--config space.yaml``; keys as the attributes).
 
     Attributes:
-        stores: per store ``{"name": str, "layers": "all" | spec | [specs], "windows": [int]}``;
-            ``layers`` omitted or ``all``: :func:`layer_choices` of the store's layers.
+        stores: per store ``{"name": str, "layers": "all" | spec | [specs], "windows": [int],
+            "frames": bool}``; ``layers`` omitted or ``all``: :func:`layer_choices` of the store's
+            layers. ``frames: true``: the store is searched as frame sequences (it must hold them:
+            ``emo extract --frames``), never as utterance vectors in the same search (one name, one
+            kind of input, so a chosen ensemble reads each store one way); only heads other than
+            ``linear`` take frames (the linear probe is skipped for those feature sets).
         combine: sizes of store combinations (1: each store alone; 2: also every pair, feature-level).
         heads, weight_decay, hidden, dropout, class_weights: grids (the cross product is taken;
             ``hidden`` and ``dropout`` only for heads other than ``linear``).
+        frame_encoder: grid of frame encoders (``lstm``, ``textcnn``) for feature sets with frames.
     """
 
     stores: list[dict[str, Any]]
@@ -163,6 +183,12 @@ class Space:
     hidden: list[int] = field(default_factory=lambda: [256])
     dropout: list[float] = field(default_factory=lambda: [0.5])
     class_weights: list[bool] = field(default_factory=lambda: [False, True])
+    frame_encoder: list[str] = field(default_factory=lambda: ["lstm"])
+
+    @property
+    def frame_stores(self) -> list[str]:
+        """Names of the stores searched as frame sequences (``frames: true``)."""
+        return [s["name"] for s in self.stores if s.get("frames")]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "space") -> "Space":
@@ -188,6 +214,27 @@ class Space:
                 raise SearchError(f"{source}: head {h!r} is not searchable (linear, mlp, afg, attention, transformer)")
         if any(not (isinstance(w, (int, float)) and w >= 0 and math.isfinite(w)) for w in sp.weight_decay):
             raise SearchError(f"{source}: weight_decay values must be finite and >= 0, got {sp.weight_decay}")
+        for s in stores:
+            bad = sorted(set(s) - {"name", "layers", "windows", "frames"})
+            if bad:
+                raise SearchError(f"{source}: store {s['name']!r}: unknown key(s) {', '.join(bad)} (known: frames, layers, name, windows)")
+            if not isinstance(s.get("frames", False), bool):
+                raise SearchError(f"{source}: store {s['name']!r}: frames must be true or false, got {s['frames']!r}")
+        kinds: dict[str, set[bool]] = {}
+        for s in stores:
+            kinds.setdefault(s["name"], set()).add(bool(s.get("frames", False)))
+        both = sorted(n for n, k in kinds.items() if len(k) > 1)
+        if both:
+            raise SearchError(f"{source}: store(s) {', '.join(both)} listed both with and without frames: a search reads "
+                              "each store one way (frame sequences or utterance vectors)")
+        from emo.fuse.model.sequence import FRAME_ENCODERS
+
+        for e in sp.frame_encoder:
+            if e not in FRAME_ENCODERS:
+                raise SearchError(f"{source}: frame_encoder {e!r} is not one of {', '.join(FRAME_ENCODERS)}")
+        if sp.frame_stores and not [h for h in sp.heads if h != "linear"]:
+            raise SearchError(f"{source}: store(s) {', '.join(sp.frame_stores)} are searched as frames, which only heads "
+                              "other than linear take (add mlp, afg, attention or transformer to heads)")
         return sp
 
     @classmethod
@@ -224,14 +271,19 @@ class Space:
         for k in sorted(set(int(c) for c in self.combine)):
             for combo in itertools.combinations(range(len(specs_per_store)), k):
                 feature_sets.extend(itertools.product(*(specs_per_store[i] for i in combo)))
+        frame_stores = set(self.frame_stores)
         out = []
         for fs in feature_sets:
+            fr = tuple(sorted({spec.split(":")[0] for spec in fs} & frame_stores))
             for head in self.heads:
+                if fr and head == "linear":
+                    continue  # the linear probe takes utterance vectors only
                 hd = [(h, d) for h in self.hidden for d in self.dropout] if head != "linear" else [(256, 0.5)]
                 for wd in self.weight_decay:
                     for h, d in hd:
                         for cw in self.class_weights:
-                            out.append(Candidate(tuple(fs), head, float(wd), int(h), float(d), bool(cw)))
+                            for enc in (self.frame_encoder if fr else ["lstm"]):
+                                out.append(Candidate(tuple(fs), head, float(wd), int(h), float(d), bool(cw), fr, enc))
         seen, uniq = set(), []
         for c in out:
             if c.id not in seen:
@@ -256,7 +308,8 @@ class SearchData:
     """Everything a work unit needs (pickled once per worker).
 
     Attributes:
-        blocks: store -> float32 (N, L, D), all of the store's layers. inputs: store -> its
+        blocks: store -> float32 (N, L, D), all of the store's layers, or for a store searched as
+            frames its :class:`emo.fuse.training.data.Frames` (T_i, L, D). inputs: store -> its
             :class:`emo.fuse.training.inputs.FeatureInput` (all layers). y: ``{"discrete": int (N,)}``
             (-1 unlabelled). speakers: (N,) or None. classes: class names. normalize: the
             normalisation of every candidate (``speaker`` when speakers are known, else ``global``).
@@ -287,7 +340,13 @@ class SearchData:
             if missing:
                 raise SearchError(f"{spec}: layers {missing} not in store {fsp.name} (has {inp.layers})")
             idx = [inp.layers.index(x) for x in sel]
-            blocks[fsp.name] = np.ascontiguousarray(self.blocks[fsp.name][:, idx])
+            b = self.blocks[fsp.name]
+            if inp.frames:
+                from emo.fuse.training.data import Frames
+
+                blocks[fsp.name] = b if idx == list(range(len(inp.layers))) else Frames(np.ascontiguousarray(b.data[:, idx]), b.starts, b.lengths)
+            else:
+                blocks[fsp.name] = np.ascontiguousarray(b[:, idx])
             inputs.append(replace(inp, layers=sel, spec=f"{inp.spec.split(':')[0]}:{','.join(sel)}" if inp.spec else spec))
         return blocks, inputs
 
@@ -305,7 +364,8 @@ class SearchData:
     def fingerprint(self) -> str:
         """SHA-256 (16 hex) of store provenance, sample names, labels, speakers and normalisation."""
         h = hashlib.sha256()
-        h.update(json.dumps({k: [v.layers, v.dim, v.provenance] for k, v in sorted(self.inputs.items())},
+        # a frame-level input adds its flag (utterance-only data keep the fingerprint they had)
+        h.update(json.dumps({k: [v.layers, v.dim, v.provenance] + (["frames"] if v.frames else []) for k, v in sorted(self.inputs.items())},
                             sort_keys=True, default=str).encode())
         h.update(json.dumps([self.names, self.speakers, self.classes, self.normalize]).encode())
         h.update(np.ascontiguousarray(self.y["discrete"]).tobytes())
@@ -394,9 +454,14 @@ def train_config(cand: Candidate, data: SearchData, threads: int = 1):
     from emo.fuse.config import TrainConfig
 
     lin = cand.head == "linear"
+    fr = bool(cand.frames)
+    # frame-level candidates train one model per fold (seeds=1; emo fuse train's auto would be 5 below
+    # 2,000 rows): a frame encoder costs 10-100x an utterance head, and the search multiplies it by
+    # every inner fold. Our choice; the papers do not search frame encoders.
     return TrainConfig(head=cand.head, task="discrete", hidden=cand.hidden, dropout=cand.dropout,
                        weight_decay=cand.weight_decay, class_weights=cand.class_weights, normalize=data.normalize,
-                       optimizer="lbfgs" if lin else "adamw", seeds=1 if lin else 0, threads=threads, device="cpu")
+                       optimizer="lbfgs" if lin else "adamw", seeds=1 if (lin or fr) else 0, threads=threads, device="cpu",
+                       frames=fr, frame_encoder=cand.frame_encoder if fr else "lstm")
 
 
 def _job_folds(jobs: list[tuple[np.ndarray, np.ndarray]], data: SearchData, lbfgs: bool, seed: int) -> list:
@@ -428,7 +493,9 @@ def fit_predict(cand: Candidate, data: SearchData, jobs: list[tuple[np.ndarray, 
     """Train ``cand`` on each job's training rows and predict its evaluation rows.
 
     The single entry point of the search's trainer: :func:`emo.fuse.training.batched.train_cv_batched` with
-    the candidate's :func:`train_config` (all jobs of a call in one batched fit).
+    the candidate's :func:`train_config` (all jobs of a call in one batched fit); candidates with
+    frame-level inputs run :func:`emo.fuse.eval.cv.train_cv` (the sequential minibatch loop of
+    ``emo fuse train --frames``, one job after another).
 
     Args:
         jobs: list of (train rows, evaluation rows), int arrays into the data's rows.
@@ -448,8 +515,13 @@ def fit_predict(cand: Candidate, data: SearchData, jobs: list[tuple[np.ndarray, 
     cfg = train_config(cand, data, threads)
     blocks, inputs = data.candidate_inputs(cand)
     folds = _job_folds(jobs, data, cand.head == "linear", seed)
-    res = train_cv_batched(blocks, inputs, data.y, folds, cfg, len(data.classes), data.speakers, None, None, None,
-                           optimizer=cfg.optimizer)
+    if cand.frames:  # frame encoders train in emo fuse train's sequential minibatch loop (no batched path)
+        from emo.fuse.eval.cv import train_cv
+
+        res = train_cv(blocks, inputs, data.y, folds, cfg, len(data.classes), data.speakers)
+    else:
+        res = train_cv_batched(blocks, inputs, data.y, folds, cfg, len(data.classes), data.speakers, None, None, None,
+                               optimizer=cfg.optimizer)
     out = []
     for k, f in enumerate(folds):
         sel = res.oof["fold"] == k
@@ -788,8 +860,9 @@ def parse_budget(text: str | int | None) -> tuple[str, float | None]:
 
 
 def load_search_data(features_dir: str | Path, dataset: str, stores: list[str] | None, normalize: str = "auto",
-                     protocol: str = "speaker"):
-    """Load every store (all layers, utterance vectors) and the discrete labels.
+                     protocol: str = "speaker", frames: list[str] | None = None):
+    """Load every store (all layers, utterance vectors; the stores named in ``frames`` as frame
+    sequences, :class:`emo.fuse.training.data.Frames`) and the discrete labels.
 
     Returns:
         (FeatureSet, SearchData, labelled rows).
@@ -805,13 +878,18 @@ def load_search_data(features_dir: str | Path, dataset: str, stores: list[str] |
         stores = sorted(p.stem for p in root.glob("*.h5") if "+" not in p.stem) if root.is_dir() else []
     if not stores:
         raise SearchError(f"no feature stores found in {root} (run emo extract first, or name them with --store)")
-    fs = load_features(features_dir, dataset, list(stores), "intersect")
+    frames = sorted(set(frames or []))
+    missing = [f for f in frames if f not in stores]
+    if missing:
+        raise SearchError(f"store(s) {', '.join(missing)} of the search space were not found in {root} "
+                          f"(found: {', '.join(stores)})")
+    fs = load_features(features_dir, dataset, list(stores), "intersect", frames=frames or False)
     if not fs.classes:
         raise SearchError(f"{dataset}: the search needs discrete labels; the manifest has none")
     y, mask = targets(fs.samples, "discrete", fs.classes)
     rows = np.flatnonzero(mask)
     for k, b in fs.blocks.items():
-        if not np.all(np.isfinite(b[rows])):
+        if k not in frames and not np.all(np.isfinite(b[rows])):  # frames: checked by load_features (file named)
             raise SearchError(f"store {k}: non-finite features in labelled rows")
     spk = fs.speakers
     known = all(s for s in spk)
@@ -1029,7 +1107,8 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
     bkind, bval = parse_budget(budget)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fs, data, rows = load_search_data(features_dir, dataset, stores, protocol=protocol)
+    fs, data, rows = load_search_data(features_dir, dataset, stores, protocol=protocol,
+                                      frames=space.frame_stores if space is not None else None)
     store_layers = {k: list(v.layers) for k, v in data.inputs.items()}
     space = space or default_space(store_layers)
     cands = space.candidates(store_layers)
