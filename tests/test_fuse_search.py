@@ -131,6 +131,18 @@ def test_nested_search_never_lets_evaluation_rows_choose(tmp_path, monkeypatch):
         assert (tmp_path / "out" / f).stat().st_size > 0
     rep = (tmp_path / "out" / "report.md").read_text()
     assert "nested" in rep and "optimistic (same data)" in rep and "top-10-of-50" in rep
+    # nested_predictions.csv: every row once, with its own speaker's outer fold; its UAR is the nested estimate
+    import csv
+
+    from emo.fuse.eval.metrics import classification_metrics
+
+    with open(tmp_path / "out" / "nested_predictions.csv", newline="") as fh:
+        npred = list(csv.DictReader(fh))
+    assert sorted(int(x["name"][1:]) for x in npred) == list(range(len(y)))
+    assert all(x["fold"] == f"speaker={x['speaker']}" and x["label"] == CLASSES[y[int(x["name"][1:])]] for x in npred)
+    uar = classification_metrics(np.array([CLASSES.index(x["label"]) for x in npred]),
+                                 np.array([CLASSES.index(x["pred"]) for x in npred]), 3)["uar"]
+    assert uar == pytest.approx(r["nested"]["estimate"], abs=1e-9)
 
 
 def test_resume_reuses_units_and_new_data_does_not(tmp_path, monkeypatch):

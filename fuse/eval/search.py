@@ -1142,6 +1142,7 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
     est = _estimates(plan, done_cands, nested, data.speakers, n_boot, seed)
     ev, yt, outer_scores = est["ev"], y[est["ev"]], est["outer_scores"]
     nested_ci, optimistic, top10_50 = est["nested"], est["optimistic"], est["top10_of_50"]
+    write_nested_predictions(out / "nested_predictions.csv", plan, nested, data)
 
     # final choice on all data: the outer folds are its inner folds (outer predictions = selection predictions)
     if len(outer) > 1:
@@ -1181,6 +1182,29 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
     result["seconds"] = round(time.monotonic() - t_start, 1)
     write_outputs(out, result)
     return result
+
+
+def write_nested_predictions(path: Path, plan: _Rungs, nested: np.ndarray, data: SearchData) -> Path:
+    """``OUT/nested_predictions.csv``: one row per evaluated (outer-test) row: ``name``, ``speaker``,
+    ``label``, ``fold`` (the outer fold that scored it), ``pred`` and ``prob_<class>`` of the nested
+    prediction (the ensemble chosen inside that fold). Two searches on the same rows compare row by
+    row from these files (a paired speaker bootstrap of their difference). Written atomically.
+
+    Raises:
+        FloatingPointError: a non-finite nested probability (never written silently).
+    """
+    from emo.fsio import write_csv
+
+    rows = []
+    for f in plan.outer:
+        for i in np.sort(f.test):
+            p = nested[i]
+            if not np.all(np.isfinite(p)):
+                raise FloatingPointError(f"nested prediction of {data.names[i]} is not finite")
+            rows.append({"name": data.names[i], "speaker": "" if data.speakers is None else data.speakers[i],
+                         "label": data.classes[int(plan.y[i])], "fold": f.name, "pred": data.classes[int(np.argmax(p))],
+                         **{f"prob_{c}": f"{float(v):.6g}" for c, v in zip(data.classes, p)}})
+    return write_csv(path, rows)
 
 
 def write_final_runs(out: Path, fs, data: SearchData, members: list[Candidate], weights: list[float], rows: np.ndarray,
