@@ -38,6 +38,21 @@ def store_attrs(path: Path) -> dict:
         return {k: str(f.attrs[k]) for k in ("encoder", "feature_set", "feature_level", "pooling", "weights_hash") if k in f.attrs}
 
 
+def extract_stores(shared: Path, feats: Path, stores: tuple[str, ...]) -> float:
+    """`emo extract` the EmoDB stores missing under ``feats`` (``egemaps_lld`` with its frames);
+    returns the seconds it took (0 when all were there)."""
+    t0 = time.perf_counter()
+    missing = [e for e in stores if not (feats / "emodb" / f"{e}.h5").is_file()]
+    # --frames applies to every encoder of one `emo extract`, and the functionals have no frames:
+    # the frame-level store is extracted on its own
+    for encoders, frames in (([e for e in missing if e != "egemaps_lld"], False), ([e for e in missing if e == "egemaps_lld"], True)):
+        if encoders:
+            cmd = [sys.executable, "-m", "emo.cli", "extract", "-d", "emodb", "-r", str(shared / "emodb"), "-o", str(feats),
+                   "--device", "cpu", "--no-progress"] + (["--frames"] if frames else []) + [a for e in encoders for a in ("-e", e)]
+            subprocess.run(cmd, check=True, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features" / "search"), help="feature root (emo extract --out)")
@@ -47,16 +62,7 @@ def main() -> None:
     ap.add_argument("--ensemble", type=int, default=3)
     args = parse(ap)
     shared, feats = Path(args.shared), Path(args.features)
-    t0 = time.perf_counter()
-    missing = [e for e in STORES if not (feats / "emodb" / f"{e}.h5").is_file()]
-    # --frames applies to every encoder of one `emo extract`, and the functionals have no frames:
-    # the frame-level store is extracted on its own
-    for encoders, frames in (([e for e in missing if e != "egemaps_lld"], False), ([e for e in missing if e == "egemaps_lld"], True)):
-        if encoders:
-            cmd = [sys.executable, "-m", "emo.cli", "extract", "-d", "emodb", "-r", str(shared / "emodb"), "-o", str(feats),
-                   "--device", "cpu", "--no-progress"] + (["--frames"] if frames else []) + [a for e in encoders for a in ("-e", e)]
-            subprocess.run(cmd, check=True, cwd=ROOT)
-    extract_s = time.perf_counter() - t0
+    extract_s = extract_stores(shared, feats, STORES)
     search_args = ["--dataset", "emodb", "--features-dir", str(feats), "--folds", "speaker", "--metric", "uar",
                    "--ensemble", str(args.ensemble), "--workers", str(args.workers), "--out", str(args.out)]
     if args.budget:
