@@ -83,6 +83,15 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch):
     from dataclasses import replace
     with pytest.raises(ResumeError, match="training.lr"):
         train(feats, "synth", ["hubert_large:1-3"], replace(_cfg(), lr=0.02), protocol="speaker", out=tmp_path / "run2")
+    # another emo (trainer sources) or another torch left the partial folds: refused, named, not mixed
+    import emo.fuse.training.resume as resume
+
+    real_code = resume.trainer_code()
+    for key, other in (("fuse_sources", "0" * 16), ("torch", "1.0.0")):
+        monkeypatch.setattr(resume, "trainer_code", lambda k=key, o=other: {**real_code, k: o})
+        with pytest.raises(ResumeError, match=rf"trainer_code\.{key}"):
+            train(feats, "synth", ["hubert_large:1-3"], _cfg(), protocol="speaker", out=tmp_path / "run2")
+    assert len(real_code["fuse_sources"]) == 16 and real_code["torch"] == __import__("torch").__version__
 
 
 def test_repeats_report_mean_std_and_interval(tmp_path):

@@ -154,6 +154,14 @@ def test_resume_reuses_units_and_new_data_does_not(tmp_path, monkeypatch):
     r2 = S.search(tmp_path, "toy", tmp_path / "out", **kw)
     assert not calls and r2["nested"]["estimate"] == r1["nested"]["estimate"]
     assert [pf["chosen"] for pf in r2["per_fold"]] == [pf["chosen"] for pf in r1["per_fold"]]
+    # units cached by another emo (trainer sources) are not reused
+    import emo.fuse.training.resume as resume
+
+    real_code = resume.trainer_code()
+    monkeypatch.setattr(resume, "trainer_code", lambda: {**real_code, "fuse_sources": "f" * 16})
+    with pytest.raises(AssertionError, match="retrained"):
+        S.search(tmp_path, "toy", tmp_path / "out", **kw)
+    monkeypatch.setattr(resume, "trainer_code", lambda: real_code)
     # a store with other values: other fingerprint, nothing reused
     make_toy(tmp_path, seed=1)
     with pytest.raises(AssertionError, match="retrained"):

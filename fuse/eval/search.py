@@ -60,6 +60,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 #: Bumped when the trainer or the unit layout changes (old cache entries are then never reused).
+#: Unit hashes also cover :func:`emo.fuse.training.resume.trainer_code` (the ``emo.fuse`` sources
+#: and the torch/numpy/scipy versions), so a cache written by another emo or torch is not reused
+#: even where this constant was not bumped.
 #: search-v2 (2026-12-07): the linear probe's solver changed (``_LinearProblem``, L-BFGS-B for
 #: small problems), so its predictions differ from search-v1's within the solver tolerance.
 TRAINER_VERSION = "search-v2"
@@ -628,7 +631,10 @@ class Unit:
 
     def hash(self, data_fp: str) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps({"cand": self.cand.key(), "data": data_fp, "trainer": TRAINER_VERSION}, sort_keys=True).encode())
+        from emo.fuse.training.resume import trainer_code
+
+        h.update(json.dumps({"cand": self.cand.key(), "data": data_fp, "trainer": TRAINER_VERSION, "code": trainer_code()},
+                            sort_keys=True).encode())
         for tr, ev in self.jobs:
             h.update(np.asarray(tr, dtype=np.int64).tobytes())
             h.update(b"|")

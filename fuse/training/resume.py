@@ -4,8 +4,9 @@
 Layout: a hidden sibling of the run directory, ``<parent>/.<run>.partial/``, holding
 
 - ``fingerprint.json``: everything that changes the numbers of a fold (training settings, the
-  feature specs with their store provenance, task, classes, protocol, and a hash of every
-  fold's train/validation/test rows). A rerun with the same fingerprint reuses the finished
+  feature specs with their store provenance, task, classes, protocol, a hash of every
+  fold's train/validation/test rows, and :func:`trainer_code`: a hash of the ``emo.fuse`` sources
+  and the torch, numpy and scipy versions). A rerun with the same fingerprint reuses the finished
   folds; a different one is refused with the differing keys named (``--restart`` discards the
   partial folds instead).
 - ``fold-K.safetensors``: the fold's model states (one per seed) and its outputs on its
@@ -30,6 +31,7 @@ uninterrupted run's (tested).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -52,6 +54,29 @@ def partial_dir(out: str | Path) -> Path:
 def rows_hash(rows: np.ndarray) -> str:
     """SHA-256 (16 hex digits) of an index array (int64), to fingerprint a fold's rows."""
     return hashlib.sha256(np.ascontiguousarray(np.asarray(rows, dtype=np.int64)).tobytes()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def trainer_code() -> dict[str, Any]:
+    """What, besides the configuration and the rows, changes a fold's numbers: the trainer's code and
+    the numeric libraries. ``{"fuse_sources": SHA-256 (16 hex) of every ``.py`` file of the
+    ``emo.fuse`` package (relative path and bytes, sorted by path), "torch", "numpy", "scipy":
+    versions}``. Part of the resume fingerprint, so a partial run left by another emo (an upgrade,
+    a local edit of the trainer) or another torch is refused, not silently mixed with new folds.
+
+    The hash covers the sources, not a git commit: an installed wheel has no repository. Any edit of
+    ``emo/fuse`` counts, a docstring too; that errs on the side of retraining."""
+    import scipy
+    import torch
+
+    root = Path(__file__).resolve().parents[1]  # the emo.fuse package
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(b"\0")
+        h.update(f.read_bytes())
+        h.update(b"\0")
+    return {"fuse_sources": h.hexdigest()[:16], "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -47,13 +47,15 @@ REPEAT_STRIDE = 1000
 
 def fingerprint(config: dict[str, Any], folds: list, test_idx: np.ndarray | None) -> dict[str, Any]:
     """Everything that changes a fold's numbers: the run config without its record-only keys
-    (``command``, torch ``threads``) plus a hash of every fold's rows (see :mod:`emo.fuse.training.resume`)."""
-    from emo.fuse.training.resume import rows_hash
+    (``command``, torch ``threads``), a hash of every fold's rows and the trainer's code and library
+    versions (:func:`emo.fuse.training.resume.trainer_code`; see :mod:`emo.fuse.training.resume`)."""
+    from emo.fuse.training.resume import rows_hash, trainer_code
 
     fp = {k: v for k, v in config.items() if k not in ("command",)}
     fp["training"] = {k: v for k, v in config["training"].items() if k != "threads"}
     fp["fold_rows"] = [[f.name, rows_hash(f.train), rows_hash(f.val), rows_hash(f.test)] for f in folds]
     fp["test_rows"] = None if test_idx is None else rows_hash(test_idx)
+    fp["trainer_code"] = trainer_code()
     return fp
 
 
