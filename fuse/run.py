@@ -267,43 +267,10 @@ class Run:
         Raises:
             RunError: missing encoder, wrong shape, or utterance vectors where the run needs frames (named).
         """
-        from emo.fuse.training.data import FeatureError, Frames
         from emo.fuse.training.minibatch import torch_inputs
         from emo.fuse.training.fit import average_outputs, predict_model
 
-        n = None
-        blocks: dict[str, Any] = {}
-        for inp in self.inputs:
-            name, seq = inp.name, inp.frames
-            x = features.get(f"{name}/frames") if seq and f"{name}/frames" in features else features.get(name)
-            want = (len(inp.layers), inp.dim)
-            if x is None:
-                what = "frame sequences" if seq else "features"
-                raise RunError(f"{self.path}: {what} for {name!r} missing (the run needs {', '.join(self.feature_specs)}"
-                               f"{'; frame-level: ' + ', '.join(self.frame_inputs) if self.frame_inputs else ''})")
-            if seq:
-                if isinstance(x, np.ndarray) and x.dtype != object:
-                    raise RunError(f"{self.path}: {name!r} is a frame-level input of this run (trained with --frames): pass a list "
-                                   f"of (T_i, {want[1]}) or (T_i, {want[0]}, {want[1]}) arrays, not an array of shape {x.shape}")
-                if not isinstance(x, Frames):
-                    try:
-                        x = Frames.from_list(list(x))
-                    except FeatureError as e:
-                        raise RunError(f"{self.path}: frames of {name!r}: {e}") from None
-                shape = (len(x), *x.frame_shape)
-                if len(x) and tuple(shape[1:]) != want:
-                    raise RunError(f"{self.path}: frames of {name!r} are (T, {', '.join(map(str, shape[1:]))}) per sample, "
-                                   f"the run needs (T, {want[0]}, {want[1]}) (layers {inp.layers})")
-            else:
-                x = np.asarray(x)
-                shape = x.shape
-                if x.ndim != 3 or tuple(x.shape[1:]) != want:
-                    raise RunError(f"{self.path}: features {name!r} have shape {x.shape}, the run needs (N, {want[0]}, {want[1]}) "
-                                   f"(layers {inp.layers})")
-            if n is not None and shape[0] != n:
-                raise RunError(f"{self.path}: feature arrays have different numbers of samples")
-            n = shape[0]
-            blocks[name] = x
+        blocks = input_blocks(self.path, self.inputs, features, self.feature_specs, "run")
         outs = []
         models = self.models()
         for k in (range(self.n_folds) if folds is None else folds):
@@ -317,6 +284,64 @@ class Run:
             xs = torch_inputs(xb, self.inputs, "cpu")
             outs.append(average_outputs([predict_model(m, xs) for m in models[k]]))
         return average_outputs(outs)
+
+
+
+def input_blocks(path: Path, inputs: list[FeatureInput], features: dict[str, Any], feature_specs: list[str],
+                 kind: str = "run") -> dict[str, Any]:
+    """The blocks of a run's (or decision ensemble's) ``inputs`` out of ``features``, checked.
+
+    Args:
+        inputs: the run's :class:`emo.fuse.training.inputs.FeatureInput` list. features: encoder name ->
+            float32 (N, L, D) in the inputs' layer order; for a frame-level input, under
+            ``f"{name}/frames"`` (preferred when present) or ``name``, a list of N arrays (T_i, D) or
+            (T_i, L, D) (T_i may differ and may be 0) or an :class:`emo.fuse.training.data.Frames`.
+        feature_specs: named in the error for a missing input. kind: ``run`` or ``ensemble`` (messages).
+
+    Returns:
+        name -> float32 (N, L, D) array or :class:`Frames` (lists converted).
+
+    Raises:
+        RunError: a missing input, utterance vectors where frames are needed, a wrong per-sample or
+            per-frame shape, different numbers of samples (the run directory and input named).
+    """
+    from emo.fuse.training.data import FeatureError, Frames
+
+    frame_inputs = [inp.name for inp in inputs if inp.frames]
+    n = None
+    blocks: dict[str, Any] = {}
+    for inp in inputs:
+        name, seq = inp.name, inp.frames
+        x = features.get(f"{name}/frames") if seq and f"{name}/frames" in features else features.get(name)
+        want = (len(inp.layers), inp.dim)
+        if x is None:
+            what = "frame sequences" if seq else "features"
+            raise RunError(f"{path}: {what} for {name!r} missing (the {kind} needs {', '.join(feature_specs)}"
+                           f"{'; frame-level: ' + ', '.join(frame_inputs) if frame_inputs else ''})")
+        if seq:
+            if isinstance(x, np.ndarray) and x.dtype != object:
+                raise RunError(f"{path}: {name!r} is a frame-level input of this {kind} (trained with --frames): pass a list "
+                               f"of (T_i, {want[1]}) or (T_i, {want[0]}, {want[1]}) arrays, or Frames, not an array of shape {x.shape}")
+            if not isinstance(x, Frames):
+                try:
+                    x = Frames.from_list(list(x))
+                except FeatureError as e:
+                    raise RunError(f"{path}: frames of {name!r}: {e}") from None
+            shape = (len(x), *x.frame_shape)
+            if len(x) and tuple(shape[1:]) != want:
+                raise RunError(f"{path}: frames of {name!r} are (T, {', '.join(map(str, shape[1:]))}) per sample, "
+                               f"the {kind} needs (T, {want[0]}, {want[1]}) (layers {inp.layers})")
+        else:
+            x = np.asarray(x)
+            shape = x.shape
+            if x.ndim != 3 or tuple(x.shape[1:]) != want:
+                raise RunError(f"{path}: features {name!r} have shape {x.shape}, the {kind} needs (N, {want[0]}, {want[1]}) "
+                               f"(layers {inp.layers})")
+        if n is not None and shape[0] != n:
+            raise RunError(f"{path}: feature arrays have different numbers of samples")
+        n = shape[0]
+        blocks[name] = x
+    return blocks
 
 
 class EnsembleRun:
@@ -424,42 +449,11 @@ class EnsembleRun:
                 or per frame for a frame input), utterance vectors where the ensemble needs frames,
                 different numbers of samples (named); the members' own errors.
         """
-        from emo.fuse.training.data import FeatureError, Frames
+        from emo.fuse.training.data import Frames
 
         if folds not in (None, [0]):
             raise RunError(f"{self.path}: a decision ensemble has one fold (0), not {folds}")
-        arrays: dict[str, Any] = {}
-        n_rows = None
-        for inp in self.inputs:
-            name, want = inp.name, (len(inp.layers), inp.dim)
-            x = features.get(f"{name}/frames") if inp.frames and f"{name}/frames" in features else features.get(name)
-            if x is None:
-                what = "frame sequences" if inp.frames else "features"
-                raise RunError(f"{self.path}: {what} for {name!r} missing (the ensemble needs {', '.join(self.feature_specs)}"
-                               f"{'; frame-level: ' + ', '.join(self.frame_inputs) if self.frame_inputs else ''})")
-            if inp.frames:
-                if isinstance(x, np.ndarray) and x.dtype != object:
-                    raise RunError(f"{self.path}: {name!r} is a frame-level input of this ensemble: pass a list of (T_i, {want[1]}) "
-                                   f"or (T_i, {want[0]}, {want[1]}) arrays, or Frames, not an array of shape {x.shape}")
-                if not isinstance(x, Frames):
-                    try:
-                        x = Frames.from_list(list(x))
-                    except FeatureError as e:
-                        raise RunError(f"{self.path}: frames of {name!r}: {e}") from None
-                shape = (len(x), *x.frame_shape)
-                if len(x) and tuple(shape[1:]) != want:
-                    raise RunError(f"{self.path}: frames of {name!r} are (T, {', '.join(map(str, shape[1:]))}) per sample, "
-                                   f"the ensemble needs (T, {want[0]}, {want[1]}) (layers {inp.layers})")
-            else:
-                x = np.asarray(x)
-                shape = x.shape
-                if x.ndim != 3 or tuple(x.shape[1:]) != want:
-                    raise RunError(f"{self.path}: features {name!r} have shape {x.shape}, the ensemble needs "
-                                   f"(N, {want[0]}, {want[1]}) (layers {inp.layers})")
-            if n_rows is not None and shape[0] != n_rows:
-                raise RunError(f"{self.path}: feature arrays have different numbers of samples")
-            n_rows = shape[0]
-            arrays[name] = x
+        arrays = input_blocks(self.path, self.inputs, features, self.feature_specs, "ensemble")
         union = {inp.name: inp.layers for inp in self.inputs}
 
         def cut(x, i):  # the member's layers i of a union block: (N, L, D) array or Frames (F, L, D)
