@@ -358,8 +358,8 @@ class EnsembleOptions:
 class CompareOptions:
     """The options of ``emo fuse compare`` (:func:`emo.fuse.eval.compare.compare`)."""
 
-    run_a: Path = opt(..., "Run or ensemble directory A.", argument=True)
-    run_b: Path = opt(..., "Run or ensemble directory B (same dataset and protocol).", argument=True)
+    run_a: Path = opt(..., "Run, ensemble or search directory A (a search: its nested predictions).", argument=True)
+    run_b: Path = opt(..., "Run, ensemble or search directory B (same dataset and protocol).", argument=True)
     metric: str = opt("", "Metric (default uar, or valence_ccc for valence runs).", group=PROTOCOL,
                       choices=lazy_choices("emo.fuse.eval.compare", "METRICS"))
     group: Literal["auto", "fold", "speaker", "sample"] = opt(

@@ -143,6 +143,18 @@ def test_nested_search_never_lets_evaluation_rows_choose(tmp_path, monkeypatch):
     uar = classification_metrics(np.array([CLASSES.index(x["label"]) for x in npred]),
                                  np.array([CLASSES.index(x["pred"]) for x in npred]), 3)["uar"]
     assert uar == pytest.approx(r["nested"]["estimate"], abs=1e-9)
+    # emo fuse compare takes search directories (their nested predictions), paired by speaker
+    from emo.fuse.eval.compare import compare, read_eval_rows
+
+    r3 = S.search(tmp_path, "toy", tmp_path / "out_noise", space=S.Space.from_dict({**RUN, "stores": ["noise"]}), metric="uar",
+                  ensemble=1, halving=0, n_boot=100, write_run=False)
+    c = compare(tmp_path / "out", tmp_path / "out_noise", "uar", n_boot=200)
+    assert c["a_value"] == pytest.approx(r["nested"]["estimate"], abs=1e-12) and c["b_value"] == pytest.approx(r3["nested"]["estimate"], abs=1e-12)
+    assert c["group"].startswith("speaker") and c["n_groups"] == 6 and c["difference"] > 0.2  # the informative store wins
+    assert read_eval_rows(tmp_path / "out").kind == "search"
+    (tmp_path / "out_noise" / "nested_predictions.csv").unlink()
+    with pytest.raises(Exception, match="nested_predictions.csv not found"):
+        compare(tmp_path / "out", tmp_path / "out_noise")
 
 
 def test_resume_reuses_units_and_new_data_does_not(tmp_path, monkeypatch):

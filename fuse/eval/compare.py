@@ -5,7 +5,9 @@ was fitted on: the out-of-fold rows of a cross-validated run (``predictions.csv`
 fold is not ``test``), or its ``test`` rows when it was trained with ``--folds split`` (whose
 out-of-fold rows are the test partition) or holds a held-out test partition and nothing else;
 for an ``emo fuse ensemble`` directory, its nested ``validation`` rows (or its ``test`` rows
-when the validation was a single dev group). See :mod:`emo.fuse.eval.stats` for the bootstrap.
+when the validation was a single dev group); for an ``emo fuse search`` directory, its nested
+predictions (``nested_predictions.csv``: every outer-test row, predicted by the configuration
+chosen inside its outer fold). See :mod:`emo.fuse.eval.stats` for the bootstrap.
 
 Resampling unit (``group``): ``fold`` (the evaluation group of each row: the held-out speaker
 under leave-one-speaker-out), ``speaker`` (from the dataset manifest), ``sample``, or ``auto``:
@@ -38,7 +40,8 @@ class EvalRows:
     """A directory's evaluation rows (see the module docstring).
 
     Attributes:
-        path: the run or ensemble directory. kind: ``run`` or ``ensemble``. task, classes: as trained.
+        path: the run, ensemble or search directory. kind: ``run``, ``ensemble`` or ``search``. task,
+            classes: as trained.
         names: (N,) sample names. folds: (N,) fold name per row.
         y: (N,) int class index (-1 unknown) or None. probs: (N, C) float64 or None.
         valence, valence_true: (N,) float64 or None.
@@ -63,14 +66,16 @@ def _num(v: str | None) -> float:
 
 
 def read_eval_rows(path: str | Path) -> EvalRows:
-    """Read the evaluation rows of a run directory (``config.json``) or an ensemble directory
-    (``ensemble.json``).
+    """Read the evaluation rows of a run directory (``config.json``), an ensemble directory
+    (``ensemble.json``) or a search directory (``search.json`` and ``nested_predictions.csv``).
 
     Raises:
-        StatsError: not a run or ensemble directory, or no evaluation rows (the message names the file).
+        StatsError: not a run, ensemble or search directory, or no evaluation rows (the message names the file).
     """
     path = Path(path)
     pred = path / "predictions.csv"
+    if (path / "search.json").is_file():
+        return _search_rows(path)
     if (path / "ensemble.json").is_file():
         from emo import fsio
 
@@ -115,6 +120,26 @@ def read_eval_rows(path: str | Path) -> EvalRows:
         val_true = np.array([_num(r.get("valence_true")) for r in rows], dtype=np.float64)
     return EvalRows(path, kind, task, classes, [r["name"] for r in rows],
                     np.asarray([r.get("fold", "") for r in rows], dtype=object), y, probs, val, val_true, config)
+
+
+def _search_rows(path: Path) -> EvalRows:
+    """The nested predictions of an ``emo fuse search`` directory (see :func:`read_eval_rows`)."""
+    meta = json.loads((path / "search.json").read_text(encoding="utf-8"))
+    pred = path / "nested_predictions.csv"
+    if not pred.is_file():
+        raise StatsError(f"{pred} not found: a search written before emo kept its nested predictions; rerun it "
+                         "(its cached units are reused)")
+    with open(pred, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    classes = meta.get("classes") or []
+    if not rows:
+        raise StatsError(f"{pred}: no evaluation rows")
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index.get(r.get("label", ""), -1) for r in rows], dtype=np.int64)
+    probs = np.array([[_num(r[f"prob_{c}"]) for c in classes] for r in rows], dtype=np.float64)
+    config = {"features_dir": meta.get("features_dir"), "dataset": meta.get("dataset"), "protocol": {"folds": meta.get("protocol")}}
+    return EvalRows(path, "search", "discrete", classes, [r["name"] for r in rows],
+                    np.asarray([r.get("fold", "") for r in rows], dtype=object), y, probs, None, None, config)
 
 
 def fold_difference(names_a: list[str], folds_a, names_b: list[str], folds_b) -> str | None:
@@ -245,7 +270,7 @@ def compare(path_a: str | Path, path_b: str | Path, metric: str | None = None, g
         shared = len(set(a.names) & set(b.names))
         raise StatsError(f"{b.path}: its {len(b.names)} evaluation rows differ from the {len(a.names)} of {a.path} "
                          f"({shared} shared); compare runs of the same dataset and protocol")
-    if a.kind == "run" and b.kind == "run":
+    if a.kind in ("run", "search") and b.kind in ("run", "search"):
         why = fold_difference(a.names, a.folds, b.names, b.folds)
         if why:
             raise StatsError(f"{b.path}: its folds differ from those of {a.path} ({why}); a paired comparison needs both "
