@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -92,6 +94,8 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch):
         with pytest.raises(ResumeError, match=rf"trainer_code\.{key}"):
             train(feats, "synth", ["hubert_large:1-3"], _cfg(), protocol="speaker", out=tmp_path / "run2")
     assert len(real_code["fuse_sources"]) == 16 and real_code["torch"] == __import__("torch").__version__
+    pkg = Path(resume.__file__).resolve().parents[2]
+    assert all((pkg / m).is_file() for m in resume.TRAINER_MODULES), resume.TRAINER_MODULES  # a renamed module would drop out of the hash
 
 
 def test_repeats_report_mean_std_and_interval(tmp_path):

@@ -6,7 +6,7 @@ Layout: a hidden sibling of the run directory, ``<parent>/.<run>.partial/``, hol
 - ``fingerprint.json``: everything that changes the numbers of a fold (training settings, the
   feature specs with their store provenance, task, classes, protocol, a hash of every
   fold's train/validation/test rows, and :func:`trainer_code`: a hash of the ``emo.fuse`` sources
-  and the torch, numpy and scipy versions). A rerun with the same fingerprint reuses the finished
+  and of the few other modules that compute a fold's numbers, and the torch, numpy and scipy versions). A rerun with the same fingerprint reuses the finished
   folds; a different one is refused with the differing keys named (``--restart`` discards the
   partial folds instead).
 - ``fold-K.safetensors``: the fold's model states (one per seed) and its outputs on its
@@ -56,23 +56,30 @@ def rows_hash(rows: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.asarray(rows, dtype=np.int64)).tobytes()).hexdigest()[:16]
 
 
+#: Modules outside ``emo.fuse`` whose code changes a fold's numbers: the private-API wrappers the
+#: trainer calls (``compat``: fused AdamW) and the reading and layer combination of stored features.
+TRAINER_MODULES = ("compat.py", "extract/store.py", "extract/combine.py", "extract/layers.py")
+
+
 @functools.lru_cache(maxsize=1)
 def trainer_code() -> dict[str, Any]:
     """What, besides the configuration and the rows, changes a fold's numbers: the trainer's code and
     the numeric libraries. ``{"fuse_sources": SHA-256 (16 hex) of every ``.py`` file of the
-    ``emo.fuse`` package (relative path and bytes, sorted by path), "torch", "numpy", "scipy":
-    versions}``. Part of the resume fingerprint, so a partial run left by another emo (an upgrade,
-    a local edit of the trainer) or another torch is refused, not silently mixed with new folds.
+    ``emo.fuse`` package and of :data:`TRAINER_MODULES` (path relative to the ``emo`` package and
+    bytes, sorted by path), "torch", "numpy", "scipy": versions}``. Part of the resume fingerprint
+    and of the search's unit hash, so a partial run or cache left by another emo (an upgrade, a
+    local edit of the trainer) or another torch is refused or retrained, not silently mixed in.
 
     The hash covers the sources, not a git commit: an installed wheel has no repository. Any edit of
-    ``emo/fuse`` counts, a docstring too; that errs on the side of retraining."""
+    these files counts, a docstring too; that errs on the side of retraining."""
     import scipy
     import torch
 
-    root = Path(__file__).resolve().parents[1]  # the emo.fuse package
+    pkg = Path(__file__).resolve().parents[2]  # the emo package (emo/fuse/training/resume.py)
+    files = sorted([*(pkg / "fuse").rglob("*.py"), *(pkg / m for m in TRAINER_MODULES if (pkg / m).is_file())])
     h = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
-        h.update(f.relative_to(root).as_posix().encode())
+    for f in files:
+        h.update(f.relative_to(pkg).as_posix().encode())
         h.update(b"\0")
         h.update(f.read_bytes())
         h.update(b"\0")
