@@ -20,34 +20,23 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGET_EXTRACT_RSS_MB = 300.0
+sys.path[:0] = [str(ROOT / "proofs"), str(ROOT / "bench")]
+from _common import child_peak_rss  # noqa: E402  (one peak-RSS wrapper for proofs and benchmarks)
+from bench_fuse import thread_env  # noqa: E402
 
-_WRAP = (
-    "import json, resource, subprocess, sys, time\n"
-    "t = time.perf_counter()\n"
-    "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"  # argument list, no shell
-    "dt = time.perf_counter() - t\n"
-    "print(json.dumps({'rc': p.returncode, 'seconds': dt, 'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-    "'stderr': p.stderr[-800:]}))\n"
-)
+TARGET_EXTRACT_RSS_MB = 300.0
 
 
 def measured(cmd: list[str]) -> dict:
-    """Run ``cmd`` under the wrapper (one BLAS/OpenMP thread); returns exit code, wall seconds, peak RSS (MB)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-c", _WRAP, *cmd], capture_output=True, text=True, env=env, timeout=900)  # noqa: S603
-    if p.returncode != 0:
-        raise RuntimeError(f"wrapper failed: {p.stderr[-1000:]}")
-    d = json.loads(p.stdout.strip().splitlines()[-1])
-    return {"exit_code": d["rc"], "wall_seconds": round(d["seconds"], 2), "peak_rss_mb": round(d["maxrss_kb"] / 1024, 1),
-            **({"stderr_tail": d["stderr"][-300:]} if d["rc"] != 0 else {})}
-
+    """:func:`child_peak_rss` of ``cmd`` with one BLAS/OpenMP thread: exit code, wall seconds, peak RSS (MB)."""
+    r = child_peak_rss(cmd, env=thread_env(1))
+    return {"exit_code": r["exit_code"], "wall_seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
+            **({"stderr_tail": r["stderr_tail"][-300:]} if "stderr_tail" in r else {})}
 
 def _toy_store(root: Path) -> None:
     """Dataset ``cold``: 60 utterances x 88-d (eGeMAPS-shaped), 4 speakers, 3 classes."""
@@ -55,9 +44,8 @@ def _toy_store(root: Path) -> None:
 
     import numpy as np
 
+    from bench_fuse import write_store
     from emo.extract.datasets.base import Sample, write_manifest
-    from emo.extract.encoders.base import Encoded
-    from emo.extract.store import StoreWriter
 
     rng = np.random.default_rng(0)
     y = np.arange(60) % 3
@@ -66,12 +54,7 @@ def _toy_store(root: Path) -> None:
     classes = ["neutral", "angry", "happy"]
     write_manifest(root / "cold", types.SimpleNamespace(name="cold", root=root, classes=classes),
                    [Sample(name=n, media=None, discrete=classes[c], speaker=f"s{i % 4}") for i, (n, c) in enumerate(zip(names, y))])
-    prov = {"encoder": "egemaps", "source": "synthetic", "weights_hash": "0" * 16, "pooling": "functionals", "modality": "audio"}
-    w = StoreWriter(root / "cold" / "egemaps.h5", prov, ["functionals"])
-    for i, n in enumerate(names):
-        w.add(n, Encoded(layers={"functionals": x[i]}))
-    w.finalize()
-    w.close()
+    write_store(root / "cold" / "egemaps.h5", "egemaps", names, x[:, None], ["functionals"], "audio", "cold")
 
 
 def main(gpu: bool = False) -> dict:

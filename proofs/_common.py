@@ -99,6 +99,37 @@ def emo(*args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
     return r
 
 
+_PEAK_RSS_WRAPPER = (
+    "import json, resource, subprocess, sys, time\n"
+    "t = time.monotonic()\n"
+    "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"  # argument list, no shell
+    "print(json.dumps({'rc': r.returncode, 'kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+    "'seconds': time.monotonic() - t, 'stderr': r.stderr[-2000:]}))\n")
+
+
+def child_peak_rss(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = ROOT) -> dict[str, Any]:
+    """Run ``cmd`` (argument list, no shell) as the only child of a fresh wrapper process and measure it.
+
+    ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` of the wrapper is the command's own peak
+    resident set size (no other child has run there).
+
+    Returns:
+        ``{"exit_code": int, "peak_rss_mb": float (MiB, 1 decimal), "seconds": float (wall, 2 decimals),
+        "stderr_tail": str}`` (``stderr_tail``: the last 600 characters, only when the exit code is not 0).
+
+    Raises:
+        RuntimeError: the wrapper itself failed (its stderr in the message).
+    """
+    import json
+
+    r = subprocess.run([sys.executable, "-c", _PEAK_RSS_WRAPPER, *cmd], capture_output=True, text=True, env=env, cwd=cwd)
+    if r.returncode != 0 or not r.stdout.strip():
+        raise RuntimeError(f"peak-RSS wrapper failed ({r.returncode}): {r.stderr[-1000:]}")
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    return {"exit_code": int(d["rc"]), "peak_rss_mb": round(d["kib"] / 1024, 1), "seconds": round(d["seconds"], 2),
+            **({"stderr_tail": d["stderr"][-600:]} if d["rc"] else {})}
+
+
 def command_line(argv: list[str] | None = None, script: str | None = None) -> str:
     """``python <script relative to the project> ARGS`` with paths made portable (:func:`relativize`)."""
     script = script or sys.argv[0]

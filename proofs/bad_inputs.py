@@ -52,7 +52,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "proofs"))
-from _common import command_line, parse, parser, write_result  # noqa: E402
+from _common import child_peak_rss, command_line, parse, parser, write_result  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
 
 ENC = {"hubert_large": "audio", "egemaps": "audio", "resnet50": "face"}
@@ -78,13 +78,9 @@ def _extract(root: Path, out: Path, model: Path, *extra: str, encoders=("hubert"
 
 def _peak_rss_mb(root: Path, out: Path, model: Path) -> float:
     """Peak RSS (MB) of one `emo extract` over ``root`` with the audio encoders, measured in a fresh child."""
-    code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
-            "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     cmd = [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--name", "folder", "--root", str(root), "--out", str(out),
            "--no-progress", "--encoder", f"hubert_large={model}:1-4", "--encoder", "egemaps"]
-    r = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, cwd=str(ROOT))
-    rc, kib = r.stdout.split()
-    return int(kib) / 1024
+    return child_peak_rss(cmd)["peak_rss_mb"]
 
 
 def _store(out: Path, enc: str, flags: bool = False):

@@ -29,14 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "proofs"))
-from _common import command_line, parse, parser, write_result  # noqa: E402
+from _common import child_peak_rss, command_line, parse, parser, write_result  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
-
-_WRAP = ("import resource, subprocess, sys, time; t = time.monotonic(); "
-         "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-         "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.monotonic() - t); "
-         "sys.stderr.write(r.stderr[-2000:])")
-
 
 def build_wav(emodb_wav: Path, minutes: float, path: Path) -> Path:
     """Write ``minutes`` of 16 kHz int16 mono speech: EmoDB utterances end to end, cycled; written in
@@ -67,10 +61,8 @@ def peak_rss(clip: Path, out: Path, spec: str) -> dict:
     """Run one `emo extract` over the folder of ``clip`` with one encoder; peak RSS (MB) of that process."""
     cmd = [sys.executable, "-m", "emo.cli", "extract", "--dataset", "folder", "--root", str(clip.parent),
            "--out", str(out), "--no-progress", "--encoder", spec]
-    r = subprocess.run([sys.executable, "-c", _WRAP, *cmd], capture_output=True, text=True, cwd=str(ROOT))
-    rc, kib, sec = r.stdout.split()
-    return {"exit_code": int(rc), "peak_rss_mb": round(int(kib) / 1024, 1), "seconds": round(float(sec), 1),
-            **({"stderr_tail": r.stderr[-600:]} if int(rc) else {})}
+    r = child_peak_rss(cmd)
+    return {**r, "seconds": round(r["seconds"], 1)}
 
 
 def main() -> int:
