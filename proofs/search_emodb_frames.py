@@ -53,11 +53,6 @@ SPACE_B = SPACE_A.replace("  - name: egemaps_lld\n    frames: true\n", "").repla
     "beside eGeMAPS LLD frames (searched as sequences)", "only (search B: no frames)")
 
 
-def nested_rows(out: Path) -> dict[str, dict]:
-    with open(out / "nested_predictions.csv", newline="") as fh:
-        return {r["name"]: r for r in csv.DictReader(fh)}
-
-
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--features", default=str(ROOT / "features" / "search"), help="feature root (emo extract --out)")
@@ -79,22 +74,10 @@ def main() -> None:
         results[tag], timings[tag] = run_search(search_args)
         timings[tag]["command"] = "emo fuse search " + " ".join(rel(a) if a.startswith("/") else a for a in search_args)
 
-    import numpy as np
+    from emo.fuse.eval.compare import compare
 
-    from emo.fuse.eval.metrics import classification_metrics
-    from emo.fuse.eval.stats import paired_bootstrap
-
-    a, b = nested_rows(out / "A_frames"), nested_rows(out / "B_no_frames")
-    if sorted(a) != sorted(b):
-        sys.exit("the two searches scored different rows")
-    names = sorted(a)
-    classes = results["A_frames"]["classes"]
-    y = np.array([classes.index(a[n]["label"]) for n in names])
-    pa = np.array([classes.index(a[n]["pred"]) for n in names])
-    pb = np.array([classes.index(b[n]["pred"]) for n in names])
-    spk = np.array([a[n]["speaker"] for n in names], dtype=object)
-    uar = lambda p: (lambda r: classification_metrics(y[r], p[r], len(classes))["uar"])  # noqa: E731
-    diff = paired_bootstrap(uar(pa), uar(pb), spk, n_boot=2000, seed=0)
+    # emo fuse compare on the two search directories: the paired speaker bootstrap of their nested predictions
+    diff = compare(out / "A_frames", out / "B_no_frames", "uar", group="auto", n_boot=2000, seed=0)
     sa = results["A_frames"]
     frame_rows = [r for r in sa["leaderboard"] if "frames(" in r["candidate"]]
     chosen_frames = sum(n for k, n in sa["chosen_counts"].items() if "frames(" in k)
@@ -125,8 +108,9 @@ def main() -> None:
         "frame_candidates_A": [{k: r[k] for k in ("candidate", "inner_score", "outer_score_same_data", "seconds",
                                                   "full_inner_folds_pct", "chosen_in_folds")} for r in frame_rows],
         "outer_folds_choosing_a_frame_member_A": chosen_frames,
-        "paired_difference_A_minus_B": {**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in diff.items()},
-                                        "metric": "UAR of the nested predictions", "unit": "speaker (10 groups)"},
+        "paired_difference_A_minus_B": {**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in diff.items()
+                                           if k not in ("a", "b")},
+                                        "how": "emo fuse compare A_frames B_no_frames (nested predictions; auto: the held-out speaker)"},
         "score_check": score_check,
         "output_dir": rel(out),
     }
