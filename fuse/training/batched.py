@@ -1425,8 +1425,9 @@ def _fit_linear_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
                      t0: float) -> BatchedFit:
     """:func:`fit_lbfgs_path` for the linear head: the same path, choice and refit (:func:`_l2_path`) on
     :class:`_LinearProblem` (the probe's tensor form: no per-model copies of the inputs, no ``vmap``
-    of the module), in ``dtype`` (float64). EmoDB's 10 folds, one thread: about 5 s of training
-    instead of 9.1 s, the same UAR."""
+    of the module), in ``dtype`` (float64). ``results/bench_fuse.json``, EmoDB ``--head linear``,
+    one thread: 4.6 s of training at dfb010d against 10.3 s at 1a88cfb (before this path), the
+    same UAR 0.8039."""
     import torch
 
     K = len(jobs)
