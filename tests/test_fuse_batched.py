@@ -225,10 +225,12 @@ def test_linear_problem_cross_entropy_is_masked_task_losses(weights, smoothing):
 
 @pytest.mark.parametrize("narrow_columns", [1, 16])
 @pytest.mark.parametrize("lbfgs_b_max_params", [0, 20_000])
-def test_lbfgs_sweep_cells_share_a_design_per_window(narrow_columns, lbfgs_b_max_params, monkeypatch):
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_lbfgs_sweep_cells_share_a_design_per_window(narrow_columns, lbfgs_b_max_params, interleaved, monkeypatch):
     # jobs with different layer columns in one L-BFGS batch: each is its own window's probe, through
     # the plain product (NARROW_COLUMNS 1) and the transposed-design product (3 folds x 3 classes < 16),
-    # solved by torch.optim.LBFGS (LBFGS_B_MAX_PARAMS 0) and by scipy's L-BFGS-B
+    # solved by torch.optim.LBFGS (LBFGS_B_MAX_PARAMS 0) and by scipy's L-BFGS-B; jobs in window order
+    # and interleaved (fold-major: the problem gathers them into window order and back)
     from sklearn.linear_model import LogisticRegression
 
     import emo.fuse.training.batched as batched
@@ -245,7 +247,8 @@ def test_lbfgs_sweep_cells_share_a_design_per_window(narrow_columns, lbfgs_b_max
     folds = stratified_kfold(yy, 3, 0)
     inputs = [{"name": "h", "modality": "audio", "layers": ["L"], "dim": 5}]
     cfg = TrainConfig(head="linear", seeds=1, label_smoothing=0.0, weight_decay=1e-2).resolve(100)
-    jobs = [Job(f.train, f.val, 0, cols=[np.array([layer])]) for layer in range(3) for f in folds]
+    pairs = [(f, layer) for f in folds for layer in range(3)] if interleaved else [(f, layer) for layer in range(3) for f in folds]
+    jobs = [Job(f.train, f.val, 0, cols=[np.array([layer])]) for f, layer in pairs]
     fit = fit_linear_lbfgs([torch.as_tensor(x)], {"discrete": yy}, jobs, cfg, cfg.model_args(inputs, 3))
     for j, m in zip(jobs, fit.models):
         layer = int(j.cols[0][0])

@@ -916,11 +916,14 @@ def lbfgs_unsupported(cfg) -> str | None:
 
 
 #: :func:`fit_linear_lbfgs` multiplies a group of jobs with fewer than this many outputs in all
-#: (models x classes) through :func:`_narrow_times_design`; from 16 columns on MKL's plain products
-#: are as fast (measured, one thread, 13,708 x 2,688: 7 columns 47 + 164 ms vs 17 + 17 ms; 16
-#: columns 34 + 27 vs 32 + 22 ms; 30 columns equal) and the transposed copy would only cost memory
-#: (a 25-layer sweep: +0.5 GB).
-NARROW_COLUMNS = 16
+#: (models x classes) through :func:`_narrow_times_design` (the design stored transposed, the same
+#: memory). Measured, one thread, forward + weight-gradient product per evaluation, narrow vs plain:
+#: 13,708 x 2,688 (MELD MiniLM): 7 columns 18 + 17 vs 30 + 460 ms, 30 columns 36 + 33 vs 64 + 53 ms,
+#: 150 columns 130 + 126 vs 155 + 137 ms, 300 columns a tie (265 + 234 vs 262 + 243 ms), 600 columns
+#: 526 + 462 vs 465 + 482 ms; 5,030 x 1,024 (a HuBERT-large layer, 5 folds x 6 classes = 30 columns)
+#: 4.5 + 4.3 vs 8.0 + 9.3 ms, 150 columns 18 + 17 vs 21 + 20 ms, 300 a tie. (Until 2026-12-07 the
+#: limit was 16, from a single 30-column measurement that showed a tie.)
+NARROW_COLUMNS = 256
 
 
 def _narrow_times_design(b, d):
@@ -1213,8 +1216,11 @@ class _LinearProblem:
         if any(j.class_weight is not None for j in jobs) and self.disc:
             self.cw = torch.as_tensor(np.stack([j.class_weight if j.class_weight is not None else np.ones(C, np.float32)
                                                 for j in jobs]), device=dev).to(dtype)
-        self.inv = torch.as_tensor(np.argsort([k for ks in self.groups.values() for k in ks]), device=dev)
-        self.group_rows = {g: torch.as_tensor(ks, device=dev) for g, ks in self.groups.items()}  # made once, not per evaluation
+        order = np.asarray([k for ks in self.groups.values() for k in ks])
+        self.permuted = bool(np.any(order != np.arange(K)))  # jobs not already in group order
+        self.order = torch.as_tensor(order, device=dev)
+        self.inv = torch.as_tensor(np.argsort(order), device=dev)
+        self.sizes = [len(ks) for ks in self.groups.values()]
         self.shift = self.mu / self.sd
 
     def start(self):
@@ -1240,21 +1246,29 @@ class _LinearProblem:
             m[k, torch.as_tensor(np.asarray(r, dtype=np.int64))] = True
         return m
 
-    def outputs(self, W, b):
-        """(K, N, n_out) outputs of every model on every row (standardisation folded into the weights)."""
+    def outputs(self, W, b, classes_first: bool = False):
+        """Outputs of every model on every row (standardisation folded into the weights): (K, N, n_out),
+        or with ``classes_first`` (K, n_out, N), the layout the products give and the one
+        :meth:`_cross_entropy` reduces fastest (its log-softmax over 6 classes: 14 ms per evaluation
+        for 125 models x 5,030 rows against 80 ms over the last dimension, measured, one thread)."""
         import torch
 
-        A = W / self.sd[:, :, None]  # (K, F, n_out)
+        A = (W / self.sd[:, :, None]).transpose(1, 2)  # (K, n_out, F)
+        # one gather into group order (none when the jobs already are in it) and one split, whose
+        # backward is a single concatenation (per-group indexing cost a full-size zero tensor each)
+        A = A[self.order] if self.permuted else A.contiguous()
         c = b - torch.einsum("kf,kfo->ko", self.shift, W)
         outs = []
-        for g, ks in self.groups.items():
-            kt = self.group_rows[g]
-            if len(ks) * self.n_out < NARROW_COLUMNS:  # (B @ X.T).T, X.T stored: see _narrow_times_design
-                z = _narrow_times_design(A[kt].permute(0, 2, 1).reshape(-1, self.F), self.designs[g]).T
+        for (g, ks), a in zip(self.groups.items(), torch.split(A, self.sizes)):
+            a = a.reshape(-1, self.F)  # (Kg*n_out, F), rows (model, output)
+            if len(ks) * self.n_out < NARROW_COLUMNS:  # B @ X.T, X.T stored: see _narrow_times_design
+                outs.append(_narrow_times_design(a, self.designs[g]).view(len(ks), self.n_out, self.N))
             else:
-                z = self.designs[g] @ A[kt].permute(1, 0, 2).reshape(self.F, -1)  # (N, Kg*n_out)
-            outs.append(z.reshape(self.N, len(ks), self.n_out).permute(1, 0, 2))
-        return torch.cat(outs)[self.inv] + c[:, None, :]
+                z = self.designs[g] @ a.T  # (N, Kg*n_out)
+                outs.append(z.reshape(self.N, len(ks), self.n_out).permute(1, 2, 0))
+        zc = torch.cat(outs)
+        zc = (zc[self.inv] if self.permuted else zc) + c[:, :, None]  # (K, n_out, N)
+        return zc if classes_first else zc.transpose(1, 2)
 
     def losses(self, z, mask, weighted: bool):
         """(K,) task losses of every model on its ``mask`` rows (``weighted``: class weights and label smoothing)."""
@@ -1262,7 +1276,7 @@ class _LinearProblem:
 
         C, d = self.C, {}
         if self.disc and not (self.val or self.vad):
-            return self._cross_entropy(z, mask, weighted)
+            return self._cross_entropy(z.transpose(1, 2), mask, weighted)
         if self.disc:
             d["logits"] = z[..., :C]
         if self.val:
@@ -1276,25 +1290,32 @@ class _LinearProblem:
         return f(d, mask, cw)
 
     def _cross_entropy(self, z, mask, weighted: bool):
-        """(K,) :func:`masked_task_losses` cross-entropy of every model at once (no ``vmap``): per row
-        ``(1 - ε) w_y (-log p_y) + ε / C Σ_c w_c (-log p_c)`` (``F.cross_entropy`` with ``weight`` and
-        ``label_smoothing``), summed over the mask and divided by the masked rows' ``Σ w_y``."""
+        """(K,) :func:`masked_task_losses` cross-entropy of every model at once (no ``vmap``) from
+        classes-first outputs ``z`` (K, C, N): per row ``(1 - ε) w_y (-log p_y) + ε / C Σ_c w_c (-log p_c)``
+        (``F.cross_entropy`` with ``weight`` and ``label_smoothing``), summed over the mask and
+        divided by the masked rows' ``Σ w_y``."""
         import torch
 
         C = self.C
-        logp = torch.log_softmax(z, -1)  # (K, N, C)
+        logp = torch.log_softmax(z, 1)  # (K, C, N)
         yd = self.ys["discrete"]
-        nll = -logp.gather(-1, yd.view(1, -1, 1).expand(z.shape[0], -1, 1)).squeeze(-1)  # (K, N)
+        nll = -logp.gather(1, yd.view(1, 1, -1).expand(z.shape[0], 1, -1)).squeeze(1)  # (K, N)
         eps = float(self.cfg.label_smoothing) if weighted else 0.0
         cw = self.cw if weighted else None
         if cw is None:
-            per = (1 - eps) * nll - (eps / C) * logp.sum(-1) if eps else nll
+            per = (1 - eps) * nll - (eps / C) * logp.sum(1) if eps else nll
             den = mask.sum(1).clamp(min=1).to(z.dtype)
         else:
             wy = cw[:, yd]  # (K, N)
-            per = (1 - eps) * wy * nll - (eps / C) * (logp * cw[:, None, :]).sum(-1)
+            per = (1 - eps) * wy * nll - (eps / C) * (logp * cw[:, :, None]).sum(1)
             den = torch.where(mask, wy, 0.0).sum(1)
         return torch.where(mask, per, 0.0).sum(1) / den
+
+    def _objective_losses(self, W, b, mask, weighted: bool):
+        """(K,) :meth:`losses` of (W, b) on the ``mask`` rows, classification alone in the classes-first layout."""
+        if self.disc and not (self.val or self.vad):
+            return self._cross_entropy(self.outputs(W, b, classes_first=True), mask, weighted)
+        return self.losses(self.outputs(W, b), mask, weighted)
 
     def solve(self, W, b, mask, lam, max_iter: int, tol: float, tol_change: float) -> tuple[int, int, bool]:
         """Minimise every model's weighted objective on its ``mask`` rows with L2 ``lam`` (K,) by one
@@ -1303,7 +1324,7 @@ class _LinearProblem:
         ``tol_change``: its ``tolerance_change``). Returns and raises as :func:`lbfgs_b`."""
 
         def objective():
-            return self.losses(self.outputs(W, b), mask, True).sum() + 0.5 * (lam[:, None, None] * W * W).sum()
+            return self._objective_losses(W, b, mask, True).sum() + 0.5 * (lam[:, None, None] * W * W).sum()
 
         solver = lbfgs_b if W.numel() + b.numel() <= LBFGS_B_MAX_PARAMS else torch_lbfgs
         return solver([W, b], objective, max_iter, tol, tol_change)
@@ -1313,7 +1334,7 @@ class _LinearProblem:
         import torch
 
         with torch.no_grad():
-            return self.losses(self.outputs(W, b), mask, False).cpu().numpy().astype(float)
+            return self._objective_losses(W, b, mask, False).cpu().numpy().astype(float)
 
     def models(self, W, b) -> list:
         """One :class:`FusionModel` per job (eval mode) with the decoder weights of (W, b)."""
