@@ -1,6 +1,6 @@
 """Private APIs of third-party libraries, in one place, each with a version check and a public fallback.
 
-emo calls four private (underscore) APIs because the public ones are slower or do not expose what
+emo calls five private (underscore or undecorated) APIs because the public ones are slower or do not expose what
 is needed. Each is wrapped here; no other module may name them (``tests/test_architecture.py``
 fails on ``._fused_adamw_``, ``._params``, ``._embeds``, ``._pool``, ``._options`` or ``._smile``
 outside this file). Every wrapper uses the private API only when the installed version of the
@@ -16,6 +16,8 @@ private API                               used by                     public fal
                                                                       Algorithm 2, as ``torch.optim.AdamW``) in
                                                                       plain tensor operations, tensor by tensor
 ``torch.optim.LBFGS._params``             batched L-BFGS probes       ``opt.param_groups[0]["params"]``
+``Optimizer.add_param_group.__wrapped__`` full-batch L-BFGS (fuse)    ``torch.optim.LBFGS`` itself (imports
+``Optimizer.zero_grad.__wrapped__``                                   ``torch._dynamo``: +1.6 s, +151 MB)
 ``open_clip VisionTransformer._embeds``   CLIP layer-wise features    conv1 -> class token -> positional
                                                                       embedding -> patch dropout -> ``ln_pre``
 ``open_clip VisionTransformer._pool``     CLIP ``proj`` features      ``ln_post`` then the class token
@@ -107,6 +109,43 @@ def lbfgs_params(opt: Any) -> list:
     if private_ok("torch") and hasattr(opt, "_params"):
         return opt._params
     return opt.param_groups[0]["params"]
+
+
+def lbfgs_optimizer(params: list, **kwargs: Any) -> Any:
+    """``torch.optim.LBFGS(params, **kwargs)`` that does not import ``torch._dynamo``.
+
+    Why: ``Optimizer.add_param_group`` and ``Optimizer.zero_grad`` are wrapped by
+    ``torch._disable_dynamo``, which imports ``torch._dynamo`` on their first call even when nothing is
+    compiled: measured on the 2-core reference machine, torch 2.14.1, 1.6 s and +151 MB peak RSS (507
+    -> 658 MB after ``import torch``), paid by the first full-batch L-BFGS fit of a process (a
+    25-layer probe sweep, the lbfgs recipe's non-linear heads). The private path is a subclass whose
+    two methods are the undecorated originals (``__wrapped__``); L-BFGS's own ``step`` is not
+    wrapped. Dynamo is never running here (emo does not compile its training), so the
+    disabling wrappers have nothing to disable; the subclass is local, ``torch.optim`` is untouched.
+
+    Fallback: ``torch.optim.LBFGS`` itself (the same optimizer, paying the import).
+    """
+    import torch
+
+    base = torch.optim.Optimizer
+    add = getattr(base.add_param_group, "__wrapped__", None)
+    zero = getattr(base.zero_grad, "__wrapped__", None)
+    if private_ok("torch") and add is not None and zero is not None:
+        return _quiet_lbfgs(add, zero)(params, **kwargs)
+    return torch.optim.LBFGS(params, **kwargs)
+
+
+_QUIET_LBFGS: dict = {}
+
+
+def _quiet_lbfgs(add: Any, zero: Any) -> type:
+    """The cached ``torch.optim.LBFGS`` subclass of :func:`lbfgs_optimizer`."""
+    import torch
+
+    if "cls" not in _QUIET_LBFGS:
+        _QUIET_LBFGS["cls"] = type("LBFGS", (torch.optim.LBFGS,), {"add_param_group": add, "zero_grad": zero,
+                                                                   "__module__": __name__})
+    return _QUIET_LBFGS["cls"]
 
 
 # -- open_clip --------------------------------------------------------------------------------------

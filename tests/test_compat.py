@@ -67,6 +67,47 @@ def test_lbfgs_params_both_paths(fallback):
     assert compat.lbfgs_params(opt)[0] is w
 
 
+def _lbfgs_fit(make) -> tuple[torch.Tensor, type]:
+    w = torch.zeros(4, requires_grad=True)
+    target = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    opt = make([w], lr=1.0, max_iter=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = ((w - target) ** 2 * torch.arange(1.0, 5.0)).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), type(opt)
+
+
+def test_lbfgs_optimizer_both_paths_reach_the_same_optimum(fallback):
+    w_private, cls = _lbfgs_fit(compat.lbfgs_optimizer)
+    assert cls is not torch.optim.LBFGS and issubclass(cls, torch.optim.LBFGS)
+    fallback()
+    w_public, cls = _lbfgs_fit(compat.lbfgs_optimizer)
+    assert cls is torch.optim.LBFGS
+    torch.testing.assert_close(w_private, w_public, rtol=0, atol=0)
+    torch.testing.assert_close(w_private, torch.tensor([1.0, -2.0, 0.5, 3.0]))
+    assert compat.lbfgs_params(compat.lbfgs_optimizer([w_private.requires_grad_(True)]))[0] is w_private
+
+
+def test_lbfgs_optimizer_does_not_import_dynamo():
+    """The reason the wrapper exists: a fresh process fits with it and never imports torch._dynamo,
+    while torch.optim.LBFGS itself does (so the check could fail)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom emo import compat\nw = torch.zeros(2, requires_grad=True)\n"
+            "opt = {make}([w], max_iter=5)\n"
+            "def c():\n    opt.zero_grad(); l = ((w - 1) ** 2).sum(); l.backward(); return l\n"
+            "opt.step(c)\nprint('torch._dynamo' in sys.modules)\n")
+    out = {make: subprocess.run([sys.executable, "-c", code.format(make=make)], capture_output=True, text=True,
+                                check=True).stdout.strip() for make in ("compat.lbfgs_optimizer", "torch.optim.LBFGS")}
+    assert out == {"compat.lbfgs_optimizer": "False", "torch.optim.LBFGS": "True"}
+
+
 def test_clip_vit_embeds_and_pool_fallbacks_match_open_clip(fallback):
     from open_clip.transformer import VisionTransformer
 

@@ -1074,8 +1074,8 @@ def torch_lbfgs(params: list, objective: Callable[[], Any], max_iter: int, tol: 
     """
     import torch
 
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
-                            tolerance_change=tol_change, line_search_fn="strong_wolfe")
+    opt = compat.lbfgs_optimizer(params, lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
+                                 tolerance_change=tol_change, line_search_fn="strong_wolfe")  # no torch._dynamo import
     nev = [0]
 
     def closure():
