@@ -1196,7 +1196,9 @@ class _LinearProblem:
             d = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).to(dtype)
             widths[g] = int(d.shape[1])
             # narrow groups (few models x outputs) keep the design transposed (F, N): see outputs()
-            self.designs[g] = d.T.contiguous() if len(ks) * n_out < NARROW_COLUMNS else d
+            # (rows first made contiguous: transposing a strided layer slice of (N, L, D) took 41 ms per
+            # 5,030 x 1,024 layer, 15 ms this way; measured, one thread)
+            self.designs[g] = d.contiguous().T.contiguous() if len(ks) * n_out < NARROW_COLUMNS else d
         F_ = self.F = next(iter(widths.values()))
         if any(w != F_ for w in widths.values()):
             raise ValueError("jobs of one L-BFGS batch must have the same feature dimension")
