@@ -223,6 +223,44 @@ def test_linear_problem_cross_entropy_is_masked_task_losses(weights, smoothing):
             torch.testing.assert_close(got[k], ref)
 
 
+@pytest.mark.parametrize("task", ["discrete", "discrete+valence"])
+@pytest.mark.parametrize("narrow_columns", [1, 256])
+def test_linear_problem_outputs_are_the_models_outputs(task, narrow_columns, monkeypatch):
+    """_LinearProblem.outputs (both layouts, jobs out of group order, per-job standardisation
+    folded into the weights) equals the FusionModels that models() builds, run on the standardised
+    inputs: the stacked tensor form and the modules a run saves are the same function."""
+    import emo.fuse.training.batched as batched
+    from emo.fuse.training.batched import _LinearProblem
+
+    monkeypatch.setattr(batched, "NARROW_COLUMNS", narrow_columns)
+    rng = np.random.default_rng(4)
+    n, c, d = 50, 3, 4
+    y = {"discrete": rng.integers(0, c, n)}
+    if task != "discrete":
+        y["valence"] = rng.normal(size=n).astype(np.float32)
+    x = rng.normal(size=(n, 3, d)).astype(np.float32)
+    rows = np.arange(n)
+    jobs = []
+    for k, layer in enumerate([2, 0, 2, 1, 0]):  # interleaved: groups {2: 0, 2}, {0: 1, 4}, {1: 3}
+        mu, sd = rng.normal(size=(1, d)).astype(np.float32), rng.uniform(0.5, 2, (1, d)).astype(np.float32)
+        jobs.append(Job(rows, rows, k, cols=[np.array([layer])], norm=[(mu, sd)]))
+    inputs = [{"name": "a", "modality": "audio", "layers": ["L"], "dim": d}]
+    cfg = TrainConfig(head="linear", task=task, threads=1).resolve(100)
+    prob = _LinearProblem([torch.as_tensor(x)], y, jobs, cfg, cfg.model_args(inputs, c), torch.float64)
+    W = torch.as_tensor(rng.normal(size=(len(jobs), d, prob.n_out)))
+    b = torch.as_tensor(rng.normal(size=(len(jobs), prob.n_out)))
+    with torch.no_grad():
+        z, zc = prob.outputs(W, b), prob.outputs(W, b, classes_first=True)
+    torch.testing.assert_close(zc.transpose(1, 2), z)
+    for k, (j, m) in enumerate(zip(jobs, prob.models(W.float(), b.float()))):
+        xs = (x[:, j.cols[0]] - j.norm[0][0]) / j.norm[0][1]
+        with torch.no_grad():
+            out = m([torch.as_tensor(xs)])
+        torch.testing.assert_close(out["logits"].double(), z[k, :, :c], rtol=1e-5, atol=1e-5)
+        if task != "discrete":
+            torch.testing.assert_close(out["valence"].double().reshape(-1), z[k, :, c], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("narrow_columns", [1, 16])
 @pytest.mark.parametrize("lbfgs_b_max_params", [0, 20_000])
 @pytest.mark.parametrize("interleaved", [False, True])
