@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "proofs"))
+from _common import provenance  # noqa: E402  (the commit and dirty flag every result file records)
 N, N_CLASSES = 5030, 6
 ENCODERS = {"hubert_large": ([str(i) for i in range(25)], 1024, "audio"), "clip_vit_l": (["proj"], 768, "face"),
             "manet": (["functionals"], 512, "face")}
@@ -313,10 +315,10 @@ def main(gpu: bool = False, timeout: float = 1800.0) -> dict:
 
     threads = int(os.environ.get("EMO_BENCH_THREADS", "1"))
     emo = str(Path(sys.executable).with_name("emo"))
-    git = ["git", "-C", str(ROOT)]
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()  # noqa: S603
-    dirty = bool(subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout.strip())  # noqa: S603
-    res: dict = {"units": "seconds (wall clock); UAR pooled over held-out speakers", "commit": commit, "dirty": dirty,
+    # the commit and dirty flag of every result file (tracked files outside results/; an untracked
+    # features/ link made this benchmark's own `git status --porcelain` say dirty before)
+    prov = provenance()
+    res: dict = {"units": "seconds (wall clock); UAR pooled over held-out speakers", "commit": prov["commit"], "dirty": prov["dirty"],
                  "versions": {"python": platform.python_version(), "torch": torch.__version__, "sklearn": sklearn.__version__,
                               "numpy": np.__version__, "threadpoolctl": threadpoolctl.__version__},
                  "threads": threads, "cpu_cores": os.cpu_count(), "load_average_1min_before": round(os.getloadavg()[0], 2),
