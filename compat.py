@@ -2,7 +2,7 @@
 
 emo calls five private (underscore or undecorated) APIs because the public ones are slower or do not expose what
 is needed. Each is wrapped here; no other module may name them (``tests/test_architecture.py``
-fails on ``._fused_adamw_``, ``._params``, ``._embeds``, ``._pool``, ``._options`` or ``._smile``
+fails on ``._fused_adamw_``, ``._params``, ``.__wrapped__``, ``._embeds``, ``._pool``, ``._options`` or ``._smile``
 outside this file). Every wrapper uses the private API only when the installed version of the
 library lies in the range it was tested with (:data:`TESTED`: from the floor in ``pyproject.toml``
 up to, not including, the next major version) and the attribute exists; otherwise it runs a
