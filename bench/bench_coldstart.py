@@ -38,6 +38,7 @@ def measured(cmd: list[str]) -> dict:
     return {"exit_code": r["exit_code"], "wall_seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
             **({"stderr_tail": r["stderr_tail"][-300:]} if "stderr_tail" in r else {})}
 
+
 def _toy_store(root: Path) -> None:
     """Dataset ``cold``: 60 utterances x 88-d (eGeMAPS-shaped), 4 speakers, 3 classes."""
     import types

@@ -286,7 +286,6 @@ class Run:
         return average_outputs(outs)
 
 
-
 def input_blocks(path: Path, inputs: list[FeatureInput], features: dict[str, Any], feature_specs: list[str],
                  kind: str = "run") -> dict[str, Any]:
     """The blocks of a run's (or decision ensemble's) ``inputs`` out of ``features``, checked.

@@ -153,7 +153,9 @@ def test_nested_search_never_lets_evaluation_rows_choose(tmp_path, monkeypatch):
     assert c["group"].startswith("speaker") and c["n_groups"] == 6 and c["difference"] > 0.2  # the informative store wins
     assert read_eval_rows(tmp_path / "out").kind == "search"
     (tmp_path / "out_noise" / "nested_predictions.csv").unlink()
-    with pytest.raises(Exception, match="nested_predictions.csv not found"):
+    from emo.fuse.eval.stats import StatsError
+
+    with pytest.raises(StatsError, match="nested_predictions.csv not found"):
         compare(tmp_path / "out", tmp_path / "out_noise")
 
 

@@ -496,9 +496,9 @@ def fit_predict(cand: Candidate, data: SearchData, jobs: list[tuple[np.ndarray, 
     """Train ``cand`` on each job's training rows and predict its evaluation rows.
 
     The single entry point of the search's trainer: :func:`emo.fuse.training.batched.train_cv_batched` with
-    the candidate's :func:`train_config` (all jobs of a call in one batched fit); candidates with
-    frame-level inputs run :func:`emo.fuse.eval.cv.train_cv` (the sequential minibatch loop of
-    ``emo fuse train --frames``, one job after another).
+    the candidate's :func:`train_config` (all jobs of a call in one batched fit); for candidates with
+    frame-level inputs it runs :func:`emo.fuse.eval.cv.train_cv` instead (its own fallback: the
+    sequential minibatch loop of ``emo fuse train --frames``, one job after another).
 
     Args:
         jobs: list of (train rows, evaluation rows), int arrays into the data's rows.
@@ -518,13 +518,9 @@ def fit_predict(cand: Candidate, data: SearchData, jobs: list[tuple[np.ndarray, 
     cfg = train_config(cand, data, threads)
     blocks, inputs = data.candidate_inputs(cand)
     folds = _job_folds(jobs, data, cand.head == "linear", seed)
-    if cand.frames:  # frame encoders train in emo fuse train's sequential minibatch loop (no batched path)
-        from emo.fuse.eval.cv import train_cv
-
-        res = train_cv(blocks, inputs, data.y, folds, cfg, len(data.classes), data.speakers)
-    else:
-        res = train_cv_batched(blocks, inputs, data.y, folds, cfg, len(data.classes), data.speakers, None, None, None,
-                               optimizer=cfg.optimizer)
+    # frame-level candidates: train_cv_batched itself falls back to the sequential loop (batched_unsupported)
+    res = train_cv_batched(blocks, inputs, data.y, folds, cfg, len(data.classes), data.speakers, None, None, None,
+                           optimizer=cfg.optimizer)
     out = []
     for k, f in enumerate(folds):
         sel = res.oof["fold"] == k
