@@ -96,7 +96,8 @@ def _save_run_into(out: Path, config: dict[str, Any], result, names: list[str], 
     from emo import fsio
 
     write_json(out / "config.json", fsio.seal_json(config))  # content SHA-256: an edited config is refused
-    metrics = {"folds": [{"name": r["name"], "n_test": r["n_test"], "epochs": r["epochs"], **r["metrics"]} for r in result.folds],
+    metrics = {"folds": [{"name": r["name"], "n_test": r["n_test"], "epochs": r["epochs"], **r["metrics"],
+                          **({"fit": r["fit"]} if "fit" in r else {})} for r in result.folds],
                **result.summary, "pooled": result.pooled, "n": int(len(result.oof["index"])), "n_folds": len(result.folds)}
     if result.test is not None and "metrics" in result.test:
         metrics["test"] = result.test["metrics"]

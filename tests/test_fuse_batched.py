@@ -188,8 +188,8 @@ def test_lbfgs_b_minimises_in_place_and_refuses_a_non_finite_objective():
 
     target = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
     w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    iters, evals, converged = lbfgs_b([w], lambda: ((w - target) ** 2).sum(), 100, 1e-10, 1e-15)
-    assert converged and 0 < iters <= evals
+    iters, evals, converged, gmax = lbfgs_b([w], lambda: ((w - target) ** 2).sum(), 100, 1e-10, 1e-15)
+    assert converged and 0 < iters <= evals and gmax <= 1e-10
     torch.testing.assert_close(w.detach(), target)
     v = torch.ones(2, dtype=torch.float64, requires_grad=True)
     with pytest.raises(NonFiniteError, match="non-finite objective"):

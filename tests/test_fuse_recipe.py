@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from emo.fuse.training.batched import L2_PATH, choose_recipe, train_cv_batched
+from emo.fuse.training.batched import L2_PATH, L2_PATH_STRONGER, L2_PATH_WEAKER, choose_recipe, train_cv_batched
 from emo.fuse.config import TrainConfig
 from emo.fuse.training.inputs import FeatureInput
 from emo.fuse.eval.protocols import leave_one_speaker_out
@@ -58,9 +58,49 @@ def test_recipe_is_deterministic_and_chooses_l2_per_fold_on_inner_validation(hea
     for d in a.diagnostics:
         (info,) = d["fits"]  # one model per fold: no seed averaging
         path = info["path"]
-        assert [p[0] for p in path] == list(L2_PATH[:len(path)]) and len(path) >= 1
+        points = [p[0] for p in path]
+        assert points == sorted(points) and len(path) >= 1
+        on_path = [a for a in points if a in L2_PATH]
+        assert on_path == list(L2_PATH[:len(on_path)])  # weakest first, stopped by patience
+        assert set(points) <= set(L2_PATH) | set(L2_PATH_WEAKER) | set(L2_PATH_STRONGER)
         assert info["l2"] == min(path, key=lambda p: p[1])[0]  # the lowest inner-validation loss
-        assert info["refit"] is True
+        assert info["refit"] is True and info["grad_max"] >= 0 and info["max_iter"] > 0
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_l2_path_goes_on_past_an_end_while_the_inner_validation_loss_falls(head, monkeypatch):
+    """Where a fold's best point is an end of L2_PATH, the path extends past it: pure-noise labels want the
+    strongest penalty, an easy many-row problem the weakest. The folds that did not extend keep the choice
+    they make without the extension."""
+    import emo.fuse.training.batched as batched
+
+    rng = np.random.default_rng(1)
+    n, c = 200, 3
+    speakers = [f"s{i % 5}" for i in range(n)]
+    folds = leave_one_speaker_out(speakers, 0)
+    cfg = TrainConfig(head=head, recipe="lbfgs", hidden=8, dropout=0.0, seeds=1, threads=1, normalize="none")
+    inputs = [{"name": "a", "modality": "audio", "layers": ["0"], "dim": 6}]
+    noise = {"a": rng.normal(size=(n, 1, 6)).astype(np.float32)}
+    y_noise = {"discrete": rng.integers(0, c, n).astype(np.int64)}
+    res = train_cv_batched(noise, inputs, y_noise, folds, cfg, c, speakers, optimizer="path")
+    stronger = [d["fits"][0] for d in res.diagnostics if d["fits"][0]["l2"] > L2_PATH[-1]]
+    assert stronger, [d["fits"][0]["l2"] for d in res.diagnostics]
+    for info in stronger:
+        losses = dict(map(tuple, info["path"]))
+        assert info["l2"] in L2_PATH_STRONGER and losses[info["l2"]] < losses[L2_PATH[-1]]
+    # a separable problem whose classes differ along a direction of small variance: the weakest penalty
+    y = rng.integers(0, c, n)
+    easy = rng.normal(size=(n, 1, 6)).astype(np.float32)
+    easy[:, 0, :c] = 0.05 * rng.normal(size=(n, c)) + 0.5 * np.eye(c)[y]
+    res = train_cv_batched({"a": easy}, inputs, {"discrete": y.astype(np.int64)}, folds, cfg, c, speakers, optimizer="path")
+    chosen = [d["fits"][0]["l2"] for d in res.diagnostics]
+    assert any(a in L2_PATH_WEAKER for a in chosen), chosen
+    monkeypatch.setattr(batched, "L2_PATH_WEAKER", ())
+    monkeypatch.setattr(batched, "L2_PATH_STRONGER", ())
+    plain = train_cv_batched({"a": easy}, inputs, {"discrete": y.astype(np.int64)}, folds, cfg, c, speakers, optimizer="path")
+    for d, p in zip(res.diagnostics, plain.diagnostics):
+        a, b = d["fits"][0]["l2"], p["fits"][0]["l2"]
+        assert a == b if b != L2_PATH[0] else a <= b  # only the folds at the weak end moved, and only weaker
 
 
 def test_choose_recipe_auto_and_reasons(monkeypatch):
@@ -101,6 +141,11 @@ def test_train_records_recipe_and_timing(tmp_path):
     assert m["recipe"] == config["recipe"]
     t = m["timing"]
     assert 0 < t["seconds_to_first_fold"] <= t["total_seconds"] and t["train_seconds"] <= t["total_seconds"]
+    # each fold's fit: the chosen L2 (the lowest inner-validation loss of its path) and how far the solve got
+    for fold, diag in zip(m["folds"], res.diagnostics):
+        (fit,) = fold["fit"]
+        assert fit["l2"] == min(fit["path"], key=lambda p: p[1])[0] == diag["fits"][0]["l2"]
+        assert fit["converged"] == (fit["grad_max"] <= fit["tol"]) and fit["max_iter"] == 150
     # the minibatch recipe when asked, recorded as such (seeds averaged, dropout kept)
     _, c2 = train(feats, "synth", ["egemaps"], TrainConfig(head="afg", hidden=8, recipe="adamw", epochs=2, seeds=2),
                   protocol="speaker", out=tmp_path / "run2")
@@ -165,3 +210,15 @@ def test_fuse_train_and_weight_free_extraction_import_only_what_they_need(tmp_pa
         (root / rel).symlink_to(shared / "emodb" / rel)
     mods = run("extract", "--dataset", "emodb", "--root", str(root), "--encoder", "egemaps", "--out", str(tmp_path / "f"), "--no-progress")
     assert "torch" not in mods and not (mods & set(HEAVY))
+
+
+def test_fit_warnings_name_a_fold_whose_loss_still_fell_at_the_end_of_the_path():
+    from emo.fuse.training.batched import fit_warnings
+
+    inside = {"name": "speaker=a", "fit": [{"l2": 0.01, "path": [[0.001, 0.9], [0.01, 0.5], [0.1, 0.7]]}]}
+    weak = {"name": "speaker=b", "fit": [{"l2": L2_PATH_WEAKER[-1], "path": [[L2_PATH_WEAKER[-1], 0.4], [0.001, 0.5]]}]}
+    strong = {"name": "speaker=c", "fit": [{"l2": L2_PATH_STRONGER[-1], "path": [[0.1, 0.9], [L2_PATH_STRONGER[-1], 0.8]]}]}
+    fixed = {"name": "speaker=d", "fit": [{"l2": L2_PATH_WEAKER[-1], "path": [[L2_PATH_WEAKER[-1], 0.4]]}]}  # --l2 given
+    assert fit_warnings([inside, fixed, {"name": "adamw"}]) == []
+    w = fit_warnings([inside, weak, strong])
+    assert len(w) == 2 and w[0].startswith("fold speaker=b:") and "weakest" in w[0] and "strongest" in w[1]

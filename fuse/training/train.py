@@ -33,6 +33,7 @@ from emo.fuse.eval.protocols import fold_warnings, make_folds, protocol_record
 from emo.fuse.eval.report import results_table, write_report
 from emo.fuse.eval.runcheck import check_run_out
 from emo.fuse.run import save_run
+from emo.fuse.training.batched import fit_warnings
 from emo.fuse.training.plan import FoldPlan, MethodContext, RunData, apply_methods, fit_plan, make_plan
 from emo.fuse.training.resume import FoldCache, partial_dir
 
@@ -286,11 +287,12 @@ def n_classes_of(config: dict[str, Any]) -> int:
 
 def finish_repeat(result: CVResult, config: dict[str, Any], repeat: tuple[int, int],
                   say: Callable[[str], None] | None = None) -> None:
-    """After a repeat's fit: degenerate-prediction warnings into ``config`` (printed through ``say``),
+    """After a repeat's fit: L2-path (:func:`emo.fuse.training.batched.fit_warnings`) and
+    degenerate-prediction warnings into ``config`` (printed through ``say``),
     the protocol and warnings onto ``result``, its label among repeats, and a tuned threshold (ζ chosen on
     inner-validation rows) as the run's threshold."""
     classes = config["classes"]
-    degenerate = degenerate_warnings(result.pooled, classes, "pooled out-of-fold")
+    degenerate = fit_warnings(result.folds) + degenerate_warnings(result.pooled, classes, "pooled out-of-fold")
     if result.test is not None and "metrics" in result.test:
         degenerate += degenerate_warnings(result.test["metrics"], classes, "held-out test")
     if degenerate:
