@@ -115,6 +115,7 @@ def test_nested_search_never_lets_evaluation_rows_choose(tmp_path, monkeypatch):
         assert label[best].startswith(("good:1 ", "good:0-2 ")), pf
         assert best in pf["chosen"]
     assert sum(r["chosen_counts"].values()) == 6
+    assert r["grid_edges"] == {"warnings": []}  # one weight decay, one hidden size: no grid to be at the edge of
     # leaderboard scores are rounded to 4 decimals
     assert r["optimistic_same_data"]["estimate"] == pytest.approx(max(row["outer_score_same_data"] for row in r["leaderboard"]), abs=1e-4)
     assert r["gap_optimistic_minus_nested"] == pytest.approx(r["optimistic_same_data"]["estimate"] - r["nested"]["estimate"], abs=1e-4)
@@ -157,6 +158,21 @@ def test_nested_search_never_lets_evaluation_rows_choose(tmp_path, monkeypatch):
 
     with pytest.raises(StatsError, match="nested_predictions.csv not found"):
         compare(tmp_path / "out", tmp_path / "out_noise")
+
+
+def test_grid_edges_count_outer_folds_that_chose_an_end_of_a_grid():
+    space = S.Space.from_dict({**SPACE, "heads": ["linear", "mlp"], "hidden": [8, 32]})
+    cands = space.candidates({"good": ["0", "1", "2"], "noise": ["0"]})
+    pick = {(c.head, c.weight_decay, c.hidden): c.id for c in cands if c.features == ("good:1",)}
+    per_fold = [{"chosen": [pick[("linear", 1.0, 256)]]}, {"chosen": [pick[("linear", 1.0, 256)], pick[("mlp", 0.1, 8)]]},
+                {"chosen": [pick[("mlp", 0.1, 32)]]}]
+    e = S.grid_edges(space, per_fold, cands)
+    assert e["weight_decay"] == {"grid": [0.1, 1.0], "at_lowest": 2, "at_highest": 2, "folds": 3}
+    assert e["hidden"] == {"grid": [8, 32], "at_lowest": 1, "at_highest": 1, "folds": 3}  # the linear probe has no hidden layer
+    assert "dropout" not in e  # a single value is not a grid
+    assert len(e["warnings"]) == 2 and all(w.startswith("weight_decay: the ") for w in e["warnings"])
+    assert "(0.1) was chosen in 2 of 3 outer folds" in e["warnings"][0]
+    assert S.DEFAULT_WEIGHT_DECAY[0] < 0.01 and S.DEFAULT_WEIGHT_DECAY[-1] > 1.0
 
 
 def test_resume_reuses_units_and_new_data_does_not(tmp_path, monkeypatch):

@@ -66,8 +66,11 @@ import numpy as np
 #: search-v2 (2026-12-07): the linear probe's solver changed (``_LinearProblem``, L-BFGS-B for
 #: small problems), so its predictions differ from search-v1's within the solver tolerance.
 TRAINER_VERSION = "search-v2"
-#: Default hyper-parameter grid of the default space.
-DEFAULT_WEIGHT_DECAY = (1e-2, 1e-1, 1.0)
+#: Default weight-decay grid of the default space: decades from 1e-3 to 10 (the L2 coefficient of the
+#: linear probe's mean loss, as the lbfgs recipe's path). Until 2026-12-08 it was (1e-2, 1e-1, 1): the
+#: inner folds chose its strongest point (1) in most EmoDB outer folds and its weakest (0.01) for MELD
+#: text, so the best strength lay outside it; the search now also reports such choices (``grid_edges``).
+DEFAULT_WEIGHT_DECAY = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 #: Metrics the search can rank by (higher is better).
 SEARCH_METRICS = ("uar", "waf", "accuracy")
 
@@ -1021,6 +1024,39 @@ def _select_per_fold(plan: _Rungs, done: list[Candidate], survivors: dict, secon
     return per_fold, nested, chosen_counts
 
 
+GRID_FIELDS = ("weight_decay", "hidden", "dropout")
+
+
+def grid_edges(space: Space, per_fold: list[dict], cands: list[Candidate]) -> dict[str, Any]:
+    """For each numeric grid of ``space`` with two or more values: in how many outer folds a chosen
+    member (:func:`_select_per_fold`) sits at the grid's lowest or highest value; such a choice says
+    the best value may lie outside the grid (widen it in ``--config``). ``hidden`` and ``dropout``
+    count only members with a hidden layer (not ``linear``).
+
+    Returns:
+        ``{field: {"grid": [...], "at_lowest": folds, "at_highest": folds, "folds": n}}`` and
+        ``"warnings"``: one sentence per grid end chosen in more than half of the outer folds.
+    """
+    by_id = {c.id: c for c in cands}
+    out: dict[str, Any] = {"warnings": []}
+    for name in GRID_FIELDS:
+        grid = sorted(set(getattr(space, name)))
+        if len(grid) < 2:
+            continue
+        lo = hi = 0
+        for pf in per_fold:
+            vals = {getattr(by_id[i], name) for i in pf["chosen"]
+                    if i in by_id and (name == "weight_decay" or by_id[i].head != "linear")}
+            lo, hi = lo + (grid[0] in vals), hi + (grid[-1] in vals)
+        out[name] = {"grid": grid, "at_lowest": lo, "at_highest": hi, "folds": len(per_fold)}
+        for end, n in (("lowest", lo), ("highest", hi)):
+            if n > len(per_fold) / 2:
+                v = grid[0] if end == "lowest" else grid[-1]
+                out["warnings"].append(f"{name}: the {end} value of the grid ({v:g}) was chosen in {n} of {len(per_fold)} "
+                                       f"outer folds; the best value may lie outside the grid (widen {name} in --config)")
+    return out
+
+
 def _estimates(plan: _Rungs, done: list[Candidate], nested: np.ndarray, speakers, n_boot: int, seed: int) -> dict[str, Any]:
     """The nested estimate with its group-bootstrap interval (groups: speakers, else outer folds),
     and beside it the optimistic same-data estimate and MERTools' top-10-of-50 protocol on the same
@@ -1159,6 +1195,9 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
         final_how = "selected on the dev partition, refitted on the train partition"
     lb = _leaderboard(done_cands, per_fold, outer_scores, seconds)
     gap = optimistic["estimate"] - nested_ci["estimate"]
+    edges = grid_edges(space, per_fold, done_cands)
+    for w in edges["warnings"]:
+        log(f"warning: {w}")
     result = {
         "command": command, "options": options, "dataset": dataset, "features_dir": str(features_dir), "protocol": protocol,
         "metric": metric, "normalize": data.normalize, "n_labelled": int(len(rows)), "n_evaluated": int(len(ev)),
@@ -1171,7 +1210,7 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
         "nested": {**nested_ci, "how": "chosen inside each outer fold on its inner folds only; outer folds only score"},
         "optimistic_same_data": optimistic, "top10_of_50": top10_50,
         "gap_optimistic_minus_nested": round(gap, 4),
-        "per_fold": per_fold, "chosen_counts": chosen_counts,
+        "per_fold": per_fold, "chosen_counts": chosen_counts, "grid_edges": edges,
         "final": {"members": [m.key() for m in final["members"]], "labels": [m.label() for m in final["members"]],
                   "weights": final["weights"], "selection_score": final["score"], "how": final_how},
         "leaderboard": lb, "seconds": round(time.monotonic() - t_start, 1),
@@ -1366,6 +1405,8 @@ def report_markdown(r: dict[str, Any], plots: list[str]) -> str:
     for pf in r["per_fold"]:
         ch = " + ".join(f"{w:.2f} x {lab}" for lab, w in zip(pf["chosen_labels"], pf["weights"]))
         lines.append(f"| {pf['fold']} | {ch} | {pf['inner_score']:.4f} | {pf['outer_score']:.4f} |")
+    for w in (r.get("grid_edges") or {}).get("warnings", []):
+        lines += ["", f"Warning: {w}."]
     lines += ["", "## How often each configuration was chosen", "", "| configuration | folds |", "|---|---|"]
     for k, v in sorted(r["chosen_counts"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {k} | {v} |")
