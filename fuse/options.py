@@ -429,7 +429,7 @@ class SearchOptions:
     store: List[str] = opt([], "Stores of the default space (repeatable; default: every store of the dataset).", group=INPUTS)
     space: str = opt("", "Search space: a YAML/JSON file or JSON text with stores (with layers/windows/frames), combine, heads, "
                      "weight_decay, hidden, dropout, class_weights, frame_encoder; these keys may also stand in --config FILE. Default: every store present, "
-                     "single layers + 3-layer windows + all layers, the L-BFGS linear probe over weight decays 0.001, 0.01, 0.1, 1, 10, with "
+                     "single layers + 3-layer windows + all layers, the L-BFGS linear probe over weight decays 0.001, 0.01, 0.1, 1, 10, 100, with "
                      "and without class weights.", group=SPACE)
     folds: str = opt("speaker", "Outer folds: speaker (leave-one-speaker-out) | K (stratified k-fold) | split (train/test; dev "
                      "selects).", group=PROTOCOL)

@@ -59,7 +59,7 @@ def summary(s: dict) -> dict:
                                      "candidate": s["optimistic_same_data"]["candidate"], "how": s["optimistic_same_data"]["how"]},
             "top10_of_50": {"estimate": round(s["top10_of_50"]["estimate"], 4), "how": s["top10_of_50"]["how"]},
             "gap_optimistic_minus_nested": s["gap_optimistic_minus_nested"],
-            "chosen_counts": s["chosen_counts"],
+            "chosen_counts": s["chosen_counts"], "grid_edges": s.get("grid_edges"),
             "per_fold": [{"fold": p["fold"], "chosen": p["chosen_labels"], "weights": [round(w, 3) for w in p["weights"]],
                           "inner": round(p["inner_score"], 4), "outer": round(p["outer_score"], 4)} for p in s["per_fold"]],
             "final": {"labels": s["final"]["labels"], "weights": s["final"]["weights"], "how": s["final"]["how"]},

@@ -164,14 +164,15 @@ def test_grid_edges_count_outer_folds_that_chose_an_end_of_a_grid():
     space = S.Space.from_dict({**SPACE, "heads": ["linear", "mlp"], "hidden": [8, 32]})
     cands = space.candidates({"good": ["0", "1", "2"], "noise": ["0"]})
     pick = {(c.head, c.weight_decay, c.hidden): c.id for c in cands if c.features == ("good:1",)}
-    per_fold = [{"chosen": [pick[("linear", 1.0, 256)]]}, {"chosen": [pick[("linear", 1.0, 256)], pick[("mlp", 0.1, 8)]]},
-                {"chosen": [pick[("mlp", 0.1, 32)]]}]
+    per_fold = [{"chosen": [pick[("linear", 1.0, 256)]], "weights": [1.0]},
+                {"chosen": [pick[("linear", 1.0, 256)], pick[("mlp", 0.1, 8)]], "weights": [0.3, 0.7]},  # the heaviest counts
+                {"chosen": [pick[("mlp", 0.1, 32)], pick[("linear", 1.0, 256)]], "weights": [0.6, 0.4]}]
     e = S.grid_edges(space, per_fold, cands)
-    assert e["weight_decay"] == {"grid": [0.1, 1.0], "at_lowest": 2, "at_highest": 2, "folds": 3}
+    assert e["weight_decay"] == {"grid": [0.1, 1.0], "at_lowest": 2, "at_highest": 1, "folds": 3}
     assert e["hidden"] == {"grid": [8, 32], "at_lowest": 1, "at_highest": 1, "folds": 3}  # the linear probe has no hidden layer
     assert "dropout" not in e  # a single value is not a grid
-    assert len(e["warnings"]) == 2 and all(w.startswith("weight_decay: the ") for w in e["warnings"])
-    assert "(0.1) was chosen in 2 of 3 outer folds" in e["warnings"][0]
+    assert e["warnings"] == ["weight_decay: the lowest value of the grid (0.1) was chosen in 2 of 3 outer folds; the best "
+                             "value may lie outside the grid (widen weight_decay in --config)"]
     assert S.DEFAULT_WEIGHT_DECAY[0] < 0.01 and S.DEFAULT_WEIGHT_DECAY[-1] > 1.0
 
 
