@@ -141,6 +141,7 @@ def test_train_records_recipe_and_timing(tmp_path):
     assert m["recipe"] == config["recipe"]
     t = m["timing"]
     assert 0 < t["seconds_to_first_fold"] <= t["total_seconds"] and t["train_seconds"] <= t["total_seconds"]
+    assert t["threads"]["torch"] == t["threads"]["blas_pools"] == config["training"]["threads"] == 1  # auto: 1 for small data
     # each fold's fit: the chosen L2 (the lowest inner-validation loss of its path) and how far the solve got
     for fold, diag in zip(m["folds"], res.diagnostics):
         (fit,) = fold["fit"]
@@ -222,3 +223,20 @@ def test_fit_warnings_name_a_fold_whose_loss_still_fell_at_the_end_of_the_path()
     assert fit_warnings([inside, fixed, {"name": "adamw"}]) == []
     w = fit_warnings([inside, weak, strong])
     assert len(w) == 2 and w[0].startswith("fold speaker=b:") and "weakest" in w[0] and "strongest" in w[1]
+
+
+def test_pinned_threads_reach_numpys_and_scipys_blas_pools_and_restore_them():
+    """torch.set_num_threads alone leaves numpy's and scipy's OpenBLAS at one thread per core: training and
+    search workers pin both (emo.fuse.training.threads), and give the previous settings back."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from emo.fuse.training.threads import pinned_threads, thread_record
+
+    before = [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
+    t_before = torch.get_num_threads()
+    with pinned_threads(1):
+        rec = thread_record()
+        assert rec["torch"] == 1 and rec["pools"] and all(p["threads"] == 1 for p in rec["pools"])
+        assert {p["api"] for p in rec["pools"]} >= {"openblas"}
+    assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before and torch.get_num_threads() == t_before

@@ -20,6 +20,7 @@ from emo.fuse.training.minibatch import torch_inputs
 from emo.fuse.config import TrainConfig
 from emo.fuse.training.fit import average_outputs, class_weight_balanced, diagnostics, fit_model, predict_model
 from emo.fuse.training.inputs import FeatureInput, as_inputs
+from emo.fuse.training.threads import pinned_threads
 from emo.fuse.eval.metrics import evaluate
 from emo.fuse.eval.protocols import Fold
 from emo.fuse.eval.runcheck import NonFiniteError
@@ -105,16 +106,11 @@ def train_cv(blocks: dict[str, np.ndarray], inputs: Iterable[FeatureInput | Mapp
     Raises:
         ValueError: bad settings (:meth:`TrainConfig.validate`), empty folds, shapes that do not match ``inputs``.
     """
-    import torch
 
     cfg = cfg.resolve(max((len(f.train) for f in folds), default=0))
     cfg.validate()
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
-    try:
+    with pinned_threads(cfg.threads):  # torch and numpy's / scipy's BLAS pools
         return _train_cv(blocks, as_inputs(inputs), y, folds, cfg, n_classes, speakers, test_idx, progress, fold_cache)
-    finally:
-        torch.set_num_threads(prev_threads)
 
 
 def _train_cv(blocks, inputs: list[FeatureInput], y, folds, cfg, n_classes, speakers, test_idx, progress, fold_cache=None) -> CVResult:

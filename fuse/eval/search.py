@@ -59,6 +59,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from emo.fuse.training.threads import pinned_threads
+
 #: Bumped when the trainer or the unit layout changes (old cache entries are then never reused).
 #: Unit hashes also cover :func:`emo.fuse.training.resume.trainer_code` (the ``emo.fuse`` sources
 #: and the torch/numpy/scipy versions), so a cache written by another emo or torch is not reused
@@ -585,9 +587,7 @@ def _fit_predict_lbfgs(cand: Candidate, data: SearchData, jobs: list[tuple[np.nd
     cfg = train_config(cand, data, threads)
     blocks, inputs = data.candidate_inputs(cand)
     C = len(data.classes)
-    prev = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads))
-    try:
+    with pinned_threads(threads):
         if cfg.normalize == "speaker":  # per-speaker statistics are fold independent: computed once per store
             shared = {inp.name: data.speaker_normalized(inp.name)[:, [data.inputs[inp.name].layers.index(x) for x in inp.layers]]
                       for inp in inputs}
@@ -613,8 +613,6 @@ def _fit_predict_lbfgs(cand: Candidate, data: SearchData, jobs: list[tuple[np.nd
                 raise FloatingPointError(f"{cand.label()}: non-finite predictions (diverged fit)")
             out.append(p)
         return out
-    finally:
-        torch.set_num_threads(prev)
 
 
 @dataclass(frozen=True, eq=False)
@@ -649,22 +647,23 @@ _WORKER_DATA: SearchData | None = None
 
 def _init_worker(data: SearchData) -> None:
     global _WORKER_DATA
-    import torch
+    from emo.fuse.training.threads import pin_process
 
-    torch.set_num_threads(1)
+    pin_process(1)  # torch and numpy's / scipy's BLAS pools: workers run beside each other
     _WORKER_DATA = data
 
 
 def run_unit(unit: Unit, data: SearchData | None = None) -> tuple[list[np.ndarray], float]:
-    """Execute a unit (in a worker process, a dask worker or in-process). Returns (probs per job, seconds)."""
-    import torch
+    """Execute a unit (in a worker process, a dask worker or in-process) with one thread for torch and
+    the BLAS pools (:func:`emo.fuse.training.threads.pinned_threads`). Returns (probs per job, seconds)."""
+    from emo.fuse.training.threads import pinned_threads
 
     d = data if data is not None else _WORKER_DATA
     if d is None:
         raise RuntimeError("run_unit: no data (worker not initialised)")
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
-    probs = fit_predict(unit.cand, d, [(np.asarray(a), np.asarray(b)) for a, b in unit.jobs], threads=1)
+    with pinned_threads(1):  # a dask worker or the search's own process: one thread per unit
+        probs = fit_predict(unit.cand, d, [(np.asarray(a), np.asarray(b)) for a, b in unit.jobs], threads=1)
     return probs, time.perf_counter() - t0
 
 
@@ -763,16 +762,10 @@ def execute(units: list[Unit], data: SearchData, cache: UnitCache, workers: int 
                 client.close()
         return out
     if workers <= 1:
-        import torch
-
-        prev = torch.get_num_threads()
-        try:
-            for u in todo:
-                if expired():
-                    break
-                done(u, run_unit(u, data))
-        finally:
-            torch.set_num_threads(prev)
+        for u in todo:
+            if expired():
+                break
+            done(u, run_unit(u, data))  # pinned to one thread inside, restored after
         return out
     import concurrent.futures as cf
     import multiprocessing as mp

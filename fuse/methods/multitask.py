@@ -41,6 +41,7 @@ import numpy as np
 
 from emo.fuse.eval.protocols import Fold
 from emo.fuse.training.stopping import EarlyStopping
+from emo.fuse.training.threads import pinned_threads
 
 JOINTS = ("none", "crossattn", "shared")
 #: Task names read from the manifest's ``discrete`` label (the dataset's emotion classes).
@@ -408,7 +409,6 @@ def train_multitask_cv(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: 
     Raises:
         ValueError: bad settings, fewer than two tasks with ``--joint crossattn``, empty folds.
     """
-    import torch
 
     from emo.fuse.training.inputs import as_inputs
 
@@ -420,12 +420,8 @@ def train_multitask_cv(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: 
     cfg = copy.copy(cfg)
     cfg.task, cfg.decoder, cfg.loss_weighting = "discrete", "separate", "fixed"
     cfg.validate()
-    prev = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
-    try:
+    with pinned_threads(cfg.threads):  # torch and numpy's / scipy's BLAS pools
         return _train_multitask_cv(blocks, inputs, y, tasks, folds, cfg, multi, speakers, test_idx, progress)
-    finally:
-        torch.set_num_threads(prev)
 
 
 def _train_multitask_cv(blocks, inputs, y, tasks, folds, cfg, multi, speakers, test_idx, progress):

@@ -59,6 +59,7 @@ from emo import compat
 from emo.fuse.eval.protocols import Fold
 from emo.fuse.eval.runcheck import NonFiniteError
 from emo.fuse.training.stopping import improves
+from emo.fuse.training.threads import pinned_threads
 
 #: Most gathered input values (models x rows x features, float32) held at once for one chunk of
 #: models: 2**26 values = 256 MiB. Larger jobs are split into chunks of models trained in turn.
@@ -701,7 +702,6 @@ def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: di
     Raises:
         ValueError: as :func:`emo.fuse.eval.cv.train_cv`.
     """
-    import torch
 
     from emo.fuse.eval.cv import train_cv
     from emo.fuse.training.inputs import as_inputs
@@ -715,9 +715,7 @@ def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: di
         return train_cv(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, fold_cache)
     cfg = cfg.resolve(max((len(f.train) for f in folds), default=0))
     cfg.validate()
-    prev = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
-    try:
+    with pinned_threads(cfg.threads):  # torch and numpy's / scipy's BLAS pools
         if optimizer == "lbfgs":
             why = lbfgs_unsupported(cfg)
             if why is not None:
@@ -727,8 +725,6 @@ def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: di
         elif optimizer not in ("adamw", "path"):
             raise ValueError(f"optimizer must be adamw, lbfgs or path, not {optimizer!r}")
         return _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log, optimizer, fold_cache)
-    finally:
-        torch.set_num_threads(prev)
 
 
 def _train_cv_batched(blocks, inputs, y, folds, cfg, n_classes, speakers, test_idx, progress, log, optimizer="adamw", fold_cache=None):
@@ -891,12 +887,8 @@ def train_cells(x: np.ndarray, inp, cells: list[tuple[list[int], Fold, int]], cf
             jobs.append(Job(np.asarray(fold.train), np.asarray(fold.val), seed + s, [cols], norm, cw, args))
             cell_of.append(ci)
     yn = {k: y[k] for k in needed}
-    prev = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.threads))
-    try:
+    with pinned_threads(cfg.threads):  # torch and numpy's / scipy's BLAS pools
         fit = (fit_linear_lbfgs if lbfgs else fit_batched)(xs, yn, jobs, cfg, jobs[0].model_args, log)
-    finally:
-        torch.set_num_threads(prev)
     per_cell = fit.seconds / max(1, len(cells))
     out = []
     for ci, (cols, fold, seed) in enumerate(cells):

@@ -323,7 +323,10 @@ def write_runs(out: str | Path, runs: list, data: RunData, clock: "RunClock", re
         summary = repeats_summary([r[0] for r in runs], data.fs, data.y, config)
         config["repeats_summary"] = summary
         _add_to_metrics(Path(out) / "metrics.json", summary)
-    _add_timing(Path(out) / "metrics.json", config["recipe"], clock.timing())
+    n = max(1, int((config.get("training") or {}).get("threads") or 1))
+    _add_timing(Path(out) / "metrics.json", config["recipe"],
+                {**clock.timing(), "threads": {"torch": n, "blas_pools": n, "how": "torch.set_num_threads and "
+                                               "threadpoolctl.threadpool_limits (emo.fuse.training.threads)"}})
     if resume:
         shutil.rmtree(partial_dir(out), ignore_errors=True)
 
