@@ -702,7 +702,6 @@ def train_cv_batched(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: di
     Raises:
         ValueError: as :func:`emo.fuse.eval.cv.train_cv`.
     """
-
     from emo.fuse.eval.cv import train_cv
     from emo.fuse.training.inputs import as_inputs
 
@@ -1124,8 +1123,9 @@ def _l2_path(params: list, lam, solve: Callable[[int], tuple[int, int, bool, flo
     past it (:data:`L2_PATH_WEAKER`, :data:`L2_PATH_STRONGER`) while their loss falls; the other
     models are solved at their own choice meanwhile and then restored, so their choice and weights
     are as without the extension (a joint refit afterwards still mixes every model's curvature into
-    one L-BFGS history, so it agrees within its tolerance, not bitwise). On return ``params`` hold the chosen weights and ``lam`` (K,) the chosen
-    strengths (the caller refits); each model's ``hist`` is sorted by l2.
+    one L-BFGS history, so it agrees within its tolerance, not bitwise). On return ``params`` hold
+    the chosen weights and ``lam`` (K,) the chosen strengths (the caller refits); each model's
+    ``hist`` is sorted by l2.
 
     Args:
         params: the stacked (K, ...) parameters ``solve`` updates in place. solve(max_iter) ->
