@@ -223,6 +223,13 @@ def test_fit_warnings_name_a_fold_whose_loss_still_fell_at_the_end_of_the_path()
     assert fit_warnings([inside, fixed, {"name": "adamw"}]) == []
     w = fit_warnings([inside, weak, strong])
     assert len(w) == 2 and w[0].startswith("fold speaker=b:") and "weakest" in w[0] and "strongest" in w[1]
+    # a convex head stopped by its iteration limit is said once; a non-convex one is only recorded
+    state = {"converged": False, "grad_max": 3e-5, "tol": 1e-7, "max_iter": 500}
+    linear = [{"name": n, "fit": [{"l2": 0.01, "path": [[0.01, 0.5]], "convex": True, **state}]} for n in "ab"]
+    (w,) = fit_warnings(linear)
+    assert "stopped at its 500-iteration limit" in w and "3.0e-05" in w
+    assert fit_warnings([{"name": "a", "fit": [{"l2": 0.01, "path": [[0.01, 0.5]], "convex": False, **state}]}]) == []
+    assert fit_warnings([{"name": "a", "fit": [{"l2": 0.01, "path": [[0.01, 0.5]], "convex": True, **state, "converged": True}]}]) == []
 
 
 def test_pinned_threads_reach_numpys_and_scipys_blas_pools_and_restore_them():

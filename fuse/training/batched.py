@@ -654,15 +654,24 @@ def _restore_best(models: list, uncs: list | None, names: list[str], best_P: lis
 # ---------------------------------------------------------------------------
 
 #: The lbfgs recipe's per-model fit record kept in a run's fold rows (``metrics.json`` ``folds[i].fit``).
-FIT_RECORD = ("l2", "path", "refit", "converged", "grad_max", "tol", "max_iter")
+FIT_RECORD = ("l2", "path", "refit", "convex", "converged", "grad_max", "tol", "max_iter")
 
 
 def fit_warnings(fold_rows: list[dict[str, Any]]) -> list[str]:
-    """Warnings about the lbfgs recipe's fits of a run's folds (:data:`FIT_RECORD`, empty when fine): a
-    fold whose inner-validation loss was still falling at the last point of the L2 path and its
-    extension (the best strength may lie beyond the path; ``--l2`` fixes one)."""
+    """Warnings about the lbfgs recipe's fits of a run's folds (:data:`FIT_RECORD`, empty when fine):
+
+    * a fold whose inner-validation loss was still falling at the last point of the L2 path and its
+      extension (the best strength may lie beyond the path; ``--l2`` fixes one);
+    * a convex head (``--head linear``) whose final solve stopped at its iteration limit before its
+      gradient tolerance: the probe is near its unique optimum, not at it (one warning: the folds are
+      solved together). Non-convex heads stop at their limit by design and are only recorded.
+    """
     ends = {L2_PATH_WEAKER[-1]: "weakest", L2_PATH_STRONGER[-1]: "strongest"}
     out = []
+    stopped = next((f for r in fold_rows for f in r.get("fit", []) if f.get("convex") and not f.get("converged", True)), None)
+    if stopped is not None:
+        out.append(f"the linear head's final L-BFGS solve stopped at its {stopped['max_iter']}-iteration limit with largest "
+                   f"gradient entry {stopped['grad_max']:.1e} (tolerance {stopped['tol']:g}): near its optimum, not at it")
     for r in fold_rows:
         for f in r.get("fit", []):
             if f.get("l2") in ends and len(f.get("path", [])) > 1:
@@ -1520,7 +1529,7 @@ def _fit_linear_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
         solve(prob.mask([np.concatenate([j.train, j.val]) for j in jobs]), FINAL_MAX_ITER["linear"])
     iters, nev, converged, gmax = sum(r[0] for r in runs), sum(r[1] for r in runs), runs[-1][2], runs[-1][3]
     infos = [{"epochs": iters, "best_epoch": iters, "best_val_loss": float(best_val[k]), "optimizer": "lbfgs",
-              "l2": float(chosen[k]), "path": hist[k], "refit": bool(refit), "converged": bool(converged),
+              "l2": float(chosen[k]), "path": hist[k], "refit": bool(refit), "convex": True, "converged": bool(converged),
               "grad_max": gmax, "max_iter": FINAL_MAX_ITER["linear"], "tol": tol} for k in range(K)]
     if log:
         log(f"L-BFGS recipe: {K} linear models in one solve, {iters} iterations, {nev} evaluations, "
@@ -1574,8 +1583,8 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
     Returns:
         :class:`BatchedFit`; ``info`` per model: ``epochs`` (L-BFGS iterations, all solves),
         ``best_epoch`` (same), ``best_val_loss``, ``optimizer: "lbfgs"``, ``l2`` (chosen),
-        ``path`` (``[[l2, val_loss], ...]``, sorted by l2), ``refit`` (bool), ``converged`` (final gradient
-        below tolerance), ``grad_max`` (the final solve's largest gradient entry, of the summed objective),
+        ``path`` (``[[l2, val_loss], ...]``, sorted by l2), ``refit`` (bool), ``convex`` (the linear head),
+        ``converged`` (final gradient below tolerance), ``grad_max`` (the final solve's largest gradient entry, of the summed objective),
         ``tol`` and ``max_iter`` (the final solve's tolerance and iteration limit).
 
     Raises:
@@ -1683,7 +1692,7 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
             out_models.append(m)
             infos.append({"epochs": iters, "best_epoch": iters, "best_val_loss": float(best_val[k]),
                           "optimizer": "lbfgs", "l2": float(chosen[k]), "path": hist[k], "refit": bool(refit),
-                          "converged": converged, "grad_max": gmax, "tol": tol,
+                          "convex": False, "converged": converged, "grad_max": gmax, "tol": tol,
                           "max_iter": FINAL_MAX_ITER["linear" if linear else "other"]})
     if log:
         log(f"L-BFGS recipe: {K} models in one solve, {iters} iterations, {nev} evaluations, "
