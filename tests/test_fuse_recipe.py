@@ -141,12 +141,15 @@ def test_train_records_recipe_and_timing(tmp_path):
     assert m["recipe"] == config["recipe"]
     t = m["timing"]
     assert 0 < t["seconds_to_first_fold"] <= t["total_seconds"] and t["train_seconds"] <= t["total_seconds"]
-    assert t["threads"]["torch"] == t["threads"]["blas_pools"] == config["training"]["threads"] == 1  # auto: 1 for small data
+    # measured while training: torch and every BLAS / OpenMP pool at the run's thread count (auto: 1 for small data)
+    assert config["training"]["threads"] == 1 and t["threads"]["torch"] == 1
+    assert t["threads"]["pools"] and all(p["threads"] == 1 for p in t["threads"]["pools"])
     # each fold's fit: the chosen L2 (the lowest inner-validation loss of its path) and how far the solve got
     for fold, diag in zip(m["folds"], res.diagnostics):
         (fit,) = fold["fit"]
         assert fit["l2"] == min(fit["path"], key=lambda p: p[1])[0] == diag["fits"][0]["l2"]
         assert fit["converged"] == (fit["grad_max"] <= fit["tol"]) and fit["max_iter"] == 150
+        assert 0 < fit["final_iterations"] <= fit["max_iter"] and fit["convex"] is False
     # the minibatch recipe when asked, recorded as such (seeds averaged, dropout kept)
     _, c2 = train(feats, "synth", ["egemaps"], TrainConfig(head="afg", hidden=8, recipe="adamw", epochs=2, seeds=2),
                   protocol="speaker", out=tmp_path / "run2")
@@ -224,10 +227,12 @@ def test_fit_warnings_name_a_fold_whose_loss_still_fell_at_the_end_of_the_path()
     w = fit_warnings([inside, weak, strong])
     assert len(w) == 2 and w[0].startswith("fold speaker=b:") and "weakest" in w[0] and "strongest" in w[1]
     # a convex head stopped by its iteration limit is said once; a non-convex one is only recorded
-    state = {"converged": False, "grad_max": 3e-5, "tol": 1e-7, "max_iter": 500}
+    state = {"converged": False, "grad_max": 3e-5, "tol": 1e-7, "final_iterations": 500, "max_iter": 500}
     linear = [{"name": n, "fit": [{"l2": 0.01, "path": [[0.01, 0.5]], "convex": True, **state}]} for n in "ab"]
     (w,) = fit_warnings(linear)
-    assert "stopped at its 500-iteration limit" in w and "3.0e-05" in w
+    assert "stopped at its iteration limit" in w and "3.0e-05" in w
+    early = [{"name": "a", "fit": [{"l2": 0.01, "path": [[0.01, 0.5]], "convex": True, **state, "final_iterations": 37}]}]
+    assert "stopped after 37 of at most 500 iterations" in fit_warnings(early)[0]  # not blamed on the limit
     assert fit_warnings([{"name": "a", "fit": [{"l2": 0.01, "path": [[0.01, 0.5]], "convex": False, **state}]}]) == []
     assert fit_warnings([{"name": "a", "fit": [{"l2": 0.01, "path": [[0.01, 0.5]], "convex": True, **state, "converged": True}]}]) == []
 
@@ -246,4 +251,26 @@ def test_pinned_threads_reach_numpys_and_scipys_blas_pools_and_restore_them():
         rec = thread_record()
         assert rec["torch"] == 1 and rec["pools"] and all(p["threads"] == 1 for p in rec["pools"])
         assert {p["api"] for p in rec["pools"]} >= {"openblas"}
+    assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before and torch.get_num_threads() == t_before
+    # blocks overlapping in two threads (a dask worker's units): the first out must not unpin the other,
+    # and the last out restores what the process had
+    import threading
+
+    inside, release, seen = threading.Barrier(2), threading.Event(), []
+
+    def unit(first: bool):
+        with pinned_threads(1):
+            inside.wait()
+            if first:
+                return  # leaves while the other unit still runs
+            release.wait(5)
+            seen.append(torch.get_num_threads())
+
+    threads = [threading.Thread(target=unit, args=(k == 0,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    threads[0].join()
+    release.set()
+    threads[1].join()
+    assert seen == [1]  # (OpenBLAS's pools, set from a thread other than the main one, do not always follow)
     assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before and torch.get_num_threads() == t_before

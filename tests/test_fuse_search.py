@@ -164,16 +164,43 @@ def test_grid_edges_count_outer_folds_that_chose_an_end_of_a_grid():
     space = S.Space.from_dict({**SPACE, "heads": ["linear", "mlp"], "hidden": [8, 32]})
     cands = space.candidates({"good": ["0", "1", "2"], "noise": ["0"]})
     pick = {(c.head, c.weight_decay, c.hidden): c.id for c in cands if c.features == ("good:1",)}
-    per_fold = [{"chosen": [pick[("linear", 1.0, 256)]], "weights": [1.0]},
-                {"chosen": [pick[("linear", 1.0, 256)], pick[("mlp", 0.1, 8)]], "weights": [0.3, 0.7]},  # the heaviest counts
-                {"chosen": [pick[("mlp", 0.1, 32)], pick[("linear", 1.0, 256)]], "weights": [0.6, 0.4]}]
+    lin1, mlp01_8, mlp01_32, mlp1_8 = pick[("linear", 1.0, 256)], pick[("mlp", 0.1, 8)], pick[("mlp", 0.1, 32)], pick[("mlp", 1.0, 8)]
+    per_fold = [{"chosen": [lin1], "weights": [1.0]},
+                {"chosen": [lin1, mlp01_8], "weights": [0.3, 0.7]},  # the heaviest counts
+                {"chosen": [mlp01_32, lin1], "weights": [0.6, 0.4]},
+                {"chosen": [mlp01_8, mlp1_8], "weights": [0.5, 0.5]}]  # weight decay tied; hidden 8 either way
     e = S.grid_edges(space, per_fold, cands)
-    assert e["weight_decay"] == {"grid": [0.1, 1.0], "at_lowest": 2, "at_highest": 1, "folds": 3}
-    assert e["hidden"] == {"grid": [8, 32], "at_lowest": 1, "at_highest": 1, "folds": 3}  # the linear probe has no hidden layer
+    assert e["weight_decay"] == {"grid": [0.1, 1.0], "at_lowest": 2, "at_highest": 1, "counted": 3, "tied": 1, "folds": 4}
+    # the linear probe has no hidden layer: fold 1 is not counted for hidden
+    assert e["hidden"] == {"grid": [8, 32], "at_lowest": 2, "at_highest": 1, "counted": 3, "tied": 0, "folds": 4}
     assert "dropout" not in e  # a single value is not a grid
     assert e["warnings"] == ["weight_decay: the lowest value of the grid (0.1) was chosen in 2 of 3 outer folds; the best "
-                             "value may lie outside the grid (widen weight_decay in --config)"]
+                             "value may lie outside the grid (widen weight_decay in --config)",
+                             "hidden: the lowest value of the grid (8) was chosen in 2 of 3 outer folds; the best value may "
+                             "lie outside the grid (widen hidden in --config)"]
+    # both ends, neither alone a majority: still said
+    three = S.Space.from_dict({**SPACE, "weight_decay": [0.01, 0.1, 1.0]})
+    c3 = three.candidates({"good": ["0", "1", "2"], "noise": ["0"]})
+    ids = {c.weight_decay: c.id for c in c3 if c.features == ("good:1",)}
+    e3 = S.grid_edges(three, [{"chosen": [ids[a]], "weights": [1.0]} for a in (0.01, 0.1, 0.1)], c3)
+    assert e3["weight_decay"]["at_lowest"] == 1 and e3["weight_decay"]["at_highest"] == 0 and e3["warnings"] == []
+    e4 = S.grid_edges(three, [{"chosen": [ids[a]], "weights": [1.0]} for a in (0.01, 1.0, 0.01, 1.0, 0.1)], c3)
+    assert e4["warnings"] == ["weight_decay: an end of the grid (0.01 or 1) was chosen in 4 of 5 outer folds; the best "
+                              "value may lie outside the grid (widen weight_decay in --config)"]
     assert S.DEFAULT_WEIGHT_DECAY[0] < 0.01 and S.DEFAULT_WEIGHT_DECAY[-1] > 1.0
+
+
+def test_default_weight_decay_grid_depends_on_the_head():
+    """Undeclared, weight_decay is the linear probe's L2 grid for the probe and AdamW's decay grid for the
+    other heads (an AdamW decay of 10 or 100 would erase the weights); declared, it holds for every head."""
+    layers = {"good": ["0"], "noise": ["0"]}
+    cands = S.Space.from_dict({"stores": ["good"], "heads": ["linear", "mlp"], "class_weights": [False]}).candidates(layers)
+    assert sorted(c.weight_decay for c in cands if c.head == "linear") == sorted(S.DEFAULT_WEIGHT_DECAY)
+    assert sorted(c.weight_decay for c in cands if c.head == "mlp") == sorted(S.DEFAULT_WEIGHT_DECAY_ADAMW)
+    assert max(S.DEFAULT_WEIGHT_DECAY_ADAMW) <= 1.0
+    declared = S.Space.from_dict({"stores": ["good"], "heads": ["linear", "mlp"], "weight_decay": [0.5],
+                                  "class_weights": [False]}).candidates(layers)
+    assert {c.weight_decay for c in declared} == {0.5} and {c.head for c in declared} == {"linear", "mlp"}
 
 
 def test_resume_reuses_units_and_new_data_does_not(tmp_path, monkeypatch):

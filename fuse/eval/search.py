@@ -75,6 +75,9 @@ TRAINER_VERSION = "search-v2"
 #: the ensemble chosen in 9 of 10 EmoDB outer folds still held a member at 10 (ComParE, 6,373-d),
 #: hence 100. The search reports such choices (``grid_edges``).
 DEFAULT_WEIGHT_DECAY = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+#: The default grid of the heads trained by AdamW (``mlp``, ``afg``, ...), where ``weight_decay`` is
+#: the decoupled decay (``lr * weight_decay`` of the weights per step): 10 or 100 would erase them.
+DEFAULT_WEIGHT_DECAY_ADAMW = (1e-2, 1e-1, 1.0)
 #: Metrics the search can rank by (higher is better).
 SEARCH_METRICS = ("uar", "waf", "accuracy")
 
@@ -182,18 +185,26 @@ class Space:
             ``linear`` take frames (the linear probe is skipped for those feature sets).
         combine: sizes of store combinations (1: each store alone; 2: also every pair, feature-level).
         heads, weight_decay, hidden, dropout, class_weights: grids (the cross product is taken;
-            ``hidden`` and ``dropout`` only for heads other than ``linear``).
+            ``hidden`` and ``dropout`` only for heads other than ``linear``). ``weight_decay`` not
+            given (None): :data:`DEFAULT_WEIGHT_DECAY` for the linear probe (its L2) and
+            :data:`DEFAULT_WEIGHT_DECAY_ADAMW` for the other heads (AdamW's decay); see :meth:`weight_decays`.
         frame_encoder: grid of frame encoders (``lstm``, ``textcnn``) for feature sets with frames.
     """
 
     stores: list[dict[str, Any]]
     combine: list[int] = field(default_factory=lambda: [1])
     heads: list[str] = field(default_factory=lambda: ["linear"])
-    weight_decay: list[float] = field(default_factory=lambda: list(DEFAULT_WEIGHT_DECAY))
+    weight_decay: list[float] | None = None
     hidden: list[int] = field(default_factory=lambda: [256])
     dropout: list[float] = field(default_factory=lambda: [0.5])
     class_weights: list[bool] = field(default_factory=lambda: [False, True])
     frame_encoder: list[str] = field(default_factory=lambda: ["lstm"])
+
+    def weight_decays(self, head: str) -> list[float]:
+        """The weight-decay grid of ``head``: the declared one, else the head's default."""
+        if self.weight_decay is not None:
+            return list(self.weight_decay)
+        return list(DEFAULT_WEIGHT_DECAY if head == "linear" else DEFAULT_WEIGHT_DECAY_ADAMW)
 
     @property
     def frame_stores(self) -> list[str]:
@@ -222,7 +233,7 @@ class Space:
         for h in sp.heads:
             if h not in ("linear", "mlp", "afg", "attention", "transformer"):
                 raise SearchError(f"{source}: head {h!r} is not searchable (linear, mlp, afg, attention, transformer)")
-        if any(not (isinstance(w, (int, float)) and w >= 0 and math.isfinite(w)) for w in sp.weight_decay):
+        if any(not (isinstance(w, (int, float)) and w >= 0 and math.isfinite(w)) for w in (sp.weight_decay or [])):
             raise SearchError(f"{source}: weight_decay values must be finite and >= 0, got {sp.weight_decay}")
         for s in stores:
             bad = sorted(set(s) - {"name", "layers", "windows", "frames"})
@@ -289,7 +300,7 @@ class Space:
                 if fr and head == "linear":
                     continue  # the linear probe takes utterance vectors only
                 hd = [(h, d) for h in self.hidden for d in self.dropout] if head != "linear" else [(256, 0.5)]
-                for wd in self.weight_decay:
+                for wd in self.weight_decays(head):
                     for h, d in hd:
                         for cw in self.class_weights:
                             for enc in (self.frame_encoder if fr else ["lstm"]):
@@ -1020,34 +1031,61 @@ GRID_FIELDS = ("weight_decay", "hidden", "dropout")
 
 def grid_edges(space: Space, per_fold: list[dict], cands: list[Candidate]) -> dict[str, Any]:
     """For each numeric grid of ``space`` with two or more values: in how many outer folds the chosen
-    ensemble's heaviest member (:func:`_select_per_fold`; the first of equal weights) sits at the
-    grid's lowest or highest value; such a choice says the best value may lie outside the grid (widen
-    it in ``--config``). Light members are not counted: an ensemble gains from members unlike its
-    heaviest one, so it often takes a grid's ends as minor members. ``hidden`` and ``dropout`` count
-    only a heaviest member with a hidden layer (not ``linear``).
+    ensemble's heaviest member (:func:`_select_per_fold`) sits at the grid's lowest or highest value;
+    such choices say the best value may lie outside the grid (widen it in ``--config``).
+
+    Light members are not counted: an ensemble gains from members unlike its heaviest one, so it
+    often takes a grid's ends as minor members. A fold whose heaviest weight is shared by members
+    with different values of the field is ``tied`` and not counted; for ``hidden`` and ``dropout`` a
+    fold whose heaviest member has no hidden layer (``linear``) is not counted either.
 
     Returns:
-        ``{field: {"grid": [...], "at_lowest": folds, "at_highest": folds, "folds": n}}`` and
-        ``"warnings"``: one sentence per grid end chosen in more than half of the outer folds.
+        ``{field: {"grid": [...], "at_lowest": folds, "at_highest": folds, "counted": folds,
+        "tied": folds, "folds": n}}`` and ``"warnings"``: a sentence for an end (or both ends
+        together) chosen in more than half of the counted folds.
     """
     by_id = {c.id: c for c in cands}
     out: dict[str, Any] = {"warnings": []}
     for name in GRID_FIELDS:
-        grid = sorted(set(getattr(space, name)))
-        if len(grid) < 2:
+        def grid_of(head: str, name: str = name) -> list:
+            return sorted(set(space.weight_decays(head) if name == "weight_decay" else getattr(space, name)))
+
+        grids = {h: grid_of(h) for h in space.heads}
+        if all(len(g) < 2 for g in grids.values()):
             continue
-        lo = hi = 0
+        lo = hi = counted = tied = 0
         for pf in per_fold:
-            top = by_id.get(pf["chosen"][int(np.argmax(pf["weights"]))]) if pf["chosen"] else None
-            if top is None or (name != "weight_decay" and top.head == "linear"):
+            w = np.asarray(pf.get("weights") or [], dtype=float)
+            heavy = [by_id.get(i) for i, wi in zip(pf["chosen"], w) if len(w) and wi == w.max()]
+            if not heavy or any(c is None for c in heavy):
                 continue
-            lo, hi = lo + (getattr(top, name) == grid[0]), hi + (getattr(top, name) == grid[-1])
-        out[name] = {"grid": grid, "at_lowest": lo, "at_highest": hi, "folds": len(per_fold)}
-        for end, n in (("lowest", lo), ("highest", hi)):
-            if n > len(per_fold) / 2:
-                v = grid[0] if end == "lowest" else grid[-1]
-                out["warnings"].append(f"{name}: the {end} value of the grid ({v:g}) was chosen in {n} of {len(per_fold)} "
+            if name != "weight_decay" and all(c.head == "linear" for c in heavy):
+                continue
+            values = {getattr(c, name) for c in heavy if name == "weight_decay" or c.head != "linear"}
+            if len(values) > 1:
+                tied += 1
+                continue
+            (v,) = values
+            grid = grids.get(heavy[0].head) or grid_of(heavy[0].head)
+            if len(grid) < 2:
+                continue
+            counted, lo, hi = counted + 1, lo + (v == grid[0]), hi + (v == grid[-1])
+        shown = sorted({json.dumps(g) for g in grids.values()})
+        grid = json.loads(shown[0]) if len(shown) == 1 else {h: g for h, g in grids.items()}
+        out[name] = {"grid": grid, "at_lowest": lo, "at_highest": hi, "counted": counted, "tied": tied,
+                     "folds": len(per_fold)}
+        said = False
+        ends = (grid[0], grid[-1]) if isinstance(grid, list) else None
+        for k, (end, n_end) in enumerate((("lowest", lo), ("highest", hi))):
+            if n_end > counted / 2:
+                said = True
+                v = f" ({ends[k]:g})" if ends else ""
+                out["warnings"].append(f"{name}: the {end} value of the grid{v} was chosen in {n_end} of {counted} "
                                        f"outer folds; the best value may lie outside the grid (widen {name} in --config)")
+        if not said and counted and lo + hi > counted / 2:
+            v = f" ({ends[0]:g} or {ends[1]:g})" if ends else ""
+            out["warnings"].append(f"{name}: an end of the grid{v} was chosen in {lo + hi} of {counted} outer folds; "
+                                   f"the best value may lie outside the grid (widen {name} in --config)")
     return out
 
 
@@ -1197,7 +1235,9 @@ def search(features_dir: str | Path, dataset: str, out: str | Path, space: Space
         "metric": metric, "normalize": data.normalize, "n_labelled": int(len(rows)), "n_evaluated": int(len(ev)),
         "classes": data.classes, "stores": {k: {"layers": v.layers, "dim": v.dim, "provenance": v.provenance}
                                             for k, v in sorted(data.inputs.items())},
-        "space": {"n_candidates_in_space": n_space, "n_candidates_evaluated": len(done_cands), "definition": asdict(space)},
+        "space": {"n_candidates_in_space": n_space, "n_candidates_evaluated": len(done_cands),
+                  "definition": {**asdict(space), "weight_decay": space.weight_decay if space.weight_decay is not None
+                                 else {h: space.weight_decays(h) for h in space.heads}}},
         "budget": {"kind": bkind, "value": bval}, "halving": {"eta": eta, "rung0_inner_folds": r0, "inner_folds": n_inner,
                                                              "survivors_per_fold": keep_n},
         "ensemble": ensemble, "seed": seed, "data_fingerprint": data.fingerprint(),

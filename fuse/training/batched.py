@@ -654,7 +654,7 @@ def _restore_best(models: list, uncs: list | None, names: list[str], best_P: lis
 # ---------------------------------------------------------------------------
 
 #: The lbfgs recipe's per-model fit record kept in a run's fold rows (``metrics.json`` ``folds[i].fit``).
-FIT_RECORD = ("l2", "path", "refit", "convex", "converged", "grad_max", "tol", "max_iter")
+FIT_RECORD = ("l2", "path", "refit", "convex", "converged", "grad_max", "tol", "final_iterations", "max_iter")
 
 
 def fit_warnings(fold_rows: list[dict[str, Any]]) -> list[str]:
@@ -662,16 +662,16 @@ def fit_warnings(fold_rows: list[dict[str, Any]]) -> list[str]:
 
     * a fold whose inner-validation loss was still falling at the last point of the L2 path and its
       extension (the best strength may lie beyond the path; ``--l2`` fixes one);
-    * a convex head (``--head linear``) whose final solve stopped at its iteration limit before its
-      gradient tolerance: the probe is near its unique optimum, not at it (one warning: the folds are
-      solved together). Non-convex heads stop at their limit by design and are only recorded.
+    * a convex head (``--head linear``) whose final solve stopped before its gradient tolerance (at
+      its iteration limit, or earlier without further decrease): the probe is near its unique
+      optimum, not at it (one warning: the folds are solved together). Non-convex heads stop at their
+      limit by design and are only recorded.
     """
-    ends = {L2_PATH_WEAKER[-1]: "weakest", L2_PATH_STRONGER[-1]: "strongest"}
+    ends = {min(L2_PATH + tuple(L2_PATH_WEAKER)): "weakest", max(L2_PATH + tuple(L2_PATH_STRONGER)): "strongest"}
     out = []
     stopped = next((f for r in fold_rows for f in r.get("fit", []) if f.get("convex") and not f.get("converged", True)), None)
     if stopped is not None:
-        out.append(f"the linear head's final L-BFGS solve stopped at its {stopped['max_iter']}-iteration limit with largest "
-                   f"gradient entry {stopped['grad_max']:.1e} (tolerance {stopped['tol']:g}): near its optimum, not at it")
+        out.append(f"linear head: {final_gradient(stopped)}; the folds' probes are near their optimum, not at it")
     for r in fold_rows:
         for f in r.get("fit", []):
             if f.get("l2") in ends and len(f.get("path", [])) > 1:
@@ -1081,6 +1081,9 @@ def lbfgs_b(params: list, objective: Callable[[], Any], max_iter: int, tol: floa
                              "or use --optimizer adamw / --recipe adamw")
     load(r.x)
     gmax = float(np.abs(r.jac).max()) if r.jac.size else 0.0
+    if not math.isfinite(gmax):
+        raise NonFiniteError("the full-batch L-BFGS fit ended at a non-finite gradient; check the inputs for inf/NaN "
+                             "or use --optimizer adamw / --recipe adamw")
     return int(r.nit), nev[0], bool(gmax <= tol), gmax
 
 
@@ -1090,11 +1093,12 @@ def torch_lbfgs(params: list, objective: Callable[[], Any], max_iter: int, tol: 
     the lbfgs recipe's non-linear heads and of linear problems above :data:`LBFGS_B_MAX_PARAMS`.
 
     Returns:
-        (iterations, evaluations, converged: every parameter got a gradient and the largest entry of
-        the last gradient is at most ``tol``, that largest entry).
+        (iterations, evaluations (including one at the returned weights), converged: every parameter
+        got a gradient and the largest entry of the gradient at the returned weights is at most
+        ``tol``, that largest entry).
 
     Raises:
-        emo.fuse.eval.runcheck.NonFiniteError: the weights became non-finite.
+        emo.fuse.eval.runcheck.NonFiniteError: the weights or the final gradient became non-finite.
     """
     import torch
 
@@ -1115,8 +1119,14 @@ def torch_lbfgs(params: list, objective: Callable[[], Any], max_iter: int, tol: 
         if not all(torch.isfinite(q).all() for q in params):
             raise NonFiniteError("the full-batch L-BFGS fit diverged (non-finite weights); check the inputs for inf/NaN "
                                  "or use --optimizer adamw / --recipe adamw")
+    # the gradient at the returned weights: the strong Wolfe search restores the weights after each
+    # trial, so the .grad it leaves may belong to a trial point (one more evaluation)
+    closure()
     grads = [q.grad for q in params if q.grad is not None]
     gmax = max((float(g.abs().max()) for g in grads), default=0.0)
+    if not math.isfinite(gmax):
+        raise NonFiniteError("the full-batch L-BFGS fit ended at a non-finite gradient; check the inputs for inf/NaN "
+                             "or use --optimizer adamw / --recipe adamw")
     return iters, nev[0], bool(len(grads) == len(params) and gmax <= tol), gmax
 
 
@@ -1138,7 +1148,8 @@ def _l2_path(params: list, lam, solve: Callable[[int], tuple[int, int, bool, flo
 
     Args:
         params: the stacked (K, ...) parameters ``solve`` updates in place. solve(max_iter) ->
-            (iterations, evaluations, converged) of the training objective at the current ``lam``.
+            (iterations, evaluations, converged, largest gradient entry) of the training objective at
+            the current ``lam``.
 
     Returns:
         (chosen (K,) float, best_val (K,) float, hist: per model ``[[l2, val_loss], ...]``).
@@ -1177,7 +1188,9 @@ def _l2_path(params: list, lam, solve: Callable[[int], tuple[int, int, bool, flo
             hist[k].append([float(a), float(vl[k])])
         if np.all(rises >= PATH_PATIENCE):
             break
-    for edge, beyond in ((path[0], L2_PATH_WEAKER), (path[-1], L2_PATH_STRONGER)):
+    lo_end, hi_end = min(path), max(path)
+    for edge, beyond in ((lo_end, [a for a in L2_PATH_WEAKER if a < lo_end]),
+                         (hi_end, [a for a in L2_PATH_STRONGER if a > hi_end])):
         going = chosen == edge
         for a in beyond:
             if not going.any():
@@ -1528,20 +1541,27 @@ def _fit_linear_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
     if refit:
         solve(prob.mask([np.concatenate([j.train, j.val]) for j in jobs]), FINAL_MAX_ITER["linear"])
     iters, nev, converged, gmax = sum(r[0] for r in runs), sum(r[1] for r in runs), runs[-1][2], runs[-1][3]
+    final = {"final_iterations": runs[-1][0],
+             "max_iter": FINAL_MAX_ITER["linear"] if (refit or l2 is not None) else PATH_MAX_ITER["linear"]}
     infos = [{"epochs": iters, "best_epoch": iters, "best_val_loss": float(best_val[k]), "optimizer": "lbfgs",
               "l2": float(chosen[k]), "path": hist[k], "refit": bool(refit), "convex": True, "converged": bool(converged),
-              "grad_max": gmax, "max_iter": FINAL_MAX_ITER["linear"], "tol": tol} for k in range(K)]
+              "grad_max": gmax, "tol": tol, **final} for k in range(K)]
     if log:
         log(f"L-BFGS recipe: {K} linear models in one solve, {iters} iterations, {nev} evaluations, "
             f"l2 chosen {sorted(set(float(c) for c in chosen))}{', refitted on train + inner validation' if refit else ''}; "
-            f"{_final_gradient(converged, gmax, tol, FINAL_MAX_ITER['linear'])}")
+            f"{final_gradient(infos[0])}")
     return BatchedFit(prob.models(W, b), infos, time.perf_counter() - t0, 1, iters, {"evaluations": nev})
 
 
-def _final_gradient(converged: bool, gmax: float, tol: float, max_iter: int) -> str:
-    """The final solve's state for the log: its largest gradient entry against the tolerance."""
-    return (f"final largest gradient entry {gmax:.1e} <= {tol:g}" if converged else
-            f"the final solve stopped at {max_iter} iterations with largest gradient entry {gmax:.1e} (tolerance {tol:g})")
+def final_gradient(fit: dict[str, Any]) -> str:
+    """The final solve's state in words, from a fit record (:data:`FIT_RECORD`): its largest gradient
+    entry against the tolerance, and its iterations against the limit (a solve can also stop short
+    of the tolerance before the limit: no further decrease of the objective, or a failed line search)."""
+    it, cap, g, tol = fit["final_iterations"], fit["max_iter"], fit["grad_max"], fit["tol"]
+    if fit["converged"]:
+        return f"final solve: largest gradient entry {g:.1e} <= tolerance {tol:g} after {it} iterations"
+    why = "at its iteration limit" if it >= cap else f"after {it} of at most {cap} iterations (no further decrease)"
+    return f"the final solve stopped {why} with largest gradient entry {g:.1e} above its tolerance {tol:g}"
 
 
 def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
@@ -1583,9 +1603,10 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
     Returns:
         :class:`BatchedFit`; ``info`` per model: ``epochs`` (L-BFGS iterations, all solves),
         ``best_epoch`` (same), ``best_val_loss``, ``optimizer: "lbfgs"``, ``l2`` (chosen),
-        ``path`` (``[[l2, val_loss], ...]``, sorted by l2), ``refit`` (bool), ``convex`` (the linear head),
-        ``converged`` (final gradient below tolerance), ``grad_max`` (the final solve's largest gradient entry, of the summed objective),
-        ``tol`` and ``max_iter`` (the final solve's tolerance and iteration limit).
+        ``path`` (``[[l2, val_loss], ...]``, sorted by l2), ``refit`` (bool), ``convex`` (the linear
+        head), ``converged`` (final gradient below tolerance), ``grad_max`` (the final solve's largest
+        gradient entry, of the summed objective), ``tol``, ``final_iterations`` and ``max_iter`` (the
+        final solve's tolerance, iterations and limit).
 
     Raises:
         ValueError: models of different parameter shapes, jobs without training/validation rows.
@@ -1683,6 +1704,8 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
             del train_data
             solve(gather([np.sort(np.concatenate([j.train, j.val])) for j in jobs]), FINAL_MAX_ITER["linear" if linear else "other"])
     iters, nev, converged, gmax = sum(r[0] for r in runs), sum(r[1] for r in runs), runs[-1][2], runs[-1][3]
+    head = "linear" if linear else "other"
+    final_cap = FINAL_MAX_ITER[head] if (refit or l2 is not None) else PATH_MAX_ITER[head]
     out_models, infos = [], []
     with torch.no_grad():
         for k, m in enumerate(models):
@@ -1693,9 +1716,9 @@ def fit_lbfgs_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, mod
             infos.append({"epochs": iters, "best_epoch": iters, "best_val_loss": float(best_val[k]),
                           "optimizer": "lbfgs", "l2": float(chosen[k]), "path": hist[k], "refit": bool(refit),
                           "convex": False, "converged": converged, "grad_max": gmax, "tol": tol,
-                          "max_iter": FINAL_MAX_ITER["linear" if linear else "other"]})
+                          "final_iterations": runs[-1][0], "max_iter": final_cap})
     if log:
         log(f"L-BFGS recipe: {K} models in one solve, {iters} iterations, {nev} evaluations, "
             f"l2 chosen {sorted(set(float(c) for c in chosen))}{', refitted on train + inner validation' if refit else ''}; "
-            f"{_final_gradient(converged, gmax, tol, FINAL_MAX_ITER['linear' if linear else 'other'])}")
+            f"{final_gradient(infos[0])}")
     return BatchedFit(out_models, infos, time.perf_counter() - t0, 1, iters, {"evaluations": nev})

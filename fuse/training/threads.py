@@ -4,21 +4,42 @@ numpy and scipy start (two OpenBLAS copies in the tested wheels), set together.
 Why both: ``torch.set_num_threads`` does not reach numpy's or scipy's OpenBLAS, which start one
 thread per core each. In a process that should use one core (a search worker beside another, or
 ``--threads 1``) those pools oversubscribe the machine. Measured on the 2-core reference machine,
-``emo fuse search`` of EmoDB's default space (48 candidates, 2 workers): 296.7 s wall and 578.4 s
-CPU with the pools at their default (``proofs/search_emodb.py`` at 2b6f788); see ``results/search_emodb.json``
-for the run with the pools pinned.
+``emo fuse search`` of EmoDB's default space (48 candidates, 2 workers, ``proofs/search_emodb.py``):
+296.7 s wall and 578.4 s CPU with the pools at their default (2b6f788, not committed as a result);
+87.1 s and 164.0 s with them pinned (e9ae9d6, ``results/search_emodb.json``), the same numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, Iterator
+
+_LOCK = threading.Lock()
+_STATE: dict[str, Any] = {"depth": 0, "torch": None, "limiter": None}
+
+
+def _load_pools() -> None:
+    """Import the libraries whose BLAS pools should be pinned, so that ``threadpoolctl`` sees them
+    (it only finds libraries already loaded; scipy's OpenBLAS loads with ``scipy.optimize``)."""
+    import numpy  # noqa: F401
+    import scipy.optimize  # noqa: F401
+    import torch  # noqa: F401
 
 
 @contextlib.contextmanager
 def pinned_threads(n: int) -> Iterator[None]:
     """Within the block, ``n`` threads for torch (``torch.set_num_threads``) and for every BLAS /
-    OpenMP pool ``threadpoolctl`` finds (``threadpool_limits(n)``); both are restored afterwards.
+    OpenMP pool ``threadpoolctl`` finds (``threadpool_limits(n)``); the settings from before the
+    outermost block come back when it ends.
+
+    The settings are per process. Blocks may nest and may run in several threads of one process at
+    once (a dask worker runs units in threads): the first block in sets them, the last one out
+    restores them, and a block that asks for another ``n`` meanwhile sets its own (the last asked
+    holds until the outermost block ends). Measured caveat: OpenMP's setting is per thread, and
+    OpenBLAS did not always follow a limit set from a thread other than the main one (after an
+    earlier limit was restored in the main thread, the thread still read 2 threads); training and
+    the search's process workers pin from their main thread.
 
     Args:
         n: threads (values below 1 mean 1).
@@ -27,22 +48,34 @@ def pinned_threads(n: int) -> Iterator[None]:
     from threadpoolctl import threadpool_limits
 
     n = max(1, int(n))
-    prev = torch.get_num_threads()
-    torch.set_num_threads(n)
+    _load_pools()
+    with _LOCK:
+        if _STATE["depth"] == 0:
+            _STATE["torch"] = torch.get_num_threads()
+            _STATE["limiter"] = threadpool_limits(limits=n)
+        else:
+            threadpool_limits(limits=n)  # restored with the outermost block's original limits
+        torch.set_num_threads(n)
+        _STATE["depth"] += 1
     try:
-        with threadpool_limits(limits=n):
-            yield
+        yield
     finally:
-        torch.set_num_threads(prev)
+        with _LOCK:
+            _STATE["depth"] -= 1
+            if _STATE["depth"] == 0:
+                _STATE["limiter"].restore_original_limits()
+                torch.set_num_threads(_STATE["torch"])
+                _STATE["limiter"] = _STATE["torch"] = None
 
 
 def pin_process(n: int) -> None:
-    """:func:`pinned_threads` for the rest of the process (a worker's initializer): the pools keep
-    ``n`` threads until the process ends."""
+    """``n`` threads for torch and the BLAS / OpenMP pools for the rest of the process (a worker's
+    initializer)."""
     import torch
     from threadpoolctl import threadpool_limits
 
     n = max(1, int(n))
+    _load_pools()
     torch.set_num_threads(n)
     threadpool_limits(limits=n)
 

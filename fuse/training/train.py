@@ -36,6 +36,7 @@ from emo.fuse.run import save_run
 from emo.fuse.training.batched import fit_warnings
 from emo.fuse.training.plan import FoldPlan, MethodContext, RunData, apply_methods, fit_plan, make_plan
 from emo.fuse.training.resume import FoldCache, partial_dir
+from emo.fuse.training.threads import pinned_threads, thread_record
 
 __all__ = ["TrainConfig", "CVResult", "train_cv", "train", "fit_model", "predict_model", "average_outputs", "evaluate",
            "make_folds", "results_table"]
@@ -129,7 +130,10 @@ def train(features_dir: str | Path, dataset: str, features: list[str], cfg: Trai
         cache = FoldCache(out, fingerprint(config, plan.folds, plan.test_idx), part=f"seed-{cfg_r.seed}") if (out is not None and resume) else None
         if progress and repeats > 1:
             progress(f"repeat {r + 1}/{repeats} (seed {cfg_r.seed})")
-        result = fit_plan(plan, data.fs.inputs, cfg_r, recipe, n_classes_of(config), progress, cache)
+        with pinned_threads(cfg_r.threads):  # torch and numpy's / scipy's BLAS pools, as recorded
+            if r == 0:
+                clock.threads = thread_record()
+            result = fit_plan(plan, data.fs.inputs, cfg_r, recipe, n_classes_of(config), progress, cache)
         finish_repeat(result, config, (r, repeats), say)
         runs.append((result, config, plan))
     clock.stop_training()
@@ -323,10 +327,7 @@ def write_runs(out: str | Path, runs: list, data: RunData, clock: "RunClock", re
         summary = repeats_summary([r[0] for r in runs], data.fs, data.y, config)
         config["repeats_summary"] = summary
         _add_to_metrics(Path(out) / "metrics.json", summary)
-    n = max(1, int((config.get("training") or {}).get("threads") or 1))
-    _add_timing(Path(out) / "metrics.json", config["recipe"],
-                {**clock.timing(), "threads": {"torch": n, "blas_pools": n, "how": "torch.set_num_threads and "
-                                               "threadpoolctl.threadpool_limits (emo.fuse.training.threads)"}})
+    _add_timing(Path(out) / "metrics.json", config["recipe"], {**clock.timing(), "threads": clock.threads})
     if resume:
         shutil.rmtree(partial_dir(out), ignore_errors=True)
 
@@ -392,6 +393,7 @@ class RunClock:
         self.t_process = process_seconds()
         self.first_fold: float | None = None
         self.t_train, self.train_s = 0.0, 0.0
+        self.threads: dict[str, Any] | None = None  # emo.fuse.training.threads.thread_record() while training
         self.user = progress
         self.progress = self._progress if (progress is not None or watch) else None
 
