@@ -196,6 +196,26 @@ def test_lbfgs_b_minimises_in_place_and_refuses_a_non_finite_objective():
         lbfgs_b([v], lambda: (v.log() * float("inf")).sum(), 10, 1e-8, 1e-12)
 
 
+def test_torch_lbfgs_reports_the_gradient_at_the_weights_it_returns():
+    from emo.fuse.training.batched import torch_lbfgs
+
+    target = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+
+    def run(max_iter, measure=True):
+        w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+        obj = lambda: ((w - target) ** 4).sum() + ((w - target) ** 2).sum()  # noqa: E731
+        return w, torch_lbfgs([w], obj, max_iter, 1e-9, 1e-15, measure)
+
+    w, (iters, evals, converged, gmax) = run(200)
+    grad = 4 * (w.detach() - target) ** 3 + 2 * (w.detach() - target)
+    assert gmax == pytest.approx(float(grad.abs().max()), abs=1e-15) and converged == (gmax <= 1e-9) and gmax < 1e-6
+    w, (_, _, converged, gmax) = run(1)  # stopped early: the number is the returned weights' gradient
+    grad = 4 * (w.detach() - target) ** 3 + 2 * (w.detach() - target)
+    assert not converged and gmax == pytest.approx(float(grad.abs().max()), rel=1e-12)
+    _, (_, evals_unmeasured, converged, gmax) = run(200, measure=False)
+    assert (converged, gmax) == (False, None) and evals_unmeasured == evals - 1
+
+
 @pytest.mark.parametrize("weights,smoothing", [(False, 0.0), (True, 0.0), (False, 0.1), (True, 0.1)])
 def test_linear_problem_cross_entropy_is_masked_task_losses(weights, smoothing):
     """The probe's batched cross-entropy (no vmap) equals masked_task_losses per model, with and

@@ -1013,7 +1013,8 @@ def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
     prob = _LinearProblem(xs, y, jobs, cfg, model_args, torch.float32)
     W, b = prob.start()
     lam = torch.full((len(jobs),), float(cfg.weight_decay), dtype=prob.dtype, device=prob.dev)
-    iters, nev, _, _ = prob.solve(W, b, prob.mask([j.train for j in jobs]), lam, LBFGS_MAX_ITER, LBFGS_TOL, 1e-12)
+    iters, nev, _, _ = prob.solve(W, b, prob.mask([j.train for j in jobs]), lam, LBFGS_MAX_ITER, LBFGS_TOL, 1e-12,
+                                  measure=False)  # convergence is not reported here: no final evaluation
     vl = prob.val_losses(W, b, prob.mask([j.val for j in jobs]))
     infos = [{"epochs": iters, "best_epoch": iters, "best_val_loss": float(vl[k]), "optimizer": "lbfgs"} for k in range(len(jobs))]
     if log:
@@ -1087,7 +1088,8 @@ def lbfgs_b(params: list, objective: Callable[[], Any], max_iter: int, tol: floa
     return int(r.nit), nev[0], bool(gmax <= tol), gmax
 
 
-def torch_lbfgs(params: list, objective: Callable[[], Any], max_iter: int, tol: float, tol_change: float) -> tuple[int, int, bool, float]:
+def torch_lbfgs(params: list, objective: Callable[[], Any], max_iter: int, tol: float, tol_change: float,
+                measure: bool = True) -> tuple[int, int, bool, float | None]:
     """Minimise ``objective()`` over ``params`` in place with ``torch.optim.LBFGS`` (history 20,
     strong Wolfe line search, ``tolerance_grad=tol``, ``tolerance_change=tol_change``): the solver of
     the lbfgs recipe's non-linear heads and of linear problems above :data:`LBFGS_B_MAX_PARAMS`.
@@ -1095,7 +1097,8 @@ def torch_lbfgs(params: list, objective: Callable[[], Any], max_iter: int, tol: 
     Returns:
         (iterations, evaluations (including one at the returned weights), converged: every parameter
         got a gradient and the largest entry of the gradient at the returned weights is at most
-        ``tol``, that largest entry).
+        ``tol``, that largest entry). With ``measure=False`` (a caller that does not use them: the
+        layer sweep's probes) that last evaluation is skipped and they are ``(False, None)``.
 
     Raises:
         emo.fuse.eval.runcheck.NonFiniteError: the weights or the final gradient became non-finite.
@@ -1119,6 +1122,8 @@ def torch_lbfgs(params: list, objective: Callable[[], Any], max_iter: int, tol: 
         if not all(torch.isfinite(q).all() for q in params):
             raise NonFiniteError("the full-batch L-BFGS fit diverged (non-finite weights); check the inputs for inf/NaN "
                                  "or use --optimizer adamw / --recipe adamw")
+    if not measure:
+        return iters, nev[0], False, None
     # the gradient at the returned weights: the strong Wolfe search restores the weights after each
     # trial, so the .grad it leaves may belong to a trial point (one more evaluation)
     closure()
@@ -1383,17 +1388,20 @@ class _LinearProblem:
             return self._cross_entropy(self.outputs(W, b, classes_first=True), mask, weighted)
         return self.losses(self.outputs(W, b), mask, weighted)
 
-    def solve(self, W, b, mask, lam, max_iter: int, tol: float, tol_change: float) -> tuple[int, int, bool, float]:
+    def solve(self, W, b, mask, lam, max_iter: int, tol: float, tol_change: float,
+              measure: bool = True) -> tuple[int, int, bool, float | None]:
         """Minimise every model's weighted objective on its ``mask`` rows with L2 ``lam`` (K,) by one
         L-BFGS over the sum, in place: :func:`lbfgs_b` (``tol_change``: its ``ftol``) up to
         :data:`LBFGS_B_MAX_PARAMS` parameters, else ``torch.optim.LBFGS`` (strong Wolfe;
-        ``tol_change``: its ``tolerance_change``). Returns and raises as :func:`lbfgs_b`."""
+        ``tol_change``: its ``tolerance_change``). Returns and raises as :func:`lbfgs_b`; ``measure``:
+        see :func:`torch_lbfgs` (L-BFGS-B always reports the gradient at its result)."""
 
         def objective():
             return self._objective_losses(W, b, mask, True).sum() + 0.5 * (lam[:, None, None] * W * W).sum()
 
-        solver = lbfgs_b if W.numel() + b.numel() <= LBFGS_B_MAX_PARAMS else torch_lbfgs
-        return solver([W, b], objective, max_iter, tol, tol_change)
+        if W.numel() + b.numel() <= LBFGS_B_MAX_PARAMS:
+            return lbfgs_b([W, b], objective, max_iter, tol, tol_change)
+        return torch_lbfgs([W, b], objective, max_iter, tol, tol_change, measure)
 
     def val_losses(self, W, b, mask) -> np.ndarray:
         """(K,) float64 unweighted, unsmoothed task losses on the ``mask`` rows."""
