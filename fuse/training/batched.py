@@ -1136,7 +1136,8 @@ def torch_lbfgs(params: list, objective: Callable[[], Any], max_iter: int, tol: 
 
 
 def _l2_path(params: list, lam, solve: Callable[[int], tuple[int, int, bool, float]], val_losses: Callable[[], np.ndarray],
-             l2: float | None, path: tuple[float, ...], path_iter: int, final_iter: int) -> tuple[np.ndarray, np.ndarray, list]:
+             l2: float | None, path: tuple[float, ...], path_iter: int, final_iter: int,
+             solve_some: Callable[[np.ndarray, float, int], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, list]:
     """The lbfgs recipe's choice of each model's L2 (:func:`fit_lbfgs_path`), for any stacked problem.
 
     With a fixed ``l2``: one solve of at most ``final_iter`` iterations. Else the points of ``path``
@@ -1155,6 +1156,9 @@ def _l2_path(params: list, lam, solve: Callable[[int], tuple[int, int, bool, flo
         params: the stacked (K, ...) parameters ``solve`` updates in place. solve(max_iter) ->
             (iterations, evaluations, converged, largest gradient entry) of the training objective at
             the current ``lam``.
+        solve_some: optional ``solve_some(idx, l2, max_iter) -> (len(idx),) inner-validation losses``:
+            solve only the models ``idx`` at ``l2`` from their current weights, in place (the extension
+            past the path's ends then costs the extending models only); None: all models are solved.
 
     Returns:
         (chosen (K,) float, best_val (K,) float, hist: per model ``[[l2, val_loss], ...]``).
@@ -1203,9 +1207,14 @@ def _l2_path(params: list, lam, solve: Callable[[int], tuple[int, int, bool, flo
             with torch.no_grad():  # warm start: every model from its best solution so far
                 for q, bq in zip(params, best):
                     q.copy_(bq)
-            lam.copy_(torch.as_tensor(np.where(going, a, chosen), dtype=lam.dtype, device=lam.device))
-            solve(path_iter)
-            vl = val_losses()
+            if solve_some is not None:
+                idx = np.flatnonzero(going)
+                vl = best_val.copy()
+                vl[idx] = solve_some(idx, float(a), path_iter)
+            else:
+                lam.copy_(torch.as_tensor(np.where(going, a, chosen), dtype=lam.dtype, device=lam.device))
+                solve(path_iter)
+                vl = val_losses()
             if not np.all(np.isfinite(vl[going])):
                 raise NonFiniteError(f"non-finite inner-validation loss at l2={a} (inputs with inf/NaN?)")
             better = going & (vl < best_val - 1e-9)
@@ -1544,8 +1553,20 @@ def _fit_linear_path(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, m
         runs.append(prob.solve(W, b, mask, lam, max_iter, tol, tol_change))
         return runs[-1]
 
+    def solve_some(idx: np.ndarray, a: float, max_iter: int) -> np.ndarray:
+        """The models ``idx`` alone at L2 ``a`` (their own :class:`_LinearProblem`), written back into W, b."""
+        sub_jobs = [jobs[k] for k in idx]
+        sub = _LinearProblem(xs, y, sub_jobs, cfg, model_args, dtype)
+        ti = torch.as_tensor(idx, device=prob.dev)
+        Ws, bs = W.detach()[ti].clone().requires_grad_(True), b.detach()[ti].clone().requires_grad_(True)
+        sub.solve(Ws, bs, sub.mask([j.train for j in sub_jobs]), torch.full((len(idx),), a, dtype=dtype, device=prob.dev),
+                  max_iter, tol, tol_change)
+        with torch.no_grad():
+            W[ti], b[ti] = Ws, bs
+        return sub.val_losses(Ws, bs, sub.mask([j.val for j in sub_jobs]))
+
     chosen, best_val, hist = _l2_path([W, b], lam, lambda it: solve(tmask, it), lambda: prob.val_losses(W, b, vmask),
-                                      l2, path, PATH_MAX_ITER["linear"], FINAL_MAX_ITER["linear"])
+                                      l2, path, PATH_MAX_ITER["linear"], FINAL_MAX_ITER["linear"], solve_some)
     if refit:
         solve(prob.mask([np.concatenate([j.train, j.val]) for j in jobs]), FINAL_MAX_ITER["linear"])
     iters, nev, converged, gmax = sum(r[0] for r in runs), sum(r[1] for r in runs), runs[-1][2], runs[-1][3]
