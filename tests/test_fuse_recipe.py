@@ -240,6 +240,7 @@ def test_fit_warnings_name_a_fold_whose_loss_still_fell_at_the_end_of_the_path()
 def test_pinned_threads_reach_numpys_and_scipys_blas_pools_and_restore_them():
     """torch.set_num_threads alone leaves numpy's and scipy's OpenBLAS at one thread per core: training and
     search workers pin both (emo.fuse.training.threads), and give the previous settings back."""
+    import scipy.optimize  # noqa: F401  (its OpenBLAS loads with it; pinning loads it too)
     import torch
     from threadpoolctl import threadpool_info
 
@@ -274,3 +275,30 @@ def test_pinned_threads_reach_numpys_and_scipys_blas_pools_and_restore_them():
     threads[1].join()
     assert seen == [1]  # (OpenBLAS's pools, set from a thread other than the main one, do not always follow)
     assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before and torch.get_num_threads() == t_before
+
+
+def test_pinned_threads_sets_nothing_again_where_this_thread_is_already_pinned(monkeypatch):
+    """threadpool_limits walks every loaded library (3.4-3.8 ms): a block inside a block at the same count, or
+    in a process pin_process pinned, must not call it; a different count, or a block after the outermost one
+    ended, must."""
+    import threadpoolctl
+    import torch
+
+    from emo.fuse.training import threads
+
+    calls = []
+    real = threadpoolctl.threadpool_limits
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", lambda **kw: calls.append(kw["limits"]) or real(**kw))
+    t_before = torch.get_num_threads()
+    with threads.pinned_threads(1):
+        with threads.pinned_threads(1):
+            with threads.pinned_threads(1):
+                pass
+        assert calls == [1]
+        with threads.pinned_threads(2):
+            assert torch.get_num_threads() == 2
+        assert calls == [1, 2]
+    assert torch.get_num_threads() == t_before
+    with threads.pinned_threads(1):  # the outermost block ended: set again
+        pass
+    assert calls == [1, 2, 1]

@@ -47,7 +47,6 @@ are searched as frame sequences, ``frames: true`` in the space, the sequential m
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -670,9 +669,7 @@ def run_unit(unit: Unit, data: SearchData | None = None) -> tuple[list[np.ndarra
     if d is None:
         raise RuntimeError("run_unit: no data (worker not initialised)")
     t0 = time.perf_counter()
-    # a process worker was pinned by its initializer (data is None there); a dask worker or the
-    # search's own process: one thread per unit (about 5 ms per block)
-    with (contextlib.nullcontext() if data is None else pinned_threads(1)):
+    with pinned_threads(1):  # free where the worker's initializer pinned it already
         probs = fit_predict(unit.cand, d, [(np.asarray(a), np.asarray(b)) for a, b in unit.jobs], threads=1)
     return probs, time.perf_counter() - t0
 

@@ -16,7 +16,14 @@ import threading
 from typing import Any, Iterator
 
 _LOCK = threading.Lock()
-_STATE: dict[str, Any] = {"depth": 0, "torch": None, "limiter": None}
+#: depth: blocks open in the process; torch / limiter: what the outermost block restores; gen: bumped
+#: at each restore, so that what a thread noted before it (:data:`_THREAD`) no longer counts.
+_STATE: dict[str, Any] = {"depth": 0, "torch": None, "limiter": None, "gen": 0}
+#: ``(n, gen)``: the thread count this thread last set (OpenMP's setting is per thread) and when. A
+#: block inside another block, or inside a process pinned by :func:`pin_process`, at the same count
+#: sets nothing again: ``threadpool_limits`` walks every loaded library, 3.4-3.8 ms per block
+#: (measured, 2-core machine), paid once per search unit and per nested trainer call before.
+_THREAD = threading.local()
 
 
 def _load_pools() -> None:
@@ -27,57 +34,70 @@ def _load_pools() -> None:
     import torch  # noqa: F401
 
 
+def _set(n: int):
+    """``n`` threads for torch and every BLAS / OpenMP pool, from this thread (noted in
+    :data:`_THREAD`); returns the ``threadpool_limits`` object that undoes the pools."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    _load_pools()
+    limiter = threadpool_limits(limits=n)
+    torch.set_num_threads(n)
+    _THREAD.state = (n, _STATE["gen"])
+    return limiter
+
+
+def _already(n: int) -> bool:
+    """Whether this thread set ``n`` since the last restore."""
+    return getattr(_THREAD, "state", None) == (n, _STATE["gen"])
+
+
 @contextlib.contextmanager
 def pinned_threads(n: int) -> Iterator[None]:
     """Within the block, ``n`` threads for torch (``torch.set_num_threads``) and for every BLAS /
     OpenMP pool ``threadpoolctl`` finds (``threadpool_limits(n)``); the settings from before the
     outermost block come back when it ends.
 
-    The settings are per process. Blocks may nest and may run in several threads of one process at
-    once (a dask worker runs units in threads): the first block in sets them, the last one out
-    restores them, and a block that asks for another ``n`` meanwhile sets its own (the last asked
-    holds until the outermost block ends). Measured caveat: OpenMP's setting is per thread, and
-    OpenBLAS did not always follow a limit set from a thread other than the main one (after an
-    earlier limit was restored in the main thread, the thread still read 2 threads); training and
-    the search's process workers pin from their main thread.
+    The settings are per process (OpenMP's per thread). Blocks may nest and may run in several
+    threads of one process at once (a dask worker runs units in threads): the first block in sets
+    them, the last one out restores them; a thread already at ``n`` (an enclosing block, or
+    :func:`pin_process`) sets nothing again, and a block that asks for another ``n`` meanwhile sets
+    its own (the last asked holds until the outermost block ends). Measured caveat: OpenBLAS did not
+    always follow a limit set from a thread other than the main one (after an earlier limit was
+    restored in the main thread, the thread still read 2 threads); training and the search's process
+    workers pin from their main thread.
 
     Args:
         n: threads (values below 1 mean 1).
     """
     import torch
-    from threadpoolctl import threadpool_limits
 
     n = max(1, int(n))
-    _load_pools()
     with _LOCK:
-        if _STATE["depth"] == 0:
-            _STATE["torch"] = torch.get_num_threads()
-            _STATE["limiter"] = threadpool_limits(limits=n)
-        else:
-            threadpool_limits(limits=n)  # restored with the outermost block's original limits
-        torch.set_num_threads(n)
+        if not _already(n):
+            if _STATE["depth"] == 0:
+                _STATE["torch"] = torch.get_num_threads()
+                _STATE["limiter"] = _set(n)
+            else:
+                _set(n)  # restored with the outermost block's original limits
         _STATE["depth"] += 1
     try:
         yield
     finally:
         with _LOCK:
             _STATE["depth"] -= 1
-            if _STATE["depth"] == 0:
+            if _STATE["depth"] == 0 and _STATE["limiter"] is not None:
                 _STATE["limiter"].restore_original_limits()
                 torch.set_num_threads(_STATE["torch"])
                 _STATE["limiter"] = _STATE["torch"] = None
+                _STATE["gen"] += 1
 
 
 def pin_process(n: int) -> None:
     """``n`` threads for torch and the BLAS / OpenMP pools for the rest of the process (a worker's
-    initializer)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    n = max(1, int(n))
-    _load_pools()
-    torch.set_num_threads(n)
-    threadpool_limits(limits=n)
+    initializer, from its main thread)."""
+    with _LOCK:
+        _set(max(1, int(n)))
 
 
 def thread_record() -> dict[str, Any]:
