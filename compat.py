@@ -30,6 +30,7 @@ private API                               used by                     public fal
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import re
 from typing import Any
@@ -135,17 +136,12 @@ def lbfgs_optimizer(params: list, **kwargs: Any) -> Any:
     return torch.optim.LBFGS(params, **kwargs)
 
 
-_QUIET_LBFGS: dict = {}
-
-
+@functools.cache
 def _quiet_lbfgs(add: Any, zero: Any) -> type:
-    """The cached ``torch.optim.LBFGS`` subclass of :func:`lbfgs_optimizer`."""
+    """The ``torch.optim.LBFGS`` subclass of :func:`lbfgs_optimizer` (made once)."""
     import torch
 
-    if "cls" not in _QUIET_LBFGS:
-        _QUIET_LBFGS["cls"] = type("LBFGS", (torch.optim.LBFGS,), {"add_param_group": add, "zero_grad": zero,
-                                                                   "__module__": __name__})
-    return _QUIET_LBFGS["cls"]
+    return type("LBFGS", (torch.optim.LBFGS,), {"add_param_group": add, "zero_grad": zero, "__module__": __name__})
 
 
 # -- open_clip --------------------------------------------------------------------------------------

@@ -106,7 +106,6 @@ def train_cv(blocks: dict[str, np.ndarray], inputs: Iterable[FeatureInput | Mapp
     Raises:
         ValueError: bad settings (:meth:`TrainConfig.validate`), empty folds, shapes that do not match ``inputs``.
     """
-
     cfg = cfg.resolve(max((len(f.train) for f in folds), default=0))
     cfg.validate()
     with pinned_threads(cfg.threads):  # torch and numpy's / scipy's BLAS pools

@@ -409,7 +409,6 @@ def train_multitask_cv(blocks: dict[str, Any], inputs: list[dict[str, Any]], y: 
     Raises:
         ValueError: bad settings, fewer than two tasks with ``--joint crossattn``, empty folds.
     """
-
     from emo.fuse.training.inputs import as_inputs
 
     inputs = as_inputs(inputs)
