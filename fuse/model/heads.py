@@ -61,14 +61,19 @@ class Dropout(nn.Dropout):
     ``bernoulli_``, which on CPU is about 4x slower at the sizes a stacked step draws (120 models x
     32 rows x 256 units: 13.9 ms vs 3.3 ms per mask on the 2-core reference machine) while being
     slightly faster than three ops at a single model's size. Same distribution, a different random
-    stream. Works under ``torch.vmap(..., randomness="different")``. No parameters: checkpoints are
-    unchanged.
+    stream. The scaled mask (``rand_like(x) >= p``, times ``1 / (1 - p)``) multiplies ``x`` (as
+    ``nn.Dropout``: a non-finite input stays non-finite), so the backward pass is one product;
+    ``torch.where`` cost twice the time forward and backward under ``vmap`` (5 models x 256 rows
+    x 256 units: +4.4 ms against +1.4 ms per dropout layer and step, measured on the reference
+    machine). Works under
+    ``torch.vmap(..., randomness="different")``. No parameters: checkpoints are unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _UNIFORM_MASKS.get() or not self.training or self.p == 0.0 or self.p >= 1.0:
             return super().forward(x)
-        return torch.where(torch.rand_like(x) >= self.p, x * (1.0 / (1.0 - self.p)), 0.0)
+        # (not rand_like(x).ge_(p): in-place ge_ has no vmap batching rule and runs model by model)
+        return x * (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
 @dataclass(frozen=True)
@@ -181,11 +186,19 @@ class AFG(nn.Module):
         self.drop = Dropout(dropout)
 
     def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.stack([self.drop(torch.relu(p(x))) for p, x in zip(self.proj, xs)], dim=1)  # (B, N, H) eq. 1
+        hs = [self.drop(torch.relu(p(x))) for p, x in zip(self.proj, xs)]  # N x (B, H) eq. 1
         if self.scores == "concat":
-            alpha = torch.softmax(self.att(h.flatten(1)), dim=1)  # (B, N) eq. 2
-        else:
-            alpha = torch.softmax(self.v(torch.tanh(self.att(h))).squeeze(-1), dim=1)
+            # eq. 2 as a sum over blocks: W_α [h^1; ...; h^N] = Σ_i W_α[:, iH:(i+1)H] h^i, and eq. 3 as
+            # Σ_i α_i h^i, neither stacking nor concatenating h: the same products, and a third less
+            # time forward and backward under vmap (5 models x 256 rows x 8 inputs of 256: 18.6 ms
+            # against 29.3 ms per step for stack + flatten + einsum, measured on the reference machine)
+            H = hs[0].shape[-1]
+            w = self.att.weight
+            s = self.att.bias + sum(nn.functional.linear(h, w[:, i * H:(i + 1) * H]) for i, h in enumerate(hs))
+            alpha = torch.softmax(s, dim=-1)  # (B, N) eq. 2
+            return sum(alpha[..., i:i + 1] * h for i, h in enumerate(hs)), alpha  # eq. 3
+        h = torch.stack(hs, dim=1)  # (B, N, H)
+        alpha = torch.softmax(self.v(torch.tanh(self.att(h))).squeeze(-1), dim=1)
         return torch.einsum("bn,bnh->bh", alpha, h), alpha  # eq. 3
 
 

@@ -142,14 +142,18 @@ def fit_model(xs_tr: list, y_tr: dict, xs_va: list, y_va: dict, cfg: TrainConfig
     return model, info
 
 
+#: Rows :func:`diagnostics` reads: the first 4096 of utterance-level inputs, 256 of frame-level ones.
+DIAGNOSTIC_ROWS, DIAGNOSTIC_FRAME_ROWS = 4096, 256
+
+
 def diagnostics(model, xs: list) -> dict[str, Any]:
     """Mean attention per token (``attention``), layer weights per pooled encoder (``layer_weights``)
     and token names (``tokens``, ``encoder:layer``) of a trained model, on the first rows of ``xs``
-    (for inspection and tests)."""
+    (:data:`DIAGNOSTIC_ROWS`; for inspection and tests)."""
     import torch
 
     d: dict[str, Any] = {}
-    rows = 256 if seq_lengths(xs) is not None else 4096
+    rows = DIAGNOSTIC_FRAME_ROWS if seq_lengths(xs) is not None else DIAGNOSTIC_ROWS
     with torch.no_grad():
         out = model([x[:rows] for x in xs])
         att = out["info"].get("attention")
