@@ -76,3 +76,12 @@ def test_statistics_are_numpys_mean_and_std_over_the_selected_rows():
         assert m.dtype == s.dtype == np.float32 and s[1, 2] == 1.0
     norm = Normalizer("global").fit({"a": x}, rows)
     np.testing.assert_allclose(norm.global_["a"][0], x[rows].mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_transpose_copies_a_strided_layer_slice_exactly():
+    from emo.fuse.training.batched import _transposed
+
+    x = torch.randn(37, 3, 5)  # 37 rows: blocks of 16 and a short last block
+    for d in (x[:, 1, :], x[:, 0, :].contiguous(), torch.randn(1, 4)):
+        t = _transposed(d)
+        assert t.is_contiguous() and torch.equal(t, d.T.contiguous())

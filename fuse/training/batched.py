@@ -1072,6 +1072,29 @@ def _narrow_product():
     return NarrowProduct
 
 
+#: Rows per block of :func:`_transposed` (16 float32 = one 64-byte cache line of each output row).
+TRANSPOSE_BLOCK_ROWS = 16
+
+
+def _transposed(d):
+    """A contiguous copy of ``d.T`` for a 2-D (N, F) tensor, possibly a strided layer slice of (N, L, F).
+
+    Copied in blocks of :data:`TRANSPOSE_BLOCK_ROWS` rows, so that each block writes whole cache
+    lines of the output: for a 5,030 x 1,024 layer slice 5.6-9.0 ms against 27-34 ms for
+    ``d.contiguous().T.contiguous()`` (and 37 ms for ``d.T.contiguous()``), measured, one thread.
+    Values are copied, never computed: the result equals ``d.T.contiguous()`` (which it is on
+    other devices)."""
+    import torch
+
+    if d.device.type != "cpu":  # the blocks are for CPU caches; on an accelerator, one copy
+        return d.T.contiguous()
+    n = d.shape[0]
+    out = torch.empty(d.shape[1], n, dtype=d.dtype, device=d.device)
+    for i in range(0, n, TRANSPOSE_BLOCK_ROWS):
+        out[:, i:i + TRANSPOSE_BLOCK_ROWS] = d[i:i + TRANSPOSE_BLOCK_ROWS].T
+    return out
+
+
 def fit_linear_lbfgs(xs: list, y: dict[str, np.ndarray], jobs: list[Job], cfg, model_args: dict[str, Any],
                      log: Callable[[str], None] | None = None) -> BatchedFit:
     """Fit the linear probe (:class:`emo.fuse.model.heads.LinearProbe` + separate linear decoders) of every
@@ -1369,9 +1392,7 @@ class _LinearProblem:
             d = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).to(dtype)
             widths[g] = int(d.shape[1])
             # narrow groups (few models x outputs) keep the design transposed (F, N): see outputs()
-            # (rows first made contiguous: transposing a strided layer slice of (N, L, D) took 41 ms per
-            # 5,030 x 1,024 layer, 15 ms this way; measured, one thread)
-            self.designs[g] = d.contiguous().T.contiguous() if len(ks) * n_out < NARROW_COLUMNS else d
+            self.designs[g] = _transposed(d) if len(ks) * n_out < NARROW_COLUMNS else d
         F_ = self.F = next(iter(widths.values()))
         if any(w != F_ for w in widths.values()):
             raise ValueError("jobs of one L-BFGS batch must have the same feature dimension")
