@@ -85,3 +85,18 @@ def test_blocked_transpose_copies_a_strided_layer_slice_exactly():
     for d in (x[:, 1, :], x[:, 0, :].contiguous(), torch.randn(1, 4)):
         t = _transposed(d)
         assert t.is_contiguous() and torch.equal(t, d.T.contiguous())
+
+
+def test_statistics_of_no_rows_are_nan_and_a_boolean_mask_selects_rows():
+    from emo.fuse.training.data import Frames
+
+    x = np.arange(24, dtype=np.float32).reshape(6, 1, 4)
+    mask = np.array([True, False, True, False, False, True])
+    for a, b in zip(_stats(x, mask), _stats(x, np.flatnonzero(mask))):
+        np.testing.assert_array_equal(a, b)
+    m, s = _stats(x, np.array([], dtype=np.int64))
+    assert m.shape == s.shape == (1, 4) and np.isnan(m).all() and np.isnan(s).all()
+    # a speaker whose only clip has no frames (no face found) does not stop speaker normalisation
+    frames = Frames.from_list([np.ones((5, 1, 4), np.float32), np.zeros((0, 1, 4), np.float32)])
+    norm = Normalizer("speaker").fit({"face": frames}, np.arange(2), ["a", "b"])
+    assert np.isnan(norm.speaker["face"]["b"][0]).all() and np.isfinite(norm.speaker["face"]["a"][0]).all()

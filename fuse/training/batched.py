@@ -22,7 +22,8 @@ tensor per parameter name) and the *existing* :class:`emo.fuse.model.multimodal.
 * **Same optimiser.** AdamW is elementwise, so AdamW on per-model row views of the stacked
   parameters, gradients and moments, with a step count per model (bias correction per model)
   and the sequential parameter groups (no weight decay on biases, 1-d parameters and layer
-  weights), is K independent AdamWs. The kernel is the sequential path's own
+  weights), is K independent AdamWs; when every stacked model steps with the same step count,
+  one call over the whole stack is the same arithmetic. The kernel is the sequential path's own
   (``torch.optim.AdamW(fused=True)``'s ``torch._fused_adamw_``; Loshchilov & Hutter 2019,
   Algorithm 2), so each model's update is the sequential arithmetic.
 * **Same early stopping.** After every epoch each model's inner-validation loss (mean
@@ -463,12 +464,13 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
     """Train the models of ``jobs`` together (see the module docstring).
 
     Parameters live stacked: one leaf tensor (k, *shape) per parameter name, over the k models
-    still running (no per-step stacking). One AdamW step updates every model that took a
-    minibatch: the fused kernel of :class:`torch.optim.AdamW` (``torch._fused_adamw_``, the
-    sequential path's optimiser) runs on per-model row views of the stacked parameters,
-    gradients and moments, each with that model's own step count, so the arithmetic is the
-    sequential optimiser's, model by model. When models stop, the stack shrinks to the running
-    ones (their rows, moments and step counts are carried over).
+    still running (no per-step stacking), in the memory layout of its gradient (:class:`_GradLayouts`).
+    One AdamW step updates every model that took a minibatch: the fused kernel of
+    :class:`torch.optim.AdamW` (``torch._fused_adamw_``, the sequential path's optimiser) runs on
+    the whole stack when every model steps with the same step count, otherwise on per-model row
+    views of the stacked parameters, gradients and moments, each with that model's own step count;
+    either way the arithmetic is the sequential optimiser's, model by model. When models stop, the
+    stack shrinks to the running ones (their rows, moments and step counts are carried over).
     """
     import torch
     from torch.func import functional_call
@@ -551,18 +553,19 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
         nsteps[lv[list(rows)]] += 1
         if len(rows) == len(lv) and (nsteps[lv] == nsteps[lv[0]]).all():
             step = steps_t[int(lv[0])]
+            _check_same_layout(P, M, V)
             for qs, wd in zip(by_decay, groups):
                 compat.fused_adamw_([_physical(P[q].data) for q in qs], [_physical(P[q].grad) for q in qs],
                                     [_physical(M[q]) for q in qs], [_physical(V[q]) for q in qs], [], [step] * len(qs),
                                     lr=float(cfg.lr), beta1=0.9, beta2=0.999, weight_decay=wd, eps=1e-8, amsgrad=False,
                                     maximize=False, grad_scale=None, found_inf=None)
             return
-        if rows not in views:
-            views[rows] = [([P[q].data[r] for q in qs for r in rows], [M[q][r] for q in qs for r in rows],
-                            [V[q][r] for q in qs for r in rows], [steps_t[int(lv[r])] for q in qs for r in rows])
+        if rows not in views:  # row views in memory order, as above (a re-laid-out weight's rows are transposed)
+            views[rows] = [([_physical(P[q].data[r]) for q in qs for r in rows], [_physical(M[q][r]) for q in qs for r in rows],
+                            [_physical(V[q][r]) for q in qs for r in rows], [steps_t[int(lv[r])] for q in qs for r in rows])
                            for qs in by_decay]
         for (ps, ms, vs, ss), qs, wd in zip(views[rows], by_decay, groups):
-            compat.fused_adamw_(ps, [P[q].grad[r] for q in qs for r in rows], ms, vs, [], ss, lr=float(cfg.lr), beta1=0.9,
+            compat.fused_adamw_(ps, [_physical(P[q].grad[r]) for q in qs for r in rows], ms, vs, [], ss, lr=float(cfg.lr), beta1=0.9,
                                 beta2=0.999, weight_decay=wd, eps=1e-8, amsgrad=False, maximize=False, grad_scale=None,
                                 found_inf=None)
 
@@ -652,6 +655,19 @@ def _physical(t):
     if not v.is_contiguous():
         raise RuntimeError(f"tensor of shape {tuple(t.shape)} and strides {t.stride()} is not dense in any dimension order")
     return v
+
+
+def _check_same_layout(P: list, M: list, V: list) -> None:
+    """Raise unless each parameter, its gradient and its two moments share one memory layout
+    (strides over the dimensions longer than 1): the fused AdamW kernel walks each tensor's
+    memory linearly (:func:`_physical`), so differing layouts would pair the wrong elements.
+    It holds by construction (autograd copies a gradient into its parameter's layout; moments
+    are made with ``zeros_like`` and re-laid out with the parameters); this keeps it so."""
+    for q, p in enumerate(P):
+        want = [st for st, n in zip(p.stride(), p.shape) if n > 1]
+        for t in (p.grad, M[q], V[q]):
+            if [st for st, n in zip(t.stride(), t.shape) if n > 1] != want:
+                raise RuntimeError(f"stacked parameter {q}: strides {p.stride()} but {t.stride()} for its gradient or moments")
 
 
 class _GradLayouts:

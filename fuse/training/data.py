@@ -467,10 +467,17 @@ def _stats(x: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, n
     squared deviations), block by block of :data:`STATS_BLOCK_ROWS` rows: the values of
     ``x.mean(0, dtype=float64)`` and ``x.std(0, dtype=float64)`` to float64 rounding, without
     copying ``x[rows]`` or building float64 temporaries of the whole selection. Standard
-    deviations below ``_EPS`` (constant dimensions) become 1."""
+    deviations below ``_EPS`` (constant dimensions) become 1. ``rows`` may be indices or a boolean
+    mask over axis 0. No rows (a speaker whose clips have no frames, e.g. no detected face): NaN
+    statistics, as numpy's mean of nothing, never used to transform (there is nothing to transform)."""
+    if rows is not None:
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
     n = len(x) if rows is None else len(rows)
     if n == 0:
-        raise ValueError("statistics of no rows")
+        nan = np.full(x.shape[1:], np.nan, dtype=np.float32)
+        return nan, nan.copy()
 
     def blocks():
         for i in range(0, n, STATS_BLOCK_ROWS):

@@ -151,7 +151,8 @@ DIAGNOSTIC_ROWS, DIAGNOSTIC_FRAME_ROWS = 1024, 256
 def diagnostics(model, xs: list) -> dict[str, Any]:
     """Mean attention per token (``attention``), layer weights per pooled encoder (``layer_weights``)
     and token names (``tokens``, ``encoder:layer``) of a trained model, on the first rows of ``xs``
-    (:data:`DIAGNOSTIC_ROWS`; for inspection and tests)."""
+    (:data:`DIAGNOSTIC_ROWS`, or :data:`DIAGNOSTIC_FRAME_ROWS` for frame-level inputs; for
+    inspection and tests)."""
     import torch
 
     d: dict[str, Any] = {}
