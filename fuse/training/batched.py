@@ -539,35 +539,37 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
         fn = torch.vmap(lambda a, b, c, d, e: per_model_loss(a, b, c, d, e, train), in_dims=in_dims, randomness="different")
         return fn(p, xb, yb, mb, cwb)
 
-    views: dict = {}  # per (rows of the stack) the per-model views of parameters and moments, built once per stack
+    # per key, the views AdamW works on (parameters, moments, step counts), in memory order (a re-laid-out
+    # weight is transposed): key "stack" for the whole stack, else a tuple of stack rows (one model each);
+    # built once per stack (cleared when it is re-laid out or shrinks); only the gradients are new each step
+    views: dict = {}
     by_decay = [[q for q in range(len(P)) if decays[q] == wd] for wd in groups]
+
+    def pick(ts: list, qs: list[int], rows: tuple[int, ...] | None) -> list:
+        """Tensors ``ts[q]`` of the parameters ``qs`` in memory order: whole (``rows`` None) or row by row."""
+        return [_physical(ts[q]) for q in qs] if rows is None else [_physical(ts[q][r]) for q in qs for r in rows]
 
     def adamw_step(rows: tuple[int, ...]) -> None:
         """One torch.optim.AdamW(fused=True) step for the stacked rows ``rows`` (each its own model).
 
         When every stacked model steps and all have taken the same number of steps (the usual case),
-        the kernel runs once per parameter over the whole stack, in each tensor's physical layout
-        (the update is elementwise with one step count, so this is the model-by-model update);
-        otherwise on per-model row views, each with its model's own step count."""
+        the kernel runs once per parameter over the whole stack (the update is elementwise with one
+        step count, so this is the model-by-model update); otherwise on per-model row views, each
+        with its model's own step count."""
         torch._foreach_add_([steps_t[int(lv[r])] for r in rows], 1.0)
         nsteps[lv[list(rows)]] += 1
-        if len(rows) == len(lv) and (nsteps[lv] == nsteps[lv[0]]).all():
-            step = steps_t[int(lv[0])]
+        whole = len(rows) == len(lv) and bool((nsteps[lv] == nsteps[lv[0]]).all())
+        key, sel = ("stack", None) if whole else (rows, rows)
+        if key not in views:
             _check_same_layout(P, M, V)
-            for qs, wd in zip(by_decay, groups):
-                compat.fused_adamw_([_physical(P[q].data) for q in qs], [_physical(P[q].grad) for q in qs],
-                                    [_physical(M[q]) for q in qs], [_physical(V[q]) for q in qs], [], [step] * len(qs),
-                                    lr=float(cfg.lr), beta1=0.9, beta2=0.999, weight_decay=wd, eps=1e-8, amsgrad=False,
-                                    maximize=False, grad_scale=None, found_inf=None)
-            return
-        if rows not in views:  # row views in memory order, as above (a re-laid-out weight's rows are transposed)
-            views[rows] = [([_physical(P[q].data[r]) for q in qs for r in rows], [_physical(M[q][r]) for q in qs for r in rows],
-                            [_physical(V[q][r]) for q in qs for r in rows], [steps_t[int(lv[r])] for q in qs for r in rows])
-                           for qs in by_decay]
-        for (ps, ms, vs, ss), qs, wd in zip(views[rows], by_decay, groups):
-            compat.fused_adamw_(ps, [_physical(P[q].grad[r]) for q in qs for r in rows], ms, vs, [], ss, lr=float(cfg.lr), beta1=0.9,
-                                beta2=0.999, weight_decay=wd, eps=1e-8, amsgrad=False, maximize=False, grad_scale=None,
-                                found_inf=None)
+            data = [p.data for p in P]
+            views[key] = [(pick(data, qs, sel), pick(M, qs, sel), pick(V, qs, sel),
+                           [steps_t[int(lv[0])]] * len(qs) if whole else [steps_t[int(lv[r])] for q in qs for r in rows])
+                          for qs in by_decay]
+        grads = [p.grad for p in P]
+        for (ps, ms, vs, ss), qs, wd in zip(views[key], by_decay, groups):
+            compat.fused_adamw_(ps, pick(grads, qs, sel), ms, vs, [], ss, lr=float(cfg.lr), beta1=0.9, beta2=0.999,
+                                weight_decay=wd, eps=1e-8, amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
 
     # validation inputs of every model, gathered once (padded with the model's first val row, masked)
     vmax = max(len(j.val) for j in jobs)
@@ -661,8 +663,9 @@ def _check_same_layout(P: list, M: list, V: list) -> None:
     """Raise unless each parameter, its gradient and its two moments share one memory layout
     (strides over the dimensions longer than 1): the fused AdamW kernel walks each tensor's
     memory linearly (:func:`_physical`), so differing layouts would pair the wrong elements.
-    It holds by construction (autograd copies a gradient into its parameter's layout; moments
-    are made with ``zeros_like`` and re-laid out with the parameters); this keeps it so."""
+    It holds by construction (moments are made with ``zeros_like`` and re-laid out with the
+    parameters; autograd hands a gradient over only in its parameter's layout and copies it into
+    that layout otherwise, so later steps' gradients keep it); checked whenever the views are built."""
     for q, p in enumerate(P):
         want = [st for st, n in zip(p.stride(), p.shape) if n > 1]
         for t in (p.grad, M[q], V[q]):
@@ -683,7 +686,6 @@ class _GradLayouts:
 
     def __init__(self, P: list) -> None:
         self.order: list[tuple[int, ...] | None] = [None] * len(P)
-        self.seen: dict[int, tuple[int, ...]] = {}
         self.learnt = False
         self.pending = False
 
@@ -693,7 +695,8 @@ class _GradLayouts:
         if self.learnt:
             yield
             return
-        hooks = [p.register_hook(lambda g, q=q: self.seen.__setitem__(q, tuple(g.stride()))) for q, p in enumerate(P)]
+        seen: dict[int, tuple[int, ...]] = {}
+        hooks = [p.register_hook(lambda g, q=q: seen.__setitem__(q, tuple(g.stride()))) for q, p in enumerate(P)]
         try:
             yield
         finally:
@@ -701,7 +704,7 @@ class _GradLayouts:
                 h.remove()
         self.learnt = True
         for q, p in enumerate(P):
-            st = self.seen.get(q)
+            st = seen.get(q)
             if st is None or st == tuple(p.stride()) or p.ndim < 2:
                 continue
             order = tuple(sorted(range(p.ndim), key=lambda d: -st[d]))

@@ -534,7 +534,7 @@ class Normalizer:
             if isinstance(x, Frames):
                 sub = x[rows]
                 return _stats(sub.data[sub.frame_index()])
-            return _stats(x, np.asarray(rows))
+            return _stats(x, rows)
 
         for k, x in blocks.items():
             self.global_[k] = stats(x, train_idx)
