@@ -21,7 +21,8 @@ scikit-learn: a ``StandardScaler`` per speaker), pooled UAR over the held-out sp
   first fold; the machine's float32 matmul peak (:func:`matmul_peak`, same run, ``T`` threads).
 * **MER 2024 size** (5,030 clips, synthetic, :func:`write_synthetic`): 5-fold AFG over HuBERT
   layers 16-21 + CLIP + MANet (large data: the minibatch recipe), with its training FLOPs
-  (``torch.utils.flop_counter``) over its training time as a fraction of the matmul peak; and the
+  (``torch.utils.flop_counter``) over its training time as a fraction of the matmul peak (the higher
+of the peaks measured at the start and right after that run); and the
   25-layer x 5-fold linear probe sweep (L-BFGS).
 
 Differences of pooled UAR (``uar_differences`` per set: the default against every peer, ``--head
@@ -430,7 +431,14 @@ def main(gpu: bool = False, timeout: float = 1800.0) -> dict:
                 if fl is not None:
                     r["training_gflop"] = round(fl / 1e9, 1)
                     r["gflops_achieved"] = round(fl / 1e9 / r["train_seconds"], 2)
-                    r["fraction_of_matmul_peak"] = round(fl / 1e9 / r["train_seconds"] / res["matmul_peak"]["gflops"], 3)
+                    # the peak is measured again right after the run and the higher of the two is the
+                    # denominator: one slow moment of the machine (63.6 against 86.1 GFLOP/s between
+                    # two runs) must not inflate the fraction
+                    after = matmul_peak(threads)
+                    res["matmul_peak_after_mer"] = after
+                    peak = max(res["matmul_peak"]["gflops"], after["gflops"])
+                    r["peak_gflops_used"] = peak
+                    r["fraction_of_matmul_peak"] = round(fl / 1e9 / r["train_seconds"] / peak, 3)
                     targets["mer_afg_ge_50pct_matmul_peak"] = {"target": TARGET_PEAK, "measured": r["fraction_of_matmul_peak"],
                                                                "pass": r["fraction_of_matmul_peak"] >= TARGET_PEAK}
             _checkpoint({**res, "mer2024": mer})
