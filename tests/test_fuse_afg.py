@@ -41,3 +41,29 @@ def test_afg_per_input_scores_are_a_named_option():
         AFG(dims, hidden, scores="mean")
     head = AFGHead([Token("a", "audio", "0", 5), Token("f", "face", "p", 3)], hidden, 0.0, structure=2, scores="per-input")
     assert all(m.scores == "per-input" for m in [*head.inner, head.outer])
+
+
+@pytest.mark.parametrize("scores", ["concat", "per-input"])
+def test_afg_with_one_input_is_eq1_exactly_with_the_same_gradients(scores):
+    """One input: α = softmax of one score ≡ 1 and eq. 3 is h¹; the shortcut gives the outputs and
+    the projection's gradients of eq. 1-3 computed in full, bitwise."""
+    torch.manual_seed(1)
+    afg = AFG([6], 5, dropout=0.0, scores=scores).eval()
+    x = torch.randn(9, 6)
+    z, alpha = afg([x])
+    assert torch.equal(alpha, torch.ones(9, 1))
+    h = torch.relu(x @ afg.proj[0].weight.T + afg.proj[0].bias)  # eq. 1
+    if scores == "concat":
+        a = torch.softmax(h @ afg.att.weight.T + afg.att.bias, dim=1)  # eq. 2 over N = 1
+    else:
+        a = torch.softmax(afg.v(torch.tanh(afg.att(h[:, None]))).squeeze(-1), dim=1)
+    assert torch.equal(a, torch.ones(9, 1))
+    full = a[:, :1] * h  # eq. 3
+    assert torch.equal(z, full)
+    g = torch.randn(9, 5)
+    gz = torch.autograd.grad((z * g).sum(), [afg.proj[0].weight, afg.proj[0].bias])
+    gf = torch.autograd.grad((full * g).sum(), [afg.proj[0].weight, afg.proj[0].bias, afg.att.weight, afg.att.bias])
+    for u, v in zip(gz, gf[:2]):
+        torch.testing.assert_close(u, v, rtol=0, atol=1e-7)
+    # through the scores W_α's gradient is an exact zero; the shortcut gives it none
+    assert all(t.abs().max() == 0 for t in gf[2:])

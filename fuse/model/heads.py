@@ -158,6 +158,9 @@ class AFG(nn.Module):
     attention; not in the paper, kept as a named option);
     eq. 3: weighted sum, ``z = Σ_i α_i h^i``.
 
+    With one input, α ≡ 1 and z = h¹: the scores are not computed (same outputs; ``W_α`` gets no
+    gradient instead of an exact zero one).
+
     Args:
         dims: input dimensions D_i, one per input vector.
         hidden: H, the common dimension.
@@ -187,6 +190,13 @@ class AFG(nn.Module):
 
     def forward(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         hs = [self.drop(torch.relu(p(x))) for p, x in zip(self.proj, xs)]  # N x (B, H) eq. 1
+        if len(hs) == 1:
+            # one input: eq. 2's softmax over a single score is exactly 1 and its Jacobian exactly 0,
+            # so eq. 3 is z = h¹ for either form of the scores. Skipping them gives the same outputs
+            # and gradients (W_α's gradient was an exact 0, now none), and about a fifth less training
+            # time (a single-store run, e.g. EmoDB's eGeMAPS default: its score product and the α h
+            # products forward and backward were a fifth of the solve's op time in a torch profile)
+            return hs[0], torch.ones_like(hs[0][..., :1])
         if self.scores == "concat":
             # eq. 2 as a sum over blocks: W_α [h^1; ...; h^N] = Σ_i W_α[:, iH:(i+1)H] h^i, and eq. 3 as
             # Σ_i α_i h^i, neither stacking nor concatenating h: the same products, and a third less

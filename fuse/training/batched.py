@@ -1231,9 +1231,10 @@ def torch_lbfgs(params: list, objective: Callable[[], Any], max_iter: int, tol: 
     the lbfgs recipe's non-linear heads and of linear problems above :data:`LBFGS_B_MAX_PARAMS`.
 
     Returns:
-        (iterations, evaluations (including one at the returned weights), converged: every parameter
-        got a gradient and the largest entry of the gradient at the returned weights is at most
-        ``tol``, that largest entry). With ``measure=False`` (a caller that does not use them: the
+        (iterations, evaluations (including one at the returned weights), converged: the largest
+        entry of the gradient at the returned weights is at most ``tol`` (a parameter the objective
+        does not depend on, without ``.grad``, has gradient 0, as ``torch.optim.LBFGS`` treats it), that
+        largest entry). With ``measure=False`` (a caller that does not use them: the
         layer sweep's probes) that last evaluation is skipped and they are ``(False, None)``.
 
     Raises:
@@ -1268,7 +1269,7 @@ def torch_lbfgs(params: list, objective: Callable[[], Any], max_iter: int, tol: 
     if not math.isfinite(gmax):
         raise NonFiniteError("the full-batch L-BFGS fit ended at a non-finite gradient; check the inputs for inf/NaN "
                              "or use --optimizer adamw / --recipe adamw")
-    return iters, nev[0], bool(len(grads) == len(params) and gmax <= tol), gmax
+    return iters, nev[0], bool(gmax <= tol), gmax
 
 
 def _l2_path(params: list, lam, solve: Callable[[int], tuple[int, int, bool, float]], val_losses: Callable[[], np.ndarray],
