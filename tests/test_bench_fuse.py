@@ -16,9 +16,11 @@ def bench():
     spec = importlib.util.spec_from_file_location("bench_fuse_under_test", ROOT / "bench" / "bench_fuse.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    path = list(sys.path)
+    spec.loader.exec_module(mod)  # puts proofs/ on sys.path (the benchmark's provenance helper)
     yield mod
     sys.modules.pop(spec.name, None)
+    sys.path[:] = path
 
 
 def _rows(rng, n_spk=8, per=20, classes=("a", "b", "c")):
@@ -58,14 +60,29 @@ def test_paired_difference_matches_the_pooled_uars_and_brackets_them(bench):
     assert (s["difference"], s["low"], s["high"]) == pytest.approx((-r["difference"], -r["high"], -r["low"]), abs=1e-4)
 
 
-def test_paired_difference_refuses_different_rows_and_unknown_classes(bench):
+def test_paired_difference_refuses_different_rows_names_or_labels(bench):
     rng = np.random.default_rng(2)
     names, group, true, classes = _rows(rng)
     a = {"names": names, "true": true, "pred": true, "group": group}
     with pytest.raises(ValueError, match="different rows"):
         bench.paired_uar_difference(a, {"names": names[1:], "pred": true[1:]})
-    with pytest.raises(ValueError, match="'z' is not one of the true classes"):
-        bench.paired_uar_difference(a, {"names": names, "pred": ["z"] + true[1:]})
+    with pytest.raises(ValueError, match="duplicate sample names"):
+        bench.paired_uar_difference(a, {"names": names[:-1] + names[:1], "pred": true})
+    flipped = ["b" if t == "a" else t for t in true]
+    with pytest.raises(ValueError, match="different true labels"):
+        bench.paired_uar_difference(a, {"names": names, "true": flipped, "pred": true})
+
+
+def test_a_predicted_class_outside_the_true_labels_is_a_wrong_prediction(bench):
+    from sklearn.metrics import recall_score
+
+    rng = np.random.default_rng(3)
+    names, group, true, classes = _rows(rng)
+    pred_b = ["z" if i % 3 == 0 else t for i, t in enumerate(true)]
+    r = bench.paired_uar_difference({"names": names, "true": true, "pred": true, "group": group},
+                                    {"names": names, "pred": pred_b}, n_boot=100)
+    want = 1.0 - recall_score(true, pred_b, labels=classes, average="macro")
+    assert r["difference"] == pytest.approx(want, abs=1e-4) and r["difference"] > 0
 
 
 def test_run_predictions_reads_the_out_of_fold_rows(bench, tmp_path):

@@ -45,8 +45,8 @@ def test_afg_per_input_scores_are_a_named_option():
 
 @pytest.mark.parametrize("scores", ["concat", "per-input"])
 def test_afg_with_one_input_is_eq1_exactly_with_the_same_gradients(scores):
-    """One input: α = softmax of one score ≡ 1 and eq. 3 is h¹; the shortcut gives the outputs and
-    the projection's gradients of eq. 1-3 computed in full, bitwise."""
+    """One input: α = softmax of one score ≡ 1 and eq. 3 is h¹; the shortcut gives the outputs of
+    eq. 1-3 computed in full bitwise, and the projection's gradients to float rounding."""
     torch.manual_seed(1)
     afg = AFG([6], 5, dropout=0.0, scores=scores).eval()
     x = torch.randn(9, 6)

@@ -159,7 +159,9 @@ class AFG(nn.Module):
     eq. 3: weighted sum, ``z = Σ_i α_i h^i``.
 
     With one input, α ≡ 1 and z = h¹: the scores are not computed (same outputs; ``W_α`` gets no
-    gradient instead of an exact zero one).
+    gradient instead of an exact zero one, so ``torch.optim.AdamW`` in the sequential trainer no
+    longer decays it while the fold-parallel trainer, which steps it with a zero gradient, does:
+    their saved ``W_α`` differ, and it is used by no output).
 
     Args:
         dims: input dimensions D_i, one per input vector.
@@ -193,9 +195,9 @@ class AFG(nn.Module):
         if len(hs) == 1:
             # one input: eq. 2's softmax over a single score is exactly 1 and its Jacobian exactly 0,
             # so eq. 3 is z = h¹ for either form of the scores. Skipping them gives the same outputs
-            # and gradients (W_α's gradient was an exact 0, now none), and about a fifth less training
-            # time (a single-store run, e.g. EmoDB's eGeMAPS default: its score product and the α h
-            # products forward and backward were a fifth of the solve's op time in a torch profile)
+            # and gradients (W_α's gradient was an exact 0, now none). A single-store run (EmoDB's
+            # eGeMAPS default) spent about a fifth of its op time in a torch profile on the score
+            # product and the α h products; its training took a tenth less (interleaved runs)
             return hs[0], torch.ones_like(hs[0][..., :1])
         if self.scores == "concat":
             # eq. 2 as a sum over blocks: W_α [h^1; ...; h^N] = Σ_i W_α[:, iH:(i+1)H] h^i, and eq. 3 as
