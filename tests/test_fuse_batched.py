@@ -70,6 +70,32 @@ def test_batched_predictions_match_the_sequential_loop(case):
         np.testing.assert_allclose(w_bat, w_seq, rtol=1e-4)
 
 
+def test_a_parameter_the_loss_does_not_reach_is_left_alone_by_both_trainers():
+    """AFG over one input never uses W_α (α ≡ 1): it gets no gradient, and AdamW neither steps nor
+    decays it, in the sequential loop (torch.optim.AdamW skips it) and in the fold-parallel trainer
+    alike: every saved weight agrees, W_α stays at its initial value."""
+    blocks, inputs, y, speakers = _data()
+    blocks, inputs = {"a": blocks["a"][:, 1:]}, [dict(inputs[0], layers=["1"])]
+    cfg = TrainConfig(head="afg", hidden=8, dropout=0.0, epochs=4, seeds=2, batch_size=16, patience=2, threads=1,
+                      weight_decay=0.5, recipe="adamw")
+    folds = leave_one_speaker_out(speakers, 0)
+    seq = train_cv(blocks, inputs, y, folds, cfg, 3, speakers)
+    bat = train_cv_batched(blocks, inputs, y, folds, cfg, 3, speakers)
+    np.testing.assert_allclose(bat.oof["probs"], seq.oof["probs"], atol=2e-5, rtol=1e-4)
+    att = [n for n in seq.states[0][0] if ".att." in n]
+    assert att
+    for a, b in zip(seq.states, bat.states):
+        for sa, sb in zip(a, b):
+            for name in sa:
+                torch.testing.assert_close(sb[name], sa[name], atol=2e-4, rtol=1e-3)
+    # and W_α is still what initialisation gave it (a decay of 0.5 x lr over the steps would show)
+    from emo.fuse.training.batched import init_model
+    init = init_model(cfg.model_args(inputs, 3), 0, {"discrete": y["discrete"]}, cfg.decoder).state_dict()
+    for name in att:
+        torch.testing.assert_close(seq.states[0][0][name], init[name], rtol=0, atol=0)
+        torch.testing.assert_close(bat.states[0][0][name], init[name], rtol=0, atol=0)
+
+
 def test_each_model_stops_on_its_own_validation_loss_and_then_freezes():
     blocks, inputs, y, _ = _data(90)
     rng = np.random.default_rng(1)

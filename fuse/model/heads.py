@@ -159,9 +159,7 @@ class AFG(nn.Module):
     eq. 3: weighted sum, ``z = Σ_i α_i h^i``.
 
     With one input, α ≡ 1 and z = h¹: the scores are not computed (same outputs; ``W_α`` gets no
-    gradient instead of an exact zero one, so ``torch.optim.AdamW`` in the sequential trainer no
-    longer decays it while the fold-parallel trainer, which steps it with a zero gradient, does:
-    their saved ``W_α`` differ, and it is used by no output).
+    gradient instead of an exact zero one, so AdamW leaves it as initialised).
 
     Args:
         dims: input dimensions D_i, one per input vector.

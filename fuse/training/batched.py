@@ -559,17 +559,22 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
         torch._foreach_add_([steps_t[int(lv[r])] for r in rows], 1.0)
         nsteps[lv[list(rows)]] += 1
         whole = len(rows) == len(lv) and bool((nsteps[lv] == nsteps[lv[0]]).all())
-        key, sel = ("stack", None) if whole else (rows, rows)
+        # parameters the loss does not reach have no gradient and, as in torch.optim.AdamW, no step
+        # (no weight decay either): e.g. AFG's W_α with a single input
+        reached = tuple(q for q in range(len(P)) if P[q].grad is not None)
+        qss = [[q for q in qs if P[q].grad is not None] for qs in by_decay]
+        key, sel = ("stack" if whole else rows, reached), (None if whole else rows)
         if key not in views:
             _check_same_layout(P, M, V)
             data = [p.data for p in P]
             views[key] = [(pick(data, qs, sel), pick(M, qs, sel), pick(V, qs, sel),
                            [steps_t[int(lv[0])]] * len(qs) if whole else [steps_t[int(lv[r])] for q in qs for r in rows])
-                          for qs in by_decay]
+                          for qs in qss]
         grads = [p.grad for p in P]
-        for (ps, ms, vs, ss), qs, wd in zip(views[key], by_decay, groups):
-            compat.fused_adamw_(ps, pick(grads, qs, sel), ms, vs, [], ss, lr=float(cfg.lr), beta1=0.9, beta2=0.999,
-                                weight_decay=wd, eps=1e-8, amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
+        for (ps, ms, vs, ss), qs, wd in zip(views[key], qss, groups):
+            if qs:
+                compat.fused_adamw_(ps, pick(grads, qs, sel), ms, vs, [], ss, lr=float(cfg.lr), beta1=0.9, beta2=0.999,
+                                    weight_decay=wd, eps=1e-8, amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
 
     # validation inputs of every model, gathered once (padded with the model's first val row, masked)
     vmax = max(len(j.val) for j in jobs)
@@ -612,9 +617,6 @@ def _fit_chunk(xs, y, jobs: list[Job], cfg, model_args, log, on_epoch=None):
             if layouts.pending:
                 P, M, V = layouts.apply(P, M, V)
                 views.clear()
-            for p in P:
-                if p.grad is None:  # a parameter the loss does not reach: a zero gradient (decay still applies)
-                    p.grad = torch.zeros_like(p)
             adamw_step(all_rows if act[t].all() else tuple(int(r) for r in np.flatnonzero(act[t])))
             steps += 1
         # per-model inner-validation loss (no class weights, no smoothing: as the sequential loop)
@@ -668,7 +670,7 @@ def _check_same_layout(P: list, M: list, V: list) -> None:
     that layout otherwise, so later steps' gradients keep it); checked whenever the views are built."""
     for q, p in enumerate(P):
         want = [st for st, n in zip(p.stride(), p.shape) if n > 1]
-        for t in (p.grad, M[q], V[q]):
+        for t in (M[q], V[q]) if p.grad is None else (p.grad, M[q], V[q]):
             if [st for st, n in zip(t.stride(), t.shape) if n > 1] != want:
                 raise RuntimeError(f"stacked parameter {q}: strides {p.stride()} but {t.stride()} for its gradient or moments")
 
