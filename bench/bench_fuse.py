@@ -26,8 +26,8 @@ scikit-learn: a ``StandardScaler`` per speaker), pooled UAR over the held-out sp
   probe sweep (L-BFGS).
 
 Differences of pooled UAR (``uar_differences`` per set: the default against every peer, ``--head
-linear`` against LR) carry a 95 % paired speaker-bootstrap interval (:func:`paired_uar_difference`,
-1000 replicates): the held-out speakers are resampled, the same draw for both methods.
+linear`` against LR) carry a 95 % paired speaker-bootstrap interval (:func:`uar_difference`: ``emo fuse compare``'s
+computation, 1000 replicates): the held-out speakers are resampled, the same draw for both methods.
 
 Targets (``targets`` in the result, pass/fail, nothing asserted): default emo wall <= 2x the
 LR process's and training <= 5x LR's fit on both sets; emo's UAR >= the best peer's (with the
@@ -189,56 +189,42 @@ def peer_fit(features_dir: str, dataset: str, peer: str, threads: int) -> dict:
             "threadpools": pools, "estimator": PEERS[peer],
             # for the paired intervals of small_set (taken out before the record is stored)
             "predictions": {"names": [s_.name for s_ in fs.samples], "true": [fs.classes[i] for i in y.tolist()],
-                            "pred": [fs.classes[i] for i in pred.tolist()]}}
+                            "pred": [fs.classes[i] for i in pred.tolist()], "group": spk.tolist()}}
 
 
-def paired_uar_difference(a: dict, b: dict, unit: str = "speaker", n_boot: int = 1000, seed: int = 0) -> dict:
-    """Paired group bootstrap of pooled UAR(a) − UAR(b) on the same held-out rows
-    (:func:`emo.fuse.eval.stats.paired_bootstrap`: whole held-out groups are resampled, the same
-    draw for both methods).
-
-    Args:
-        a, b: ``{"names": [sample], "true": [class], "pred": [class], "group": [held-out group]}``,
-            rows in any order (b's ``true`` and ``group`` optional; a's are used for both, and b's
-            ``true``, when given, must agree). Recall is averaged over the classes of the true labels;
-            a predicted class outside them is a wrong prediction.
-        unit: what a group is (recorded; ``speaker`` for leave-one-speaker-out).
-
-    Returns:
-        ``{"difference", "low", "high", "level", "n_boot", "n_groups", "unit"}`` (UAR, rounded to 4 places).
+def peer_rows(run, peer: dict, name: str):
+    """A peer's out-of-fold predictions as :class:`emo.fuse.eval.compare.EvalRows` in the classes of
+    the emo run ``run`` (an ``EvalRows``) it is compared with (one-hot posteriors; its own held-out
+    groups as folds), for :func:`emo.fuse.eval.compare.compare_rows`, which checks that both hold the
+    same rows, labels and fold partition and resamples the run's held-out speakers.
 
     Raises:
-        ValueError: duplicate sample names, the two methods scored on different rows or with different true labels.
+        ValueError: a class the run does not have.
     """
-    from emo.fuse.eval.stats import class_metric, paired_bootstrap
+    from emo.fuse.eval.compare import EvalRows
 
-    names = list(a["names"])
-    if len(set(names)) != len(names) or len(set(b["names"])) != len(b["names"]):
-        raise ValueError("paired interval: duplicate sample names")
-    if set(names) != set(b["names"]):
-        raise ValueError(f"paired interval: the two methods predicted different rows ({len(names)} and {len(b['names'])})")
-    pos = [{n: i for i, n in enumerate(b["names"])}[n] for n in names]  # b's row of each of a's rows
-    if "true" in b and [b["true"][i] for i in pos] != list(a["true"]):
-        raise ValueError("paired interval: the two methods were scored against different true labels")
-    index = {c: i for i, c in enumerate(sorted(set(a["true"]) | set(a["pred"]) | set(b["pred"])))}
-    y = np.array([index[c] for c in a["true"]])
-    pa = np.array([index[c] for c in a["pred"]])
-    pb = np.array([index[b["pred"][i]] for i in pos])
-    r = paired_bootstrap(lambda i: class_metric(y[i], pa[i], len(index), "uar"),
-                         lambda i: class_metric(y[i], pb[i], len(index), "uar"), np.asarray(a["group"]), n_boot=n_boot, seed=seed)
+    index = {c: i for i, c in enumerate(run.classes)}
+    try:
+        y = np.array([index[c] for c in peer["true"]])
+        pred = np.array([index[c] for c in peer["pred"]])
+    except KeyError as e:
+        raise ValueError(f"{name}: class {e.args[0]!r} is not one of the run's classes {run.classes}") from None
+    probs = np.zeros((len(pred), len(index)))
+    probs[np.arange(len(pred)), pred] = 1.0
+    return EvalRows(Path(name), "run", run.task, run.classes, list(peer["names"]), np.asarray(peer["group"], dtype=object),
+                    y, probs, None, None, {})
+
+
+def uar_difference(a, b) -> dict:
+    """Pooled UAR of ``a`` minus that of ``b`` (:class:`emo.fuse.eval.compare.EvalRows`: an emo run's
+    rows, :func:`peer_rows`) with its 95 % paired bootstrap interval over a's held-out speakers
+    (1000 replicates; :func:`emo.fuse.eval.compare.compare_rows`, the computation of ``emo fuse
+    compare``), rounded to 4 places."""
+    from emo.fuse.eval.compare import compare_rows
+
+    r = compare_rows(a, b, "uar", n_boot=1000)
     return {"difference": round(r["difference"], 4), "low": round(r["low"], 4), "high": round(r["high"], 4), "level": r["level"],
-            "n_boot": r["n_boot"], "n_groups": r["n_groups"], "unit": unit}
-
-
-def run_predictions(run: Path) -> dict:
-    """The out-of-fold rows of an ``emo fuse train`` run (``predictions.csv``) in the form
-    :func:`paired_uar_difference` takes; the group is the held-out fold (here: the speaker)."""
-    import csv
-
-    with open(run / "predictions.csv", newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["fold"] != "test"]
-    return {"names": [r["name"] for r in rows], "true": [r["true"] for r in rows], "pred": [r["pred"] for r in rows],
-            "group": [r["fold"] for r in rows]}
+            "n_boot": r["n_boot"], "n_groups": r["n_groups"], "unit": r["group"]}
 
 
 def matmul_peak(threads: int, n: int = 2048, reps: int = 5) -> dict:
@@ -332,6 +318,7 @@ def small_set(label: str, feat: Path, dataset: str, tmp: Path, timeout: float, t
         res["default_uar_minus_best_peer"] = round(d[0]["uar"] - res["peers"][best]["uar"], 4)
     # paired speaker-bootstrap intervals of the UAR differences that the targets and the issue's
     # claims rest on (the same held-out speakers resampled for both methods)
+    from emo.fuse.eval.compare import read_eval_rows
     from emo.fuse.eval.stats import StatsError
 
     runs = {"default_seed0": tmp / f"{dataset}_default_0", "linear": tmp / f"{dataset}_linear"}
@@ -339,8 +326,9 @@ def small_set(label: str, feat: Path, dataset: str, tmp: Path, timeout: float, t
     for tag, peer in [("default_seed0", peer) for peer in preds] + [("linear", "sklearn_lr")]:
         if "uar" in res["emo"].get(tag, {}) and peer in preds:
             try:  # an interval that cannot be formed is recorded as such; it never costs the runs above
-                res["uar_differences"][f"{tag}_minus_{peer}"] = paired_uar_difference(run_predictions(runs[tag]), preds[peer])
-            except (OSError, KeyError, ValueError, StatsError) as e:
+                a = read_eval_rows(runs[tag])
+                res["uar_differences"][f"{tag}_minus_{peer}"] = uar_difference(a, peer_rows(a, preds[peer], peer))
+            except (OSError, ValueError, StatsError) as e:
                 res["uar_differences"][f"{tag}_minus_{peer}"] = {"error": f"{type(e).__name__}: {e}"}
     return res
 

@@ -1,5 +1,6 @@
-"""The benchmark's paired UAR intervals (bench/bench_fuse.py): the numbers the issue-24 targets are
-read against. The benchmark itself runs in ``make bench``, not here."""
+"""The benchmark's paired UAR intervals (bench/bench_fuse.py): a scikit-learn peer's predictions as
+evaluation rows, compared with an emo run by ``emo fuse compare``'s computation. The benchmark
+itself runs in ``make bench``, not here."""
 
 import importlib.util
 import sys
@@ -8,7 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emo.fuse.eval.compare import EvalRows
+from emo.fuse.eval.stats import StatsError
+
 ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["a", "b", "c"]
 
 
 @pytest.fixture(scope="module")
@@ -23,70 +28,56 @@ def bench():
     sys.path[:] = path
 
 
-def _rows(rng, n_spk=8, per=20, classes=("a", "b", "c")):
+def _run(rng, n_spk=8, per=20):
+    """An emo run's evaluation rows (leave-one-speaker-out folds) and the same rows as a peer dict."""
     names = [f"s{s}_{i}" for s in range(n_spk) for i in range(per)]
-    group = [f"speaker={s}" for s in range(n_spk) for _ in range(per)]
-    true = [classes[i] for i in rng.integers(0, len(classes), len(names))]
-    return names, group, true, list(classes)
+    spk = [f"{s:02d}" for s in range(n_spk) for _ in range(per)]
+    y = rng.integers(0, 3, len(names))
+    pred = np.where(rng.random(len(names)) < 0.8, y, rng.integers(0, 3, len(names)))
+    run = EvalRows(Path("run"), "run", "discrete", CLASSES, names, np.asarray([f"speaker={s}" for s in spk], dtype=object),
+                   y, np.eye(3)[pred], None, None, {})
+    peer = {"names": names, "true": [CLASSES[i] for i in y], "pred": [CLASSES[i] for i in pred], "group": spk}
+    return run, peer
 
 
-def test_paired_difference_is_zero_for_the_same_predictions_in_another_order(bench):
+def _shuffled(peer, rng):
+    perm = rng.permutation(len(peer["names"]))
+    return {k: [v[i] for i in perm] for k, v in peer.items()}
+
+
+def test_the_same_predictions_in_another_order_differ_by_zero(bench):
     rng = np.random.default_rng(0)
-    names, group, true, classes = _rows(rng)
-    pred = [classes[i] for i in rng.integers(0, 3, len(names))]
-    a = {"names": names, "true": true, "pred": pred, "group": group}
-    perm = rng.permutation(len(names))
-    b = {"names": [names[i] for i in perm], "pred": [pred[i] for i in perm]}
-    r = bench.paired_uar_difference(a, b, n_boot=200)
+    run, peer = _run(rng)
+    r = bench.uar_difference(run, bench.peer_rows(run, _shuffled(peer, rng), "peer"))
     assert (r["difference"], r["low"], r["high"]) == (0.0, 0.0, 0.0)
-    assert r["n_groups"] == 8 and r["unit"] == "speaker"
+    assert r["n_groups"] == 8 and r["unit"] == "speaker (held-out fold)"
 
 
-def test_paired_difference_matches_the_pooled_uars_and_brackets_them(bench):
+def test_the_difference_is_the_pooled_uars_and_its_interval_brackets_it(bench):
     from sklearn.metrics import recall_score
 
     rng = np.random.default_rng(1)
-    names, group, true, classes = _rows(rng)
-    good = [t if rng.random() < 0.9 else classes[0] for t in true]
-    bad = [classes[i] for i in rng.integers(0, 3, len(names))]
-    r = bench.paired_uar_difference({"names": names, "true": true, "pred": good, "group": group},
-                                    {"names": names, "pred": bad}, n_boot=300)
-    want = recall_score(true, good, average="macro") - recall_score(true, bad, average="macro")
+    run, peer = _run(rng)
+    bad = [CLASSES[i] for i in rng.integers(0, 3, len(peer["names"]))]
+    b = bench.peer_rows(run, _shuffled(dict(peer, pred=bad), rng), "peer")
+    r = bench.uar_difference(run, b)
+    true = peer["true"]
+    want = recall_score(true, [CLASSES[i] for i in run.probs.argmax(1)], average="macro") - recall_score(true, bad, average="macro")
     assert r["difference"] == pytest.approx(want, abs=1e-4)
     assert 0 < r["low"] <= r["difference"] <= r["high"]
-    # reversed roles: the interval is mirrored (same replicates, negated)
-    s = bench.paired_uar_difference({"names": names, "true": true, "pred": bad, "group": group},
-                                    {"names": names, "pred": good}, n_boot=300)
-    assert (s["difference"], s["low"], s["high"]) == pytest.approx((-r["difference"], -r["high"], -r["low"]), abs=1e-4)
 
 
-def test_paired_difference_refuses_different_rows_names_or_labels(bench):
+def test_rows_labels_folds_and_classes_that_do_not_match_are_refused(bench):
     rng = np.random.default_rng(2)
-    names, group, true, classes = _rows(rng)
-    a = {"names": names, "true": true, "pred": true, "group": group}
-    with pytest.raises(ValueError, match="different rows"):
-        bench.paired_uar_difference(a, {"names": names[1:], "pred": true[1:]})
-    with pytest.raises(ValueError, match="duplicate sample names"):
-        bench.paired_uar_difference(a, {"names": names[:-1] + names[:1], "pred": true})
-    flipped = ["b" if t == "a" else t for t in true]
-    with pytest.raises(ValueError, match="different true labels"):
-        bench.paired_uar_difference(a, {"names": names, "true": flipped, "pred": true})
-
-
-def test_a_predicted_class_outside_the_true_labels_is_a_wrong_prediction(bench):
-    from sklearn.metrics import recall_score
-
-    rng = np.random.default_rng(3)
-    names, group, true, classes = _rows(rng)
-    pred_b = ["z" if i % 3 == 0 else t for i, t in enumerate(true)]
-    r = bench.paired_uar_difference({"names": names, "true": true, "pred": true, "group": group},
-                                    {"names": names, "pred": pred_b}, n_boot=100)
-    want = 1.0 - recall_score(true, pred_b, labels=classes, average="macro")
-    assert r["difference"] == pytest.approx(want, abs=1e-4) and r["difference"] > 0
-
-
-def test_run_predictions_reads_the_out_of_fold_rows(bench, tmp_path):
-    (tmp_path / "predictions.csv").write_text("name,fold,true,pred,prob_a,prob_b\n"
-                                              "x1,speaker=03,a,b,0.4,0.6\nx2,speaker=08,b,b,0.1,0.9\nx3,test,a,a,0.9,0.1\n")
-    got = bench.run_predictions(tmp_path)
-    assert got == {"names": ["x1", "x2"], "true": ["a", "b"], "pred": ["b", "b"], "group": ["speaker=03", "speaker=08"]}
+    run, peer = _run(rng)
+    with pytest.raises(ValueError, match="'z' is not one of the run's classes"):
+        bench.peer_rows(run, dict(peer, pred=["z"] + peer["pred"][1:]), "peer")
+    short = {k: v[1:] for k, v in peer.items()}
+    with pytest.raises(StatsError, match="evaluation rows differ"):
+        bench.uar_difference(run, bench.peer_rows(run, short, "peer"))
+    flipped = ["b" if t == "a" else t for t in peer["true"]]
+    with pytest.raises(StatsError, match="labels differ"):
+        bench.uar_difference(run, bench.peer_rows(run, dict(peer, true=flipped), "peer"))
+    merged = ["00" if g == "01" else g for g in peer["group"]]  # a peer that held out speakers 00 and 01 together
+    with pytest.raises(StatsError, match="folds differ"):
+        bench.uar_difference(run, bench.peer_rows(run, dict(peer, group=merged), "peer"))

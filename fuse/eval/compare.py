@@ -263,7 +263,14 @@ def compare(path_a: str | Path, path_b: str | Path, metric: str | None = None, g
     Raises:
         StatsError: different tasks or classes, different evaluation rows or labels (named).
     """
-    a, b = read_eval_rows(path_a), read_eval_rows(path_b)
+    return compare_rows(read_eval_rows(path_a), read_eval_rows(path_b), metric, group, n_boot, seed, level)
+
+
+def compare_rows(a: EvalRows, b: EvalRows, metric: str | None = None, group: str = "auto", n_boot: int = N_BOOT,
+                 seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """:func:`compare` of two sets of evaluation rows already read (a run's, or rows built from another
+    tool's predictions, e.g. a scikit-learn peer's in ``bench/bench_fuse.py``). Returns and raises as
+    :func:`compare`; the resampling unit comes from ``a``."""
     if a.classes != b.classes:
         raise StatsError(f"{b.path}: classes {b.classes}, but {a.path} has {a.classes}")
     if set(a.names) != set(b.names):
