@@ -302,3 +302,20 @@ def test_pinned_threads_sets_nothing_again_where_this_thread_is_already_pinned(m
     with threads.pinned_threads(1):  # the outermost block ended: set again
         pass
     assert calls == [1, 2, 1]
+    # another thread of the process asked for 2 meanwhile (a dask worker's threads): the settings are
+    # process-wide, so this thread's next block at 1 must set 1 again
+    import threading
+
+    calls.clear()
+    with threads.pinned_threads(1):
+        def in_other_thread():
+            with threads.pinned_threads(2):  # its count holds after it ends: the outer block is still open
+                pass
+
+        other = threading.Thread(target=in_other_thread)
+        other.start()
+        other.join()
+        with threads.pinned_threads(1):
+            assert torch.get_num_threads() == 1
+    assert calls == [1, 2, 1]
+    assert torch.get_num_threads() == t_before

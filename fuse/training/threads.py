@@ -17,8 +17,9 @@ from typing import Any, Iterator
 
 _LOCK = threading.Lock()
 #: depth: blocks open in the process; torch / limiter: what the outermost block restores; gen: bumped
-#: at each restore, so that what a thread noted before it (:data:`_THREAD`) no longer counts.
-_STATE: dict[str, Any] = {"depth": 0, "torch": None, "limiter": None, "gen": 0}
+#: at each restore, so that what a thread noted before it (:data:`_THREAD`) no longer counts; last:
+#: the count set last in the process (torch's and the BLAS pools' settings are process-wide).
+_STATE: dict[str, Any] = {"depth": 0, "torch": None, "limiter": None, "gen": 0, "last": None}
 #: ``(n, gen)``: the thread count this thread last set (OpenMP's setting is per thread) and when. A
 #: block inside another block, or inside a process pinned by :func:`pin_process`, at the same count
 #: sets nothing again: ``threadpool_limits`` walks every loaded library, 3.4-3.8 ms per block
@@ -44,12 +45,13 @@ def _set(n: int):
     limiter = threadpool_limits(limits=n)
     torch.set_num_threads(n)
     _THREAD.state = (n, _STATE["gen"])
+    _STATE["last"] = n
     return limiter
 
 
 def _already(n: int) -> bool:
-    """Whether this thread set ``n`` since the last restore."""
-    return getattr(_THREAD, "state", None) == (n, _STATE["gen"])
+    """Whether this thread set ``n`` since the last restore and no thread set another count since."""
+    return getattr(_THREAD, "state", None) == (n, _STATE["gen"]) and _STATE["last"] == n
 
 
 @contextlib.contextmanager
@@ -61,7 +63,7 @@ def pinned_threads(n: int) -> Iterator[None]:
     The settings are per process (OpenMP's per thread). Blocks may nest and may run in several
     threads of one process at once (a dask worker runs units in threads): the first block in sets
     them, the last one out restores them; a thread already at ``n`` (an enclosing block, or
-    :func:`pin_process`) sets nothing again, and a block that asks for another ``n`` meanwhile sets
+    :func:`pin_process`), with no other count set in the process since, sets nothing again, and a block that asks for another ``n`` meanwhile sets
     its own (the last asked holds until the outermost block ends). Measured caveat: OpenBLAS did not
     always follow a limit set from a thread other than the main one (after an earlier limit was
     restored in the main thread, the thread still read 2 threads); training and the search's process
